@@ -1,0 +1,99 @@
+//! The HTTP API: one file per resource, each handler documented with `#[utoipa::path]` and
+//! registered through utoipa-actix-web, so a route and its OpenAPI description are added in one
+//! call and the document cannot miss a route.
+
+pub mod auth;
+pub mod extract;
+pub mod health;
+pub mod meta;
+pub mod schemas;
+
+use actix_web::App;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{OpenApi as OpenApiDoc, Server};
+use utoipa::{Modify, OpenApi};
+use utoipa_actix_web::AppExt;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::error::{FieldError, Problem, ProblemType};
+
+/// Registers every documented route.
+pub fn configure(cfg: &mut ServiceConfig<'_>) {
+    cfg.service(health::healthz)
+        .service(health::readyz)
+        .service(health::metrics)
+        .service(meta::openapi_json)
+        .service(meta::docs_redirect)
+        .service(meta::problem_type)
+        .service(auth::token)
+        .service(auth::me);
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "allot",
+        description = "Licence allocation down a tree of resellers to customers, and the check mail workers ask.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    components(schemas(Problem, FieldError)),
+    modifiers(&Conventions),
+    tags(
+        (name = "auth", description = "Logging in and asking who one is"),
+        (name = "health", description = "Liveness, readiness, metrics"),
+        (name = "meta", description = "This document, the docs, the problem types"),
+    )
+)]
+struct ApiDoc;
+
+/// Adds what the derive cannot say: the bearer scheme, the version, and the problem catalogue.
+struct Conventions;
+
+impl Modify for Conventions {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        openapi.info.version = env!("CARGO_PKG_VERSION").to_owned();
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "An access token from `POST /v1/auth/token`, as `Authorization: Bearer <token>`.",
+                    ))
+                    .build(),
+            ),
+        );
+        let mut description = openapi.info.description.clone().unwrap_or_default();
+        description.push_str(
+            "\n\nEvery error is an RFC 9457 problem document (`application/problem+json`) whose \
+             `type` is one of these; `GET` on a type answers its description:\n",
+        );
+        for kind in ProblemType::ALL {
+            description.push_str(&format!("\n- `{}`: {}", kind.uri(), kind.description()));
+        }
+        openapi.info.description = Some(description);
+        openapi.servers = Some(vec![Server::new("/")]);
+    }
+}
+
+/// The OpenAPI document of every registered route. What `/openapi.json` serves, `allot openapi`
+/// prints and `openapi/openapi.json` holds.
+pub fn openapi() -> OpenApiDoc {
+    App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(configure)
+        .split_for_parts()
+        .1
+}
+
+/// The document as the pretty JSON that is committed.
+pub fn openapi_json(doc: &OpenApiDoc) -> String {
+    let mut text = doc
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises");
+    text.push('\n');
+    text
+}

@@ -1,0 +1,54 @@
+//! OpenAPI schemas for the domain's types. `domain` does not depend on utoipa, so its identifiers
+//! and vocabularies are described here: ids as UUID strings, kinds and roles as string enums.
+
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::{PartialSchema, ToSchema};
+
+use crate::domain::ids::{AccountId, NodeId};
+use crate::domain::roles::Role;
+use crate::domain::tree::{NodeKind, NodeStatus};
+
+macro_rules! uuid_schema {
+    ($($ty:ty => $description:literal),* $(,)?) => {$(
+        impl PartialSchema for $ty {
+            fn schema() -> RefOr<Schema> {
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+                    .description(Some($description))
+                    .into()
+            }
+        }
+        impl ToSchema for $ty {}
+    )*};
+}
+
+macro_rules! enum_schema {
+    ($($ty:ty => [$($variant:expr),+] $description:literal),* $(,)?) => {$(
+        impl PartialSchema for $ty {
+            fn schema() -> RefOr<Schema> {
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some([$($variant.as_str()),+]))
+                    .description(Some($description))
+                    .into()
+            }
+        }
+        impl ToSchema for $ty {}
+    )*};
+}
+
+uuid_schema!(
+    NodeId => "A node (tenant) id: a UUID, never reused.",
+    AccountId => "An account id.",
+);
+
+enum_schema!(
+    NodeKind => [NodeKind::Owner, NodeKind::Reseller, NodeKind::Customer]
+        "`owner` (the root, once), `reseller` (may have children) or `customer` (a leaf).",
+    NodeStatus => [NodeStatus::Active, NodeStatus::Suspended]
+        "A suspended node and everything under it is refused by the check.",
+    Role => [Role::Admin, Role::Manager, Role::Viewer, Role::Check]
+        "`admin`, `manager`, `viewer` or `check` (the check endpoints only).",
+);

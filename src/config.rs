@@ -1,0 +1,154 @@
+//! Every setting: its flag, its environment variable, its default, parsed once at start.
+//!
+//! clap reads flags and the environment alike and refuses a value it cannot parse with a message
+//! naming the flag (and exit code 2), so a bad `ALLOT_LISTEN` or `ALLOT_JWT_SECRET` stops start-up
+//! before anything is opened. The README's configuration table mirrors this file.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::Engine;
+use clap::{Args, ValueEnum};
+
+/// Settings for serving and for the commands that open the database.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address and port to serve HTTP on.
+    #[arg(
+        long,
+        env = "ALLOT_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub listen: SocketAddr,
+
+    /// `postgres://…` or `postgresql://…` for PostgreSQL; anything else is an SQLite file path.
+    #[arg(long, env = "DATABASE_URL", default_value = "allot.db", global = true)]
+    pub database_url: String,
+
+    /// Database connections in the pool.
+    #[arg(long, env = "ALLOT_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
+    pub pool_size: u32,
+
+    /// HS256 signing key for access tokens, base64 (standard alphabet), at least 32 bytes once
+    /// decoded. Unset: a random key is generated on first start and kept in the database.
+    #[arg(long, env = "ALLOT_JWT_SECRET", value_parser = parse_jwt_secret, hide_env_values = true, global = true)]
+    pub jwt_secret: Option<JwtSecret>,
+
+    /// Log filter, in tracing's `EnvFilter` syntax (`info`, `allot=debug,actix_web=warn`, …).
+    #[arg(long, env = "ALLOT_LOG", default_value = "info", global = true)]
+    pub log: String,
+
+    /// Log line format.
+    #[arg(long, env = "ALLOT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "ALLOT_BODY_LIMIT", default_value_t = 1024 * 1024, global = true)]
+    pub body_limit: usize,
+
+    /// HTTP worker threads; 0 means one per CPU core.
+    #[arg(long, env = "ALLOT_WORKERS", default_value_t = 0, global = true)]
+    pub workers: usize,
+
+    /// Seconds in-flight requests get to finish after SIGTERM or SIGINT.
+    #[arg(
+        long,
+        env = "ALLOT_SHUTDOWN_TIMEOUT",
+        default_value_t = 30,
+        global = true
+    )]
+    pub shutdown_timeout: u64,
+
+    /// Username of the first admin, created on the first start of an empty database.
+    #[arg(
+        long,
+        env = "ALLOT_ADMIN_USERNAME",
+        default_value = "admin",
+        global = true
+    )]
+    pub admin_username: String,
+
+    /// Password of the first admin (at least 12 characters). Unset: one is generated and printed
+    /// once.
+    #[arg(
+        long,
+        env = "ALLOT_ADMIN_PASSWORD",
+        hide_env_values = true,
+        global = true
+    )]
+    pub admin_password: Option<String>,
+
+    /// E-mail address of the first admin.
+    #[arg(
+        long,
+        env = "ALLOT_ADMIN_EMAIL",
+        default_value = "admin@localhost",
+        global = true
+    )]
+    pub admin_email: String,
+
+    /// Name of the owner node, created on the first start of an empty database.
+    #[arg(long, env = "ALLOT_OWNER_NAME", default_value = "Owner", global = true)]
+    pub owner_name: String,
+}
+
+impl Config {
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// A configured token-signing key. Its `Debug` never shows the bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JwtSecret(pub Vec<u8>);
+
+impl std::fmt::Debug for JwtSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JwtSecret(…)")
+    }
+}
+
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+fn parse_jwt_secret(text: &str) -> Result<JwtSecret, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| format!("not base64: {e}"))?;
+    if bytes.len() < MIN_JWT_SECRET_BYTES {
+        return Err(format!(
+            "{} bytes once decoded; at least {MIN_JWT_SECRET_BYTES} are needed (e.g. `openssl rand -base64 32`)",
+            bytes.len()
+        ));
+    }
+    Ok(JwtSecret(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_or_non_base64_jwt_secret_is_refused() {
+        assert!(
+            parse_jwt_secret("c2hvcnQ=")
+                .unwrap_err()
+                .contains("at least 32")
+        );
+        assert!(
+            parse_jwt_secret("not base64 !")
+                .unwrap_err()
+                .contains("not base64")
+        );
+        let good = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        assert_eq!(parse_jwt_secret(&good).unwrap().0, vec![7u8; 32]);
+    }
+}

@@ -1,0 +1,394 @@
+//! Every error leaves allot as an RFC 9457 problem document (`application/problem+json`).
+//!
+//! [`ApiError`] is what handlers return; domain and storage errors convert into it with `From`.
+//! [`ProblemType`] is the stable catalogue of problem `type`s: each is a relative URI
+//! `/problems/<slug>` that allot itself answers with a description, and the OpenAPI description
+//! lists them all. [`plain_errors_as_problems`] catches what no handler produced (an unknown
+//! route, a method not allowed, an error from actix itself) so that no response is ever an HTML
+//! page or an empty body.
+
+use actix_web::dev::ServiceResponse;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::ErrorHandlerResponse;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The catalogue of problem types. Slugs are part of the API contract: never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemType {
+    MalformedBody,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    InvalidQuery,
+    ValidationFailed,
+    Unauthorized,
+    InvalidCredentials,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    Unavailable,
+    Internal,
+    /// Any other HTTP error status, for the catch-all.
+    Http,
+}
+
+impl ProblemType {
+    pub const ALL: [ProblemType; 14] = [
+        Self::MalformedBody,
+        Self::UnsupportedMediaType,
+        Self::PayloadTooLarge,
+        Self::InvalidQuery,
+        Self::ValidationFailed,
+        Self::Unauthorized,
+        Self::InvalidCredentials,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::Conflict,
+        Self::Unavailable,
+        Self::Internal,
+        Self::Http,
+    ];
+
+    pub const fn slug(self) -> &'static str {
+        match self {
+            Self::MalformedBody => "malformed-body",
+            Self::UnsupportedMediaType => "unsupported-media-type",
+            Self::PayloadTooLarge => "payload-too-large",
+            Self::InvalidQuery => "invalid-query",
+            Self::ValidationFailed => "validation-failed",
+            Self::Unauthorized => "unauthorized",
+            Self::InvalidCredentials => "invalid-credentials",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not-found",
+            Self::MethodNotAllowed => "method-not-allowed",
+            Self::Conflict => "conflict",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+            Self::Http => "http",
+        }
+    }
+
+    pub const fn title(self) -> &'static str {
+        match self {
+            Self::MalformedBody => "The request body is not valid JSON",
+            Self::UnsupportedMediaType => "Unsupported media type",
+            Self::PayloadTooLarge => "The request body is too large",
+            Self::InvalidQuery => "The query string is invalid",
+            Self::ValidationFailed => "Some fields are invalid",
+            Self::Unauthorized => "Authentication required",
+            Self::InvalidCredentials => "Wrong username or password",
+            Self::Forbidden => "Not allowed",
+            Self::NotFound => "Not found",
+            Self::MethodNotAllowed => "Method not allowed",
+            Self::Conflict => "Conflict with the current state",
+            Self::Unavailable => "Temporarily unavailable",
+            Self::Internal => "Internal error",
+            Self::Http => "HTTP error",
+        }
+    }
+
+    pub const fn description(self) -> &'static str {
+        match self {
+            Self::MalformedBody => {
+                "The body could not be parsed as JSON (a syntax error, a truncated document or invalid UTF-8). `detail` says where. Nothing was changed."
+            }
+            Self::UnsupportedMediaType => {
+                "The body's Content-Type is not one this endpoint accepts (usually `application/json`). Nothing was changed."
+            }
+            Self::PayloadTooLarge => {
+                "The body is larger than the configured limit (`ALLOT_BODY_LIMIT`). Nothing was changed."
+            }
+            Self::InvalidQuery => {
+                "A query-string parameter is missing, unknown or of the wrong type. `errors` names it."
+            }
+            Self::ValidationFailed => {
+                "The body parsed, but fields break the rules. `errors` lists each field with its message. Nothing was changed."
+            }
+            Self::Unauthorized => {
+                "No credentials, or credentials that are malformed, expired, revoked or signed by an unknown key. Send `Authorization: Bearer <token or API key>`."
+            }
+            Self::InvalidCredentials => {
+                "The username and password do not match an active account. The answer is the same whether or not the username exists."
+            }
+            Self::Forbidden => {
+                "The caller may see the target but its role does not allow this action."
+            }
+            Self::NotFound => {
+                "No such resource, or it lies outside the caller's subtree: the two are indistinguishable by design."
+            }
+            Self::MethodNotAllowed => {
+                "The path exists but not with this method; `Allow` lists the ones it has."
+            }
+            Self::Conflict => "The request conflicts with the current state of the resource.",
+            Self::Unavailable => {
+                "A dependency (usually the database) is not reachable. Retry later; nothing was changed."
+            }
+            Self::Internal => {
+                "An unexpected error. It was logged with the request id (`x-request-id`); nothing was half-written."
+            }
+            Self::Http => {
+                "An HTTP error without a more specific type; `status` and `title` say which."
+            }
+        }
+    }
+
+    pub fn uri(self) -> String {
+        format!("/problems/{}", self.slug())
+    }
+
+    pub fn from_slug(slug: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.slug() == slug)
+    }
+
+    /// The type for an error status that no handler described.
+    fn for_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::BAD_REQUEST => Self::MalformedBody,
+            StatusCode::UNAUTHORIZED => Self::Unauthorized,
+            StatusCode::FORBIDDEN => Self::Forbidden,
+            StatusCode::NOT_FOUND => Self::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            StatusCode::CONFLICT => Self::Conflict,
+            StatusCode::SERVICE_UNAVAILABLE => Self::Unavailable,
+            StatusCode::INTERNAL_SERVER_ERROR => Self::Internal,
+            _ => Self::Http,
+        }
+    }
+}
+
+/// One field that failed validation. `field` is a path into the body (`route.port`,
+/// `checks[3].address`) or the name of a query parameter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    /// A relative URI `/problems/<slug>` identifying the kind of problem; allot answers it.
+    #[serde(rename = "type")]
+    #[schema(example = "/problems/validation-failed")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    /// What happened in this occurrence, for a person to read.
+    pub detail: String,
+    /// The fields that failed validation.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    MalformedBody(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{}", summary(.0))]
+    InvalidQuery(Vec<FieldError>),
+    #[error("{}", summary(.0))]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("The username and password do not match an active account.")]
+    InvalidCredentials,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("no such resource")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+fn summary(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ApiError {
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn internal(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Internal(Box::new(err))
+    }
+
+    pub fn problem_type(&self) -> ProblemType {
+        match self {
+            Self::MalformedBody(_) => ProblemType::MalformedBody,
+            Self::UnsupportedMediaType(_) => ProblemType::UnsupportedMediaType,
+            Self::PayloadTooLarge { .. } => ProblemType::PayloadTooLarge,
+            Self::InvalidQuery(_) => ProblemType::InvalidQuery,
+            Self::Validation(_) => ProblemType::ValidationFailed,
+            Self::Unauthorized(_) => ProblemType::Unauthorized,
+            Self::InvalidCredentials => ProblemType::InvalidCredentials,
+            Self::Forbidden(_) => ProblemType::Forbidden,
+            Self::NotFound => ProblemType::NotFound,
+            Self::Conflict(_) => ProblemType::Conflict,
+            Self::Unavailable(_) => ProblemType::Unavailable,
+            Self::Internal(_) => ProblemType::Internal,
+        }
+    }
+
+    pub fn to_problem(&self) -> Problem {
+        let kind = self.problem_type();
+        let errors = match self {
+            Self::InvalidQuery(errors) | Self::Validation(errors) => errors.clone(),
+            _ => Vec::new(),
+        };
+        let detail = match self {
+            // Never send internals to the client; the log has the whole chain.
+            Self::Internal(_) => {
+                "An unexpected error occurred; it has been logged with this request's id."
+                    .to_owned()
+            }
+            other => other.to_string(),
+        };
+        Problem {
+            problem_type: kind.uri(),
+            title: kind.title().to_owned(),
+            status: self.status_code().as_u16(),
+            detail,
+            errors,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::MalformedBody(_) | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthorized(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Self::Internal(err) = self {
+            tracing::error!(error = %error_chain(err.as_ref()), "request failed");
+        }
+        let mut response = problem_response(&self.to_problem());
+        if matches!(self, Self::Unauthorized(_)) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"allot\""),
+            );
+        }
+        response
+    }
+}
+
+pub fn problem_response(problem: &Problem) -> HttpResponse {
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(status)
+        .content_type(PROBLEM_JSON)
+        .json(problem)
+}
+
+/// "outer: cause: root cause", for the log.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl From<diesel::result::Error> for ApiError {
+    fn from(err: diesel::result::Error) -> Self {
+        Self::internal(err)
+    }
+}
+
+impl From<crate::store::RunError> for ApiError {
+    fn from(err: crate::store::RunError) -> Self {
+        match err {
+            crate::store::RunError::Pool(e) => {
+                tracing::warn!(error = %e, "database unavailable");
+                Self::Unavailable("The database is not reachable; retry later.".to_owned())
+            }
+            crate::store::RunError::Blocking => Self::internal(err),
+        }
+    }
+}
+
+/// The catch-all: an error response that is not a problem document yet becomes one, keeping the
+/// status and the headers that matter (`Allow`, `WWW-Authenticate`, `Retry-After`).
+pub fn plain_errors_as_problems<B>(
+    res: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if is_problem {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let kind = ProblemType::for_status(status);
+    let detail = match kind {
+        ProblemType::NotFound => format!("No route or resource at {}.", res.request().path()),
+        ProblemType::MethodNotAllowed => format!(
+            "{} is not allowed on {}.",
+            res.request().method(),
+            res.request().path()
+        ),
+        _ => status.canonical_reason().unwrap_or("HTTP error").to_owned(),
+    };
+    let problem = Problem {
+        problem_type: kind.uri(),
+        title: kind.title().to_owned(),
+        status: status.as_u16(),
+        detail,
+        errors: Vec::new(),
+    };
+    let (req, old) = res.into_parts();
+    let mut new = problem_response(&problem);
+    for name in [header::ALLOW, header::WWW_AUTHENTICATE, header::RETRY_AFTER] {
+        if let Some(value) = old.headers().get(&name) {
+            new.headers_mut().insert(name, value.clone());
+        }
+    }
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(req, new).map_into_right_body(),
+    ))
+}

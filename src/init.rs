@@ -1,0 +1,164 @@
+//! First start: the owner node and its first admin, created together in one transaction, only on
+//! an empty database. `allot serve` runs this by itself so that `cargo run --release` alone gives a
+//! working service; `allot init` runs it on purpose and refuses a database that has an owner.
+
+use base64::Engine;
+use rand::RngCore;
+use serde_json::json;
+
+use crate::auth::{jwt, password};
+use crate::config::Config;
+use crate::domain::roles::Role;
+use crate::store::{self, DbConnection, accounts, audit, nodes, settings};
+
+/// What a first start created.
+#[derive(Debug)]
+pub struct Initialised {
+    pub owner: nodes::Node,
+    pub admin: accounts::Account,
+    /// The generated password, to print once; `None` when the operator chose it.
+    pub generated_password: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// A setting the operator gave is unusable; names the setting.
+    #[error("{setting}: {message}")]
+    Setting {
+        setting: &'static str,
+        message: String,
+    },
+    #[error("the database: {0}")]
+    Database(#[from] diesel::result::Error),
+    #[error("hashing the admin password: {0}")]
+    Hash(String),
+}
+
+/// Usernames: 3–64 of `A-Z a-z 0-9 . - _ @`.
+pub fn check_username(username: &str) -> Result<(), String> {
+    let ok_chars = username
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'));
+    if (3..=64).contains(&username.len()) && ok_chars {
+        Ok(())
+    } else {
+        Err("must be 3 to 64 characters of A-Z a-z 0-9 . - _ @".to_owned())
+    }
+}
+
+/// Creates the owner and its admin if the database has no owner yet; `Ok(None)` if it has one.
+pub fn init_if_empty(
+    conn: &mut DbConnection,
+    config: &Config,
+) -> Result<Option<Initialised>, InitError> {
+    check_username(&config.admin_username).map_err(|message| InitError::Setting {
+        setting: "ALLOT_ADMIN_USERNAME",
+        message,
+    })?;
+    if let Some(given) = &config.admin_password {
+        password::check_strength(given).map_err(|message| InitError::Setting {
+            setting: "ALLOT_ADMIN_PASSWORD",
+            message,
+        })?;
+    }
+    let owner_name = config.owner_name.trim();
+    if owner_name.is_empty() || owner_name.chars().count() > 100 {
+        return Err(InitError::Setting {
+            setting: "ALLOT_OWNER_NAME",
+            message: "must be 1 to 100 characters".to_owned(),
+        });
+    }
+    store::write_tx(conn, |conn| {
+        if nodes::owner(conn)?.is_some() {
+            return Ok(None);
+        }
+        let generated_password = config.admin_password.is_none().then(password::generate);
+        let chosen = config
+            .admin_password
+            .as_deref()
+            .or(generated_password.as_deref())
+            .unwrap_or_default();
+        let hash = password::hash(chosen).map_err(|e| InitError::Hash(e.to_string()))?;
+        let owner = nodes::insert_owner(conn, owner_name)?;
+        let admin = accounts::insert(
+            conn,
+            accounts::NewAccount {
+                node_id: owner.id,
+                username: &config.admin_username,
+                email: &config.admin_email,
+                role: Role::Admin,
+                password_hash: &hash,
+            },
+        )?;
+        let actor = audit::Actor::System;
+        audit::record(
+            conn,
+            audit::Event {
+                actor: &actor,
+                node_id: owner.id,
+                action: "node.create",
+                target_kind: "node",
+                target_id: owner.id.to_string(),
+                before: None,
+                after: Some(json!({"kind": owner.kind, "name": owner.name})),
+                request_id: None,
+            },
+        )?;
+        audit::record(
+            conn,
+            audit::Event {
+                actor: &actor,
+                node_id: owner.id,
+                action: "account.create",
+                target_kind: "account",
+                target_id: admin.id.to_string(),
+                before: None,
+                after: Some(
+                    json!({"username": admin.username, "email": admin.email, "role": admin.role}),
+                ),
+                request_id: None,
+            },
+        )?;
+        Ok(Some(Initialised {
+            owner,
+            admin,
+            generated_password,
+        }))
+    })
+}
+
+/// What the operator reads once, on standard output (not the log, which may be shipped away).
+pub fn announce(init: &Initialised) {
+    println!(
+        "allot: created the owner node \"{}\" ({}) and its first admin.",
+        init.owner.name, init.owner.id
+    );
+    println!("  username: {}", init.admin.username);
+    match &init.generated_password {
+        Some(generated) => println!(
+            "  password: {generated}\n  This password is shown once and never again; keep it now."
+        ),
+        None => println!("  password: the one given in ALLOT_ADMIN_PASSWORD"),
+    }
+}
+
+const JWT_SECRET_SETTING: &str = "jwt_hs256_secret";
+
+/// The token keys: the configured secret, or the installation's own, generated on first start and
+/// kept in the database so that every instance on one database signs alike.
+pub fn token_keys(conn: &mut DbConnection, config: &Config) -> Result<jwt::Keys, InitError> {
+    if let Some(secret) = &config.jwt_secret {
+        return Ok(jwt::Keys::from_secret(&secret.0));
+    }
+    let engine = base64::engine::general_purpose::STANDARD;
+    let stored = settings::get_or_insert_with(conn, JWT_SECRET_SETTING, || {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        engine.encode(bytes)
+    })?;
+    let secret = engine.decode(stored).map_err(|e| InitError::Setting {
+        setting: "ALLOT_JWT_SECRET",
+        message: format!("the key stored in the database is not base64 ({e}); set one explicitly"),
+    })?;
+    Ok(jwt::Keys::from_secret(&secret))
+}

@@ -1,0 +1,15 @@
+//! allot: licence allocation down a tree of resellers to customers.
+//!
+//! Dependencies point one way: [`api`] → [`store`] → [`domain`]. `domain` is pure (std, chrono,
+//! uuid); `store` owns every SQL statement; `api` turns HTTP into calls on both and back.
+//! [`startup`] wires them into one actix application that the binary and the tests share.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod init;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,189 @@
+//! Building and running the application. [`prepare`] opens the database (migrating it and, on an
+//! empty one, creating the owner and its admin); [`Application::build`] binds and assembles the
+//! actix app. The binary and the integration tests go through the same two functions, so the
+//! tests exercise exactly what runs in production.
+
+use std::net::TcpListener;
+
+use actix_web::dev::Server;
+use actix_web::middleware::{ErrorHandlers, from_fn};
+use actix_web::{App, HttpServer, web};
+use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
+use utoipa_actix_web::AppExt;
+use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
+
+use crate::api;
+use crate::auth::jwt;
+use crate::config::Config;
+use crate::error::{self, ApiError, FieldError};
+use crate::init::{self, Initialised};
+use crate::store::{self, Pool};
+use crate::telemetry;
+
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub pool: Pool,
+    pub keys: jwt::Keys,
+    pub config: Config,
+}
+
+/// Why start-up stopped. Printed as one line naming the setting at fault; the binary exits 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct StartupError {
+    pub setting: &'static str,
+    pub message: String,
+}
+
+impl StartupError {
+    fn new(setting: &'static str, message: impl ToString) -> Self {
+        Self {
+            setting,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl From<init::InitError> for StartupError {
+    fn from(err: init::InitError) -> Self {
+        match err {
+            init::InitError::Setting { setting, message } => Self::new(setting, message),
+            other => Self::new("DATABASE_URL", other),
+        }
+    }
+}
+
+/// Opens the pool and applies pending migrations. Blocking: call before serving.
+pub fn open_database(config: &Config) -> Result<Pool, StartupError> {
+    let pool = store::connect(&config.database_url, config.pool_size)
+        .map_err(|e| StartupError::new("DATABASE_URL", format!("cannot open the database: {e}")))?;
+    let mut conn = pool
+        .get()
+        .map_err(|e| StartupError::new("DATABASE_URL", format!("cannot open the database: {e}")))?;
+    let applied = store::migrate(&mut conn).map_err(|e| {
+        StartupError::new(
+            "DATABASE_URL",
+            format!("migrating the database failed: {e}"),
+        )
+    })?;
+    if applied > 0 {
+        tracing::info!(applied, "migrations applied");
+    }
+    Ok(pool)
+}
+
+/// Everything blocking that serving needs first: the database, the first start, the token keys.
+pub fn prepare(config: &Config) -> Result<(Pool, jwt::Keys, Option<Initialised>), StartupError> {
+    let pool = open_database(config)?;
+    let mut conn = pool
+        .get()
+        .map_err(|e| StartupError::new("DATABASE_URL", format!("cannot open the database: {e}")))?;
+    let initialised = init::init_if_empty(&mut conn, config)?;
+    let keys = init::token_keys(&mut conn, config)?;
+    Ok((pool, keys, initialised))
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Binds `config.listen` and assembles the server. Must run inside an async runtime.
+    pub fn build(config: Config, pool: Pool, keys: jwt::Keys) -> Result<Self, StartupError> {
+        let listener = TcpListener::bind(config.listen).map_err(|e| {
+            StartupError::new(
+                "ALLOT_LISTEN",
+                format!("cannot listen on {}: {e}", config.listen),
+            )
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| StartupError::new("ALLOT_LISTEN", e))?
+            .port();
+        let metrics = PrometheusMetricsBuilder::new("allot")
+            .mask_unmatched_patterns("UNMATCHED")
+            .build()
+            .map_err(|e| StartupError::new("metrics", e))?;
+        let registry = web::Data::new(metrics.registry.clone());
+        let document = api::openapi();
+        let methods = web::Data::new(api::meta::MethodTable::from_openapi(&document));
+        let openapi = web::Data::new(api::meta::OpenApiJson(api::openapi_json(&document)));
+        let workers = match config.workers {
+            0 => std::thread::available_parallelism().map_or(2, usize::from),
+            n => n,
+        };
+        let shutdown_timeout = config.shutdown_timeout;
+        let state = web::Data::new(AppState { pool, keys, config });
+        let server = HttpServer::new(move || {
+            app(
+                state.clone(),
+                registry.clone(),
+                openapi.clone(),
+                methods.clone(),
+                metrics.clone(),
+            )
+        })
+        .workers(workers)
+        .shutdown_timeout(shutdown_timeout)
+        .listen(listener)
+        .map_err(|e| StartupError::new("ALLOT_LISTEN", e))?
+        .run();
+        Ok(Self { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM or SIGINT (then lets in-flight requests finish) or until stopped
+    /// through [`Application::handle`].
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+}
+
+/// One worker's app. The middleware order, outermost first: request id and logging (so every
+/// answer, even an error from an inner layer, carries the id), metrics, then the catch-all that
+/// turns any error that is not a problem document yet into one.
+fn app(
+    state: web::Data<AppState>,
+    registry: web::Data<prometheus::Registry>,
+    openapi: web::Data<api::meta::OpenApiJson>,
+    methods: web::Data<api::meta::MethodTable>,
+    metrics: PrometheusMetrics,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let body_limit = state.config.body_limit;
+    App::new()
+        .into_utoipa_app()
+        .app_data(state)
+        .app_data(registry)
+        .app_data(openapi)
+        .app_data(methods)
+        .app_data(web::PayloadConfig::new(body_limit))
+        .app_data(web::QueryConfig::default().error_handler(|err, _| {
+            ApiError::InvalidQuery(vec![FieldError::new("query", err.to_string())]).into()
+        }))
+        .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NotFound.into()))
+        .configure(api::configure)
+        .into_app()
+        .service(SwaggerUi::new("/docs/{_:.*}").config(SwaggerConfig::from("/openapi.json")))
+        .default_service(web::to(api::meta::fallback))
+        .wrap(ErrorHandlers::new().default_handler(error::plain_errors_as_problems))
+        .wrap(metrics)
+        .wrap(from_fn(telemetry::request_id))
+}

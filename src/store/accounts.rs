@@ -1,0 +1,118 @@
+//! People's accounts: who may log in, at which node, with which role.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::accounts;
+use super::{DbConnection, corrupt};
+use crate::domain::ids::{AccountId, NodeId};
+use crate::domain::roles::Role;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: AccountId,
+    pub node_id: NodeId,
+    pub username: String,
+    pub email: String,
+    pub role: Role,
+    /// argon2id PHC string. Never serialised into any response or log.
+    pub password_hash: String,
+    pub disabled: bool,
+    pub version: i64,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = accounts)]
+struct AccountRow {
+    id: String,
+    node_id: String,
+    username: String,
+    email: String,
+    role: String,
+    password_hash: String,
+    disabled: bool,
+    version: i64,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+impl TryFrom<AccountRow> for Account {
+    type Error = diesel::result::Error;
+    fn try_from(row: AccountRow) -> Result<Self, Self::Error> {
+        Ok(Account {
+            id: row.id.parse().map_err(corrupt)?,
+            node_id: row.node_id.parse().map_err(corrupt)?,
+            username: row.username,
+            email: row.email,
+            role: row.role.parse().map_err(corrupt)?,
+            password_hash: row.password_hash,
+            disabled: row.disabled,
+            version: row.version,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+pub fn find(conn: &mut DbConnection, id: AccountId) -> QueryResult<Option<Account>> {
+    accounts::table
+        .find(id.to_string())
+        .select(AccountRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(Account::try_from)
+        .transpose()
+}
+
+pub fn find_by_username(conn: &mut DbConnection, username: &str) -> QueryResult<Option<Account>> {
+    accounts::table
+        .filter(accounts::username.eq(username))
+        .select(AccountRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(Account::try_from)
+        .transpose()
+}
+
+/// What a new account is made of; the password arrives already hashed.
+#[derive(Debug, Clone)]
+pub struct NewAccount<'a> {
+    pub node_id: NodeId,
+    pub username: &'a str,
+    pub email: &'a str,
+    pub role: Role,
+    pub password_hash: &'a str,
+}
+
+pub fn insert(conn: &mut DbConnection, new: NewAccount<'_>) -> QueryResult<Account> {
+    let id = AccountId::generate();
+    let now = super::now();
+    diesel::insert_into(accounts::table)
+        .values((
+            accounts::id.eq(id.to_string()),
+            accounts::node_id.eq(new.node_id.to_string()),
+            accounts::username.eq(new.username),
+            accounts::email.eq(new.email),
+            accounts::role.eq(new.role.as_str()),
+            accounts::password_hash.eq(new.password_hash),
+            accounts::disabled.eq(false),
+            accounts::version.eq(1_i64),
+            accounts::created_at.eq(now),
+            accounts::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(Account {
+        id,
+        node_id: new.node_id,
+        username: new.username.to_owned(),
+        email: new.email.to_owned(),
+        role: new.role,
+        password_hash: new.password_hash.to_owned(),
+        disabled: false,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    })
+}

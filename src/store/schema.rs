@@ -1,0 +1,60 @@
+// One schema for both backends: the migrations in `migrations/sqlite` and `migrations/postgres`
+// create the same columns with the same diesel types. Kept by hand, checked by the test suite
+// running every query on both backends.
+
+diesel::table! {
+    nodes (id) {
+        id -> Text,
+        parent_id -> Nullable<Text>,
+        path -> Text,
+        kind -> Text,
+        name -> Text,
+        description -> Nullable<Text>,
+        contact_phone -> Nullable<Text>,
+        contact_email -> Nullable<Text>,
+        status -> Text,
+        version -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    accounts (id) {
+        id -> Text,
+        node_id -> Text,
+        username -> Text,
+        email -> Text,
+        role -> Text,
+        password_hash -> Text,
+        disabled -> Bool,
+        version -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    settings (name) {
+        name -> Text,
+        value -> Text,
+    }
+}
+
+diesel::table! {
+    audit_events (id) {
+        id -> Text,
+        at -> Timestamp,
+        actor -> Text,
+        node_id -> Text,
+        action -> Text,
+        target_kind -> Text,
+        target_id -> Text,
+        before -> Nullable<Text>,
+        after -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(accounts -> nodes (node_id));
+diesel::allow_tables_to_appear_in_same_query!(nodes, accounts);

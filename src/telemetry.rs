@@ -1,0 +1,82 @@
+//! Logs and request ids.
+//!
+//! Every request gets an id: the caller's `x-request-id` when it sent a sane one (so a portal's
+//! trace continues through allot), a fresh UUID v7 otherwise. The id is on every log line of the
+//! request (a tracing span), in the response's `x-request-id` header, and in the request's
+//! extensions for the audit trail.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage};
+use tracing::Instrument;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Installs the global subscriber. Fails only on a filter that does not parse.
+pub fn init(filter: &str, format: LogFormat) -> Result<(), String> {
+    let filter = EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    // A second init (tests start many apps in one process) keeps the first subscriber.
+    drop(result);
+    Ok(())
+}
+
+/// The id of the request being handled.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// An incoming id is kept if it is short, visible ASCII: it goes into logs and headers verbatim.
+fn acceptable(value: &HeaderValue) -> Option<String> {
+    let bytes = value.as_bytes();
+    let sane =
+        !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic());
+    sane.then(|| String::from_utf8_lossy(bytes).into_owned())
+}
+
+/// Middleware (`actix_web::middleware::from_fn`): assigns the id, opens the span, logs the outcome.
+pub async fn request_id(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody + 'static>, Error> {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(acceptable)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.path(),
+    );
+    let started = Instant::now();
+    // Handlers and extractors answer errors as responses; an `Err` here comes from a middleware
+    // and is rendered by actix itself (the request cannot be kept to render it here: routing
+    // needs sole ownership of it).
+    let mut response = next.call(req).instrument(span.clone()).await?;
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "handled"
+        );
+    });
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID.clone(), value);
+    }
+    Ok(response)
+}
