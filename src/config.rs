@@ -69,8 +69,8 @@ pub struct Config {
     )]
     pub admin_username: String,
 
-    /// Password of the first admin (at least 12 characters). Unset: one is generated and printed
-    /// once.
+    /// Password of the first admin (at least 12 characters). Unset or empty: one is generated and
+    /// printed once.
     #[arg(
         long,
         env = "ALLOT_ADMIN_PASSWORD",

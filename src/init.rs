@@ -55,7 +55,9 @@ pub fn init_if_empty(
         setting: "ALLOT_ADMIN_USERNAME",
         message,
     })?;
-    if let Some(given) = &config.admin_password {
+    // An empty ALLOT_ADMIN_PASSWORD (as container tooling often sets) means "generate one".
+    let chosen_password = config.admin_password.as_deref().filter(|p| !p.is_empty());
+    if let Some(given) = chosen_password {
         password::check_strength(given).map_err(|message| InitError::Setting {
             setting: "ALLOT_ADMIN_PASSWORD",
             message,
@@ -72,10 +74,8 @@ pub fn init_if_empty(
         if nodes::owner(conn)?.is_some() {
             return Ok(None);
         }
-        let generated_password = config.admin_password.is_none().then(password::generate);
-        let chosen = config
-            .admin_password
-            .as_deref()
+        let generated_password = chosen_password.is_none().then(password::generate);
+        let chosen = chosen_password
             .or(generated_password.as_deref())
             .unwrap_or_default();
         let hash = password::hash(chosen).map_err(|e| InitError::Hash(e.to_string()))?;

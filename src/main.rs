@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use allot::config::Config;
 use allot::startup::{self, Application, StartupError};
@@ -37,7 +37,14 @@ enum Command {
 
 /// Exit codes: 0 success, 1 the command failed, 2 bad configuration (clap uses 2 for bad flags too).
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => err.exit(), // --help, --version
+        Err(err) => {
+            eprintln!("allot: {}", one_line(&err));
+            return ExitCode::from(2);
+        }
+    };
     if let Err(message) = telemetry::init(&cli.config.log, cli.config.log_format) {
         eprintln!("allot: ALLOT_LOG: {message}");
         return ExitCode::from(2);
@@ -55,6 +62,29 @@ fn main() -> ExitCode {
         eprintln!("allot: {err}");
         ExitCode::from(2)
     })
+}
+
+/// clap's error as one line that names the environment variable too, since that is where most
+/// operators set things: "invalid value 'x' for '--listen <LISTEN>' (ALLOT_LISTEN): ...".
+fn one_line(err: &clap::Error) -> String {
+    let text = err.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    let mut line = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+    let command = Cli::command();
+    for arg in command.get_arguments() {
+        let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) else {
+            continue;
+        };
+        let flag = format!("'--{long} ");
+        if let Some(start) = line.find(&flag) {
+            if let Some(end) = line[start + 1..].find('\'') {
+                let at = start + 1 + end + 1;
+                line.insert_str(at, &format!(" ({})", env.to_string_lossy()));
+            }
+            break;
+        }
+    }
+    line
 }
 
 fn serve(config: Config) -> Result<ExitCode, StartupError> {

@@ -148,7 +148,12 @@ mod tests {
             .unwrap();
         assert!(keys.verify(&old).is_err());
         let future = keys
-            .issue(AccountId::generate(), NodeId::generate(), Role::Viewer, now() + 120)
+            .issue(
+                AccountId::generate(),
+                NodeId::generate(),
+                Role::Viewer,
+                now() + 120,
+            )
             .unwrap();
         assert!(keys.verify(&future).is_err());
     }
@@ -158,7 +163,12 @@ mod tests {
         use base64::Engine;
         let keys = Keys::from_secret(&[1; 32]);
         let token = keys
-            .issue(AccountId::generate(), NodeId::generate(), Role::Admin, now())
+            .issue(
+                AccountId::generate(),
+                NodeId::generate(),
+                Role::Admin,
+                now(),
+            )
             .unwrap();
         let payload = token.split('.').nth(1).unwrap();
         let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(

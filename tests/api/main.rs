@@ -1,0 +1,9 @@
+//! The integration suite: the real application over HTTP, on SQLite by default and on PostgreSQL
+//! when `ALLOT_TEST_DATABASE_URL` is set.
+
+mod auth;
+mod cli;
+mod errors;
+mod health;
+mod helpers;
+mod openapi;
