@@ -31,6 +31,10 @@ pub enum ProblemType {
     NotFound,
     MethodNotAllowed,
     Conflict,
+    QuotaExceeded,
+    NameTaken,
+    NotEmpty,
+    PreconditionFailed,
     Unavailable,
     Internal,
     /// Any other HTTP error status, for the catch-all.
@@ -38,7 +42,7 @@ pub enum ProblemType {
 }
 
 impl ProblemType {
-    pub const ALL: [ProblemType; 14] = [
+    pub const ALL: [ProblemType; 18] = [
         Self::MalformedBody,
         Self::UnsupportedMediaType,
         Self::PayloadTooLarge,
@@ -50,6 +54,10 @@ impl ProblemType {
         Self::NotFound,
         Self::MethodNotAllowed,
         Self::Conflict,
+        Self::QuotaExceeded,
+        Self::NameTaken,
+        Self::NotEmpty,
+        Self::PreconditionFailed,
         Self::Unavailable,
         Self::Internal,
         Self::Http,
@@ -68,6 +76,10 @@ impl ProblemType {
             Self::NotFound => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
             Self::Conflict => "conflict",
+            Self::QuotaExceeded => "quota-exceeded",
+            Self::NameTaken => "name-taken",
+            Self::NotEmpty => "not-empty",
+            Self::PreconditionFailed => "precondition-failed",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
             Self::Http => "http",
@@ -87,6 +99,10 @@ impl ProblemType {
             Self::NotFound => "Not found",
             Self::MethodNotAllowed => "Method not allowed",
             Self::Conflict => "Conflict with the current state",
+            Self::QuotaExceeded => "Not enough licence left",
+            Self::NameTaken => "The name is taken",
+            Self::NotEmpty => "Still in use",
+            Self::PreconditionFailed => "The resource has changed",
             Self::Unavailable => "Temporarily unavailable",
             Self::Internal => "Internal error",
             Self::Http => "HTTP error",
@@ -126,6 +142,16 @@ impl ProblemType {
                 "The path exists but not with this method; `Allow` lists the ones it has."
             }
             Self::Conflict => "The request conflicts with the current state of the resource.",
+            Self::QuotaExceeded => {
+                "The change would hand out more than the tree allows. `node_id` is where it failed, `resource` and `at` (the first day that fails) say what and when, `limit` is the limit there that day, `requested` the units that had to fit and `available` what was free. Nothing was changed."
+            }
+            Self::NameTaken => "Another live node under the same parent already has this name.",
+            Self::NotEmpty => {
+                "The node still holds children, domains, mailboxes or live allocations to its children; `detail` lists them. Remove them first, or use `?cascade=true` where offered."
+            }
+            Self::PreconditionFailed => {
+                "`If-Match` names a version (ETag) that is no longer current: someone else changed the resource. Read it again and retry."
+            }
             Self::Unavailable => {
                 "A dependency (usually the database) is not reachable. Retry later; nothing was changed."
             }
@@ -157,6 +183,7 @@ impl ProblemType {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
             StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
             StatusCode::CONFLICT => Self::Conflict,
+            StatusCode::PRECONDITION_FAILED => Self::PreconditionFailed,
             StatusCode::SERVICE_UNAVAILABLE => Self::Unavailable,
             StatusCode::INTERNAL_SERVER_ERROR => Self::Internal,
             _ => Self::Http,
@@ -195,6 +222,43 @@ pub struct Problem {
     /// The fields that failed validation.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// For `quota-exceeded`: the node where the tree's invariant would break.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub node_id: Option<crate::domain::ids::NodeId>,
+    /// For `quota-exceeded`: the resource (`users`, `domains`, `module:<code>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// For `quota-exceeded`: the first day on which it fails.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<chrono::NaiveDate>,
+    /// For `quota-exceeded`: the limit at that node on that day.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+    /// For `quota-exceeded`: the units that had to fit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested: Option<i64>,
+    /// For `quota-exceeded`: the units that were free.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available: Option<i64>,
+}
+
+impl Problem {
+    fn new(kind: ProblemType, status: StatusCode, detail: String) -> Self {
+        Self {
+            problem_type: kind.uri(),
+            title: kind.title().to_owned(),
+            status: status.as_u16(),
+            detail,
+            errors: Vec::new(),
+            node_id: None,
+            resource: None,
+            at: None,
+            limit: None,
+            requested: None,
+            available: None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +283,14 @@ pub enum ApiError {
     NotFound,
     #[error("{0}")]
     Conflict(String),
+    #[error("Not enough licence: {0}.")]
+    QuotaExceeded(crate::domain::quota::Refusal),
+    #[error("{0}")]
+    NameTaken(String),
+    #[error("{0}")]
+    NotEmpty(String),
+    #[error("If-Match does not match the current version ({current}); read the resource again.")]
+    PreconditionFailed { current: String },
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -254,6 +326,10 @@ impl ApiError {
             Self::Forbidden(_) => ProblemType::Forbidden,
             Self::NotFound => ProblemType::NotFound,
             Self::Conflict(_) => ProblemType::Conflict,
+            Self::QuotaExceeded(_) => ProblemType::QuotaExceeded,
+            Self::NameTaken(_) => ProblemType::NameTaken,
+            Self::NotEmpty(_) => ProblemType::NotEmpty,
+            Self::PreconditionFailed { .. } => ProblemType::PreconditionFailed,
             Self::Unavailable(_) => ProblemType::Unavailable,
             Self::Internal(_) => ProblemType::Internal,
         }
@@ -273,13 +349,17 @@ impl ApiError {
             }
             other => other.to_string(),
         };
-        Problem {
-            problem_type: kind.uri(),
-            title: kind.title().to_owned(),
-            status: self.status_code().as_u16(),
-            detail,
-            errors,
+        let mut problem = Problem::new(kind, self.status_code(), detail);
+        problem.errors = errors;
+        if let Self::QuotaExceeded(refusal) = self {
+            problem.node_id = Some(refusal.node_id);
+            problem.resource = Some(refusal.resource.clone());
+            problem.at = Some(refusal.at);
+            problem.limit = Some(refusal.limit);
+            problem.requested = Some(refusal.requested);
+            problem.available = Some(refusal.available);
         }
+        problem
     }
 }
 
@@ -293,7 +373,10 @@ impl ResponseError for ApiError {
             Self::Unauthorized(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::QuotaExceeded(_) | Self::NameTaken(_) | Self::NotEmpty(_) => {
+                StatusCode::CONFLICT
+            }
+            Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -339,6 +422,12 @@ impl From<diesel::result::Error> for ApiError {
     }
 }
 
+impl From<crate::domain::quota::Refusal> for ApiError {
+    fn from(refusal: crate::domain::quota::Refusal) -> Self {
+        Self::QuotaExceeded(refusal)
+    }
+}
+
 impl From<crate::store::RunError> for ApiError {
     fn from(err: crate::store::RunError) -> Self {
         match err {
@@ -374,13 +463,7 @@ pub fn plain_errors_as_problems<B>(
         ),
         _ => status.canonical_reason().unwrap_or("HTTP error").to_owned(),
     };
-    let problem = Problem {
-        problem_type: kind.uri(),
-        title: kind.title().to_owned(),
-        status: status.as_u16(),
-        detail,
-        errors: Vec::new(),
-    };
+    let problem = Problem::new(kind, status, detail);
     let (req, old) = res.into_parts();
     let mut new = problem_response(&problem);
     for name in [header::ALLOW, header::WWW_AUTHENTICATE, header::RETRY_AFTER] {

@@ -31,8 +31,44 @@ enum Command {
     Init,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Show or set the owner's bulk licence.
+    Licence {
+        #[command(subcommand)]
+        action: LicenceAction,
+    },
+    /// Recompute every invariant from the database and print each violation; exit 1 if any.
+    Verify,
     /// Print the OpenAPI document.
     Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+enum LicenceAction {
+    /// Print the licence lines that count today or later.
+    Show,
+    /// Replace the licence from today on; lines not given end today.
+    Set {
+        /// `RESOURCE=AMOUNT`, e.g. `users=10000`, `domains=2000`, `module:lft=500`; repeatable.
+        #[arg(long = "resource", value_name = "RESOURCE=AMOUNT", required = true, value_parser = parse_line)]
+        resources: Vec<(String, i64)>,
+        /// First day the lines count (default today, UTC).
+        #[arg(long)]
+        starts_on: Option<chrono::NaiveDate>,
+        /// First day they no longer count (default: open-ended).
+        #[arg(long)]
+        ends_on: Option<chrono::NaiveDate>,
+    },
+}
+
+fn parse_line(text: &str) -> Result<(String, i64), String> {
+    let (resource, amount) = text
+        .split_once('=')
+        .ok_or_else(|| "expected RESOURCE=AMOUNT, e.g. users=10000".to_owned())?;
+    let amount = amount
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{amount}` is not a whole number"))?;
+    Ok((resource.trim().to_owned(), amount))
 }
 
 /// Exit codes: 0 success, 1 the command failed, 2 bad configuration (clap uses 2 for bad flags too).
@@ -53,6 +89,8 @@ fn main() -> ExitCode {
         Command::Serve => serve(cli.config),
         Command::Init => init_command(&cli.config),
         Command::Migrate => startup::open_database(&cli.config).map(|_| ExitCode::SUCCESS),
+        Command::Licence { action } => licence_command(&cli.config, action),
+        Command::Verify => verify_command(&cli.config),
         Command::Openapi => {
             print!("{}", api::openapi_json(&api::openapi()));
             Ok(ExitCode::SUCCESS)
@@ -121,5 +159,96 @@ fn init_command(config: &Config) -> Result<ExitCode, StartupError> {
             eprintln!("allot: the database already has an owner; nothing was changed.");
             Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+fn connection(config: &Config) -> Result<allot::store::PooledConnection, StartupError> {
+    let pool = startup::open_database(config)?;
+    pool.get().map_err(|e| StartupError {
+        setting: "DATABASE_URL",
+        message: e.to_string(),
+    })
+}
+
+fn licence_command(config: &Config, action: LicenceAction) -> Result<ExitCode, StartupError> {
+    use allot::api::licence::{self, LicenceLine};
+    use allot::store::{audit, write_tx};
+    let mut conn = connection(config)?;
+    let today = chrono::Utc::now().date_naive();
+    let result = match action {
+        LicenceAction::Show => licence::current_lines(&mut conn, today),
+        LicenceAction::Set {
+            resources,
+            starts_on,
+            ends_on,
+        } => {
+            let lines: Vec<LicenceLine> = resources
+                .into_iter()
+                .map(|(resource, amount)| LicenceLine {
+                    resource,
+                    amount,
+                    starts_on,
+                    ends_on,
+                })
+                .collect();
+            write_tx(&mut conn, |conn| {
+                licence::replace(conn, &audit::Actor::System, None, &lines, today)
+            })
+            .map(|(_, lines)| lines)
+        }
+    };
+    match result {
+        Ok(lines) => {
+            println!(
+                "{:<24} {:>12}  {:<10}  {:<10}",
+                "RESOURCE", "AMOUNT", "STARTS ON", "ENDS ON"
+            );
+            for line in lines {
+                let ends = line.ends_on.map_or("-".to_owned(), |d| d.to_string());
+                println!(
+                    "{:<24} {:>12}  {:<10}  {:<10}",
+                    line.resource, line.amount, line.starts_on, ends
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            eprintln!("allot: {}", describe(&err));
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// An API error as the command line shows it, with each invalid field.
+fn describe(err: &allot::error::ApiError) -> String {
+    match err {
+        allot::error::ApiError::NotFound => {
+            "the database has no owner yet; run `allot init` first".to_owned()
+        }
+        allot::error::ApiError::Validation(errors) => errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    }
+}
+
+fn verify_command(config: &Config) -> Result<ExitCode, StartupError> {
+    let mut conn = connection(config)?;
+    let today = chrono::Utc::now().date_naive();
+    let findings = allot::store::verify::run(&mut conn, today).map_err(|e| StartupError {
+        setting: "DATABASE_URL",
+        message: format!("reading the database failed: {e}"),
+    })?;
+    for finding in &findings {
+        println!("violation: {finding}");
+    }
+    if findings.is_empty() {
+        println!("allot verify: no violations");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("allot verify: {} violation(s)", findings.len());
+        Ok(ExitCode::FAILURE)
     }
 }

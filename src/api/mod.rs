@@ -2,11 +2,16 @@
 //! registered through utoipa-actix-web, so a route and its OpenAPI description are added in one
 //! call and the document cannot miss a route.
 
+pub mod allocations;
 pub mod auth;
+pub mod common;
 pub mod extract;
 pub mod health;
+pub mod licence;
 pub mod meta;
+pub mod nodes;
 pub mod schemas;
+pub mod usage;
 
 use actix_web::App;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -26,7 +31,20 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(meta::docs_redirect)
         .service(meta::problem_type)
         .service(auth::token)
-        .service(auth::me);
+        .service(auth::me)
+        .service(licence::get_licence)
+        .service(licence::set_licence)
+        .service(nodes::get_node)
+        .service(nodes::update_node)
+        .service(nodes::delete_node)
+        .service(nodes::list_children)
+        .service(nodes::create_child)
+        .service(nodes::move_node)
+        .service(allocations::create_allocation)
+        .service(allocations::list_allocations)
+        .service(allocations::get_allocation)
+        .service(allocations::update_allocation)
+        .service(usage::get_usage);
 }
 
 #[derive(OpenApi)]
@@ -40,6 +58,10 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
     modifiers(&Conventions),
     tags(
         (name = "auth", description = "Logging in and asking who one is"),
+        (name = "licence", description = "The owner's bulk licence"),
+        (name = "nodes", description = "The tree: owner, resellers, customers"),
+        (name = "allocations", description = "Grants of resources down the tree, over time"),
+        (name = "usage", description = "Limits, allocations and usage per node"),
         (name = "health", description = "Liveness, readiness, metrics"),
         (name = "meta", description = "This document, the docs, the problem types"),
     )

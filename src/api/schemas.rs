@@ -5,7 +5,7 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::domain::ids::{AccountId, NodeId};
+use crate::domain::ids::{AccountId, AllocationId, NodeId};
 use crate::domain::roles::Role;
 use crate::domain::tree::{NodeKind, NodeStatus};
 
@@ -42,6 +42,7 @@ macro_rules! enum_schema {
 uuid_schema!(
     NodeId => "A node (tenant) id: a UUID, never reused.",
     AccountId => "An account id.",
+    AllocationId => "An allocation id.",
 );
 
 enum_schema!(

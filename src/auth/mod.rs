@@ -3,6 +3,7 @@
 //! the account is read again on every request, so a disabled or deleted account's tokens stop
 //! working at once and a role change takes effect without a new login.
 
+pub mod guard;
 pub mod jwt;
 pub mod password;
 
@@ -10,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 
 use crate::domain::ids::{AccountId, NodeId};
 use crate::domain::roles::Role;
@@ -24,7 +25,11 @@ pub struct Principal {
     pub account_id: AccountId,
     pub username: String,
     pub node_id: NodeId,
+    /// The materialised path of the principal's node: its subtree is every path with this prefix.
+    pub node_path: String,
     pub role: Role,
+    /// The request's id, for the audit trail.
+    pub request_id: Option<String>,
 }
 
 const MISSING: &str = "Credentials are required: send `Authorization: Bearer <access token>`.";
@@ -56,6 +61,10 @@ impl FromRequest for Principal {
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let token = bearer_token(req);
+        let request_id = req
+            .extensions()
+            .get::<crate::telemetry::RequestId>()
+            .map(|id| id.0.clone());
         Box::pin(async move {
             let state = state.ok_or_else(|| {
                 ApiError::internal(std::io::Error::other("application state is not registered"))
@@ -64,17 +73,23 @@ impl FromRequest for Principal {
                 tracing::debug!(error = %err, "token refused");
                 ApiError::Unauthorized(INVALID)
             })?;
-            let account = store::run(&state.pool, move |conn| {
-                store::accounts::find(conn, claims.sub).map_err(ApiError::from)
+            let (account, node) = store::run(&state.pool, move |conn| {
+                let Some(account) = store::accounts::find(conn, claims.sub)? else {
+                    return Ok(None);
+                };
+                let node = store::nodes::find(conn, account.node_id)?;
+                Ok::<_, ApiError>(node.map(|node| (account, node)))
             })
             .await?
-            .filter(|account| !account.disabled)
+            .filter(|(account, _)| !account.disabled)
             .ok_or(ApiError::Unauthorized(INVALID))?;
             Ok(Principal {
                 account_id: account.id,
                 username: account.username,
-                node_id: account.node_id,
+                node_id: node.id,
+                node_path: node.path,
                 role: account.role,
+                request_id,
             })
         })
     }

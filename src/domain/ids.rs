@@ -45,6 +45,10 @@ id_type!(
     AccountId
 );
 id_type!(
+    /// A grant of a resource to a node.
+    AllocationId
+);
+id_type!(
     /// One appended audit record.
     AuditEventId
 );

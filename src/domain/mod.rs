@@ -2,6 +2,8 @@
 //! so everything here is unit-testable and every other layer can depend on it.
 
 pub mod ids;
+pub mod quota;
+pub mod resource;
 pub mod roles;
 pub mod tree;
 

@@ -112,3 +112,95 @@ mod tests {
         assert!("Owner".parse::<super::NodeKind>().is_err());
     }
 }
+
+/// A node's name: trimmed, 1–100 characters of letters (any script), digits, spaces and
+/// `. - _ & '`.
+pub fn parse_name(raw: &str) -> Result<String, String> {
+    let name = raw.trim();
+    let length = name.chars().count();
+    if !(1..=100).contains(&length) {
+        return Err("must be 1 to 100 characters".to_owned());
+    }
+    match name
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || matches!(c, ' ' | '.' | '-' | '_' | '&' | '\'')))
+    {
+        Some(bad) => Err(format!(
+            "may hold letters, digits, spaces and . - _ & ' only, not {bad:?}"
+        )),
+        None => Ok(name.to_owned()),
+    }
+}
+
+/// A contact phone number: 3–32 of digits, spaces and dashes, with an optional leading `+`.
+pub fn parse_phone(raw: &str) -> Result<String, String> {
+    let phone = raw.trim();
+    let digits = phone.strip_prefix('+').unwrap_or(phone);
+    let ok = (3..=32).contains(&phone.chars().count())
+        && digits.chars().any(|c| c.is_ascii_digit())
+        && digits
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == ' ' || c == '-');
+    if ok {
+        Ok(phone.to_owned())
+    } else {
+        Err("must be 3 to 32 digits, spaces and dashes, with an optional leading +".to_owned())
+    }
+}
+
+/// A contact e-mail address (syntax only; nobody is mailed).
+pub fn parse_email(raw: &str) -> Result<String, String> {
+    use validator::ValidateEmail;
+    let email = raw.trim();
+    if email.len() <= 254 && email.validate_email() {
+        Ok(email.to_owned())
+    } else {
+        Err("must be a valid e-mail address".to_owned())
+    }
+}
+
+/// Free text: at most 1,000 characters, no control characters but newlines and tabs.
+pub fn parse_description(raw: &str) -> Result<String, String> {
+    if raw.chars().count() > 1000 {
+        return Err("must be at most 1000 characters".to_owned());
+    }
+    if raw
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err("must not contain control characters".to_owned());
+    }
+    Ok(raw.to_owned())
+}
+
+#[cfg(test)]
+mod field_tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_and_may_use_any_script() {
+        assert_eq!(
+            parse_name("  Müller & Söhne GmbH. ").unwrap(),
+            "Müller & Söhne GmbH."
+        );
+        assert!(parse_name("株式会社 山田").is_ok());
+        assert!(parse_name("O'Brien-Smith_2").is_ok());
+        assert!(parse_name("   ").is_err());
+        assert!(parse_name(&"x".repeat(101)).is_err());
+        assert!(parse_name("a/b").is_err());
+        assert!(parse_name("tab\there").is_err());
+    }
+
+    #[test]
+    fn phones_and_emails_are_checked() {
+        assert!(parse_phone("+49 30 1234-567").is_ok());
+        assert!(parse_phone("12").is_err());
+        assert!(parse_phone("++49").is_err());
+        assert!(parse_phone("+--").is_err());
+        assert!(parse_phone("call me").is_err());
+        assert!(parse_email("ops@example.com").is_ok());
+        assert!(parse_email("not an address").is_err());
+        assert!(parse_description("line\nbreak").is_ok());
+        assert!(parse_description("bell\u{7}").is_err());
+    }
+}

@@ -15,10 +15,14 @@
 //! PostgreSQL password surfaces as libpq's own message.
 
 pub mod accounts;
+pub mod allocations;
 pub mod audit;
+pub mod modules;
 pub mod nodes;
 pub mod schema;
 pub mod settings;
+pub mod usage;
+pub mod verify;
 
 use std::time::Duration;
 
@@ -40,6 +44,8 @@ pub enum DbConnection {
     Sqlite(SqliteConnection),
 }
 
+/// The backend type of [`DbConnection`], for boxed queries.
+pub type DbBackend = <DbConnection as Connection>::Backend;
 pub type Pool = diesel::r2d2::Pool<Manager>;
 pub type PooledConnection = diesel::r2d2::PooledConnection<Manager>;
 

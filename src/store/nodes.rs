@@ -1,4 +1,8 @@
 //! Nodes of the tenant tree.
+//!
+//! Each node stores its materialised path (`/<root id>/…/<own id>/`), so "is X in Y's subtree" is
+//! a prefix test and a subtree is one index range scan; a move rewrites the moved subtree's paths
+//! in one statement. Nodes are deleted softly: the id is never reused and history stays readable.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -7,6 +11,7 @@ use super::schema::nodes;
 use super::{DbConnection, corrupt};
 use crate::domain::ids::NodeId;
 use crate::domain::tree::{NodeKind, NodeStatus};
+use diesel::sql_types::{Integer, Text};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -65,9 +70,11 @@ impl TryFrom<NodeRow> for Node {
     }
 }
 
+/// A live node by id; deleted nodes are not found.
 pub fn find(conn: &mut DbConnection, id: NodeId) -> QueryResult<Option<Node>> {
     nodes::table
         .find(id.to_string())
+        .filter(nodes::deleted_at.is_null())
         .select(NodeRow::as_select())
         .first(conn)
         .optional()?
@@ -117,4 +124,266 @@ pub fn insert_owner(conn: &mut DbConnection, name: &str) -> QueryResult<Node> {
         ))
         .execute(conn)?;
     Ok(node)
+}
+
+impl Node {
+    /// Whether `other` is this node or lies below it.
+    pub fn contains(&self, other: &Node) -> bool {
+        other.path.starts_with(&self.path)
+    }
+
+    /// The ids from the root down to this node, itself included.
+    pub fn lineage(&self) -> Vec<NodeId> {
+        self.path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| s.parse().ok())
+            .collect()
+    }
+}
+
+/// The range of paths below and including `path` (`/a/b/` … `/a/b0`): '0' follows '/' in byte
+/// order, and both backends compare paths bytewise (PostgreSQL through `COLLATE "C"`).
+pub fn subtree_range(path: &str) -> (String, String) {
+    let upper = format!("{}0", path.trim_end_matches('/'));
+    (path.to_owned(), upper)
+}
+
+/// Locks the given nodes' rows until the transaction ends, in path order (ancestors first, and
+/// one global order for unrelated nodes, so two writers never wait on each other in a cycle).
+/// PostgreSQL only: on SQLite the `BEGIN IMMEDIATE` write transaction already excludes every
+/// other writer. See `store::write_tx`.
+pub fn lock(conn: &mut DbConnection, ids: &[NodeId]) -> QueryResult<()> {
+    if let DbConnection::Postgres(pg) = conn {
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        nodes::table
+            .filter(nodes::id.eq_any(ids))
+            .order(nodes::path)
+            .select(nodes::id)
+            .for_update()
+            .load::<String>(pg)?;
+    }
+    Ok(())
+}
+
+/// What a new child is made of, already validated.
+#[derive(Debug, Clone)]
+pub struct NewNode {
+    pub kind: NodeKind,
+    pub name: String,
+    pub description: Option<String>,
+    pub contact_phone: Option<String>,
+    pub contact_email: Option<String>,
+}
+
+pub fn insert_child(conn: &mut DbConnection, parent: &Node, new: NewNode) -> QueryResult<Node> {
+    let id = NodeId::generate();
+    let now = super::now();
+    let node = Node {
+        id,
+        parent_id: Some(parent.id),
+        path: format!("{}{id}/", parent.path),
+        kind: new.kind,
+        name: new.name,
+        description: new.description,
+        contact_phone: new.contact_phone,
+        contact_email: new.contact_email,
+        status: NodeStatus::Active,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    diesel::insert_into(nodes::table)
+        .values((
+            nodes::id.eq(node.id.to_string()),
+            nodes::parent_id.eq(parent.id.to_string()),
+            nodes::path.eq(&node.path),
+            nodes::kind.eq(node.kind.as_str()),
+            nodes::name.eq(&node.name),
+            nodes::description.eq(&node.description),
+            nodes::contact_phone.eq(&node.contact_phone),
+            nodes::contact_email.eq(&node.contact_email),
+            nodes::status.eq(node.status.as_str()),
+            nodes::version.eq(node.version),
+            nodes::created_at.eq(now),
+            nodes::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(node)
+}
+
+/// Whether a live sibling under `parent` has this name (other than `except`).
+pub fn sibling_named(
+    conn: &mut DbConnection,
+    parent: NodeId,
+    name: &str,
+    except: Option<NodeId>,
+) -> QueryResult<bool> {
+    let same_name = nodes::table
+        .filter(nodes::parent_id.eq(parent.to_string()))
+        .filter(nodes::name.eq(name))
+        .filter(nodes::deleted_at.is_null())
+        .filter(nodes::id.ne(except.map(|e| e.to_string()).unwrap_or_default()));
+    diesel::select(diesel::dsl::exists(same_name)).get_result(conn)
+}
+
+/// Filters for listing children.
+#[derive(Debug, Clone, Default)]
+pub struct ChildFilter {
+    pub kind: Option<NodeKind>,
+    pub status: Option<NodeStatus>,
+    pub name_prefix: Option<String>,
+}
+
+diesel::define_sql_function!(fn lower(text: Text) -> Text);
+diesel::define_sql_function!(fn substr(text: Text, start: Integer) -> Text);
+
+/// `text%` for LIKE, with LIKE's own wildcards in `text` escaped.
+pub fn like_prefix(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 1);
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// Live children of `parent` in id (creation) order, after the cursor `after`, at most `limit`.
+pub fn children(
+    conn: &mut DbConnection,
+    parent: NodeId,
+    filter: &ChildFilter,
+    after: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<Node>> {
+    let mut query = nodes::table
+        .filter(nodes::parent_id.eq(parent.to_string()))
+        .filter(nodes::deleted_at.is_null())
+        .select(NodeRow::as_select())
+        .order(nodes::id)
+        .limit(limit)
+        .into_boxed();
+    if let Some(kind) = filter.kind {
+        query = query.filter(nodes::kind.eq(kind.as_str()));
+    }
+    if let Some(status) = filter.status {
+        query = query.filter(nodes::status.eq(status.as_str()));
+    }
+    if let Some(prefix) = &filter.name_prefix {
+        // Case-insensitive on both backends (for ASCII on SQLite, whose lower() knows no more).
+        query = query.filter(
+            lower(nodes::name)
+                .like(like_prefix(&prefix.to_lowercase()))
+                .escape('\\'),
+        );
+    }
+    if let Some(after) = after {
+        query = query.filter(nodes::id.gt(after.to_owned()));
+    }
+    query.load(conn)?.into_iter().map(Node::try_from).collect()
+}
+
+/// The fields a PATCH may change; `None` leaves a field as it is, `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct NodeChanges {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+    pub contact_phone: Option<Option<String>>,
+    pub contact_email: Option<Option<String>>,
+    pub status: Option<NodeStatus>,
+}
+
+impl NodeChanges {
+    pub fn apply(&self, node: &mut Node) {
+        if let Some(name) = &self.name {
+            node.name.clone_from(name);
+        }
+        if let Some(description) = &self.description {
+            node.description.clone_from(description);
+        }
+        if let Some(phone) = &self.contact_phone {
+            node.contact_phone.clone_from(phone);
+        }
+        if let Some(email) = &self.contact_email {
+            node.contact_email.clone_from(email);
+        }
+        if let Some(status) = self.status {
+            node.status = status;
+        }
+    }
+}
+
+/// Writes `node`'s mutable fields, bumping its version.
+pub fn save(conn: &mut DbConnection, node: &mut Node) -> QueryResult<()> {
+    node.version += 1;
+    node.updated_at = super::now();
+    diesel::update(nodes::table.find(node.id.to_string()))
+        .set((
+            nodes::name.eq(&node.name),
+            nodes::description.eq(&node.description),
+            nodes::contact_phone.eq(&node.contact_phone),
+            nodes::contact_email.eq(&node.contact_email),
+            nodes::status.eq(node.status.as_str()),
+            nodes::version.eq(node.version),
+            nodes::updated_at.eq(node.updated_at),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn soft_delete(conn: &mut DbConnection, id: NodeId) -> QueryResult<()> {
+    let now = super::now();
+    diesel::update(nodes::table.find(id.to_string()))
+        .set((nodes::deleted_at.eq(now), nodes::updated_at.eq(now)))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// How many live children a node has.
+pub fn count_children(conn: &mut DbConnection, id: NodeId) -> QueryResult<i64> {
+    nodes::table
+        .filter(nodes::parent_id.eq(id.to_string()))
+        .filter(nodes::deleted_at.is_null())
+        .count()
+        .get_result(conn)
+}
+
+/// Re-parents `node` under `new_parent`, rewriting the paths of its whole subtree.
+pub fn reparent(conn: &mut DbConnection, node: &mut Node, new_parent: &Node) -> QueryResult<()> {
+    let old_prefix = node.path.clone();
+    let new_prefix = format!("{}{}/", new_parent.path, node.id);
+    let (low, high) = subtree_range(&old_prefix);
+    let keep_from = i32::try_from(old_prefix.len() + 1).map_err(corrupt)?;
+    diesel::update(
+        nodes::table
+            .filter(nodes::path.ge(low))
+            .filter(nodes::path.lt(high)),
+    )
+    .set(
+        nodes::path.eq(new_prefix
+            .clone()
+            .into_sql::<Text>()
+            .concat(substr(nodes::path, keep_from))),
+    )
+    .execute(conn)?;
+    node.parent_id = Some(new_parent.id);
+    node.path = new_prefix;
+    diesel::update(nodes::table.find(node.id.to_string()))
+        .set(nodes::parent_id.eq(new_parent.id.to_string()))
+        .execute(conn)?;
+    save(conn, node)
+}
+
+/// Every live node, for the verifier.
+pub fn all(conn: &mut DbConnection) -> QueryResult<Vec<Node>> {
+    nodes::table
+        .filter(nodes::deleted_at.is_null())
+        .select(NodeRow::as_select())
+        .load(conn)?
+        .into_iter()
+        .map(Node::try_from)
+        .collect()
 }

@@ -16,6 +16,7 @@ diesel::table! {
         version -> BigInt,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        deleted_at -> Nullable<Timestamp>,
     }
 }
 
@@ -56,5 +57,63 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    allocations (id) {
+        id -> Text,
+        node_id -> Text,
+        grantor_id -> Nullable<Text>,
+        resource -> Text,
+        amount -> BigInt,
+        starts_on -> Date,
+        ends_on -> Nullable<Date>,
+        active -> Bool,
+        description -> Nullable<Text>,
+        version -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    modules (code) {
+        code -> Text,
+        name -> Text,
+        description -> Text,
+        unit -> Text,
+        auto_assign -> Bool,
+        retired -> Bool,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    module_requires (module_code, required_code) {
+        module_code -> Text,
+        required_code -> Text,
+    }
+}
+
+diesel::table! {
+    module_excludes (module_code, excluded_code) {
+        module_code -> Text,
+        excluded_code -> Text,
+    }
+}
+
+diesel::table! {
+    usage_counters (node_id, resource) {
+        node_id -> Text,
+        resource -> Text,
+        used -> BigInt,
+    }
+}
+
 diesel::joinable!(accounts -> nodes (node_id));
-diesel::allow_tables_to_appear_in_same_query!(nodes, accounts);
+diesel::joinable!(usage_counters -> nodes (node_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    nodes,
+    accounts,
+    allocations,
+    modules,
+    usage_counters,
+);

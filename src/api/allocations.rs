@@ -1,0 +1,472 @@
+//! Allocations: grants of a resource to a node from its parent, over a span of days.
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, get, patch, post, web};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+use super::common::{self, Fields, IfMatch, Page, PageRequest, etag, nullable, today};
+use super::extract::Json;
+use super::nodes::utc;
+use crate::auth::Principal;
+use crate::auth::guard::Reach;
+use crate::domain::ids::{AllocationId, NodeId};
+use crate::domain::quota::{Grant, GrantChange, Span};
+use crate::domain::resource::Resource;
+use crate::domain::tree::{self, NodeKind};
+use crate::error::{ApiError, Problem};
+use crate::startup::AppState;
+use crate::store::allocations::{Allocation, AllocationFilter, NewAllocation};
+use crate::store::nodes::Node;
+use crate::store::{self, DbConnection, allocations, modules, nodes, usage, write_tx};
+
+/// Amounts are counts of units; this bound keeps every sum far from overflow.
+pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AllocationView {
+    pub id: AllocationId,
+    /// The node that receives the units.
+    pub node_id: NodeId,
+    /// The node that granted them (its parent when granted); absent for the owner's licence.
+    pub grantor_id: Option<NodeId>,
+    /// `users`, `domains` or `module:<code>`.
+    #[schema(example = "users")]
+    pub resource: String,
+    pub amount: i64,
+    /// First day it counts.
+    pub starts_on: NaiveDate,
+    /// First day it no longer counts; absent when open-ended.
+    pub ends_on: Option<NaiveDate>,
+    /// An inactive allocation does not count at all.
+    pub active: bool,
+    pub description: Option<String>,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Allocation> for AllocationView {
+    fn from(a: Allocation) -> Self {
+        Self {
+            id: a.id,
+            node_id: a.node_id,
+            grantor_id: a.grantor_id,
+            resource: a.resource,
+            amount: a.amount,
+            starts_on: a.starts_on,
+            ends_on: a.ends_on,
+            active: a.active,
+            description: a.description,
+            version: a.version,
+            created_at: utc(a.created_at),
+            updated_at: utc(a.updated_at),
+        }
+    }
+}
+
+pub fn audit_view(a: &Allocation) -> serde_json::Value {
+    json!({
+        "node_id": a.node_id, "grantor_id": a.grantor_id, "resource": a.resource,
+        "amount": a.amount, "starts_on": a.starts_on, "ends_on": a.ends_on,
+        "active": a.active, "description": a.description,
+    })
+}
+
+fn respond(status: actix_web::http::StatusCode, allocation: Allocation) -> HttpResponse {
+    let mut builder = HttpResponse::build(status);
+    builder.insert_header((header::ETAG, etag(allocation.version)));
+    if status == actix_web::http::StatusCode::CREATED {
+        builder.insert_header((
+            header::LOCATION,
+            format!("/v1/allocations/{}", allocation.id),
+        ));
+    }
+    builder.json(AllocationView::from(allocation))
+}
+
+fn check_amount(amount: i64) -> Result<i64, String> {
+    if (0..=MAX_AMOUNT).contains(&amount) {
+        Ok(amount)
+    } else {
+        Err(format!("must be between 0 and {MAX_AMOUNT}"))
+    }
+}
+
+fn check_span(starts_on: NaiveDate, ends_on: Option<NaiveDate>) -> Result<(), String> {
+    match ends_on {
+        Some(end) if end <= starts_on => Err("must be after starts_on".to_owned()),
+        _ => Ok(()),
+    }
+}
+
+/// The resource, if well-formed and known to the catalogue.
+pub fn known_resource(conn: &mut DbConnection, key: &str) -> Result<Resource, ApiError> {
+    let resource: Resource = key
+        .parse()
+        .map_err(|e: crate::domain::resource::BadResource| {
+            ApiError::validation("resource", e.to_string())
+        })?;
+    if !modules::exists(conn, &resource)? {
+        return Err(ApiError::validation(
+            "resource",
+            format!("`{resource}` is not in the module catalogue"),
+        ));
+    }
+    Ok(resource)
+}
+
+/// One grant's change: the allocation changing (none for a new one) and its grant before and after
+/// (none while inactive).
+struct Proposal {
+    existing: Option<AllocationId>,
+    old: Option<Grant>,
+    new: Option<Grant>,
+    allow_over_limit: bool,
+}
+
+/// Decides a change of one grant to `node` by its parent and, if it keeps the invariant, leaves the
+/// caller to write it. Reads everything inside the caller's write transaction.
+fn decide(
+    conn: &mut DbConnection,
+    node: &Node,
+    grantor: NodeId,
+    resource: &str,
+    proposal: Proposal,
+) -> Result<(), ApiError> {
+    let Proposal {
+        existing: except,
+        old,
+        new,
+        allow_over_limit,
+    } = proposal;
+    let node_usage = match node.kind {
+        NodeKind::Customer => Some(usage::used(conn, node.id, resource)?),
+        _ => None,
+    };
+    GrantChange {
+        resource,
+        grantor: Some(grantor),
+        node: node.id,
+        grantor_limit: Some(&allocations::limit_of(conn, grantor, resource, None)?),
+        grantor_other_grants: &allocations::granted_by(conn, grantor, resource, except)?,
+        node_other_limit: &allocations::limit_of(conn, node.id, resource, except)?,
+        node_grants: &allocations::granted_by(conn, node.id, resource, None)?,
+        node_usage,
+        today: today(),
+        allow_over_limit,
+        old,
+        new,
+    }
+    .decide()?;
+    Ok(())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAllocation {
+    /// `users`, `domains` or `module:<code>`.
+    #[schema(example = "users")]
+    pub resource: String,
+    #[schema(example = 500)]
+    pub amount: i64,
+    /// First day it counts; default today (UTC).
+    pub starts_on: Option<NaiveDate>,
+    /// First day it no longer counts; absent for open-ended.
+    pub ends_on: Option<NaiveDate>,
+    /// Default true.
+    pub active: Option<bool>,
+    pub description: Option<String>,
+}
+
+/// Grants units of a resource to `{id}` from its parent. Only an admin strictly above `{id}` may:
+/// no node raises its own limits. Refused with `quota-exceeded` if, on any day of its span, the
+/// parent would hand out more than it holds.
+#[utoipa::path(
+    tag = "allocations",
+    security(("bearer" = [])),
+    params(("id" = NodeId, Path, description = "The node receiving the units")),
+    request_body = CreateAllocation,
+    responses(
+        (status = 201, description = "Granted; `Location` names it", body = AllocationView, headers(("Location" = String), ("ETag" = String))),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin above the node", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The parent lacks room (`quota-exceeded`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or an unknown resource", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/nodes/{id}/allocations")]
+pub async fn create_allocation(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<NodeId>,
+    body: Json<CreateAllocation>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.0;
+    let starts_on = body.starts_on.unwrap_or_else(today);
+    let mut fields = Fields::default();
+    let amount = fields.check("amount", check_amount(body.amount));
+    fields.check("ends_on", check_span(starts_on, body.ends_on));
+    let description = body
+        .description
+        .map(|d| fields.check("description", tree::parse_description(&d)));
+    fields.finish()?;
+    let id = id.into_inner();
+    let allocation = store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            let found = nodes::find(conn, id)?;
+            let grantor = found.as_ref().and_then(|n| n.parent_id);
+            nodes::lock(conn, &grantor.into_iter().chain([id]).collect::<Vec<_>>())?;
+            let node = principal.may_administer(found, Reach::Below)?;
+            let grantor = grantor.ok_or_else(|| {
+                ApiError::validation(
+                    "id",
+                    "the owner's limits are its licence: use PUT /v1/licence",
+                )
+            })?;
+            let resource = known_resource(conn, &body.resource)?.key();
+            let new = NewAllocation {
+                node_id: node.id,
+                grantor_id: Some(grantor),
+                resource: resource.clone(),
+                amount: amount.unwrap_or_default(),
+                starts_on,
+                ends_on: body.ends_on,
+                active: body.active.unwrap_or(true),
+                description: description.flatten(),
+            };
+            let grant = Grant {
+                amount: new.amount,
+                span: Span {
+                    start: starts_on,
+                    end: new.ends_on,
+                },
+            };
+            let proposal = Proposal {
+                existing: None,
+                old: None,
+                new: new.active.then_some(grant),
+                allow_over_limit: false,
+            };
+            decide(conn, &node, grantor, &resource, proposal)?;
+            let allocation = allocations::insert(conn, new)?;
+            common::record(
+                conn,
+                &principal,
+                node.id,
+                "allocation.create",
+                ("allocation", allocation.id.to_string()),
+                None,
+                Some(audit_view(&allocation)),
+            )?;
+            Ok::<_, ApiError>(allocation)
+        })
+    })
+    .await?;
+    Ok(respond(actix_web::http::StatusCode::CREATED, allocation))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AllocationsQuery {
+    /// Only this resource.
+    pub resource: Option<String>,
+    /// Only active (or only inactive) allocations.
+    pub active: Option<bool>,
+    /// Only allocations whose span covers this day.
+    pub valid_on: Option<NaiveDate>,
+    /// Items per page, 1–500 (default 50).
+    pub limit: Option<u32>,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+/// The allocations to `{id}`, oldest first, ended and inactive ones included unless filtered.
+#[utoipa::path(
+    tag = "allocations",
+    security(("bearer" = [])),
+    params(("id" = NodeId, Path), AllocationsQuery),
+    responses(
+        (status = 200, description = "A page of allocations", body = Page<AllocationView>),
+        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/nodes/{id}/allocations")]
+pub async fn list_allocations(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<NodeId>,
+    query: web::Query<AllocationsQuery>,
+) -> Result<web::Json<Page<AllocationView>>, ApiError> {
+    let query = query.into_inner();
+    let page = PageRequest::parse(query.limit, query.cursor.as_deref())?;
+    let filter = AllocationFilter {
+        resource: query.resource,
+        active: query.active,
+        valid_on: query.valid_on,
+    };
+    let id = id.into_inner();
+    let fetch = page.clone();
+    let rows = store::run(&state.pool, move |conn| {
+        let node = principal.may_read(nodes::find(conn, id)?)?;
+        Ok::<_, ApiError>(allocations::list_for_node(
+            conn,
+            node.id,
+            &filter,
+            fetch.after.as_deref(),
+            fetch.fetch(),
+        )?)
+    })
+    .await?;
+    Ok(web::Json(page.page(
+        rows,
+        |a| a.id.to_string(),
+        AllocationView::from,
+    )))
+}
+
+/// One allocation, to a node of the caller's subtree.
+#[utoipa::path(
+    tag = "allocations",
+    security(("bearer" = [])),
+    params(("id" = AllocationId, Path)),
+    responses(
+        (status = 200, description = "The allocation", body = AllocationView, headers(("ETag" = String))),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such allocation in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/allocations/{id}")]
+pub async fn get_allocation(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<AllocationId>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let allocation = store::run(&state.pool, move |conn| {
+        let allocation = allocations::find(conn, id)?.ok_or(ApiError::NotFound)?;
+        principal.may_read(nodes::find(conn, allocation.node_id)?)?;
+        Ok::<_, ApiError>(allocation)
+    })
+    .await?;
+    Ok(respond(actix_web::http::StatusCode::OK, allocation))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAllocation {
+    pub amount: Option<i64>,
+    pub starts_on: Option<NaiveDate>,
+    /// `null` makes it open-ended.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<NaiveDate>)]
+    pub ends_on: Option<Option<NaiveDate>>,
+    pub active: Option<bool>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UpdateAllocationQuery {
+    /// Allow lowering a customer's limit below what it uses now; it then reports `over_limit` and
+    /// new usage is refused.
+    pub allow_over_limit: Option<bool>,
+}
+
+/// Changes an allocation's amount, days, active flag or description; ending one is such a change.
+/// Refused with `quota-exceeded` if the parent would hand out more than it holds, or the node's
+/// children would hold more than it does, on any day the change touches.
+#[utoipa::path(
+    tag = "allocations",
+    security(("bearer" = [])),
+    params(("id" = AllocationId, Path), UpdateAllocationQuery, ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")),
+    request_body = UpdateAllocation,
+    responses(
+        (status = 200, description = "The changed allocation", body = AllocationView, headers(("ETag" = String))),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin above the node", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such allocation in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "It would break the tree's invariant (`quota-exceeded`), or it was granted by a former parent", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`If-Match` does not match", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[patch("/v1/allocations/{id}")]
+pub async fn update_allocation(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<AllocationId>,
+    query: web::Query<UpdateAllocationQuery>,
+    if_match: IfMatch,
+    body: Json<UpdateAllocation>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.0;
+    let mut fields = Fields::default();
+    if let Some(amount) = body.amount {
+        fields.check("amount", check_amount(amount));
+    }
+    let description = body
+        .description
+        .map(|d| d.and_then(|d| fields.check("description", tree::parse_description(&d))));
+    fields.finish()?;
+    let allow_over_limit = query.allow_over_limit.unwrap_or(false);
+    let id = id.into_inner();
+    let allocation = store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            let Some(mut allocation) = allocations::find(conn, id)? else {
+                return Err(ApiError::NotFound);
+            };
+            let found = nodes::find(conn, allocation.node_id)?;
+            nodes::lock(conn, &allocation.grantor_id.into_iter().chain([allocation.node_id]).collect::<Vec<_>>())?;
+            let node = principal.may_administer(found, Reach::Below)?;
+            if_match.check(allocation.version)?;
+            let Some(grantor) = allocation.grantor_id.filter(|g| Some(*g) == node.parent_id) else {
+                return Err(ApiError::Conflict(
+                    "This allocation was granted by a former parent (or is a licence line) and can no longer be changed here.".to_owned(),
+                ));
+            };
+            let before = allocation.clone();
+            if let Some(amount) = body.amount {
+                allocation.amount = amount;
+            }
+            if let Some(starts_on) = body.starts_on {
+                allocation.starts_on = starts_on;
+            }
+            if let Some(ends_on) = body.ends_on {
+                allocation.ends_on = ends_on;
+            }
+            if let Some(active) = body.active {
+                allocation.active = active;
+            }
+            if let Some(description) = description {
+                allocation.description = description;
+            }
+            check_span(allocation.starts_on, allocation.ends_on).map_err(|m| ApiError::validation("ends_on", m))?;
+            let resource = allocation.resource.clone();
+            let proposal = Proposal {
+                existing: Some(allocation.id),
+                old: before.counted(),
+                new: allocation.counted(),
+                allow_over_limit,
+            };
+            decide(conn, &node, grantor, &resource, proposal)?;
+            allocations::save(conn, &mut allocation)?;
+            common::record(conn, &principal, node.id, "allocation.update", ("allocation", allocation.id.to_string()), Some(audit_view(&before)), Some(audit_view(&allocation)))?;
+            Ok(allocation)
+        })
+    })
+    .await?;
+    Ok(respond(actix_web::http::StatusCode::OK, allocation))
+}

@@ -1,0 +1,197 @@
+//! Conventions every resource shares: cursor pagination, ETags and `If-Match`, PATCH's "absent
+//! versus null", and the audit record of a write.
+
+use std::future::{Ready, ready};
+
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest};
+use base64::Engine;
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::Principal;
+use crate::domain::ids::NodeId;
+use crate::error::{ApiError, FieldError};
+use crate::store::{DbConnection, audit};
+
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 500;
+
+/// A page of a list: `next_cursor` is absent on the last page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T: ToSchema> {
+    pub items: Vec<T>,
+    /// Pass as `?cursor=` to get the next page; absent when there is none.
+    pub next_cursor: Option<String>,
+}
+
+/// The validated `?limit=` and `?cursor=` of a list request. The cursor is opaque to clients; it
+/// encodes the id of the last item seen (ids sort by creation).
+#[derive(Debug, Clone)]
+pub struct PageRequest {
+    pub limit: i64,
+    pub after: Option<String>,
+}
+
+impl PageRequest {
+    pub fn parse(limit: Option<u32>, cursor: Option<&str>) -> Result<Self, ApiError> {
+        let limit = limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::InvalidQuery(vec![FieldError::new(
+                "limit",
+                format!("must be between 1 and {MAX_LIMIT}"),
+            )]));
+        }
+        let after = cursor
+            .map(|c| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(c)
+                    .ok()
+                    .and_then(|bytes| String::from_utf8(bytes).ok())
+                    .filter(|id| uuid::Uuid::parse_str(id).is_ok())
+                    .ok_or_else(|| {
+                        ApiError::InvalidQuery(vec![FieldError::new(
+                            "cursor",
+                            "is not a cursor this API gave out",
+                        )])
+                    })
+            })
+            .transpose()?;
+        Ok(Self {
+            limit: i64::from(limit),
+            after,
+        })
+    }
+
+    /// One more row than the page holds is fetched to know whether another page follows.
+    pub fn fetch(&self) -> i64 {
+        self.limit + 1
+    }
+
+    /// Cuts the fetched rows to a page, with the cursor to the next one.
+    pub fn page<R, T: ToSchema>(
+        &self,
+        mut rows: Vec<R>,
+        id_of: impl Fn(&R) -> String,
+        view: impl Fn(R) -> T,
+    ) -> Page<T> {
+        let more = rows.len() as i64 > self.limit;
+        rows.truncate(self.limit as usize);
+        let next_cursor = more.then(|| {
+            let last = rows.last().map(&id_of).unwrap_or_default();
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last)
+        });
+        Page {
+            items: rows.into_iter().map(view).collect(),
+            next_cursor,
+        }
+    }
+}
+
+/// The entity tag of a resource at `version`.
+pub fn etag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
+/// The `If-Match` header: `None` when absent (the write proceeds unconditionally).
+#[derive(Debug, Clone)]
+pub struct IfMatch(Option<Vec<String>>);
+
+impl FromRequest for IfMatch {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let tags = req.headers().get(header::IF_MATCH).map(|value| {
+            value
+                .to_str()
+                .unwrap_or_default()
+                .split(',')
+                .map(|t| t.trim().trim_start_matches("W/").to_owned())
+                .collect()
+        });
+        ready(Ok(Self(tags)))
+    }
+}
+
+impl IfMatch {
+    /// 412 unless the header is absent, `*`, or names `version`.
+    pub fn check(&self, version: i64) -> Result<(), ApiError> {
+        match &self.0 {
+            None => Ok(()),
+            Some(tags) if tags.iter().any(|t| t == "*" || *t == etag(version)) => Ok(()),
+            Some(_) => Err(ApiError::PreconditionFailed {
+                current: etag(version),
+            }),
+        }
+    }
+}
+
+/// For PATCH bodies: an absent field is `None`, an explicit `null` is `Some(None)`.
+pub fn nullable<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Collects field errors so that a body reports every bad field at once.
+#[derive(Debug, Default)]
+pub struct Fields(Vec<FieldError>);
+
+impl Fields {
+    /// The parsed value, or `None` with the error recorded under `field`.
+    pub fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(message) => {
+                self.0.push(FieldError::new(field, message));
+                None
+            }
+        }
+    }
+
+    pub fn push(&mut self, field: &str, message: impl Into<String>) {
+        self.0.push(FieldError::new(field, message));
+    }
+
+    /// `Ok` when no field failed, else the 422 listing them all.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Validation(self.0))
+        }
+    }
+}
+
+/// Appends the audit record of a principal's write.
+pub fn record(
+    conn: &mut DbConnection,
+    principal: &Principal,
+    node_id: NodeId,
+    action: &str,
+    target: (&str, String),
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+) -> diesel::QueryResult<()> {
+    audit::record(
+        conn,
+        audit::Event {
+            actor: &audit::Actor::Account(principal.account_id),
+            node_id,
+            action,
+            target_kind: target.0,
+            target_id: target.1,
+            before,
+            after,
+            request_id: principal.request_id.as_deref(),
+        },
+    )
+}
+
+/// Today, in UTC: the day limits are judged on unless a request names another.
+pub fn today() -> chrono::NaiveDate {
+    chrono::Utc::now().date_naive()
+}

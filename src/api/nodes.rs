@@ -1,0 +1,660 @@
+//! Nodes: the owner, resellers and customers of the tree.
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, delete, get, patch, post, web};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+use super::common::{self, Fields, IfMatch, Page, PageRequest, etag, nullable, today};
+use super::extract::Json;
+use crate::auth::Principal;
+use crate::auth::guard::Reach;
+use crate::domain::ids::NodeId;
+use crate::domain::quota::{self, Grant, Span};
+use crate::domain::tree::{self, NodeKind, NodeStatus};
+use crate::error::{ApiError, FieldError, Problem};
+use crate::startup::AppState;
+use crate::store::nodes::{ChildFilter, NewNode, Node, NodeChanges};
+use crate::store::{self, allocations, nodes, write_tx};
+
+/// A node as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeView {
+    pub id: NodeId,
+    /// Absent for the owner.
+    pub parent_id: Option<NodeId>,
+    pub kind: NodeKind,
+    pub name: String,
+    pub description: Option<String>,
+    pub contact_phone: Option<String>,
+    pub contact_email: Option<String>,
+    pub status: NodeStatus,
+    /// Increases with every change; the `ETag` is this number in quotes.
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub fn utc(at: NaiveDateTime) -> DateTime<Utc> {
+    at.and_utc()
+}
+
+impl From<Node> for NodeView {
+    fn from(node: Node) -> Self {
+        Self {
+            id: node.id,
+            parent_id: node.parent_id,
+            kind: node.kind,
+            name: node.name,
+            description: node.description,
+            contact_phone: node.contact_phone,
+            contact_email: node.contact_email,
+            status: node.status,
+            version: node.version,
+            created_at: utc(node.created_at),
+            updated_at: utc(node.updated_at),
+        }
+    }
+}
+
+fn audit_view(node: &Node) -> serde_json::Value {
+    json!({
+        "kind": node.kind, "name": node.name, "description": node.description,
+        "contact_phone": node.contact_phone, "contact_email": node.contact_email,
+        "status": node.status, "parent_id": node.parent_id,
+    })
+}
+
+fn with_etag(mut response: HttpResponse, version: i64) -> HttpResponse {
+    if let Ok(value) = header::HeaderValue::from_str(&etag(version)) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNode {
+    /// `reseller` or `customer`.
+    pub kind: NodeKind,
+    /// 1–100 characters: letters of any script, digits, spaces and `. - _ & '`; unique among
+    /// siblings.
+    #[schema(example = "Acme Mail Services")]
+    pub name: String,
+    pub description: Option<String>,
+    /// Digits, spaces and dashes with an optional leading `+`, 3–32 characters.
+    #[schema(example = "+49 30 1234-567")]
+    pub contact_phone: Option<String>,
+    #[schema(example = "ops@acme.example")]
+    pub contact_email: Option<String>,
+}
+
+impl TryFrom<CreateNode> for NewNode {
+    type Error = ApiError;
+    fn try_from(body: CreateNode) -> Result<Self, ApiError> {
+        let mut fields = Fields::default();
+        if body.kind == NodeKind::Owner {
+            fields.push(
+                "kind",
+                "the owner exists once; a child is a reseller or a customer",
+            );
+        }
+        let name = fields.check("name", tree::parse_name(&body.name));
+        let description = body
+            .description
+            .map(|d| fields.check("description", tree::parse_description(&d)));
+        let contact_phone = body
+            .contact_phone
+            .map(|p| fields.check("contact_phone", tree::parse_phone(&p)));
+        let contact_email = body
+            .contact_email
+            .map(|e| fields.check("contact_email", tree::parse_email(&e)));
+        fields.finish()?;
+        Ok(NewNode {
+            kind: body.kind,
+            name: name.unwrap_or_default(),
+            description: description.flatten(),
+            contact_phone: contact_phone.flatten(),
+            contact_email: contact_email.flatten(),
+        })
+    }
+}
+
+/// Maps the database's refusal of a duplicate sibling name (a race the earlier check lost).
+fn name_taken(err: diesel::result::Error) -> ApiError {
+    match err {
+        diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _,
+        ) => {
+            ApiError::NameTaken("Another node under this parent already has this name.".to_owned())
+        }
+        other => other.into(),
+    }
+}
+
+/// Creates a reseller or a customer under `{id}`. Customers cannot have children.
+#[utoipa::path(
+    tag = "nodes",
+    security(("bearer" = [])),
+    params(("id" = NodeId, Path, description = "The parent node")),
+    request_body = CreateNode,
+    responses(
+        (status = 201, description = "Created; `Location` names it", body = NodeView,
+            headers(("Location" = String), ("ETag" = String))),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A sibling has this name (`name-taken`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or a customer as parent", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/nodes/{id}/children")]
+pub async fn create_child(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<NodeId>,
+    body: Json<CreateNode>,
+) -> Result<HttpResponse, ApiError> {
+    let new = NewNode::try_from(body.0)?;
+    let parent_id = id.into_inner();
+    let node = store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            nodes::lock(conn, &[parent_id])?;
+            let parent =
+                principal.may_administer(nodes::find(conn, parent_id)?, Reach::SelfOrBelow)?;
+            if !parent.kind.may_parent(new.kind) {
+                return Err(ApiError::Validation(vec![FieldError::new(
+                    "kind",
+                    format!("a {} cannot have a {} as a child", parent.kind, new.kind),
+                )]));
+            }
+            if nodes::sibling_named(conn, parent.id, &new.name, None)? {
+                return Err(ApiError::NameTaken(format!(
+                    "\"{}\" already has a child named \"{}\".",
+                    parent.name, new.name
+                )));
+            }
+            let node = nodes::insert_child(conn, &parent, new).map_err(name_taken)?;
+            common::record(
+                conn,
+                &principal,
+                node.id,
+                "node.create",
+                ("node", node.id.to_string()),
+                None,
+                Some(audit_view(&node)),
+            )?;
+            Ok(node)
+        })
+    })
+    .await?;
+    let location = format!("/v1/nodes/{}", node.id);
+    let version = node.version;
+    Ok(with_etag(
+        HttpResponse::Created()
+            .insert_header((header::LOCATION, location))
+            .json(NodeView::from(node)),
+        version,
+    ))
+}
+
+/// One node of the caller's subtree.
+#[utoipa::path(
+    tag = "nodes",
+    security(("bearer" = [])),
+    params(("id" = NodeId, Path)),
+    responses(
+        (status = 200, description = "The node", body = NodeView, headers(("ETag" = String))),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/nodes/{id}")]
+pub async fn get_node(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<NodeId>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let node = store::run(&state.pool, move |conn| {
+        principal.may_read(nodes::find(conn, id)?)
+    })
+    .await?;
+    let version = node.version;
+    Ok(with_etag(
+        HttpResponse::Ok().json(NodeView::from(node)),
+        version,
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateNode {
+    pub name: Option<String>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub contact_phone: Option<Option<String>>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub contact_email: Option<Option<String>>,
+    /// Suspending a node refuses the check for its whole subtree without changing anything below
+    /// it. Only an admin above the node may change it.
+    pub status: Option<NodeStatus>,
+}
+
+impl TryFrom<UpdateNode> for NodeChanges {
+    type Error = ApiError;
+    fn try_from(body: UpdateNode) -> Result<Self, ApiError> {
+        let mut fields = Fields::default();
+        let name = body
+            .name
+            .map(|n| fields.check("name", tree::parse_name(&n)));
+        let description = body
+            .description
+            .map(|v| v.and_then(|d| fields.check("description", tree::parse_description(&d))));
+        let contact_phone = body
+            .contact_phone
+            .map(|v| v.and_then(|p| fields.check("contact_phone", tree::parse_phone(&p))));
+        let contact_email = body
+            .contact_email
+            .map(|v| v.and_then(|e| fields.check("contact_email", tree::parse_email(&e))));
+        fields.finish()?;
+        Ok(NodeChanges {
+            name: name.flatten(),
+            description,
+            contact_phone,
+            contact_email,
+            status: body.status,
+        })
+    }
+}
+
+/// Changes a node's name, description, contacts or status. Only the fields sent change; `If-Match`
+/// with the node's `ETag` makes the change conditional.
+#[utoipa::path(
+    tag = "nodes",
+    security(("bearer" = [])),
+    params(("id" = NodeId, Path), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")),
+    request_body = UpdateNode,
+    responses(
+        (status = 200, description = "The changed node", body = NodeView, headers(("ETag" = String))),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A sibling has this name", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`If-Match` does not match", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[patch("/v1/nodes/{id}")]
+pub async fn update_node(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<NodeId>,
+    if_match: IfMatch,
+    body: Json<UpdateNode>,
+) -> Result<HttpResponse, ApiError> {
+    let changes = NodeChanges::try_from(body.0)?;
+    let id = id.into_inner();
+    let node = store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            nodes::lock(conn, &[id])?;
+            let reach = if changes.status.is_some() {
+                Reach::Below
+            } else {
+                Reach::SelfOrBelow
+            };
+            let mut node = principal.may_administer(nodes::find(conn, id)?, reach)?;
+            if_match.check(node.version)?;
+            if let (Some(name), Some(parent)) = (&changes.name, node.parent_id)
+                && nodes::sibling_named(conn, parent, name, Some(node.id))?
+            {
+                return Err(ApiError::NameTaken(format!(
+                    "A sibling is already named \"{name}\"."
+                )));
+            }
+            let before = audit_view(&node);
+            changes.apply(&mut node);
+            nodes::save(conn, &mut node).map_err(name_taken)?;
+            common::record(
+                conn,
+                &principal,
+                node.id,
+                "node.update",
+                ("node", node.id.to_string()),
+                Some(before),
+                Some(audit_view(&node)),
+            )?;
+            Ok(node)
+        })
+    })
+    .await?;
+    let version = node.version;
+    Ok(with_etag(
+        HttpResponse::Ok().json(NodeView::from(node)),
+        version,
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ChildrenQuery {
+    /// Only children of this kind.
+    pub kind: Option<NodeKind>,
+    /// Only children with this status.
+    pub status: Option<NodeStatus>,
+    /// Only children whose name starts with this (case-insensitive).
+    pub name_prefix: Option<String>,
+    /// Items per page, 1–500 (default 50).
+    pub limit: Option<u32>,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+/// The children of `{id}`, oldest first.
+#[utoipa::path(
+    tag = "nodes",
+    security(("bearer" = [])),
+    params(("id" = NodeId, Path), ChildrenQuery),
+    responses(
+        (status = 200, description = "A page of children", body = Page<NodeView>),
+        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/nodes/{id}/children")]
+pub async fn list_children(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<NodeId>,
+    query: web::Query<ChildrenQuery>,
+) -> Result<web::Json<Page<NodeView>>, ApiError> {
+    let query = query.into_inner();
+    let page = PageRequest::parse(query.limit, query.cursor.as_deref())?;
+    let filter = ChildFilter {
+        kind: query.kind,
+        status: query.status,
+        name_prefix: query.name_prefix,
+    };
+    let id = id.into_inner();
+    let fetch = page.clone();
+    let rows = store::run(&state.pool, move |conn| {
+        let parent = principal.may_read(nodes::find(conn, id)?)?;
+        Ok::<_, ApiError>(nodes::children(
+            conn,
+            parent.id,
+            &filter,
+            fetch.after.as_deref(),
+            fetch.fetch(),
+        )?)
+    })
+    .await?;
+    Ok(web::Json(page.page(
+        rows,
+        |n| n.id.to_string(),
+        NodeView::from,
+    )))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteQuery {
+    /// Delete a customer with everything it holds, returning its seats to its parent.
+    pub cascade: Option<bool>,
+}
+
+/// Deletes a node. Refused while it has children, live allocations to children, or (without
+/// `cascade`) anything it holds; its own allocations end today, returning the seats to its parent.
+/// The id is never reused.
+#[utoipa::path(
+    tag = "nodes",
+    security(("bearer" = [])),
+    params(("id" = NodeId, Path), DeleteQuery),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The role does not allow this, or it is the caller's own node", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The node still holds something (`not-empty`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`cascade` asked for a node that is not a customer", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/v1/nodes/{id}")]
+pub async fn delete_node(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<NodeId>,
+    query: web::Query<DeleteQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let cascade = query.cascade.unwrap_or(false);
+    store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            let found = nodes::find(conn, id)?;
+            let parent = found.as_ref().and_then(|n| n.parent_id);
+            nodes::lock(conn, &parent.into_iter().chain([id]).collect::<Vec<_>>())?;
+            let node = principal.may_administer(found, Reach::Below)?;
+            if cascade && node.kind != NodeKind::Customer {
+                return Err(ApiError::validation(
+                    "cascade",
+                    "only a customer can be deleted with everything it holds",
+                ));
+            }
+            let today = today();
+            let mut still = Vec::new();
+            let children = nodes::count_children(conn, node.id)?;
+            if children > 0 {
+                still.push(format!("{children} child node(s)"));
+            }
+            if allocations::has_live_grants_by(conn, node.id, today)? {
+                still.push("live allocations to its children".to_owned());
+            }
+            if !cascade {
+                for (resource, used) in store::usage::used_in_subtree(conn, &node.path)? {
+                    if used > 0 {
+                        still.push(format!("{used} {resource} in use"));
+                    }
+                }
+            }
+            if !still.is_empty() {
+                return Err(ApiError::NotEmpty(format!(
+                    "\"{}\" still has {}.",
+                    node.name,
+                    still.join(", ")
+                )));
+            }
+            for mut allocation in allocations::live_to(conn, node.id, today)? {
+                let before = allocations::end(conn, &mut allocation, today)?;
+                common::record(
+                    conn,
+                    &principal,
+                    node.id,
+                    "allocation.end",
+                    ("allocation", allocation.id.to_string()),
+                    Some(super::allocations::audit_view(&before)),
+                    Some(super::allocations::audit_view(&allocation)),
+                )?;
+            }
+            nodes::soft_delete(conn, node.id)?;
+            common::record(
+                conn,
+                &principal,
+                node.id,
+                "node.delete",
+                ("node", node.id.to_string()),
+                Some(audit_view(&node)),
+                None,
+            )?;
+            Ok::<_, ApiError>(())
+        })
+    })
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveNode {
+    /// The new parent: a reseller (or the owner) in the caller's subtree.
+    pub parent_id: NodeId,
+}
+
+/// Moves a reseller or customer, with its subtree, under another parent in one atomic step: its
+/// live allocations from the old parent end today and equal ones from the new parent begin today
+/// (or when they were due to), refused if the new parent lacks room.
+#[utoipa::path(
+    tag = "nodes",
+    security(("bearer" = [])),
+    params(("id" = NodeId, Path)),
+    request_body = MoveNode,
+    responses(
+        (status = 200, description = "The moved node", body = NodeView, headers(("ETag" = String))),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The role does not allow this, or it is the caller's own node", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The new parent lacks room (`quota-exceeded`) or has a child of this name", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The new parent cannot hold this node", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/nodes/{id}/move")]
+pub async fn move_node(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<NodeId>,
+    body: Json<MoveNode>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let target = body.0.parent_id;
+    let node = store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            let found = nodes::find(conn, id)?;
+            let old_parent = found.as_ref().and_then(|n| n.parent_id);
+            nodes::lock(
+                conn,
+                &old_parent
+                    .into_iter()
+                    .chain([id, target])
+                    .collect::<Vec<_>>(),
+            )?;
+            let mut node = principal.may_administer(found, Reach::Below)?;
+            let new_parent =
+                principal.may_administer(nodes::find(conn, target)?, Reach::SelfOrBelow)?;
+            if node.contains(&new_parent) {
+                return Err(ApiError::validation(
+                    "parent_id",
+                    "a node cannot move under itself or its own subtree",
+                ));
+            }
+            if !new_parent.kind.may_parent(node.kind) {
+                return Err(ApiError::validation(
+                    "parent_id",
+                    format!(
+                        "a {} cannot have a {} as a child",
+                        new_parent.kind, node.kind
+                    ),
+                ));
+            }
+            if node.parent_id == Some(new_parent.id) {
+                return Ok(node);
+            }
+            if nodes::sibling_named(conn, new_parent.id, &node.name, None)? {
+                return Err(ApiError::NameTaken(format!(
+                    "\"{}\" already has a child named \"{}\".",
+                    new_parent.name, node.name
+                )));
+            }
+            let today = today();
+            let live = allocations::live_to(conn, node.id, today)?;
+            let mut resources: Vec<&str> = live.iter().map(|a| a.resource.as_str()).collect();
+            resources.sort_unstable();
+            resources.dedup();
+            for resource in resources {
+                let moved: Vec<Grant> = live
+                    .iter()
+                    .filter(|a| a.resource == resource)
+                    .map(|a| Grant {
+                        amount: a.amount,
+                        span: Span {
+                            start: a.starts_on.max(today),
+                            end: a.ends_on,
+                        },
+                    })
+                    .collect();
+                quota::fits(
+                    new_parent.id,
+                    resource,
+                    &allocations::limit_of(conn, new_parent.id, resource, None)?,
+                    &allocations::granted_by(conn, new_parent.id, resource, None)?,
+                    &moved,
+                    Span::from(today),
+                )?;
+            }
+            for mut old in live {
+                let before = allocations::end(conn, &mut old, today)?;
+                common::record(
+                    conn,
+                    &principal,
+                    node.id,
+                    "allocation.end",
+                    ("allocation", old.id.to_string()),
+                    Some(super::allocations::audit_view(&before)),
+                    Some(super::allocations::audit_view(&old)),
+                )?;
+                let new = allocations::insert(
+                    conn,
+                    allocations::NewAllocation {
+                        node_id: node.id,
+                        grantor_id: Some(new_parent.id),
+                        resource: before.resource.clone(),
+                        amount: before.amount,
+                        starts_on: before.starts_on.max(today),
+                        ends_on: before.ends_on,
+                        active: true,
+                        description: before.description.clone(),
+                    },
+                )?;
+                common::record(
+                    conn,
+                    &principal,
+                    node.id,
+                    "allocation.create",
+                    ("allocation", new.id.to_string()),
+                    None,
+                    Some(super::allocations::audit_view(&new)),
+                )?;
+            }
+            let before = audit_view(&node);
+            nodes::reparent(conn, &mut node, &new_parent).map_err(name_taken)?;
+            common::record(
+                conn,
+                &principal,
+                node.id,
+                "node.move",
+                ("node", node.id.to_string()),
+                Some(before),
+                Some(audit_view(&node)),
+            )?;
+            Ok(node)
+        })
+    })
+    .await?;
+    let version = node.version;
+    Ok(with_etag(
+        HttpResponse::Ok().json(NodeView::from(node)),
+        version,
+    ))
+}

@@ -1,0 +1,111 @@
+//! Usage reports: per resource, a node's limit, what it allocated, what its subtree uses, what is
+//! free, and whether it is over its limit.
+
+use actix_web::{get, web};
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::common::today;
+use crate::auth::Principal;
+use crate::domain::ids::NodeId;
+use crate::domain::tree::NodeKind;
+use crate::error::{ApiError, Problem};
+use crate::startup::AppState;
+use crate::store::{self, allocations, modules, nodes, usage};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResourceUsage {
+    #[schema(example = "users")]
+    pub resource: String,
+    /// The node's limit on the day: the sum of its grants covering it.
+    pub limit: i64,
+    /// What the node granted to its children, covering the day.
+    pub allocated: i64,
+    /// What the node's subtree uses now.
+    pub used: i64,
+    /// For a customer `limit − used`, for a reseller or the owner `limit − allocated`; never below 0.
+    pub free: i64,
+    /// The subtree uses more than the limit (an allocation ended or was lowered below usage): new
+    /// usage is refused until it is back within.
+    pub over_limit: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageReport {
+    pub node_id: NodeId,
+    /// The day limits and allocations are counted on.
+    pub at: NaiveDate,
+    /// Every resource of the catalogue: `users`, `domains`, then each `module:<code>`.
+    pub resources: Vec<ResourceUsage>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UsageQuery {
+    /// The day to count limits and allocations on (`YYYY-MM-DD`); default today (UTC).
+    pub at: Option<NaiveDate>,
+}
+
+/// Limit, allocated, used and free per resource for `{id}` (sums over the subtree for resellers
+/// and the owner).
+#[utoipa::path(
+    tag = "usage",
+    security(("bearer" = [])),
+    params(("id" = NodeId, Path), UsageQuery),
+    responses(
+        (status = 200, description = "The report", body = UsageReport),
+        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/nodes/{id}/usage")]
+pub async fn get_usage(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<NodeId>,
+    query: web::Query<UsageQuery>,
+) -> Result<web::Json<UsageReport>, ApiError> {
+    let id = id.into_inner();
+    let at = query.at.unwrap_or_else(today);
+    let report = store::run(&state.pool, move |conn| {
+        let node = principal.may_read(nodes::find(conn, id)?)?;
+        let totals: std::collections::BTreeMap<String, (i64, i64)> =
+            allocations::totals_on(conn, node.id, at)?
+                .into_iter()
+                .map(|(resource, limit, allocated)| (resource, (limit, allocated)))
+                .collect();
+        let used = usage::used_in_subtree(conn, &node.path)?;
+        let resources = modules::resources(conn)?
+            .into_iter()
+            .map(|resource| {
+                let key = resource.key();
+                let (limit, allocated) = totals.get(&key).copied().unwrap_or_default();
+                let used = used.get(&key).copied().unwrap_or_default();
+                let taken = if node.kind == NodeKind::Customer {
+                    used
+                } else {
+                    allocated
+                };
+                ResourceUsage {
+                    resource: key,
+                    limit,
+                    allocated,
+                    used,
+                    free: (limit - taken).max(0),
+                    over_limit: used > limit,
+                }
+            })
+            .collect();
+        Ok::<_, ApiError>(UsageReport {
+            node_id: node.id,
+            at,
+            resources,
+        })
+    })
+    .await?;
+    Ok(web::Json(report))
+}

@@ -1,0 +1,679 @@
+//! The quota arithmetic: limits as step functions of days, whether a change fits, and the
+//! verifier's view of the whole tree. Pure: the store feeds it rows read inside the write
+//! transaction and applies what it allows in that same transaction.
+//!
+//! A node's **limit** for a resource on a day is the sum of its active grants covering that day.
+//! What a node has **allocated** is the sum of the grants it made. The invariant, for every node,
+//! resource and day: allocated ≤ limit; and for a customer, usage ≤ limit whenever usage grows.
+//! Step functions change only where a grant starts or ends, so checking a span means checking its
+//! first day and every start or end inside it: [`first_excess`] does exactly that.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+
+use super::ids::NodeId;
+
+/// Days `[start, end)`; open-ended when `end` is `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start: NaiveDate,
+    pub end: Option<NaiveDate>,
+}
+
+impl Span {
+    /// Every day from `start` on.
+    pub const fn from(start: NaiveDate) -> Self {
+        Self { start, end: None }
+    }
+
+    pub fn contains(&self, day: NaiveDate) -> bool {
+        day >= self.start && self.end.is_none_or(|end| day < end)
+    }
+
+    /// The smallest span covering both.
+    pub fn hull(self, other: Span) -> Span {
+        Span {
+            start: self.start.min(other.start),
+            end: match (self.end, other.end) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            },
+        }
+    }
+
+    /// The part of this span from `day` on, if any.
+    pub fn from_day(self, day: NaiveDate) -> Option<Span> {
+        let start = self.start.max(day);
+        self.end.is_none_or(|end| start < end).then_some(Span {
+            start,
+            end: self.end,
+        })
+    }
+}
+
+/// One active grant as the arithmetic sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub amount: i64,
+    pub span: Span,
+}
+
+/// The sum of the grants covering `day`.
+pub fn total_at(grants: &[Grant], day: NaiveDate) -> i64 {
+    grants
+        .iter()
+        .filter(|g| g.span.contains(day))
+        .map(|g| g.amount)
+        .sum()
+}
+
+/// The days inside `within` where a sum over these grants can change, in order: its first day
+/// and every start or end of a grant inside it.
+fn boundaries(sets: &[&[Grant]], within: Span) -> Vec<NaiveDate> {
+    let mut days = vec![within.start];
+    for grant in sets.iter().flat_map(|set| set.iter()) {
+        days.push(grant.span.start);
+        days.extend(grant.span.end);
+    }
+    days.retain(|day| within.contains(*day));
+    days.sort_unstable();
+    days.dedup();
+    days
+}
+
+/// The first day in `within` where `demand` exceeds `supply`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Excess {
+    pub at: NaiveDate,
+    pub supply: i64,
+    pub demand: i64,
+}
+
+pub fn first_excess(supply: &[Grant], demand: &[Grant], within: Span) -> Option<Excess> {
+    boundaries(&[supply, demand], within)
+        .into_iter()
+        .map(|at| Excess {
+            at,
+            supply: total_at(supply, at),
+            demand: total_at(demand, at),
+        })
+        .find(|e| e.demand > e.supply)
+}
+
+/// A change refused because it would break the invariant: at `node`, on day `at`, `requested`
+/// units had to fit where only `available` of `limit` were free.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{resource} at node {node_id} on {at}: {requested} requested, {available} available of a limit of {limit}"
+)]
+pub struct Refusal {
+    pub node_id: NodeId,
+    pub resource: String,
+    pub at: NaiveDate,
+    pub limit: i64,
+    pub requested: i64,
+    pub available: i64,
+}
+
+/// Everything the decision about one grant's change needs, read in the write transaction.
+#[derive(Debug, Clone)]
+pub struct GrantChange<'a> {
+    pub resource: &'a str,
+    pub grantor: Option<NodeId>,
+    pub node: NodeId,
+    /// The grantor's own grants (its limit); `None` for the owner's licence, which has no grantor.
+    pub grantor_limit: Option<&'a [Grant]>,
+    /// The grantor's other grants (to this node and its siblings), without the one changing.
+    pub grantor_other_grants: &'a [Grant],
+    /// The node's other grants (from any grantor), without the one changing.
+    pub node_other_limit: &'a [Grant],
+    /// What the node has granted to its own children.
+    pub node_grants: &'a [Grant],
+    /// The node's usage now, when it is a customer.
+    pub node_usage: Option<i64>,
+    pub today: NaiveDate,
+    /// Lowering a customer's limit below its usage is allowed only when asked for.
+    pub allow_over_limit: bool,
+    pub old: Option<Grant>,
+    pub new: Option<Grant>,
+}
+
+impl GrantChange<'_> {
+    /// Whether replacing `old` by `new` keeps the invariant at the grantor (what it allocated fits
+    /// its limit) and at the node (its children's grants, or its usage, fit its new limit).
+    pub fn decide(&self) -> Result<(), Refusal> {
+        let affected = match (self.old, self.new) {
+            (Some(old), Some(new)) => old.span.hull(new.span),
+            (Some(only), None) | (None, Some(only)) => only.span,
+            (None, None) => return Ok(()),
+        };
+        let refuse = |node_id, at, limit, requested, available| Refusal {
+            node_id,
+            resource: self.resource.to_owned(),
+            at,
+            limit,
+            requested,
+            available,
+        };
+
+        if let (Some(limit), Some(grantor)) = (self.grantor_limit, self.grantor) {
+            let added: Vec<Grant> = self.new.into_iter().collect();
+            fits(
+                grantor,
+                self.resource,
+                limit,
+                self.grantor_other_grants,
+                &added,
+                affected,
+            )?;
+        }
+
+        let mut new_limit = self.node_other_limit.to_vec();
+        new_limit.extend(self.new);
+        if let Some(excess) = first_excess(&new_limit, self.node_grants, affected) {
+            return Err(refuse(
+                self.node,
+                excess.at,
+                excess.supply,
+                excess.demand,
+                excess.supply,
+            ));
+        }
+
+        if let (Some(used), false) = (self.node_usage, self.allow_over_limit) {
+            let mut old_limit = self.node_other_limit.to_vec();
+            old_limit.extend(self.old);
+            let Some(from_today) = affected.from_day(self.today) else {
+                return Ok(());
+            };
+            for at in boundaries(&[&old_limit, &new_limit], from_today) {
+                let (before, after) = (total_at(&old_limit, at), total_at(&new_limit, at));
+                if after < before && after < used {
+                    return Err(refuse(self.node, at, after, used, after));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `added` grants fit beside the `existing` ones under `grantor`'s `limit` on every day of
+/// `within`; the refusal names the added units that did not fit and what was left for them.
+pub fn fits(
+    grantor: NodeId,
+    resource: &str,
+    limit: &[Grant],
+    existing: &[Grant],
+    added: &[Grant],
+    within: Span,
+) -> Result<(), Refusal> {
+    let demand: Vec<Grant> = existing.iter().chain(added).copied().collect();
+    match first_excess(limit, &demand, within) {
+        None => Ok(()),
+        Some(excess) => {
+            let others = total_at(existing, excess.at);
+            Err(Refusal {
+                node_id: grantor,
+                resource: resource.to_owned(),
+                at: excess.at,
+                limit: excess.supply,
+                requested: excess.demand - others,
+                available: (excess.supply - others).max(0),
+            })
+        }
+    }
+}
+
+/// Whether a new set of licence lines still covers everything the owner has allocated.
+pub fn decide_licence(
+    owner: NodeId,
+    resource: &str,
+    licence: &[Grant],
+    allocated: &[Grant],
+    within: Span,
+) -> Result<(), Refusal> {
+    match first_excess(licence, allocated, within) {
+        None => Ok(()),
+        Some(excess) => Err(Refusal {
+            node_id: owner,
+            resource: resource.to_owned(),
+            at: excess.at,
+            limit: excess.supply,
+            requested: excess.demand,
+            available: excess.supply,
+        }),
+    }
+}
+
+/// One stored grant, for the verifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    pub node: NodeId,
+    pub grantor: Option<NodeId>,
+    pub resource: String,
+    pub grant: Grant,
+}
+
+/// What the verifier can find wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Violation {
+    /// A node allocated more than its limit on some day.
+    Oversold {
+        node: NodeId,
+        resource: String,
+        at: NaiveDate,
+        limit: i64,
+        allocated: i64,
+    },
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Oversold {
+                node,
+                resource,
+                at,
+                limit,
+                allocated,
+            } => write!(
+                f,
+                "node {node} has allocated {allocated} {resource} on {at} with a limit of {limit}"
+            ),
+        }
+    }
+}
+
+/// Recomputes the invariant over every day for every grantor and resource. `grants` are the active
+/// grants only.
+pub fn verify(grants: &[GrantRecord]) -> Vec<Violation> {
+    let mut limits: BTreeMap<(NodeId, &str), Vec<Grant>> = BTreeMap::new();
+    let mut allocated: BTreeMap<(NodeId, &str), Vec<Grant>> = BTreeMap::new();
+    for record in grants {
+        limits
+            .entry((record.node, &record.resource))
+            .or_default()
+            .push(record.grant);
+        if let Some(grantor) = record.grantor {
+            allocated
+                .entry((grantor, &record.resource))
+                .or_default()
+                .push(record.grant);
+        }
+    }
+    let mut violations = Vec::new();
+    for ((node, resource), made) in &allocated {
+        let limit = limits
+            .get(&(*node, *resource))
+            .map_or(&[][..], Vec::as_slice);
+        let Some(earliest) = made.iter().map(|g| g.span.start).min() else {
+            continue;
+        };
+        // The first day this grantor is oversold; one line per grantor and resource is enough to
+        // send an operator looking.
+        if let Some(excess) = first_excess(limit, made, Span::from(earliest)) {
+            violations.push(Violation::Oversold {
+                node: *node,
+                resource: (*resource).to_owned(),
+                at: excess.at,
+                limit: excess.supply,
+                allocated: excess.demand,
+            });
+        }
+    }
+    violations
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn day(n: i64) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() + chrono::TimeDelta::days(n)
+    }
+
+    fn grant(amount: i64, start: i64, end: Option<i64>) -> Grant {
+        Grant {
+            amount,
+            span: Span {
+                start: day(start),
+                end: end.map(day),
+            },
+        }
+    }
+
+    #[test]
+    fn a_limit_is_the_sum_of_the_grants_covering_the_day() {
+        let grants = [grant(10, 0, Some(10)), grant(5, 5, None)];
+        assert_eq!(total_at(&grants, day(-1)), 0);
+        assert_eq!(total_at(&grants, day(0)), 10);
+        assert_eq!(total_at(&grants, day(5)), 15);
+        assert_eq!(total_at(&grants, day(10)), 5, "the end day is excluded");
+    }
+
+    #[test]
+    fn the_first_excess_is_found_at_a_boundary_inside_the_span() {
+        let supply = [grant(10, 0, Some(30)), grant(10, 10, Some(20))];
+        let demand = [grant(15, 5, Some(25))];
+        let excess = first_excess(&supply, &demand, Span::from(day(0))).unwrap();
+        assert_eq!((excess.at, excess.supply, excess.demand), (day(5), 10, 15));
+        // From day 10 to 20 there is room; from day 20 there is not again.
+        let within = Span {
+            start: day(10),
+            end: Some(day(20)),
+        };
+        assert_eq!(first_excess(&supply, &demand, within), None);
+        let excess = first_excess(&supply, &demand, Span::from(day(12))).unwrap();
+        assert_eq!(excess.at, day(20));
+    }
+
+    fn change<'a>(
+        grantor_limit: &'a [Grant],
+        grantor_other_grants: &'a [Grant],
+        node_grants: &'a [Grant],
+        node_usage: Option<i64>,
+        old: Option<Grant>,
+        new: Option<Grant>,
+    ) -> GrantChange<'a> {
+        GrantChange {
+            resource: "users",
+            grantor: Some(NodeId(uuid::Uuid::from_u128(1))),
+            node: NodeId(uuid::Uuid::from_u128(2)),
+            grantor_limit: Some(grantor_limit),
+            grantor_other_grants,
+            node_other_limit: &[],
+            node_grants,
+            node_usage,
+            today: day(0),
+            allow_over_limit: false,
+            old,
+            new,
+        }
+    }
+
+    #[test]
+    fn a_grant_beyond_what_the_grantor_has_left_is_refused_with_the_figures() {
+        let limit = [grant(100, 0, None)];
+        let others = [grant(70, 0, None)];
+        let refusal = change(&limit, &others, &[], None, None, Some(grant(40, 3, None)))
+            .decide()
+            .unwrap_err();
+        assert_eq!(refusal.at, day(3));
+        assert_eq!(
+            (refusal.limit, refusal.requested, refusal.available),
+            (100, 40, 30)
+        );
+        assert_eq!(refusal.node_id, NodeId(uuid::Uuid::from_u128(1)));
+        assert!(
+            change(&limit, &others, &[], None, None, Some(grant(30, 3, None)))
+                .decide()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_grant_that_fits_now_but_not_when_the_grantors_licence_ends_is_refused() {
+        let limit = [grant(100, 0, Some(30))];
+        let refusal = change(&limit, &[], &[], None, None, Some(grant(10, 0, None)))
+            .decide()
+            .unwrap_err();
+        assert_eq!((refusal.at, refusal.available), (day(30), 0));
+    }
+
+    #[test]
+    fn lowering_below_what_children_hold_is_refused_at_the_node() {
+        let limit = [grant(100, 0, None)];
+        let children = [grant(60, 0, None)];
+        let refusal = change(
+            &limit,
+            &[],
+            &children,
+            None,
+            Some(grant(80, 0, None)),
+            Some(grant(50, 0, None)),
+        )
+        .decide()
+        .unwrap_err();
+        assert_eq!(refusal.node_id, NodeId(uuid::Uuid::from_u128(2)));
+        assert_eq!((refusal.limit, refusal.requested), (50, 60));
+    }
+
+    #[test]
+    fn lowering_below_usage_needs_allow_over_limit_but_raising_an_over_limit_customer_does_not() {
+        let limit = [grant(100, 0, None)];
+        let lower = change(
+            &limit,
+            &[],
+            &[],
+            Some(40),
+            Some(grant(50, 0, None)),
+            Some(grant(30, 0, None)),
+        );
+        let refusal = lower.decide().unwrap_err();
+        assert_eq!(
+            (refusal.limit, refusal.requested, refusal.available),
+            (30, 40, 30)
+        );
+        assert!(
+            GrantChange {
+                allow_over_limit: true,
+                ..lower
+            }
+            .decide()
+            .is_ok()
+        );
+        let raise = change(
+            &limit,
+            &[],
+            &[],
+            Some(40),
+            Some(grant(20, 0, None)),
+            Some(grant(30, 0, None)),
+        );
+        assert!(
+            raise.decide().is_ok(),
+            "a change that only raises the limit never hurts"
+        );
+    }
+
+    // The property: any sequence of grants and changes, each applied only when `decide` allows
+    // it, leaves a tree that a brute-force count over every day finds sound, and that `verify`
+    // agrees with.
+
+    const DAYS: i64 = 40;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Grant {
+            node: usize,
+            amount: i64,
+            start: i64,
+            len: Option<i64>,
+        },
+        Change {
+            pick: usize,
+            amount: i64,
+            start: i64,
+            len: Option<i64>,
+            active: bool,
+        },
+        Licence {
+            amount: i64,
+            start: i64,
+            len: Option<i64>,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let span = (0..DAYS, proptest::option::of(1..DAYS));
+        prop_oneof![
+            (1..8usize, 0..60i64, span.clone()).prop_map(|(node, amount, (start, len))| {
+                Op::Grant {
+                    node,
+                    amount,
+                    start,
+                    len,
+                }
+            }),
+            (any::<usize>(), 0..60i64, span.clone(), any::<bool>()).prop_map(
+                |(pick, amount, (start, len), active)| Op::Change {
+                    pick,
+                    amount,
+                    start,
+                    len,
+                    active
+                }
+            ),
+            (0..200i64, span).prop_map(|(amount, (start, len))| Op::Licence { amount, start, len }),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    struct Row {
+        node: usize,
+        grantor: Option<usize>,
+        grant: Grant,
+        active: bool,
+    }
+
+    fn id(index: usize) -> NodeId {
+        NodeId(uuid::Uuid::from_u128(index as u128 + 1))
+    }
+
+    fn grants(rows: &[Row], keep: impl Fn(&Row) -> bool) -> Vec<Grant> {
+        rows.iter()
+            .filter(|r| r.active && keep(r))
+            .map(|r| r.grant)
+            .collect()
+    }
+
+    fn span(start: i64, len: Option<i64>) -> Span {
+        Span {
+            start: day(start),
+            end: len.map(|l| day(start + l)),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn allowed_changes_never_oversell(parents in proptest::collection::vec(0..8usize, 7), ops in proptest::collection::vec(op(), 1..60)) {
+            // Node 0 is the owner; node i > 0 hangs under a lower-numbered node.
+            let parent_of: Vec<Option<usize>> = std::iter::once(None)
+                .chain(parents.iter().enumerate().map(|(i, p)| Some(p % (i + 1))))
+                .collect();
+            let mut rows: Vec<Row> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Licence { amount, start, len } => {
+                        let licence = vec![Grant { amount, span: span(start, len) }];
+                        let allocated = grants(&rows, |r| r.grantor == Some(0));
+                        if decide_licence(id(0), "users", &licence, &allocated, Span::from(day(0))).is_ok() {
+                            rows.retain(|r| r.grantor.is_some());
+                            rows.push(Row { node: 0, grantor: None, grant: licence[0], active: true });
+                        }
+                    }
+                    Op::Grant { node, amount, start, len } => {
+                        let grantor = parent_of[node].unwrap();
+                        let new = Grant { amount, span: span(start, len) };
+                        let decision = GrantChange {
+                            resource: "users",
+                            grantor: Some(id(grantor)),
+                            node: id(node),
+                            grantor_limit: Some(&grants(&rows, |r| r.node == grantor)),
+                            grantor_other_grants: &grants(&rows, |r| r.grantor == Some(grantor)),
+                            node_other_limit: &grants(&rows, |r| r.node == node),
+                            node_grants: &grants(&rows, |r| r.grantor == Some(node)),
+                            node_usage: None,
+                            today: day(0),
+                            allow_over_limit: false,
+                            old: None,
+                            new: Some(new),
+                        }.decide();
+                        if decision.is_ok() {
+                            rows.push(Row { node, grantor: Some(grantor), grant: new, active: true });
+                        }
+                    }
+                    Op::Change { pick, amount, start, len, active } => {
+                        let candidates: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].grantor.is_some()).collect();
+                        if candidates.is_empty() { continue; }
+                        let index = candidates[pick % candidates.len()];
+                        let row = rows[index].clone();
+                        let grantor = row.grantor.unwrap();
+                        let new = Grant { amount, span: span(start, len) };
+                        let others = |keep: &dyn Fn(&Row) -> bool| -> Vec<Grant> {
+                            rows.iter().enumerate().filter(|(i, r)| *i != index && r.active && keep(r)).map(|(_, r)| r.grant).collect()
+                        };
+                        let decision = GrantChange {
+                            resource: "users",
+                            grantor: Some(id(grantor)),
+                            node: id(row.node),
+                            grantor_limit: Some(&grants(&rows, |r| r.node == grantor)),
+                            grantor_other_grants: &others(&|r| r.grantor == Some(grantor)),
+                            node_other_limit: &others(&|r| r.node == row.node),
+                            node_grants: &grants(&rows, |r| r.grantor == Some(row.node)),
+                            node_usage: None,
+                            today: day(0),
+                            allow_over_limit: false,
+                            old: row.active.then_some(row.grant),
+                            new: active.then_some(new),
+                        }.decide();
+                        if decision.is_ok() {
+                            rows[index].grant = new;
+                            rows[index].active = active;
+                        }
+                    }
+                }
+                // The oracle: every node, every day, by brute force.
+                for node in 0..8 {
+                    for d in -1..(2 * DAYS + 2) {
+                        let limit = total_at(&grants(&rows, |r| r.node == node), day(d));
+                        let made = total_at(&grants(&rows, |r| r.grantor == Some(node)), day(d));
+                        prop_assert!(made <= limit, "node {node} day {d}: allocated {made} > limit {limit}");
+                    }
+                }
+            }
+            let records: Vec<GrantRecord> = rows.iter().filter(|r| r.active).map(|r| GrantRecord {
+                node: id(r.node), grantor: r.grantor.map(id), resource: "users".to_owned(), grant: r.grant,
+            }).collect();
+            prop_assert_eq!(verify(&records), vec![]);
+        }
+    }
+
+    #[test]
+    fn the_verifier_reports_an_oversold_grantor() {
+        let records = vec![
+            GrantRecord {
+                node: id(0),
+                grantor: None,
+                resource: "users".into(),
+                grant: grant(10, 0, None),
+            },
+            GrantRecord {
+                node: id(1),
+                grantor: Some(id(0)),
+                resource: "users".into(),
+                grant: grant(8, 0, None),
+            },
+            GrantRecord {
+                node: id(2),
+                grantor: Some(id(0)),
+                resource: "users".into(),
+                grant: grant(5, 3, Some(9)),
+            },
+        ];
+        let violations = verify(&records);
+        assert_eq!(
+            violations,
+            vec![Violation::Oversold {
+                node: id(0),
+                resource: "users".into(),
+                at: day(3),
+                limit: 10,
+                allocated: 13
+            }]
+        );
+    }
+}
