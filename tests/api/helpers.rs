@@ -104,6 +104,7 @@ pub fn test_config(database_url: &str) -> Config {
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
+    pub database_url: String,
     handle: actix_web::dev::ServerHandle,
     // Dropped after the server is told to stop: the database outlives it.
     _db: TestDb,
@@ -125,6 +126,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config(db.url());
     adjust(&mut config);
     let (pool, keys, _) = startup::prepare(&config).expect("the test app prepares");
+    let database_url = config.database_url.clone();
     let app = Application::build(config, pool, keys).expect("the test app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
@@ -135,6 +137,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("a client"),
+        database_url,
         handle,
         _db: db,
     }
@@ -181,6 +184,198 @@ impl TestApp {
             .send()
             .await
             .expect("GET")
+    }
+}
+
+impl TestApp {
+    /// A client acting as the first admin.
+    pub async fn as_admin(&self) -> Caller<'_> {
+        Caller {
+            app: self,
+            token: self.admin_token().await,
+        }
+    }
+
+    /// Recomputes every invariant from the database, as `allot verify` does, and asserts none
+    /// is broken. Every scenario that writes ends with it.
+    pub fn assert_verified(&self) {
+        let pool = allot::store::connect(&self.database_url, 1).expect("the test database opens");
+        let mut conn = pool.get().expect("a connection");
+        let today = chrono::Utc::now().date_naive();
+        let findings = allot::store::verify::run(&mut conn, today).expect("verify runs");
+        assert!(findings.is_empty(), "verify found: {findings:#?}");
+    }
+}
+
+/// An authenticated client.
+pub struct Caller<'a> {
+    pub app: &'a TestApp,
+    pub token: String,
+}
+
+impl Caller<'_> {
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.app
+            .client
+            .request(method, self.app.url(path))
+            .bearer_auth(&self.token)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.request(reqwest::Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.request(reqwest::Method::PUT, path)
+            .json(body)
+            .send()
+            .await
+            .expect("PUT")
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.request(reqwest::Method::PATCH, path)
+            .json(body)
+            .send()
+            .await
+            .expect("PATCH")
+    }
+
+    pub async fn patch_if_match(&self, path: &str, etag: &str, body: &Value) -> reqwest::Response {
+        self.request(reqwest::Method::PATCH, path)
+            .header("if-match", etag)
+            .json(body)
+            .send()
+            .await
+            .expect("PATCH")
+    }
+
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.request(reqwest::Method::DELETE, path)
+            .send()
+            .await
+            .expect("DELETE")
+    }
+
+    /// Sends, asserts the status, and returns the JSON body.
+    pub async fn expect(&self, response: reqwest::Response, status: u16) -> Value {
+        let actual = response.status();
+        let body = response.text().await.unwrap_or_default();
+        assert_eq!(actual, status, "unexpected status; body: {body}");
+        if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&body).expect("a JSON body")
+        }
+    }
+
+    /// The caller's own node id.
+    pub async fn node_id(&self) -> String {
+        let me = self.expect(self.get("/v1/me").await, 200).await;
+        me["node_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn set_licence(&self, lines: Value) -> Value {
+        self.expect(
+            self.put("/v1/licence", &json!({"resources": lines})).await,
+            200,
+        )
+        .await
+    }
+
+    pub async fn create_child(&self, parent: &str, kind: &str, name: &str) -> String {
+        let body = self
+            .expect(
+                self.post(
+                    &format!("/v1/nodes/{parent}/children"),
+                    &json!({"kind": kind, "name": name}),
+                )
+                .await,
+                201,
+            )
+            .await;
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn allocate(&self, node: &str, resource: &str, amount: i64) -> reqwest::Response {
+        self.post(
+            &format!("/v1/nodes/{node}/allocations"),
+            &json!({"resource": resource, "amount": amount}),
+        )
+        .await
+    }
+
+    /// The usage report line of `resource` at `node`.
+    pub async fn usage(&self, node: &str, resource: &str) -> Value {
+        let report = self
+            .expect(self.get(&format!("/v1/nodes/{node}/usage")).await, 200)
+            .await;
+        report["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == resource)
+            .cloned()
+            .unwrap()
+    }
+}
+
+/// The usual tree: the owner with a licence of 1000 users and 100 domains; resellers A (500 users,
+/// 50 domains) and B (300 users, 30 domains); A's sub-reseller A1 (200 users, 20 domains); customer
+/// C1 under A1 (50 users, 5 domains) and C2 under B (40 users, 4 domains).
+pub struct Tree {
+    pub owner: String,
+    pub a: String,
+    pub b: String,
+    pub a1: String,
+    pub c1: String,
+    pub c2: String,
+}
+
+pub async fn seed_tree(admin: &Caller<'_>) -> Tree {
+    let owner = admin.node_id().await;
+    admin
+        .set_licence(
+            json!([{"resource": "users", "amount": 1000}, {"resource": "domains", "amount": 100}]),
+        )
+        .await;
+    let a = admin.create_child(&owner, "reseller", "Reseller A").await;
+    let b = admin.create_child(&owner, "reseller", "Reseller B").await;
+    let a1 = admin.create_child(&a, "reseller", "Reseller A1").await;
+    let c1 = admin.create_child(&a1, "customer", "Customer C1").await;
+    let c2 = admin.create_child(&b, "customer", "Customer C2").await;
+    for (node, users, domains) in [
+        (&a, 500, 50),
+        (&b, 300, 30),
+        (&a1, 200, 20),
+        (&c1, 50, 5),
+        (&c2, 40, 4),
+    ] {
+        admin
+            .expect(admin.allocate(node, "users", users).await, 201)
+            .await;
+        admin
+            .expect(admin.allocate(node, "domains", domains).await, 201)
+            .await;
+    }
+    Tree {
+        owner,
+        a,
+        b,
+        a1,
+        c1,
+        c2,
     }
 }
 

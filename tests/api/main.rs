@@ -1,9 +1,11 @@
 //! The integration suite: the real application over HTTP, on SQLite by default and on PostgreSQL
 //! when `ALLOT_TEST_DATABASE_URL` is set.
 
+mod allocations;
 mod auth;
 mod cli;
 mod errors;
 mod health;
 mod helpers;
+mod nodes;
 mod openapi;

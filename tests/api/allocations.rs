@@ -1,0 +1,468 @@
+//! Allocations down the tree and the invariant that no node hands out more than it holds.
+
+use std::collections::HashMap;
+
+use chrono::{Days, Utc};
+use serde_json::{Value, json};
+
+use crate::helpers::{assert_problem, seed_tree, spawn_app};
+
+fn in_days(days: u64) -> String {
+    (Utc::now().date_naive() + Days::new(days)).to_string()
+}
+
+#[tokio::test]
+async fn a_grant_within_what_the_parent_holds_is_made_and_counted() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+    let response = admin
+        .post(
+            &format!("/v1/nodes/{}/allocations", tree.c2),
+            &json!({"resource": "users", "amount": 60, "description": "upsell"}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let created: Value = response.json().await.unwrap();
+    assert_eq!(created["grantor_id"], tree.b);
+    assert_eq!(created["starts_on"], Utc::now().date_naive().to_string());
+    assert_eq!(created["ends_on"], Value::Null);
+    assert_eq!(admin.expect(admin.get(&location).await, 200).await, created);
+    let b = admin.usage(&tree.b, "users").await;
+    assert_eq!(
+        (
+            b["limit"].as_i64(),
+            b["allocated"].as_i64(),
+            b["free"].as_i64()
+        ),
+        (Some(300), Some(100), Some(200))
+    );
+    assert_eq!(admin.usage(&tree.c2, "users").await["limit"], 100);
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn a_grant_beyond_what_the_parent_has_left_is_refused_with_the_figures() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+    let body = assert_problem(
+        admin.allocate(&tree.c1, "users", 151).await,
+        409,
+        "quota-exceeded",
+    )
+    .await;
+    assert_eq!(body["node_id"], tree.a1);
+    assert_eq!(body["resource"], "users");
+    assert_eq!(body["at"], Utc::now().date_naive().to_string());
+    assert_eq!(
+        (
+            body["limit"].as_i64(),
+            body["requested"].as_i64(),
+            body["available"].as_i64()
+        ),
+        (Some(200), Some(151), Some(150))
+    );
+    admin
+        .expect(admin.allocate(&tree.c1, "users", 150).await, 201)
+        .await;
+    assert_problem(
+        admin.allocate(&tree.c1, "users", 1).await,
+        409,
+        "quota-exceeded",
+    )
+    .await;
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn a_grant_that_outlives_the_parents_own_grant_is_refused_at_the_day_it_breaks() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let owner = admin.node_id().await;
+    let end = in_days(30);
+    admin
+        .set_licence(json!([{"resource": "users", "amount": 100, "ends_on": end}]))
+        .await;
+    let r = admin.create_child(&owner, "reseller", "R").await;
+    let body = assert_problem(admin.allocate(&r, "users", 10).await, 409, "quota-exceeded").await;
+    assert_eq!(body["at"], end);
+    assert_eq!(
+        (body["limit"].as_i64(), body["available"].as_i64()),
+        (Some(0), Some(0))
+    );
+    let bounded = admin
+        .post(
+            &format!("/v1/nodes/{r}/allocations"),
+            &json!({"resource": "users", "amount": 100, "ends_on": end}),
+        )
+        .await;
+    admin.expect(bounded, 201).await;
+    let later = admin
+        .post(
+            &format!("/v1/nodes/{r}/allocations"),
+            &json!({"resource": "users", "amount": 1, "starts_on": in_days(40)}),
+        )
+        .await;
+    let body = assert_problem(later, 409, "quota-exceeded").await;
+    assert_eq!(body["at"], in_days(40));
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn limits_follow_the_calendar() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+    let path = format!("/v1/nodes/{}/allocations", tree.c1);
+    admin
+        .expect(admin.post(&path, &json!({"resource": "users", "amount": 20, "starts_on": in_days(10), "ends_on": in_days(20)})).await, 201)
+        .await;
+    let at = |day: u64| format!("/v1/nodes/{}/usage?at={}", tree.c1, in_days(day));
+    for (day, limit) in [(0, 50), (10, 70), (19, 70), (20, 50)] {
+        let report = admin.expect(admin.get(&at(day)).await, 200).await;
+        let users = report["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "users")
+            .unwrap();
+        assert_eq!(users["limit"], limit, "day {day}");
+    }
+    let valid = admin
+        .expect(
+            admin.get(&format!("{path}?valid_on={}", in_days(15))).await,
+            200,
+        )
+        .await;
+    assert_eq!(
+        valid["items"].as_array().unwrap().len(),
+        3,
+        "users 50 and 20, domains 5"
+    );
+    assert_problem(
+        admin
+            .get(&format!("/v1/nodes/{}/usage?at=yesterday", tree.c1))
+            .await,
+        400,
+        "invalid-query",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn lowering_or_ending_a_grant_below_what_the_children_hold_is_refused() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+    let listed = admin
+        .expect(
+            admin
+                .get(&format!("/v1/nodes/{}/allocations?resource=users", tree.a1))
+                .await,
+            200,
+        )
+        .await;
+    let grant = listed["items"][0]["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/allocations/{grant}");
+    let body = assert_problem(
+        admin.patch(&path, &json!({"amount": 49})).await,
+        409,
+        "quota-exceeded",
+    )
+    .await;
+    assert_eq!(body["node_id"], tree.a1);
+    assert_eq!(
+        (body["limit"].as_i64(), body["requested"].as_i64()),
+        (Some(49), Some(50))
+    );
+    assert_problem(
+        admin.patch(&path, &json!({"active": false})).await,
+        409,
+        "quota-exceeded",
+    )
+    .await;
+    assert_problem(
+        admin.patch(&path, &json!({"ends_on": in_days(5)})).await,
+        409,
+        "quota-exceeded",
+    )
+    .await;
+    let lowered = admin
+        .expect(admin.patch(&path, &json!({"amount": 50})).await, 200)
+        .await;
+    assert_eq!(
+        (lowered["amount"].as_i64(), lowered["version"].as_i64()),
+        (Some(50), Some(2))
+    );
+    let raised = admin.patch(&path, &json!({"amount": 501})).await;
+    let body = assert_problem(raised, 409, "quota-exceeded").await;
+    assert_eq!(body["node_id"], tree.a);
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn allocation_changes_honour_if_match_and_keep_history() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+    let created = admin
+        .expect(admin.allocate(&tree.c2, "domains", 3).await, 201)
+        .await;
+    let path = format!("/v1/allocations/{}", created["id"].as_str().unwrap());
+    assert_problem(
+        admin
+            .patch_if_match(&path, "\"7\"", &json!({"amount": 2}))
+            .await,
+        412,
+        "precondition-failed",
+    )
+    .await;
+    let ended = admin
+        .expect(
+            admin
+                .patch_if_match(
+                    &path,
+                    "\"1\"",
+                    &json!({"active": false, "description": "cancelled"}),
+                )
+                .await,
+            200,
+        )
+        .await;
+    assert_eq!(ended["active"], false);
+    let all = admin
+        .expect(
+            admin
+                .get(&format!(
+                    "/v1/nodes/{}/allocations?resource=domains",
+                    tree.c2
+                ))
+                .await,
+            200,
+        )
+        .await;
+    assert_eq!(
+        all["items"].as_array().unwrap().len(),
+        2,
+        "an ended allocation is kept"
+    );
+    let active = admin
+        .expect(
+            admin
+                .get(&format!(
+                    "/v1/nodes/{}/allocations?resource=domains&active=true",
+                    tree.c2
+                ))
+                .await,
+            200,
+        )
+        .await;
+    assert_eq!(active["items"].as_array().unwrap().len(), 1);
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn no_node_raises_its_own_limits() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let owner = admin.node_id().await;
+    admin
+        .set_licence(json!([{"resource": "users", "amount": 10}]))
+        .await;
+    let body = assert_problem(admin.allocate(&owner, "users", 5).await, 403, "forbidden").await;
+    assert!(body["detail"].as_str().unwrap().contains("own"));
+}
+
+#[tokio::test]
+async fn bad_allocations_are_refused_field_by_field() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+    let path = format!("/v1/nodes/{}/allocations", tree.c1);
+    let body = assert_problem(
+        admin.post(&path, &json!({"resource": "users", "amount": -1, "starts_on": in_days(5), "ends_on": in_days(5)})).await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["amount", "ends_on"]);
+    for resource in ["mailboxes", "module:teleport", "module:"] {
+        let body = assert_problem(
+            admin
+                .post(&path, &json!({"resource": resource, "amount": 1}))
+                .await,
+            422,
+            "validation-failed",
+        )
+        .await;
+        assert_eq!(body["errors"][0]["field"], "resource", "{resource}");
+    }
+    let body = assert_problem(
+        admin
+            .post(&path, &json!({"resource": "users", "amount": "many"}))
+            .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    assert_eq!(body["errors"][0]["field"], "amount");
+    assert_problem(
+        admin
+            .post(
+                &path,
+                &json!({"resource": "users", "amount": 1, "starts_on": "2026-02-30"}),
+            )
+            .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    let all = admin.expect(admin.get(&path).await, 200).await;
+    assert_eq!(
+        all["items"].as_array().unwrap().len(),
+        2,
+        "nothing was added"
+    );
+}
+
+#[tokio::test]
+async fn module_seats_flow_down_the_tree_like_any_resource() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let owner = admin.node_id().await;
+    admin
+        .set_licence(json!([{"resource": "module:lft", "amount": 5}]))
+        .await;
+    let r = admin.create_child(&owner, "reseller", "R").await;
+    admin
+        .expect(admin.allocate(&r, "module:lft", 5).await, 201)
+        .await;
+    assert_problem(
+        admin.allocate(&r, "module:lft", 1).await,
+        409,
+        "quota-exceeded",
+    )
+    .await;
+    assert_eq!(admin.usage(&owner, "module:lft").await["free"], 0);
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn the_licence_is_replaced_from_today_and_never_below_what_was_allocated() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+    let licence = admin.expect(admin.get("/v1/licence").await, 200).await;
+    assert_eq!(licence["owner_id"], tree.owner);
+    let amounts: HashMap<String, i64> = licence["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["resource"].as_str().unwrap().to_owned(),
+                l["amount"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        amounts,
+        HashMap::from([("users".to_owned(), 1000), ("domains".to_owned(), 100)])
+    );
+
+    let body = assert_problem(admin.put("/v1/licence", &json!({"resources": [{"resource": "users", "amount": 799}, {"resource": "domains", "amount": 100}]})).await, 409, "quota-exceeded").await;
+    assert_eq!(
+        (
+            body["resource"].as_str(),
+            body["limit"].as_i64(),
+            body["requested"].as_i64()
+        ),
+        (Some("users"), Some(799), Some(800))
+    );
+    let body = assert_problem(
+        admin
+            .put(
+                "/v1/licence",
+                &json!({"resources": [{"resource": "users", "amount": 800}]}),
+            )
+            .await,
+        409,
+        "quota-exceeded",
+    )
+    .await;
+    assert_eq!(
+        body["resource"], "domains",
+        "a resource left out ends today"
+    );
+    let body = assert_problem(
+        admin.put("/v1/licence", &json!({"resources": [{"resource": "users", "amount": 1}, {"resource": "users", "amount": 2}, {"resource": "seats", "amount": 1}]})).await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["resources[1].resource", "resources[2].resource"]);
+
+    let grown = admin.set_licence(json!([{"resource": "users", "amount": 2000}, {"resource": "domains", "amount": 100}, {"resource": "module:lft", "amount": 10}])).await;
+    assert_eq!(grown["resources"].as_array().unwrap().len(), 3);
+    assert_eq!(admin.usage(&tree.owner, "users").await["free"], 1200);
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn racing_clients_never_oversell_the_last_units() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let owner = admin.node_id().await;
+    admin
+        .set_licence(json!([{"resource": "users", "amount": 10}]))
+        .await;
+    let reseller = admin.create_child(&owner, "reseller", "R").await;
+    admin
+        .expect(admin.allocate(&reseller, "users", 10).await, 201)
+        .await;
+    let mut customers = Vec::new();
+    for i in 0..32 {
+        customers.push(
+            admin
+                .create_child(&reseller, "customer", &format!("Customer {i}"))
+                .await,
+        );
+    }
+    let attempts = customers.iter().map(|customer| {
+        let admin = &admin;
+        async move { admin.allocate(customer, "users", 1).await }
+    });
+    let responses = futures_util::future::join_all(attempts).await;
+    let mut granted = 0;
+    for response in responses {
+        match response.status().as_u16() {
+            201 => granted += 1,
+            409 => {
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(body["type"], "/problems/quota-exceeded");
+                assert_eq!(body["node_id"], reseller);
+            }
+            other => panic!(
+                "unexpected status {other}: {}",
+                response.text().await.unwrap()
+            ),
+        }
+    }
+    assert_eq!(granted, 10, "exactly the units there were");
+    assert_eq!(admin.usage(&reseller, "users").await["allocated"], 10);
+    app.assert_verified();
+}
