@@ -464,7 +464,7 @@ pub async fn delete_node(
                 still.push("live allocations to its children".to_owned());
             }
             if !cascade {
-                for (resource, used) in store::usage::used_in_subtree(conn, &node.path)? {
+                for (resource, used) in store::usage::totals(conn, node.id)? {
                     if used > 0 {
                         still.push(format!("{used} {resource} in use"));
                     }
@@ -637,8 +637,14 @@ pub async fn move_node(
                     Some(super::allocations::audit_view(&new)),
                 )?;
             }
+            // The subtree's usage leaves the old ancestors (the node's lineage without itself) and
+            // joins the new ones.
+            let mut leaving = node.lineage();
+            leaving.pop();
             let before = audit_view(&node);
             nodes::reparent(conn, &mut node, &new_parent).map_err(name_taken)?;
+            let moved_usage = store::usage::totals(conn, node.id)?;
+            store::usage::shift(conn, &leaving, &new_parent.lineage(), &moved_usage)?;
             common::record(
                 conn,
                 &principal,

@@ -78,7 +78,7 @@ pub async fn get_usage(
                 .into_iter()
                 .map(|(resource, limit, allocated)| (resource, (limit, allocated)))
                 .collect();
-        let used = usage::used_in_subtree(conn, &node.path)?;
+        let used = usage::totals(conn, node.id)?;
         let resources = modules::resources(conn)?
             .into_iter()
             .map(|resource| {

@@ -3,8 +3,9 @@
 
 use diesel::QueryResult;
 
-use super::{DbConnection, allocations, nodes};
+use super::{DbConnection, allocations, nodes, usage};
 use crate::domain::quota;
+use crate::domain::tree::NodeKind;
 
 /// Every violation found, as a sentence for an operator.
 pub fn run(conn: &mut DbConnection, today: chrono::NaiveDate) -> QueryResult<Vec<String>> {
@@ -35,6 +36,57 @@ pub fn run(conn: &mut DbConnection, today: chrono::NaiveDate) -> QueryResult<Vec
                     .map_or("nobody".to_owned(), |g| g.to_string()),
             ));
         }
+    }
+    findings.extend(rollups(conn)?);
+    Ok(findings)
+}
+
+/// A reseller's or the owner's usage counter must equal the sum of its children's.
+fn rollups(conn: &mut DbConnection) -> QueryResult<Vec<String>> {
+    use std::collections::BTreeMap;
+    let nodes = nodes::all(conn)?;
+    let mut stored: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for (node, resource, used) in usage::all(conn)? {
+        stored.insert((node, resource), used);
+    }
+    let mut children_sum: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for node in &nodes {
+        let Some(parent) = node.parent_id else {
+            continue;
+        };
+        for ((owner, resource), used) in stored.range((node.id.to_string(), String::new())..) {
+            if *owner != node.id.to_string() {
+                break;
+            }
+            *children_sum
+                .entry((parent.to_string(), resource.clone()))
+                .or_default() += used;
+        }
+    }
+    let mut findings = Vec::new();
+    for node in nodes.iter().filter(|n| n.kind != NodeKind::Customer) {
+        let id = node.id.to_string();
+        let resources: std::collections::BTreeSet<&String> = stored
+            .keys()
+            .chain(children_sum.keys())
+            .filter(|(owner, _)| *owner == id)
+            .map(|(_, resource)| resource)
+            .collect();
+        for resource in resources {
+            let key = (id.clone(), resource.clone());
+            let (kept, summed) = (
+                stored.get(&key).copied().unwrap_or(0),
+                children_sum.get(&key).copied().unwrap_or(0),
+            );
+            if kept != summed {
+                findings.push(format!(
+                    "node {id} counts {kept} {resource} in use, but its children count {summed}"
+                ));
+            }
+        }
+    }
+    for ((node, resource), used) in stored.iter().filter(|(_, used)| **used < 0) {
+        findings.push(format!("node {node} counts {used} {resource} in use"));
     }
     Ok(findings)
 }

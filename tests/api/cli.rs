@@ -165,3 +165,83 @@ fn sigterm_stops_the_server_cleanly() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn licence_set_and_show_and_verify_work_from_the_command_line() {
+    let db = TestDb::new();
+    let password = [("ALLOT_ADMIN_PASSWORD", "a long enough password")];
+    assert!(run(allot(&db).envs(password).arg("init")).status.success());
+    let set = run(allot(&db).args([
+        "licence",
+        "set",
+        "--resource",
+        "users=10000",
+        "--resource",
+        "module:lft=500",
+    ]));
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    let shown = run(allot(&db).args(["licence", "show"]));
+    let stdout = text(&shown.stdout);
+    assert!(
+        stdout.contains("users") && stdout.contains("10000"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("module:lft") && stdout.contains("500"),
+        "{stdout}"
+    );
+
+    let bad = run(allot(&db).args(["licence", "set", "--resource", "seats=5"]));
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("resources[0].resource"),
+        "{}",
+        text(&bad.stderr)
+    );
+    let malformed = run(allot(&db).args(["licence", "set", "--resource", "users"]));
+    assert_eq!(malformed.status.code(), Some(2));
+
+    let verify = run(allot(&db).arg("verify"));
+    assert!(verify.status.success());
+    assert!(text(&verify.stdout).contains("no violations"));
+}
+
+#[test]
+fn verify_reports_an_oversold_node_and_exits_1() {
+    use diesel::connection::SimpleConnection;
+    let db = TestDb::new();
+    let password = [("ALLOT_ADMIN_PASSWORD", "a long enough password")];
+    assert!(run(allot(&db).envs(password).arg("init")).status.success());
+    assert!(
+        run(allot(&db).args(["licence", "set", "--resource", "users=10"]))
+            .status
+            .success()
+    );
+    // Write behind allot's back what the API would refuse: a reseller holding 11 of 10 users.
+    let pool = allot::store::connect(db.url(), 1).unwrap();
+    let mut conn = pool.get().unwrap();
+    let owner = allot::store::nodes::owner(&mut conn).unwrap().unwrap();
+    let reseller = uuid::Uuid::now_v7();
+    conn.batch_execute(&format!(
+        "INSERT INTO nodes (id, parent_id, path, kind, name, status, version, created_at, updated_at)
+           VALUES ('{reseller}', '{o}', '{p}{reseller}/', 'reseller', 'Rogue', 'active', 1, '2026-01-01 00:00:00', '2026-01-01 00:00:00');
+         INSERT INTO allocations (id, node_id, grantor_id, resource, amount, starts_on, active, version, created_at, updated_at)
+           VALUES ('{a}', '{reseller}', '{o}', 'users', 11, '2026-01-01', TRUE, 1, '2026-01-01 00:00:00', '2026-01-01 00:00:00');
+         INSERT INTO usage_counters (node_id, resource, used) VALUES ('{reseller}', 'domains', 3);",
+        o = owner.id,
+        p = owner.path,
+        a = uuid::Uuid::now_v7(),
+    ))
+    .unwrap();
+    let verify = run(allot(&db).arg("verify"));
+    assert_eq!(verify.status.code(), Some(1));
+    let stdout = text(&verify.stdout);
+    assert!(
+        stdout.contains(&format!("node {} has allocated 11 users", owner.id)),
+        "{stdout}"
+    );
+    // A reseller's usage that no customer below accounts for, and that was not added up to the owner.
+    assert!(stdout.contains(&format!("node {reseller} counts 3 domains in use, but its children count 0")), "{stdout}");
+    assert!(stdout.contains(&format!("node {} counts 0 domains in use, but its children count 3", owner.id)), "{stdout}");
+    assert!(stdout.contains("3 violation"), "{stdout}");
+}

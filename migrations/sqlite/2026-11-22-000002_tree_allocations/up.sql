@@ -74,9 +74,10 @@ INSERT INTO module_excludes (module_code, excluded_code) VALUES
     ('m365', 'filter_outbound'),
     ('filter_outbound', 'm365');
 
--- Units of each resource a customer uses now, kept in the same transaction as the rows they count
--- (mailboxes, domains, module seats); `allot verify` recomputes them from those rows. Resellers
--- and the owner have none: their usage is the sum over their subtree.
+-- Units of each resource in use now: for a customer what it uses (mailboxes, domains, module
+-- seats), for a reseller or the owner the sum over its subtree, so that any node's usage is one
+-- read. Kept in the same transaction as the rows they count, along the whole lineage; a move shifts
+-- the moved subtree's sums from the old ancestors to the new. `allot verify` recomputes them.
 CREATE TABLE usage_counters (
     node_id  TEXT NOT NULL REFERENCES nodes (id),
     resource TEXT NOT NULL,
