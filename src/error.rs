@@ -35,6 +35,7 @@ pub enum ProblemType {
     NameTaken,
     NotEmpty,
     PreconditionFailed,
+    IdempotencyKeyReused,
     Unavailable,
     Internal,
     /// Any other HTTP error status, for the catch-all.
@@ -42,7 +43,7 @@ pub enum ProblemType {
 }
 
 impl ProblemType {
-    pub const ALL: [ProblemType; 18] = [
+    pub const ALL: [ProblemType; 19] = [
         Self::MalformedBody,
         Self::UnsupportedMediaType,
         Self::PayloadTooLarge,
@@ -58,6 +59,7 @@ impl ProblemType {
         Self::NameTaken,
         Self::NotEmpty,
         Self::PreconditionFailed,
+        Self::IdempotencyKeyReused,
         Self::Unavailable,
         Self::Internal,
         Self::Http,
@@ -80,6 +82,7 @@ impl ProblemType {
             Self::NameTaken => "name-taken",
             Self::NotEmpty => "not-empty",
             Self::PreconditionFailed => "precondition-failed",
+            Self::IdempotencyKeyReused => "idempotency-key-reused",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
             Self::Http => "http",
@@ -103,6 +106,7 @@ impl ProblemType {
             Self::NameTaken => "The name is taken",
             Self::NotEmpty => "Still in use",
             Self::PreconditionFailed => "The resource has changed",
+            Self::IdempotencyKeyReused => "The Idempotency-Key was used for another request",
             Self::Unavailable => "Temporarily unavailable",
             Self::Internal => "Internal error",
             Self::Http => "HTTP error",
@@ -148,6 +152,9 @@ impl ProblemType {
             Self::NameTaken => "Another live node under the same parent already has this name.",
             Self::NotEmpty => {
                 "The node still holds children, domains, mailboxes or live allocations to its children; `detail` lists them. Remove them first, or use `?cascade=true` where offered."
+            }
+            Self::IdempotencyKeyReused => {
+                "This `Idempotency-Key` was sent by the same caller within 24 hours with another method, path or body. Use a new key for a new request. Nothing was changed."
             }
             Self::PreconditionFailed => {
                 "`If-Match` names a version (ETag) that is no longer current: someone else changed the resource. Read it again and retry."
@@ -289,6 +296,8 @@ pub enum ApiError {
     NameTaken(String),
     #[error("{0}")]
     NotEmpty(String),
+    #[error("This Idempotency-Key was used for another request in the last 24 hours.")]
+    IdempotencyKeyReused,
     #[error("If-Match does not match the current version ({current}); read the resource again.")]
     PreconditionFailed { current: String },
     #[error("{0}")]
@@ -330,6 +339,7 @@ impl ApiError {
             Self::NameTaken(_) => ProblemType::NameTaken,
             Self::NotEmpty(_) => ProblemType::NotEmpty,
             Self::PreconditionFailed { .. } => ProblemType::PreconditionFailed,
+            Self::IdempotencyKeyReused => ProblemType::IdempotencyKeyReused,
             Self::Unavailable(_) => ProblemType::Unavailable,
             Self::Internal(_) => ProblemType::Internal,
         }
@@ -377,6 +387,7 @@ impl ResponseError for ApiError {
                 StatusCode::CONFLICT
             }
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -88,7 +88,7 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.config),
         Command::Init => init_command(&cli.config),
-        Command::Migrate => startup::open_database(&cli.config).map(|_| ExitCode::SUCCESS),
+        Command::Migrate => startup::open_connection(&cli.config).map(|_| ExitCode::SUCCESS),
         Command::Licence { action } => licence_command(&cli.config, action),
         Command::Verify => verify_command(&cli.config),
         Command::Openapi => {
@@ -145,11 +145,7 @@ fn serve(config: Config) -> Result<ExitCode, StartupError> {
 }
 
 fn init_command(config: &Config) -> Result<ExitCode, StartupError> {
-    let pool = startup::open_database(config)?;
-    let mut conn = pool.get().map_err(|e| StartupError {
-        setting: "DATABASE_URL",
-        message: e.to_string(),
-    })?;
+    let mut conn = startup::open_connection(config)?;
     match init::init_if_empty(&mut conn, config)? {
         Some(created) => {
             init::announce(&created);
@@ -162,18 +158,10 @@ fn init_command(config: &Config) -> Result<ExitCode, StartupError> {
     }
 }
 
-fn connection(config: &Config) -> Result<allot::store::PooledConnection, StartupError> {
-    let pool = startup::open_database(config)?;
-    pool.get().map_err(|e| StartupError {
-        setting: "DATABASE_URL",
-        message: e.to_string(),
-    })
-}
-
 fn licence_command(config: &Config, action: LicenceAction) -> Result<ExitCode, StartupError> {
     use allot::api::licence::{self, LicenceLine};
     use allot::store::{audit, write_tx};
-    let mut conn = connection(config)?;
+    let mut conn = startup::open_connection(config)?;
     let today = chrono::Utc::now().date_naive();
     let result = match action {
         LicenceAction::Show => licence::current_lines(&mut conn, today),
@@ -235,7 +223,7 @@ fn describe(err: &allot::error::ApiError) -> String {
 }
 
 fn verify_command(config: &Config) -> Result<ExitCode, StartupError> {
-    let mut conn = connection(config)?;
+    let mut conn = startup::open_connection(config)?;
     let today = chrono::Utc::now().date_naive();
     let findings = allot::store::verify::run(&mut conn, today).map_err(|e| StartupError {
         setting: "DATABASE_URL",

@@ -55,14 +55,21 @@ impl From<init::InitError> for StartupError {
     }
 }
 
-/// Opens the pool and applies pending migrations. Blocking: call before serving.
-pub fn open_database(config: &Config) -> Result<Pool, StartupError> {
-    let pool = store::connect(&config.database_url, config.pool_size)
-        .map_err(|e| StartupError::new("DATABASE_URL", format!("cannot open the database: {e}")))?;
-    let mut conn = pool
-        .get()
-        .map_err(|e| StartupError::new("DATABASE_URL", format!("cannot open the database: {e}")))?;
-    let applied = store::migrate(&mut conn).map_err(|e| {
+/// Opens one connection and applies pending migrations: what the one-shot commands use. (A pool
+/// keeps connecting in background threads, which must not race the process's exit: libpq and
+/// OpenSSL tear down at exit.)
+pub fn open_connection(config: &Config) -> Result<store::DbConnection, StartupError> {
+    let mut conn =
+        diesel::r2d2::ManageConnection::connect(&store::Manager::new(&config.database_url))
+            .map_err(|e| {
+                StartupError::new("DATABASE_URL", format!("cannot open the database: {e}"))
+            })?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut store::DbConnection) -> Result<(), StartupError> {
+    let applied = store::migrate(conn).map_err(|e| {
         StartupError::new(
             "DATABASE_URL",
             format!("migrating the database failed: {e}"),
@@ -71,6 +78,17 @@ pub fn open_database(config: &Config) -> Result<Pool, StartupError> {
     if applied > 0 {
         tracing::info!(applied, "migrations applied");
     }
+    Ok(())
+}
+
+/// Opens the pool and applies pending migrations. Blocking: call before serving.
+pub fn open_database(config: &Config) -> Result<Pool, StartupError> {
+    let pool = store::connect(&config.database_url, config.pool_size)
+        .map_err(|e| StartupError::new("DATABASE_URL", format!("cannot open the database: {e}")))?;
+    let mut conn = pool
+        .get()
+        .map_err(|e| StartupError::new("DATABASE_URL", format!("cannot open the database: {e}")))?;
+    migrate(&mut conn)?;
     Ok(pool)
 }
 

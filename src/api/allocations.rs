@@ -9,6 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::common::{self, Fields, IfMatch, Page, PageRequest, etag, nullable, today};
 use super::extract::Json;
+use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use super::nodes::utc;
 use crate::auth::Principal;
 use crate::auth::guard::Reach;
@@ -75,16 +76,11 @@ pub fn audit_view(a: &Allocation) -> serde_json::Value {
     })
 }
 
-fn respond(status: actix_web::http::StatusCode, allocation: Allocation) -> HttpResponse {
-    let mut builder = HttpResponse::build(status);
-    builder.insert_header((header::ETAG, etag(allocation.version)));
-    if status == actix_web::http::StatusCode::CREATED {
-        builder.insert_header((
-            header::LOCATION,
-            format!("/v1/allocations/{}", allocation.id),
-        ));
-    }
-    builder.json(AllocationView::from(allocation))
+/// 200 with the allocation and its `ETag`.
+fn respond(allocation: Allocation) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::ETAG, etag(allocation.version)))
+        .json(AllocationView::from(allocation))
 }
 
 fn check_amount(amount: i64) -> Result<i64, String> {
@@ -187,15 +183,15 @@ pub struct CreateAllocation {
 #[utoipa::path(
     tag = "allocations",
     security(("bearer" = [])),
-    params(("id" = NodeId, Path, description = "The node receiving the units")),
+    params(("id" = NodeId, Path, description = "The node receiving the units"), IdempotencyHeader),
     request_body = CreateAllocation,
     responses(
         (status = 201, description = "Granted; `Location` names it", body = AllocationView, headers(("Location" = String), ("ETag" = String))),
         (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin above the node", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The parent lacks room (`quota-exceeded`)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or an unknown resource", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The parent lacks room (`quota-exceeded`), or a request with the same `Idempotency-Key` is in progress", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, an unknown resource, or an `Idempotency-Key` reused for another request", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/nodes/{id}/allocations")]
@@ -203,8 +199,10 @@ pub async fn create_allocation(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,
+    key: IdempotencyKey,
     body: Json<CreateAllocation>,
 ) -> Result<HttpResponse, ApiError> {
+    let raw = body.raw().to_vec();
     let body = body.0;
     let starts_on = body.starts_on.unwrap_or_else(today);
     let mut fields = Fields::default();
@@ -215,58 +213,64 @@ pub async fn create_allocation(
         .map(|d| fields.check("description", tree::parse_description(&d)));
     fields.finish()?;
     let id = id.into_inner();
-    let allocation = store::run(&state.pool, move |conn| {
+    let answer = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
             let found = nodes::find(conn, id)?;
             let grantor = found.as_ref().and_then(|n| n.parent_id);
             nodes::lock(conn, &grantor.into_iter().chain([id]).collect::<Vec<_>>())?;
-            let node = principal.may_administer(found, Reach::Below)?;
-            let grantor = grantor.ok_or_else(|| {
-                ApiError::validation(
-                    "id",
-                    "the owner's limits are its licence: use PUT /v1/licence",
+            idempotency::once(conn, &principal, &key, &raw, |conn| {
+                let node = principal.may_administer(found, Reach::Below)?;
+                let grantor = grantor.ok_or_else(|| {
+                    ApiError::validation(
+                        "id",
+                        "the owner's limits are its licence: use PUT /v1/licence",
+                    )
+                })?;
+                let resource = known_resource(conn, &body.resource)?.key();
+                let new = NewAllocation {
+                    node_id: node.id,
+                    grantor_id: Some(grantor),
+                    resource: resource.clone(),
+                    amount: amount.unwrap_or_default(),
+                    starts_on,
+                    ends_on: body.ends_on,
+                    active: body.active.unwrap_or(true),
+                    description: description.flatten(),
+                };
+                let grant = Grant {
+                    amount: new.amount,
+                    span: Span {
+                        start: starts_on,
+                        end: new.ends_on,
+                    },
+                };
+                let proposal = Proposal {
+                    existing: None,
+                    old: None,
+                    new: new.active.then_some(grant),
+                    allow_over_limit: false,
+                };
+                decide(conn, &node, grantor, &resource, proposal)?;
+                let allocation = allocations::insert(conn, new)?;
+                common::record(
+                    conn,
+                    &principal,
+                    node.id,
+                    "allocation.create",
+                    ("allocation", allocation.id.to_string()),
+                    None,
+                    Some(audit_view(&allocation)),
+                )?;
+                Answer::created(
+                    format!("/v1/allocations/{}", allocation.id),
+                    etag(allocation.version),
+                    &AllocationView::from(allocation),
                 )
-            })?;
-            let resource = known_resource(conn, &body.resource)?.key();
-            let new = NewAllocation {
-                node_id: node.id,
-                grantor_id: Some(grantor),
-                resource: resource.clone(),
-                amount: amount.unwrap_or_default(),
-                starts_on,
-                ends_on: body.ends_on,
-                active: body.active.unwrap_or(true),
-                description: description.flatten(),
-            };
-            let grant = Grant {
-                amount: new.amount,
-                span: Span {
-                    start: starts_on,
-                    end: new.ends_on,
-                },
-            };
-            let proposal = Proposal {
-                existing: None,
-                old: None,
-                new: new.active.then_some(grant),
-                allow_over_limit: false,
-            };
-            decide(conn, &node, grantor, &resource, proposal)?;
-            let allocation = allocations::insert(conn, new)?;
-            common::record(
-                conn,
-                &principal,
-                node.id,
-                "allocation.create",
-                ("allocation", allocation.id.to_string()),
-                None,
-                Some(audit_view(&allocation)),
-            )?;
-            Ok::<_, ApiError>(allocation)
+            })
         })
     })
     .await?;
-    Ok(respond(actix_web::http::StatusCode::CREATED, allocation))
+    Ok(answer.into_response())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -357,7 +361,7 @@ pub async fn get_allocation(
         Ok::<_, ApiError>(allocation)
     })
     .await?;
-    Ok(respond(actix_web::http::StatusCode::OK, allocation))
+    Ok(respond(allocation))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -468,5 +472,5 @@ pub async fn update_allocation(
         })
     })
     .await?;
-    Ok(respond(actix_web::http::StatusCode::OK, allocation))
+    Ok(respond(allocation))
 }

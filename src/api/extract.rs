@@ -19,9 +19,16 @@ use serde::de::DeserializeOwned;
 use crate::error::{ApiError, FieldError};
 use crate::startup::AppState;
 
-/// A JSON body of type `T`.
+/// A JSON body of type `T`, with the bytes it was read from (for idempotency fingerprints).
 #[derive(Debug)]
-pub struct Json<T>(pub T);
+pub struct Json<T>(pub T, Bytes);
+
+impl<T> Json<T> {
+    /// The body as received.
+    pub fn raw(&self) -> &[u8] {
+        &self.1
+    }
+}
 
 impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     type Error = ApiError;
@@ -45,7 +52,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
                     Some(PayloadError::Overflow) => ApiError::PayloadTooLarge { limit },
                     _ => ApiError::MalformedBody(format!("The body could not be read: {err}")),
                 })?;
-            parse(&bytes).map(Json)
+            parse(&bytes).map(|value| Json(value, bytes))
         })
     }
 }

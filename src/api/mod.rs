@@ -7,6 +7,7 @@ pub mod auth;
 pub mod common;
 pub mod extract;
 pub mod health;
+pub mod idempotency;
 pub mod licence;
 pub mod meta;
 pub mod nodes;

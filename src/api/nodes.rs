@@ -9,6 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::common::{self, Fields, IfMatch, Page, PageRequest, etag, nullable, today};
 use super::extract::Json;
+use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use crate::auth::Principal;
 use crate::auth::guard::Reach;
 use crate::domain::ids::NodeId;
@@ -139,7 +140,7 @@ fn name_taken(err: diesel::result::Error) -> ApiError {
 #[utoipa::path(
     tag = "nodes",
     security(("bearer" = [])),
-    params(("id" = NodeId, Path, description = "The parent node")),
+    params(("id" = NodeId, Path, description = "The parent node"), IdempotencyHeader),
     request_body = CreateNode,
     responses(
         (status = 201, description = "Created; `Location` names it", body = NodeView,
@@ -147,8 +148,8 @@ fn name_taken(err: diesel::result::Error) -> ApiError {
         (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A sibling has this name (`name-taken`)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, or a customer as parent", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A sibling has this name (`name-taken`), or a request with the same `Idempotency-Key` is in progress", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, a customer as parent, or an `Idempotency-Key` reused for another request", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/nodes/{id}/children")]
@@ -156,49 +157,50 @@ pub async fn create_child(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,
+    key: IdempotencyKey,
     body: Json<CreateNode>,
 ) -> Result<HttpResponse, ApiError> {
+    let raw = body.raw().to_vec();
     let new = NewNode::try_from(body.0)?;
     let parent_id = id.into_inner();
-    let node = store::run(&state.pool, move |conn| {
+    let answer = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
             nodes::lock(conn, &[parent_id])?;
-            let parent =
-                principal.may_administer(nodes::find(conn, parent_id)?, Reach::SelfOrBelow)?;
-            if !parent.kind.may_parent(new.kind) {
-                return Err(ApiError::Validation(vec![FieldError::new(
-                    "kind",
-                    format!("a {} cannot have a {} as a child", parent.kind, new.kind),
-                )]));
-            }
-            if nodes::sibling_named(conn, parent.id, &new.name, None)? {
-                return Err(ApiError::NameTaken(format!(
-                    "\"{}\" already has a child named \"{}\".",
-                    parent.name, new.name
-                )));
-            }
-            let node = nodes::insert_child(conn, &parent, new).map_err(name_taken)?;
-            common::record(
-                conn,
-                &principal,
-                node.id,
-                "node.create",
-                ("node", node.id.to_string()),
-                None,
-                Some(audit_view(&node)),
-            )?;
-            Ok(node)
+            idempotency::once(conn, &principal, &key, &raw, |conn| {
+                let parent =
+                    principal.may_administer(nodes::find(conn, parent_id)?, Reach::SelfOrBelow)?;
+                if !parent.kind.may_parent(new.kind) {
+                    return Err(ApiError::Validation(vec![FieldError::new(
+                        "kind",
+                        format!("a {} cannot have a {} as a child", parent.kind, new.kind),
+                    )]));
+                }
+                if nodes::sibling_named(conn, parent.id, &new.name, None)? {
+                    return Err(ApiError::NameTaken(format!(
+                        "\"{}\" already has a child named \"{}\".",
+                        parent.name, new.name
+                    )));
+                }
+                let node = nodes::insert_child(conn, &parent, new).map_err(name_taken)?;
+                common::record(
+                    conn,
+                    &principal,
+                    node.id,
+                    "node.create",
+                    ("node", node.id.to_string()),
+                    None,
+                    Some(audit_view(&node)),
+                )?;
+                Answer::created(
+                    format!("/v1/nodes/{}", node.id),
+                    etag(node.version),
+                    &NodeView::from(node),
+                )
+            })
         })
     })
     .await?;
-    let location = format!("/v1/nodes/{}", node.id);
-    let version = node.version;
-    Ok(with_etag(
-        HttpResponse::Created()
-            .insert_header((header::LOCATION, location))
-            .json(NodeView::from(node)),
-        version,
-    ))
+    Ok(answer.into_response())
 }
 
 /// One node of the caller's subtree.

@@ -17,6 +17,7 @@
 pub mod accounts;
 pub mod allocations;
 pub mod audit;
+pub mod idempotency;
 pub mod modules;
 pub mod nodes;
 pub mod schema;
@@ -142,6 +143,8 @@ pub fn connect(url: &str, size: u32) -> Result<Pool, ConnectError> {
     drop(first);
     Ok(diesel::r2d2::Pool::builder()
         .max_size(size)
+        // r2d2 would otherwise open every connection up front, in background threads.
+        .min_idle(Some(size.min(2)))
         .connection_timeout(Duration::from_secs(5))
         .build_unchecked(manager))
 }

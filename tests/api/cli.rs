@@ -241,7 +241,18 @@ fn verify_reports_an_oversold_node_and_exits_1() {
         "{stdout}"
     );
     // A reseller's usage that no customer below accounts for, and that was not added up to the owner.
-    assert!(stdout.contains(&format!("node {reseller} counts 3 domains in use, but its children count 0")), "{stdout}");
-    assert!(stdout.contains(&format!("node {} counts 0 domains in use, but its children count 3", owner.id)), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "node {reseller} counts 3 domains in use, but its children count 0"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "node {} counts 0 domains in use, but its children count 3",
+            owner.id
+        )),
+        "{stdout}"
+    );
     assert!(stdout.contains("3 violation"), "{stdout}");
 }

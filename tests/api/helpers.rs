@@ -236,6 +236,15 @@ impl Caller<'_> {
             .expect("POST")
     }
 
+    pub async fn post_with_key(&self, path: &str, key: &str, body: &Value) -> reqwest::Response {
+        self.request(reqwest::Method::POST, path)
+            .header("idempotency-key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
     pub async fn put(&self, path: &str, body: &Value) -> reqwest::Response {
         self.request(reqwest::Method::PUT, path)
             .json(body)

@@ -7,5 +7,6 @@ mod cli;
 mod errors;
 mod health;
 mod helpers;
+mod idempotency;
 mod nodes;
 mod openapi;
