@@ -491,6 +491,9 @@ pub async fn delete_node(
                     Some(super::allocations::audit_view(&allocation)),
                 )?;
             }
+            // With `cascade`, what the customer used leaves its counters and its ancestors' sums.
+            let used = store::usage::totals(conn, node.id)?;
+            store::usage::shift(conn, &node.lineage(), &[], &used)?;
             nodes::soft_delete(conn, node.id)?;
             common::record(
                 conn,

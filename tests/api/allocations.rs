@@ -149,6 +149,7 @@ async fn limits_follow_the_calendar() {
         "invalid-query",
     )
     .await;
+    app.assert_verified();
 }
 
 #[tokio::test]
@@ -273,6 +274,7 @@ async fn no_node_raises_its_own_limits() {
         .await;
     let body = assert_problem(admin.allocate(&owner, "users", 5).await, 403, "forbidden").await;
     assert!(body["detail"].as_str().unwrap().contains("own"));
+    app.assert_verified();
 }
 
 #[tokio::test]
@@ -331,6 +333,7 @@ async fn bad_allocations_are_refused_field_by_field() {
         2,
         "nothing was added"
     );
+    app.assert_verified();
 }
 
 #[tokio::test]

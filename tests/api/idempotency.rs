@@ -58,6 +58,7 @@ async fn a_key_reused_for_another_request_is_refused() {
     assert_eq!(body["errors"][0]["field"], "Idempotency-Key");
     let children = admin.expect(admin.get(&path).await, 200).await;
     assert_eq!(children["items"].as_array().unwrap().len(), 1);
+    app.assert_verified();
 }
 
 #[tokio::test]

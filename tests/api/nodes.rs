@@ -125,6 +125,7 @@ async fn children_are_listed_in_pages_and_filtered() {
         "invalid-query",
     )
     .await;
+    app.assert_verified();
 }
 
 #[tokio::test]
@@ -157,6 +158,7 @@ async fn customers_have_no_children_and_the_owner_exists_once() {
     )
     .await;
     assert_eq!(body["errors"][0]["field"], "kind");
+    app.assert_verified();
 }
 
 #[tokio::test]
@@ -183,6 +185,7 @@ async fn sibling_names_are_unique_but_cousins_may_share_one() {
         .patch(&format!("/v1/nodes/{b}"), &json!({"name": "A"}))
         .await;
     assert_problem(renamed, 409, "name-taken").await;
+    app.assert_verified();
 }
 
 #[tokio::test]
@@ -229,6 +232,7 @@ async fn every_invalid_field_is_named_and_nothing_is_created() {
         .expect(admin.get(&format!("/v1/nodes/{owner}/children")).await, 200)
         .await;
     assert_eq!(children["items"], json!([]));
+    app.assert_verified();
 }
 
 #[tokio::test]
@@ -274,6 +278,7 @@ async fn patch_changes_only_what_is_sent_and_honours_if_match() {
         "validation-failed",
     )
     .await;
+    app.assert_verified();
 }
 
 #[tokio::test]
@@ -314,6 +319,7 @@ async fn suspending_takes_an_admin_above_the_node() {
         .patch(&format!("/v1/nodes/{node}"), &json!({"status": "paused"}))
         .await;
     assert_problem(bad, 422, "validation-failed").await;
+    app.assert_verified();
 }
 
 #[tokio::test]
@@ -525,6 +531,7 @@ async fn a_node_cannot_move_under_itself_or_a_customer() {
         "forbidden",
     )
     .await;
+    app.assert_verified();
 }
 
 #[tokio::test]
