@@ -35,6 +35,11 @@ pub struct Config {
     #[arg(long, env = "ALLOT_JWT_SECRET", value_parser = parse_jwt_secret, hide_env_values = true, global = true)]
     pub jwt_secret: Option<JwtSecret>,
 
+    /// Previous signing keys, comma-separated, still accepted for verification while their tokens
+    /// live out their 15 minutes: set the old key here when rotating `ALLOT_JWT_SECRET`.
+    #[arg(long, env = "ALLOT_JWT_PREVIOUS_SECRETS", value_parser = parse_jwt_secret, value_delimiter = ',', hide_env_values = true, global = true)]
+    pub jwt_previous_secrets: Vec<JwtSecret>,
+
     /// Log filter, in tracing's `EnvFilter` syntax (`info`, `allot=debug,actix_web=warn`, …).
     #[arg(long, env = "ALLOT_LOG", default_value = "info", global = true)]
     pub log: String,

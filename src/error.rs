@@ -36,6 +36,7 @@ pub enum ProblemType {
     NotEmpty,
     PreconditionFailed,
     IdempotencyKeyReused,
+    TooManyRequests,
     Unavailable,
     Internal,
     /// Any other HTTP error status, for the catch-all.
@@ -43,7 +44,7 @@ pub enum ProblemType {
 }
 
 impl ProblemType {
-    pub const ALL: [ProblemType; 19] = [
+    pub const ALL: [ProblemType; 20] = [
         Self::MalformedBody,
         Self::UnsupportedMediaType,
         Self::PayloadTooLarge,
@@ -60,6 +61,7 @@ impl ProblemType {
         Self::NotEmpty,
         Self::PreconditionFailed,
         Self::IdempotencyKeyReused,
+        Self::TooManyRequests,
         Self::Unavailable,
         Self::Internal,
         Self::Http,
@@ -83,6 +85,7 @@ impl ProblemType {
             Self::NotEmpty => "not-empty",
             Self::PreconditionFailed => "precondition-failed",
             Self::IdempotencyKeyReused => "idempotency-key-reused",
+            Self::TooManyRequests => "too-many-requests",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
             Self::Http => "http",
@@ -107,6 +110,7 @@ impl ProblemType {
             Self::NotEmpty => "Still in use",
             Self::PreconditionFailed => "The resource has changed",
             Self::IdempotencyKeyReused => "The Idempotency-Key was used for another request",
+            Self::TooManyRequests => "Too many failed attempts",
             Self::Unavailable => "Temporarily unavailable",
             Self::Internal => "Internal error",
             Self::Http => "HTTP error",
@@ -149,9 +153,14 @@ impl ProblemType {
             Self::QuotaExceeded => {
                 "The change would hand out more than the tree allows. `node_id` is where it failed, `resource` and `at` (the first day that fails) say what and when, `limit` is the limit there that day, `requested` the units that had to fit and `available` what was free. Nothing was changed."
             }
-            Self::NameTaken => "Another live node under the same parent already has this name.",
+            Self::NameTaken => {
+                "The name is in use: a sibling node's name, or a username (usernames are unique installation-wide)."
+            }
             Self::NotEmpty => {
                 "The node still holds children, domains, mailboxes or live allocations to its children; `detail` lists them. Remove them first, or use `?cascade=true` where offered."
+            }
+            Self::TooManyRequests => {
+                "Too many failed logins for this username or from this address in the last 15 minutes. `Retry-After` says how many seconds to wait."
             }
             Self::IdempotencyKeyReused => {
                 "This `Idempotency-Key` was sent by the same caller within 24 hours with another method, path or body. Use a new key for a new request. Nothing was changed."
@@ -191,6 +200,7 @@ impl ProblemType {
             StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
             StatusCode::CONFLICT => Self::Conflict,
             StatusCode::PRECONDITION_FAILED => Self::PreconditionFailed,
+            StatusCode::TOO_MANY_REQUESTS => Self::TooManyRequests,
             StatusCode::SERVICE_UNAVAILABLE => Self::Unavailable,
             StatusCode::INTERNAL_SERVER_ERROR => Self::Internal,
             _ => Self::Http,
@@ -296,6 +306,8 @@ pub enum ApiError {
     NameTaken(String),
     #[error("{0}")]
     NotEmpty(String),
+    #[error("Too many failed attempts; retry in {retry_after} seconds.")]
+    TooManyRequests { retry_after: u64 },
     #[error("This Idempotency-Key was used for another request in the last 24 hours.")]
     IdempotencyKeyReused,
     #[error("If-Match does not match the current version ({current}); read the resource again.")]
@@ -340,6 +352,7 @@ impl ApiError {
             Self::NotEmpty(_) => ProblemType::NotEmpty,
             Self::PreconditionFailed { .. } => ProblemType::PreconditionFailed,
             Self::IdempotencyKeyReused => ProblemType::IdempotencyKeyReused,
+            Self::TooManyRequests { .. } => ProblemType::TooManyRequests,
             Self::Unavailable(_) => ProblemType::Unavailable,
             Self::Internal(_) => ProblemType::Internal,
         }
@@ -388,6 +401,7 @@ impl ResponseError for ApiError {
             }
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -398,6 +412,11 @@ impl ResponseError for ApiError {
             tracing::error!(error = %error_chain(err.as_ref()), "request failed");
         }
         let mut response = problem_response(&self.to_problem());
+        if let Self::TooManyRequests { retry_after } = self
+            && let Ok(value) = HeaderValue::from_str(&retry_after.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
         if matches!(self, Self::Unauthorized(_)) {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

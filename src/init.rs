@@ -147,8 +147,13 @@ const JWT_SECRET_SETTING: &str = "jwt_hs256_secret";
 /// The token keys: the configured secret, or the installation's own, generated on first start and
 /// kept in the database so that every instance on one database signs alike.
 pub fn token_keys(conn: &mut DbConnection, config: &Config) -> Result<jwt::Keys, InitError> {
+    let previous: Vec<&[u8]> = config
+        .jwt_previous_secrets
+        .iter()
+        .map(|s| s.0.as_slice())
+        .collect();
     if let Some(secret) = &config.jwt_secret {
-        return Ok(jwt::Keys::from_secret(&secret.0));
+        return Ok(jwt::Keys::rotating(&secret.0, &previous));
     }
     let engine = base64::engine::general_purpose::STANDARD;
     let stored = settings::get_or_insert_with(conn, JWT_SECRET_SETTING, || {
@@ -160,5 +165,5 @@ pub fn token_keys(conn: &mut DbConnection, config: &Config) -> Result<jwt::Keys,
         setting: "ALLOT_JWT_SECRET",
         message: format!("the key stored in the database is not base64 ({e}); set one explicitly"),
     })?;
-    Ok(jwt::Keys::from_secret(&secret))
+    Ok(jwt::Keys::rotating(&secret, &previous))
 }

@@ -27,6 +27,7 @@ pub struct AppState {
     pub pool: Pool,
     pub keys: jwt::Keys,
     pub config: Config,
+    pub throttle: crate::auth::throttle::Throttle,
 }
 
 /// Why start-up stopped. Printed as one line naming the setting at fault; the binary exits 2.
@@ -134,7 +135,12 @@ impl Application {
             n => n,
         };
         let shutdown_timeout = config.shutdown_timeout;
-        let state = web::Data::new(AppState { pool, keys, config });
+        let state = web::Data::new(AppState {
+            pool,
+            keys,
+            config,
+            throttle: Default::default(),
+        });
         let server = HttpServer::new(move || {
             app(
                 state.clone(),

@@ -1,18 +1,21 @@
 //! Logging in and asking who one is.
 
 use actix_web::http::header;
-use actix_web::{HttpResponse, get, post, web};
+use std::time::Instant;
+
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::Json;
 use crate::auth::{Principal, jwt, password};
-use crate::domain::ids::{AccountId, NodeId};
+use crate::domain::ids::NodeId;
 use crate::domain::roles::Role;
 use crate::domain::tree::NodeKind;
 use crate::error::{ApiError, Problem};
 use crate::startup::AppState;
 use crate::store;
+use crate::store::audit::Actor;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -46,14 +49,33 @@ pub struct TokenResponse {
         (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not `application/json`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is missing or of the wrong type", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Five failed logins in 15 minutes for this username or from this address; `Retry-After` says when to retry", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
 #[post("/v1/auth/token")]
 pub async fn token(
     state: web::Data<AppState>,
+    request: HttpRequest,
     body: Json<TokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let TokenRequest { username, password } = body.0;
+    let user_key = format!("user:{}", username.to_lowercase());
+    let keys = [
+        user_key.clone(),
+        format!(
+            "ip:{}",
+            request
+                .peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default()
+        ),
+    ];
+    if let Some(wait) = state.throttle.wait(&keys, Instant::now()) {
+        return Err(ApiError::TooManyRequests {
+            retry_after: wait.as_secs().max(1),
+        });
+    }
     let pool = state.pool.clone();
     let account = store::run(&pool, move |conn| {
         let account = store::accounts::find_by_username(conn, &username)?;
@@ -68,8 +90,12 @@ pub async fn token(
         };
         Ok::<_, ApiError>(account.filter(|a| matches && !a.disabled))
     })
-    .await?
-    .ok_or(ApiError::InvalidCredentials)?;
+    .await?;
+    let Some(account) = account else {
+        state.throttle.fail(&keys, Instant::now());
+        return Err(ApiError::InvalidCredentials);
+    };
+    state.throttle.succeed(&user_key);
     let now = chrono::Utc::now().timestamp();
     let access_token = state
         .keys
@@ -87,19 +113,21 @@ pub async fn token(
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Me {
-    /// What kind of principal is calling.
+    /// `account` (a person, logged in) or `api_key` (a machine).
     #[schema(example = "account")]
     pub kind: &'static str,
-    pub id: AccountId,
-    pub username: String,
+    /// The account's or the key's id.
+    pub id: uuid::Uuid,
+    /// The account's username or the key's name.
+    pub name: String,
     pub role: Role,
     pub node_id: NodeId,
     pub node_name: String,
     pub node_kind: NodeKind,
 }
 
-/// Who the caller is: its account, role and node. The caller sees and touches that node's subtree
-/// and nothing else.
+/// Who the caller is: its account or API key, role and node. The caller sees and touches that
+/// node's subtree and nothing else.
 #[utoipa::path(
     tag = "auth",
     security(("bearer" = [])),
@@ -119,10 +147,15 @@ pub async fn me(
     })
     .await?
     .ok_or(ApiError::NotFound)?;
+    let (kind, id) = match principal.actor {
+        Actor::Account(id) => ("account", id.0),
+        Actor::ApiKey(id) => ("api_key", id.0),
+        Actor::System => ("system", uuid::Uuid::nil()),
+    };
     Ok(web::Json(Me {
-        kind: "account",
-        id: principal.account_id,
-        username: principal.username,
+        kind,
+        id,
+        name: principal.name,
         role: principal.role,
         node_id: node.id,
         node_name: node.name,

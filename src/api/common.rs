@@ -179,7 +179,7 @@ pub fn record(
     audit::record(
         conn,
         audit::Event {
-            actor: &audit::Actor::Account(principal.account_id),
+            actor: &principal.actor,
             node_id,
             action,
             target_kind: target.0,

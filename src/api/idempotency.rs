@@ -132,7 +132,7 @@ pub fn once(
     let Some(key_text) = &key.key else {
         return effect(conn);
     };
-    let who = format!("account:{}", principal.account_id);
+    let who = principal.actor.as_text();
     let mut hasher = Sha256::new();
     hasher.update(key.method_and_path.as_bytes());
     hasher.update([0]);

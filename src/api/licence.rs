@@ -237,10 +237,9 @@ pub async fn set_licence(
                 owner.filter(|o| o.id == principal.node_id),
                 Reach::SelfOrBelow,
             )?;
-            let actor = audit::Actor::Account(principal.account_id);
             let (owner_id, lines) = replace(
                 conn,
-                &actor,
+                &principal.actor,
                 principal.request_id.as_deref(),
                 &lines,
                 today(),

@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod licence;
 pub mod meta;
 pub mod nodes;
+pub mod principals;
 pub mod schemas;
 pub mod usage;
 
@@ -45,7 +46,15 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(allocations::list_allocations)
         .service(allocations::get_allocation)
         .service(allocations::update_allocation)
-        .service(usage::get_usage);
+        .service(usage::get_usage)
+        .service(principals::create_account)
+        .service(principals::list_accounts)
+        .service(principals::get_account)
+        .service(principals::update_account)
+        .service(principals::delete_account)
+        .service(principals::create_api_key)
+        .service(principals::list_api_keys)
+        .service(principals::revoke_api_key);
 }
 
 #[derive(OpenApi)]
@@ -63,6 +72,7 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         (name = "nodes", description = "The tree: owner, resellers, customers"),
         (name = "allocations", description = "Grants of resources down the tree, over time"),
         (name = "usage", description = "Limits, allocations and usage per node"),
+        (name = "principals", description = "Accounts and API keys"),
         (name = "health", description = "Liveness, readiness, metrics"),
         (name = "meta", description = "This document, the docs, the problem types"),
     )

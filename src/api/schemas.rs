@@ -5,7 +5,7 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::domain::ids::{AccountId, AllocationId, NodeId};
+use crate::domain::ids::{AccountId, AllocationId, ApiKeyId, NodeId};
 use crate::domain::roles::Role;
 use crate::domain::tree::{NodeKind, NodeStatus};
 
@@ -43,6 +43,7 @@ uuid_schema!(
     NodeId => "A node (tenant) id: a UUID, never reused.",
     AccountId => "An account id.",
     AllocationId => "An allocation id.",
+    ApiKeyId => "An API key id (also the middle part of the key).",
 );
 
 enum_schema!(

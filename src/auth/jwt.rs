@@ -33,11 +33,12 @@ pub struct Claims {
     pub role: Role,
 }
 
-/// The signing key and everything needed to verify what it signed.
+/// The signing key, and the verification keys by id: the signing key's own and those of keys
+/// being rotated out, so tokens they signed stay valid until they expire.
 pub struct Keys {
     kid: String,
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    decoding: std::collections::HashMap<String, DecodingKey>,
     validation: Validation,
 }
 
@@ -58,10 +59,22 @@ pub enum TokenError {
     Invalid(#[from] jsonwebtoken::errors::Error),
 }
 
+/// A key's id: the first 16 hex digits of its SHA-256.
+fn kid_of(secret: &[u8]) -> String {
+    Sha256::digest(secret)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 impl Keys {
     pub fn from_secret(secret: &[u8]) -> Self {
-        let digest = Sha256::digest(secret);
-        let kid = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        Self::rotating(secret, &[])
+    }
+
+    /// Signs with `secret`; also accepts tokens signed with any of `previous`.
+    pub fn rotating(secret: &[u8], previous: &[&[u8]]) -> Self {
+        let kid = kid_of(secret);
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
@@ -69,10 +82,14 @@ impl Keys {
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECS;
+        let decoding = std::iter::once(secret)
+            .chain(previous.iter().copied())
+            .map(|key| (kid_of(key), DecodingKey::from_secret(key)))
+            .collect();
         Self {
             kid,
             encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+            decoding,
             validation,
         }
     }
@@ -106,10 +123,12 @@ impl Keys {
 
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         let header = jsonwebtoken::decode_header(token)?;
-        if header.kid.as_deref() != Some(self.kid.as_str()) {
-            return Err(TokenError::UnknownKey);
-        }
-        Ok(jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?.claims)
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.decoding.get(kid))
+            .ok_or(TokenError::UnknownKey)?;
+        Ok(jsonwebtoken::decode::<Claims>(token, key, &self.validation)?.claims)
     }
 }
 
@@ -133,6 +152,31 @@ mod tests {
         );
         let other = Keys::from_secret(&[2; 32]);
         assert!(matches!(other.verify(&token), Err(TokenError::UnknownKey)));
+    }
+
+    #[test]
+    fn a_rotated_out_key_still_verifies_but_no_longer_signs() {
+        let old = Keys::from_secret(&[1; 32]);
+        let token = old
+            .issue(
+                AccountId::generate(),
+                NodeId::generate(),
+                Role::Admin,
+                now(),
+            )
+            .unwrap();
+        let new = Keys::rotating(&[2; 32], &[&[1; 32]]);
+        assert!(new.verify(&token).is_ok());
+        assert_ne!(new.kid(), old.kid());
+        let fresh = new
+            .issue(
+                AccountId::generate(),
+                NodeId::generate(),
+                Role::Admin,
+                now(),
+            )
+            .unwrap();
+        assert!(old.verify(&fresh).is_err());
     }
 
     #[test]

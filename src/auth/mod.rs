@@ -1,11 +1,14 @@
 //! Who is calling. [`Principal`] is an extractor: a handler that takes one is authenticated, and
-//! one that does not is public. Today a principal is a person's account presenting an access token;
-//! the account is read again on every request, so a disabled or deleted account's tokens stop
-//! working at once and a role change takes effect without a new login.
+//! one that does not is public. A principal is a person's account presenting an access token
+//! (`Authorization: Bearer <JWT>`) or a machine presenting an API key (`Authorization: Bearer
+//! allot_…`). Either is read again on every request, so a disabled or deleted account, or a revoked
+//! or expired key, stops working at once, and a role change takes effect without a new login.
 
+pub mod api_key;
 pub mod guard;
 pub mod jwt;
 pub mod password;
+pub mod throttle;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,17 +16,20 @@ use std::pin::Pin;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 
-use crate::domain::ids::{AccountId, NodeId};
+use crate::domain::ids::NodeId;
 use crate::domain::roles::Role;
 use crate::error::ApiError;
 use crate::startup::AppState;
-use crate::store;
+use crate::store::audit::Actor;
+use crate::store::{self, DbConnection};
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    pub account_id: AccountId,
-    pub username: String,
+    /// The account or API key, as the audit trail names it.
+    pub actor: Actor,
+    /// The account's username or the key's name.
+    pub name: String,
     pub node_id: NodeId,
     /// The materialised path of the principal's node: its subtree is every path with this prefix.
     pub node_path: String,
@@ -32,8 +38,12 @@ pub struct Principal {
     pub request_id: Option<String>,
 }
 
-const MISSING: &str = "Credentials are required: send `Authorization: Bearer <access token>`.";
+const MISSING: &str =
+    "Credentials are required: send `Authorization: Bearer <access token or API key>`.";
 const INVALID: &str = "The credentials are invalid, expired or revoked.";
+
+/// A last-used time is written at most this often per key, not on every request.
+const TOUCH_EVERY: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
 /// The token of an `Authorization: Bearer <token>` header (the scheme is case-insensitive).
 fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
@@ -54,6 +64,53 @@ fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
     }
 }
 
+/// What a credential resolved to, before its node is read.
+struct Resolved {
+    actor: Actor,
+    name: String,
+    node_id: NodeId,
+    role: Role,
+}
+
+fn resolve_key(conn: &mut DbConnection, token: &str) -> Result<Option<Resolved>, ApiError> {
+    let Some((id, secret)) = api_key::parse(token) else {
+        return Ok(None);
+    };
+    let Some(key) = store::api_keys::find(conn, id)? else {
+        return Ok(None);
+    };
+    let now = store::now();
+    let usable = api_key::matches(secret, &key.secret_hash)
+        && key.revoked_at.is_none()
+        && key.expires_at.is_none_or(|at| at > now);
+    if !usable {
+        return Ok(None);
+    }
+    if key.last_used_at.is_none_or(|at| now - at >= TOUCH_EVERY) {
+        store::api_keys::touch(conn, key.id, now)?;
+    }
+    Ok(Some(Resolved {
+        actor: Actor::ApiKey(key.id),
+        name: key.name,
+        node_id: key.node_id,
+        role: key.role,
+    }))
+}
+
+fn resolve_account(
+    conn: &mut DbConnection,
+    claims: jwt::Claims,
+) -> Result<Option<Resolved>, ApiError> {
+    Ok(store::accounts::find(conn, claims.sub)?
+        .filter(|account| !account.disabled)
+        .map(|account| Resolved {
+            actor: Actor::Account(account.id),
+            name: account.username,
+            node_id: account.node_id,
+            role: account.role,
+        }))
+}
+
 impl FromRequest for Principal {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
@@ -69,26 +126,34 @@ impl FromRequest for Principal {
             let state = state.ok_or_else(|| {
                 ApiError::internal(std::io::Error::other("application state is not registered"))
             })?;
-            let claims = state.keys.verify(&token?).map_err(|err| {
-                tracing::debug!(error = %err, "token refused");
-                ApiError::Unauthorized(INVALID)
-            })?;
-            let (account, node) = store::run(&state.pool, move |conn| {
-                let Some(account) = store::accounts::find(conn, claims.sub)? else {
+            let token = token?;
+            let claims = if token.starts_with(api_key::PREFIX) {
+                None
+            } else {
+                Some(state.keys.verify(&token).map_err(|err| {
+                    tracing::debug!(error = %err, "token refused");
+                    ApiError::Unauthorized(INVALID)
+                })?)
+            };
+            let (resolved, node) = store::run(&state.pool, move |conn| {
+                let resolved = match claims {
+                    Some(claims) => resolve_account(conn, claims)?,
+                    None => resolve_key(conn, &token)?,
+                };
+                let Some(resolved) = resolved else {
                     return Ok(None);
                 };
-                let node = store::nodes::find(conn, account.node_id)?;
-                Ok::<_, ApiError>(node.map(|node| (account, node)))
+                let node = store::nodes::find(conn, resolved.node_id)?;
+                Ok::<_, ApiError>(node.map(|node| (resolved, node)))
             })
             .await?
-            .filter(|(account, _)| !account.disabled)
             .ok_or(ApiError::Unauthorized(INVALID))?;
             Ok(Principal {
-                account_id: account.id,
-                username: account.username,
+                actor: resolved.actor,
+                name: resolved.name,
                 node_id: node.id,
                 node_path: node.path,
-                role: account.role,
+                role: resolved.role,
                 request_id,
             })
         })

@@ -45,6 +45,10 @@ id_type!(
     AccountId
 );
 id_type!(
+    /// A machine's credential.
+    ApiKeyId
+);
+id_type!(
     /// A grant of a resource to a node.
     AllocationId
 );

@@ -28,6 +28,21 @@ impl Role {
             Self::Check => "check",
         }
     }
+
+    /// Whether a principal with this role may give `other` to a new or changed principal: never a
+    /// role above its own. `check` ranks lowest: it may only ask the check.
+    pub const fn may_grant(self, other: Role) -> bool {
+        self.rank() >= other.rank()
+    }
+
+    const fn rank(self) -> u8 {
+        match self {
+            Self::Admin => 3,
+            Self::Manager => 2,
+            Self::Viewer => 1,
+            Self::Check => 0,
+        }
+    }
 }
 
 impl fmt::Display for Role {
@@ -62,5 +77,14 @@ mod tests {
             assert_eq!(role.as_str().parse::<Role>().unwrap(), role);
         }
         assert!("root".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn nobody_grants_a_role_above_their_own() {
+        assert!(Role::Admin.may_grant(Role::Admin));
+        assert!(Role::Manager.may_grant(Role::Check));
+        assert!(!Role::Manager.may_grant(Role::Admin));
+        assert!(!Role::Viewer.may_grant(Role::Manager));
+        assert!(!Role::Check.may_grant(Role::Viewer));
     }
 }

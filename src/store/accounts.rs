@@ -116,3 +116,48 @@ pub fn insert(conn: &mut DbConnection, new: NewAccount<'_>) -> QueryResult<Accou
         updated_at: now,
     })
 }
+
+/// A node's accounts in creation order after the cursor.
+pub fn list_for_node(
+    conn: &mut DbConnection,
+    node: NodeId,
+    after: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<Account>> {
+    let mut query = accounts::table
+        .filter(accounts::node_id.eq(node.to_string()))
+        .select(AccountRow::as_select())
+        .order(accounts::id)
+        .limit(limit)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(accounts::id.gt(after.to_owned()));
+    }
+    query
+        .load(conn)?
+        .into_iter()
+        .map(Account::try_from)
+        .collect()
+}
+
+/// Writes `account`'s mutable fields, bumping its version.
+pub fn save(conn: &mut DbConnection, account: &mut Account) -> QueryResult<()> {
+    account.version += 1;
+    account.updated_at = super::now();
+    diesel::update(accounts::table.find(account.id.to_string()))
+        .set((
+            accounts::email.eq(&account.email),
+            accounts::role.eq(account.role.as_str()),
+            accounts::password_hash.eq(&account.password_hash),
+            accounts::disabled.eq(account.disabled),
+            accounts::version.eq(account.version),
+            accounts::updated_at.eq(account.updated_at),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn delete(conn: &mut DbConnection, id: AccountId) -> QueryResult<()> {
+    diesel::delete(accounts::table.find(id.to_string())).execute(conn)?;
+    Ok(())
+}

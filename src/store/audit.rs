@@ -14,13 +14,16 @@ pub enum Actor {
     /// The service itself or its command line (first start, `allot init`).
     System,
     Account(crate::domain::ids::AccountId),
+    ApiKey(crate::domain::ids::ApiKeyId),
 }
 
 impl Actor {
-    fn as_text(&self) -> String {
+    /// `system`, `account:<id>` or `api_key:<id>`: how the trail and idempotency records name it.
+    pub fn as_text(&self) -> String {
         match self {
             Self::System => "system".to_owned(),
             Self::Account(id) => format!("account:{id}"),
+            Self::ApiKey(id) => format!("api_key:{id}"),
         }
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod accounts;
 pub mod allocations;
+pub mod api_keys;
 pub mod audit;
 pub mod idempotency;
 pub mod modules;

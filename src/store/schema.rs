@@ -130,3 +130,17 @@ diesel::table! {
         created_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    api_keys (id) {
+        id -> Text,
+        node_id -> Text,
+        name -> Text,
+        role -> Text,
+        secret_hash -> Text,
+        expires_at -> Nullable<Timestamp>,
+        last_used_at -> Nullable<Timestamp>,
+        revoked_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+    }
+}

@@ -23,7 +23,7 @@ async fn the_first_admin_logs_in_and_sees_itself_at_the_owner_node() {
     assert_eq!(response.status(), 200);
     let me: Value = response.json().await.unwrap();
     assert_eq!(me["kind"], "account");
-    assert_eq!(me["username"], ADMIN_USERNAME);
+    assert_eq!(me["name"], ADMIN_USERNAME);
     assert_eq!(me["role"], "admin");
     assert_eq!(me["node_kind"], "owner");
     assert_eq!(me["node_name"], "Test Owner");

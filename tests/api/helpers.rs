@@ -89,6 +89,7 @@ pub fn test_config(database_url: &str) -> Config {
         database_url: database_url.to_owned(),
         pool_size: 4,
         jwt_secret: None,
+        jwt_previous_secrets: Vec::new(),
         log: "warn".to_owned(),
         log_format: LogFormat::Text,
         body_limit: 1024 * 1024,

@@ -1,0 +1,651 @@
+//! Principals: people's accounts and machines' API keys, each bound to one node with one role.
+//! Only admins create or change them, never with a role above their own, and only within their
+//! subtree. Secrets are shown once, at creation, and never stored in a readable form; these
+//! creations take no `Idempotency-Key`, since replaying them would mean keeping the secret.
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, delete, get, patch, post, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+use super::common::{self, Fields, IfMatch, Page, PageRequest, etag};
+use super::extract::Json;
+use super::nodes::utc;
+use crate::auth::guard::Reach;
+use crate::auth::{Principal, api_key, password};
+use crate::domain::ids::{AccountId, ApiKeyId, NodeId};
+use crate::domain::roles::Role;
+use crate::domain::tree;
+use crate::error::{ApiError, Problem};
+use crate::startup::AppState;
+use crate::store::accounts::{Account, NewAccount};
+use crate::store::api_keys::ApiKey;
+use crate::store::audit::Actor;
+use crate::store::{self, accounts, api_keys, nodes, write_tx};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountView {
+    pub id: AccountId,
+    pub node_id: NodeId,
+    pub username: String,
+    pub email: String,
+    pub role: Role,
+    pub disabled: bool,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&Account> for AccountView {
+    fn from(a: &Account) -> Self {
+        Self {
+            id: a.id,
+            node_id: a.node_id,
+            username: a.username.clone(),
+            email: a.email.clone(),
+            role: a.role,
+            disabled: a.disabled,
+            version: a.version,
+            created_at: utc(a.created_at),
+            updated_at: utc(a.updated_at),
+        }
+    }
+}
+
+fn audit_account(a: &Account) -> serde_json::Value {
+    json!({"username": a.username, "email": a.email, "role": a.role, "disabled": a.disabled, "node_id": a.node_id})
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedAccount {
+    #[serde(flatten)]
+    pub account: AccountView,
+    /// The generated password, shown this once, when none was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub one_time_password: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccount {
+    /// 3–64 of `A-Z a-z 0-9 . - _ @`, unique installation-wide.
+    #[schema(example = "jane.doe")]
+    pub username: String,
+    #[schema(example = "jane@reseller.example")]
+    pub email: String,
+    pub role: Role,
+    /// At least 12 characters. Without it a password is generated and returned once.
+    #[schema(format = Password)]
+    pub password: Option<String>,
+}
+
+/// The caller may give `role` to a principal at `node`: an admin there or above, never a role
+/// above its own.
+fn may_give(principal: &Principal, role: Role) -> Result<(), ApiError> {
+    if principal.role.may_grant(role) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "A {} cannot give the role {role}.",
+            principal.role
+        )))
+    }
+}
+
+fn username_taken(err: diesel::result::Error) -> ApiError {
+    match err {
+        diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _,
+        ) => ApiError::NameTaken("This username is taken.".to_owned()),
+        other => other.into(),
+    }
+}
+
+/// Creates a person's account at `{id}`. Admins only, with a role no higher than their own.
+#[utoipa::path(
+    tag = "principals",
+    security(("bearer" = [])),
+    params(("id" = NodeId, Path)),
+    request_body = CreateAccount,
+    responses(
+        (status = 201, description = "Created; a generated password is returned this once", body = CreatedAccount, headers(("Location" = String), ("ETag" = String))),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin, or a role above the caller's", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The username is taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/nodes/{id}/accounts")]
+pub async fn create_account(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<NodeId>,
+    body: Json<CreateAccount>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.0;
+    let mut fields = Fields::default();
+    fields.check("username", crate::init::check_username(&body.username));
+    let email = fields.check("email", tree::parse_email(&body.email));
+    if let Some(given) = &body.password {
+        fields.check("password", password::check_strength(given));
+    }
+    fields.finish()?;
+    let generated = body.password.is_none().then(password::generate);
+    let chosen = body
+        .password
+        .clone()
+        .or(generated.clone())
+        .unwrap_or_default();
+    // Hashed before the transaction: tens of milliseconds that need not hold the write lock.
+    let hash = web::block(move || password::hash(&chosen))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))?;
+    let node_id = id.into_inner();
+    let account = store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            let node = principal.may_administer(nodes::find(conn, node_id)?, Reach::SelfOrBelow)?;
+            may_give(&principal, body.role)?;
+            if accounts::find_by_username(conn, &body.username)?.is_some() {
+                return Err(ApiError::NameTaken("This username is taken.".to_owned()));
+            }
+            let account = accounts::insert(
+                conn,
+                NewAccount {
+                    node_id: node.id,
+                    username: &body.username,
+                    email: email.as_deref().unwrap_or_default(),
+                    role: body.role,
+                    password_hash: &hash,
+                },
+            )
+            .map_err(username_taken)?;
+            common::record(
+                conn,
+                &principal,
+                node.id,
+                "account.create",
+                ("account", account.id.to_string()),
+                None,
+                Some(audit_account(&account)),
+            )?;
+            Ok(account)
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/v1/accounts/{}", account.id)))
+        .insert_header((header::ETAG, etag(account.version)))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(CreatedAccount {
+            account: AccountView::from(&account),
+            one_time_password: generated,
+        }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Items per page, 1–500 (default 50).
+    pub limit: Option<u32>,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+/// The accounts at `{id}` (not below it), oldest first.
+#[utoipa::path(
+    tag = "principals",
+    security(("bearer" = [])),
+    params(("id" = NodeId, Path), ListQuery),
+    responses(
+        (status = 200, description = "A page of accounts", body = Page<AccountView>),
+        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/nodes/{id}/accounts")]
+pub async fn list_accounts(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<NodeId>,
+    query: web::Query<ListQuery>,
+) -> Result<web::Json<Page<AccountView>>, ApiError> {
+    let page = PageRequest::parse(query.limit, query.cursor.as_deref())?;
+    let id = id.into_inner();
+    let fetch = page.clone();
+    let rows = store::run(&state.pool, move |conn| {
+        let node = principal.may_read(nodes::find(conn, id)?)?;
+        Ok::<_, ApiError>(accounts::list_for_node(
+            conn,
+            node.id,
+            fetch.after.as_deref(),
+            fetch.fetch(),
+        )?)
+    })
+    .await?;
+    Ok(web::Json(page.page(
+        rows,
+        |a| a.id.to_string(),
+        |a| AccountView::from(&a),
+    )))
+}
+
+/// An account, if the caller sees its node.
+fn visible_account(
+    conn: &mut store::DbConnection,
+    principal: &Principal,
+    id: AccountId,
+) -> Result<(Account, nodes::Node), ApiError> {
+    let account = accounts::find(conn, id)?.ok_or(ApiError::NotFound)?;
+    let node = principal.visible(nodes::find(conn, account.node_id)?)?;
+    Ok((account, node))
+}
+
+/// One account of the caller's subtree.
+#[utoipa::path(
+    tag = "principals",
+    security(("bearer" = [])),
+    params(("id" = AccountId, Path)),
+    responses(
+        (status = 200, description = "The account", body = AccountView, headers(("ETag" = String))),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/accounts/{id}")]
+pub async fn get_account(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<AccountId>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let account = store::run(&state.pool, move |conn| {
+        let (account, node) = visible_account(conn, &principal, id)?;
+        principal.may_read(Some(node))?;
+        Ok::<_, ApiError>(account)
+    })
+    .await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, etag(account.version)))
+        .json(AccountView::from(&account)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAccount {
+    pub email: Option<String>,
+    /// Not one's own, and never above the caller's.
+    pub role: Option<Role>,
+    /// At least 12 characters.
+    #[schema(format = Password)]
+    pub password: Option<String>,
+    /// A disabled account cannot log in, and its tokens stop working at once. Not one's own.
+    pub disabled: Option<bool>,
+}
+
+/// Changes an account. Admins change the accounts of their subtree; anyone may change their own
+/// e-mail and password, but not their own role or whether they are disabled.
+#[utoipa::path(
+    tag = "principals",
+    security(("bearer" = [])),
+    params(("id" = AccountId, Path), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")),
+    request_body = UpdateAccount,
+    responses(
+        (status = 200, description = "The changed account", body = AccountView, headers(("ETag" = String))),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`If-Match` does not match", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[patch("/v1/accounts/{id}")]
+pub async fn update_account(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<AccountId>,
+    if_match: IfMatch,
+    body: Json<UpdateAccount>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.0;
+    let mut fields = Fields::default();
+    let email = body
+        .email
+        .as_deref()
+        .map(|e| fields.check("email", tree::parse_email(e)));
+    if let Some(given) = &body.password {
+        fields.check("password", password::check_strength(given));
+    }
+    fields.finish()?;
+    let hash = match body.password.clone() {
+        Some(given) => Some(
+            web::block(move || password::hash(&given))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))?,
+        ),
+        None => None,
+    };
+    let id = id.into_inner();
+    let account = store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            let (mut account, node) = visible_account(conn, &principal, id)?;
+            let own = principal.actor == Actor::Account(account.id);
+            if own {
+                if body.role.is_some() || body.disabled.is_some() {
+                    return Err(ApiError::Forbidden(
+                        "Nobody changes their own role or disables themselves.".to_owned(),
+                    ));
+                }
+                principal.visible(Some(node))?;
+            } else {
+                principal.may_administer(Some(node), Reach::SelfOrBelow)?;
+                may_give(&principal, account.role)?;
+                if let Some(role) = body.role {
+                    may_give(&principal, role)?;
+                }
+            }
+            if_match.check(account.version)?;
+            let before = audit_account(&account);
+            if let Some(email) = email.flatten() {
+                account.email = email;
+            }
+            if let Some(role) = body.role {
+                account.role = role;
+            }
+            if let Some(disabled) = body.disabled {
+                account.disabled = disabled;
+            }
+            let password_changed = hash.is_some();
+            if let Some(hash) = hash {
+                account.password_hash = hash;
+            }
+            accounts::save(conn, &mut account)?;
+            let mut after = audit_account(&account);
+            after["password_changed"] = json!(password_changed);
+            common::record(
+                conn,
+                &principal,
+                account.node_id,
+                "account.update",
+                ("account", account.id.to_string()),
+                Some(before),
+                Some(after),
+            )?;
+            Ok(account)
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, etag(account.version)))
+        .json(AccountView::from(&account)))
+}
+
+/// Deletes an account; its tokens stop working at once. Not one's own.
+#[utoipa::path(
+    tag = "principals",
+    security(("bearer" = [])),
+    params(("id" = AccountId, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The role does not allow this, or it is the caller's own account", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/v1/accounts/{id}")]
+pub async fn delete_account(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<AccountId>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            let (account, node) = visible_account(conn, &principal, id)?;
+            principal.may_administer(Some(node), Reach::SelfOrBelow)?;
+            may_give(&principal, account.role)?;
+            if principal.actor == Actor::Account(account.id) {
+                return Err(ApiError::Forbidden(
+                    "Nobody deletes their own account.".to_owned(),
+                ));
+            }
+            accounts::delete(conn, account.id)?;
+            common::record(
+                conn,
+                &principal,
+                account.node_id,
+                "account.delete",
+                ("account", account.id.to_string()),
+                Some(audit_account(&account)),
+                None,
+            )?;
+            Ok::<_, ApiError>(())
+        })
+    })
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyView {
+    pub id: ApiKeyId,
+    pub node_id: NodeId,
+    pub name: String,
+    pub role: Role,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Updated at most once a minute.
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&ApiKey> for ApiKeyView {
+    fn from(k: &ApiKey) -> Self {
+        Self {
+            id: k.id,
+            node_id: k.node_id,
+            name: k.name.clone(),
+            role: k.role,
+            expires_at: k.expires_at.map(utc),
+            last_used_at: k.last_used_at.map(utc),
+            revoked_at: k.revoked_at.map(utc),
+            created_at: utc(k.created_at),
+        }
+    }
+}
+
+fn audit_key(k: &ApiKey) -> serde_json::Value {
+    json!({"name": k.name, "role": k.role, "node_id": k.node_id, "expires_at": k.expires_at, "revoked_at": k.revoked_at})
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedApiKey {
+    #[serde(flatten)]
+    pub api_key: ApiKeyView,
+    /// The key, shown this once: send it as `Authorization: Bearer <key>`.
+    #[schema(example = "allot_01a2…_…")]
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    /// What the key is for, 1–100 characters.
+    #[schema(example = "mail worker eu-1")]
+    pub name: String,
+    pub role: Role,
+    /// When it stops working; absent for never. Must be in the future.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Creates an API key at `{id}` and returns it once. Admins only, with a role no higher than their
+/// own; a `check` key is what mail workers use.
+#[utoipa::path(
+    tag = "principals",
+    security(("bearer" = [])),
+    params(("id" = NodeId, Path)),
+    request_body = CreateApiKey,
+    responses(
+        (status = 201, description = "Created; the key is returned this once", body = CreatedApiKey, headers(("Location" = String))),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin, or a role above the caller's", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/nodes/{id}/api-keys")]
+pub async fn create_api_key(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<NodeId>,
+    body: Json<CreateApiKey>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.0;
+    let mut fields = Fields::default();
+    let name = body.name.trim().to_owned();
+    if !(1..=100).contains(&name.chars().count()) || name.chars().any(char::is_control) {
+        fields.push(
+            "name",
+            "must be 1 to 100 characters without control characters",
+        );
+    }
+    let now = store::now();
+    let expires_at = body.expires_at.map(|at| at.naive_utc());
+    if expires_at.is_some_and(|at| at <= now) {
+        fields.push("expires_at", "must be in the future");
+    }
+    fields.finish()?;
+    let node_id = id.into_inner();
+    let (key, text) = store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            let node = principal.may_administer(nodes::find(conn, node_id)?, Reach::SelfOrBelow)?;
+            may_give(&principal, body.role)?;
+            let minted = api_key::mint();
+            let key = ApiKey {
+                id: minted.id,
+                node_id: node.id,
+                name,
+                role: body.role,
+                secret_hash: minted.secret_hash,
+                expires_at,
+                last_used_at: None,
+                revoked_at: None,
+                created_at: now,
+            };
+            api_keys::insert(conn, &key)?;
+            common::record(
+                conn,
+                &principal,
+                node.id,
+                "api_key.create",
+                ("api_key", key.id.to_string()),
+                None,
+                Some(audit_key(&key)),
+            )?;
+            Ok::<_, ApiError>((key, minted.text))
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/v1/api-keys/{}", key.id)))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(CreatedApiKey {
+            api_key: ApiKeyView::from(&key),
+            key: text,
+        }))
+}
+
+/// The API keys at `{id}`, oldest first, revoked ones included; never their secrets.
+#[utoipa::path(
+    tag = "principals",
+    security(("bearer" = [])),
+    params(("id" = NodeId, Path), ListQuery),
+    responses(
+        (status = 200, description = "A page of keys", body = Page<ApiKeyView>),
+        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/nodes/{id}/api-keys")]
+pub async fn list_api_keys(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<NodeId>,
+    query: web::Query<ListQuery>,
+) -> Result<web::Json<Page<ApiKeyView>>, ApiError> {
+    let page = PageRequest::parse(query.limit, query.cursor.as_deref())?;
+    let id = id.into_inner();
+    let fetch = page.clone();
+    let rows = store::run(&state.pool, move |conn| {
+        let node = principal.may_read(nodes::find(conn, id)?)?;
+        Ok::<_, ApiError>(api_keys::list_for_node(
+            conn,
+            node.id,
+            fetch.after.as_deref(),
+            fetch.fetch(),
+        )?)
+    })
+    .await?;
+    Ok(web::Json(page.page(
+        rows,
+        |k| k.id.to_string(),
+        |k| ApiKeyView::from(&k),
+    )))
+}
+
+/// Revokes an API key at once. Revoking a revoked key changes nothing.
+#[utoipa::path(
+    tag = "principals",
+    security(("bearer" = [])),
+    params(("id" = ApiKeyId, Path)),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such key in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/v1/api-keys/{id}")]
+pub async fn revoke_api_key(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<ApiKeyId>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            let key = api_keys::find(conn, id)?.ok_or(ApiError::NotFound)?;
+            let node = principal.visible(nodes::find(conn, key.node_id)?)?;
+            principal.may_administer(Some(node), Reach::SelfOrBelow)?;
+            may_give(&principal, key.role)?;
+            if key.revoked_at.is_none() {
+                let mut revoked = key.clone();
+                revoked.revoked_at = Some(store::now());
+                api_keys::revoke(conn, key.id, revoked.revoked_at.unwrap_or_default())?;
+                common::record(
+                    conn,
+                    &principal,
+                    key.node_id,
+                    "api_key.revoke",
+                    ("api_key", key.id.to_string()),
+                    Some(audit_key(&key)),
+                    Some(audit_key(&revoked)),
+                )?;
+            }
+            Ok::<_, ApiError>(())
+        })
+    })
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
