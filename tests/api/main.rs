@@ -10,3 +10,4 @@ mod helpers;
 mod idempotency;
 mod nodes;
 mod openapi;
+mod principals;

@@ -1,0 +1,521 @@
+//! Accounts and API keys: who may create them, what they can do, and how they stop working.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Caller, TestApp, assert_problem, seed_tree, spawn_app};
+
+/// Creates an account at `node` and returns a caller logged in as it.
+async fn account<'a>(
+    app: &'a TestApp,
+    admin: &Caller<'_>,
+    node: &str,
+    username: &str,
+    role: &str,
+) -> Caller<'a> {
+    let password = "correct horse battery staple";
+    admin
+        .expect(
+            admin
+                .post(&format!("/v1/nodes/{node}/accounts"), &json!({"username": username, "email": format!("{username}@example.test"), "role": role, "password": password}))
+                .await,
+            201,
+        )
+        .await;
+    let response = app.login(username, password).await;
+    assert_eq!(response.status(), 200);
+    let token = response.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    Caller { app, token }
+}
+
+/// Creates an API key at `node` and returns a caller using it.
+pub async fn api_key<'a>(
+    app: &'a TestApp,
+    admin: &Caller<'_>,
+    node: &str,
+    role: &str,
+) -> (Caller<'a>, Value) {
+    let created = admin
+        .expect(
+            admin
+                .post(
+                    &format!("/v1/nodes/{node}/api-keys"),
+                    &json!({"name": format!("{role} key"), "role": role}),
+                )
+                .await,
+            201,
+        )
+        .await;
+    let token = created["key"].as_str().unwrap().to_owned();
+    (Caller { app, token }, created)
+}
+
+#[tokio::test]
+async fn an_account_sees_its_own_subtree_and_nothing_else() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+    let reseller = account(&app, &admin, &tree.a, "alice", "admin").await;
+    let me = reseller.expect(reseller.get("/v1/me").await, 200).await;
+    assert_eq!(
+        (me["node_id"].as_str(), me["role"].as_str()),
+        (Some(tree.a.as_str()), Some("admin"))
+    );
+    reseller
+        .expect(reseller.get(&format!("/v1/nodes/{}", tree.c1)).await, 200)
+        .await;
+    for outside in [&tree.owner, &tree.b, &tree.c2] {
+        assert_problem(
+            reseller.get(&format!("/v1/nodes/{outside}")).await,
+            404,
+            "not-found",
+        )
+        .await;
+    }
+    assert_problem(reseller.get("/v1/licence").await, 404, "not-found").await;
+    // It may grant below itself, not to itself.
+    reseller
+        .expect(reseller.allocate(&tree.a1, "users", 10).await, 201)
+        .await;
+    assert_problem(
+        reseller.allocate(&tree.a, "users", 10).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn a_generated_password_is_shown_once_and_never_again() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let owner = admin.node_id().await;
+    let response = admin
+        .post(
+            &format!("/v1/nodes/{owner}/accounts"),
+            &json!({"username": "bob", "email": "bob@example.test", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let created = admin.expect(response, 201).await;
+    let password = created["one_time_password"].as_str().unwrap().to_owned();
+    assert!(password.len() >= 20);
+    assert_eq!(app.login("bob", &password).await.status(), 200);
+    let read = admin
+        .expect(
+            admin
+                .get(&format!("/v1/accounts/{}", created["id"].as_str().unwrap()))
+                .await,
+            200,
+        )
+        .await;
+    assert!(!read.to_string().contains(&password));
+    assert!(read.get("one_time_password").is_none() && read.get("password_hash").is_none());
+    let listed = admin
+        .expect(admin.get(&format!("/v1/nodes/{owner}/accounts")).await, 200)
+        .await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2);
+    assert!(!listed.to_string().contains("argon2"));
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn bad_accounts_are_refused_field_by_field() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let owner = admin.node_id().await;
+    let path = format!("/v1/nodes/{owner}/accounts");
+    let body = assert_problem(
+        admin
+            .post(
+                &path,
+                &json!({"username": "x y", "email": "nope", "role": "admin", "password": "short"}),
+            )
+            .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["username", "email", "password"]);
+    assert_problem(
+        admin
+            .post(
+                &path,
+                &json!({"username": "admin", "email": "a@b.test", "role": "viewer"}),
+            )
+            .await,
+        409,
+        "name-taken",
+    )
+    .await;
+    assert_problem(
+        admin
+            .post(
+                &path,
+                &json!({"username": "eve", "email": "a@b.test", "role": "root"}),
+            )
+            .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn only_admins_create_principals_and_never_above_their_role() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+    let manager = account(&app, &admin, &tree.a, "manny", "manager").await;
+    let viewer = account(&app, &admin, &tree.a, "vera", "viewer").await;
+    for caller in [&manager, &viewer] {
+        let body = json!({"username": "sneaky", "email": "s@x.test", "role": "viewer", "password": "long enough password"});
+        assert_problem(
+            caller
+                .post(&format!("/v1/nodes/{}/accounts", tree.a1), &body)
+                .await,
+            403,
+            "forbidden",
+        )
+        .await;
+        assert_problem(
+            caller
+                .post(
+                    &format!("/v1/nodes/{}/api-keys", tree.a1),
+                    &json!({"name": "k", "role": "check"}),
+                )
+                .await,
+            403,
+            "forbidden",
+        )
+        .await;
+        assert_problem(
+            caller
+                .post(
+                    &format!("/v1/nodes/{}/children", tree.a1),
+                    &json!({"kind": "customer", "name": "X"}),
+                )
+                .await,
+            403,
+            "forbidden",
+        )
+        .await;
+    }
+    viewer
+        .expect(
+            viewer.get(&format!("/v1/nodes/{}/accounts", tree.a)).await,
+            200,
+        )
+        .await;
+    // A manager cannot make itself an admin, nor can anyone change their own role.
+    let me = manager.expect(manager.get("/v1/me").await, 200).await;
+    let path = format!("/v1/accounts/{}", me["id"].as_str().unwrap());
+    assert_problem(
+        manager.patch(&path, &json!({"role": "admin"})).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn a_disabled_or_deleted_account_stops_working_at_once() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+    let carol = account(&app, &admin, &tree.b, "carol", "manager").await;
+    let id = carol.expect(carol.get("/v1/me").await, 200).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let disabled = admin
+        .expect(
+            admin
+                .patch(&format!("/v1/accounts/{id}"), &json!({"disabled": true}))
+                .await,
+            200,
+        )
+        .await;
+    assert_eq!(disabled["disabled"], true);
+    assert_problem(carol.get("/v1/me").await, 401, "unauthorized").await;
+    assert_problem(
+        app.login("carol", "correct horse battery staple").await,
+        401,
+        "invalid-credentials",
+    )
+    .await;
+    admin
+        .expect(
+            admin
+                .patch(&format!("/v1/accounts/{id}"), &json!({"disabled": false}))
+                .await,
+            200,
+        )
+        .await;
+    carol.expect(carol.get("/v1/me").await, 200).await;
+    admin
+        .expect(admin.delete(&format!("/v1/accounts/{id}")).await, 204)
+        .await;
+    assert_problem(carol.get("/v1/me").await, 401, "unauthorized").await;
+    assert_problem(
+        admin.get(&format!("/v1/accounts/{id}")).await,
+        404,
+        "not-found",
+    )
+    .await;
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn anyone_changes_their_own_password_but_not_their_role_or_existence() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let me = admin.expect(admin.get("/v1/me").await, 200).await;
+    let path = format!("/v1/accounts/{}", me["id"].as_str().unwrap());
+    admin
+        .expect(
+            admin
+                .patch(&path, &json!({"password": "a brand new password"}))
+                .await,
+            200,
+        )
+        .await;
+    assert_eq!(
+        app.login("admin", "a brand new password").await.status(),
+        200
+    );
+    assert_problem(
+        admin.patch(&path, &json!({"disabled": true})).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    assert_problem(admin.delete(&path).await, 403, "forbidden").await;
+    assert_problem(
+        admin.patch(&path, &json!({"password": "short"})).await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn an_api_key_authenticates_until_revoked() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+    let (key, created) = api_key(&app, &admin, &tree.c1, "viewer").await;
+    let text = created["key"].as_str().unwrap();
+    assert!(text.starts_with(&format!("allot_{}_", created["id"].as_str().unwrap())));
+    let me = key.expect(key.get("/v1/me").await, 200).await;
+    assert_eq!(
+        (me["kind"].as_str(), me["role"].as_str()),
+        (Some("api_key"), Some("viewer"))
+    );
+    key.expect(key.get(&format!("/v1/nodes/{}/usage", tree.c1)).await, 200)
+        .await;
+    assert_problem(
+        key.post(
+            &format!("/v1/nodes/{}/api-keys", tree.c1),
+            &json!({"name": "k", "role": "viewer"}),
+        )
+        .await,
+        403,
+        "forbidden",
+    )
+    .await;
+
+    let listed = admin
+        .expect(
+            admin.get(&format!("/v1/nodes/{}/api-keys", tree.c1)).await,
+            200,
+        )
+        .await;
+    let listed = &listed["items"][0];
+    assert!(listed.get("key").is_none() && !listed.to_string().contains(&text[text.len() - 20..]));
+    assert!(listed["last_used_at"].is_string(), "{listed}");
+
+    let mut forged = text.to_owned();
+    forged.pop();
+    forged.push('x');
+    assert_problem(
+        Caller {
+            app: &app,
+            token: forged,
+        }
+        .get("/v1/me")
+        .await,
+        401,
+        "unauthorized",
+    )
+    .await;
+
+    admin
+        .expect(
+            admin
+                .delete(&format!("/v1/api-keys/{}", created["id"].as_str().unwrap()))
+                .await,
+            204,
+        )
+        .await;
+    assert_problem(key.get("/v1/me").await, 401, "unauthorized").await;
+    let listed = admin
+        .expect(
+            admin.get(&format!("/v1/nodes/{}/api-keys", tree.c1)).await,
+            200,
+        )
+        .await;
+    assert!(listed["items"][0]["revoked_at"].is_string());
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn a_check_key_may_only_ask_the_check() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+    let (key, _) = api_key(&app, &admin, &tree.a, "check").await;
+    key.expect(key.get("/v1/me").await, 200).await;
+    assert_problem(
+        key.get(&format!("/v1/nodes/{}", tree.a)).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    assert_problem(
+        key.get(&format!("/v1/nodes/{}", tree.b)).await,
+        404,
+        "not-found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn api_keys_expire() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let owner = admin.node_id().await;
+    let path = format!("/v1/nodes/{owner}/api-keys");
+    let past = (chrono::Utc::now() - chrono::TimeDelta::minutes(1)).to_rfc3339();
+    assert_problem(
+        admin
+            .post(
+                &path,
+                &json!({"name": "old", "role": "viewer", "expires_at": past}),
+            )
+            .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    let soon = (chrono::Utc::now() + chrono::TimeDelta::seconds(2)).to_rfc3339();
+    let created = admin
+        .expect(
+            admin
+                .post(
+                    &path,
+                    &json!({"name": "brief", "role": "viewer", "expires_at": soon}),
+                )
+                .await,
+            201,
+        )
+        .await;
+    let key = Caller {
+        app: &app,
+        token: created["key"].as_str().unwrap().to_owned(),
+    };
+    key.expect(key.get("/v1/me").await, 200).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_problem(key.get("/v1/me").await, 401, "unauthorized").await;
+}
+
+#[tokio::test]
+async fn five_failed_logins_lock_out_further_attempts_whether_or_not_the_username_exists() {
+    let app = spawn_app().await;
+    for _ in 0..5 {
+        assert_problem(
+            app.login("ghost", "wrong password!!").await,
+            401,
+            "invalid-credentials",
+        )
+        .await;
+    }
+    let ghost = app.login("ghost", "wrong password!!").await;
+    let retry_after: u64 = ghost.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=900).contains(&retry_after));
+    let ghost = assert_problem(ghost, 429, "too-many-requests").await;
+    // The client address has failed five times too: even the right password waits now.
+    let admin = assert_problem(
+        app.login("admin", crate::helpers::ADMIN_PASSWORD).await,
+        429,
+        "too-many-requests",
+    )
+    .await;
+    assert_eq!(ghost["title"], admin["title"]);
+}
+
+#[tokio::test]
+async fn principal_changes_are_audited_without_secrets() {
+    use diesel::prelude::*;
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let owner = admin.node_id().await;
+    let created = admin
+        .expect(admin.post(&format!("/v1/nodes/{owner}/accounts"), &json!({"username": "dave", "email": "d@x.test", "role": "viewer", "password": "dave's long password"})).await, 201)
+        .await;
+    admin
+        .expect(
+            admin
+                .patch(
+                    &format!("/v1/accounts/{}", created["id"].as_str().unwrap()),
+                    &json!({"password": "dave's newer password"}),
+                )
+                .await,
+            200,
+        )
+        .await;
+    let (_, key) = api_key(&app, &admin, &owner, "check").await;
+    let pool = allot::store::connect(&app.database_url, 1).unwrap();
+    let mut conn = pool.get().unwrap();
+    use allot::store::schema::audit_events::dsl::*;
+    let events: Vec<(String, Option<String>, Option<String>)> = audit_events
+        .filter(action.like("account.%").or(action.like("api_key.%")))
+        .select((action, before, after))
+        .load(&mut conn)
+        .unwrap();
+    let actions: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
+    assert!(
+        actions.contains(&"account.create")
+            && actions.contains(&"account.update")
+            && actions.contains(&"api_key.create"),
+        "{actions:?}"
+    );
+    let trail = format!("{events:?}");
+    let secret = key["key"].as_str().unwrap().rsplit('_').next().unwrap();
+    for forbidden in [
+        "dave's long password",
+        "dave's newer password",
+        "argon2",
+        secret,
+    ] {
+        assert!(
+            !trail.contains(forbidden),
+            "the audit trail holds {forbidden}"
+        );
+    }
+}
