@@ -8,6 +8,7 @@ mod errors;
 mod health;
 mod helpers;
 mod idempotency;
+mod matrix;
 mod nodes;
 mod openapi;
 mod principals;

@@ -1,0 +1,523 @@
+//! The isolation matrix: every route of the OpenAPI document, called as every kind of caller
+//! against nodes across the tree, must answer exactly the status the access rules give, and a
+//! caller outside a target's subtree must never see that target's data. A route missing from
+//! [`route`] fails the test, so a new route cannot ship without its row.
+
+use std::collections::HashMap;
+
+use allot::auth::jwt::Keys;
+use allot::config::JwtSecret;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+use crate::helpers::{Caller, TestApp, seed_tree, spawn_app_with};
+use crate::principals::api_key;
+
+const SECRET: [u8; 32] = [77; 32];
+
+/// What a caller is: an invalid credential, or a principal at a node with a role.
+#[derive(Clone)]
+struct Identity {
+    label: String,
+    token: Option<String>,
+    principal: Option<(String, String)>, // (node path, role)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Need {
+    Read,
+    Admin,
+    /// An admin strictly above the target.
+    AdminAbove,
+}
+
+/// How a route is guarded, and what an allowed call answers.
+#[derive(Clone, Copy, Debug)]
+enum Rule {
+    Public(u16),
+    Authenticated(u16),
+    /// The owner's licence: only principals at the owner node see it.
+    Licence(Need, u16),
+    /// About a node (or an object at it).
+    Node(Need, u16),
+}
+
+#[derive(Clone)]
+struct Target {
+    label: &'static str,
+    id: String,
+    path: String,
+    name: String,
+    kind: &'static str,
+}
+
+/// Everything a cell's request may need, made before the calls.
+struct World<'a> {
+    app: &'a TestApp,
+    admin: Caller<'a>,
+    allocations: HashMap<String, String>,
+    accounts: HashMap<String, String>,
+    counter: std::sync::atomic::AtomicUsize,
+}
+
+impl World<'_> {
+    fn unique(&self, prefix: &str) -> String {
+        let n = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{prefix}{n}")
+    }
+
+    /// A fresh empty customer under `parent`, for calls that delete or move.
+    async fn disposable_customer(&self, parent: &str) -> String {
+        let name = self.unique("Disposable ");
+        self.admin.create_child(parent, "customer", &name).await
+    }
+}
+
+/// The rule of a route and, for a target node, the request to make: (path, body). `None` when the
+/// route does not apply to that target (deleting or moving needs a reseller to hang a disposable
+/// customer under).
+async fn route(
+    world: &World<'_>,
+    method: &str,
+    template: &str,
+    target: &Target,
+) -> Option<(Rule, String, Option<Value>)> {
+    let t = &target.id;
+    let is_parent = target.kind != "customer";
+    let entry = match (method, template) {
+        ("get", "/healthz")
+        | ("get", "/readyz")
+        | ("get", "/metrics")
+        | ("get", "/openapi.json") => (Rule::Public(200), template.to_owned(), None),
+        ("get", "/docs") => (Rule::Public(308), template.to_owned(), None),
+        ("get", "/problems/{slug}") => (Rule::Public(200), "/problems/not-found".to_owned(), None),
+        ("post", "/v1/auth/token") => (
+            Rule::Public(200),
+            template.to_owned(),
+            Some(json!({"username": "matrix-login", "password": "matrix login password"})),
+        ),
+        ("get", "/v1/me") => (Rule::Authenticated(200), template.to_owned(), None),
+        ("get", "/v1/licence") => (Rule::Licence(Need::Read, 200), template.to_owned(), None),
+        ("put", "/v1/licence") => (
+            Rule::Licence(Need::Admin, 200),
+            template.to_owned(),
+            Some(
+                json!({"resources": [{"resource": "users", "amount": 1000}, {"resource": "domains", "amount": 100}]}),
+            ),
+        ),
+        ("get", "/v1/nodes/{id}")
+        | ("get", "/v1/nodes/{id}/children")
+        | ("get", "/v1/nodes/{id}/usage")
+        | ("get", "/v1/nodes/{id}/allocations")
+        | ("get", "/v1/nodes/{id}/accounts")
+        | ("get", "/v1/nodes/{id}/api-keys") => (
+            Rule::Node(Need::Read, 200),
+            template.replace("{id}", t),
+            None,
+        ),
+        ("patch", "/v1/nodes/{id}") => (
+            Rule::Node(Need::Admin, 200),
+            format!("/v1/nodes/{t}"),
+            Some(json!({"description": "matrix"})),
+        ),
+        ("delete", "/v1/nodes/{id}") => {
+            if !is_parent {
+                return None;
+            }
+            let d = world.disposable_customer(t).await;
+            (Rule::Node(Need::Admin, 204), format!("/v1/nodes/{d}"), None)
+        }
+        ("post", "/v1/nodes/{id}/move") => {
+            if !is_parent {
+                return None;
+            }
+            let d = world.disposable_customer(t).await;
+            (
+                Rule::Node(Need::Admin, 200),
+                format!("/v1/nodes/{d}/move"),
+                Some(json!({"parent_id": t})),
+            )
+        }
+        ("post", "/v1/nodes/{id}/children") => (
+            Rule::Node(Need::Admin, if is_parent { 201 } else { 422 }),
+            format!("/v1/nodes/{t}/children"),
+            Some(json!({"kind": "customer", "name": world.unique("Child ")})),
+        ),
+        ("post", "/v1/nodes/{id}/allocations") => (
+            Rule::Node(Need::AdminAbove, 201),
+            format!("/v1/nodes/{t}/allocations"),
+            Some(json!({"resource": "users", "amount": 0})),
+        ),
+        ("get", "/v1/allocations/{id}") => (
+            Rule::Node(Need::Read, 200),
+            format!("/v1/allocations/{}", world.allocations[t]),
+            None,
+        ),
+        ("patch", "/v1/allocations/{id}") => (
+            Rule::Node(Need::AdminAbove, 200),
+            format!("/v1/allocations/{}", world.allocations[t]),
+            Some(json!({"description": "matrix"})),
+        ),
+        ("post", "/v1/nodes/{id}/accounts") => (
+            Rule::Node(Need::Admin, 201),
+            format!("/v1/nodes/{t}/accounts"),
+            Some(
+                json!({"username": world.unique("matrix-user-"), "email": "m@x.test", "role": "viewer", "password": "matrix password 1"}),
+            ),
+        ),
+        ("get", "/v1/accounts/{id}") => (
+            Rule::Node(Need::Read, 200),
+            format!("/v1/accounts/{}", world.accounts[t]),
+            None,
+        ),
+        ("patch", "/v1/accounts/{id}") => (
+            Rule::Node(Need::Admin, 200),
+            format!("/v1/accounts/{}", world.accounts[t]),
+            Some(json!({"email": "changed@x.test"})),
+        ),
+        ("delete", "/v1/accounts/{id}") => {
+            let body = json!({"username": world.unique("doomed-"), "email": "d@x.test", "role": "viewer", "password": "doomed password 1"});
+            let created = world
+                .admin
+                .expect(
+                    world
+                        .admin
+                        .post(&format!("/v1/nodes/{t}/accounts"), &body)
+                        .await,
+                    201,
+                )
+                .await;
+            (
+                Rule::Node(Need::Admin, 204),
+                format!("/v1/accounts/{}", created["id"].as_str().unwrap()),
+                None,
+            )
+        }
+        ("post", "/v1/nodes/{id}/api-keys") => (
+            Rule::Node(Need::Admin, 201),
+            format!("/v1/nodes/{t}/api-keys"),
+            Some(json!({"name": "matrix", "role": "check"})),
+        ),
+        ("delete", "/v1/api-keys/{id}") => {
+            let (_, created) = api_key(world.app, &world.admin, t, "check").await;
+            (
+                Rule::Node(Need::Admin, 204),
+                format!("/v1/api-keys/{}", created["id"].as_str().unwrap()),
+                None,
+            )
+        }
+        _ => panic!(
+            "{} {template} has no row in the isolation matrix: add one",
+            method.to_uppercase()
+        ),
+    };
+    Some(entry)
+}
+
+/// The status the access rules give.
+fn expected(identity: &Identity, rule: Rule, target: &Target, owner_path: &str) -> u16 {
+    let principal = match (rule, &identity.principal) {
+        (Rule::Public(status), _) => return status,
+        (_, None) => return 401,
+        (_, Some(principal)) => principal,
+    };
+    let (node_path, role) = principal;
+    let (need, ok, visible, own) = match rule {
+        Rule::Public(_) => unreachable!(),
+        Rule::Authenticated(status) => return status,
+        Rule::Licence(need, ok) => (need, ok, node_path == owner_path, true),
+        Rule::Node(need, ok) => (
+            need,
+            ok,
+            target.path.starts_with(node_path.as_str()),
+            target.path == *node_path,
+        ),
+    };
+    if !visible {
+        return 404;
+    }
+    if role == "check" {
+        return 403;
+    }
+    match need {
+        Need::Read => ok,
+        Need::Admin if role == "admin" => ok,
+        Need::AdminAbove if role == "admin" && !own => ok,
+        _ => 403,
+    }
+}
+
+fn token(claims: &Value, secret: &[u8]) -> String {
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(Keys::from_secret(secret).kid().to_owned());
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret)).unwrap()
+}
+
+#[tokio::test]
+async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
+    let app = spawn_app_with(|config| config.jwt_secret = Some(JwtSecret(SECRET.to_vec()))).await;
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+
+    // The targets, with their paths (a node's path is its ancestors' ids).
+    let mut targets = Vec::new();
+    let parents: HashMap<&str, Option<&str>> = HashMap::from([
+        (tree.owner.as_str(), None),
+        (tree.a.as_str(), Some(tree.owner.as_str())),
+        (tree.b.as_str(), Some(tree.owner.as_str())),
+        (tree.a1.as_str(), Some(tree.a.as_str())),
+        (tree.c1.as_str(), Some(tree.a1.as_str())),
+        (tree.c2.as_str(), Some(tree.b.as_str())),
+    ]);
+    let path_of = |id: &str| {
+        let mut chain = vec![id.to_owned()];
+        let mut at = id;
+        while let Some(Some(parent)) = parents.get(at) {
+            chain.push((*parent).to_owned());
+            at = parent;
+        }
+        chain.reverse();
+        format!("/{}/", chain.join("/"))
+    };
+    for (label, id, kind) in [
+        ("owner", &tree.owner, "owner"),
+        ("A", &tree.a, "reseller"),
+        ("A1", &tree.a1, "reseller"),
+        ("C1", &tree.c1, "customer"),
+        ("B", &tree.b, "reseller"),
+        ("C2", &tree.c2, "customer"),
+    ] {
+        let node = admin
+            .expect(admin.get(&format!("/v1/nodes/{id}")).await, 200)
+            .await;
+        targets.push(Target {
+            label,
+            id: id.clone(),
+            path: path_of(id),
+            name: node["name"].as_str().unwrap().to_owned(),
+            kind,
+        });
+    }
+    let owner_path = targets[0].path.clone();
+
+    // Objects at every target: an allocation (the owner's: a licence line), an account, a key.
+    let mut world = World {
+        app: &app,
+        admin,
+        allocations: HashMap::new(),
+        accounts: HashMap::new(),
+        counter: Default::default(),
+    };
+    let licence = world
+        .admin
+        .expect(world.admin.get("/v1/licence").await, 200)
+        .await;
+    world.allocations.insert(
+        tree.owner.clone(),
+        licence["resources"][0]["id"].as_str().unwrap().to_owned(),
+    );
+    for target in &targets[1..] {
+        let listed = world
+            .admin
+            .expect(
+                world
+                    .admin
+                    .get(&format!("/v1/nodes/{}/allocations", target.id))
+                    .await,
+                200,
+            )
+            .await;
+        world.allocations.insert(
+            target.id.clone(),
+            listed["items"][0]["id"].as_str().unwrap().to_owned(),
+        );
+    }
+    for target in &targets {
+        let body = json!({"username": world.unique("dummy-"), "email": "dummy@x.test", "role": "viewer", "password": "dummy password 1"});
+        let created = world
+            .admin
+            .expect(
+                world
+                    .admin
+                    .post(&format!("/v1/nodes/{}/accounts", target.id), &body)
+                    .await,
+                201,
+            )
+            .await;
+        world.accounts.insert(
+            target.id.clone(),
+            created["id"].as_str().unwrap().to_owned(),
+        );
+        api_key(&app, &world.admin, &target.id, "viewer").await;
+    }
+    let login = json!({"username": "matrix-login", "email": "l@x.test", "role": "viewer", "password": "matrix login password"});
+    world
+        .admin
+        .expect(
+            world
+                .admin
+                .post(&format!("/v1/nodes/{}/accounts", tree.c2), &login)
+                .await,
+            201,
+        )
+        .await;
+
+    // The callers.
+    let mut identities = vec![
+        Identity {
+            label: "no credentials".into(),
+            token: None,
+            principal: None,
+        },
+        Identity {
+            label: "malformed token".into(),
+            token: Some("not.a.token".into()),
+            principal: None,
+        },
+    ];
+    let me = world
+        .admin
+        .expect(world.admin.get("/v1/me").await, 200)
+        .await;
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({"iss": "allot", "aud": "allot", "sub": me["id"], "node": me["node_id"], "role": "admin",
+                        "iat": now - 3600, "nbf": now - 3600, "exp": now - 1800});
+    identities.push(Identity {
+        label: "expired token".into(),
+        token: Some(token(&claims, &SECRET)),
+        principal: None,
+    });
+    let mut fresh = claims.clone();
+    fresh["exp"] = json!(now + 600);
+    identities.push(Identity {
+        label: "token signed with another key".into(),
+        token: Some(token(&fresh, &[1; 32])),
+        principal: None,
+    });
+    let (revoked, revoked_key) = api_key(&app, &world.admin, &tree.a, "admin").await;
+    world
+        .admin
+        .expect(
+            world
+                .admin
+                .delete(&format!(
+                    "/v1/api-keys/{}",
+                    revoked_key["id"].as_str().unwrap()
+                ))
+                .await,
+            204,
+        )
+        .await;
+    identities.push(Identity {
+        label: "revoked API key".into(),
+        token: Some(revoked.token.clone()),
+        principal: None,
+    });
+
+    let by_label: HashMap<&str, &Target> = targets.iter().map(|t| (t.label, t)).collect();
+    identities.push(Identity {
+        label: "admin@owner".into(),
+        token: Some(world.admin.token.clone()),
+        principal: Some((owner_path.clone(), "admin".into())),
+    });
+    for (node, role, username) in [
+        ("A", "admin", "admin-a"),
+        ("A", "manager", "manager-a"),
+        ("A", "viewer", "viewer-a"),
+        ("A1", "admin", "admin-a1"),
+    ] {
+        let target = by_label[node];
+        let body = json!({"username": username, "email": "p@x.test", "role": role, "password": "principal password"});
+        world
+            .admin
+            .expect(
+                world
+                    .admin
+                    .post(&format!("/v1/nodes/{}/accounts", target.id), &body)
+                    .await,
+                201,
+            )
+            .await;
+        let response = app.login(username, "principal password").await;
+        let token = response.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        identities.push(Identity {
+            label: format!("{role} account@{node}"),
+            token: Some(token),
+            principal: Some((target.path.clone(), role.into())),
+        });
+    }
+    for (node, role) in [("A", "check"), ("C1", "viewer"), ("B", "admin")] {
+        let target = by_label[node];
+        let (key, _) = api_key(&app, &world.admin, &target.id, role).await;
+        identities.push(Identity {
+            label: format!("{role} key@{node}"),
+            token: Some(key.token),
+            principal: Some((target.path.clone(), role.into())),
+        });
+    }
+
+    // Every route of the document, every target, every caller.
+    let document: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let mut failures = Vec::new();
+    let mut cells = 0;
+    for (template, item) in document["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            for target in &targets {
+                for identity in &identities {
+                    let Some((rule, path, body)) = route(&world, method, template, target).await
+                    else {
+                        continue;
+                    };
+                    let mut request = app
+                        .client
+                        .request(method.to_uppercase().parse().unwrap(), app.url(&path));
+                    if let Some(token) = &identity.token {
+                        request = request.bearer_auth(token);
+                    }
+                    if let Some(body) = &body {
+                        request = request.json(body);
+                    }
+                    let response = request.send().await.unwrap();
+                    let status = response.status().as_u16();
+                    let text = response.text().await.unwrap_or_default();
+                    let want = expected(identity, rule, target, &owner_path);
+                    cells += 1;
+                    if status != want {
+                        failures.push(format!(
+                            "{} {path} [{}] as {}: got {status}, want {want}: {}",
+                            method.to_uppercase(),
+                            target.label,
+                            identity.label,
+                            &text[..text.len().min(200)]
+                        ));
+                    }
+                    if want == 404 || want == 401 {
+                        for secret in [&target.id, &target.name] {
+                            if text.contains(secret.as_str()) {
+                                failures.push(format!(
+                                    "{} {path} [{}] as {} leaks {secret}",
+                                    method.to_uppercase(),
+                                    target.label,
+                                    identity.label
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {cells} cells wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(cells > 1000, "only {cells} cells ran");
+    app.assert_verified();
+}
