@@ -6,7 +6,7 @@
 use std::net::TcpListener;
 
 use actix_web::dev::Server;
-use actix_web::middleware::{ErrorHandlers, from_fn};
+use actix_web::middleware::{DefaultHeaders, ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
 use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
 use utoipa_actix_web::AppExt;
@@ -208,6 +208,8 @@ fn app(
         .service(SwaggerUi::new("/docs/{_:.*}").config(SwaggerConfig::from("/openapi.json")))
         .default_service(web::to(api::meta::fallback))
         .wrap(ErrorHandlers::new().default_handler(error::plain_errors_as_problems))
+        // Bodies are JSON (or the docs page): never let a browser sniff them into something else.
+        .wrap(DefaultHeaders::new().add(("x-content-type-options", "nosniff")))
         .wrap(metrics)
         .wrap(from_fn(telemetry::request_id))
 }

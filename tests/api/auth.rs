@@ -174,3 +174,43 @@ async fn a_token_from_another_installation_is_refused() {
     let response = app.get_with_token("/v1/me", &token).await;
     assert_problem(response, 401, "unauthorized").await;
 }
+
+#[tokio::test]
+async fn tokens_signed_with_a_rotated_out_key_stay_valid_until_they_expire() {
+    let (old, new) = ([5u8; 32], [6u8; 32]);
+    let app = spawn_app_with(|config| {
+        config.jwt_secret = Some(JwtSecret(new.to_vec()));
+        config.jwt_previous_secrets = vec![JwtSecret(old.to_vec())];
+    })
+    .await;
+    let fresh = app.admin_token().await;
+    let header = jsonwebtoken::decode_header(&fresh).unwrap();
+    assert_eq!(
+        header.kid.as_deref(),
+        Some(Keys::from_secret(&new).kid()),
+        "the new key signs"
+    );
+    let me: Value = app
+        .get_with_token("/v1/me", &fresh)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut claims = claims(chrono::Utc::now().timestamp());
+    claims["sub"] = me["id"].clone();
+    claims["node"] = me["node_id"].clone();
+    let signed_with_old = sign(&claims, &old, Keys::from_secret(&old).kid());
+    assert_eq!(
+        app.get_with_token("/v1/me", &signed_with_old)
+            .await
+            .status(),
+        200
+    );
+    let signed_with_other = sign(&claims, &[7; 32], Keys::from_secret(&[7; 32]).kid());
+    assert_problem(
+        app.get_with_token("/v1/me", &signed_with_other).await,
+        401,
+        "unauthorized",
+    )
+    .await;
+}

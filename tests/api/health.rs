@@ -20,6 +20,7 @@ async fn healthz_answers_ok_with_a_fresh_request_id() {
         uuid::Uuid::parse_str(&id).is_ok(),
         "a generated UUID, got {id}"
     );
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body, serde_json::json!({"status": "ok"}));
 }
