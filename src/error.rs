@@ -447,8 +447,24 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl From<diesel::result::Error> for ApiError {
+    /// Contention is not a failure: a PostgreSQL serialisation failure or deadlock, or SQLite's
+    /// lock still held after the busy timeout, answers 503 (retry), never 500.
     fn from(err: diesel::result::Error) -> Self {
-        Self::internal(err)
+        use diesel::result::{DatabaseErrorKind, Error};
+        let transient = match &err {
+            Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
+            Error::DatabaseError(_, info) => {
+                let message = info.message();
+                message.contains("deadlock detected") || message.contains("database is locked")
+            }
+            _ => false,
+        };
+        if transient {
+            tracing::warn!(error = %err, "database contention");
+            Self::Unavailable("The database is busy; retry the request.".to_owned())
+        } else {
+            Self::internal(err)
+        }
     }
 }
 

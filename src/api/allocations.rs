@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use super::common::{self, Fields, IfMatch, Page, PageRequest, etag, nullable, today};
+use super::common::{self, Fields, IfMatch, Page, PageRequest, check_date, etag, nullable, today};
 use super::extract::Json;
 use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use super::nodes::utc;
@@ -92,6 +92,10 @@ fn check_amount(amount: i64) -> Result<i64, String> {
 }
 
 fn check_span(starts_on: NaiveDate, ends_on: Option<NaiveDate>) -> Result<(), String> {
+    check_date(starts_on).map_err(|m| format!("starts_on {m}"))?;
+    if let Some(end) = ends_on {
+        check_date(end)?;
+    }
     match ends_on {
         Some(end) if end <= starts_on => Err("must be after starts_on".to_owned()),
         _ => Ok(()),
@@ -215,12 +219,10 @@ pub async fn create_allocation(
     let id = id.into_inner();
     let answer = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let found = nodes::find(conn, id)?;
-            let grantor = found.as_ref().and_then(|n| n.parent_id);
-            nodes::lock(conn, &grantor.into_iter().chain([id]).collect::<Vec<_>>())?;
+            let found = nodes::find_locked(conn, id, &[])?;
             idempotency::once(conn, &principal, &key, &raw, |conn| {
                 let node = principal.may_administer(found, Reach::Below)?;
-                let grantor = grantor.ok_or_else(|| {
+                let grantor = node.parent_id.ok_or_else(|| {
                     ApiError::validation(
                         "id",
                         "the owner's limits are its licence: use PUT /v1/licence",
@@ -311,6 +313,11 @@ pub async fn list_allocations(
 ) -> Result<web::Json<Page<AllocationView>>, ApiError> {
     let query = query.into_inner();
     let page = PageRequest::parse(query.limit, query.cursor.as_deref())?;
+    if let Some(day) = query.valid_on {
+        check_date(day).map_err(|m| {
+            ApiError::InvalidQuery(vec![crate::error::FieldError::new("valid_on", m)])
+        })?;
+    }
     let filter = AllocationFilter {
         resource: query.resource,
         active: query.active,
@@ -429,11 +436,13 @@ pub async fn update_allocation(
     let id = id.into_inner();
     let allocation = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let Some(mut allocation) = allocations::find(conn, id)? else {
+            let Some(first) = allocations::find(conn, id)? else {
                 return Err(ApiError::NotFound);
             };
-            let found = nodes::find(conn, allocation.node_id)?;
-            nodes::lock(conn, &allocation.grantor_id.into_iter().chain([allocation.node_id]).collect::<Vec<_>>())?;
+            let grantor: Vec<NodeId> = first.grantor_id.into_iter().collect();
+            let found = nodes::find_locked(conn, first.node_id, &grantor)?;
+            // Read again under the node's lock: a move may have ended it meanwhile.
+            let mut allocation = allocations::find(conn, id)?.ok_or(ApiError::NotFound)?;
             let node = principal.may_administer(found, Reach::Below)?;
             if_match.check(allocation.version)?;
             let Some(grantor) = allocation.grantor_id.filter(|g| Some(*g) == node.parent_id) else {

@@ -107,7 +107,8 @@ impl FromRequest for IfMatch {
                 .to_str()
                 .unwrap_or_default()
                 .split(',')
-                .map(|t| t.trim().trim_start_matches("W/").to_owned())
+                // If-Match compares strongly (RFC 9110): a weak tag never matches.
+                .map(|t| t.trim().to_owned())
                 .collect()
         });
         ready(Ok(Self(tags)))
@@ -189,6 +190,16 @@ pub fn record(
             request_id: principal.request_id.as_deref(),
         },
     )
+}
+
+/// Dates a request may name: years 1 to 9999, which both backends store and order alike.
+pub fn check_date(date: chrono::NaiveDate) -> Result<chrono::NaiveDate, String> {
+    use chrono::Datelike;
+    if (1..=9999).contains(&date.year()) {
+        Ok(date)
+    } else {
+        Err("must be a date in the years 1 to 9999".to_owned())
+    }
 }
 
 /// Today, in UTC: the day limits are judged on unless a request names another.

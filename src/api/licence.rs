@@ -115,6 +115,12 @@ pub fn replace(
                 format!("must be between 0 and {MAX_AMOUNT}"),
             ));
         }
+        if let Err(message) = super::common::check_date(starts_on) {
+            errors.push(FieldError::new(field("starts_on"), message));
+        }
+        if let Some(Err(message)) = line.ends_on.map(super::common::check_date) {
+            errors.push(FieldError::new(field("ends_on"), message));
+        }
         if line.ends_on.is_some_and(|end| end <= starts_on) {
             errors.push(FieldError::new(field("ends_on"), "must be after starts_on"));
         }
@@ -137,8 +143,20 @@ pub fn replace(
             },
         )
     };
-    for mut line in current(conn, owner.id, today)? {
-        let before = allocations::end(conn, &mut line, today)?;
+    // Each resource's new lines replace its old ones from the earliest new start (today at the
+    // latest): the old lines end there, so no day is counted twice. A resource left out ends today.
+    let first_day = NaiveDate::from_ymd_opt(1, 1, 1).unwrap_or(today);
+    for mut line in current(conn, owner.id, first_day)? {
+        let cut = parsed
+            .iter()
+            .filter(|(resource, ..)| *resource == line.resource)
+            .map(|(_, _, starts_on, _)| *starts_on)
+            .min()
+            .map_or(today, |earliest| earliest.min(today));
+        if line.ends_on.is_some_and(|end| end <= cut) {
+            continue;
+        }
+        let before = allocations::end(conn, &mut line, cut)?;
         record(
             conn,
             "licence.end",

@@ -446,10 +446,8 @@ pub async fn delete_node(
     let cascade = query.cascade.unwrap_or(false);
     store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let found = nodes::find(conn, id)?;
-            let parent = found.as_ref().and_then(|n| n.parent_id);
-            nodes::lock(conn, &parent.into_iter().chain([id]).collect::<Vec<_>>())?;
-            let node = principal.may_administer(found, Reach::Below)?;
+            let node =
+                principal.may_administer(nodes::find_locked(conn, id, &[])?, Reach::Below)?;
             if cascade && node.kind != NodeKind::Customer {
                 return Err(ApiError::validation(
                     "cascade",
@@ -546,16 +544,8 @@ pub async fn move_node(
     let target = body.0.parent_id;
     let node = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let found = nodes::find(conn, id)?;
-            let old_parent = found.as_ref().and_then(|n| n.parent_id);
-            nodes::lock(
-                conn,
-                &old_parent
-                    .into_iter()
-                    .chain([id, target])
-                    .collect::<Vec<_>>(),
-            )?;
-            let mut node = principal.may_administer(found, Reach::Below)?;
+            let mut node =
+                principal.may_administer(nodes::find_locked(conn, id, &[target])?, Reach::Below)?;
             let new_parent =
                 principal.may_administer(nodes::find(conn, target)?, Reach::SelfOrBelow)?;
             if node.contains(&new_parent) {

@@ -71,6 +71,8 @@ pub async fn get_usage(
 ) -> Result<web::Json<UsageReport>, ApiError> {
     let id = id.into_inner();
     let at = query.at.unwrap_or_else(today);
+    super::common::check_date(at)
+        .map_err(|m| ApiError::InvalidQuery(vec![crate::error::FieldError::new("at", m)]))?;
     let report = store::run(&state.pool, move |conn| {
         let node = principal.may_read(nodes::find(conn, id)?)?;
         let totals: std::collections::BTreeMap<String, (i64, i64)> =

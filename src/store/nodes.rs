@@ -166,6 +166,34 @@ pub fn lock(conn: &mut DbConnection, ids: &[NodeId]) -> QueryResult<()> {
     Ok(())
 }
 
+/// Reads node `id` and locks it, its parent and `others` (in path order), then reads it again:
+/// on PostgreSQL a concurrent move may have committed between the first read and the lock, and
+/// everything decided afterwards must see the node as it is now. Once its row is locked nobody can
+/// move it, so a second look suffices; if its parent did change, the new parent is locked too.
+pub fn find_locked(
+    conn: &mut DbConnection,
+    id: NodeId,
+    others: &[NodeId],
+) -> QueryResult<Option<Node>> {
+    let Some(first) = find(conn, id)? else {
+        return Ok(None);
+    };
+    let ids: Vec<NodeId> = first
+        .parent_id
+        .into_iter()
+        .chain([id])
+        .chain(others.iter().copied())
+        .collect();
+    lock(conn, &ids)?;
+    let Some(now) = find(conn, id)? else {
+        return Ok(None);
+    };
+    if now.parent_id != first.parent_id {
+        lock(conn, &now.parent_id.into_iter().collect::<Vec<_>>())?;
+    }
+    Ok(Some(now))
+}
+
 /// What a new child is made of, already validated.
 #[derive(Debug, Clone)]
 pub struct NewNode {
@@ -357,6 +385,17 @@ pub fn reparent(conn: &mut DbConnection, node: &mut Node, new_parent: &Node) -> 
     let new_prefix = format!("{}{}/", new_parent.path, node.id);
     let (low, high) = subtree_range(&old_prefix);
     let keep_from = i32::try_from(old_prefix.len() + 1).map_err(corrupt)?;
+    // Lock the whole subtree first (PostgreSQL): the rewrite below must see a child created
+    // concurrently under any of its nodes, and writers on those nodes must wait for the new paths.
+    if let DbConnection::Postgres(pg) = conn {
+        nodes::table
+            .filter(nodes::path.ge(low.clone()))
+            .filter(nodes::path.lt(high.clone()))
+            .order(nodes::path)
+            .select(nodes::id)
+            .for_update()
+            .load::<String>(pg)?;
+    }
     diesel::update(
         nodes::table
             .filter(nodes::path.ge(low))

@@ -32,7 +32,9 @@ pub fn totals(conn: &mut DbConnection, node: NodeId) -> QueryResult<BTreeMap<Str
         .collect())
 }
 
-/// Adds `delta` to `resource` at every node of `lineage`.
+/// Adds `delta` to `resource` at every node of `lineage`. The row is created first if missing
+/// (`ON CONFLICT DO NOTHING`, so two writers creating it at once do not collide), then updated in
+/// place, which serialises concurrent writers on the row.
 pub fn add(
     conn: &mut DbConnection,
     lineage: &[NodeId],
@@ -41,18 +43,22 @@ pub fn add(
 ) -> QueryResult<()> {
     for node in lineage {
         let node = node.to_string();
-        let updated = diesel::update(usage_counters::table.find((&node, resource)))
+        let row = (
+            usage_counters::node_id.eq(&node),
+            usage_counters::resource.eq(resource),
+            usage_counters::used.eq(0_i64),
+        );
+        // The two-backend connection has no ON CONFLICT; each backend's own connection has.
+        let insert = diesel::insert_into(usage_counters::table)
+            .values(row)
+            .on_conflict_do_nothing();
+        match conn {
+            DbConnection::Postgres(pg) => insert.execute(pg)?,
+            DbConnection::Sqlite(sqlite) => insert.execute(sqlite)?,
+        };
+        diesel::update(usage_counters::table.find((&node, resource)))
             .set(usage_counters::used.eq(usage_counters::used + delta))
             .execute(conn)?;
-        if updated == 0 {
-            diesel::insert_into(usage_counters::table)
-                .values((
-                    usage_counters::node_id.eq(node),
-                    usage_counters::resource.eq(resource),
-                    usage_counters::used.eq(delta),
-                ))
-                .execute(conn)?;
-        }
     }
     Ok(())
 }

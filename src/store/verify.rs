@@ -38,7 +38,37 @@ pub fn run(conn: &mut DbConnection, today: chrono::NaiveDate) -> QueryResult<Vec
         }
     }
     findings.extend(rollups(conn)?);
+    findings.extend(paths(conn)?);
     Ok(findings)
+}
+
+/// Every node's path must be its parent's path and its own id: the subtree checks rest on it.
+fn paths(conn: &mut DbConnection) -> QueryResult<Vec<String>> {
+    let nodes = nodes::all(conn)?;
+    let by_id: std::collections::HashMap<_, _> = nodes.iter().map(|n| (n.id, n)).collect();
+    Ok(nodes
+        .iter()
+        .filter_map(|node| {
+            let expected = match node.parent_id {
+                None => format!("/{}/", node.id),
+                Some(parent) => match by_id.get(&parent) {
+                    Some(parent) => format!("{}{}/", parent.path, node.id),
+                    None => {
+                        return Some(format!(
+                            "node {} hangs under {parent}, which is not a live node",
+                            node.id
+                        ));
+                    }
+                },
+            };
+            (node.path != expected).then(|| {
+                format!(
+                    "node {} has the path {} instead of {expected}",
+                    node.id, node.path
+                )
+            })
+        })
+        .collect())
 }
 
 /// A reseller's or the owner's usage counter must equal the sum of its children's.

@@ -469,3 +469,79 @@ async fn racing_clients_never_oversell_the_last_units() {
     assert_eq!(admin.usage(&reseller, "users").await["allocated"], 10);
     app.assert_verified();
 }
+
+#[tokio::test]
+async fn dates_beyond_the_year_9999_are_refused_not_stored() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+    let path = format!("/v1/nodes/{}/allocations", tree.c1);
+    let body = assert_problem(
+        admin
+            .post(
+                &path,
+                &json!({"resource": "users", "amount": 1, "ends_on": "+10000-01-01"}),
+            )
+            .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    assert_eq!(body["errors"][0]["field"], "ends_on");
+    assert_problem(
+        admin
+            .get(&format!("/v1/nodes/{}/usage?at=%2B10000-01-01", tree.c1))
+            .await,
+        400,
+        "invalid-query",
+    )
+    .await;
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn putting_the_licence_back_as_read_does_not_count_past_days_twice() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let owner = admin.node_id().await;
+    let lines = json!([{"resource": "users", "amount": 100, "starts_on": "2026-01-01"}]);
+    admin.set_licence(lines.clone()).await;
+    admin.set_licence(lines).await;
+    let report = admin
+        .expect(
+            admin
+                .get(&format!("/v1/nodes/{owner}/usage?at=2026-06-01"))
+                .await,
+            200,
+        )
+        .await;
+    assert_eq!(report["resources"][0]["limit"], 100);
+    let licence = admin.expect(admin.get("/v1/licence").await, 200).await;
+    assert_eq!(licence["resources"].as_array().unwrap().len(), 1);
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn a_weak_etag_never_matches_if_match() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+    let node = format!("/v1/nodes/{}", tree.c1);
+    assert_problem(
+        admin
+            .patch_if_match(&node, "W/\"1\"", &json!({"description": "x"}))
+            .await,
+        412,
+        "precondition-failed",
+    )
+    .await;
+    admin
+        .expect(
+            admin
+                .patch_if_match(&node, "\"1\"", &json!({"description": "x"}))
+                .await,
+            200,
+        )
+        .await;
+    app.assert_verified();
+}

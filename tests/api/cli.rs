@@ -227,7 +227,8 @@ fn verify_reports_an_oversold_node_and_exits_1() {
            VALUES ('{reseller}', '{o}', '{p}{reseller}/', 'reseller', 'Rogue', 'active', 1, '2026-01-01 00:00:00', '2026-01-01 00:00:00');
          INSERT INTO allocations (id, node_id, grantor_id, resource, amount, starts_on, active, version, created_at, updated_at)
            VALUES ('{a}', '{reseller}', '{o}', 'users', 11, '2026-01-01', TRUE, 1, '2026-01-01 00:00:00', '2026-01-01 00:00:00');
-         INSERT INTO usage_counters (node_id, resource, used) VALUES ('{reseller}', 'domains', 3);",
+         INSERT INTO usage_counters (node_id, resource, used) VALUES ('{reseller}', 'domains', 3);
+         UPDATE nodes SET path = '/elsewhere/{reseller}/' WHERE id = '{reseller}';",
         o = owner.id,
         p = owner.path,
         a = uuid::Uuid::now_v7(),
@@ -254,5 +255,10 @@ fn verify_reports_an_oversold_node_and_exits_1() {
         )),
         "{stdout}"
     );
-    assert!(stdout.contains("3 violation"), "{stdout}");
+    // And a path that does not follow from its parent's.
+    assert!(
+        stdout.contains(&format!("node {reseller} has the path /elsewhere/")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("4 violation"), "{stdout}");
 }
