@@ -33,6 +33,7 @@ def rows(args, owner_id, owner_path):
     nodes = [(top, owner_id, top_path, "reseller", "Bench Top Reseller")]
     grants = []
     usage = []
+    domains = []
     total = {r: n * args.customers for r, n in per_customer.items()}
     for resource, amount in total.items():
         grants.append((top, owner_id, resource, amount))
@@ -54,14 +55,16 @@ def rows(args, owner_id, owner_path):
                 grants.append((customer, reseller, resource, amount))
                 used = rng.randint(0, amount)
                 usage.append((customer, resource, used))
+                if resource == "domains":
+                    domains.extend((customer, f"d{made + c}-{n}.bench.example") for n in range(used))
                 for ancestor in (reseller, top, owner_id):
                     sums[(ancestor, resource)] = sums.get((ancestor, resource), 0) + used
         made += count
     usage.extend((node, resource, used) for (node, resource), used in sums.items())
-    return top, nodes, grants, usage
+    return top, nodes, grants, usage, domains
 
 
-def statements(nodes, grants, usage, boolean_true):
+def statements(nodes, grants, usage, domains, boolean_true):
     for node_id, parent, path, kind, name in nodes:
         yield (
             "INSERT INTO nodes (id, parent_id, path, kind, name, status, version, created_at, updated_at) "
@@ -74,6 +77,12 @@ def statements(nodes, grants, usage, boolean_true):
         )
     for node_id, resource, used in usage:
         yield f"INSERT INTO usage_counters (node_id, resource, used) VALUES ('{node_id}', '{resource}', {used});"
+    # The domains the counters count, so that `allot verify` finds the counters right.
+    for node_id, name in domains:
+        yield (
+            "INSERT INTO domains (id, node_id, name, status, verification_token, version, created_at, updated_at) "
+            f"VALUES ('{uuid.uuid4()}', '{node_id}', '{name}', 'active', 'bench', 1, '{NOW}', '{NOW}');"
+        )
 
 
 def main():
@@ -88,17 +97,17 @@ def main():
     if args.sqlite:
         db = sqlite3.connect(args.sqlite)
         owner_id, owner_path = db.execute("SELECT id, path FROM nodes WHERE kind = 'owner'").fetchone()
-        top, nodes, grants, usage = rows(args, owner_id, owner_path)
+        top, nodes, grants, usage, domains = rows(args, owner_id, owner_path)
         with db:
-            for statement in statements(nodes, grants, usage, "1"):
+            for statement in statements(nodes, grants, usage, domains, "1"):
                 db.execute(statement)
         db.close()
     else:
         print("\\set ON_ERROR_STOP on")
         print("BEGIN;")
         print("CREATE TEMP TABLE bench_owner AS SELECT id, path FROM nodes WHERE kind = 'owner';")
-        top, nodes, grants, usage = rows(args, "__OWNER_ID__", "__OWNER_PATH__")
-        for statement in statements(nodes, grants, usage, "TRUE"):
+        top, nodes, grants, usage, domains = rows(args, "__OWNER_ID__", "__OWNER_PATH__")
+        for statement in statements(nodes, grants, usage, domains, "TRUE"):
             statement = statement.replace("'__OWNER_ID__'", "(SELECT id FROM bench_owner)")
             statement = statement.replace("'__OWNER_PATH__", "(SELECT path FROM bench_owner) || '")
             print(statement)

@@ -40,6 +40,10 @@ pub struct Config {
     #[arg(long, env = "ALLOT_JWT_PREVIOUS_SECRETS", value_parser = parse_jwt_secret, value_delimiter = ',', hide_env_values = true, global = true)]
     pub jwt_previous_secrets: Vec<JwtSecret>,
 
+    /// The DNS server (`IP:PORT`) that domain ownership checks ask; unset: the system's resolvers.
+    #[arg(long, env = "ALLOT_DNS_RESOLVER", global = true)]
+    pub dns_resolver: Option<SocketAddr>,
+
     /// Log filter, in tracing's `EnvFilter` syntax (`info`, `allot=debug,actix_web=warn`, …).
     #[arg(long, env = "ALLOT_LOG", default_value = "info", global = true)]
     pub log: String,

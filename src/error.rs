@@ -33,6 +33,8 @@ pub enum ProblemType {
     Conflict,
     QuotaExceeded,
     NameTaken,
+    DomainTaken,
+    VerificationFailed,
     NotEmpty,
     PreconditionFailed,
     IdempotencyKeyReused,
@@ -44,7 +46,7 @@ pub enum ProblemType {
 }
 
 impl ProblemType {
-    pub const ALL: [ProblemType; 20] = [
+    pub const ALL: [ProblemType; 22] = [
         Self::MalformedBody,
         Self::UnsupportedMediaType,
         Self::PayloadTooLarge,
@@ -58,6 +60,8 @@ impl ProblemType {
         Self::Conflict,
         Self::QuotaExceeded,
         Self::NameTaken,
+        Self::DomainTaken,
+        Self::VerificationFailed,
         Self::NotEmpty,
         Self::PreconditionFailed,
         Self::IdempotencyKeyReused,
@@ -82,6 +86,8 @@ impl ProblemType {
             Self::Conflict => "conflict",
             Self::QuotaExceeded => "quota-exceeded",
             Self::NameTaken => "name-taken",
+            Self::DomainTaken => "domain-taken",
+            Self::VerificationFailed => "verification-failed",
             Self::NotEmpty => "not-empty",
             Self::PreconditionFailed => "precondition-failed",
             Self::IdempotencyKeyReused => "idempotency-key-reused",
@@ -107,6 +113,8 @@ impl ProblemType {
             Self::Conflict => "Conflict with the current state",
             Self::QuotaExceeded => "Not enough licence left",
             Self::NameTaken => "The name is taken",
+            Self::DomainTaken => "The domain is registered already",
+            Self::VerificationFailed => "The domain's ownership could not be proven",
             Self::NotEmpty => "Still in use",
             Self::PreconditionFailed => "The resource has changed",
             Self::IdempotencyKeyReused => "The Idempotency-Key was used for another request",
@@ -155,6 +163,12 @@ impl ProblemType {
             }
             Self::NameTaken => {
                 "The name is in use: a sibling node's name, or a username (usernames are unique installation-wide)."
+            }
+            Self::DomainTaken => {
+                "Every domain belongs to one customer in the whole installation, and this one is registered already (by whom is not said)."
+            }
+            Self::VerificationFailed => {
+                "No TXT record `_allot.<domain>` holding the domain's verification token was found. Publish it and retry; DNS may take a while to show it."
             }
             Self::NotEmpty => {
                 "The node still holds children, domains, mailboxes or live allocations to its children; `detail` lists them. Remove them first, or use `?cascade=true` where offered."
@@ -306,6 +320,10 @@ pub enum ApiError {
     NameTaken(String),
     #[error("{0}")]
     NotEmpty(String),
+    #[error("This domain is registered already.")]
+    DomainTaken,
+    #[error("{0}")]
+    VerificationFailed(String),
     #[error("Too many failed attempts; retry in {retry_after} seconds.")]
     TooManyRequests { retry_after: u64 },
     #[error("This Idempotency-Key was used for another request in the last 24 hours.")]
@@ -350,6 +368,8 @@ impl ApiError {
             Self::QuotaExceeded(_) => ProblemType::QuotaExceeded,
             Self::NameTaken(_) => ProblemType::NameTaken,
             Self::NotEmpty(_) => ProblemType::NotEmpty,
+            Self::DomainTaken => ProblemType::DomainTaken,
+            Self::VerificationFailed(_) => ProblemType::VerificationFailed,
             Self::PreconditionFailed { .. } => ProblemType::PreconditionFailed,
             Self::IdempotencyKeyReused => ProblemType::IdempotencyKeyReused,
             Self::TooManyRequests { .. } => ProblemType::TooManyRequests,
@@ -396,9 +416,12 @@ impl ResponseError for ApiError {
             Self::Unauthorized(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::Conflict(_) | Self::QuotaExceeded(_) | Self::NameTaken(_) | Self::NotEmpty(_) => {
-                StatusCode::CONFLICT
-            }
+            Self::Conflict(_)
+            | Self::QuotaExceeded(_)
+            | Self::NameTaken(_)
+            | Self::NotEmpty(_)
+            | Self::DomainTaken
+            | Self::VerificationFailed(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod dns;
 pub mod domain;
 pub mod error;
 pub mod init;

@@ -28,6 +28,7 @@ pub struct AppState {
     pub keys: jwt::Keys,
     pub config: Config,
     pub throttle: crate::auth::throttle::Throttle,
+    pub dns: crate::dns::Verifier,
 }
 
 /// Why start-up stopped. Printed as one line naming the setting at fault; the binary exits 2.
@@ -135,11 +136,13 @@ impl Application {
             n => n,
         };
         let shutdown_timeout = config.shutdown_timeout;
+        let dns = crate::dns::Verifier::new(config.dns_resolver);
         let state = web::Data::new(AppState {
             pool,
             keys,
             config,
             throttle: Default::default(),
+            dns,
         });
         let server = HttpServer::new(move || {
             app(

@@ -5,6 +5,7 @@
 pub mod allocations;
 pub mod auth;
 pub mod common;
+pub mod domains;
 pub mod extract;
 pub mod health;
 pub mod idempotency;
@@ -54,7 +55,13 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(principals::delete_account)
         .service(principals::create_api_key)
         .service(principals::list_api_keys)
-        .service(principals::revoke_api_key);
+        .service(principals::revoke_api_key)
+        .service(domains::create_domain)
+        .service(domains::list_domains)
+        .service(domains::get_domain)
+        .service(domains::update_domain)
+        .service(domains::delete_domain)
+        .service(domains::verify_domain);
 }
 
 #[derive(OpenApi)]
@@ -73,6 +80,7 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         (name = "allocations", description = "Grants of resources down the tree, over time"),
         (name = "usage", description = "Limits, allocations and usage per node"),
         (name = "principals", description = "Accounts and API keys"),
+        (name = "domains", description = "Customers' domains"),
         (name = "health", description = "Liveness, readiness, metrics"),
         (name = "meta", description = "This document, the docs, the problem types"),
     )

@@ -489,7 +489,20 @@ pub async fn delete_node(
                     Some(super::allocations::audit_view(&allocation)),
                 )?;
             }
-            // With `cascade`, what the customer used leaves its counters and its ancestors' sums.
+            // With `cascade`, what the customer holds goes with it (the audit trail keeps it), and
+            // what it used leaves its counters and its ancestors' sums.
+            for domain in store::domains::of_node(conn, node.id)? {
+                store::domains::delete(conn, domain.id)?;
+                common::record(
+                    conn,
+                    &principal,
+                    node.id,
+                    "domain.delete",
+                    ("domain", domain.id.to_string()),
+                    Some(json!({"name": domain.name.as_str()})),
+                    None,
+                )?;
+            }
             let used = store::usage::totals(conn, node.id)?;
             store::usage::shift(conn, &node.lineage(), &[], &used)?;
             nodes::soft_delete(conn, node.id)?;

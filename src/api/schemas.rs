@@ -5,7 +5,7 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::domain::ids::{AccountId, AllocationId, ApiKeyId, NodeId};
+use crate::domain::ids::{AccountId, AllocationId, ApiKeyId, DomainId, NodeId};
 use crate::domain::roles::Role;
 use crate::domain::tree::{NodeKind, NodeStatus};
 
@@ -44,6 +44,7 @@ uuid_schema!(
     AccountId => "An account id.",
     AllocationId => "An allocation id.",
     ApiKeyId => "An API key id (also the middle part of the key).",
+    DomainId => "A domain id.",
 );
 
 enum_schema!(

@@ -8,6 +8,7 @@
 //! | create children, change a node's details | `admin` at the node or above |
 //! | change a node's status, delete or move it | `admin` strictly above it |
 //! | grant or change a node's allocations | `admin` strictly above it (no node raises its own limits) |
+//! | manage domains (later mailboxes, modules) | `admin` or `manager` at the node or above |
 //! | read the licence | any role but `check` at the owner |
 //! | set the licence | `admin` at the owner |
 
@@ -41,6 +42,16 @@ impl Principal {
         let node = self.visible(node)?;
         if self.role == Role::Check {
             return Err(forbidden("The check role may only ask the check."));
+        }
+        Ok(node)
+    }
+
+    /// `node` for managing what a customer holds (domains, mailboxes, modules): an admin or a
+    /// manager at the node or above.
+    pub fn may_manage(&self, node: Option<Node>) -> Result<Node, ApiError> {
+        let node = self.may_read(node)?;
+        if !matches!(self.role, Role::Admin | Role::Manager) {
+            return Err(forbidden("Only an admin or a manager may do this."));
         }
         Ok(node)
     }

@@ -45,6 +45,10 @@ id_type!(
     AccountId
 );
 id_type!(
+    /// A customer's domain.
+    DomainId
+);
+id_type!(
     /// A machine's credential.
     ApiKeyId
 );

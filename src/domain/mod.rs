@@ -1,6 +1,7 @@
 //! The pure model: identifiers, the tree's kinds and statuses, roles. No I/O, no diesel, no actix,
 //! so everything here is unit-testable and every other layer can depend on it.
 
+pub mod address;
 pub mod ids;
 pub mod quota;
 pub mod resource;

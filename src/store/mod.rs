@@ -18,6 +18,7 @@ pub mod accounts;
 pub mod allocations;
 pub mod api_keys;
 pub mod audit;
+pub mod domains;
 pub mod idempotency;
 pub mod modules;
 pub mod nodes;

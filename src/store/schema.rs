@@ -144,3 +144,24 @@ diesel::table! {
         created_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    domains (id) {
+        id -> Text,
+        node_id -> Text,
+        name -> Text,
+        description -> Nullable<Text>,
+        route_host -> Nullable<Text>,
+        route_port -> Nullable<Integer>,
+        route_priority -> Nullable<Integer>,
+        status -> Text,
+        verification_token -> Text,
+        verified_at -> Nullable<Timestamp>,
+        version -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(domains -> nodes (node_id));
+diesel::allow_tables_to_appear_in_same_query!(domains, nodes);

@@ -39,6 +39,29 @@ pub fn run(conn: &mut DbConnection, today: chrono::NaiveDate) -> QueryResult<Vec
     }
     findings.extend(rollups(conn)?);
     findings.extend(paths(conn)?);
+    findings.extend(counted_rows(conn)?);
+    Ok(findings)
+}
+
+/// A customer's counters must equal the rows they count: its domains (mailboxes and module seats
+/// join as they arrive).
+fn counted_rows(conn: &mut DbConnection) -> QueryResult<Vec<String>> {
+    let mut findings = Vec::new();
+    let counted: std::collections::BTreeMap<String, i64> =
+        super::domains::counts(conn)?.into_iter().collect();
+    for node in nodes::all(conn)?
+        .into_iter()
+        .filter(|n| n.kind == NodeKind::Customer)
+    {
+        let id = node.id.to_string();
+        let rows = counted.get(&id).copied().unwrap_or(0);
+        let kept = usage::used(conn, node.id, "domains")?;
+        if rows != kept {
+            findings.push(format!(
+                "customer {id} counts {kept} domains in use but holds {rows}"
+            ));
+        }
+    }
     Ok(findings)
 }
 

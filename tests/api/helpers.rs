@@ -90,6 +90,7 @@ pub fn test_config(database_url: &str) -> Config {
         pool_size: 4,
         jwt_secret: None,
         jwt_previous_secrets: Vec::new(),
+        dns_resolver: None,
         log: "warn".to_owned(),
         log_format: LogFormat::Text,
         body_limit: 1024 * 1024,

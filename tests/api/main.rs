@@ -4,6 +4,8 @@
 mod allocations;
 mod auth;
 mod cli;
+mod dns;
+mod domains;
 mod errors;
 mod health;
 mod helpers;

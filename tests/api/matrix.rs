@@ -26,6 +26,8 @@ struct Identity {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Need {
     Read,
+    /// An admin or a manager.
+    Manage,
     Admin,
     /// An admin strictly above the target.
     AdminAbove,
@@ -57,6 +59,7 @@ struct World<'a> {
     admin: Caller<'a>,
     allocations: HashMap<String, String>,
     accounts: HashMap<String, String>,
+    domains: HashMap<String, String>,
     counter: std::sync::atomic::AtomicUsize,
 }
 
@@ -104,7 +107,7 @@ async fn route(
             Rule::Licence(Need::Admin, 200),
             template.to_owned(),
             Some(
-                json!({"resources": [{"resource": "users", "amount": 1000}, {"resource": "domains", "amount": 100}]}),
+                json!({"resources": [{"resource": "users", "amount": 1000}, {"resource": "domains", "amount": 1000}]}),
             ),
         ),
         ("get", "/v1/nodes/{id}")
@@ -208,6 +211,53 @@ async fn route(
                 None,
             )
         }
+        ("post", "/v1/nodes/{id}/domains") => (
+            Rule::Node(Need::Manage, if is_parent { 422 } else { 201 }),
+            format!("/v1/nodes/{t}/domains"),
+            Some(json!({"name": format!("{}.example", world.unique("m"))})),
+        ),
+        ("get", "/v1/nodes/{id}/domains") => (
+            Rule::Node(Need::Read, 200),
+            format!("/v1/nodes/{t}/domains"),
+            None,
+        ),
+        ("get", "/v1/domains/{id}") if !is_parent => (
+            Rule::Node(Need::Read, 200),
+            format!("/v1/domains/{}", world.domains[t]),
+            None,
+        ),
+        ("patch", "/v1/domains/{id}") if !is_parent => (
+            Rule::Node(Need::Manage, 200),
+            format!("/v1/domains/{}", world.domains[t]),
+            Some(json!({"description": "matrix"})),
+        ),
+        ("post", "/v1/domains/{id}/verify") if !is_parent => (
+            // No TXT record is published: an allowed caller learns it is missing.
+            Rule::Node(Need::Manage, 409),
+            format!("/v1/domains/{}/verify", world.domains[t]),
+            None,
+        ),
+        ("delete", "/v1/domains/{id}") if !is_parent => {
+            let body = json!({"name": format!("{}.example", world.unique("doomed"))});
+            let created = world
+                .admin
+                .expect(
+                    world
+                        .admin
+                        .post(&format!("/v1/nodes/{t}/domains"), &body)
+                        .await,
+                    201,
+                )
+                .await;
+            (
+                Rule::Node(Need::Manage, 204),
+                format!("/v1/domains/{}", created["id"].as_str().unwrap()),
+                None,
+            )
+        }
+        ("get" | "patch" | "delete", "/v1/domains/{id}") | ("post", "/v1/domains/{id}/verify") => {
+            return None;
+        }
         _ => panic!(
             "{} {template} has no row in the isolation matrix: add one",
             method.to_uppercase()
@@ -243,6 +293,7 @@ fn expected(identity: &Identity, rule: Rule, target: &Target, owner_path: &str) 
     }
     match need {
         Need::Read => ok,
+        Need::Manage if role == "admin" || role == "manager" => ok,
         Need::Admin if role == "admin" => ok,
         Need::AdminAbove if role == "admin" && !own => ok,
         _ => 403,
@@ -257,9 +308,31 @@ fn token(claims: &Value, secret: &[u8]) -> String {
 
 #[tokio::test]
 async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
-    let app = spawn_app_with(|config| config.jwt_secret = Some(JwtSecret(SECRET.to_vec()))).await;
+    let dns = crate::dns::DnsServer::start().await;
+    let app = spawn_app_with(|config| {
+        config.jwt_secret = Some(JwtSecret(SECRET.to_vec()));
+        config.dns_resolver = dns.addr;
+    })
+    .await;
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
+    // Room for every domain the matrix registers.
+    admin
+        .set_licence(
+            json!([{"resource": "users", "amount": 1000}, {"resource": "domains", "amount": 1000}]),
+        )
+        .await;
+    for (node, domains) in [
+        (&tree.a, 200),
+        (&tree.a1, 150),
+        (&tree.c1, 100),
+        (&tree.b, 200),
+        (&tree.c2, 100),
+    ] {
+        admin
+            .expect(admin.allocate(node, "domains", domains).await, 201)
+            .await;
+    }
 
     // The targets, with their paths (a node's path is its ancestors' ids).
     let mut targets = Vec::new();
@@ -308,6 +381,7 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
         admin,
         allocations: HashMap::new(),
         accounts: HashMap::new(),
+        domains: HashMap::new(),
         counter: Default::default(),
     };
     let licence = world
@@ -351,6 +425,23 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
             created["id"].as_str().unwrap().to_owned(),
         );
         api_key(&app, &world.admin, &target.id, "viewer").await;
+        if target.kind == "customer" {
+            let body = json!({"name": format!("{}.example", world.unique("fixed"))});
+            let created = world
+                .admin
+                .expect(
+                    world
+                        .admin
+                        .post(&format!("/v1/nodes/{}/domains", target.id), &body)
+                        .await,
+                    201,
+                )
+                .await;
+            world.domains.insert(
+                target.id.clone(),
+                created["id"].as_str().unwrap().to_owned(),
+            );
+        }
     }
     let login = json!({"username": "matrix-login", "email": "l@x.test", "role": "viewer", "password": "matrix login password"});
     world

@@ -1,0 +1,602 @@
+//! Customers' domains: registered once in the whole installation, each consuming one `domains`
+//! unit of its customer, with an optional delivery route and a DNS proof of ownership.
+
+use std::net::IpAddr;
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, delete, get, patch, post, web};
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+use super::common::{self, Fields, IfMatch, Page, PageRequest, etag, nullable, today};
+use super::extract::Json;
+use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
+use super::nodes::utc;
+use crate::auth::Principal;
+use crate::dns::Proof;
+use crate::domain::address::DomainName;
+use crate::domain::ids::{DomainId, NodeId};
+use crate::domain::quota::{Refusal, total_at};
+use crate::domain::tree::{self, NodeKind};
+use crate::error::{ApiError, Problem};
+use crate::startup::AppState;
+use crate::store::domains::{Domain, DomainFilter, Route};
+use crate::store::{self, DbConnection, allocations, domains, nodes, usage, write_tx};
+
+const RESOURCE: &str = "domains";
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteBody {
+    /// A host name or an IPv4/IPv6 address.
+    #[schema(example = "mx.customer.example")]
+    pub host: String,
+    /// 1–65535, default 25.
+    pub port: Option<u16>,
+    /// 1–100, higher preferred; default 50.
+    pub priority: Option<u8>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RouteView {
+    pub host: String,
+    pub port: u16,
+    pub priority: u8,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Verification {
+    /// `pending` until the TXT record is seen, then `verified`.
+    #[schema(example = "pending")]
+    pub status: &'static str,
+    /// The name of the TXT record to publish.
+    #[schema(example = "_allot.example.com")]
+    pub record: String,
+    /// The text the record must hold.
+    pub token: String,
+    pub verified_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DomainView {
+    pub id: DomainId,
+    /// The customer it belongs to.
+    pub node_id: NodeId,
+    /// ASCII (punycode), lowercase: how mail and DNS see it.
+    #[schema(example = "xn--bcher-kva.example")]
+    pub name: String,
+    /// The Unicode form, for people.
+    #[schema(example = "bücher.example")]
+    pub display_name: String,
+    pub description: Option<String>,
+    pub route: Option<RouteView>,
+    /// `active` or `disabled`.
+    #[schema(example = "active")]
+    pub status: &'static str,
+    pub verification: Verification,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&Domain> for DomainView {
+    fn from(d: &Domain) -> Self {
+        Self {
+            id: d.id,
+            node_id: d.node_id,
+            name: d.name.as_str().to_owned(),
+            display_name: d.name.unicode(),
+            description: d.description.clone(),
+            route: d.route.as_ref().map(|r| RouteView {
+                host: r.host.clone(),
+                port: r.port,
+                priority: r.priority,
+            }),
+            status: if d.active { "active" } else { "disabled" },
+            verification: Verification {
+                status: if d.verified_at.is_some() {
+                    "verified"
+                } else {
+                    "pending"
+                },
+                record: format!("_allot.{}", d.name.as_str()),
+                token: d.verification_token.clone(),
+                verified_at: d.verified_at.map(utc),
+            },
+            version: d.version,
+            created_at: utc(d.created_at),
+            updated_at: utc(d.updated_at),
+        }
+    }
+}
+
+fn audit_view(d: &Domain) -> serde_json::Value {
+    let view = DomainView::from(d);
+    json!({"name": view.name, "node_id": view.node_id, "description": view.description,
+           "route": view.route, "status": view.status, "verification": view.verification.status})
+}
+
+/// A route as given: host an IP address or a host name, port 1–65535, priority 1–100.
+fn parse_route(body: RouteBody, fields: &mut Fields) -> Option<Route> {
+    let host = match body.host.trim().parse::<IpAddr>() {
+        Ok(ip) => Some(ip.to_string()),
+        Err(_) => fields.check(
+            "route.host",
+            DomainName::parse(&body.host)
+                .map(|n| n.as_str().to_owned())
+                .map_err(|m| format!("must be an IP address or a host name: {m}")),
+        ),
+    };
+    let port = body.port.unwrap_or(25);
+    if port == 0 {
+        fields.push("route.port", "must be between 1 and 65535");
+    }
+    let priority = body.priority.unwrap_or(50);
+    if !(1..=100).contains(&priority) {
+        fields.push("route.priority", "must be between 1 and 100");
+    }
+    host.map(|host| Route {
+        host,
+        port,
+        priority,
+    })
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDomain {
+    /// Any form IDNA accepts (`Bücher.example`, `xn--bcher-kva.example`); one trailing dot is dropped.
+    #[schema(example = "customer.example")]
+    pub name: String,
+    pub description: Option<String>,
+    pub route: Option<RouteBody>,
+}
+
+/// A domain the caller may see, with its customer.
+fn visible_domain(
+    conn: &mut DbConnection,
+    principal: &Principal,
+    id: DomainId,
+) -> Result<(Domain, nodes::Node), ApiError> {
+    let domain = domains::find(conn, id)?.ok_or(ApiError::NotFound)?;
+    let node = principal.visible(nodes::find(conn, domain.node_id)?)?;
+    Ok((domain, node))
+}
+
+fn respond(status: actix_web::http::StatusCode, domain: &Domain) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::ETAG, etag(domain.version)))
+        .json(DomainView::from(domain))
+}
+
+/// Registers a domain for customer `{id}`: one `domains` unit of its licence, refused with
+/// `quota-exceeded` when none is free and with `domain-taken` when any customer has it.
+#[utoipa::path(
+    tag = "domains",
+    security(("bearer" = [])),
+    params(("id" = NodeId, Path, description = "The customer"), IdempotencyHeader),
+    request_body = CreateDomain,
+    responses(
+        (status = 201, description = "Registered, pending verification", body = DomainView, headers(("Location" = String), ("ETag" = String))),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Registered already (`domain-taken`), or no `domains` unit free (`quota-exceeded`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or the node is not a customer", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/nodes/{id}/domains")]
+pub async fn create_domain(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<NodeId>,
+    key: IdempotencyKey,
+    body: Json<CreateDomain>,
+) -> Result<HttpResponse, ApiError> {
+    let raw = body.raw().to_vec();
+    let body = body.0;
+    let mut fields = Fields::default();
+    let name = fields.check("name", DomainName::parse(&body.name));
+    let description = body
+        .description
+        .map(|d| fields.check("description", tree::parse_description(&d)));
+    let route = body.route.map(|r| parse_route(r, &mut fields));
+    fields.finish()?;
+    let (name, description, route) = (
+        name.ok_or(ApiError::NotFound)?,
+        description.flatten(),
+        route.flatten(),
+    );
+    let node_id = id.into_inner();
+    let answer = store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            let found = nodes::find_locked(conn, node_id, &[])?;
+            idempotency::once(conn, &principal, &key, &raw, |conn| {
+                let node = principal.may_manage(found)?;
+                if node.kind != NodeKind::Customer {
+                    return Err(ApiError::validation(
+                        "id",
+                        "domains belong to customers; this node is a reseller or the owner",
+                    ));
+                }
+                if domains::name_exists(conn, &name)? {
+                    return Err(ApiError::DomainTaken);
+                }
+                let today = today();
+                let limit = total_at(
+                    &allocations::limit_of(conn, node.id, RESOURCE, None)?,
+                    today,
+                );
+                let used = usage::used(conn, node.id, RESOURCE)?;
+                if used + 1 > limit {
+                    return Err(Refusal {
+                        node_id: node.id,
+                        resource: RESOURCE.to_owned(),
+                        at: today,
+                        limit,
+                        requested: 1,
+                        available: (limit - used).max(0),
+                    }
+                    .into());
+                }
+                let now = store::now();
+                let domain = Domain {
+                    id: DomainId::generate(),
+                    node_id: node.id,
+                    name,
+                    description,
+                    route,
+                    active: true,
+                    verification_token: rand::rng()
+                        .sample_iter(&Alphanumeric)
+                        .take(32)
+                        .map(char::from)
+                        .collect(),
+                    verified_at: None,
+                    version: 1,
+                    created_at: now,
+                    updated_at: now,
+                };
+                domains::insert(conn, &domain).map_err(|err| match err {
+                    diesel::result::Error::DatabaseError(
+                        diesel::result::DatabaseErrorKind::UniqueViolation,
+                        _,
+                    ) => ApiError::DomainTaken,
+                    other => other.into(),
+                })?;
+                usage::add(conn, &node.lineage(), RESOURCE, 1)?;
+                common::record(
+                    conn,
+                    &principal,
+                    node.id,
+                    "domain.create",
+                    ("domain", domain.id.to_string()),
+                    None,
+                    Some(audit_view(&domain)),
+                )?;
+                Answer::created(
+                    format!("/v1/domains/{}", domain.id),
+                    etag(domain.version),
+                    &DomainView::from(&domain),
+                )
+            })
+        })
+    })
+    .await?;
+    Ok(answer.into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DomainsQuery {
+    /// `active` or `disabled`.
+    pub status: Option<String>,
+    /// Only names (ASCII form) starting with this.
+    pub name_prefix: Option<String>,
+    /// Items per page, 1–500 (default 50).
+    pub limit: Option<u32>,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+/// The domains of `{id}`'s subtree (a reseller sees all its customers'), oldest first.
+#[utoipa::path(
+    tag = "domains",
+    security(("bearer" = [])),
+    params(("id" = NodeId, Path), DomainsQuery),
+    responses(
+        (status = 200, description = "A page of domains", body = Page<DomainView>),
+        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/nodes/{id}/domains")]
+pub async fn list_domains(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<NodeId>,
+    query: web::Query<DomainsQuery>,
+) -> Result<web::Json<Page<DomainView>>, ApiError> {
+    let query = query.into_inner();
+    let page = PageRequest::parse(query.limit, query.cursor.as_deref())?;
+    let active = match query.status.as_deref() {
+        None => None,
+        Some("active") => Some(true),
+        Some("disabled") => Some(false),
+        Some(_) => {
+            return Err(ApiError::InvalidQuery(vec![crate::error::FieldError::new(
+                "status",
+                "must be active or disabled",
+            )]));
+        }
+    };
+    let filter = DomainFilter {
+        active,
+        name_prefix: query.name_prefix.map(|p| p.to_lowercase()),
+    };
+    let id = id.into_inner();
+    let fetch = page.clone();
+    let rows = store::run(&state.pool, move |conn| {
+        let node = principal.may_read(nodes::find(conn, id)?)?;
+        Ok::<_, ApiError>(domains::list_in_subtree(
+            conn,
+            &node.path,
+            &filter,
+            fetch.after.as_deref(),
+            fetch.fetch(),
+        )?)
+    })
+    .await?;
+    Ok(web::Json(page.page(
+        rows,
+        |d| d.id.to_string(),
+        |d| DomainView::from(&d),
+    )))
+}
+
+/// One domain of the caller's subtree.
+#[utoipa::path(
+    tag = "domains",
+    security(("bearer" = [])),
+    params(("id" = DomainId, Path)),
+    responses(
+        (status = 200, description = "The domain", body = DomainView, headers(("ETag" = String))),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such domain in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/domains/{id}")]
+pub async fn get_domain(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<DomainId>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let domain = store::run(&state.pool, move |conn| {
+        let (domain, node) = visible_domain(conn, &principal, id)?;
+        principal.may_read(Some(node))?;
+        Ok::<_, ApiError>(domain)
+    })
+    .await?;
+    Ok(respond(actix_web::http::StatusCode::OK, &domain))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateDomain {
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    /// `null` removes the route.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<RouteBody>)]
+    pub route: Option<Option<RouteBody>>,
+    /// `active` or `disabled`; a disabled domain is refused by the check.
+    pub status: Option<String>,
+}
+
+/// Changes a domain's description, route or status; `If-Match` makes it conditional.
+#[utoipa::path(
+    tag = "domains",
+    security(("bearer" = [])),
+    params(("id" = DomainId, Path), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")),
+    request_body = UpdateDomain,
+    responses(
+        (status = 200, description = "The changed domain", body = DomainView, headers(("ETag" = String))),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such domain in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`If-Match` does not match", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[patch("/v1/domains/{id}")]
+pub async fn update_domain(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<DomainId>,
+    if_match: IfMatch,
+    body: Json<UpdateDomain>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.0;
+    let mut fields = Fields::default();
+    let description = body
+        .description
+        .map(|d| d.and_then(|d| fields.check("description", tree::parse_description(&d))));
+    let route = body
+        .route
+        .map(|r| r.and_then(|r| parse_route(r, &mut fields)));
+    let active = match body.status.as_deref() {
+        None => None,
+        Some("active") => Some(true),
+        Some("disabled") => Some(false),
+        Some(_) => {
+            fields.push("status", "must be active or disabled");
+            None
+        }
+    };
+    fields.finish()?;
+    let id = id.into_inner();
+    let domain = store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            let (first, _) = visible_domain(conn, &principal, id)?;
+            let node = principal.may_manage(nodes::find_locked(conn, first.node_id, &[])?)?;
+            let mut domain = domains::find(conn, id)?
+                .filter(|d| d.node_id == node.id)
+                .ok_or(ApiError::NotFound)?;
+            if_match.check(domain.version)?;
+            let before = audit_view(&domain);
+            if let Some(description) = description {
+                domain.description = description;
+            }
+            if let Some(route) = route {
+                domain.route = route;
+            }
+            if let Some(active) = active {
+                domain.active = active;
+            }
+            domains::save(conn, &mut domain)?;
+            common::record(
+                conn,
+                &principal,
+                node.id,
+                "domain.update",
+                ("domain", domain.id.to_string()),
+                Some(before),
+                Some(audit_view(&domain)),
+            )?;
+            Ok::<_, ApiError>(domain)
+        })
+    })
+    .await?;
+    Ok(respond(actix_web::http::StatusCode::OK, &domain))
+}
+
+/// Removes a domain and returns its `domains` unit to the customer's licence; the name may then be
+/// registered again.
+#[utoipa::path(
+    tag = "domains",
+    security(("bearer" = [])),
+    params(("id" = DomainId, Path)),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such domain in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/v1/domains/{id}")]
+pub async fn delete_domain(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<DomainId>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            let (first, _) = visible_domain(conn, &principal, id)?;
+            let node = principal.may_manage(nodes::find_locked(conn, first.node_id, &[])?)?;
+            let domain = domains::find(conn, id)?
+                .filter(|d| d.node_id == node.id)
+                .ok_or(ApiError::NotFound)?;
+            domains::delete(conn, domain.id)?;
+            usage::add(conn, &node.lineage(), RESOURCE, -1)?;
+            common::record(
+                conn,
+                &principal,
+                node.id,
+                "domain.delete",
+                ("domain", domain.id.to_string()),
+                Some(audit_view(&domain)),
+                None,
+            )?;
+            Ok::<_, ApiError>(())
+        })
+    })
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Looks up the TXT record `_allot.<name>` and marks the domain verified when it holds the token.
+#[utoipa::path(
+    tag = "domains",
+    security(("bearer" = [])),
+    params(("id" = DomainId, Path)),
+    responses(
+        (status = 200, description = "Verified", body = DomainView, headers(("ETag" = String))),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such domain in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The record is not there (`verification-failed`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "DNS did not answer", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/domains/{id}/verify")]
+pub async fn verify_domain(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<DomainId>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let checker = principal.clone();
+    let domain = store::run(&state.pool, move |conn| {
+        let (domain, node) = visible_domain(conn, &checker, id)?;
+        checker.may_manage(Some(node))?;
+        Ok::<_, ApiError>(domain)
+    })
+    .await?;
+    if domain.verified_at.is_some() {
+        return Ok(respond(actix_web::http::StatusCode::OK, &domain));
+    }
+    let proof = state
+        .dns
+        .check(&domain.name, &domain.verification_token)
+        .await
+        .map_err(|err| {
+            tracing::warn!(error = %err, domain = %domain.name, "verification lookup failed");
+            ApiError::Unavailable(format!(
+                "DNS did not answer for _allot.{}; retry later.",
+                domain.name
+            ))
+        })?;
+    if proof == Proof::Missing {
+        return Err(ApiError::VerificationFailed(format!(
+            "No TXT record _allot.{} holding the token {} was found.",
+            domain.name, domain.verification_token
+        )));
+    }
+    let domain = store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            let node = principal.may_manage(nodes::find_locked(conn, domain.node_id, &[])?)?;
+            let mut domain = domains::find(conn, id)?
+                .filter(|d| d.node_id == node.id)
+                .ok_or(ApiError::NotFound)?;
+            if domain.verified_at.is_none() {
+                let before = audit_view(&domain);
+                domain.verified_at = Some(store::now());
+                domains::save(conn, &mut domain)?;
+                common::record(
+                    conn,
+                    &principal,
+                    node.id,
+                    "domain.verify",
+                    ("domain", domain.id.to_string()),
+                    Some(before),
+                    Some(audit_view(&domain)),
+                )?;
+            }
+            Ok::<_, ApiError>(domain)
+        })
+    })
+    .await?;
+    Ok(respond(actix_web::http::StatusCode::OK, &domain))
+}
