@@ -68,11 +68,11 @@ fn audit_view(node: &Node) -> serde_json::Value {
     })
 }
 
-fn with_etag(mut response: HttpResponse, version: i64) -> HttpResponse {
-    if let Ok(value) = header::HeaderValue::from_str(&etag(version)) {
-        response.headers_mut().insert(header::ETAG, value);
-    }
-    response
+/// 200 with the node and its `ETag`.
+fn ok_with_etag(node: Node) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::ETAG, etag(node.version)))
+        .json(NodeView::from(node))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -226,11 +226,7 @@ pub async fn get_node(
         principal.may_read(nodes::find(conn, id)?)
     })
     .await?;
-    let version = node.version;
-    Ok(with_etag(
-        HttpResponse::Ok().json(NodeView::from(node)),
-        version,
-    ))
+    Ok(ok_with_etag(node))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -341,11 +337,7 @@ pub async fn update_node(
         })
     })
     .await?;
-    let version = node.version;
-    Ok(with_etag(
-        HttpResponse::Ok().json(NodeView::from(node)),
-        version,
-    ))
+    Ok(ok_with_etag(node))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -666,9 +658,5 @@ pub async fn move_node(
         })
     })
     .await?;
-    let version = node.version;
-    Ok(with_etag(
-        HttpResponse::Ok().json(NodeView::from(node)),
-        version,
-    ))
+    Ok(ok_with_etag(node))
 }

@@ -171,6 +171,32 @@ pub fn save(conn: &mut DbConnection, allocation: &mut Allocation) -> QueryResult
     Ok(())
 }
 
+/// Whose grants: the ones a node received (its limit) or the ones it made (what it allocated).
+enum Side {
+    To(NodeId),
+    By(NodeId),
+}
+
+fn active_grants(
+    conn: &mut DbConnection,
+    side: Side,
+    resource: &str,
+    except: Option<AllocationId>,
+) -> QueryResult<Vec<Grant>> {
+    let mut query = allocations::table
+        .filter(allocations::resource.eq(resource))
+        .filter(allocations::active.eq(true))
+        .into_boxed();
+    query = match side {
+        Side::To(node) => query.filter(allocations::node_id.eq(node.to_string())),
+        Side::By(grantor) => query.filter(allocations::grantor_id.eq(grantor.to_string())),
+    };
+    if let Some(except) = except {
+        query = query.filter(allocations::id.ne(except.to_string()));
+    }
+    Ok(load(query, conn)?.iter().map(Allocation::grant).collect())
+}
+
 /// The active grants to `node` of `resource` (its limit), except `except`.
 pub fn limit_of(
     conn: &mut DbConnection,
@@ -178,15 +204,7 @@ pub fn limit_of(
     resource: &str,
     except: Option<AllocationId>,
 ) -> QueryResult<Vec<Grant>> {
-    let mut query = allocations::table
-        .filter(allocations::node_id.eq(node.to_string()))
-        .filter(allocations::resource.eq(resource))
-        .filter(allocations::active.eq(true))
-        .into_boxed();
-    if let Some(except) = except {
-        query = query.filter(allocations::id.ne(except.to_string()));
-    }
-    Ok(load(query, conn)?.iter().map(Allocation::grant).collect())
+    active_grants(conn, Side::To(node), resource, except)
 }
 
 /// The active grants `grantor` made of `resource`, except `except`.
@@ -196,15 +214,7 @@ pub fn granted_by(
     resource: &str,
     except: Option<AllocationId>,
 ) -> QueryResult<Vec<Grant>> {
-    let mut query = allocations::table
-        .filter(allocations::grantor_id.eq(grantor.to_string()))
-        .filter(allocations::resource.eq(resource))
-        .filter(allocations::active.eq(true))
-        .into_boxed();
-    if let Some(except) = except {
-        query = query.filter(allocations::id.ne(except.to_string()));
-    }
-    Ok(load(query, conn)?.iter().map(Allocation::grant).collect())
+    active_grants(conn, Side::By(grantor), resource, except)
 }
 
 /// Filters for listing a node's allocations.
