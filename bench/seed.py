@@ -5,8 +5,8 @@ The database must have been initialised (`allot init`) and given a licence large
 (`allot licence set --resource users=... --resource domains=...`). Under the owner it creates one
 top reseller holding everything, `--resellers` sub-resellers below it, and `--customers` customers
 spread over them; every node gets `users` and `domains` allocations from its parent, and every
-customer a usage count below its limit (and every reseller and the owner the sum over its subtree,
-as allot keeps them). The result satisfies every invariant (`allot verify`).
+customer some domains (with their role addresses) and mailboxes below its limits, with the usage
+counters allot keeps (every reseller and the owner holding the sum over its subtree). The result satisfies every invariant (`allot verify`).
 
     python3 bench/seed.py --sqlite allot.db --customers 10000            # writes into the file
     python3 bench/seed.py --postgres --customers 10000 | psql "$DATABASE_URL"   # prints SQL
@@ -34,6 +34,7 @@ def rows(args, owner_id, owner_path):
     grants = []
     usage = []
     domains = []
+    mailboxes = []
     total = {r: n * args.customers for r, n in per_customer.items()}
     for resource, amount in total.items():
         grants.append((top, owner_id, resource, amount))
@@ -53,18 +54,21 @@ def rows(args, owner_id, owner_path):
             nodes.append((customer, reseller, f"{path}{customer}/", "customer", f"Bench Customer {made + c}"))
             for resource, amount in per_customer.items():
                 grants.append((customer, reseller, resource, amount))
-                used = rng.randint(0, amount)
+            # Domains first: mailboxes live on them (none without a domain).
+            held = [f"d{made + c}-{n}.bench.example" for n in range(rng.randint(0, per_customer["domains"]))]
+            users = rng.randint(0, per_customer["users"]) if held else 0
+            domains.extend((customer, name) for name in held)
+            mailboxes.extend((customer, held[0], f"user{n}") for n in range(users))
+            for resource, used in (("domains", len(held)), ("users", users)):
                 usage.append((customer, resource, used))
-                if resource == "domains":
-                    domains.extend((customer, f"d{made + c}-{n}.bench.example") for n in range(used))
                 for ancestor in (reseller, top, owner_id):
                     sums[(ancestor, resource)] = sums.get((ancestor, resource), 0) + used
         made += count
     usage.extend((node, resource, used) for (node, resource), used in sums.items())
-    return top, nodes, grants, usage, domains
+    return top, nodes, grants, usage, domains, mailboxes
 
 
-def statements(nodes, grants, usage, domains, boolean_true):
+def statements(nodes, grants, usage, domains, mailboxes, boolean_true):
     for node_id, parent, path, kind, name in nodes:
         yield (
             "INSERT INTO nodes (id, parent_id, path, kind, name, status, version, created_at, updated_at) "
@@ -77,12 +81,26 @@ def statements(nodes, grants, usage, domains, boolean_true):
         )
     for node_id, resource, used in usage:
         yield f"INSERT INTO usage_counters (node_id, resource, used) VALUES ('{node_id}', '{resource}', {used});"
-    # The domains the counters count, so that `allot verify` finds the counters right.
+    # The domains and mailboxes the counters count (with each domain's role addresses, which take
+    # no seat), so that `allot verify` finds the counters right.
+    domain_ids = {}
     for node_id, name in domains:
+        domain_ids[name] = str(uuid.uuid4())
         yield (
             "INSERT INTO domains (id, node_id, name, status, verification_token, version, created_at, updated_at) "
-            f"VALUES ('{uuid.uuid4()}', '{node_id}', '{name}', 'active', 'bench', 1, '{NOW}', '{NOW}');"
+            f"VALUES ('{domain_ids[name]}', '{node_id}', '{name}', 'active', 'bench', 1, '{NOW}', '{NOW}');"
         )
+        for role in ("postmaster", "abuse"):
+            yield mailbox(node_id, domain_ids[name], name, role, "role")
+    for node_id, name, local in mailboxes:
+        yield mailbox(node_id, domain_ids[name], name, local, "import")
+
+
+def mailbox(node_id, domain_id, domain, local, origin):
+    return (
+        "INSERT INTO mailboxes (id, node_id, domain_id, local_part, address, status, origin, version, created_at, updated_at) "
+        f"VALUES ('{uuid.uuid4()}', '{node_id}', '{domain_id}', '{local}', '{local}@{domain}', 'active', '{origin}', 1, '{NOW}', '{NOW}');"
+    )
 
 
 def main():
@@ -97,17 +115,17 @@ def main():
     if args.sqlite:
         db = sqlite3.connect(args.sqlite)
         owner_id, owner_path = db.execute("SELECT id, path FROM nodes WHERE kind = 'owner'").fetchone()
-        top, nodes, grants, usage, domains = rows(args, owner_id, owner_path)
+        top, nodes, grants, usage, domains, mailboxes = rows(args, owner_id, owner_path)
         with db:
-            for statement in statements(nodes, grants, usage, domains, "1"):
+            for statement in statements(nodes, grants, usage, domains, mailboxes, "1"):
                 db.execute(statement)
         db.close()
     else:
         print("\\set ON_ERROR_STOP on")
         print("BEGIN;")
         print("CREATE TEMP TABLE bench_owner AS SELECT id, path FROM nodes WHERE kind = 'owner';")
-        top, nodes, grants, usage, domains = rows(args, "__OWNER_ID__", "__OWNER_PATH__")
-        for statement in statements(nodes, grants, usage, domains, "TRUE"):
+        top, nodes, grants, usage, domains, mailboxes = rows(args, "__OWNER_ID__", "__OWNER_PATH__")
+        for statement in statements(nodes, grants, usage, domains, mailboxes, "TRUE"):
             statement = statement.replace("'__OWNER_ID__'", "(SELECT id FROM bench_owner)")
             statement = statement.replace("'__OWNER_PATH__", "(SELECT path FROM bench_owner) || '")
             print(statement)

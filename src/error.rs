@@ -34,6 +34,7 @@ pub enum ProblemType {
     QuotaExceeded,
     NameTaken,
     DomainTaken,
+    AddressTaken,
     VerificationFailed,
     NotEmpty,
     PreconditionFailed,
@@ -46,7 +47,7 @@ pub enum ProblemType {
 }
 
 impl ProblemType {
-    pub const ALL: [ProblemType; 22] = [
+    pub const ALL: [ProblemType; 23] = [
         Self::MalformedBody,
         Self::UnsupportedMediaType,
         Self::PayloadTooLarge,
@@ -61,6 +62,7 @@ impl ProblemType {
         Self::QuotaExceeded,
         Self::NameTaken,
         Self::DomainTaken,
+        Self::AddressTaken,
         Self::VerificationFailed,
         Self::NotEmpty,
         Self::PreconditionFailed,
@@ -87,6 +89,7 @@ impl ProblemType {
             Self::QuotaExceeded => "quota-exceeded",
             Self::NameTaken => "name-taken",
             Self::DomainTaken => "domain-taken",
+            Self::AddressTaken => "address-taken",
             Self::VerificationFailed => "verification-failed",
             Self::NotEmpty => "not-empty",
             Self::PreconditionFailed => "precondition-failed",
@@ -114,6 +117,7 @@ impl ProblemType {
             Self::QuotaExceeded => "Not enough licence left",
             Self::NameTaken => "The name is taken",
             Self::DomainTaken => "The domain is registered already",
+            Self::AddressTaken => "The address exists already",
             Self::VerificationFailed => "The domain's ownership could not be proven",
             Self::NotEmpty => "Still in use",
             Self::PreconditionFailed => "The resource has changed",
@@ -166,6 +170,9 @@ impl ProblemType {
             }
             Self::DomainTaken => {
                 "Every domain belongs to one customer in the whole installation, and this one is registered already (by whom is not said)."
+            }
+            Self::AddressTaken => {
+                "A mailbox (or alias) with this address exists already; addresses are unique across the installation."
             }
             Self::VerificationFailed => {
                 "No TXT record `_allot.<domain>` holding the domain's verification token was found. Publish it and retry; DNS may take a while to show it."
@@ -322,6 +329,8 @@ pub enum ApiError {
     NotEmpty(String),
     #[error("This domain is registered already.")]
     DomainTaken,
+    #[error("A mailbox with this address exists already.")]
+    AddressTaken,
     #[error("{0}")]
     VerificationFailed(String),
     #[error("Too many failed attempts; retry in {retry_after} seconds.")]
@@ -369,6 +378,7 @@ impl ApiError {
             Self::NameTaken(_) => ProblemType::NameTaken,
             Self::NotEmpty(_) => ProblemType::NotEmpty,
             Self::DomainTaken => ProblemType::DomainTaken,
+            Self::AddressTaken => ProblemType::AddressTaken,
             Self::VerificationFailed(_) => ProblemType::VerificationFailed,
             Self::PreconditionFailed { .. } => ProblemType::PreconditionFailed,
             Self::IdempotencyKeyReused => ProblemType::IdempotencyKeyReused,
@@ -421,6 +431,7 @@ impl ResponseError for ApiError {
             | Self::NameTaken(_)
             | Self::NotEmpty(_)
             | Self::DomainTaken
+            | Self::AddressTaken
             | Self::VerificationFailed(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,

@@ -18,14 +18,13 @@ use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use super::nodes::utc;
 use crate::auth::Principal;
 use crate::dns::Proof;
-use crate::domain::address::DomainName;
+use crate::domain::address::{DomainName, MailAddress, ROLE_LOCAL_PARTS};
 use crate::domain::ids::{DomainId, NodeId};
-use crate::domain::quota::{Refusal, total_at};
 use crate::domain::tree::{self, NodeKind};
 use crate::error::{ApiError, Problem};
 use crate::startup::AppState;
 use crate::store::domains::{Domain, DomainFilter, Route};
-use crate::store::{self, DbConnection, allocations, domains, nodes, usage, write_tx};
+use crate::store::{self, DbConnection, domains, nodes, usage, write_tx};
 
 const RESOURCE: &str = "domains";
 
@@ -156,6 +155,31 @@ pub struct CreateDomain {
     pub route: Option<RouteBody>,
 }
 
+/// A domain's postmaster@ or abuse@: created with it, consuming no seat.
+fn role_mailbox(
+    domain: &Domain,
+    local: &str,
+    now: chrono::NaiveDateTime,
+) -> store::mailboxes::Mailbox {
+    store::mailboxes::Mailbox {
+        id: crate::domain::ids::MailboxId::generate(),
+        node_id: domain.node_id,
+        domain_id: domain.id,
+        address: MailAddress::role(local, &domain.name),
+        display_name: None,
+        first_name: None,
+        last_name: None,
+        contact_email: None,
+        active: true,
+        origin: store::mailboxes::Origin::Role,
+        first_seen_at: None,
+        last_seen_at: None,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
 /// A domain the caller may see, with its customer.
 fn visible_domain(
     conn: &mut DbConnection,
@@ -226,23 +250,7 @@ pub async fn create_domain(
                 if domains::name_exists(conn, &name)? {
                     return Err(ApiError::DomainTaken);
                 }
-                let today = today();
-                let limit = total_at(
-                    &allocations::limit_of(conn, node.id, RESOURCE, None)?,
-                    today,
-                );
-                let used = usage::used(conn, node.id, RESOURCE)?;
-                if used + 1 > limit {
-                    return Err(Refusal {
-                        node_id: node.id,
-                        resource: RESOURCE.to_owned(),
-                        at: today,
-                        limit,
-                        requested: 1,
-                        available: (limit - used).max(0),
-                    }
-                    .into());
-                }
+                usage::take(conn, &node, RESOURCE, today())??;
                 let now = store::now();
                 let domain = Domain {
                     id: DomainId::generate(),
@@ -268,7 +276,9 @@ pub async fn create_domain(
                     ) => ApiError::DomainTaken,
                     other => other.into(),
                 })?;
-                usage::add(conn, &node.lineage(), RESOURCE, 1)?;
+                for local in ROLE_LOCAL_PARTS {
+                    store::mailboxes::insert(conn, &role_mailbox(&domain, local, now))?;
+                }
                 common::record(
                     conn,
                     &principal,
@@ -481,17 +491,70 @@ pub async fn update_domain(
     Ok(respond(actix_web::http::StatusCode::OK, &domain))
 }
 
+/// Removes `domain` of customer `node` with its role addresses, returning its `domains` unit;
+/// refused while it has other mailboxes unless `cascade`, which removes them too and returns their
+/// seats. Runs in the caller's write transaction, under the customer's lock.
+pub fn remove(
+    conn: &mut DbConnection,
+    principal: &Principal,
+    node: &nodes::Node,
+    domain: Domain,
+    cascade: bool,
+) -> Result<(), ApiError> {
+    let held = store::mailboxes::of_domain(conn, domain.id)?;
+    let users = held
+        .iter()
+        .filter(|m| m.origin != store::mailboxes::Origin::Role)
+        .count();
+    if users > 0 && !cascade {
+        return Err(ApiError::NotEmpty(format!(
+            "{} still has {users} mailbox(es); remove them first, or use ?cascade=true.",
+            domain.name
+        )));
+    }
+    for mailbox in held {
+        store::mailboxes::delete(conn, mailbox.id)?;
+        if mailbox.takes_seat() {
+            usage::add(conn, &node.lineage(), "users", -1)?;
+        }
+        if mailbox.origin != store::mailboxes::Origin::Role {
+            common::record(
+                conn,
+                principal,
+                node.id,
+                "mailbox.delete",
+                ("mailbox", mailbox.id.to_string()),
+                Some(json!({"address": mailbox.address.stored()})),
+                None,
+            )?;
+        }
+    }
+    domains::delete(conn, domain.id)?;
+    usage::add(conn, &node.lineage(), RESOURCE, -1)?;
+    common::record(
+        conn,
+        principal,
+        node.id,
+        "domain.delete",
+        ("domain", domain.id.to_string()),
+        Some(audit_view(&domain)),
+        None,
+    )?;
+    Ok(())
+}
+
 /// Removes a domain and returns its `domains` unit to the customer's licence; the name may then be
-/// registered again.
+/// registered again. Refused while it has mailboxes besides its role addresses, unless `cascade`.
 #[utoipa::path(
     tag = "domains",
     security(("bearer" = [])),
-    params(("id" = DomainId, Path)),
+    params(("id" = DomainId, Path), super::nodes::DeleteQuery),
     responses(
         (status = 204, description = "Removed"),
         (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such domain in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "It still has mailboxes (`not-empty`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[delete("/v1/domains/{id}")]
@@ -499,8 +562,10 @@ pub async fn delete_domain(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<DomainId>,
+    query: web::Query<super::nodes::DeleteQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
+    let cascade = query.cascade.unwrap_or(false);
     store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
             let (first, _) = visible_domain(conn, &principal, id)?;
@@ -508,17 +573,7 @@ pub async fn delete_domain(
             let domain = domains::find(conn, id)?
                 .filter(|d| d.node_id == node.id)
                 .ok_or(ApiError::NotFound)?;
-            domains::delete(conn, domain.id)?;
-            usage::add(conn, &node.lineage(), RESOURCE, -1)?;
-            common::record(
-                conn,
-                &principal,
-                node.id,
-                "domain.delete",
-                ("domain", domain.id.to_string()),
-                Some(audit_view(&domain)),
-                None,
-            )?;
+            remove(conn, &principal, &node, domain, cascade)?;
             Ok::<_, ApiError>(())
         })
     })

@@ -10,6 +10,7 @@ pub mod extract;
 pub mod health;
 pub mod idempotency;
 pub mod licence;
+pub mod mailboxes;
 pub mod meta;
 pub mod nodes;
 pub mod principals;
@@ -61,7 +62,14 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(domains::get_domain)
         .service(domains::update_domain)
         .service(domains::delete_domain)
-        .service(domains::verify_domain);
+        .service(domains::verify_domain)
+        .service(mailboxes::create_mailbox)
+        .service(mailboxes::list_mailboxes)
+        .service(mailboxes::get_mailbox)
+        .service(mailboxes::update_mailbox)
+        .service(mailboxes::disable_mailbox)
+        .service(mailboxes::enable_mailbox)
+        .service(mailboxes::delete_mailbox);
 }
 
 #[derive(OpenApi)]
@@ -81,6 +89,7 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         (name = "usage", description = "Limits, allocations and usage per node"),
         (name = "principals", description = "Accounts and API keys"),
         (name = "domains", description = "Customers' domains"),
+        (name = "mailboxes", description = "Customers' mailboxes (users)"),
         (name = "health", description = "Liveness, readiness, metrics"),
         (name = "meta", description = "This document, the docs, the problem types"),
     )

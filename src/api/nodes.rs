@@ -407,7 +407,8 @@ pub async fn list_children(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
-    /// Delete a customer with everything it holds, returning its seats to its parent.
+    /// Delete with everything held (a customer's domains and mailboxes, a domain's mailboxes),
+    /// returning the seats.
     pub cascade: Option<bool>,
 }
 
@@ -484,16 +485,7 @@ pub async fn delete_node(
             // With `cascade`, what the customer holds goes with it (the audit trail keeps it), and
             // what it used leaves its counters and its ancestors' sums.
             for domain in store::domains::of_node(conn, node.id)? {
-                store::domains::delete(conn, domain.id)?;
-                common::record(
-                    conn,
-                    &principal,
-                    node.id,
-                    "domain.delete",
-                    ("domain", domain.id.to_string()),
-                    Some(json!({"name": domain.name.as_str()})),
-                    None,
-                )?;
+                super::domains::remove(conn, &principal, &node, domain, true)?;
             }
             let used = store::usage::totals(conn, node.id)?;
             store::usage::shift(conn, &node.lineage(), &[], &used)?;

@@ -5,7 +5,7 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::domain::ids::{AccountId, AllocationId, ApiKeyId, DomainId, NodeId};
+use crate::domain::ids::{AccountId, AllocationId, ApiKeyId, DomainId, MailboxId, NodeId};
 use crate::domain::roles::Role;
 use crate::domain::tree::{NodeKind, NodeStatus};
 
@@ -45,6 +45,7 @@ uuid_schema!(
     AllocationId => "An allocation id.",
     ApiKeyId => "An API key id (also the middle part of the key).",
     DomainId => "A domain id.",
+    MailboxId => "A mailbox id.",
 );
 
 enum_schema!(

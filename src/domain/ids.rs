@@ -49,6 +49,10 @@ id_type!(
     DomainId
 );
 id_type!(
+    /// A mailbox (a user).
+    MailboxId
+);
+id_type!(
     /// A machine's credential.
     ApiKeyId
 );

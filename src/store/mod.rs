@@ -20,6 +20,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod domains;
 pub mod idempotency;
+pub mod mailboxes;
 pub mod modules;
 pub mod nodes;
 pub mod schema;

@@ -165,3 +165,29 @@ diesel::table! {
 
 diesel::joinable!(domains -> nodes (node_id));
 diesel::allow_tables_to_appear_in_same_query!(domains, nodes);
+
+diesel::table! {
+    mailboxes (id) {
+        id -> Text,
+        node_id -> Text,
+        domain_id -> Text,
+        local_part -> Text,
+        address -> Text,
+        display_name -> Nullable<Text>,
+        first_name -> Nullable<Text>,
+        last_name -> Nullable<Text>,
+        contact_email -> Nullable<Text>,
+        status -> Text,
+        origin -> Text,
+        first_seen_at -> Nullable<Timestamp>,
+        last_seen_at -> Nullable<Timestamp>,
+        version -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(mailboxes -> nodes (node_id));
+diesel::joinable!(mailboxes -> domains (domain_id));
+diesel::allow_tables_to_appear_in_same_query!(mailboxes, nodes);
+diesel::allow_tables_to_appear_in_same_query!(mailboxes, domains);

@@ -87,3 +87,31 @@ pub fn all(conn: &mut DbConnection) -> QueryResult<Vec<(String, String, i64)>> {
         ))
         .load(conn)
 }
+
+/// Takes one unit of `resource` for customer `node` on `today`, counted up its lineage, if its
+/// limit leaves one free: the check and the count happen in the caller's write transaction, under
+/// the customer's lock.
+pub fn take(
+    conn: &mut DbConnection,
+    node: &super::nodes::Node,
+    resource: &str,
+    today: chrono::NaiveDate,
+) -> QueryResult<Result<(), crate::domain::quota::Refusal>> {
+    let limit = crate::domain::quota::total_at(
+        &super::allocations::limit_of(conn, node.id, resource, None)?,
+        today,
+    );
+    let used = used(conn, node.id, resource)?;
+    if used + 1 > limit {
+        return Ok(Err(crate::domain::quota::Refusal {
+            node_id: node.id,
+            resource: resource.to_owned(),
+            at: today,
+            limit,
+            requested: 1,
+            available: (limit - used).max(0),
+        }));
+    }
+    add(conn, &node.lineage(), resource, 1)?;
+    Ok(Ok(()))
+}

@@ -43,23 +43,27 @@ pub fn run(conn: &mut DbConnection, today: chrono::NaiveDate) -> QueryResult<Vec
     Ok(findings)
 }
 
-/// A customer's counters must equal the rows they count: its domains (mailboxes and module seats
-/// join as they arrive).
+/// A customer's counters must equal the rows they count: its domains, and its active mailboxes
+/// other than role addresses (module seats join as they arrive).
 fn counted_rows(conn: &mut DbConnection) -> QueryResult<Vec<String>> {
     let mut findings = Vec::new();
-    let counted: std::collections::BTreeMap<String, i64> =
+    let domains: std::collections::BTreeMap<String, i64> =
         super::domains::counts(conn)?.into_iter().collect();
+    let seats: std::collections::BTreeMap<String, i64> =
+        super::mailboxes::seat_counts(conn)?.into_iter().collect();
     for node in nodes::all(conn)?
         .into_iter()
         .filter(|n| n.kind == NodeKind::Customer)
     {
         let id = node.id.to_string();
-        let rows = counted.get(&id).copied().unwrap_or(0);
-        let kept = usage::used(conn, node.id, "domains")?;
-        if rows != kept {
-            findings.push(format!(
-                "customer {id} counts {kept} domains in use but holds {rows}"
-            ));
+        for (resource, counted) in [("domains", &domains), ("users", &seats)] {
+            let rows = counted.get(&id).copied().unwrap_or(0);
+            let kept = usage::used(conn, node.id, resource)?;
+            if rows != kept {
+                findings.push(format!(
+                    "customer {id} counts {kept} {resource} in use but holds {rows}"
+                ));
+            }
         }
     }
     Ok(findings)

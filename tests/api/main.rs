@@ -10,6 +10,7 @@ mod errors;
 mod health;
 mod helpers;
 mod idempotency;
+mod mailboxes;
 mod matrix;
 mod nodes;
 mod openapi;

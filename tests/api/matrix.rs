@@ -60,6 +60,8 @@ struct World<'a> {
     allocations: HashMap<String, String>,
     accounts: HashMap<String, String>,
     domains: HashMap<String, String>,
+    domain_names: HashMap<String, String>,
+    mailboxes: HashMap<String, String>,
     counter: std::sync::atomic::AtomicUsize,
 }
 
@@ -258,6 +260,74 @@ async fn route(
         ("get" | "patch" | "delete", "/v1/domains/{id}") | ("post", "/v1/domains/{id}/verify") => {
             return None;
         }
+        ("post", "/v1/nodes/{id}/mailboxes") => {
+            let domain = world
+                .domain_names
+                .get(t)
+                .map_or("nowhere.example", String::as_str);
+            (
+                Rule::Node(Need::Manage, if is_parent { 422 } else { 201 }),
+                format!("/v1/nodes/{t}/mailboxes"),
+                Some(json!({"address": format!("{}@{domain}", world.unique("user"))})),
+            )
+        }
+        ("get", "/v1/nodes/{id}/mailboxes") => (
+            Rule::Node(Need::Read, 200),
+            format!("/v1/nodes/{t}/mailboxes"),
+            None,
+        ),
+        ("get", "/v1/mailboxes/{id}") if !is_parent => (
+            Rule::Node(Need::Read, 200),
+            format!("/v1/mailboxes/{}", world.mailboxes[t]),
+            None,
+        ),
+        ("patch", "/v1/mailboxes/{id}") if !is_parent => (
+            Rule::Node(Need::Manage, 200),
+            format!("/v1/mailboxes/{}", world.mailboxes[t]),
+            Some(json!({"display_name": "Matrix"})),
+        ),
+        ("post", "/v1/mailboxes/{id}/disable") if !is_parent => (
+            Rule::Node(Need::Manage, 200),
+            format!("/v1/mailboxes/{}/disable", world.mailboxes[t]),
+            None,
+        ),
+        ("post", "/v1/mailboxes/{id}/enable") if !is_parent => (
+            Rule::Node(Need::Manage, 200),
+            format!("/v1/mailboxes/{}/enable", world.mailboxes[t]),
+            None,
+        ),
+        ("delete", "/v1/mailboxes/{id}") if !is_parent => {
+            let body =
+                json!({"address": format!("{}@{}", world.unique("doomed"), world.domain_names[t])});
+            let created = world
+                .admin
+                .expect(
+                    world
+                        .admin
+                        .post(&format!("/v1/nodes/{t}/mailboxes"), &body)
+                        .await,
+                    201,
+                )
+                .await;
+            let id = created["id"].as_str().unwrap().to_owned();
+            world
+                .admin
+                .expect(
+                    world
+                        .admin
+                        .post(&format!("/v1/mailboxes/{id}/disable"), &json!({}))
+                        .await,
+                    200,
+                )
+                .await;
+            (
+                Rule::Node(Need::Manage, 204),
+                format!("/v1/mailboxes/{id}"),
+                None,
+            )
+        }
+        ("get" | "patch" | "delete", "/v1/mailboxes/{id}")
+        | ("post", "/v1/mailboxes/{id}/disable" | "/v1/mailboxes/{id}/enable") => return None,
         _ => panic!(
             "{} {template} has no row in the isolation matrix: add one",
             method.to_uppercase()
@@ -382,6 +452,8 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
         allocations: HashMap::new(),
         accounts: HashMap::new(),
         domains: HashMap::new(),
+        domain_names: HashMap::new(),
+        mailboxes: HashMap::new(),
         counter: Default::default(),
     };
     let licence = world
@@ -441,6 +513,23 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
                 target.id.clone(),
                 created["id"].as_str().unwrap().to_owned(),
             );
+            let name = created["name"].as_str().unwrap().to_owned();
+            let body = json!({"address": format!("fixed@{name}")});
+            let mailbox = world
+                .admin
+                .expect(
+                    world
+                        .admin
+                        .post(&format!("/v1/nodes/{}/mailboxes", target.id), &body)
+                        .await,
+                    201,
+                )
+                .await;
+            world.mailboxes.insert(
+                target.id.clone(),
+                mailbox["id"].as_str().unwrap().to_owned(),
+            );
+            world.domain_names.insert(target.id.clone(), name);
         }
     }
     let login = json!({"username": "matrix-login", "email": "l@x.test", "role": "viewer", "password": "matrix login password"});

@@ -1,0 +1,626 @@
+//! Mailboxes (users): each active one takes a `users` seat of its customer; disabling frees it,
+//! enabling takes it again. A mailbox must be disabled before it can be deleted; a domain's role
+//! addresses (postmaster@, abuse@) take no seat and go only with their domain.
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, delete, get, patch, post, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+use super::common::{self, Fields, IfMatch, Page, PageRequest, etag, nullable, today};
+use super::extract::Json;
+use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
+use super::nodes::utc;
+use crate::auth::Principal;
+use crate::domain::address::{DomainName, MailAddress};
+use crate::domain::ids::{DomainId, MailboxId, NodeId};
+use crate::domain::tree::{self, NodeKind};
+use crate::error::{ApiError, FieldError, Problem};
+use crate::startup::AppState;
+use crate::store::mailboxes::{Mailbox, MailboxFilter, Origin};
+use crate::store::{self, DbConnection, mailboxes, nodes, usage, write_tx};
+
+const RESOURCE: &str = "users";
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MailboxView {
+    pub id: MailboxId,
+    /// The customer it belongs to.
+    pub node_id: NodeId,
+    pub domain_id: DomainId,
+    /// `local@domain`, the domain in ASCII: what mail workers match.
+    #[schema(example = "jane.doe@example.com")]
+    pub address: String,
+    /// The domain in Unicode, for people.
+    #[schema(example = "山田太郎@株式.会社")]
+    pub display_address: String,
+    pub display_name: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub contact_email: Option<String>,
+    /// `active` or `disabled`.
+    #[schema(example = "active")]
+    pub status: &'static str,
+    /// `manual`, `import`, `check` (enrolled by a mail worker) or `role` (postmaster@, abuse@).
+    #[schema(value_type = String, example = "manual")]
+    pub origin: Origin,
+    pub first_seen_at: Option<DateTime<Utc>>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&Mailbox> for MailboxView {
+    fn from(m: &Mailbox) -> Self {
+        Self {
+            id: m.id,
+            node_id: m.node_id,
+            domain_id: m.domain_id,
+            address: m.address.stored(),
+            display_address: m.address.display(),
+            display_name: m.display_name.clone(),
+            first_name: m.first_name.clone(),
+            last_name: m.last_name.clone(),
+            contact_email: m.contact_email.clone(),
+            status: if m.active { "active" } else { "disabled" },
+            origin: m.origin,
+            first_seen_at: m.first_seen_at.map(utc),
+            last_seen_at: m.last_seen_at.map(utc),
+            version: m.version,
+            created_at: utc(m.created_at),
+            updated_at: utc(m.updated_at),
+        }
+    }
+}
+
+fn audit_view(m: &Mailbox) -> serde_json::Value {
+    json!({"address": m.address.stored(), "display_name": m.display_name, "first_name": m.first_name,
+           "last_name": m.last_name, "contact_email": m.contact_email, "active": m.active, "origin": m.origin})
+}
+
+fn respond(mailbox: &Mailbox) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::ETAG, etag(mailbox.version)))
+        .json(MailboxView::from(mailbox))
+}
+
+/// A name field: at most 200 characters, no control characters.
+fn parse_text(raw: &str) -> Result<String, String> {
+    let text = raw.trim();
+    if text.chars().count() > 200 || text.chars().any(char::is_control) {
+        return Err("must be at most 200 characters without control characters".to_owned());
+    }
+    Ok(text.to_owned())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateMailbox {
+    /// On one of the customer's domains; UTF-8 local parts and IDNA domains are welcome.
+    #[schema(example = "jane.doe@example.com")]
+    pub address: String,
+    pub display_name: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    /// An address outside the service to reach the person.
+    pub contact_email: Option<String>,
+}
+
+/// Creates a mailbox for customer `{id}`, taking one `users` seat.
+#[utoipa::path(
+    tag = "mailboxes",
+    security(("bearer" = [])),
+    params(("id" = NodeId, Path, description = "The customer"), IdempotencyHeader),
+    request_body = CreateMailbox,
+    responses(
+        (status = 201, description = "Created", body = MailboxView, headers(("Location" = String), ("ETag" = String))),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The address exists (`address-taken`), or no seat is free (`quota-exceeded`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, a domain that is not the customer's, or a node that is not a customer", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/nodes/{id}/mailboxes")]
+pub async fn create_mailbox(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<NodeId>,
+    key: IdempotencyKey,
+    body: Json<CreateMailbox>,
+) -> Result<HttpResponse, ApiError> {
+    let raw = body.raw().to_vec();
+    let body = body.0;
+    let mut fields = Fields::default();
+    let address = fields.check("address", MailAddress::parse(&body.address));
+    if address.as_ref().is_some_and(MailAddress::is_role) {
+        fields.push(
+            "address",
+            "postmaster@ and abuse@ are role addresses every domain has already",
+        );
+    }
+    let display_name = body
+        .display_name
+        .map(|v| fields.check("display_name", parse_text(&v)));
+    let first_name = body
+        .first_name
+        .map(|v| fields.check("first_name", parse_text(&v)));
+    let last_name = body
+        .last_name
+        .map(|v| fields.check("last_name", parse_text(&v)));
+    let contact_email = body
+        .contact_email
+        .map(|v| fields.check("contact_email", tree::parse_email(&v)));
+    fields.finish()?;
+    let address = address.ok_or_else(|| ApiError::validation("address", "is required"))?;
+    let node_id = id.into_inner();
+    let answer = store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            let found = nodes::find_locked(conn, node_id, &[])?;
+            idempotency::once(conn, &principal, &key, &raw, |conn| {
+                let node = principal.may_manage(found)?;
+                if node.kind != NodeKind::Customer {
+                    return Err(ApiError::validation(
+                        "id",
+                        "mailboxes belong to customers; this node is a reseller or the owner",
+                    ));
+                }
+                let domain = store::domains::of_node(conn, node.id)?
+                    .into_iter()
+                    .find(|d| d.name == *address.domain())
+                    .ok_or_else(|| {
+                        ApiError::validation(
+                            "address",
+                            format!(
+                                "{} is not one of this customer's domains",
+                                address.domain().unicode()
+                            ),
+                        )
+                    })?;
+                if mailboxes::address_exists(conn, &address)? {
+                    return Err(ApiError::AddressTaken);
+                }
+                usage::take(conn, &node, RESOURCE, today())??;
+                let now = store::now();
+                let mailbox = Mailbox {
+                    id: MailboxId::generate(),
+                    node_id: node.id,
+                    domain_id: domain.id,
+                    address,
+                    display_name: display_name.flatten(),
+                    first_name: first_name.flatten(),
+                    last_name: last_name.flatten(),
+                    contact_email: contact_email.flatten(),
+                    active: true,
+                    origin: Origin::Manual,
+                    first_seen_at: None,
+                    last_seen_at: None,
+                    version: 1,
+                    created_at: now,
+                    updated_at: now,
+                };
+                mailboxes::insert(conn, &mailbox).map_err(|err| match err {
+                    diesel::result::Error::DatabaseError(
+                        diesel::result::DatabaseErrorKind::UniqueViolation,
+                        _,
+                    ) => ApiError::AddressTaken,
+                    other => other.into(),
+                })?;
+                common::record(
+                    conn,
+                    &principal,
+                    node.id,
+                    "mailbox.create",
+                    ("mailbox", mailbox.id.to_string()),
+                    None,
+                    Some(audit_view(&mailbox)),
+                )?;
+                Answer::created(
+                    format!("/v1/mailboxes/{}", mailbox.id),
+                    etag(mailbox.version),
+                    &MailboxView::from(&mailbox),
+                )
+            })
+        })
+    })
+    .await?;
+    Ok(answer.into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MailboxesQuery {
+    /// `active` or `disabled`.
+    pub status: Option<String>,
+    /// `manual`, `import`, `check` or `role`.
+    pub origin: Option<String>,
+    /// Only addresses starting with this.
+    pub address_prefix: Option<String>,
+    /// Only addresses on this domain (any IDNA form).
+    pub domain: Option<String>,
+    /// Items per page, 1–500 (default 50).
+    pub limit: Option<u32>,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+fn parse_filter(query: &MailboxesQuery) -> Result<MailboxFilter, ApiError> {
+    let mut errors = Vec::new();
+    let active = match query.status.as_deref() {
+        None => None,
+        Some("active") => Some(true),
+        Some("disabled") => Some(false),
+        Some(_) => {
+            errors.push(FieldError::new("status", "must be active or disabled"));
+            None
+        }
+    };
+    let origin = match query.origin.as_deref() {
+        None => None,
+        Some(text) => match [Origin::Manual, Origin::Import, Origin::Check, Origin::Role]
+            .into_iter()
+            .find(|o| o.as_str() == text)
+        {
+            Some(origin) => Some(origin),
+            None => {
+                errors.push(FieldError::new(
+                    "origin",
+                    "must be manual, import, check or role",
+                ));
+                None
+            }
+        },
+    };
+    let domain = match query.domain.as_deref().map(DomainName::parse) {
+        None => None,
+        Some(Ok(domain)) => Some(domain),
+        Some(Err(message)) => {
+            errors.push(FieldError::new("domain", message));
+            None
+        }
+    };
+    if errors.is_empty() {
+        Ok(MailboxFilter {
+            active,
+            origin,
+            address_prefix: query.address_prefix.clone(),
+            domain,
+        })
+    } else {
+        Err(ApiError::InvalidQuery(errors))
+    }
+}
+
+/// The mailboxes of `{id}`'s subtree, oldest first.
+#[utoipa::path(
+    tag = "mailboxes",
+    security(("bearer" = [])),
+    params(("id" = NodeId, Path), MailboxesQuery),
+    responses(
+        (status = 200, description = "A page of mailboxes", body = Page<MailboxView>),
+        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/nodes/{id}/mailboxes")]
+pub async fn list_mailboxes(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<NodeId>,
+    query: web::Query<MailboxesQuery>,
+) -> Result<web::Json<Page<MailboxView>>, ApiError> {
+    let query = query.into_inner();
+    let page = PageRequest::parse(query.limit, query.cursor.as_deref())?;
+    let filter = parse_filter(&query)?;
+    let id = id.into_inner();
+    let fetch = page.clone();
+    let rows = store::run(&state.pool, move |conn| {
+        let node = principal.may_read(nodes::find(conn, id)?)?;
+        Ok::<_, ApiError>(mailboxes::list_in_subtree(
+            conn,
+            &node.path,
+            &filter,
+            fetch.after.as_deref(),
+            fetch.fetch(),
+        )?)
+    })
+    .await?;
+    Ok(web::Json(page.page(
+        rows,
+        |m| m.id.to_string(),
+        |m| MailboxView::from(&m),
+    )))
+}
+
+/// A mailbox the caller may see, with its customer.
+fn visible_mailbox(
+    conn: &mut DbConnection,
+    principal: &Principal,
+    id: MailboxId,
+) -> Result<(Mailbox, nodes::Node), ApiError> {
+    let mailbox = mailboxes::find(conn, id)?.ok_or(ApiError::NotFound)?;
+    let node = principal.visible(nodes::find(conn, mailbox.node_id)?)?;
+    Ok((mailbox, node))
+}
+
+/// The mailbox for a change: visible, managed by the caller, read again under its customer's lock.
+fn locked_mailbox(
+    conn: &mut DbConnection,
+    principal: &Principal,
+    id: MailboxId,
+) -> Result<(Mailbox, nodes::Node), ApiError> {
+    let (first, _) = visible_mailbox(conn, principal, id)?;
+    let node = principal.may_manage(nodes::find_locked(conn, first.node_id, &[])?)?;
+    let mailbox = mailboxes::find(conn, id)?
+        .filter(|m| m.node_id == node.id)
+        .ok_or(ApiError::NotFound)?;
+    Ok((mailbox, node))
+}
+
+/// One mailbox of the caller's subtree.
+#[utoipa::path(
+    tag = "mailboxes",
+    security(("bearer" = [])),
+    params(("id" = MailboxId, Path)),
+    responses(
+        (status = 200, description = "The mailbox", body = MailboxView, headers(("ETag" = String))),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such mailbox in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/mailboxes/{id}")]
+pub async fn get_mailbox(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<MailboxId>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let mailbox = store::run(&state.pool, move |conn| {
+        let (mailbox, node) = visible_mailbox(conn, &principal, id)?;
+        principal.may_read(Some(node))?;
+        Ok::<_, ApiError>(mailbox)
+    })
+    .await?;
+    Ok(respond(&mailbox))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMailbox {
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub display_name: Option<Option<String>>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub first_name: Option<Option<String>>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub last_name: Option<Option<String>>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub contact_email: Option<Option<String>>,
+}
+
+/// Changes a mailbox's names or contact address; `If-Match` makes it conditional. (Its status
+/// changes through `disable` and `enable`, which count seats.)
+#[utoipa::path(
+    tag = "mailboxes",
+    security(("bearer" = [])),
+    params(("id" = MailboxId, Path), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")),
+    request_body = UpdateMailbox,
+    responses(
+        (status = 200, description = "The changed mailbox", body = MailboxView, headers(("ETag" = String))),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such mailbox in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`If-Match` does not match", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[patch("/v1/mailboxes/{id}")]
+pub async fn update_mailbox(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<MailboxId>,
+    if_match: IfMatch,
+    body: Json<UpdateMailbox>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.0;
+    let mut fields = Fields::default();
+    let display_name = body
+        .display_name
+        .map(|v| v.and_then(|v| fields.check("display_name", parse_text(&v))));
+    let first_name = body
+        .first_name
+        .map(|v| v.and_then(|v| fields.check("first_name", parse_text(&v))));
+    let last_name = body
+        .last_name
+        .map(|v| v.and_then(|v| fields.check("last_name", parse_text(&v))));
+    let contact_email = body
+        .contact_email
+        .map(|v| v.and_then(|v| fields.check("contact_email", tree::parse_email(&v))));
+    fields.finish()?;
+    let id = id.into_inner();
+    let mailbox = store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            let (mut mailbox, node) = locked_mailbox(conn, &principal, id)?;
+            if_match.check(mailbox.version)?;
+            let before = audit_view(&mailbox);
+            if let Some(v) = display_name {
+                mailbox.display_name = v;
+            }
+            if let Some(v) = first_name {
+                mailbox.first_name = v;
+            }
+            if let Some(v) = last_name {
+                mailbox.last_name = v;
+            }
+            if let Some(v) = contact_email {
+                mailbox.contact_email = v;
+            }
+            mailboxes::save(conn, &mut mailbox)?;
+            common::record(
+                conn,
+                &principal,
+                node.id,
+                "mailbox.update",
+                ("mailbox", mailbox.id.to_string()),
+                Some(before),
+                Some(audit_view(&mailbox)),
+            )?;
+            Ok::<_, ApiError>(mailbox)
+        })
+    })
+    .await?;
+    Ok(respond(&mailbox))
+}
+
+/// Sets a mailbox active or disabled, taking or freeing its seat.
+async fn set_active(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: MailboxId,
+    active: bool,
+) -> Result<HttpResponse, ApiError> {
+    let mailbox = store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            let (mut mailbox, node) = locked_mailbox(conn, &principal, id)?;
+            if mailbox.active == active {
+                return Ok(mailbox);
+            }
+            if mailbox.origin != Origin::Role {
+                if active {
+                    usage::take(conn, &node, RESOURCE, today())??;
+                } else {
+                    usage::add(conn, &node.lineage(), RESOURCE, -1)?;
+                }
+            }
+            let before = audit_view(&mailbox);
+            mailbox.active = active;
+            mailboxes::save(conn, &mut mailbox)?;
+            let action = if active {
+                "mailbox.enable"
+            } else {
+                "mailbox.disable"
+            };
+            common::record(
+                conn,
+                &principal,
+                node.id,
+                action,
+                ("mailbox", mailbox.id.to_string()),
+                Some(before),
+                Some(audit_view(&mailbox)),
+            )?;
+            Ok::<_, ApiError>(mailbox)
+        })
+    })
+    .await?;
+    Ok(respond(&mailbox))
+}
+
+/// Disables a mailbox: it is refused by the check and frees its seat. Disabling a disabled one
+/// changes nothing.
+#[utoipa::path(
+    tag = "mailboxes",
+    security(("bearer" = [])),
+    params(("id" = MailboxId, Path)),
+    responses(
+        (status = 200, description = "Disabled", body = MailboxView, headers(("ETag" = String))),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such mailbox in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/mailboxes/{id}/disable")]
+pub async fn disable_mailbox(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<MailboxId>,
+) -> Result<HttpResponse, ApiError> {
+    set_active(state, principal, id.into_inner(), false).await
+}
+
+/// Enables a mailbox again, taking a seat: refused with `quota-exceeded` when none is free.
+#[utoipa::path(
+    tag = "mailboxes",
+    security(("bearer" = [])),
+    params(("id" = MailboxId, Path)),
+    responses(
+        (status = 200, description = "Enabled", body = MailboxView, headers(("ETag" = String))),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such mailbox in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No seat is free (`quota-exceeded`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/mailboxes/{id}/enable")]
+pub async fn enable_mailbox(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<MailboxId>,
+) -> Result<HttpResponse, ApiError> {
+    set_active(state, principal, id.into_inner(), true).await
+}
+
+/// Deletes a disabled mailbox. An active one must be disabled first; role addresses go only with
+/// their domain.
+#[utoipa::path(
+    tag = "mailboxes",
+    security(("bearer" = [])),
+    params(("id" = MailboxId, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such mailbox in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Still active, or a role address", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/v1/mailboxes/{id}")]
+pub async fn delete_mailbox(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<MailboxId>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            let (mailbox, node) = locked_mailbox(conn, &principal, id)?;
+            if mailbox.origin == Origin::Role {
+                return Err(ApiError::Conflict(
+                    "postmaster@ and abuse@ go only with their domain.".to_owned(),
+                ));
+            }
+            if mailbox.active {
+                return Err(ApiError::Conflict(
+                    "Disable the mailbox first (POST /v1/mailboxes/{id}/disable).".to_owned(),
+                ));
+            }
+            mailboxes::delete(conn, mailbox.id)?;
+            common::record(
+                conn,
+                &principal,
+                node.id,
+                "mailbox.delete",
+                ("mailbox", mailbox.id.to_string()),
+                Some(audit_view(&mailbox)),
+                None,
+            )?;
+            Ok::<_, ApiError>(())
+        })
+    })
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,433 @@
+//! Mailboxes: seats taken and freed, addresses unique and well-formed, delete only when disabled.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Caller, Tree, assert_problem, seed_tree, spawn_app};
+
+/// The tree with a domain for C1 and one for C2.
+async fn with_domains(admin: &Caller<'_>) -> Tree {
+    let tree = seed_tree(admin).await;
+    admin
+        .expect(
+            admin
+                .post(
+                    &format!("/v1/nodes/{}/domains", tree.c1),
+                    &json!({"name": "c1.example"}),
+                )
+                .await,
+            201,
+        )
+        .await;
+    admin
+        .expect(
+            admin
+                .post(
+                    &format!("/v1/nodes/{}/domains", tree.c2),
+                    &json!({"name": "株式.会社"}),
+                )
+                .await,
+            201,
+        )
+        .await;
+    tree
+}
+
+#[tokio::test]
+async fn a_mailbox_takes_a_seat_and_every_domain_has_its_role_addresses() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = with_domains(&admin).await;
+    let roles = admin
+        .expect(
+            admin
+                .get(&format!("/v1/nodes/{}/mailboxes?origin=role", tree.c1))
+                .await,
+            200,
+        )
+        .await;
+    let roles: Vec<&str> = roles["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["postmaster@c1.example", "abuse@c1.example"]);
+    assert_eq!(
+        admin.usage(&tree.c1, "users").await["used"],
+        0,
+        "role addresses take no seat"
+    );
+
+    let response = admin
+        .post(
+            &format!("/v1/nodes/{}/mailboxes", tree.c2),
+            &json!({"address": "山田太郎@株式.会社", "display_name": "Yamada Taro"}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let mailbox: Value = response.json().await.unwrap();
+    assert_eq!(mailbox["display_address"], "山田太郎@株式.会社");
+    assert!(
+        mailbox["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("山田太郎@xn--")
+    );
+    assert_eq!(
+        (mailbox["status"].as_str(), mailbox["origin"].as_str()),
+        (Some("active"), Some("manual"))
+    );
+    assert_eq!(admin.usage(&tree.c2, "users").await["used"], 1);
+    assert_eq!(admin.usage(&tree.owner, "users").await["used"], 1);
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn addresses_are_unique_and_must_be_on_the_customers_own_domains() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = with_domains(&admin).await;
+    let path = format!("/v1/nodes/{}/mailboxes", tree.c1);
+    admin
+        .expect(
+            admin
+                .post(&path, &json!({"address": "Jane@C1.example"}))
+                .await,
+            201,
+        )
+        .await;
+    assert_problem(
+        admin
+            .post(&path, &json!({"address": "Jane@c1.EXAMPLE"}))
+            .await,
+        409,
+        "address-taken",
+    )
+    .await;
+    admin
+        .expect(
+            admin
+                .post(&path, &json!({"address": "jane@c1.example"}))
+                .await,
+            201,
+        )
+        .await;
+    let body = assert_problem(
+        admin.post(&path, &json!({"address": "x@株式.会社"})).await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not one of this customer's domains")
+    );
+    assert_problem(
+        admin
+            .post(&path, &json!({"address": "postmaster@c1.example"}))
+            .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    for bad in [
+        "no-at",
+        "a..b@c1.example",
+        "\"open@c1.example",
+        "a b@c1.example",
+    ] {
+        let body = assert_problem(
+            admin.post(&path, &json!({"address": bad})).await,
+            422,
+            "validation-failed",
+        )
+        .await;
+        assert_eq!(body["errors"][0]["field"], "address", "{bad}");
+    }
+    admin
+        .expect(
+            admin
+                .post(&path, &json!({"address": "\"john smith\"@c1.example"}))
+                .await,
+            201,
+        )
+        .await;
+    assert_eq!(admin.usage(&tree.c1, "users").await["used"], 3);
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn disabling_frees_the_seat_and_enabling_takes_it_when_one_is_free() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = with_domains(&admin).await;
+    let grant = admin
+        .expect(
+            admin
+                .get(&format!("/v1/nodes/{}/allocations?resource=users", tree.c1))
+                .await,
+            200,
+        )
+        .await;
+    let grant = grant["items"][0]["id"].as_str().unwrap().to_owned();
+    admin
+        .expect(
+            admin
+                .patch(&format!("/v1/allocations/{grant}"), &json!({"amount": 1}))
+                .await,
+            200,
+        )
+        .await;
+    let path = format!("/v1/nodes/{}/mailboxes", tree.c1);
+    let first = admin
+        .expect(
+            admin
+                .post(&path, &json!({"address": "one@c1.example"}))
+                .await,
+            201,
+        )
+        .await;
+    let body = assert_problem(
+        admin
+            .post(&path, &json!({"address": "two@c1.example"}))
+            .await,
+        409,
+        "quota-exceeded",
+    )
+    .await;
+    assert_eq!(
+        (
+            body["resource"].as_str(),
+            body["limit"].as_i64(),
+            body["available"].as_i64()
+        ),
+        (Some("users"), Some(1), Some(0))
+    );
+    let id = first["id"].as_str().unwrap();
+    let disabled = admin
+        .expect(
+            admin
+                .post(&format!("/v1/mailboxes/{id}/disable"), &json!({}))
+                .await,
+            200,
+        )
+        .await;
+    assert_eq!(disabled["status"], "disabled");
+    let second = admin
+        .expect(
+            admin
+                .post(&path, &json!({"address": "two@c1.example"}))
+                .await,
+            201,
+        )
+        .await;
+    assert_eq!(second["status"], "active");
+    assert_problem(
+        admin
+            .post(&format!("/v1/mailboxes/{id}/enable"), &json!({}))
+            .await,
+        409,
+        "quota-exceeded",
+    )
+    .await;
+    assert_eq!(admin.usage(&tree.c1, "users").await["used"], 1);
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn a_mailbox_is_deleted_only_once_disabled_and_role_addresses_never() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = with_domains(&admin).await;
+    let created = admin
+        .expect(
+            admin
+                .post(
+                    &format!("/v1/nodes/{}/mailboxes", tree.c1),
+                    &json!({"address": "bye@c1.example"}),
+                )
+                .await,
+            201,
+        )
+        .await;
+    let path = format!("/v1/mailboxes/{}", created["id"].as_str().unwrap());
+    assert_problem(admin.delete(&path).await, 409, "conflict").await;
+    admin
+        .expect(
+            admin.post(&format!("{path}/disable"), &json!({})).await,
+            200,
+        )
+        .await;
+    admin.expect(admin.delete(&path).await, 204).await;
+    assert_problem(admin.get(&path).await, 404, "not-found").await;
+    let roles = admin
+        .expect(
+            admin
+                .get(&format!("/v1/nodes/{}/mailboxes?origin=role", tree.c1))
+                .await,
+            200,
+        )
+        .await;
+    let postmaster = roles["items"][0]["id"].as_str().unwrap();
+    assert_problem(
+        admin.delete(&format!("/v1/mailboxes/{postmaster}")).await,
+        409,
+        "conflict",
+    )
+    .await;
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn a_domain_with_mailboxes_goes_only_with_cascade_and_returns_their_seats() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = with_domains(&admin).await;
+    admin
+        .expect(
+            admin
+                .post(
+                    &format!("/v1/nodes/{}/mailboxes", tree.c1),
+                    &json!({"address": "stay@c1.example"}),
+                )
+                .await,
+            201,
+        )
+        .await;
+    let domains = admin
+        .expect(
+            admin.get(&format!("/v1/nodes/{}/domains", tree.c1)).await,
+            200,
+        )
+        .await;
+    let domain = format!(
+        "/v1/domains/{}",
+        domains["items"][0]["id"].as_str().unwrap()
+    );
+    assert_problem(admin.delete(&domain).await, 409, "not-empty").await;
+    admin
+        .expect(admin.delete(&format!("{domain}?cascade=true")).await, 204)
+        .await;
+    assert_eq!(admin.usage(&tree.c1, "users").await["used"], 0);
+    let left = admin
+        .expect(
+            admin.get(&format!("/v1/nodes/{}/mailboxes", tree.c1)).await,
+            200,
+        )
+        .await;
+    assert_eq!(left["items"], json!([]));
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn mailboxes_are_listed_and_changed_field_by_field() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = with_domains(&admin).await;
+    let created = admin
+        .expect(
+            admin
+                .post(
+                    &format!("/v1/nodes/{}/mailboxes", tree.c1),
+                    &json!({"address": "ann@c1.example", "first_name": "Ann"}),
+                )
+                .await,
+            201,
+        )
+        .await;
+    let path = format!("/v1/mailboxes/{}", created["id"].as_str().unwrap());
+    let changed = admin
+        .expect(
+            admin
+                .patch(&path, &json!({"last_name": "Lee", "first_name": null}))
+                .await,
+            200,
+        )
+        .await;
+    assert_eq!(
+        (changed["first_name"].clone(), changed["last_name"].as_str()),
+        (Value::Null, Some("Lee"))
+    );
+    assert_problem(
+        admin.patch(&path, &json!({"status": "disabled"})).await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    let listed = admin
+        .expect(
+            admin
+                .get(&format!(
+                    "/v1/nodes/{}/mailboxes?address_prefix=ann&status=active",
+                    tree.a
+                ))
+                .await,
+            200,
+        )
+        .await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    let by_domain = admin
+        .expect(
+            admin
+                .get(&format!(
+                    "/v1/nodes/{}/mailboxes?domain=C1.example&origin=manual",
+                    tree.owner
+                ))
+                .await,
+            200,
+        )
+        .await;
+    assert_eq!(by_domain["items"].as_array().unwrap().len(), 1);
+    assert_problem(
+        admin
+            .get(&format!("/v1/nodes/{}/mailboxes?origin=robot", tree.owner))
+            .await,
+        400,
+        "invalid-query",
+    )
+    .await;
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn the_last_seat_raced_by_32_creates_is_taken_once() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = with_domains(&admin).await;
+    let grant = admin
+        .expect(
+            admin
+                .get(&format!("/v1/nodes/{}/allocations?resource=users", tree.c1))
+                .await,
+            200,
+        )
+        .await;
+    let grant = grant["items"][0]["id"].as_str().unwrap().to_owned();
+    admin
+        .expect(
+            admin
+                .patch(&format!("/v1/allocations/{grant}"), &json!({"amount": 1}))
+                .await,
+            200,
+        )
+        .await;
+    let attempts = (0..32).map(|i| {
+        let admin = &admin;
+        let path = format!("/v1/nodes/{}/mailboxes", tree.c1);
+        async move {
+            admin
+                .post(&path, &json!({"address": format!("racer{i}@c1.example")}))
+                .await
+        }
+    });
+    let responses = futures_util::future::join_all(attempts).await;
+    assert_eq!(responses.iter().filter(|r| r.status() == 201).count(), 1);
+    assert!(
+        responses
+            .iter()
+            .all(|r| r.status() == 201 || r.status() == 409)
+    );
+    app.assert_verified();
+}
