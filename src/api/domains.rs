@@ -512,6 +512,7 @@ pub fn remove(
             domain.name
         )));
     }
+    store::aliases::delete_touching_domain(conn, domain.id)?;
     for mailbox in held {
         store::mailboxes::delete(conn, mailbox.id)?;
         if mailbox.takes_seat() {

@@ -15,10 +15,11 @@ use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use super::nodes::utc;
 use crate::auth::Principal;
 use crate::domain::address::{DomainName, MailAddress};
-use crate::domain::ids::{DomainId, MailboxId, NodeId};
+use crate::domain::ids::{AliasId, DomainId, MailboxId, NodeId};
 use crate::domain::tree::{self, NodeKind};
 use crate::error::{ApiError, FieldError, Problem};
 use crate::startup::AppState;
+use crate::store::aliases::Alias;
 use crate::store::mailboxes::{Mailbox, MailboxFilter, Origin};
 use crate::store::{self, DbConnection, mailboxes, nodes, usage, write_tx};
 
@@ -180,7 +181,7 @@ pub async fn create_mailbox(
                             ),
                         )
                     })?;
-                if mailboxes::address_exists(conn, &address)? {
+                if store::aliases::address_taken(conn, &address)? {
                     return Err(ApiError::AddressTaken);
                 }
                 usage::take(conn, &node, RESOURCE, today())??;
@@ -608,6 +609,7 @@ pub async fn delete_mailbox(
                     "Disable the mailbox first (POST /v1/mailboxes/{id}/disable).".to_owned(),
                 ));
             }
+            store::aliases::delete_of_mailbox(conn, mailbox.id)?;
             mailboxes::delete(conn, mailbox.id)?;
             common::record(
                 conn,
@@ -616,6 +618,185 @@ pub async fn delete_mailbox(
                 "mailbox.delete",
                 ("mailbox", mailbox.id.to_string()),
                 Some(audit_view(&mailbox)),
+                None,
+            )?;
+            Ok::<_, ApiError>(())
+        })
+    })
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AliasView {
+    pub id: AliasId,
+    pub mailbox_id: MailboxId,
+    /// `local@domain`, the domain in ASCII.
+    #[schema(example = "sales@example.com")]
+    pub address: String,
+    /// The domain in Unicode, for people.
+    pub display_address: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&Alias> for AliasView {
+    fn from(a: &Alias) -> Self {
+        Self {
+            id: a.id,
+            mailbox_id: a.mailbox_id,
+            address: a.address.stored(),
+            display_address: a.address.display(),
+            created_at: utc(a.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAlias {
+    /// On any of the mailbox's customer's domains; unique across mailboxes and aliases.
+    #[schema(example = "sales@example.com")]
+    pub address: String,
+}
+
+/// Adds an alias to a mailbox: another address on any of its customer's domains that delivers to
+/// it. At most the customer's `max_aliases_per_mailbox` (default 10) per mailbox; aliases take no
+/// seat.
+#[utoipa::path(
+    tag = "mailboxes",
+    security(("bearer" = [])),
+    params(("id" = MailboxId, Path)),
+    request_body = CreateAlias,
+    responses(
+        (status = 201, description = "Added", body = AliasView, headers(("Location" = String))),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such mailbox in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The address exists (`address-taken`), or the mailbox has its most aliases", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An invalid address, or one not on the customer's domains", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/mailboxes/{id}/aliases")]
+pub async fn create_alias(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<MailboxId>,
+    body: Json<CreateAlias>,
+) -> Result<HttpResponse, ApiError> {
+    let address =
+        MailAddress::parse(&body.0.address).map_err(|m| ApiError::validation("address", m))?;
+    if address.is_role() {
+        return Err(ApiError::validation(
+            "address",
+            "postmaster@ and abuse@ are role addresses every domain has already",
+        ));
+    }
+    let id = id.into_inner();
+    let alias = store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            let (mailbox, node) = locked_mailbox(conn, &principal, id)?;
+            let domain = store::domains::of_node(conn, node.id)?
+                .into_iter()
+                .find(|d| d.name == *address.domain())
+                .ok_or_else(|| ApiError::validation("address", format!("{} is not one of this customer's domains", address.domain().unicode())))?;
+            if store::aliases::address_taken(conn, &address)? {
+                return Err(ApiError::AddressTaken);
+            }
+            let held = store::aliases::of_mailbox(conn, mailbox.id)?.len();
+            if held >= usize::try_from(node.max_aliases_per_mailbox).unwrap_or(0) {
+                return Err(ApiError::Conflict(format!(
+                    "{} has {held} aliases, the most this customer allows (max_aliases_per_mailbox).",
+                    mailbox.address.display()
+                )));
+            }
+            let alias = Alias {
+                id: AliasId::generate(),
+                mailbox_id: mailbox.id,
+                node_id: node.id,
+                domain_id: domain.id,
+                address,
+                created_at: store::now(),
+            };
+            store::aliases::insert(conn, &alias).map_err(|err| match err {
+                diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _) => ApiError::AddressTaken,
+                other => other.into(),
+            })?;
+            common::record(conn, &principal, node.id, "alias.create", ("alias", alias.id.to_string()), None, Some(json!({"address": alias.address.stored(), "mailbox_id": mailbox.id})))?;
+            Ok::<_, ApiError>(alias)
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/v1/aliases/{}", alias.id)))
+        .json(AliasView::from(&alias)))
+}
+
+/// A mailbox's aliases, oldest first (at most the customer's `max_aliases_per_mailbox`, so one page).
+#[utoipa::path(
+    tag = "mailboxes",
+    security(("bearer" = [])),
+    params(("id" = MailboxId, Path)),
+    responses(
+        (status = 200, description = "The aliases", body = Page<AliasView>),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such mailbox in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/mailboxes/{id}/aliases")]
+pub async fn list_aliases(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<MailboxId>,
+) -> Result<web::Json<Page<AliasView>>, ApiError> {
+    let id = id.into_inner();
+    let items = store::run(&state.pool, move |conn| {
+        let (mailbox, node) = visible_mailbox(conn, &principal, id)?;
+        principal.may_read(Some(node))?;
+        Ok::<_, ApiError>(store::aliases::of_mailbox(conn, mailbox.id)?)
+    })
+    .await?;
+    Ok(web::Json(Page {
+        items: items.iter().map(AliasView::from).collect(),
+        next_cursor: None,
+    }))
+}
+
+/// Removes an alias.
+#[utoipa::path(
+    tag = "mailboxes",
+    security(("bearer" = [])),
+    params(("id" = AliasId, Path)),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such alias in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/v1/aliases/{id}")]
+pub async fn delete_alias(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<AliasId>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            let first = store::aliases::find(conn, id)?.ok_or(ApiError::NotFound)?;
+            principal.visible(nodes::find(conn, first.node_id)?)?;
+            let node = principal.may_manage(nodes::find_locked(conn, first.node_id, &[])?)?;
+            let alias = store::aliases::find(conn, id)?
+                .filter(|a| a.node_id == node.id)
+                .ok_or(ApiError::NotFound)?;
+            store::aliases::delete(conn, alias.id)?;
+            common::record(
+                conn,
+                &principal,
+                node.id,
+                "alias.delete",
+                ("alias", alias.id.to_string()),
+                Some(json!({"address": alias.address.stored(), "mailbox_id": alias.mailbox_id})),
                 None,
             )?;
             Ok::<_, ApiError>(())

@@ -69,7 +69,10 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(mailboxes::update_mailbox)
         .service(mailboxes::disable_mailbox)
         .service(mailboxes::enable_mailbox)
-        .service(mailboxes::delete_mailbox);
+        .service(mailboxes::delete_mailbox)
+        .service(mailboxes::create_alias)
+        .service(mailboxes::list_aliases)
+        .service(mailboxes::delete_alias);
 }
 
 #[derive(OpenApi)]

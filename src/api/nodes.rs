@@ -32,6 +32,9 @@ pub struct NodeView {
     pub contact_phone: Option<String>,
     pub contact_email: Option<String>,
     pub status: NodeStatus,
+    /// Customers only: how many aliases one mailbox may have (default 10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_aliases_per_mailbox: Option<i32>,
     /// Increases with every change; the `ETag` is this number in quotes.
     pub version: i64,
     pub created_at: DateTime<Utc>,
@@ -53,6 +56,8 @@ impl From<Node> for NodeView {
             contact_phone: node.contact_phone,
             contact_email: node.contact_email,
             status: node.status,
+            max_aliases_per_mailbox: (node.kind == NodeKind::Customer)
+                .then_some(node.max_aliases_per_mailbox),
             version: node.version,
             created_at: utc(node.created_at),
             updated_at: utc(node.updated_at),
@@ -248,12 +253,20 @@ pub struct UpdateNode {
     /// Suspending a node refuses the check for its whole subtree without changing anything below
     /// it. Only an admin above the node may change it.
     pub status: Option<NodeStatus>,
+    /// Customers only: how many aliases one mailbox may have, 0–1000.
+    pub max_aliases_per_mailbox: Option<i32>,
 }
 
 impl TryFrom<UpdateNode> for NodeChanges {
     type Error = ApiError;
     fn try_from(body: UpdateNode) -> Result<Self, ApiError> {
         let mut fields = Fields::default();
+        if body
+            .max_aliases_per_mailbox
+            .is_some_and(|max| !(0..=1000).contains(&max))
+        {
+            fields.push("max_aliases_per_mailbox", "must be between 0 and 1000");
+        }
         let name = body
             .name
             .map(|n| fields.check("name", tree::parse_name(&n)));
@@ -273,6 +286,7 @@ impl TryFrom<UpdateNode> for NodeChanges {
             contact_phone,
             contact_email,
             status: body.status,
+            max_aliases_per_mailbox: body.max_aliases_per_mailbox,
         })
     }
 }
@@ -313,6 +327,12 @@ pub async fn update_node(
                 Reach::SelfOrBelow
             };
             let mut node = principal.may_administer(nodes::find(conn, id)?, reach)?;
+            if changes.max_aliases_per_mailbox.is_some() && node.kind != NodeKind::Customer {
+                return Err(ApiError::validation(
+                    "max_aliases_per_mailbox",
+                    "is a customer setting",
+                ));
+            }
             if_match.check(node.version)?;
             if let (Some(name), Some(parent)) = (&changes.name, node.parent_id)
                 && nodes::sibling_named(conn, parent, name, Some(node.id))?

@@ -5,7 +5,7 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::domain::ids::{AccountId, AllocationId, ApiKeyId, DomainId, MailboxId, NodeId};
+use crate::domain::ids::{AccountId, AliasId, AllocationId, ApiKeyId, DomainId, MailboxId, NodeId};
 use crate::domain::roles::Role;
 use crate::domain::tree::{NodeKind, NodeStatus};
 
@@ -46,6 +46,7 @@ uuid_schema!(
     ApiKeyId => "An API key id (also the middle part of the key).",
     DomainId => "A domain id.",
     MailboxId => "A mailbox id.",
+    AliasId => "An alias id.",
 );
 
 enum_schema!(

@@ -53,6 +53,10 @@ id_type!(
     MailboxId
 );
 id_type!(
+    /// Another address of a mailbox.
+    AliasId
+);
+id_type!(
     /// A machine's credential.
     ApiKeyId
 );

@@ -125,13 +125,6 @@ pub fn find(conn: &mut DbConnection, id: MailboxId) -> QueryResult<Option<Mailbo
         .transpose()
 }
 
-pub fn address_exists(conn: &mut DbConnection, address: &MailAddress) -> QueryResult<bool> {
-    diesel::select(diesel::dsl::exists(
-        mailboxes::table.filter(mailboxes::address.eq(address.stored())),
-    ))
-    .get_result(conn)
-}
-
 pub fn insert(conn: &mut DbConnection, mailbox: &Mailbox) -> QueryResult<()> {
     diesel::insert_into(mailboxes::table)
         .values((

@@ -15,6 +15,7 @@
 //! PostgreSQL password surfaces as libpq's own message.
 
 pub mod accounts;
+pub mod aliases;
 pub mod allocations;
 pub mod api_keys;
 pub mod audit;

@@ -24,10 +24,15 @@ pub struct Node {
     pub contact_phone: Option<String>,
     pub contact_email: Option<String>,
     pub status: NodeStatus,
+    /// A customer setting: how many aliases one of its mailboxes may have.
+    pub max_aliases_per_mailbox: i32,
     pub version: i64,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
 }
+
+/// Aliases per mailbox unless a customer says otherwise.
+pub const DEFAULT_MAX_ALIASES: i32 = 10;
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = nodes)]
@@ -41,6 +46,7 @@ struct NodeRow {
     contact_phone: Option<String>,
     contact_email: Option<String>,
     status: String,
+    max_aliases_per_mailbox: i32,
     version: i64,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
@@ -63,6 +69,7 @@ impl TryFrom<NodeRow> for Node {
             contact_phone: row.contact_phone,
             contact_email: row.contact_email,
             status: row.status.parse().map_err(corrupt)?,
+            max_aliases_per_mailbox: row.max_aliases_per_mailbox,
             version: row.version,
             created_at: row.created_at,
             updated_at: row.updated_at,
@@ -106,6 +113,7 @@ pub fn insert_owner(conn: &mut DbConnection, name: &str) -> QueryResult<Node> {
         contact_phone: None,
         contact_email: None,
         status: NodeStatus::Active,
+        max_aliases_per_mailbox: DEFAULT_MAX_ALIASES,
         version: 1,
         created_at: now,
         updated_at: now,
@@ -217,6 +225,7 @@ pub fn insert_child(conn: &mut DbConnection, parent: &Node, new: NewNode) -> Que
         contact_phone: new.contact_phone,
         contact_email: new.contact_email,
         status: NodeStatus::Active,
+        max_aliases_per_mailbox: DEFAULT_MAX_ALIASES,
         version: 1,
         created_at: now,
         updated_at: now,
@@ -322,6 +331,7 @@ pub struct NodeChanges {
     pub contact_phone: Option<Option<String>>,
     pub contact_email: Option<Option<String>>,
     pub status: Option<NodeStatus>,
+    pub max_aliases_per_mailbox: Option<i32>,
 }
 
 impl NodeChanges {
@@ -341,6 +351,9 @@ impl NodeChanges {
         if let Some(status) = self.status {
             node.status = status;
         }
+        if let Some(max) = self.max_aliases_per_mailbox {
+            node.max_aliases_per_mailbox = max;
+        }
     }
 }
 
@@ -355,6 +368,7 @@ pub fn save(conn: &mut DbConnection, node: &mut Node) -> QueryResult<()> {
             nodes::contact_phone.eq(&node.contact_phone),
             nodes::contact_email.eq(&node.contact_email),
             nodes::status.eq(node.status.as_str()),
+            nodes::max_aliases_per_mailbox.eq(node.max_aliases_per_mailbox),
             nodes::version.eq(node.version),
             nodes::updated_at.eq(node.updated_at),
         ))

@@ -17,6 +17,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         deleted_at -> Nullable<Timestamp>,
+        max_aliases_per_mailbox -> Integer,
     }
 }
 
@@ -191,3 +192,18 @@ diesel::joinable!(mailboxes -> nodes (node_id));
 diesel::joinable!(mailboxes -> domains (domain_id));
 diesel::allow_tables_to_appear_in_same_query!(mailboxes, nodes);
 diesel::allow_tables_to_appear_in_same_query!(mailboxes, domains);
+
+diesel::table! {
+    aliases (id) {
+        id -> Text,
+        mailbox_id -> Text,
+        node_id -> Text,
+        domain_id -> Text,
+        local_part -> Text,
+        address -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(aliases -> mailboxes (mailbox_id));
+diesel::allow_tables_to_appear_in_same_query!(aliases, mailboxes);

@@ -431,3 +431,154 @@ async fn the_last_seat_raced_by_32_creates_is_taken_once() {
     );
     app.assert_verified();
 }
+
+#[tokio::test]
+async fn aliases_share_the_address_space_with_mailboxes_and_are_capped_per_customer() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = with_domains(&admin).await;
+    admin
+        .expect(
+            admin
+                .post(
+                    &format!("/v1/nodes/{}/domains", tree.c1),
+                    &json!({"name": "other.example"}),
+                )
+                .await,
+            201,
+        )
+        .await;
+    let jane = admin
+        .expect(
+            admin
+                .post(
+                    &format!("/v1/nodes/{}/mailboxes", tree.c1),
+                    &json!({"address": "jane@c1.example"}),
+                )
+                .await,
+            201,
+        )
+        .await;
+    let aliases = format!("/v1/mailboxes/{}/aliases", jane["id"].as_str().unwrap());
+    let created = admin
+        .post(&aliases, &json!({"address": "sales@other.example"}))
+        .await;
+    assert_eq!(created.status(), 201);
+    let alias: Value = created.json().await.unwrap();
+    assert_eq!(alias["address"], "sales@other.example");
+    assert_problem(
+        admin
+            .post(&aliases, &json!({"address": "jane@c1.example"}))
+            .await,
+        409,
+        "address-taken",
+    )
+    .await;
+    assert_problem(
+        admin
+            .post(
+                &format!("/v1/nodes/{}/mailboxes", tree.c1),
+                &json!({"address": "sales@other.example"}),
+            )
+            .await,
+        409,
+        "address-taken",
+    )
+    .await;
+    assert_problem(
+        admin
+            .post(&aliases, &json!({"address": "x@株式.会社"}))
+            .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    assert_eq!(
+        admin.usage(&tree.c1, "users").await["used"],
+        1,
+        "aliases take no seat"
+    );
+
+    let limited = admin
+        .expect(
+            admin
+                .patch(
+                    &format!("/v1/nodes/{}", tree.c1),
+                    &json!({"max_aliases_per_mailbox": 2}),
+                )
+                .await,
+            200,
+        )
+        .await;
+    assert_eq!(limited["max_aliases_per_mailbox"], 2);
+    admin
+        .expect(
+            admin
+                .post(&aliases, &json!({"address": "info@other.example"}))
+                .await,
+            201,
+        )
+        .await;
+    assert_problem(
+        admin
+            .post(&aliases, &json!({"address": "third@other.example"}))
+            .await,
+        409,
+        "conflict",
+    )
+    .await;
+    assert_problem(
+        admin
+            .patch(
+                &format!("/v1/nodes/{}", tree.a),
+                &json!({"max_aliases_per_mailbox": 2}),
+            )
+            .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    let listed = admin.expect(admin.get(&aliases).await, 200).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2);
+
+    admin
+        .expect(
+            admin
+                .delete(&format!("/v1/aliases/{}", alias["id"].as_str().unwrap()))
+                .await,
+            204,
+        )
+        .await;
+    admin
+        .expect(
+            admin
+                .post(
+                    &format!("/v1/nodes/{}/mailboxes", tree.c1),
+                    &json!({"address": "sales@other.example"}),
+                )
+                .await,
+            201,
+        )
+        .await;
+    // Deleting the mailbox takes its remaining alias along.
+    let jane = format!("/v1/mailboxes/{}", jane["id"].as_str().unwrap());
+    admin
+        .expect(
+            admin.post(&format!("{jane}/disable"), &json!({})).await,
+            200,
+        )
+        .await;
+    admin.expect(admin.delete(&jane).await, 204).await;
+    admin
+        .expect(
+            admin
+                .post(
+                    &format!("/v1/nodes/{}/mailboxes", tree.c1),
+                    &json!({"address": "info@other.example"}),
+                )
+                .await,
+            201,
+        )
+        .await;
+    app.assert_verified();
+}

@@ -326,6 +326,43 @@ async fn route(
                 None,
             )
         }
+        ("post", "/v1/mailboxes/{id}/aliases") if !is_parent => (
+            Rule::Node(Need::Manage, 201),
+            format!("/v1/mailboxes/{}/aliases", world.mailboxes[t]),
+            Some(
+                json!({"address": format!("{}@{}", world.unique("alias"), world.domain_names[t])}),
+            ),
+        ),
+        ("get", "/v1/mailboxes/{id}/aliases") if !is_parent => (
+            Rule::Node(Need::Read, 200),
+            format!("/v1/mailboxes/{}/aliases", world.mailboxes[t]),
+            None,
+        ),
+        ("delete", "/v1/aliases/{id}") if !is_parent => {
+            let body =
+                json!({"address": format!("{}@{}", world.unique("gone"), world.domain_names[t])});
+            let created = world
+                .admin
+                .expect(
+                    world
+                        .admin
+                        .post(
+                            &format!("/v1/mailboxes/{}/aliases", world.mailboxes[t]),
+                            &body,
+                        )
+                        .await,
+                    201,
+                )
+                .await;
+            (
+                Rule::Node(Need::Manage, 204),
+                format!("/v1/aliases/{}", created["id"].as_str().unwrap()),
+                None,
+            )
+        }
+        ("post" | "get", "/v1/mailboxes/{id}/aliases") | ("delete", "/v1/aliases/{id}") => {
+            return None;
+        }
         ("get" | "patch" | "delete", "/v1/mailboxes/{id}")
         | ("post", "/v1/mailboxes/{id}/disable" | "/v1/mailboxes/{id}/enable") => return None,
         _ => panic!(
@@ -530,6 +567,18 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
                 mailbox["id"].as_str().unwrap().to_owned(),
             );
             world.domain_names.insert(target.id.clone(), name);
+            // Room for every alias the matrix adds.
+            let room = json!({"max_aliases_per_mailbox": 1000});
+            world
+                .admin
+                .expect(
+                    world
+                        .admin
+                        .patch(&format!("/v1/nodes/{}", target.id), &room)
+                        .await,
+                    200,
+                )
+                .await;
         }
     }
     let login = json!({"username": "matrix-login", "email": "l@x.test", "role": "viewer", "password": "matrix login password"});

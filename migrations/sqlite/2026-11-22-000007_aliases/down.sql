@@ -1,0 +1,2 @@
+ALTER TABLE nodes DROP COLUMN max_aliases_per_mailbox;
+DROP TABLE aliases;
