@@ -610,6 +610,7 @@ pub async fn delete_mailbox(
                 ));
             }
             store::aliases::delete_of_mailbox(conn, mailbox.id)?;
+            store::groups::forget_mailbox(conn, mailbox.id)?;
             mailboxes::delete(conn, mailbox.id)?;
             common::record(
                 conn,

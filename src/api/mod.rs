@@ -7,6 +7,7 @@ pub mod auth;
 pub mod common;
 pub mod domains;
 pub mod extract;
+pub mod groups;
 pub mod health;
 pub mod idempotency;
 pub mod licence;
@@ -72,7 +73,13 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(mailboxes::delete_mailbox)
         .service(mailboxes::create_alias)
         .service(mailboxes::list_aliases)
-        .service(mailboxes::delete_alias);
+        .service(mailboxes::delete_alias)
+        .service(groups::create_group)
+        .service(groups::list_groups)
+        .service(groups::get_group)
+        .service(groups::delete_group)
+        .service(groups::add_member)
+        .service(groups::remove_member);
 }
 
 #[derive(OpenApi)]
@@ -92,7 +99,8 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         (name = "usage", description = "Limits, allocations and usage per node"),
         (name = "principals", description = "Accounts and API keys"),
         (name = "domains", description = "Customers' domains"),
-        (name = "mailboxes", description = "Customers' mailboxes (users)"),
+        (name = "mailboxes", description = "Customers' mailboxes (users) and their aliases"),
+        (name = "groups", description = "Customers' groups of mailboxes"),
         (name = "health", description = "Liveness, readiness, metrics"),
         (name = "meta", description = "This document, the docs, the problem types"),
     )

@@ -507,6 +507,9 @@ pub async fn delete_node(
             for domain in store::domains::of_node(conn, node.id)? {
                 super::domains::remove(conn, &principal, &node, domain, true)?;
             }
+            for group in store::groups::of_node(conn, node.id)? {
+                store::groups::delete(conn, group.id)?;
+            }
             let used = store::usage::totals(conn, node.id)?;
             store::usage::shift(conn, &node.lineage(), &[], &used)?;
             nodes::soft_delete(conn, node.id)?;

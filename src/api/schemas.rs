@@ -5,7 +5,9 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::domain::ids::{AccountId, AliasId, AllocationId, ApiKeyId, DomainId, MailboxId, NodeId};
+use crate::domain::ids::{
+    AccountId, AliasId, AllocationId, ApiKeyId, DomainId, GroupId, MailboxId, NodeId,
+};
 use crate::domain::roles::Role;
 use crate::domain::tree::{NodeKind, NodeStatus};
 
@@ -47,6 +49,7 @@ uuid_schema!(
     DomainId => "A domain id.",
     MailboxId => "A mailbox id.",
     AliasId => "An alias id.",
+    GroupId => "A group id.",
 );
 
 enum_schema!(

@@ -57,6 +57,10 @@ id_type!(
     AliasId
 );
 id_type!(
+    /// A customer's group of mailboxes.
+    GroupId
+);
+id_type!(
     /// A machine's credential.
     ApiKeyId
 );

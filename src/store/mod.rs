@@ -20,6 +20,7 @@ pub mod allocations;
 pub mod api_keys;
 pub mod audit;
 pub mod domains;
+pub mod groups;
 pub mod idempotency;
 pub mod mailboxes;
 pub mod modules;

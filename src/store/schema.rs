@@ -207,3 +207,23 @@ diesel::table! {
 
 diesel::joinable!(aliases -> mailboxes (mailbox_id));
 diesel::allow_tables_to_appear_in_same_query!(aliases, mailboxes);
+
+diesel::table! {
+    mailbox_groups (id) {
+        id -> Text,
+        node_id -> Text,
+        name -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    group_members (group_id, mailbox_id) {
+        group_id -> Text,
+        mailbox_id -> Text,
+    }
+}
+
+diesel::joinable!(group_members -> mailbox_groups (group_id));
+diesel::joinable!(group_members -> mailboxes (mailbox_id));
+diesel::allow_tables_to_appear_in_same_query!(group_members, mailbox_groups, mailboxes);

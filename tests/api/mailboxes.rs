@@ -582,3 +582,124 @@ async fn aliases_share_the_address_space_with_mailboxes_and_are_capped_per_custo
         .await;
     app.assert_verified();
 }
+
+#[tokio::test]
+async fn groups_list_their_members_and_lose_deleted_mailboxes() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = with_domains(&admin).await;
+    let path = format!("/v1/nodes/{}/groups", tree.c1);
+    let response = admin.post(&path, &json!({"name": "Sales"})).await;
+    assert_eq!(response.status(), 201);
+    let group: Value = response.json().await.unwrap();
+    assert_problem(
+        admin.post(&path, &json!({"name": " Sales "})).await,
+        409,
+        "name-taken",
+    )
+    .await;
+    assert_problem(
+        admin
+            .post(
+                &format!("/v1/nodes/{}/groups", tree.a),
+                &json!({"name": "X"}),
+            )
+            .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    let group_path = format!("/v1/groups/{}", group["id"].as_str().unwrap());
+    let mut ids = Vec::new();
+    for local in ["bob", "amy"] {
+        let m = admin
+            .expect(
+                admin
+                    .post(
+                        &format!("/v1/nodes/{}/mailboxes", tree.c1),
+                        &json!({"address": format!("{local}@c1.example")}),
+                    )
+                    .await,
+                201,
+            )
+            .await;
+        ids.push(m["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        admin
+            .expect(
+                admin
+                    .put(&format!("{group_path}/members/{id}"), &json!({}))
+                    .await,
+                200,
+            )
+            .await;
+    }
+    let twice = admin
+        .expect(
+            admin
+                .put(&format!("{group_path}/members/{}", ids[0]), &json!({}))
+                .await,
+            200,
+        )
+        .await;
+    let members: Vec<&str> = twice["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(members, ["amy@c1.example", "bob@c1.example"]);
+    // A mailbox of another customer cannot join.
+    let outsider = admin
+        .expect(
+            admin
+                .post(
+                    &format!("/v1/nodes/{}/mailboxes", tree.c2),
+                    &json!({"address": "x@株式.会社"}),
+                )
+                .await,
+            201,
+        )
+        .await;
+    assert_problem(
+        admin
+            .put(
+                &format!("{group_path}/members/{}", outsider["id"].as_str().unwrap()),
+                &json!({}),
+            )
+            .await,
+        404,
+        "not-found",
+    )
+    .await;
+    admin
+        .expect(
+            admin
+                .delete(&format!("{group_path}/members/{}", ids[1]))
+                .await,
+            200,
+        )
+        .await;
+    admin
+        .expect(
+            admin
+                .post(&format!("/v1/mailboxes/{}/disable", ids[0]), &json!({}))
+                .await,
+            200,
+        )
+        .await;
+    admin
+        .expect(
+            admin.delete(&format!("/v1/mailboxes/{}", ids[0])).await,
+            204,
+        )
+        .await;
+    let left = admin.expect(admin.get(&group_path).await, 200).await;
+    assert_eq!(left["members"], json!([]));
+    let listed = admin.expect(admin.get(&path).await, 200).await;
+    assert_eq!(listed["items"][0]["name"], "Sales");
+    admin.expect(admin.delete(&group_path).await, 204).await;
+    assert_problem(admin.get(&group_path).await, 404, "not-found").await;
+    app.assert_verified();
+}

@@ -62,6 +62,7 @@ struct World<'a> {
     domains: HashMap<String, String>,
     domain_names: HashMap<String, String>,
     mailboxes: HashMap<String, String>,
+    groups: HashMap<String, String>,
     counter: std::sync::atomic::AtomicUsize,
 }
 
@@ -363,6 +364,51 @@ async fn route(
         ("post" | "get", "/v1/mailboxes/{id}/aliases") | ("delete", "/v1/aliases/{id}") => {
             return None;
         }
+        ("post", "/v1/nodes/{id}/groups") => (
+            Rule::Node(Need::Manage, if is_parent { 422 } else { 201 }),
+            format!("/v1/nodes/{t}/groups"),
+            Some(json!({"name": world.unique("Group ")})),
+        ),
+        ("get", "/v1/nodes/{id}/groups") => (
+            Rule::Node(Need::Read, 200),
+            format!("/v1/nodes/{t}/groups"),
+            None,
+        ),
+        ("get", "/v1/groups/{id}") if !is_parent => (
+            Rule::Node(Need::Read, 200),
+            format!("/v1/groups/{}", world.groups[t]),
+            None,
+        ),
+        ("delete", "/v1/groups/{id}") if !is_parent => {
+            let created = world
+                .admin
+                .expect(
+                    world
+                        .admin
+                        .post(
+                            &format!("/v1/nodes/{t}/groups"),
+                            &json!({"name": world.unique("Doomed ")}),
+                        )
+                        .await,
+                    201,
+                )
+                .await;
+            (
+                Rule::Node(Need::Manage, 204),
+                format!("/v1/groups/{}", created["id"].as_str().unwrap()),
+                None,
+            )
+        }
+        ("put" | "delete", "/v1/groups/{id}/members/{mailbox_id}") if !is_parent => (
+            Rule::Node(Need::Manage, 200),
+            format!(
+                "/v1/groups/{}/members/{}",
+                world.groups[t], world.mailboxes[t]
+            ),
+            None,
+        ),
+        ("get" | "delete", "/v1/groups/{id}")
+        | ("put" | "delete", "/v1/groups/{id}/members/{mailbox_id}") => return None,
         ("get" | "patch" | "delete", "/v1/mailboxes/{id}")
         | ("post", "/v1/mailboxes/{id}/disable" | "/v1/mailboxes/{id}/enable") => return None,
         _ => panic!(
@@ -491,6 +537,7 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
         domains: HashMap::new(),
         domain_names: HashMap::new(),
         mailboxes: HashMap::new(),
+        groups: HashMap::new(),
         counter: Default::default(),
     };
     let licence = world
@@ -567,6 +614,22 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
                 mailbox["id"].as_str().unwrap().to_owned(),
             );
             world.domain_names.insert(target.id.clone(), name);
+            let group = world
+                .admin
+                .expect(
+                    world
+                        .admin
+                        .post(
+                            &format!("/v1/nodes/{}/groups", target.id),
+                            &json!({"name": "Fixed"}),
+                        )
+                        .await,
+                    201,
+                )
+                .await;
+            world
+                .groups
+                .insert(target.id.clone(), group["id"].as_str().unwrap().to_owned());
             // Room for every alias the matrix adds.
             let room = json!({"max_aliases_per_mailbox": 1000});
             world

@@ -1,0 +1,322 @@
+//! A customer's groups of mailboxes, with their members listed on the group.
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, delete, get, post, put, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use super::common::{self, Page};
+use super::extract::Json;
+use super::nodes::utc;
+use crate::auth::Principal;
+use crate::domain::ids::{GroupId, MailboxId, NodeId};
+use crate::domain::tree::{self, NodeKind};
+use crate::error::{ApiError, Problem};
+use crate::startup::AppState;
+use crate::store::groups::Group;
+use crate::store::{self, DbConnection, groups, nodes, write_tx};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Member {
+    pub mailbox_id: MailboxId,
+    pub address: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupView {
+    pub id: GroupId,
+    pub node_id: NodeId,
+    pub name: String,
+    /// By address.
+    pub members: Vec<Member>,
+    pub created_at: DateTime<Utc>,
+}
+
+fn view(conn: &mut DbConnection, group: &Group) -> Result<GroupView, ApiError> {
+    let members = groups::members(conn, group.id)?
+        .into_iter()
+        .map(|(id, address)| {
+            Ok(Member {
+                mailbox_id: id.parse().map_err(|_| ApiError::NotFound)?,
+                address,
+            })
+        })
+        .collect::<Result<_, ApiError>>()?;
+    Ok(GroupView {
+        id: group.id,
+        node_id: group.node_id,
+        name: group.name.clone(),
+        members,
+        created_at: utc(group.created_at),
+    })
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroup {
+    /// 1–100 characters, unique within the customer.
+    #[schema(example = "Sales")]
+    pub name: String,
+}
+
+/// Creates a group of mailboxes for customer `{id}`.
+#[utoipa::path(
+    tag = "groups",
+    security(("bearer" = [])),
+    params(("id" = NodeId, Path, description = "The customer")),
+    request_body = CreateGroup,
+    responses(
+        (status = 201, description = "Created", body = GroupView, headers(("Location" = String))),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The customer has a group of this name (`name-taken`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An invalid name, or a node that is not a customer", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/nodes/{id}/groups")]
+pub async fn create_group(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<NodeId>,
+    body: Json<CreateGroup>,
+) -> Result<HttpResponse, ApiError> {
+    let name = tree::parse_name(&body.0.name).map_err(|m| ApiError::validation("name", m))?;
+    let node_id = id.into_inner();
+    let view = store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            let node = principal.may_manage(nodes::find_locked(conn, node_id, &[])?)?;
+            if node.kind != NodeKind::Customer {
+                return Err(ApiError::validation(
+                    "id",
+                    "groups belong to customers; this node is a reseller or the owner",
+                ));
+            }
+            if groups::name_exists(conn, node.id, &name)? {
+                return Err(ApiError::NameTaken(format!(
+                    "The customer has a group named \"{name}\" already."
+                )));
+            }
+            let group = Group {
+                id: GroupId::generate(),
+                node_id: node.id,
+                name,
+                created_at: store::now(),
+            };
+            groups::insert(conn, &group)?;
+            common::record(
+                conn,
+                &principal,
+                node.id,
+                "group.create",
+                ("group", group.id.to_string()),
+                None,
+                Some(json!({"name": group.name})),
+            )?;
+            view(conn, &group)
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/v1/groups/{}", view.id)))
+        .json(view))
+}
+
+/// The groups of customer `{id}`, by name, each with its members.
+#[utoipa::path(
+    tag = "groups",
+    security(("bearer" = [])),
+    params(("id" = NodeId, Path)),
+    responses(
+        (status = 200, description = "The groups", body = Page<GroupView>),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/nodes/{id}/groups")]
+pub async fn list_groups(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<NodeId>,
+) -> Result<web::Json<Page<GroupView>>, ApiError> {
+    let id = id.into_inner();
+    let items = store::run(&state.pool, move |conn| {
+        let node = principal.may_read(nodes::find(conn, id)?)?;
+        groups::of_node(conn, node.id)?
+            .iter()
+            .map(|g| view(conn, g))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await?;
+    Ok(web::Json(Page {
+        items,
+        next_cursor: None,
+    }))
+}
+
+/// A group the caller may see, and its customer.
+fn visible_group(
+    conn: &mut DbConnection,
+    principal: &Principal,
+    id: GroupId,
+) -> Result<(Group, nodes::Node), ApiError> {
+    let group = groups::find(conn, id)?.ok_or(ApiError::NotFound)?;
+    let node = principal.visible(nodes::find(conn, group.node_id)?)?;
+    Ok((group, node))
+}
+
+/// One group with its members.
+#[utoipa::path(
+    tag = "groups",
+    security(("bearer" = [])),
+    params(("id" = GroupId, Path)),
+    responses(
+        (status = 200, description = "The group", body = GroupView),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such group in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/groups/{id}")]
+pub async fn get_group(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<GroupId>,
+) -> Result<web::Json<GroupView>, ApiError> {
+    let id = id.into_inner();
+    let view = store::run(&state.pool, move |conn| {
+        let (group, node) = visible_group(conn, &principal, id)?;
+        principal.may_read(Some(node))?;
+        view(conn, &group)
+    })
+    .await?;
+    Ok(web::Json(view))
+}
+
+/// Deletes a group; its mailboxes stay.
+#[utoipa::path(
+    tag = "groups",
+    security(("bearer" = [])),
+    params(("id" = GroupId, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such group in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/v1/groups/{id}")]
+pub async fn delete_group(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<GroupId>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            let (group, node) = visible_group(conn, &principal, id)?;
+            principal.may_manage(nodes::find_locked(conn, node.id, &[])?)?;
+            groups::delete(conn, group.id)?;
+            common::record(
+                conn,
+                &principal,
+                node.id,
+                "group.delete",
+                ("group", group.id.to_string()),
+                Some(json!({"name": group.name})),
+                None,
+            )?;
+            Ok::<_, ApiError>(())
+        })
+    })
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Adds or removes a member, under the customer's lock; the mailbox must be the group's customer's.
+async fn change_membership(
+    state: web::Data<AppState>,
+    principal: Principal,
+    ids: (GroupId, MailboxId),
+    add: bool,
+) -> Result<web::Json<GroupView>, ApiError> {
+    let (group_id, mailbox_id) = ids;
+    let view = store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            let (group, node) = visible_group(conn, &principal, group_id)?;
+            let node = principal.may_manage(nodes::find_locked(conn, node.id, &[])?)?;
+            let mailbox = store::mailboxes::find(conn, mailbox_id)?
+                .filter(|m| m.node_id == node.id)
+                .ok_or(ApiError::NotFound)?;
+            let changed = if add {
+                groups::add_member(conn, group.id, mailbox.id)?
+            } else {
+                groups::remove_member(conn, group.id, mailbox.id)?
+            };
+            if changed {
+                let action = if add {
+                    "group.add_member"
+                } else {
+                    "group.remove_member"
+                };
+                common::record(
+                    conn,
+                    &principal,
+                    node.id,
+                    action,
+                    ("group", group.id.to_string()),
+                    None,
+                    Some(json!({"mailbox_id": mailbox.id, "address": mailbox.address.stored()})),
+                )?;
+            }
+            view(conn, &group)
+        })
+    })
+    .await?;
+    Ok(web::Json(view))
+}
+
+/// Makes a mailbox of the group's customer a member; making it one twice changes nothing.
+#[utoipa::path(
+    tag = "groups",
+    security(("bearer" = [])),
+    params(("id" = GroupId, Path), ("mailbox_id" = MailboxId, Path)),
+    responses(
+        (status = 200, description = "The group", body = GroupView),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such group, or no such mailbox of its customer", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[put("/v1/groups/{id}/members/{mailbox_id}")]
+pub async fn add_member(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<(GroupId, MailboxId)>,
+) -> Result<web::Json<GroupView>, ApiError> {
+    change_membership(state, principal, path.into_inner(), true).await
+}
+
+/// Removes a member; removing a non-member changes nothing.
+#[utoipa::path(
+    tag = "groups",
+    security(("bearer" = [])),
+    params(("id" = GroupId, Path), ("mailbox_id" = MailboxId, Path)),
+    responses(
+        (status = 200, description = "The group", body = GroupView),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such group, or no such mailbox of its customer", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/v1/groups/{id}/members/{mailbox_id}")]
+pub async fn remove_member(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<(GroupId, MailboxId)>,
+) -> Result<web::Json<GroupView>, ApiError> {
+    change_membership(state, principal, path.into_inner(), false).await
+}
