@@ -703,3 +703,64 @@ async fn groups_list_their_members_and_lose_deleted_mailboxes() {
     assert_problem(admin.get(&group_path).await, 404, "not-found").await;
     app.assert_verified();
 }
+
+#[tokio::test]
+async fn over_long_strings_control_characters_and_broken_utf8_change_nothing() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = with_domains(&admin).await;
+    let path = format!("/v1/nodes/{}/mailboxes", tree.c1);
+    let body = assert_problem(
+        admin.post(&path, &json!({"address": "ok@c1.example", "display_name": "x".repeat(201), "first_name": "bell\u{7}", "contact_email": "nope"})).await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["display_name", "first_name", "contact_email"]);
+    assert_problem(
+        admin
+            .post(
+                &path,
+                &json!({"address": format!("{}@c1.example", "a".repeat(65))}),
+            )
+            .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    let broken = app
+        .client
+        .post(app.url(&path))
+        .bearer_auth(&admin.token)
+        .header("content-type", "application/json")
+        .body(b"{\"address\": \"caf\xe9@c1.example\"}".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_problem(broken, 400, "malformed-body").await;
+    let domain = assert_problem(
+        admin
+            .post(
+                &format!("/v1/nodes/{}/domains", tree.c1),
+                &json!({"name": "new.example", "description": "x".repeat(1001)}),
+            )
+            .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    assert_eq!(domain["errors"][0]["field"], "description");
+    let listed = admin
+        .expect(admin.get(&format!("{path}?origin=manual")).await, 200)
+        .await;
+    assert_eq!(listed["items"], json!([]));
+    assert_eq!(admin.usage(&tree.c1, "users").await["used"], 0);
+    assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 1);
+    app.assert_verified();
+}
