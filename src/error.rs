@@ -35,6 +35,7 @@ pub enum ProblemType {
     NameTaken,
     DomainTaken,
     AddressTaken,
+    ImportFailed,
     VerificationFailed,
     NotEmpty,
     PreconditionFailed,
@@ -47,7 +48,7 @@ pub enum ProblemType {
 }
 
 impl ProblemType {
-    pub const ALL: [ProblemType; 23] = [
+    pub const ALL: [ProblemType; 24] = [
         Self::MalformedBody,
         Self::UnsupportedMediaType,
         Self::PayloadTooLarge,
@@ -63,6 +64,7 @@ impl ProblemType {
         Self::NameTaken,
         Self::DomainTaken,
         Self::AddressTaken,
+        Self::ImportFailed,
         Self::VerificationFailed,
         Self::NotEmpty,
         Self::PreconditionFailed,
@@ -90,6 +92,7 @@ impl ProblemType {
             Self::NameTaken => "name-taken",
             Self::DomainTaken => "domain-taken",
             Self::AddressTaken => "address-taken",
+            Self::ImportFailed => "import-failed",
             Self::VerificationFailed => "verification-failed",
             Self::NotEmpty => "not-empty",
             Self::PreconditionFailed => "precondition-failed",
@@ -118,6 +121,7 @@ impl ProblemType {
             Self::NameTaken => "The name is taken",
             Self::DomainTaken => "The domain is registered already",
             Self::AddressTaken => "The address exists already",
+            Self::ImportFailed => "Some rows of the import failed",
             Self::VerificationFailed => "The domain's ownership could not be proven",
             Self::NotEmpty => "Still in use",
             Self::PreconditionFailed => "The resource has changed",
@@ -173,6 +177,9 @@ impl ProblemType {
             }
             Self::AddressTaken => {
                 "A mailbox (or alias) with this address exists already; addresses are unique across the installation."
+            }
+            Self::ImportFailed => {
+                "An all-or-nothing import (`atomic=true`) had rows that failed, so nothing was imported. `rows` lists each failed row with its line number and its own problem."
             }
             Self::VerificationFailed => {
                 "No TXT record `_allot.<domain>` holding the domain's verification token was found. Publish it and retry; DNS may take a while to show it."
@@ -279,6 +286,10 @@ pub struct Problem {
     /// For `quota-exceeded`: the units that were free.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub available: Option<i64>,
+    /// For `import-failed`: the rows that failed, each `{line, status, problem}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub rows: Option<Vec<serde_json::Value>>,
 }
 
 impl Problem {
@@ -295,6 +306,7 @@ impl Problem {
             limit: None,
             requested: None,
             available: None,
+            rows: None,
         }
     }
 }
@@ -331,6 +343,8 @@ pub enum ApiError {
     DomainTaken,
     #[error("A mailbox with this address exists already.")]
     AddressTaken,
+    #[error("{} row(s) failed, so nothing was imported.", .0.len())]
+    ImportFailed(Vec<serde_json::Value>),
     #[error("{0}")]
     VerificationFailed(String),
     #[error("Too many failed attempts; retry in {retry_after} seconds.")]
@@ -379,6 +393,7 @@ impl ApiError {
             Self::NotEmpty(_) => ProblemType::NotEmpty,
             Self::DomainTaken => ProblemType::DomainTaken,
             Self::AddressTaken => ProblemType::AddressTaken,
+            Self::ImportFailed(_) => ProblemType::ImportFailed,
             Self::VerificationFailed(_) => ProblemType::VerificationFailed,
             Self::PreconditionFailed { .. } => ProblemType::PreconditionFailed,
             Self::IdempotencyKeyReused => ProblemType::IdempotencyKeyReused,
@@ -404,6 +419,9 @@ impl ApiError {
         };
         let mut problem = Problem::new(kind, self.status_code(), detail);
         problem.errors = errors;
+        if let Self::ImportFailed(rows) = self {
+            problem.rows = Some(rows.clone());
+        }
         if let Self::QuotaExceeded(refusal) = self {
             problem.node_id = Some(refusal.node_id);
             problem.resource = Some(refusal.resource.clone());
@@ -422,7 +440,7 @@ impl ResponseError for ApiError {
             Self::MalformedBody(_) | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Validation(_) | Self::ImportFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,

@@ -110,6 +110,123 @@ pub struct CreateMailbox {
     pub contact_email: Option<String>,
 }
 
+/// A new mailbox's fields, parsed: every invalid field is reported at once.
+pub struct NewMailbox {
+    address: MailAddress,
+    display_name: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    contact_email: Option<String>,
+}
+
+impl TryFrom<CreateMailbox> for NewMailbox {
+    type Error = ApiError;
+    fn try_from(body: CreateMailbox) -> Result<Self, ApiError> {
+        let mut fields = Fields::default();
+        let address = fields.check("address", MailAddress::parse(&body.address));
+        if address.as_ref().is_some_and(MailAddress::is_role) {
+            fields.push(
+                "address",
+                "postmaster@ and abuse@ are role addresses every domain has already",
+            );
+        }
+        let mut optional =
+            |field: &str, value: Option<String>, parse: fn(&str) -> Result<String, String>| {
+                value
+                    .filter(|v| !v.is_empty())
+                    .and_then(|v| fields.check(field, parse(&v)))
+            };
+        let display_name = optional("display_name", body.display_name, parse_text);
+        let first_name = optional("first_name", body.first_name, parse_text);
+        let last_name = optional("last_name", body.last_name, parse_text);
+        let contact_email = optional("contact_email", body.contact_email, tree::parse_email);
+        fields.finish()?;
+        Ok(Self {
+            address: address.ok_or_else(|| ApiError::validation("address", "is required"))?,
+            display_name,
+            first_name,
+            last_name,
+            contact_email,
+        })
+    }
+}
+
+/// The node, if it is a customer: only customers hold domains and mailboxes.
+fn customer(node: nodes::Node) -> Result<nodes::Node, ApiError> {
+    if node.kind == NodeKind::Customer {
+        Ok(node)
+    } else {
+        Err(ApiError::validation(
+            "id",
+            "mailboxes belong to customers; this node is a reseller or the owner",
+        ))
+    }
+}
+
+/// Creates `new` for customer `node` (locked by the caller): on one of its `domains`, at an
+/// address no mailbox or alias has, with a seat from `take_seat`, audited.
+fn place(
+    conn: &mut DbConnection,
+    principal: &Principal,
+    node: &nodes::Node,
+    domains: &[store::domains::Domain],
+    new: NewMailbox,
+    origin: Origin,
+    take_seat: impl FnOnce(&mut DbConnection) -> Result<(), ApiError>,
+) -> Result<Mailbox, ApiError> {
+    let domain = domains
+        .iter()
+        .find(|d| d.name == *new.address.domain())
+        .ok_or_else(|| {
+            ApiError::validation(
+                "address",
+                format!(
+                    "{} is not one of this customer's domains",
+                    new.address.domain().unicode()
+                ),
+            )
+        })?;
+    if store::aliases::address_taken(conn, &new.address)? {
+        return Err(ApiError::AddressTaken);
+    }
+    take_seat(conn)?;
+    let now = store::now();
+    let mailbox = Mailbox {
+        id: MailboxId::generate(),
+        node_id: node.id,
+        domain_id: domain.id,
+        address: new.address,
+        display_name: new.display_name,
+        first_name: new.first_name,
+        last_name: new.last_name,
+        contact_email: new.contact_email,
+        active: true,
+        origin,
+        first_seen_at: None,
+        last_seen_at: None,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    mailboxes::insert(conn, &mailbox).map_err(|err| match err {
+        diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _,
+        ) => ApiError::AddressTaken,
+        other => other.into(),
+    })?;
+    common::record(
+        conn,
+        principal,
+        node.id,
+        "mailbox.create",
+        ("mailbox", mailbox.id.to_string()),
+        None,
+        Some(audit_view(&mailbox)),
+    )?;
+    Ok(mailbox)
+}
+
 /// Creates a mailbox for customer `{id}`, taking one `users` seat.
 #[utoipa::path(
     tag = "mailboxes",
@@ -134,90 +251,22 @@ pub async fn create_mailbox(
     body: Json<CreateMailbox>,
 ) -> Result<HttpResponse, ApiError> {
     let raw = body.raw().to_vec();
-    let body = body.0;
-    let mut fields = Fields::default();
-    let address = fields.check("address", MailAddress::parse(&body.address));
-    if address.as_ref().is_some_and(MailAddress::is_role) {
-        fields.push(
-            "address",
-            "postmaster@ and abuse@ are role addresses every domain has already",
-        );
-    }
-    let display_name = body
-        .display_name
-        .map(|v| fields.check("display_name", parse_text(&v)));
-    let first_name = body
-        .first_name
-        .map(|v| fields.check("first_name", parse_text(&v)));
-    let last_name = body
-        .last_name
-        .map(|v| fields.check("last_name", parse_text(&v)));
-    let contact_email = body
-        .contact_email
-        .map(|v| fields.check("contact_email", tree::parse_email(&v)));
-    fields.finish()?;
-    let address = address.ok_or_else(|| ApiError::validation("address", "is required"))?;
+    let new = NewMailbox::try_from(body.0)?;
     let node_id = id.into_inner();
     let answer = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
             let found = nodes::find_locked(conn, node_id, &[])?;
             idempotency::once(conn, &principal, &key, &raw, |conn| {
-                let node = principal.may_manage(found)?;
-                if node.kind != NodeKind::Customer {
-                    return Err(ApiError::validation(
-                        "id",
-                        "mailboxes belong to customers; this node is a reseller or the owner",
-                    ));
-                }
-                let domain = store::domains::of_node(conn, node.id)?
-                    .into_iter()
-                    .find(|d| d.name == *address.domain())
-                    .ok_or_else(|| {
-                        ApiError::validation(
-                            "address",
-                            format!(
-                                "{} is not one of this customer's domains",
-                                address.domain().unicode()
-                            ),
-                        )
-                    })?;
-                if store::aliases::address_taken(conn, &address)? {
-                    return Err(ApiError::AddressTaken);
-                }
-                usage::take(conn, &node, RESOURCE, today())??;
-                let now = store::now();
-                let mailbox = Mailbox {
-                    id: MailboxId::generate(),
-                    node_id: node.id,
-                    domain_id: domain.id,
-                    address,
-                    display_name: display_name.flatten(),
-                    first_name: first_name.flatten(),
-                    last_name: last_name.flatten(),
-                    contact_email: contact_email.flatten(),
-                    active: true,
-                    origin: Origin::Manual,
-                    first_seen_at: None,
-                    last_seen_at: None,
-                    version: 1,
-                    created_at: now,
-                    updated_at: now,
-                };
-                mailboxes::insert(conn, &mailbox).map_err(|err| match err {
-                    diesel::result::Error::DatabaseError(
-                        diesel::result::DatabaseErrorKind::UniqueViolation,
-                        _,
-                    ) => ApiError::AddressTaken,
-                    other => other.into(),
-                })?;
-                common::record(
+                let node = customer(principal.may_manage(found)?)?;
+                let domains = store::domains::of_node(conn, node.id)?;
+                let mailbox = place(
                     conn,
                     &principal,
-                    node.id,
-                    "mailbox.create",
-                    ("mailbox", mailbox.id.to_string()),
-                    None,
-                    Some(audit_view(&mailbox)),
+                    &node,
+                    &domains,
+                    new,
+                    Origin::Manual,
+                    |conn| Ok(usage::take(conn, &node, RESOURCE, today())??),
                 )?;
                 Answer::created(
                     format!("/v1/mailboxes/{}", mailbox.id),
@@ -805,4 +854,278 @@ pub async fn delete_alias(
     })
     .await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// The most rows one import takes.
+pub const MAX_IMPORT_ROWS: usize = 10_000;
+/// The largest import body: 10,000 rows of generous width.
+const IMPORT_BODY_LIMIT: usize = 16 * 1024 * 1024;
+const CSV_COLUMNS: [&str; 5] = [
+    "address",
+    "display_name",
+    "first_name",
+    "last_name",
+    "contact_email",
+];
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ImportQuery {
+    /// All or nothing (the default): if any row fails, nothing is imported and the answer is 422
+    /// listing the failed rows. With `false` each row succeeds or fails on its own.
+    pub atomic: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RowOutcome {
+    /// The row's line: in CSV the file's line (the header is line 1), in JSON the element's
+    /// position counting from 1.
+    pub line: usize,
+    /// `created` or `failed`.
+    pub status: &'static str,
+    pub mailbox_id: Option<MailboxId>,
+    /// Why the row failed.
+    pub problem: Option<Problem>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportReport {
+    pub atomic: bool,
+    pub created: usize,
+    pub failed: usize,
+    /// Every row's outcome, in order.
+    pub rows: Vec<RowOutcome>,
+}
+
+/// The rows of a CSV body with a header row, each with its line number.
+fn csv_rows(bytes: &[u8]) -> Result<Vec<(usize, CreateMailbox)>, ApiError> {
+    // The csv crate lets a quote left open run to the end of the file as one field; refuse it,
+    // naming the line where it opened (doubled quotes inside a quoted field keep the count even).
+    let (mut open_at, mut line) = (None, 1);
+    for byte in bytes {
+        match byte {
+            b'"' => open_at = if open_at.is_some() { None } else { Some(line) },
+            b'\n' => line += 1,
+            _ => {}
+        }
+    }
+    if let Some(opened) = open_at {
+        return Err(ApiError::MalformedBody(format!(
+            "The CSV has a quote opened at line {opened} and never closed."
+        )));
+    }
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(bytes);
+    let malformed = |err: csv::Error| {
+        let line = err
+            .position()
+            .map_or(String::new(), |p| format!(" at line {}", p.line()));
+        ApiError::MalformedBody(format!("The CSV could not be read{line}: {err}."))
+    };
+    let headers = reader.headers().map_err(malformed)?.clone();
+    let mut columns = Vec::new();
+    for header in &headers {
+        match CSV_COLUMNS.iter().position(|c| *c == header.trim()) {
+            Some(index) => columns.push(index),
+            None => {
+                return Err(ApiError::validation(
+                    "header",
+                    format!(
+                        "unknown column {header:?}; the columns are {}",
+                        CSV_COLUMNS.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    if !columns.contains(&0) {
+        return Err(ApiError::validation(
+            "header",
+            "the address column is missing",
+        ));
+    }
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(malformed)?;
+        let line = record.position().map_or(0, |p| p.line() as usize);
+        let mut values: [Option<String>; 5] = Default::default();
+        for (field, column) in record.iter().zip(&columns) {
+            values[*column] = Some(field.to_owned());
+        }
+        let [address, display_name, first_name, last_name, contact_email] = values;
+        rows.push((
+            line,
+            CreateMailbox {
+                address: address.unwrap_or_default(),
+                display_name,
+                first_name,
+                last_name,
+                contact_email,
+            },
+        ));
+        if rows.len() > MAX_IMPORT_ROWS {
+            break;
+        }
+    }
+    Ok(rows)
+}
+
+/// Imports up to 10,000 mailboxes for customer `{id}` from JSON (an array of mailboxes, as for
+/// `POST /v1/nodes/{id}/mailboxes`) or CSV (`text/csv` with a header row naming any of `address`,
+/// `display_name`, `first_name`, `last_name`, `contact_email`). Each imported mailbox takes a seat
+/// and has origin `import`. The answer reports every row's outcome with its line number.
+#[utoipa::path(
+    tag = "mailboxes",
+    security(("bearer" = [])),
+    params(("id" = NodeId, Path, description = "The customer"), ImportQuery),
+    request_body(content = Vec<CreateMailbox>, description = "JSON rows, or `text/csv` with a header row", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Not atomic: each row's outcome", body = ImportReport),
+        (status = 201, description = "Atomic: every row imported", body = ImportReport),
+        (status = 400, description = "The body is not JSON or CSV (an open quote, a short row, invalid UTF-8)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Over 16 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Neither JSON nor CSV", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Atomic with failed rows (`import-failed`, nothing imported), a bad header, or over 10,000 rows", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/nodes/{id}/mailboxes/import")]
+pub async fn import_mailboxes(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<NodeId>,
+    query: web::Query<ImportQuery>,
+    request: actix_web::HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let atomic = query.atomic.unwrap_or(true);
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let bytes = payload
+        .to_bytes_limited(IMPORT_BODY_LIMIT)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge {
+            limit: IMPORT_BODY_LIMIT,
+        })?
+        .map_err(|err| ApiError::MalformedBody(format!("The body could not be read: {err}")))?;
+    let rows: Vec<(usize, CreateMailbox)> = match content_type.as_str() {
+        "application/json" => super::extract::parse::<Vec<CreateMailbox>>(&bytes)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, row)| (i + 1, row))
+            .collect(),
+        "text/csv" => csv_rows(&bytes)?,
+        _ => {
+            return Err(ApiError::UnsupportedMediaType(
+                "An import is `application/json` or `text/csv`.".to_owned(),
+            ));
+        }
+    };
+    if rows.len() > MAX_IMPORT_ROWS {
+        return Err(ApiError::validation(
+            "rows",
+            format!("an import holds at most {MAX_IMPORT_ROWS} rows"),
+        ));
+    }
+    let node_id = id.into_inner();
+    let report = store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            let node = customer(principal.may_manage(nodes::find_locked(conn, node_id, &[])?)?)?;
+            let domains = store::domains::of_node(conn, node.id)?;
+            let today = today();
+            let limit = crate::domain::quota::total_at(
+                &store::allocations::limit_of(conn, node.id, RESOURCE, None)?,
+                today,
+            );
+            let used = usage::used(conn, node.id, RESOURCE)?;
+            let mut free = (limit - used).max(0);
+            let mut seen = std::collections::HashSet::new();
+            let mut outcomes = Vec::with_capacity(rows.len());
+            for (line, row) in rows {
+                let placed = NewMailbox::try_from(row).and_then(|new| {
+                    if !seen.insert(new.address.stored()) {
+                        return Err(ApiError::AddressTaken);
+                    }
+                    place(
+                        conn,
+                        &principal,
+                        &node,
+                        &domains,
+                        new,
+                        Origin::Import,
+                        |_| {
+                            if free == 0 {
+                                return Err(crate::domain::quota::Refusal {
+                                    node_id: node.id,
+                                    resource: RESOURCE.to_owned(),
+                                    at: today,
+                                    limit,
+                                    requested: 1,
+                                    available: 0,
+                                }
+                                .into());
+                            }
+                            free -= 1;
+                            Ok(())
+                        },
+                    )
+                });
+                outcomes.push(match placed {
+                    Ok(mailbox) => RowOutcome {
+                        line,
+                        status: "created",
+                        mailbox_id: Some(mailbox.id),
+                        problem: None,
+                    },
+                    Err(err @ (ApiError::Internal(_) | ApiError::Unavailable(_))) => {
+                        return Err(err);
+                    }
+                    Err(err) => RowOutcome {
+                        line,
+                        status: "failed",
+                        mailbox_id: None,
+                        problem: Some(err.to_problem()),
+                    },
+                });
+            }
+            let created = outcomes.iter().filter(|o| o.mailbox_id.is_some()).count();
+            let failed = outcomes.len() - created;
+            if atomic && failed > 0 {
+                let failed_rows = outcomes
+                    .into_iter()
+                    .filter(|o| o.problem.is_some())
+                    .map(|o| serde_json::to_value(o).unwrap_or_default())
+                    .collect();
+                return Err(ApiError::ImportFailed(failed_rows));
+            }
+            usage::add(
+                conn,
+                &node.lineage(),
+                RESOURCE,
+                i64::try_from(created).unwrap_or(i64::MAX),
+            )?;
+            Ok(ImportReport {
+                atomic,
+                created,
+                failed,
+                rows: outcomes,
+            })
+        })
+    })
+    .await?;
+    let status = if atomic {
+        actix_web::http::StatusCode::CREATED
+    } else {
+        actix_web::http::StatusCode::OK
+    };
+    Ok(HttpResponse::build(status).json(report))
 }

@@ -764,3 +764,241 @@ async fn over_long_strings_control_characters_and_broken_utf8_change_nothing() {
     assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 1);
     app.assert_verified();
 }
+
+async fn import(
+    admin: &Caller<'_>,
+    node: &str,
+    query: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    admin
+        .app
+        .client
+        .post(
+            admin
+                .app
+                .url(&format!("/v1/nodes/{node}/mailboxes/import{query}")),
+        )
+        .bearer_auth(&admin.token)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_atomic_import_takes_every_row_or_none() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = with_domains(&admin).await;
+    let good = json!([{"address": "a@c1.example", "first_name": "A"}, {"address": "b@c1.example"}, {"address": "c@c1.example"}]);
+    let response = import(
+        &admin,
+        &tree.c1,
+        "",
+        "application/json",
+        good.to_string().into_bytes(),
+    )
+    .await;
+    let report = admin.expect(response, 201).await;
+    assert_eq!(
+        (report["created"].as_i64(), report["failed"].as_i64()),
+        (Some(3), Some(0))
+    );
+    assert_eq!(admin.usage(&tree.c1, "users").await["used"], 3);
+
+    let mixed = json!([{"address": "d@c1.example"}, {"address": "a@c1.example"}, {"address": "not an address"}]);
+    let body = assert_problem(
+        import(
+            &admin,
+            &tree.c1,
+            "",
+            "application/json",
+            mixed.to_string().into_bytes(),
+        )
+        .await,
+        422,
+        "import-failed",
+    )
+    .await;
+    let lines: Vec<i64> = body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["line"].as_i64().unwrap())
+        .collect();
+    assert_eq!(lines, [2, 3]);
+    assert_eq!(
+        body["rows"][0]["problem"]["type"],
+        "/problems/address-taken"
+    );
+    assert_eq!(body["rows"][1]["problem"]["errors"][0]["field"], "address");
+    assert_eq!(
+        admin.usage(&tree.c1, "users").await["used"],
+        3,
+        "nothing of the failed import stays"
+    );
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn a_csv_import_reports_each_row_by_its_line() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = with_domains(&admin).await;
+    let grant = admin
+        .expect(
+            admin
+                .get(&format!("/v1/nodes/{}/allocations?resource=users", tree.c1))
+                .await,
+            200,
+        )
+        .await;
+    let grant = grant["items"][0]["id"].as_str().unwrap().to_owned();
+    admin
+        .expect(
+            admin
+                .patch(&format!("/v1/allocations/{grant}"), &json!({"amount": 3}))
+                .await,
+            200,
+        )
+        .await;
+    let csv = "address,display_name\n\
+               one@c1.example,One\n\
+               \"two@c1.example\",\"Two, the second\"\n\
+               one@c1.example,Again\n\
+               x@elsewhere.example,\n\
+               three@c1.example,Three\n\
+               four@c1.example,No seat left\n";
+    let report = admin
+        .expect(
+            import(
+                &admin,
+                &tree.c1,
+                "?atomic=false",
+                "text/csv",
+                csv.as_bytes().to_vec(),
+            )
+            .await,
+            200,
+        )
+        .await;
+    let outcomes: Vec<(i64, String, String)> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["line"].as_i64().unwrap(),
+                r["status"].as_str().unwrap().to_owned(),
+                r["problem"]["type"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (2, "created".into(), "".into()),
+            (3, "created".into(), "".into()),
+            (4, "failed".into(), "/problems/address-taken".into()),
+            (5, "failed".into(), "/problems/validation-failed".into()),
+            (6, "created".into(), "".into()),
+            (7, "failed".into(), "/problems/quota-exceeded".into()),
+        ]
+    );
+    let two = admin
+        .expect(
+            admin
+                .get(&format!(
+                    "/v1/mailboxes/{}",
+                    report["rows"][1]["mailbox_id"].as_str().unwrap()
+                ))
+                .await,
+            200,
+        )
+        .await;
+    assert_eq!(
+        (two["display_name"].as_str(), two["origin"].as_str()),
+        (Some("Two, the second"), Some("import"))
+    );
+    assert_eq!(admin.usage(&tree.c1, "users").await["used"], 3);
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn a_broken_csv_is_refused_whole() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = with_domains(&admin).await;
+    let cases: [(&str, u16, &str); 4] = [
+        ("display_name\nAnn\n", 422, "validation-failed"),
+        (
+            "address,colour\na@c1.example,red\n",
+            422,
+            "validation-failed",
+        ),
+        (
+            "address,display_name\na@c1.example,\"open quote\nb@c1.example,Bee\n",
+            400,
+            "malformed-body",
+        ),
+        (
+            "address,display_name\na@c1.example\n",
+            400,
+            "malformed-body",
+        ),
+    ];
+    for (csv, status, slug) in cases {
+        assert_problem(
+            import(
+                &admin,
+                &tree.c1,
+                "?atomic=false",
+                "text/csv",
+                csv.as_bytes().to_vec(),
+            )
+            .await,
+            status,
+            slug,
+        )
+        .await;
+    }
+    assert_problem(
+        import(
+            &admin,
+            &tree.c1,
+            "",
+            "text/csv",
+            b"address\ncaf\xe9@c1.example\n".to_vec(),
+        )
+        .await,
+        400,
+        "malformed-body",
+    )
+    .await;
+    assert_problem(
+        import(&admin, &tree.c1, "", "text/plain", b"address\n".to_vec()).await,
+        415,
+        "unsupported-media-type",
+    )
+    .await;
+    assert_problem(
+        import(&admin, &tree.a, "", "application/json", b"[]".to_vec()).await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    let rows: String = std::iter::once("address\n".to_owned())
+        .chain((0..10_001).map(|i| format!("u{i}@c1.example\n")))
+        .collect();
+    assert_problem(
+        import(&admin, &tree.c1, "", "text/csv", rows.into_bytes()).await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    assert_eq!(admin.usage(&tree.c1, "users").await["used"], 0);
+    app.assert_verified();
+}

@@ -272,6 +272,17 @@ async fn route(
                 Some(json!({"address": format!("{}@{domain}", world.unique("user"))})),
             )
         }
+        ("post", "/v1/nodes/{id}/mailboxes/import") => {
+            let domain = world
+                .domain_names
+                .get(t)
+                .map_or("nowhere.example", String::as_str);
+            (
+                Rule::Node(Need::Manage, if is_parent { 422 } else { 201 }),
+                format!("/v1/nodes/{t}/mailboxes/import"),
+                Some(json!([{"address": format!("{}@{domain}", world.unique("imported"))}])),
+            )
+        }
         ("get", "/v1/nodes/{id}/mailboxes") => (
             Rule::Node(Need::Read, 200),
             format!("/v1/nodes/{t}/mailboxes"),
