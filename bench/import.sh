@@ -39,7 +39,7 @@ curl -fs "$api/v1/nodes/$customer/domains" -H "$auth" -H 'Content-Type: applicat
 echo "== import of $rows rows ($(wc -c < "$work/rows.csv") bytes of CSV), atomic"
 curl -fs -o "$work/report.json" -w 'HTTP %{http_code} in %{time_total} s\n' \
   "$api/v1/nodes/$customer/mailboxes/import" -H "$auth" -H 'Content-Type: text/csv' --data-binary "@$work/rows.csv"
-sed -E 's/.*"created":([0-9]+),"failed":([0-9]+).*/created \1, failed \2/' "$work/report.json"
+sed -E 's/.*"created":([0-9]+),"failed":([0-9]+).*/created \1, failed \2/' "$work/report.json"; echo
 echo "== /healthz, for scale"
 curl -fs -o /dev/null -w 'HTTP %{http_code} in %{time_total} s\n' "$api/healthz"
 kill "$server"; wait "$server" 2>/dev/null || true; server=
