@@ -179,7 +179,7 @@ impl ProblemType {
                 "A mailbox (or alias) with this address exists already; addresses are unique across the installation."
             }
             Self::ImportFailed => {
-                "An all-or-nothing import (`atomic=true`) had rows that failed, so nothing was imported. `rows` lists each failed row with its line number and its own problem."
+                "An all-or-nothing import (`atomic=true`) had rows that failed, so nothing was imported. `rows` lists every row with its line number: `failed` ones with their own problem, `skipped` ones that were valid."
             }
             Self::VerificationFailed => {
                 "No TXT record `_allot.<domain>` holding the domain's verification token was found. Publish it and retry; DNS may take a while to show it."
@@ -286,7 +286,7 @@ pub struct Problem {
     /// For `quota-exceeded`: the units that were free.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub available: Option<i64>,
-    /// For `import-failed`: the rows that failed, each `{line, status, problem}`.
+    /// For `import-failed`: every row, `{line, status, problem}`; `failed` ones carry their problem.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<Object>>)]
     pub rows: Option<Vec<serde_json::Value>>,

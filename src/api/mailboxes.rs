@@ -882,7 +882,7 @@ pub struct RowOutcome {
     /// The row's line: in CSV the file's line (the header is line 1), in JSON the element's
     /// position counting from 1.
     pub line: usize,
-    /// `created` or `failed`.
+    /// `created`, `failed`, or `skipped` (valid, but an atomic import with failed rows keeps none).
     pub status: &'static str,
     pub mailbox_id: Option<MailboxId>,
     /// Why the row failed.
@@ -1100,12 +1100,17 @@ pub async fn import_mailboxes(
             let created = outcomes.iter().filter(|o| o.mailbox_id.is_some()).count();
             let failed = outcomes.len() - created;
             if atomic && failed > 0 {
-                let failed_rows = outcomes
+                // Nothing is kept: the rows that passed their checks are reported as skipped.
+                let rows = outcomes
                     .into_iter()
-                    .filter(|o| o.problem.is_some())
-                    .map(|o| serde_json::to_value(o).unwrap_or_default())
+                    .map(|mut o| {
+                        if o.mailbox_id.take().is_some() {
+                            o.status = "skipped";
+                        }
+                        serde_json::to_value(o).unwrap_or_default()
+                    })
                     .collect();
-                return Err(ApiError::ImportFailed(failed_rows));
+                return Err(ApiError::ImportFailed(rows));
             }
             usage::add(
                 conn,

@@ -823,18 +823,18 @@ async fn an_atomic_import_takes_every_row_or_none() {
         "import-failed",
     )
     .await;
-    let lines: Vec<i64> = body["rows"]
+    let statuses: Vec<(i64, &str)> = body["rows"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r["line"].as_i64().unwrap())
+        .map(|r| (r["line"].as_i64().unwrap(), r["status"].as_str().unwrap()))
         .collect();
-    assert_eq!(lines, [2, 3]);
+    assert_eq!(statuses, [(1, "skipped"), (2, "failed"), (3, "failed")]);
     assert_eq!(
-        body["rows"][0]["problem"]["type"],
+        body["rows"][1]["problem"]["type"],
         "/problems/address-taken"
     );
-    assert_eq!(body["rows"][1]["problem"]["errors"][0]["field"], "address");
+    assert_eq!(body["rows"][2]["problem"]["errors"][0]["field"], "address");
     assert_eq!(
         admin.usage(&tree.c1, "users").await["used"],
         3,
@@ -1000,5 +1000,21 @@ async fn a_broken_csv_is_refused_whole() {
     )
     .await;
     assert_eq!(admin.usage(&tree.c1, "users").await["used"], 0);
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn two_creates_racing_for_one_address_make_one_mailbox() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = with_domains(&admin).await;
+    let path = format!("/v1/nodes/{}/mailboxes", tree.c1);
+    let body = json!({"address": "contested@c1.example"});
+    let attempts = (0..8).map(|_| admin.post(&path, &body));
+    let responses = futures_util::future::join_all(attempts).await;
+    let mut statuses: Vec<u16> = responses.iter().map(|r| r.status().as_u16()).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 409, 409, 409, 409, 409, 409, 409]);
+    assert_eq!(admin.usage(&tree.c1, "users").await["used"], 1);
     app.assert_verified();
 }
