@@ -376,6 +376,18 @@ impl ApiError {
         Self::Internal(Box::new(err))
     }
 
+    /// A database error, where a unique index's refusal (a race that an earlier check in the same
+    /// transaction lost) answers as `taken()`.
+    pub fn unless_unique(err: diesel::result::Error, taken: impl FnOnce() -> Self) -> Self {
+        match err {
+            diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _,
+            ) => taken(),
+            other => other.into(),
+        }
+    }
+
     pub fn problem_type(&self) -> ProblemType {
         match self {
             Self::MalformedBody(_) => ProblemType::MalformedBody,

@@ -202,6 +202,15 @@ pub fn check_date(date: chrono::NaiveDate) -> Result<chrono::NaiveDate, String> 
     }
 }
 
+/// `active` or `disabled`, as domains and mailboxes spell their status: whether it is active.
+pub fn parse_active(text: &str) -> Result<bool, String> {
+    match text {
+        "active" => Ok(true),
+        "disabled" => Ok(false),
+        _ => Err("must be active or disabled".to_owned()),
+    }
+}
+
 /// Today, in UTC: the day limits are judged on unless a request names another.
 pub fn today() -> chrono::NaiveDate {
     chrono::Utc::now().date_naive()

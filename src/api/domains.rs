@@ -269,13 +269,8 @@ pub async fn create_domain(
                     created_at: now,
                     updated_at: now,
                 };
-                domains::insert(conn, &domain).map_err(|err| match err {
-                    diesel::result::Error::DatabaseError(
-                        diesel::result::DatabaseErrorKind::UniqueViolation,
-                        _,
-                    ) => ApiError::DomainTaken,
-                    other => other.into(),
-                })?;
+                domains::insert(conn, &domain)
+                    .map_err(|err| ApiError::unless_unique(err, || ApiError::DomainTaken))?;
                 for local in ROLE_LOCAL_PARTS {
                     store::mailboxes::insert(conn, &role_mailbox(&domain, local, now))?;
                 }
@@ -336,17 +331,12 @@ pub async fn list_domains(
 ) -> Result<web::Json<Page<DomainView>>, ApiError> {
     let query = query.into_inner();
     let page = PageRequest::parse(query.limit, query.cursor.as_deref())?;
-    let active = match query.status.as_deref() {
-        None => None,
-        Some("active") => Some(true),
-        Some("disabled") => Some(false),
-        Some(_) => {
-            return Err(ApiError::InvalidQuery(vec![crate::error::FieldError::new(
-                "status",
-                "must be active or disabled",
-            )]));
-        }
-    };
+    let active = query
+        .status
+        .as_deref()
+        .map(common::parse_active)
+        .transpose()
+        .map_err(|m| ApiError::InvalidQuery(vec![crate::error::FieldError::new("status", m)]))?;
     let filter = DomainFilter {
         active,
         name_prefix: query.name_prefix.map(|p| p.to_lowercase()),
@@ -445,15 +435,10 @@ pub async fn update_domain(
     let route = body
         .route
         .map(|r| r.and_then(|r| parse_route(r, &mut fields)));
-    let active = match body.status.as_deref() {
-        None => None,
-        Some("active") => Some(true),
-        Some("disabled") => Some(false),
-        Some(_) => {
-            fields.push("status", "must be active or disabled");
-            None
-        }
-    };
+    let active = body
+        .status
+        .as_deref()
+        .and_then(|status| fields.check("status", common::parse_active(status)));
     fields.finish()?;
     let id = id.into_inner();
     let domain = store::run(&state.pool, move |conn| {

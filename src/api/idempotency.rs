@@ -162,14 +162,13 @@ pub fn once(
         etag: answer.etag.clone(),
         created_at: now,
     };
-    idempotency::insert(conn, &who, key_text, &record).map_err(|err| match err {
-        diesel::result::Error::DatabaseError(
-            diesel::result::DatabaseErrorKind::UniqueViolation,
-            _,
-        ) => ApiError::Conflict(
-            "Another request with this Idempotency-Key is being processed; retry it.".to_owned(),
-        ),
-        other => other.into(),
+    idempotency::insert(conn, &who, key_text, &record).map_err(|err| {
+        ApiError::unless_unique(err, || {
+            ApiError::Conflict(
+                "Another request with this Idempotency-Key is being processed; retry it."
+                    .to_owned(),
+            )
+        })
     })?;
     Ok(answer)
 }

@@ -208,13 +208,8 @@ fn place(
         created_at: now,
         updated_at: now,
     };
-    mailboxes::insert(conn, &mailbox).map_err(|err| match err {
-        diesel::result::Error::DatabaseError(
-            diesel::result::DatabaseErrorKind::UniqueViolation,
-            _,
-        ) => ApiError::AddressTaken,
-        other => other.into(),
-    })?;
+    mailboxes::insert(conn, &mailbox)
+        .map_err(|err| ApiError::unless_unique(err, || ApiError::AddressTaken))?;
     common::record(
         conn,
         principal,
@@ -300,12 +295,11 @@ pub struct MailboxesQuery {
 
 fn parse_filter(query: &MailboxesQuery) -> Result<MailboxFilter, ApiError> {
     let mut errors = Vec::new();
-    let active = match query.status.as_deref() {
+    let active = match query.status.as_deref().map(common::parse_active) {
         None => None,
-        Some("active") => Some(true),
-        Some("disabled") => Some(false),
-        Some(_) => {
-            errors.push(FieldError::new("status", "must be active or disabled"));
+        Some(Ok(active)) => Some(active),
+        Some(Err(message)) => {
+            errors.push(FieldError::new("status", message));
             None
         }
     };
@@ -767,10 +761,7 @@ pub async fn create_alias(
                 address,
                 created_at: store::now(),
             };
-            store::aliases::insert(conn, &alias).map_err(|err| match err {
-                diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _) => ApiError::AddressTaken,
-                other => other.into(),
-            })?;
+            store::aliases::insert(conn, &alias).map_err(|err| ApiError::unless_unique(err, || ApiError::AddressTaken))?;
             common::record(conn, &principal, node.id, "alias.create", ("alias", alias.id.to_string()), None, Some(json!({"address": alias.address.stored(), "mailbox_id": mailbox.id})))?;
             Ok::<_, ApiError>(alias)
         })

@@ -130,15 +130,9 @@ impl TryFrom<CreateNode> for NewNode {
 
 /// Maps the database's refusal of a duplicate sibling name (a race the earlier check lost).
 fn name_taken(err: diesel::result::Error) -> ApiError {
-    match err {
-        diesel::result::Error::DatabaseError(
-            diesel::result::DatabaseErrorKind::UniqueViolation,
-            _,
-        ) => {
-            ApiError::NameTaken("Another node under this parent already has this name.".to_owned())
-        }
-        other => other.into(),
-    }
+    ApiError::unless_unique(err, || {
+        ApiError::NameTaken("Another node under this parent already has this name.".to_owned())
+    })
 }
 
 /// Creates a reseller or a customer under `{id}`. Customers cannot have children.

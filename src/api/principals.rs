@@ -95,13 +95,9 @@ fn may_give(principal: &Principal, role: Role) -> Result<(), ApiError> {
 }
 
 fn username_taken(err: diesel::result::Error) -> ApiError {
-    match err {
-        diesel::result::Error::DatabaseError(
-            diesel::result::DatabaseErrorKind::UniqueViolation,
-            _,
-        ) => ApiError::NameTaken("This username is taken.".to_owned()),
-        other => other.into(),
-    }
+    ApiError::unless_unique(err, || {
+        ApiError::NameTaken("This username is taken.".to_owned())
+    })
 }
 
 /// Creates a person's account at `{id}`. Admins only, with a role no higher than their own.
