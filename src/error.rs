@@ -585,3 +585,39 @@ pub fn plain_errors_as_problems<B>(
         ServiceResponse::new(req, new).map_into_right_body(),
     ))
 }
+
+/// The answers every guarded route shares, for its OpenAPI description: 401 without valid
+/// credentials, 403 when the role may not act, 404 when the target does not exist or lies outside
+/// the caller's subtree. Handlers list `Guarded` instead of repeating the three.
+pub struct Guarded;
+
+impl utoipa::IntoResponses for Guarded {
+    fn responses() -> std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+    > {
+        use utoipa::openapi::content::ContentBuilder;
+        use utoipa::openapi::response::ResponseBuilder;
+        use utoipa::openapi::schema::Ref;
+        [
+            ("401", "No valid credentials"),
+            ("403", "The caller's role does not allow this"),
+            (
+                "404",
+                "No such resource in the caller's subtree (the two are not told apart)",
+            ),
+        ]
+        .into_iter()
+        .map(|(status, description)| {
+            let content = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build();
+            let response = ResponseBuilder::new()
+                .description(description)
+                .content(PROBLEM_JSON, content)
+                .build();
+            (status.to_owned(), response.into())
+        })
+        .collect()
+    }
+}

@@ -17,7 +17,7 @@ use crate::domain::ids::{AllocationId, NodeId};
 use crate::domain::quota::{Grant, GrantChange, Span};
 use crate::domain::resource::Resource;
 use crate::domain::tree::{self, NodeKind};
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Guarded, Problem};
 use crate::startup::AppState;
 use crate::store::allocations::{Allocation, AllocationFilter, NewAllocation};
 use crate::store::nodes::Node;
@@ -191,9 +191,7 @@ pub struct CreateAllocation {
     request_body = CreateAllocation,
     responses(
         (status = 201, description = "Granted; `Location` names it", body = AllocationView, headers(("Location" = String), ("ETag" = String))),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin above the node", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
         (status = 409, description = "The parent lacks room (`quota-exceeded`), or a request with the same `Idempotency-Key` is in progress", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, an unknown resource, or an `Idempotency-Key` reused for another request", body = Problem, content_type = "application/problem+json"),
     )
@@ -299,9 +297,7 @@ pub struct AllocationsQuery {
     responses(
         (status = 200, description = "A page of allocations", body = Page<AllocationView>),
         (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
     )
 )]
 #[get("/v1/nodes/{id}/allocations")]
@@ -350,9 +346,7 @@ pub async fn list_allocations(
     params(("id" = AllocationId, Path)),
     responses(
         (status = 200, description = "The allocation", body = AllocationView, headers(("ETag" = String))),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such allocation in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
     )
 )]
 #[get("/v1/allocations/{id}")]
@@ -406,9 +400,7 @@ pub struct UpdateAllocationQuery {
     request_body = UpdateAllocation,
     responses(
         (status = 200, description = "The changed allocation", body = AllocationView, headers(("ETag" = String))),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin above the node", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such allocation in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
         (status = 409, description = "It would break the tree's invariant (`quota-exceeded`), or it was granted by a former parent", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "`If-Match` does not match", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),

@@ -21,7 +21,7 @@ use crate::dns::Proof;
 use crate::domain::address::{DomainName, MailAddress, ROLE_LOCAL_PARTS};
 use crate::domain::ids::{DomainId, NodeId};
 use crate::domain::tree::{self, NodeKind};
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Guarded, Problem};
 use crate::startup::AppState;
 use crate::store::domains::{Domain, DomainFilter, Route};
 use crate::store::{self, DbConnection, domains, nodes, usage, write_tx};
@@ -206,9 +206,7 @@ fn respond(status: actix_web::http::StatusCode, domain: &Domain) -> HttpResponse
     request_body = CreateDomain,
     responses(
         (status = 201, description = "Registered, pending verification", body = DomainView, headers(("Location" = String), ("ETag" = String))),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
         (status = 409, description = "Registered already (`domain-taken`), or no `domains` unit free (`quota-exceeded`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, or the node is not a customer", body = Problem, content_type = "application/problem+json"),
     )
@@ -317,9 +315,7 @@ pub struct DomainsQuery {
     responses(
         (status = 200, description = "A page of domains", body = Page<DomainView>),
         (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
     )
 )]
 #[get("/v1/nodes/{id}/domains")]
@@ -368,9 +364,7 @@ pub async fn list_domains(
     params(("id" = DomainId, Path)),
     responses(
         (status = 200, description = "The domain", body = DomainView, headers(("ETag" = String))),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such domain in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
     )
 )]
 #[get("/v1/domains/{id}")]
@@ -412,9 +406,7 @@ pub struct UpdateDomain {
     request_body = UpdateDomain,
     responses(
         (status = 200, description = "The changed domain", body = DomainView, headers(("ETag" = String))),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such domain in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
         (status = 412, description = "`If-Match` does not match", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     )
@@ -538,9 +530,7 @@ pub fn remove(
     params(("id" = DomainId, Path), super::nodes::DeleteQuery),
     responses(
         (status = 204, description = "Removed"),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such domain in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
         (status = 409, description = "It still has mailboxes (`not-empty`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -575,9 +565,7 @@ pub async fn delete_domain(
     params(("id" = DomainId, Path)),
     responses(
         (status = 200, description = "Verified", body = DomainView, headers(("ETag" = String))),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such domain in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
         (status = 409, description = "The record is not there (`verification-failed`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "DNS did not answer", body = Problem, content_type = "application/problem+json"),
     )

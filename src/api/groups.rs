@@ -13,7 +13,7 @@ use super::nodes::utc;
 use crate::auth::Principal;
 use crate::domain::ids::{GroupId, MailboxId, NodeId};
 use crate::domain::tree::{self, NodeKind};
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Guarded, Problem};
 use crate::startup::AppState;
 use crate::store::groups::Group;
 use crate::store::{self, DbConnection, groups, nodes, write_tx};
@@ -69,9 +69,7 @@ pub struct CreateGroup {
     request_body = CreateGroup,
     responses(
         (status = 201, description = "Created", body = GroupView, headers(("Location" = String))),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
         (status = 409, description = "The customer has a group of this name (`name-taken`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid name, or a node that is not a customer", body = Problem, content_type = "application/problem+json"),
     )
@@ -131,9 +129,7 @@ pub async fn create_group(
     params(("id" = NodeId, Path)),
     responses(
         (status = 200, description = "The groups", body = Page<GroupView>),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
     )
 )]
 #[get("/v1/nodes/{id}/groups")]
@@ -175,9 +171,7 @@ fn visible_group(
     params(("id" = GroupId, Path)),
     responses(
         (status = 200, description = "The group", body = GroupView),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such group in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
     )
 )]
 #[get("/v1/groups/{id}")]
@@ -203,9 +197,7 @@ pub async fn get_group(
     params(("id" = GroupId, Path)),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such group in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
     )
 )]
 #[delete("/v1/groups/{id}")]
@@ -286,9 +278,7 @@ async fn change_membership(
     params(("id" = GroupId, Path), ("mailbox_id" = MailboxId, Path)),
     responses(
         (status = 200, description = "The group", body = GroupView),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such group, or no such mailbox of its customer", body = Problem, content_type = "application/problem+json"),
+        Guarded,
     )
 )]
 #[put("/v1/groups/{id}/members/{mailbox_id}")]
@@ -307,9 +297,7 @@ pub async fn add_member(
     params(("id" = GroupId, Path), ("mailbox_id" = MailboxId, Path)),
     responses(
         (status = 200, description = "The group", body = GroupView),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such group, or no such mailbox of its customer", body = Problem, content_type = "application/problem+json"),
+        Guarded,
     )
 )]
 #[delete("/v1/groups/{id}/members/{mailbox_id}")]

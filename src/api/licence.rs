@@ -12,7 +12,7 @@ use crate::auth::Principal;
 use crate::auth::guard::Reach;
 use crate::domain::ids::NodeId;
 use crate::domain::quota::{self, Span};
-use crate::error::{ApiError, FieldError, Problem};
+use crate::error::{ApiError, FieldError, Guarded, Problem};
 use crate::startup::AppState;
 use crate::store::allocations::{self, Allocation, NewAllocation};
 use crate::store::{self, DbConnection, audit, nodes, write_tx};
@@ -207,9 +207,7 @@ pub fn replace(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The licence", body = LicenceView),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "The caller is not at the owner node", body = Problem, content_type = "application/problem+json"),
+        Guarded,
     )
 )]
 #[get("/v1/licence")]
@@ -234,9 +232,7 @@ pub async fn get_licence(
     request_body = SetLicence,
     responses(
         (status = 200, description = "The new licence", body = LicenceView),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an owner admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "The caller is not at the owner node", body = Problem, content_type = "application/problem+json"),
+        Guarded,
         (status = 409, description = "Less than the owner has allocated (`quota-exceeded`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid lines", body = Problem, content_type = "application/problem+json"),
     )

@@ -17,7 +17,7 @@ use crate::auth::Principal;
 use crate::domain::address::{DomainName, MailAddress};
 use crate::domain::ids::{AliasId, DomainId, MailboxId, NodeId};
 use crate::domain::tree::{self, NodeKind};
-use crate::error::{ApiError, FieldError, Problem};
+use crate::error::{ApiError, FieldError, Guarded, Problem};
 use crate::startup::AppState;
 use crate::store::aliases::Alias;
 use crate::store::mailboxes::{Mailbox, MailboxFilter, Origin};
@@ -230,9 +230,7 @@ fn place(
     request_body = CreateMailbox,
     responses(
         (status = 201, description = "Created", body = MailboxView, headers(("Location" = String), ("ETag" = String))),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
         (status = 409, description = "The address exists (`address-taken`), or no seat is free (`quota-exceeded`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, a domain that is not the customer's, or a node that is not a customer", body = Problem, content_type = "application/problem+json"),
     )
@@ -347,9 +345,7 @@ fn parse_filter(query: &MailboxesQuery) -> Result<MailboxFilter, ApiError> {
     responses(
         (status = 200, description = "A page of mailboxes", body = Page<MailboxView>),
         (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
     )
 )]
 #[get("/v1/nodes/{id}/mailboxes")]
@@ -414,9 +410,7 @@ fn locked_mailbox(
     params(("id" = MailboxId, Path)),
     responses(
         (status = 200, description = "The mailbox", body = MailboxView, headers(("ETag" = String))),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such mailbox in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
     )
 )]
 #[get("/v1/mailboxes/{id}")]
@@ -465,9 +459,7 @@ pub struct UpdateMailbox {
     request_body = UpdateMailbox,
     responses(
         (status = 200, description = "The changed mailbox", body = MailboxView, headers(("ETag" = String))),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such mailbox in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
         (status = 412, description = "`If-Match` does not match", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     )
@@ -582,9 +574,7 @@ async fn set_active(
     params(("id" = MailboxId, Path)),
     responses(
         (status = 200, description = "Disabled", body = MailboxView, headers(("ETag" = String))),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such mailbox in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
     )
 )]
 #[post("/v1/mailboxes/{id}/disable")]
@@ -603,9 +593,7 @@ pub async fn disable_mailbox(
     params(("id" = MailboxId, Path)),
     responses(
         (status = 200, description = "Enabled", body = MailboxView, headers(("ETag" = String))),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such mailbox in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
         (status = 409, description = "No seat is free (`quota-exceeded`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -626,9 +614,7 @@ pub async fn enable_mailbox(
     params(("id" = MailboxId, Path)),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such mailbox in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
         (status = 409, description = "Still active, or a role address", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -713,9 +699,7 @@ pub struct CreateAlias {
     request_body = CreateAlias,
     responses(
         (status = 201, description = "Added", body = AliasView, headers(("Location" = String))),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such mailbox in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
         (status = 409, description = "The address exists (`address-taken`), or the mailbox has its most aliases", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid address, or one not on the customer's domains", body = Problem, content_type = "application/problem+json"),
     )
@@ -779,9 +763,7 @@ pub async fn create_alias(
     params(("id" = MailboxId, Path)),
     responses(
         (status = 200, description = "The aliases", body = Page<AliasView>),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such mailbox in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
     )
 )]
 #[get("/v1/mailboxes/{id}/aliases")]
@@ -810,9 +792,7 @@ pub async fn list_aliases(
     params(("id" = AliasId, Path)),
     responses(
         (status = 204, description = "Removed"),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such alias in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
     )
 )]
 #[delete("/v1/aliases/{id}")]
@@ -976,9 +956,7 @@ fn csv_rows(bytes: &[u8]) -> Result<Vec<(usize, CreateMailbox)>, ApiError> {
         (status = 200, description = "Not atomic: each row's outcome", body = ImportReport),
         (status = 201, description = "Atomic: every row imported", body = ImportReport),
         (status = 400, description = "The body is not JSON or CSV (an open quote, a short row, invalid UTF-8)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin or manager", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
         (status = 413, description = "Over 16 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Neither JSON nor CSV", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Atomic with failed rows (`import-failed`, nothing imported), a bad header, or over 10,000 rows", body = Problem, content_type = "application/problem+json"),

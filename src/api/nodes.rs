@@ -15,7 +15,7 @@ use crate::auth::guard::Reach;
 use crate::domain::ids::NodeId;
 use crate::domain::quota::{self, Grant, Span};
 use crate::domain::tree::{self, NodeKind, NodeStatus};
-use crate::error::{ApiError, FieldError, Problem};
+use crate::error::{ApiError, FieldError, Guarded, Problem};
 use crate::startup::AppState;
 use crate::store::nodes::{ChildFilter, NewNode, Node, NodeChanges};
 use crate::store::{self, allocations, nodes, write_tx};
@@ -144,9 +144,7 @@ fn name_taken(err: diesel::result::Error) -> ApiError {
     responses(
         (status = 201, description = "Created; `Location` names it", body = NodeView,
             headers(("Location" = String), ("ETag" = String))),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
         (status = 409, description = "A sibling has this name (`name-taken`), or a request with the same `Idempotency-Key` is in progress", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, a customer as parent, or an `Idempotency-Key` reused for another request", body = Problem, content_type = "application/problem+json"),
     )
@@ -209,9 +207,7 @@ pub async fn create_child(
     params(("id" = NodeId, Path)),
     responses(
         (status = 200, description = "The node", body = NodeView, headers(("ETag" = String))),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
     )
 )]
 #[get("/v1/nodes/{id}")]
@@ -294,9 +290,7 @@ impl TryFrom<UpdateNode> for NodeChanges {
     request_body = UpdateNode,
     responses(
         (status = 200, description = "The changed node", body = NodeView, headers(("ETag" = String))),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
         (status = 409, description = "A sibling has this name", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "`If-Match` does not match", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
@@ -378,9 +372,7 @@ pub struct ChildrenQuery {
     responses(
         (status = 200, description = "A page of children", body = Page<NodeView>),
         (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
     )
 )]
 #[get("/v1/nodes/{id}/children")]
@@ -435,9 +427,7 @@ pub struct DeleteQuery {
     params(("id" = NodeId, Path), DeleteQuery),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role does not allow this, or it is the caller's own node", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
         (status = 409, description = "The node still holds something (`not-empty`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`cascade` asked for a node that is not a customer", body = Problem, content_type = "application/problem+json"),
     )
@@ -540,9 +530,7 @@ pub struct MoveNode {
     request_body = MoveNode,
     responses(
         (status = 200, description = "The moved node", body = NodeView, headers(("ETag" = String))),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role does not allow this, or it is the caller's own node", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
         (status = 409, description = "The new parent lacks room (`quota-exceeded`) or has a child of this name", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The new parent cannot hold this node", body = Problem, content_type = "application/problem+json"),
     )

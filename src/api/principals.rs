@@ -18,7 +18,7 @@ use crate::auth::{Principal, api_key, password};
 use crate::domain::ids::{AccountId, ApiKeyId, NodeId};
 use crate::domain::roles::Role;
 use crate::domain::tree;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Guarded, Problem};
 use crate::startup::AppState;
 use crate::store::accounts::{Account, NewAccount};
 use crate::store::api_keys::ApiKey;
@@ -108,9 +108,7 @@ fn username_taken(err: diesel::result::Error) -> ApiError {
     request_body = CreateAccount,
     responses(
         (status = 201, description = "Created; a generated password is returned this once", body = CreatedAccount, headers(("Location" = String), ("ETag" = String))),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin, or a role above the caller's", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
         (status = 409, description = "The username is taken", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     )
@@ -201,9 +199,7 @@ pub struct ListQuery {
     responses(
         (status = 200, description = "A page of accounts", body = Page<AccountView>),
         (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
     )
 )]
 #[get("/v1/nodes/{id}/accounts")]
@@ -251,9 +247,7 @@ fn visible_account(
     params(("id" = AccountId, Path)),
     responses(
         (status = 200, description = "The account", body = AccountView, headers(("ETag" = String))),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such account in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
     )
 )]
 #[get("/v1/accounts/{id}")]
@@ -296,9 +290,7 @@ pub struct UpdateAccount {
     request_body = UpdateAccount,
     responses(
         (status = 200, description = "The changed account", body = AccountView, headers(("ETag" = String))),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such account in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
         (status = 412, description = "`If-Match` does not match", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     )
@@ -392,9 +384,7 @@ pub async fn update_account(
     params(("id" = AccountId, Path)),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role does not allow this, or it is the caller's own account", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such account in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
     )
 )]
 #[delete("/v1/accounts/{id}")]
@@ -492,9 +482,7 @@ pub struct CreateApiKey {
     request_body = CreateApiKey,
     responses(
         (status = 201, description = "Created; the key is returned this once", body = CreatedApiKey, headers(("Location" = String))),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin, or a role above the caller's", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -568,9 +556,7 @@ pub async fn create_api_key(
     responses(
         (status = 200, description = "A page of keys", body = Page<ApiKeyView>),
         (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
     )
 )]
 #[get("/v1/nodes/{id}/api-keys")]
@@ -607,9 +593,7 @@ pub async fn list_api_keys(
     params(("id" = ApiKeyId, Path)),
     responses(
         (status = 204, description = "Revoked"),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such key in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
     )
 )]
 #[delete("/v1/api-keys/{id}")]

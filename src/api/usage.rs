@@ -10,7 +10,7 @@ use super::common::today;
 use crate::auth::Principal;
 use crate::domain::ids::NodeId;
 use crate::domain::tree::NodeKind;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Guarded, Problem};
 use crate::startup::AppState;
 use crate::store::{self, allocations, modules, nodes, usage};
 
@@ -57,9 +57,7 @@ pub struct UsageQuery {
     responses(
         (status = 200, description = "The report", body = UsageReport),
         (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The role does not allow this", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such node in the caller's subtree", body = Problem, content_type = "application/problem+json"),
+        Guarded,
     )
 )]
 #[get("/v1/nodes/{id}/usage")]
