@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod check;
 pub mod config;
 pub mod dns;
 pub mod domain;

@@ -1,0 +1,158 @@
+//! What a check asks and what it answers: the vocabulary the HTTP endpoint, the Postfix policy
+//! listener and the socketmap listener share. The reasons are a stable, documented set: mail
+//! workers branch on them, so one is never renamed or reused for something else.
+
+use crate::domain::address::{DomainName, MailAddress};
+use crate::domain::ids::{MailboxId, NodeId};
+
+/// What is asked about: a whole domain, or one address on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Domain(DomainName),
+    Address(MailAddress),
+}
+
+impl Target {
+    pub fn domain(&self) -> &DomainName {
+        match self {
+            Self::Domain(domain) => domain,
+            Self::Address(address) => address.domain(),
+        }
+    }
+}
+
+/// One check, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Question {
+    pub target: Target,
+    /// A module code the mailbox (or customer) must hold.
+    pub module: Option<String>,
+    /// Whether an unknown address may be enrolled; `None` takes the customer's `auto_enrol`.
+    pub enrol: Option<bool>,
+}
+
+/// Whom the caller may ask about: the whole tree (the Postfix listeners, bound to loopback) or
+/// the subtree of a principal's node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Everything,
+    Subtree(NodeId),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Accept,
+    Reject,
+    Defer,
+}
+
+/// Why a check answered as it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Accepted.
+    Ok,
+    /// No customer has this domain.
+    UnknownDomain,
+    /// The domain's ownership is not proven yet.
+    DomainUnverified,
+    /// The domain is disabled.
+    DomainDisabled,
+    /// The customer or one of its ancestors is suspended.
+    NodeSuspended,
+    /// No mailbox or alias has this address, and it was not enrolled (enrolment is off).
+    UnknownMailbox,
+    /// The mailbox is disabled.
+    MailboxDisabled,
+    /// The address would be enrolled, but the customer has no `users` seat free.
+    UsersExhausted,
+    /// The customer uses more than its limit allows now (an allocation ended).
+    OverLimit,
+    /// The customer holds no seat of the module now.
+    ModuleNotLicensed,
+    /// The mailbox (or customer) is not assigned the module.
+    ModuleNotAssigned,
+    /// The domain belongs to a customer outside the caller's subtree.
+    NotInScope,
+    /// allot cannot be sure now (the database is unreachable while an enrolment needs it).
+    Unavailable,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 13] = [
+        Self::Ok,
+        Self::UnknownDomain,
+        Self::DomainUnverified,
+        Self::DomainDisabled,
+        Self::NodeSuspended,
+        Self::UnknownMailbox,
+        Self::MailboxDisabled,
+        Self::UsersExhausted,
+        Self::OverLimit,
+        Self::ModuleNotLicensed,
+        Self::ModuleNotAssigned,
+        Self::NotInScope,
+        Self::Unavailable,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::UnknownDomain => "unknown_domain",
+            Self::DomainUnverified => "domain_unverified",
+            Self::DomainDisabled => "domain_disabled",
+            Self::NodeSuspended => "node_suspended",
+            Self::UnknownMailbox => "unknown_mailbox",
+            Self::MailboxDisabled => "mailbox_disabled",
+            Self::UsersExhausted => "users_exhausted",
+            Self::OverLimit => "over_limit",
+            Self::ModuleNotLicensed => "module_not_licensed",
+            Self::ModuleNotAssigned => "module_not_assigned",
+            Self::NotInScope => "not_in_scope",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    /// The verdict a reason stands for: `ok` accepts, `unavailable` defers, the rest reject.
+    pub const fn verdict(self) -> Verdict {
+        match self {
+            Self::Ok => Verdict::Accept,
+            Self::Unavailable => Verdict::Defer,
+            _ => Verdict::Reject,
+        }
+    }
+}
+
+/// A check's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Answer {
+    pub verdict: Verdict,
+    pub reason: Reason,
+    /// The customer that holds the domain, when the caller may know it.
+    pub node_id: Option<NodeId>,
+    /// The mailbox the address belongs to (directly or as an alias), when there is one.
+    pub mailbox_id: Option<MailboxId>,
+    /// Whether this check registered the address as a new mailbox.
+    pub enrolled: bool,
+}
+
+impl Answer {
+    /// An answer for `reason` with nothing else known.
+    pub const fn bare(reason: Reason) -> Self {
+        Self {
+            verdict: reason.verdict(),
+            reason,
+            node_id: None,
+            mailbox_id: None,
+            enrolled: false,
+        }
+    }
+
+    pub const fn for_node(reason: Reason, node_id: NodeId) -> Self {
+        Self {
+            node_id: Some(node_id),
+            ..Self::bare(reason)
+        }
+    }
+}
