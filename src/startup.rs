@@ -29,6 +29,8 @@ pub struct AppState {
     pub config: Config,
     pub throttle: crate::auth::throttle::Throttle,
     pub dns: crate::dns::Verifier,
+    /// The in-memory index the check answers from.
+    pub checker: std::sync::Arc<crate::check::Checker>,
 }
 
 /// Why start-up stopped. Printed as one line naming the setting at fault; the binary exits 2.
@@ -137,12 +139,16 @@ impl Application {
         };
         let shutdown_timeout = config.shutdown_timeout;
         let dns = crate::dns::Verifier::new(config.dns_resolver);
+        let checker = crate::check::Checker::start(pool.clone()).map_err(|e| {
+            StartupError::new("DATABASE_URL", format!("cannot build the check index: {e}"))
+        })?;
         let state = web::Data::new(AppState {
             pool,
             keys,
             config,
             throttle: Default::default(),
             dns,
+            checker,
         });
         let server = HttpServer::new(move || {
             app(
@@ -210,6 +216,7 @@ fn app(
         .into_app()
         .service(SwaggerUi::new("/docs/{_:.*}").config(SwaggerConfig::from("/openapi.json")))
         .default_service(web::to(api::meta::fallback))
+        .wrap(from_fn(api::check::sync_after_writes))
         .wrap(ErrorHandlers::new().default_handler(error::plain_errors_as_problems))
         // Bodies are JSON (or the docs page): never let a browser sniff them into something else.
         .wrap(DefaultHeaders::new().add(("x-content-type-options", "nosniff")))

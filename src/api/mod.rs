@@ -4,6 +4,7 @@
 
 pub mod allocations;
 pub mod auth;
+pub mod check;
 pub mod common;
 pub mod domains;
 pub mod extract;
@@ -80,7 +81,9 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(groups::get_group)
         .service(groups::delete_group)
         .service(groups::add_member)
-        .service(groups::remove_member);
+        .service(groups::remove_member)
+        .service(check::check)
+        .service(check::check_batch);
 }
 
 #[derive(OpenApi)]
@@ -102,6 +105,7 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         (name = "domains", description = "Customers' domains"),
         (name = "mailboxes", description = "Customers' mailboxes (users) and their aliases"),
         (name = "groups", description = "Customers' groups of mailboxes"),
+        (name = "check", description = "What mail workers ask before accepting a domain or a mailbox"),
         (name = "health", description = "Liveness, readiness, metrics"),
         (name = "meta", description = "This document, the docs, the problem types"),
     )

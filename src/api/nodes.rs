@@ -35,6 +35,10 @@ pub struct NodeView {
     /// Customers only: how many aliases one mailbox may have (default 10).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_aliases_per_mailbox: Option<i32>,
+    /// Customers only: whether `POST /v1/check` registers an address it has not seen on one of the
+    /// customer's domains as a new mailbox, when the check does not say (default true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_enrol: Option<bool>,
     /// Increases with every change; the `ETag` is this number in quotes.
     pub version: i64,
     pub created_at: DateTime<Utc>,
@@ -58,6 +62,7 @@ impl From<Node> for NodeView {
             status: node.status,
             max_aliases_per_mailbox: (node.kind == NodeKind::Customer)
                 .then_some(node.max_aliases_per_mailbox),
+            auto_enrol: (node.kind == NodeKind::Customer).then_some(node.auto_enrol),
             version: node.version,
             created_at: utc(node.created_at),
             updated_at: utc(node.updated_at),
@@ -70,6 +75,7 @@ fn audit_view(node: &Node) -> serde_json::Value {
         "kind": node.kind, "name": node.name, "description": node.description,
         "contact_phone": node.contact_phone, "contact_email": node.contact_email,
         "status": node.status, "parent_id": node.parent_id,
+        "max_aliases_per_mailbox": node.max_aliases_per_mailbox, "auto_enrol": node.auto_enrol,
     })
 }
 
@@ -245,6 +251,8 @@ pub struct UpdateNode {
     pub status: Option<NodeStatus>,
     /// Customers only: how many aliases one mailbox may have, 0–1000.
     pub max_aliases_per_mailbox: Option<i32>,
+    /// Customers only: whether a check enrols addresses it has not seen (when it does not say).
+    pub auto_enrol: Option<bool>,
 }
 
 impl TryFrom<UpdateNode> for NodeChanges {
@@ -277,6 +285,7 @@ impl TryFrom<UpdateNode> for NodeChanges {
             contact_email,
             status: body.status,
             max_aliases_per_mailbox: body.max_aliases_per_mailbox,
+            auto_enrol: body.auto_enrol,
         })
     }
 }
@@ -315,11 +324,18 @@ pub async fn update_node(
                 Reach::SelfOrBelow
             };
             let mut node = principal.may_administer(nodes::find(conn, id)?, reach)?;
-            if changes.max_aliases_per_mailbox.is_some() && node.kind != NodeKind::Customer {
-                return Err(ApiError::validation(
-                    "max_aliases_per_mailbox",
-                    "is a customer setting",
-                ));
+            if node.kind != NodeKind::Customer {
+                for (field, set) in [
+                    (
+                        "max_aliases_per_mailbox",
+                        changes.max_aliases_per_mailbox.is_some(),
+                    ),
+                    ("auto_enrol", changes.auto_enrol.is_some()),
+                ] {
+                    if set {
+                        return Err(ApiError::validation(field, "is a customer setting"));
+                    }
+                }
             }
             if_match.check(node.version)?;
             if let (Some(name), Some(parent)) = (&changes.name, node.parent_id)

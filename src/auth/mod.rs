@@ -38,15 +38,15 @@ pub struct Principal {
     pub request_id: Option<String>,
 }
 
-const MISSING: &str =
+pub(crate) const MISSING: &str =
     "Credentials are required: send `Authorization: Bearer <access token or API key>`.";
-const INVALID: &str = "The credentials are invalid, expired or revoked.";
+pub(crate) const INVALID: &str = "The credentials are invalid, expired or revoked.";
 
 /// A last-used time is written at most this often per key, not on every request.
 const TOUCH_EVERY: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
 /// The token of an `Authorization: Bearer <token>` header (the scheme is case-insensitive).
-fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
+pub(crate) fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
     let value = req
         .headers()
         .get(header::AUTHORIZATION)

@@ -1,13 +1,62 @@
 //! The check: what mail workers ask before accepting a domain or a mailbox.
 //!
-//! Answers come from memory: [`index`] holds every domain, mailbox, alias, node and credential
-//! that a check needs, built at start and kept in step with the database through the change feed
-//! ([`feed`]) that triggers in the database fill on every committed write, whichever process made
-//! it. Only an enrolment (a first sighting of an address) writes to the database on this path.
+//! Answers come from memory. [`index::Index`] holds every domain, mailbox, alias, node and
+//! credential a check needs; it is built at start and kept in step with the database through the
+//! change feed that triggers in the database fill on every committed write, whichever process
+//! made it (see the migration `*_check`). [`Checker::catch_up`] replays the feed: the HTTP layer
+//! calls it after every write it serves, before the response leaves, and a background thread
+//! calls it every [`POLL_EVERY`], which is how writes made by another allot process (or the
+//! command line) reach this one within a second.
+//!
+//! Sequence numbers are taken before commit, so on PostgreSQL two transactions can commit out of
+//! order: a reader that has seen number 12 may not have seen 11 yet. The feed therefore remembers
+//! every number it skipped as a gap and looks for it again until it appears or [`GAP_PATIENCE`]
+//! passes (a rolled-back transaction leaves a gap forever). SQLite has one writer at a time and
+//! leaves no gaps.
+//!
+//! Only an enrolment (a first sighting of an address) writes to the database on the hot path; the
+//! time a mailbox was last seen is kept in memory and written in batches every
+//! [`FLUSH_EVERY`].
 
+pub mod index;
 pub mod verdict;
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::json;
+
+use crate::auth::api_key;
+use crate::domain::address::MailAddress;
+use crate::domain::ids::{AccountId, ApiKeyId, DomainId, MailboxId, NodeId};
+use crate::domain::roles::Role;
+use crate::store::audit::{self, Actor};
+use crate::store::mailboxes::{Mailbox, Origin};
+use crate::store::{self, DbConnection, Pool, write_tx};
+use index::{Decision, Index, Rows, Touched};
+
 pub use verdict::{Answer, Question, Reason, Scope, Target, Verdict};
+
+/// How often the background thread replays the change feed.
+pub const POLL_EVERY: Duration = Duration::from_millis(200);
+/// How often last-seen times are written.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(2);
+/// How long a skipped sequence number is looked for before it is taken for a rolled-back write.
+pub const GAP_PATIENCE: Duration = Duration::from_secs(60);
+/// Changes older than this are pruned from the feed.
+const KEEP_CHANGES: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+/// A process that could not replay the feed for this long may have missed pruned changes, and
+/// rebuilds its index instead.
+const REBUILD_AFTER: Duration = Duration::from_secs(30 * 60);
+/// How many changes are read at once.
+const FEED_PAGE: i64 = 10_000;
+/// At most this many last-seen marks wait for the database; past it the oldest are dropped (the
+/// times are informational, and memory must stay bounded while the database is away).
+const MAX_PENDING_SEEN: usize = 1_000_000;
+/// An API key's last use is recorded at most this often, as for every other route.
+const TOUCH_KEYS_EVERY: i64 = 60;
 
 /// Something that answers checks: the real [`Checker`] or, in the listeners' own tests, a fake.
 /// The Postfix listeners are written against this, so their protocol handling is tested apart from
@@ -15,4 +64,529 @@ pub use verdict::{Answer, Question, Reason, Scope, Target, Verdict};
 pub trait Ask: Send + Sync + 'static {
     /// Answers one question for a caller who may ask about the whole tree.
     fn ask(&self, question: Question) -> impl std::future::Future<Output = Answer> + Send;
+}
+
+/// Who asks, as the check resolved the credential from memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub actor: Actor,
+    pub name: String,
+    pub node: NodeId,
+    pub role: Role,
+}
+
+#[derive(Debug)]
+struct Feed {
+    /// The highest sequence number applied.
+    high: i64,
+    /// Skipped numbers, with when they were first missed.
+    gaps: BTreeMap<i64, Instant>,
+    /// When the feed was last replayed successfully.
+    synced: Instant,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Pool(#[from] diesel::r2d2::PoolError),
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+}
+
+/// The index, the feed that keeps it current, and what waits to be written.
+pub struct Checker {
+    index: RwLock<Index>,
+    feed: Mutex<Feed>,
+    pool: Pool,
+    seen: Mutex<Vec<(MailboxId, i64)>>,
+    used_keys: Mutex<Vec<(ApiKeyId, i64)>>,
+}
+
+/// Every row the index holds.
+fn load_all(conn: &mut DbConnection) -> diesel::QueryResult<Rows> {
+    use store::check;
+    Ok(Rows {
+        nodes: check::nodes(conn, None)?,
+        grants: check::grants(conn, None)?,
+        usage: check::usage(conn, None)?,
+        domains: check::domains(conn, None)?,
+        mailboxes: check::mailboxes(conn, None)?,
+        aliases: check::aliases(conn, None)?,
+        keys: check::api_keys(conn, None)?,
+        accounts: check::accounts(conn, None)?,
+        modules: Some(check::module_codes(conn)?),
+    })
+}
+
+/// The rows `touched` names, as they are now.
+fn load_touched(conn: &mut DbConnection, touched: &Touched) -> diesel::QueryResult<Rows> {
+    use store::check;
+    let nodes: Vec<String> = touched.nodes.iter().cloned().collect();
+    let ids = |map: &std::collections::HashMap<String, Vec<String>>| -> Vec<String> {
+        map.keys().cloned().collect()
+    };
+    let keys: Vec<String> = touched.keys.iter().cloned().collect();
+    let accounts: Vec<String> = touched.accounts.iter().cloned().collect();
+    Ok(Rows {
+        nodes: check::nodes(conn, Some(&nodes))?,
+        grants: check::grants(conn, Some(&nodes))?,
+        usage: check::usage(conn, Some(&nodes))?,
+        domains: check::domains(conn, Some(&ids(&touched.domains)))?,
+        mailboxes: check::mailboxes(conn, Some(&ids(&touched.mailboxes)))?,
+        aliases: check::aliases(conn, Some(&ids(&touched.aliases)))?,
+        keys: check::api_keys(conn, Some(&keys))?,
+        accounts: check::accounts(conn, Some(&accounts))?,
+        modules: if touched.modules {
+            Some(check::module_codes(conn)?)
+        } else {
+            None
+        },
+    })
+}
+
+fn unix_now() -> i64 {
+    Utc::now().timestamp()
+}
+
+fn at_unix(seconds: i64) -> chrono::NaiveDateTime {
+    DateTime::from_timestamp(seconds, 0)
+        .unwrap_or_default()
+        .naive_utc()
+}
+
+impl Checker {
+    /// Builds the index from the database. Blocking: call before serving.
+    pub fn start(pool: Pool) -> Result<Arc<Self>, SyncError> {
+        let started = Instant::now();
+        let mut conn = pool.get()?;
+        let (index, feed) = Self::build(&mut conn)?;
+        drop(conn);
+        tracing::info!(
+            domains = index.domains.len(),
+            mailboxes = index.mailboxes.len(),
+            aliases = index.aliases.len(),
+            nodes = index.nodes.len(),
+            millis = started.elapsed().as_millis() as u64,
+            "check index built"
+        );
+        let checker = Arc::new(Self {
+            index: RwLock::new(index),
+            feed: Mutex::new(feed),
+            pool,
+            seen: Mutex::default(),
+            used_keys: Mutex::default(),
+        });
+        checker.spawn_background();
+        Ok(checker)
+    }
+
+    /// The whole index, and the feed position it stands at. The position is read first: a change
+    /// committed while the rows are read is replayed afterwards (replaying is idempotent), and a
+    /// number below it that is not there yet may belong to a transaction still running, so the
+    /// recent missing numbers start out as gaps.
+    fn build(conn: &mut DbConnection) -> Result<(Index, Feed), SyncError> {
+        let high = store::check::last_seq(conn)?;
+        let present: std::collections::HashSet<i64> =
+            store::check::changes_in(conn, (high - 1000).max(1), Some(high), 2000)?
+                .into_iter()
+                .map(|c| c.seq)
+                .collect();
+        let now = Instant::now();
+        let gaps = ((high - 1000).max(1)..=high)
+            .filter(|seq| !present.contains(seq))
+            .map(|seq| (seq, now))
+            .collect();
+        let index = Index::build(load_all(conn)?);
+        Ok((
+            index,
+            Feed {
+                high,
+                gaps,
+                synced: now,
+            },
+        ))
+    }
+
+    fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies every change committed since the last call. Blocking.
+    pub fn catch_up(&self) -> Result<(), SyncError> {
+        let mut feed = self.feed.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut conn = self.pool.get()?;
+        if feed.synced.elapsed() > REBUILD_AFTER {
+            let (index, fresh) = Self::build(&mut conn)?;
+            *self.index.write().unwrap_or_else(PoisonError::into_inner) = index;
+            *feed = fresh;
+            tracing::warn!("the check index was rebuilt after a long time out of step");
+            return Ok(());
+        }
+        let mut touched = Touched::default();
+        let now = Instant::now();
+        if let Some((&low, _)) = feed.gaps.first_key_value() {
+            let high = feed.high;
+            for change in store::check::changes_in(&mut conn, low, Some(high), i64::MAX)? {
+                if feed.gaps.remove(&change.seq).is_some() {
+                    touched.add(&change.kind, change.id, change.key);
+                }
+            }
+        }
+        loop {
+            let page = store::check::changes_in(&mut conn, feed.high + 1, None, FEED_PAGE)?;
+            let full = page.len() as i64 == FEED_PAGE;
+            for change in page {
+                for missing in feed.high + 1..change.seq {
+                    feed.gaps.insert(missing, now);
+                }
+                feed.high = change.seq;
+                touched.add(&change.kind, change.id, change.key);
+            }
+            if !full {
+                break;
+            }
+        }
+        feed.gaps
+            .retain(|_, missed| missed.elapsed() < GAP_PATIENCE);
+        if !touched.is_empty() {
+            let rows = load_touched(&mut conn, &touched)?;
+            self.index
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .apply(&touched, rows);
+        }
+        feed.synced = now;
+        Ok(())
+    }
+
+    /// Replays the feed, flushes last-seen times and prunes the feed in the background until the
+    /// checker is dropped.
+    fn spawn_background(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("allot-check-sync".to_owned())
+            .spawn(move || {
+                let mut last_flush = Instant::now();
+                let mut last_prune = Instant::now();
+                let mut failing = false;
+                loop {
+                    std::thread::sleep(POLL_EVERY);
+                    let Some(checker) = weak.upgrade() else {
+                        return;
+                    };
+                    match checker.catch_up() {
+                        Ok(()) if failing => {
+                            tracing::info!("the check index is in step with the database again");
+                            failing = false;
+                        }
+                        Ok(()) => {}
+                        Err(err) if !failing => {
+                            tracing::warn!(error = %err, "the check index cannot read the change feed");
+                            failing = true;
+                        }
+                        Err(_) => {}
+                    }
+                    if last_flush.elapsed() >= FLUSH_EVERY {
+                        checker.flush();
+                        last_flush = Instant::now();
+                    }
+                    if last_prune.elapsed() >= Duration::from_secs(600) {
+                        checker.prune();
+                        last_prune = Instant::now();
+                    }
+                }
+            });
+        if let Err(err) = spawned {
+            tracing::error!(error = %err, "cannot start the check index's background thread");
+        }
+    }
+
+    /// Writes the last-seen times and key uses gathered since the last flush. On failure they are
+    /// kept for the next one.
+    pub fn flush(&self) {
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap_or_else(PoisonError::into_inner));
+        let keys = std::mem::take(
+            &mut *self
+                .used_keys
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if seen.is_empty() && keys.is_empty() {
+            return;
+        }
+        let mut latest: BTreeMap<MailboxId, i64> = BTreeMap::new();
+        for (id, at) in &seen {
+            let entry = latest.entry(*id).or_default();
+            *entry = (*entry).max(*at);
+        }
+        let rows: Vec<(String, chrono::NaiveDateTime)> = latest
+            .iter()
+            .map(|(id, at)| (id.to_string(), at_unix(*at)))
+            .collect();
+        let written = self
+            .pool
+            .get()
+            .map_err(SyncError::from)
+            .and_then(|mut conn| {
+                write_tx(&mut conn, |conn| {
+                    store::check::mark_seen(conn, &rows)?;
+                    for (key, at) in &keys {
+                        store::api_keys::touch(conn, *key, at_unix(*at))?;
+                    }
+                    Ok::<_, SyncError>(())
+                })
+            });
+        if let Err(err) = written {
+            tracing::warn!(error = %err, "last-seen times not written; kept for the next try");
+            let mut pending = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+            pending.extend(seen);
+            let excess = pending.len().saturating_sub(MAX_PENDING_SEEN);
+            pending.drain(..excess);
+            self.used_keys
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(keys);
+        }
+    }
+
+    fn prune(&self) {
+        let before = store::now() - KEEP_CHANGES;
+        let pruned = self
+            .pool
+            .get()
+            .map_err(SyncError::from)
+            .and_then(|mut conn| Ok(store::check::prune(&mut conn, before)?));
+        if let Err(err) = pruned {
+            tracing::warn!(error = %err, "the change feed was not pruned");
+        }
+    }
+
+    /// Whether `code` is a module of the catalogue (not retired).
+    pub fn knows_module(&self, code: &str) -> bool {
+        self.read_index().modules.contains(code)
+    }
+
+    /// The caller an API key stands for, if it is valid now.
+    pub fn caller_by_key(&self, token: &str) -> Option<Caller> {
+        let (id, secret) = api_key::parse(token)?;
+        let index = self.read_index();
+        let key = index.keys.get(&id)?;
+        let now = Utc::now();
+        let usable = api_key::matches(secret, &key.secret_hash)
+            && !key.revoked
+            && key.expires_at.is_none_or(|at| at.and_utc() > now)
+            && index.nodes.get(&key.node).is_some_and(|n| !n.deleted);
+        if !usable {
+            return None;
+        }
+        let seconds = now.timestamp();
+        if seconds - key.touched.load(std::sync::atomic::Ordering::Relaxed) >= TOUCH_KEYS_EVERY {
+            key.touched
+                .store(seconds, std::sync::atomic::Ordering::Relaxed);
+            self.used_keys
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((id, seconds));
+        }
+        Some(Caller {
+            actor: Actor::ApiKey(id),
+            name: key.name.clone(),
+            node: key.node,
+            role: key.role,
+        })
+    }
+
+    /// The caller an account stands for, if it is enabled and its node live.
+    pub fn caller_by_account(&self, id: AccountId) -> Option<Caller> {
+        let index = self.read_index();
+        let account = index.accounts.get(&id).filter(|a| !a.disabled)?;
+        index
+            .nodes
+            .get(&account.node)
+            .filter(|n| !n.deleted)
+            .map(|_| Caller {
+                actor: Actor::Account(id),
+                name: account.name.clone(),
+                node: account.node,
+                role: account.role,
+            })
+    }
+
+    /// Answers `question` for a caller limited to `scope`. Only an enrolment leaves memory.
+    pub async fn check(
+        self: &Arc<Self>,
+        scope: Scope,
+        question: Question,
+        actor: Actor,
+        request_id: Option<String>,
+    ) -> Answer {
+        let today = Utc::now().date_naive();
+        let decision = self.decide(scope, &question, today);
+        match decision {
+            Decision::Done(answer) => answer,
+            Decision::Enrol {
+                node,
+                domain,
+                address,
+            } => {
+                let this = Arc::clone(self);
+                tokio::task::spawn_blocking(move || {
+                    this.enrol(node, domain, address, &actor, request_id.as_deref(), today)
+                })
+                .await
+                .unwrap_or_else(|err| {
+                    tracing::error!(error = %err, "an enrolment did not finish");
+                    Answer::bare(Reason::Unavailable)
+                })
+            }
+        }
+    }
+
+    /// The in-memory part of a check.
+    pub fn decide(&self, scope: Scope, question: &Question, today: NaiveDate) -> Decision {
+        let now = unix_now();
+        let index = self.read_index();
+        index.decide(scope, question, today, now, |id| {
+            self.seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((id, now));
+        })
+    }
+
+    /// Registers `address` as a mailbox of customer `node`, deciding again inside the write
+    /// transaction from what the database says (the index may be a moment behind), then brings the
+    /// index up to date so the next check finds it. Anything the database cannot answer defers.
+    fn enrol(
+        &self,
+        node: NodeId,
+        domain: DomainId,
+        address: MailAddress,
+        actor: &Actor,
+        request_id: Option<&str>,
+        today: NaiveDate,
+    ) -> Answer {
+        let result = self
+            .pool
+            .get()
+            .map_err(SyncError::from)
+            .and_then(|mut conn| {
+                write_tx(&mut conn, |conn| {
+                    enrol_in(conn, node, domain, &address, actor, request_id, today)
+                })
+            });
+        match result {
+            Ok(answer) => {
+                if let Err(err) = self.catch_up() {
+                    tracing::warn!(error = %err, "the check index missed an enrolment for now");
+                }
+                answer
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "an enrolment could not be decided; deferring");
+                Answer::bare(Reason::Unavailable)
+            }
+        }
+    }
+}
+
+impl Drop for Checker {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// The enrolment's transaction; see [`Checker::enrol`].
+fn enrol_in(
+    conn: &mut DbConnection,
+    node_id: NodeId,
+    domain_id: DomainId,
+    address: &MailAddress,
+    actor: &Actor,
+    request_id: Option<&str>,
+    today: NaiveDate,
+) -> Result<Answer, SyncError> {
+    let Some(node) = store::nodes::find_locked(conn, node_id, &[])? else {
+        return Ok(Answer::bare(Reason::UnknownDomain));
+    };
+    let lineage: Vec<String> = node.lineage().iter().map(ToString::to_string).collect();
+    let ancestors = store::check::nodes(conn, Some(&lineage))?;
+    if ancestors.len() != lineage.len() || ancestors.iter().any(|n| n.4.is_some()) {
+        return Ok(Answer::bare(Reason::UnknownDomain));
+    }
+    let refuse = |reason| Ok(Answer::for_node(reason, node.id));
+    if ancestors.iter().any(|n| n.3 != "active") {
+        return refuse(Reason::NodeSuspended);
+    }
+    let Some(domain) = store::domains::find(conn, domain_id)?
+        .filter(|d| d.node_id == node.id && d.name == *address.domain())
+    else {
+        return Ok(Answer::bare(Reason::UnknownDomain));
+    };
+    if !domain.active {
+        return refuse(Reason::DomainDisabled);
+    }
+    if domain.verified_at.is_none() {
+        return refuse(Reason::DomainUnverified);
+    }
+    if let Some((id, status)) = store::check::mailbox_at(conn, &address.stored())? {
+        // Another check (or a person) registered it first: answer for that mailbox.
+        let reason = if status == "active" {
+            Reason::Ok
+        } else {
+            Reason::MailboxDisabled
+        };
+        return Ok(Answer {
+            mailbox_id: id.parse().ok(),
+            ..Answer::for_node(reason, node.id)
+        });
+    }
+    if store::usage::take(conn, &node, "users", today)?.is_err() {
+        return refuse(Reason::UsersExhausted);
+    }
+    let now = store::now();
+    let mailbox = Mailbox {
+        id: MailboxId::generate(),
+        node_id: node.id,
+        domain_id: domain.id,
+        address: address.clone(),
+        display_name: None,
+        first_name: None,
+        last_name: None,
+        contact_email: None,
+        active: true,
+        origin: Origin::Check,
+        first_seen_at: Some(now),
+        last_seen_at: Some(now),
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    store::mailboxes::insert(conn, &mailbox)?;
+    audit::record(
+        conn,
+        audit::Event {
+            actor,
+            node_id: node.id,
+            action: "mailbox.enrol",
+            target_kind: "mailbox",
+            target_id: mailbox.id.to_string(),
+            before: None,
+            after: Some(
+                json!({"address": address.stored(), "active": true, "origin": Origin::Check}),
+            ),
+            request_id,
+        },
+    )?;
+    Ok(Answer {
+        mailbox_id: Some(mailbox.id),
+        enrolled: true,
+        ..Answer::for_node(Reason::Ok, node.id)
+    })
+}
+
+impl Ask for Arc<Checker> {
+    fn ask(&self, question: Question) -> impl std::future::Future<Output = Answer> + Send {
+        self.check(Scope::Everything, question, Actor::System, None)
+    }
 }

@@ -19,6 +19,7 @@ pub mod aliases;
 pub mod allocations;
 pub mod api_keys;
 pub mod audit;
+pub mod check;
 pub mod domains;
 pub mod groups;
 pub mod idempotency;

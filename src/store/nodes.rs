@@ -26,6 +26,8 @@ pub struct Node {
     pub status: NodeStatus,
     /// A customer setting: how many aliases one of its mailboxes may have.
     pub max_aliases_per_mailbox: i32,
+    /// A customer setting: whether a check may enrol an address it has not seen before.
+    pub auto_enrol: bool,
     pub version: i64,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
@@ -47,6 +49,7 @@ struct NodeRow {
     contact_email: Option<String>,
     status: String,
     max_aliases_per_mailbox: i32,
+    auto_enrol: bool,
     version: i64,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
@@ -70,6 +73,7 @@ impl TryFrom<NodeRow> for Node {
             contact_email: row.contact_email,
             status: row.status.parse().map_err(corrupt)?,
             max_aliases_per_mailbox: row.max_aliases_per_mailbox,
+            auto_enrol: row.auto_enrol,
             version: row.version,
             created_at: row.created_at,
             updated_at: row.updated_at,
@@ -114,6 +118,7 @@ pub fn insert_owner(conn: &mut DbConnection, name: &str) -> QueryResult<Node> {
         contact_email: None,
         status: NodeStatus::Active,
         max_aliases_per_mailbox: DEFAULT_MAX_ALIASES,
+        auto_enrol: true,
         version: 1,
         created_at: now,
         updated_at: now,
@@ -226,6 +231,7 @@ pub fn insert_child(conn: &mut DbConnection, parent: &Node, new: NewNode) -> Que
         contact_email: new.contact_email,
         status: NodeStatus::Active,
         max_aliases_per_mailbox: DEFAULT_MAX_ALIASES,
+        auto_enrol: true,
         version: 1,
         created_at: now,
         updated_at: now,
@@ -332,6 +338,7 @@ pub struct NodeChanges {
     pub contact_email: Option<Option<String>>,
     pub status: Option<NodeStatus>,
     pub max_aliases_per_mailbox: Option<i32>,
+    pub auto_enrol: Option<bool>,
 }
 
 impl NodeChanges {
@@ -354,6 +361,9 @@ impl NodeChanges {
         if let Some(max) = self.max_aliases_per_mailbox {
             node.max_aliases_per_mailbox = max;
         }
+        if let Some(auto_enrol) = self.auto_enrol {
+            node.auto_enrol = auto_enrol;
+        }
     }
 }
 
@@ -369,6 +379,7 @@ pub fn save(conn: &mut DbConnection, node: &mut Node) -> QueryResult<()> {
             nodes::contact_email.eq(&node.contact_email),
             nodes::status.eq(node.status.as_str()),
             nodes::max_aliases_per_mailbox.eq(node.max_aliases_per_mailbox),
+            nodes::auto_enrol.eq(node.auto_enrol),
             nodes::version.eq(node.version),
             nodes::updated_at.eq(node.updated_at),
         ))

@@ -18,6 +18,7 @@ diesel::table! {
         updated_at -> Timestamp,
         deleted_at -> Nullable<Timestamp>,
         max_aliases_per_mailbox -> Integer,
+        auto_enrol -> Bool,
     }
 }
 
@@ -227,3 +228,13 @@ diesel::table! {
 diesel::joinable!(group_members -> mailbox_groups (group_id));
 diesel::joinable!(group_members -> mailboxes (mailbox_id));
 diesel::allow_tables_to_appear_in_same_query!(group_members, mailbox_groups, mailboxes);
+
+diesel::table! {
+    changes (seq) {
+        seq -> BigInt,
+        kind -> Text,
+        id -> Text,
+        key -> Nullable<Text>,
+        at -> Timestamp,
+    }
+}

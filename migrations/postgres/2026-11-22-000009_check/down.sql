@@ -1,0 +1,12 @@
+DROP TRIGGER changes_nodes ON nodes;
+DROP TRIGGER changes_allocations ON allocations;
+DROP TRIGGER changes_usage ON usage_counters;
+DROP TRIGGER changes_domains ON domains;
+DROP TRIGGER changes_mailboxes ON mailboxes;
+DROP TRIGGER changes_aliases ON aliases;
+DROP TRIGGER changes_api_keys ON api_keys;
+DROP TRIGGER changes_accounts ON accounts;
+DROP TRIGGER changes_modules ON modules;
+DROP FUNCTION allot_record_change();
+ALTER TABLE nodes DROP COLUMN auto_enrol;
+DROP TABLE changes;

@@ -1,0 +1,240 @@
+//! `POST /v1/check` and `POST /v1/check/batch`: the questions mail workers ask, answered from the
+//! in-memory index (see `crate::check`). The caller is resolved from memory too (API keys and
+//! accounts are in the index), so a check that enrols nobody touches no database.
+//!
+//! Also [`sync_after_writes`]: the middleware that brings the index up to date after every write
+//! this process serves, before the write's response leaves, so a client that has been told "done"
+//! is never answered from older state by the same process.
+
+use std::sync::Arc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, post, web};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::extract::Json;
+use crate::auth::{self, api_key};
+use crate::check::{Answer, Caller, Checker, Question, Scope, Target};
+use crate::domain::address::{DomainName, MailAddress};
+use crate::error::{ApiError, FieldError, Problem};
+use crate::startup::AppState;
+
+/// The most checks one batch may hold.
+pub const MAX_BATCH: usize = 1000;
+
+/// A caller of the check, resolved from memory.
+pub struct CheckCaller {
+    caller: Caller,
+    request_id: Option<String>,
+}
+
+impl FromRequest for CheckCaller {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(resolve(req))
+    }
+}
+
+fn resolve(req: &HttpRequest) -> Result<CheckCaller, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::internal(std::io::Error::other("no application state")))?;
+    let token = auth::bearer_token(req)?;
+    let caller = if token.starts_with(api_key::PREFIX) {
+        state.checker.caller_by_key(&token)
+    } else {
+        let claims = state
+            .keys
+            .verify(&token)
+            .map_err(|_| ApiError::Unauthorized(auth::INVALID))?;
+        state.checker.caller_by_account(claims.sub)
+    };
+    let caller = caller.ok_or(ApiError::Unauthorized(auth::INVALID))?;
+    let request_id = req
+        .extensions()
+        .get::<crate::telemetry::RequestId>()
+        .map(|id| id.0.clone());
+    Ok(CheckCaller { caller, request_id })
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    /// A domain to check (any IDNA form). Give this or `address`.
+    #[schema(example = "example.com")]
+    pub domain: Option<String>,
+    /// An address to check (UTF-8 local parts and IDNA domains welcome). Give this or `domain`.
+    #[schema(example = "jane.doe@example.com")]
+    pub address: Option<String>,
+    /// A module code the customer must hold a seat of (`module_not_licensed` otherwise).
+    #[schema(example = "lft")]
+    pub module: Option<String>,
+    /// Whether an unknown address on the customer's domain is registered as a mailbox (origin
+    /// `check`) when a `users` seat is free. Default: the customer's `auto_enrol` (default true).
+    pub enrol: Option<bool>,
+}
+
+/// Parses one check; `at` prefixes field names (`checks[3].`) in a batch.
+fn parse(checker: &Checker, body: CheckRequest, at: &str) -> Result<Question, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let field = |name: &str| format!("{at}{name}");
+    let target = match (body.domain, body.address) {
+        (Some(domain), None) => DomainName::parse(&domain)
+            .map(Target::Domain)
+            .map_err(|message| errors.push(FieldError::new(field("domain"), message)))
+            .ok(),
+        (None, Some(address)) => MailAddress::parse(&address)
+            .map(Target::Address)
+            .map_err(|message| errors.push(FieldError::new(field("address"), message)))
+            .ok(),
+        _ => {
+            errors.push(FieldError::new(
+                field("address"),
+                "give exactly one of domain and address",
+            ));
+            None
+        }
+    };
+    if let Some(module) = &body.module
+        && !checker.knows_module(module)
+    {
+        errors.push(FieldError::new(
+            field("module"),
+            "is not a module of the catalogue (GET /v1/modules)",
+        ));
+    }
+    match target {
+        Some(target) if errors.is_empty() => Ok(Question {
+            target,
+            module: body.module,
+            enrol: body.enrol,
+        }),
+        _ => Err(errors),
+    }
+}
+
+async fn answer(checker: &Arc<Checker>, caller: &CheckCaller, question: Question) -> Answer {
+    checker
+        .check(
+            Scope::Subtree(caller.caller.node),
+            question,
+            caller.caller.actor.clone(),
+            caller.request_id.clone(),
+        )
+        .await
+}
+
+/// Whether a mail worker may accept a domain or an address. Any principal may ask about its own
+/// subtree; mail workers use an API key with the `check` role. `verdict` is `accept`, `reject` or
+/// `defer` (allot cannot be sure now: try again later, never treat it as accept); `reason` is one
+/// of a stable set: `ok`, `unknown_domain`, `domain_unverified`, `domain_disabled`,
+/// `node_suspended`, `unknown_mailbox`, `mailbox_disabled`, `users_exhausted`, `over_limit`,
+/// `module_not_licensed`, `module_not_assigned`, `not_in_scope`, `unavailable`. An unknown
+/// address on an active customer's verified domain is enrolled as a mailbox (`enrolled: true`)
+/// when enrolment is on and a `users` seat is free. Limits are judged at the instant of the
+/// check.
+#[utoipa::path(
+    tag = "check",
+    security(("bearer" = [])),
+    request_body = CheckRequest,
+    responses(
+        (status = 200, description = "The answer", body = Answer),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Neither or both of `domain` and `address`, a malformed one, or an unknown module", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/check")]
+pub async fn check(
+    state: web::Data<AppState>,
+    caller: CheckCaller,
+    body: Json<CheckRequest>,
+) -> Result<web::Json<Answer>, ApiError> {
+    let question = parse(&state.checker, body.0, "").map_err(ApiError::Validation)?;
+    Ok(web::Json(answer(&state.checker, &caller, question).await))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckBatch {
+    /// 1 to 1,000 checks.
+    pub checks: Vec<CheckRequest>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckResults {
+    /// One answer per check, in the order asked.
+    pub results: Vec<Answer>,
+}
+
+/// Up to 1,000 checks in one request, answered in the same order. Every check is parsed first: one
+/// malformed check refuses the batch (422, naming `checks[i].field`) and nothing is enrolled.
+#[utoipa::path(
+    tag = "check",
+    security(("bearer" = [])),
+    request_body = CheckBatch,
+    responses(
+        (status = 200, description = "The answers, in order", body = CheckResults),
+        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No checks, more than 1,000, or a malformed one", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/check/batch")]
+pub async fn check_batch(
+    state: web::Data<AppState>,
+    caller: CheckCaller,
+    body: Json<CheckBatch>,
+) -> Result<web::Json<CheckResults>, ApiError> {
+    let checks = body.0.checks;
+    if checks.is_empty() || checks.len() > MAX_BATCH {
+        return Err(ApiError::validation(
+            "checks",
+            format!("must hold 1 to {MAX_BATCH} checks"),
+        ));
+    }
+    let mut questions = Vec::with_capacity(checks.len());
+    let mut errors = Vec::new();
+    for (i, one) in checks.into_iter().enumerate() {
+        match parse(&state.checker, one, &format!("checks[{i}].")) {
+            Ok(question) => questions.push(question),
+            Err(found) => errors.extend(found),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let mut results = Vec::with_capacity(questions.len());
+    for question in questions {
+        results.push(answer(&state.checker, &caller, question).await);
+    }
+    Ok(web::Json(CheckResults { results }))
+}
+
+/// Brings the check index up to date after a write, before its response is sent. Reads (safe
+/// methods) change nothing, and the check endpoints catch up themselves when they enrol.
+pub async fn sync_after_writes(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let checker = (!req.method().is_safe() && !req.path().starts_with("/v1/check"))
+        .then(|| {
+            req.app_data::<web::Data<AppState>>()
+                .map(|state| Arc::clone(&state.checker))
+        })
+        .flatten();
+    let response = next.call(req).await?;
+    if let Some(checker) = checker {
+        let synced = web::block(move || checker.catch_up()).await;
+        if let Err(err) = synced
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+        {
+            tracing::warn!(error = %err, "the check index could not catch up after a write");
+        }
+    }
+    Ok(response)
+}

@@ -1,0 +1,517 @@
+//! The in-memory index a check answers from: every domain, mailbox, alias and node (with the
+//! allocations and usage that set its limits), and the credentials that may ask. Built whole at
+//! start; afterwards only the rows the change feed names are read again and replaced.
+//!
+//! Entries are small and keyed by what a mail worker sends (the stored, ASCII-domain form of a
+//! name or address), so a check is a few hash look-ups and a walk up the customer's lineage, with
+//! no allocation but the key. Limits are kept as the allocations themselves, not as numbers, so
+//! "judged at the instant of the check" holds by construction: an allocation that ended yesterday
+//! no longer counts today without anything being written.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use chrono::{NaiveDate, NaiveDateTime};
+
+use super::verdict::{Answer, Question, Reason, Scope, Target};
+use crate::domain::address::MailAddress;
+use crate::domain::ids::{AccountId, ApiKeyId, DomainId, MailboxId, NodeId};
+use crate::domain::quota::{Grant, Span};
+use crate::domain::roles::Role;
+use crate::domain::tree::NodeKind;
+use crate::store::check::{
+    AccountRow, AliasRow, ApiKeyRow, DomainRow, GrantRow, MailboxRow, NodeRow, UsageRow,
+};
+
+/// The deepest lineage walked; deeper means a cycle, which the tree never holds.
+const MAX_DEPTH: usize = 64;
+
+#[derive(Debug)]
+pub struct NodeEntry {
+    pub parent: Option<NodeId>,
+    pub kind: NodeKind,
+    pub active: bool,
+    pub deleted: bool,
+    pub auto_enrol: bool,
+    /// Active allocations to this node, per resource.
+    pub grants: Vec<(Box<str>, Grant)>,
+    /// Units in use now (for a customer, its own), per resource.
+    pub used: Vec<(Box<str>, i64)>,
+}
+
+impl NodeEntry {
+    /// The sum of the grants of `resource` covering `day` (as `quota::total_at` counts, without
+    /// collecting the grants first: this runs on every check).
+    pub fn limit(&self, resource: &str, day: NaiveDate) -> i64 {
+        self.grants
+            .iter()
+            .filter(|(r, g)| &**r == resource && g.span.contains(day))
+            .map(|(_, g)| g.amount)
+            .sum()
+    }
+
+    pub fn used(&self, resource: &str) -> i64 {
+        self.used
+            .iter()
+            .find(|(r, _)| &**r == resource)
+            .map_or(0, |(_, used)| *used)
+    }
+
+    /// Whether the node uses more of any resource than its limit allows on `day`.
+    fn over_limit(&self, day: NaiveDate) -> bool {
+        self.used
+            .iter()
+            .any(|(resource, used)| *used > self.limit(resource, day))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct DomainEntry {
+    pub id: DomainId,
+    pub node: NodeId,
+    pub active: bool,
+    pub verified: bool,
+}
+
+#[derive(Debug)]
+pub struct MailboxEntry {
+    pub id: MailboxId,
+    pub node: NodeId,
+    pub active: bool,
+    /// When a check last accepted it, in Unix seconds (0: not since start). Written under the
+    /// read lock, so an atomic.
+    pub seen: AtomicI64,
+}
+
+#[derive(Debug)]
+pub struct AliasEntry {
+    pub id: Box<str>,
+    /// The address of the mailbox it belongs to.
+    pub mailbox: Box<str>,
+}
+
+#[derive(Debug)]
+pub struct KeyEntry {
+    pub node: NodeId,
+    pub name: String,
+    pub role: Role,
+    pub secret_hash: String,
+    pub expires_at: Option<NaiveDateTime>,
+    pub revoked: bool,
+    /// When its use was last recorded, in Unix seconds.
+    pub touched: AtomicI64,
+}
+
+#[derive(Debug)]
+pub struct AccountEntry {
+    pub node: NodeId,
+    pub name: String,
+    pub role: Role,
+    pub disabled: bool,
+}
+
+/// What a check decided from memory alone.
+#[derive(Debug)]
+pub enum Decision {
+    /// The answer, final.
+    Done(Answer),
+    /// Everything allows it, and a seat looks free: the address is to be enrolled, which only the
+    /// database can do (and decide for sure).
+    Enrol {
+        node: NodeId,
+        domain: DomainId,
+        address: MailAddress,
+    },
+}
+
+#[derive(Debug, Default)]
+pub struct Index {
+    pub nodes: HashMap<NodeId, NodeEntry>,
+    pub domains: HashMap<Box<str>, DomainEntry>,
+    pub mailboxes: HashMap<Box<str>, MailboxEntry>,
+    pub aliases: HashMap<Box<str>, AliasEntry>,
+    pub keys: HashMap<ApiKeyId, KeyEntry>,
+    pub accounts: HashMap<AccountId, AccountEntry>,
+    pub modules: HashSet<Box<str>>,
+}
+
+/// A stored row that does not parse is skipped with a warning: the index must not refuse to start
+/// over one bad row, and what it lacks is answered as unknown (never accepted).
+fn parsed<T: std::str::FromStr>(text: &str, what: &str) -> Option<T> {
+    let value = text.parse().ok();
+    if value.is_none() {
+        tracing::warn!(
+            what,
+            value = text,
+            "unparsable row skipped by the check index"
+        );
+    }
+    value
+}
+
+fn node_entry(row: NodeRow) -> Option<(NodeId, NodeEntry)> {
+    let (id, parent, kind, status, deleted_at, auto_enrol) = row;
+    let parent = match parent {
+        Some(parent) => Some(parsed(&parent, "node parent")?),
+        None => None,
+    };
+    Some((
+        parsed(&id, "node id")?,
+        NodeEntry {
+            parent,
+            kind: parsed(&kind, "node kind")?,
+            active: status == "active",
+            deleted: deleted_at.is_some(),
+            auto_enrol,
+            grants: Vec::new(),
+            used: Vec::new(),
+        },
+    ))
+}
+
+fn domain_entry(row: DomainRow) -> Option<(Box<str>, DomainEntry)> {
+    let (id, node, name, status, verified_at) = row;
+    Some((
+        name.into_boxed_str(),
+        DomainEntry {
+            id: parsed(&id, "domain id")?,
+            node: parsed(&node, "domain node")?,
+            active: status == "active",
+            verified: verified_at.is_some(),
+        },
+    ))
+}
+
+fn mailbox_entry(row: MailboxRow) -> Option<(Box<str>, MailboxEntry)> {
+    let (id, node, address, status, _origin) = row;
+    Some((
+        address.into_boxed_str(),
+        MailboxEntry {
+            id: parsed(&id, "mailbox id")?,
+            node: parsed(&node, "mailbox node")?,
+            active: status == "active",
+            seen: AtomicI64::new(0),
+        },
+    ))
+}
+
+fn alias_entry(row: AliasRow) -> (Box<str>, AliasEntry) {
+    let (id, address, mailbox) = row;
+    (
+        address.into_boxed_str(),
+        AliasEntry {
+            id: id.into_boxed_str(),
+            mailbox: mailbox.into_boxed_str(),
+        },
+    )
+}
+
+fn key_entry(row: ApiKeyRow) -> Option<(ApiKeyId, KeyEntry)> {
+    let (id, node, name, role, secret_hash, expires_at, revoked_at, last_used_at) = row;
+    Some((
+        parsed(&id, "api key id")?,
+        KeyEntry {
+            node: parsed(&node, "api key node")?,
+            name,
+            role: parsed(&role, "api key role")?,
+            secret_hash,
+            expires_at,
+            revoked: revoked_at.is_some(),
+            touched: AtomicI64::new(last_used_at.map_or(0, |at| at.and_utc().timestamp())),
+        },
+    ))
+}
+
+fn account_entry(row: AccountRow) -> Option<(AccountId, AccountEntry)> {
+    let (id, node, name, role, disabled) = row;
+    Some((
+        parsed(&id, "account id")?,
+        AccountEntry {
+            node: parsed(&node, "account node")?,
+            name,
+            role: parsed(&role, "account role")?,
+            disabled,
+        },
+    ))
+}
+
+/// Rows read from the database, whole or for the ids a batch of changes names.
+#[derive(Debug, Default)]
+pub struct Rows {
+    pub nodes: Vec<NodeRow>,
+    pub grants: Vec<GrantRow>,
+    pub usage: Vec<UsageRow>,
+    pub domains: Vec<DomainRow>,
+    pub mailboxes: Vec<MailboxRow>,
+    pub aliases: Vec<AliasRow>,
+    pub keys: Vec<ApiKeyRow>,
+    pub accounts: Vec<AccountRow>,
+    /// The catalogue's codes, when it was read.
+    pub modules: Option<Vec<String>>,
+}
+
+/// What a batch of changes names: the rows to read again, and the keys that deleted rows were
+/// indexed under.
+#[derive(Debug, Default)]
+pub struct Touched {
+    pub nodes: HashSet<String>,
+    pub domains: HashMap<String, Vec<String>>,
+    pub mailboxes: HashMap<String, Vec<String>>,
+    pub aliases: HashMap<String, Vec<String>>,
+    pub keys: HashSet<String>,
+    pub accounts: HashSet<String>,
+    pub modules: bool,
+}
+
+impl Touched {
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+            && self.domains.is_empty()
+            && self.mailboxes.is_empty()
+            && self.aliases.is_empty()
+            && self.keys.is_empty()
+            && self.accounts.is_empty()
+            && !self.modules
+    }
+
+    pub fn add(&mut self, kind: &str, id: String, key: Option<String>) {
+        let keyed = |map: &mut HashMap<String, Vec<String>>| {
+            map.entry(id.clone()).or_default().extend(key.clone());
+        };
+        match kind {
+            "node" => {
+                self.nodes.insert(id);
+            }
+            "domain" => keyed(&mut self.domains),
+            "mailbox" => keyed(&mut self.mailboxes),
+            "alias" => keyed(&mut self.aliases),
+            "api_key" => {
+                self.keys.insert(id);
+            }
+            "account" => {
+                self.accounts.insert(id);
+            }
+            "module" => self.modules = true,
+            other => tracing::warn!(kind = other, "unknown change kind ignored"),
+        }
+    }
+}
+
+/// Removes `key` from `map` if it still names the row `id` (another row may have taken the key
+/// since, in the same batch or before).
+fn remove_if<V>(map: &mut HashMap<Box<str>, V>, key: &str, is: impl Fn(&V) -> bool) {
+    if map.get(key).is_some_and(is) {
+        map.remove(key);
+    }
+}
+
+impl Index {
+    /// The index of everything in `rows`.
+    pub fn build(rows: Rows) -> Self {
+        let mut index = Self::default();
+        index.apply(&Touched::default(), rows);
+        index
+    }
+
+    /// Replaces what `touched` names with `rows` (read after the changes): a named row that was
+    /// not read again is gone.
+    pub fn apply(&mut self, touched: &Touched, rows: Rows) {
+        for id in &touched.nodes {
+            if let Ok(id) = id.parse() {
+                self.nodes.remove(&id);
+            }
+        }
+        for row in rows.nodes {
+            if let Some((id, entry)) = node_entry(row) {
+                self.nodes.insert(id, entry);
+            }
+        }
+        for (node, resource, amount, starts_on, ends_on) in rows.grants {
+            if let Some(entry) = node.parse().ok().and_then(|id| self.nodes.get_mut(&id)) {
+                let span = Span {
+                    start: starts_on,
+                    end: ends_on,
+                };
+                entry
+                    .grants
+                    .push((resource.into_boxed_str(), Grant { amount, span }));
+            }
+        }
+        for (node, resource, used) in rows.usage {
+            if let Some(entry) = node.parse().ok().and_then(|id| self.nodes.get_mut(&id)) {
+                entry.used.push((resource.into_boxed_str(), used));
+            }
+        }
+
+        for (id, keys) in &touched.domains {
+            for key in keys {
+                remove_if(&mut self.domains, key, |d| d.id.to_string() == *id);
+            }
+        }
+        for row in rows.domains {
+            if let Some((key, entry)) = domain_entry(row) {
+                self.domains.insert(key, entry);
+            }
+        }
+
+        let mut seen = HashMap::new();
+        for (id, keys) in &touched.mailboxes {
+            for key in keys {
+                if let Some(old) = self.mailboxes.get(key.as_str())
+                    && old.id.to_string() == *id
+                {
+                    seen.insert(old.id, old.seen.load(Ordering::Relaxed));
+                    self.mailboxes.remove(key.as_str());
+                }
+            }
+        }
+        for row in rows.mailboxes {
+            if let Some((key, entry)) = mailbox_entry(row) {
+                if let Some(at) = seen.get(&entry.id) {
+                    entry.seen.store(*at, Ordering::Relaxed);
+                }
+                self.mailboxes.insert(key, entry);
+            }
+        }
+
+        for (id, keys) in &touched.aliases {
+            for key in keys {
+                remove_if(&mut self.aliases, key, |a| *a.id == **id);
+            }
+        }
+        for row in rows.aliases {
+            let (key, entry) = alias_entry(row);
+            self.aliases.insert(key, entry);
+        }
+
+        for id in &touched.keys {
+            if let Ok(id) = id.parse() {
+                self.keys.remove(&id);
+            }
+        }
+        for row in rows.keys {
+            if let Some((id, entry)) = key_entry(row) {
+                self.keys.insert(id, entry);
+            }
+        }
+        for id in &touched.accounts {
+            if let Ok(id) = id.parse() {
+                self.accounts.remove(&id);
+            }
+        }
+        for row in rows.accounts {
+            if let Some((id, entry)) = account_entry(row) {
+                self.accounts.insert(id, entry);
+            }
+        }
+        if let Some(codes) = rows.modules {
+            self.modules = codes.into_iter().map(String::into_boxed_str).collect();
+        }
+    }
+
+    /// Whether `node` and every ancestor are live: `Some(true)` when all are active, `Some(false)`
+    /// when one is suspended, `None` when one is deleted or missing.
+    fn lineage(&self, node: NodeId, scope: Scope) -> Option<(bool, bool)> {
+        let mut active = true;
+        let mut in_scope = scope == Scope::Everything;
+        let mut current = Some(node);
+        for _ in 0..MAX_DEPTH {
+            let Some(id) = current else {
+                return Some((active, in_scope));
+            };
+            let entry = self.nodes.get(&id)?;
+            if entry.deleted {
+                return None;
+            }
+            active &= entry.active;
+            in_scope |= scope == Scope::Subtree(id);
+            current = entry.parent;
+        }
+        None
+    }
+
+    /// Whether `node` lies in `scope`.
+    pub fn in_scope(&self, node: NodeId, scope: Scope) -> bool {
+        self.lineage(node, scope)
+            .is_some_and(|(_, in_scope)| in_scope)
+    }
+
+    /// Decides `question` from memory on `day`. A known mailbox that is accepted is marked seen
+    /// at `now` (Unix seconds); `seen` is told when that is new this second.
+    pub fn decide(
+        &self,
+        scope: Scope,
+        question: &Question,
+        day: NaiveDate,
+        now: i64,
+        mut seen: impl FnMut(MailboxId),
+    ) -> Decision {
+        use Decision::Done;
+        let Some(domain) = self.domains.get(question.target.domain().as_str()) else {
+            return Done(Answer::bare(Reason::UnknownDomain));
+        };
+        let customer = domain.node;
+        let Some((active, in_scope)) = self.lineage(customer, scope) else {
+            return Done(Answer::bare(Reason::UnknownDomain));
+        };
+        if !in_scope {
+            return Done(Answer::bare(Reason::NotInScope));
+        }
+        let Some(node) = self.nodes.get(&customer) else {
+            return Done(Answer::bare(Reason::UnknownDomain));
+        };
+        let refuse = |reason| Done(Answer::for_node(reason, customer));
+        if !active {
+            return refuse(Reason::NodeSuspended);
+        }
+        if !domain.active {
+            return refuse(Reason::DomainDisabled);
+        }
+        if !domain.verified {
+            return refuse(Reason::DomainUnverified);
+        }
+        if node.over_limit(day) {
+            return refuse(Reason::OverLimit);
+        }
+        if let Some(module) = &question.module
+            && node.limit(&format!("module:{module}"), day) <= 0
+        {
+            return refuse(Reason::ModuleNotLicensed);
+        }
+        let address = match &question.target {
+            Target::Domain(_) => return refuse(Reason::Ok),
+            Target::Address(address) => address,
+        };
+        let stored = address.stored();
+        let mailbox = self.mailboxes.get(stored.as_str()).or_else(|| {
+            self.aliases
+                .get(stored.as_str())
+                .and_then(|alias| self.mailboxes.get(&*alias.mailbox))
+        });
+        if let Some(mailbox) = mailbox.filter(|m| m.node == customer) {
+            let reason = if mailbox.active {
+                if mailbox.seen.swap(now, Ordering::Relaxed) != now {
+                    seen(mailbox.id);
+                }
+                Reason::Ok
+            } else {
+                Reason::MailboxDisabled
+            };
+            return Done(Answer {
+                mailbox_id: Some(mailbox.id),
+                ..Answer::for_node(reason, customer)
+            });
+        }
+        if !question.enrol.unwrap_or(node.auto_enrol) {
+            return refuse(Reason::UnknownMailbox);
+        }
+        if node.used("users") >= node.limit("users", day) {
+            return refuse(Reason::UsersExhausted);
+        }
+        Decision::Enrol {
+            node: customer,
+            domain: domain.id,
+            address: address.clone(),
+        }
+    }
+}
