@@ -108,8 +108,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub database_url: String,
     handle: actix_web::dev::ServerHandle,
-    // Dropped after the server is told to stop: the database outlives it.
-    _db: TestDb,
+    // Dropped after the server is told to stop: the database outlives it. A second instance on
+    // the same database owns none.
+    _db: Option<TestDb>,
 }
 
 impl Drop for TestApp {
@@ -141,7 +142,24 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
             .expect("a client"),
         database_url,
         handle,
-        _db: db,
+        _db: Some(db),
+    }
+}
+
+/// Another allot process on `first`'s database, as a second instance behind a load balancer.
+pub async fn spawn_another(first: &TestApp) -> TestApp {
+    let config = test_config(&first.database_url);
+    let (pool, keys, _) = startup::prepare(&config).expect("the second app prepares");
+    let app = Application::build(config, pool, keys).expect("the second app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        database_url: first.database_url.clone(),
+        handle,
+        _db: None,
     }
 }
 
@@ -196,6 +214,16 @@ impl TestApp {
             app: self,
             token: self.admin_token().await,
         }
+    }
+
+    /// Runs SQL on the app's database behind its back, as another program (or time) would.
+    pub fn execute_sql(&self, sql: &str) {
+        use diesel::RunQueryDsl;
+        let pool = allot::store::connect(&self.database_url, 1).expect("the test database opens");
+        let mut conn = pool.get().expect("a connection");
+        diesel::sql_query(sql)
+            .execute(&mut *conn)
+            .expect("the SQL runs");
     }
 
     /// Recomputes every invariant from the database, as `allot verify` does, and asserts none

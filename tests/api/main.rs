@@ -3,6 +3,7 @@
 
 mod allocations;
 mod auth;
+mod check;
 mod cli;
 mod dns;
 mod domains;

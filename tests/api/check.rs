@@ -1,0 +1,568 @@
+//! The check: every reason it gives, enrolment (once, even when raced), batches, and an index that
+//! follows every write, in this process and in another one on the same database.
+
+use serde_json::{Value, json};
+
+use crate::dns::DnsServer;
+use crate::helpers::{
+    Caller, TestApp, Tree, assert_problem, seed_tree, spawn_another, spawn_app_with,
+};
+
+/// An app whose domains can be verified over (test) DNS.
+async fn spawn() -> (TestApp, DnsServer) {
+    let dns = DnsServer::start().await;
+    let app = spawn_app_with(|config| config.dns_resolver = dns.addr).await;
+    (app, dns)
+}
+
+/// Registers `name` for `customer` and proves it over DNS; returns the domain.
+async fn verified_domain(admin: &Caller<'_>, dns: &DnsServer, customer: &str, name: &str) -> Value {
+    let domain = admin
+        .expect(
+            admin
+                .post(
+                    &format!("/v1/nodes/{customer}/domains"),
+                    &json!({"name": name}),
+                )
+                .await,
+            201,
+        )
+        .await;
+    dns.publish_txt(
+        &format!("_allot.{name}"),
+        domain["verification"]["token"].as_str().unwrap(),
+    );
+    admin
+        .expect(
+            admin
+                .post(
+                    &format!("/v1/domains/{}/verify", domain["id"].as_str().unwrap()),
+                    &json!({}),
+                )
+                .await,
+            200,
+        )
+        .await
+}
+
+async fn mailbox(admin: &Caller<'_>, customer: &str, address: &str) -> Value {
+    admin
+        .expect(
+            admin
+                .post(
+                    &format!("/v1/nodes/{customer}/mailboxes"),
+                    &json!({"address": address}),
+                )
+                .await,
+            201,
+        )
+        .await
+}
+
+/// A key with the `check` role on `node`.
+async fn check_key<'a>(app: &'a TestApp, admin: &Caller<'_>, node: &str) -> Caller<'a> {
+    let created = admin
+        .expect(
+            admin
+                .post(
+                    &format!("/v1/nodes/{node}/api-keys"),
+                    &json!({"name": "mail worker", "role": "check"}),
+                )
+                .await,
+            201,
+        )
+        .await;
+    Caller {
+        app,
+        token: created["key"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// Asks and returns `(verdict, reason)` with the whole answer.
+async fn ask(caller: &Caller<'_>, body: Value) -> (String, String, Value) {
+    let answer = caller
+        .expect(caller.post("/v1/check", &body).await, 200)
+        .await;
+    (
+        answer["verdict"].as_str().unwrap().to_owned(),
+        answer["reason"].as_str().unwrap().to_owned(),
+        answer,
+    )
+}
+
+async fn reason(caller: &Caller<'_>, body: Value) -> String {
+    ask(caller, body).await.1
+}
+
+/// The usual tree, with `c1.example` verified for C1 and `c2.example` for C2.
+async fn setup<'a>(app: &'a TestApp, dns: &DnsServer) -> (Caller<'a>, Tree) {
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+    verified_domain(&admin, dns, &tree.c1, "c1.example").await;
+    verified_domain(&admin, dns, &tree.c2, "c2.example").await;
+    (admin, tree)
+}
+
+#[tokio::test]
+async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree() {
+    let (app, dns) = spawn().await;
+    let (admin, tree) = setup(&app, &dns).await;
+    let worker = check_key(&app, &admin, &tree.owner).await;
+
+    let (verdict, reason_code, answer) = ask(&worker, json!({"domain": "C1.Example"})).await;
+    assert_eq!((verdict.as_str(), reason_code.as_str()), ("accept", "ok"));
+    assert_eq!(answer["node_id"], tree.c1);
+    assert_eq!(answer["enrolled"], false);
+
+    let (verdict, reason_code, answer) = ask(&worker, json!({"domain": "nobody.example"})).await;
+    assert_eq!(
+        (verdict.as_str(), reason_code.as_str()),
+        ("reject", "unknown_domain")
+    );
+    assert!(answer["node_id"].is_null());
+
+    let pending = admin
+        .expect(
+            admin
+                .post(
+                    &format!("/v1/nodes/{}/domains", tree.c1),
+                    &json!({"name": "pending.example"}),
+                )
+                .await,
+            201,
+        )
+        .await;
+    assert_eq!(
+        reason(&worker, json!({"domain": "pending.example"})).await,
+        "domain_unverified"
+    );
+    admin
+        .expect(
+            admin
+                .patch(
+                    &format!("/v1/domains/{}", pending["id"].as_str().unwrap()),
+                    &json!({"status": "disabled"}),
+                )
+                .await,
+            200,
+        )
+        .await;
+    assert_eq!(
+        reason(&worker, json!({"domain": "pending.example"})).await,
+        "domain_disabled"
+    );
+
+    // Suspending an ancestor refuses the whole subtree at once; resuming restores it.
+    admin
+        .expect(
+            admin
+                .patch(
+                    &format!("/v1/nodes/{}", tree.a1),
+                    &json!({"status": "suspended"}),
+                )
+                .await,
+            200,
+        )
+        .await;
+    let (verdict, reason_code, _) = ask(&worker, json!({"address": "x@c1.example"})).await;
+    assert_eq!(
+        (verdict.as_str(), reason_code.as_str()),
+        ("reject", "node_suspended")
+    );
+    assert_eq!(reason(&worker, json!({"domain": "c2.example"})).await, "ok");
+    admin
+        .expect(
+            admin
+                .patch(
+                    &format!("/v1/nodes/{}", tree.a1),
+                    &json!({"status": "active"}),
+                )
+                .await,
+            200,
+        )
+        .await;
+    assert_eq!(reason(&worker, json!({"domain": "c1.example"})).await, "ok");
+
+    // A worker of reseller B may not ask about A's customers, and is not told who holds them.
+    let b_worker = check_key(&app, &admin, &tree.b).await;
+    let (verdict, reason_code, answer) = ask(&b_worker, json!({"domain": "c1.example"})).await;
+    assert_eq!(
+        (verdict.as_str(), reason_code.as_str()),
+        ("reject", "not_in_scope")
+    );
+    assert!(answer["node_id"].is_null());
+    assert_eq!(
+        reason(&b_worker, json!({"domain": "c2.example"})).await,
+        "ok"
+    );
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once() {
+    let (app, dns) = spawn().await;
+    let (admin, tree) = setup(&app, &dns).await;
+    let worker = check_key(&app, &admin, &tree.a).await;
+    let jane = mailbox(&admin, &tree.c1, "jane@c1.example").await;
+    let jane_id = jane["id"].as_str().unwrap();
+    admin
+        .expect(
+            admin
+                .post(
+                    &format!("/v1/mailboxes/{jane_id}/aliases"),
+                    &json!({"address": "j.doe@c1.example"}),
+                )
+                .await,
+            201,
+        )
+        .await;
+
+    for address in [
+        "jane@c1.example",
+        "j.doe@c1.example",
+        "postmaster@c1.example",
+    ] {
+        let (verdict, _, answer) = ask(&worker, json!({"address": address})).await;
+        assert_eq!(verdict, "accept", "{address}: {answer}");
+    }
+    let (_, _, answer) = ask(&worker, json!({"address": "j.doe@c1.example"})).await;
+    assert_eq!(answer["mailbox_id"], jane_id);
+
+    // Without enrolment an unknown address is refused and nothing is written.
+    let used_before = admin.usage(&tree.c1, "users").await["used"].clone();
+    assert_eq!(
+        reason(
+            &worker,
+            json!({"address": "new@c1.example", "enrol": false})
+        )
+        .await,
+        "unknown_mailbox"
+    );
+    assert_eq!(admin.usage(&tree.c1, "users").await["used"], used_before);
+
+    // With it (the default), the first sighting registers the address, once.
+    let (verdict, _, first) = ask(&worker, json!({"address": "new@c1.example"})).await;
+    assert_eq!(
+        (verdict.as_str(), first["enrolled"].as_bool()),
+        ("accept", Some(true))
+    );
+    let (_, _, again) = ask(&worker, json!({"address": "new@c1.example"})).await;
+    assert_eq!(again["enrolled"], false);
+    assert_eq!(again["mailbox_id"], first["mailbox_id"]);
+    let enrolled = admin
+        .expect(
+            admin
+                .get(&format!(
+                    "/v1/mailboxes/{}",
+                    first["mailbox_id"].as_str().unwrap()
+                ))
+                .await,
+            200,
+        )
+        .await;
+    assert_eq!(enrolled["origin"], "check");
+    assert!(enrolled["first_seen_at"].is_string());
+    assert_eq!(
+        admin.usage(&tree.c1, "users").await["used"].as_i64(),
+        used_before.as_i64().map(|u| u + 1)
+    );
+
+    // A disabled mailbox is refused; the customer's auto_enrol=false turns enrolment off.
+    admin
+        .expect(
+            admin
+                .post(&format!("/v1/mailboxes/{jane_id}/disable"), &json!({}))
+                .await,
+            200,
+        )
+        .await;
+    assert_eq!(
+        reason(&worker, json!({"address": "jane@c1.example"})).await,
+        "mailbox_disabled"
+    );
+    let patched = admin
+        .expect(
+            admin
+                .patch(
+                    &format!("/v1/nodes/{}", tree.c1),
+                    &json!({"auto_enrol": false}),
+                )
+                .await,
+            200,
+        )
+        .await;
+    assert_eq!(patched["auto_enrol"], false);
+    assert_eq!(
+        reason(&worker, json!({"address": "other@c1.example"})).await,
+        "unknown_mailbox"
+    );
+    assert_eq!(
+        ask(
+            &worker,
+            json!({"address": "other@c1.example", "enrol": true})
+        )
+        .await
+        .2["enrolled"],
+        true
+    );
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn a_customer_without_a_free_seat_enrols_nobody_and_one_over_its_limit_accepts_nobody() {
+    let (app, dns) = spawn().await;
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+    let small = admin.create_child(&tree.b, "customer", "Small").await;
+    admin
+        .expect(admin.allocate(&small, "users", 1).await, 201)
+        .await;
+    admin
+        .expect(admin.allocate(&small, "domains", 1).await, 201)
+        .await;
+    verified_domain(&admin, &dns, &small, "small.example").await;
+    let worker = check_key(&app, &admin, &tree.owner).await;
+
+    assert_eq!(
+        ask(&worker, json!({"address": "one@small.example"}))
+            .await
+            .2["enrolled"],
+        true
+    );
+    let (verdict, reason_code, _) = ask(&worker, json!({"address": "two@small.example"})).await;
+    assert_eq!(
+        (verdict.as_str(), reason_code.as_str()),
+        ("reject", "users_exhausted")
+    );
+    assert_eq!(admin.usage(&small, "users").await["used"], 1);
+    app.assert_verified();
+
+    // Time passes: the allocation ends today. Nobody writes through the API; the next check is
+    // judged against today's limit, which no longer covers the mailbox it holds.
+    app.execute_sql(&format!(
+        "UPDATE allocations SET starts_on = '{}', ends_on = '{}' \
+         WHERE node_id = '{small}' AND resource = 'users'",
+        chrono::Utc::now().date_naive() - chrono::Days::new(30),
+        chrono::Utc::now().date_naive()
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let (verdict, reason_code, _) = ask(&worker, json!({"address": "one@small.example"})).await;
+    assert_eq!(
+        (verdict.as_str(), reason_code.as_str()),
+        ("reject", "over_limit")
+    );
+}
+
+#[tokio::test]
+async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_of_it() {
+    let (app, dns) = spawn().await;
+    let (admin, tree) = setup(&app, &dns).await;
+    let worker = check_key(&app, &admin, &tree.owner).await;
+    mailbox(&admin, &tree.c2, "ann@c2.example").await;
+    assert_eq!(
+        reason(
+            &worker,
+            json!({"address": "ann@c2.example", "module": "lft"})
+        )
+        .await,
+        "module_not_licensed"
+    );
+    admin
+        .set_licence(json!([
+            {"resource": "users", "amount": 1000},
+            {"resource": "domains", "amount": 100},
+            {"resource": "module:lft", "amount": 10},
+        ]))
+        .await;
+    admin
+        .expect(admin.allocate(&tree.b, "module:lft", 5).await, 201)
+        .await;
+    admin
+        .expect(admin.allocate(&tree.c2, "module:lft", 2).await, 201)
+        .await;
+    assert_eq!(
+        reason(
+            &worker,
+            json!({"address": "ann@c2.example", "module": "lft"})
+        )
+        .await,
+        "ok"
+    );
+    let refused = assert_problem(
+        worker
+            .post(
+                "/v1/check",
+                &json!({"address": "ann@c2.example", "module": "no-such-module"}),
+            )
+            .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    assert_eq!(refused["errors"][0]["field"], "module");
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn a_batch_answers_in_order_and_bad_input_is_refused_whole() {
+    let (app, dns) = spawn().await;
+    let (admin, tree) = setup(&app, &dns).await;
+    let worker = check_key(&app, &admin, &tree.owner).await;
+    mailbox(&admin, &tree.c1, "kim@c1.example").await;
+    let answers = worker
+        .expect(
+            worker
+                .post(
+                    "/v1/check/batch",
+                    &json!({"checks": [
+                        {"address": "kim@c1.example"},
+                        {"domain": "nobody.example"},
+                        {"address": "lee@c1.example", "enrol": false},
+                        {"domain": "c2.example"},
+                    ]}),
+                )
+                .await,
+            200,
+        )
+        .await;
+    let reasons: Vec<&str> = answers["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["ok", "unknown_domain", "unknown_mailbox", "ok"]);
+
+    let refused = assert_problem(
+        worker
+            .post(
+                "/v1/check/batch",
+                &json!({"checks": [
+                    {"address": "new@c1.example"},
+                    {"address": "not an address"},
+                    {"domain": "c1.example", "address": "x@c1.example"},
+                ]}),
+            )
+            .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    let fields: Vec<&str> = refused["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["checks[1].address", "checks[2].address"]);
+    // The first check of the refused batch enrolled nobody.
+    assert_eq!(
+        reason(
+            &worker,
+            json!({"address": "new@c1.example", "enrol": false})
+        )
+        .await,
+        "unknown_mailbox"
+    );
+    let too_many: Vec<Value> = (0..1001).map(|_| json!({"domain": "c1.example"})).collect();
+    assert_problem(
+        worker
+            .post("/v1/check/batch", &json!({"checks": too_many}))
+            .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    assert_problem(
+        app.post_json("/v1/check", &json!({"domain": "c1.example"}))
+            .await,
+        401,
+        "unauthorized",
+    )
+    .await;
+    assert_problem(
+        worker
+            .post("/v1/check", &json!({"domain": "c1.example", "x": 1}))
+            .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_first_sightings_of_one_address_enrol_it_once() {
+    let (app, dns) = spawn().await;
+    let (admin, tree) = setup(&app, &dns).await;
+    let worker = check_key(&app, &admin, &tree.owner).await;
+    let used_before = admin.usage(&tree.c1, "users").await["used"]
+        .as_i64()
+        .unwrap();
+    let body = json!({"address": "race@c1.example"});
+    let answers =
+        futures_util::future::join_all((0..16).map(|_| worker.post("/v1/check", &body))).await;
+    let mut enrolled = 0;
+    let mut ids = std::collections::BTreeSet::new();
+    for response in answers {
+        let answer = worker.expect(response, 200).await;
+        assert_eq!(answer["verdict"], "accept", "{answer}");
+        enrolled += usize::from(answer["enrolled"] == true);
+        ids.insert(answer["mailbox_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!((enrolled, ids.len()), (1, 1));
+    assert_eq!(
+        admin.usage(&tree.c1, "users").await["used"].as_i64(),
+        Some(used_before + 1)
+    );
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn a_write_on_one_instance_reaches_the_other_within_a_second() {
+    let (app, dns) = spawn().await;
+    let (admin, tree) = setup(&app, &dns).await;
+    let worker_here = check_key(&app, &admin, &tree.owner).await;
+    let other = spawn_another(&app).await;
+    let worker_there = Caller {
+        app: &other,
+        token: worker_here.token.clone(),
+    };
+    let body = json!({"address": "moved@c1.example", "enrol": false});
+    assert_eq!(reason(&worker_there, body.clone()).await, "unknown_mailbox");
+    mailbox(&admin, &tree.c1, "moved@c1.example").await;
+    // This instance knows before the write's response is sent; the other within a second.
+    assert_eq!(reason(&worker_here, body.clone()).await, "ok");
+    let started = std::time::Instant::now();
+    loop {
+        if reason(&worker_there, body.clone()).await == "ok" {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "the other instance still does not know the mailbox"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Suspension too, and the other way round.
+    let there_admin = Caller {
+        app: &other,
+        token: admin.token.clone(),
+    };
+    there_admin
+        .expect(
+            there_admin
+                .patch(
+                    &format!("/v1/nodes/{}", tree.c1),
+                    &json!({"status": "suspended"}),
+                )
+                .await,
+            200,
+        )
+        .await;
+    assert_eq!(reason(&worker_there, body.clone()).await, "node_suspended");
+    let started = std::time::Instant::now();
+    while reason(&worker_here, body.clone()).await != "node_suspended" {
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
