@@ -5,6 +5,8 @@
 //! ([`feed`]) that triggers in the database fill on every committed write, whichever process made
 //! it. Only an enrolment (a first sighting of an address) writes to the database on this path.
 
+pub mod postfix;
+pub mod socketmap;
 pub mod verdict;
 
 pub use verdict::{Answer, Question, Reason, Scope, Target, Verdict};
