@@ -44,6 +44,26 @@ pub struct Config {
     #[arg(long, env = "ALLOT_DNS_RESOLVER", global = true)]
     pub dns_resolver: Option<SocketAddr>,
 
+    /// Where to serve Postfix's SMTP access policy delegation (`IP:PORT`, e.g. `127.0.0.1:10040`);
+    /// unset: not served. Unauthenticated by Postfix's design: bind it to loopback or a private
+    /// interface only.
+    #[arg(long, env = "ALLOT_POLICY_LISTEN", global = true)]
+    pub policy_listen: Option<SocketAddr>,
+
+    /// Which policy request attribute the policy listener checks: `recipient` or `sender`.
+    #[arg(
+        long,
+        env = "ALLOT_POLICY_ATTRIBUTE",
+        default_value = "recipient",
+        global = true
+    )]
+    pub policy_attribute: crate::check::postfix::PolicyAttribute,
+
+    /// Where to serve Postfix socketmap lookups (maps `domain` and `mailbox`); unset: not served.
+    /// Unauthenticated by Postfix's design, like the policy listener.
+    #[arg(long, env = "ALLOT_SOCKETMAP_LISTEN", global = true)]
+    pub socketmap_listen: Option<SocketAddr>,
+
     /// Log filter, in tracing's `EnvFilter` syntax (`info`, `allot=debug,actix_web=warn`, …).
     #[arg(long, env = "ALLOT_LOG", default_value = "info", global = true)]
     pub log: String,

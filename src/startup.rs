@@ -107,6 +107,56 @@ pub fn prepare(config: &Config) -> Result<(Pool, jwt::Keys, Option<Initialised>)
     Ok((pool, keys, initialised))
 }
 
+/// The Postfix listeners that are configured, bound before serving so that a port in use stops
+/// start-up with the setting's name.
+struct PostfixListeners {
+    policy: Option<tokio::net::TcpListener>,
+    socketmap: Option<tokio::net::TcpListener>,
+}
+
+fn bind_tokio(
+    setting: &'static str,
+    addr: Option<std::net::SocketAddr>,
+) -> Result<Option<tokio::net::TcpListener>, StartupError> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(tokio::net::TcpListener::from_std)
+        .map_err(|e| StartupError::new(setting, format!("cannot listen on {addr}: {e}")))?;
+    Ok(Some(listener))
+}
+
+impl PostfixListeners {
+    fn bind(config: &Config) -> Result<Self, StartupError> {
+        Ok(Self {
+            policy: bind_tokio("ALLOT_POLICY_LISTEN", config.policy_listen)?,
+            socketmap: bind_tokio("ALLOT_SOCKETMAP_LISTEN", config.socketmap_listen)?,
+        })
+    }
+
+    fn spawn(
+        self,
+        checker: &std::sync::Arc<crate::check::Checker>,
+        attribute: crate::check::postfix::PolicyAttribute,
+    ) {
+        let asker = std::sync::Arc::new(std::sync::Arc::clone(checker));
+        if let Some(listener) = self.policy {
+            tracing::info!(addr = ?listener.local_addr().ok(), %attribute, "serving Postfix policy delegation");
+            tokio::spawn(crate::check::postfix::serve(
+                listener,
+                asker.clone(),
+                attribute,
+            ));
+        }
+        if let Some(listener) = self.socketmap {
+            tracing::info!(addr = ?listener.local_addr().ok(), "serving Postfix socketmap lookups");
+            tokio::spawn(crate::check::socketmap::serve(listener, asker));
+        }
+    }
+}
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -142,6 +192,8 @@ impl Application {
         let checker = crate::check::Checker::start(pool.clone()).map_err(|e| {
             StartupError::new("DATABASE_URL", format!("cannot build the check index: {e}"))
         })?;
+        let listeners = PostfixListeners::bind(&config)?;
+        listeners.spawn(&checker, config.policy_attribute);
         let state = web::Data::new(AppState {
             pool,
             keys,

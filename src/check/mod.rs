@@ -19,6 +19,8 @@
 //! [`FLUSH_EVERY`].
 
 pub mod index;
+pub mod postfix;
+pub mod socketmap;
 pub mod verdict;
 
 use std::collections::BTreeMap;

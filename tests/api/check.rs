@@ -566,3 +566,113 @@ async fn a_write_on_one_instance_reaches_the_other_within_a_second() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A free port on loopback, for a listener the app binds itself.
+fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Writes `request` and reads until `terminator` ends what was read.
+async fn exchange(stream: &mut tokio::net::TcpStream, request: &[u8], terminator: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !answer.ends_with(terminator) {
+        let read = stream.read(&mut buffer).await.unwrap();
+        assert!(
+            read > 0,
+            "closed after {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buffer[..read]);
+    }
+    String::from_utf8(answer).unwrap()
+}
+
+#[tokio::test]
+async fn postfix_asks_through_the_policy_and_socketmap_listeners() {
+    let dns = DnsServer::start().await;
+    let (policy, socketmap) = (free_port(), free_port());
+    let app = spawn_app_with(|config| {
+        config.dns_resolver = dns.addr;
+        config.policy_listen = Some(policy);
+        config.socketmap_listen = Some(socketmap);
+    })
+    .await;
+    let (admin, tree) = setup(&app, &dns).await;
+    mailbox(&admin, &tree.c1, "pat@c1.example").await;
+    admin
+        .expect(
+            admin
+                .patch(
+                    &format!("/v1/nodes/{}", tree.c2),
+                    &json!({"auto_enrol": false}),
+                )
+                .await,
+            200,
+        )
+        .await;
+
+    let request = |recipient: &str| {
+        format!(
+            "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n\
+             client_address=192.0.2.7\nhelo_name=mx.example.net\nsender=someone@example.net\n\
+             recipient={recipient}\n\n"
+        )
+    };
+    let mut stream = tokio::net::TcpStream::connect(policy).await.unwrap();
+    // Several requests on one connection, as Postfix keeps it open.
+    for (recipient, expected) in [
+        ("pat@c1.example", "action=DUNNO\n\n"),
+        (
+            "nobody@c2.example",
+            "action=REJECT 5.1.1 unknown_mailbox\n\n",
+        ),
+        (
+            "x@unknown.example",
+            "action=REJECT 5.1.2 unknown_domain\n\n",
+        ),
+        ("fresh@c1.example", "action=DUNNO\n\n"),
+    ] {
+        assert_eq!(
+            exchange(&mut stream, request(recipient).as_bytes(), b"\n\n").await,
+            expected,
+            "{recipient}"
+        );
+    }
+    // The policy listener enrols like the check does: fresh@ is a mailbox now.
+    let listed = admin
+        .expect(
+            admin
+                .get(&format!("/v1/nodes/{}/mailboxes?origin=check", tree.c1))
+                .await,
+            200,
+        )
+        .await;
+    assert_eq!(listed["items"][0]["address"], "fresh@c1.example");
+    assert_eq!(
+        exchange(&mut stream, b"no equals sign\n\n", b"\n\n").await,
+        "action=DEFER_IF_PERMIT malformed policy request\n\n"
+    );
+
+    let mut stream = tokio::net::TcpStream::connect(socketmap).await.unwrap();
+    let netstring = |text: &str| format!("{}:{text},", text.len());
+    for (lookup, expected) in [
+        ("domain c1.example", "OK c1.example"),
+        ("domain nobody.example", "NOTFOUND "),
+        ("mailbox pat@c1.example", "OK pat@c1.example"),
+        // A lookup never enrols.
+        ("mailbox ghost@c1.example", "NOTFOUND "),
+    ] {
+        assert_eq!(
+            exchange(&mut stream, netstring(lookup).as_bytes(), b",").await,
+            netstring(expected),
+            "{lookup}"
+        );
+    }
+    app.assert_verified();
+}

@@ -1,0 +1,687 @@
+//! The Postfix SMTP access policy delegation listener (`check_policy_service`,
+//! <https://www.postfix.org/SMTPD_POLICY_README.html>): one address per request, the recipient or
+//! the sender as configured, answered from the check.
+//!
+//! The protocol is lines of `name=value` ended by an empty line, answered by `action=…` and an
+//! empty line, many requests on one connection. Parsing and the choice of action are pure
+//! functions ([`parse_request`], [`step`], [`action_for`]); [`serve`] only frames, bounds and
+//! times the connection around them.
+//!
+//! Every refusal carries an RFC 3463 enhanced status code and the stable reason code, and nothing
+//! else: Postfix itself prefixes the text with `<address>: Recipient address rejected:` (or
+//! `Sender`), so repeating the address would only say it twice.
+//!
+//! Two kinds of bad input, two treatments. A request that is framed but wrong (a line without
+//! `=`, a name that is not UTF-8, no `request=smtpd_access_policy`) is read to its empty line,
+//! answered `DEFER_IF_PERMIT malformed policy request`, and the connection goes on: where the next
+//! request starts is still known. A line or a request over its cap is answered the same way and
+//! the connection closed: reading on would mean buffering without bound or guessing at framing.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{Answer, Ask, Question, Reason, Target, Verdict};
+use crate::domain::UnknownVariant;
+use crate::domain::address::MailAddress;
+
+/// The longest line, without its line end. Postfix's longest attributes (a client certificate's
+/// subject, a SASL user name) stay far below it.
+const MAX_LINE: usize = 4096;
+/// Postfix sends some 30 attributes; a peer sending more is not Postfix.
+const MAX_ATTRIBUTES: usize = 100;
+/// The most bytes one request may take, line ends included.
+const MAX_REQUEST: usize = 64 * 1024;
+/// How long a connection may wait for its next request. Longer than Postfix's own
+/// `smtpd_policy_service_max_idle` (300 s), so it is Postfix that closes an idle connection it
+/// might still reuse, and this only drops peers that have gone away.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(360);
+
+const MALFORMED: &str = "DEFER_IF_PERMIT malformed policy request";
+
+/// Which request attribute is checked: the recipient (an inbound MX asking whether a mailbox
+/// exists and is licensed) or the sender (a submission service asking whether it may send).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyAttribute {
+    Recipient,
+    Sender,
+}
+
+impl PolicyAttribute {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Recipient => "recipient",
+            Self::Sender => "sender",
+        }
+    }
+}
+
+impl fmt::Display for PolicyAttribute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PolicyAttribute {
+    type Err = UnknownVariant;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "recipient" => Ok(Self::Recipient),
+            "sender" => Ok(Self::Sender),
+            _ => Err(UnknownVariant {
+                value: s.to_owned(),
+                expected: "recipient, sender",
+            }),
+        }
+    }
+}
+
+/// One policy request: its attributes by name. Values stay bytes, as Postfix passes on whatever
+/// the client sent; only the checked one need be text. A repeated name keeps its last value, as
+/// in the example server of Postfix's README.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    attributes: HashMap<String, Vec<u8>>,
+}
+
+impl Request {
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.attributes.get(name).map(Vec::as_slice)
+    }
+}
+
+/// Why a framed request is not a policy request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("a line is not name=value")]
+    NotAttribute,
+    #[error("an attribute name is not UTF-8")]
+    NameNotUtf8,
+    #[error("the request is not request=smtpd_access_policy")]
+    NotAccessPolicy,
+}
+
+/// Parses one request's lines (without line ends and without the empty line that ended it).
+pub fn parse_request<L: AsRef<[u8]>>(lines: &[L]) -> Result<Request, Malformed> {
+    let mut attributes = HashMap::with_capacity(lines.len());
+    for line in lines {
+        let line = line.as_ref();
+        let equals = line
+            .iter()
+            .position(|&b| b == b'=')
+            .filter(|&at| at > 0)
+            .ok_or(Malformed::NotAttribute)?;
+        let name = std::str::from_utf8(&line[..equals]).map_err(|_| Malformed::NameNotUtf8)?;
+        attributes.insert(name.to_owned(), line[equals + 1..].to_vec());
+    }
+    let request = Request { attributes };
+    if request.get("request") != Some(b"smtpd_access_policy".as_slice()) {
+        return Err(Malformed::NotAccessPolicy);
+    }
+    Ok(request)
+}
+
+/// What to do with a request: answer at once, or ask the check about an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Action(String),
+    Ask(MailAddress),
+}
+
+/// Picks the checked attribute out of a request.
+///
+/// A missing or empty value leaves nothing to check, so the action is `DUNNO` (let the rest of
+/// Postfix's restrictions decide): an empty sender is the null sender of bounces and delivery
+/// notifications, which must never be refused for being nobody's; an empty or missing recipient
+/// is a request from a stage before `RCPT TO` or from the end of `DATA`, where there is no single
+/// recipient.
+pub fn step(request: &Request, attribute: PolicyAttribute) -> Step {
+    let raw = match request.get(attribute.as_str()) {
+        None | Some(b"") => return Step::Action("DUNNO".to_owned()),
+        Some(raw) => raw,
+    };
+    match std::str::from_utf8(raw)
+        .ok()
+        .and_then(|raw| MailAddress::parse(raw).ok())
+    {
+        Some(address) => Step::Ask(address),
+        None => Step::Action(match attribute {
+            PolicyAttribute::Recipient => "REJECT 5.1.3 bad recipient address syntax".to_owned(),
+            PolicyAttribute::Sender => "REJECT 5.1.7 bad sender address syntax".to_owned(),
+        }),
+    }
+}
+
+/// The action for the check's answer about the configured attribute's address.
+///
+/// Accepted is `DUNNO`, not `OK`: allot vouches for the licence, not for the rest of Postfix's
+/// restrictions (rate limits, RBLs) that may still follow. A deferral is `DEFER_IF_PERMIT`, so a
+/// later restriction that rejects for good still wins.
+pub fn action_for(answer: &Answer, attribute: PolicyAttribute) -> String {
+    let reason = answer.reason.as_str();
+    match answer.verdict {
+        Verdict::Accept => "DUNNO".to_owned(),
+        Verdict::Defer => format!("DEFER_IF_PERMIT 4.3.0 {reason}"),
+        Verdict::Reject => format!("REJECT {} {reason}", status(answer.reason, attribute)),
+    }
+}
+
+/// The RFC 3463 enhanced status code for a refusal: the address codes where the reason is about
+/// the address itself existing, "not authorised" (5.7.1) for the licence reasons.
+fn status(reason: Reason, attribute: PolicyAttribute) -> &'static str {
+    match (attribute, reason) {
+        (PolicyAttribute::Recipient, Reason::UnknownMailbox) => "5.1.1",
+        (PolicyAttribute::Recipient, Reason::UnknownDomain) => "5.1.2",
+        (PolicyAttribute::Recipient, Reason::MailboxDisabled) => "5.2.1",
+        (PolicyAttribute::Sender, Reason::UnknownDomain) => "5.1.8",
+        _ => "5.7.1",
+    }
+}
+
+/// Accepts connections forever, each served by its own task.
+pub async fn serve<A: Ask>(listener: TcpListener, asker: Arc<A>, attribute: PolicyAttribute) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let asker = Arc::clone(&asker);
+                tokio::spawn(async move {
+                    if let Err(err) = connection(stream, &*asker, attribute).await {
+                        tracing::debug!(error = %err, %peer, "policy connection ended");
+                    }
+                });
+            }
+            Err(err) => {
+                // Out of file descriptors, mostly: wait for some to free rather than spin.
+                tracing::warn!(error = %err, "policy listener could not accept");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// What came in on a connection.
+enum Incoming {
+    /// A request's lines, without their line ends.
+    Request(Vec<Vec<u8>>),
+    /// The peer closed the connection or went quiet; if mid-request, there is nobody to answer.
+    Gone,
+    /// A line or the request outgrew its cap.
+    TooLarge,
+}
+
+async fn connection<A: Ask>(
+    mut stream: TcpStream,
+    asker: &A,
+    attribute: PolicyAttribute,
+) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let (read, mut write) = stream.split();
+    let mut reader = BufReader::new(read);
+    loop {
+        let incoming = tokio::time::timeout(IDLE_TIMEOUT, read_request(&mut reader))
+            .await
+            .unwrap_or(Ok(Incoming::Gone))?;
+        let action = match incoming {
+            Incoming::Gone => return Ok(()),
+            Incoming::TooLarge => {
+                tracing::debug!("policy request over its size cap");
+                return reply(&mut write, MALFORMED).await;
+            }
+            Incoming::Request(lines) => match parse_request(&lines) {
+                Err(err) => {
+                    tracing::debug!(error = %err, "malformed policy request");
+                    MALFORMED.to_owned()
+                }
+                Ok(request) => match step(&request, attribute) {
+                    Step::Action(action) => action,
+                    Step::Ask(address) => {
+                        let question = Question {
+                            target: Target::Address(address),
+                            module: None,
+                            enrol: None,
+                        };
+                        action_for(&asker.ask(question).await, attribute)
+                    }
+                },
+            },
+        };
+        reply(&mut write, &action).await?;
+    }
+}
+
+async fn reply<W: AsyncWrite + Unpin>(write: &mut W, action: &str) -> io::Result<()> {
+    let answer = format!("action={action}\n\n");
+    tokio::time::timeout(IDLE_TIMEOUT, write.write_all(answer.as_bytes()))
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+}
+
+/// Reads lines up to the empty line that ends a request, within the caps.
+async fn read_request<R: AsyncBufRead + Unpin>(reader: &mut R) -> io::Result<Incoming> {
+    let mut lines = Vec::new();
+    let mut size = 0;
+    loop {
+        let mut line = Vec::new();
+        // Room for the longest line and a `\r\n`, and one byte more to tell an over-long line.
+        let cap = MAX_LINE as u64 + 3;
+        let read = (&mut *reader)
+            .take(cap)
+            .read_until(b'\n', &mut line)
+            .await?;
+        size += read;
+        if line.pop() != Some(b'\n') {
+            return Ok(if read as u64 == cap {
+                Incoming::TooLarge
+            } else {
+                Incoming::Gone
+            });
+        }
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if line.len() > MAX_LINE || size > MAX_REQUEST {
+            return Ok(Incoming::TooLarge);
+        }
+        if line.is_empty() {
+            return Ok(Incoming::Request(lines));
+        }
+        if lines.len() == MAX_ATTRIBUTES {
+            return Ok(Incoming::TooLarge);
+        }
+        lines.push(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Knows `known@example.com`, cannot decide about `slow@example.com`, knows nobody else; and
+    /// remembers what it was asked.
+    #[derive(Default)]
+    struct Fake {
+        asked: Mutex<Vec<Question>>,
+    }
+
+    impl Ask for Fake {
+        async fn ask(&self, question: Question) -> Answer {
+            let reason = match &question.target {
+                Target::Domain(domain) if domain.as_str() == "example.com" => Reason::Ok,
+                Target::Domain(_) => Reason::UnknownDomain,
+                Target::Address(address) => match address.stored().as_str() {
+                    "known@example.com" => Reason::Ok,
+                    "slow@example.com" => Reason::Unavailable,
+                    "off@example.com" => Reason::MailboxDisabled,
+                    _ => Reason::UnknownMailbox,
+                },
+            };
+            self.asked.lock().unwrap().push(question);
+            Answer::bare(reason)
+        }
+    }
+
+    fn request(pairs: &[&str]) -> Request {
+        let mut lines: Vec<&str> = vec!["request=smtpd_access_policy"];
+        lines.extend_from_slice(pairs);
+        parse_request(&lines).unwrap()
+    }
+
+    #[test]
+    fn attribute_names_round_trip() {
+        for attribute in [PolicyAttribute::Recipient, PolicyAttribute::Sender] {
+            assert_eq!(attribute.to_string().parse(), Ok(attribute));
+        }
+        assert!("Recipient".parse::<PolicyAttribute>().is_err());
+    }
+
+    #[test]
+    fn requests_are_name_value_lines_of_an_access_policy_request() {
+        let parsed = request(&["recipient=a@example.com", "sender=", "helo_name=x=y"]);
+        assert_eq!(parsed.get("recipient"), Some(b"a@example.com".as_slice()));
+        assert_eq!(parsed.get("sender"), Some(b"".as_slice()));
+        assert_eq!(parsed.get("helo_name"), Some(b"x=y".as_slice()));
+        assert_eq!(parsed.get("client_address"), None);
+
+        let binary: [&[u8]; 2] = [b"request=smtpd_access_policy", b"ccert_subject=\xff\xfe"];
+        assert!(parse_request(&binary).is_ok());
+        assert_eq!(
+            parse_request(&["request=smtpd_access_policy", "no equals sign"]),
+            Err(Malformed::NotAttribute)
+        );
+        assert_eq!(
+            parse_request(&["request=smtpd_access_policy", "=value"]),
+            Err(Malformed::NotAttribute)
+        );
+        let bad_name: [&[u8]; 2] = [b"request=smtpd_access_policy", b"\xff=1"];
+        assert_eq!(parse_request(&bad_name), Err(Malformed::NameNotUtf8));
+        assert_eq!(
+            parse_request(&["recipient=a@example.com"]),
+            Err(Malformed::NotAccessPolicy)
+        );
+        assert_eq!(parse_request::<&str>(&[]), Err(Malformed::NotAccessPolicy));
+    }
+
+    #[test]
+    fn nothing_to_check_is_dunno_and_bad_syntax_is_refused_by_its_side() {
+        let dunno = Step::Action("DUNNO".to_owned());
+        assert_eq!(step(&request(&[]), PolicyAttribute::Recipient), dunno);
+        assert_eq!(step(&request(&["sender="]), PolicyAttribute::Sender), dunno);
+        assert_eq!(
+            step(&request(&["recipient="]), PolicyAttribute::Recipient),
+            dunno
+        );
+        assert_eq!(
+            step(
+                &request(&["recipient=Jane@Example.COM"]),
+                PolicyAttribute::Recipient
+            ),
+            Step::Ask(MailAddress::parse("Jane@example.com").unwrap())
+        );
+        assert_eq!(
+            step(
+                &request(&["recipient=no-at-sign"]),
+                PolicyAttribute::Recipient
+            ),
+            Step::Action("REJECT 5.1.3 bad recipient address syntax".to_owned())
+        );
+        assert_eq!(
+            step(&request(&["sender=a@localhost"]), PolicyAttribute::Sender),
+            Step::Action("REJECT 5.1.7 bad sender address syntax".to_owned())
+        );
+        let lines: [&[u8]; 2] = [
+            b"request=smtpd_access_policy",
+            b"recipient=\xff@example.com",
+        ];
+        assert_eq!(
+            step(&parse_request(&lines).unwrap(), PolicyAttribute::Recipient),
+            Step::Action("REJECT 5.1.3 bad recipient address syntax".to_owned())
+        );
+    }
+
+    #[test]
+    fn answers_become_actions_with_a_status_code_and_the_reason() {
+        use PolicyAttribute::{Recipient, Sender};
+        let action = |reason, attribute| action_for(&Answer::bare(reason), attribute);
+        assert_eq!(action(Reason::Ok, Recipient), "DUNNO");
+        assert_eq!(
+            action(Reason::Unavailable, Recipient),
+            "DEFER_IF_PERMIT 4.3.0 unavailable"
+        );
+        assert_eq!(
+            action(Reason::UnknownMailbox, Recipient),
+            "REJECT 5.1.1 unknown_mailbox"
+        );
+        assert_eq!(
+            action(Reason::UnknownDomain, Recipient),
+            "REJECT 5.1.2 unknown_domain"
+        );
+        assert_eq!(
+            action(Reason::MailboxDisabled, Recipient),
+            "REJECT 5.2.1 mailbox_disabled"
+        );
+        assert_eq!(
+            action(Reason::ModuleNotLicensed, Recipient),
+            "REJECT 5.7.1 module_not_licensed"
+        );
+        assert_eq!(
+            action(Reason::UnknownMailbox, Sender),
+            "REJECT 5.7.1 unknown_mailbox"
+        );
+        assert_eq!(
+            action(Reason::UnknownDomain, Sender),
+            "REJECT 5.1.8 unknown_domain"
+        );
+        assert_eq!(
+            action(Reason::Unavailable, Sender),
+            "DEFER_IF_PERMIT 4.3.0 unavailable"
+        );
+    }
+
+    async fn start(attribute: PolicyAttribute) -> (SocketAddr, Arc<Fake>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let fake = Arc::new(Fake::default());
+        tokio::spawn(serve(listener, Arc::clone(&fake), attribute));
+        (address, fake)
+    }
+
+    /// A request as Postfix 3 sends it at `RCPT TO`.
+    fn postfix_request(sender: &str, recipient: &str) -> String {
+        format!(
+            "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n\
+             client_address=192.0.2.10\nclient_name=mail.example.net\nclient_port=41234\n\
+             reverse_client_name=mail.example.net\nserver_address=198.51.100.1\nserver_port=25\n\
+             helo_name=mail.example.net\nsender={sender}\nrecipient={recipient}\n\
+             recipient_count=0\nqueue_id=\ninstance=1a2b.5f3c4d5e.6f7a8.0\nsize=12345\n\
+             etrn_domain=\nstress=\nsasl_method=\nsasl_username=\nsasl_sender=\n\
+             ccert_subject=\nccert_issuer=\nccert_fingerprint=\nccert_pubkey_fingerprint=\n\
+             encryption_protocol=TLSv1.3\nencryption_cipher=TLS_AES_256_GCM_SHA384\n\
+             encryption_keysize=256\npolicy_context=\ncompatibility_level=3.6\n\
+             mail_version=3.7.11\n\n"
+        )
+    }
+
+    /// Sends `request` and reads one answer, up to its empty line.
+    async fn exchange(stream: &mut TcpStream, request: &[u8]) -> String {
+        stream.write_all(request).await.unwrap();
+        read_answer(stream).await
+    }
+
+    async fn read_answer(stream: &mut TcpStream) -> String {
+        let mut answer = Vec::new();
+        while !answer.ends_with(b"\n\n") {
+            let byte = tokio::time::timeout(Duration::from_secs(10), stream.read_u8())
+                .await
+                .expect("an answer in time")
+                .expect("an answer before the connection closes");
+            answer.push(byte);
+        }
+        String::from_utf8(answer).unwrap()
+    }
+
+    async fn assert_closed(stream: &mut TcpStream) {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
+            .await
+            .expect("the connection closes");
+        // A reset is as closed as an end of file: unread input makes the kernel send one.
+        assert!(read.is_err() || rest.is_empty(), "{rest:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn one_connection_answers_request_after_request() {
+        let (address, fake) = start(PolicyAttribute::Recipient).await;
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let sender = "someone@example.net";
+        for (recipient, expected) in [
+            ("known@example.com", "action=DUNNO\n\n"),
+            (
+                "nobody@example.com",
+                "action=REJECT 5.1.1 unknown_mailbox\n\n",
+            ),
+            (
+                "slow@example.com",
+                "action=DEFER_IF_PERMIT 4.3.0 unavailable\n\n",
+            ),
+            (
+                "off@example.com",
+                "action=REJECT 5.2.1 mailbox_disabled\n\n",
+            ),
+            (
+                "not an address",
+                "action=REJECT 5.1.3 bad recipient address syntax\n\n",
+            ),
+            (
+                "Known@EXAMPLE.com",
+                "action=REJECT 5.1.1 unknown_mailbox\n\n",
+            ),
+        ] {
+            let answer = exchange(&mut stream, postfix_request(sender, recipient).as_bytes()).await;
+            assert_eq!(answer, expected, "{recipient}");
+        }
+        let crlf = postfix_request(sender, "known@example.com").replace('\n', "\r\n");
+        assert_eq!(
+            exchange(&mut stream, crlf.as_bytes()).await,
+            "action=DUNNO\n\n"
+        );
+
+        let asked = fake.asked.lock().unwrap();
+        assert_eq!(asked.len(), 6, "a bad address is not asked about");
+        assert!(
+            asked
+                .iter()
+                .all(|q| q.enrol.is_none() && q.module.is_none())
+        );
+        assert_eq!(
+            asked[0].target,
+            Target::Address(MailAddress::parse("known@example.com").unwrap())
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn two_requests_in_one_write_get_two_answers_in_order() {
+        let (address, _) = start(PolicyAttribute::Recipient).await;
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let both = postfix_request("a@example.net", "nobody@example.com")
+            + &postfix_request("a@example.net", "known@example.com");
+        assert_eq!(
+            exchange(&mut stream, both.as_bytes()).await,
+            "action=REJECT 5.1.1 unknown_mailbox\n\n"
+        );
+        assert_eq!(read_answer(&mut stream).await, "action=DUNNO\n\n");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_sender_listener_checks_the_sender_and_lets_the_null_sender_through() {
+        let (address, fake) = start(PolicyAttribute::Sender).await;
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        for (sender, expected) in [
+            ("known@example.com", "action=DUNNO\n\n"),
+            (
+                "nobody@example.com",
+                "action=REJECT 5.7.1 unknown_mailbox\n\n",
+            ),
+            ("", "action=DUNNO\n\n"),
+            ("@", "action=REJECT 5.1.7 bad sender address syntax\n\n"),
+        ] {
+            let answer = exchange(
+                &mut stream,
+                postfix_request(sender, "anyone@example.org").as_bytes(),
+            )
+            .await;
+            assert_eq!(answer, expected, "{sender:?}");
+        }
+        let asked = fake.asked.lock().unwrap();
+        assert_eq!(
+            asked.iter().map(|q| q.target.clone()).collect::<Vec<_>>(),
+            ["known@example.com", "nobody@example.com"]
+                .map(|a| Target::Address(MailAddress::parse(a).unwrap()))
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn malformed_requests_are_deferred_and_the_connection_goes_on() {
+        let (address, _) = start(PolicyAttribute::Recipient).await;
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let malformed = "action=DEFER_IF_PERMIT malformed policy request\n\n";
+        for bad in [
+            b"request=smtpd_access_policy\nno equals sign here\nrecipient=known@example.com\n\n"
+                .as_slice(),
+            b"\xff\xfe\x00garbage\x80\n\n",
+            b"recipient=known@example.com\n\n",
+            b"\n",
+        ] {
+            assert_eq!(exchange(&mut stream, bad).await, malformed, "{bad:?}");
+            let good = postfix_request("", "known@example.com");
+            assert_eq!(
+                exchange(&mut stream, good.as_bytes()).await,
+                "action=DUNNO\n\n"
+            );
+        }
+        let binary_address = b"request=smtpd_access_policy\nrecipient=\xc3\x28@example.com\n\n";
+        assert_eq!(
+            exchange(&mut stream, binary_address).await,
+            "action=REJECT 5.1.3 bad recipient address syntax\n\n"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_over_long_line_is_deferred_and_closes_the_connection() {
+        let (address, _) = start(PolicyAttribute::Recipient).await;
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let long = format!(
+            "request=smtpd_access_policy\nccert_subject={}\n\n",
+            "x".repeat(MAX_LINE)
+        );
+        assert_eq!(
+            exchange(&mut stream, long.as_bytes()).await,
+            "action=DEFER_IF_PERMIT malformed policy request\n\n"
+        );
+        assert_closed(&mut stream).await;
+
+        // A line of exactly the cap is fine.
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let name = "ccert_subject=";
+        let fits = format!(
+            "request=smtpd_access_policy\n{name}{}\r\nrecipient=known@example.com\n\n",
+            "x".repeat(MAX_LINE - name.len())
+        );
+        assert_eq!(
+            exchange(&mut stream, fits.as_bytes()).await,
+            "action=DUNNO\n\n"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn too_many_attributes_are_deferred_and_close_the_connection() {
+        let (address, _) = start(PolicyAttribute::Recipient).await;
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let many = "request=smtpd_access_policy\n".to_owned() + &"a=b\n".repeat(MAX_ATTRIBUTES);
+        assert_eq!(
+            exchange(&mut stream, format!("{many}\n").as_bytes()).await,
+            "action=DEFER_IF_PERMIT malformed policy request\n\n"
+        );
+        assert_closed(&mut stream).await;
+
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let line = format!("a={}\n", "x".repeat(MAX_LINE - 2));
+        let big = "request=smtpd_access_policy\n".to_owned()
+            + &line.repeat(MAX_REQUEST / line.len() + 1)
+            + "\n";
+        assert_eq!(
+            exchange(&mut stream, big.as_bytes()).await,
+            "action=DEFER_IF_PERMIT malformed policy request\n\n"
+        );
+        assert_closed(&mut stream).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_peer_that_leaves_mid_request_gets_no_answer_and_others_are_unaffected() {
+        let (address, _) = start(PolicyAttribute::Recipient).await;
+        let mut leaving = TcpStream::connect(address).await.unwrap();
+        leaving
+            .write_all(b"request=smtpd_access_policy\nrecipient=known@exa")
+            .await
+            .unwrap();
+        leaving.shutdown().await.unwrap();
+        assert_closed(&mut leaving).await;
+
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let good = postfix_request("", "known@example.com");
+        assert_eq!(
+            exchange(&mut stream, good.as_bytes()).await,
+            "action=DUNNO\n\n"
+        );
+    }
+}
