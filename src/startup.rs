@@ -189,9 +189,7 @@ impl Application {
         };
         let shutdown_timeout = config.shutdown_timeout;
         let dns = crate::dns::Verifier::new(config.dns_resolver);
-        let checker = crate::check::Checker::start(pool.clone()).map_err(|e| {
-            StartupError::new("DATABASE_URL", format!("cannot build the check index: {e}"))
-        })?;
+        let checker = crate::check::Checker::start(pool.clone());
         let listeners = PostfixListeners::bind(&config)?;
         listeners.spawn(&checker, config.policy_attribute);
         let state = web::Data::new(AppState {

@@ -45,6 +45,12 @@ fn resolve(req: &HttpRequest) -> Result<CheckCaller, ApiError> {
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::internal(std::io::Error::other("no application state")))?;
     let token = auth::bearer_token(req)?;
+    if !state.checker.is_ready() {
+        return Err(ApiError::Unavailable(
+            "The check index is not built yet (the database was unreachable at start); retry shortly."
+                .to_owned(),
+        ));
+    }
     let caller = if token.starts_with(api_key::PREFIX) {
         state.checker.caller_by_key(&token)
     } else {
@@ -145,6 +151,7 @@ async fn answer(checker: &Arc<Checker>, caller: &CheckCaller, question: Question
     responses(
         (status = 200, description = "The answer", body = Answer),
         (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The index is not built yet: the database has been unreachable since start (`unavailable`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Neither or both of `domain` and `address`, a malformed one, or an unknown module", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -180,6 +187,7 @@ pub struct CheckResults {
     responses(
         (status = 200, description = "The answers, in order", body = CheckResults),
         (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The index is not built yet: the database has been unreachable since start (`unavailable`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No checks, more than 1,000, or a malformed one", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -24,6 +24,7 @@ pub mod socketmap;
 pub mod verdict;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -79,12 +80,25 @@ pub struct Caller {
 
 #[derive(Debug)]
 struct Feed {
+    /// Whether the index was ever built; until then it is empty and every check defers.
+    built: bool,
     /// The highest sequence number applied.
     high: i64,
     /// Skipped numbers, with when they were first missed.
     gaps: BTreeMap<i64, Instant>,
     /// When the feed was last replayed successfully.
     synced: Instant,
+}
+
+impl Feed {
+    fn unbuilt() -> Self {
+        Self {
+            built: false,
+            high: 0,
+            gaps: BTreeMap::new(),
+            synced: Instant::now(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +111,8 @@ pub enum SyncError {
 
 /// The index, the feed that keeps it current, and what waits to be written.
 pub struct Checker {
+    /// Whether the index holds the database's state (it was built at least once).
+    ready: AtomicBool,
     index: RwLock<Index>,
     feed: Mutex<Feed>,
     pool: Pool,
@@ -157,21 +173,34 @@ fn at_unix(seconds: i64) -> chrono::NaiveDateTime {
 }
 
 impl Checker {
-    /// Builds the index from the database. Blocking: call before serving.
-    pub fn start(pool: Pool) -> Result<Arc<Self>, SyncError> {
+    /// Builds the index from the database and starts keeping it current. Blocking: call before
+    /// serving. When the database cannot be read now, the checker starts empty and unready: every
+    /// check defers until the background thread has built the index.
+    pub fn start(pool: Pool) -> Arc<Self> {
         let started = Instant::now();
-        let mut conn = pool.get()?;
-        let (index, feed) = Self::build(&mut conn)?;
-        drop(conn);
-        tracing::info!(
-            domains = index.domains.len(),
-            mailboxes = index.mailboxes.len(),
-            aliases = index.aliases.len(),
-            nodes = index.nodes.len(),
-            millis = started.elapsed().as_millis() as u64,
-            "check index built"
-        );
+        let built = pool
+            .get()
+            .map_err(SyncError::from)
+            .and_then(|mut conn| Self::build(&mut conn));
+        let (index, feed) = match built {
+            Ok((index, feed)) => {
+                tracing::info!(
+                    domains = index.domains.len(),
+                    mailboxes = index.mailboxes.len(),
+                    aliases = index.aliases.len(),
+                    nodes = index.nodes.len(),
+                    millis = started.elapsed().as_millis() as u64,
+                    "check index built"
+                );
+                (index, feed)
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "the check index cannot be built yet; checks defer until it is");
+                (Index::default(), Feed::unbuilt())
+            }
+        };
         let checker = Arc::new(Self {
+            ready: AtomicBool::new(feed.built),
             index: RwLock::new(index),
             feed: Mutex::new(feed),
             pool,
@@ -179,7 +208,7 @@ impl Checker {
             used_keys: Mutex::default(),
         });
         checker.spawn_background();
-        Ok(checker)
+        checker
     }
 
     /// The whole index, and the feed position it stands at. The position is read first: a change
@@ -202,6 +231,7 @@ impl Checker {
         Ok((
             index,
             Feed {
+                built: true,
                 high,
                 gaps,
                 synced: now,
@@ -217,11 +247,16 @@ impl Checker {
     pub fn catch_up(&self) -> Result<(), SyncError> {
         let mut feed = self.feed.lock().unwrap_or_else(PoisonError::into_inner);
         let mut conn = self.pool.get()?;
-        if feed.synced.elapsed() > REBUILD_AFTER {
+        if !feed.built || feed.synced.elapsed() > REBUILD_AFTER {
             let (index, fresh) = Self::build(&mut conn)?;
             *self.index.write().unwrap_or_else(PoisonError::into_inner) = index;
+            if feed.built {
+                tracing::warn!("the check index was rebuilt after a long time out of step");
+            } else {
+                tracing::info!("the check index is built");
+            }
             *feed = fresh;
-            tracing::warn!("the check index was rebuilt after a long time out of step");
+            self.ready.store(true, Ordering::Release);
             return Ok(());
         }
         let mut touched = Touched::default();
@@ -363,6 +398,11 @@ impl Checker {
         }
     }
 
+    /// Whether the index has been built (so that its answers stand for the database).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
     /// Whether `code` is a module of the catalogue (not retired).
     pub fn knows_module(&self, code: &str) -> bool {
         self.read_index().modules.contains(code)
@@ -382,9 +422,8 @@ impl Checker {
             return None;
         }
         let seconds = now.timestamp();
-        if seconds - key.touched.load(std::sync::atomic::Ordering::Relaxed) >= TOUCH_KEYS_EVERY {
-            key.touched
-                .store(seconds, std::sync::atomic::Ordering::Relaxed);
+        if seconds - key.touched.load(Ordering::Relaxed) >= TOUCH_KEYS_EVERY {
+            key.touched.store(seconds, Ordering::Relaxed);
             self.used_keys
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -446,6 +485,9 @@ impl Checker {
 
     /// The in-memory part of a check.
     pub fn decide(&self, scope: Scope, question: &Question, today: NaiveDate) -> Decision {
+        if !self.ready.load(Ordering::Acquire) {
+            return Decision::Done(Answer::bare(Reason::Unavailable));
+        }
         let now = unix_now();
         let index = self.read_index();
         index.decide(scope, question, today, now, |id| {

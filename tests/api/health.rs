@@ -87,6 +87,15 @@ async fn readyz_is_503_and_healthz_200_when_the_database_is_unreachable() {
     assert_problem(response, 503, "unavailable").await;
     let response = reqwest::get(format!("{base}/healthz")).await.unwrap();
     assert_eq!(response.status(), 200);
+    // The check cannot know anything: it says so rather than answering from an empty index.
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/check"))
+        .bearer_auth("allot_0196f3f0-0000-7000-8000-000000000000_secret")
+        .json(&serde_json::json!({"domain": "example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 503, "unavailable").await;
     handle.stop(true).await;
 }
 

@@ -105,6 +105,17 @@ async fn route(
             Some(json!({"username": "matrix-login", "password": "matrix login password"})),
         ),
         ("get", "/v1/me") => (Rule::Authenticated(200), template.to_owned(), None),
+        // Any principal may ask; what lies outside its subtree is answered `not_in_scope`.
+        ("post", "/v1/check") => (
+            Rule::Authenticated(200),
+            template.to_owned(),
+            Some(json!({"domain": "matrix.example"})),
+        ),
+        ("post", "/v1/check/batch") => (
+            Rule::Authenticated(200),
+            template.to_owned(),
+            Some(json!({"checks": [{"domain": "matrix.example"}]})),
+        ),
         ("get", "/v1/licence") => (Rule::Licence(Need::Read, 200), template.to_owned(), None),
         ("put", "/v1/licence") => (
             Rule::Licence(Need::Admin, 200),
