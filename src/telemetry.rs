@@ -38,6 +38,14 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), String> {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+impl RequestId {
+    /// The id of `req`, once the request-id middleware has given it one.
+    pub fn of(req: &actix_web::HttpRequest) -> Option<String> {
+        use actix_web::HttpMessage;
+        req.extensions().get::<Self>().map(|id| id.0.clone())
+    }
+}
+
 /// An incoming id is kept if it is short, visible ASCII: it goes into logs and headers verbatim.
 fn acceptable(value: &HeaderValue) -> Option<String> {
     let bytes = value.as_bytes();

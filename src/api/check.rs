@@ -11,7 +11,7 @@ use std::sync::Arc;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::{FromRequest, HttpMessage, HttpRequest, post, web};
+use actix_web::{FromRequest, HttpRequest, post, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -61,10 +61,7 @@ fn resolve(req: &HttpRequest) -> Result<CheckCaller, ApiError> {
         state.checker.caller_by_account(claims.sub)
     };
     let caller = caller.ok_or(ApiError::Unauthorized(auth::INVALID))?;
-    let request_id = req
-        .extensions()
-        .get::<crate::telemetry::RequestId>()
-        .map(|id| id.0.clone());
+    let request_id = crate::telemetry::RequestId::of(req);
     Ok(CheckCaller { caller, request_id })
 }
 
@@ -223,7 +220,8 @@ pub async fn check_batch(
 }
 
 /// Brings the check index up to date after a write, before its response is sent. Reads (safe
-/// methods) change nothing, and the check endpoints catch up themselves when they enrol.
+/// methods) and refused writes (an error status: a refused write leaves no trace) change nothing,
+/// and the check endpoints catch up themselves when they enrol.
 pub async fn sync_after_writes(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -235,7 +233,9 @@ pub async fn sync_after_writes(
         })
         .flatten();
     let response = next.call(req).await?;
-    if let Some(checker) = checker {
+    if let Some(checker) = checker
+        .filter(|_| !response.status().is_client_error() && !response.status().is_server_error())
+    {
         let synced = web::block(move || checker.catch_up()).await;
         if let Err(err) = synced
             .map_err(|e| e.to_string())

@@ -161,23 +161,13 @@ fn role_mailbox(
     local: &str,
     now: chrono::NaiveDateTime,
 ) -> store::mailboxes::Mailbox {
-    store::mailboxes::Mailbox {
-        id: crate::domain::ids::MailboxId::generate(),
-        node_id: domain.node_id,
-        domain_id: domain.id,
-        address: MailAddress::role(local, &domain.name),
-        display_name: None,
-        first_name: None,
-        last_name: None,
-        contact_email: None,
-        active: true,
-        origin: store::mailboxes::Origin::Role,
-        first_seen_at: None,
-        last_seen_at: None,
-        version: 1,
-        created_at: now,
-        updated_at: now,
-    }
+    store::mailboxes::Mailbox::new(
+        domain.node_id,
+        domain.id,
+        MailAddress::role(local, &domain.name),
+        store::mailboxes::Origin::Role,
+        now,
+    )
 }
 
 /// A domain the caller may see, with its customer.

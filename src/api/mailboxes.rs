@@ -192,21 +192,11 @@ fn place(
     take_seat(conn)?;
     let now = store::now();
     let mailbox = Mailbox {
-        id: MailboxId::generate(),
-        node_id: node.id,
-        domain_id: domain.id,
-        address: new.address,
         display_name: new.display_name,
         first_name: new.first_name,
         last_name: new.last_name,
         contact_email: new.contact_email,
-        active: true,
-        origin,
-        first_seen_at: None,
-        last_seen_at: None,
-        version: 1,
-        created_at: now,
-        updated_at: now,
+        ..Mailbox::new(node.id, domain.id, new.address, origin, now)
     };
     mailboxes::insert(conn, &mailbox)
         .map_err(|err| ApiError::unless_unique(err, || ApiError::AddressTaken))?;

@@ -30,11 +30,21 @@ pub fn mint() -> Minted {
     }
 }
 
+/// The SHA-256 of a secret.
+pub fn digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// The digest as stored: lowercase hex.
 pub fn hash(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    base16ct::lower::encode_string(&digest(secret))
+}
+
+/// A stored hash back as the digest it encodes, if it is one.
+pub fn stored_digest(stored: &str) -> Option<[u8; 32]> {
+    let mut digest = [0u8; 32];
+    let decoded = base16ct::lower::decode(stored, &mut digest).ok()?.len();
+    (decoded == digest.len()).then_some(digest)
 }
 
 /// The id and secret of a presented key, if it has the key's shape.
@@ -45,7 +55,13 @@ pub fn parse(text: &str) -> Option<(ApiKeyId, &str)> {
 
 /// Whether `secret` hashes to `stored`, compared in constant time.
 pub fn matches(secret: &str, stored: &str) -> bool {
-    hash(secret).as_bytes().ct_eq(stored.as_bytes()).into()
+    stored_digest(stored).is_some_and(|stored| digest_matches(secret, &stored))
+}
+
+/// Whether `secret` hashes to `digest`, compared in constant time; allocates nothing (the check
+/// does this on every request).
+pub fn digest_matches(secret: &str, digest: &[u8; 32]) -> bool {
+    self::digest(secret).ct_eq(digest).into()
 }
 
 #[cfg(test)]
@@ -60,6 +76,8 @@ mod tests {
         assert!(secret.len() >= 43, "32 bytes of secret");
         assert!(matches(secret, &minted.secret_hash));
         assert!(!matches(&format!("{secret}x"), &minted.secret_hash));
+        assert_eq!(minted.secret_hash.len(), 64);
+        assert!(!matches(secret, "not hex"));
         assert!(parse("allot_not-a-uuid_secret").is_none());
         assert!(parse("eyJhbGciOi.x.y").is_none());
     }

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::http::header;
-use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
+use actix_web::{FromRequest, HttpRequest, web};
 
 use crate::domain::ids::NodeId;
 use crate::domain::roles::Role;
@@ -118,10 +118,7 @@ impl FromRequest for Principal {
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let token = bearer_token(req);
-        let request_id = req
-            .extensions()
-            .get::<crate::telemetry::RequestId>()
-            .map(|id| id.0.clone());
+        let request_id = crate::telemetry::RequestId::of(req);
         Box::pin(async move {
             let state = state.ok_or_else(|| {
                 ApiError::internal(std::io::Error::other("application state is not registered"))

@@ -9,7 +9,7 @@
 //! no longer counts today without anything being written.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
 use chrono::{NaiveDate, NaiveDateTime};
 
@@ -17,7 +17,6 @@ use super::verdict::{Answer, Question, Reason, Scope, Target};
 use crate::domain::address::MailAddress;
 use crate::domain::ids::{AccountId, ApiKeyId, DomainId, MailboxId, NodeId};
 use crate::domain::quota::{Grant, Span};
-use crate::domain::roles::Role;
 use crate::domain::tree::NodeKind;
 use crate::store::check::{
     AccountRow, AliasRow, ApiKeyRow, DomainRow, GrantRow, MailboxRow, NodeRow, UsageRow,
@@ -78,9 +77,9 @@ pub struct MailboxEntry {
     pub id: MailboxId,
     pub node: NodeId,
     pub active: bool,
-    /// When a check last accepted it, in Unix seconds (0: not since start). Written under the
-    /// read lock, so an atomic.
-    pub seen: AtomicI64,
+    /// When a check last accepted it, in Unix seconds (0: not since start; 32 bits last until
+    /// 2106). Written under the read lock, so an atomic.
+    pub seen: AtomicU32,
 }
 
 #[derive(Debug)]
@@ -90,12 +89,12 @@ pub struct AliasEntry {
     pub mailbox: Box<str>,
 }
 
+/// An API key. Any role may ask the check (about its own subtree), so the role is not kept.
 #[derive(Debug)]
 pub struct KeyEntry {
     pub node: NodeId,
-    pub name: String,
-    pub role: Role,
-    pub secret_hash: String,
+    /// The SHA-256 of its secret.
+    pub digest: [u8; 32],
     pub expires_at: Option<NaiveDateTime>,
     pub revoked: bool,
     /// When its use was last recorded, in Unix seconds.
@@ -105,8 +104,6 @@ pub struct KeyEntry {
 #[derive(Debug)]
 pub struct AccountEntry {
     pub node: NodeId,
-    pub name: String,
-    pub role: Role,
     pub disabled: bool,
 }
 
@@ -183,14 +180,14 @@ fn domain_entry(row: DomainRow) -> Option<(Box<str>, DomainEntry)> {
 }
 
 fn mailbox_entry(row: MailboxRow) -> Option<(Box<str>, MailboxEntry)> {
-    let (id, node, address, status, _origin) = row;
+    let (id, node, address, status) = row;
     Some((
         address.into_boxed_str(),
         MailboxEntry {
             id: parsed(&id, "mailbox id")?,
             node: parsed(&node, "mailbox node")?,
             active: status == "active",
-            seen: AtomicI64::new(0),
+            seen: AtomicU32::new(0),
         },
     ))
 }
@@ -207,14 +204,19 @@ fn alias_entry(row: AliasRow) -> (Box<str>, AliasEntry) {
 }
 
 fn key_entry(row: ApiKeyRow) -> Option<(ApiKeyId, KeyEntry)> {
-    let (id, node, name, role, secret_hash, expires_at, revoked_at, last_used_at) = row;
+    let (id, node, secret_hash, expires_at, revoked_at, last_used_at) = row;
+    let digest = crate::auth::api_key::stored_digest(&secret_hash);
+    if digest.is_none() {
+        tracing::warn!(
+            key = id,
+            "an API key whose stored hash is not a digest is skipped"
+        );
+    }
     Some((
         parsed(&id, "api key id")?,
         KeyEntry {
             node: parsed(&node, "api key node")?,
-            name,
-            role: parsed(&role, "api key role")?,
-            secret_hash,
+            digest: digest?,
             expires_at,
             revoked: revoked_at.is_some(),
             touched: AtomicI64::new(last_used_at.map_or(0, |at| at.and_utc().timestamp())),
@@ -223,13 +225,11 @@ fn key_entry(row: ApiKeyRow) -> Option<(ApiKeyId, KeyEntry)> {
 }
 
 fn account_entry(row: AccountRow) -> Option<(AccountId, AccountEntry)> {
-    let (id, node, name, role, disabled) = row;
+    let (id, node, disabled) = row;
     Some((
         parsed(&id, "account id")?,
         AccountEntry {
             node: parsed(&node, "account node")?,
-            name,
-            role: parsed(&role, "account role")?,
             disabled,
         },
     ))
@@ -306,11 +306,21 @@ fn remove_if<V>(map: &mut HashMap<Box<str>, V>, key: &str, is: impl Fn(&V) -> bo
 }
 
 impl Index {
-    /// The index of everything in `rows`.
+    /// The index of everything in `rows`; mailboxes and aliases are added afterwards, page by
+    /// page ([`Index::add_mailboxes`], [`Index::add_aliases`]).
     pub fn build(rows: Rows) -> Self {
         let mut index = Self::default();
         index.apply(&Touched::default(), rows);
         index
+    }
+
+    pub fn add_mailboxes(&mut self, rows: Vec<MailboxRow>) {
+        self.mailboxes
+            .extend(rows.into_iter().filter_map(mailbox_entry));
+    }
+
+    pub fn add_aliases(&mut self, rows: Vec<AliasRow>) {
+        self.aliases.extend(rows.into_iter().map(alias_entry));
     }
 
     /// Replaces what `touched` names with `rows` (read after the changes): a named row that was
@@ -443,7 +453,7 @@ impl Index {
         scope: Scope,
         question: &Question,
         day: NaiveDate,
-        now: i64,
+        now: u32,
         mut seen: impl FnMut(MailboxId),
     ) -> Decision {
         use Decision::Done;

@@ -34,7 +34,6 @@ use serde_json::json;
 use crate::auth::api_key;
 use crate::domain::address::MailAddress;
 use crate::domain::ids::{AccountId, ApiKeyId, DomainId, MailboxId, NodeId};
-use crate::domain::roles::Role;
 use crate::store::audit::{self, Actor};
 use crate::store::mailboxes::{Mailbox, Origin};
 use crate::store::{self, DbConnection, Pool, write_tx};
@@ -55,6 +54,8 @@ const KEEP_CHANGES: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 const REBUILD_AFTER: Duration = Duration::from_secs(30 * 60);
 /// How many changes are read at once.
 const FEED_PAGE: i64 = 10_000;
+/// How many mailboxes (or aliases) are read at once while the index is built.
+const BUILD_PAGE: i64 = 50_000;
 /// At most this many last-seen marks wait for the database; past it the oldest are dropped (the
 /// times are informational, and memory must stay bounded while the database is away).
 const MAX_PENDING_SEEN: usize = 1_000_000;
@@ -69,13 +70,12 @@ pub trait Ask: Send + Sync + 'static {
     fn ask(&self, question: Question) -> impl std::future::Future<Output = Answer> + Send;
 }
 
-/// Who asks, as the check resolved the credential from memory.
+/// Who asks, as the check resolved the credential from memory: whom an enrolment is audited as,
+/// and whose subtree the answers are limited to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub actor: Actor,
-    pub name: String,
     pub node: NodeId,
-    pub role: Role,
 }
 
 #[derive(Debug)]
@@ -121,19 +121,36 @@ pub struct Checker {
 }
 
 /// Every row the index holds.
-fn load_all(conn: &mut DbConnection) -> diesel::QueryResult<Rows> {
+/// Every row the index holds, as a new index. Mailboxes and aliases, the bulk, are read and
+/// indexed a page at a time.
+fn load_all(conn: &mut DbConnection) -> diesel::QueryResult<Index> {
     use store::check;
-    Ok(Rows {
+    let mut index = Index::build(Rows {
         nodes: check::nodes(conn, None)?,
         grants: check::grants(conn, None)?,
         usage: check::usage(conn, None)?,
         domains: check::domains(conn, None)?,
-        mailboxes: check::mailboxes(conn, None)?,
-        aliases: check::aliases(conn, None)?,
+        mailboxes: Vec::new(),
+        aliases: Vec::new(),
         keys: check::api_keys(conn, None)?,
         accounts: check::accounts(conn, None)?,
         modules: Some(check::module_codes(conn)?),
-    })
+    });
+    let mut after = String::new();
+    loop {
+        let page = check::mailboxes_page(conn, &after, BUILD_PAGE)?;
+        let Some(last) = page.last() else { break };
+        after.clone_from(&last.0);
+        index.add_mailboxes(page);
+    }
+    after.clear();
+    loop {
+        let page = check::aliases_page(conn, &after, BUILD_PAGE)?;
+        let Some(last) = page.last() else { break };
+        after.clone_from(&last.0);
+        index.add_aliases(page);
+    }
+    Ok(index)
 }
 
 /// The rows `touched` names, as they are now.
@@ -150,8 +167,8 @@ fn load_touched(conn: &mut DbConnection, touched: &Touched) -> diesel::QueryResu
         grants: check::grants(conn, Some(&nodes))?,
         usage: check::usage(conn, Some(&nodes))?,
         domains: check::domains(conn, Some(&ids(&touched.domains)))?,
-        mailboxes: check::mailboxes(conn, Some(&ids(&touched.mailboxes)))?,
-        aliases: check::aliases(conn, Some(&ids(&touched.aliases)))?,
+        mailboxes: check::mailboxes(conn, &ids(&touched.mailboxes))?,
+        aliases: check::aliases(conn, &ids(&touched.aliases))?,
         keys: check::api_keys(conn, Some(&keys))?,
         accounts: check::accounts(conn, Some(&accounts))?,
         modules: if touched.modules {
@@ -227,7 +244,7 @@ impl Checker {
             .filter(|seq| !present.contains(seq))
             .map(|seq| (seq, now))
             .collect();
-        let index = Index::build(load_all(conn)?);
+        let index = load_all(conn)?;
         Ok((
             index,
             Feed {
@@ -261,12 +278,11 @@ impl Checker {
         }
         let mut touched = Touched::default();
         let now = Instant::now();
-        if let Some((&low, _)) = feed.gaps.first_key_value() {
-            let high = feed.high;
-            for change in store::check::changes_in(&mut conn, low, Some(high), i64::MAX)? {
-                if feed.gaps.remove(&change.seq).is_some() {
-                    touched.add(&change.kind, change.id, change.key);
-                }
+        if !feed.gaps.is_empty() {
+            let gaps: Vec<i64> = feed.gaps.keys().copied().collect();
+            for change in store::check::changes_at(&mut conn, &gaps)? {
+                feed.gaps.remove(&change.seq);
+                touched.add(&change.kind, change.id, change.key);
             }
         }
         loop {
@@ -356,17 +372,19 @@ impl Checker {
             let entry = latest.entry(*id).or_default();
             *entry = (*entry).max(*at);
         }
-        let rows: Vec<(String, chrono::NaiveDateTime)> = latest
-            .iter()
-            .map(|(id, at)| (id.to_string(), at_unix(*at)))
-            .collect();
+        let mut by_time: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+        for (id, at) in latest {
+            by_time.entry(at).or_default().push(id.to_string());
+        }
         let written = self
             .pool
             .get()
             .map_err(SyncError::from)
             .and_then(|mut conn| {
                 write_tx(&mut conn, |conn| {
-                    store::check::mark_seen(conn, &rows)?;
+                    for (at, ids) in &by_time {
+                        store::check::mark_seen(conn, at_unix(*at), ids)?;
+                    }
                     for (key, at) in &keys {
                         store::api_keys::touch(conn, *key, at_unix(*at))?;
                     }
@@ -414,7 +432,7 @@ impl Checker {
         let index = self.read_index();
         let key = index.keys.get(&id)?;
         let now = Utc::now();
-        let usable = api_key::matches(secret, &key.secret_hash)
+        let usable = api_key::digest_matches(secret, &key.digest)
             && !key.revoked
             && key.expires_at.is_none_or(|at| at.and_utc() > now)
             && index.nodes.get(&key.node).is_some_and(|n| !n.deleted);
@@ -431,9 +449,7 @@ impl Checker {
         }
         Some(Caller {
             actor: Actor::ApiKey(id),
-            name: key.name.clone(),
             node: key.node,
-            role: key.role,
         })
     }
 
@@ -447,9 +463,7 @@ impl Checker {
             .filter(|n| !n.deleted)
             .map(|_| Caller {
                 actor: Actor::Account(id),
-                name: account.name.clone(),
                 node: account.node,
-                role: account.role,
             })
     }
 
@@ -490,12 +504,18 @@ impl Checker {
         }
         let now = unix_now();
         let index = self.read_index();
-        index.decide(scope, question, today, now, |id| {
-            self.seen
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push((id, now));
-        })
+        index.decide(
+            scope,
+            question,
+            today,
+            u32::try_from(now).unwrap_or(u32::MAX),
+            |id| {
+                self.seen
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((id, now));
+            },
+        )
     }
 
     /// Registers `address` as a mailbox of customer `node`, deciding again inside the write
@@ -555,11 +575,15 @@ fn enrol_in(
     };
     let lineage: Vec<String> = node.lineage().iter().map(ToString::to_string).collect();
     let ancestors = store::check::nodes(conn, Some(&lineage))?;
-    if ancestors.len() != lineage.len() || ancestors.iter().any(|n| n.4.is_some()) {
+    let deleted = |(_, _, _, _, deleted_at, _): &store::check::NodeRow| deleted_at.is_some();
+    if ancestors.len() != lineage.len() || ancestors.iter().any(deleted) {
         return Ok(Answer::bare(Reason::UnknownDomain));
     }
     let refuse = |reason| Ok(Answer::for_node(reason, node.id));
-    if ancestors.iter().any(|n| n.3 != "active") {
+    if ancestors
+        .iter()
+        .any(|(_, _, _, status, _, _)| status != "active")
+    {
         return refuse(Reason::NodeSuspended);
     }
     let Some(domain) = store::domains::find(conn, domain_id)?
@@ -590,21 +614,9 @@ fn enrol_in(
     }
     let now = store::now();
     let mailbox = Mailbox {
-        id: MailboxId::generate(),
-        node_id: node.id,
-        domain_id: domain.id,
-        address: address.clone(),
-        display_name: None,
-        first_name: None,
-        last_name: None,
-        contact_email: None,
-        active: true,
-        origin: Origin::Check,
         first_seen_at: Some(now),
         last_seen_at: Some(now),
-        version: 1,
-        created_at: now,
-        updated_at: now,
+        ..Mailbox::new(node.id, domain.id, address.clone(), Origin::Check, now)
     };
     store::mailboxes::insert(conn, &mailbox)?;
     audit::record(
@@ -627,6 +639,64 @@ fn enrol_in(
         enrolled: true,
         ..Answer::for_node(Reason::Ok, node.id)
     })
+}
+
+/// Accepts connections on `listener` forever, each served by `serve` on its own task; `what`
+/// names the listener in logs. The Postfix listeners' common part.
+async fn accept_forever<F, Fut>(listener: tokio::net::TcpListener, what: &'static str, serve: F)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let served = serve(stream);
+                tokio::spawn(async move {
+                    if let Err(err) = served.await {
+                        tracing::debug!(error = %err, %peer, listener = what, "connection ended");
+                    }
+                });
+            }
+            Err(err) => {
+                // Out of file descriptors, mostly: wait for some to free rather than spin.
+                tracing::warn!(error = %err, listener = what, "could not accept");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// The listeners' tests ask this instead of the database.
+#[cfg(test)]
+mod fake {
+    use std::sync::Mutex;
+
+    use super::{Answer, Ask, Question, Reason, Target};
+
+    /// Knows `example.com` and `known@example.com`, has `off@example.com` disabled, cannot decide
+    /// about `slow@example.com`, knows nothing else; and remembers what it was asked.
+    #[derive(Default)]
+    pub struct Fake {
+        pub asked: Mutex<Vec<Question>>,
+    }
+
+    impl Ask for Fake {
+        async fn ask(&self, question: Question) -> Answer {
+            let reason = match &question.target {
+                Target::Domain(domain) if domain.as_str() == "example.com" => Reason::Ok,
+                Target::Domain(_) => Reason::UnknownDomain,
+                Target::Address(address) => match address.stored().as_str() {
+                    "known@example.com" => Reason::Ok,
+                    "slow@example.com" => Reason::Unavailable,
+                    "off@example.com" => Reason::MailboxDisabled,
+                    _ => Reason::UnknownMailbox,
+                },
+            };
+            self.asked.lock().unwrap().push(question);
+            Answer::bare(reason)
+        }
+    }
 }
 
 impl Ask for Arc<Checker> {

@@ -188,23 +188,11 @@ fn status(reason: Reason, attribute: PolicyAttribute) -> &'static str {
 
 /// Accepts connections forever, each served by its own task.
 pub async fn serve<A: Ask>(listener: TcpListener, asker: Arc<A>, attribute: PolicyAttribute) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let asker = Arc::clone(&asker);
-                tokio::spawn(async move {
-                    if let Err(err) = connection(stream, &*asker, attribute).await {
-                        tracing::debug!(error = %err, %peer, "policy connection ended");
-                    }
-                });
-            }
-            Err(err) => {
-                // Out of file descriptors, mostly: wait for some to free rather than spin.
-                tracing::warn!(error = %err, "policy listener could not accept");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    super::accept_forever(listener, "policy", move |stream| {
+        let asker = Arc::clone(&asker);
+        async move { connection(stream, &*asker, attribute).await }
+    })
+    .await;
 }
 
 /// What came in on a connection.
@@ -303,33 +291,10 @@ async fn read_request<R: AsyncBufRead + Unpin>(reader: &mut R) -> io::Result<Inc
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
-    use std::sync::Mutex;
 
     use super::*;
 
-    /// Knows `known@example.com`, cannot decide about `slow@example.com`, knows nobody else; and
-    /// remembers what it was asked.
-    #[derive(Default)]
-    struct Fake {
-        asked: Mutex<Vec<Question>>,
-    }
-
-    impl Ask for Fake {
-        async fn ask(&self, question: Question) -> Answer {
-            let reason = match &question.target {
-                Target::Domain(domain) if domain.as_str() == "example.com" => Reason::Ok,
-                Target::Domain(_) => Reason::UnknownDomain,
-                Target::Address(address) => match address.stored().as_str() {
-                    "known@example.com" => Reason::Ok,
-                    "slow@example.com" => Reason::Unavailable,
-                    "off@example.com" => Reason::MailboxDisabled,
-                    _ => Reason::UnknownMailbox,
-                },
-            };
-            self.asked.lock().unwrap().push(question);
-            Answer::bare(reason)
-        }
-    }
+    use crate::check::fake::Fake;
 
     fn request(pairs: &[&str]) -> Request {
         let mut lines: Vec<&str> = vec!["request=smtpd_access_policy"];

@@ -125,23 +125,11 @@ pub fn reply_for(answer: &Answer, target: &Target) -> String {
 
 /// Accepts connections forever, each served by its own task.
 pub async fn serve<A: Ask>(listener: TcpListener, asker: Arc<A>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let asker = Arc::clone(&asker);
-                tokio::spawn(async move {
-                    if let Err(err) = connection(stream, &*asker).await {
-                        tracing::debug!(error = %err, %peer, "socketmap connection ended");
-                    }
-                });
-            }
-            Err(err) => {
-                // Out of file descriptors, mostly: wait for some to free rather than spin.
-                tracing::warn!(error = %err, "socketmap listener could not accept");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    super::accept_forever(listener, "socketmap", move |stream| {
+        let asker = Arc::clone(&asker);
+        async move { connection(stream, &*asker).await }
+    })
+    .await;
 }
 
 async fn connection<A: Ask>(mut stream: TcpStream, asker: &A) -> io::Result<()> {
@@ -190,33 +178,11 @@ async fn send(stream: &mut TcpStream, reply: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
-    use std::sync::Mutex;
 
     use super::*;
     use crate::check::Reason;
 
-    /// Knows `example.com` and `known@example.com`, cannot decide about `slow@example.com`, knows
-    /// nothing else; and remembers what it was asked.
-    #[derive(Default)]
-    struct Fake {
-        asked: Mutex<Vec<Question>>,
-    }
-
-    impl Ask for Fake {
-        async fn ask(&self, question: Question) -> Answer {
-            let reason = match &question.target {
-                Target::Domain(domain) if domain.as_str() == "example.com" => Reason::Ok,
-                Target::Domain(_) => Reason::UnknownDomain,
-                Target::Address(address) => match address.stored().as_str() {
-                    "known@example.com" => Reason::Ok,
-                    "slow@example.com" => Reason::Unavailable,
-                    _ => Reason::UnknownMailbox,
-                },
-            };
-            self.asked.lock().unwrap().push(question);
-            Answer::bare(reason)
-        }
-    }
+    use crate::check::fake::Fake;
 
     #[test]
     fn netstrings_round_trip() {

@@ -20,19 +20,29 @@ pub struct Change {
     pub key: Option<String>,
 }
 
+/// Rows of `$query` whose `$column` is one of `$ids`, or every row when `$ids` is `None`. Ids go in
+/// chunks that a single `IN (…)` takes on both backends.
+macro_rules! by_ids {
+    ($conn:expr, $ids:expr, $query:expr, $column:expr) => {
+        match $ids {
+            None => $query.load($conn),
+            Some(ids) => {
+                let mut rows = Vec::new();
+                for chunk in ids.chunks(500) {
+                    rows.extend($query.filter($column.eq_any(chunk)).load($conn)?);
+                }
+                Ok(rows)
+            }
+        }
+    };
+}
+
 /// The highest sequence number committed so far (0 on an empty feed).
 pub fn last_seq(conn: &mut DbConnection) -> QueryResult<i64> {
     Ok(changes::table
         .select(diesel::dsl::max(changes::seq))
         .first::<Option<i64>>(conn)?
         .unwrap_or(0))
-}
-
-/// The lowest sequence number still kept, if any.
-pub fn first_seq(conn: &mut DbConnection) -> QueryResult<Option<i64>> {
-    changes::table
-        .select(diesel::dsl::min(changes::seq))
-        .first::<Option<i64>>(conn)
 }
 
 /// Changes with `low <= seq <= high` (`high` open when `None`), oldest first, at most `limit`.
@@ -54,14 +64,19 @@ pub fn changes_in(
     query.load(conn)
 }
 
+/// The changes with these sequence numbers (the gaps a reader is still looking for).
+pub fn changes_at(conn: &mut DbConnection, seqs: &[i64]) -> QueryResult<Vec<Change>> {
+    by_ids!(
+        conn,
+        Some(seqs),
+        changes::table.select((changes::seq, changes::kind, changes::id, changes::key)),
+        changes::seq
+    )
+}
+
 /// Forgets changes recorded before `before`; every process has long applied them.
 pub fn prune(conn: &mut DbConnection, before: NaiveDateTime) -> QueryResult<usize> {
     diesel::delete(changes::table.filter(changes::at.lt(before))).execute(conn)
-}
-
-/// Splits a list of ids into chunks a single `IN (…)` handles on both backends.
-fn chunks(ids: &[String]) -> impl Iterator<Item = Vec<String>> + '_ {
-    ids.chunks(500).map(<[String]>::to_vec)
 }
 
 /// A node as the check sees it; deleted nodes included (a deleted customer's rows may linger).
@@ -84,21 +99,7 @@ pub fn nodes(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Vec
         nodes::deleted_at,
         nodes::auto_enrol,
     );
-    match ids {
-        None => nodes::table.select(select).load(conn),
-        Some(ids) => {
-            let mut rows = Vec::new();
-            for chunk in chunks(ids) {
-                rows.extend(
-                    nodes::table
-                        .filter(nodes::id.eq_any(chunk))
-                        .select(select)
-                        .load::<NodeRow>(conn)?,
-                );
-            }
-            Ok(rows)
-        }
-    }
+    by_ids!(conn, ids, nodes::table.select(select), nodes::id)
 }
 
 /// An active allocation: (node, resource, amount, starts_on, ends_on).
@@ -114,21 +115,7 @@ pub fn grants(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Ve
         allocations::ends_on,
     );
     let active = allocations::table.filter(allocations::active.eq(true));
-    match ids {
-        None => active.select(select).load(conn),
-        Some(ids) => {
-            let mut rows = Vec::new();
-            for chunk in chunks(ids) {
-                rows.extend(
-                    active
-                        .filter(allocations::node_id.eq_any(chunk))
-                        .select(select)
-                        .load::<GrantRow>(conn)?,
-                );
-            }
-            Ok(rows)
-        }
-    }
+    by_ids!(conn, ids, active.select(select), allocations::node_id)
 }
 
 /// Usage counters: (node, resource, used).
@@ -140,21 +127,12 @@ pub fn usage(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Vec
         usage_counters::resource,
         usage_counters::used,
     );
-    match ids {
-        None => usage_counters::table.select(select).load(conn),
-        Some(ids) => {
-            let mut rows = Vec::new();
-            for chunk in chunks(ids) {
-                rows.extend(
-                    usage_counters::table
-                        .filter(usage_counters::node_id.eq_any(chunk))
-                        .select(select)
-                        .load::<UsageRow>(conn)?,
-                );
-            }
-            Ok(rows)
-        }
-    }
+    by_ids!(
+        conn,
+        ids,
+        usage_counters::table.select(select),
+        usage_counters::node_id
+    )
 }
 
 /// A domain: (id, node, name, status, verified_at).
@@ -168,78 +146,82 @@ pub fn domains(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<V
         domains::status,
         domains::verified_at,
     );
-    match ids {
-        None => domains::table.select(select).load(conn),
-        Some(ids) => {
-            let mut rows = Vec::new();
-            for chunk in chunks(ids) {
-                rows.extend(
-                    domains::table
-                        .filter(domains::id.eq_any(chunk))
-                        .select(select)
-                        .load::<DomainRow>(conn)?,
-                );
-            }
-            Ok(rows)
-        }
-    }
+    by_ids!(conn, ids, domains::table.select(select), domains::id)
 }
 
-/// A mailbox: (id, node, address, status, origin).
-pub type MailboxRow = (String, String, String, String, String);
+/// A mailbox: (id, node, address, status).
+pub type MailboxRow = (String, String, String, String);
 
-pub fn mailboxes(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Vec<MailboxRow>> {
-    let select = (
-        mailboxes::id,
-        mailboxes::node_id,
-        mailboxes::address,
-        mailboxes::status,
-        mailboxes::origin,
-    );
-    match ids {
-        None => mailboxes::table.select(select).load(conn),
-        Some(ids) => {
-            let mut rows = Vec::new();
-            for chunk in chunks(ids) {
-                rows.extend(
-                    mailboxes::table
-                        .filter(mailboxes::id.eq_any(chunk))
-                        .select(select)
-                        .load::<MailboxRow>(conn)?,
-                );
-            }
-            Ok(rows)
-        }
-    }
+const MAILBOX: (
+    mailboxes::id,
+    mailboxes::node_id,
+    mailboxes::address,
+    mailboxes::status,
+) = (
+    mailboxes::id,
+    mailboxes::node_id,
+    mailboxes::address,
+    mailboxes::status,
+);
+
+/// Mailboxes by id.
+pub fn mailboxes(conn: &mut DbConnection, ids: &[String]) -> QueryResult<Vec<MailboxRow>> {
+    by_ids!(
+        conn,
+        Some(ids),
+        mailboxes::table.select(MAILBOX),
+        mailboxes::id
+    )
+}
+
+/// One page of every mailbox: up to `limit` in id order after `after`. The index is built page by
+/// page, so a million rows never sit in memory at once beside the index they become.
+pub fn mailboxes_page(
+    conn: &mut DbConnection,
+    after: &str,
+    limit: i64,
+) -> QueryResult<Vec<MailboxRow>> {
+    mailboxes::table
+        .filter(mailboxes::id.gt(after))
+        .order(mailboxes::id)
+        .limit(limit)
+        .select(MAILBOX)
+        .load(conn)
 }
 
 /// An alias with its mailbox's address: (id, address, mailbox address).
 pub type AliasRow = (String, String, String);
 
-pub fn aliases(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Vec<AliasRow>> {
-    let select = (aliases::id, aliases::address, mailboxes::address);
-    let joined = aliases::table.inner_join(mailboxes::table);
-    match ids {
-        None => joined.select(select).load(conn),
-        Some(ids) => {
-            let mut rows = Vec::new();
-            for chunk in chunks(ids) {
-                rows.extend(
-                    joined
-                        .filter(aliases::id.eq_any(chunk))
-                        .select(select)
-                        .load::<AliasRow>(conn)?,
-                );
-            }
-            Ok(rows)
-        }
-    }
+const ALIAS: (aliases::id, aliases::address, mailboxes::address) =
+    (aliases::id, aliases::address, mailboxes::address);
+
+/// Aliases by id.
+pub fn aliases(conn: &mut DbConnection, ids: &[String]) -> QueryResult<Vec<AliasRow>> {
+    by_ids!(
+        conn,
+        Some(ids),
+        aliases::table.inner_join(mailboxes::table).select(ALIAS),
+        aliases::id
+    )
 }
 
-/// An API key: (id, node, name, role, secret hash, expires_at, revoked_at, last_used_at).
+/// One page of every alias, as [`mailboxes_page`].
+pub fn aliases_page(
+    conn: &mut DbConnection,
+    after: &str,
+    limit: i64,
+) -> QueryResult<Vec<AliasRow>> {
+    aliases::table
+        .inner_join(mailboxes::table)
+        .filter(aliases::id.gt(after))
+        .order(aliases::id)
+        .limit(limit)
+        .select(ALIAS)
+        .load(conn)
+}
+
+/// An API key: (id, node, secret hash, expires_at, revoked_at, last_used_at).
 pub type ApiKeyRow = (
-    String,
-    String,
     String,
     String,
     String,
@@ -252,56 +234,20 @@ pub fn api_keys(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<
     let select = (
         api_keys::id,
         api_keys::node_id,
-        api_keys::name,
-        api_keys::role,
         api_keys::secret_hash,
         api_keys::expires_at,
         api_keys::revoked_at,
         api_keys::last_used_at,
     );
-    match ids {
-        None => api_keys::table.select(select).load(conn),
-        Some(ids) => {
-            let mut rows = Vec::new();
-            for chunk in chunks(ids) {
-                rows.extend(
-                    api_keys::table
-                        .filter(api_keys::id.eq_any(chunk))
-                        .select(select)
-                        .load::<ApiKeyRow>(conn)?,
-                );
-            }
-            Ok(rows)
-        }
-    }
+    by_ids!(conn, ids, api_keys::table.select(select), api_keys::id)
 }
 
-/// An account: (id, node, username, role, disabled).
-pub type AccountRow = (String, String, String, String, bool);
+/// An account: (id, node, disabled).
+pub type AccountRow = (String, String, bool);
 
 pub fn accounts(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Vec<AccountRow>> {
-    let select = (
-        accounts::id,
-        accounts::node_id,
-        accounts::username,
-        accounts::role,
-        accounts::disabled,
-    );
-    match ids {
-        None => accounts::table.select(select).load(conn),
-        Some(ids) => {
-            let mut rows = Vec::new();
-            for chunk in chunks(ids) {
-                rows.extend(
-                    accounts::table
-                        .filter(accounts::id.eq_any(chunk))
-                        .select(select)
-                        .load::<AccountRow>(conn)?,
-                );
-            }
-            Ok(rows)
-        }
-    }
+    let select = (accounts::id, accounts::node_id, accounts::disabled);
+    by_ids!(conn, ids, accounts::table.select(select), accounts::id)
 }
 
 /// The codes of the modules in the catalogue that are not retired.
@@ -312,16 +258,17 @@ pub fn module_codes(conn: &mut DbConnection) -> QueryResult<Vec<String>> {
         .load(conn)
 }
 
-/// Records when mailboxes were last seen by a check (and first seen, if never before). Not a
-/// change of the mailbox: the version stays, and no change-feed trigger fires.
-pub fn mark_seen(conn: &mut DbConnection, seen: &[(String, NaiveDateTime)]) -> QueryResult<()> {
-    for (id, at) in seen {
-        diesel::update(mailboxes::table.find(id))
+/// Records that the mailboxes `ids` were last seen by a check `at` (and first seen, if never
+/// before): two statements per 500 mailboxes, since a flush holds only a few distinct seconds. Not
+/// a change of the mailboxes: their versions stay, and no change-feed trigger fires.
+pub fn mark_seen(conn: &mut DbConnection, at: NaiveDateTime, ids: &[String]) -> QueryResult<()> {
+    for chunk in ids.chunks(500) {
+        diesel::update(mailboxes::table.filter(mailboxes::id.eq_any(chunk)))
             .set(mailboxes::last_seen_at.eq(at))
             .execute(conn)?;
         diesel::update(
             mailboxes::table
-                .find(id)
+                .filter(mailboxes::id.eq_any(chunk))
                 .filter(mailboxes::first_seen_at.is_null()),
         )
         .set(mailboxes::first_seen_at.eq(at))

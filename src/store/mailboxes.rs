@@ -59,6 +59,34 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
+    /// A new active mailbox of customer `node_id` at `address` on `domain_id`, created `now`,
+    /// without names and never seen yet.
+    pub fn new(
+        node_id: NodeId,
+        domain_id: DomainId,
+        address: MailAddress,
+        origin: Origin,
+        now: NaiveDateTime,
+    ) -> Self {
+        Self {
+            id: MailboxId::generate(),
+            node_id,
+            domain_id,
+            address,
+            display_name: None,
+            first_name: None,
+            last_name: None,
+            contact_email: None,
+            active: true,
+            origin,
+            first_seen_at: None,
+            last_seen_at: None,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     /// Whether it takes a `users` seat: active and not a role address.
     pub fn takes_seat(&self) -> bool {
         self.active && self.origin != Origin::Role

@@ -137,14 +137,9 @@ async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree
         "domain_unverified"
     );
     admin
-        .expect(
-            admin
-                .patch(
-                    &format!("/v1/domains/{}", pending["id"].as_str().unwrap()),
-                    &json!({"status": "disabled"}),
-                )
-                .await,
-            200,
+        .patch_ok(
+            &format!("/v1/domains/{}", pending["id"].as_str().unwrap()),
+            &json!({"status": "disabled"}),
         )
         .await;
     assert_eq!(
@@ -154,14 +149,9 @@ async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree
 
     // Suspending an ancestor refuses the whole subtree at once; resuming restores it.
     admin
-        .expect(
-            admin
-                .patch(
-                    &format!("/v1/nodes/{}", tree.a1),
-                    &json!({"status": "suspended"}),
-                )
-                .await,
-            200,
+        .patch_ok(
+            &format!("/v1/nodes/{}", tree.a1),
+            &json!({"status": "suspended"}),
         )
         .await;
     let (verdict, reason_code, _) = ask(&worker, json!({"address": "x@c1.example"})).await;
@@ -171,14 +161,9 @@ async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree
     );
     assert_eq!(reason(&worker, json!({"domain": "c2.example"})).await, "ok");
     admin
-        .expect(
-            admin
-                .patch(
-                    &format!("/v1/nodes/{}", tree.a1),
-                    &json!({"status": "active"}),
-                )
-                .await,
-            200,
+        .patch_ok(
+            &format!("/v1/nodes/{}", tree.a1),
+            &json!({"status": "active"}),
         )
         .await;
     assert_eq!(reason(&worker, json!({"domain": "c1.example"})).await, "ok");
@@ -281,14 +266,9 @@ async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once(
         "mailbox_disabled"
     );
     let patched = admin
-        .expect(
-            admin
-                .patch(
-                    &format!("/v1/nodes/{}", tree.c1),
-                    &json!({"auto_enrol": false}),
-                )
-                .await,
-            200,
+        .patch_ok(
+            &format!("/v1/nodes/{}", tree.c1),
+            &json!({"auto_enrol": false}),
         )
         .await;
     assert_eq!(patched["auto_enrol"], false);
@@ -549,14 +529,9 @@ async fn a_write_on_one_instance_reaches_the_other_within_a_second() {
         token: admin.token.clone(),
     };
     there_admin
-        .expect(
-            there_admin
-                .patch(
-                    &format!("/v1/nodes/{}", tree.c1),
-                    &json!({"status": "suspended"}),
-                )
-                .await,
-            200,
+        .patch_ok(
+            &format!("/v1/nodes/{}", tree.c1),
+            &json!({"status": "suspended"}),
         )
         .await;
     assert_eq!(reason(&worker_there, body.clone()).await, "node_suspended");
@@ -606,14 +581,9 @@ async fn postfix_asks_through_the_policy_and_socketmap_listeners() {
     let (admin, tree) = setup(&app, &dns).await;
     mailbox(&admin, &tree.c1, "pat@c1.example").await;
     admin
-        .expect(
-            admin
-                .patch(
-                    &format!("/v1/nodes/{}", tree.c2),
-                    &json!({"auto_enrol": false}),
-                )
-                .await,
-            200,
+        .patch_ok(
+            &format!("/v1/nodes/{}", tree.c2),
+            &json!({"auto_enrol": false}),
         )
         .await;
 

@@ -310,6 +310,11 @@ impl Caller<'_> {
             .expect("DELETE")
     }
 
+    /// PATCHes `body` onto `path`, asserts 200, and returns the changed resource.
+    pub async fn patch_ok(&self, path: &str, body: &Value) -> Value {
+        self.expect(self.patch(path, body).await, 200).await
+    }
+
     /// Sends, asserts the status, and returns the JSON body.
     pub async fn expect(&self, response: reqwest::Response, status: u16) -> Value {
         let actual = response.status();
