@@ -306,8 +306,8 @@ fn remove_if<V>(map: &mut HashMap<Box<str>, V>, key: &str, is: impl Fn(&V) -> bo
 }
 
 impl Index {
-    /// The index of everything in `rows`; mailboxes and aliases are added afterwards, page by
-    /// page ([`Index::add_mailboxes`], [`Index::add_aliases`]).
+    /// The index of everything in `rows`; mailboxes and aliases are added afterwards, in
+    /// batches ([`Index::add_mailboxes`], [`Index::add_aliases`]).
     pub fn build(rows: Rows) -> Self {
         let mut index = Self::default();
         index.apply(&Touched::default(), rows);

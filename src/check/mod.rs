@@ -54,8 +54,8 @@ const KEEP_CHANGES: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 const REBUILD_AFTER: Duration = Duration::from_secs(30 * 60);
 /// How many changes are read at once.
 const FEED_PAGE: i64 = 10_000;
-/// How many mailboxes (or aliases) are read at once while the index is built.
-const BUILD_PAGE: i64 = 50_000;
+/// How many mailboxes (or aliases) are held at once while the index is built.
+const BUILD_BATCH: usize = 50_000;
 /// At most this many last-seen marks wait for the database; past it the oldest are dropped (the
 /// times are informational, and memory must stay bounded while the database is away).
 const MAX_PENDING_SEEN: usize = 1_000_000;
@@ -121,8 +121,8 @@ pub struct Checker {
 }
 
 /// Every row the index holds.
-/// Every row the index holds, as a new index. Mailboxes and aliases, the bulk, are read and
-/// indexed a page at a time.
+/// Every row the index holds, as a new index. Mailboxes and aliases, the bulk, are streamed and
+/// indexed a batch at a time.
 fn load_all(conn: &mut DbConnection) -> diesel::QueryResult<Index> {
     use store::check;
     let mut index = Index::build(Rows {
@@ -136,20 +136,8 @@ fn load_all(conn: &mut DbConnection) -> diesel::QueryResult<Index> {
         accounts: check::accounts(conn, None)?,
         modules: Some(check::module_codes(conn)?),
     });
-    let mut after = String::new();
-    loop {
-        let page = check::mailboxes_page(conn, &after, BUILD_PAGE)?;
-        let Some(last) = page.last() else { break };
-        after.clone_from(&last.0);
-        index.add_mailboxes(page);
-    }
-    after.clear();
-    loop {
-        let page = check::aliases_page(conn, &after, BUILD_PAGE)?;
-        let Some(last) = page.last() else { break };
-        after.clone_from(&last.0);
-        index.add_aliases(page);
-    }
+    check::each_mailbox(conn, BUILD_BATCH, |rows| index.add_mailboxes(rows))?;
+    check::each_alias(conn, BUILD_BATCH, |rows| index.add_aliases(rows))?;
     Ok(index)
 }
 
@@ -667,6 +655,12 @@ where
     }
 }
 
+impl Ask for Arc<Checker> {
+    fn ask(&self, question: Question) -> impl std::future::Future<Output = Answer> + Send {
+        self.check(Scope::Everything, question, Actor::System, None)
+    }
+}
+
 /// The listeners' tests ask this instead of the database.
 #[cfg(test)]
 mod fake {
@@ -696,11 +690,5 @@ mod fake {
             self.asked.lock().unwrap().push(question);
             Answer::bare(reason)
         }
-    }
-}
-
-impl Ask for Arc<Checker> {
-    fn ask(&self, question: Question) -> impl std::future::Future<Output = Answer> + Send {
-        self.check(Scope::Everything, question, Actor::System, None)
     }
 }

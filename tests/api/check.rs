@@ -646,3 +646,277 @@ async fn postfix_asks_through_the_policy_and_socketmap_listeners() {
     }
     app.assert_verified();
 }
+
+/// What the database says the check should answer about `address` (with enrolment off) now: the
+/// rules read from the tables, independently of the index the check answers from.
+fn expected_reason(database_url: &str, address: &str) -> (String, Option<String>) {
+    use allot::store::schema::{domains, nodes};
+    use diesel::prelude::*;
+    let pool = allot::store::connect(database_url, 1).unwrap();
+    let mut conn = pool.get().unwrap();
+    let conn = &mut *conn;
+    let reason = |r: &str| (r.to_owned(), None);
+    let (_, domain) = address.rsplit_once('@').unwrap();
+    let Some((node, status, verified_at)) = domains::table
+        .filter(domains::name.eq(domain))
+        .select((domains::node_id, domains::status, domains::verified_at))
+        .first::<(String, String, Option<chrono::NaiveDateTime>)>(conn)
+        .optional()
+        .unwrap()
+    else {
+        return reason("unknown_domain");
+    };
+    let path: String = nodes::table
+        .find(&node)
+        .select(nodes::path)
+        .first(conn)
+        .unwrap();
+    let lineage: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let statuses: Vec<String> = nodes::table
+        .filter(nodes::id.eq_any(&lineage))
+        .select(nodes::status)
+        .load(conn)
+        .unwrap();
+    if statuses.iter().any(|s| s != "active") {
+        return reason("node_suspended");
+    }
+    if status != "active" {
+        return reason("domain_disabled");
+    }
+    if verified_at.is_none() {
+        return reason("domain_unverified");
+    }
+    match allot::store::check::mailbox_at(conn, address).unwrap() {
+        None => reason("unknown_mailbox"),
+        Some((id, status)) if status == "active" => ("ok".to_owned(), Some(id)),
+        Some((id, _)) => ("mailbox_disabled".to_owned(), Some(id)),
+    }
+}
+
+#[tokio::test]
+async fn under_a_mixed_workload_every_answer_is_what_the_database_says() {
+    let (app, dns) = spawn().await;
+    let (admin, tree) = setup(&app, &dns).await;
+    admin
+        .expect(
+            admin
+                .post(
+                    &format!("/v1/nodes/{}/domains", tree.c1),
+                    &json!({"name": "pending.example"}),
+                )
+                .await,
+            201,
+        )
+        .await;
+    let worker = check_key(&app, &admin, &tree.owner).await;
+    let domain_ids: Vec<(String, String)> = {
+        let page = admin
+            .expect(
+                admin
+                    .get(&format!("/v1/nodes/{}/domains", tree.owner))
+                    .await,
+                200,
+            )
+            .await;
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["id"].as_str().unwrap().to_owned(),
+                    d["name"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let mut addresses: Vec<String> = ["c1.example", "c2.example", "pending.example"]
+        .iter()
+        .flat_map(|d| (0..4).map(move |n| format!("u{n}@{d}")))
+        .chain([
+            "postmaster@c1.example".to_owned(),
+            "x@nowhere.example".to_owned(),
+        ])
+        .collect();
+    let mut mailboxes: Vec<String> = Vec::new();
+    let mut reasons = std::collections::BTreeSet::new();
+    // A fixed xorshift sequence: the same workload on every run and both backends.
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        usize::try_from(state % n as u64).unwrap()
+    };
+    for round in 0..60 {
+        let pick = next(8);
+        match pick {
+            0 | 1 => {
+                let address = &addresses[next(8)];
+                let (_, domain) = address.rsplit_once('@').unwrap();
+                let customer = if domain == "c2.example" {
+                    &tree.c2
+                } else {
+                    &tree.c1
+                };
+                let created = admin
+                    .post(
+                        &format!("/v1/nodes/{customer}/mailboxes"),
+                        &json!({"address": address}),
+                    )
+                    .await;
+                if created.status() == 201 {
+                    let body: Value = created.json().await.unwrap();
+                    mailboxes.push(body["id"].as_str().unwrap().to_owned());
+                }
+            }
+            2 | 3 if !mailboxes.is_empty() => {
+                let id = &mailboxes[next(mailboxes.len())];
+                let action = ["disable", "enable"][pick - 2];
+                admin
+                    .post(&format!("/v1/mailboxes/{id}/{action}"), &json!({}))
+                    .await;
+            }
+            4 if !mailboxes.is_empty() => {
+                let index = next(mailboxes.len());
+                let deleted = admin
+                    .delete(&format!("/v1/mailboxes/{}", mailboxes[index]))
+                    .await;
+                if deleted.status() == 204 {
+                    mailboxes.remove(index);
+                }
+            }
+            5 if !mailboxes.is_empty() => {
+                let alias = format!("alias{round}@c1.example");
+                let id = &mailboxes[next(mailboxes.len())];
+                let added = admin
+                    .post(
+                        &format!("/v1/mailboxes/{id}/aliases"),
+                        &json!({"address": alias}),
+                    )
+                    .await;
+                if added.status() == 201 {
+                    addresses.push(alias);
+                }
+            }
+            6 => {
+                let node = [&tree.a1, &tree.c1, &tree.b, &tree.c2][next(4)];
+                // Suspensions are undone more often than made, so every state keeps recurring.
+                let status = ["suspended", "active", "active"][next(3)];
+                admin
+                    .patch(&format!("/v1/nodes/{node}"), &json!({"status": status}))
+                    .await;
+            }
+            _ => {
+                let (id, _) = &domain_ids[next(domain_ids.len())];
+                let status = ["disabled", "active", "active"][next(3)];
+                admin
+                    .patch(&format!("/v1/domains/{id}"), &json!({"status": status}))
+                    .await;
+            }
+        }
+        for address in &addresses {
+            let (_, _, answer) = ask(&worker, json!({"address": address, "enrol": false})).await;
+            let (reason, mailbox) = expected_reason(&app.database_url, address);
+            assert_eq!(
+                (
+                    answer["reason"].as_str().unwrap(),
+                    answer["mailbox_id"].as_str()
+                ),
+                (reason.as_str(), mailbox.as_deref()),
+                "round {round}, {address}: {answer}"
+            );
+            reasons.insert(reason);
+        }
+    }
+    // The workload went through every state it can reach, so the comparison covered each.
+    assert_eq!(
+        reasons.into_iter().collect::<Vec<_>>(),
+        [
+            "domain_disabled",
+            "domain_unverified",
+            "mailbox_disabled",
+            "node_suspended",
+            "ok",
+            "unknown_domain",
+            "unknown_mailbox"
+        ]
+    );
+    app.assert_verified();
+}
+
+/// The database refusing writes for a while, as a test can arrange it: on SQLite another process
+/// holding the write lock (longer than allot's 10-second busy timeout), on PostgreSQL the database
+/// closed to connections with allot's own connections cut.
+enum Outage {
+    Sqlite(diesel::SqliteConnection),
+    Postgres { server: String, name: String },
+}
+
+impl Outage {
+    fn start(database_url: &str) -> Self {
+        use diesel::Connection;
+        use diesel::connection::SimpleConnection;
+        if database_url.starts_with("postgres") {
+            let server = std::env::var("ALLOT_TEST_DATABASE_URL").unwrap();
+            let name = database_url.rsplit('/').next().unwrap().to_owned();
+            let mut conn = diesel::PgConnection::establish(&server).unwrap();
+            conn.batch_execute(&format!(
+                "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false;
+                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+            ))
+            .unwrap();
+            Self::Postgres { server, name }
+        } else {
+            let mut conn = diesel::SqliteConnection::establish(database_url).unwrap();
+            conn.batch_execute("BEGIN EXCLUSIVE").unwrap();
+            Self::Sqlite(conn)
+        }
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        use diesel::Connection;
+        use diesel::connection::SimpleConnection;
+        match self {
+            Self::Sqlite(conn) => conn.batch_execute("ROLLBACK").unwrap(),
+            Self::Postgres { server, name } => diesel::PgConnection::establish(server)
+                .unwrap()
+                .batch_execute(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"))
+                .unwrap(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_enrolment_the_database_cannot_take_defers_while_known_mailboxes_are_answered() {
+    let (app, dns) = spawn().await;
+    let (admin, tree) = setup(&app, &dns).await;
+    mailbox(&admin, &tree.c1, "known@c1.example").await;
+    let worker = check_key(&app, &admin, &tree.owner).await;
+
+    let outage = Outage::start(&app.database_url);
+    let (verdict, reason_code, answer) = ask(&worker, json!({"address": "new@c1.example"})).await;
+    assert_eq!(
+        (
+            verdict.as_str(),
+            reason_code.as_str(),
+            answer["enrolled"].as_bool()
+        ),
+        ("defer", "unavailable", Some(false))
+    );
+    // What the index holds is still answered, from memory.
+    assert_eq!(
+        reason(&worker, json!({"address": "known@c1.example"})).await,
+        "ok"
+    );
+    drop(outage);
+
+    let (verdict, _, answer) = ask(&worker, json!({"address": "new@c1.example"})).await;
+    assert_eq!(
+        (verdict.as_str(), answer["enrolled"].as_bool()),
+        ("accept", Some(true))
+    );
+    app.assert_verified();
+}
