@@ -25,10 +25,11 @@ use crate::startup::AppState;
 /// The most checks one batch may hold.
 pub const MAX_BATCH: usize = 1000;
 
-/// A caller of the check, resolved from memory.
+/// A caller of the check, resolved from memory. The request is kept for its id, which only an
+/// enrolment (audited) needs.
 pub struct CheckCaller {
     caller: Caller,
-    request_id: Option<String>,
+    request: HttpRequest,
 }
 
 impl FromRequest for CheckCaller {
@@ -61,8 +62,10 @@ fn resolve(req: &HttpRequest) -> Result<CheckCaller, ApiError> {
         state.checker.caller_by_account(claims.sub)
     };
     let caller = caller.ok_or(ApiError::Unauthorized(auth::INVALID))?;
-    let request_id = crate::telemetry::RequestId::of(req);
-    Ok(CheckCaller { caller, request_id })
+    Ok(CheckCaller {
+        caller,
+        request: req.clone(),
+    })
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -126,8 +129,8 @@ async fn answer(checker: &Arc<Checker>, caller: &CheckCaller, question: Question
         .check(
             Scope::Subtree(caller.caller.node),
             question,
-            caller.caller.actor.clone(),
-            caller.request_id.clone(),
+            &caller.caller.actor,
+            || crate::telemetry::RequestId::of(&caller.request),
         )
         .await
 }

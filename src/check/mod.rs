@@ -455,13 +455,14 @@ impl Checker {
             })
     }
 
-    /// Answers `question` for a caller limited to `scope`. Only an enrolment leaves memory.
+    /// Answers `question` for a caller limited to `scope`. Only an enrolment leaves memory, and
+    /// only it is audited: as `actor`, with the request id `request_id` gives.
     pub async fn check(
         self: &Arc<Self>,
         scope: Scope,
         question: Question,
-        actor: Actor,
-        request_id: Option<String>,
+        actor: &Actor,
+        request_id: impl FnOnce() -> Option<String>,
     ) -> Answer {
         let today = Utc::now().date_naive();
         let decision = self.decide(scope, &question, today);
@@ -473,6 +474,7 @@ impl Checker {
                 address,
             } => {
                 let this = Arc::clone(self);
+                let (actor, request_id) = (actor.clone(), request_id());
                 tokio::task::spawn_blocking(move || {
                     this.enrol(node, domain, address, &actor, request_id.as_deref(), today)
                 })
@@ -657,7 +659,7 @@ where
 
 impl Ask for Arc<Checker> {
     fn ask(&self, question: Question) -> impl std::future::Future<Output = Answer> + Send {
-        self.check(Scope::Everything, question, Actor::System, None)
+        self.check(Scope::Everything, question, &Actor::System, || None)
     }
 }
 
