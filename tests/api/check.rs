@@ -15,9 +15,9 @@ async fn spawn() -> (TestApp, DnsServer) {
     (app, dns)
 }
 
-/// Registers `name` for `customer` and proves it over DNS; returns the domain.
-async fn verified_domain(admin: &Caller<'_>, dns: &DnsServer, customer: &str, name: &str) -> Value {
-    let domain = admin
+/// Registers `name` for `customer`, unverified; returns the domain.
+async fn registered_domain(admin: &Caller<'_>, customer: &str, name: &str) -> Value {
+    admin
         .expect(
             admin
                 .post(
@@ -27,7 +27,12 @@ async fn verified_domain(admin: &Caller<'_>, dns: &DnsServer, customer: &str, na
                 .await,
             201,
         )
-        .await;
+        .await
+}
+
+/// Registers `name` for `customer` and proves it over DNS; returns the domain.
+async fn verified_domain(admin: &Caller<'_>, dns: &DnsServer, customer: &str, name: &str) -> Value {
+    let domain = registered_domain(admin, customer, name).await;
     dns.publish_txt(
         &format!("_allot.{name}"),
         domain["verification"]["token"].as_str().unwrap(),
@@ -121,17 +126,7 @@ async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree
     );
     assert!(answer["node_id"].is_null());
 
-    let pending = admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/domains", tree.c1),
-                    &json!({"name": "pending.example"}),
-                )
-                .await,
-            201,
-        )
-        .await;
+    let pending = registered_domain(&admin, &tree.c1, "pending.example").await;
     assert_eq!(
         reason(&worker, json!({"domain": "pending.example"})).await,
         "domain_unverified"
@@ -697,17 +692,7 @@ fn expected_reason(database_url: &str, address: &str) -> (String, Option<String>
 async fn under_a_mixed_workload_every_answer_is_what_the_database_says() {
     let (app, dns) = spawn().await;
     let (admin, tree) = setup(&app, &dns).await;
-    admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/domains", tree.c1),
-                    &json!({"name": "pending.example"}),
-                )
-                .await,
-            201,
-        )
-        .await;
+    registered_domain(&admin, &tree.c1, "pending.example").await;
     let worker = check_key(&app, &admin, &tree.owner).await;
     let domain_ids: Vec<(String, String)> = {
         let page = admin
