@@ -38,6 +38,8 @@ pub enum ProblemType {
     ImportFailed,
     VerificationFailed,
     NotEmpty,
+    ModuleRequired,
+    ModuleExcluded,
     PreconditionFailed,
     IdempotencyKeyReused,
     TooManyRequests,
@@ -48,7 +50,7 @@ pub enum ProblemType {
 }
 
 impl ProblemType {
-    pub const ALL: [ProblemType; 24] = [
+    pub const ALL: [ProblemType; 26] = [
         Self::MalformedBody,
         Self::UnsupportedMediaType,
         Self::PayloadTooLarge,
@@ -67,6 +69,8 @@ impl ProblemType {
         Self::ImportFailed,
         Self::VerificationFailed,
         Self::NotEmpty,
+        Self::ModuleRequired,
+        Self::ModuleExcluded,
         Self::PreconditionFailed,
         Self::IdempotencyKeyReused,
         Self::TooManyRequests,
@@ -95,6 +99,8 @@ impl ProblemType {
             Self::ImportFailed => "import-failed",
             Self::VerificationFailed => "verification-failed",
             Self::NotEmpty => "not-empty",
+            Self::ModuleRequired => "module-required",
+            Self::ModuleExcluded => "module-excluded",
             Self::PreconditionFailed => "precondition-failed",
             Self::IdempotencyKeyReused => "idempotency-key-reused",
             Self::TooManyRequests => "too-many-requests",
@@ -124,6 +130,8 @@ impl ProblemType {
             Self::ImportFailed => "Some rows of the import failed",
             Self::VerificationFailed => "The domain's ownership could not be proven",
             Self::NotEmpty => "Still in use",
+            Self::ModuleRequired => "Another module is required",
+            Self::ModuleExcluded => "The modules exclude each other",
             Self::PreconditionFailed => "The resource has changed",
             Self::IdempotencyKeyReused => "The Idempotency-Key was used for another request",
             Self::TooManyRequests => "Too many failed attempts",
@@ -186,6 +194,12 @@ impl ProblemType {
             }
             Self::NotEmpty => {
                 "The node still holds children, domains, mailboxes or live allocations to its children; `detail` lists them. Remove them first, or use `?cascade=true` where offered."
+            }
+            Self::ModuleRequired => {
+                "The module requires another that the mailbox (or customer) does not hold, or it is required by another that it holds and so cannot be removed. `module` names the other module: assign it first, or remove it first. Nothing was changed."
+            }
+            Self::ModuleExcluded => {
+                "The module and one the mailbox (or customer) holds exclude each other. `module` names the one in the way. Nothing was changed."
             }
             Self::TooManyRequests => {
                 "Too many failed logins for this username or from this address in the last 15 minutes. `Retry-After` says how many seconds to wait."
@@ -286,6 +300,9 @@ pub struct Problem {
     /// For `quota-exceeded`: the units that were free.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub available: Option<i64>,
+    /// For `module-required` and `module-excluded`: the other module, to assign or remove first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
     /// For `import-failed`: every row, `{line, status, problem}`; `failed` ones carry their problem.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<Object>>)]
@@ -306,6 +323,7 @@ impl Problem {
             limit: None,
             requested: None,
             available: None,
+            module: None,
             rows: None,
         }
     }
@@ -339,6 +357,8 @@ pub enum ApiError {
     NameTaken(String),
     #[error("{0}")]
     NotEmpty(String),
+    #[error("{0}.")]
+    Module(crate::domain::catalogue::Refusal),
     #[error("This domain is registered already.")]
     DomainTaken,
     #[error("A mailbox with this address exists already.")]
@@ -403,6 +423,10 @@ impl ApiError {
             Self::QuotaExceeded(_) => ProblemType::QuotaExceeded,
             Self::NameTaken(_) => ProblemType::NameTaken,
             Self::NotEmpty(_) => ProblemType::NotEmpty,
+            Self::Module(crate::domain::catalogue::Refusal::Excludes { .. }) => {
+                ProblemType::ModuleExcluded
+            }
+            Self::Module(_) => ProblemType::ModuleRequired,
             Self::DomainTaken => ProblemType::DomainTaken,
             Self::AddressTaken => ProblemType::AddressTaken,
             Self::ImportFailed(_) => ProblemType::ImportFailed,
@@ -431,6 +455,9 @@ impl ApiError {
         };
         let mut problem = Problem::new(kind, self.status_code(), detail);
         problem.errors = errors;
+        if let Self::Module(refusal) = self {
+            problem.module = Some(refusal.names().to_owned());
+        }
         if let Self::ImportFailed(rows) = self {
             problem.rows = Some(rows.clone());
         }
@@ -460,6 +487,7 @@ impl ResponseError for ApiError {
             | Self::QuotaExceeded(_)
             | Self::NameTaken(_)
             | Self::NotEmpty(_)
+            | Self::Module(_)
             | Self::DomainTaken
             | Self::AddressTaken
             | Self::VerificationFailed(_) => StatusCode::CONFLICT,

@@ -192,7 +192,7 @@ pub struct CreateAllocation {
     responses(
         (status = 201, description = "Granted; `Location` names it", body = AllocationView, headers(("Location" = String), ("ETag" = String))),
         Guarded,
-        (status = 409, description = "The parent lacks room (`quota-exceeded`), or a request with the same `Idempotency-Key` is in progress", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The parent lacks room (`quota-exceeded`), a retired module (`conflict`), or a request with the same `Idempotency-Key` is in progress", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, an unknown resource, or an `Idempotency-Key` reused for another request", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -226,7 +226,15 @@ pub async fn create_allocation(
                         "the owner's limits are its licence: use PUT /v1/licence",
                     )
                 })?;
-                let resource = known_resource(conn, &body.resource)?.key();
+                let resource = known_resource(conn, &body.resource)?;
+                if let Some(code) = resource.module_code()
+                    && modules::is_retired(conn, code)?
+                {
+                    return Err(ApiError::Conflict(format!(
+                        "{code} is retired: it is granted no further (allocations that exist can still change)."
+                    )));
+                }
+                let resource = resource.key();
                 let new = NewAllocation {
                     node_id: node.id,
                     grantor_id: Some(grantor),

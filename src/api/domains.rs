@@ -482,10 +482,9 @@ pub fn remove(
     store::aliases::delete_touching_domain(conn, domain.id)?;
     for mailbox in held {
         store::groups::forget_mailbox(conn, mailbox.id)?;
+        store::modules::deactivate_mailbox(conn, node, &mailbox)?;
+        store::modules::forget_mailbox(conn, mailbox.id)?;
         store::mailboxes::delete(conn, mailbox.id)?;
-        if mailbox.takes_seat() {
-            usage::add(conn, &node.lineage(), "users", -1)?;
-        }
         if mailbox.origin != store::mailboxes::Origin::Role {
             common::record(
                 conn,

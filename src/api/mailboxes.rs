@@ -1,5 +1,6 @@
-//! Mailboxes (users): each active one takes a `users` seat of its customer; disabling frees it,
-//! enabling takes it again. A mailbox must be disabled before it can be deleted; a domain's role
+//! Mailboxes (users): each active one takes a `users` seat of its customer and a seat of every
+//! module it holds (the automatic `base` at least); disabling frees them, enabling takes them
+//! again. A mailbox must be disabled before it can be deleted; a domain's role
 //! addresses (postmaster@, abuse@) take no seat and go only with their domain.
 
 use actix_web::http::header;
@@ -22,8 +23,6 @@ use crate::startup::AppState;
 use crate::store::aliases::Alias;
 use crate::store::mailboxes::{Mailbox, MailboxFilter, Origin};
 use crate::store::{self, DbConnection, mailboxes, nodes, usage, write_tx};
-
-const RESOURCE: &str = "users";
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MailboxView {
@@ -49,13 +48,16 @@ pub struct MailboxView {
     pub origin: Origin,
     pub first_seen_at: Option<DateTime<Utc>>,
     pub last_seen_at: Option<DateTime<Utc>>,
+    /// The per-mailbox modules it holds, by code (`base` on every mailbox but role addresses).
+    #[schema(example = json!(["base", "lft"]))]
+    pub modules: Vec<String>,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<&Mailbox> for MailboxView {
-    fn from(m: &Mailbox) -> Self {
+impl MailboxView {
+    pub fn new(m: &Mailbox, modules: impl IntoIterator<Item = String>) -> Self {
         Self {
             id: m.id,
             node_id: m.node_id,
@@ -70,6 +72,7 @@ impl From<&Mailbox> for MailboxView {
             origin: m.origin,
             first_seen_at: m.first_seen_at.map(utc),
             last_seen_at: m.last_seen_at.map(utc),
+            modules: modules.into_iter().collect(),
             version: m.version,
             created_at: utc(m.created_at),
             updated_at: utc(m.updated_at),
@@ -82,10 +85,19 @@ fn audit_view(m: &Mailbox) -> serde_json::Value {
            "last_name": m.last_name, "contact_email": m.contact_email, "active": m.active, "origin": m.origin})
 }
 
-fn respond(mailbox: &Mailbox) -> HttpResponse {
+/// A mailbox with the modules it holds, read in the same transaction.
+type Held = (Mailbox, std::collections::BTreeSet<String>);
+
+fn respond((mailbox, modules): Held) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::ETAG, etag(mailbox.version)))
-        .json(MailboxView::from(mailbox))
+        .json(MailboxView::new(&mailbox, modules))
+}
+
+/// `mailbox` with the modules it holds.
+pub fn held(conn: &mut DbConnection, mailbox: Mailbox) -> Result<Held, ApiError> {
+    let modules = store::modules::of_mailbox(conn, mailbox.id)?;
+    Ok((mailbox, modules))
 }
 
 /// A name field: at most 200 characters, no control characters.
@@ -152,7 +164,7 @@ impl TryFrom<CreateMailbox> for NewMailbox {
 }
 
 /// The node, if it is a customer: only customers hold domains and mailboxes.
-fn customer(node: nodes::Node) -> Result<nodes::Node, ApiError> {
+pub(crate) fn customer(node: nodes::Node) -> Result<nodes::Node, ApiError> {
     if node.kind == NodeKind::Customer {
         Ok(node)
     } else {
@@ -164,7 +176,9 @@ fn customer(node: nodes::Node) -> Result<nodes::Node, ApiError> {
 }
 
 /// Creates `new` for customer `node` (locked by the caller): on one of its `domains`, at an
-/// address no mailbox or alias has, with a seat from `take_seat`, audited.
+/// address no mailbox or alias has, holding the `automatic` modules, with the seats (`users` and
+/// one per module) from `take_seats`, audited.
+#[allow(clippy::too_many_arguments)]
 fn place(
     conn: &mut DbConnection,
     principal: &Principal,
@@ -172,7 +186,8 @@ fn place(
     domains: &[store::domains::Domain],
     new: NewMailbox,
     origin: Origin,
-    take_seat: impl FnOnce(&mut DbConnection) -> Result<(), ApiError>,
+    automatic: &[String],
+    take_seats: impl FnOnce(&mut DbConnection) -> Result<(), ApiError>,
 ) -> Result<Mailbox, ApiError> {
     let domain = domains
         .iter()
@@ -189,7 +204,7 @@ fn place(
     if store::aliases::address_taken(conn, &new.address)? {
         return Err(ApiError::AddressTaken);
     }
-    take_seat(conn)?;
+    take_seats(conn)?;
     let now = store::now();
     let mailbox = Mailbox {
         display_name: new.display_name,
@@ -200,6 +215,7 @@ fn place(
     };
     mailboxes::insert(conn, &mailbox)
         .map_err(|err| ApiError::unless_unique(err, || ApiError::AddressTaken))?;
+    store::modules::assign_mailbox(conn, mailbox.id, automatic)?;
     common::record(
         conn,
         principal,
@@ -212,7 +228,8 @@ fn place(
     Ok(mailbox)
 }
 
-/// Creates a mailbox for customer `{id}`, taking one `users` seat.
+/// Creates a mailbox for customer `{id}`, taking one `users` seat and one seat of each
+/// automatically assigned module (`module:base`): all or none.
 #[utoipa::path(
     tag = "mailboxes",
     security(("bearer" = [])),
@@ -221,7 +238,7 @@ fn place(
     responses(
         (status = 201, description = "Created", body = MailboxView, headers(("Location" = String), ("ETag" = String))),
         Guarded,
-        (status = 409, description = "The address exists (`address-taken`), or no seat is free (`quota-exceeded`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The address exists (`address-taken`), or no `users` or `module:base` seat is free (`quota-exceeded`, naming the resource)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, a domain that is not the customer's, or a node that is not a customer", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -242,6 +259,8 @@ pub async fn create_mailbox(
             idempotency::once(conn, &principal, &key, &raw, |conn| {
                 let node = customer(principal.may_manage(found)?)?;
                 let domains = store::domains::of_node(conn, node.id)?;
+                let automatic = store::modules::automatic(conn)?;
+                let seats = store::modules::mailbox_seats(&automatic);
                 let mailbox = place(
                     conn,
                     &principal,
@@ -249,12 +268,13 @@ pub async fn create_mailbox(
                     &domains,
                     new,
                     Origin::Manual,
-                    |conn| Ok(usage::take(conn, &node, RESOURCE, today())??),
+                    &automatic,
+                    |conn| Ok(usage::take_all(conn, &node, &seats, today())??),
                 )?;
                 Answer::created(
                     format!("/v1/mailboxes/{}", mailbox.id),
                     etag(mailbox.version),
-                    &MailboxView::from(&mailbox),
+                    &MailboxView::new(&mailbox, automatic),
                 )
             })
         })
@@ -275,6 +295,8 @@ pub struct MailboxesQuery {
     pub address_prefix: Option<String>,
     /// Only addresses on this domain (any IDNA form).
     pub domain: Option<String>,
+    /// Only mailboxes holding this per-mailbox module.
+    pub module: Option<String>,
     /// Items per page, 1–500 (default 50).
     pub limit: Option<u32>,
     /// From a previous page's `next_cursor`.
@@ -315,12 +337,20 @@ fn parse_filter(query: &MailboxesQuery) -> Result<MailboxFilter, ApiError> {
             None
         }
     };
+    let module = match query.module.as_deref() {
+        Some(code) if !crate::domain::resource::is_module_code(code) => {
+            errors.push(FieldError::new("module", "is not a module code"));
+            None
+        }
+        other => other.map(str::to_owned),
+    };
     if errors.is_empty() {
         Ok(MailboxFilter {
             active,
             origin,
             address_prefix: query.address_prefix.clone(),
             domain,
+            module,
         })
     } else {
         Err(ApiError::InvalidQuery(errors))
@@ -346,26 +376,75 @@ pub async fn list_mailboxes(
     query: web::Query<MailboxesQuery>,
 ) -> Result<web::Json<Page<MailboxView>>, ApiError> {
     let query = query.into_inner();
-    let page = PageRequest::parse(query.limit, query.cursor.as_deref())?;
     let filter = parse_filter(&query)?;
-    let id = id.into_inner();
+    list(state, principal, id.into_inner(), &query, filter).await
+}
+
+/// A page of the mailboxes of `id`'s subtree that pass `filter`, each with its modules.
+async fn list(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: NodeId,
+    query: &MailboxesQuery,
+    filter: MailboxFilter,
+) -> Result<web::Json<Page<MailboxView>>, ApiError> {
+    let page = PageRequest::parse(query.limit, query.cursor.as_deref())?;
     let fetch = page.clone();
-    let rows = store::run(&state.pool, move |conn| {
+    let (rows, modules) = store::run(&state.pool, move |conn| {
         let node = principal.may_read(nodes::find(conn, id)?)?;
-        Ok::<_, ApiError>(mailboxes::list_in_subtree(
+        if let Some(code) = &filter.module
+            && store::modules::all(conn)?.iter().all(|m| m.code != *code)
+        {
+            return Err(ApiError::NotFound);
+        }
+        let rows = mailboxes::list_in_subtree(
             conn,
             &node.path,
             &filter,
             fetch.after.as_deref(),
             fetch.fetch(),
-        )?)
+        )?;
+        let ids: Vec<MailboxId> = rows.iter().map(|m| m.id).collect();
+        let modules = store::modules::of_mailboxes(conn, &ids)?;
+        Ok::<_, ApiError>((rows, modules))
     })
     .await?;
     Ok(web::Json(page.page(
         rows,
         |m| m.id.to_string(),
-        |m| MailboxView::from(&m),
+        |m| MailboxView::new(&m, modules.get(&m.id).cloned().unwrap_or_default()),
     )))
+}
+
+/// The mailboxes of `{id}`'s subtree that hold per-mailbox module `{code}`, oldest first: who is
+/// authorised to use it. The same filters as the mailbox list apply.
+#[utoipa::path(
+    tag = "modules",
+    security(("bearer" = [])),
+    params(("id" = NodeId, Path), ("code" = String, Path, description = "A module code"), MailboxesQuery),
+    responses(
+        (status = 200, description = "A page of mailboxes", body = Page<MailboxView>),
+        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
+        Guarded,
+    )
+)]
+#[get("/v1/nodes/{id}/modules/{code}/mailboxes")]
+pub async fn list_module_mailboxes(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<(NodeId, String)>,
+    query: web::Query<MailboxesQuery>,
+) -> Result<web::Json<Page<MailboxView>>, ApiError> {
+    let (id, code) = path.into_inner();
+    let query = query.into_inner();
+    if !crate::domain::resource::is_module_code(&code) {
+        return Err(ApiError::NotFound);
+    }
+    let filter = MailboxFilter {
+        module: Some(code),
+        ..parse_filter(&query)?
+    };
+    list(state, principal, id, &query, filter).await
 }
 
 /// A mailbox the caller may see, with its customer.
@@ -380,7 +459,7 @@ fn visible_mailbox(
 }
 
 /// The mailbox for a change: visible, managed by the caller, read again under its customer's lock.
-fn locked_mailbox(
+pub(crate) fn locked_mailbox(
     conn: &mut DbConnection,
     principal: &Principal,
     id: MailboxId,
@@ -413,10 +492,10 @@ pub async fn get_mailbox(
     let mailbox = store::run(&state.pool, move |conn| {
         let (mailbox, node) = visible_mailbox(conn, &principal, id)?;
         principal.may_read(Some(node))?;
-        Ok::<_, ApiError>(mailbox)
+        held(conn, mailbox)
     })
     .await?;
-    Ok(respond(&mailbox))
+    Ok(respond(mailbox))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -505,14 +584,15 @@ pub async fn update_mailbox(
                 Some(before),
                 Some(audit_view(&mailbox)),
             )?;
-            Ok::<_, ApiError>(mailbox)
+            held(conn, mailbox)
         })
     })
     .await?;
-    Ok(respond(&mailbox))
+    Ok(respond(mailbox))
 }
 
-/// Sets a mailbox active or disabled, taking or freeing its seat.
+/// Sets a mailbox active or disabled, taking or freeing its seats: `users` and one per module it
+/// holds (enabling assigns the automatic modules it lacks).
 async fn set_active(
     state: web::Data<AppState>,
     principal: Principal,
@@ -523,14 +603,13 @@ async fn set_active(
         write_tx(conn, |conn| {
             let (mut mailbox, node) = locked_mailbox(conn, &principal, id)?;
             if mailbox.active == active {
-                return Ok(mailbox);
+                return held(conn, mailbox);
             }
-            if mailbox.origin != Origin::Role {
-                if active {
-                    usage::take(conn, &node, RESOURCE, today())??;
-                } else {
-                    usage::add(conn, &node.lineage(), RESOURCE, -1)?;
-                }
+            if active {
+                let automatic = store::modules::automatic(conn)?;
+                store::modules::activate_mailbox(conn, &node, &mailbox, &automatic, today())??;
+            } else {
+                store::modules::deactivate_mailbox(conn, &node, &mailbox)?;
             }
             let before = audit_view(&mailbox);
             mailbox.active = active;
@@ -549,15 +628,15 @@ async fn set_active(
                 Some(before),
                 Some(audit_view(&mailbox)),
             )?;
-            Ok::<_, ApiError>(mailbox)
+            held(conn, mailbox)
         })
     })
     .await?;
-    Ok(respond(&mailbox))
+    Ok(respond(mailbox))
 }
 
-/// Disables a mailbox: it is refused by the check and frees its seat. Disabling a disabled one
-/// changes nothing.
+/// Disables a mailbox: it is refused by the check and frees its seats (`users` and its modules',
+/// which it keeps). Disabling a disabled one changes nothing.
 #[utoipa::path(
     tag = "mailboxes",
     security(("bearer" = [])),
@@ -576,7 +655,8 @@ pub async fn disable_mailbox(
     set_active(state, principal, id.into_inner(), false).await
 }
 
-/// Enables a mailbox again, taking a seat: refused with `quota-exceeded` when none is free.
+/// Enables a mailbox again, taking its seats again (`users` and each module it holds, `base`
+/// included): refused with `quota-exceeded`, naming the resource, when one is not free.
 #[utoipa::path(
     tag = "mailboxes",
     security(("bearer" = [])),
@@ -584,7 +664,7 @@ pub async fn disable_mailbox(
     responses(
         (status = 200, description = "Enabled", body = MailboxView, headers(("ETag" = String))),
         Guarded,
-        (status = 409, description = "No seat is free (`quota-exceeded`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A seat is not free (`quota-exceeded`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/mailboxes/{id}/enable")]
@@ -630,6 +710,7 @@ pub async fn delete_mailbox(
             }
             store::aliases::delete_of_mailbox(conn, mailbox.id)?;
             store::groups::forget_mailbox(conn, mailbox.id)?;
+            store::modules::forget_mailbox(conn, mailbox.id)?;
             mailboxes::delete(conn, mailbox.id)?;
             common::record(
                 conn,
@@ -1001,12 +1082,18 @@ pub async fn import_mailboxes(
             let node = customer(principal.may_manage(nodes::find_locked(conn, node_id, &[])?)?)?;
             let domains = store::domains::of_node(conn, node.id)?;
             let today = today();
-            let limit = crate::domain::quota::total_at(
-                &store::allocations::limit_of(conn, node.id, RESOURCE, None)?,
-                today,
-            );
-            let used = usage::used(conn, node.id, RESOURCE)?;
-            let mut free = (limit - used).max(0);
+            let automatic = store::modules::automatic(conn)?;
+            // What each seat's resource has free now, counted down as rows are placed: every row
+            // takes one of each or none.
+            let mut free = Vec::new();
+            for resource in store::modules::mailbox_seats(&automatic) {
+                let limit = crate::domain::quota::total_at(
+                    &store::allocations::limit_of(conn, node.id, &resource, None)?,
+                    today,
+                );
+                let used = usage::used(conn, node.id, &resource)?;
+                free.push((resource, limit, (limit - used).max(0)));
+            }
             let mut seen = std::collections::HashSet::new();
             let mut outcomes = Vec::with_capacity(rows.len());
             for (line, row) in rows {
@@ -1021,19 +1108,24 @@ pub async fn import_mailboxes(
                         &domains,
                         new,
                         Origin::Import,
+                        &automatic,
                         |_| {
-                            if free == 0 {
+                            if let Some((resource, limit, _)) =
+                                free.iter().find(|(_, _, free)| *free == 0)
+                            {
                                 return Err(crate::domain::quota::Refusal {
                                     node_id: node.id,
-                                    resource: RESOURCE.to_owned(),
+                                    resource: resource.clone(),
                                     at: today,
-                                    limit,
+                                    limit: *limit,
                                     requested: 1,
                                     available: 0,
                                 }
                                 .into());
                             }
-                            free -= 1;
+                            for (_, _, free) in &mut free {
+                                *free -= 1;
+                            }
                             Ok(())
                         },
                     )
@@ -1071,12 +1163,10 @@ pub async fn import_mailboxes(
                     .collect();
                 return Err(ApiError::ImportFailed(rows));
             }
-            usage::add(
-                conn,
-                &node.lineage(),
-                RESOURCE,
-                i64::try_from(created).unwrap_or(i64::MAX),
-            )?;
+            let created_units = i64::try_from(created).unwrap_or(i64::MAX);
+            for (resource, _, _) in &free {
+                usage::add(conn, &node.lineage(), resource, created_units)?;
+            }
             Ok(ImportReport {
                 atomic,
                 created,

@@ -14,6 +14,7 @@ pub mod idempotency;
 pub mod licence;
 pub mod mailboxes;
 pub mod meta;
+pub mod modules;
 pub mod nodes;
 pub mod principals;
 pub mod schemas;
@@ -88,7 +89,18 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(groups::get_group)
         .service(groups::delete_group)
         .service(groups::add_member)
-        .service(groups::remove_member);
+        .service(groups::remove_member)
+        .service(modules::list_modules)
+        .service(modules::create_module)
+        .service(modules::get_module)
+        .service(modules::update_module)
+        .service(modules::delete_module)
+        .service(modules::assign_mailbox_module)
+        .service(modules::remove_mailbox_module)
+        .service(modules::list_node_modules)
+        .service(modules::assign_node_module)
+        .service(modules::remove_node_module)
+        .service(mailboxes::list_module_mailboxes);
 }
 
 #[derive(OpenApi)]
@@ -110,6 +122,7 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         (name = "domains", description = "Customers' domains"),
         (name = "mailboxes", description = "Customers' mailboxes (users) and their aliases"),
         (name = "groups", description = "Customers' groups of mailboxes"),
+        (name = "modules", description = "The module catalogue, and the modules mailboxes and customers hold"),
         (name = "check", description = "What mail workers ask before accepting a domain or a mailbox"),
         (name = "health", description = "Liveness, readiness, metrics"),
         (name = "meta", description = "This document, the docs, the problem types"),

@@ -510,6 +510,7 @@ pub async fn delete_node(
             for group in store::groups::of_node(conn, node.id)? {
                 store::groups::delete(conn, group.id)?;
             }
+            store::modules::forget_node(conn, node.id)?;
             let used = store::usage::totals(conn, node.id)?;
             store::usage::shift(conn, &node.lineage(), &[], &used)?;
             nodes::soft_delete(conn, node.id)?;

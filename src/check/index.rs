@@ -19,7 +19,8 @@ use crate::domain::ids::{AccountId, ApiKeyId, DomainId, MailboxId, NodeId};
 use crate::domain::quota::{Grant, Span};
 use crate::domain::tree::NodeKind;
 use crate::store::check::{
-    AccountRow, AliasRow, ApiKeyRow, DomainRow, GrantRow, MailboxRow, NodeRow, UsageRow,
+    AccountRow, AliasRow, ApiKeyRow, DomainRow, GrantRow, MailboxModuleRow, MailboxRow, ModuleRow,
+    NodeModuleRow, NodeRow, UsageRow,
 };
 
 /// The deepest lineage walked; deeper means a cycle, which the tree never holds.
@@ -36,6 +37,8 @@ pub struct NodeEntry {
     pub grants: Vec<(Box<str>, Grant)>,
     /// Units in use now (for a customer, its own), per resource.
     pub used: Vec<(Box<str>, i64)>,
+    /// The per-customer modules it holds, by code.
+    pub modules: Vec<Box<str>>,
 }
 
 impl NodeEntry {
@@ -80,6 +83,20 @@ pub struct MailboxEntry {
     /// When a check last accepted it, in Unix seconds (0: not since start; 32 bits last until
     /// 2106). Written under the read lock, so an atomic.
     pub seen: AtomicU32,
+    /// The per-mailbox modules it holds: bit `slot` for a module's slot below 64 (the rest, if a
+    /// catalogue ever holds more, in `Index::more_modules`). Eight bytes for a million mailboxes'
+    /// `base` instead of a set each.
+    pub modules: u64,
+}
+
+/// A module of the catalogue, as the check needs it.
+#[derive(Debug)]
+pub struct ModuleEntry {
+    /// Its place in the mailboxes' module bits; stable while this index lives.
+    pub slot: u16,
+    pub per_customer: bool,
+    /// `module:<code>`, the resource its seats are counted as.
+    pub resource: Box<str>,
 }
 
 #[derive(Debug)]
@@ -118,6 +135,8 @@ pub enum Decision {
         node: NodeId,
         domain: DomainId,
         address: MailAddress,
+        /// Whether the new mailbox will hold the module asked about (an automatic one).
+        holds_module: bool,
     },
 }
 
@@ -129,8 +148,17 @@ pub struct Index {
     pub aliases: HashMap<Box<str>, AliasEntry>,
     pub keys: HashMap<ApiKeyId, KeyEntry>,
     pub accounts: HashMap<AccountId, AccountEntry>,
-    pub modules: HashSet<Box<str>>,
+    pub modules: HashMap<Box<str>, ModuleEntry>,
+    /// The next free module slot.
+    next_slot: u16,
+    /// The resources a new mailbox takes a seat of: `users`, then each automatic module.
+    pub new_mailbox_seats: Vec<Box<str>>,
+    /// Module slots from 64 on, per mailbox.
+    pub more_modules: HashMap<MailboxId, Vec<u16>>,
 }
+
+/// The number of module slots a mailbox entry's bits hold.
+const SLOT_BITS: u16 = 64;
 
 /// A stored row that does not parse is skipped with a warning: the index must not refuse to start
 /// over one bad row, and what it lacks is answered as unknown (never accepted).
@@ -162,6 +190,7 @@ fn node_entry(row: NodeRow) -> Option<(NodeId, NodeEntry)> {
             auto_enrol,
             grants: Vec::new(),
             used: Vec::new(),
+            modules: Vec::new(),
         },
     ))
 }
@@ -188,6 +217,7 @@ fn mailbox_entry(row: MailboxRow) -> Option<(Box<str>, MailboxEntry)> {
             node: parsed(&node, "mailbox node")?,
             active: status == "active",
             seen: AtomicU32::new(0),
+            modules: 0,
         },
     ))
 }
@@ -246,8 +276,12 @@ pub struct Rows {
     pub aliases: Vec<AliasRow>,
     pub keys: Vec<ApiKeyRow>,
     pub accounts: Vec<AccountRow>,
-    /// The catalogue's codes, when it was read.
-    pub modules: Option<Vec<String>>,
+    /// The catalogue, when it was read.
+    pub modules: Option<Vec<ModuleRow>>,
+    /// The modules held by the mailboxes read (all of them, for those).
+    pub mailbox_modules: Vec<MailboxModuleRow>,
+    /// The modules held by the nodes read (all of them, for those).
+    pub node_modules: Vec<NodeModuleRow>,
 }
 
 /// What a batch of changes names: the rows to read again, and the keys that deleted rows were
@@ -323,9 +357,71 @@ impl Index {
         self.aliases.extend(rows.into_iter().map(alias_entry));
     }
 
+    /// Records the modules mailboxes hold, by their addresses.
+    pub fn add_mailbox_modules(&mut self, rows: Vec<MailboxModuleRow>) {
+        for (address, code) in rows {
+            let (Some(module), Some(mailbox)) = (
+                self.modules.get(code.as_str()),
+                self.mailboxes.get_mut(address.as_str()),
+            ) else {
+                continue;
+            };
+            if module.slot < SLOT_BITS {
+                mailbox.modules |= 1 << module.slot;
+            } else {
+                self.more_modules
+                    .entry(mailbox.id)
+                    .or_default()
+                    .push(module.slot);
+            }
+        }
+    }
+
+    /// Whether `mailbox` holds `module`.
+    fn holds(&self, mailbox: &MailboxEntry, module: &ModuleEntry) -> bool {
+        if module.slot < SLOT_BITS {
+            mailbox.modules & (1 << module.slot) != 0
+        } else {
+            self.more_modules
+                .get(&mailbox.id)
+                .is_some_and(|slots| slots.contains(&module.slot))
+        }
+    }
+
+    /// Replaces the catalogue: known codes keep their slots, new ones take the next.
+    fn set_modules(&mut self, rows: Vec<ModuleRow>) {
+        let mut old = std::mem::take(&mut self.modules);
+        self.new_mailbox_seats = vec!["users".into()];
+        for (code, unit, auto_assign, retired) in rows {
+            let slot = match old.remove(code.as_str()) {
+                Some(entry) => entry.slot,
+                None => {
+                    self.next_slot += 1;
+                    self.next_slot - 1
+                }
+            };
+            let resource: Box<str> = format!("module:{code}").into();
+            let per_customer = unit == "per_customer";
+            if auto_assign && !retired && !per_customer {
+                self.new_mailbox_seats.push(resource.clone());
+            }
+            self.modules.insert(
+                code.into_boxed_str(),
+                ModuleEntry {
+                    slot,
+                    per_customer,
+                    resource,
+                },
+            );
+        }
+    }
+
     /// Replaces what `touched` names with `rows` (read after the changes): a named row that was
     /// not read again is gone.
     pub fn apply(&mut self, touched: &Touched, rows: Rows) {
+        if let Some(modules) = rows.modules {
+            self.set_modules(modules);
+        }
         for id in &touched.nodes {
             if let Ok(id) = id.parse() {
                 self.nodes.remove(&id);
@@ -352,6 +448,11 @@ impl Index {
                 entry.used.push((resource.into_boxed_str(), used));
             }
         }
+        for (node, code) in rows.node_modules {
+            if let Some(entry) = node.parse().ok().and_then(|id| self.nodes.get_mut(&id)) {
+                entry.modules.push(code.into_boxed_str());
+            }
+        }
 
         for (id, keys) in &touched.domains {
             for key in keys {
@@ -366,6 +467,9 @@ impl Index {
 
         let mut seen = HashMap::new();
         for (id, keys) in &touched.mailboxes {
+            if let Ok(id) = id.parse() {
+                self.more_modules.remove(&id);
+            }
             for key in keys {
                 if let Some(old) = self.mailboxes.get(key.as_str())
                     && old.id.to_string() == *id
@@ -377,12 +481,20 @@ impl Index {
         }
         for row in rows.mailboxes {
             if let Some((key, entry)) = mailbox_entry(row) {
-                if let Some(at) = seen.get(&entry.id) {
-                    entry.seen.store(*at, Ordering::Relaxed);
+                // A change of its modules names the mailbox without its key: it is replaced in
+                // place, and keeps when it was seen.
+                let kept = self
+                    .mailboxes
+                    .get(&key)
+                    .filter(|old| old.id == entry.id)
+                    .map(|old| old.seen.load(Ordering::Relaxed));
+                if let Some(at) = seen.get(&entry.id).copied().or(kept) {
+                    entry.seen.store(at, Ordering::Relaxed);
                 }
                 self.mailboxes.insert(key, entry);
             }
         }
+        self.add_mailbox_modules(rows.mailbox_modules);
 
         for (id, keys) in &touched.aliases {
             for key in keys {
@@ -413,9 +525,6 @@ impl Index {
             if let Some((id, entry)) = account_entry(row) {
                 self.accounts.insert(id, entry);
             }
-        }
-        if let Some(codes) = rows.modules {
-            self.modules = codes.into_iter().map(String::into_boxed_str).collect();
         }
     }
 
@@ -483,11 +592,27 @@ impl Index {
         if node.over_limit(day) {
             return refuse(Reason::OverLimit);
         }
-        if let Some(module) = &question.module
-            && node.limit(&format!("module:{module}"), day) <= 0
-        {
-            return refuse(Reason::ModuleNotLicensed);
-        }
+        // A module asked for: the customer must hold seats of it; a per-customer module must be
+        // the customer's, a per-mailbox one the mailbox's (below).
+        let module = match question.module.as_deref() {
+            None => None,
+            Some(code) => {
+                let Some(module) = self.modules.get(code) else {
+                    return refuse(Reason::ModuleNotLicensed);
+                };
+                if node.limit(&module.resource, day) <= 0 {
+                    return refuse(Reason::ModuleNotLicensed);
+                }
+                if module.per_customer {
+                    if !node.modules.iter().any(|held| **held == *code) {
+                        return refuse(Reason::ModuleNotAssigned);
+                    }
+                    None
+                } else {
+                    Some(module)
+                }
+            }
+        };
         let address = match &question.target {
             Target::Domain(_) => return refuse(Reason::Ok),
             Target::Address(address) => address,
@@ -499,13 +624,15 @@ impl Index {
                 .and_then(|alias| self.mailboxes.get(&*alias.mailbox))
         });
         if let Some(mailbox) = mailbox.filter(|m| m.node == customer) {
-            let reason = if mailbox.active {
+            let reason = if !mailbox.active {
+                Reason::MailboxDisabled
+            } else if module.is_some_and(|module| !self.holds(mailbox, module)) {
+                Reason::ModuleNotAssigned
+            } else {
                 if mailbox.seen.swap(now, Ordering::Relaxed) != now {
                     seen(mailbox.id);
                 }
                 Reason::Ok
-            } else {
-                Reason::MailboxDisabled
             };
             return Done(Answer {
                 mailbox_id: Some(mailbox.id),
@@ -515,13 +642,20 @@ impl Index {
         if !question.enrol.unwrap_or(node.auto_enrol) {
             return refuse(Reason::UnknownMailbox);
         }
-        if node.used("users") >= node.limit("users", day) {
+        if self
+            .new_mailbox_seats
+            .iter()
+            .any(|resource| node.used(resource) >= node.limit(resource, day))
+        {
             return refuse(Reason::UsersExhausted);
         }
         Decision::Enrol {
             node: customer,
             domain: domain.id,
             address: address.clone(),
+            // A new mailbox holds the automatic modules only.
+            holds_module: module
+                .is_none_or(|module| self.new_mailbox_seats.contains(&module.resource)),
         }
     }
 }

@@ -134,9 +134,12 @@ fn load_all(conn: &mut DbConnection) -> diesel::QueryResult<Index> {
         aliases: Vec::new(),
         keys: check::api_keys(conn, None)?,
         accounts: check::accounts(conn, None)?,
-        modules: Some(check::module_codes(conn)?),
+        modules: Some(check::modules(conn)?),
+        mailbox_modules: Vec::new(),
+        node_modules: check::node_modules(conn, None)?,
     });
     check::each_mailbox(conn, BUILD_BATCH, |rows| index.add_mailboxes(rows))?;
+    check::each_mailbox_module(conn, BUILD_BATCH, |rows| index.add_mailbox_modules(rows))?;
     check::each_alias(conn, BUILD_BATCH, |rows| index.add_aliases(rows))?;
     Ok(index)
 }
@@ -156,11 +159,13 @@ fn load_touched(conn: &mut DbConnection, touched: &Touched) -> diesel::QueryResu
         usage: check::usage(conn, Some(&nodes))?,
         domains: check::domains(conn, Some(&ids(&touched.domains)))?,
         mailboxes: check::mailboxes(conn, &ids(&touched.mailboxes))?,
+        mailbox_modules: check::mailbox_modules(conn, &ids(&touched.mailboxes))?,
+        node_modules: check::node_modules(conn, Some(&nodes))?,
         aliases: check::aliases(conn, &ids(&touched.aliases))?,
         keys: check::api_keys(conn, Some(&keys))?,
         accounts: check::accounts(conn, Some(&accounts))?,
         modules: if touched.modules {
-            Some(check::module_codes(conn)?)
+            Some(check::modules(conn)?)
         } else {
             None
         },
@@ -409,9 +414,9 @@ impl Checker {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Whether `code` is a module of the catalogue (not retired).
+    /// Whether `code` is a module of the catalogue (retired ones included: their seats count).
     pub fn knows_module(&self, code: &str) -> bool {
-        self.read_index().modules.contains(code)
+        self.read_index().modules.contains_key(code)
     }
 
     /// The caller an API key stands for, if it is valid now.
@@ -472,17 +477,29 @@ impl Checker {
                 node,
                 domain,
                 address,
+                holds_module,
             } => {
                 let this = Arc::clone(self);
                 let (actor, request_id) = (actor.clone(), request_id());
-                tokio::task::spawn_blocking(move || {
+                let answer = tokio::task::spawn_blocking(move || {
                     this.enrol(node, domain, address, &actor, request_id.as_deref(), today)
                 })
                 .await
                 .unwrap_or_else(|err| {
                     tracing::error!(error = %err, "an enrolment did not finish");
                     Answer::bare(Reason::Unavailable)
-                })
+                });
+                // Enrolled (or found registered), but without the module asked about: a new
+                // mailbox holds the automatic modules only.
+                if answer.reason == Reason::Ok && !holds_module {
+                    Answer {
+                        verdict: Reason::ModuleNotAssigned.verdict(),
+                        reason: Reason::ModuleNotAssigned,
+                        ..answer
+                    }
+                } else {
+                    answer
+                }
             }
         }
     }
@@ -599,7 +616,9 @@ fn enrol_in(
             ..Answer::for_node(reason, node.id)
         });
     }
-    if store::usage::take(conn, &node, "users", today)?.is_err() {
+    let automatic = store::modules::automatic(conn)?;
+    let seats = store::modules::mailbox_seats(&automatic);
+    if store::usage::take_all(conn, &node, &seats, today)?.is_err() {
         return refuse(Reason::UsersExhausted);
     }
     let now = store::now();
@@ -609,6 +628,7 @@ fn enrol_in(
         ..Mailbox::new(node.id, domain.id, address.clone(), Origin::Check, now)
     };
     store::mailboxes::insert(conn, &mailbox)?;
+    store::modules::assign_mailbox(conn, mailbox.id, &automatic)?;
     audit::record(
         conn,
         audit::Event {

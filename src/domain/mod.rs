@@ -2,6 +2,7 @@
 //! so everything here is unit-testable and every other layer can depend on it.
 
 pub mod address;
+pub mod catalogue;
 pub mod ids;
 pub mod quota;
 pub mod resource;

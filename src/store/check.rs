@@ -7,8 +7,8 @@ use diesel::prelude::*;
 
 use super::DbConnection;
 use super::schema::{
-    accounts, aliases, allocations, api_keys, changes, domains, mailboxes, modules, nodes,
-    usage_counters,
+    accounts, aliases, allocations, api_keys, changes, domains, mailbox_modules, mailboxes,
+    modules, node_modules, nodes, usage_counters,
 };
 
 /// One row of the change feed.
@@ -271,12 +271,74 @@ pub fn accounts(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<
     by_ids!(conn, ids, accounts::table.select(select), accounts::id)
 }
 
-/// The codes of the modules in the catalogue that are not retired.
-pub fn module_codes(conn: &mut DbConnection) -> QueryResult<Vec<String>> {
+/// A module of the catalogue: (code, unit, auto_assign, retired).
+pub type ModuleRow = (String, String, bool, bool);
+
+/// The whole catalogue, retired modules included (their seats still count).
+pub fn modules(conn: &mut DbConnection) -> QueryResult<Vec<ModuleRow>> {
     modules::table
-        .filter(modules::retired.eq(false))
-        .select(modules::code)
+        .select((
+            modules::code,
+            modules::unit,
+            modules::auto_assign,
+            modules::retired,
+        ))
+        .order(modules::code)
         .load(conn)
+}
+
+/// A per-mailbox module held, by its mailbox's address: (address, code).
+pub type MailboxModuleRow = (String, String);
+
+const MAILBOX_MODULE: (mailboxes::address, mailbox_modules::module_code) =
+    (mailboxes::address, mailbox_modules::module_code);
+
+/// The modules the mailboxes `ids` hold.
+pub fn mailbox_modules(
+    conn: &mut DbConnection,
+    ids: &[String],
+) -> QueryResult<Vec<MailboxModuleRow>> {
+    by_ids!(
+        conn,
+        Some(ids),
+        mailbox_modules::table
+            .inner_join(mailboxes::table)
+            .select(MAILBOX_MODULE),
+        mailbox_modules::mailbox_id
+    )
+}
+
+/// Every module every mailbox holds, streamed as [`each_mailbox`] does.
+pub fn each_mailbox_module(
+    conn: &mut DbConnection,
+    batch: usize,
+    each: impl FnMut(Vec<MailboxModuleRow>),
+) -> QueryResult<()> {
+    stream(
+        mailbox_modules::table
+            .inner_join(mailboxes::table)
+            .select(MAILBOX_MODULE)
+            .load_iter::<MailboxModuleRow, diesel::connection::DefaultLoadingMode>(conn)?,
+        batch,
+        each,
+    )
+}
+
+/// A per-customer module held: (node, code).
+pub type NodeModuleRow = (String, String);
+
+/// The modules the given customers hold, or every customer when `ids` is `None`.
+pub fn node_modules(
+    conn: &mut DbConnection,
+    ids: Option<&[String]>,
+) -> QueryResult<Vec<NodeModuleRow>> {
+    let select = (node_modules::node_id, node_modules::module_code);
+    by_ids!(
+        conn,
+        ids,
+        node_modules::table.select(select),
+        node_modules::node_id
+    )
 }
 
 /// Records that the mailboxes `ids` were last seen by a check `at` (and first seen, if never

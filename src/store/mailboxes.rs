@@ -3,7 +3,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::schema::{mailboxes, nodes};
+use super::schema::{mailbox_modules, mailboxes, nodes};
 use super::{DbConnection, corrupt};
 use crate::domain::address::{DomainName, MailAddress};
 use crate::domain::ids::{DomainId, MailboxId, NodeId};
@@ -219,6 +219,8 @@ pub struct MailboxFilter {
     pub origin: Option<Origin>,
     pub address_prefix: Option<String>,
     pub domain: Option<DomainName>,
+    /// Only mailboxes holding this module.
+    pub module: Option<String>,
 }
 
 /// The mailboxes of the live subtree at `path`, in id order after the cursor.
@@ -254,6 +256,15 @@ pub fn list_in_subtree(
     }
     if let Some(domain) = &filter.domain {
         query = query.filter(mailboxes::address.like(format!("%@{}", domain.as_str())));
+    }
+    if let Some(code) = &filter.module {
+        query = query.filter(
+            mailboxes::id.eq_any(
+                mailbox_modules::table
+                    .filter(mailbox_modules::module_code.eq(code.clone()))
+                    .select(mailbox_modules::mailbox_id),
+            ),
+        );
     }
     if let Some(after) = after {
         query = query.filter(mailboxes::id.gt(after.to_owned()));

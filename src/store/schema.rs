@@ -85,6 +85,7 @@ diesel::table! {
         auto_assign -> Bool,
         retired -> Bool,
         created_at -> Timestamp,
+        version -> BigInt,
     }
 }
 
@@ -238,3 +239,27 @@ diesel::table! {
         at -> Timestamp,
     }
 }
+
+diesel::table! {
+    mailbox_modules (mailbox_id, module_code) {
+        mailbox_id -> Text,
+        module_code -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    node_modules (node_id, module_code) {
+        node_id -> Text,
+        module_code -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(mailbox_modules -> mailboxes (mailbox_id));
+diesel::allow_tables_to_appear_in_same_query!(mailbox_modules, mailboxes);
+diesel::allow_tables_to_appear_in_same_query!(mailbox_modules, nodes);
+diesel::allow_columns_to_appear_in_same_group_by_clause!(
+    mailboxes::node_id,
+    mailbox_modules::module_code,
+);

@@ -97,21 +97,38 @@ pub fn take(
     resource: &str,
     today: chrono::NaiveDate,
 ) -> QueryResult<Result<(), crate::domain::quota::Refusal>> {
-    let limit = crate::domain::quota::total_at(
-        &super::allocations::limit_of(conn, node.id, resource, None)?,
-        today,
-    );
-    let used = used(conn, node.id, resource)?;
-    if used + 1 > limit {
-        return Ok(Err(crate::domain::quota::Refusal {
-            node_id: node.id,
-            resource: resource.to_owned(),
-            at: today,
-            limit,
-            requested: 1,
-            available: (limit - used).max(0),
-        }));
+    take_all(conn, node, &[resource], today)
+}
+
+/// Takes one unit of each of `resources` for customer `node` on `today`, or none: every limit is
+/// checked before anything is counted, and the first that has no unit free is the refusal.
+pub fn take_all(
+    conn: &mut DbConnection,
+    node: &super::nodes::Node,
+    resources: &[impl AsRef<str>],
+    today: chrono::NaiveDate,
+) -> QueryResult<Result<(), crate::domain::quota::Refusal>> {
+    for resource in resources {
+        let resource = resource.as_ref();
+        let limit = crate::domain::quota::total_at(
+            &super::allocations::limit_of(conn, node.id, resource, None)?,
+            today,
+        );
+        let used = used(conn, node.id, resource)?;
+        if used + 1 > limit {
+            return Ok(Err(crate::domain::quota::Refusal {
+                node_id: node.id,
+                resource: resource.to_owned(),
+                at: today,
+                limit,
+                requested: 1,
+                available: (limit - used).max(0),
+            }));
+        }
     }
-    add(conn, &node.lineage(), resource, 1)?;
+    let lineage = node.lineage();
+    for resource in resources {
+        add(conn, &lineage, resource.as_ref(), 1)?;
+    }
     Ok(Ok(()))
 }

@@ -43,22 +43,37 @@ pub fn run(conn: &mut DbConnection, today: chrono::NaiveDate) -> QueryResult<Vec
     Ok(findings)
 }
 
-/// A customer's counters must equal the rows they count: its domains, and its active mailboxes
-/// other than role addresses (module seats join as they arrive).
+/// A customer's counters must equal the rows they count: its domains, its active mailboxes other
+/// than role addresses, and the module seats those mailboxes and the customer itself hold.
 fn counted_rows(conn: &mut DbConnection) -> QueryResult<Vec<String>> {
     let mut findings = Vec::new();
     let domains: std::collections::BTreeMap<String, i64> =
         super::domains::counts(conn)?.into_iter().collect();
     let seats: std::collections::BTreeMap<String, i64> =
         super::mailboxes::seat_counts(conn)?.into_iter().collect();
+    let modules = super::modules::seat_counts(conn)?;
     for node in nodes::all(conn)?
         .into_iter()
         .filter(|n| n.kind == NodeKind::Customer)
     {
         let id = node.id.to_string();
+        let totals = usage::totals(conn, node.id)?;
+        // Every counter kept, and every resource the rows hold, is compared.
+        let mut expected: std::collections::BTreeMap<String, i64> = totals
+            .keys()
+            .map(|resource| (resource.clone(), 0))
+            .collect();
         for (resource, counted) in [("domains", &domains), ("users", &seats)] {
-            let rows = counted.get(&id).copied().unwrap_or(0);
-            let kept = usage::used(conn, node.id, resource)?;
+            expected.insert(resource.to_owned(), counted.get(&id).copied().unwrap_or(0));
+        }
+        for ((_, resource), count) in modules
+            .range((id.clone(), String::new())..)
+            .take_while(|((owner, _), _)| *owner == id)
+        {
+            expected.insert(resource.clone(), *count);
+        }
+        for (resource, rows) in expected {
+            let kept = totals.get(&resource).copied().unwrap_or(0);
             if rows != kept {
                 findings.push(format!(
                     "customer {id} counts {kept} {resource} in use but holds {rows}"

@@ -138,8 +138,8 @@ async fn limits_follow_the_calendar() {
         .await;
     assert_eq!(
         valid["items"].as_array().unwrap().len(),
-        3,
-        "users 50 and 20, domains 5"
+        4,
+        "users 50 and 20, module:base 50, domains 5"
     );
     assert_problem(
         admin
@@ -330,7 +330,7 @@ async fn bad_allocations_are_refused_field_by_field() {
     let all = admin.expect(admin.get(&path).await, 200).await;
     assert_eq!(
         all["items"].as_array().unwrap().len(),
-        2,
+        3,
         "nothing was added"
     );
     app.assert_verified();
@@ -378,10 +378,14 @@ async fn the_licence_is_replaced_from_today_and_never_below_what_was_allocated()
         .collect();
     assert_eq!(
         amounts,
-        HashMap::from([("users".to_owned(), 1000), ("domains".to_owned(), 100)])
+        HashMap::from([
+            ("users".to_owned(), 1000),
+            ("domains".to_owned(), 100),
+            ("module:base".to_owned(), 1000)
+        ])
     );
 
-    let body = assert_problem(admin.put("/v1/licence", &json!({"resources": [{"resource": "users", "amount": 799}, {"resource": "domains", "amount": 100}]})).await, 409, "quota-exceeded").await;
+    let body = assert_problem(admin.put("/v1/licence", &json!({"resources": [{"resource": "users", "amount": 799}, {"resource": "domains", "amount": 100}, {"resource": "module:base", "amount": 1000}]})).await, 409, "quota-exceeded").await;
     assert_eq!(
         (
             body["resource"].as_str(),
@@ -419,8 +423,8 @@ async fn the_licence_is_replaced_from_today_and_never_below_what_was_allocated()
         .collect();
     assert_eq!(fields, ["resources[1].resource", "resources[2].resource"]);
 
-    let grown = admin.set_licence(json!([{"resource": "users", "amount": 2000}, {"resource": "domains", "amount": 100}, {"resource": "module:lft", "amount": 10}])).await;
-    assert_eq!(grown["resources"].as_array().unwrap().len(), 3);
+    let grown = admin.set_licence(json!([{"resource": "users", "amount": 2000}, {"resource": "domains", "amount": 100}, {"resource": "module:base", "amount": 1000}, {"resource": "module:lft", "amount": 10}])).await;
+    assert_eq!(grown["resources"].as_array().unwrap().len(), 4);
     assert_eq!(admin.usage(&tree.owner, "users").await["free"], 1200);
     app.assert_verified();
 }

@@ -289,12 +289,11 @@ async fn a_customer_without_a_free_seat_enrols_nobody_and_one_over_its_limit_acc
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     let small = admin.create_child(&tree.b, "customer", "Small").await;
-    admin
-        .expect(admin.allocate(&small, "users", 1).await, 201)
-        .await;
-    admin
-        .expect(admin.allocate(&small, "domains", 1).await, 201)
-        .await;
+    for resource in ["users", "module:base", "domains"] {
+        admin
+            .expect(admin.allocate(&small, resource, 1).await, 201)
+            .await;
+    }
     verified_domain(&admin, &dns, &small, "small.example").await;
     let worker = check_key(&app, &admin, &tree.owner).await;
 
@@ -329,36 +328,96 @@ async fn a_customer_without_a_free_seat_enrols_nobody_and_one_over_its_limit_acc
 }
 
 #[tokio::test]
-async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_of_it() {
+async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holder_has_it() {
     let (app, dns) = spawn().await;
     let (admin, tree) = setup(&app, &dns).await;
     let worker = check_key(&app, &admin, &tree.owner).await;
-    mailbox(&admin, &tree.c2, "ann@c2.example").await;
-    assert_eq!(
-        reason(
-            &worker,
-            json!({"address": "ann@c2.example", "module": "lft"})
-        )
-        .await,
-        "module_not_licensed"
-    );
+    let ann = mailbox(&admin, &tree.c2, "ann@c2.example").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let asks = |module: &'static str| {
+        let worker = &worker;
+        async move {
+            reason(
+                worker,
+                json!({"address": "ann@c2.example", "module": module}),
+            )
+            .await
+        }
+    };
+    assert_eq!(asks("lft").await, "module_not_licensed");
+    assert_eq!(asks("base").await, "ok", "every mailbox holds base");
     admin
         .set_licence(json!([
             {"resource": "users", "amount": 1000},
             {"resource": "domains", "amount": 100},
+            {"resource": "module:base", "amount": 1000},
             {"resource": "module:lft", "amount": 10},
+            {"resource": "module:m365", "amount": 10},
         ]))
         .await;
+    for (node, resource, amount) in [
+        (&tree.b, "module:lft", 5),
+        (&tree.c2, "module:lft", 2),
+        (&tree.b, "module:m365", 1),
+        (&tree.c2, "module:m365", 1),
+    ] {
+        admin
+            .expect(admin.allocate(node, resource, amount).await, 201)
+            .await;
+    }
+    assert_eq!(
+        asks("lft").await,
+        "module_not_assigned",
+        "licensed, but not ann's"
+    );
     admin
-        .expect(admin.allocate(&tree.b, "module:lft", 5).await, 201)
+        .expect(
+            admin
+                .put(&format!("/v1/mailboxes/{ann}/modules/lft"), &json!({}))
+                .await,
+            200,
+        )
         .await;
+    assert_eq!(asks("lft").await, "ok");
+    assert_eq!(
+        asks("m365").await,
+        "module_not_assigned",
+        "a per-customer module the customer lacks"
+    );
     admin
-        .expect(admin.allocate(&tree.c2, "module:lft", 2).await, 201)
+        .expect(
+            admin
+                .put(&format!("/v1/nodes/{}/modules/m365", tree.c2), &json!({}))
+                .await,
+            200,
+        )
         .await;
+    assert_eq!(asks("m365").await, "ok");
+    admin
+        .expect(
+            admin
+                .delete(&format!("/v1/mailboxes/{ann}/modules/lft"))
+                .await,
+            204,
+        )
+        .await;
+    assert_eq!(asks("lft").await, "module_not_assigned", "taken away again");
+    // A new address enrolled by the check holds only the automatic modules.
+    let (verdict, code, answer) = ask(
+        &worker,
+        json!({"address": "new@c2.example", "module": "lft"}),
+    )
+    .await;
+    assert_eq!(
+        (verdict.as_str(), code.as_str(), &answer["enrolled"]),
+        ("reject", "module_not_assigned", &json!(true))
+    );
     assert_eq!(
         reason(
             &worker,
-            json!({"address": "ann@c2.example", "module": "lft"})
+            json!({"address": "new@c2.example", "module": "base"})
         )
         .await,
         "ok"

@@ -394,7 +394,7 @@ pub async fn seed_tree(admin: &Caller<'_>) -> Tree {
     let owner = admin.node_id().await;
     admin
         .set_licence(
-            json!([{"resource": "users", "amount": 1000}, {"resource": "domains", "amount": 100}]),
+            json!([{"resource": "users", "amount": 1000}, {"resource": "domains", "amount": 100}, {"resource": "module:base", "amount": 1000}]),
         )
         .await;
     let a = admin.create_child(&owner, "reseller", "Reseller A").await;
@@ -409,9 +409,12 @@ pub async fn seed_tree(admin: &Caller<'_>) -> Tree {
         (&c1, 50, 5),
         (&c2, 40, 4),
     ] {
-        admin
-            .expect(admin.allocate(node, "users", users).await, 201)
-            .await;
+        // Every mailbox takes a `users` and a `module:base` seat: the tree grants both alike.
+        for resource in ["users", "module:base"] {
+            admin
+                .expect(admin.allocate(node, resource, users).await, 201)
+                .await;
+        }
         admin
             .expect(admin.allocate(node, "domains", domains).await, 201)
             .await;

@@ -15,6 +15,22 @@ use crate::principals::api_key;
 
 const SECRET: [u8; 32] = [77; 32];
 
+/// The owner's licence while the matrix runs (and what its `PUT /v1/licence` cell sets again).
+const LICENCE: [(&str, i64); 5] = [
+    ("users", 1000),
+    ("domains", 1000),
+    ("module:base", 1000),
+    ("module:lft", 1000),
+    ("module:branding", 1000),
+];
+
+fn licence() -> Value {
+    LICENCE
+        .iter()
+        .map(|(resource, amount)| json!({"resource": resource, "amount": amount}))
+        .collect()
+}
+
 /// What a caller is: an invalid credential, or a principal at a node with a role.
 #[derive(Clone)]
 struct Identity {
@@ -42,6 +58,8 @@ enum Rule {
     Licence(Need, u16),
     /// About a node (or an object at it).
     Node(Need, u16),
+    /// The module catalogue: read by every principal but `check`, wherever it stands.
+    Catalogue(u16),
 }
 
 #[derive(Clone)]
@@ -120,10 +138,87 @@ async fn route(
         ("put", "/v1/licence") => (
             Rule::Licence(Need::Admin, 200),
             template.to_owned(),
-            Some(
-                json!({"resources": [{"resource": "users", "amount": 1000}, {"resource": "domains", "amount": 1000}]}),
-            ),
+            Some(json!({"resources": licence()})),
         ),
+        ("get", "/v1/modules") | ("get", "/v1/modules/{code}") => (
+            Rule::Catalogue(200),
+            template.replace("{code}", "lft"),
+            None,
+        ),
+        ("post", "/v1/modules") => (
+            Rule::Licence(Need::Admin, 201),
+            template.to_owned(),
+            Some(json!({"code": world.unique("matrix_"), "name": "Matrix", "unit": "per_mailbox"})),
+        ),
+        ("patch", "/v1/modules/{code}") => (
+            Rule::Licence(Need::Admin, 200),
+            "/v1/modules/sandbox".to_owned(),
+            Some(json!({"description": world.unique("Changed by the matrix ")})),
+        ),
+        ("delete", "/v1/modules/{code}") => {
+            let code = world.unique("doomed_");
+            world
+                .admin
+                .expect(
+                    world
+                        .admin
+                        .post(
+                            "/v1/modules",
+                            &json!({"code": code, "name": "Doomed", "unit": "per_customer"}),
+                        )
+                        .await,
+                    201,
+                )
+                .await;
+            (
+                Rule::Licence(Need::Admin, 204),
+                format!("/v1/modules/{code}"),
+                None,
+            )
+        }
+        ("put", "/v1/mailboxes/{id}/modules/{code}") if !is_parent => (
+            Rule::Node(Need::Manage, 200),
+            format!("/v1/mailboxes/{}/modules/lft", world.mailboxes[t]),
+            None,
+        ),
+        ("delete", "/v1/mailboxes/{id}/modules/{code}") if !is_parent => {
+            let path = format!("/v1/mailboxes/{}/modules/lft", world.mailboxes[t]);
+            world
+                .admin
+                .expect(world.admin.put(&path, &json!({})).await, 200)
+                .await;
+            (Rule::Node(Need::Manage, 204), path, None)
+        }
+        ("put" | "delete", "/v1/mailboxes/{id}/modules/{code}") => return None,
+        ("get", "/v1/nodes/{id}/modules") => (
+            Rule::Node(Need::Read, if is_parent { 422 } else { 200 }),
+            format!("/v1/nodes/{t}/modules"),
+            None,
+        ),
+        ("get", "/v1/nodes/{id}/modules/{code}/mailboxes") => (
+            Rule::Node(Need::Read, 200),
+            format!("/v1/nodes/{t}/modules/base/mailboxes"),
+            None,
+        ),
+        ("put", "/v1/nodes/{id}/modules/{code}") => (
+            Rule::Node(Need::Manage, if is_parent { 422 } else { 200 }),
+            format!("/v1/nodes/{t}/modules/branding"),
+            None,
+        ),
+        ("delete", "/v1/nodes/{id}/modules/{code}") => {
+            let path = format!("/v1/nodes/{t}/modules/branding");
+            if !is_parent {
+                world
+                    .admin
+                    .expect(world.admin.put(&path, &json!({})).await, 200)
+                    .await;
+            }
+            (
+                Rule::Node(Need::Manage, if is_parent { 422 } else { 204 }),
+                path,
+                None,
+            )
+        }
         ("get", "/v1/nodes/{id}")
         | ("get", "/v1/nodes/{id}/children")
         | ("get", "/v1/nodes/{id}/usage")
@@ -453,6 +548,7 @@ fn expected(identity: &Identity, rule: Rule, target: &Target, owner_path: &str) 
         Rule::Public(_) => unreachable!(),
         Rule::Authenticated(status) => return status,
         Rule::Licence(need, ok) => (need, ok, node_path == owner_path, true),
+        Rule::Catalogue(ok) => (Need::Read, ok, true, true),
         Rule::Node(need, ok) => (
             need,
             ok,
@@ -491,22 +587,20 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
     .await;
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
-    // Room for every domain the matrix registers.
-    admin
-        .set_licence(
-            json!([{"resource": "users", "amount": 1000}, {"resource": "domains", "amount": 1000}]),
-        )
-        .await;
-    for (node, domains) in [
+    // Room for every domain the matrix registers, and for the module seats it assigns.
+    admin.set_licence(licence()).await;
+    for (node, units) in [
         (&tree.a, 200),
         (&tree.a1, 150),
         (&tree.c1, 100),
         (&tree.b, 200),
         (&tree.c2, 100),
     ] {
-        admin
-            .expect(admin.allocate(node, "domains", domains).await, 201)
-            .await;
+        for resource in ["domains", "module:lft", "module:branding"] {
+            admin
+                .expect(admin.allocate(node, resource, units).await, 201)
+                .await;
+        }
     }
 
     // The targets, with their paths (a node's path is its ancestors' ids).
