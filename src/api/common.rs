@@ -35,6 +35,16 @@ pub struct PageRequest {
 
 impl PageRequest {
     pub fn parse(limit: Option<u32>, cursor: Option<&str>) -> Result<Self, ApiError> {
+        Self::parse_keyed(limit, cursor, |id| uuid::Uuid::parse_str(id).is_ok())
+    }
+
+    /// As [`PageRequest::parse`], for a list ordered by another key than a UUID: `is_key` says
+    /// which cursors could have come from this list.
+    pub fn parse_keyed(
+        limit: Option<u32>,
+        cursor: Option<&str>,
+        is_key: impl Fn(&str) -> bool,
+    ) -> Result<Self, ApiError> {
         let limit = limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
             return Err(ApiError::InvalidQuery(vec![FieldError::new(
@@ -48,7 +58,7 @@ impl PageRequest {
                     .decode(c)
                     .ok()
                     .and_then(|bytes| String::from_utf8(bytes).ok())
-                    .filter(|id| uuid::Uuid::parse_str(id).is_ok())
+                    .filter(|key| is_key(key))
                     .ok_or_else(|| {
                         ApiError::InvalidQuery(vec![FieldError::new(
                             "cursor",

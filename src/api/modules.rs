@@ -125,7 +125,7 @@ pub async fn list_modules(
     principal: Principal,
     query: web::Query<ModulesQuery>,
 ) -> Result<web::Json<Page<ModuleView>>, ApiError> {
-    let page = PageRequest::parse(query.limit, query.cursor.as_deref())?;
+    let page = PageRequest::parse_keyed(query.limit, query.cursor.as_deref(), is_module_code)?;
     let after = page.after.clone().unwrap_or_default();
     let fetch = usize::try_from(page.fetch()).unwrap_or(usize::MAX);
     let all = store::run(&state.pool, move |conn| {

@@ -13,6 +13,7 @@ mod helpers;
 mod idempotency;
 mod mailboxes;
 mod matrix;
+mod modules;
 mod nodes;
 mod openapi;
 mod principals;
