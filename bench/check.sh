@@ -24,7 +24,7 @@ trap 'if [ -n "${server:-}" ]; then kill "$server" 2>/dev/null || true; fi; rm -
 export DATABASE_URL="$work/allot.db" ALLOT_ADMIN_PASSWORD="bench password 123" ALLOT_LOG=info
 port=18081
 "$bin" init >/dev/null
-"$bin" licence set --starts-on 2026-01-01 --resource "users=$((customers * 100))" --resource "domains=$((customers * 5))" >/dev/null
+"$bin" licence set --starts-on 2026-01-01 --resource "users=$((customers * 100))" --resource "domains=$((customers * 5))" --resource "module:base=$((customers * 100))" >/dev/null
 python3 bench/seed.py --sqlite "$DATABASE_URL" --customers "$customers" 2>/dev/null
 address=$(python3 - "$DATABASE_URL" <<'EOF'
 import sqlite3, sys

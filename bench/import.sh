@@ -14,7 +14,7 @@ trap 'if [ -n "${server:-}" ]; then kill "$server" 2>/dev/null || true; fi; rm -
 export DATABASE_URL="$work/allot.db" ALLOT_ADMIN_PASSWORD="bench password 123" ALLOT_LOG=warn
 port=18081
 "$bin" init >/dev/null
-"$bin" licence set --resource "users=$rows" --resource domains=1 >/dev/null
+"$bin" licence set --resource "users=$rows" --resource domains=1 --resource "module:base=$rows" >/dev/null
 ALLOT_LISTEN="127.0.0.1:$port" "$bin" serve &
 server=$!
 for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
@@ -25,8 +25,8 @@ auth="Authorization: Bearer $token"
 owner=$(curl -fs "$api/v1/me" -H "$auth" | sed -E 's/.*"node_id":"([^"]+)".*/\1/')
 customer=$(curl -fs "$api/v1/nodes/$owner/children" -H "$auth" -H 'Content-Type: application/json' \
   -d '{"kind":"customer","name":"Import Bench"}' | sed -E 's/^\{"id":"([^"]+)".*/\1/')
-for resource in users domains; do
-  amount=$([ "$resource" = users ] && echo "$rows" || echo 1)
+for resource in users module:base domains; do
+  amount=$([ "$resource" = domains ] && echo 1 || echo "$rows")
   curl -fs "$api/v1/nodes/$customer/allocations" -H "$auth" -H 'Content-Type: application/json' \
     -d "{\"resource\":\"$resource\",\"amount\":$amount}" >/dev/null
 done

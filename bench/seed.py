@@ -2,11 +2,12 @@
 """Seeds an allot database with a large tree, in SQL, without going through the API.
 
 The database must have been initialised (`allot init`) and given a licence large enough
-(`allot licence set --resource users=... --resource domains=...`). Under the owner it creates one
-top reseller holding everything, `--resellers` sub-resellers below it, and `--customers` customers
-spread over them; every node gets `users` and `domains` allocations from its parent, and every
-customer some domains (with their role addresses) and mailboxes below its limits, with the usage
-counters allot keeps (every reseller and the owner holding the sum over its subtree). The result satisfies every invariant (`allot verify`).
+(`allot licence set --resource users=... --resource domains=... --resource module:base=...`).
+Under the owner it creates one top reseller holding everything, `--resellers` sub-resellers below
+it, and `--customers` customers spread over them; every node gets `users`, `domains` and
+`module:base` allocations from its parent, and every customer some domains (with their role
+addresses) and mailboxes below its limits, each mailbox holding the automatic `base` module, with
+the usage counters allot keeps (every reseller and the owner holding the sum over its subtree). The result satisfies every invariant (`allot verify`).
 
     python3 bench/seed.py --sqlite allot.db --customers 10000            # writes into the file
     python3 bench/seed.py --postgres --customers 10000 | psql "$DATABASE_URL"   # prints SQL
@@ -26,7 +27,7 @@ START = "2026-01-01"
 
 def rows(args, owner_id, owner_path):
     rng = random.Random(42)
-    per_customer = {"users": 100, "domains": 5}
+    per_customer = {"users": 100, "domains": 5, "module:base": 100}
     customers_per_reseller = -(-args.customers // args.resellers)
     top = str(uuid.uuid4())
     top_path = f"{owner_path}{top}/"
@@ -59,7 +60,7 @@ def rows(args, owner_id, owner_path):
             users = rng.randint(0, per_customer["users"]) if held else 0
             domains.extend((customer, name) for name in held)
             mailboxes.extend((customer, held[0], f"user{n}") for n in range(users))
-            for resource, used in (("domains", len(held)), ("users", users)):
+            for resource, used in (("domains", len(held)), ("users", users), ("module:base", users)):
                 usage.append((customer, resource, used))
                 for ancestor in (reseller, top, owner_id):
                     sums[(ancestor, resource)] = sums.get((ancestor, resource), 0) + used
@@ -93,13 +94,18 @@ def statements(nodes, grants, usage, domains, mailboxes, boolean_true):
         for role in ("postmaster", "abuse"):
             yield mailbox(node_id, domain_ids[name], name, role, "role")
     for node_id, name, local in mailboxes:
-        yield mailbox(node_id, domain_ids[name], name, local, "import")
+        mailbox_id = str(uuid.uuid4())
+        yield mailbox(node_id, domain_ids[name], name, local, "import", mailbox_id)
+        yield (
+            "INSERT INTO mailbox_modules (mailbox_id, module_code, created_at) "
+            f"VALUES ('{mailbox_id}', 'base', '{NOW}');"
+        )
 
 
-def mailbox(node_id, domain_id, domain, local, origin):
+def mailbox(node_id, domain_id, domain, local, origin, mailbox_id=None):
     return (
         "INSERT INTO mailboxes (id, node_id, domain_id, local_part, address, status, origin, version, created_at, updated_at) "
-        f"VALUES ('{uuid.uuid4()}', '{node_id}', '{domain_id}', '{local}', '{local}@{domain}', 'active', '{origin}', 1, '{NOW}', '{NOW}');"
+        f"VALUES ('{mailbox_id or uuid.uuid4()}', '{node_id}', '{domain_id}', '{local}', '{local}@{domain}', 'active', '{origin}', 1, '{NOW}', '{NOW}');"
     )
 
 

@@ -8,9 +8,10 @@
 //! | create children, change a node's details | `admin` at the node or above |
 //! | change a node's status, delete or move it | `admin` strictly above it |
 //! | grant or change a node's allocations | `admin` strictly above it (no node raises its own limits) |
-//! | manage domains (later mailboxes, modules) | `admin` or `manager` at the node or above |
+//! | manage domains, mailboxes and their modules | `admin` or `manager` at the node or above |
 //! | read the licence | any role but `check` at the owner |
-//! | set the licence | `admin` at the owner |
+//! | set the licence, change the module catalogue | `admin` at the owner |
+//! | read the module catalogue | any role but `check`, anywhere |
 
 use super::Principal;
 use crate::domain::roles::Role;

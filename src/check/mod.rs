@@ -138,8 +138,19 @@ fn load_all(conn: &mut DbConnection) -> diesel::QueryResult<Index> {
         mailbox_modules: Vec::new(),
         node_modules: check::node_modules(conn, None)?,
     });
-    check::each_mailbox(conn, BUILD_BATCH, |rows| index.add_mailboxes(rows))?;
-    check::each_mailbox_module(conn, BUILD_BATCH, |rows| index.add_mailbox_modules(rows))?;
+    // The modules mailboxes hold first, by mailbox id, as bits (8 bytes a mailbox, freed once
+    // the mailboxes have taken them), then the mailboxes.
+    let mut bits = index::FastMap::default();
+    let codes: Vec<Box<str>> = index.modules.keys().cloned().collect();
+    for code in codes {
+        check::each_holder(conn, &code, BUILD_BATCH, |ids| {
+            index.collect_holders(&code, ids, &mut bits);
+        })?;
+    }
+    check::each_mailbox(conn, BUILD_BATCH, |rows| {
+        index.add_mailboxes(rows, &mut bits)
+    })?;
+    drop(bits);
     check::each_alias(conn, BUILD_BATCH, |rows| index.add_aliases(rows))?;
     Ok(index)
 }
