@@ -77,11 +77,13 @@ pub struct CheckRequest {
     /// An address to check (UTF-8 local parts and IDNA domains welcome). Give this or `domain`.
     #[schema(example = "jane.doe@example.com")]
     pub address: Option<String>,
-    /// A module code the customer must hold a seat of (`module_not_licensed` otherwise).
+    /// A module code: the customer must hold seats of it (`module_not_licensed` otherwise) and
+    /// the mailbox, or for a per-customer module the customer, must be assigned it
+    /// (`module_not_assigned` otherwise).
     #[schema(example = "lft")]
     pub module: Option<String>,
     /// Whether an unknown address on the customer's domain is registered as a mailbox (origin
-    /// `check`) when a `users` seat is free. Default: the customer's `auto_enrol` (default true).
+    /// `check`) when a `users` and a `module:base` seat are free. Default: the customer's `auto_enrol` (default true).
     pub enrol: Option<bool>,
 }
 
@@ -142,7 +144,8 @@ async fn answer(checker: &Arc<Checker>, caller: &CheckCaller, question: Question
 /// `node_suspended`, `unknown_mailbox`, `mailbox_disabled`, `users_exhausted`, `over_limit`,
 /// `module_not_licensed`, `module_not_assigned`, `not_in_scope`, `unavailable`. An unknown
 /// address on an active customer's verified domain is enrolled as a mailbox (`enrolled: true`)
-/// when enrolment is on and a `users` seat is free. Limits are judged at the instant of the
+/// when enrolment is on and a `users` and a `module:base` seat are free; it holds the automatic
+/// modules only. Limits are judged at the instant of the
 /// check.
 #[utoipa::path(
     tag = "check",

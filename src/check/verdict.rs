@@ -65,7 +65,8 @@ pub enum Reason {
     UnknownMailbox,
     /// The mailbox is disabled.
     MailboxDisabled,
-    /// The address would be enrolled, but the customer has no `users` seat free.
+    /// The address would be enrolled, but the customer has no seat free for a new mailbox: `users`
+    /// or an automatic module's (`module:base`).
     UsersExhausted,
     /// The customer uses more than its limit allows now (an allocation ended).
     OverLimit,

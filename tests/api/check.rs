@@ -289,9 +289,10 @@ async fn a_customer_without_a_free_seat_enrols_nobody_and_one_over_its_limit_acc
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     let small = admin.create_child(&tree.b, "customer", "Small").await;
-    for resource in ["users", "module:base", "domains"] {
+    // Two `users` seats but one `module:base`: a new mailbox needs one of each.
+    for (resource, amount) in [("users", 2), ("module:base", 1), ("domains", 1)] {
         admin
-            .expect(admin.allocate(&small, resource, 1).await, 201)
+            .expect(admin.allocate(&small, resource, amount).await, 201)
             .await;
     }
     verified_domain(&admin, &dns, &small, "small.example").await;
@@ -309,6 +310,7 @@ async fn a_customer_without_a_free_seat_enrols_nobody_and_one_over_its_limit_acc
         ("reject", "users_exhausted")
     );
     assert_eq!(admin.usage(&small, "users").await["used"], 1);
+    assert_eq!(admin.usage(&small, "module:base").await["used"], 1);
     app.assert_verified();
 
     // Time passes: the allocation ends today. Nobody writes through the API; the next check is
