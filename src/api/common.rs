@@ -225,3 +225,18 @@ pub fn parse_active(text: &str) -> Result<bool, String> {
 pub fn today() -> chrono::NaiveDate {
     chrono::Utc::now().date_naive()
 }
+
+/// The owner node, locked, if the caller is one of its admins (the licence and the module
+/// catalogue are theirs): 404 for anyone at another node, 403 for another role at the owner.
+pub fn owner_admin(
+    conn: &mut DbConnection,
+    principal: &Principal,
+) -> Result<crate::store::nodes::Node, ApiError> {
+    let owner = crate::store::nodes::owner(conn)?;
+    let owner = principal.may_administer(
+        owner.filter(|o| o.id == principal.node_id),
+        crate::auth::guard::Reach::SelfOrBelow,
+    )?;
+    crate::store::nodes::lock(conn, &[owner.id])?;
+    Ok(owner)
+}

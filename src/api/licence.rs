@@ -9,7 +9,6 @@ use super::allocations::{AllocationView, MAX_AMOUNT, audit_view, known_resource}
 use super::common::today;
 use super::extract::Json;
 use crate::auth::Principal;
-use crate::auth::guard::Reach;
 use crate::domain::ids::NodeId;
 use crate::domain::quota::{self, Span};
 use crate::error::{ApiError, FieldError, Guarded, Problem};
@@ -246,11 +245,7 @@ pub async fn set_licence(
     let lines = body.0.resources;
     let licence = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let owner = nodes::owner(conn)?;
-            principal.may_administer(
-                owner.filter(|o| o.id == principal.node_id),
-                Reach::SelfOrBelow,
-            )?;
+            super::common::owner_admin(conn, &principal)?;
             let (owner_id, lines) = replace(
                 conn,
                 &principal.actor,

@@ -25,7 +25,6 @@ use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use super::mailboxes::{MailboxView, customer};
 use super::nodes::utc;
 use crate::auth::Principal;
-use crate::auth::guard::Reach;
 use crate::domain::catalogue::{Catalogue, Rules, Unit};
 use crate::domain::ids::{MailboxId, NodeId};
 use crate::domain::resource::is_module_code;
@@ -203,17 +202,6 @@ fn description(fields: &mut Fields, raw: Option<String>) -> Option<String> {
     Some(text)
 }
 
-/// The catalogue's owner: the owner node, if the caller is one of its admins.
-fn owner_admin(conn: &mut DbConnection, principal: &Principal) -> Result<nodes::Node, ApiError> {
-    let owner = nodes::owner(conn)?;
-    let owner = principal.may_administer(
-        owner.filter(|o| o.id == principal.node_id),
-        Reach::SelfOrBelow,
-    )?;
-    nodes::lock(conn, &[owner.id])?;
-    Ok(owner)
-}
-
 /// Writes `module` (new, or replacing `before`) into the catalogue `all` if the catalogue still
 /// holds its rules and no existing assignment breaks a requirement or exclusion it adds.
 fn change(
@@ -355,7 +343,7 @@ pub async fn create_module(
     };
     let answer = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let owner = owner_admin(conn, &principal)?;
+            let owner = common::owner_admin(conn, &principal)?;
             idempotency::once(conn, &principal, &key, &raw, |conn| {
                 let all = modules::all(conn)?;
                 if all.iter().any(|m| m.code == module.code) {
@@ -434,7 +422,7 @@ pub async fn update_module(
     let code = code.into_inner();
     let module = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let owner = owner_admin(conn, &principal)?;
+            let owner = common::owner_admin(conn, &principal)?;
             let (all, before) = find(conn, &code)?;
             if_match.check(before.version)?;
             let mut module = before.clone();
@@ -498,7 +486,7 @@ pub async fn delete_module(
     let code = code.into_inner();
     store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let owner = owner_admin(conn, &principal)?;
+            let owner = common::owner_admin(conn, &principal)?;
             modules::lock(conn, &[&code], true)?;
             let (all, module) = find(conn, &code)?;
             let uses = modules::uses(conn, &code)?;
@@ -531,32 +519,100 @@ pub async fn delete_module(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// The catalogue's rules and module `code`'s, for an assignment to a holder of `unit`: 404 for an
-/// unknown module, 422 for one of the other unit. The module's row is locked (shared) so that its
-/// rules cannot change before the assignment commits.
-fn rules_for(
-    conn: &mut DbConnection,
-    code: &str,
-    unit: Unit,
-) -> Result<(Catalogue, Rules), ApiError> {
-    modules::lock(conn, &[code], false)?;
-    let catalogue = modules::catalogue(&modules::all(conn)?);
-    let rules = catalogue.get(code).cloned().ok_or(ApiError::NotFound)?;
-    if rules.unit != unit {
-        let hint = match rules.unit {
-            Unit::PerCustomer => "assign it to the customer: PUT /v1/nodes/{id}/modules/{code}",
-            Unit::PerMailbox => "assign it to mailboxes: PUT /v1/mailboxes/{id}/modules/{code}",
-        };
-        return Err(ApiError::validation(
-            "code",
-            format!("{code} is a {} module; {hint}", rules.unit),
-        ));
-    }
-    Ok((catalogue, rules))
+/// One holder's modules (a mailbox's or a customer's) as module `code` joins or leaves them, with
+/// the catalogue's rules to judge it by.
+struct Holding {
+    catalogue: Catalogue,
+    rules: Rules,
+    code: String,
+    before: BTreeSet<String>,
 }
 
-fn retired(code: &str) -> ApiError {
-    ApiError::Conflict(format!("{code} is retired: it takes no new seats."))
+impl Holding {
+    /// The rules for changing `code` on a holder of `unit` that holds `before`: 404 for an unknown
+    /// module, 422 for one of the other unit. The module's row is locked (shared) so that its
+    /// rules cannot change before the assignment commits.
+    fn read(
+        conn: &mut DbConnection,
+        code: String,
+        unit: Unit,
+        before: impl FnOnce(&mut DbConnection) -> diesel::QueryResult<BTreeSet<String>>,
+    ) -> Result<Self, ApiError> {
+        modules::lock(conn, &[&code], false)?;
+        let catalogue = modules::catalogue(&modules::all(conn)?);
+        let rules = catalogue.get(&code).cloned().ok_or(ApiError::NotFound)?;
+        if rules.unit != unit {
+            let hint = match rules.unit {
+                Unit::PerCustomer => "assign it to the customer: PUT /v1/nodes/{id}/modules/{code}",
+                Unit::PerMailbox => "assign it to mailboxes: PUT /v1/mailboxes/{id}/modules/{code}",
+            };
+            return Err(ApiError::validation(
+                "code",
+                format!("{code} is a {} module; {hint}", rules.unit),
+            ));
+        }
+        Ok(Self {
+            catalogue,
+            rules,
+            before: before(conn)?,
+            code,
+        })
+    }
+
+    /// What the holder holds once the module joins; `None` when it holds it already. Refused
+    /// for a retired module and by the catalogue's rules.
+    fn joining(&self) -> Result<Option<BTreeSet<String>>, ApiError> {
+        if self.before.contains(&self.code) {
+            return Ok(None);
+        }
+        if self.rules.retired {
+            return Err(ApiError::Conflict(format!(
+                "{} is retired: it takes no new seats.",
+                self.code
+            )));
+        }
+        self.catalogue
+            .may_assign(&self.code, &self.before)
+            .map_err(ApiError::Module)?;
+        let mut after = self.before.clone();
+        after.insert(self.code.clone());
+        Ok(Some(after))
+    }
+
+    /// What the holder holds once the module leaves: 404 when it does not hold it, refused while
+    /// another module it holds requires it.
+    fn leaving(&self) -> Result<BTreeSet<String>, ApiError> {
+        if !self.before.contains(&self.code) {
+            return Err(ApiError::NotFound);
+        }
+        self.catalogue
+            .may_remove(&self.code, &self.before)
+            .map_err(ApiError::Module)?;
+        let mut after = self.before.clone();
+        after.remove(&self.code);
+        Ok(after)
+    }
+
+    /// Audits the change of customer `node`'s `target` to `after`.
+    fn record(
+        &self,
+        conn: &mut DbConnection,
+        principal: &Principal,
+        node: NodeId,
+        action: &str,
+        target: (&str, String),
+        after: &BTreeSet<String>,
+    ) -> diesel::QueryResult<()> {
+        common::record(
+            conn,
+            principal,
+            node,
+            action,
+            target,
+            Some(json!({"modules": self.before})),
+            Some(json!({"modules": after})),
+        )
+    }
 }
 
 /// Assigns per-mailbox module `{code}` to mailbox `{id}`, taking a seat of `module:<code>` if the
@@ -583,37 +639,29 @@ pub async fn assign_mailbox_module(
     let (mailbox, modules_held) = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
             let (mut mailbox, node) = super::mailboxes::locked_mailbox(conn, &principal, id)?;
-            let (catalogue, rules) = rules_for(conn, &code, Unit::PerMailbox)?;
-            let before = modules::of_mailbox(conn, mailbox.id)?;
-            if before.contains(&code) {
-                return Ok((mailbox, before));
-            }
+            let holding = Holding::read(conn, code, Unit::PerMailbox, |conn| {
+                modules::of_mailbox(conn, mailbox.id)
+            })?;
             if mailbox.origin == Origin::Role {
                 return Err(ApiError::Conflict(
                     "postmaster@ and abuse@ take no seats and hold no modules.".to_owned(),
                 ));
             }
-            if rules.retired {
-                return Err(retired(&code));
-            }
-            catalogue
-                .may_assign(&code, &before)
-                .map_err(ApiError::Module)?;
+            let Some(after) = holding.joining()? else {
+                return Ok((mailbox, holding.before));
+            };
             if mailbox.takes_seat() {
-                usage::take(conn, &node, &modules::resource_of(&code), today())??;
+                usage::take(conn, &node, &modules::resource_of(&holding.code), today())??;
             }
-            modules::assign_mailbox(conn, mailbox.id, std::slice::from_ref(&code))?;
+            modules::assign_mailbox(conn, mailbox.id, std::slice::from_ref(&holding.code))?;
             mailboxes::save(conn, &mut mailbox)?;
-            let mut after = before.clone();
-            after.insert(code.clone());
-            common::record(
+            holding.record(
                 conn,
                 &principal,
                 node.id,
                 "mailbox.module.assign",
                 ("mailbox", mailbox.id.to_string()),
-                Some(json!({"modules": before})),
-                Some(json!({"modules": after})),
+                &after,
             )?;
             Ok::<_, ApiError>((mailbox, after))
         })
@@ -648,34 +696,33 @@ pub async fn remove_mailbox_module(
     store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
             let (mut mailbox, node) = super::mailboxes::locked_mailbox(conn, &principal, id)?;
-            let (catalogue, rules) = rules_for(conn, &code, Unit::PerMailbox)?;
-            let before = modules::of_mailbox(conn, mailbox.id)?;
-            if !before.contains(&code) {
-                return Err(ApiError::NotFound);
-            }
-            if rules.auto_assign && !rules.retired {
+            let holding = Holding::read(conn, code, Unit::PerMailbox, |conn| {
+                modules::of_mailbox(conn, mailbox.id)
+            })?;
+            let after = holding.leaving()?;
+            if holding.rules.auto_assign && !holding.rules.retired {
                 return Err(ApiError::Conflict(format!(
-                    "{code} follows every mailbox; disable the mailbox to free its seat."
+                    "{} follows every mailbox; disable the mailbox to free its seat.",
+                    holding.code
                 )));
             }
-            catalogue
-                .may_remove(&code, &before)
-                .map_err(ApiError::Module)?;
-            modules::unassign_mailbox(conn, mailbox.id, &code)?;
+            modules::unassign_mailbox(conn, mailbox.id, &holding.code)?;
             if mailbox.takes_seat() {
-                usage::add(conn, &node.lineage(), &modules::resource_of(&code), -1)?;
+                usage::add(
+                    conn,
+                    &node.lineage(),
+                    &modules::resource_of(&holding.code),
+                    -1,
+                )?;
             }
             mailboxes::save(conn, &mut mailbox)?;
-            let mut after = before.clone();
-            after.remove(&code);
-            common::record(
+            holding.record(
                 conn,
                 &principal,
                 node.id,
                 "mailbox.module.remove",
                 ("mailbox", mailbox.id.to_string()),
-                Some(json!({"modules": before})),
-                Some(json!({"modules": after})),
+                &after,
             )?;
             Ok::<_, ApiError>(())
         })
@@ -762,29 +809,20 @@ pub async fn assign_node_module(
     let held = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
             let node = customer(principal.may_manage(nodes::find_locked(conn, id, &[])?)?)?;
-            let (catalogue, rules) = rules_for(conn, &code, Unit::PerCustomer)?;
-            let before: BTreeSet<String> = modules::of_node(conn, node.id)?.into_keys().collect();
-            if before.contains(&code) {
-                return node_modules(conn, node.id);
+            let holding = Holding::read(conn, code, Unit::PerCustomer, |conn| {
+                Ok(modules::of_node(conn, node.id)?.into_keys().collect())
+            })?;
+            if let Some(after) = holding.joining()? {
+                modules::assign_node(conn, &node, &holding.code, today())??;
+                holding.record(
+                    conn,
+                    &principal,
+                    node.id,
+                    "node.module.assign",
+                    ("node", node.id.to_string()),
+                    &after,
+                )?;
             }
-            if rules.retired {
-                return Err(retired(&code));
-            }
-            catalogue
-                .may_assign(&code, &before)
-                .map_err(ApiError::Module)?;
-            modules::assign_node(conn, &node, &code, today())??;
-            let mut after = before.clone();
-            after.insert(code.clone());
-            common::record(
-                conn,
-                &principal,
-                node.id,
-                "node.module.assign",
-                ("node", node.id.to_string()),
-                Some(json!({"modules": before})),
-                Some(json!({"modules": after})),
-            )?;
             node_modules(conn, node.id)
         })
     })
@@ -815,25 +853,18 @@ pub async fn remove_node_module(
     store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
             let node = customer(principal.may_manage(nodes::find_locked(conn, id, &[])?)?)?;
-            let (catalogue, _) = rules_for(conn, &code, Unit::PerCustomer)?;
-            let before: BTreeSet<String> = modules::of_node(conn, node.id)?.into_keys().collect();
-            if !before.contains(&code) {
-                return Err(ApiError::NotFound);
-            }
-            catalogue
-                .may_remove(&code, &before)
-                .map_err(ApiError::Module)?;
-            modules::unassign_node(conn, &node, &code)?;
-            let mut after = before.clone();
-            after.remove(&code);
-            common::record(
+            let holding = Holding::read(conn, code, Unit::PerCustomer, |conn| {
+                Ok(modules::of_node(conn, node.id)?.into_keys().collect())
+            })?;
+            let after = holding.leaving()?;
+            modules::unassign_node(conn, &node, &holding.code)?;
+            holding.record(
                 conn,
                 &principal,
                 node.id,
                 "node.module.remove",
                 ("node", node.id.to_string()),
-                Some(json!({"modules": before})),
-                Some(json!({"modules": after})),
+                &after,
             )?;
             Ok::<_, ApiError>(())
         })

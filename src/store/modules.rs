@@ -234,6 +234,18 @@ pub fn uses(conn: &mut DbConnection, code: &str) -> QueryResult<Vec<String>> {
 diesel::alias!(mailbox_modules as other_mailbox_module: OtherMailboxModule);
 diesel::alias!(node_modules as other_node_module: OtherNodeModule);
 
+/// `EXISTS` a row of `$alias` (another name for `$table`) giving the outer row's holder (`$holder`)
+/// the module `$code` too.
+macro_rules! also_holds {
+    ($table:ident, $alias:ident, $holder:ident, $code:expr) => {
+        diesel::dsl::exists(
+            $alias
+                .filter($alias.field($table::$holder).eq($table::$holder))
+                .filter($alias.field($table::module_code).eq($code)),
+        )
+    };
+}
+
 /// How many holders of `unit` hold `module` without `required`: the assignments a new
 /// requirement would leave broken.
 pub fn holding_without(
@@ -242,39 +254,25 @@ pub fn holding_without(
     module: &str,
     required: &str,
 ) -> QueryResult<i64> {
-    use diesel::dsl::{exists, not};
+    use diesel::dsl::not;
     match unit {
         Unit::PerMailbox => mailbox_modules::table
             .filter(mailbox_modules::module_code.eq(module))
-            .filter(not(exists(
-                other_mailbox_module
-                    .filter(
-                        other_mailbox_module
-                            .field(mailbox_modules::mailbox_id)
-                            .eq(mailbox_modules::mailbox_id),
-                    )
-                    .filter(
-                        other_mailbox_module
-                            .field(mailbox_modules::module_code)
-                            .eq(required),
-                    ),
+            .filter(not(also_holds!(
+                mailbox_modules,
+                other_mailbox_module,
+                mailbox_id,
+                required
             )))
             .count()
             .get_result(conn),
         Unit::PerCustomer => node_modules::table
             .filter(node_modules::module_code.eq(module))
-            .filter(not(exists(
-                other_node_module
-                    .filter(
-                        other_node_module
-                            .field(node_modules::node_id)
-                            .eq(node_modules::node_id),
-                    )
-                    .filter(
-                        other_node_module
-                            .field(node_modules::module_code)
-                            .eq(required),
-                    ),
+            .filter(not(also_holds!(
+                node_modules,
+                other_node_module,
+                node_id,
+                required
             )))
             .count()
             .get_result(conn),
@@ -283,36 +281,20 @@ pub fn holding_without(
 
 /// How many holders of `unit` hold both `a` and `b`: the assignments a new exclusion would break.
 pub fn holding_both(conn: &mut DbConnection, unit: Unit, a: &str, b: &str) -> QueryResult<i64> {
-    use diesel::dsl::exists;
     match unit {
         Unit::PerMailbox => mailbox_modules::table
             .filter(mailbox_modules::module_code.eq(a))
-            .filter(exists(
-                other_mailbox_module
-                    .filter(
-                        other_mailbox_module
-                            .field(mailbox_modules::mailbox_id)
-                            .eq(mailbox_modules::mailbox_id),
-                    )
-                    .filter(
-                        other_mailbox_module
-                            .field(mailbox_modules::module_code)
-                            .eq(b),
-                    ),
+            .filter(also_holds!(
+                mailbox_modules,
+                other_mailbox_module,
+                mailbox_id,
+                b
             ))
             .count()
             .get_result(conn),
         Unit::PerCustomer => node_modules::table
             .filter(node_modules::module_code.eq(a))
-            .filter(exists(
-                other_node_module
-                    .filter(
-                        other_node_module
-                            .field(node_modules::node_id)
-                            .eq(node_modules::node_id),
-                    )
-                    .filter(other_node_module.field(node_modules::module_code).eq(b)),
-            ))
+            .filter(also_holds!(node_modules, other_node_module, node_id, b))
             .count()
             .get_result(conn),
     }
