@@ -366,6 +366,7 @@ fn parse_filter(query: &MailboxesQuery) -> Result<MailboxFilter, ApiError> {
         (status = 200, description = "A page of mailboxes", body = Page<MailboxView>),
         (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
         Guarded,
+        (status = 422, description = "`module` names a per-customer module", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/nodes/{id}/mailboxes")]
@@ -392,10 +393,20 @@ async fn list(
     let fetch = page.clone();
     let (rows, modules) = store::run(&state.pool, move |conn| {
         let node = principal.may_read(nodes::find(conn, id)?)?;
-        if let Some(code) = &filter.module
-            && store::modules::all(conn)?.iter().all(|m| m.code != *code)
-        {
-            return Err(ApiError::NotFound);
+        if let Some(code) = &filter.module {
+            let catalogue = store::modules::all(conn)?;
+            let module = catalogue
+                .iter()
+                .find(|m| m.code == *code)
+                .ok_or(ApiError::NotFound)?;
+            if module.rules.unit != crate::domain::catalogue::Unit::PerMailbox {
+                return Err(ApiError::validation(
+                    "module",
+                    format!(
+                        "{code} is a per_customer module: customers hold it (GET /v1/nodes/{{id}}/modules)"
+                    ),
+                ));
+            }
         }
         let rows = mailboxes::list_in_subtree(
             conn,
@@ -426,6 +437,7 @@ async fn list(
         (status = 200, description = "A page of mailboxes", body = Page<MailboxView>),
         (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
         Guarded,
+        (status = 422, description = "A per-customer module", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/nodes/{id}/modules/{code}/mailboxes")]

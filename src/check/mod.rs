@@ -138,7 +138,7 @@ fn load_all(conn: &mut DbConnection) -> diesel::QueryResult<Index> {
         mailbox_modules: Vec::new(),
         node_modules: check::node_modules(conn, None)?,
     });
-    // The modules mailboxes hold first, by mailbox id, as bits (8 bytes a mailbox, freed once
+    // The modules mailboxes hold first, by mailbox id, as bits (4 bytes a mailbox, freed once
     // the mailboxes have taken them), then the mailboxes.
     let mut bits = index::FastMap::default();
     let codes: Vec<Box<str>> = index.modules.keys().cloned().collect();

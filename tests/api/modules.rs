@@ -624,6 +624,28 @@ async fn every_mailbox_takes_a_base_seat_and_gives_its_seats_back() {
         [ann.as_str(), cy.as_str()],
         "the disabled ann still holds lft"
     );
+    assert_problem(
+        admin
+            .get(&format!(
+                "/v1/nodes/{}/modules/m365/mailboxes",
+                shop.reseller
+            ))
+            .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    assert_problem(
+        admin
+            .get(&format!(
+                "/v1/nodes/{}/modules/nonesuch/mailboxes",
+                shop.reseller
+            ))
+            .await,
+        404,
+        "not-found",
+    )
+    .await;
     // Now ann fits again, with base and lft.
     admin
         .expect(
