@@ -232,11 +232,16 @@ impl TestApp {
     /// Recomputes every invariant from the database, as `allot verify` does, and asserts none
     /// is broken. Every scenario that writes ends with it.
     pub fn assert_verified(&self) {
+        let findings = self.verify();
+        assert!(findings.is_empty(), "verify found: {findings:#?}");
+    }
+
+    /// What `allot verify` finds wrong in the database now.
+    pub fn verify(&self) -> Vec<String> {
         let pool = allot::store::connect(&self.database_url, 1).expect("the test database opens");
         let mut conn = pool.get().expect("a connection");
         let today = chrono::Utc::now().date_naive();
-        let findings = allot::store::verify::run(&mut conn, today).expect("verify runs");
-        assert!(findings.is_empty(), "verify found: {findings:#?}");
+        allot::store::verify::run(&mut conn, today).expect("verify runs")
     }
 }
 

@@ -786,3 +786,49 @@ async fn only_owner_admins_change_the_catalogue() {
     let lft = admin.expect(admin.get("/v1/modules/lft").await, 200).await;
     assert_eq!(lft["retired"], false, "nothing changed");
 }
+
+#[tokio::test]
+async fn verify_counts_module_seats_against_their_holders() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let shop = shop(&admin, 5).await;
+    let ann = mailbox(&admin, &shop.customer, "ann").await;
+    admin.expect(assign(&admin, &ann, "lft").await, 200).await;
+    admin
+        .expect(
+            admin
+                .put(
+                    &format!("/v1/nodes/{}/modules/branding", shop.customer),
+                    &json!({}),
+                )
+                .await,
+            200,
+        )
+        .await;
+    app.assert_verified();
+    // Behind allot's back: an assignment gone while its seat is still counted, and a customer's
+    // module held without its seat.
+    app.execute_sql(&format!(
+        "DELETE FROM mailbox_modules WHERE mailbox_id = '{ann}' AND module_code = 'lft'"
+    ));
+    app.execute_sql(&format!(
+        "UPDATE usage_counters SET used = 0 WHERE node_id = '{}' AND resource = 'module:branding'",
+        shop.customer
+    ));
+    let findings = app.verify();
+    for expected in [
+        format!(
+            "customer {} counts 1 module:lft in use but holds 0",
+            shop.customer
+        ),
+        format!(
+            "customer {} counts 0 module:branding in use but holds 1",
+            shop.customer
+        ),
+    ] {
+        assert!(
+            findings.contains(&expected),
+            "{expected} not in {findings:#?}"
+        );
+    }
+}
