@@ -109,6 +109,10 @@ pub fn known_resource(conn: &mut DbConnection, key: &str) -> Result<Resource, Ap
         .map_err(|e: crate::domain::resource::BadResource| {
             ApiError::validation("resource", e.to_string())
         })?;
+    if let Some(code) = resource.module_code() {
+        // Shared, so that the module cannot be removed before the grant commits.
+        modules::lock(conn, &[code], false)?;
+    }
     if !modules::exists(conn, &resource)? {
         return Err(ApiError::validation(
             "resource",

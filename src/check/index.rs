@@ -63,11 +63,11 @@ impl NodeEntry {
             .map_or(0, |(_, used)| *used)
     }
 
-    /// Whether the node uses more of any resource than its limit allows on `day`.
-    fn over_limit(&self, day: NaiveDate) -> bool {
+    /// Whether the node uses more of a resource `counts` than its limit allows on `day`.
+    fn over_limit(&self, day: NaiveDate, counts: impl Fn(&str) -> bool) -> bool {
         self.used
             .iter()
-            .any(|(resource, used)| *used > self.limit(resource, day))
+            .any(|(resource, used)| counts(resource) && *used > self.limit(resource, day))
     }
 }
 
@@ -148,15 +148,20 @@ pub struct AccountEntry {
 pub enum Decision {
     /// The answer, final.
     Done(Answer),
-    /// Everything allows it, and a seat looks free: the address is to be enrolled, which only the
-    /// database can do (and decide for sure).
-    Enrol {
-        node: NodeId,
-        domain: DomainId,
-        address: MailAddress,
-        /// Whether the new mailbox will hold the module asked about (an automatic one).
-        holds_module: bool,
-    },
+    /// Everything allows it, and the seats look free: the address is to be enrolled, which only
+    /// the database can do (and decide for sure).
+    Enrol(Enrolment),
+}
+
+/// An address to enrol, as [`Decision::Enrol`] names it.
+#[derive(Debug)]
+pub struct Enrolment {
+    pub node: NodeId,
+    pub domain: DomainId,
+    pub address: MailAddress,
+    /// The per-mailbox module the check asks about, if any: the mailbox enrolled (or found
+    /// registered meanwhile) must hold it for an `ok`.
+    pub module: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -636,7 +641,16 @@ impl Index {
         if !domain.verified {
             return refuse(Reason::DomainUnverified);
         }
-        if node.over_limit(day) {
+        // Over the limit of what every mailbox takes (`users`, `domains`, automatic modules such as
+        // `base`): all mail is refused. An add-on module over its limit refuses only the checks
+        // that ask about it (below): an expired `lft` grant must not stop the customer's mail.
+        if node.over_limit(day, |resource| {
+            !resource.starts_with("module:")
+                || self
+                    .new_mailbox_seats
+                    .iter()
+                    .any(|seat| **seat == *resource)
+        }) {
             return refuse(Reason::OverLimit);
         }
         // A module asked for: the customer must hold seats of it; a per-customer module must be
@@ -647,8 +661,12 @@ impl Index {
                 let Some(module) = self.modules.get(code) else {
                     return refuse(Reason::ModuleNotLicensed);
                 };
-                if node.limit(&module.resource, day) <= 0 {
+                let limit = node.limit(&module.resource, day);
+                if limit <= 0 {
                     return refuse(Reason::ModuleNotLicensed);
+                }
+                if node.used(&module.resource) > limit {
+                    return refuse(Reason::OverLimit);
                 }
                 if module.per_customer {
                     if !node.modules.iter().any(|held| **held == *code) {
@@ -696,14 +714,12 @@ impl Index {
         {
             return refuse(Reason::UsersExhausted);
         }
-        Decision::Enrol {
+        Decision::Enrol(Enrolment {
             node: customer,
             domain: domain.id,
             address: address.clone(),
-            // A new mailbox holds the automatic modules only.
-            holds_module: module
-                .is_none_or(|module| self.new_mailbox_seats.contains(&module.resource)),
-        }
+            module: module.and(question.module.clone()),
+        })
     }
 }
 
@@ -772,7 +788,7 @@ mod tests {
         let day = NaiveDate::from_ymd_opt(2026, 6, 1).unwrap();
         match index.decide(Scope::Everything, &question, day, 1, |_| {}) {
             Decision::Done(answer) => answer.reason,
-            Decision::Enrol { .. } => panic!("enrolment off"),
+            Decision::Enrol(_) => panic!("enrolment off"),
         }
     }
 

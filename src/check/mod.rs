@@ -32,12 +32,11 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::json;
 
 use crate::auth::api_key;
-use crate::domain::address::MailAddress;
-use crate::domain::ids::{AccountId, ApiKeyId, DomainId, MailboxId, NodeId};
+use crate::domain::ids::{AccountId, ApiKeyId, MailboxId, NodeId};
 use crate::store::audit::{self, Actor};
 use crate::store::mailboxes::{Mailbox, Origin};
 use crate::store::{self, DbConnection, Pool, write_tx};
-use index::{Decision, Index, Rows, Touched};
+use index::{Decision, Enrolment, Index, Rows, Touched};
 
 pub use verdict::{Answer, Question, Reason, Scope, Target, Verdict};
 
@@ -484,33 +483,17 @@ impl Checker {
         let decision = self.decide(scope, &question, today);
         match decision {
             Decision::Done(answer) => answer,
-            Decision::Enrol {
-                node,
-                domain,
-                address,
-                holds_module,
-            } => {
+            Decision::Enrol(enrolment) => {
                 let this = Arc::clone(self);
                 let (actor, request_id) = (actor.clone(), request_id());
-                let answer = tokio::task::spawn_blocking(move || {
-                    this.enrol(node, domain, address, &actor, request_id.as_deref(), today)
+                tokio::task::spawn_blocking(move || {
+                    this.enrol(&enrolment, &actor, request_id.as_deref(), today)
                 })
                 .await
                 .unwrap_or_else(|err| {
                     tracing::error!(error = %err, "an enrolment did not finish");
                     Answer::bare(Reason::Unavailable)
-                });
-                // Enrolled (or found registered), but without the module asked about: a new
-                // mailbox holds the automatic modules only.
-                if answer.reason == Reason::Ok && !holds_module {
-                    Answer {
-                        verdict: Reason::ModuleNotAssigned.verdict(),
-                        reason: Reason::ModuleNotAssigned,
-                        ..answer
-                    }
-                } else {
-                    answer
-                }
+                })
             }
         }
     }
@@ -541,9 +524,7 @@ impl Checker {
     /// index up to date so the next check finds it. Anything the database cannot answer defers.
     fn enrol(
         &self,
-        node: NodeId,
-        domain: DomainId,
-        address: MailAddress,
+        enrolment: &Enrolment,
         actor: &Actor,
         request_id: Option<&str>,
         today: NaiveDate,
@@ -554,7 +535,7 @@ impl Checker {
             .map_err(SyncError::from)
             .and_then(|mut conn| {
                 write_tx(&mut conn, |conn| {
-                    enrol_in(conn, node, domain, &address, actor, request_id, today)
+                    enrol_in(conn, enrolment, actor, request_id, today)
                 })
             });
         match result {
@@ -581,13 +562,18 @@ impl Drop for Checker {
 /// The enrolment's transaction; see [`Checker::enrol`].
 fn enrol_in(
     conn: &mut DbConnection,
-    node_id: NodeId,
-    domain_id: DomainId,
-    address: &MailAddress,
+    enrolment: &Enrolment,
     actor: &Actor,
     request_id: Option<&str>,
     today: NaiveDate,
 ) -> Result<Answer, SyncError> {
+    let Enrolment {
+        node: node_id,
+        domain: domain_id,
+        address,
+        module,
+    } = enrolment;
+    let (node_id, domain_id) = (*node_id, *domain_id);
     let Some(node) = store::nodes::find_locked(conn, node_id, &[])? else {
         return Ok(Answer::bare(Reason::UnknownDomain));
     };
@@ -617,13 +603,18 @@ fn enrol_in(
     }
     if let Some((id, status)) = store::check::mailbox_at(conn, &address.stored())? {
         // Another check (or a person) registered it first: answer for that mailbox.
-        let reason = if status == "active" {
-            Reason::Ok
-        } else {
+        let mailbox_id: Option<MailboxId> = id.parse().ok();
+        let reason = if status != "active" {
             Reason::MailboxDisabled
+        } else if let (Some(code), Some(id)) = (module, mailbox_id)
+            && !store::modules::of_mailbox(conn, id)?.contains(code)
+        {
+            Reason::ModuleNotAssigned
+        } else {
+            Reason::Ok
         };
         return Ok(Answer {
-            mailbox_id: id.parse().ok(),
+            mailbox_id,
             ..Answer::for_node(reason, node.id)
         });
     }
@@ -655,10 +646,19 @@ fn enrol_in(
             request_id,
         },
     )?;
+    // A new mailbox holds the automatic modules only.
+    let reason = if module
+        .as_ref()
+        .is_some_and(|code| !automatic.contains(code))
+    {
+        Reason::ModuleNotAssigned
+    } else {
+        Reason::Ok
+    };
     Ok(Answer {
         mailbox_id: Some(mailbox.id),
         enrolled: true,
-        ..Answer::for_node(Reason::Ok, node.id)
+        ..Answer::for_node(reason, node.id)
     })
 }
 

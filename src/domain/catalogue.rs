@@ -187,16 +187,13 @@ impl Catalogue {
                         ),
                     );
                 }
-                if let Some(other) = self
-                    .0
-                    .iter()
-                    .find(|(other, r)| r.auto_assign && !r.retired && self.exclusive(code, other))
-                    .map(|(other, _)| other)
-                {
+                // Every mailbox takes it as it is created or enabled, whatever else it holds: an
+                // exclusion either way would be broken by the next mailbox enabled.
+                if let Some(other) = self.0.keys().find(|other| self.exclusive(code, other)) {
                     return broken(
                         "excludes",
                         format!(
-                            "{code} and {other} are both assigned to every mailbox, so they cannot exclude each other"
+                            "{code} is assigned to every mailbox, so it cannot exclude {other} or be excluded by it"
                         ),
                     );
                 }
@@ -472,6 +469,21 @@ mod tests {
             .requires
             .insert("certificate".into());
         assert_eq!(field(&auto_needs_manual), Err("requires"));
+
+        let mut auto_excluding = seeded();
+        auto_excluding
+            .0
+            .get_mut("lft")
+            .unwrap()
+            .excludes
+            .insert("base".into());
+        assert_eq!(field(&auto_excluding), Err("excludes"));
+        let mut turned_automatic = seeded();
+        turned_automatic.0.get_mut("sign_only").unwrap().auto_assign = true;
+        assert!(
+            turned_automatic.validate().is_err(),
+            "it excludes sign_encrypt"
+        );
 
         let mut auto_per_customer = seeded();
         auto_per_customer.0.get_mut("branding").unwrap().auto_assign = true;

@@ -485,8 +485,19 @@ pub fn seat_counts(conn: &mut DbConnection) -> QueryResult<BTreeMap<(String, Str
     Ok(counts)
 }
 
-/// The modules every new mailbox is assigned (see `Catalogue::automatic`).
+/// The modules every new (or re-enabled) mailbox is assigned (see `Catalogue::automatic`), their
+/// rows locked (shared) and read again under the lock, so that no catalogue change to them commits
+/// between this read and the assignment.
 pub fn automatic(conn: &mut DbConnection) -> QueryResult<Vec<String>> {
+    let first = catalogue(&all(conn)?).automatic();
+    if first.is_empty() || !matches!(conn, DbConnection::Postgres(_)) {
+        return Ok(first);
+    }
+    lock(
+        conn,
+        &first.iter().map(String::as_str).collect::<Vec<_>>(),
+        false,
+    )?;
     Ok(catalogue(&all(conn)?).automatic())
 }
 

@@ -437,6 +437,33 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
     .await;
     assert_eq!(refused["errors"][0]["field"], "module");
     app.assert_verified();
+
+    // An add-on over its limit (time took a seat away: here, SQL behind allot's back) refuses the
+    // checks that ask about it, and only those: the customer's mail still flows.
+    let bob = mailbox(&admin, &tree.c2, "bob@c2.example").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for holder in [&ann, &bob] {
+        admin
+            .expect(
+                admin
+                    .put(&format!("/v1/mailboxes/{holder}/modules/lft"), &json!({}))
+                    .await,
+                200,
+            )
+            .await;
+    }
+    app.execute_sql(&format!(
+        "UPDATE allocations SET amount = 1 WHERE node_id = '{}' AND resource = 'module:lft'",
+        tree.c2
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(asks("lft").await, "over_limit");
+    assert_eq!(
+        reason(&worker, json!({"address": "ann@c2.example"})).await,
+        "ok"
+    );
 }
 
 #[tokio::test]

@@ -456,6 +456,16 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
         .expect(admin.get("/v1/modules/sandbox").await, 200)
         .await;
     assert_eq!(sandbox["excludes"], json!(["archive"]));
+    // An automatic module is taken by every mailbox, so it excludes nothing.
+    let refused = assert_problem(
+        admin
+            .patch("/v1/modules/sandbox", &json!({"auto_assign": true}))
+            .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    assert_eq!(refused["errors"][0]["field"], "excludes");
     let refused = assert_problem(
         assign(&admin, &ann, "archive").await,
         409,

@@ -31,6 +31,17 @@ SELECT u.node_id, 'module:' || mo.code, u.used
 FROM usage_counters u CROSS JOIN modules mo
 WHERE u.resource = 'users' AND mo.auto_assign AND NOT mo.retired;
 
+-- And every node is granted module:base as it was granted users, line for line (unless this
+-- installation granted module:base already): the limits stay what they were for every mailbox,
+-- and the tree's invariant holds for module:base exactly as it holds for users.
+INSERT INTO allocations (id, node_id, grantor_id, resource, amount, starts_on, ends_on, active,
+                         description, version, created_at, updated_at)
+SELECT gen_random_uuid()::text, node_id, grantor_id, 'module:base', amount, starts_on, ends_on, active,
+       'The base licence for the users granted here (every mailbox takes both since module seats)', 1, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
+FROM allocations
+WHERE resource = 'users'
+  AND NOT EXISTS (SELECT 1 FROM allocations WHERE resource = 'module:base');
+
 -- The check's change feed: an assignment changes what its mailbox or customer holds.
 CREATE TRIGGER changes_mailbox_modules AFTER INSERT OR DELETE
     ON mailbox_modules FOR EACH ROW EXECUTE FUNCTION allot_record_change('mailbox', 'mailbox_id');
