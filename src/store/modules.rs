@@ -135,8 +135,8 @@ pub fn catalogue(modules: &[Module]) -> Catalogue {
     )
 }
 
-/// Writes `module`'s row (new when `version` is 1 and no row exists) and replaces its
-/// requirements and its exclusions, which are stored both ways.
+/// Writes `module`'s row (inserted when `new`, updated otherwise; its unit never changes) and
+/// replaces its requirements and its exclusions, which are stored both ways.
 pub fn save(conn: &mut DbConnection, module: &Module, new: bool) -> QueryResult<()> {
     let values = (
         modules::name.eq(&module.name),
