@@ -1,5 +1,6 @@
-//! The pure model: identifiers, the tree's kinds and statuses, roles. No I/O, no diesel, no actix,
-//! so everything here is unit-testable and every other layer can depend on it.
+//! The pure model: identifiers, the tree's kinds and statuses, roles, the module catalogue's
+//! rules. No I/O, no diesel, no actix, so everything here is unit-testable and every other layer
+//! can depend on it.
 
 pub mod address;
 pub mod catalogue;
