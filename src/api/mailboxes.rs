@@ -1099,11 +1099,7 @@ pub async fn import_mailboxes(
             // takes one of each or none.
             let mut free = Vec::new();
             for resource in store::modules::mailbox_seats(&automatic) {
-                let limit = crate::domain::quota::total_at(
-                    &store::allocations::limit_of(conn, node.id, &resource, None)?,
-                    today,
-                );
-                let used = usage::used(conn, node.id, &resource)?;
+                let (limit, used) = usage::standing(conn, node.id, &resource, today)?;
                 free.push((resource, limit, (limit - used).max(0)));
             }
             let mut seen = std::collections::HashSet::new();

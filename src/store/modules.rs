@@ -485,19 +485,18 @@ pub fn seat_counts(conn: &mut DbConnection) -> QueryResult<BTreeMap<(String, Str
     Ok(counts)
 }
 
-/// The modules every new (or re-enabled) mailbox is assigned (see `Catalogue::automatic`), their
-/// rows locked (shared) and read again under the lock, so that no catalogue change to them commits
-/// between this read and the assignment.
+/// The modules every new (or re-enabled) mailbox is assigned (see `Catalogue::automatic`). The
+/// automatic modules' rows are locked (shared) first, so that no change to them commits before
+/// the assignment does; what they require is automatic too (the catalogue's rule), so locked too.
 pub fn automatic(conn: &mut DbConnection) -> QueryResult<Vec<String>> {
-    let first = catalogue(&all(conn)?).automatic();
-    if first.is_empty() || !matches!(conn, DbConnection::Postgres(_)) {
-        return Ok(first);
+    if let DbConnection::Postgres(pg) = conn {
+        modules::table
+            .filter(modules::auto_assign.eq(true))
+            .order(modules::code)
+            .select(modules::code)
+            .for_share()
+            .load::<String>(pg)?;
     }
-    lock(
-        conn,
-        &first.iter().map(String::as_str).collect::<Vec<_>>(),
-        false,
-    )?;
     Ok(catalogue(&all(conn)?).automatic())
 }
 

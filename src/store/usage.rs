@@ -88,6 +88,20 @@ pub fn all(conn: &mut DbConnection) -> QueryResult<Vec<(String, String, i64)>> {
         .load(conn)
 }
 
+/// `node`'s limit of `resource` on `today` and what it uses of it now.
+pub fn standing(
+    conn: &mut DbConnection,
+    node: NodeId,
+    resource: &str,
+    today: chrono::NaiveDate,
+) -> QueryResult<(i64, i64)> {
+    let limit = crate::domain::quota::total_at(
+        &super::allocations::limit_of(conn, node, resource, None)?,
+        today,
+    );
+    Ok((limit, used(conn, node, resource)?))
+}
+
 /// Takes one unit of `resource` for customer `node` on `today`, counted up its lineage, if its
 /// limit leaves one free: the check and the count happen in the caller's write transaction, under
 /// the customer's lock.
@@ -110,11 +124,7 @@ pub fn take_all(
 ) -> QueryResult<Result<(), crate::domain::quota::Refusal>> {
     for resource in resources {
         let resource = resource.as_ref();
-        let limit = crate::domain::quota::total_at(
-            &super::allocations::limit_of(conn, node.id, resource, None)?,
-            today,
-        );
-        let used = used(conn, node.id, resource)?;
+        let (limit, used) = standing(conn, node.id, resource, today)?;
         if used + 1 > limit {
             return Ok(Err(crate::domain::quota::Refusal {
                 node_id: node.id,
