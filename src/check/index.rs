@@ -298,7 +298,7 @@ pub struct Rows {
     pub accounts: Vec<AccountRow>,
     /// The catalogue, when it was read.
     pub modules: Option<Vec<ModuleRow>>,
-    /// The modules held by the mailboxes read (all of them, for those).
+    /// The modules held by the mailboxes read (all of them, for those), by mailbox id.
     pub mailbox_modules: Vec<MailboxModuleRow>,
     /// The modules held by the nodes read (all of them, for those).
     pub node_modules: Vec<NodeModuleRow>,
@@ -369,7 +369,7 @@ impl Index {
     }
 
     /// Adds mailboxes, each with the module bits `bits` holds for it (see
-    /// [`Index::collect_holders`]).
+    /// [`Index::collect_modules`]).
     pub fn add_mailboxes(&mut self, rows: Vec<MailboxRow>, bits: &mut FastMap<MailboxId, u32>) {
         self.mailboxes
             .extend(
@@ -382,19 +382,19 @@ impl Index {
             );
     }
 
-    /// Gathers which mailboxes hold module `code`, by mailbox id, before the mailboxes themselves
-    /// are added: slots below 31 as bits in `bits`, the rest straight into the index.
-    pub fn collect_holders(
+    /// Gathers the modules mailboxes hold, from (mailbox id, code) pairs, before the mailboxes'
+    /// entries are made: slots below 31 as bits in `bits` (which the entries then take), the rest
+    /// straight into `more_modules`. Both the build and a change's re-read go through here.
+    pub fn collect_modules<C: AsRef<str>>(
         &mut self,
-        code: &str,
-        mailboxes: Vec<String>,
+        rows: impl IntoIterator<Item = (String, C)>,
         bits: &mut FastMap<MailboxId, u32>,
     ) {
-        let Some(slot) = self.modules.get(code).map(|m| m.slot) else {
-            return;
-        };
-        for mailbox in mailboxes {
-            let Some(mailbox) = parsed::<MailboxId>(&mailbox, "mailbox module") else {
+        for (mailbox, code) in rows {
+            let (Some(slot), Some(mailbox)) = (
+                self.modules.get(code.as_ref()).map(|m| m.slot),
+                parsed::<MailboxId>(&mailbox, "mailbox module"),
+            ) else {
                 continue;
             };
             if slot < SLOT_BITS {
@@ -407,26 +407,6 @@ impl Index {
 
     pub fn add_aliases(&mut self, rows: Vec<AliasRow>) {
         self.aliases.extend(rows.into_iter().map(alias_entry));
-    }
-
-    /// Records the modules mailboxes already indexed hold, by their addresses.
-    pub fn add_mailbox_modules(&mut self, rows: Vec<MailboxModuleRow>) {
-        for (address, code) in rows {
-            let (Some(module), Some(mailbox)) = (
-                self.modules.get(code.as_str()),
-                self.mailboxes.get_mut(address.as_str()),
-            ) else {
-                continue;
-            };
-            if module.slot < SLOT_BITS {
-                mailbox.bits |= 1 << module.slot;
-            } else {
-                self.more_modules
-                    .entry(mailbox.id)
-                    .or_default()
-                    .push(module.slot);
-            }
-        }
     }
 
     /// Whether `mailbox` holds `module`.
@@ -531,8 +511,11 @@ impl Index {
                 }
             }
         }
+        let mut bits = FastMap::default();
+        self.collect_modules(rows.mailbox_modules, &mut bits);
         for row in rows.mailboxes {
-            if let Some((key, entry)) = mailbox_entry(row) {
+            if let Some((key, mut entry)) = mailbox_entry(row) {
+                entry.bits |= bits.get(&entry.id).copied().unwrap_or(0);
                 // A change of its modules names the mailbox without its key: it is replaced in
                 // place, and keeps when it was seen.
                 let kept = self
@@ -546,7 +529,6 @@ impl Index {
                 self.mailboxes.insert(key, entry);
             }
         }
-        self.add_mailbox_modules(rows.mailbox_modules);
 
         for (id, keys) in &touched.aliases {
             for key in keys {
@@ -764,9 +746,10 @@ mod tests {
         });
         // As a build reads them: the modules by mailbox id first, then the mailboxes.
         let mut bits = FastMap::default();
-        for code in held {
-            index.collect_holders(code, vec![MAILBOX.to_owned()], &mut bits);
-        }
+        index.collect_modules(
+            held.iter().map(|code| (MAILBOX.to_owned(), *code)),
+            &mut bits,
+        );
         index.add_mailboxes(
             vec![(
                 MAILBOX.into(),
@@ -838,7 +821,7 @@ mod tests {
                     "ann@shop.example".into(),
                     "active".into(),
                 )],
-                mailbox_modules: vec![("ann@shop.example".into(), "m2".into())],
+                mailbox_modules: vec![(MAILBOX.into(), "m2".into())],
                 ..Rows::default()
             },
         );

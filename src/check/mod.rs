@@ -143,7 +143,7 @@ fn load_all(conn: &mut DbConnection) -> diesel::QueryResult<Index> {
     let codes: Vec<Box<str>> = index.modules.keys().cloned().collect();
     for code in codes {
         check::each_holder(conn, &code, BUILD_BATCH, |ids| {
-            index.collect_holders(&code, ids, &mut bits);
+            index.collect_modules(ids.into_iter().map(|id| (id, &*code)), &mut bits);
         })?;
     }
     check::each_mailbox(conn, BUILD_BATCH, |rows| {

@@ -287,11 +287,8 @@ pub fn modules(conn: &mut DbConnection) -> QueryResult<Vec<ModuleRow>> {
         .load(conn)
 }
 
-/// A per-mailbox module held, by its mailbox's address: (address, code).
+/// A per-mailbox module held: (mailbox id, code).
 pub type MailboxModuleRow = (String, String);
-
-const MAILBOX_MODULE: (mailboxes::address, mailbox_modules::module_code) =
-    (mailboxes::address, mailbox_modules::module_code);
 
 /// The modules the mailboxes `ids` hold.
 pub fn mailbox_modules(
@@ -301,9 +298,7 @@ pub fn mailbox_modules(
     by_ids!(
         conn,
         Some(ids),
-        mailbox_modules::table
-            .inner_join(mailboxes::table)
-            .select(MAILBOX_MODULE),
+        mailbox_modules::table.select((mailbox_modules::mailbox_id, mailbox_modules::module_code)),
         mailbox_modules::mailbox_id
     )
 }
