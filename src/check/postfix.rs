@@ -377,40 +377,51 @@ mod tests {
     #[test]
     fn answers_become_actions_with_a_status_code_and_the_reason() {
         use PolicyAttribute::{Recipient, Sender};
-        let action = |reason, attribute| action_for(&Answer::bare(reason), attribute);
-        assert_eq!(action(Reason::Ok, Recipient), "DUNNO");
-        assert_eq!(
-            action(Reason::Unavailable, Recipient),
-            "DEFER_IF_PERMIT 4.3.0 unavailable"
-        );
-        assert_eq!(
-            action(Reason::UnknownMailbox, Recipient),
-            "REJECT 5.1.1 unknown_mailbox"
-        );
-        assert_eq!(
-            action(Reason::UnknownDomain, Recipient),
-            "REJECT 5.1.2 unknown_domain"
-        );
-        assert_eq!(
-            action(Reason::MailboxDisabled, Recipient),
-            "REJECT 5.2.1 mailbox_disabled"
-        );
-        assert_eq!(
-            action(Reason::ModuleNotLicensed, Recipient),
-            "REJECT 5.7.1 module_not_licensed"
-        );
-        assert_eq!(
-            action(Reason::UnknownMailbox, Sender),
-            "REJECT 5.7.1 unknown_mailbox"
-        );
-        assert_eq!(
-            action(Reason::UnknownDomain, Sender),
-            "REJECT 5.1.8 unknown_domain"
-        );
-        assert_eq!(
-            action(Reason::Unavailable, Sender),
-            "DEFER_IF_PERMIT 4.3.0 unavailable"
-        );
+        for (reason, attribute, expected) in [
+            (Reason::Ok, Recipient, "DUNNO"),
+            (
+                Reason::Unavailable,
+                Recipient,
+                "DEFER_IF_PERMIT 4.3.0 unavailable",
+            ),
+            (
+                Reason::UnknownMailbox,
+                Recipient,
+                "REJECT 5.1.1 unknown_mailbox",
+            ),
+            (
+                Reason::UnknownDomain,
+                Recipient,
+                "REJECT 5.1.2 unknown_domain",
+            ),
+            (
+                Reason::MailboxDisabled,
+                Recipient,
+                "REJECT 5.2.1 mailbox_disabled",
+            ),
+            (
+                Reason::ModuleNotLicensed,
+                Recipient,
+                "REJECT 5.7.1 module_not_licensed",
+            ),
+            (
+                Reason::UnknownMailbox,
+                Sender,
+                "REJECT 5.7.1 unknown_mailbox",
+            ),
+            (Reason::UnknownDomain, Sender, "REJECT 5.1.8 unknown_domain"),
+            (
+                Reason::Unavailable,
+                Sender,
+                "DEFER_IF_PERMIT 4.3.0 unavailable",
+            ),
+        ] {
+            assert_eq!(
+                action_for(&Answer::bare(reason), attribute),
+                expected,
+                "{reason:?} as {attribute:?}"
+            );
+        }
     }
 
     async fn start(attribute: PolicyAttribute) -> (SocketAddr, Arc<Fake>) {

@@ -15,24 +15,9 @@ async fn spawn() -> (TestApp, DnsServer) {
     (app, dns)
 }
 
-/// Registers `name` for `customer`, unverified; returns the domain.
-async fn registered_domain(admin: &Caller<'_>, customer: &str, name: &str) -> Value {
-    admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{customer}/domains"),
-                    &json!({"name": name}),
-                )
-                .await,
-            201,
-        )
-        .await
-}
-
 /// Registers `name` for `customer` and proves it over DNS; returns the domain.
 async fn verified_domain(admin: &Caller<'_>, dns: &DnsServer, customer: &str, name: &str) -> Value {
-    let domain = registered_domain(admin, customer, name).await;
+    let domain = admin.register_domain(customer, name).await;
     dns.publish_txt(
         &format!("_allot.{name}"),
         domain["verification"]["token"].as_str().unwrap(),
@@ -46,20 +31,6 @@ async fn verified_domain(admin: &Caller<'_>, dns: &DnsServer, customer: &str, na
                 )
                 .await,
             200,
-        )
-        .await
-}
-
-async fn mailbox(admin: &Caller<'_>, customer: &str, address: &str) -> Value {
-    admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{customer}/mailboxes"),
-                    &json!({"address": address}),
-                )
-                .await,
-            201,
         )
         .await
 }
@@ -126,7 +97,7 @@ async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree
     );
     assert!(answer["node_id"].is_null());
 
-    let pending = registered_domain(&admin, &tree.c1, "pending.example").await;
+    let pending = admin.register_domain(&tree.c1, "pending.example").await;
     assert_eq!(
         reason(&worker, json!({"domain": "pending.example"})).await,
         "domain_unverified"
@@ -183,7 +154,7 @@ async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once(
     let (app, dns) = spawn().await;
     let (admin, tree) = setup(&app, &dns).await;
     let worker = check_key(&app, &admin, &tree.a).await;
-    let jane = mailbox(&admin, &tree.c1, "jane@c1.example").await;
+    let jane = admin.create_mailbox(&tree.c1, "jane@c1.example").await;
     let jane_id = jane["id"].as_str().unwrap();
     admin
         .expect(
@@ -334,7 +305,7 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
     let (app, dns) = spawn().await;
     let (admin, tree) = setup(&app, &dns).await;
     let worker = check_key(&app, &admin, &tree.owner).await;
-    let ann = mailbox(&admin, &tree.c2, "ann@c2.example").await["id"]
+    let ann = admin.create_mailbox(&tree.c2, "ann@c2.example").await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -440,7 +411,7 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
 
     // An add-on over its limit (time took a seat away: here, SQL behind allot's back) refuses the
     // checks that ask about it, and only those: the customer's mail still flows.
-    let bob = mailbox(&admin, &tree.c2, "bob@c2.example").await["id"]
+    let bob = admin.create_mailbox(&tree.c2, "bob@c2.example").await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -471,7 +442,7 @@ async fn a_batch_answers_in_order_and_bad_input_is_refused_whole() {
     let (app, dns) = spawn().await;
     let (admin, tree) = setup(&app, &dns).await;
     let worker = check_key(&app, &admin, &tree.owner).await;
-    mailbox(&admin, &tree.c1, "kim@c1.example").await;
+    admin.create_mailbox(&tree.c1, "kim@c1.example").await;
     let answers = worker
         .expect(
             worker
@@ -592,7 +563,7 @@ async fn a_write_on_one_instance_reaches_the_other_within_a_second() {
     };
     let body = json!({"address": "moved@c1.example", "enrol": false});
     assert_eq!(reason(&worker_there, body.clone()).await, "unknown_mailbox");
-    mailbox(&admin, &tree.c1, "moved@c1.example").await;
+    admin.create_mailbox(&tree.c1, "moved@c1.example").await;
     // This instance knows before the write's response is sent; the other within a second.
     assert_eq!(reason(&worker_here, body.clone()).await, "ok");
     let started = std::time::Instant::now();
@@ -662,7 +633,7 @@ async fn postfix_asks_through_the_policy_and_socketmap_listeners() {
     })
     .await;
     let (admin, tree) = setup(&app, &dns).await;
-    mailbox(&admin, &tree.c1, "pat@c1.example").await;
+    admin.create_mailbox(&tree.c1, "pat@c1.example").await;
     admin
         .patch_ok(
             &format!("/v1/nodes/{}", tree.c2),
@@ -780,7 +751,7 @@ fn expected_reason(database_url: &str, address: &str) -> (String, Option<String>
 async fn under_a_mixed_workload_every_answer_is_what_the_database_says() {
     let (app, dns) = spawn().await;
     let (admin, tree) = setup(&app, &dns).await;
-    registered_domain(&admin, &tree.c1, "pending.example").await;
+    admin.register_domain(&tree.c1, "pending.example").await;
     let worker = check_key(&app, &admin, &tree.owner).await;
     let domain_ids: Vec<(String, String)> = {
         let page = admin
@@ -966,7 +937,7 @@ impl Drop for Outage {
 async fn an_enrolment_the_database_cannot_take_defers_while_known_mailboxes_are_answered() {
     let (app, dns) = spawn().await;
     let (admin, tree) = setup(&app, &dns).await;
-    mailbox(&admin, &tree.c1, "known@c1.example").await;
+    admin.create_mailbox(&tree.c1, "known@c1.example").await;
     let worker = check_key(&app, &admin, &tree.owner).await;
 
     let outage = Outage::start(&app.database_url);

@@ -368,6 +368,32 @@ impl Caller<'_> {
         .await
     }
 
+    /// Registers domain `name` for `customer` (unverified); returns it.
+    pub async fn register_domain(&self, customer: &str, name: &str) -> Value {
+        self.expect(
+            self.post(
+                &format!("/v1/nodes/{customer}/domains"),
+                &json!({"name": name}),
+            )
+            .await,
+            201,
+        )
+        .await
+    }
+
+    /// Creates the mailbox `address` for `customer`; returns it.
+    pub async fn create_mailbox(&self, customer: &str, address: &str) -> Value {
+        self.expect(
+            self.post(
+                &format!("/v1/nodes/{customer}/mailboxes"),
+                &json!({"address": address}),
+            )
+            .await,
+            201,
+        )
+        .await
+    }
+
     /// The usage report line of `resource` at `node`.
     pub async fn usage(&self, node: &str, resource: &str) -> Value {
         let report = self

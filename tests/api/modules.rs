@@ -47,32 +47,14 @@ async fn shop(admin: &Caller<'_>, seats: i64) -> Shop {
             .expect(admin.allocate(&customer, resource, seats).await, 201)
             .await;
     }
-    admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{customer}/domains"),
-                    &json!({"name": "shop.example"}),
-                )
-                .await,
-            201,
-        )
-        .await;
+    admin.register_domain(&customer, "shop.example").await;
     Shop { reseller, customer }
 }
 
 /// Creates `local@shop.example` for `customer`; returns its id.
 async fn mailbox(admin: &Caller<'_>, customer: &str, local: &str) -> String {
     let created = admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{customer}/mailboxes"),
-                    &json!({"address": format!("{local}@shop.example")}),
-                )
-                .await,
-            201,
-        )
+        .create_mailbox(customer, &format!("{local}@shop.example"))
         .await;
     created["id"].as_str().unwrap().to_owned()
 }
