@@ -27,7 +27,7 @@ use super::nodes::utc;
 use crate::auth::Principal;
 use crate::domain::catalogue::{Catalogue, Rules, Unit};
 use crate::domain::ids::{MailboxId, NodeId};
-use crate::domain::resource::is_module_code;
+use crate::domain::resource::{is_module_code, module_key};
 use crate::error::{ApiError, Guarded, Problem};
 use crate::startup::AppState;
 use crate::store::mailboxes::Origin;
@@ -651,7 +651,7 @@ pub async fn assign_mailbox_module(
                 return Ok((mailbox, holding.before));
             };
             if mailbox.takes_seat() {
-                usage::take(conn, &node, &modules::resource_of(&holding.code), today())??;
+                usage::take(conn, &node, &module_key(&holding.code), today())??;
             }
             modules::assign_mailbox(conn, mailbox.id, std::slice::from_ref(&holding.code))?;
             mailboxes::save(conn, &mut mailbox)?;
@@ -708,12 +708,7 @@ pub async fn remove_mailbox_module(
             }
             modules::unassign_mailbox(conn, mailbox.id, &holding.code)?;
             if mailbox.takes_seat() {
-                usage::add(
-                    conn,
-                    &node.lineage(),
-                    &modules::resource_of(&holding.code),
-                    -1,
-                )?;
+                usage::add(conn, &node.lineage(), &module_key(&holding.code), -1)?;
             }
             mailboxes::save(conn, &mut mailbox)?;
             holding.record(

@@ -21,6 +21,7 @@ use super::verdict::{Answer, Question, Reason, Scope, Target};
 use crate::domain::address::MailAddress;
 use crate::domain::ids::{AccountId, ApiKeyId, DomainId, MailboxId, NodeId};
 use crate::domain::quota::{Grant, Span};
+use crate::domain::resource::{MODULE_PREFIX, module_key};
 use crate::domain::tree::NodeKind;
 use crate::store::check::{
     AccountRow, AliasRow, ApiKeyRow, DomainRow, GrantRow, MailboxModuleRow, MailboxRow, ModuleRow,
@@ -432,7 +433,7 @@ impl Index {
                     self.next_slot - 1
                 }
             };
-            let resource: Box<str> = format!("module:{code}").into();
+            let resource: Box<str> = module_key(&code).into();
             let per_customer = unit == "per_customer";
             if auto_assign && !retired && !per_customer {
                 self.new_mailbox_seats.push(resource.clone());
@@ -627,7 +628,7 @@ impl Index {
         // `base`): all mail is refused. An add-on module over its limit refuses only the checks
         // that ask about it (below): an expired `lft` grant must not stop the customer's mail.
         if node.over_limit(day, |resource| {
-            !resource.starts_with("module:")
+            !resource.starts_with(MODULE_PREFIX)
                 || self
                     .new_mailbox_seats
                     .iter()

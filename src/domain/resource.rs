@@ -5,6 +5,14 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// What a module's resource key starts with: `module:<code>`.
+pub const MODULE_PREFIX: &str = "module:";
+
+/// The resource key of module `code`.
+pub fn module_key(code: &str) -> String {
+    format!("{MODULE_PREFIX}{code}")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Resource {
     Users,
@@ -30,7 +38,7 @@ impl fmt::Display for Resource {
         match self {
             Self::Users => f.write_str("users"),
             Self::Domains => f.write_str("domains"),
-            Self::Module(code) => write!(f, "module:{code}"),
+            Self::Module(code) => write!(f, "{MODULE_PREFIX}{code}"),
         }
     }
 }
@@ -53,7 +61,7 @@ impl FromStr for Resource {
         match s {
             "users" => Ok(Self::Users),
             "domains" => Ok(Self::Domains),
-            _ => match s.strip_prefix("module:") {
+            _ => match s.strip_prefix(MODULE_PREFIX) {
                 Some(code) if is_module_code(code) => Ok(Self::Module(code.to_owned())),
                 _ => Err(BadResource(s.to_owned())),
             },

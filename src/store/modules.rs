@@ -22,7 +22,7 @@ use super::{DbConnection, usage};
 use crate::domain::catalogue::{Catalogue, Rules, Unit};
 use crate::domain::ids::{MailboxId, NodeId};
 use crate::domain::quota::Refusal;
-use crate::domain::resource::Resource;
+use crate::domain::resource::{Resource, module_key};
 
 /// Every resource the catalogue knows: `users`, `domains`, then `module:<code>` by code.
 pub fn resources(conn: &mut DbConnection) -> QueryResult<Vec<Resource>> {
@@ -44,11 +44,6 @@ pub fn exists(conn: &mut DbConnection, resource: &Resource) -> QueryResult<bool>
             diesel::select(diesel::dsl::exists(modules::table.find(code))).get_result(conn)
         }
     }
-}
-
-/// The resource key of module `code`.
-pub fn resource_of(code: &str) -> String {
-    format!("module:{code}")
 }
 
 /// One module of the catalogue.
@@ -208,7 +203,7 @@ pub fn delete(conn: &mut DbConnection, code: &str) -> QueryResult<()> {
 pub fn uses(conn: &mut DbConnection, code: &str) -> QueryResult<Vec<String>> {
     let mut found = Vec::new();
     let grants: i64 = allocations::table
-        .filter(allocations::resource.eq(resource_of(code)))
+        .filter(allocations::resource.eq(module_key(code)))
         .count()
         .get_result(conn)?;
     if grants > 0 {
@@ -380,7 +375,7 @@ pub fn assign_node(
     code: &str,
     today: NaiveDate,
 ) -> QueryResult<Result<(), Refusal>> {
-    if let Err(refusal) = usage::take(conn, node, &resource_of(code), today)? {
+    if let Err(refusal) = usage::take(conn, node, &module_key(code), today)? {
         return Ok(Err(refusal));
     }
     diesel::insert_into(node_modules::table)
@@ -396,7 +391,7 @@ pub fn assign_node(
 /// Forgets that customer `node` holds `code`, returning its seat.
 pub fn unassign_node(conn: &mut DbConnection, node: &Node, code: &str) -> QueryResult<()> {
     diesel::delete(node_modules::table.find((node.id.to_string(), code))).execute(conn)?;
-    usage::add(conn, &node.lineage(), &resource_of(code), -1)
+    usage::add(conn, &node.lineage(), &module_key(code), -1)
 }
 
 /// Forgets every per-customer module of `node`, which is being deleted (its counters go with it).
@@ -408,8 +403,8 @@ pub fn forget_node(conn: &mut DbConnection, node: NodeId) -> QueryResult<()> {
 
 /// The resources an active mailbox holding `codes` takes a seat of: `users`, then each module.
 pub fn mailbox_seats<'a>(codes: impl IntoIterator<Item = &'a String>) -> Vec<String> {
-    std::iter::once("users".to_owned())
-        .chain(codes.into_iter().map(|code| resource_of(code)))
+    std::iter::once(Resource::Users.key())
+        .chain(codes.into_iter().map(|code| module_key(code)))
         .collect()
 }
 
@@ -474,13 +469,13 @@ pub fn seat_counts(conn: &mut DbConnection) -> QueryResult<BTreeMap<(String, Str
         ))
         .load::<(String, String, i64)>(conn)?
     {
-        counts.insert((node, resource_of(&code)), count);
+        counts.insert((node, module_key(&code)), count);
     }
     for (node, code) in node_modules::table
         .select((node_modules::node_id, node_modules::module_code))
         .load::<(String, String)>(conn)?
     {
-        *counts.entry((node, resource_of(&code))).or_default() += 1;
+        *counts.entry((node, module_key(&code))).or_default() += 1;
     }
     Ok(counts)
 }

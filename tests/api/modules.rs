@@ -484,7 +484,6 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
         .expect(admin.get("/v1/modules/sandbox").await, 200)
         .await;
     assert_eq!(sandbox["excludes"], json!([]));
-    let _ = shop.reseller;
     app.assert_verified();
 }
 
