@@ -6,7 +6,7 @@
 //! made it (see the migration `*_check`). [`Checker::catch_up`] replays the feed: the HTTP layer
 //! calls it after every write it serves, before the response leaves, and a background thread
 //! calls it every [`POLL_EVERY`], which is how writes made by another allot process (or the
-//! command line) reach this one within a second.
+//! command line) reach this one at its next poll.
 //!
 //! Sequence numbers are taken before commit, so on PostgreSQL two transactions can commit out of
 //! order: a reader that has seen number 12 may not have seen 11 yet. The feed therefore remembers
