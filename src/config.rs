@@ -50,19 +50,48 @@ pub struct Config {
     #[arg(long, env = "ALLOT_POLICY_LISTEN", global = true)]
     pub policy_listen: Option<SocketAddr>,
 
-    /// Which policy request attribute the policy listener checks: `recipient` or `sender`.
+    /// Which direction a policy request is: `auto` (the request's `policy_context`, `inbound` or
+    /// `outbound`, when Postfix sends one; otherwise outbound for a client that logged in,
+    /// inbound for any other), `inbound` (check the recipient) or `outbound` (check the sender).
     #[arg(
         long,
-        env = "ALLOT_POLICY_ATTRIBUTE",
-        default_value = "recipient",
+        env = "ALLOT_POLICY_DIRECTION",
+        default_value = "auto",
         global = true
     )]
-    pub policy_attribute: crate::check::postfix::PolicyAttribute,
+    pub policy_direction: crate::check::postfix::PolicyDirection,
 
-    /// Where to serve Postfix socketmap lookups (maps `domain` and `mailbox`); unset: not served.
-    /// Unauthenticated by Postfix's design, like the policy listener.
+    /// Where to serve Postfix socketmap lookups (maps `domain`, `mailbox`, `transport`, `alias`);
+    /// unset: not served. Unauthenticated by Postfix's design, like the policy listener.
     #[arg(long, env = "ALLOT_SOCKETMAP_LISTEN", global = true)]
     pub socketmap_listen: Option<SocketAddr>,
+
+    /// Whether the check refuses a domain whose ownership is not proven yet (`domain_unverified`).
+    /// `false` accepts registered domains as soon as they are registered.
+    #[arg(
+        long,
+        env = "ALLOT_REQUIRE_DOMAIN_VERIFICATION",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        global = true
+    )]
+    pub require_domain_verification: bool,
+
+    /// How the check answers refusals a customer can fix by buying or paying (`users_exhausted`,
+    /// `over_limit`, `module_not_licensed`, `node_suspended`): `temporary` (4.7.1, the mail stays
+    /// queued at the sender) or `permanent` (5.7.1, it bounces).
+    #[arg(
+        long,
+        env = "ALLOT_LICENCE_REFUSALS",
+        default_value = "temporary",
+        global = true
+    )]
+    pub licence_refusals: crate::check::LicenceRefusals,
+
+    /// Where mail to every domain's abuse@ goes, through the `alias` socketmap: the operator's
+    /// own abuse desk. Unset: abuse@ is delivered like any other role address.
+    #[arg(long, env = "ALLOT_ABUSE_RECIPIENT", value_parser = parse_address, global = true)]
+    pub abuse_recipient: Option<String>,
 
     /// Log filter, in tracing's `EnvFilter` syntax (`info`, `allot=debug,actix_web=warn`, …).
     #[arg(long, env = "ALLOT_LOG", default_value = "info", global = true)]
@@ -126,6 +155,15 @@ impl Config {
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout)
     }
+
+    /// The check's share of the settings.
+    pub fn check_settings(&self) -> crate::check::Settings {
+        crate::check::Settings {
+            require_verification: self.require_domain_verification,
+            licence: self.licence_refusals,
+            abuse_recipient: self.abuse_recipient.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -147,6 +185,11 @@ impl std::fmt::Debug for JwtSecret {
 }
 
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// An address, in the stored form the alias table answers with.
+fn parse_address(text: &str) -> Result<String, String> {
+    crate::domain::address::MailAddress::parse(text).map(|a| a.stored())
+}
 
 fn parse_jwt_secret(text: &str) -> Result<JwtSecret, String> {
     let bytes = base64::engine::general_purpose::STANDARD

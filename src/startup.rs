@@ -139,15 +139,15 @@ impl PostfixListeners {
     fn spawn(
         self,
         checker: &std::sync::Arc<crate::check::Checker>,
-        attribute: crate::check::postfix::PolicyAttribute,
+        direction: crate::check::postfix::PolicyDirection,
     ) {
         let asker = std::sync::Arc::new(std::sync::Arc::clone(checker));
         if let Some(listener) = self.policy {
-            tracing::info!(addr = ?listener.local_addr().ok(), %attribute, "serving Postfix policy delegation");
+            tracing::info!(addr = ?listener.local_addr().ok(), %direction, "serving Postfix policy delegation");
             tokio::spawn(crate::check::postfix::serve(
                 listener,
                 asker.clone(),
-                attribute,
+                direction,
             ));
         }
         if let Some(listener) = self.socketmap {
@@ -189,9 +189,13 @@ impl Application {
         };
         let shutdown_timeout = config.shutdown_timeout;
         let dns = crate::dns::Verifier::new(config.dns_resolver);
-        let checker = crate::check::Checker::start(pool.clone());
+        let check_metrics =
+            crate::check::Metrics::register(&metrics.registry, config.licence_refusals)
+                .map_err(|e| StartupError::new("metrics", e))?;
+        let checker =
+            crate::check::Checker::start(pool.clone(), config.check_settings(), check_metrics);
         let listeners = PostfixListeners::bind(&config)?;
-        listeners.spawn(&checker, config.policy_attribute);
+        listeners.spawn(&checker, config.policy_direction);
         let state = web::Data::new(AppState {
             pool,
             keys,

@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 
 use super::extract::Json;
 use crate::auth::{self, api_key};
-use crate::check::{Answer, Caller, Checker, Question, Scope, Target};
+use crate::check::{Answer, Caller, Checker, Direction, Listener, Question, Scope, Target};
 use crate::domain::address::{DomainName, MailAddress};
 use crate::error::{ApiError, FieldError, Problem};
 use crate::startup::AppState;
@@ -77,13 +77,18 @@ pub struct CheckRequest {
     /// An address to check (UTF-8 local parts and IDNA domains welcome). Give this or `domain`.
     #[schema(example = "jane.doe@example.com")]
     pub address: Option<String>,
+    /// `inbound`: the address is a recipient (may mail be delivered to it?); `outbound`: it is a
+    /// sender (may it send?). Only an outbound check ever enrols a mailbox.
+    pub direction: Direction,
     /// A module code: the customer must hold seats of it (`module_not_licensed` otherwise) and
     /// the mailbox, or for a per-customer module the customer, must be assigned it
     /// (`module_not_assigned` otherwise).
     #[schema(example = "lft")]
     pub module: Option<String>,
-    /// Whether an unknown address on the customer's domain is registered as a mailbox (origin
-    /// `check`) when a `users` and a `module:base` seat are free. Default: the customer's `auto_enrol` (default true).
+    /// Outbound only: whether an unknown sender on the customer's domain is registered as a
+    /// mailbox (origin `check`) when a `users` and a `module:base` seat are free. Default: the
+    /// customer's `auto_enrol` (default true). `true` on an inbound check is refused: a recipient
+    /// never takes a seat.
     pub enrol: Option<bool>,
 }
 
@@ -108,6 +113,12 @@ fn parse(checker: &Checker, body: CheckRequest, at: &str) -> Result<Question, Ve
             None
         }
     };
+    if body.direction == Direction::Inbound && body.enrol == Some(true) {
+        errors.push(FieldError::new(
+            field("enrol"),
+            "only an outbound check (a sender) enrols; a recipient never takes a seat",
+        ));
+    }
     if let Some(module) = &body.module
         && !checker.knows_module(module)
     {
@@ -119,6 +130,7 @@ fn parse(checker: &Checker, body: CheckRequest, at: &str) -> Result<Question, Ve
     match target {
         Some(target) if errors.is_empty() => Ok(Question {
             target,
+            direction: body.direction,
             module: body.module,
             enrol: body.enrol,
         }),
@@ -131,22 +143,27 @@ async fn answer(checker: &Arc<Checker>, caller: &CheckCaller, question: Question
         .check(
             Scope::Subtree(caller.caller.node),
             question,
+            Listener::Http,
             &caller.caller.actor,
             || crate::telemetry::RequestId::of(&caller.request),
         )
         .await
 }
 
-/// Whether a mail worker may accept a domain or an address. Any principal may ask about its own
-/// subtree; mail workers use an API key with the `check` role. `verdict` is `accept`, `reject` or
-/// `defer` (allot cannot be sure now: try again later, never treat it as accept); `reason` is one
-/// of a stable set: `ok`, `unknown_domain`, `domain_unverified`, `domain_disabled`,
-/// `node_suspended`, `unknown_mailbox`, `mailbox_disabled`, `users_exhausted`, `over_limit`,
-/// `module_not_licensed`, `module_not_assigned`, `not_in_scope`, `unavailable`. An unknown
-/// address on an active customer's verified domain is enrolled as a mailbox (`enrolled: true`)
-/// when enrolment is on and a `users` and a `module:base` seat are free; it holds the automatic
-/// modules only. Limits are judged at the instant of the
-/// check.
+/// Whether a mail server may accept mail for a recipient (`inbound`) or from a sender
+/// (`outbound`), or for a whole domain. Any principal may ask about its own subtree; mail workers
+/// use an API key with the `check` role. `verdict` is `accept`, `reject` (permanent: bounce) or
+/// `defer` (temporary: keep the mail queued and try again; never treat it as accept), and
+/// `smtp_code` with `smtp_status` is the SMTP reply to give. `reason` is one of a stable set:
+/// `ok`, `unknown_domain`, `domain_unverified`, `domain_disabled`, `node_suspended`,
+/// `unknown_mailbox`, `mailbox_disabled`, `users_exhausted`, `over_limit`,
+/// `module_not_licensed`, `module_not_assigned`, `not_in_scope`, `unavailable`. What the customer
+/// can fix by buying or paying defers unless the operator made it permanent
+/// (`ALLOT_LICENCE_REFUSALS`). An unknown recipient is accepted when the customer's
+/// `inbound_recipients` is `domain` and refused `unknown_mailbox` when it is `known`; it never
+/// takes a seat. An unknown sender on an active customer's verified domain is enrolled as a
+/// mailbox (`enrolled: true`) when enrolment is on and a `users` and a `module:base` seat are
+/// free; it holds the automatic modules only. Limits are judged at the instant of the check.
 #[utoipa::path(
     tag = "check",
     security(("bearer" = [])),

@@ -12,7 +12,9 @@ use super::extract::Json;
 use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use crate::auth::Principal;
 use crate::auth::guard::Reach;
+use crate::domain::address::MailAddress;
 use crate::domain::ids::NodeId;
+use crate::domain::mail::InboundRecipients;
 use crate::domain::quota::{self, Grant, Span};
 use crate::domain::tree::{self, NodeKind, NodeStatus};
 use crate::error::{ApiError, FieldError, Guarded, Problem};
@@ -39,6 +41,15 @@ pub struct NodeView {
     /// customer's domains as a new mailbox, when the check does not say (default true).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auto_enrol: Option<bool>,
+    /// Customers only: which recipients on its domains inbound mail is accepted for (default
+    /// `domain`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inbound_recipients: Option<InboundRecipients>,
+    /// Customers only: where mail to the postmaster@ of each of its domains is delivered (the
+    /// `alias` socketmap); `null`: to postmaster@ itself, like any address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "it@example.com")]
+    pub role_recipient: Option<Option<String>>,
     /// Increases with every change; the `ETag` is this number in quotes.
     pub version: i64,
     pub created_at: DateTime<Utc>,
@@ -63,6 +74,9 @@ impl From<Node> for NodeView {
             max_aliases_per_mailbox: (node.kind == NodeKind::Customer)
                 .then_some(node.max_aliases_per_mailbox),
             auto_enrol: (node.kind == NodeKind::Customer).then_some(node.auto_enrol),
+            inbound_recipients: (node.kind == NodeKind::Customer)
+                .then_some(node.inbound_recipients),
+            role_recipient: (node.kind == NodeKind::Customer).then_some(node.role_recipient),
             version: node.version,
             created_at: utc(node.created_at),
             updated_at: utc(node.updated_at),
@@ -76,6 +90,7 @@ fn audit_view(node: &Node) -> serde_json::Value {
         "contact_phone": node.contact_phone, "contact_email": node.contact_email,
         "status": node.status, "parent_id": node.parent_id,
         "max_aliases_per_mailbox": node.max_aliases_per_mailbox, "auto_enrol": node.auto_enrol,
+        "inbound_recipients": node.inbound_recipients, "role_recipient": node.role_recipient,
     })
 }
 
@@ -251,8 +266,18 @@ pub struct UpdateNode {
     pub status: Option<NodeStatus>,
     /// Customers only: how many aliases one mailbox may have, 0–1000.
     pub max_aliases_per_mailbox: Option<i32>,
-    /// Customers only: whether a check enrols addresses it has not seen (when it does not say).
+    /// Customers only: whether an outbound check enrols senders it has not seen (when it does
+    /// not say).
     pub auto_enrol: Option<bool>,
+    /// Customers only: `domain` (any address on its verified, active domains is accepted inbound:
+    /// its own mail server decides) or `known` (only mailboxes, aliases and role addresses allot
+    /// knows; others are refused `unknown_mailbox`).
+    pub inbound_recipients: Option<InboundRecipients>,
+    /// Customers only: where mail to its domains' postmaster@ goes: an address on any domain, not
+    /// itself a role address. `null` clears it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, example = "it@example.com")]
+    pub role_recipient: Option<Option<String>>,
 }
 
 impl TryFrom<UpdateNode> for NodeChanges {
@@ -277,6 +302,18 @@ impl TryFrom<UpdateNode> for NodeChanges {
         let contact_email = body
             .contact_email
             .map(|v| v.and_then(|e| fields.check("contact_email", tree::parse_email(&e))));
+        let role_recipient = body.role_recipient.map(|v| {
+            v.and_then(|raw| {
+                let parsed = MailAddress::parse(&raw).and_then(|address| {
+                    if address.is_role() {
+                        Err("must not be a role address itself (postmaster@, abuse@): mail would loop".to_owned())
+                    } else {
+                        Ok(address.stored())
+                    }
+                });
+                fields.check("role_recipient", parsed)
+            })
+        });
         fields.finish()?;
         Ok(NodeChanges {
             name: name.flatten(),
@@ -286,6 +323,8 @@ impl TryFrom<UpdateNode> for NodeChanges {
             status: body.status,
             max_aliases_per_mailbox: body.max_aliases_per_mailbox,
             auto_enrol: body.auto_enrol,
+            inbound_recipients: body.inbound_recipients,
+            role_recipient,
         })
     }
 }
@@ -331,6 +370,8 @@ pub async fn update_node(
                         changes.max_aliases_per_mailbox.is_some(),
                     ),
                     ("auto_enrol", changes.auto_enrol.is_some()),
+                    ("inbound_recipients", changes.inbound_recipients.is_some()),
+                    ("role_recipient", changes.role_recipient.is_some()),
                 ] {
                     if set {
                         return Err(ApiError::validation(field, "is a customer setting"));

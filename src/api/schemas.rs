@@ -8,6 +8,7 @@ use utoipa::{PartialSchema, ToSchema};
 use crate::domain::ids::{
     AccountId, AliasId, AllocationId, ApiKeyId, DomainId, GroupId, MailboxId, NodeId,
 };
+use crate::domain::mail::{Direction, InboundRecipients};
 use crate::domain::roles::Role;
 use crate::domain::tree::{NodeKind, NodeStatus};
 
@@ -59,4 +60,8 @@ enum_schema!(
         "A suspended node and everything under it is refused by the check.",
     Role => [Role::Admin, Role::Manager, Role::Viewer, Role::Check]
         "`admin`, `manager`, `viewer` or `check` (the check endpoints only).",
+    Direction => [Direction::Inbound, Direction::Outbound]
+        "`inbound`: the address is a recipient (may mail be delivered to it? never enrols); `outbound`: it is a sender (may it send? an unknown sender may be enrolled).",
+    InboundRecipients => [InboundRecipients::Domain, InboundRecipients::Known]
+        "`domain`: any address on the customer's verified, active domains is accepted inbound (its own server decides); `known`: only mailboxes, aliases and role addresses allot knows, others are refused `unknown_mailbox`.",
 );

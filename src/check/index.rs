@@ -17,9 +17,10 @@ use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
 use chrono::{NaiveDate, NaiveDateTime};
 
-use super::verdict::{Answer, Question, Reason, Scope, Target};
+use super::verdict::{Direction, Outcome, Question, Reason, Scope, Target};
 use crate::domain::address::MailAddress;
 use crate::domain::ids::{AccountId, ApiKeyId, DomainId, MailboxId, NodeId};
+use crate::domain::mail::InboundRecipients;
 use crate::domain::quota::{Grant, Span};
 use crate::domain::resource::{MODULE_PREFIX, module_key};
 use crate::domain::tree::NodeKind;
@@ -38,6 +39,10 @@ pub struct NodeEntry {
     pub active: bool,
     pub deleted: bool,
     pub auto_enrol: bool,
+    /// Which recipients it accepts inbound.
+    pub recipients: InboundRecipients,
+    /// Where its domains' postmaster@ is delivered, if it says.
+    pub role_recipient: Option<Box<str>>,
     /// Active allocations to this node, per resource.
     pub grants: Vec<(Box<str>, Grant)>,
     /// Units in use now (for a customer, its own), per resource.
@@ -72,12 +77,14 @@ impl NodeEntry {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct DomainEntry {
     pub id: DomainId,
     pub node: NodeId,
     pub active: bool,
     pub verified: bool,
+    /// Its delivery route as a Postfix next hop (`smtp:[host]:port`), if it has one.
+    pub transport: Option<Box<str>>,
 }
 
 #[derive(Debug)]
@@ -147,8 +154,8 @@ pub struct AccountEntry {
 /// What a check decided from memory alone.
 #[derive(Debug)]
 pub enum Decision {
-    /// The answer, final.
-    Done(Answer),
+    /// The outcome, final.
+    Done(Outcome),
     /// Everything allows it, and the seats look free: the address is to be enrolled, which only
     /// the database can do (and decide for sure).
     Enrol(Enrolment),
@@ -197,19 +204,20 @@ fn parsed<T: std::str::FromStr>(text: &str, what: &str) -> Option<T> {
 }
 
 fn node_entry(row: NodeRow) -> Option<(NodeId, NodeEntry)> {
-    let (id, parent, kind, status, deleted_at, auto_enrol) = row;
-    let parent = match parent {
+    let parent = match row.parent_id {
         Some(parent) => Some(parsed(&parent, "node parent")?),
         None => None,
     };
     Some((
-        parsed(&id, "node id")?,
+        parsed(&row.id, "node id")?,
         NodeEntry {
             parent,
-            kind: parsed(&kind, "node kind")?,
-            active: status == "active",
-            deleted: deleted_at.is_some(),
-            auto_enrol,
+            kind: parsed(&row.kind, "node kind")?,
+            active: row.status == "active",
+            deleted: row.deleted_at.is_some(),
+            auto_enrol: row.auto_enrol,
+            recipients: parsed(&row.inbound_recipients, "node inbound_recipients")?,
+            role_recipient: row.role_recipient.map(String::into_boxed_str),
             grants: Vec::new(),
             used: Vec::new(),
             modules: Vec::new(),
@@ -218,16 +226,26 @@ fn node_entry(row: NodeRow) -> Option<(NodeId, NodeEntry)> {
 }
 
 fn domain_entry(row: DomainRow) -> Option<(Box<str>, DomainEntry)> {
-    let (id, node, name, status, verified_at) = row;
+    let transport = match (row.route_host, row.route_port) {
+        (Some(host), Some(port)) => Some(next_hop(&host, port).into_boxed_str()),
+        _ => None,
+    };
     Some((
-        name.into_boxed_str(),
+        row.name.into_boxed_str(),
         DomainEntry {
-            id: parsed(&id, "domain id")?,
-            node: parsed(&node, "domain node")?,
-            active: status == "active",
-            verified: verified_at.is_some(),
+            id: parsed(&row.id, "domain id")?,
+            node: parsed(&row.node_id, "domain node")?,
+            active: row.status == "active",
+            verified: row.verified_at.is_some(),
+            transport,
         },
     ))
+}
+
+/// A route as Postfix's `smtp` transport names a next hop: in brackets (an IPv6 address too), so
+/// that Postfix connects to that host's own addresses instead of looking up its MX records.
+pub fn next_hop(host: &str, port: i32) -> String {
+    format!("smtp:[{host}]:{port}")
 }
 
 fn mailbox_entry(row: MailboxRow) -> Option<(Box<str>, MailboxEntry)> {
@@ -590,38 +608,40 @@ impl Index {
             .is_some_and(|(_, in_scope)| in_scope)
     }
 
-    /// Decides `question` from memory on `day`. A known mailbox that is accepted is marked seen
-    /// at `now` (Unix seconds); `seen` is told when that is new this second.
+    /// Decides `question` from memory on `day`. A known sender that is accepted is marked seen at
+    /// `now` (Unix seconds); `seen` is told when that is new this second. A domain whose ownership
+    /// is not proven is refused unless `require_verification` is off.
     pub fn decide(
         &self,
         scope: Scope,
         question: &Question,
         day: NaiveDate,
         now: u32,
+        require_verification: bool,
         mut seen: impl FnMut(MailboxId),
     ) -> Decision {
         use Decision::Done;
         let Some(domain) = self.domains.get(question.target.domain().as_str()) else {
-            return Done(Answer::bare(Reason::UnknownDomain));
+            return Done(Outcome::bare(Reason::UnknownDomain));
         };
         let customer = domain.node;
         let Some((active, in_scope)) = self.lineage(customer, scope) else {
-            return Done(Answer::bare(Reason::UnknownDomain));
+            return Done(Outcome::bare(Reason::UnknownDomain));
         };
         if !in_scope {
-            return Done(Answer::bare(Reason::NotInScope));
+            return Done(Outcome::bare(Reason::NotInScope));
         }
         let Some(node) = self.nodes.get(&customer) else {
-            return Done(Answer::bare(Reason::UnknownDomain));
+            return Done(Outcome::bare(Reason::UnknownDomain));
         };
-        let refuse = |reason| Done(Answer::for_node(reason, customer));
+        let refuse = |reason| Done(Outcome::for_node(reason, customer));
         if !active {
             return refuse(Reason::NodeSuspended);
         }
         if !domain.active {
             return refuse(Reason::DomainDisabled);
         }
-        if !domain.verified {
+        if !domain.verified && require_verification {
             return refuse(Reason::DomainUnverified);
         }
         // Over the limit of what every mailbox takes (`users`, `domains`, automatic modules such as
@@ -666,43 +686,100 @@ impl Index {
             Target::Address(address) => address,
         };
         let stored = address.stored();
-        let mailbox = self.mailboxes.get(stored.as_str()).or_else(|| {
-            self.aliases
-                .get(stored.as_str())
-                .and_then(|alias| self.mailboxes.get(&*alias.mailbox))
-        });
-        if let Some(mailbox) = mailbox.filter(|m| m.node == customer) {
+        if let Some(mailbox) = self.mailbox(&stored).filter(|m| m.node == customer) {
             let reason = if !mailbox.active() {
                 Reason::MailboxDisabled
             } else if module.is_some_and(|module| !self.holds(mailbox, module)) {
                 Reason::ModuleNotAssigned
             } else {
-                if mailbox.seen.swap(now, Ordering::Relaxed) != now {
+                // Seen is when it last sent: what counts a user (and what is billed).
+                if question.direction == Direction::Outbound
+                    && mailbox.seen.swap(now, Ordering::Relaxed) != now
+                {
                     seen(mailbox.id);
                 }
                 Reason::Ok
             };
-            return Done(Answer {
+            return Done(Outcome {
                 mailbox_id: Some(mailbox.id),
-                ..Answer::for_node(reason, customer)
+                ..Outcome::for_node(reason, customer)
             });
         }
-        if !question.enrol.unwrap_or(node.auto_enrol) {
-            return refuse(Reason::UnknownMailbox);
+        match question.direction {
+            // A recipient never takes a seat: whoever writes to random addresses at a customer's
+            // domain must not fill its licence.
+            Direction::Inbound => refuse(match (node.recipients, module) {
+                (InboundRecipients::Known, _) => Reason::UnknownMailbox,
+                // A per-mailbox module asked about an address that is no mailbox.
+                (InboundRecipients::Domain, Some(_)) => Reason::ModuleNotAssigned,
+                (InboundRecipients::Domain, None) => Reason::Ok,
+            }),
+            Direction::Outbound => {
+                if !question.enrol.unwrap_or(node.auto_enrol) {
+                    return refuse(Reason::UnknownMailbox);
+                }
+                if self
+                    .new_mailbox_seats
+                    .iter()
+                    .any(|resource| node.used(resource) >= node.limit(resource, day))
+                {
+                    return refuse(Reason::UsersExhausted);
+                }
+                Decision::Enrol(Enrolment {
+                    node: customer,
+                    domain: domain.id,
+                    address: address.clone(),
+                    module: module.and(question.module.clone()),
+                })
+            }
         }
-        if self
-            .new_mailbox_seats
-            .iter()
-            .any(|resource| node.used(resource) >= node.limit(resource, day))
-        {
-            return refuse(Reason::UsersExhausted);
-        }
-        Decision::Enrol(Enrolment {
-            node: customer,
-            domain: domain.id,
-            address: address.clone(),
-            module: module.and(question.module.clone()),
+    }
+
+    /// The mailbox at `stored`, directly or through an alias.
+    fn mailbox(&self, stored: &str) -> Option<&MailboxEntry> {
+        self.mailboxes.get(stored).or_else(|| {
+            self.aliases
+                .get(stored)
+                .and_then(|alias| self.mailboxes.get(&*alias.mailbox))
         })
+    }
+
+    /// The live customer holding `domain`, with the domain's entry: what the socketmap's tables
+    /// answer about, whatever the domain's or the customer's state.
+    fn holder(&self, domain: &str) -> Option<(&DomainEntry, &NodeEntry)> {
+        let entry = self.domains.get(domain)?;
+        self.lineage(entry.node, Scope::Everything)?;
+        Some((entry, self.nodes.get(&entry.node)?))
+    }
+
+    /// Whether a live customer holds `domain`, in whatever state: Postfix is to treat it as its
+    /// own, so that a refusal comes from the check with the reply it wants, never a relay.
+    pub fn holds_domain(&self, domain: &str) -> bool {
+        self.holder(domain).is_some()
+    }
+
+    /// The next hop for mail to `domain`: its route, if it has one.
+    pub fn transport(&self, domain: &str) -> Option<&str> {
+        self.holder(domain)?.0.transport.as_deref()
+    }
+
+    /// Where mail to `address` is to go instead, for `virtual_alias_maps`: an alias goes to its
+    /// mailbox, a domain's postmaster@ to its customer's role recipient, abuse@ to `abuse` (the
+    /// operator's). Anything else stays where it is (`None`).
+    pub fn alias_target(&self, address: &MailAddress, abuse: Option<&str>) -> Option<String> {
+        let stored = address.stored();
+        if let Some(alias) = self.aliases.get(stored.as_str()) {
+            return Some(alias.mailbox.to_string());
+        }
+        let (_, node) = self.holder(address.domain().as_str())?;
+        let local = address.local();
+        if local.eq_ignore_ascii_case("postmaster") {
+            node.role_recipient.as_deref().map(str::to_owned)
+        } else if local.eq_ignore_ascii_case("abuse") {
+            abuse.map(str::to_owned)
+        } else {
+            None
+        }
     }
 }
 
@@ -723,25 +800,29 @@ mod tests {
         modules.push(("team".into(), "per_customer".into(), false, false));
         let day = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
         let mut index = Index::build(Rows {
-            nodes: vec![(
-                NODE.into(),
-                None,
-                "customer".into(),
-                "active".into(),
-                None,
-                true,
-            )],
+            nodes: vec![NodeRow {
+                id: NODE.into(),
+                parent_id: None,
+                kind: "customer".into(),
+                status: "active".into(),
+                deleted_at: None,
+                auto_enrol: true,
+                inbound_recipients: "domain".into(),
+                role_recipient: None,
+            }],
             grants: modules
                 .iter()
                 .map(|(code, ..)| (NODE.into(), format!("module:{code}"), 1, day, None))
                 .collect(),
-            domains: vec![(
-                DOMAIN.into(),
-                NODE.into(),
-                "shop.example".into(),
-                "active".into(),
-                Some(day.and_hms_opt(0, 0, 0).unwrap()),
-            )],
+            domains: vec![DomainRow {
+                id: DOMAIN.into(),
+                node_id: NODE.into(),
+                name: "shop.example".into(),
+                status: "active".into(),
+                verified_at: Some(day.and_hms_opt(0, 0, 0).unwrap()),
+                route_host: None,
+                route_port: None,
+            }],
             modules: Some(modules),
             ..Rows::default()
         });
@@ -766,11 +847,12 @@ mod tests {
     fn reason(index: &Index, module: &str) -> Reason {
         let question = Question {
             target: Target::Address(MailAddress::parse("ann@shop.example").unwrap()),
+            direction: Direction::Outbound,
             module: Some(module.to_owned()),
             enrol: Some(false),
         };
         let day = NaiveDate::from_ymd_opt(2026, 6, 1).unwrap();
-        match index.decide(Scope::Everything, &question, day, 1, |_| {}) {
+        match index.decide(Scope::Everything, &question, day, 1, true, |_| {}) {
             Decision::Done(answer) => answer.reason,
             Decision::Enrol(_) => panic!("enrolment off"),
         }

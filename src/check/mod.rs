@@ -19,7 +19,9 @@
 //! [`FLUSH_EVERY`].
 
 pub mod index;
+pub mod metrics;
 pub mod postfix;
+pub mod reply;
 pub mod socketmap;
 pub mod verdict;
 
@@ -32,13 +34,15 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::json;
 
 use crate::auth::api_key;
+use crate::domain::address::MailAddress;
 use crate::domain::ids::{AccountId, ApiKeyId, MailboxId, NodeId};
 use crate::store::audit::{self, Actor};
 use crate::store::mailboxes::{Mailbox, Origin};
 use crate::store::{self, DbConnection, Pool, write_tx};
 use index::{Decision, Enrolment, Index, Rows, Touched};
-
-pub use verdict::{Answer, Question, Reason, Scope, Target, Verdict};
+pub use metrics::{Listener, Metrics};
+pub use reply::LicenceRefusals;
+pub use verdict::{Answer, Direction, Outcome, Question, Reason, Scope, Target, Verdict};
 
 /// How often the background thread replays the change feed.
 pub const POLL_EVERY: Duration = Duration::from_millis(200);
@@ -61,12 +65,53 @@ const MAX_PENDING_SEEN: usize = 1_000_000;
 /// An API key's last use is recorded at most this often, as for every other route.
 const TOUCH_KEYS_EVERY: i64 = 60;
 
+/// The operator's choices for how checks answer (see the README's configuration table).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Whether a domain whose ownership is not proven is refused (`domain_unverified`).
+    pub require_verification: bool,
+    /// How refusals the customer can fix by buying or paying are answered.
+    pub licence: LicenceRefusals,
+    /// Where mail to every domain's abuse@ goes (the `alias` socketmap), if anywhere.
+    pub abuse_recipient: Option<String>,
+}
+
+/// One of the lookup tables the socketmap serves besides the check itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// Whether allot holds the domain (in any state).
+    Domain(crate::domain::address::DomainName),
+    /// The domain's next hop.
+    Transport(crate::domain::address::DomainName),
+    /// Where mail to the address goes instead.
+    Alias(MailAddress),
+}
+
+/// A table's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    Value(String),
+    Nothing,
+    /// The index is not built yet.
+    Unavailable,
+}
+
 /// Something that answers checks: the real [`Checker`] or, in the listeners' own tests, a fake.
 /// The Postfix listeners are written against this, so their protocol handling is tested apart from
 /// the database.
 pub trait Ask: Send + Sync + 'static {
-    /// Answers one question for a caller who may ask about the whole tree.
-    fn ask(&self, question: Question) -> impl std::future::Future<Output = Answer> + Send;
+    /// Answers one question for a caller who may ask about the whole tree, counted as `via`'s.
+    fn ask(
+        &self,
+        question: Question,
+        via: Listener,
+    ) -> impl std::future::Future<Output = Answer> + Send;
+
+    /// Looks a key up in one of the other tables, from memory.
+    fn look_up(&self, lookup: &Lookup) -> Found;
+
+    /// The counters of the listeners' connections.
+    fn metrics(&self) -> &Metrics;
 }
 
 /// Who asks, as the check resolved the credential from memory: whom an enrolment is audited as,
@@ -117,6 +162,8 @@ pub struct Checker {
     pool: Pool,
     seen: Mutex<Vec<(MailboxId, i64)>>,
     used_keys: Mutex<Vec<(ApiKeyId, i64)>>,
+    settings: Settings,
+    metrics: Metrics,
 }
 
 /// Every row the index holds.
@@ -196,7 +243,7 @@ impl Checker {
     /// Builds the index from the database and starts keeping it current. Blocking: call before
     /// serving. When the database cannot be read now, the checker starts empty and unready: every
     /// check defers until the background thread has built the index.
-    pub fn start(pool: Pool) -> Arc<Self> {
+    pub fn start(pool: Pool, settings: Settings, metrics: Metrics) -> Arc<Self> {
         let started = Instant::now();
         let built = pool
             .get()
@@ -226,7 +273,10 @@ impl Checker {
             pool,
             seen: Mutex::default(),
             used_keys: Mutex::default(),
+            settings,
+            metrics,
         });
+        checker.measure();
         checker.spawn_background();
         checker
     }
@@ -330,7 +380,9 @@ impl Checker {
                     let Some(checker) = weak.upgrade() else {
                         return;
                     };
-                    match checker.catch_up() {
+                    let caught_up = checker.catch_up();
+                    checker.measure();
+                    match caught_up {
                         Ok(()) if failing => {
                             tracing::info!("the check index is in step with the database again");
                             failing = false;
@@ -470,19 +522,21 @@ impl Checker {
             })
     }
 
-    /// Answers `question` for a caller limited to `scope`. Only an enrolment leaves memory, and
-    /// only it is audited: as `actor`, with the request id `request_id` gives.
+    /// Answers `question` for a caller limited to `scope`, asking through `via`. Only an
+    /// enrolment leaves memory, and only it is audited: as `actor`, with the request id
+    /// `request_id` gives.
     pub async fn check(
         self: &Arc<Self>,
         scope: Scope,
         question: Question,
+        via: Listener,
         actor: &Actor,
         request_id: impl FnOnce() -> Option<String>,
     ) -> Answer {
         let today = Utc::now().date_naive();
-        let decision = self.decide(scope, &question, today);
-        match decision {
-            Decision::Done(answer) => answer,
+        let direction = question.direction;
+        let outcome = match self.decide(scope, &question, today) {
+            Decision::Done(outcome) => outcome,
             Decision::Enrol(enrolment) => {
                 let this = Arc::clone(self);
                 let (actor, request_id) = (actor.clone(), request_id());
@@ -492,16 +546,53 @@ impl Checker {
                 .await
                 .unwrap_or_else(|err| {
                     tracing::error!(error = %err, "an enrolment did not finish");
-                    Answer::bare(Reason::Unavailable)
+                    Outcome::bare(Reason::Unavailable)
                 })
             }
+        };
+        self.metrics.count(via, direction, outcome.reason);
+        if outcome.enrolled {
+            self.metrics.enrolments.inc();
+        }
+        Answer::new(outcome, direction, self.settings.licence)
+    }
+
+    /// Looks `lookup` up in the index.
+    pub fn look_up(&self, lookup: &Lookup) -> Found {
+        if !self.is_ready() {
+            return Found::Unavailable;
+        }
+        let index = self.read_index();
+        let value = match lookup {
+            Lookup::Domain(domain) => index
+                .holds_domain(domain.as_str())
+                .then(|| domain.as_str().to_owned()),
+            Lookup::Transport(domain) => index.transport(domain.as_str()).map(str::to_owned),
+            Lookup::Alias(address) => {
+                index.alias_target(address, self.settings.abuse_recipient.as_deref())
+            }
+        };
+        value.map_or(Found::Nothing, Found::Value)
+    }
+
+    /// Brings the index's gauges up to date.
+    fn measure(&self) {
+        let index = self.read_index();
+        self.metrics.mailboxes.set(index.mailboxes.len() as i64);
+        self.metrics.domains.set(index.domains.len() as i64);
+        drop(index);
+        if let Ok(feed) = self.feed.try_lock() {
+            self.metrics
+                .feed_age
+                .set(i64::try_from(feed.synced.elapsed().as_secs()).unwrap_or(i64::MAX));
+            self.metrics.feed_gaps.set(feed.gaps.len() as i64);
         }
     }
 
     /// The in-memory part of a check.
     pub fn decide(&self, scope: Scope, question: &Question, today: NaiveDate) -> Decision {
         if !self.ready.load(Ordering::Acquire) {
-            return Decision::Done(Answer::bare(Reason::Unavailable));
+            return Decision::Done(Outcome::bare(Reason::Unavailable));
         }
         let now = unix_now();
         let index = self.read_index();
@@ -510,6 +601,7 @@ impl Checker {
             question,
             today,
             u32::try_from(now).unwrap_or(u32::MAX),
+            self.settings.require_verification,
             |id| {
                 self.seen
                     .lock()
@@ -528,14 +620,21 @@ impl Checker {
         actor: &Actor,
         request_id: Option<&str>,
         today: NaiveDate,
-    ) -> Answer {
+    ) -> Outcome {
         let result = self
             .pool
             .get()
             .map_err(SyncError::from)
             .and_then(|mut conn| {
                 write_tx(&mut conn, |conn| {
-                    enrol_in(conn, enrolment, actor, request_id, today)
+                    enrol_in(
+                        conn,
+                        enrolment,
+                        actor,
+                        request_id,
+                        today,
+                        self.settings.require_verification,
+                    )
                 })
             });
         match result {
@@ -547,7 +646,7 @@ impl Checker {
             }
             Err(err) => {
                 tracing::warn!(error = %err, "an enrolment could not be decided; deferring");
-                Answer::bare(Reason::Unavailable)
+                Outcome::bare(Reason::Unavailable)
             }
         }
     }
@@ -566,7 +665,8 @@ fn enrol_in(
     actor: &Actor,
     request_id: Option<&str>,
     today: NaiveDate,
-) -> Result<Answer, SyncError> {
+    require_verification: bool,
+) -> Result<Outcome, SyncError> {
     let Enrolment {
         node: node_id,
         domain: domain_id,
@@ -575,30 +675,26 @@ fn enrol_in(
     } = enrolment;
     let (node_id, domain_id) = (*node_id, *domain_id);
     let Some(node) = store::nodes::find_locked(conn, node_id, &[])? else {
-        return Ok(Answer::bare(Reason::UnknownDomain));
+        return Ok(Outcome::bare(Reason::UnknownDomain));
     };
     let lineage: Vec<String> = node.lineage().iter().map(ToString::to_string).collect();
     let ancestors = store::check::nodes(conn, Some(&lineage))?;
-    let deleted = |(_, _, _, _, deleted_at, _): &store::check::NodeRow| deleted_at.is_some();
-    if ancestors.len() != lineage.len() || ancestors.iter().any(deleted) {
-        return Ok(Answer::bare(Reason::UnknownDomain));
+    if ancestors.len() != lineage.len() || ancestors.iter().any(|a| a.deleted_at.is_some()) {
+        return Ok(Outcome::bare(Reason::UnknownDomain));
     }
-    let refuse = |reason| Ok(Answer::for_node(reason, node.id));
-    if ancestors
-        .iter()
-        .any(|(_, _, _, status, _, _)| status != "active")
-    {
+    let refuse = |reason| Ok(Outcome::for_node(reason, node.id));
+    if ancestors.iter().any(|a| a.status != "active") {
         return refuse(Reason::NodeSuspended);
     }
     let Some(domain) = store::domains::find(conn, domain_id)?
         .filter(|d| d.node_id == node.id && d.name == *address.domain())
     else {
-        return Ok(Answer::bare(Reason::UnknownDomain));
+        return Ok(Outcome::bare(Reason::UnknownDomain));
     };
     if !domain.active {
         return refuse(Reason::DomainDisabled);
     }
-    if domain.verified_at.is_none() {
+    if domain.verified_at.is_none() && require_verification {
         return refuse(Reason::DomainUnverified);
     }
     if let Some((id, status)) = store::check::mailbox_at(conn, &address.stored())? {
@@ -613,9 +709,9 @@ fn enrol_in(
         } else {
             Reason::Ok
         };
-        return Ok(Answer {
+        return Ok(Outcome {
             mailbox_id,
-            ..Answer::for_node(reason, node.id)
+            ..Outcome::for_node(reason, node.id)
         });
     }
     let automatic = store::modules::automatic(conn)?;
@@ -655,29 +751,44 @@ fn enrol_in(
     } else {
         Reason::Ok
     };
-    Ok(Answer {
+    Ok(Outcome {
         mailbox_id: Some(mailbox.id),
         enrolled: true,
-        ..Answer::for_node(reason, node.id)
+        ..Outcome::for_node(reason, node.id)
     })
 }
 
 /// Accepts connections on `listener` forever, each served by `serve` on its own task; `what`
 /// names the listener in logs. The Postfix listeners' common part.
-async fn accept_forever<F, Fut>(listener: tokio::net::TcpListener, what: &'static str, serve: F)
-where
-    F: Fn(tokio::net::TcpStream) -> Fut,
+async fn accept_forever<F, Fut>(
+    listener: tokio::net::TcpListener,
+    what: &'static str,
+    connections: metrics::Connections,
+    serve: F,
+) where
+    F: Fn(tokio::net::TcpStream, String) -> Fut,
     Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
 {
+    use tracing::Instrument;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                let served = serve(stream);
-                tokio::spawn(async move {
-                    if let Err(err) = served.await {
-                        tracing::debug!(error = %err, %peer, listener = what, "connection ended");
+                // Each connection has a request id of its own, which its lookups log under.
+                let request_id = uuid::Uuid::now_v7().to_string();
+                let span = tracing::debug_span!("connection", listener = what, %peer, request_id);
+                let served = serve(stream, request_id);
+                connections.accepted.inc();
+                let open = connections.open.clone();
+                open.inc();
+                tokio::spawn(
+                    async move {
+                        if let Err(err) = served.await {
+                            tracing::debug!(error = %err, "connection ended");
+                        }
+                        open.dec();
                     }
-                });
+                    .instrument(span),
+                );
             }
             Err(err) => {
                 // Out of file descriptors, mostly: wait for some to free rather than spin.
@@ -689,8 +800,20 @@ where
 }
 
 impl Ask for Arc<Checker> {
-    fn ask(&self, question: Question) -> impl std::future::Future<Output = Answer> + Send {
-        self.check(Scope::Everything, question, &Actor::System, || None)
+    fn ask(
+        &self,
+        question: Question,
+        via: Listener,
+    ) -> impl std::future::Future<Output = Answer> + Send {
+        self.check(Scope::Everything, question, via, &Actor::System, || None)
+    }
+
+    fn look_up(&self, lookup: &Lookup) -> Found {
+        Checker::look_up(self, lookup)
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 }
 
@@ -699,17 +822,31 @@ impl Ask for Arc<Checker> {
 mod fake {
     use std::sync::Mutex;
 
-    use super::{Answer, Ask, Question, Reason, Target};
+    use super::{
+        Answer, Ask, Found, LicenceRefusals, Listener, Lookup, Metrics, Outcome, Question, Reason,
+        Target,
+    };
 
-    /// Knows `example.com` and `known@example.com`, has `off@example.com` disabled, cannot decide
-    /// about `slow@example.com`, knows nothing else; and remembers what it was asked.
-    #[derive(Default)]
+    /// Knows `example.com` (routed to `mx.example.net`) and `known@example.com`, has
+    /// `off@example.com` disabled, no seat for `full@example.com`, cannot decide about
+    /// `slow@example.com`, sends `postmaster@example.com` to `boss@example.net`, knows nothing
+    /// else; and remembers what it was asked.
     pub struct Fake {
         pub asked: Mutex<Vec<Question>>,
+        metrics: Metrics,
+    }
+
+    impl Default for Fake {
+        fn default() -> Self {
+            Self {
+                asked: Mutex::default(),
+                metrics: Metrics::unregistered(),
+            }
+        }
     }
 
     impl Ask for Fake {
-        async fn ask(&self, question: Question) -> Answer {
+        async fn ask(&self, question: Question, _: Listener) -> Answer {
             let reason = match &question.target {
                 Target::Domain(domain) if domain.as_str() == "example.com" => Reason::Ok,
                 Target::Domain(_) => Reason::UnknownDomain,
@@ -717,11 +854,32 @@ mod fake {
                     "known@example.com" => Reason::Ok,
                     "slow@example.com" => Reason::Unavailable,
                     "off@example.com" => Reason::MailboxDisabled,
+                    "full@example.com" => Reason::UsersExhausted,
                     _ => Reason::UnknownMailbox,
                 },
             };
+            let direction = question.direction;
             self.asked.lock().unwrap().push(question);
-            Answer::bare(reason)
+            Answer::new(Outcome::bare(reason), direction, LicenceRefusals::Temporary)
+        }
+
+        fn look_up(&self, lookup: &Lookup) -> Found {
+            match lookup {
+                Lookup::Domain(domain) if domain.as_str() == "example.com" => {
+                    Found::Value("example.com".to_owned())
+                }
+                Lookup::Transport(domain) if domain.as_str() == "example.com" => {
+                    Found::Value("smtp:[mx.example.net]:25".to_owned())
+                }
+                Lookup::Alias(address) if address.stored() == "postmaster@example.com" => {
+                    Found::Value("boss@example.net".to_owned())
+                }
+                _ => Found::Nothing,
+            }
+        }
+
+        fn metrics(&self) -> &Metrics {
+            &self.metrics
         }
     }
 }

@@ -1,15 +1,26 @@
 //! The Postfix SMTP access policy delegation listener (`check_policy_service`,
-//! <https://www.postfix.org/SMTPD_POLICY_README.html>): one address per request, the recipient or
-//! the sender as configured, answered from the check.
+//! <https://www.postfix.org/SMTPD_POLICY_README.html>): one address per request, answered from
+//! the check. An inbound request asks about its recipient, an outbound one about its sender.
+//!
+//! Which direction a request is, an operator says in Postfix's own terms, per `smtpd` service:
+//! `-o smtpd_policy_service_policy_context=outbound` on the submission service (or
+//! `check_policy_service { inet:…, policy_context=outbound }`) makes Postfix send
+//! `policy_context=outbound` with every request, and `inbound` likewise. Without it, a request
+//! from a client that logged in (`sasl_username` set) is outbound and any other inbound: the
+//! usual split between submission and an MX. [`PolicyDirection`] can also fix the listener to one
+//! direction whatever the request says.
 //!
 //! The protocol is lines of `name=value` ended by an empty line, answered by `action=…` and an
 //! empty line, many requests on one connection. Parsing and the choice of action are pure
 //! functions ([`parse_request`], [`step`], [`action_for`]); [`serve`] only frames, bounds and
 //! times the connection around them.
 //!
-//! Every refusal carries an RFC 3463 enhanced status code and the stable reason code, and nothing
-//! else: Postfix itself prefixes the text with `<address>: Recipient address rejected:` (or
-//! `Sender`), so repeating the address would only say it twice.
+//! Every refusal carries the reply code and RFC 3463 enhanced status code of the shared reply map
+//! ([`super::reply`]) and the stable reason code, and nothing else: Postfix itself prefixes the
+//! text with `<address>: Recipient address rejected:` (or `Sender`), so repeating the address
+//! would only say it twice. A permanent refusal is the numeric action (`550 5.1.1 …`); a
+//! temporary one is `DEFER_IF_PERMIT`, so that a later restriction that rejects for good still
+//! wins.
 //!
 //! Two kinds of bad input, two treatments. A request that is framed but wrong (a line without
 //! `=`, a name that is not UTF-8, no `request=smtpd_access_policy`) is read to its empty line,
@@ -29,7 +40,7 @@ use tokio::io::{
 };
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{Answer, Ask, Question, Reason, Target, Verdict};
+use super::{Answer, Ask, Direction, Listener, Question, Target, Verdict};
 use crate::domain::UnknownVariant;
 use crate::domain::address::MailAddress;
 
@@ -47,38 +58,45 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(360);
 
 const MALFORMED: &str = "DEFER_IF_PERMIT malformed policy request";
 
-/// Which request attribute is checked: the recipient (an inbound MX asking whether a mailbox
-/// exists and is licensed) or the sender (a submission service asking whether it may send).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PolicyAttribute {
-    Recipient,
-    Sender,
+/// Which direction the policy listener takes a request for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PolicyDirection {
+    /// The request's `policy_context` (`inbound` or `outbound`) when it has one; otherwise
+    /// outbound for a client that logged in (`sasl_username`), inbound for any other.
+    #[default]
+    Auto,
+    /// Every request is about its recipient.
+    Inbound,
+    /// Every request is about its sender.
+    Outbound,
 }
 
-impl PolicyAttribute {
+impl PolicyDirection {
     pub const fn as_str(self) -> &'static str {
         match self {
-            Self::Recipient => "recipient",
-            Self::Sender => "sender",
+            Self::Auto => "auto",
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
         }
     }
 }
 
-impl fmt::Display for PolicyAttribute {
+impl fmt::Display for PolicyDirection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-impl FromStr for PolicyAttribute {
+impl FromStr for PolicyDirection {
     type Err = UnknownVariant;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "recipient" => Ok(Self::Recipient),
-            "sender" => Ok(Self::Sender),
+            "auto" => Ok(Self::Auto),
+            "inbound" => Ok(Self::Inbound),
+            "outbound" => Ok(Self::Outbound),
             _ => Err(UnknownVariant {
                 value: s.to_owned(),
-                expected: "recipient, sender",
+                expected: "auto, inbound, outbound",
             }),
         }
     }
@@ -133,18 +151,37 @@ pub fn parse_request<L: AsRef<[u8]>>(lines: &[L]) -> Result<Request, Malformed> 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     Action(String),
-    Ask(MailAddress),
+    Ask(MailAddress, Direction),
 }
 
-/// Picks the checked attribute out of a request.
+/// The direction of `request` under the listener's `mode`.
+pub fn direction(request: &Request, mode: PolicyDirection) -> Direction {
+    match mode {
+        PolicyDirection::Inbound => Direction::Inbound,
+        PolicyDirection::Outbound => Direction::Outbound,
+        PolicyDirection::Auto => match request.get("policy_context") {
+            Some(b"inbound") => Direction::Inbound,
+            Some(b"outbound") => Direction::Outbound,
+            _ if request.get("sasl_username").is_some_and(|u| !u.is_empty()) => Direction::Outbound,
+            _ => Direction::Inbound,
+        },
+    }
+}
+
+/// Picks the address to check out of a request: the recipient inbound, the sender outbound.
 ///
 /// A missing or empty value leaves nothing to check, so the action is `DUNNO` (let the rest of
 /// Postfix's restrictions decide): an empty sender is the null sender of bounces and delivery
 /// notifications, which must never be refused for being nobody's; an empty or missing recipient
 /// is a request from a stage before `RCPT TO` or from the end of `DATA`, where there is no single
 /// recipient.
-pub fn step(request: &Request, attribute: PolicyAttribute) -> Step {
-    let raw = match request.get(attribute.as_str()) {
+pub fn step(request: &Request, mode: PolicyDirection) -> Step {
+    let direction = direction(request, mode);
+    let attribute = match direction {
+        Direction::Inbound => "recipient",
+        Direction::Outbound => "sender",
+    };
+    let raw = match request.get(attribute) {
         None | Some(b"") => return Step::Action("DUNNO".to_owned()),
         Some(raw) => raw,
     };
@@ -152,45 +189,34 @@ pub fn step(request: &Request, attribute: PolicyAttribute) -> Step {
         .ok()
         .and_then(|raw| MailAddress::parse(raw).ok())
     {
-        Some(address) => Step::Ask(address),
-        None => Step::Action(match attribute {
-            PolicyAttribute::Recipient => "REJECT 5.1.3 bad recipient address syntax".to_owned(),
-            PolicyAttribute::Sender => "REJECT 5.1.7 bad sender address syntax".to_owned(),
+        Some(address) => Step::Ask(address, direction),
+        None => Step::Action(match direction {
+            Direction::Inbound => "REJECT 5.1.3 bad recipient address syntax".to_owned(),
+            Direction::Outbound => "REJECT 5.1.7 bad sender address syntax".to_owned(),
         }),
     }
 }
 
-/// The action for the check's answer about the configured attribute's address.
+/// The action for the check's answer.
 ///
 /// Accepted is `DUNNO`, not `OK`: allot vouches for the licence, not for the rest of Postfix's
-/// restrictions (rate limits, RBLs) that may still follow. A deferral is `DEFER_IF_PERMIT`, so a
-/// later restriction that rejects for good still wins.
-pub fn action_for(answer: &Answer, attribute: PolicyAttribute) -> String {
+/// restrictions (rate limits, RBLs) that may still follow.
+pub fn action_for(answer: &Answer) -> String {
     let reason = answer.reason.as_str();
+    let status = answer.smtp_status;
     match answer.verdict {
         Verdict::Accept => "DUNNO".to_owned(),
-        Verdict::Defer => format!("DEFER_IF_PERMIT 4.3.0 {reason}"),
-        Verdict::Reject => format!("REJECT {} {reason}", status(answer.reason, attribute)),
-    }
-}
-
-/// The RFC 3463 enhanced status code for a refusal: the address codes where the reason is about
-/// the address itself existing, "not authorised" (5.7.1) for the licence reasons.
-fn status(reason: Reason, attribute: PolicyAttribute) -> &'static str {
-    match (attribute, reason) {
-        (PolicyAttribute::Recipient, Reason::UnknownMailbox) => "5.1.1",
-        (PolicyAttribute::Recipient, Reason::UnknownDomain) => "5.1.2",
-        (PolicyAttribute::Recipient, Reason::MailboxDisabled) => "5.2.1",
-        (PolicyAttribute::Sender, Reason::UnknownDomain) => "5.1.8",
-        _ => "5.7.1",
+        Verdict::Defer => format!("DEFER_IF_PERMIT {status} {reason}"),
+        Verdict::Reject => format!("{} {status} {reason}", answer.smtp_code),
     }
 }
 
 /// Accepts connections forever, each served by its own task.
-pub async fn serve<A: Ask>(listener: TcpListener, asker: Arc<A>, attribute: PolicyAttribute) {
-    super::accept_forever(listener, "policy", move |stream| {
+pub async fn serve<A: Ask>(listener: TcpListener, asker: Arc<A>, mode: PolicyDirection) {
+    let connections = asker.metrics().policy.clone();
+    super::accept_forever(listener, "policy", connections, move |stream, _| {
         let asker = Arc::clone(&asker);
-        async move { connection(stream, &*asker, attribute).await }
+        async move { connection(stream, &*asker, mode).await }
     })
     .await;
 }
@@ -208,7 +234,7 @@ enum Incoming {
 async fn connection<A: Ask>(
     mut stream: TcpStream,
     asker: &A,
-    attribute: PolicyAttribute,
+    mode: PolicyDirection,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let (read, mut write) = stream.split();
@@ -228,15 +254,19 @@ async fn connection<A: Ask>(
                     tracing::debug!(error = %err, "malformed policy request");
                     MALFORMED.to_owned()
                 }
-                Ok(request) => match step(&request, attribute) {
+                Ok(request) => match step(&request, mode) {
                     Step::Action(action) => action,
-                    Step::Ask(address) => {
+                    Step::Ask(address, direction) => {
+                        let stored = address.stored();
                         let question = Question {
                             target: Target::Address(address),
+                            direction,
                             module: None,
                             enrol: None,
                         };
-                        action_for(&asker.ask(question).await, attribute)
+                        let action = action_for(&asker.ask(question, Listener::Policy).await);
+                        tracing::debug!(%direction, address = stored, action, "policy lookup");
+                        action
                     }
                 },
             },
@@ -295,6 +325,7 @@ mod tests {
     use super::*;
 
     use crate::check::fake::Fake;
+    use crate::check::{LicenceRefusals, Outcome, Reason};
 
     fn request(pairs: &[&str]) -> Request {
         let mut lines: Vec<&str> = vec!["request=smtpd_access_policy"];
@@ -303,11 +334,45 @@ mod tests {
     }
 
     #[test]
-    fn attribute_names_round_trip() {
-        for attribute in [PolicyAttribute::Recipient, PolicyAttribute::Sender] {
-            assert_eq!(attribute.to_string().parse(), Ok(attribute));
+    fn direction_names_round_trip() {
+        for mode in [
+            PolicyDirection::Auto,
+            PolicyDirection::Inbound,
+            PolicyDirection::Outbound,
+        ] {
+            assert_eq!(mode.to_string().parse(), Ok(mode));
         }
-        assert!("Recipient".parse::<PolicyAttribute>().is_err());
+        assert!("Inbound".parse::<PolicyDirection>().is_err());
+    }
+
+    #[test]
+    fn the_policy_context_then_a_login_say_which_direction_a_request_is() {
+        use Direction::{Inbound, Outbound};
+        use PolicyDirection::Auto;
+        for (attributes, mode, expected) in [
+            (&[][..], Auto, Inbound),
+            (&["sasl_username="][..], Auto, Inbound),
+            (&["sasl_username=jane"][..], Auto, Outbound),
+            (&["policy_context=outbound"][..], Auto, Outbound),
+            (
+                &["policy_context=inbound", "sasl_username=jane"][..],
+                Auto,
+                Inbound,
+            ),
+            (&["policy_context=submission"][..], Auto, Inbound),
+            (
+                &["policy_context=outbound"][..],
+                PolicyDirection::Inbound,
+                Inbound,
+            ),
+            (&[][..], PolicyDirection::Outbound, Outbound),
+        ] {
+            assert_eq!(
+                direction(&request(attributes), mode),
+                expected,
+                "{attributes:?} {mode:?}"
+            );
+        }
     }
 
     #[test]
@@ -339,29 +404,27 @@ mod tests {
 
     #[test]
     fn nothing_to_check_is_dunno_and_bad_syntax_is_refused_by_its_side() {
+        use PolicyDirection::{Inbound, Outbound};
         let dunno = Step::Action("DUNNO".to_owned());
-        assert_eq!(step(&request(&[]), PolicyAttribute::Recipient), dunno);
-        assert_eq!(step(&request(&["sender="]), PolicyAttribute::Sender), dunno);
-        assert_eq!(
-            step(&request(&["recipient="]), PolicyAttribute::Recipient),
-            dunno
-        );
+        assert_eq!(step(&request(&[]), Inbound), dunno);
+        assert_eq!(step(&request(&["sender="]), Outbound), dunno);
+        assert_eq!(step(&request(&["recipient="]), Inbound), dunno);
         assert_eq!(
             step(
-                &request(&["recipient=Jane@Example.COM"]),
-                PolicyAttribute::Recipient
+                &request(&["recipient=Jane@Example.COM", "sender=a@b.example"]),
+                Inbound
             ),
-            Step::Ask(MailAddress::parse("Jane@example.com").unwrap())
+            Step::Ask(
+                MailAddress::parse("Jane@example.com").unwrap(),
+                Direction::Inbound
+            )
         );
         assert_eq!(
-            step(
-                &request(&["recipient=no-at-sign"]),
-                PolicyAttribute::Recipient
-            ),
+            step(&request(&["recipient=no-at-sign"]), Inbound),
             Step::Action("REJECT 5.1.3 bad recipient address syntax".to_owned())
         );
         assert_eq!(
-            step(&request(&["sender=a@localhost"]), PolicyAttribute::Sender),
+            step(&request(&["sender=a@localhost"]), Outbound),
             Step::Action("REJECT 5.1.7 bad sender address syntax".to_owned())
         );
         let lines: [&[u8]; 2] = [
@@ -369,66 +432,61 @@ mod tests {
             b"recipient=\xff@example.com",
         ];
         assert_eq!(
-            step(&parse_request(&lines).unwrap(), PolicyAttribute::Recipient),
+            step(&parse_request(&lines).unwrap(), Inbound),
             Step::Action("REJECT 5.1.3 bad recipient address syntax".to_owned())
         );
     }
 
     #[test]
-    fn answers_become_actions_with_a_status_code_and_the_reason() {
-        use PolicyAttribute::{Recipient, Sender};
-        for (reason, attribute, expected) in [
-            (Reason::Ok, Recipient, "DUNNO"),
+    fn answers_become_actions_with_the_reply_maps_codes_and_the_reason() {
+        use Direction::{Inbound, Outbound};
+        for (reason, direction, expected) in [
+            (Reason::Ok, Inbound, "DUNNO"),
             (
                 Reason::Unavailable,
-                Recipient,
+                Inbound,
                 "DEFER_IF_PERMIT 4.3.0 unavailable",
             ),
-            (
-                Reason::UnknownMailbox,
-                Recipient,
-                "REJECT 5.1.1 unknown_mailbox",
-            ),
-            (
-                Reason::UnknownDomain,
-                Recipient,
-                "REJECT 5.1.2 unknown_domain",
-            ),
+            (Reason::UnknownMailbox, Inbound, "550 5.1.1 unknown_mailbox"),
+            (Reason::UnknownDomain, Inbound, "550 5.1.2 unknown_domain"),
             (
                 Reason::MailboxDisabled,
-                Recipient,
-                "REJECT 5.2.1 mailbox_disabled",
+                Inbound,
+                "550 5.2.1 mailbox_disabled",
             ),
             (
                 Reason::ModuleNotLicensed,
-                Recipient,
-                "REJECT 5.7.1 module_not_licensed",
+                Inbound,
+                "DEFER_IF_PERMIT 4.7.1 module_not_licensed",
             ),
             (
                 Reason::UnknownMailbox,
-                Sender,
-                "REJECT 5.7.1 unknown_mailbox",
+                Outbound,
+                "550 5.7.1 unknown_mailbox",
             ),
-            (Reason::UnknownDomain, Sender, "REJECT 5.1.8 unknown_domain"),
+            (Reason::UnknownDomain, Outbound, "550 5.1.8 unknown_domain"),
             (
-                Reason::Unavailable,
-                Sender,
-                "DEFER_IF_PERMIT 4.3.0 unavailable",
+                Reason::UsersExhausted,
+                Outbound,
+                "DEFER_IF_PERMIT 4.7.1 users_exhausted",
             ),
         ] {
-            assert_eq!(
-                action_for(&Answer::bare(reason), attribute),
-                expected,
-                "{reason:?} as {attribute:?}"
-            );
+            let answer = Answer::new(Outcome::bare(reason), direction, LicenceRefusals::Temporary);
+            assert_eq!(action_for(&answer), expected, "{reason:?} {direction:?}");
         }
+        let permanent = Answer::new(
+            Outcome::bare(Reason::OverLimit),
+            Inbound,
+            LicenceRefusals::Permanent,
+        );
+        assert_eq!(action_for(&permanent), "550 5.7.1 over_limit");
     }
 
-    async fn start(attribute: PolicyAttribute) -> (SocketAddr, Arc<Fake>) {
+    async fn start(mode: PolicyDirection) -> (SocketAddr, Arc<Fake>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let fake = Arc::new(Fake::default());
-        tokio::spawn(serve(listener, Arc::clone(&fake), attribute));
+        tokio::spawn(serve(listener, Arc::clone(&fake), mode));
         (address, fake)
     }
 
@@ -477,31 +535,22 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn one_connection_answers_request_after_request() {
-        let (address, fake) = start(PolicyAttribute::Recipient).await;
+        let (address, fake) = start(PolicyDirection::Inbound).await;
         let mut stream = TcpStream::connect(address).await.unwrap();
         let sender = "someone@example.net";
         for (recipient, expected) in [
             ("known@example.com", "action=DUNNO\n\n"),
-            (
-                "nobody@example.com",
-                "action=REJECT 5.1.1 unknown_mailbox\n\n",
-            ),
+            ("nobody@example.com", "action=550 5.1.1 unknown_mailbox\n\n"),
             (
                 "slow@example.com",
                 "action=DEFER_IF_PERMIT 4.3.0 unavailable\n\n",
             ),
-            (
-                "off@example.com",
-                "action=REJECT 5.2.1 mailbox_disabled\n\n",
-            ),
+            ("off@example.com", "action=550 5.2.1 mailbox_disabled\n\n"),
             (
                 "not an address",
                 "action=REJECT 5.1.3 bad recipient address syntax\n\n",
             ),
-            (
-                "Known@EXAMPLE.com",
-                "action=REJECT 5.1.1 unknown_mailbox\n\n",
-            ),
+            ("Known@EXAMPLE.com", "action=550 5.1.1 unknown_mailbox\n\n"),
         ] {
             let answer = exchange(&mut stream, postfix_request(sender, recipient).as_bytes()).await;
             assert_eq!(answer, expected, "{recipient}");
@@ -527,27 +576,24 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn two_requests_in_one_write_get_two_answers_in_order() {
-        let (address, _) = start(PolicyAttribute::Recipient).await;
+        let (address, _) = start(PolicyDirection::Inbound).await;
         let mut stream = TcpStream::connect(address).await.unwrap();
         let both = postfix_request("a@example.net", "nobody@example.com")
             + &postfix_request("a@example.net", "known@example.com");
         assert_eq!(
             exchange(&mut stream, both.as_bytes()).await,
-            "action=REJECT 5.1.1 unknown_mailbox\n\n"
+            "action=550 5.1.1 unknown_mailbox\n\n"
         );
         assert_eq!(read_answer(&mut stream).await, "action=DUNNO\n\n");
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_sender_listener_checks_the_sender_and_lets_the_null_sender_through() {
-        let (address, fake) = start(PolicyAttribute::Sender).await;
+        let (address, fake) = start(PolicyDirection::Outbound).await;
         let mut stream = TcpStream::connect(address).await.unwrap();
         for (sender, expected) in [
             ("known@example.com", "action=DUNNO\n\n"),
-            (
-                "nobody@example.com",
-                "action=REJECT 5.7.1 unknown_mailbox\n\n",
-            ),
+            ("nobody@example.com", "action=550 5.7.1 unknown_mailbox\n\n"),
             ("", "action=DUNNO\n\n"),
             ("@", "action=REJECT 5.1.7 bad sender address syntax\n\n"),
         ] {
@@ -568,7 +614,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn malformed_requests_are_deferred_and_the_connection_goes_on() {
-        let (address, _) = start(PolicyAttribute::Recipient).await;
+        let (address, _) = start(PolicyDirection::Inbound).await;
         let mut stream = TcpStream::connect(address).await.unwrap();
         let malformed = "action=DEFER_IF_PERMIT malformed policy request\n\n";
         for bad in [
@@ -594,7 +640,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn an_over_long_line_is_deferred_and_closes_the_connection() {
-        let (address, _) = start(PolicyAttribute::Recipient).await;
+        let (address, _) = start(PolicyDirection::Inbound).await;
         let mut stream = TcpStream::connect(address).await.unwrap();
         let long = format!(
             "request=smtpd_access_policy\nccert_subject={}\n\n",
@@ -621,7 +667,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn too_many_attributes_are_deferred_and_close_the_connection() {
-        let (address, _) = start(PolicyAttribute::Recipient).await;
+        let (address, _) = start(PolicyDirection::Inbound).await;
         let mut stream = TcpStream::connect(address).await.unwrap();
         let many = "request=smtpd_access_policy\n".to_owned() + &"a=b\n".repeat(MAX_ATTRIBUTES);
         assert_eq!(
@@ -644,7 +690,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_peer_that_leaves_mid_request_gets_no_answer_and_others_are_unaffected() {
-        let (address, _) = start(PolicyAttribute::Recipient).await;
+        let (address, _) = start(PolicyDirection::Inbound).await;
         let mut leaving = TcpStream::connect(address).await.unwrap();
         leaving
             .write_all(b"request=smtpd_access_policy\nrecipient=known@exa")

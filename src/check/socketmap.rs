@@ -1,15 +1,27 @@
 //! The Postfix socketmap listener (<https://www.postfix.org/socketmap_table.5.html>): lookup
-//! tables `domain` and `mailbox` answered from the check, for `virtual_mailbox_domains` and
-//! `virtual_mailbox_maps` and the like.
+//! tables answered from the check's index.
+//!
+//! - `domain` answers every domain allot holds, whatever its state (`relay_domains` or
+//!   `virtual_mailbox_domains`), so that Postfix treats it as its own: a domain allot knows and
+//!   refuses must never be relayed (from a trusted client) or told "Relay access denied" (from
+//!   outside, which a sender retries for days). The refusal comes from `mailbox` or the policy
+//!   listener, with the reply it wants.
+//! - `mailbox` answers an inbound check of the address (`relay_recipient_maps` or
+//!   `virtual_mailbox_maps`): accepted is `OK`, a temporary refusal `TEMP` (Postfix answers
+//!   `451 4.3.0` and the sender retries), a permanent one `NOTFOUND` (Postfix answers `550 5.1.1`).
+//!   A table can say no more than that; the policy listener gives each reason its own code.
+//! - `transport` answers a domain's route as a next hop, `smtp:[host]:port` (`transport_maps`).
+//! - `alias` answers where an address goes instead (`virtual_alias_maps`): an alias to its
+//!   mailbox, postmaster@ to the customer's role recipient, abuse@ to the operator's.
 //!
 //! Requests and replies are netstrings (`<len>:<payload>,`), a request's payload `<map> <key>`,
 //! many per connection. Framing ([`decode`], [`encode`]) and the lookup ([`step`],
 //! [`reply_for`]) are pure functions; [`serve`] only reads, bounds and times the connection.
 //!
-//! A lookup never enrols anybody (`enrol: Some(false)`): Postfix looks keys up for many reasons
-//! (address verification, alias expansion, `@domain` wildcards), none of which is a first
-//! sighting of a mailbox. Keys that are not a domain or an address (`user`, `@example.com`) are
-//! simply not found. A map name allot does not serve is `PERM`, as it is a configuration error
+//! A lookup never enrols anybody: it is an inbound check, and Postfix looks keys up for many
+//! reasons (address verification, alias expansion, `@domain` wildcards), none of which is a
+//! sender seen. Keys that are not a domain or an address (`user`, `@example.com`) are simply not
+//! found. A map name allot does not serve is `PERM`, as it is a configuration error
 //! that retrying will not mend; a payload without the space is answered `PERM malformed request`
 //! and the connection goes on, since the framing still holds. A netstring that cannot be framed
 //! is answered the same way and closes the connection: where the next request starts is lost.
@@ -21,7 +33,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{Answer, Ask, Question, Target, Verdict};
+use super::{Answer, Ask, Direction, Found, Listener, Lookup, Question, Target, Verdict};
 use crate::domain::address::{DomainName, MailAddress};
 
 /// The longest request payload. A request is a map name and a key; an address is at most 254
@@ -83,11 +95,12 @@ pub fn encode(payload: &str) -> Vec<u8> {
     format!("{}:{payload},", payload.len()).into_bytes()
 }
 
-/// What to do with a request: reply at once, or ask the check about a target.
+/// What to do with a request: reply at once, ask the check about an address, or look a key up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     Reply(String),
-    Ask(Target),
+    Ask(MailAddress),
+    Look(Lookup),
 }
 
 /// Reads a request's payload, `<map> <key>`.
@@ -97,35 +110,43 @@ pub fn step(request: &[u8]) -> Step {
     };
     let (map, key) = (&request[..space], &request[space + 1..]);
     let key = std::str::from_utf8(key).ok();
-    let target = match map {
-        b"domain" => key
-            .and_then(|key| DomainName::parse(key).ok())
-            .map(Target::Domain),
-        b"mailbox" => key
-            .and_then(|key| MailAddress::parse(key).ok())
-            .map(Target::Address),
+    let domain = || key.and_then(|key| DomainName::parse(key).ok());
+    let address = || key.and_then(|key| MailAddress::parse(key).ok());
+    let step = match map {
+        b"domain" => domain().map(|d| Step::Look(Lookup::Domain(d))),
+        b"transport" => domain().map(|d| Step::Look(Lookup::Transport(d))),
+        b"alias" => address().map(|a| Step::Look(Lookup::Alias(a))),
+        b"mailbox" => address().map(Step::Ask),
         _ => {
             return Step::Reply(format!("PERM unknown map {}", String::from_utf8_lossy(map)));
         }
     };
-    target.map_or_else(|| Step::Reply(NOT_FOUND.to_owned()), Step::Ask)
+    step.unwrap_or_else(|| Step::Reply(NOT_FOUND.to_owned()))
 }
 
-/// The reply for the check's answer about `target`. A found key's value is its normalised form:
-/// `virtual_mailbox_domains` needs only a non-empty value, and for a mailbox the stored address
-/// is what the rest of the mail system matches on.
-pub fn reply_for(answer: &Answer, target: &Target) -> String {
-    match (answer.verdict, target) {
-        (Verdict::Accept, Target::Domain(domain)) => format!("OK {}", domain.as_str()),
-        (Verdict::Accept, Target::Address(address)) => format!("OK {}", address.stored()),
-        (Verdict::Reject, _) => NOT_FOUND.to_owned(),
-        (Verdict::Defer, _) => format!("TEMP {}", answer.reason.as_str()),
+/// The reply for the check's answer about `address`. A found key's value is the stored address,
+/// which the rest of the mail system matches on.
+pub fn reply_for(answer: &Answer, address: &MailAddress) -> String {
+    match answer.verdict {
+        Verdict::Accept => format!("OK {}", address.stored()),
+        Verdict::Reject => NOT_FOUND.to_owned(),
+        Verdict::Defer => format!("TEMP {}", answer.reason.as_str()),
+    }
+}
+
+/// The reply for a table's answer.
+pub fn reply_found(found: Found) -> String {
+    match found {
+        Found::Value(value) => format!("OK {value}"),
+        Found::Nothing => NOT_FOUND.to_owned(),
+        Found::Unavailable => "TEMP unavailable".to_owned(),
     }
 }
 
 /// Accepts connections forever, each served by its own task.
 pub async fn serve<A: Ask>(listener: TcpListener, asker: Arc<A>) {
-    super::accept_forever(listener, "socketmap", move |stream| {
+    let connections = asker.metrics().socketmap.clone();
+    super::accept_forever(listener, "socketmap", connections, move |stream, _| {
         let asker = Arc::clone(&asker);
         async move { connection(stream, &*asker).await }
     })
@@ -152,17 +173,21 @@ async fn connection<A: Ask>(mut stream: TcpStream, asker: &A) -> io::Result<()> 
             Ok(Some((request, used))) => {
                 let next = step(request);
                 buf.drain(..used);
-                match next {
-                    Step::Reply(reply) => reply,
-                    Step::Ask(target) => {
+                let reply = match &next {
+                    Step::Reply(reply) => reply.clone(),
+                    Step::Look(lookup) => reply_found(asker.look_up(lookup)),
+                    Step::Ask(address) => {
                         let question = Question {
-                            target: target.clone(),
+                            target: Target::Address(address.clone()),
+                            direction: Direction::Inbound,
                             module: None,
                             enrol: Some(false),
                         };
-                        reply_for(&asker.ask(question).await, &target)
+                        reply_for(&asker.ask(question, Listener::Socketmap).await, address)
                     }
-                }
+                };
+                tracing::debug!(request = ?next, reply, "socketmap lookup");
+                reply
             }
         };
         send(&mut stream, &reply).await?;
@@ -180,7 +205,7 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
-    use crate::check::Reason;
+    use crate::check::{LicenceRefusals, Outcome, Reason};
 
     use crate::check::fake::Fake;
 
@@ -230,19 +255,23 @@ mod tests {
         let domain = DomainName::parse("example.com").unwrap();
         assert_eq!(
             step(b"domain Example.COM"),
-            Step::Ask(Target::Domain(domain.clone()))
+            Step::Look(Lookup::Domain(domain.clone()))
+        );
+        assert_eq!(
+            step(b"transport example.com"),
+            Step::Look(Lookup::Transport(domain.clone()))
         );
         assert_eq!(
             step("domain bücher.example".as_bytes()),
-            Step::Ask(Target::Domain(
+            Step::Look(Lookup::Domain(
                 DomainName::parse("xn--bcher-kva.example").unwrap()
             ))
         );
+        let jane = MailAddress::parse("Jane@example.com").unwrap();
+        assert_eq!(step(b"mailbox Jane@example.com"), Step::Ask(jane.clone()));
         assert_eq!(
-            step(b"mailbox Jane@example.com"),
-            Step::Ask(Target::Address(
-                MailAddress::parse("Jane@example.com").unwrap()
-            ))
+            step(b"alias Jane@example.com"),
+            Step::Look(Lookup::Alias(jane))
         );
         let not_found = Step::Reply("NOTFOUND ".to_owned());
         for key in [
@@ -253,12 +282,14 @@ mod tests {
             b"domain @example.com",
             b"domain .example.com",
             b"domain localhost",
+            b"transport a@example.com",
+            b"alias example.com",
         ] {
             assert_eq!(step(key), not_found, "{key:?}");
         }
         assert_eq!(
-            step(b"alias a@example.com"),
-            Step::Reply("PERM unknown map alias".to_owned())
+            step(b"virtual a@example.com"),
+            Step::Reply("PERM unknown map virtual".to_owned())
         );
         assert_eq!(
             step(b"mailbox"),
@@ -267,15 +298,24 @@ mod tests {
     }
 
     #[test]
-    fn answers_become_replies() {
-        let domain = Target::Domain(DomainName::parse("example.com").unwrap());
-        let address = Target::Address(MailAddress::parse("Jane@Example.com").unwrap());
-        let reply = |reason, target| reply_for(&Answer::bare(reason), target);
-        assert_eq!(reply(Reason::Ok, &domain), "OK example.com");
-        assert_eq!(reply(Reason::Ok, &address), "OK Jane@example.com");
-        assert_eq!(reply(Reason::UnknownDomain, &domain), "NOTFOUND ");
-        assert_eq!(reply(Reason::MailboxDisabled, &address), "NOTFOUND ");
-        assert_eq!(reply(Reason::Unavailable, &address), "TEMP unavailable");
+    fn answers_become_replies_by_their_class() {
+        let address = MailAddress::parse("Jane@Example.com").unwrap();
+        let reply = |reason| {
+            let answer = Answer::new(
+                Outcome::bare(reason),
+                Direction::Inbound,
+                LicenceRefusals::Temporary,
+            );
+            reply_for(&answer, &address)
+        };
+        assert_eq!(reply(Reason::Ok), "OK Jane@example.com");
+        assert_eq!(reply(Reason::UnknownDomain), "NOTFOUND ");
+        assert_eq!(reply(Reason::MailboxDisabled), "NOTFOUND ");
+        assert_eq!(reply(Reason::OverLimit), "TEMP over_limit");
+        assert_eq!(reply(Reason::Unavailable), "TEMP unavailable");
+        assert_eq!(reply_found(Found::Value("x".into())), "OK x");
+        assert_eq!(reply_found(Found::Nothing), "NOTFOUND ");
+        assert_eq!(reply_found(Found::Unavailable), "TEMP unavailable");
     }
 
     async fn start() -> (SocketAddr, Arc<Fake>) {
@@ -315,8 +355,13 @@ mod tests {
             ("mailbox known@EXAMPLE.COM", "OK known@example.com"),
             ("mailbox nobody@example.com", "NOTFOUND "),
             ("mailbox slow@example.com", "TEMP unavailable"),
+            ("mailbox full@example.com", "TEMP users_exhausted"),
             ("mailbox known", "NOTFOUND "),
             ("mailbox @example.com", "NOTFOUND "),
+            ("transport example.com", "OK smtp:[mx.example.net]:25"),
+            ("transport example.org", "NOTFOUND "),
+            ("alias postmaster@example.com", "OK boss@example.net"),
+            ("alias known@example.com", "NOTFOUND "),
         ] {
             stream.write_all(&encode(request)).await.unwrap();
             assert_eq!(
@@ -326,12 +371,14 @@ mod tests {
             );
         }
         let asked = fake.asked.lock().unwrap();
-        assert_eq!(asked.len(), 7, "keys that do not parse are not asked about");
-        assert!(
-            asked
-                .iter()
-                .all(|q| q.enrol == Some(false) && q.module.is_none())
+        assert_eq!(
+            asked.len(),
+            5,
+            "only mailboxes are checked; keys that do not parse are not asked about"
         );
+        assert!(asked.iter().all(|q| q.enrol == Some(false)
+            && q.module.is_none()
+            && q.direction == Direction::Inbound));
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -2,8 +2,10 @@
 //! listener and the socketmap listener share. The reasons are a stable, documented set: mail
 //! workers branch on them, so one is never renamed or reused for something else.
 
+use super::reply::{LicenceRefusals, reply};
 use crate::domain::address::{DomainName, MailAddress};
 use crate::domain::ids::{MailboxId, NodeId};
+pub use crate::domain::mail::Direction;
 
 /// What is asked about: a whole domain, or one address on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,9 +27,12 @@ impl Target {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Question {
     pub target: Target,
+    /// A recipient (`Inbound`) or a sender (`Outbound`): only a sender is ever enrolled.
+    pub direction: Direction,
     /// A module code the mailbox (or customer) must hold.
     pub module: Option<String>,
-    /// Whether an unknown address may be enrolled; `None` takes the customer's `auto_enrol`.
+    /// Whether an unknown sender may be enrolled; `None` takes the customer's `auto_enrol`. A
+    /// recipient never is.
     pub enrol: Option<bool>,
 }
 
@@ -61,11 +66,12 @@ pub enum Reason {
     DomainDisabled,
     /// The customer or one of its ancestors is suspended.
     NodeSuspended,
-    /// No mailbox or alias has this address, and it was not enrolled (enrolment is off).
+    /// No mailbox or alias has this address: a recipient of a customer whose inbound recipients
+    /// are `known`, or a sender that was not enrolled (enrolment is off).
     UnknownMailbox,
     /// The mailbox is disabled.
     MailboxDisabled,
-    /// The address would be enrolled, but the customer has no seat free for a new mailbox: `users`
+    /// The sender would be enrolled, but the customer has no seat free for a new mailbox: `users`
     /// or an automatic module's (`module:base`).
     UsersExhausted,
     /// The customer uses more than its limit allows now (an allocation ended).
@@ -114,35 +120,21 @@ impl Reason {
             Self::Unavailable => "unavailable",
         }
     }
-
-    /// The verdict a reason stands for: `ok` accepts, `unavailable` defers, the rest reject.
-    pub const fn verdict(self) -> Verdict {
-        match self {
-            Self::Ok => Verdict::Accept,
-            Self::Unavailable => Verdict::Defer,
-            _ => Verdict::Reject,
-        }
-    }
 }
 
-/// A check's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct Answer {
-    pub verdict: Verdict,
+/// What a check found, before it becomes a reply (see [`Answer::new`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
     pub reason: Reason,
-    /// The customer that holds the domain, when the caller may know it.
     pub node_id: Option<NodeId>,
-    /// The mailbox the address belongs to (directly or as an alias), when there is one.
     pub mailbox_id: Option<MailboxId>,
-    /// Whether this check registered the address as a new mailbox.
     pub enrolled: bool,
 }
 
-impl Answer {
-    /// An answer for `reason` with nothing else known.
+impl Outcome {
+    /// An outcome for `reason` with nothing else known.
     pub const fn bare(reason: Reason) -> Self {
         Self {
-            verdict: reason.verdict(),
             reason,
             node_id: None,
             mailbox_id: None,
@@ -154,6 +146,44 @@ impl Answer {
         Self {
             node_id: Some(node_id),
             ..Self::bare(reason)
+        }
+    }
+}
+
+/// A check's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Answer {
+    /// `accept`; `reject` (permanent: the sender should bounce); `defer` (temporary: the sender
+    /// should keep the mail queued and try again; never treat it as accept).
+    pub verdict: Verdict,
+    pub reason: Reason,
+    /// The SMTP reply code a mail server should answer with: 250, 450 or 550.
+    #[schema(example = 550)]
+    pub smtp_code: u16,
+    /// The RFC 3463 enhanced status code to go with it.
+    #[schema(example = "5.1.1")]
+    pub smtp_status: &'static str,
+    /// The customer that holds the domain, when the caller may know it.
+    pub node_id: Option<NodeId>,
+    /// The mailbox the address belongs to (directly or as an alias), when there is one.
+    pub mailbox_id: Option<MailboxId>,
+    /// Whether this check registered the address as a new mailbox.
+    pub enrolled: bool,
+}
+
+impl Answer {
+    /// The answer for `outcome` about an address in `direction`, with the reply
+    /// [`super::reply::reply`] maps its reason to.
+    pub const fn new(outcome: Outcome, direction: Direction, licence: LicenceRefusals) -> Self {
+        let reply = reply(outcome.reason, direction, licence);
+        Self {
+            verdict: reply.verdict,
+            reason: outcome.reason,
+            smtp_code: reply.code,
+            smtp_status: reply.status,
+            node_id: outcome.node_id,
+            mailbox_id: outcome.mailbox_id,
+            enrolled: outcome.enrolled,
         }
     }
 }

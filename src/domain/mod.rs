@@ -5,6 +5,7 @@
 pub mod address;
 pub mod catalogue;
 pub mod ids;
+pub mod mail;
 pub mod quota;
 pub mod resource;
 pub mod roles;

@@ -80,26 +80,27 @@ pub fn prune(conn: &mut DbConnection, before: NaiveDateTime) -> QueryResult<usiz
 }
 
 /// A node as the check sees it; deleted nodes included (a deleted customer's rows may linger).
-pub type NodeRow = (
-    String,
-    Option<String>,
-    String,
-    String,
-    Option<NaiveDateTime>,
-    bool,
-);
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = nodes)]
+pub struct NodeRow {
+    pub id: String,
+    pub parent_id: Option<String>,
+    pub kind: String,
+    pub status: String,
+    pub deleted_at: Option<NaiveDateTime>,
+    pub auto_enrol: bool,
+    pub inbound_recipients: String,
+    pub role_recipient: Option<String>,
+}
 
 /// Nodes by id, or every node when `ids` is `None`.
 pub fn nodes(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Vec<NodeRow>> {
-    let select = (
-        nodes::id,
-        nodes::parent_id,
-        nodes::kind,
-        nodes::status,
-        nodes::deleted_at,
-        nodes::auto_enrol,
-    );
-    by_ids!(conn, ids, nodes::table.select(select), nodes::id)
+    by_ids!(
+        conn,
+        ids,
+        nodes::table.select(NodeRow::as_select()),
+        nodes::id
+    )
 }
 
 /// An active allocation: (node, resource, amount, starts_on, ends_on).
@@ -135,18 +136,26 @@ pub fn usage(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Vec
     )
 }
 
-/// A domain: (id, node, name, status, verified_at).
-pub type DomainRow = (String, String, String, String, Option<NaiveDateTime>);
+/// A domain as the check sees it.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = domains)]
+pub struct DomainRow {
+    pub id: String,
+    pub node_id: String,
+    pub name: String,
+    pub status: String,
+    pub verified_at: Option<NaiveDateTime>,
+    pub route_host: Option<String>,
+    pub route_port: Option<i32>,
+}
 
 pub fn domains(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Vec<DomainRow>> {
-    let select = (
-        domains::id,
-        domains::node_id,
-        domains::name,
-        domains::status,
-        domains::verified_at,
-    );
-    by_ids!(conn, ids, domains::table.select(select), domains::id)
+    by_ids!(
+        conn,
+        ids,
+        domains::table.select(DomainRow::as_select()),
+        domains::id
+    )
 }
 
 /// A mailbox: (id, node, address, status).

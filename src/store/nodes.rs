@@ -10,6 +10,7 @@ use diesel::prelude::*;
 use super::schema::nodes;
 use super::{DbConnection, corrupt};
 use crate::domain::ids::NodeId;
+use crate::domain::mail::InboundRecipients;
 use crate::domain::tree::{NodeKind, NodeStatus};
 use diesel::sql_types::{Integer, Text};
 
@@ -26,8 +27,12 @@ pub struct Node {
     pub status: NodeStatus,
     /// A customer setting: how many aliases one of its mailboxes may have.
     pub max_aliases_per_mailbox: i32,
-    /// A customer setting: whether a check may enrol an address it has not seen before.
+    /// A customer setting: whether a check may enrol a sender it has not seen before.
     pub auto_enrol: bool,
+    /// A customer setting: which recipients on its domains are accepted inbound.
+    pub inbound_recipients: InboundRecipients,
+    /// A customer setting: where its domains' postmaster@ is delivered (stored address form).
+    pub role_recipient: Option<String>,
     pub version: i64,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
@@ -50,6 +55,8 @@ struct NodeRow {
     status: String,
     max_aliases_per_mailbox: i32,
     auto_enrol: bool,
+    inbound_recipients: String,
+    role_recipient: Option<String>,
     version: i64,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
@@ -74,6 +81,8 @@ impl TryFrom<NodeRow> for Node {
             status: row.status.parse().map_err(corrupt)?,
             max_aliases_per_mailbox: row.max_aliases_per_mailbox,
             auto_enrol: row.auto_enrol,
+            inbound_recipients: row.inbound_recipients.parse().map_err(corrupt)?,
+            role_recipient: row.role_recipient,
             version: row.version,
             created_at: row.created_at,
             updated_at: row.updated_at,
@@ -119,6 +128,8 @@ pub fn insert_owner(conn: &mut DbConnection, name: &str) -> QueryResult<Node> {
         status: NodeStatus::Active,
         max_aliases_per_mailbox: DEFAULT_MAX_ALIASES,
         auto_enrol: true,
+        inbound_recipients: InboundRecipients::default(),
+        role_recipient: None,
         version: 1,
         created_at: now,
         updated_at: now,
@@ -232,6 +243,8 @@ pub fn insert_child(conn: &mut DbConnection, parent: &Node, new: NewNode) -> Que
         status: NodeStatus::Active,
         max_aliases_per_mailbox: DEFAULT_MAX_ALIASES,
         auto_enrol: true,
+        inbound_recipients: InboundRecipients::default(),
+        role_recipient: None,
         version: 1,
         created_at: now,
         updated_at: now,
@@ -339,6 +352,8 @@ pub struct NodeChanges {
     pub status: Option<NodeStatus>,
     pub max_aliases_per_mailbox: Option<i32>,
     pub auto_enrol: Option<bool>,
+    pub inbound_recipients: Option<InboundRecipients>,
+    pub role_recipient: Option<Option<String>>,
 }
 
 impl NodeChanges {
@@ -364,6 +379,12 @@ impl NodeChanges {
         if let Some(auto_enrol) = self.auto_enrol {
             node.auto_enrol = auto_enrol;
         }
+        if let Some(recipients) = self.inbound_recipients {
+            node.inbound_recipients = recipients;
+        }
+        if let Some(recipient) = &self.role_recipient {
+            node.role_recipient.clone_from(recipient);
+        }
     }
 }
 
@@ -380,6 +401,8 @@ pub fn save(conn: &mut DbConnection, node: &mut Node) -> QueryResult<()> {
             nodes::status.eq(node.status.as_str()),
             nodes::max_aliases_per_mailbox.eq(node.max_aliases_per_mailbox),
             nodes::auto_enrol.eq(node.auto_enrol),
+            nodes::inbound_recipients.eq(node.inbound_recipients.as_str()),
+            nodes::role_recipient.eq(&node.role_recipient),
             nodes::version.eq(node.version),
             nodes::updated_at.eq(node.updated_at),
         ))

@@ -19,6 +19,8 @@ diesel::table! {
         deleted_at -> Nullable<Timestamp>,
         max_aliases_per_mailbox -> Integer,
         auto_enrol -> Bool,
+        inbound_recipients -> Text,
+        role_recipient -> Nullable<Text>,
     }
 }
 

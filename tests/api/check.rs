@@ -85,12 +85,20 @@ async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree
     let (admin, tree) = setup(&app, &dns).await;
     let worker = check_key(&app, &admin, &tree.owner).await;
 
-    let (verdict, reason_code, answer) = ask(&worker, json!({"domain": "C1.Example"})).await;
+    let (verdict, reason_code, answer) = ask(
+        &worker,
+        json!({"direction": "outbound", "domain": "C1.Example"}),
+    )
+    .await;
     assert_eq!((verdict.as_str(), reason_code.as_str()), ("accept", "ok"));
     assert_eq!(answer["node_id"], tree.c1);
     assert_eq!(answer["enrolled"], false);
 
-    let (verdict, reason_code, answer) = ask(&worker, json!({"domain": "nobody.example"})).await;
+    let (verdict, reason_code, answer) = ask(
+        &worker,
+        json!({"direction": "outbound", "domain": "nobody.example"}),
+    )
+    .await;
     assert_eq!(
         (verdict.as_str(), reason_code.as_str()),
         ("reject", "unknown_domain")
@@ -99,7 +107,11 @@ async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree
 
     let pending = admin.register_domain(&tree.c1, "pending.example").await;
     assert_eq!(
-        reason(&worker, json!({"domain": "pending.example"})).await,
+        reason(
+            &worker,
+            json!({"direction": "outbound", "domain": "pending.example"})
+        )
+        .await,
         "domain_unverified"
     );
     admin
@@ -109,7 +121,11 @@ async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree
         )
         .await;
     assert_eq!(
-        reason(&worker, json!({"domain": "pending.example"})).await,
+        reason(
+            &worker,
+            json!({"direction": "outbound", "domain": "pending.example"})
+        )
+        .await,
         "domain_disabled"
     );
 
@@ -120,30 +136,57 @@ async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree
             &json!({"status": "suspended"}),
         )
         .await;
-    let (verdict, reason_code, _) = ask(&worker, json!({"address": "x@c1.example"})).await;
+    let (verdict, reason_code, _) = ask(
+        &worker,
+        json!({"direction": "outbound", "address": "x@c1.example"}),
+    )
+    .await;
     assert_eq!(
         (verdict.as_str(), reason_code.as_str()),
-        ("reject", "node_suspended")
+        ("defer", "node_suspended"),
+        "suspension (for non-payment, mostly) is put right by paying: temporary"
     );
-    assert_eq!(reason(&worker, json!({"domain": "c2.example"})).await, "ok");
+    assert_eq!(
+        reason(
+            &worker,
+            json!({"direction": "outbound", "domain": "c2.example"})
+        )
+        .await,
+        "ok"
+    );
     admin
         .patch_ok(
             &format!("/v1/nodes/{}", tree.a1),
             &json!({"status": "active"}),
         )
         .await;
-    assert_eq!(reason(&worker, json!({"domain": "c1.example"})).await, "ok");
+    assert_eq!(
+        reason(
+            &worker,
+            json!({"direction": "outbound", "domain": "c1.example"})
+        )
+        .await,
+        "ok"
+    );
 
     // A worker of reseller B may not ask about A's customers, and is not told who holds them.
     let b_worker = check_key(&app, &admin, &tree.b).await;
-    let (verdict, reason_code, answer) = ask(&b_worker, json!({"domain": "c1.example"})).await;
+    let (verdict, reason_code, answer) = ask(
+        &b_worker,
+        json!({"direction": "outbound", "domain": "c1.example"}),
+    )
+    .await;
     assert_eq!(
         (verdict.as_str(), reason_code.as_str()),
         ("reject", "not_in_scope")
     );
     assert!(answer["node_id"].is_null());
     assert_eq!(
-        reason(&b_worker, json!({"domain": "c2.example"})).await,
+        reason(
+            &b_worker,
+            json!({"direction": "outbound", "domain": "c2.example"})
+        )
+        .await,
         "ok"
     );
     app.assert_verified();
@@ -173,10 +216,18 @@ async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once(
         "j.doe@c1.example",
         "postmaster@c1.example",
     ] {
-        let (verdict, _, answer) = ask(&worker, json!({"address": address})).await;
+        let (verdict, _, answer) = ask(
+            &worker,
+            json!({"direction": "outbound", "address": address}),
+        )
+        .await;
         assert_eq!(verdict, "accept", "{address}: {answer}");
     }
-    let (_, _, answer) = ask(&worker, json!({"address": "j.doe@c1.example"})).await;
+    let (_, _, answer) = ask(
+        &worker,
+        json!({"direction": "outbound", "address": "j.doe@c1.example"}),
+    )
+    .await;
     assert_eq!(answer["mailbox_id"], jane_id);
 
     // Without enrolment an unknown address is refused and nothing is written.
@@ -184,7 +235,7 @@ async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once(
     assert_eq!(
         reason(
             &worker,
-            json!({"address": "new@c1.example", "enrol": false})
+            json!({"direction": "outbound", "address": "new@c1.example", "enrol": false})
         )
         .await,
         "unknown_mailbox"
@@ -192,12 +243,20 @@ async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once(
     assert_eq!(admin.usage(&tree.c1, "users").await["used"], used_before);
 
     // With it (the default), the first sighting registers the address, once.
-    let (verdict, _, first) = ask(&worker, json!({"address": "new@c1.example"})).await;
+    let (verdict, _, first) = ask(
+        &worker,
+        json!({"direction": "outbound", "address": "new@c1.example"}),
+    )
+    .await;
     assert_eq!(
         (verdict.as_str(), first["enrolled"].as_bool()),
         ("accept", Some(true))
     );
-    let (_, _, again) = ask(&worker, json!({"address": "new@c1.example"})).await;
+    let (_, _, again) = ask(
+        &worker,
+        json!({"direction": "outbound", "address": "new@c1.example"}),
+    )
+    .await;
     assert_eq!(again["enrolled"], false);
     assert_eq!(again["mailbox_id"], first["mailbox_id"]);
     let enrolled = admin
@@ -228,7 +287,11 @@ async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once(
         )
         .await;
     assert_eq!(
-        reason(&worker, json!({"address": "jane@c1.example"})).await,
+        reason(
+            &worker,
+            json!({"direction": "outbound", "address": "jane@c1.example"})
+        )
+        .await,
         "mailbox_disabled"
     );
     let patched = admin
@@ -239,13 +302,17 @@ async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once(
         .await;
     assert_eq!(patched["auto_enrol"], false);
     assert_eq!(
-        reason(&worker, json!({"address": "other@c1.example"})).await,
+        reason(
+            &worker,
+            json!({"direction": "outbound", "address": "other@c1.example"})
+        )
+        .await,
         "unknown_mailbox"
     );
     assert_eq!(
         ask(
             &worker,
-            json!({"address": "other@c1.example", "enrol": true})
+            json!({"direction": "outbound", "address": "other@c1.example", "enrol": true})
         )
         .await
         .2["enrolled"],
@@ -270,15 +337,26 @@ async fn a_customer_without_a_free_seat_enrols_nobody_and_one_over_its_limit_acc
     let worker = check_key(&app, &admin, &tree.owner).await;
 
     assert_eq!(
-        ask(&worker, json!({"address": "one@small.example"}))
-            .await
-            .2["enrolled"],
+        ask(
+            &worker,
+            json!({"direction": "outbound", "address": "one@small.example"})
+        )
+        .await
+        .2["enrolled"],
         true
     );
-    let (verdict, reason_code, _) = ask(&worker, json!({"address": "two@small.example"})).await;
+    let (verdict, reason_code, answer) = ask(
+        &worker,
+        json!({"direction": "outbound", "address": "two@small.example"}),
+    )
+    .await;
     assert_eq!(
         (verdict.as_str(), reason_code.as_str()),
-        ("reject", "users_exhausted")
+        ("defer", "users_exhausted")
+    );
+    assert_eq!(
+        (answer["smtp_code"].as_u64(), answer["smtp_status"].as_str()),
+        (Some(450), Some("4.7.1"))
     );
     assert_eq!(admin.usage(&small, "users").await["used"], 1);
     assert_eq!(admin.usage(&small, "module:base").await["used"], 1);
@@ -293,10 +371,14 @@ async fn a_customer_without_a_free_seat_enrols_nobody_and_one_over_its_limit_acc
         chrono::Utc::now().date_naive()
     ));
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
-    let (verdict, reason_code, _) = ask(&worker, json!({"address": "one@small.example"})).await;
+    let (verdict, reason_code, _) = ask(
+        &worker,
+        json!({"direction": "outbound", "address": "one@small.example"}),
+    )
+    .await;
     assert_eq!(
         (verdict.as_str(), reason_code.as_str()),
-        ("reject", "over_limit")
+        ("defer", "over_limit")
     );
 }
 
@@ -314,7 +396,7 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
         async move {
             reason(
                 worker,
-                json!({"address": "ann@c2.example", "module": module}),
+                json!({"direction": "outbound", "address": "ann@c2.example", "module": module}),
             )
             .await
         }
@@ -380,7 +462,7 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
     // A new address enrolled by the check holds only the automatic modules.
     let (verdict, code, answer) = ask(
         &worker,
-        json!({"address": "new@c2.example", "module": "lft"}),
+        json!({"direction": "outbound", "address": "new@c2.example", "module": "lft"}),
     )
     .await;
     assert_eq!(
@@ -390,7 +472,7 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
     assert_eq!(
         reason(
             &worker,
-            json!({"address": "new@c2.example", "module": "base"})
+            json!({"direction": "outbound", "address": "new@c2.example", "module": "base"})
         )
         .await,
         "ok"
@@ -399,7 +481,7 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
         worker
             .post(
                 "/v1/check",
-                &json!({"address": "ann@c2.example", "module": "no-such-module"}),
+                &json!({"direction": "outbound", "address": "ann@c2.example", "module": "no-such-module"}),
             )
             .await,
         422,
@@ -432,7 +514,11 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     assert_eq!(asks("lft").await, "over_limit");
     assert_eq!(
-        reason(&worker, json!({"address": "ann@c2.example"})).await,
+        reason(
+            &worker,
+            json!({"direction": "outbound", "address": "ann@c2.example"})
+        )
+        .await,
         "ok"
     );
 }
@@ -449,10 +535,10 @@ async fn a_batch_answers_in_order_and_bad_input_is_refused_whole() {
                 .post(
                     "/v1/check/batch",
                     &json!({"checks": [
-                        {"address": "kim@c1.example"},
-                        {"domain": "nobody.example"},
-                        {"address": "lee@c1.example", "enrol": false},
-                        {"domain": "c2.example"},
+                        {"direction": "outbound", "address": "kim@c1.example"},
+                        {"direction": "outbound", "domain": "nobody.example"},
+                        {"direction": "outbound", "address": "lee@c1.example", "enrol": false},
+                        {"direction": "outbound", "domain": "c2.example"},
                     ]}),
                 )
                 .await,
@@ -472,9 +558,9 @@ async fn a_batch_answers_in_order_and_bad_input_is_refused_whole() {
             .post(
                 "/v1/check/batch",
                 &json!({"checks": [
-                    {"address": "new@c1.example"},
-                    {"address": "not an address"},
-                    {"domain": "c1.example", "address": "x@c1.example"},
+                    {"direction": "outbound", "address": "new@c1.example"},
+                    {"direction": "outbound", "address": "not an address"},
+                    {"direction": "outbound", "domain": "c1.example", "address": "x@c1.example"},
                 ]}),
             )
             .await,
@@ -493,12 +579,14 @@ async fn a_batch_answers_in_order_and_bad_input_is_refused_whole() {
     assert_eq!(
         reason(
             &worker,
-            json!({"address": "new@c1.example", "enrol": false})
+            json!({"direction": "outbound", "address": "new@c1.example", "enrol": false})
         )
         .await,
         "unknown_mailbox"
     );
-    let too_many: Vec<Value> = (0..1001).map(|_| json!({"domain": "c1.example"})).collect();
+    let too_many: Vec<Value> = (0..1001)
+        .map(|_| json!({"direction": "outbound", "domain": "c1.example"}))
+        .collect();
     assert_problem(
         worker
             .post("/v1/check/batch", &json!({"checks": too_many}))
@@ -508,15 +596,21 @@ async fn a_batch_answers_in_order_and_bad_input_is_refused_whole() {
     )
     .await;
     assert_problem(
-        app.post_json("/v1/check", &json!({"domain": "c1.example"}))
-            .await,
+        app.post_json(
+            "/v1/check",
+            &json!({"direction": "outbound", "domain": "c1.example"}),
+        )
+        .await,
         401,
         "unauthorized",
     )
     .await;
     assert_problem(
         worker
-            .post("/v1/check", &json!({"domain": "c1.example", "x": 1}))
+            .post(
+                "/v1/check",
+                &json!({"direction": "outbound", "domain": "c1.example", "x": 1}),
+            )
             .await,
         422,
         "validation-failed",
@@ -532,7 +626,7 @@ async fn concurrent_first_sightings_of_one_address_enrol_it_once() {
     let used_before = admin.usage(&tree.c1, "users").await["used"]
         .as_i64()
         .unwrap();
-    let body = json!({"address": "race@c1.example"});
+    let body = json!({"direction": "outbound", "address": "race@c1.example"});
     let answers =
         futures_util::future::join_all((0..16).map(|_| worker.post("/v1/check", &body))).await;
     let mut enrolled = 0;
@@ -561,7 +655,7 @@ async fn a_write_on_one_instance_reaches_the_other_through_the_feed() {
         app: &other,
         token: worker_here.token.clone(),
     };
-    let body = json!({"address": "moved@c1.example", "enrol": false});
+    let body = json!({"direction": "outbound", "address": "moved@c1.example", "enrol": false});
     assert_eq!(reason(&worker_there, body.clone()).await, "unknown_mailbox");
     admin.create_mailbox(&tree.c1, "moved@c1.example").await;
     // This instance knows before the write's response is sent; the other once its feed poll (every
@@ -640,38 +734,80 @@ async fn postfix_asks_through_the_policy_and_socketmap_listeners() {
     admin
         .patch_ok(
             &format!("/v1/nodes/{}", tree.c2),
-            &json!({"auto_enrol": false}),
+            &json!({"auto_enrol": false, "inbound_recipients": "known",
+                    "role_recipient": "desk@elsewhere.example"}),
+        )
+        .await;
+    let routed = admin.register_domain(&tree.c1, "routed.example").await;
+    admin
+        .patch_ok(
+            &format!("/v1/domains/{}", routed["id"].as_str().unwrap()),
+            &json!({"route": {"host": "mx.customer.example", "port": 2525}}),
         )
         .await;
 
-    let request = |recipient: &str| {
+    // An MX's request (no login, no policy context) is about its recipient; a request with
+    // `policy_context=outbound` (or from a client that logged in) about its sender.
+    let request = |context: &str, sender: &str, recipient: &str| {
         format!(
             "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n\
-             client_address=192.0.2.7\nhelo_name=mx.example.net\nsender=someone@example.net\n\
-             recipient={recipient}\n\n"
+             client_address=192.0.2.7\nhelo_name=mx.example.net\nsender={sender}\n\
+             recipient={recipient}\npolicy_context={context}\nsasl_username=\n\n"
         )
     };
     let mut stream = tokio::net::TcpStream::connect(policy).await.unwrap();
     // Several requests on one connection, as Postfix keeps it open.
-    for (recipient, expected) in [
-        ("pat@c1.example", "action=DUNNO\n\n"),
+    for (context, sender, recipient, expected) in [
         (
+            "",
+            "someone@example.net",
+            "pat@c1.example",
+            "action=DUNNO\n\n",
+        ),
+        (
+            "",
+            "someone@example.net",
             "nobody@c2.example",
-            "action=REJECT 5.1.1 unknown_mailbox\n\n",
+            "action=550 5.1.1 unknown_mailbox\n\n",
         ),
         (
+            "",
+            "someone@example.net",
             "x@unknown.example",
-            "action=REJECT 5.1.2 unknown_domain\n\n",
+            "action=550 5.1.2 unknown_domain\n\n",
         ),
-        ("fresh@c1.example", "action=DUNNO\n\n"),
+        // C1 takes any recipient (the default) and none of them takes a seat.
+        (
+            "",
+            "someone@example.net",
+            "fresh@c1.example",
+            "action=DUNNO\n\n",
+        ),
+        // A sender is enrolled.
+        (
+            "outbound",
+            "fresh@c1.example",
+            "someone@example.net",
+            "action=DUNNO\n\n",
+        ),
+        (
+            "outbound",
+            "ghost@c2.example",
+            "someone@example.net",
+            "action=550 5.7.1 unknown_mailbox\n\n",
+        ),
     ] {
         assert_eq!(
-            exchange(&mut stream, request(recipient).as_bytes(), b"\n\n").await,
+            exchange(
+                &mut stream,
+                request(context, sender, recipient).as_bytes(),
+                b"\n\n"
+            )
+            .await,
             expected,
-            "{recipient}"
+            "{context} {sender} {recipient}"
         );
     }
-    // The policy listener enrols like the check does: fresh@ is a mailbox now.
     let listed = admin
         .expect(
             admin
@@ -680,7 +816,17 @@ async fn postfix_asks_through_the_policy_and_socketmap_listeners() {
             200,
         )
         .await;
-    assert_eq!(listed["items"][0]["address"], "fresh@c1.example");
+    let enrolled: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        enrolled,
+        ["fresh@c1.example"],
+        "only the sender was enrolled"
+    );
     assert_eq!(
         exchange(&mut stream, b"no equals sign\n\n", b"\n\n").await,
         "action=DEFER_IF_PERMIT malformed policy request\n\n"
@@ -690,10 +836,20 @@ async fn postfix_asks_through_the_policy_and_socketmap_listeners() {
     let netstring = |text: &str| format!("{}:{text},", text.len());
     for (lookup, expected) in [
         ("domain c1.example", "OK c1.example"),
+        // Held but refused (unverified): still Postfix's own, so that it is never relayed.
+        ("domain routed.example", "OK routed.example"),
         ("domain nobody.example", "NOTFOUND "),
         ("mailbox pat@c1.example", "OK pat@c1.example"),
-        // A lookup never enrols.
-        ("mailbox ghost@c1.example", "NOTFOUND "),
+        ("mailbox ghost@c2.example", "NOTFOUND "),
+        ("mailbox anyone@c1.example", "OK anyone@c1.example"),
+        ("mailbox anyone@routed.example", "TEMP domain_unverified"),
+        (
+            "transport routed.example",
+            "OK smtp:[mx.customer.example]:2525",
+        ),
+        ("transport c1.example", "NOTFOUND "),
+        ("alias postmaster@c2.example", "OK desk@elsewhere.example"),
+        ("alias postmaster@c1.example", "NOTFOUND "),
     ] {
         assert_eq!(
             exchange(&mut stream, netstring(lookup).as_bytes(), b",").await,
@@ -863,7 +1019,11 @@ async fn under_a_mixed_workload_every_answer_is_what_the_database_says() {
             }
         }
         for address in &addresses {
-            let (_, _, answer) = ask(&worker, json!({"address": address, "enrol": false})).await;
+            let (_, _, answer) = ask(
+                &worker,
+                json!({"direction": "outbound", "address": address, "enrol": false}),
+            )
+            .await;
             let (reason, mailbox) = expected_reason(&app.database_url, address);
             assert_eq!(
                 (
@@ -944,7 +1104,11 @@ async fn an_enrolment_the_database_cannot_take_defers_while_known_mailboxes_are_
     let worker = check_key(&app, &admin, &tree.owner).await;
 
     let outage = Outage::start(&app.database_url);
-    let (verdict, reason_code, answer) = ask(&worker, json!({"address": "new@c1.example"})).await;
+    let (verdict, reason_code, answer) = ask(
+        &worker,
+        json!({"direction": "outbound", "address": "new@c1.example"}),
+    )
+    .await;
     assert_eq!(
         (
             verdict.as_str(),
@@ -955,12 +1119,20 @@ async fn an_enrolment_the_database_cannot_take_defers_while_known_mailboxes_are_
     );
     // What the index holds is still answered, from memory.
     assert_eq!(
-        reason(&worker, json!({"address": "known@c1.example"})).await,
+        reason(
+            &worker,
+            json!({"direction": "outbound", "address": "known@c1.example"})
+        )
+        .await,
         "ok"
     );
     drop(outage);
 
-    let (verdict, _, answer) = ask(&worker, json!({"address": "new@c1.example"})).await;
+    let (verdict, _, answer) = ask(
+        &worker,
+        json!({"direction": "outbound", "address": "new@c1.example"}),
+    )
+    .await;
     assert_eq!(
         (verdict.as_str(), answer["enrolled"].as_bool()),
         ("accept", Some(true))

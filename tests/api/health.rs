@@ -91,7 +91,7 @@ async fn readyz_is_503_and_healthz_200_when_the_database_is_unreachable() {
     let response = reqwest::Client::new()
         .post(format!("{base}/v1/check"))
         .bearer_auth("allot_0196f3f0-0000-7000-8000-000000000000_secret")
-        .json(&serde_json::json!({"domain": "example.com"}))
+        .json(&serde_json::json!({"direction": "inbound", "domain": "example.com"}))
         .send()
         .await
         .unwrap();

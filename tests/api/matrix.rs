@@ -127,12 +127,12 @@ async fn route(
         ("post", "/v1/check") => (
             Rule::Authenticated(200),
             template.to_owned(),
-            Some(json!({"domain": "matrix.example"})),
+            Some(json!({"direction": "inbound", "domain": "matrix.example"})),
         ),
         ("post", "/v1/check/batch") => (
             Rule::Authenticated(200),
             template.to_owned(),
-            Some(json!({"checks": [{"domain": "matrix.example"}]})),
+            Some(json!({"checks": [{"direction": "inbound", "domain": "matrix.example"}]})),
         ),
         ("get", "/v1/licence") => (Rule::Licence(Need::Read, 200), template.to_owned(), None),
         ("put", "/v1/licence") => (
