@@ -14,6 +14,7 @@ mod idempotency;
 mod mailboxes;
 mod matrix;
 mod modules;
+mod mta;
 mod nodes;
 mod openapi;
 mod principals;
