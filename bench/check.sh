@@ -46,7 +46,7 @@ owner=$(curl -fs "http://127.0.0.1:$port/v1/me" -H "Authorization: Bearer $token
 key=$(curl -fs "http://127.0.0.1:$port/v1/nodes/$owner/api-keys" -H "Authorization: Bearer $token" \
   -H 'Content-Type: application/json' -d '{"name": "bench worker", "role": "check"}' |
   sed -E 's/.*"key":"([^"]+)".*/\1/')
-body="{\"address\": \"$address\"}"
+body="{\"direction\": \"outbound\", \"address\": \"$address\"}"
 echo "check: $(curl -fs "http://127.0.0.1:$port/v1/check" -H "Authorization: Bearer $key" -H 'Content-Type: application/json' -d "$body")"
 cat >"$work/check.lua" <<EOF
 wrk.method = "POST"

@@ -93,6 +93,18 @@ pub struct Config {
     #[arg(long, env = "ALLOT_ABUSE_RECIPIENT", value_parser = parse_address, global = true)]
     pub abuse_recipient: Option<String>,
 
+    /// The characters that start an address extension, as Postfix's `recipient_delimiter` (e.g.
+    /// `+`): an unknown `jane+news@example.com` is checked as `jane@example.com`. Postfix strips
+    /// extensions for its own tables but not for a socketmap or a policy server, so set it to the
+    /// same value. Unset: addresses are taken whole.
+    #[arg(
+        long,
+        env = "ALLOT_RECIPIENT_DELIMITER",
+        default_value = "",
+        global = true
+    )]
+    pub recipient_delimiter: String,
+
     /// Log filter, in tracing's `EnvFilter` syntax (`info`, `allot=debug,actix_web=warn`, …).
     #[arg(long, env = "ALLOT_LOG", default_value = "info", global = true)]
     pub log: String,
@@ -162,6 +174,7 @@ impl Config {
             require_verification: self.require_domain_verification,
             licence: self.licence_refusals,
             abuse_recipient: self.abuse_recipient.clone(),
+            recipient_delimiters: self.recipient_delimiter.clone(),
         }
     }
 }

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
 use chrono::{NaiveDate, NaiveDateTime};
 
+use super::Settings;
 use super::verdict::{Direction, Outcome, Question, Reason, Scope, Target};
 use crate::domain::address::MailAddress;
 use crate::domain::ids::{AccountId, ApiKeyId, DomainId, MailboxId, NodeId};
@@ -608,16 +609,16 @@ impl Index {
             .is_some_and(|(_, in_scope)| in_scope)
     }
 
-    /// Decides `question` from memory on `day`. A known sender that is accepted is marked seen at
-    /// `now` (Unix seconds); `seen` is told when that is new this second. A domain whose ownership
-    /// is not proven is refused unless `require_verification` is off.
+    /// Decides `question` from memory on `day`, under the operator's `settings`. A known sender
+    /// that is accepted is marked seen at `now` (Unix seconds); `seen` is told when that is new
+    /// this second.
     pub fn decide(
         &self,
         scope: Scope,
         question: &Question,
         day: NaiveDate,
         now: u32,
-        require_verification: bool,
+        settings: &Settings,
         mut seen: impl FnMut(MailboxId),
     ) -> Decision {
         use Decision::Done;
@@ -641,7 +642,7 @@ impl Index {
         if !domain.active {
             return refuse(Reason::DomainDisabled);
         }
-        if !domain.verified && require_verification {
+        if !domain.verified && settings.require_verification {
             return refuse(Reason::DomainUnverified);
         }
         // Over the limit of what every mailbox takes (`users`, `domains`, automatic modules such as
@@ -685,8 +686,10 @@ impl Index {
             Target::Domain(_) => return refuse(Reason::Ok),
             Target::Address(address) => address,
         };
-        let stored = address.stored();
-        if let Some(mailbox) = self.mailbox(&stored).filter(|m| m.node == customer) {
+        if let Some(mailbox) = self
+            .mailbox(address, &settings.recipient_delimiters)
+            .filter(|m| m.node == customer)
+        {
             let reason = if !mailbox.active() {
                 Reason::MailboxDisabled
             } else if module.is_some_and(|module| !self.holds(mailbox, module)) {
@@ -735,12 +738,21 @@ impl Index {
         }
     }
 
-    /// The mailbox at `stored`, directly or through an alias.
-    fn mailbox(&self, stored: &str) -> Option<&MailboxEntry> {
-        self.mailboxes.get(stored).or_else(|| {
-            self.aliases
-                .get(stored)
-                .and_then(|alias| self.mailboxes.get(&*alias.mailbox))
+    /// The mailbox at `address`, directly or through an alias; failing that, the one at the
+    /// address without its extension (`jane+news@` is `jane@` when `+` is a delimiter), as
+    /// Postfix's own tables would find it.
+    fn mailbox(&self, address: &MailAddress, delimiters: &str) -> Option<&MailboxEntry> {
+        let at = |stored: &str| {
+            self.mailboxes.get(stored).or_else(|| {
+                self.aliases
+                    .get(stored)
+                    .and_then(|alias| self.mailboxes.get(&*alias.mailbox))
+            })
+        };
+        at(&address.stored()).or_else(|| {
+            let local = address.local();
+            let cut = local.find(|c| delimiters.contains(c)).filter(|&i| i > 0)?;
+            at(&format!("{}@{}", &local[..cut], address.domain().as_str()))
         })
     }
 
@@ -758,7 +770,7 @@ impl Index {
         self.holder(domain).is_some()
     }
 
-    /// The next hop for mail to `domain`: its route, if it has one.
+    /// The next hop for mail to `domain` (or to an address on it): its route, if it has one.
     pub fn transport(&self, domain: &str) -> Option<&str> {
         self.holder(domain)?.0.transport.as_deref()
     }
@@ -852,7 +864,13 @@ mod tests {
             enrol: Some(false),
         };
         let day = NaiveDate::from_ymd_opt(2026, 6, 1).unwrap();
-        match index.decide(Scope::Everything, &question, day, 1, true, |_| {}) {
+        let settings = Settings {
+            require_verification: true,
+            licence: super::super::LicenceRefusals::Temporary,
+            abuse_recipient: None,
+            recipient_delimiters: String::new(),
+        };
+        match index.decide(Scope::Everything, &question, day, 1, &settings, |_| {}) {
             Decision::Done(answer) => answer.reason,
             Decision::Enrol(_) => panic!("enrolment off"),
         }

@@ -74,6 +74,9 @@ pub struct Settings {
     pub licence: LicenceRefusals,
     /// Where mail to every domain's abuse@ goes (the `alias` socketmap), if anywhere.
     pub abuse_recipient: Option<String>,
+    /// The characters that start an address extension (Postfix's `recipient_delimiter`): an
+    /// unknown `jane+news@` is looked up as `jane@`. Empty: none.
+    pub recipient_delimiters: String,
 }
 
 /// One of the lookup tables the socketmap serves besides the check itself.
@@ -81,7 +84,8 @@ pub struct Settings {
 pub enum Lookup {
     /// Whether allot holds the domain (in any state).
     Domain(crate::domain::address::DomainName),
-    /// The domain's next hop.
+    /// The next hop of the domain (or of the address's domain: Postfix asks a socketmap
+    /// `transport_maps` the whole recipient address).
     Transport(crate::domain::address::DomainName),
     /// Where mail to the address goes instead.
     Alias(MailAddress),
@@ -601,7 +605,7 @@ impl Checker {
             question,
             today,
             u32::try_from(now).unwrap_or(u32::MAX),
-            self.settings.require_verification,
+            &self.settings,
             |id| {
                 self.seen
                     .lock()

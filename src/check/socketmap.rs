@@ -10,7 +10,8 @@
 //!   `virtual_mailbox_maps`): accepted is `OK`, a temporary refusal `TEMP` (Postfix answers
 //!   `451 4.3.0` and the sender retries), a permanent one `NOTFOUND` (Postfix answers `550 5.1.1`).
 //!   A table can say no more than that; the policy listener gives each reason its own code.
-//! - `transport` answers a domain's route as a next hop, `smtp:[host]:port` (`transport_maps`).
+//! - `transport` answers a domain's route as a next hop, `smtp:[host]:port` (`transport_maps`),
+//!   for the domain or any address on it: Postfix asks socketmaps whole addresses only.
 //! - `alias` answers where an address goes instead (`virtual_alias_maps`): an alias to its
 //!   mailbox, postmaster@ to the customer's role recipient, abuse@ to the operator's.
 //!
@@ -114,7 +115,11 @@ pub fn step(request: &[u8]) -> Step {
     let address = || key.and_then(|key| MailAddress::parse(key).ok());
     let step = match map {
         b"domain" => domain().map(|d| Step::Look(Lookup::Domain(d))),
-        b"transport" => domain().map(|d| Step::Look(Lookup::Transport(d))),
+        // Postfix asks a socketmap (a pattern table to it) the whole recipient address; a domain
+        // is taken too, for any other client.
+        b"transport" => domain()
+            .or_else(|| address().map(|a| a.domain().clone()))
+            .map(|d| Step::Look(Lookup::Transport(d))),
         b"alias" => address().map(|a| Step::Look(Lookup::Alias(a))),
         b"mailbox" => address().map(Step::Ask),
         _ => {
@@ -282,7 +287,7 @@ mod tests {
             b"domain @example.com",
             b"domain .example.com",
             b"domain localhost",
-            b"transport a@example.com",
+            b"transport *",
             b"alias example.com",
         ] {
             assert_eq!(step(key), not_found, "{key:?}");
@@ -360,6 +365,10 @@ mod tests {
             ("mailbox @example.com", "NOTFOUND "),
             ("transport example.com", "OK smtp:[mx.example.net]:25"),
             ("transport example.org", "NOTFOUND "),
+            (
+                "transport jane+x@example.com",
+                "OK smtp:[mx.example.net]:25",
+            ),
             ("alias postmaster@example.com", "OK boss@example.net"),
             ("alias known@example.com", "NOTFOUND "),
         ] {

@@ -16,7 +16,12 @@ async fn spawn() -> (TestApp, DnsServer) {
 }
 
 /// Registers `name` for `customer` and proves it over DNS; returns the domain.
-async fn verified_domain(admin: &Caller<'_>, dns: &DnsServer, customer: &str, name: &str) -> Value {
+pub(crate) async fn verified_domain(
+    admin: &Caller<'_>,
+    dns: &DnsServer,
+    customer: &str,
+    name: &str,
+) -> Value {
     let domain = admin.register_domain(customer, name).await;
     dns.publish_txt(
         &format!("_allot.{name}"),
@@ -71,7 +76,7 @@ async fn reason(caller: &Caller<'_>, body: Value) -> String {
 }
 
 /// The usual tree, with `c1.example` verified for C1 and `c2.example` for C2.
-async fn setup<'a>(app: &'a TestApp, dns: &DnsServer) -> (Caller<'a>, Tree) {
+pub(crate) async fn setup<'a>(app: &'a TestApp, dns: &DnsServer) -> (Caller<'a>, Tree) {
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     verified_domain(&admin, dns, &tree.c1, "c1.example").await;
@@ -694,7 +699,7 @@ async fn a_write_on_one_instance_reaches_the_other_through_the_feed() {
 }
 
 /// A free port on loopback, for a listener the app binds itself.
-fn free_port() -> std::net::SocketAddr {
+pub(crate) fn free_port() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -1055,13 +1060,13 @@ async fn under_a_mixed_workload_every_answer_is_what_the_database_says() {
 /// The database refusing writes for a while, as a test can arrange it: on SQLite another process
 /// holding the write lock (longer than allot's 10-second busy timeout), on PostgreSQL the database
 /// closed to connections with allot's own connections cut.
-enum Outage {
+pub(crate) enum Outage {
     Sqlite(diesel::SqliteConnection),
     Postgres { server: String, name: String },
 }
 
 impl Outage {
-    fn start(database_url: &str) -> Self {
+    pub(crate) fn start(database_url: &str) -> Self {
         use diesel::Connection;
         use diesel::connection::SimpleConnection;
         if database_url.starts_with("postgres") {
@@ -1136,6 +1141,196 @@ async fn an_enrolment_the_database_cannot_take_defers_while_known_mailboxes_are_
     assert_eq!(
         (verdict.as_str(), answer["enrolled"].as_bool()),
         ("accept", Some(true))
+    );
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn a_recipient_never_takes_a_seat_and_is_accepted_as_its_customer_says() {
+    let (app, dns) = spawn().await;
+    let (admin, tree) = setup(&app, &dns).await;
+    let worker = check_key(&app, &admin, &tree.owner).await;
+    let jane = admin.create_mailbox(&tree.c1, "jane@c1.example").await;
+    let jane_id = jane["id"].as_str().unwrap();
+    admin
+        .expect(
+            admin
+                .post(
+                    &format!("/v1/mailboxes/{jane_id}/aliases"),
+                    &json!({"address": "j.doe@c1.example"}),
+                )
+                .await,
+            201,
+        )
+        .await;
+    let used = admin.usage(&tree.c1, "users").await["used"].clone();
+    let inbound = |address: &str| json!({"direction": "inbound", "address": address});
+
+    // C1 takes any recipient on its domain by default (`domain`), and none takes a seat, however
+    // many strangers write to it.
+    let batch: Vec<Value> = (0..50)
+        .map(|i| inbound(&format!("stranger{i}@c1.example")))
+        .collect();
+    let results = worker
+        .expect(
+            worker
+                .post("/v1/check/batch", &json!({"checks": batch}))
+                .await,
+            200,
+        )
+        .await;
+    for result in results["results"].as_array().unwrap() {
+        assert_eq!(
+            (&result["verdict"], &result["reason"], &result["enrolled"]),
+            (&json!("accept"), &json!("ok"), &json!(false)),
+            "{result}"
+        );
+        assert!(result["mailbox_id"].is_null());
+        assert_eq!(
+            (&result["smtp_code"], &result["smtp_status"]),
+            (&json!(250), &json!("2.1.5"))
+        );
+    }
+    assert_eq!(admin.usage(&tree.c1, "users").await["used"], used);
+    // A recipient is never enrolled, even when asked.
+    let refused = worker
+        .post(
+            "/v1/check",
+            &json!({"direction": "inbound", "address": "x@c1.example", "enrol": true}),
+        )
+        .await;
+    let problem = assert_problem(refused, 422, "validation-failed").await;
+    assert_eq!(problem["errors"][0]["field"], "enrol");
+    // Without a direction the check does not guess.
+    let missing = worker
+        .post("/v1/check", &json!({"address": "x@c1.example"}))
+        .await;
+    assert_problem(missing, 422, "validation-failed").await;
+
+    // Known addresses answer for their mailbox: an alias for the mailbox behind it.
+    for address in ["jane@c1.example", "j.doe@c1.example"] {
+        let (verdict, _, answer) = ask(&worker, inbound(address)).await;
+        assert_eq!(
+            (verdict.as_str(), &answer["mailbox_id"]),
+            ("accept", &json!(jane_id))
+        );
+    }
+    let (verdict, ..) = ask(&worker, inbound("postmaster@c1.example")).await;
+    assert_eq!(verdict, "accept");
+
+    // `known`: allot's list is authoritative, a stranger is refused for good.
+    admin
+        .patch_ok(
+            &format!("/v1/nodes/{}", tree.c1),
+            &json!({"inbound_recipients": "known"}),
+        )
+        .await;
+    let (verdict, reason_code, answer) = ask(&worker, inbound("stranger1@c1.example")).await;
+    assert_eq!(
+        (
+            verdict.as_str(),
+            reason_code.as_str(),
+            &answer["smtp_code"],
+            &answer["smtp_status"]
+        ),
+        ("reject", "unknown_mailbox", &json!(550), &json!("5.1.1"))
+    );
+    assert_eq!(reason(&worker, inbound("j.doe@c1.example")).await, "ok");
+    assert_eq!(
+        reason(&worker, inbound("postmaster@c1.example")).await,
+        "ok"
+    );
+    admin
+        .post(&format!("/v1/mailboxes/{jane_id}/disable"), &json!({}))
+        .await;
+    let (verdict, reason_code, answer) = ask(&worker, inbound("j.doe@c1.example")).await;
+    assert_eq!(
+        (
+            verdict.as_str(),
+            reason_code.as_str(),
+            &answer["smtp_status"]
+        ),
+        ("reject", "mailbox_disabled", &json!("5.2.1"))
+    );
+    let (_, _, answer) = ask(&worker, inbound("x@unknown.example")).await;
+    assert_eq!(answer["smtp_status"], "5.1.2");
+    let (_, _, answer) = ask(
+        &worker,
+        json!({"direction": "outbound", "address": "x@unknown.example"}),
+    )
+    .await;
+    assert_eq!(answer["smtp_status"], "5.1.8");
+
+    // A sender is what takes a seat.
+    let used = admin.usage(&tree.c1, "users").await["used"].clone();
+    let (_, _, answer) = ask(
+        &worker,
+        json!({"direction": "outbound", "address": "stranger1@c1.example"}),
+    )
+    .await;
+    assert_eq!(answer["enrolled"], true);
+    assert_eq!(
+        admin.usage(&tree.c1, "users").await["used"],
+        json!(used.as_i64().unwrap() + 1)
+    );
+
+    // Every answer was counted, by listener, direction, verdict and reason.
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for series in [
+        r#"allot_checks_total{direction="inbound",listener="http",reason="ok",verdict="accept"} 5"#,
+        r#"allot_checks_total{direction="inbound",listener="http",reason="unknown_mailbox",verdict="reject"} 1"#,
+        r#"allot_checks_total{direction="outbound",listener="http",reason="ok",verdict="accept"} 1"#,
+        "allot_check_enrolments_total 1",
+        "allot_check_index_domains 2",
+    ] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn an_operator_may_accept_unverified_domains_and_make_licence_refusals_permanent() {
+    let dns = DnsServer::start().await;
+    let app = spawn_app_with(|config| {
+        config.dns_resolver = dns.addr;
+        config.require_domain_verification = false;
+        config.licence_refusals = allot::check::LicenceRefusals::Permanent;
+    })
+    .await;
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+    let worker = check_key(&app, &admin, &tree.owner).await;
+    admin.register_domain(&tree.c1, "pending.example").await;
+    let (verdict, reason_code, answer) = ask(
+        &worker,
+        json!({"direction": "outbound", "address": "new@pending.example"}),
+    )
+    .await;
+    assert_eq!((verdict.as_str(), reason_code.as_str()), ("accept", "ok"));
+    assert_eq!(answer["enrolled"], true);
+
+    // A customer with no seat left: the refusal bounces now instead of waiting in queues.
+    let small = admin.create_child(&tree.b, "customer", "Small").await;
+    for resource in ["users", "module:base", "domains"] {
+        admin
+            .expect(admin.allocate(&small, resource, 1).await, 201)
+            .await;
+    }
+    admin.register_domain(&small, "small.example").await;
+    admin.create_mailbox(&small, "one@small.example").await;
+    let (verdict, reason_code, answer) = ask(
+        &worker,
+        json!({"direction": "outbound", "address": "two@small.example"}),
+    )
+    .await;
+    assert_eq!(
+        (
+            verdict.as_str(),
+            reason_code.as_str(),
+            &answer["smtp_code"],
+            &answer["smtp_status"]
+        ),
+        ("reject", "users_exhausted", &json!(550), &json!("5.7.1"))
     );
     app.assert_verified();
 }

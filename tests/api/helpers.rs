@@ -97,6 +97,7 @@ pub fn test_config(database_url: &str) -> Config {
         require_domain_verification: true,
         licence_refusals: allot::check::LicenceRefusals::Temporary,
         abuse_recipient: None,
+        recipient_delimiter: String::new(),
         log: "warn".to_owned(),
         log_format: LogFormat::Text,
         body_limit: 1024 * 1024,

@@ -11,6 +11,7 @@ mod errors;
 mod health;
 mod helpers;
 mod idempotency;
+mod mail_flow;
 mod mailboxes;
 mod matrix;
 mod modules;
