@@ -81,7 +81,7 @@ impl Metrics {
     pub fn register(registry: &Registry, licence: LicenceRefusals) -> prometheus::Result<Self> {
         let mut checks = Vec::new();
         for listener in Listener::ALL {
-            for direction in Direction::ALL {
+            for &direction in Direction::ALL {
                 for reason in Reason::ALL {
                     let opts = Opts::new("allot_checks_total", "Checks answered.")
                         .const_label("listener", listener.as_str())

@@ -29,9 +29,7 @@
 //! the connection closed: reading on would mean buffering without bound or guessing at framing.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::io;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,8 +39,8 @@ use tokio::io::{
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{Answer, Ask, Direction, Listener, Question, Target, Verdict};
-use crate::domain::UnknownVariant;
 use crate::domain::address::MailAddress;
+use crate::domain::text_enum;
 
 /// The longest line, without its line end. Postfix's longest attributes (a client certificate's
 /// subject, a SASL user name) stay far below it.
@@ -58,47 +56,18 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(360);
 
 const MALFORMED: &str = "DEFER_IF_PERMIT malformed policy request";
 
-/// Which direction the policy listener takes a request for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum PolicyDirection {
-    /// The request's `policy_context` (`inbound` or `outbound`) when it has one; otherwise
-    /// outbound for a client that logged in (`sasl_username`), inbound for any other.
-    #[default]
-    Auto,
-    /// Every request is about its recipient.
-    Inbound,
-    /// Every request is about its sender.
-    Outbound,
-}
-
-impl PolicyDirection {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Inbound => "inbound",
-            Self::Outbound => "outbound",
-        }
-    }
-}
-
-impl fmt::Display for PolicyDirection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for PolicyDirection {
-    type Err = UnknownVariant;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "inbound" => Ok(Self::Inbound),
-            "outbound" => Ok(Self::Outbound),
-            _ => Err(UnknownVariant {
-                value: s.to_owned(),
-                expected: "auto, inbound, outbound",
-            }),
-        }
+text_enum! {
+    /// Which direction the policy listener takes a request for.
+    #[derive(Default)]
+    pub enum PolicyDirection {
+        /// The request's `policy_context` (`inbound` or `outbound`) when it has one; otherwise
+        /// outbound for a client that logged in (`sasl_username`), inbound for any other.
+        #[default]
+        Auto = "auto",
+        /// Every request is about its recipient.
+        Inbound = "inbound",
+        /// Every request is about its sender.
+        Outbound = "outbound",
     }
 }
 
@@ -335,11 +304,7 @@ mod tests {
 
     #[test]
     fn direction_names_round_trip() {
-        for mode in [
-            PolicyDirection::Auto,
-            PolicyDirection::Inbound,
-            PolicyDirection::Outbound,
-        ] {
+        for &mode in PolicyDirection::ALL {
             assert_eq!(mode.to_string().parse(), Ok(mode));
         }
         assert!("Inbound".parse::<PolicyDirection>().is_err());

@@ -12,49 +12,19 @@
 //! Temporary replies are `450` (what Postfix answers for a policy's `DEFER_IF_PERMIT`), permanent
 //! ones `550`, both with the enhanced status code in the text.
 
-use std::fmt;
-use std::str::FromStr;
-
 use super::verdict::{Reason, Verdict};
-use crate::domain::UnknownVariant;
 use crate::domain::mail::Direction;
+use crate::domain::text_enum;
 
-/// How refusals the customer can fix by buying or paying are answered.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum LicenceRefusals {
-    /// `4.7.1`: the mail waits in the sender's queue (days) for the licence to be bought.
-    #[default]
-    Temporary,
-    /// `5.7.1`: the mail bounces at once.
-    Permanent,
-}
-
-impl LicenceRefusals {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Temporary => "temporary",
-            Self::Permanent => "permanent",
-        }
-    }
-}
-
-impl fmt::Display for LicenceRefusals {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for LicenceRefusals {
-    type Err = UnknownVariant;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "temporary" => Ok(Self::Temporary),
-            "permanent" => Ok(Self::Permanent),
-            _ => Err(UnknownVariant {
-                value: s.to_owned(),
-                expected: "temporary, permanent",
-            }),
-        }
+text_enum! {
+    /// How refusals the customer can fix by buying or paying are answered.
+    #[derive(Default)]
+    pub enum LicenceRefusals {
+        /// `4.7.1`: the mail waits in the sender's queue (days) for the licence to be bought.
+        #[default]
+        Temporary = "temporary",
+        /// `5.7.1`: the mail bounces at once.
+        Permanent = "permanent",
     }
 }
 
@@ -185,7 +155,7 @@ mod tests {
             assert!(reply.status.starts_with(&reply.code.to_string()[..1]));
         }
         for reason in Reason::ALL {
-            for direction in Direction::ALL {
+            for &direction in Direction::ALL {
                 let reply = reply(reason, direction, Temporary);
                 assert_eq!(reply.verdict == Verdict::Accept, reason == Reason::Ok);
             }

@@ -9,44 +9,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::str::FromStr;
 
-use super::UnknownVariant;
+use super::text_enum;
 
-/// What one seat of a module is held by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Unit {
-    PerMailbox,
-    PerCustomer,
-}
-
-impl Unit {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::PerMailbox => "per_mailbox",
-            Self::PerCustomer => "per_customer",
-        }
-    }
-}
-
-impl fmt::Display for Unit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Unit {
-    type Err = UnknownVariant;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "per_mailbox" => Ok(Self::PerMailbox),
-            "per_customer" => Ok(Self::PerCustomer),
-            _ => Err(UnknownVariant {
-                value: s.to_owned(),
-                expected: "per_mailbox, per_customer",
-            }),
-        }
+text_enum! {
+    /// What one seat of a module is held by.
+    pub enum Unit {
+        PerMailbox = "per_mailbox",
+        PerCustomer = "per_customer",
     }
 }
 

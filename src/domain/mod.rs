@@ -18,3 +18,69 @@ pub struct UnknownVariant {
     pub value: String,
     pub expected: &'static str,
 }
+
+/// A closed vocabulary spelt as text in the API, the database and the configuration: one spelling
+/// per variant, written once. Gives the enum `ALL`, `as_str`, `Display`, `FromStr` (refusing any
+/// other spelling with [`UnknownVariant`]) and serde by the same text.
+macro_rules! text_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $(#[$first_meta:meta])* $first:ident = $first_text:literal
+            $(, $(#[$variant_meta:meta])* $variant:ident = $text:literal)* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        $vis enum $name {
+            $(#[$first_meta])* $first,
+            $($(#[$variant_meta])* $variant,)*
+        }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [Self] = &[Self::$first $(, Self::$variant)*];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    Self::$first => $first_text,
+                    $(Self::$variant => $text,)*
+                }
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::domain::UnknownVariant;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $first_text => Ok(Self::$first),
+                    $($text => Ok(Self::$variant),)*
+                    _ => Err($crate::domain::UnknownVariant {
+                        value: s.to_owned(),
+                        expected: concat!($first_text $(, ", ", $text)*),
+                    }),
+                }
+            }
+        }
+
+        impl ::serde::Serialize for $name {
+            fn serialize<S: ::serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> ::serde::Deserialize<'de> for $name {
+            fn deserialize<D: ::serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = <::std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                text.parse().map_err(::serde::de::Error::custom)
+            }
+        }
+    };
+}
+pub(crate) use text_enum;

@@ -1,34 +1,22 @@
 //! What a principal may do within its node's subtree: `admin` > `manager` > `viewer` for reads and
 //! writes; `check` stands beside them and may only ask the check.
 
-use std::fmt;
-use std::str::FromStr;
+use super::text_enum;
 
-use super::UnknownVariant;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Everything in its subtree except its own node's allocations and status.
-    Admin,
-    /// Domains, mailboxes and modules; reads the rest.
-    Manager,
-    /// Reads, never secrets.
-    Viewer,
-    /// The check endpoints only.
-    Check,
+text_enum! {
+    pub enum Role {
+        /// Everything in its subtree except its own node's allocations and status.
+        Admin = "admin",
+        /// Domains, mailboxes and modules; reads the rest.
+        Manager = "manager",
+        /// Reads, never secrets.
+        Viewer = "viewer",
+        /// The check endpoints only.
+        Check = "check",
+    }
 }
 
 impl Role {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Admin => "admin",
-            Self::Manager => "manager",
-            Self::Viewer => "viewer",
-            Self::Check => "check",
-        }
-    }
-
     /// Whether a principal with this role may give `other` to a new or changed principal: never a
     /// role above its own. `check` ranks lowest: it may only ask the check.
     pub const fn may_grant(self, other: Role) -> bool {
@@ -41,28 +29,6 @@ impl Role {
             Self::Manager => 2,
             Self::Viewer => 1,
             Self::Check => 0,
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = UnknownVariant;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "admin" => Ok(Self::Admin),
-            "manager" => Ok(Self::Manager),
-            "viewer" => Ok(Self::Viewer),
-            "check" => Ok(Self::Check),
-            _ => Err(UnknownVariant {
-                value: s.to_owned(),
-                expected: "admin, manager, viewer, check",
-            }),
         }
     }
 }

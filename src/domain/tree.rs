@@ -1,29 +1,18 @@
 //! The tree's vocabulary: what kind a node is, who may be whose parent, and its status.
 
-use std::fmt;
-use std::str::FromStr;
+use super::text_enum;
 
-use super::UnknownVariant;
-
-/// What a node is. The owner is the root and exists once; resellers may have children of either
-/// kind; customers are leaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeKind {
-    Owner,
-    Reseller,
-    Customer,
+text_enum! {
+    /// What a node is. The owner is the root and exists once; resellers may have children of
+    /// either kind; customers are leaves.
+    pub enum NodeKind {
+        Owner = "owner",
+        Reseller = "reseller",
+        Customer = "customer",
+    }
 }
 
 impl NodeKind {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Owner => "owner",
-            Self::Reseller => "reseller",
-            Self::Customer => "customer",
-        }
-    }
-
     /// Whether a node of this kind may have a child of kind `child`.
     pub const fn may_parent(self, child: NodeKind) -> bool {
         matches!(
@@ -36,55 +25,12 @@ impl NodeKind {
     }
 }
 
-impl fmt::Display for NodeKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for NodeKind {
-    type Err = UnknownVariant;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "owner" => Ok(Self::Owner),
-            "reseller" => Ok(Self::Reseller),
-            "customer" => Ok(Self::Customer),
-            _ => Err(UnknownVariant {
-                value: s.to_owned(),
-                expected: "owner, reseller, customer",
-            }),
-        }
-    }
-}
-
-/// A suspended node, and everything under it, is refused by the check; nothing below it changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeStatus {
-    Active,
-    Suspended,
-}
-
-impl NodeStatus {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Suspended => "suspended",
-        }
-    }
-}
-
-impl FromStr for NodeStatus {
-    type Err = UnknownVariant;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "active" => Ok(Self::Active),
-            "suspended" => Ok(Self::Suspended),
-            _ => Err(UnknownVariant {
-                value: s.to_owned(),
-                expected: "active, suspended",
-            }),
-        }
+text_enum! {
+    /// A suspended node, and everything under it, is refused by the check; nothing below it
+    /// changes.
+    pub enum NodeStatus {
+        Active = "active",
+        Suspended = "suspended",
     }
 }
 
