@@ -17,3 +17,4 @@ mod modules;
 mod nodes;
 mod openapi;
 mod principals;
+mod route_test;
