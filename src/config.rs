@@ -44,6 +44,12 @@ pub struct Config {
     #[arg(long, env = "ALLOT_DNS_RESOLVER", global = true)]
     pub dns_resolver: Option<SocketAddr>,
 
+    /// Let route tests connect to addresses that are not publicly routable: loopback, private
+    /// (RFC 1918, unique local), carrier-grade NAT, link-local, documentation, reserved, and the
+    /// host's own. Off, a route test connects to public addresses of other hosts only.
+    #[arg(long, env = "ALLOT_ROUTE_TEST_ALLOW_PRIVATE", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue, global = true)]
+    pub route_test_allow_private: bool,
+
     /// Where to serve Postfix's SMTP access policy delegation (`IP:PORT`, e.g. `127.0.0.1:10040`);
     /// unset: not served. Unauthenticated by Postfix's design: bind it to loopback or a private
     /// interface only.

@@ -1,8 +1,9 @@
-//! Domain ownership proofs over DNS: a TXT record `_allot.<domain>` holding the domain's token.
-//! The resolver is the system's (`/etc/resolv.conf`) unless `ALLOT_DNS_RESOLVER` names one; answers
-//! are not cached, so a record just published is seen at the next attempt.
+//! DNS: domain ownership proofs (a TXT record `_allot.<domain>` holding the domain's token) and
+//! the addresses of a route's host, for the route test. The resolver is the system's
+//! (`/etc/resolv.conf`) unless `ALLOT_DNS_RESOLVER` names one; answers are not cached, so a record
+//! just published is seen at the next attempt.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
@@ -21,8 +22,34 @@ pub enum Proof {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("DNS lookup failed: {0}")]
-pub struct LookupError(String);
+#[error("DNS lookup failed: {message}")]
+pub struct LookupError {
+    message: String,
+    timed_out: bool,
+}
+
+impl LookupError {
+    fn new(message: impl ToString) -> Self {
+        Self {
+            message: message.to_string(),
+            timed_out: false,
+        }
+    }
+
+    /// Whether no server answered in time (rather than answering with an error).
+    pub fn timed_out(&self) -> bool {
+        self.timed_out
+    }
+}
+
+impl From<hickory_resolver::net::NetError> for LookupError {
+    fn from(err: hickory_resolver::net::NetError) -> Self {
+        Self {
+            timed_out: matches!(err, hickory_resolver::net::NetError::Timeout),
+            message: err.to_string(),
+        }
+    }
+}
 
 pub struct Verifier {
     resolver: Result<TokioResolver, String>,
@@ -60,7 +87,7 @@ impl Verifier {
 
     /// Whether `_allot.<domain>` has a TXT record whose text is `token`.
     pub async fn check(&self, domain: &DomainName, token: &str) -> Result<Proof, LookupError> {
-        let resolver = self.resolver.as_ref().map_err(|e| LookupError(e.clone()))?;
+        let resolver = self.resolver.as_ref().map_err(LookupError::new)?;
         let name = format!("_allot.{}.", domain.as_str());
         match resolver.txt_lookup(name).await {
             Ok(lookup) => {
@@ -71,7 +98,19 @@ impl Verifier {
                 Ok(if found { Proof::Found } else { Proof::Missing })
             }
             Err(err) if err.is_no_records_found() || err.is_nx_domain() => Ok(Proof::Missing),
-            Err(err) => Err(LookupError(err.to_string())),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The IPv4 and IPv6 addresses of `host`, in the resolver's order; none when the name does
+    /// not exist or has no address. Asked as a fully qualified name, so that the search domains
+    /// of `/etc/resolv.conf` never turn a customer's name into one of the operator's own.
+    pub async fn addresses(&self, host: &DomainName) -> Result<Vec<IpAddr>, LookupError> {
+        let resolver = self.resolver.as_ref().map_err(LookupError::new)?;
+        match resolver.lookup_ip(format!("{}.", host.as_str())).await {
+            Ok(lookup) => Ok(lookup.iter().collect()),
+            Err(err) if err.is_no_records_found() || err.is_nx_domain() => Ok(Vec::new()),
+            Err(err) => Err(err.into()),
         }
     }
 }

@@ -37,6 +37,9 @@ pub enum ProblemType {
     AddressTaken,
     ImportFailed,
     VerificationFailed,
+    RouteMissing,
+    RouteTargetForbidden,
+    RouteTestBusy,
     NotEmpty,
     ModuleRequired,
     ModuleExcluded,
@@ -50,7 +53,7 @@ pub enum ProblemType {
 }
 
 impl ProblemType {
-    pub const ALL: [ProblemType; 26] = [
+    pub const ALL: [ProblemType; 29] = [
         Self::MalformedBody,
         Self::UnsupportedMediaType,
         Self::PayloadTooLarge,
@@ -68,6 +71,9 @@ impl ProblemType {
         Self::AddressTaken,
         Self::ImportFailed,
         Self::VerificationFailed,
+        Self::RouteMissing,
+        Self::RouteTargetForbidden,
+        Self::RouteTestBusy,
         Self::NotEmpty,
         Self::ModuleRequired,
         Self::ModuleExcluded,
@@ -98,6 +104,9 @@ impl ProblemType {
             Self::AddressTaken => "address-taken",
             Self::ImportFailed => "import-failed",
             Self::VerificationFailed => "verification-failed",
+            Self::RouteMissing => "route-missing",
+            Self::RouteTargetForbidden => "route-target-forbidden",
+            Self::RouteTestBusy => "route-test-busy",
             Self::NotEmpty => "not-empty",
             Self::ModuleRequired => "module-required",
             Self::ModuleExcluded => "module-excluded",
@@ -129,6 +138,9 @@ impl ProblemType {
             Self::AddressTaken => "The address exists already",
             Self::ImportFailed => "Some rows of the import failed",
             Self::VerificationFailed => "The domain's ownership could not be proven",
+            Self::RouteMissing => "The domain has no delivery route",
+            Self::RouteTargetForbidden => "allot does not connect to that address",
+            Self::RouteTestBusy => "Too many route tests",
             Self::NotEmpty => "Still in use",
             Self::ModuleRequired => "Another module is required",
             Self::ModuleExcluded => "The modules exclude each other",
@@ -191,6 +203,15 @@ impl ProblemType {
             }
             Self::VerificationFailed => {
                 "No TXT record `_allot.<domain>` holding the domain's verification token was found. Publish it and retry; DNS may take a while to show it."
+            }
+            Self::RouteMissing => {
+                "The domain has no delivery route to test. Set one with `PATCH /v1/domains/{id}` (`route: {host, port, priority}`) first."
+            }
+            Self::RouteTargetForbidden => {
+                "The route's host is, or resolves only to, addresses that are not publicly routable (loopback, private, carrier-grade NAT, link-local, unique local, documentation, reserved, allot's own host's) or never a server (unspecified, multicast, broadcast). Nothing was connected to. The operator may allow private targets with `ALLOT_ROUTE_TEST_ALLOW_PRIVATE`."
+            }
+            Self::RouteTestBusy => {
+                "A test of this domain's route is running, the domain has started 10 tests in the last minute, or allot runs as many route tests as it allows at once. `Retry-After` says how many seconds to wait."
             }
             Self::NotEmpty => {
                 "The node still holds children, domains, mailboxes or live allocations to its children; `detail` lists them. Remove them first, or use `?cascade=true` where offered."
@@ -367,6 +388,12 @@ pub enum ApiError {
     ImportFailed(Vec<serde_json::Value>),
     #[error("{0}")]
     VerificationFailed(String),
+    #[error("{0}")]
+    RouteMissing(String),
+    #[error("{0}")]
+    RouteTargetForbidden(String),
+    #[error("{detail}")]
+    RouteTestBusy { detail: String, retry_after: u64 },
     #[error("Too many failed attempts; retry in {retry_after} seconds.")]
     TooManyRequests { retry_after: u64 },
     #[error("This Idempotency-Key was used for another request in the last 24 hours.")]
@@ -431,6 +458,9 @@ impl ApiError {
             Self::AddressTaken => ProblemType::AddressTaken,
             Self::ImportFailed(_) => ProblemType::ImportFailed,
             Self::VerificationFailed(_) => ProblemType::VerificationFailed,
+            Self::RouteMissing(_) => ProblemType::RouteMissing,
+            Self::RouteTargetForbidden(_) => ProblemType::RouteTargetForbidden,
+            Self::RouteTestBusy { .. } => ProblemType::RouteTestBusy,
             Self::PreconditionFailed { .. } => ProblemType::PreconditionFailed,
             Self::IdempotencyKeyReused => ProblemType::IdempotencyKeyReused,
             Self::TooManyRequests { .. } => ProblemType::TooManyRequests,
@@ -490,10 +520,14 @@ impl ResponseError for ApiError {
             | Self::Module(_)
             | Self::DomainTaken
             | Self::AddressTaken
-            | Self::VerificationFailed(_) => StatusCode::CONFLICT,
+            | Self::VerificationFailed(_)
+            | Self::RouteMissing(_) => StatusCode::CONFLICT,
+            Self::RouteTargetForbidden(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests { .. } | Self::RouteTestBusy { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -504,7 +538,8 @@ impl ResponseError for ApiError {
             tracing::error!(error = %error_chain(err.as_ref()), "request failed");
         }
         let mut response = problem_response(&self.to_problem());
-        if let Self::TooManyRequests { retry_after } = self
+        if let Self::TooManyRequests { retry_after } | Self::RouteTestBusy { retry_after, .. } =
+            self
             && let Ok(value) = HeaderValue::from_str(&retry_after.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);

@@ -3,6 +3,7 @@
 //! Dependencies point one way: [`api`] → [`store`] → [`domain`]. `domain` is pure (std, chrono,
 //! uuid); `store` owns every SQL statement; `api` turns HTTP into calls on both and back.
 //! [`startup`] wires them into one actix application that the binary and the tests share.
+//! [`probe`] is the one place that connects out on a user's request (the route test's SMTP client).
 
 pub mod api;
 pub mod auth;
@@ -12,6 +13,7 @@ pub mod dns;
 pub mod domain;
 pub mod error;
 pub mod init;
+pub mod probe;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

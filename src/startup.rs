@@ -29,6 +29,8 @@ pub struct AppState {
     pub config: Config,
     pub throttle: crate::auth::throttle::Throttle,
     pub dns: crate::dns::Verifier,
+    /// How many route tests may run (per domain, and in this process).
+    pub route_tests: crate::probe::gate::Gate,
     /// The in-memory index the check answers from.
     pub checker: std::sync::Arc<crate::check::Checker>,
 }
@@ -202,6 +204,7 @@ impl Application {
             config,
             throttle: Default::default(),
             dns,
+            route_tests: Default::default(),
             checker,
         });
         let server = HttpServer::new(move || {

@@ -1,5 +1,6 @@
 //! Customers' domains: registered once in the whole installation, each consuming one `domains`
-//! unit of its customer, with an optional delivery route and a DNS proof of ownership.
+//! unit of its customer, with an optional delivery route (which [`test_route`] tests over SMTP,
+//! through [`crate::probe`]) and a DNS proof of ownership.
 
 use std::net::IpAddr;
 
@@ -22,6 +23,8 @@ use crate::domain::address::{DomainName, MailAddress, ROLE_LOCAL_PARTS};
 use crate::domain::ids::{DomainId, NodeId};
 use crate::domain::tree::{self, NodeKind};
 use crate::error::{ApiError, Guarded, Problem};
+use crate::probe::gate::{self, Busy};
+use crate::probe::{self, Next, Report, RouteTest};
 use crate::startup::AppState;
 use crate::store::domains::{Domain, DomainFilter, Route};
 use crate::store::{self, DbConnection, domains, nodes, usage, write_tx};
@@ -618,4 +621,106 @@ pub async fn verify_domain(
     })
     .await?;
     Ok(respond(actix_web::http::StatusCode::OK, &domain))
+}
+
+/// Tests the domain's delivery route over SMTP and reports what the server answered.
+///
+/// Connects to the route's host and port as a sending server would, and reports the greeting,
+/// the EHLO extensions (STARTTLS, SIZE), whether `RCPT TO:<postmaster@domain>` after
+/// `MAIL FROM:<>` is accepted, and how long each stage took. It never sends a message (no DATA)
+/// and ends with QUIT. Each stage may take 10 s, the whole
+/// test 30 s. The host is resolved once and only a publicly routable address is connected to
+/// (unless the operator sets `ALLOT_ROUTE_TEST_ALLOW_PRIVATE`). One test per domain runs at a
+/// time, at most 10 start per domain and minute, and every test is recorded in the audit trail.
+/// Takes no body (one sent is ignored). A server that cannot be reached or refuses is a 200 report
+/// with `ok: false` and a `failure`; a problem document means nothing was connected to.
+#[utoipa::path(
+    tag = "domains",
+    security(("bearer" = [])),
+    params(("id" = DomainId, Path)),
+    responses(
+        (status = 200, description = "What the route's server answered, stage by stage", body = crate::probe::Report),
+        Guarded,
+        (status = 409, description = "The domain has no route (`route-missing`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The host is, or resolves only to, addresses allot does not connect to (`route-target-forbidden`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "A test of the domain is running, or too many started (`route-test-busy`)", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "The database is not reachable: no test runs without its audit record", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/domains/{id}/route/test")]
+pub async fn test_route(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<DomainId>,
+) -> Result<web::Json<Report>, ApiError> {
+    let id = id.into_inner();
+    let checker = principal.clone();
+    let domain = store::run(&state.pool, move |conn| {
+        let (domain, node) = visible_domain(conn, &checker, id)?;
+        checker.may_manage(Some(node))?;
+        Ok::<_, ApiError>(domain)
+    })
+    .await?;
+    let route = domain.route.clone().ok_or_else(|| {
+        ApiError::RouteMissing(format!(
+            "{} has no delivery route; set one with PATCH /v1/domains/{id} first.",
+            domain.name
+        ))
+    })?;
+    let _running = state
+        .route_tests
+        .admit(domain.id, std::time::Instant::now())
+        .map_err(busy)?;
+    let mut test = RouteTest::new(&route.host, route.port);
+    let next = test
+        .resolve(&state.dns, state.config.route_test_allow_private)
+        .await;
+    // Recorded before anything is connected to: no probe leaves without its trace.
+    let after = next.audit(test.report());
+    let node_id = domain.node_id;
+    store::run(&state.pool, move |conn| {
+        common::record(
+            conn,
+            &principal,
+            node_id,
+            "domain.route_test",
+            ("domain", id.to_string()),
+            None,
+            Some(after),
+        )
+        .map_err(ApiError::from)
+    })
+    .await?;
+    match next {
+        Next::Connect(addr) => Ok(web::Json(test.converse(addr, &domain.name).await)),
+        Next::Done => Ok(web::Json(test.finish())),
+        Next::Refused(refused) => Err(ApiError::RouteTargetForbidden(refused.detail)),
+    }
+}
+
+fn busy(busy: Busy) -> ApiError {
+    let (detail, retry_after) = match busy {
+        Busy::Running => (
+            "A test of this domain's route is running; its report comes first.".to_owned(),
+            probe::TOTAL_TIMEOUT.as_secs(),
+        ),
+        Busy::Spent(wait) => {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            (
+                format!(
+                    "This domain has started {} route tests in the last minute; retry in {seconds} s.",
+                    gate::PER_DOMAIN_PER_MINUTE
+                ),
+                seconds.max(1),
+            )
+        }
+        Busy::Full => (
+            "allot is running as many route tests as it allows at once; retry shortly.".to_owned(),
+            5,
+        ),
+    };
+    ApiError::RouteTestBusy {
+        detail,
+        retry_after,
+    }
 }

@@ -73,6 +73,7 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(domains::update_domain)
         .service(domains::delete_domain)
         .service(domains::verify_domain)
+        .service(domains::test_route)
         .service(mailboxes::import_mailboxes)
         .service(mailboxes::create_mailbox)
         .service(mailboxes::list_mailboxes)

@@ -1,16 +1,16 @@
-//! A real DNS server on loopback for the tests: it answers TXT questions from a table the test
-//! fills, and says "no such name" (NXDOMAIN) for anything else. Just enough of RFC 1035 to be a
+//! A real DNS server on loopback for the tests: it answers TXT and A questions from a table the
+//! test fills, and says "no such name" (NXDOMAIN) for anything else. Just enough of RFC 1035 to be a
 //! faithful peer for allot's resolver over UDP.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::UdpSocket;
 
 #[derive(Clone, Default)]
 pub struct DnsServer {
-    records: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    records: Arc<Mutex<HashMap<String, Vec<Record>>>>,
     pub addr: Option<SocketAddr>,
 }
 
@@ -42,12 +42,48 @@ impl DnsServer {
             .unwrap()
             .entry(name.to_owned())
             .or_default()
-            .push(text.to_owned());
+            .push(Record::Txt(text.to_owned()));
+    }
+
+    /// Publishes an A record (names without the trailing dot, lowercase).
+    pub fn publish_a(&self, name: &str, address: Ipv4Addr) {
+        self.records
+            .lock()
+            .unwrap()
+            .entry(name.to_owned())
+            .or_default()
+            .push(Record::A(address));
     }
 }
 
-/// The response to one query: the question echoed, and TXT answers or NXDOMAIN.
-fn answer(query: &[u8], records: &HashMap<String, Vec<String>>) -> Option<Vec<u8>> {
+#[derive(Clone)]
+enum Record {
+    Txt(String),
+    A(Ipv4Addr),
+}
+
+impl Record {
+    fn rtype(&self) -> u16 {
+        match self {
+            Self::Txt(_) => 16,
+            Self::A(_) => 1,
+        }
+    }
+
+    fn rdata(&self) -> Vec<u8> {
+        match self {
+            Self::Txt(text) => {
+                let mut data = vec![text.len() as u8];
+                data.extend_from_slice(text.as_bytes());
+                data
+            }
+            Self::A(address) => address.octets().to_vec(),
+        }
+    }
+}
+
+/// The response to one query: the question echoed, and the answers of its type or NXDOMAIN.
+fn answer(query: &[u8], records: &HashMap<String, Vec<Record>>) -> Option<Vec<u8>> {
     if query.len() < 12 {
         return None;
     }
@@ -66,28 +102,29 @@ fn answer(query: &[u8], records: &HashMap<String, Vec<String>>) -> Option<Vec<u8
     let question_end = at + 4;
     let qtype = u16::from_be_bytes([*query.get(at)?, *query.get(at + 1)?]);
     let name = labels.join(".");
-    let texts = if qtype == 16 {
-        records.get(&name)
-    } else {
-        None
-    };
+    let found: Vec<&Record> = records
+        .get(&name)
+        .into_iter()
+        .flatten()
+        .filter(|r| r.rtype() == qtype)
+        .collect();
     let mut response = Vec::new();
     response.extend_from_slice(&query[0..2]); // id
     let rcode = if records.contains_key(&name) { 0 } else { 3 };
     response.extend_from_slice(&[0x81, 0x80 | rcode]); // response, recursion desired and available
     response.extend_from_slice(&[0, 1]); // one question
-    let answers = texts.map_or(0, Vec::len) as u16;
+    let answers = found.len() as u16;
     response.extend_from_slice(&answers.to_be_bytes());
     response.extend_from_slice(&[0, 0, 0, 0]); // no authority, no additional records
     response.extend_from_slice(query.get(12..question_end)?);
-    for text in texts.into_iter().flatten() {
+    for record in found {
         response.extend_from_slice(&[0xc0, 12]); // the name: a pointer to the question's
-        response.extend_from_slice(&[0, 16, 0, 1]); // TXT, IN
+        response.extend_from_slice(&record.rtype().to_be_bytes());
+        response.extend_from_slice(&[0, 1]); // IN
         response.extend_from_slice(&0u32.to_be_bytes()); // TTL 0
-        let bytes = text.as_bytes();
-        response.extend_from_slice(&((bytes.len() + 1) as u16).to_be_bytes());
-        response.push(bytes.len() as u8);
-        response.extend_from_slice(bytes);
+        let data = record.rdata();
+        response.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        response.extend_from_slice(&data);
     }
     Some(response)
 }

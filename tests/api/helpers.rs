@@ -91,6 +91,8 @@ pub fn test_config(database_url: &str) -> Config {
         jwt_secret: None,
         jwt_previous_secrets: Vec::new(),
         dns_resolver: None,
+        // The test servers listen on loopback; the route tests that prove the refusal turn it off.
+        route_test_allow_private: true,
         policy_listen: None,
         policy_direction: allot::check::postfix::PolicyDirection::Auto,
         socketmap_listen: None,

@@ -19,3 +19,4 @@ mod mta;
 mod nodes;
 mod openapi;
 mod principals;
+mod route_test;

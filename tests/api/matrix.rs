@@ -346,6 +346,13 @@ async fn route(
             format!("/v1/domains/{}/verify", world.domains[t]),
             None,
         ),
+        ("post", "/v1/domains/{id}/route/test") if !is_parent => (
+            // The matrix's domains have no route: an allowed caller learns so, and nothing is
+            // connected to.
+            Rule::Node(Need::Manage, 409),
+            format!("/v1/domains/{}/route/test", world.domains[t]),
+            None,
+        ),
         ("delete", "/v1/domains/{id}") if !is_parent => {
             let body = json!({"name": format!("{}.example", world.unique("doomed"))});
             let created = world
@@ -364,7 +371,8 @@ async fn route(
                 None,
             )
         }
-        ("get" | "patch" | "delete", "/v1/domains/{id}") | ("post", "/v1/domains/{id}/verify") => {
+        ("get" | "patch" | "delete", "/v1/domains/{id}")
+        | ("post", "/v1/domains/{id}/verify" | "/v1/domains/{id}/route/test") => {
             return None;
         }
         ("post", "/v1/nodes/{id}/mailboxes") => {

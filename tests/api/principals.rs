@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use crate::helpers::{Caller, TestApp, assert_problem, seed_tree, spawn_app};
 
 /// Creates an account at `node` and returns a caller logged in as it.
-async fn account<'a>(
+pub async fn account<'a>(
     app: &'a TestApp,
     admin: &Caller<'_>,
     node: &str,
