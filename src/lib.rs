@@ -10,6 +10,7 @@ pub mod check;
 pub mod config;
 pub mod dns;
 pub mod domain;
+pub mod edge;
 pub mod error;
 pub mod init;
 pub mod startup;
