@@ -123,6 +123,17 @@ pub struct Config {
     #[arg(long, env = "ALLOT_BODY_LIMIT", default_value_t = 1024 * 1024, global = true)]
     pub body_limit: usize,
 
+    /// Seconds a request gets to arrive whole (head and body) from the moment its connection is
+    /// ready for it (accepted, or the previous answer sent); past it the answer is 408 and the
+    /// connection is closed.
+    #[arg(long, env = "ALLOT_REQUEST_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    pub request_timeout: u64,
+
+    /// Open connections one peer address may hold, to the HTTP server and to each Postfix
+    /// listener; further ones are closed at once.
+    #[arg(long, env = "ALLOT_MAX_CONNECTIONS_PER_PEER", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub max_connections_per_peer: u32,
+
     /// HTTP worker threads; 0 means one per CPU core.
     #[arg(long, env = "ALLOT_WORKERS", default_value_t = 0, global = true)]
     pub workers: usize,
@@ -172,6 +183,10 @@ pub struct Config {
 impl Config {
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout)
     }
 
     /// The check's share of the settings.

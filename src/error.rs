@@ -23,6 +23,7 @@ pub enum ProblemType {
     MalformedBody,
     UnsupportedMediaType,
     PayloadTooLarge,
+    RequestTimeout,
     InvalidQuery,
     ValidationFailed,
     Unauthorized,
@@ -53,10 +54,11 @@ pub enum ProblemType {
 }
 
 impl ProblemType {
-    pub const ALL: [ProblemType; 29] = [
+    pub const ALL: [ProblemType; 30] = [
         Self::MalformedBody,
         Self::UnsupportedMediaType,
         Self::PayloadTooLarge,
+        Self::RequestTimeout,
         Self::InvalidQuery,
         Self::ValidationFailed,
         Self::Unauthorized,
@@ -90,6 +92,7 @@ impl ProblemType {
             Self::MalformedBody => "malformed-body",
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::PayloadTooLarge => "payload-too-large",
+            Self::RequestTimeout => "request-timeout",
             Self::InvalidQuery => "invalid-query",
             Self::ValidationFailed => "validation-failed",
             Self::Unauthorized => "unauthorized",
@@ -124,6 +127,7 @@ impl ProblemType {
             Self::MalformedBody => "The request body is not valid JSON",
             Self::UnsupportedMediaType => "Unsupported media type",
             Self::PayloadTooLarge => "The request body is too large",
+            Self::RequestTimeout => "The request did not arrive in time",
             Self::InvalidQuery => "The query string is invalid",
             Self::ValidationFailed => "Some fields are invalid",
             Self::Unauthorized => "Authentication required",
@@ -163,6 +167,9 @@ impl ProblemType {
             }
             Self::PayloadTooLarge => {
                 "The body is larger than the configured limit (`ALLOT_BODY_LIMIT`). Nothing was changed."
+            }
+            Self::RequestTimeout => {
+                "The request's head and body did not arrive whole within `ALLOT_REQUEST_TIMEOUT` seconds of the connection being ready for it. Nothing was changed; the connection is closed. Send the body promptly, or retry."
             }
             Self::InvalidQuery => {
                 "A query-string parameter is missing, unknown or of the wrong type. `errors` names it."
@@ -261,6 +268,7 @@ impl ProblemType {
             StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
             StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            StatusCode::REQUEST_TIMEOUT => Self::RequestTimeout,
             StatusCode::CONFLICT => Self::Conflict,
             StatusCode::PRECONDITION_FAILED => Self::PreconditionFailed,
             StatusCode::TOO_MANY_REQUESTS => Self::TooManyRequests,
@@ -358,6 +366,8 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{}", summary(.0))]
     InvalidQuery(Vec<FieldError>),
     #[error("{}", summary(.0))]
@@ -440,6 +450,7 @@ impl ApiError {
             Self::MalformedBody(_) => ProblemType::MalformedBody,
             Self::UnsupportedMediaType(_) => ProblemType::UnsupportedMediaType,
             Self::PayloadTooLarge { .. } => ProblemType::PayloadTooLarge,
+            Self::RequestTimeout(_) => ProblemType::RequestTimeout,
             Self::InvalidQuery(_) => ProblemType::InvalidQuery,
             Self::Validation(_) => ProblemType::ValidationFailed,
             Self::Unauthorized(_) => ProblemType::Unauthorized,
@@ -509,6 +520,7 @@ impl ResponseError for ApiError {
             Self::MalformedBody(_) | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Validation(_) | Self::ImportFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,

@@ -11,6 +11,7 @@ pub mod check;
 pub mod config;
 pub mod dns;
 pub mod domain;
+pub mod edge;
 pub mod error;
 pub mod init;
 pub mod probe;

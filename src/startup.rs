@@ -142,6 +142,7 @@ impl PostfixListeners {
         self,
         checker: &std::sync::Arc<crate::check::Checker>,
         direction: crate::check::postfix::PolicyDirection,
+        max_per_peer: usize,
     ) {
         let asker = std::sync::Arc::new(std::sync::Arc::clone(checker));
         if let Some(listener) = self.policy {
@@ -150,11 +151,16 @@ impl PostfixListeners {
                 listener,
                 asker.clone(),
                 direction,
+                crate::edge::PeerLimit::new(max_per_peer),
             ));
         }
         if let Some(listener) = self.socketmap {
             tracing::info!(addr = ?listener.local_addr().ok(), "serving Postfix socketmap lookups");
-            tokio::spawn(crate::check::socketmap::serve(listener, asker));
+            tokio::spawn(crate::check::socketmap::serve(
+                listener,
+                asker,
+                crate::edge::PeerLimit::new(max_per_peer),
+            ));
         }
     }
 }
@@ -190,6 +196,8 @@ impl Application {
             n => n,
         };
         let shutdown_timeout = config.shutdown_timeout;
+        let request_timeout = config.request_timeout();
+        let peers = crate::edge::PeerLimit::new(config.max_connections_per_peer as usize);
         let dns = crate::dns::Verifier::new(config.dns_resolver);
         let check_metrics =
             crate::check::Metrics::register(&metrics.registry, config.licence_refusals)
@@ -197,7 +205,11 @@ impl Application {
         let checker =
             crate::check::Checker::start(pool.clone(), config.check_settings(), check_metrics);
         let listeners = PostfixListeners::bind(&config)?;
-        listeners.spawn(&checker, config.policy_direction);
+        listeners.spawn(
+            &checker,
+            config.policy_direction,
+            config.max_connections_per_peer as usize,
+        );
         let state = web::Data::new(AppState {
             pool,
             keys,
@@ -218,6 +230,10 @@ impl Application {
         })
         .workers(workers)
         .shutdown_timeout(shutdown_timeout)
+        // actix's own timer for the first request's head, at the same deadline as the watchdog
+        // (see `edge`): whichever fires first, the connection closes.
+        .client_request_timeout(request_timeout)
+        .on_connect(crate::edge::on_connect(peers, request_timeout))
         .listen(listener)
         .map_err(|e| StartupError::new("ALLOT_LISTEN", e))?
         .run();
@@ -275,6 +291,7 @@ fn app(
         .default_service(web::to(api::meta::fallback))
         .wrap(from_fn(api::check::sync_after_writes))
         .wrap(ErrorHandlers::new().default_handler(error::plain_errors_as_problems))
+        .wrap(from_fn(crate::edge::request_deadline))
         // Bodies are JSON (or the docs page): never let a browser sniff them into something else.
         .wrap(DefaultHeaders::new().add(("x-content-type-options", "nosniff")))
         .wrap(metrics)

@@ -768,6 +768,7 @@ async fn accept_forever<F, Fut>(
     listener: tokio::net::TcpListener,
     what: &'static str,
     connections: metrics::Connections,
+    peers: Arc<crate::edge::PeerLimit>,
     serve: F,
 ) where
     F: Fn(tokio::net::TcpStream, String) -> Fut,
@@ -777,6 +778,11 @@ async fn accept_forever<F, Fut>(
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                // A peer over its bound is closed at once (`stream` dropped), as on the HTTP port.
+                let Some(slot) = peers.admit(peer.ip()) else {
+                    tracing::debug!(listener = what, %peer, "connection refused: too many from this address");
+                    continue;
+                };
                 // Each connection has a request id of its own, which its lookups log under.
                 let request_id = uuid::Uuid::now_v7().to_string();
                 let span = tracing::debug_span!("connection", listener = what, %peer, request_id);
@@ -790,6 +796,7 @@ async fn accept_forever<F, Fut>(
                             tracing::debug!(error = %err, "connection ended");
                         }
                         open.dec();
+                        drop(slot);
                     }
                     .instrument(span),
                 );

@@ -181,9 +181,14 @@ pub fn action_for(answer: &Answer) -> String {
 }
 
 /// Accepts connections forever, each served by its own task.
-pub async fn serve<A: Ask>(listener: TcpListener, asker: Arc<A>, mode: PolicyDirection) {
+pub async fn serve<A: Ask>(
+    listener: TcpListener,
+    asker: Arc<A>,
+    mode: PolicyDirection,
+    peers: Arc<crate::edge::PeerLimit>,
+) {
     let connections = asker.metrics().policy.clone();
-    super::accept_forever(listener, "policy", connections, move |stream, _| {
+    super::accept_forever(listener, "policy", connections, peers, move |stream, _| {
         let asker = Arc::clone(&asker);
         async move { connection(stream, &*asker, mode).await }
     })
@@ -451,7 +456,12 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let fake = Arc::new(Fake::default());
-        tokio::spawn(serve(listener, Arc::clone(&fake), mode));
+        tokio::spawn(serve(
+            listener,
+            Arc::clone(&fake),
+            mode,
+            crate::edge::PeerLimit::new(256),
+        ));
         (address, fake)
     }
 

@@ -149,12 +149,22 @@ pub fn reply_found(found: Found) -> String {
 }
 
 /// Accepts connections forever, each served by its own task.
-pub async fn serve<A: Ask>(listener: TcpListener, asker: Arc<A>) {
+pub async fn serve<A: Ask>(
+    listener: TcpListener,
+    asker: Arc<A>,
+    peers: Arc<crate::edge::PeerLimit>,
+) {
     let connections = asker.metrics().socketmap.clone();
-    super::accept_forever(listener, "socketmap", connections, move |stream, _| {
-        let asker = Arc::clone(&asker);
-        async move { connection(stream, &*asker).await }
-    })
+    super::accept_forever(
+        listener,
+        "socketmap",
+        connections,
+        peers,
+        move |stream, _| {
+            let asker = Arc::clone(&asker);
+            async move { connection(stream, &*asker).await }
+        },
+    )
     .await;
 }
 
@@ -327,7 +337,11 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let fake = Arc::new(Fake::default());
-        tokio::spawn(serve(listener, Arc::clone(&fake)));
+        tokio::spawn(serve(
+            listener,
+            Arc::clone(&fake),
+            crate::edge::PeerLimit::new(256),
+        ));
         (address, fake)
     }
 

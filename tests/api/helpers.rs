@@ -103,6 +103,8 @@ pub fn test_config(database_url: &str) -> Config {
         log: "warn".to_owned(),
         log_format: LogFormat::Text,
         body_limit: 1024 * 1024,
+        request_timeout: 30,
+        max_connections_per_peer: 256,
         workers: 1,
         shutdown_timeout: 1,
         admin_username: ADMIN_USERNAME.to_owned(),

@@ -7,6 +7,7 @@ mod check;
 mod cli;
 mod dns;
 mod domains;
+mod edge;
 mod errors;
 mod health;
 mod helpers;
