@@ -37,15 +37,16 @@ pub struct TokenResponse {
     pub expires_in: i64,
 }
 
-/// Exchanges a username and password for an access token valid 15 minutes. A wrong password and
-/// an unknown username get the same answer, after the same work.
+/// Exchanges a username and password for an access token valid 15 minutes. A wrong password, an
+/// unknown username, a disabled account and an account at a deleted node get the same answer,
+/// after the same work.
 #[utoipa::path(
     tag = "auth",
     request_body = TokenRequest,
     responses(
         (status = 200, description = "Logged in", body = TokenResponse),
         (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Wrong username or password", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong username or password, or the account is disabled or its node deleted (one answer for all)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not `application/json`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is missing or of the wrong type", body = Problem, content_type = "application/problem+json"),
@@ -79,8 +80,14 @@ pub async fn token(
     let pool = state.pool.clone();
     let account = store::run(&pool, move |conn| {
         let account = store::accounts::find_by_username(conn, &username)?;
-        // The hash is checked even for a disabled account, and a dummy one for a missing
-        // account, so that the time taken does not tell the three cases apart.
+        // An account whose node was deleted could not use a token anyway: it is refused like a
+        // wrong password, not with an answer of its own that would tell it exists.
+        let node_live = match &account {
+            Some(account) => store::nodes::find(conn, account.node_id)?.is_some(),
+            None => false,
+        };
+        // The hash is checked even for a disabled account or one at a deleted node, and a dummy
+        // one for a missing account, so that the time taken does not tell the cases apart.
         let matches = match &account {
             Some(account) => password::verify(&password, &account.password_hash),
             None => {
@@ -88,7 +95,7 @@ pub async fn token(
                 false
             }
         };
-        Ok::<_, ApiError>(account.filter(|a| matches && !a.disabled))
+        Ok::<_, ApiError>(account.filter(|a| matches && !a.disabled && node_live))
     })
     .await?;
     let Some(account) = account else {

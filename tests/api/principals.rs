@@ -277,6 +277,33 @@ async fn a_disabled_or_deleted_account_stops_working_at_once() {
 }
 
 #[tokio::test]
+async fn an_account_at_a_deleted_node_cannot_log_in_and_is_told_nothing_more() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let owner = admin.node_id().await;
+    let gone = admin.create_child(&owner, "customer", "Gone GmbH").await;
+    let erin = account(&app, &admin, &gone, "erin", "admin").await;
+    admin
+        .expect(admin.delete(&format!("/v1/nodes/{gone}")).await, 204)
+        .await;
+    assert_problem(erin.get("/v1/me").await, 401, "unauthorized").await;
+    let refused = assert_problem(
+        app.login("erin", "correct horse battery staple").await,
+        401,
+        "invalid-credentials",
+    )
+    .await;
+    let wrong = assert_problem(
+        app.login("erin", "not erin's password").await,
+        401,
+        "invalid-credentials",
+    )
+    .await;
+    assert_eq!(refused, wrong, "the same answer as a wrong password");
+    app.assert_verified();
+}
+
+#[tokio::test]
 async fn anyone_changes_their_own_password_but_not_their_role_or_existence() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
