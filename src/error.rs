@@ -202,7 +202,7 @@ impl ProblemType {
                 "The module and one the mailbox (or customer) holds exclude each other. `module` names the one in the way. Nothing was changed."
             }
             Self::TooManyRequests => {
-                "Too many failed logins for this username or from this address in the last 15 minutes. `Retry-After` says how many seconds to wait."
+                "Five logins for this username or from this address failed in the last 15 minutes, or are being verified at this moment. `Retry-After` says how many seconds to wait: until the oldest failure is 15 minutes old, or 1 while attempts are still being verified."
             }
             Self::IdempotencyKeyReused => {
                 "This `Idempotency-Key` was sent by the same caller within 24 hours with another method, path or body. Use a new key for a new request. Nothing was changed."

@@ -50,7 +50,7 @@ pub struct TokenResponse {
         (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not `application/json`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is missing or of the wrong type", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Five failed logins in 15 minutes for this username or from this address; `Retry-After` says when to retry", body = Problem, content_type = "application/problem+json",
+        (status = 429, description = "Five logins for this username or from this address failed in the last 15 minutes or are being verified now; `Retry-After` says when to retry", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
@@ -62,7 +62,7 @@ pub async fn token(
 ) -> Result<HttpResponse, ApiError> {
     let TokenRequest { username, password } = body.0;
     let user_key = format!("user:{}", username.to_lowercase());
-    let keys = [
+    let keys = vec![
         user_key.clone(),
         format!(
             "ip:{}",
@@ -72,11 +72,14 @@ pub async fn token(
                 .unwrap_or_default()
         ),
     ];
-    if let Some(wait) = state.throttle.wait(&keys, Instant::now()) {
-        return Err(ApiError::TooManyRequests {
+    // The attempt takes its place before the password is verified, so that simultaneous
+    // guesses cannot all pass the check while none has failed yet.
+    let reservation = state
+        .throttle
+        .reserve(keys, Instant::now())
+        .map_err(|wait| ApiError::TooManyRequests {
             retry_after: wait.as_secs().max(1),
-        });
-    }
+        })?;
     let pool = state.pool.clone();
     let account = store::run(&pool, move |conn| {
         let account = store::accounts::find_by_username(conn, &username)?;
@@ -97,12 +100,21 @@ pub async fn token(
         };
         Ok::<_, ApiError>(account.filter(|a| matches && !a.disabled && node_live))
     })
-    .await?;
-    let Some(account) = account else {
-        state.throttle.fail(&keys, Instant::now());
-        return Err(ApiError::InvalidCredentials);
+    .await;
+    let account = match account {
+        Ok(Some(account)) => account,
+        Ok(None) => {
+            reservation.fail(Instant::now());
+            return Err(ApiError::InvalidCredentials);
+        }
+        // The database could not be asked: no password was judged, and a user must not be
+        // locked out by an outage.
+        Err(err) => {
+            reservation.release();
+            return Err(err);
+        }
     };
-    state.throttle.succeed(&user_key);
+    reservation.succeed(&user_key);
     let now = chrono::Utc::now().timestamp();
     let access_token = state
         .keys
