@@ -28,6 +28,8 @@ pub struct AppState {
     pub keys: jwt::Keys,
     pub config: Config,
     pub throttle: crate::auth::throttle::Throttle,
+    /// Where passwords are hashed and verified: a few threads of their own.
+    pub hasher: crate::auth::password::Hasher,
     pub dns: crate::dns::Verifier,
     /// The in-memory index the check answers from.
     pub checker: std::sync::Arc<crate::check::Checker>,
@@ -197,6 +199,7 @@ impl Application {
             keys,
             config,
             throttle: Default::default(),
+            hasher: Default::default(),
             dns,
             checker,
         });

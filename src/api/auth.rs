@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::Json;
-use crate::auth::{Principal, jwt, password};
+use crate::auth::{Principal, jwt};
 use crate::domain::ids::NodeId;
 use crate::domain::roles::Role;
 use crate::domain::tree::NodeKind;
@@ -80,39 +80,43 @@ pub async fn token(
         .map_err(|wait| ApiError::TooManyRequests {
             retry_after: wait.as_secs().max(1),
         })?;
-    let pool = state.pool.clone();
-    let account = store::run(&pool, move |conn| {
-        let account = store::accounts::find_by_username(conn, &username)?;
+    // The row is read and the connection given back before the hash is verified: tens of
+    // milliseconds per login must not hold a connection the API and the check need.
+    let found = store::run(&state.pool, move |conn| {
+        let Some(account) = store::accounts::find_by_username(conn, &username)? else {
+            return Ok(None);
+        };
         // An account whose node was deleted could not use a token anyway: it is refused like a
         // wrong password, not with an answer of its own that would tell it exists.
-        let node_live = match &account {
-            Some(account) => store::nodes::find(conn, account.node_id)?.is_some(),
-            None => false,
-        };
-        // The hash is checked even for a disabled account or one at a deleted node, and a dummy
-        // one for a missing account, so that the time taken does not tell the cases apart.
-        let matches = match &account {
-            Some(account) => password::verify(&password, &account.password_hash),
-            None => {
-                password::verify_nobody(&password);
-                false
-            }
-        };
-        Ok::<_, ApiError>(account.filter(|a| matches && !a.disabled && node_live))
+        let node_live = store::nodes::find(conn, account.node_id)?.is_some();
+        Ok::<_, ApiError>(Some((account, node_live)))
     })
     .await;
-    let account = match account {
-        Ok(Some(account)) => account,
-        Ok(None) => {
-            reservation.fail(Instant::now());
-            return Err(ApiError::InvalidCredentials);
-        }
+    let found = match found {
+        Ok(found) => found,
         // The database could not be asked: no password was judged, and a user must not be
         // locked out by an outage.
         Err(err) => {
             reservation.release();
             return Err(err);
         }
+    };
+    // The hash is checked even for a disabled account or one at a deleted node, and a dummy one
+    // for a missing account, so that the time taken does not tell the cases apart.
+    let phc = found.as_ref().map(|(a, _)| a.password_hash.clone());
+    let matches = match state.hasher.verify(password, phc).await {
+        Ok(matches) => matches,
+        Err(err) => {
+            reservation.release();
+            return Err(err);
+        }
+    };
+    let account = found
+        .filter(|(a, node_live)| matches && !a.disabled && *node_live)
+        .map(|(a, _)| a);
+    let Some(account) = account else {
+        reservation.fail(Instant::now());
+        return Err(ApiError::InvalidCredentials);
     };
     reservation.succeed(&user_key);
     let now = chrono::Utc::now().timestamp();

@@ -135,10 +135,7 @@ pub async fn create_account(
         .or(generated.clone())
         .unwrap_or_default();
     // Hashed before the transaction: tens of milliseconds that need not hold the write lock.
-    let hash = web::block(move || password::hash(&chosen))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))?;
+    let hash = state.hasher.hash(chosen).await?;
     let node_id = id.into_inner();
     let account = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
@@ -314,12 +311,7 @@ pub async fn update_account(
     }
     fields.finish()?;
     let hash = match body.password.clone() {
-        Some(given) => Some(
-            web::block(move || password::hash(&given))
-                .await
-                .map_err(ApiError::internal)?
-                .map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))?,
-        ),
+        Some(given) => Some(state.hasher.hash(given).await?),
         None => None,
     };
     let id = id.into_inner();

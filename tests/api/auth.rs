@@ -313,3 +313,56 @@ async fn the_right_password_waits_once_five_guesses_are_counted_even_while_they_
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_api_answers_while_many_logins_are_verified() {
+    // One database connection: a login that held it while verifying its password would make
+    // everyone else wait, and after the pool's 5 s give up with 503.
+    let app = spawn_app_with(|config| config.pool_size = 1).await;
+    let admin = app.admin_token().await;
+    // 60 accounts with the first admin's password, each logging in five times at once from an
+    // address of its own (more would be the throttle's business, not this test's): 300 logins.
+    let accounts = 60;
+    for i in 0..accounts {
+        app.execute_sql(&format!(
+            "INSERT INTO accounts (id, node_id, username, email, role, password_hash, disabled, version, created_at, updated_at) \
+             SELECT '{}', node_id, 'user{i}', 'user{i}@example.test', 'viewer', password_hash, disabled, 1, created_at, updated_at \
+             FROM accounts WHERE username = '{ADMIN_USERNAME}'",
+            uuid::Uuid::now_v7()
+        ));
+    }
+    let clients: Vec<_> = (0..accounts)
+        .map(|i| app.client_from(std::net::Ipv4Addr::new(127, 0, 1, i as u8 + 1)))
+        .collect();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (app, done) = (&app, &done);
+    let logins = async {
+        let attempts = clients.iter().enumerate().flat_map(|(i, client)| {
+            (0..5).map(move |_| async move {
+                let username = format!("user{i}");
+                app.login_with(client, &username, ADMIN_PASSWORD)
+                    .await
+                    .status()
+                    .as_u16()
+            })
+        });
+        let statuses = futures_util::future::join_all(attempts).await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        statuses
+    };
+    let reads = async {
+        let mut statuses = Vec::new();
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            statuses.push(app.get_with_token("/v1/me", &admin).await.status().as_u16());
+        }
+        statuses
+    };
+    let (logins, reads) = tokio::join!(logins, reads);
+    let failed_logins = logins.iter().filter(|s| **s != 200).count();
+    let failed_reads = reads.iter().filter(|s| **s != 200).count();
+    assert_eq!(
+        (failed_logins, failed_reads),
+        (0, 0),
+        "logins {logins:?}, /v1/me {reads:?}"
+    );
+}
