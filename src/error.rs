@@ -28,6 +28,7 @@ pub enum ProblemType {
     Unauthorized,
     InvalidCredentials,
     Forbidden,
+    PasswordChangeRequired,
     NotFound,
     MethodNotAllowed,
     Conflict,
@@ -50,7 +51,7 @@ pub enum ProblemType {
 }
 
 impl ProblemType {
-    pub const ALL: [ProblemType; 26] = [
+    pub const ALL: [ProblemType; 27] = [
         Self::MalformedBody,
         Self::UnsupportedMediaType,
         Self::PayloadTooLarge,
@@ -59,6 +60,7 @@ impl ProblemType {
         Self::Unauthorized,
         Self::InvalidCredentials,
         Self::Forbidden,
+        Self::PasswordChangeRequired,
         Self::NotFound,
         Self::MethodNotAllowed,
         Self::Conflict,
@@ -89,6 +91,7 @@ impl ProblemType {
             Self::Unauthorized => "unauthorized",
             Self::InvalidCredentials => "invalid-credentials",
             Self::Forbidden => "forbidden",
+            Self::PasswordChangeRequired => "password-change-required",
             Self::NotFound => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
             Self::Conflict => "conflict",
@@ -120,6 +123,7 @@ impl ProblemType {
             Self::Unauthorized => "Authentication required",
             Self::InvalidCredentials => "Wrong username or password",
             Self::Forbidden => "Not allowed",
+            Self::PasswordChangeRequired => "The password must be changed first",
             Self::NotFound => "Not found",
             Self::MethodNotAllowed => "Method not allowed",
             Self::Conflict => "Conflict with the current state",
@@ -166,6 +170,9 @@ impl ProblemType {
             }
             Self::Forbidden => {
                 "The caller may see the target but its role does not allow this action."
+            }
+            Self::PasswordChangeRequired => {
+                "An admin set this account's password, so the token from logging in with it is good only for choosing a new one: `PATCH /v1/accounts/{own id}` with `password` and `current_password` (and `GET /v1/me` to learn the id). Then log in again with the new password."
             }
             Self::NotFound => {
                 "No such resource, or it lies outside the caller's subtree: the two are indistinguishable by design."
@@ -347,6 +354,10 @@ pub enum ApiError {
     InvalidCredentials,
     #[error("{0}")]
     Forbidden(String),
+    #[error(
+        "An admin set this account's password: choose a new one (PATCH /v1/accounts/{{own id}} with `password` and `current_password`), then log in again."
+    )]
+    PasswordChangeRequired,
     #[error("no such resource")]
     NotFound,
     #[error("{0}")]
@@ -418,6 +429,7 @@ impl ApiError {
             Self::Unauthorized(_) => ProblemType::Unauthorized,
             Self::InvalidCredentials => ProblemType::InvalidCredentials,
             Self::Forbidden(_) => ProblemType::Forbidden,
+            Self::PasswordChangeRequired => ProblemType::PasswordChangeRequired,
             Self::NotFound => ProblemType::NotFound,
             Self::Conflict(_) => ProblemType::Conflict,
             Self::QuotaExceeded(_) => ProblemType::QuotaExceeded,
@@ -481,7 +493,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Validation(_) | Self::ImportFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::PasswordChangeRequired => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Conflict(_)
             | Self::QuotaExceeded(_)
@@ -629,7 +641,10 @@ impl utoipa::IntoResponses for Guarded {
         use utoipa::openapi::schema::Ref;
         [
             ("401", "No valid credentials"),
-            ("403", "The caller's role does not allow this"),
+            (
+                "403",
+                "The caller's role does not allow this (`forbidden`), or its token is good only for changing its password (`password-change-required`)",
+            ),
             (
                 "404",
                 "No such resource in the caller's subtree (the two are not told apart)",

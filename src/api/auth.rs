@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::Json;
-use crate::auth::{Principal, jwt};
+use crate::auth::{Authenticated, jwt};
 use crate::domain::ids::NodeId;
 use crate::domain::roles::Role;
 use crate::domain::tree::NodeKind;
@@ -35,11 +35,16 @@ pub struct TokenResponse {
     /// Seconds until the token expires.
     #[schema(example = 900)]
     pub expires_in: i64,
+    /// An admin set this password: the token is good only for choosing a new one (`PATCH
+    /// /v1/accounts/{own id}` with `password` and `current_password`; `GET /v1/me` names the id).
+    /// Every other request answers 403 `password-change-required`.
+    pub password_change_required: bool,
 }
 
 /// Exchanges a username and password for an access token valid 15 minutes. A wrong password, an
 /// unknown username, a disabled account and an account at a deleted node get the same answer,
-/// after the same work.
+/// after the same work. After an admin set the account's password, the token is good only for
+/// choosing a new one (`password_change_required: true`).
 #[utoipa::path(
     tag = "auth",
     request_body = TokenRequest,
@@ -61,17 +66,8 @@ pub async fn token(
     body: Json<TokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let TokenRequest { username, password } = body.0;
-    let user_key = format!("user:{}", username.to_lowercase());
-    let keys = vec![
-        user_key.clone(),
-        format!(
-            "ip:{}",
-            request
-                .peer_addr()
-                .map(|a| a.ip().to_string())
-                .unwrap_or_default()
-        ),
-    ];
+    let keys = throttle_keys(&username, &request);
+    let user_key = keys[0].clone();
     // The attempt takes its place before the password is verified, so that simultaneous
     // guesses cannot all pass the check while none has failed yet.
     let reservation = state
@@ -120,18 +116,42 @@ pub async fn token(
     };
     reservation.succeed(&user_key);
     let now = chrono::Utc::now().timestamp();
+    let password_change_required = account.password_change_required;
     let access_token = state
         .keys
-        .issue(account.id, account.node_id, account.role, now)
+        .issue(
+            jwt::Subject {
+                account: account.id,
+                node: account.node_id,
+                role: account.role,
+                credential_version: account.credential_version,
+                password_change_only: password_change_required,
+            },
+            now,
+        )
         .map_err(ApiError::internal)?;
-    tracing::info!(account = %account.id, "token issued");
+    tracing::info!(account = %account.id, password_change_required, "token issued");
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(TokenResponse {
             access_token,
             token_type: "Bearer",
             expires_in: jwt::LIFETIME_SECS,
+            password_change_required,
         }))
+}
+
+/// The throttle's keys for a guess at `username`'s password from `request`'s peer: the username
+/// (in any case), which a success forgives, and the address.
+pub(crate) fn throttle_keys(username: &str, request: &HttpRequest) -> Vec<String> {
+    let address = request
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    vec![
+        format!("user:{}", username.to_lowercase()),
+        format!("ip:{address}"),
+    ]
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -147,10 +167,14 @@ pub struct Me {
     pub node_id: NodeId,
     pub node_name: String,
     pub node_kind: NodeKind,
+    /// The caller's token is good only for choosing a new password (an admin set the one it
+    /// logged in with).
+    pub password_change_required: bool,
 }
 
 /// Who the caller is: its account or API key, role and node. The caller sees and touches that
-/// node's subtree and nothing else.
+/// node's subtree and nothing else. Answers also to a token good only for changing the password,
+/// so that its holder learns its account id.
 #[utoipa::path(
     tag = "auth",
     security(("bearer" = [])),
@@ -162,8 +186,12 @@ pub struct Me {
 #[get("/v1/me")]
 pub async fn me(
     state: web::Data<AppState>,
-    principal: Principal,
+    caller: Authenticated,
 ) -> Result<web::Json<Me>, ApiError> {
+    let Authenticated {
+        principal,
+        password_change_only,
+    } = caller;
     let node_id = principal.node_id;
     let node = store::run(&state.pool, move |conn| {
         store::nodes::find(conn, node_id).map_err(ApiError::from)
@@ -183,5 +211,6 @@ pub async fn me(
         node_id: node.id,
         node_name: node.name,
         node_kind: node.kind,
+        password_change_required: password_change_only,
     }))
 }

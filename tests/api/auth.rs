@@ -78,6 +78,7 @@ fn claims(now: i64) -> Value {
         "iss": "allot", "aud": "allot",
         "sub": uuid::Uuid::nil(), "node": uuid::Uuid::nil(), "role": "admin",
         "iat": now, "nbf": now, "exp": now + 600,
+        "credential_version": 1, "password_change_only": false,
     })
 }
 
@@ -160,11 +161,29 @@ async fn forged_expired_and_misaddressed_tokens_are_refused() {
             "unknown account",
             sign(&with("sub", json!(uuid::Uuid::now_v7())), &SECRET, &kid),
         ),
+        (
+            "another credential version",
+            sign(&with("credential_version", json!(2)), &SECRET, &kid),
+        ),
+        (
+            "no credential version",
+            sign(&without("credential_version"), &SECRET, &kid),
+        ),
     ];
     for (case, token) in cases {
         let response = app.get_with_token("/v1/me", &token).await;
         assert_eq!(response.status(), 401, "{case}");
         assert_problem(response, 401, "unauthorized").await;
+        // The check resolves callers from memory, by the same rules.
+        let response = app
+            .client
+            .post(app.url("/v1/check"))
+            .bearer_auth(&token)
+            .json(&json!({"domain": "example.com"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{case} on the check");
     }
 }
 
