@@ -29,6 +29,7 @@ pub enum ProblemType {
     Unauthorized,
     InvalidCredentials,
     Forbidden,
+    PasswordChangeRequired,
     NotFound,
     MethodNotAllowed,
     Conflict,
@@ -54,7 +55,7 @@ pub enum ProblemType {
 }
 
 impl ProblemType {
-    pub const ALL: [ProblemType; 30] = [
+    pub const ALL: [ProblemType; 31] = [
         Self::MalformedBody,
         Self::UnsupportedMediaType,
         Self::PayloadTooLarge,
@@ -64,6 +65,7 @@ impl ProblemType {
         Self::Unauthorized,
         Self::InvalidCredentials,
         Self::Forbidden,
+        Self::PasswordChangeRequired,
         Self::NotFound,
         Self::MethodNotAllowed,
         Self::Conflict,
@@ -98,6 +100,7 @@ impl ProblemType {
             Self::Unauthorized => "unauthorized",
             Self::InvalidCredentials => "invalid-credentials",
             Self::Forbidden => "forbidden",
+            Self::PasswordChangeRequired => "password-change-required",
             Self::NotFound => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
             Self::Conflict => "conflict",
@@ -133,6 +136,7 @@ impl ProblemType {
             Self::Unauthorized => "Authentication required",
             Self::InvalidCredentials => "Wrong username or password",
             Self::Forbidden => "Not allowed",
+            Self::PasswordChangeRequired => "The password must be changed first",
             Self::NotFound => "Not found",
             Self::MethodNotAllowed => "Method not allowed",
             Self::Conflict => "Conflict with the current state",
@@ -186,6 +190,9 @@ impl ProblemType {
             Self::Forbidden => {
                 "The caller may see the target but its role does not allow this action."
             }
+            Self::PasswordChangeRequired => {
+                "An admin set this account's password, so the token from logging in with it is good only for choosing a new one: `PATCH /v1/accounts/{own id}` with `password` and `current_password` (and `GET /v1/me` to learn the id). Then log in again with the new password."
+            }
             Self::NotFound => {
                 "No such resource, or it lies outside the caller's subtree: the two are indistinguishable by design."
             }
@@ -230,7 +237,7 @@ impl ProblemType {
                 "The module and one the mailbox (or customer) holds exclude each other. `module` names the one in the way. Nothing was changed."
             }
             Self::TooManyRequests => {
-                "Too many failed logins for this username or from this address in the last 15 minutes. `Retry-After` says how many seconds to wait."
+                "Five logins for this username or from this address failed in the last 15 minutes, or are being verified at this moment. `Retry-After` says how many seconds to wait: until the oldest failure is 15 minutes old, or 1 while attempts are still being verified."
             }
             Self::IdempotencyKeyReused => {
                 "This `Idempotency-Key` was sent by the same caller within 24 hours with another method, path or body. Use a new key for a new request. Nothing was changed."
@@ -378,6 +385,10 @@ pub enum ApiError {
     InvalidCredentials,
     #[error("{0}")]
     Forbidden(String),
+    #[error(
+        "An admin set this account's password: choose a new one (PATCH /v1/accounts/{{own id}} with `password` and `current_password`), then log in again."
+    )]
+    PasswordChangeRequired,
     #[error("no such resource")]
     NotFound,
     #[error("{0}")]
@@ -456,6 +467,7 @@ impl ApiError {
             Self::Unauthorized(_) => ProblemType::Unauthorized,
             Self::InvalidCredentials => ProblemType::InvalidCredentials,
             Self::Forbidden(_) => ProblemType::Forbidden,
+            Self::PasswordChangeRequired => ProblemType::PasswordChangeRequired,
             Self::NotFound => ProblemType::NotFound,
             Self::Conflict(_) => ProblemType::Conflict,
             Self::QuotaExceeded(_) => ProblemType::QuotaExceeded,
@@ -523,7 +535,7 @@ impl ResponseError for ApiError {
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Validation(_) | Self::ImportFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::PasswordChangeRequired => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Conflict(_)
             | Self::QuotaExceeded(_)
@@ -676,7 +688,10 @@ impl utoipa::IntoResponses for Guarded {
         use utoipa::openapi::schema::Ref;
         [
             ("401", "No valid credentials"),
-            ("403", "The caller's role does not allow this"),
+            (
+                "403",
+                "The caller's role does not allow this (`forbidden`), or its token is good only for changing its password (`password-change-required`)",
+            ),
             (
                 "404",
                 "No such resource in the caller's subtree (the two are not told apart)",

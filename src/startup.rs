@@ -28,6 +28,8 @@ pub struct AppState {
     pub keys: jwt::Keys,
     pub config: Config,
     pub throttle: crate::auth::throttle::Throttle,
+    /// Where passwords are hashed and verified: a few threads of their own.
+    pub hasher: crate::auth::password::Hasher,
     pub dns: crate::dns::Verifier,
     /// How many route tests may run (per domain, and in this process).
     pub route_tests: crate::probe::gate::Gate,
@@ -215,6 +217,7 @@ impl Application {
             keys,
             config,
             throttle: Default::default(),
+            hasher: Default::default(),
             dns,
             route_tests: Default::default(),
             checker,

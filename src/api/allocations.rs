@@ -91,14 +91,15 @@ fn check_amount(amount: i64) -> Result<i64, String> {
     }
 }
 
-fn check_span(starts_on: NaiveDate, ends_on: Option<NaiveDate>) -> Result<(), String> {
-    check_date(starts_on).map_err(|m| format!("starts_on {m}"))?;
-    if let Some(end) = ends_on {
-        check_date(end)?;
-    }
-    match ends_on {
-        Some(end) if end <= starts_on => Err("must be after starts_on".to_owned()),
-        _ => Ok(()),
+/// Records what is wrong with a span under the field at fault: a day out of range under its own
+/// name, an end not after the start under `ends_on`.
+fn check_span(fields: &mut Fields, starts_on: NaiveDate, ends_on: Option<NaiveDate>) {
+    let start = fields.check("starts_on", check_date(starts_on));
+    let end = ends_on.map(|end| fields.check("ends_on", check_date(end)));
+    if let (Some(start), Some(Some(end))) = (start, end)
+        && end <= start
+    {
+        fields.push("ends_on", "must be after starts_on");
     }
 }
 
@@ -213,7 +214,7 @@ pub async fn create_allocation(
     let starts_on = body.starts_on.unwrap_or_else(today);
     let mut fields = Fields::default();
     let amount = fields.check("amount", check_amount(body.amount));
-    fields.check("ends_on", check_span(starts_on, body.ends_on));
+    check_span(&mut fields, starts_on, body.ends_on);
     let description = body
         .description
         .map(|d| fields.check("description", tree::parse_description(&d)));
@@ -470,7 +471,9 @@ pub async fn update_allocation(
             if let Some(description) = description {
                 allocation.description = description;
             }
-            check_span(allocation.starts_on, allocation.ends_on).map_err(|m| ApiError::validation("ends_on", m))?;
+            let mut span = Fields::default();
+            check_span(&mut span, allocation.starts_on, allocation.ends_on);
+            span.finish()?;
             let resource = allocation.resource.clone();
             let proposal = Proposal {
                 existing: Some(allocation.id),

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::Json;
-use crate::auth::{Principal, jwt, password};
+use crate::auth::{Authenticated, jwt};
 use crate::domain::ids::NodeId;
 use crate::domain::roles::Role;
 use crate::domain::tree::NodeKind;
@@ -35,21 +35,27 @@ pub struct TokenResponse {
     /// Seconds until the token expires.
     #[schema(example = 900)]
     pub expires_in: i64,
+    /// An admin set this password: the token is good only for choosing a new one (`PATCH
+    /// /v1/accounts/{own id}` with `password` and `current_password`; `GET /v1/me` names the id).
+    /// Every other request answers 403 `password-change-required`.
+    pub password_change_required: bool,
 }
 
-/// Exchanges a username and password for an access token valid 15 minutes. A wrong password and
-/// an unknown username get the same answer, after the same work.
+/// Exchanges a username and password for an access token valid 15 minutes. A wrong password, an
+/// unknown username, a disabled account and an account at a deleted node get the same answer,
+/// after the same work. After an admin set the account's password, the token is good only for
+/// choosing a new one (`password_change_required: true`).
 #[utoipa::path(
     tag = "auth",
     request_body = TokenRequest,
     responses(
         (status = 200, description = "Logged in", body = TokenResponse),
         (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Wrong username or password", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong username or password, or the account is disabled or its node deleted (one answer for all)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not `application/json`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is missing or of the wrong type", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Five failed logins in 15 minutes for this username or from this address; `Retry-After` says when to retry", body = Problem, content_type = "application/problem+json",
+        (status = 429, description = "Five logins for this username or from this address failed in the last 15 minutes or are being verified now; `Retry-After` says when to retry", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
@@ -60,55 +66,92 @@ pub async fn token(
     body: Json<TokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let TokenRequest { username, password } = body.0;
-    let user_key = format!("user:{}", username.to_lowercase());
-    let keys = [
-        user_key.clone(),
-        format!(
-            "ip:{}",
-            request
-                .peer_addr()
-                .map(|a| a.ip().to_string())
-                .unwrap_or_default()
-        ),
-    ];
-    if let Some(wait) = state.throttle.wait(&keys, Instant::now()) {
-        return Err(ApiError::TooManyRequests {
+    let keys = throttle_keys(&username, &request);
+    let user_key = keys[0].clone();
+    // The attempt takes its place before the password is verified, so that simultaneous
+    // guesses cannot all pass the check while none has failed yet.
+    let reservation = state
+        .throttle
+        .reserve(keys, Instant::now())
+        .map_err(|wait| ApiError::TooManyRequests {
             retry_after: wait.as_secs().max(1),
-        });
-    }
-    let pool = state.pool.clone();
-    let account = store::run(&pool, move |conn| {
-        let account = store::accounts::find_by_username(conn, &username)?;
-        // The hash is checked even for a disabled account, and a dummy one for a missing
-        // account, so that the time taken does not tell the three cases apart.
-        let matches = match &account {
-            Some(account) => password::verify(&password, &account.password_hash),
-            None => {
-                password::verify_nobody(&password);
-                false
-            }
+        })?;
+    // The row is read and the connection given back before the hash is verified: tens of
+    // milliseconds per login must not hold a connection the API and the check need.
+    let found = store::run(&state.pool, move |conn| {
+        let Some(account) = store::accounts::find_by_username(conn, &username)? else {
+            return Ok(None);
         };
-        Ok::<_, ApiError>(account.filter(|a| matches && !a.disabled))
+        // An account whose node was deleted could not use a token anyway: it is refused like a
+        // wrong password, not with an answer of its own that would tell it exists.
+        let node_live = store::nodes::find(conn, account.node_id)?.is_some();
+        Ok::<_, ApiError>(Some((account, node_live)))
     })
-    .await?;
+    .await;
+    let found = match found {
+        Ok(found) => found,
+        // The database could not be asked: no password was judged, and a user must not be
+        // locked out by an outage.
+        Err(err) => {
+            reservation.release();
+            return Err(err);
+        }
+    };
+    // The hash is checked even for a disabled account or one at a deleted node, and a dummy one
+    // for a missing account, so that the time taken does not tell the cases apart.
+    let phc = found.as_ref().map(|(a, _)| a.password_hash.clone());
+    let matches = match state.hasher.verify(password, phc).await {
+        Ok(matches) => matches,
+        Err(err) => {
+            reservation.release();
+            return Err(err);
+        }
+    };
+    let account = found
+        .filter(|(a, node_live)| matches && !a.disabled && *node_live)
+        .map(|(a, _)| a);
     let Some(account) = account else {
-        state.throttle.fail(&keys, Instant::now());
+        reservation.fail(Instant::now());
         return Err(ApiError::InvalidCredentials);
     };
-    state.throttle.succeed(&user_key);
+    reservation.succeed(&user_key);
     let now = chrono::Utc::now().timestamp();
+    let password_change_required = account.password_change_required;
     let access_token = state
         .keys
-        .issue(account.id, account.node_id, account.role, now)
+        .issue(
+            jwt::Subject {
+                account: account.id,
+                node: account.node_id,
+                role: account.role,
+                credential_version: account.credential_version,
+                password_change_only: password_change_required,
+            },
+            now,
+        )
         .map_err(ApiError::internal)?;
-    tracing::info!(account = %account.id, "token issued");
+    tracing::info!(account = %account.id, password_change_required, "token issued");
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(TokenResponse {
             access_token,
             token_type: "Bearer",
             expires_in: jwt::LIFETIME_SECS,
+            password_change_required,
         }))
+}
+
+/// The throttle's keys for a guess at `username`'s password from `request`'s peer: the username
+/// (in any case), which a success forgives, and the address.
+pub(crate) fn throttle_keys(username: &str, request: &HttpRequest) -> Vec<String> {
+    let address = request
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    vec![
+        format!("user:{}", username.to_lowercase()),
+        format!("ip:{address}"),
+    ]
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -124,10 +167,14 @@ pub struct Me {
     pub node_id: NodeId,
     pub node_name: String,
     pub node_kind: NodeKind,
+    /// The caller's token is good only for choosing a new password (an admin set the one it
+    /// logged in with).
+    pub password_change_required: bool,
 }
 
 /// Who the caller is: its account or API key, role and node. The caller sees and touches that
-/// node's subtree and nothing else.
+/// node's subtree and nothing else. Answers also to a token good only for changing the password,
+/// so that its holder learns its account id.
 #[utoipa::path(
     tag = "auth",
     security(("bearer" = [])),
@@ -139,8 +186,12 @@ pub struct Me {
 #[get("/v1/me")]
 pub async fn me(
     state: web::Data<AppState>,
-    principal: Principal,
+    caller: Authenticated,
 ) -> Result<web::Json<Me>, ApiError> {
+    let Authenticated {
+        principal,
+        password_change_only,
+    } = caller;
     let node_id = principal.node_id;
     let node = store::run(&state.pool, move |conn| {
         store::nodes::find(conn, node_id).map_err(ApiError::from)
@@ -160,5 +211,6 @@ pub async fn me(
         node_id: node.id,
         node_name: node.name,
         node_kind: node.kind,
+        password_change_required: password_change_only,
     }))
 }

@@ -59,7 +59,15 @@ fn resolve(req: &HttpRequest) -> Result<CheckCaller, ApiError> {
             .keys
             .verify(&token)
             .map_err(|_| ApiError::Unauthorized(auth::INVALID))?;
-        state.checker.caller_by_account(claims.sub)
+        let caller = state
+            .checker
+            .caller_by_account(claims.sub, claims.credential_version)
+            .ok_or(ApiError::Unauthorized(auth::INVALID))?;
+        // As for every other endpoint (see `crate::auth`): such a token only changes a password.
+        if claims.password_change_only {
+            return Err(ApiError::PasswordChangeRequired);
+        }
+        Some(caller)
     };
     let caller = caller.ok_or(ApiError::Unauthorized(auth::INVALID))?;
     Ok(CheckCaller {
@@ -171,6 +179,7 @@ async fn answer(checker: &Arc<Checker>, caller: &CheckCaller, question: Question
     responses(
         (status = 200, description = "The answer", body = Answer),
         (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token is good only for changing its account's password (`password-change-required`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The index is not built yet: the database has been unreachable since start (`unavailable`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Neither or both of `domain` and `address`, a malformed one, or an unknown module", body = Problem, content_type = "application/problem+json"),
     )
@@ -207,6 +216,7 @@ pub struct CheckResults {
     responses(
         (status = 200, description = "The answers, in order", body = CheckResults),
         (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token is good only for changing its account's password (`password-change-required`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The index is not built yet: the database has been unreachable since start (`unavailable`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No checks, more than 1,000, or a malformed one", body = Problem, content_type = "application/problem+json"),
     )

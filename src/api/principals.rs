@@ -4,17 +4,18 @@
 //! creations take no `Idempotency-Key`, since replaying them would mean keeping the secret.
 
 use actix_web::http::header;
-use actix_web::{HttpResponse, delete, get, patch, post, web};
+use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::time::Instant;
 use utoipa::{IntoParams, ToSchema};
 
 use super::common::{self, Fields, IfMatch, Page, PageRequest, etag};
 use super::extract::Json;
 use super::nodes::utc;
 use crate::auth::guard::Reach;
-use crate::auth::{Principal, api_key, password};
+use crate::auth::{Authenticated, Principal, api_key, password};
 use crate::domain::ids::{AccountId, ApiKeyId, NodeId};
 use crate::domain::roles::Role;
 use crate::domain::tree;
@@ -33,6 +34,8 @@ pub struct AccountView {
     pub email: String,
     pub role: Role,
     pub disabled: bool,
+    /// An admin set the password: the next login must choose a new one.
+    pub password_change_required: bool,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -47,6 +50,7 @@ impl From<&Account> for AccountView {
             email: a.email.clone(),
             role: a.role,
             disabled: a.disabled,
+            password_change_required: a.password_change_required,
             version: a.version,
             created_at: utc(a.created_at),
             updated_at: utc(a.updated_at),
@@ -55,7 +59,7 @@ impl From<&Account> for AccountView {
 }
 
 fn audit_account(a: &Account) -> serde_json::Value {
-    json!({"username": a.username, "email": a.email, "role": a.role, "disabled": a.disabled, "node_id": a.node_id})
+    json!({"username": a.username, "email": a.email, "role": a.role, "disabled": a.disabled, "node_id": a.node_id, "password_change_required": a.password_change_required})
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -135,10 +139,7 @@ pub async fn create_account(
         .or(generated.clone())
         .unwrap_or_default();
     // Hashed before the transaction: tens of milliseconds that need not hold the write lock.
-    let hash = web::block(move || password::hash(&chosen))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))?;
+    let hash = state.hasher.hash(chosen).await?;
     let node_id = id.into_inner();
     let account = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
@@ -274,15 +275,70 @@ pub struct UpdateAccount {
     pub email: Option<String>,
     /// Not one's own, and never above the caller's.
     pub role: Option<Role>,
-    /// At least 12 characters.
+    /// At least 12 characters. Changing one's own needs `current_password` and ends every session
+    /// of the account, this one included: log in again. An admin setting someone else's ends that
+    /// account's sessions, and its next login must choose a new one.
     #[schema(format = Password)]
     pub password: Option<String>,
-    /// A disabled account cannot log in, and its tokens stop working at once. Not one's own.
+    /// The account's password now: required with `password` to change one's own, refused
+    /// otherwise. A wrong one counts as a failed login.
+    #[schema(format = Password)]
+    pub current_password: Option<String>,
+    /// A disabled account cannot log in, and its tokens stop working at once and for good
+    /// (enabling it again brings none back). Not one's own.
     pub disabled: Option<bool>,
 }
 
+fn wrong_current_password() -> ApiError {
+    ApiError::validation("current_password", "is not the account's password")
+}
+
+/// Verifies `current` against account `id`'s password, as a login would: counted by the login
+/// throttle (else a stolen token would be a guessing oracle with no limit), on the password
+/// threads, with no database connection held. The hash it matched.
+async fn verify_current_password(
+    state: &AppState,
+    request: &HttpRequest,
+    id: AccountId,
+    current: String,
+) -> Result<String, ApiError> {
+    let account = store::run(&state.pool, move |conn| {
+        accounts::find(conn, id).map_err(ApiError::from)
+    })
+    .await?
+    .ok_or(ApiError::Unauthorized(crate::auth::INVALID))?;
+    let keys = super::auth::throttle_keys(&account.username, request);
+    let user_key = keys[0].clone();
+    let reservation = state
+        .throttle
+        .reserve(keys, Instant::now())
+        .map_err(|wait| ApiError::TooManyRequests {
+            retry_after: wait.as_secs().max(1),
+        })?;
+    let hash = account.password_hash;
+    match state.hasher.verify(current, Some(hash.clone())).await {
+        Ok(true) => {
+            reservation.succeed(&user_key);
+            Ok(hash)
+        }
+        Ok(false) => {
+            reservation.fail(Instant::now());
+            Err(wrong_current_password())
+        }
+        Err(err) => {
+            reservation.release();
+            Err(err)
+        }
+    }
+}
+
 /// Changes an account. Admins change the accounts of their subtree; anyone may change their own
-/// e-mail and password, but not their own role or whether they are disabled.
+/// e-mail and password, but not their own role or whether they are disabled. One's own password
+/// changes only with `current_password` (missing or wrong: 422 naming it), and the change revokes
+/// every token of the account, the caller's included. An admin setting someone else's password,
+/// or disabling an account, revokes that account's tokens too; after such a reset its next login
+/// yields a token good only for this change. The token from such a login may send `password`
+/// and `current_password` here for its own account and nothing else.
 #[utoipa::path(
     tag = "principals",
     security(("bearer" = [])),
@@ -292,18 +348,34 @@ pub struct UpdateAccount {
         (status = 200, description = "The changed account", body = AccountView, headers(("ETag" = String))),
         Guarded,
         (status = 412, description = "`If-Match` does not match", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields; for one's own password a missing or wrong `current_password`, or one given where it has no place (`errors` names it)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Five logins or `current_password`s for this username or from this address failed in the last 15 minutes or are being verified; `Retry-After` says when to retry", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
 #[patch("/v1/accounts/{id}")]
 pub async fn update_account(
     state: web::Data<AppState>,
-    principal: Principal,
+    caller: Authenticated,
+    request: HttpRequest,
     id: web::Path<AccountId>,
     if_match: IfMatch,
     body: Json<UpdateAccount>,
 ) -> Result<HttpResponse, ApiError> {
+    let Authenticated {
+        principal,
+        password_change_only,
+    } = caller;
     let body = body.0;
+    let id = id.into_inner();
+    let own = principal.actor == Actor::Account(id);
+    let only_password = body.password.is_some()
+        && body.email.is_none()
+        && body.role.is_none()
+        && body.disabled.is_none();
+    if password_change_only && !(own && only_password) {
+        return Err(ApiError::PasswordChangeRequired);
+    }
     let mut fields = Fields::default();
     let email = body
         .email
@@ -312,21 +384,32 @@ pub async fn update_account(
     if let Some(given) = &body.password {
         fields.check("password", password::check_strength(given));
     }
-    fields.finish()?;
-    let hash = match body.password.clone() {
-        Some(given) => Some(
-            web::block(move || password::hash(&given))
-                .await
-                .map_err(ApiError::internal)?
-                .map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))?,
+    match (
+        own && body.password.is_some(),
+        body.current_password.is_some(),
+    ) {
+        (true, false) => fields.push(
+            "current_password",
+            "is required to change one's own password",
         ),
+        (false, true) => fields.push(
+            "current_password",
+            "is only for changing one's own password, with `password`",
+        ),
+        _ => {}
+    }
+    fields.finish()?;
+    let verified = match body.current_password {
+        Some(current) => Some(verify_current_password(&state, &request, id, current).await?),
         None => None,
     };
-    let id = id.into_inner();
+    let hash = match body.password.clone() {
+        Some(given) => Some(state.hasher.hash(given).await?),
+        None => None,
+    };
     let account = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
             let (mut account, node) = visible_account(conn, &principal, id)?;
-            let own = principal.actor == Actor::Account(account.id);
             if own {
                 if body.role.is_some() || body.disabled.is_some() {
                     return Err(ApiError::Forbidden(
@@ -342,6 +425,11 @@ pub async fn update_account(
                 }
             }
             if_match.check(account.version)?;
+            // The password verified must still be the account's: one changed meanwhile is not
+            // replaced by someone who does not know it.
+            if verified.is_some_and(|h| h != account.password_hash) {
+                return Err(wrong_current_password());
+            }
             let before = audit_account(&account);
             if let Some(email) = email.flatten() {
                 account.email = email;
@@ -350,11 +438,18 @@ pub async fn update_account(
                 account.role = role;
             }
             if let Some(disabled) = body.disabled {
+                if disabled && !account.disabled {
+                    account.revoke_tokens();
+                }
                 account.disabled = disabled;
             }
             let password_changed = hash.is_some();
             if let Some(hash) = hash {
                 account.password_hash = hash;
+                account.revoke_tokens();
+                // An admin who set the password knows it: the account's next login must choose
+                // its own.
+                account.password_change_required = !own;
             }
             accounts::save(conn, &mut account)?;
             let mut after = audit_account(&account);

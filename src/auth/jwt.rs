@@ -2,6 +2,12 @@
 //! default (issuer, audience, `nbf`, the required claims) and the algorithm pinned, so `alg: none`
 //! or any other algorithm is refused whatever the token's header says.
 //!
+//! A token names the account's credential version at issue (`credential_version`), which the
+//! account raises to revoke every token issued before (a password change, an admin's reset, a
+//! disable), and whether it is good only for changing the account's own password
+//! (`password_change_only`, after an admin set it). Both claims are required: a token without
+//! them is refused.
+//!
 //! The key id (`kid`) is derived from the key (the first 16 hex digits of its SHA-256), so a new
 //! key gets a new id without configuration, and a token signed with another key is refused by id
 //! before its signature is even looked at.
@@ -31,6 +37,20 @@ pub struct Claims {
     pub exp: i64,
     pub node: NodeId,
     pub role: Role,
+    /// The account's credential version when the token was issued.
+    pub credential_version: i64,
+    /// Good only for changing the account's own password.
+    pub password_change_only: bool,
+}
+
+/// Whom a token is issued to, and what for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subject {
+    pub account: AccountId,
+    pub node: NodeId,
+    pub role: Role,
+    pub credential_version: i64,
+    pub password_change_only: bool,
 }
 
 /// The signing key, and the verification keys by id: the signing key's own and those of keys
@@ -98,23 +118,19 @@ impl Keys {
         &self.kid
     }
 
-    /// A token for `account` at `node` with `role`, valid from `now` for [`LIFETIME_SECS`].
-    pub fn issue(
-        &self,
-        account: AccountId,
-        node: NodeId,
-        role: Role,
-        now: i64,
-    ) -> Result<String, jsonwebtoken::errors::Error> {
+    /// A token for `subject`, valid from `now` for [`LIFETIME_SECS`].
+    pub fn issue(&self, subject: Subject, now: i64) -> Result<String, jsonwebtoken::errors::Error> {
         let claims = Claims {
             iss: ISSUER.to_owned(),
             aud: AUDIENCE.to_owned(),
-            sub: account,
+            sub: subject.account,
             iat: now,
             nbf: now,
             exp: now + LIFETIME_SECS,
-            node,
-            role,
+            node: subject.node,
+            role: subject.role,
+            credential_version: subject.credential_version,
+            password_change_only: subject.password_change_only,
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(self.kid.clone());
@@ -140,15 +156,37 @@ mod tests {
         chrono::Utc::now().timestamp()
     }
 
+    fn subject(account: AccountId, node: NodeId, role: Role) -> Subject {
+        Subject {
+            account,
+            node,
+            role,
+            credential_version: 3,
+            password_change_only: false,
+        }
+    }
+
+    fn anyone(role: Role) -> Subject {
+        subject(AccountId::generate(), NodeId::generate(), role)
+    }
+
     #[test]
     fn a_token_verifies_with_its_key_and_not_with_another() {
         let keys = Keys::from_secret(&[1; 32]);
         let (account, node) = (AccountId::generate(), NodeId::generate());
-        let token = keys.issue(account, node, Role::Admin, now()).unwrap();
+        let token = keys
+            .issue(subject(account, node, Role::Admin), now())
+            .unwrap();
         let claims = keys.verify(&token).unwrap();
         assert_eq!(
-            (claims.sub, claims.node, claims.role),
-            (account, node, Role::Admin)
+            (
+                claims.sub,
+                claims.node,
+                claims.role,
+                claims.credential_version,
+                claims.password_change_only
+            ),
+            (account, node, Role::Admin, 3, false)
         );
         let other = Keys::from_secret(&[2; 32]);
         assert!(matches!(other.verify(&token), Err(TokenError::UnknownKey)));
@@ -157,25 +195,11 @@ mod tests {
     #[test]
     fn a_rotated_out_key_still_verifies_but_no_longer_signs() {
         let old = Keys::from_secret(&[1; 32]);
-        let token = old
-            .issue(
-                AccountId::generate(),
-                NodeId::generate(),
-                Role::Admin,
-                now(),
-            )
-            .unwrap();
+        let token = old.issue(anyone(Role::Admin), now()).unwrap();
         let new = Keys::rotating(&[2; 32], &[&[1; 32]]);
         assert!(new.verify(&token).is_ok());
         assert_ne!(new.kid(), old.kid());
-        let fresh = new
-            .issue(
-                AccountId::generate(),
-                NodeId::generate(),
-                Role::Admin,
-                now(),
-            )
-            .unwrap();
+        let fresh = new.issue(anyone(Role::Admin), now()).unwrap();
         assert!(old.verify(&fresh).is_err());
     }
 
@@ -183,22 +207,10 @@ mod tests {
     fn expired_and_not_yet_valid_tokens_are_refused() {
         let keys = Keys::from_secret(&[1; 32]);
         let old = keys
-            .issue(
-                AccountId::generate(),
-                NodeId::generate(),
-                Role::Viewer,
-                now() - LIFETIME_SECS - 61,
-            )
+            .issue(anyone(Role::Viewer), now() - LIFETIME_SECS - 61)
             .unwrap();
         assert!(keys.verify(&old).is_err());
-        let future = keys
-            .issue(
-                AccountId::generate(),
-                NodeId::generate(),
-                Role::Viewer,
-                now() + 120,
-            )
-            .unwrap();
+        let future = keys.issue(anyone(Role::Viewer), now() + 120).unwrap();
         assert!(keys.verify(&future).is_err());
     }
 
@@ -206,14 +218,7 @@ mod tests {
     fn alg_none_is_refused() {
         use base64::Engine;
         let keys = Keys::from_secret(&[1; 32]);
-        let token = keys
-            .issue(
-                AccountId::generate(),
-                NodeId::generate(),
-                Role::Admin,
-                now(),
-            )
-            .unwrap();
+        let token = keys.issue(anyone(Role::Admin), now()).unwrap();
         let payload = token.split('.').nth(1).unwrap();
         let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
             r#"{{"alg":"none","typ":"JWT","kid":"{}"}}"#,

@@ -2,7 +2,15 @@
 //! one that does not is public. A principal is a person's account presenting an access token
 //! (`Authorization: Bearer <JWT>`) or a machine presenting an API key (`Authorization: Bearer
 //! allot_…`). Either is read again on every request, so a disabled or deleted account, or a revoked
-//! or expired key, stops working at once, and a role change takes effect without a new login.
+//! or expired key, stops working at once, and a role change takes effect without a new login. A
+//! token must carry its account's current credential version, which a password change, an
+//! admin's reset or a disable raises: each revokes every token issued before it, and enabling the
+//! account again brings none back.
+//!
+//! A token from a login with a password an admin set is good only for choosing a new one: such a
+//! caller is an [`Authenticated`] but not a `Principal`, so every handler that takes a `Principal`
+//! refuses it (`password-change-required`) without a line of its own. Only `GET /v1/me` and
+//! `PATCH /v1/accounts/{id}` take an `Authenticated`.
 
 pub mod api_key;
 pub mod guard;
@@ -99,10 +107,12 @@ fn resolve_key(conn: &mut DbConnection, token: &str) -> Result<Option<Resolved>,
 
 fn resolve_account(
     conn: &mut DbConnection,
-    claims: jwt::Claims,
+    claims: &jwt::Claims,
 ) -> Result<Option<Resolved>, ApiError> {
     Ok(store::accounts::find(conn, claims.sub)?
-        .filter(|account| !account.disabled)
+        .filter(|account| {
+            !account.disabled && account.credential_version == claims.credential_version
+        })
         .map(|account| Resolved {
             actor: Actor::Account(account.id),
             name: account.username,
@@ -111,7 +121,32 @@ fn resolve_account(
         }))
 }
 
+/// A caller whose credentials are valid, including one whose token is good only for changing its
+/// own password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    pub principal: Principal,
+    /// The token was issued for a password an admin set: good only for choosing a new one.
+    pub password_change_only: bool,
+}
+
 impl FromRequest for Principal {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let authenticated = Authenticated::from_request(req, payload);
+        Box::pin(async move {
+            let authenticated = authenticated.await?;
+            if authenticated.password_change_only {
+                return Err(ApiError::PasswordChangeRequired);
+            }
+            Ok(authenticated.principal)
+        })
+    }
+}
+
+impl FromRequest for Authenticated {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
@@ -132,8 +167,9 @@ impl FromRequest for Principal {
                     ApiError::Unauthorized(INVALID)
                 })?)
             };
+            let password_change_only = claims.as_ref().is_some_and(|c| c.password_change_only);
             let (resolved, node) = store::run(&state.pool, move |conn| {
-                let resolved = match claims {
+                let resolved = match &claims {
                     Some(claims) => resolve_account(conn, claims)?,
                     None => resolve_key(conn, &token)?,
                 };
@@ -145,13 +181,16 @@ impl FromRequest for Principal {
             })
             .await?
             .ok_or(ApiError::Unauthorized(INVALID))?;
-            Ok(Principal {
-                actor: resolved.actor,
-                name: resolved.name,
-                node_id: node.id,
-                node_path: node.path,
-                role: resolved.role,
-                request_id,
+            Ok(Authenticated {
+                principal: Principal {
+                    actor: resolved.actor,
+                    name: resolved.name,
+                    node_id: node.id,
+                    node_path: node.path,
+                    role: resolved.role,
+                    request_id,
+                },
+                password_change_only,
             })
         })
     }

@@ -1,11 +1,83 @@
 //! Passwords: argon2id with the crate's defaults, which are OWASP's minimum (19 MiB, 2 passes,
-//! 1 lane). A verification costs tens of milliseconds of CPU by design, so it runs on the blocking
-//! pool and never on the check's path.
+//! 1 lane). A hash or a verification costs tens of milliseconds of CPU by design, so handlers run
+//! it through [`Hasher`]: off the async workers, never on the check's path, never while holding a
+//! database connection (read the row, give the connection back, verify, then write in a new short
+//! transaction if need be), and at most half the CPU cores at a time. A burst of logins then queues
+//! for those threads alone instead of starving the pool's connections or every core, which kept
+//! the API and the check waiting.
+
+use std::sync::Arc;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use rand::Rng;
 use rand::distr::Alphanumeric;
+use tokio::sync::Semaphore;
+
+use crate::error::ApiError;
+
+/// Runs argon2 on the blocking thread pool, at most `limit` at a time; further work waits its
+/// turn holding nothing.
+#[derive(Debug, Clone)]
+pub struct Hasher {
+    permits: Arc<Semaphore>,
+}
+
+impl Default for Hasher {
+    /// Half the machine's cores, at least one: the other half stays with the API and the check.
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::new((cores / 2).max(1))
+    }
+}
+
+impl Hasher {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(limit.max(1))),
+        }
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(ApiError::internal)?;
+        // The permit goes with the work, so that it bounds the threads even when the request
+        // that started it is gone.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(ApiError::internal)
+    }
+
+    /// Whether `password` matches `phc`; for no hash (no such account), the same work is spent
+    /// on a dummy one and the answer is no.
+    pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool, ApiError> {
+        self.run(move || match phc {
+            Some(phc) => verify(&password, &phc),
+            None => {
+                verify_nobody(&password);
+                false
+            }
+        })
+        .await
+    }
+
+    /// The PHC string of `password`, with a fresh salt.
+    pub async fn hash(&self, password: String) -> Result<String, ApiError> {
+        self.run(move || hash(&password))
+            .await?
+            .map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))
+    }
+}
 
 pub const MIN_LENGTH: usize = 12;
 pub const MAX_LENGTH: usize = 1024;

@@ -150,6 +150,7 @@ pub struct KeyEntry {
 pub struct AccountEntry {
     pub node: NodeId,
     pub disabled: bool,
+    pub credential_version: i64,
 }
 
 /// What a check decided from memory alone.
@@ -295,12 +296,13 @@ fn key_entry(row: ApiKeyRow) -> Option<(ApiKeyId, KeyEntry)> {
 }
 
 fn account_entry(row: AccountRow) -> Option<(AccountId, AccountEntry)> {
-    let (id, node, disabled) = row;
+    let (id, node, disabled, credential_version) = row;
     Some((
         parsed(&id, "account id")?,
         AccountEntry {
             node: parsed(&node, "account node")?,
             disabled,
+            credential_version,
         },
     ))
 }

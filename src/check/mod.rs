@@ -512,10 +512,13 @@ impl Checker {
         })
     }
 
-    /// The caller an account stands for, if it is enabled and its node live.
-    pub fn caller_by_account(&self, id: AccountId) -> Option<Caller> {
+    /// The caller an account stands for, if enabled, at credential `version`, and its node live.
+    pub fn caller_by_account(&self, id: AccountId, version: i64) -> Option<Caller> {
         let index = self.read_index();
-        let account = index.accounts.get(&id).filter(|a| !a.disabled)?;
+        let account = index
+            .accounts
+            .get(&id)
+            .filter(|a| !a.disabled && a.credential_version == version)?;
         index
             .nodes
             .get(&account.node)

@@ -21,6 +21,17 @@ pub struct Account {
     pub version: i64,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// Carried in every token issued to the account; raised to revoke them all.
+    pub credential_version: i64,
+    /// An admin set the password: a login yields a token good only for changing it.
+    pub password_change_required: bool,
+}
+
+impl Account {
+    /// Revokes every token issued so far.
+    pub fn revoke_tokens(&mut self) {
+        self.credential_version += 1;
+    }
 }
 
 #[derive(Queryable, Selectable)]
@@ -36,6 +47,8 @@ struct AccountRow {
     version: i64,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
+    credential_version: i64,
+    password_change_required: bool,
 }
 
 impl TryFrom<AccountRow> for Account {
@@ -52,6 +65,8 @@ impl TryFrom<AccountRow> for Account {
             version: row.version,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            credential_version: row.credential_version,
+            password_change_required: row.password_change_required,
         })
     }
 }
@@ -101,6 +116,8 @@ pub fn insert(conn: &mut DbConnection, new: NewAccount<'_>) -> QueryResult<Accou
             accounts::version.eq(1_i64),
             accounts::created_at.eq(now),
             accounts::updated_at.eq(now),
+            accounts::credential_version.eq(1_i64),
+            accounts::password_change_required.eq(false),
         ))
         .execute(conn)?;
     Ok(Account {
@@ -114,6 +131,8 @@ pub fn insert(conn: &mut DbConnection, new: NewAccount<'_>) -> QueryResult<Accou
         version: 1,
         created_at: now,
         updated_at: now,
+        credential_version: 1,
+        password_change_required: false,
     })
 }
 
@@ -152,6 +171,8 @@ pub fn save(conn: &mut DbConnection, account: &mut Account) -> QueryResult<()> {
             accounts::disabled.eq(account.disabled),
             accounts::version.eq(account.version),
             accounts::updated_at.eq(account.updated_at),
+            accounts::credential_version.eq(account.credential_version),
+            accounts::password_change_required.eq(account.password_change_required),
         ))
         .execute(conn)?;
     Ok(())

@@ -272,11 +272,16 @@ pub fn api_keys(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<
     by_ids!(conn, ids, api_keys::table.select(select), api_keys::id)
 }
 
-/// An account: (id, node, disabled).
-pub type AccountRow = (String, String, bool);
+/// An account: (id, node, disabled, credential version).
+pub type AccountRow = (String, String, bool, i64);
 
 pub fn accounts(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Vec<AccountRow>> {
-    let select = (accounts::id, accounts::node_id, accounts::disabled);
+    let select = (
+        accounts::id,
+        accounts::node_id,
+        accounts::disabled,
+        accounts::credential_version,
+    );
     by_ids!(conn, ids, accounts::table.select(select), accounts::id)
 }
 

@@ -36,6 +36,8 @@ diesel::table! {
         version -> BigInt,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        credential_version -> BigInt,
+        password_change_required -> Bool,
     }
 }
 

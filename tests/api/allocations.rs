@@ -504,6 +504,76 @@ async fn dates_beyond_the_year_9999_are_refused_not_stored() {
 }
 
 #[tokio::test]
+async fn a_start_day_out_of_range_is_reported_under_starts_on() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+    let path = format!("/v1/nodes/{}/allocations", tree.c1);
+    let fields = |body: &Value| -> Vec<String> {
+        body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let body = assert_problem(
+        admin
+            .post(
+                &path,
+                &json!({"resource": "users", "amount": 1, "starts_on": "0000-01-01"}),
+            )
+            .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    assert_eq!(fields(&body), ["starts_on"], "{body}");
+    // Both days out of range: each under its own name.
+    let body = assert_problem(
+        admin
+            .post(
+                &path,
+                &json!({"resource": "users", "amount": 1, "starts_on": "0000-01-01", "ends_on": "+10000-01-01"}),
+            )
+            .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    assert_eq!(fields(&body), ["starts_on", "ends_on"], "{body}");
+    // A change names the field it got wrong too.
+    let created = admin
+        .expect(
+            admin
+                .post(&path, &json!({"resource": "users", "amount": 1}))
+                .await,
+            201,
+        )
+        .await;
+    let one = format!("/v1/allocations/{}", created["id"].as_str().unwrap());
+    let body = assert_problem(
+        admin.patch(&one, &json!({"starts_on": "0000-01-01"})).await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    assert_eq!(fields(&body), ["starts_on"], "{body}");
+    let body = assert_problem(
+        admin
+            .patch(&one, &json!({"ends_on": created["starts_on"]}))
+            .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    assert_eq!(fields(&body), ["ends_on"], "{body}");
+    let read = admin.expect(admin.get(&one).await, 200).await;
+    assert_eq!(read, created, "nothing was changed");
+    app.assert_verified();
+}
+
+#[tokio::test]
 async fn putting_the_licence_back_as_read_does_not_count_past_days_twice() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;

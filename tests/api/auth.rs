@@ -3,6 +3,8 @@
 use allot::auth::jwt::Keys;
 use allot::config::JwtSecret;
 use base64::Engine;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
@@ -76,6 +78,7 @@ fn claims(now: i64) -> Value {
         "iss": "allot", "aud": "allot",
         "sub": uuid::Uuid::nil(), "node": uuid::Uuid::nil(), "role": "admin",
         "iat": now, "nbf": now, "exp": now + 600,
+        "credential_version": 1, "password_change_only": false,
     })
 }
 
@@ -158,11 +161,29 @@ async fn forged_expired_and_misaddressed_tokens_are_refused() {
             "unknown account",
             sign(&with("sub", json!(uuid::Uuid::now_v7())), &SECRET, &kid),
         ),
+        (
+            "another credential version",
+            sign(&with("credential_version", json!(2)), &SECRET, &kid),
+        ),
+        (
+            "no credential version",
+            sign(&without("credential_version"), &SECRET, &kid),
+        ),
     ];
     for (case, token) in cases {
         let response = app.get_with_token("/v1/me", &token).await;
         assert_eq!(response.status(), 401, "{case}");
         assert_problem(response, 401, "unauthorized").await;
+        // The check resolves callers from memory, by the same rules.
+        let response = app
+            .client
+            .post(app.url("/v1/check"))
+            .bearer_auth(&token)
+            .json(&json!({"direction": "inbound", "domain": "example.com"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{case} on the check");
     }
 }
 
@@ -213,4 +234,154 @@ async fn tokens_signed_with_a_rotated_out_key_stay_valid_until_they_expire() {
         "unauthorized",
     )
     .await;
+}
+
+/// The seconds a 429 asks to wait.
+fn retry_after(response: &reqwest::Response) -> u64 {
+    response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn forty_simultaneous_logins_verify_no_more_passwords_than_five_sequential_ones() {
+    let app = spawn_app().await;
+    // 39 wrong guesses and, last, the right password, all at once.
+    let attempts = (0..40).map(|i| {
+        let password = if i == 39 {
+            ADMIN_PASSWORD
+        } else {
+            "wrong password!!"
+        };
+        app.login(ADMIN_USERNAME, password)
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(attempts)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert!(
+        statuses.iter().all(|s| [200, 401, 429].contains(s)),
+        "{statuses:?}"
+    );
+    let verified_wrong = statuses.iter().filter(|s| **s == 401).count();
+    assert!(
+        verified_wrong <= 5,
+        "{verified_wrong} of 39 wrong guesses were checked: {statuses:?}"
+    );
+    // A success does not count as a failure, so its slot may go to one more guess: six answers
+    // that are not 429 only when the right password was among the first five.
+    let answered = statuses.iter().filter(|s| **s != 429).count();
+    let let_in = statuses[39] == 200;
+    assert!(
+        answered <= 5 || (let_in && answered == 6),
+        "{answered} answers were not 429: {statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_right_password_waits_once_five_guesses_are_counted_even_while_they_are_verified() {
+    let app = spawn_app().await;
+    let mut guesses: FuturesUnordered<_> = (0..39)
+        .map(|_| app.login(ADMIN_USERNAME, "wrong password!!"))
+        .collect();
+    let mut statuses = Vec::new();
+    // A 429 proves that five guesses hold their places (failed or still being verified), and
+    // wrong guesses never give a place back.
+    while let Some(response) = guesses.next().await {
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            break;
+        }
+    }
+    // The right password now, while the other guesses may still be in flight.
+    let (right, rest) = tokio::join!(
+        app.login(ADMIN_USERNAME, ADMIN_PASSWORD),
+        guesses.collect::<Vec<_>>()
+    );
+    statuses.extend(rest.iter().map(|r| r.status().as_u16()));
+    let verified = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(
+        (verified, refused),
+        (5, 34),
+        "of 39 wrong guesses, five are checked and the rest refused: {statuses:?}"
+    );
+    assert!((1..=900).contains(&retry_after(&right)));
+    assert_problem(right, 429, "too-many-requests").await;
+
+    // Now that the five have failed, the wait is the rest of the window, by username...
+    let elsewhere = app.client_from(std::net::Ipv4Addr::new(127, 0, 0, 2));
+    let response = app
+        .login_with(&elsewhere, ADMIN_USERNAME, ADMIN_PASSWORD)
+        .await;
+    let wait = retry_after(&response);
+    assert!((800..=900).contains(&wait), "{wait}");
+    assert_problem(response, 429, "too-many-requests").await;
+    // ...and by address, for any username; another address and username are not held up.
+    let response = app.login("ghost", "wrong password!!").await;
+    assert!((800..=900).contains(&retry_after(&response)));
+    assert_problem(response, 429, "too-many-requests").await;
+    assert_problem(
+        app.login_with(&elsewhere, "ghost", "wrong password!!")
+            .await,
+        401,
+        "invalid-credentials",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_api_answers_while_many_logins_are_verified() {
+    // One database connection: a login that held it while verifying its password would make
+    // everyone else wait, and after the pool's 5 s give up with 503.
+    let app = spawn_app_with(|config| config.pool_size = 1).await;
+    let admin = app.admin_token().await;
+    // 60 accounts with the first admin's password, each logging in five times at once from an
+    // address of its own (more would be the throttle's business, not this test's): 300 logins.
+    let accounts = 60;
+    for i in 0..accounts {
+        app.execute_sql(&format!(
+            "INSERT INTO accounts (id, node_id, username, email, role, password_hash, disabled, version, created_at, updated_at) \
+             SELECT '{}', node_id, 'user{i}', 'user{i}@example.test', 'viewer', password_hash, disabled, 1, created_at, updated_at \
+             FROM accounts WHERE username = '{ADMIN_USERNAME}'",
+            uuid::Uuid::now_v7()
+        ));
+    }
+    let clients: Vec<_> = (0..accounts)
+        .map(|i| app.client_from(std::net::Ipv4Addr::new(127, 0, 1, i as u8 + 1)))
+        .collect();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (app, done) = (&app, &done);
+    let logins = async {
+        let attempts = clients.iter().enumerate().flat_map(|(i, client)| {
+            (0..5).map(move |_| async move {
+                let username = format!("user{i}");
+                app.login_with(client, &username, ADMIN_PASSWORD)
+                    .await
+                    .status()
+                    .as_u16()
+            })
+        });
+        let statuses = futures_util::future::join_all(attempts).await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        statuses
+    };
+    let reads = async {
+        let mut statuses = Vec::new();
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            statuses.push(app.get_with_token("/v1/me", &admin).await.status().as_u16());
+        }
+        statuses
+    };
+    let (logins, reads) = tokio::join!(logins, reads);
+    let failed_logins = logins.iter().filter(|s| **s != 200).count();
+    let failed_reads = reads.iter().filter(|s| **s != 200).count();
+    assert_eq!(
+        (failed_logins, failed_reads),
+        (0, 0),
+        "logins {logins:?}, /v1/me {reads:?}"
+    );
 }

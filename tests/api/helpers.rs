@@ -193,11 +193,32 @@ impl TestApp {
     }
 
     pub async fn login(&self, username: &str, password: &str) -> reqwest::Response {
-        self.post_json(
-            "/v1/auth/token",
-            &json!({"username": username, "password": password}),
-        )
-        .await
+        self.login_with(&self.client, username, password).await
+    }
+
+    /// Logs in through `client` (one made by [`TestApp::client_from`], say).
+    pub async fn login_with(
+        &self,
+        client: &reqwest::Client,
+        username: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        client
+            .post(self.url("/v1/auth/token"))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    /// A client whose connections come from `address` (any of 127.0.0.0/8 reaches the app): the
+    /// app sees another peer, as it would another machine.
+    pub fn client_from(&self, address: std::net::Ipv4Addr) -> reqwest::Client {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::V4(address))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("a client")
     }
 
     /// An access token of the first admin.

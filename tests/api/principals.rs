@@ -21,8 +21,23 @@ pub async fn account<'a>(
             201,
         )
         .await;
+    login(app, username, password).await
+}
+
+/// The fields a validation problem names.
+fn fields(problem: &Value) -> Vec<&str> {
+    problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect()
+}
+
+/// Logs in and returns a caller with the token.
+async fn login<'a>(app: &'a TestApp, username: &str, password: &str) -> Caller<'a> {
     let response = app.login(username, password).await;
-    assert_eq!(response.status(), 200);
+    assert_eq!(response.status(), 200, "{username} logs in");
     let token = response.json::<Value>().await.unwrap()["access_token"]
         .as_str()
         .unwrap()
@@ -229,7 +244,7 @@ async fn only_admins_create_principals_and_never_above_their_role() {
 }
 
 #[tokio::test]
-async fn a_disabled_or_deleted_account_stops_working_at_once() {
+async fn a_disabled_or_deleted_accounts_tokens_stop_working_at_once_and_for_good() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
@@ -249,6 +264,17 @@ async fn a_disabled_or_deleted_account_stops_working_at_once() {
     assert_eq!(disabled["disabled"], true);
     assert_problem(carol.get("/v1/me").await, 401, "unauthorized").await;
     assert_problem(
+        carol
+            .post(
+                "/v1/check",
+                &json!({"direction": "inbound", "domain": "example.com"}),
+            )
+            .await,
+        401,
+        "unauthorized",
+    )
+    .await;
+    assert_problem(
         app.login("carol", "correct horse battery staple").await,
         401,
         "invalid-credentials",
@@ -262,17 +288,70 @@ async fn a_disabled_or_deleted_account_stops_working_at_once() {
             200,
         )
         .await;
+    // Enabling the account again does not bring back the tokens the disable revoked, on the
+    // API or on the check.
+    assert_problem(carol.get("/v1/me").await, 401, "unauthorized").await;
+    assert_problem(
+        carol
+            .post(
+                "/v1/check",
+                &json!({"direction": "inbound", "domain": "example.com"}),
+            )
+            .await,
+        401,
+        "unauthorized",
+    )
+    .await;
+    let carol = login(&app, "carol", "correct horse battery staple").await;
     carol.expect(carol.get("/v1/me").await, 200).await;
     admin
         .expect(admin.delete(&format!("/v1/accounts/{id}")).await, 204)
         .await;
     assert_problem(carol.get("/v1/me").await, 401, "unauthorized").await;
     assert_problem(
+        carol
+            .post(
+                "/v1/check",
+                &json!({"direction": "inbound", "domain": "example.com"}),
+            )
+            .await,
+        401,
+        "unauthorized",
+    )
+    .await;
+    assert_problem(
         admin.get(&format!("/v1/accounts/{id}")).await,
         404,
         "not-found",
     )
     .await;
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn an_account_at_a_deleted_node_cannot_log_in_and_is_told_nothing_more() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let owner = admin.node_id().await;
+    let gone = admin.create_child(&owner, "customer", "Gone GmbH").await;
+    let erin = account(&app, &admin, &gone, "erin", "admin").await;
+    admin
+        .expect(admin.delete(&format!("/v1/nodes/{gone}")).await, 204)
+        .await;
+    assert_problem(erin.get("/v1/me").await, 401, "unauthorized").await;
+    let refused = assert_problem(
+        app.login("erin", "correct horse battery staple").await,
+        401,
+        "invalid-credentials",
+    )
+    .await;
+    let wrong = assert_problem(
+        app.login("erin", "not erin's password").await,
+        401,
+        "invalid-credentials",
+    )
+    .await;
+    assert_eq!(refused, wrong, "the same answer as a wrong password");
     app.assert_verified();
 }
 
@@ -285,7 +364,10 @@ async fn anyone_changes_their_own_password_but_not_their_role_or_existence() {
     admin
         .expect(
             admin
-                .patch(&path, &json!({"password": "a brand new password"}))
+                .patch(
+                    &path,
+                    &json!({"password": "a brand new password", "current_password": crate::helpers::ADMIN_PASSWORD}),
+                )
                 .await,
             200,
         )
@@ -294,6 +376,7 @@ async fn anyone_changes_their_own_password_but_not_their_role_or_existence() {
         app.login("admin", "a brand new password").await.status(),
         200
     );
+    let admin = login(&app, "admin", "a brand new password").await;
     assert_problem(
         admin.patch(&path, &json!({"disabled": true})).await,
         403,
@@ -302,11 +385,235 @@ async fn anyone_changes_their_own_password_but_not_their_role_or_existence() {
     .await;
     assert_problem(admin.delete(&path).await, 403, "forbidden").await;
     assert_problem(
-        admin.patch(&path, &json!({"password": "short"})).await,
+        admin
+            .patch(
+                &path,
+                &json!({"password": "short", "current_password": "a brand new password"}),
+            )
+            .await,
         422,
         "validation-failed",
     )
     .await;
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn changing_ones_own_password_needs_the_current_one_and_ends_every_session() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let owner = admin.node_id().await;
+    let frank = account(&app, &admin, &owner, "frank", "viewer").await;
+    let other_session = login(&app, "frank", "correct horse battery staple").await;
+    let me = frank.expect(frank.get("/v1/me").await, 200).await;
+    let path = format!("/v1/accounts/{}", me["id"].as_str().unwrap());
+    let before = admin.expect(admin.get(&path).await, 200).await;
+
+    // A token alone does not change the password: whoever holds a stolen one cannot lock the
+    // owner out.
+    let problem = assert_problem(
+        frank
+            .patch(&path, &json!({"password": "taken over for good"}))
+            .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    assert_eq!(fields(&problem), ["current_password"]);
+    let problem = assert_problem(
+        frank
+            .patch(
+                &path,
+                &json!({"password": "taken over for good", "current_password": "a guess at it"}),
+            )
+            .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    assert_eq!(fields(&problem), ["current_password"]);
+    // Refused writes leave no trace.
+    assert_eq!(admin.expect(admin.get(&path).await, 200).await, before);
+    assert_problem(
+        app.login("frank", "taken over for good").await,
+        401,
+        "invalid-credentials",
+    )
+    .await;
+    frank.expect(frank.get("/v1/me").await, 200).await;
+
+    frank
+        .expect(
+            frank
+                .patch(
+                    &path,
+                    &json!({"password": "frank's new password", "current_password": "correct horse battery staple"}),
+                )
+                .await,
+            200,
+        )
+        .await;
+    // Every token issued before the change is refused, on the API and on the check, the one
+    // that made the change included.
+    for session in [&frank, &other_session] {
+        assert_problem(session.get("/v1/me").await, 401, "unauthorized").await;
+        assert_problem(
+            session
+                .post(
+                    "/v1/check",
+                    &json!({"direction": "inbound", "domain": "example.com"}),
+                )
+                .await,
+            401,
+            "unauthorized",
+        )
+        .await;
+    }
+    assert_problem(
+        app.login("frank", "correct horse battery staple").await,
+        401,
+        "invalid-credentials",
+    )
+    .await;
+    let frank = login(&app, "frank", "frank's new password").await;
+    let me = frank.expect(frank.get("/v1/me").await, 200).await;
+    assert_eq!(me["password_change_required"], false);
+    frank
+        .expect(
+            frank
+                .post(
+                    "/v1/check",
+                    &json!({"direction": "inbound", "domain": "example.com"}),
+                )
+                .await,
+            200,
+        )
+        .await;
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn an_admin_reset_ends_every_session_and_the_next_login_must_change_the_password() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+    let gina = account(&app, &admin, &tree.c1, "gina", "manager").await;
+    let me = gina.expect(gina.get("/v1/me").await, 200).await;
+    let path = format!("/v1/accounts/{}", me["id"].as_str().unwrap());
+
+    // An admin resets without knowing the old password; `current_password` is only for one's own.
+    let problem = assert_problem(
+        admin
+            .patch(
+                &path,
+                &json!({"password": "temporary password", "current_password": "correct horse battery staple"}),
+            )
+            .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    assert_eq!(fields(&problem), ["current_password"]);
+    let reset = admin
+        .expect(
+            admin
+                .patch(&path, &json!({"password": "temporary password"}))
+                .await,
+            200,
+        )
+        .await;
+    assert_eq!(reset["password_change_required"], true);
+    assert_problem(gina.get("/v1/me").await, 401, "unauthorized").await;
+    assert_problem(
+        gina.post(
+            "/v1/check",
+            &json!({"direction": "inbound", "domain": "example.com"}),
+        )
+        .await,
+        401,
+        "unauthorized",
+    )
+    .await;
+
+    // The password the admin set opens only the door to choosing a new one.
+    let response = app.login("gina", "temporary password").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["password_change_required"], true);
+    let gina = Caller {
+        app: &app,
+        token: body["access_token"].as_str().unwrap().to_owned(),
+    };
+    let me = gina.expect(gina.get("/v1/me").await, 200).await;
+    assert_eq!(me["password_change_required"], true);
+    assert_problem(
+        gina.get(&format!("/v1/nodes/{}", tree.c1)).await,
+        403,
+        "password-change-required",
+    )
+    .await;
+    assert_problem(
+        gina.post(
+            &format!("/v1/nodes/{}/domains", tree.c1),
+            &json!({"name": "gina.example"}),
+        )
+        .await,
+        403,
+        "password-change-required",
+    )
+    .await;
+    assert_problem(
+        gina.post(
+            "/v1/check",
+            &json!({"direction": "inbound", "domain": "example.com"}),
+        )
+        .await,
+        403,
+        "password-change-required",
+    )
+    .await;
+    assert_problem(
+        gina.patch(&path, &json!({"email": "g@x.test"})).await,
+        403,
+        "password-change-required",
+    )
+    .await;
+    let problem = assert_problem(
+        gina.patch(&path, &json!({"password": "gina's own password"}))
+            .await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    assert_eq!(fields(&problem), ["current_password"]);
+    gina.expect(
+        gina.patch(
+            &path,
+            &json!({"password": "gina's own password", "current_password": "temporary password"}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_problem(gina.get("/v1/me").await, 401, "unauthorized").await;
+    assert_problem(
+        app.login("gina", "temporary password").await,
+        401,
+        "invalid-credentials",
+    )
+    .await;
+    let response = app.login("gina", "gina's own password").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["password_change_required"], false);
+    let gina = Caller {
+        app: &app,
+        token: body["access_token"].as_str().unwrap().to_owned(),
+    };
+    gina.expect(gina.get(&format!("/v1/nodes/{}", tree.c1)).await, 200)
+        .await;
+    let changed = admin.expect(admin.get(&path).await, 200).await;
+    assert_eq!(changed["password_change_required"], false);
     app.assert_verified();
 }
 
@@ -489,6 +796,17 @@ async fn principal_changes_are_audited_without_secrets() {
             200,
         )
         .await;
+    // Dave, made to change the password the admin set, does.
+    let dave = login(&app, "dave", "dave's newer password").await;
+    dave.expect(
+        dave.patch(
+            &format!("/v1/accounts/{}", created["id"].as_str().unwrap()),
+            &json!({"password": "dave's newest password", "current_password": "dave's newer password"}),
+        )
+        .await,
+        200,
+    )
+    .await;
     let (_, key) = api_key(&app, &admin, &owner, "check").await;
     let pool = allot::store::connect(&app.database_url, 1).unwrap();
     let mut conn = pool.get().unwrap();
@@ -510,6 +828,7 @@ async fn principal_changes_are_audited_without_secrets() {
     for forbidden in [
         "dave's long password",
         "dave's newer password",
+        "dave's newest password",
         "argon2",
         secret,
     ] {
