@@ -83,6 +83,18 @@ pub struct Config {
     )]
     pub require_domain_verification: bool,
 
+    /// Days an unproven domain registration (a claim on the name) lasts: then it is removed and its
+    /// `domains` unit returned. Only while `ALLOT_REQUIRE_DOMAIN_VERIFICATION` is true: otherwise
+    /// an unproven domain already takes mail, and nothing expires.
+    #[arg(
+        long,
+        env = "ALLOT_DOMAIN_CLAIM_DAYS",
+        default_value_t = 7,
+        value_parser = clap::value_parser!(u32).range(1..=3650),
+        global = true
+    )]
+    pub domain_claim_days: u32,
+
     /// How the check answers refusals a customer can fix by buying or paying (`users_exhausted`,
     /// `over_limit`, `module_not_licensed`, `node_suspended`): `temporary` (4.7.1, the mail stays
     /// queued at the sender) or `permanent` (5.7.1, it bounces).

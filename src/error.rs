@@ -207,7 +207,7 @@ impl ProblemType {
                 "The name is in use: a sibling node's name, or a username (usernames are unique installation-wide)."
             }
             Self::DomainTaken => {
-                "Every domain belongs to one customer in the whole installation, and this one is registered already (by whom is not said)."
+                "A verified domain belongs to one customer in the whole installation, and this one is proven already by another customer (by whom is not said), or this customer claims it already. Unproven claims block no one: the first proof wins the name."
             }
             Self::AddressTaken => {
                 "A mailbox (or alias) with this address exists already; addresses are unique across the installation."
@@ -401,7 +401,7 @@ pub enum ApiError {
     NotEmpty(String),
     #[error("{0}.")]
     Module(crate::domain::catalogue::Refusal),
-    #[error("This domain is registered already.")]
+    #[error("This domain is verified by another customer, or claimed by this one already.")]
     DomainTaken,
     #[error("A mailbox with this address exists already.")]
     AddressTaken,

@@ -206,6 +206,7 @@ impl Application {
                 .map_err(|e| StartupError::new("metrics", e))?;
         let checker =
             crate::check::Checker::start(pool.clone(), config.check_settings(), check_metrics);
+        api::domains::spawn_sweep(pool.clone(), config.clone());
         let listeners = PostfixListeners::bind(&config)?;
         listeners.spawn(
             &checker,

@@ -1,6 +1,20 @@
-//! Customers' domains: registered once in the whole installation, each consuming one `domains`
-//! unit of its customer, with an optional delivery route (which [`test_route`] tests over SMTP,
-//! through [`crate::probe`]) and a DNS proof of ownership.
+//! Customers' domains, each consuming one `domains` unit of its customer, with an optional
+//! delivery route (which [`test_route`] tests over SMTP, through [`crate::probe`]) and a DNS proof
+//! of ownership.
+//!
+//! A registration is a claim on a name until its TXT record proves it. Any number of customers may
+//! claim one name (one claim each), so an unproven claim blocks no one; the first claim proven wins
+//! the name, and the others' claims are removed in the same transaction (`domain.taken_over`, on
+//! the loser's node). A verified domain holds its name against everyone and is never taken over:
+//! the database keeps verified names unique, and a proof locks every claimant's customer first, so
+//! two proofs racing are decided one after the other. An unproven claim expires after
+//! `ALLOT_DOMAIN_CLAIM_DAYS` (`domain.expire`, by the system): when someone else claims the name,
+//! and by a sweep every [`SWEEP_EVERY`], so the unit comes back even if nobody does. With
+//! `ALLOT_REQUIRE_DOMAIN_VERIFICATION=false` an unproven domain already takes mail, so nothing
+//! expires then.
+//!
+//! Every removal (a deletion, an expiry, a takeover) goes through [`remove`], which says who
+//! removed it and why in the audit trail.
 
 use std::net::IpAddr;
 
@@ -26,10 +40,15 @@ use crate::error::{ApiError, Guarded, Problem};
 use crate::probe::gate::{self, Busy};
 use crate::probe::{self, Next, Report, RouteTest};
 use crate::startup::AppState;
+use crate::store::audit::{self, Actor};
 use crate::store::domains::{Domain, DomainFilter, Route};
-use crate::store::{self, DbConnection, domains, nodes, usage, write_tx};
+use crate::store::{self, DbConnection, Pool, domains, nodes, usage, write_tx};
 
 const RESOURCE: &str = "domains";
+/// How often the sweep looks for expired claims.
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+/// How many expired claims one sweep step removes (each in its own transaction).
+const SWEEP_BATCH: i64 = 100;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -184,14 +203,94 @@ fn visible_domain(
     Ok((domain, node))
 }
 
+/// When an unproven claim registered before now has expired, under `config`; `None` when claims do
+/// not expire (ownership is not required, so an unproven domain is in use).
+pub fn claim_cutoff(config: &crate::config::Config) -> Option<chrono::NaiveDateTime> {
+    config
+        .require_domain_verification
+        .then(|| store::now() - chrono::TimeDelta::days(i64::from(config.domain_claim_days)))
+}
+
+/// The claims on a name with their customers locked, as [`lock_claimants`] found them.
+struct Claimants {
+    /// The customer that asked.
+    node: Option<nodes::Node>,
+    /// Every claim on the name, as it stands once locked.
+    claims: Vec<Domain>,
+    /// The customers locked: a claim registered between the first read and the lock belongs to a
+    /// customer that is not, and is left alone.
+    locked: Vec<NodeId>,
+}
+
+/// Reads the claims on `name`, then locks customer `node_id` together with every other claimant
+/// (one lock, in path order, so that two proofs of one name cannot deadlock), then reads the
+/// claims again.
+fn lock_claimants(
+    conn: &mut DbConnection,
+    node_id: NodeId,
+    name: &DomainName,
+) -> Result<Claimants, ApiError> {
+    let mut locked: Vec<NodeId> = domains::claims(conn, name)?
+        .iter()
+        .map(|d| d.node_id)
+        .filter(|n| *n != node_id)
+        .collect();
+    let node = nodes::find_locked(conn, node_id, &locked)?;
+    locked.push(node_id);
+    Ok(Claimants {
+        node,
+        claims: domains::claims(conn, name)?,
+        locked,
+    })
+}
+
+/// Removes `claim`, locked with its customer by the caller, for `why` (`domain.expire` or
+/// `domain.taken_over`), as the system: its customer did not ask.
+fn drop_claim(
+    conn: &mut DbConnection,
+    claim: Domain,
+    why: &'static str,
+    request_id: Option<&str>,
+) -> Result<(), ApiError> {
+    let node = nodes::find(conn, claim.node_id)?.ok_or(ApiError::NotFound)?;
+    remove(
+        conn,
+        &Removal {
+            actor: &Actor::System,
+            request_id,
+            action: why,
+            cascade: true,
+        },
+        &node,
+        claim,
+    )
+}
+
+/// Gives `domain` the role addresses it lacks and no other claim holds.
+fn add_role_mailboxes(
+    conn: &mut DbConnection,
+    domain: &Domain,
+    now: chrono::NaiveDateTime,
+) -> Result<(), ApiError> {
+    for local in ROLE_LOCAL_PARTS {
+        store::mailboxes::insert_role(conn, &role_mailbox(domain, local, now))?;
+    }
+    Ok(())
+}
+
 fn respond(status: actix_web::http::StatusCode, domain: &Domain) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header((header::ETAG, etag(domain.version)))
         .json(DomainView::from(domain))
 }
 
-/// Registers a domain for customer `{id}`: one `domains` unit of its licence, refused with
-/// `quota-exceeded` when none is free and with `domain-taken` when any customer has it.
+/// Registers a domain for customer `{id}`: a claim on the name, taking one `domains` unit of its
+/// licence, refused with `quota-exceeded` when none is free and with `domain-taken` when another
+/// customer has proven the name already or this customer claims it already.
+///
+/// Other customers' unproven claims do not stand in the way: whoever proves the name first
+/// (`POST /v1/domains/{id}/verify`) wins it, and the other claims are removed, returning their
+/// units. An unproven claim expires after `ALLOT_DOMAIN_CLAIM_DAYS` days (default 7).
 #[utoipa::path(
     tag = "domains",
     security(("bearer" = [])),
@@ -200,7 +299,7 @@ fn respond(status: actix_web::http::StatusCode, domain: &Domain) -> HttpResponse
     responses(
         (status = 201, description = "Registered, pending verification", body = DomainView, headers(("Location" = String), ("ETag" = String))),
         Guarded,
-        (status = 409, description = "Registered already (`domain-taken`), or no `domains` unit free (`quota-exceeded`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Verified by another customer, or claimed by this one already (`domain-taken`), or no `domains` unit free (`quota-exceeded`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, or the node is not a customer", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -227,9 +326,14 @@ pub async fn create_domain(
         route.flatten(),
     );
     let node_id = id.into_inner();
+    let cutoff = claim_cutoff(&state.config);
     let answer = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let found = nodes::find_locked(conn, node_id, &[])?;
+            let Claimants {
+                node: found,
+                claims,
+                locked,
+            } = lock_claimants(conn, node_id, &name)?;
             idempotency::once(conn, &principal, &key, &raw, |conn| {
                 let node = principal.may_manage(found)?;
                 if node.kind != NodeKind::Customer {
@@ -238,8 +342,20 @@ pub async fn create_domain(
                         "domains belong to customers; this node is a reseller or the owner",
                     ));
                 }
-                if domains::name_exists(conn, &name)? {
-                    return Err(ApiError::DomainTaken);
+                for claim in claims {
+                    if claim.verified_at.is_some() || claim.node_id == node.id {
+                        return Err(ApiError::DomainTaken);
+                    }
+                    if cutoff.is_some_and(|at| claim.created_at < at)
+                        && locked.contains(&claim.node_id)
+                    {
+                        drop_claim(
+                            conn,
+                            claim,
+                            "domain.expire",
+                            principal.request_id.as_deref(),
+                        )?;
+                    }
                 }
                 usage::take(conn, &node, RESOURCE, today())??;
                 let now = store::now();
@@ -262,9 +378,9 @@ pub async fn create_domain(
                 };
                 domains::insert(conn, &domain)
                     .map_err(|err| ApiError::unless_unique(err, || ApiError::DomainTaken))?;
-                for local in ROLE_LOCAL_PARTS {
-                    store::mailboxes::insert(conn, &role_mailbox(&domain, local, now))?;
-                }
+                // Another customer's claim may hold the role addresses; this one gets them when it
+                // wins the name.
+                add_role_mailboxes(conn, &domain, now)?;
                 common::record(
                     conn,
                     &principal,
@@ -461,22 +577,68 @@ pub async fn update_domain(
     Ok(respond(actix_web::http::StatusCode::OK, &domain))
 }
 
+/// Who removes a domain and why, as the audit trail is to say.
+#[derive(Debug, Clone, Copy)]
+pub struct Removal<'a> {
+    pub actor: &'a Actor,
+    pub request_id: Option<&'a str>,
+    /// `domain.delete`, `domain.expire` or `domain.taken_over`.
+    pub action: &'static str,
+    /// Whether mailboxes besides the role addresses go too; without it they refuse the removal.
+    pub cascade: bool,
+}
+
+impl<'a> Removal<'a> {
+    /// A deletion `principal` asked for.
+    pub fn deletion(principal: &'a Principal, cascade: bool) -> Self {
+        Self {
+            actor: &principal.actor,
+            request_id: principal.request_id.as_deref(),
+            action: "domain.delete",
+            cascade,
+        }
+    }
+
+    fn record(
+        &self,
+        conn: &mut DbConnection,
+        node_id: NodeId,
+        action: &str,
+        target: (&str, String),
+        before: Option<serde_json::Value>,
+    ) -> diesel::QueryResult<()> {
+        audit::record(
+            conn,
+            audit::Event {
+                actor: self.actor,
+                node_id,
+                action,
+                target_kind: target.0,
+                target_id: target.1,
+                before,
+                after: None,
+                request_id: self.request_id,
+            },
+        )
+    }
+}
+
 /// Removes `domain` of customer `node` with its role addresses, returning its `domains` unit;
-/// refused while it has other mailboxes unless `cascade`, which removes them too and returns their
-/// seats. Runs in the caller's write transaction, under the customer's lock.
+/// refused while it has other mailboxes unless `by.cascade`, which removes them too and returns
+/// their seats. Runs in the caller's write transaction, under the customer's lock. Deletions,
+/// expiries and takeovers all come this way.
 pub fn remove(
     conn: &mut DbConnection,
-    principal: &Principal,
+    by: &Removal<'_>,
     node: &nodes::Node,
     domain: Domain,
-    cascade: bool,
 ) -> Result<(), ApiError> {
     let held = store::mailboxes::of_domain(conn, domain.id)?;
     let users = held
         .iter()
         .filter(|m| m.origin != store::mailboxes::Origin::Role)
         .count();
-    if users > 0 && !cascade {
+    if users > 0 && !by.cascade {
         return Err(ApiError::NotEmpty(format!(
             "{} still has {users} mailbox(es); remove them first, or use ?cascade=true.",
             domain.name
@@ -489,27 +651,23 @@ pub fn remove(
         store::modules::forget_mailbox(conn, mailbox.id)?;
         store::mailboxes::delete(conn, mailbox.id)?;
         if mailbox.origin != store::mailboxes::Origin::Role {
-            common::record(
+            by.record(
                 conn,
-                principal,
                 node.id,
                 "mailbox.delete",
                 ("mailbox", mailbox.id.to_string()),
                 Some(json!({"address": mailbox.address.stored()})),
-                None,
             )?;
         }
     }
     domains::delete(conn, domain.id)?;
     usage::add(conn, &node.lineage(), RESOURCE, -1)?;
-    common::record(
+    by.record(
         conn,
-        principal,
         node.id,
-        "domain.delete",
+        by.action,
         ("domain", domain.id.to_string()),
         Some(audit_view(&domain)),
-        None,
     )?;
     Ok(())
 }
@@ -542,7 +700,7 @@ pub async fn delete_domain(
             let domain = domains::find(conn, id)?
                 .filter(|d| d.node_id == node.id)
                 .ok_or(ApiError::NotFound)?;
-            remove(conn, &principal, &node, domain, cascade)?;
+            remove(conn, &Removal::deletion(&principal, cascade), &node, domain)?;
             Ok::<_, ApiError>(())
         })
     })
@@ -551,6 +709,11 @@ pub async fn delete_domain(
 }
 
 /// Looks up the TXT record `_allot.<name>` and marks the domain verified when it holds the token.
+///
+/// The proof wins the name: other customers' unproven claims on it are removed then (their units
+/// return; their customers' audit trails say `domain.taken_over`), and this domain gets the role
+/// addresses postmaster@ and abuse@ if it lacked them. Refused with `domain-taken` when another
+/// customer proved the name first, including when both proofs arrive at once.
 #[utoipa::path(
     tag = "domains",
     security(("bearer" = [])),
@@ -558,7 +721,7 @@ pub async fn delete_domain(
     responses(
         (status = 200, description = "Verified", body = DomainView, headers(("ETag" = String))),
         Guarded,
-        (status = 409, description = "The record is not there (`verification-failed`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The record is not there (`verification-failed`), or another customer proved the name first (`domain-taken`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "DNS did not answer", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -598,14 +761,46 @@ pub async fn verify_domain(
     }
     let domain = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let node = principal.may_manage(nodes::find_locked(conn, domain.node_id, &[])?)?;
-            let mut domain = domains::find(conn, id)?
-                .filter(|d| d.node_id == node.id)
-                .ok_or(ApiError::NotFound)?;
+            let Claimants {
+                node: found,
+                claims,
+                locked,
+            } = lock_claimants(conn, domain.node_id, &domain.name)?;
+            let node = principal.may_manage(found)?;
+            let taken = claims.iter().any(|c| c.verified_at.is_some() && c.id != id);
+            let Some(mut domain) = claims
+                .iter()
+                .find(|c| c.id == id && c.node_id == node.id)
+                .cloned()
+            else {
+                // Taken over while the record was looked up.
+                return Err(if taken {
+                    ApiError::DomainTaken
+                } else {
+                    ApiError::NotFound
+                });
+            };
             if domain.verified_at.is_none() {
+                if taken {
+                    return Err(ApiError::DomainTaken);
+                }
+                for rival in claims
+                    .into_iter()
+                    .filter(|c| c.id != id && locked.contains(&c.node_id))
+                {
+                    drop_claim(
+                        conn,
+                        rival,
+                        "domain.taken_over",
+                        principal.request_id.as_deref(),
+                    )?;
+                }
                 let before = audit_view(&domain);
-                domain.verified_at = Some(store::now());
-                domains::save(conn, &mut domain)?;
+                let now = store::now();
+                domain.verified_at = Some(now);
+                domains::save(conn, &mut domain)
+                    .map_err(|err| ApiError::unless_unique(err, || ApiError::DomainTaken))?;
+                add_role_mailboxes(conn, &domain, now)?;
                 common::record(
                     conn,
                     &principal,
@@ -723,4 +918,66 @@ fn busy(busy: Busy) -> ApiError {
         detail,
         retry_after,
     }
+}
+
+/// Removes up to one batch of unproven claims registered before `cutoff`, each in its own
+/// transaction under its customer's lock, audited `domain.expire` by the system: how many it
+/// removed. The sweep calls it until a batch comes back short.
+pub fn expire_claims(
+    conn: &mut DbConnection,
+    cutoff: chrono::NaiveDateTime,
+) -> Result<usize, ApiError> {
+    let mut removed = 0;
+    for stale in domains::expired(conn, cutoff, SWEEP_BATCH)? {
+        removed += write_tx(conn, |conn| {
+            if nodes::find_locked(conn, stale.node_id, &[])?.is_none() {
+                return Ok::<_, ApiError>(0);
+            }
+            // Proven or removed meanwhile: not ours to expire.
+            let Some(claim) = domains::find(conn, stale.id)?.filter(|d| d.verified_at.is_none())
+            else {
+                return Ok(0);
+            };
+            drop_claim(conn, claim, "domain.expire", None)?;
+            Ok(1)
+        })?;
+    }
+    Ok(removed)
+}
+
+/// Sweeps expired claims now and every [`SWEEP_EVERY`], on the runtime it is spawned on (so it
+/// stops with the server), in batches, on a blocking thread. Nothing expires while ownership is
+/// not required (see [`claim_cutoff`]).
+pub fn spawn_sweep(pool: Pool, config: crate::config::Config) {
+    if claim_cutoff(&config).is_none() {
+        return;
+    }
+    tokio::spawn(async move {
+        loop {
+            let pool = pool.clone();
+            let config = config.clone();
+            let swept = tokio::task::spawn_blocking(move || {
+                let mut conn = pool.get().map_err(|e| e.to_string())?;
+                let mut total = 0;
+                loop {
+                    let Some(cutoff) = claim_cutoff(&config) else {
+                        return Ok(total);
+                    };
+                    let removed = expire_claims(&mut conn, cutoff).map_err(|e| e.to_string())?;
+                    total += removed;
+                    if removed < SWEEP_BATCH as usize {
+                        return Ok::<_, String>(total);
+                    }
+                }
+            })
+            .await;
+            match swept {
+                Ok(Ok(0)) => {}
+                Ok(Ok(removed)) => tracing::info!(removed, "expired domain claims removed"),
+                Ok(Err(err)) => tracing::warn!(error = %err, "the domain claim sweep failed"),
+                Err(err) => tracing::warn!(error = %err, "the domain claim sweep stopped"),
+            }
+            tokio::time::sleep(SWEEP_EVERY).await;
+        }
+    });
 }

@@ -546,7 +546,12 @@ pub async fn delete_node(
             // With `cascade`, what the customer holds goes with it (the audit trail keeps it), and
             // what it used leaves its counters and its ancestors' sums.
             for domain in store::domains::of_node(conn, node.id)? {
-                super::domains::remove(conn, &principal, &node, domain, true)?;
+                super::domains::remove(
+                    conn,
+                    &super::domains::Removal::deletion(&principal, true),
+                    &node,
+                    domain,
+                )?;
             }
             for group in store::groups::of_node(conn, node.id)? {
                 store::groups::delete(conn, group.id)?;

@@ -88,6 +88,15 @@ pub struct DomainEntry {
     pub transport: Option<Box<str>>,
 }
 
+impl DomainEntry {
+    /// Whether the check answers for this claim rather than `other`, a claim on the same name: the
+    /// verified one (there is at most one), else the oldest (ids sort by creation), which is the
+    /// one holding the role addresses.
+    fn outranks(&self, other: &Self) -> bool {
+        (self.verified, std::cmp::Reverse(self.id)) > (other.verified, std::cmp::Reverse(other.id))
+    }
+}
+
 #[derive(Debug)]
 pub struct MailboxEntry {
     pub id: MailboxId,
@@ -350,6 +359,12 @@ impl Touched {
             && !self.modules
     }
 
+    /// The names of the domains touched: every claim on them is read again.
+    pub fn domain_names(&self) -> Vec<String> {
+        let names: HashSet<&String> = self.domains.values().flatten().collect();
+        names.into_iter().cloned().collect()
+    }
+
     pub fn add(&mut self, kind: &str, id: String, key: Option<String>) {
         let keyed = |map: &mut HashMap<String, Vec<String>>| {
             map.entry(id.clone()).or_default().extend(key.clone());
@@ -508,14 +523,25 @@ impl Index {
             }
         }
 
-        for (id, keys) in &touched.domains {
+        // A name may have several claims; `rows` holds every claim on each touched name, and the
+        // entry is the one the check answers for.
+        for keys in touched.domains.values() {
             for key in keys {
-                remove_if(&mut self.domains, key, |d| d.id.to_string() == *id);
+                self.domains.remove(key.as_str());
             }
         }
         for row in rows.domains {
             if let Some((key, entry)) = domain_entry(row) {
-                self.domains.insert(key, entry);
+                match self.domains.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(mut held) => {
+                        if entry.outranks(held.get()) {
+                            held.insert(entry);
+                        }
+                    }
+                    std::collections::hash_map::Entry::Vacant(free) => {
+                        free.insert(entry);
+                    }
+                }
             }
         }
 

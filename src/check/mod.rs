@@ -218,7 +218,7 @@ fn load_touched(conn: &mut DbConnection, touched: &Touched) -> diesel::QueryResu
         nodes: check::nodes(conn, Some(&nodes))?,
         grants: check::grants(conn, Some(&nodes))?,
         usage: check::usage(conn, Some(&nodes))?,
-        domains: check::domains(conn, Some(&ids(&touched.domains)))?,
+        domains: check::domains_named(conn, &touched.domain_names())?,
         mailboxes: check::mailboxes(conn, &ids(&touched.mailboxes))?,
         mailbox_modules: check::mailbox_modules(conn, &ids(&touched.mailboxes))?,
         node_modules: check::node_modules(conn, Some(&nodes))?,

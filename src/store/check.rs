@@ -149,6 +149,17 @@ pub struct DomainRow {
     pub route_port: Option<i32>,
 }
 
+/// Every claim on each of `names` (a change to one claim may change which of them the check
+/// answers for).
+pub fn domains_named(conn: &mut DbConnection, names: &[String]) -> QueryResult<Vec<DomainRow>> {
+    by_ids!(
+        conn,
+        Some(names),
+        domains::table.select(DomainRow::as_select()),
+        domains::name
+    )
+}
+
 pub fn domains(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Vec<DomainRow>> {
     by_ids!(
         conn,

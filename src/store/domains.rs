@@ -1,4 +1,6 @@
-//! Customers' domains.
+//! Customers' domains. A row is a customer's claim on a name: any number of customers may claim
+//! one name while none has proven it; a verified row holds the name alone (a partial unique index,
+//! `*_domain_claims`).
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -153,12 +155,34 @@ pub fn counts(conn: &mut DbConnection) -> QueryResult<Vec<(String, i64)>> {
         .load(conn)
 }
 
-/// Whether any domain has this name.
-pub fn name_exists(conn: &mut DbConnection, name: &DomainName) -> QueryResult<bool> {
-    diesel::select(diesel::dsl::exists(
-        domains::table.filter(domains::name.eq(name.as_str())),
-    ))
-    .get_result(conn)
+/// Every claim on `name` (the verified domain, if any, and the pending ones), oldest first.
+pub fn claims(conn: &mut DbConnection, name: &DomainName) -> QueryResult<Vec<Domain>> {
+    domains::table
+        .filter(domains::name.eq(name.as_str()))
+        .select(DomainRow::as_select())
+        .order(domains::id)
+        .load(conn)?
+        .into_iter()
+        .map(Domain::try_from)
+        .collect()
+}
+
+/// Up to `limit` unproven claims registered before `before`, oldest first: what has expired.
+pub fn expired(
+    conn: &mut DbConnection,
+    before: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<Domain>> {
+    domains::table
+        .filter(domains::verified_at.is_null())
+        .filter(domains::created_at.lt(before))
+        .select(DomainRow::as_select())
+        .order(domains::created_at)
+        .limit(limit)
+        .load(conn)?
+        .into_iter()
+        .map(Domain::try_from)
+        .collect()
 }
 
 /// Filters for listing domains.

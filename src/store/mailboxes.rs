@@ -177,6 +177,32 @@ pub fn insert(conn: &mut DbConnection, mailbox: &Mailbox) -> QueryResult<()> {
     Ok(())
 }
 
+/// Inserts a role address unless its address exists already (another claim on the domain's name
+/// holds it): whether it was inserted. `ON CONFLICT DO NOTHING`, so that two claims registered at
+/// once do not fail on each other.
+pub fn insert_role(conn: &mut DbConnection, mailbox: &Mailbox) -> QueryResult<bool> {
+    let insert = diesel::insert_into(mailboxes::table)
+        .values((
+            mailboxes::id.eq(mailbox.id.to_string()),
+            mailboxes::node_id.eq(mailbox.node_id.to_string()),
+            mailboxes::domain_id.eq(mailbox.domain_id.to_string()),
+            mailboxes::local_part.eq(mailbox.address.local()),
+            mailboxes::address.eq(mailbox.address.stored()),
+            mailboxes::status.eq(if mailbox.active { "active" } else { "disabled" }),
+            mailboxes::origin.eq(mailbox.origin.as_str()),
+            mailboxes::version.eq(mailbox.version),
+            mailboxes::created_at.eq(mailbox.created_at),
+            mailboxes::updated_at.eq(mailbox.updated_at),
+        ))
+        .on_conflict_do_nothing();
+    // The two-backend connection has no ON CONFLICT; each backend's own connection has.
+    let inserted = match conn {
+        DbConnection::Postgres(pg) => insert.execute(pg)?,
+        DbConnection::Sqlite(sqlite) => insert.execute(sqlite)?,
+    };
+    Ok(inserted == 1)
+}
+
 /// Writes the mutable fields, bumping the version.
 pub fn save(conn: &mut DbConnection, mailbox: &mut Mailbox) -> QueryResult<()> {
     mailbox.version += 1;

@@ -1,9 +1,12 @@
-//! Domains: registered once, counted against the customer's licence, proven by DNS.
+//! Domains: claimed, counted against the customer's licence, won by the first DNS proof, expired
+//! when never proven.
 
 use serde_json::{Value, json};
 
 use crate::dns::DnsServer;
-use crate::helpers::{assert_problem, seed_tree, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Caller, TestApp, assert_problem, seed_tree, spawn_another, spawn_app, spawn_app_with,
+};
 
 #[tokio::test]
 async fn a_customer_registers_a_domain_in_any_form_idna_accepts() {
@@ -41,25 +44,15 @@ async fn a_customer_registers_a_domain_in_any_form_idna_accepts() {
 }
 
 #[tokio::test]
-async fn a_domain_belongs_to_one_customer_in_the_whole_installation() {
+async fn a_customer_claims_a_name_once_and_an_unproven_claim_blocks_no_one() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
-    admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/domains", tree.c1),
-                    &json!({"name": "shared.example"}),
-                )
-                .await,
-            201,
-        )
-        .await;
-    let body = assert_problem(
+    admin.register_domain(&tree.c1, "shared.example").await;
+    assert_problem(
         admin
             .post(
-                &format!("/v1/nodes/{}/domains", tree.c2),
+                &format!("/v1/nodes/{}/domains", tree.c1),
                 &json!({"name": "SHARED.example"}),
             )
             .await,
@@ -67,28 +60,30 @@ async fn a_domain_belongs_to_one_customer_in_the_whole_installation() {
         "domain-taken",
     )
     .await;
+    assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 1);
+    let (status, body) = claim(&admin, &tree.c2, "SHARED.example").await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["verification"]["status"], "pending");
     assert!(
         !body.to_string().contains(&tree.c1),
-        "the holder is not revealed"
+        "the other claimant is not revealed"
     );
-    assert_eq!(admin.usage(&tree.c2, "domains").await["used"], 0);
+    assert_eq!(admin.usage(&tree.c2, "domains").await["used"], 1);
     app.assert_verified();
 }
 
 #[tokio::test]
-async fn two_customers_racing_for_one_domain_get_it_once() {
+async fn one_customer_racing_itself_for_a_name_claims_it_once() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     let body = json!({"name": "contested.example"});
-    let (c1, c2) = (
-        format!("/v1/nodes/{}/domains", tree.c1),
-        format!("/v1/nodes/{}/domains", tree.c2),
-    );
-    let (first, second) = tokio::join!(admin.post(&c1, &body), admin.post(&c2, &body));
+    let path = format!("/v1/nodes/{}/domains", tree.c1);
+    let (first, second) = tokio::join!(admin.post(&path, &body), admin.post(&path, &body));
     let mut statuses = [first.status().as_u16(), second.status().as_u16()];
     statuses.sort_unstable();
     assert_eq!(statuses, [201, 409]);
+    assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 1);
     app.assert_verified();
 }
 
@@ -376,5 +371,250 @@ async fn a_customer_with_domains_is_deleted_only_with_cascade_and_frees_them() {
             201,
         )
         .await;
+    app.assert_verified();
+}
+
+/// `customer` registers `name`; the registration's status and body.
+async fn claim(admin: &Caller<'_>, customer: &str, name: &str) -> (u16, Value) {
+    let response = admin
+        .post(
+            &format!("/v1/nodes/{customer}/domains"),
+            &json!({"name": name}),
+        )
+        .await;
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// How many audit events of `action` the trail holds for `node`, and by whom.
+fn audited(app: &TestApp, node: &str, action: &str, actor: &str) -> i64 {
+    app.count_sql(&format!(
+        "SELECT COUNT(*) AS n FROM audit_events \
+         WHERE node_id = '{node}' AND action = '{action}' AND actor = '{actor}'"
+    ))
+}
+
+#[tokio::test]
+async fn a_pending_claim_expires_when_another_customer_claims_the_name() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+    let squatted = admin.register_domain(&tree.c1, "victim-corp.example").await;
+    assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 1);
+    // Eight days pass (the default claim lasts seven) without a TXT record.
+    app.execute_sql(
+        "UPDATE domains SET created_at = '2020-01-01 00:00:00' WHERE name = 'victim-corp.example'",
+    );
+
+    let (status, body) = claim(&admin, &tree.c2, "victim-corp.example").await;
+    assert_eq!(status, 201, "the stale claim no longer blocks: {body}");
+    assert_eq!(
+        admin
+            .get(&format!("/v1/domains/{}", squatted["id"].as_str().unwrap()))
+            .await
+            .status(),
+        404,
+        "the expired claim is gone"
+    );
+    assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 0);
+    assert_eq!(admin.usage(&tree.a, "domains").await["used"], 0);
+    assert_eq!(admin.usage(&tree.c2, "domains").await["used"], 1);
+    assert_eq!(audited(&app, &tree.c1, "domain.expire", "system"), 1);
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn an_expired_claim_returns_its_unit_though_nobody_wants_the_name() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+    admin.register_domain(&tree.c1, "forgotten.example").await;
+    admin.register_domain(&tree.c1, "fresh.example").await;
+    app.execute_sql(
+        "UPDATE domains SET created_at = '2020-01-01 00:00:00' WHERE name = 'forgotten.example'",
+    );
+    // The sweep runs when an allot process starts, then every few minutes: a second instance on
+    // the database sweeps now.
+    let _second = spawn_another(&app).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while admin.usage(&tree.c1, "domains").await["used"] != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired claim's unit did not come back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(audited(&app, &tree.c1, "domain.expire", "system"), 1);
+    let left = admin
+        .expect(
+            admin.get(&format!("/v1/nodes/{}/domains", tree.c1)).await,
+            200,
+        )
+        .await;
+    let names: Vec<&str> = left["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["fresh.example"], "a claim within its days stays");
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn a_verified_claim_takes_over_another_customers_pending_one() {
+    let dns = DnsServer::start().await;
+    let app = spawn_app_with(|config| config.dns_resolver = dns.addr).await;
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+    let squatted = admin.register_domain(&tree.c1, "victim-corp.example").await;
+    let (status, owned) = claim(&admin, &tree.c2, "victim-corp.example").await;
+    assert_eq!(status, 201, "a pending claim blocks no one: {owned}");
+    assert_eq!(owned["verification"]["status"], "pending");
+    assert_eq!(admin.usage(&tree.c2, "domains").await["used"], 1);
+
+    dns.publish_txt(
+        "_allot.victim-corp.example",
+        owned["verification"]["token"].as_str().unwrap(),
+    );
+    let verified = admin
+        .expect(
+            admin
+                .post(
+                    &format!("/v1/domains/{}/verify", owned["id"].as_str().unwrap()),
+                    &json!({}),
+                )
+                .await,
+            200,
+        )
+        .await;
+    assert_eq!(verified["verification"]["status"], "verified");
+    assert_eq!(
+        admin
+            .get(&format!("/v1/domains/{}", squatted["id"].as_str().unwrap()))
+            .await
+            .status(),
+        404,
+        "the pending claim was taken over"
+    );
+    assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 0);
+    assert_eq!(admin.usage(&tree.c2, "domains").await["used"], 1);
+    assert_eq!(
+        audited(&app, &tree.c1, "domain.taken_over", "system"),
+        1,
+        "C1's admins find the takeover in C1's trail"
+    );
+    // The role addresses moved with the name.
+    assert_eq!(
+        app.count_sql(&format!(
+            "SELECT COUNT(*) AS n FROM mailboxes WHERE node_id = '{}' AND origin = 'role'",
+            tree.c2
+        )),
+        2
+    );
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn a_verified_domain_is_never_taken_over() {
+    let dns = DnsServer::start().await;
+    let app = spawn_app_with(|config| config.dns_resolver = dns.addr).await;
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+    let first = admin.register_domain(&tree.c1, "held.example").await;
+    let (status, second) = claim(&admin, &tree.c2, "held.example").await;
+    assert_eq!(status, 201, "{second}");
+    for claim in [&first, &second] {
+        dns.publish_txt(
+            "_allot.held.example",
+            claim["verification"]["token"].as_str().unwrap(),
+        );
+    }
+    let verify = |claim: &Value| format!("/v1/domains/{}/verify", claim["id"].as_str().unwrap());
+    admin
+        .expect(admin.post(&verify(&first), &json!({})).await, 200)
+        .await;
+
+    assert_eq!(
+        admin.post(&verify(&second), &json!({})).await.status(),
+        404,
+        "the later claim went when the first proof won the name"
+    );
+    assert_eq!(audited(&app, &tree.c2, "domain.taken_over", "system"), 1);
+    assert_problem(
+        admin
+            .post(
+                &format!("/v1/nodes/{}/domains", tree.c2),
+                &json!({"name": "held.example"}),
+            )
+            .await,
+        409,
+        "domain-taken",
+    )
+    .await;
+    let held = admin
+        .expect(
+            admin
+                .get(&format!("/v1/domains/{}", first["id"].as_str().unwrap()))
+                .await,
+            200,
+        )
+        .await;
+    assert_eq!(held["verification"]["status"], "verified");
+    assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 1);
+    assert_eq!(admin.usage(&tree.c2, "domains").await["used"], 0);
+    assert_eq!(audited(&app, &tree.c1, "domain.taken_over", "system"), 0);
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn two_customers_proving_one_name_at_once_get_it_once() {
+    let dns = DnsServer::start().await;
+    let app = spawn_app_with(|config| config.dns_resolver = dns.addr).await;
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+    for round in 0..5 {
+        let name = format!("raced{round}.example");
+        let mut claims = Vec::new();
+        for customer in [&tree.c1, &tree.c2] {
+            let (status, body) = claim(&admin, customer, &name).await;
+            assert_eq!(status, 201, "{body}");
+            dns.publish_txt(
+                &format!("_allot.{name}"),
+                body["verification"]["token"].as_str().unwrap(),
+            );
+            claims.push(format!(
+                "/v1/domains/{}/verify",
+                body["id"].as_str().unwrap()
+            ));
+        }
+        let empty = json!({});
+        let (first, second) = tokio::join!(
+            admin.post(&claims[0], &empty),
+            admin.post(&claims[1], &empty)
+        );
+        let mut statuses = [first.status().as_u16(), second.status().as_u16()];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 409], "round {round}");
+        for response in [first, second] {
+            if response.status() == 409 {
+                assert_problem(response, 409, "domain-taken").await;
+            }
+        }
+        assert_eq!(
+            app.count_sql(&format!(
+                "SELECT COUNT(*) AS n FROM domains WHERE name = '{name}'"
+            )),
+            1,
+            "round {round}: the loser's claim went with the name"
+        );
+    }
+    let c1 = admin.usage(&tree.c1, "domains").await["used"]
+        .as_i64()
+        .unwrap();
+    let c2 = admin.usage(&tree.c2, "domains").await["used"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(c1 + c2, 5);
     app.assert_verified();
 }

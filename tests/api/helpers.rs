@@ -97,6 +97,7 @@ pub fn test_config(database_url: &str) -> Config {
         policy_direction: allot::check::postfix::PolicyDirection::Auto,
         socketmap_listen: None,
         require_domain_verification: true,
+        domain_claim_days: 7,
         licence_refusals: allot::check::LicenceRefusals::Temporary,
         abuse_recipient: None,
         recipient_delimiter: String::new(),
@@ -528,4 +529,23 @@ fn database_names_are_replaced_in_postgres_urls() {
         "postgres://u@h/t?sslmode=disable"
     );
     assert_eq!(with_database("postgresql://h", "t"), "postgresql://h/t");
+}
+
+impl TestApp {
+    /// The number `sql` (a query selecting one `n` of SQL type BIGINT) answers, read behind the
+    /// app's back: for what no API shows yet, such as the audit trail.
+    pub fn count_sql(&self, sql: &str) -> i64 {
+        use diesel::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let pool = allot::store::connect(&self.database_url, 1).expect("the test database opens");
+        let mut conn = pool.get().expect("a connection");
+        diesel::sql_query(sql)
+            .get_result::<Count>(&mut *conn)
+            .expect("the SQL runs")
+            .n
+    }
 }
