@@ -125,9 +125,9 @@ struct Connection {
     ready_since: Cell<Instant>,
     /// Requests in the app (actix serves one at a time per connection; counted all the same).
     busy: Cell<u32>,
-    /// Wakes the watchdog when the connection ends. Requests do not wake it (a wake and a new
-    /// timer per request cost the check a tenth of its throughput): it finds out at its deadline
-    /// whether the connection moved on meanwhile, and sleeps again if so.
+    /// Wakes the watchdog when the connection ends. Requests do not wake it (that would be a task
+    /// wake and a new timer on every request's path): it finds out at its deadline whether the
+    /// connection moved on meanwhile, and sleeps again if so.
     wake: Rc<Notify>,
 }
 
