@@ -46,7 +46,12 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 }
 
 /// Prometheus metrics in the text exposition format: `allot_http_requests_total` and the
-/// `allot_http_requests_duration_seconds` histogram, labelled by route pattern, method and status.
+/// `allot_http_requests_duration_seconds` histogram, labelled by route pattern, method and status;
+/// `allot_checks_total` by listener (`http`, `policy`, `socketmap`), direction, verdict and reason;
+/// `allot_check_enrolments_total`; the check index's size (`allot_check_index_mailboxes`,
+/// `allot_check_index_domains`) and lag (`allot_check_feed_age_seconds`,
+/// `allot_check_feed_gaps`); the Postfix listeners' connections
+/// (`allot_postfix_connections_total`, `allot_postfix_connections_open`).
 #[utoipa::path(
     tag = "health",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4"))
