@@ -151,7 +151,8 @@ impl Metrics {
         })
     }
 
-    /// Series not registered anywhere, for a checker outside a server (the commands, unit tests).
+    /// Series not registered anywhere, for the listeners' unit tests.
+    #[cfg(test)]
     pub fn unregistered() -> Self {
         Self::register(&Registry::new(), LicenceRefusals::default())
             .expect("fresh series register on a fresh registry")
