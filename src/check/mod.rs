@@ -366,6 +366,10 @@ impl Checker {
                 .apply(&touched, rows);
         }
         feed.synced = now;
+        drop(feed);
+        // The sizes as of this write, before its response leaves (the feed's own gauges are the
+        // background thread's, which holds no lock on it then).
+        self.measure();
         Ok(())
     }
 

@@ -204,17 +204,7 @@ async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once(
     let worker = check_key(&app, &admin, &tree.a).await;
     let jane = admin.create_mailbox(&tree.c1, "jane@c1.example").await;
     let jane_id = jane["id"].as_str().unwrap();
-    admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/mailboxes/{jane_id}/aliases"),
-                    &json!({"address": "j.doe@c1.example"}),
-                )
-                .await,
-            201,
-        )
-        .await;
+    admin.add_alias(jane_id, "j.doe@c1.example").await;
 
     for address in [
         "jane@c1.example",
@@ -1152,17 +1142,7 @@ async fn a_recipient_never_takes_a_seat_and_is_accepted_as_its_customer_says() {
     let worker = check_key(&app, &admin, &tree.owner).await;
     let jane = admin.create_mailbox(&tree.c1, "jane@c1.example").await;
     let jane_id = jane["id"].as_str().unwrap();
-    admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/mailboxes/{jane_id}/aliases"),
-                    &json!({"address": "j.doe@c1.example"}),
-                )
-                .await,
-            201,
-        )
-        .await;
+    admin.add_alias(jane_id, "j.doe@c1.example").await;
     let used = admin.usage(&tree.c1, "users").await["used"].clone();
     let inbound = |address: &str| json!({"direction": "inbound", "address": address});
 

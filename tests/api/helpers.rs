@@ -424,6 +424,19 @@ impl Caller<'_> {
         .await
     }
 
+    /// Gives mailbox `mailbox` the alias `address`; returns it.
+    pub async fn add_alias(&self, mailbox: &str, address: &str) -> Value {
+        self.expect(
+            self.post(
+                &format!("/v1/mailboxes/{mailbox}/aliases"),
+                &json!({"address": address}),
+            )
+            .await,
+            201,
+        )
+        .await
+    }
+
     /// The usage report line of `resource` at `node`.
     pub async fn usage(&self, node: &str, resource: &str) -> Value {
         let report = self

@@ -127,12 +127,7 @@ async fn cases(flow: &Flow) -> (Caller<'_>, Tree) {
     let (admin, tree) = setup(&flow.app, &flow.dns).await;
     let pat = admin.create_mailbox(&tree.c1, "pat@c1.example").await;
     let pat = pat["id"].as_str().unwrap();
-    admin
-        .post(
-            &format!("/v1/mailboxes/{pat}/aliases"),
-            &json!({"address": "p.doe@c1.example"}),
-        )
-        .await;
+    admin.add_alias(pat, "p.doe@c1.example").await;
     let off = admin.create_mailbox(&tree.c1, "off@c1.example").await;
     admin
         .post(

@@ -36,13 +36,17 @@ fn fields(problem: &Value) -> Vec<&str> {
 
 /// Logs in and returns a caller with the token.
 async fn login<'a>(app: &'a TestApp, username: &str, password: &str) -> Caller<'a> {
+    login_flagged(app, username, password).await.0
+}
+
+/// Logs in; the caller, and whether the login says the password must be changed first.
+async fn login_flagged<'a>(app: &'a TestApp, username: &str, password: &str) -> (Caller<'a>, bool) {
     let response = app.login(username, password).await;
     assert_eq!(response.status(), 200, "{username} logs in");
-    let token = response.json::<Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    Caller { app, token }
+    let body = response.json::<Value>().await.unwrap();
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let must_change = body["password_change_required"].as_bool().unwrap();
+    (Caller { app, token }, must_change)
 }
 
 /// Creates an API key at `node` and returns a caller using it.
@@ -536,48 +540,26 @@ async fn an_admin_reset_ends_every_session_and_the_next_login_must_change_the_pa
     .await;
 
     // The password the admin set opens only the door to choosing a new one.
-    let response = app.login("gina", "temporary password").await;
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["password_change_required"], true);
-    let gina = Caller {
-        app: &app,
-        token: body["access_token"].as_str().unwrap().to_owned(),
-    };
+    let (gina, must_change) = login_flagged(&app, "gina", "temporary password").await;
+    assert!(must_change);
     let me = gina.expect(gina.get("/v1/me").await, 200).await;
     assert_eq!(me["password_change_required"], true);
-    assert_problem(
+    for refused in [
         gina.get(&format!("/v1/nodes/{}", tree.c1)).await,
-        403,
-        "password-change-required",
-    )
-    .await;
-    assert_problem(
         gina.post(
             &format!("/v1/nodes/{}/domains", tree.c1),
             &json!({"name": "gina.example"}),
         )
         .await,
-        403,
-        "password-change-required",
-    )
-    .await;
-    assert_problem(
         gina.post(
             "/v1/check",
             &json!({"direction": "inbound", "domain": "example.com"}),
         )
         .await,
-        403,
-        "password-change-required",
-    )
-    .await;
-    assert_problem(
         gina.patch(&path, &json!({"email": "g@x.test"})).await,
-        403,
-        "password-change-required",
-    )
-    .await;
+    ] {
+        assert_problem(refused, 403, "password-change-required").await;
+    }
     let problem = assert_problem(
         gina.patch(&path, &json!({"password": "gina's own password"}))
             .await,
@@ -602,14 +584,8 @@ async fn an_admin_reset_ends_every_session_and_the_next_login_must_change_the_pa
         "invalid-credentials",
     )
     .await;
-    let response = app.login("gina", "gina's own password").await;
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["password_change_required"], false);
-    let gina = Caller {
-        app: &app,
-        token: body["access_token"].as_str().unwrap().to_owned(),
-    };
+    let (gina, must_change) = login_flagged(&app, "gina", "gina's own password").await;
+    assert!(!must_change);
     gina.expect(gina.get(&format!("/v1/nodes/{}", tree.c1)).await, 200)
         .await;
     let changed = admin.expect(admin.get(&path).await, 200).await;

@@ -107,6 +107,13 @@ async fn domain_with_route(
     created["id"].as_str().unwrap().to_owned()
 }
 
+/// Tests `domain`'s route as `admin`; the report of a test that ran.
+async fn test_route(admin: &Caller<'_>, domain: &str) -> Value {
+    admin
+        .expect(admin.post(&test_path(domain), &json!({})).await, 200)
+        .await
+}
+
 fn test_path(domain: &str) -> String {
     format!("/v1/domains/{domain}/route/test")
 }
@@ -149,9 +156,7 @@ async fn a_reachable_server_reports_its_banner_extensions_and_accepts_postmaster
     )
     .await;
 
-    let report = admin
-        .expect(admin.post(&test_path(&domain), &json!({})).await, 200)
-        .await;
+    let report = test_route(&admin, &domain).await;
 
     assert_eq!(report["ok"], true, "{report:#}\n{}", postfix.log());
     assert_eq!(
@@ -220,9 +225,7 @@ async fn a_server_that_does_not_relay_for_the_domain_refuses_postmaster() {
     )
     .await;
 
-    let report = admin
-        .expect(admin.post(&test_path(&domain), &json!({})).await, 200)
-        .await;
+    let report = test_route(&admin, &domain).await;
 
     assert_eq!(report["ok"], false);
     assert_eq!(report["banner"]["code"], 220);
@@ -267,9 +270,7 @@ async fn a_closed_port_reports_the_refused_connection_in_plain_words() {
     )
     .await;
 
-    let report = admin
-        .expect(admin.post(&test_path(&domain), &json!({})).await, 200)
-        .await;
+    let report = test_route(&admin, &domain).await;
 
     assert_eq!(report["ok"], false);
     assert_eq!(report["target"]["address"], "127.0.0.1");
@@ -303,9 +304,7 @@ async fn a_server_that_speaks_another_protocol_is_reported_as_not_smtp() {
     let tree = seed_tree(&admin).await;
     let domain = domain_with_route(&admin, &tree.c1, "ssh.example", "127.0.0.1", ssh.port()).await;
 
-    let report = admin
-        .expect(admin.post(&test_path(&domain), &json!({})).await, 200)
-        .await;
+    let report = test_route(&admin, &domain).await;
 
     assert_eq!(report["ok"], false);
     assert_eq!(report["banner"], Value::Null);
@@ -387,9 +386,7 @@ async fn a_server_that_never_speaks_times_out_at_the_banner_while_a_second_test_
     );
 
     // The place is free again: the next test runs, and meets a connection closed at once.
-    let report = admin
-        .expect(admin.post(&test_path(&domain), &json!({})).await, 200)
-        .await;
+    let report = test_route(&admin, &domain).await;
     assert_eq!(
         report["failure"],
         json!({"stage": "banner", "reason": "closed", "message": format!("The server at {silent} closed the connection after connecting.")})
@@ -500,9 +497,7 @@ async fn a_host_without_an_address_fails_at_the_resolve_stage() {
     )
     .await;
 
-    let report = admin
-        .expect(admin.post(&test_path(&domain), &json!({})).await, 200)
-        .await;
+    let report = test_route(&admin, &domain).await;
 
     assert_eq!(report["ok"], false);
     assert_eq!(report["target"]["address"], Value::Null);
