@@ -800,7 +800,15 @@ async fn principal_changes_are_audited_without_secrets() {
         "{actions:?}"
     );
     let trail = format!("{events:?}");
-    let secret = key["key"].as_str().unwrap().rsplit('_').next().unwrap();
+    // `allot_<id>_<secret>`: the secret is base64url, which may itself hold `_`.
+    let (_, secret) = key["key"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("allot_")
+        .unwrap()
+        .split_once('_')
+        .unwrap();
+    assert_eq!(secret.len(), 43, "{secret}");
     for forbidden in [
         "dave's long password",
         "dave's newer password",
