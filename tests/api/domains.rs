@@ -595,10 +595,18 @@ async fn two_customers_proving_one_name_at_once_get_it_once() {
         );
         let mut statuses = [first.status().as_u16(), second.status().as_u16()];
         statuses.sort_unstable();
-        assert_eq!(statuses, [200, 409], "round {round}");
+        // One proof wins. The other is refused `domain-taken` when the two overlap; when the
+        // winner's transaction ended before the loser's request first read its claim (a slow
+        // machine serialises them), the claim is already gone and the answer is 404.
+        assert!(
+            statuses == [200, 409] || statuses == [200, 404],
+            "round {round}: {statuses:?}"
+        );
         for response in [first, second] {
-            if response.status() == 409 {
-                assert_problem(response, 409, "domain-taken").await;
+            match response.status().as_u16() {
+                409 => drop(assert_problem(response, 409, "domain-taken").await),
+                404 => drop(assert_problem(response, 404, "not-found").await),
+                _ => {}
             }
         }
         assert_eq!(

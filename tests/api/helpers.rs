@@ -148,14 +148,21 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
-        client: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("a client"),
+        client: client().build().expect("a client"),
         database_url,
         handle,
         _db: Some(db),
     }
+}
+
+/// How every test client is made. Redirects are the test's to see. An idle connection is dropped
+/// after 2 s, well before the server's 5 s keep-alive closes it: reusing one that the server is
+/// closing at that moment fails the request (`IncompleteMessage`), which a slow machine made
+/// happen when a test paused between requests (issue 18's login test, in CI).
+fn client() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(std::time::Duration::from_secs(2))
 }
 
 /// Another allot process on `first`'s database, as a second instance behind a load balancer.
@@ -168,7 +175,7 @@ pub async fn spawn_another(first: &TestApp) -> TestApp {
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
-        client: reqwest::Client::new(),
+        client: client().build().expect("a client"),
         database_url: first.database_url.clone(),
         handle,
         _db: None,
@@ -215,9 +222,8 @@ impl TestApp {
     /// A client whose connections come from `address` (any of 127.0.0.0/8 reaches the app): the
     /// app sees another peer, as it would another machine.
     pub fn client_from(&self, address: std::net::Ipv4Addr) -> reqwest::Client {
-        reqwest::Client::builder()
+        client()
             .local_address(std::net::IpAddr::V4(address))
-            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("a client")
     }
