@@ -43,6 +43,7 @@ pub enum ProblemType {
     RouteTargetForbidden,
     RouteTestBusy,
     NotEmpty,
+    NodeSuspended,
     ModuleRequired,
     ModuleExcluded,
     PreconditionFailed,
@@ -55,7 +56,7 @@ pub enum ProblemType {
 }
 
 impl ProblemType {
-    pub const ALL: [ProblemType; 31] = [
+    pub const ALL: [ProblemType; 32] = [
         Self::MalformedBody,
         Self::UnsupportedMediaType,
         Self::PayloadTooLarge,
@@ -79,6 +80,7 @@ impl ProblemType {
         Self::RouteTargetForbidden,
         Self::RouteTestBusy,
         Self::NotEmpty,
+        Self::NodeSuspended,
         Self::ModuleRequired,
         Self::ModuleExcluded,
         Self::PreconditionFailed,
@@ -114,6 +116,7 @@ impl ProblemType {
             Self::RouteTargetForbidden => "route-target-forbidden",
             Self::RouteTestBusy => "route-test-busy",
             Self::NotEmpty => "not-empty",
+            Self::NodeSuspended => "node-suspended",
             Self::ModuleRequired => "module-required",
             Self::ModuleExcluded => "module-excluded",
             Self::PreconditionFailed => "precondition-failed",
@@ -150,6 +153,7 @@ impl ProblemType {
             Self::RouteTargetForbidden => "allot does not connect to that address",
             Self::RouteTestBusy => "Too many route tests",
             Self::NotEmpty => "Still in use",
+            Self::NodeSuspended => "The node is suspended",
             Self::ModuleRequired => "Another module is required",
             Self::ModuleExcluded => "The modules exclude each other",
             Self::PreconditionFailed => "The resource has changed",
@@ -229,6 +233,9 @@ impl ProblemType {
             }
             Self::NotEmpty => {
                 "The node still holds children, domains, mailboxes or live allocations to its children; `detail` lists them. Remove them first, or use `?cascade=true` where offered."
+            }
+            Self::NodeSuspended => {
+                "The target lies in a suspended subtree: `node_id` is the suspended node (the target itself or the topmost suspended one above it). A suspended node and everything below it are read-only: reads work, writes are refused and nothing was changed. An admin strictly above the suspended node may still lift the suspension, move or delete the node and change its allocations; anyone may still change their own password and email, and an admin may still disable or delete accounts and revoke API keys there. 409 rather than 403: the caller's role does allow the action, the node's current state does not, and the same request succeeds once the suspension is lifted."
             }
             Self::ModuleRequired => {
                 "The module requires another that the mailbox (or customer) does not hold, or it is required by another that it holds and so cannot be removed. `module` names the other module: assign it first, or remove it first. Nothing was changed."
@@ -317,7 +324,8 @@ pub struct Problem {
     /// The fields that failed validation.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
-    /// For `quota-exceeded`: the node where the tree's invariant would break.
+    /// For `quota-exceeded`: the node where the tree's invariant would break; for
+    /// `node-suspended`: the suspended node.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = Uuid)]
     pub node_id: Option<crate::domain::ids::NodeId>,
@@ -399,6 +407,10 @@ pub enum ApiError {
     NameTaken(String),
     #[error("{0}")]
     NotEmpty(String),
+    #[error(
+        "Node {0} is suspended: it and everything below it are read-only until an admin above it lifts the suspension."
+    )]
+    NodeSuspended(crate::domain::ids::NodeId),
     #[error("{0}.")]
     Module(crate::domain::catalogue::Refusal),
     #[error("This domain is verified by another customer, or claimed by this one already.")]
@@ -473,6 +485,7 @@ impl ApiError {
             Self::QuotaExceeded(_) => ProblemType::QuotaExceeded,
             Self::NameTaken(_) => ProblemType::NameTaken,
             Self::NotEmpty(_) => ProblemType::NotEmpty,
+            Self::NodeSuspended(_) => ProblemType::NodeSuspended,
             Self::Module(crate::domain::catalogue::Refusal::Excludes { .. }) => {
                 ProblemType::ModuleExcluded
             }
@@ -511,6 +524,9 @@ impl ApiError {
         if let Self::Module(refusal) = self {
             problem.module = Some(refusal.names().to_owned());
         }
+        if let Self::NodeSuspended(node_id) = self {
+            problem.node_id = Some(*node_id);
+        }
         if let Self::ImportFailed(rows) = self {
             problem.rows = Some(rows.clone());
         }
@@ -541,6 +557,7 @@ impl ResponseError for ApiError {
             | Self::QuotaExceeded(_)
             | Self::NameTaken(_)
             | Self::NotEmpty(_)
+            | Self::NodeSuspended(_)
             | Self::Module(_)
             | Self::DomainTaken
             | Self::AddressTaken

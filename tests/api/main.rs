@@ -21,3 +21,4 @@ mod nodes;
 mod openapi;
 mod principals;
 mod route_test;
+mod suspension;
