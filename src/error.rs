@@ -17,6 +17,9 @@ use utoipa::ToSchema;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// The `Retry-After` (seconds) of every `unavailable` answer.
+pub const UNAVAILABLE_RETRY_AFTER: u64 = 2;
+
 /// The catalogue of problem types. Slugs are part of the API contract: never rename one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProblemType {
@@ -253,7 +256,7 @@ impl ProblemType {
                 "`If-Match` names a version (ETag) that is no longer current: someone else changed the resource. Read it again and retry."
             }
             Self::Unavailable => {
-                "A dependency (usually the database) is not reachable. Retry later; nothing was changed."
+                "A dependency (usually the database) is not reachable, or the database is busy. `Retry-After` says how many seconds to wait; nothing was changed (a write whose connection died at its commit may have committed: send writes with an `Idempotency-Key` to retry them safely)."
             }
             Self::Internal => {
                 "An unexpected error. It was logged with the request id (`x-request-id`); nothing was half-written."
@@ -579,9 +582,17 @@ impl ResponseError for ApiError {
             tracing::error!(error = %error_chain(err.as_ref()), "request failed");
         }
         let mut response = problem_response(&self.to_problem());
-        if let Self::TooManyRequests { retry_after } | Self::RouteTestBusy { retry_after, .. } =
-            self
-            && let Ok(value) = HeaderValue::from_str(&retry_after.to_string())
+        let retry_after = match self {
+            Self::TooManyRequests { retry_after } | Self::RouteTestBusy { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            // Every 503 says when to come back: a database restart or a contended lock is usually
+            // over within seconds.
+            Self::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after
+            && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
@@ -616,8 +627,14 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 
 impl From<diesel::result::Error> for ApiError {
     /// Contention is not a failure: a PostgreSQL serialisation failure or deadlock, or SQLite's
-    /// lock still held after the busy timeout, answers 503 (retry), never 500.
+    /// lock still held after the busy timeout, answers 503 (retry), never 500. Nor is losing the
+    /// database: a connection that died mid-request (the server stopped or restarted) answers 503
+    /// too; the pool drops the connection and opens a new one once the server is back.
     fn from(err: diesel::result::Error) -> Self {
+        if connection_lost(&err) {
+            tracing::warn!(error = %err, "database connection lost");
+            return Self::Unavailable("The database is not reachable; retry later.".to_owned());
+        }
         use diesel::result::{DatabaseErrorKind, Error};
         let transient = match &err {
             Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
@@ -633,6 +650,42 @@ impl From<diesel::result::Error> for ApiError {
         } else {
             Self::internal(err)
         }
+    }
+}
+
+/// Whether `err` says the database connection is gone rather than that the request was wrong:
+/// libpq's closed connection (diesel's `ClosedConnection`, `UnableToSendCommand`), a transaction
+/// that could not be rolled back or committed because of it (`BrokenTransactionManager`,
+/// `RollbackErrorOnCommit`), or the server's own goodbye (SQLSTATE class 57P: "terminating
+/// connection due to administrator command", "the database system is shutting down", … which
+/// diesel reports as `Unknown` with PostgreSQL's English message).
+pub fn connection_lost(err: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match err {
+        Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        )
+        | Error::BrokenTransactionManager => true,
+        Error::RollbackErrorOnCommit {
+            rollback_error,
+            commit_error,
+        } => connection_lost(rollback_error) || connection_lost(commit_error),
+        Error::DatabaseError(_, info) => {
+            let message = info.message();
+            [
+                "terminating connection",
+                "server closed the connection",
+                "no connection to the server",
+                "the database system is shutting down",
+                "the database system is starting up",
+                "the database system is in recovery mode",
+                "connection to server",
+            ]
+            .iter()
+            .any(|needle| message.contains(needle))
+        }
+        _ => false,
     }
 }
 
@@ -726,5 +779,42 @@ impl utoipa::IntoResponses for Guarded {
             (status.to_owned(), response.into())
         })
         .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::result::{DatabaseErrorKind, Error};
+
+    #[test]
+    fn a_lost_connection_is_unavailable_and_a_real_failure_is_internal() {
+        let closed = Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection,
+            Box::new("server closed the connection unexpectedly".to_owned()),
+        );
+        let goodbye = Error::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new("terminating connection due to administrator command".to_owned()),
+        );
+        for lost in [closed, goodbye, Error::BrokenTransactionManager] {
+            let error = ApiError::from(lost);
+            assert_eq!(error.problem_type(), ProblemType::Unavailable);
+            let response = error.error_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(
+                response.headers().get(header::RETRY_AFTER).unwrap(),
+                &UNAVAILABLE_RETRY_AFTER.to_string()
+            );
+        }
+        let syntax = Error::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new("syntax error at or near \"SELEC\"".to_owned()),
+        );
+        assert_eq!(ApiError::from(syntax).problem_type(), ProblemType::Internal);
+        assert_eq!(
+            ApiError::from(Error::NotFound).problem_type(),
+            ProblemType::Internal
+        );
     }
 }

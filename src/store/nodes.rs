@@ -80,7 +80,10 @@ fn suspended_by() -> SuspendedBy {
 }
 
 /// What every query that loads a [`Node`] selects.
-fn node_select() -> (diesel::dsl::AsSelect<NodeRow, super::DbBackend>, SuspendedBy) {
+fn node_select() -> (
+    diesel::dsl::AsSelect<NodeRow, super::DbBackend>,
+    SuspendedBy,
+) {
     (NodeRow::as_select(), suspended_by())
 }
 

@@ -138,7 +138,12 @@ fn writes(s: &Setup<'_>, n: u32) -> Vec<(&'static str, reqwest::Method, String, 
     ]
 }
 
-async fn send(caller: &Caller<'_>, method: reqwest::Method, path: &str, body: &Value) -> reqwest::Response {
+async fn send(
+    caller: &Caller<'_>,
+    method: reqwest::Method,
+    path: &str,
+    body: &Value,
+) -> reqwest::Response {
     let request = caller
         .app
         .client
@@ -182,11 +187,25 @@ fn fingerprint(app: &TestApp) -> Vec<i64> {
 
 /// Every write of the table by `caller` is refused as `node-suspended` naming `suspended`, and
 /// changes nothing.
-async fn assert_writes_refused(app: &TestApp, s: &Setup<'_>, caller: &Caller<'_>, suspended: &str, n: u32) {
+async fn assert_writes_refused(
+    app: &TestApp,
+    s: &Setup<'_>,
+    caller: &Caller<'_>,
+    suspended: &str,
+    n: u32,
+) {
     let before = fingerprint(app);
     for (what, method, path, body) in writes(s, n) {
-        let problem = assert_problem(send(caller, method, &path, &body).await, 409, "node-suspended").await;
-        assert_eq!(problem["node_id"], suspended, "{what}: names the suspended node");
+        let problem = assert_problem(
+            send(caller, method, &path, &body).await,
+            409,
+            "node-suspended",
+        )
+        .await;
+        assert_eq!(
+            problem["node_id"], suspended,
+            "{what}: names the suspended node"
+        );
     }
     assert_eq!(fingerprint(app), before, "refused writes leave no trace");
 }
@@ -242,7 +261,12 @@ async fn a_suspended_customer_is_read_only_until_the_admin_above_lifts_it() {
     assert_writes_refused(&app, &s, &s.owner, &s.c, 2).await;
     assert_reads_work(&s, &s.c_admin).await;
     // The customer's own admins cannot lift it.
-    assert_problem(set_status(&s.c_admin, &s.c, "active").await, 403, "forbidden").await;
+    assert_problem(
+        set_status(&s.c_admin, &s.c, "active").await,
+        403,
+        "forbidden",
+    )
+    .await;
 
     // What still works inside: one's own password, taking access away.
     let me = s.c_admin.expect(s.c_admin.get("/v1/me").await, 200).await;
@@ -255,7 +279,15 @@ async fn a_suspended_customer_is_read_only_until_the_admin_above_lifts_it() {
     let c_admin = crate::principals::login(&app, "c-admin", "another horse battery staple").await;
 
     // The admin above lowers and raises the suspended customer's allocation.
-    let allocations = s.r_admin.expect(s.r_admin.get(&format!("/v1/nodes/{}/allocations", s.c)).await, 200).await;
+    let allocations = s
+        .r_admin
+        .expect(
+            s.r_admin
+                .get(&format!("/v1/nodes/{}/allocations", s.c))
+                .await,
+            200,
+        )
+        .await;
     let users = allocations["items"]
         .as_array()
         .unwrap()
@@ -267,7 +299,10 @@ async fn a_suspended_customer_is_read_only_until_the_admin_above_lifts_it() {
         .to_owned();
     for amount in [90, 110] {
         s.r_admin
-            .patch_ok(&format!("/v1/allocations/{users}"), &json!({"amount": amount}))
+            .patch_ok(
+                &format!("/v1/allocations/{users}"),
+                &json!({"amount": amount}),
+            )
             .await;
     }
 
@@ -300,7 +335,10 @@ async fn a_customer_under_a_suspended_reseller_is_read_only_and_so_are_the_resel
         s.r_admin.allocate(&s.c, "users", 1).await,
         s.r_admin.delete(&format!("/v1/nodes/{}", s.d)).await,
         s.r_admin
-            .post(&format!("/v1/nodes/{}/children", s.r), &json!({"kind": "customer", "name": "E"}))
+            .post(
+                &format!("/v1/nodes/{}/children", s.r),
+                &json!({"kind": "customer", "name": "E"}),
+            )
             .await,
     ];
     for response in refused {
@@ -318,7 +356,10 @@ async fn a_customer_under_a_suspended_reseller_is_read_only_and_so_are_the_resel
     let other = s.owner.create_child(&root, "reseller", "Other").await;
     assert_problem(
         s.owner
-            .post(&format!("/v1/nodes/{other}/move"), &json!({"parent_id": s.r}))
+            .post(
+                &format!("/v1/nodes/{other}/move"),
+                &json!({"parent_id": s.r}),
+            )
             .await,
         409,
         "node-suspended",
@@ -353,7 +394,10 @@ async fn access_can_be_taken_away_inside_a_suspension() {
         .c_admin
         .expect(
             s.c_admin
-                .post(&format!("/v1/nodes/{}/api-keys", s.c), &json!({"name": "worker", "role": "viewer"}))
+                .post(
+                    &format!("/v1/nodes/{}/api-keys", s.c),
+                    &json!({"name": "worker", "role": "viewer"}),
+                )
                 .await,
             201,
         )
@@ -373,7 +417,9 @@ async fn access_can_be_taken_away_inside_a_suspension() {
         json!({"disabled": false}),
     ] {
         assert_problem(
-            s.c_admin.patch(&format!("/v1/accounts/{viewer_id}"), &body).await,
+            s.c_admin
+                .patch(&format!("/v1/accounts/{viewer_id}"), &body)
+                .await,
             409,
             "node-suspended",
         )
@@ -381,7 +427,10 @@ async fn access_can_be_taken_away_inside_a_suspension() {
     }
     // Disabling, deleting and revoking take it away: allowed.
     s.c_admin
-        .patch_ok(&format!("/v1/accounts/{viewer_id}"), &json!({"disabled": true}))
+        .patch_ok(
+            &format!("/v1/accounts/{viewer_id}"),
+            &json!({"disabled": true}),
+        )
         .await;
     s.c_admin
         .expect(
@@ -392,7 +441,10 @@ async fn access_can_be_taken_away_inside_a_suspension() {
         )
         .await;
     s.c_admin
-        .expect(s.c_admin.delete(&format!("/v1/accounts/{viewer_id}")).await, 204)
+        .expect(
+            s.c_admin.delete(&format!("/v1/accounts/{viewer_id}")).await,
+            204,
+        )
         .await;
     app.assert_verified();
 }
