@@ -548,7 +548,7 @@ async fn outage(cluster: &mut PrivatePostgres, target: &Target, mode: &str) {
         if write.status == 201 {
             break;
         }
-        assert_answers(&[write.clone()], mode);
+        assert_answers(std::slice::from_ref(&write), mode);
         assert!(
             back.elapsed() < RECOVERY_BOUND,
             "{mode}: no write succeeded within {RECOVERY_BOUND:?} of the restart: {write:?}"
