@@ -17,6 +17,9 @@ use utoipa::ToSchema;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// The `Retry-After` (seconds) of every `unavailable` answer.
+pub const UNAVAILABLE_RETRY_AFTER: u64 = 2;
+
 /// The catalogue of problem types. Slugs are part of the API contract: never rename one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProblemType {
@@ -43,6 +46,7 @@ pub enum ProblemType {
     RouteTargetForbidden,
     RouteTestBusy,
     NotEmpty,
+    NodeSuspended,
     ModuleRequired,
     ModuleExcluded,
     PreconditionFailed,
@@ -55,7 +59,7 @@ pub enum ProblemType {
 }
 
 impl ProblemType {
-    pub const ALL: [ProblemType; 31] = [
+    pub const ALL: [ProblemType; 32] = [
         Self::MalformedBody,
         Self::UnsupportedMediaType,
         Self::PayloadTooLarge,
@@ -79,6 +83,7 @@ impl ProblemType {
         Self::RouteTargetForbidden,
         Self::RouteTestBusy,
         Self::NotEmpty,
+        Self::NodeSuspended,
         Self::ModuleRequired,
         Self::ModuleExcluded,
         Self::PreconditionFailed,
@@ -114,6 +119,7 @@ impl ProblemType {
             Self::RouteTargetForbidden => "route-target-forbidden",
             Self::RouteTestBusy => "route-test-busy",
             Self::NotEmpty => "not-empty",
+            Self::NodeSuspended => "node-suspended",
             Self::ModuleRequired => "module-required",
             Self::ModuleExcluded => "module-excluded",
             Self::PreconditionFailed => "precondition-failed",
@@ -150,6 +156,7 @@ impl ProblemType {
             Self::RouteTargetForbidden => "allot does not connect to that address",
             Self::RouteTestBusy => "Too many route tests",
             Self::NotEmpty => "Still in use",
+            Self::NodeSuspended => "The node is suspended",
             Self::ModuleRequired => "Another module is required",
             Self::ModuleExcluded => "The modules exclude each other",
             Self::PreconditionFailed => "The resource has changed",
@@ -230,6 +237,9 @@ impl ProblemType {
             Self::NotEmpty => {
                 "The node still holds children, domains, mailboxes or live allocations to its children; `detail` lists them. Remove them first, or use `?cascade=true` where offered."
             }
+            Self::NodeSuspended => {
+                "The target lies in a suspended subtree: `node_id` is the suspended node (the target itself or the topmost suspended one above it). A suspended node and everything below it are read-only: reads work, writes are refused and nothing was changed. An admin strictly above the suspended node may still lift the suspension, move or delete the node and change its allocations; anyone may still change their own password and email, and an admin may still disable or delete accounts and revoke API keys there. 409 rather than 403: the caller's role does allow the action, the node's current state does not, and the same request succeeds once the suspension is lifted."
+            }
             Self::ModuleRequired => {
                 "The module requires another that the mailbox (or customer) does not hold, or it is required by another that it holds and so cannot be removed. `module` names the other module: assign it first, or remove it first. Nothing was changed."
             }
@@ -246,7 +256,7 @@ impl ProblemType {
                 "`If-Match` names a version (ETag) that is no longer current: someone else changed the resource. Read it again and retry."
             }
             Self::Unavailable => {
-                "A dependency (usually the database) is not reachable. Retry later; nothing was changed."
+                "A dependency (usually the database) is not reachable, or the database is busy. `Retry-After` says how many seconds to wait; nothing was changed (a write whose connection died at its commit may have committed: send writes with an `Idempotency-Key` to retry them safely)."
             }
             Self::Internal => {
                 "An unexpected error. It was logged with the request id (`x-request-id`); nothing was half-written."
@@ -317,7 +327,8 @@ pub struct Problem {
     /// The fields that failed validation.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
-    /// For `quota-exceeded`: the node where the tree's invariant would break.
+    /// For `quota-exceeded`: the node where the tree's invariant would break; for
+    /// `node-suspended`: the suspended node.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = Uuid)]
     pub node_id: Option<crate::domain::ids::NodeId>,
@@ -399,6 +410,10 @@ pub enum ApiError {
     NameTaken(String),
     #[error("{0}")]
     NotEmpty(String),
+    #[error(
+        "Node {0} is suspended: it and everything below it are read-only until an admin above it lifts the suspension."
+    )]
+    NodeSuspended(crate::domain::ids::NodeId),
     #[error("{0}.")]
     Module(crate::domain::catalogue::Refusal),
     #[error("This domain is verified by another customer, or claimed by this one already.")]
@@ -473,6 +488,7 @@ impl ApiError {
             Self::QuotaExceeded(_) => ProblemType::QuotaExceeded,
             Self::NameTaken(_) => ProblemType::NameTaken,
             Self::NotEmpty(_) => ProblemType::NotEmpty,
+            Self::NodeSuspended(_) => ProblemType::NodeSuspended,
             Self::Module(crate::domain::catalogue::Refusal::Excludes { .. }) => {
                 ProblemType::ModuleExcluded
             }
@@ -511,6 +527,9 @@ impl ApiError {
         if let Self::Module(refusal) = self {
             problem.module = Some(refusal.names().to_owned());
         }
+        if let Self::NodeSuspended(node_id) = self {
+            problem.node_id = Some(*node_id);
+        }
         if let Self::ImportFailed(rows) = self {
             problem.rows = Some(rows.clone());
         }
@@ -541,6 +560,7 @@ impl ResponseError for ApiError {
             | Self::QuotaExceeded(_)
             | Self::NameTaken(_)
             | Self::NotEmpty(_)
+            | Self::NodeSuspended(_)
             | Self::Module(_)
             | Self::DomainTaken
             | Self::AddressTaken
@@ -562,9 +582,17 @@ impl ResponseError for ApiError {
             tracing::error!(error = %error_chain(err.as_ref()), "request failed");
         }
         let mut response = problem_response(&self.to_problem());
-        if let Self::TooManyRequests { retry_after } | Self::RouteTestBusy { retry_after, .. } =
-            self
-            && let Ok(value) = HeaderValue::from_str(&retry_after.to_string())
+        let retry_after = match self {
+            Self::TooManyRequests { retry_after } | Self::RouteTestBusy { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            // Every 503 says when to come back: a database restart or a contended lock is usually
+            // over within seconds.
+            Self::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after
+            && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
@@ -599,8 +627,14 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 
 impl From<diesel::result::Error> for ApiError {
     /// Contention is not a failure: a PostgreSQL serialisation failure or deadlock, or SQLite's
-    /// lock still held after the busy timeout, answers 503 (retry), never 500.
+    /// lock still held after the busy timeout, answers 503 (retry), never 500. Nor is losing the
+    /// database: a connection that died mid-request (the server stopped or restarted) answers 503
+    /// too; the pool drops the connection and opens a new one once the server is back.
     fn from(err: diesel::result::Error) -> Self {
+        if connection_lost(&err) {
+            tracing::warn!(error = %err, "database connection lost");
+            return Self::Unavailable("The database is not reachable; retry later.".to_owned());
+        }
         use diesel::result::{DatabaseErrorKind, Error};
         let transient = match &err {
             Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
@@ -616,6 +650,42 @@ impl From<diesel::result::Error> for ApiError {
         } else {
             Self::internal(err)
         }
+    }
+}
+
+/// Whether `err` says the database connection is gone rather than that the request was wrong:
+/// libpq's closed connection (diesel's `ClosedConnection`, `UnableToSendCommand`), a transaction
+/// that could not be rolled back or committed because of it (`BrokenTransactionManager`,
+/// `RollbackErrorOnCommit`), or the server's own goodbye (SQLSTATE class 57P: "terminating
+/// connection due to administrator command", "the database system is shutting down", … which
+/// diesel reports as `Unknown` with PostgreSQL's English message).
+pub fn connection_lost(err: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match err {
+        Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        )
+        | Error::BrokenTransactionManager => true,
+        Error::RollbackErrorOnCommit {
+            rollback_error,
+            commit_error,
+        } => connection_lost(rollback_error) || connection_lost(commit_error),
+        Error::DatabaseError(_, info) => {
+            let message = info.message();
+            [
+                "terminating connection",
+                "server closed the connection",
+                "no connection to the server",
+                "the database system is shutting down",
+                "the database system is starting up",
+                "the database system is in recovery mode",
+                "connection to server",
+            ]
+            .iter()
+            .any(|needle| message.contains(needle))
+        }
+        _ => false,
     }
 }
 
@@ -709,5 +779,42 @@ impl utoipa::IntoResponses for Guarded {
             (status.to_owned(), response.into())
         })
         .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::result::{DatabaseErrorKind, Error};
+
+    #[test]
+    fn a_lost_connection_is_unavailable_and_a_real_failure_is_internal() {
+        let closed = Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection,
+            Box::new("server closed the connection unexpectedly".to_owned()),
+        );
+        let goodbye = Error::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new("terminating connection due to administrator command".to_owned()),
+        );
+        for lost in [closed, goodbye, Error::BrokenTransactionManager] {
+            let error = ApiError::from(lost);
+            assert_eq!(error.problem_type(), ProblemType::Unavailable);
+            let response = error.error_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(
+                response.headers().get(header::RETRY_AFTER).unwrap(),
+                &UNAVAILABLE_RETRY_AFTER.to_string()
+            );
+        }
+        let syntax = Error::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new("syntax error at or near \"SELEC\"".to_owned()),
+        );
+        assert_eq!(ApiError::from(syntax).problem_type(), ProblemType::Internal);
+        assert_eq!(
+            ApiError::from(Error::NotFound).problem_type(),
+            ProblemType::Internal
+        );
     }
 }

@@ -261,8 +261,9 @@ pub struct UpdateNode {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub contact_email: Option<Option<String>>,
-    /// Suspending a node refuses the check for its whole subtree without changing anything below
-    /// it. Only an admin above the node may change it.
+    /// Suspending a node refuses the check for its whole subtree and makes the subtree read-only
+    /// (`node-suspended`), without changing anything below it. Only an admin above the node (and
+    /// outside any suspension) may change it.
     pub status: Option<NodeStatus>,
     /// Customers only: how many aliases one mailbox may have, 0–1000.
     pub max_aliases_per_mailbox: Option<i32>,

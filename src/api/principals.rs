@@ -418,7 +418,16 @@ pub async fn update_account(
                 }
                 principal.visible(Some(node))?;
             } else {
-                principal.may_administer(Some(node), Reach::SelfOrBelow)?;
+                // Only disabling takes access away, and works in a suspended subtree too.
+                let only_disables = body.disabled == Some(true)
+                    && body.role.is_none()
+                    && email.is_none()
+                    && hash.is_none();
+                if only_disables {
+                    principal.may_revoke(Some(node))?;
+                } else {
+                    principal.may_administer(Some(node), Reach::SelfOrBelow)?;
+                }
                 may_give(&principal, account.role)?;
                 if let Some(role) = body.role {
                     may_give(&principal, role)?;
@@ -492,7 +501,8 @@ pub async fn delete_account(
     store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
             let (account, node) = visible_account(conn, &principal, id)?;
-            principal.may_administer(Some(node), Reach::SelfOrBelow)?;
+            // Taking access away works in a suspended subtree too.
+            principal.may_revoke(Some(node))?;
             may_give(&principal, account.role)?;
             if principal.actor == Actor::Account(account.id) {
                 return Err(ApiError::Forbidden(
@@ -702,7 +712,8 @@ pub async fn revoke_api_key(
         write_tx(conn, |conn| {
             let key = api_keys::find(conn, id)?.ok_or(ApiError::NotFound)?;
             let node = principal.visible(nodes::find(conn, key.node_id)?)?;
-            principal.may_administer(Some(node), Reach::SelfOrBelow)?;
+            // Taking access away works in a suspended subtree too.
+            principal.may_revoke(Some(node))?;
             may_give(&principal, key.role)?;
             if key.revoked_at.is_none() {
                 let mut revoked = key.clone();

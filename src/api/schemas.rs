@@ -57,7 +57,7 @@ enum_schema!(
     NodeKind => [NodeKind::Owner, NodeKind::Reseller, NodeKind::Customer]
         "`owner` (the root, once), `reseller` (may have children) or `customer` (a leaf).",
     NodeStatus => [NodeStatus::Active, NodeStatus::Suspended]
-        "A suspended node and everything under it is refused by the check.",
+        "A suspended node and everything under it is refused by the check and read-only (`node-suspended`).",
     Role => [Role::Admin, Role::Manager, Role::Viewer, Role::Check]
         "`admin`, `manager`, `viewer` or `check` (the check endpoints only).",
     Direction => [Direction::Inbound, Direction::Outbound]

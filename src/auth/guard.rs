@@ -12,6 +12,29 @@
 //! | read the licence | any role but `check` at the owner |
 //! | set the licence, change the module catalogue | `admin` at the owner |
 //! | read the module catalogue | any role but `check`, anywhere |
+//!
+//! **Suspension makes a subtree read-only.** A node is suspended when it or any ancestor has status
+//! `suspended` (`Node::suspended_by`, read in the same statement as the node). Then:
+//!
+//! | action on a node in a suspended subtree | |
+//! |---|---|
+//! | every read | allowed |
+//! | create children, change details, accounts, API keys; domains, mailboxes, aliases, groups, modules, imports (creating *and* disabling or deleting them) | refused, `node-suspended` ([`Principal::may_manage`], [`Principal::may_administer`] with [`Reach::SelfOrBelow`]) |
+//! | change status (lift), delete, move out, grant or lower allocations | allowed to an admin standing above every suspended node of the target's lineage; refused to one inside the suspension ([`Reach::Below`]) |
+//! | change one's own password or email | allowed (it is not growth; `Principal::visible` only) |
+//! | disable or delete an account, revoke an API key | allowed ([`Principal::may_revoke`]): taking access away is security, never growth |
+//!
+//! Shrinking content (disabling or deleting a mailbox, a domain) is refused too: a suspension is a
+//! freeze, also for an abuse case whose evidence must stay; the admin above may lift it, or delete
+//! the node. Raising an allocation from above is allowed: it is the reseller's deliberate grant,
+//! and the customer cannot use it before the suspension is lifted.
+//!
+//! Races: every write reads its target node inside its write transaction, so the check sees every
+//! suspension committed before that read. On SQLite a write transaction excludes every other
+//! writer. On PostgreSQL a write whose target is the suspended node or its child (the rows
+//! `nodes::find_locked` and `nodes::lock` take) waits for the suspension and then re-reads; a write
+//! deeper down that read its lineage just before a suspension committed may commit just after it:
+//! it is then ordered before the suspension, exactly as if it had arrived a moment earlier.
 
 use super::Principal;
 use crate::domain::roles::Role;
@@ -48,27 +71,66 @@ impl Principal {
     }
 
     /// `node` for managing what a customer holds (domains, mailboxes, modules): an admin or a
-    /// manager at the node or above.
+    /// manager at the node or above, and the node not in a suspended subtree.
     pub fn may_manage(&self, node: Option<Node>) -> Result<Node, ApiError> {
         let node = self.may_read(node)?;
         if !matches!(self.role, Role::Admin | Role::Manager) {
             return Err(forbidden("Only an admin or a manager may do this."));
         }
-        Ok(node)
+        writable(node)
     }
 
-    /// `node` for an admin's action at the given reach.
+    /// `node` for an admin's action at the given reach. At [`Reach::SelfOrBelow`] the node must
+    /// not lie in a suspended subtree; at [`Reach::Below`] (status, move, delete, allocations) the
+    /// admin must stand above every suspended node of its lineage.
     pub fn may_administer(&self, node: Option<Node>, reach: Reach) -> Result<Node, ApiError> {
-        let node = self.may_read(node)?;
-        if self.role != Role::Admin {
-            return Err(forbidden("Only an admin may do this."));
-        }
+        let node = self.may_admin(node)?;
         if reach == Reach::Below && node.id == self.node_id {
             return Err(forbidden(
                 "A node's own admins cannot change its status or allocations, move it or delete it; an admin above it can.",
             ));
         }
+        match reach {
+            Reach::SelfOrBelow => writable(node),
+            Reach::Below => self.above_suspension(node),
+        }
+    }
+
+    /// `node` for taking access away at it (disabling or deleting an account, revoking an API
+    /// key): an admin at the node or above, suspended or not.
+    pub fn may_revoke(&self, node: Option<Node>) -> Result<Node, ApiError> {
+        self.may_admin(node)
+    }
+
+    fn may_admin(&self, node: Option<Node>) -> Result<Node, ApiError> {
+        let node = self.may_read(node)?;
+        if self.role != Role::Admin {
+            return Err(forbidden("Only an admin may do this."));
+        }
         Ok(node)
+    }
+
+    /// `node`, unless the principal's own node lies in the suspended subtree that covers it. The
+    /// topmost suspended node is the one to test: the principal is inside some suspension of the
+    /// lineage exactly when it is inside the topmost one.
+    fn above_suspension(&self, node: Node) -> Result<Node, ApiError> {
+        if let Some(by) = node.suspended_by {
+            let inside = node
+                .path_of(by)
+                .is_none_or(|path| self.node_path.starts_with(path));
+            if inside {
+                return Err(ApiError::NodeSuspended(by));
+            }
+        }
+        Ok(node)
+    }
+}
+
+/// `node`, unless it lies in a suspended subtree.
+fn writable(node: Node) -> Result<Node, ApiError> {
+    match node.suspended_by {
+        Some(by) => Err(ApiError::NodeSuspended(by)),
+        None => Ok(node),
     }
 }
 

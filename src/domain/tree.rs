@@ -26,8 +26,8 @@ impl NodeKind {
 }
 
 text_enum! {
-    /// A suspended node, and everything under it, is refused by the check; nothing below it
-    /// changes.
+    /// A suspended node, and everything under it, is refused by the check and read-only (see
+    /// `auth::guard`); nothing below it changes.
     pub enum NodeStatus {
         Active = "active",
         Suspended = "suspended",

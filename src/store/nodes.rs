@@ -25,6 +25,9 @@ pub struct Node {
     pub contact_phone: Option<String>,
     pub contact_email: Option<String>,
     pub status: NodeStatus,
+    /// The topmost node of its lineage (itself included) whose status is `suspended`: while there
+    /// is one, the node is read-only (see `auth::guard`). Read in the same statement as the node.
+    pub suspended_by: Option<NodeId>,
     /// A customer setting: how many aliases one of its mailboxes may have.
     pub max_aliases_per_mailbox: i32,
     /// A customer setting: whether a check may enrol a sender it has not seen before.
@@ -62,9 +65,33 @@ struct NodeRow {
     updated_at: NaiveDateTime,
 }
 
-impl TryFrom<NodeRow> for Node {
+/// The id of the topmost suspended node whose path is a prefix of the row's (the row itself
+/// included), as a scalar subquery on the outer `nodes` row. A prefix of a path sorts before it, so
+/// the first in path order is the topmost. It scans only the partial index `nodes_suspended`
+/// (live suspended nodes), from its start up to the row's own path.
+type SuspendedBy = diesel::expression::SqlLiteral<diesel::sql_types::Nullable<Text>>;
+fn suspended_by() -> SuspendedBy {
+    diesel::dsl::sql(
+        "(SELECT s.id FROM nodes s \
+          WHERE s.status = 'suspended' AND s.deleted_at IS NULL \
+            AND s.path <= nodes.path AND substr(nodes.path, 1, length(s.path)) = s.path \
+          ORDER BY s.path LIMIT 1)",
+    )
+}
+
+/// What every query that loads a [`Node`] selects.
+fn node_select() -> (
+    diesel::dsl::AsSelect<NodeRow, super::DbBackend>,
+    SuspendedBy,
+) {
+    (NodeRow::as_select(), suspended_by())
+}
+
+type Loaded = (NodeRow, Option<String>);
+
+impl TryFrom<Loaded> for Node {
     type Error = diesel::result::Error;
-    fn try_from(row: NodeRow) -> Result<Self, Self::Error> {
+    fn try_from((row, suspended_by): Loaded) -> Result<Self, Self::Error> {
         Ok(Node {
             id: row.id.parse().map_err(corrupt)?,
             parent_id: row
@@ -79,6 +106,10 @@ impl TryFrom<NodeRow> for Node {
             contact_phone: row.contact_phone,
             contact_email: row.contact_email,
             status: row.status.parse().map_err(corrupt)?,
+            suspended_by: suspended_by
+                .map(|id| id.parse())
+                .transpose()
+                .map_err(corrupt)?,
             max_aliases_per_mailbox: row.max_aliases_per_mailbox,
             auto_enrol: row.auto_enrol,
             inbound_recipients: row.inbound_recipients.parse().map_err(corrupt)?,
@@ -95,8 +126,8 @@ pub fn find(conn: &mut DbConnection, id: NodeId) -> QueryResult<Option<Node>> {
     nodes::table
         .find(id.to_string())
         .filter(nodes::deleted_at.is_null())
-        .select(NodeRow::as_select())
-        .first(conn)
+        .select(node_select())
+        .first::<Loaded>(conn)
         .optional()?
         .map(Node::try_from)
         .transpose()
@@ -105,8 +136,8 @@ pub fn find(conn: &mut DbConnection, id: NodeId) -> QueryResult<Option<Node>> {
 pub fn owner(conn: &mut DbConnection) -> QueryResult<Option<Node>> {
     nodes::table
         .filter(nodes::kind.eq(NodeKind::Owner.as_str()))
-        .select(NodeRow::as_select())
-        .first(conn)
+        .select(node_select())
+        .first::<Loaded>(conn)
         .optional()?
         .map(Node::try_from)
         .transpose()
@@ -126,6 +157,7 @@ pub fn insert_owner(conn: &mut DbConnection, name: &str) -> QueryResult<Node> {
         contact_phone: None,
         contact_email: None,
         status: NodeStatus::Active,
+        suspended_by: None,
         max_aliases_per_mailbox: DEFAULT_MAX_ALIASES,
         auto_enrol: true,
         inbound_recipients: InboundRecipients::default(),
@@ -154,6 +186,22 @@ impl Node {
     /// Whether `other` is this node or lies below it.
     pub fn contains(&self, other: &Node) -> bool {
         other.path.starts_with(&self.path)
+    }
+
+    /// The path of `ancestor` (this node or one above it), a prefix of this node's path.
+    pub fn path_of(&self, ancestor: NodeId) -> Option<&str> {
+        let segment = format!("/{ancestor}/");
+        self.path
+            .find(&segment)
+            .map(|at| &self.path[..at + segment.len()])
+    }
+
+    /// Keeps `suspended_by` true after the node's own status changed: a suspended ancestor still
+    /// covers it; otherwise it is covered by itself or by nothing.
+    fn refresh_suspension(&mut self) {
+        if self.suspended_by.is_none_or(|by| by == self.id) {
+            self.suspended_by = (self.status == NodeStatus::Suspended).then_some(self.id);
+        }
     }
 
     /// The ids from the root down to this node, itself included.
@@ -241,6 +289,7 @@ pub fn insert_child(conn: &mut DbConnection, parent: &Node, new: NewNode) -> Que
         contact_phone: new.contact_phone,
         contact_email: new.contact_email,
         status: NodeStatus::Active,
+        suspended_by: parent.suspended_by,
         max_aliases_per_mailbox: DEFAULT_MAX_ALIASES,
         auto_enrol: true,
         inbound_recipients: InboundRecipients::default(),
@@ -318,7 +367,7 @@ pub fn children(
     let mut query = nodes::table
         .filter(nodes::parent_id.eq(parent.to_string()))
         .filter(nodes::deleted_at.is_null())
-        .select(NodeRow::as_select())
+        .select(node_select())
         .order(nodes::id)
         .limit(limit)
         .into_boxed();
@@ -339,7 +388,11 @@ pub fn children(
     if let Some(after) = after {
         query = query.filter(nodes::id.gt(after.to_owned()));
     }
-    query.load(conn)?.into_iter().map(Node::try_from).collect()
+    query
+        .load::<Loaded>(conn)?
+        .into_iter()
+        .map(Node::try_from)
+        .collect()
 }
 
 /// The fields a PATCH may change; `None` leaves a field as it is, `Some(None)` clears it.
@@ -390,6 +443,7 @@ impl NodeChanges {
 
 /// Writes `node`'s mutable fields, bumping its version.
 pub fn save(conn: &mut DbConnection, node: &mut Node) -> QueryResult<()> {
+    node.refresh_suspension();
     node.version += 1;
     node.updated_at = super::now();
     diesel::update(nodes::table.find(node.id.to_string()))
@@ -458,6 +512,8 @@ pub fn reparent(conn: &mut DbConnection, node: &mut Node, new_parent: &Node) -> 
     .execute(conn)?;
     node.parent_id = Some(new_parent.id);
     node.path = new_prefix;
+    // Its lineage is the new parent's now: `save` adds the node's own suspension.
+    node.suspended_by = new_parent.suspended_by;
     diesel::update(nodes::table.find(node.id.to_string()))
         .set(nodes::parent_id.eq(new_parent.id.to_string()))
         .execute(conn)?;
@@ -468,8 +524,8 @@ pub fn reparent(conn: &mut DbConnection, node: &mut Node, new_parent: &Node) -> 
 pub fn all(conn: &mut DbConnection) -> QueryResult<Vec<Node>> {
     nodes::table
         .filter(nodes::deleted_at.is_null())
-        .select(NodeRow::as_select())
-        .load(conn)?
+        .select(node_select())
+        .load::<Loaded>(conn)?
         .into_iter()
         .map(Node::try_from)
         .collect()

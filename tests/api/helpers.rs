@@ -167,16 +167,22 @@ fn client() -> reqwest::ClientBuilder {
 
 /// Another allot process on `first`'s database, as a second instance behind a load balancer.
 pub async fn spawn_another(first: &TestApp) -> TestApp {
-    let config = test_config(&first.database_url);
-    let (pool, keys, _) = startup::prepare(&config).expect("the second app prepares");
-    let app = Application::build(config, pool, keys).expect("the second app builds");
+    spawn_app_on(&first.database_url, |_| {}).await
+}
+
+/// An allot on a database the caller owns (another instance's, or a private server's).
+pub async fn spawn_app_on(database_url: &str, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = test_config(database_url);
+    adjust(&mut config);
+    let (pool, keys, _) = startup::prepare(&config).expect("the app prepares");
+    let app = Application::build(config, pool, keys).expect("the app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
         client: client().build().expect("a client"),
-        database_url: first.database_url.clone(),
+        database_url: database_url.to_owned(),
         handle,
         _db: None,
     }

@@ -19,5 +19,7 @@ mod modules;
 mod mta;
 mod nodes;
 mod openapi;
+mod outage;
 mod principals;
 mod route_test;
+mod suspension;

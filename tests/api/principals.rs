@@ -35,7 +35,7 @@ fn fields(problem: &Value) -> Vec<&str> {
 }
 
 /// Logs in and returns a caller with the token.
-async fn login<'a>(app: &'a TestApp, username: &str, password: &str) -> Caller<'a> {
+pub async fn login<'a>(app: &'a TestApp, username: &str, password: &str) -> Caller<'a> {
     login_flagged(app, username, password).await.0
 }
 
