@@ -41,7 +41,9 @@ async fn answered(what: &str, response: reqwest::Response) -> Result<u16, TestCa
         prop_assert!(problem["type"].is_string(), "{what}: {status} {body}");
         if let Some(errors) = problem["errors"].as_array() {
             prop_assert!(
-                errors.iter().all(|e| e["field"].as_str().is_some_and(|f| !f.is_empty())),
+                errors
+                    .iter()
+                    .all(|e| e["field"].as_str().is_some_and(|f| !f.is_empty())),
                 "{what}: a field error without a field: {body}"
             );
         }
@@ -135,7 +137,8 @@ fn fuzz_http_bodies_and_queries() {
     ];
     let count = routes.len();
     let valid: Vec<Value> = routes.iter().map(|r| r.2.clone()).collect();
-    let input = (0..count).prop_flat_map(move |i| (Just(i), prop_oneof![json(), mutated(valid[i].clone())]));
+    let input = (0..count)
+        .prop_flat_map(move |i| (Just(i), prop_oneof![json(), mutated(valid[i].clone())]));
     fuzz("HTTP JSON bodies", CASES * 2, input, |(i, body)| {
         let (method, path, _) = &routes[i];
         send(

@@ -233,7 +233,11 @@ fn places(value: &Value, at: String, out: &mut Vec<String>) {
     match value {
         Value::Object(map) => {
             for (k, v) in map {
-                places(v, format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), out);
+                places(
+                    v,
+                    format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                    out,
+                );
             }
         }
         Value::Array(items) => {
