@@ -176,7 +176,10 @@ mod tests {
     #[test]
     fn an_unknown_field_is_refused_naming_it() {
         assert_eq!(field(br#"{"name":"a","admin":true}"#), "admin");
-        assert_eq!(field(br#"{"name":"a","route":{"port":25,"x":1}}"#), "route.x");
+        assert_eq!(
+            field(br#"{"name":"a","route":{"port":25,"x":1}}"#),
+            "route.x"
+        );
         assert_eq!(field(br#"{"name":"a","a`b, c":1}"#), "a`b, c");
         assert_eq!(field(br#"{"name":"a","":1}"#), "body");
     }
