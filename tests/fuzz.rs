@@ -109,6 +109,8 @@ fn fuzz_mail_addresses() {
     });
 }
 
+type FieldParser = fn(&str) -> Result<String, String>;
+
 #[test]
 fn fuzz_field_parsers() {
     use allot::api::common::{PageRequest, parse_active};
@@ -129,7 +131,7 @@ fn fuzz_field_parsers() {
     );
     fuzz("field parsers", CASES, input, |(raw, limit, cursor)| {
         // Each accepted value is a fixed point: parsing it again changes nothing.
-        let parsers: [(&str, fn(&str) -> Result<String, String>); 4] = [
+        let parsers: [(&str, FieldParser); 4] = [
             ("name", tree::parse_name),
             ("phone", tree::parse_phone),
             ("email", tree::parse_email),

@@ -170,7 +170,7 @@ fn fuzz_http_bodies_and_queries() {
         send(Method::POST, &import, "text/csv", bytes).map(drop)
     });
 
-    let lists = vec![
+    let lists = [
         format!("/v1/nodes/{}/children", tree.owner),
         format!("/v1/nodes/{}/mailboxes", tree.owner),
         format!("/v1/nodes/{}/domains", tree.c1),
