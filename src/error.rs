@@ -297,7 +297,8 @@ impl ProblemType {
 }
 
 /// One field that failed validation. `field` is a path into the body (`route.port`,
-/// `checks[3].address`) or the name of a query parameter.
+/// `checks[3].address`), `body` when the body as a whole has the wrong type (an array where an
+/// object belongs), or the name of a query parameter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FieldError {
     pub field: String,

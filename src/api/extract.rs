@@ -77,7 +77,8 @@ fn is_json(req: &HttpRequest) -> bool {
 /// Parses a JSON body, telling syntax errors (400) from shape errors (422, with the field's path).
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+    let strict = super::strict::Strict(&mut deserializer);
+    let value = serde_path_to_error::deserialize(strict).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         match inner.classify() {
@@ -94,16 +95,21 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// The field a body of the wrong type as a whole (`[]` where an object belongs) is reported at.
+pub const BODY_FIELD: &str = "body";
+
 /// The failing field's path. serde reports a missing field at its parent, naming it only in the
-/// message ("missing field `name`"), so the name is appended here.
+/// message ("missing field `name`"), so the name is appended here. An error at the top that
+/// names nothing (a body of the wrong type) is the body's own: [`BODY_FIELD`].
 fn field_of(path: &str, message: &str) -> String {
     let parent = if path == "." { "" } else { path };
     let missing = message
         .strip_prefix("missing field `")
         .and_then(|rest| rest.split('`').next());
-    match missing {
+    match missing.filter(|name| !name.is_empty()) {
         Some(name) if parent.is_empty() => name.to_owned(),
         Some(name) => format!("{parent}.{name}"),
+        None if parent.is_empty() => BODY_FIELD.to_owned(),
         None => parent.to_owned(),
     }
 }
@@ -160,10 +166,55 @@ mod tests {
         assert_eq!(errors[0].field, "route.port");
     }
 
+    fn field(body: &[u8]) -> String {
+        match parse::<Body>(body).unwrap_err() {
+            ApiError::Validation(errors) => errors[0].field.clone(),
+            err => panic!("expected a validation error, got {err:?}"),
+        }
+    }
+
     #[test]
-    fn an_unknown_field_is_refused() {
-        let err = parse::<Body>(br#"{"name":"a","admin":true}"#).unwrap_err();
-        assert!(matches!(err, ApiError::Validation(_)), "{err:?}");
+    fn an_unknown_field_is_refused_naming_it() {
+        assert_eq!(field(br#"{"name":"a","admin":true}"#), "admin");
+        assert_eq!(
+            field(br#"{"name":"a","route":{"port":25,"x":1}}"#),
+            "route.x"
+        );
+        assert_eq!(field(br#"{"name":"a","a`b, c":1}"#), "a`b, c");
+        assert_eq!(field(br#"{"name":"a","":1}"#), "body");
+    }
+
+    #[test]
+    fn a_body_of_the_wrong_type_is_named_body() {
+        // Found by fuzzing (tests/fuzz.rs): `null`, `0` or `[]` as the body was reported with an
+        // empty field name.
+        for body in [b"null".as_slice(), b"0", b"[]", br#""name""#] {
+            assert_eq!(field(body), "body", "{}", String::from_utf8_lossy(body));
+        }
+        assert_eq!(field(br#"{"name":"a","route":[]}"#), "route");
+    }
+
+    #[test]
+    fn a_struct_is_taken_from_an_object_only() {
+        // Found by fuzzing (tests/fuzz.rs): serde fills a struct from an array by position, so
+        // `["a"]` was accepted as `{"name": "a"}`, and `["a", null, 1]` was "not valid JSON".
+        assert_eq!(field(br#"["a"]"#), "body");
+        assert_eq!(field(br#"["a", null, 1]"#), "body");
+        assert_eq!(field(br#"{"name":"a","route":[25]}"#), "route");
+        #[derive(Debug, serde::Deserialize)]
+        #[expect(dead_code, reason = "fields exist to be deserialised")]
+        struct Batch {
+            routes: Vec<Route>,
+            default: Option<Route>,
+        }
+        let err = parse::<Batch>(br#"{"routes":[{"port":1},[2]]}"#).unwrap_err();
+        let ApiError::Validation(errors) = err else {
+            panic!("expected a validation error, got {err:?}")
+        };
+        assert_eq!(errors[0].field, "routes[1]");
+        assert!(parse::<Batch>(br#"{"routes":[],"default":[3]}"#).is_err());
+        let batch = parse::<Batch>(br#"{"routes":[{"port":1}],"default":{"port":2}}"#);
+        assert!(batch.is_ok(), "{batch:?}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod modules;
 pub mod nodes;
 pub mod principals;
 pub mod schemas;
+mod strict;
 pub mod usage;
 
 use actix_web::App;

@@ -681,4 +681,123 @@ mod tests {
             "action=DUNNO\n\n"
         );
     }
+
+    /// The policy listener's line reader on arbitrary input (the other policy harnesses are in
+    /// `tests/fuzz.rs`): `PROPTEST_CASES` sets the cases, `bench/fuzz.sh` runs it long.
+    mod fuzz {
+        use std::collections::VecDeque;
+        use std::pin::Pin;
+        use std::task::{Context, Poll};
+
+        use proptest::prelude::*;
+        use tokio::io::{AsyncRead, ReadBuf};
+
+        use super::*;
+
+        /// A peer that sends its bytes in the given pieces, one piece per read at most.
+        struct Pieces(VecDeque<Vec<u8>>);
+
+        impl AsyncRead for Pieces {
+            fn poll_read(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                if let Some(mut piece) = self.0.pop_front() {
+                    let n = piece.len().min(buf.remaining());
+                    buf.put_slice(&piece[..n]);
+                    if n < piece.len() {
+                        self.0.push_front(piece.split_off(n));
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+        }
+
+        fn pieces(bytes: &[u8], cuts: &[prop::sample::Index]) -> Pieces {
+            let mut at: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+            at.sort_unstable();
+            let mut out = VecDeque::new();
+            let mut start = 0;
+            for cut in at.into_iter().chain([bytes.len()]) {
+                if cut > start {
+                    out.push_back(bytes[start..cut].to_vec());
+                }
+                start = cut;
+            }
+            Pieces(out)
+        }
+
+        /// Everything the reader makes of `peer`, until it stops.
+        fn read_all(peer: Pieces) -> (Vec<Vec<Vec<u8>>>, bool) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let mut reader = BufReader::new(peer);
+                let mut requests = Vec::new();
+                loop {
+                    match read_request(&mut reader).await.unwrap() {
+                        Incoming::Request(lines) => {
+                            assert!(lines.len() <= MAX_ATTRIBUTES);
+                            let size: usize = lines.iter().map(|l| l.len() + 1).sum();
+                            assert!(size <= MAX_REQUEST);
+                            for line in &lines {
+                                assert!(line.len() <= MAX_LINE && !line.is_empty());
+                                assert!(!line.contains(&b'\n'));
+                            }
+                            requests.push(lines);
+                        }
+                        Incoming::Gone => return (requests, false),
+                        Incoming::TooLarge => return (requests, true),
+                    }
+                }
+            })
+        }
+
+        fn line() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                8 => "[a-z_]{1,20}=[ -~]{0,60}".prop_map(String::into_bytes),
+                // Any bytes but a line end; a line cannot end in `\r` (the reader takes it for
+                // half of a CRLF), nor be empty (that ends the request).
+                1 => prop::collection::vec(any::<u8>().prop_filter("not a line end", |b| *b != b'\n'), 1..100)
+                    .prop_filter("no CR at the end", |l| l.last() != Some(&b'\r')),
+                1 => (MAX_LINE - 2..=MAX_LINE + 2).prop_map(|n| vec![b'x'; n]),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn fuzz_policy_reader_arbitrary_bytes(
+                bytes in prop::collection::vec(any::<u8>(), 0..2000),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
+            ) {
+                // The same bytes, whole or in pieces: the same requests, within every cap.
+                let whole = read_all(pieces(&bytes, &[]));
+                prop_assert_eq!(read_all(pieces(&bytes, &cuts)), whole);
+            }
+
+            #[test]
+            fn fuzz_policy_reader_reassembles_requests(
+                requests in prop::collection::vec(prop::collection::vec(line(), 0..8), 0..4),
+                crlf in any::<bool>(),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
+            ) {
+                let end: &[u8] = if crlf { b"\r\n" } else { b"\n" };
+                let mut wire = Vec::new();
+                for request in &requests {
+                    for line in request {
+                        wire.extend_from_slice(line);
+                        wire.extend_from_slice(end);
+                    }
+                    wire.extend_from_slice(end);
+                }
+                let (got, too_large) = read_all(pieces(&wire, &cuts));
+                let fits = |l: &Vec<u8>| l.len() <= MAX_LINE;
+                let whole = requests.iter().take_while(|r| r.iter().all(fits)).count();
+                prop_assert_eq!(&got[..], &requests[..whole]);
+                prop_assert_eq!(too_large, whole < requests.len());
+            }
+        }
+    }
 }

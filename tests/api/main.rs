@@ -9,6 +9,7 @@ mod dns;
 mod domains;
 mod edge;
 mod errors;
+mod fuzz;
 mod health;
 mod helpers;
 mod idempotency;
