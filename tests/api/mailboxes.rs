@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use crate::helpers::{Caller, Tree, assert_problem, seed_tree, spawn_app};
 
 /// The tree with a domain for C1 and one for C2.
-async fn with_domains(admin: &Caller<'_>) -> Tree {
+pub(crate) async fn with_domains(admin: &Caller<'_>) -> Tree {
     let tree = seed_tree(admin).await;
     admin
         .expect(
@@ -766,7 +766,7 @@ async fn over_long_strings_control_characters_and_broken_utf8_change_nothing() {
     app.assert_verified();
 }
 
-async fn import(
+pub(crate) async fn import(
     admin: &Caller<'_>,
     node: &str,
     query: &str,

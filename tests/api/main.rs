@@ -11,6 +11,7 @@ mod edge;
 mod errors;
 mod health;
 mod helpers;
+mod identity;
 mod idempotency;
 mod mail_flow;
 mod mailboxes;

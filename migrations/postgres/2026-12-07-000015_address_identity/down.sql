@@ -9,8 +9,8 @@ DROP TRIGGER changes_nodes ON nodes;
 CREATE TRIGGER changes_nodes
     AFTER INSERT OR UPDATE OF parent_id, kind, status, deleted_at, auto_enrol, inbound_recipients, role_recipient
     ON nodes FOR EACH ROW EXECUTE FUNCTION allot_record_change('node', 'id');
-DROP INDEX aliases_address_key;
+DROP INDEX aliases_identity;
 ALTER TABLE aliases DROP COLUMN address_key;
-DROP INDEX mailboxes_address_key;
+DROP INDEX mailboxes_identity;
 ALTER TABLE mailboxes DROP COLUMN address_key;
 ALTER TABLE nodes DROP COLUMN local_part_case;

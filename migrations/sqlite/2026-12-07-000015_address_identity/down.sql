@@ -20,8 +20,8 @@ DROP TRIGGER changes_nodes_update;
 CREATE TRIGGER changes_nodes_update
 AFTER UPDATE OF parent_id, kind, status, deleted_at, auto_enrol, inbound_recipients, role_recipient ON nodes
 BEGIN INSERT INTO changes (kind, id) VALUES ('node', NEW.id); END;
-DROP INDEX aliases_address_key;
+DROP INDEX aliases_identity;
 ALTER TABLE aliases DROP COLUMN address_key;
-DROP INDEX mailboxes_address_key;
+DROP INDEX mailboxes_identity;
 ALTER TABLE mailboxes DROP COLUMN address_key;
 ALTER TABLE nodes DROP COLUMN local_part_case;

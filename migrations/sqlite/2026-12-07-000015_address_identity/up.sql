@@ -9,9 +9,9 @@
 ALTER TABLE nodes ADD COLUMN local_part_case TEXT NOT NULL DEFAULT 'insensitive'
     CHECK (local_part_case IN ('insensitive', 'sensitive'));
 ALTER TABLE mailboxes ADD COLUMN address_key TEXT;
-CREATE UNIQUE INDEX mailboxes_address_key ON mailboxes (address_key);
+CREATE UNIQUE INDEX mailboxes_identity ON mailboxes (address_key);
 ALTER TABLE aliases ADD COLUMN address_key TEXT;
-CREATE UNIQUE INDEX aliases_address_key ON aliases (address_key);
+CREATE UNIQUE INDEX aliases_identity ON aliases (address_key);
 
 -- The check index keys mailboxes and aliases by their key and reads each customer's mode: the feed
 -- carries the key a row was indexed under (the old one when it changed), and a change of mode.
