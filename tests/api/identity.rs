@@ -291,6 +291,10 @@ async fn a_case_sensitive_customer_keeps_variants_apart_and_cannot_switch_back_w
         .expect(patch_case(&admin, &tree.c1, "sensitive").await, 200)
         .await;
     assert_eq!(changed["local_part_case"], "sensitive");
+    let check = |address: &str| json!({"direction": "outbound", "address": address, "enrol": false});
+    // Keyed again at once: the old key is gone from the check's index too.
+    let (_, reason, answer) = ask(&worker, check("jane@c1.example")).await;
+    assert_eq!(reason, "unknown_mailbox", "{answer}");
     let lower = admin.create_mailbox(&tree.c1, "jane@c1.example").await;
     assert_problem(
         admin
@@ -303,7 +307,6 @@ async fn a_case_sensitive_customer_keeps_variants_apart_and_cannot_switch_back_w
         "address-taken",
     )
     .await;
-    let check = |address: &str| json!({"direction": "outbound", "address": address, "enrol": false});
     let (_, reason, _) = ask(&worker, check("JANE@c1.example")).await;
     assert_eq!(reason, "unknown_mailbox", "exact comparison");
     let (_, _, answer) = ask(&worker, check("jane@c1.example")).await;
