@@ -399,7 +399,10 @@ pub async fn update_node(
                 )));
             }
             let before = audit_view(&node);
-            if let Some(case) = changes.local_part_case.filter(|c| *c != node.local_part_case) {
+            if let Some(case) = changes
+                .local_part_case
+                .filter(|c| *c != node.local_part_case)
+            {
                 // Every address is keyed again as the customer now compares local parts (under
                 // its lock, taken above): the check finds them by the new keys.
                 store::identity::rekey_customer(conn, node.id, case)?

@@ -708,7 +708,8 @@ fn enrol_in(
     if domain.verified_at.is_none() && require_verification {
         return refuse(Reason::DomainUnverified);
     }
-    if let Some((id, status)) = store::check::mailbox_at(conn, &address.key(node.local_part_case))? {
+    if let Some((id, status)) = store::check::mailbox_at(conn, &address.key(node.local_part_case))?
+    {
         // Another check (or a person) registered it first: answer for that mailbox.
         let mailbox_id: Option<MailboxId> = id.parse().ok();
         let reason = if status != "active" {

@@ -93,9 +93,10 @@ impl DomainName {
             if level <= RestrictionLevel::HighlyRestrictive {
                 continue;
             }
-            if let Some(c) = label.chars().find(|c| {
-                !unicode_security::GeneralSecurityProfile::identifier_allowed(*c)
-            }) {
+            if let Some(c) = label
+                .chars()
+                .find(|c| !unicode_security::GeneralSecurityProfile::identifier_allowed(*c))
+            {
                 return Err(format!(
                     "has the label {label:?} with {c:?} (U+{:04X}), which UTS #39 does not allow in identifiers",
                     u32::from(c)
@@ -404,7 +405,10 @@ mod identity_tests {
             key("straße@example.com", Insensitive),
             key("strasse@example.com", Insensitive)
         );
-        assert_eq!(key("ΟΔΥΣΣΕΥΣ@example.com", Insensitive), "οδυσσευς@example.com");
+        assert_eq!(
+            key("ΟΔΥΣΣΕΥΣ@example.com", Insensitive),
+            "οδυσσευς@example.com"
+        );
         // Rows written before NFC was applied get the same key as the parsed spelling.
         assert_eq!(
             stored_key("JO\u{308}RG@example.com", Insensitive).unwrap(),
@@ -416,8 +420,20 @@ mod identity_tests {
     #[test]
     fn invisible_and_bidi_control_characters_are_refused_in_local_parts() {
         for c in [
-            '\u{200b}', '\u{200c}', '\u{200d}', '\u{200e}', '\u{200f}', '\u{202a}', '\u{202e}',
-            '\u{2066}', '\u{2069}', '\u{2060}', '\u{feff}', '\u{ad}', '\u{61c}', '\u{fe0f}',
+            '\u{200b}',
+            '\u{200c}',
+            '\u{200d}',
+            '\u{200e}',
+            '\u{200f}',
+            '\u{202a}',
+            '\u{202e}',
+            '\u{2066}',
+            '\u{2069}',
+            '\u{2060}',
+            '\u{feff}',
+            '\u{ad}',
+            '\u{61c}',
+            '\u{fe0f}',
             '\u{e0041}',
         ] {
             let err = MailAddress::parse(&format!("ja{c}ne@example.com")).unwrap_err();
@@ -434,7 +450,10 @@ mod identity_tests {
         let err = check("p\u{430}ypal.example").unwrap_err();
         assert!(err.contains("p\u{430}ypal"), "{err}");
         assert!(err.contains("Cyrillic") && err.contains("Latin"), "{err}");
-        assert!(check("xn--pypal-4ve.example").is_err(), "the ASCII form too");
+        assert!(
+            check("xn--pypal-4ve.example").is_err(),
+            "the ASCII form too"
+        );
         assert!(check("\u{3b1}bc.example").is_err(), "Greek with Latin");
         for fine in [
             "example.com",

@@ -134,7 +134,11 @@ pub fn address_taken(
     ))
     .get_result(conn)?;
     let as_alias: bool = diesel::select(diesel::dsl::exists(
-        aliases::table.filter(aliases::address_key.eq(&key).or(aliases::address.eq(&stored))),
+        aliases::table.filter(
+            aliases::address_key
+                .eq(&key)
+                .or(aliases::address.eq(&stored)),
+        ),
     ))
     .get_result(conn)?;
     Ok(as_mailbox || as_alias)

@@ -697,7 +697,11 @@ pub(crate) fn free_port() -> std::net::SocketAddr {
 }
 
 /// Writes `request` and reads until `terminator` ends what was read.
-pub(crate) async fn exchange(stream: &mut tokio::net::TcpStream, request: &[u8], terminator: &[u8]) -> String {
+pub(crate) async fn exchange(
+    stream: &mut tokio::net::TcpStream,
+    request: &[u8],
+    terminator: &[u8],
+) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     stream.write_all(request).await.unwrap();
     let mut answer = Vec::new();

@@ -99,12 +99,17 @@ async fn case_and_normalisation_variants_are_one_address_and_invisible_character
         .await;
         assert_eq!(body["errors"][0]["field"], "address", "{body}");
         assert!(
-            body["errors"][0]["message"].as_str().unwrap().contains(code),
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains(code),
             "{body}"
         );
     }
     // Straße and strasse are two spellings, not two cases.
-    admin.create_mailbox(&tree.c1, "stra\u{df}e@c1.example").await;
+    admin
+        .create_mailbox(&tree.c1, "stra\u{df}e@c1.example")
+        .await;
     admin.create_mailbox(&tree.c1, "strasse@c1.example").await;
     assert_eq!(
         addresses(&admin, &tree.c1).await,
@@ -176,10 +181,14 @@ async fn checks_and_enrolments_of_variants_find_one_mailbox_taking_one_seat() {
     let (app, dns) = spawn().await;
     let (admin, tree) = setup(&app, &dns).await;
     let worker = check_key(&app, &admin, &tree.owner).await;
-    let outbound = |address: &str| json!({"direction": "outbound", "address": address, "enrol": true});
+    let outbound =
+        |address: &str| json!({"direction": "outbound", "address": address, "enrol": true});
 
     let (verdict, _, first) = ask(&worker, outbound("Jane@c1.example")).await;
-    assert_eq!((verdict.as_str(), &first["enrolled"]), ("accept", &json!(true)));
+    assert_eq!(
+        (verdict.as_str(), &first["enrolled"]),
+        ("accept", &json!(true))
+    );
     let (_, _, jorg) = ask(&worker, outbound(NFD_JORG)).await;
     assert_eq!(jorg["enrolled"], true);
     for (variant, same) in [
@@ -284,14 +293,20 @@ async fn a_case_sensitive_customer_keeps_variants_apart_and_cannot_switch_back_w
         .expect(admin.get(&format!("/v1/nodes/{}", tree.owner)).await, 200)
         .await;
     assert!(owner.get("local_part_case").is_none(), "a customer setting");
-    assert_problem(patch_case(&admin, &tree.a, "sensitive").await, 422, "validation-failed").await;
+    assert_problem(
+        patch_case(&admin, &tree.a, "sensitive").await,
+        422,
+        "validation-failed",
+    )
+    .await;
 
     admin.create_mailbox(&tree.c1, "Jane@c1.example").await;
     let changed = admin
         .expect(patch_case(&admin, &tree.c1, "sensitive").await, 200)
         .await;
     assert_eq!(changed["local_part_case"], "sensitive");
-    let check = |address: &str| json!({"direction": "outbound", "address": address, "enrol": false});
+    let check =
+        |address: &str| json!({"direction": "outbound", "address": address, "enrol": false});
     // Keyed again at once: the old key is gone from the check's index too.
     let (_, reason, answer) = ask(&worker, check("jane@c1.example")).await;
     assert_eq!(reason, "unknown_mailbox", "{answer}");
@@ -343,7 +358,10 @@ async fn a_case_sensitive_customer_keeps_variants_apart_and_cannot_switch_back_w
         )
         .await;
     admin
-        .expect(admin.delete(&format!("/v1/mailboxes/{lower_id}")).await, 204)
+        .expect(
+            admin.delete(&format!("/v1/mailboxes/{lower_id}")).await,
+            204,
+        )
         .await;
     admin
         .expect(patch_case(&admin, &tree.c1, "insensitive").await, 200)
@@ -369,14 +387,21 @@ async fn a_domain_whose_label_mixes_scripts_is_refused() {
         assert_eq!(body["errors"][0]["field"], "name", "{body}");
         let message = body["errors"][0]["message"].as_str().unwrap();
         assert!(
-            message.contains("p\u{430}ypal") && message.contains("Cyrillic") && message.contains("Latin"),
+            message.contains("p\u{430}ypal")
+                && message.contains("Cyrillic")
+                && message.contains("Latin"),
             "{message}"
         );
     }
     // One script per label is fine, whichever.
-    admin.register_domain(&tree.c1, "\u{43f}\u{43e}\u{447}\u{442}\u{430}.example").await;
+    admin
+        .register_domain(&tree.c1, "\u{43f}\u{43e}\u{447}\u{442}\u{430}.example")
+        .await;
     let listed: Value = admin
-        .expect(admin.get(&format!("/v1/nodes/{}/domains", tree.c1)).await, 200)
+        .expect(
+            admin.get(&format!("/v1/nodes/{}/domains", tree.c1)).await,
+            200,
+        )
         .await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
     app.assert_verified();
@@ -411,22 +436,20 @@ async fn rows_keyed_at_start_and_verify_names_the_ones_that_are_the_same_address
     // The next start keys them.
     let second = spawn_another(&app).await;
     assert_eq!(
-        app.count_sql(
-            "SELECT COUNT(*) AS n FROM mailboxes WHERE address_key IS NULL"
-        ),
+        app.count_sql("SELECT COUNT(*) AS n FROM mailboxes WHERE address_key IS NULL"),
         0
     );
     assert_eq!(
-        app.count_sql(
-            "SELECT COUNT(*) AS n FROM mailboxes WHERE address_key = 'bob@c1.example'"
-        ),
+        app.count_sql("SELECT COUNT(*) AS n FROM mailboxes WHERE address_key = 'bob@c1.example'"),
         1
     );
     let findings = second.verify();
     assert_eq!(findings.len(), 1, "{findings:#?}");
     let ann_id = ann["id"].as_str().unwrap();
     assert!(
-        findings[0].contains(twin) && findings[0].contains(ann_id) && findings[0].contains("same address"),
+        findings[0].contains(twin)
+            && findings[0].contains(ann_id)
+            && findings[0].contains("same address"),
         "{findings:#?}"
     );
     // Nothing was deleted, and ann@ is the one the check finds.
