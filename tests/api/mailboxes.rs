@@ -155,7 +155,7 @@ async fn addresses_are_unique_and_must_be_on_the_customers_own_domains() {
             201,
         )
         .await;
-    assert_eq!(admin.usage(&tree.c1, "users").await["used"], 3);
+    assert_eq!(admin.usage(&tree.c1, "users").await["used"], 2);
     app.assert_verified();
 }
 
