@@ -139,7 +139,7 @@ fn collisions(rows: &[Keyed], case: LocalPartCase) -> Vec<serde_json::Value> {
 
 /// Gives every mailbox and alias of customer `node` the key `case` makes (the caller holds the
 /// customer's lock): the number of rows changed, or, when two of them would be the same address,
-/// each such group and nothing changed.
+/// each such group and nothing changed. (The mailboxes' keys are counted.)
 pub fn rekey_customer(
     conn: &mut DbConnection,
     node: NodeId,
@@ -151,11 +151,20 @@ pub fn rekey_customer(
         return Ok(Err(groups));
     }
     let mut changed = 0;
-    for row in &rows {
+    for row in rows.iter().filter(|r| r.kind == Kind::Mailbox) {
         let key = row.canonical(case);
         if row.key.as_deref() != Some(key.as_str()) {
             set_key(conn, row, &key)?;
             changed += 1;
+        }
+    }
+    // Every alias is written when a mailbox's key changed, even one whose own key stays: the
+    // check's index holds each alias with its mailbox's key, and only a write of the alias row
+    // puts it in the change feed to be read again.
+    for row in rows.iter().filter(|r| r.kind == Kind::Alias) {
+        let key = row.canonical(case);
+        if changed > 0 || row.key.as_deref() != Some(key.as_str()) {
+            set_key(conn, row, &key)?;
         }
     }
     Ok(Ok(changed))

@@ -300,7 +300,10 @@ async fn a_case_sensitive_customer_keeps_variants_apart_and_cannot_switch_back_w
     )
     .await;
 
-    admin.create_mailbox(&tree.c1, "Jane@c1.example").await;
+    let jane = admin.create_mailbox(&tree.c1, "Jane@c1.example").await;
+    admin
+        .add_alias(jane["id"].as_str().unwrap(), "desk@c1.example")
+        .await;
     let changed = admin
         .expect(patch_case(&admin, &tree.c1, "sensitive").await, 200)
         .await;
@@ -310,6 +313,9 @@ async fn a_case_sensitive_customer_keeps_variants_apart_and_cannot_switch_back_w
     // Keyed again at once: the old key is gone from the check's index too.
     let (_, reason, answer) = ask(&worker, check("jane@c1.example")).await;
     assert_eq!(reason, "unknown_mailbox", "{answer}");
+    // An alias whose own key stays finds its mailbox by the mailbox's new key.
+    let (_, _, answer) = ask(&worker, check("desk@c1.example")).await;
+    assert_eq!(answer["mailbox_id"], jane["id"], "{answer}");
     let lower = admin.create_mailbox(&tree.c1, "jane@c1.example").await;
     assert_problem(
         admin
