@@ -40,6 +40,7 @@ pub enum ProblemType {
     NameTaken,
     DomainTaken,
     AddressTaken,
+    AddressCollision,
     ImportFailed,
     VerificationFailed,
     RouteMissing,
@@ -77,6 +78,7 @@ impl ProblemType {
         Self::NameTaken,
         Self::DomainTaken,
         Self::AddressTaken,
+        Self::AddressCollision,
         Self::ImportFailed,
         Self::VerificationFailed,
         Self::RouteMissing,
@@ -113,6 +115,7 @@ impl ProblemType {
             Self::NameTaken => "name-taken",
             Self::DomainTaken => "domain-taken",
             Self::AddressTaken => "address-taken",
+            Self::AddressCollision => "address-collision",
             Self::ImportFailed => "import-failed",
             Self::VerificationFailed => "verification-failed",
             Self::RouteMissing => "route-missing",
@@ -150,6 +153,7 @@ impl ProblemType {
             Self::NameTaken => "The name is taken",
             Self::DomainTaken => "The domain is registered already",
             Self::AddressTaken => "The address exists already",
+            Self::AddressCollision => "Addresses would become the same",
             Self::ImportFailed => "Some rows of the import failed",
             Self::VerificationFailed => "The domain's ownership could not be proven",
             Self::RouteMissing => "The domain has no delivery route",
@@ -217,7 +221,10 @@ impl ProblemType {
                 "A verified domain belongs to one customer in the whole installation, and this one is proven already by another customer (by whom is not said), or this customer claims it already. Unproven claims block no one: the first proof wins the name."
             }
             Self::AddressTaken => {
-                "A mailbox (or alias) with this address exists already; addresses are unique across the installation."
+                "A mailbox (or alias) with this address exists already; addresses are unique across the installation. Two spellings are the same address when they differ only in Unicode normalisation (NFC), in the case of the domain, or in the case of the local part unless the customer's `local_part_case` is `sensitive`."
+            }
+            Self::AddressCollision => {
+                "The customer's mailboxes and aliases include addresses that differ only in the case of their local parts, so `local_part_case` cannot become `insensitive`: they would be one mailbox. `collisions` lists each group. Rename or delete all but one of each group first. Nothing was changed."
             }
             Self::ImportFailed => {
                 "An all-or-nothing import (`atomic=true`) had rows that failed, so nothing was imported. `rows` lists every row with its line number: `failed` ones with their own problem, `skipped` ones that were valid."
@@ -355,6 +362,11 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<Object>>)]
     pub rows: Option<Vec<serde_json::Value>>,
+    /// For `address-collision`: each group of addresses that would be one,
+    /// `{key, addresses: [{kind, id, address}]}` (`kind`: `mailbox` or `alias`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub collisions: Option<Vec<serde_json::Value>>,
 }
 
 impl Problem {
@@ -373,6 +385,7 @@ impl Problem {
             available: None,
             module: None,
             rows: None,
+            collisions: None,
         }
     }
 }
@@ -423,6 +436,8 @@ pub enum ApiError {
     AddressTaken,
     #[error("{} row(s) failed, so nothing was imported.", .0.len())]
     ImportFailed(Vec<serde_json::Value>),
+    #[error("{} group(s) of addresses differ only in the case of their local parts.", .0.len())]
+    AddressCollision(Vec<serde_json::Value>),
     #[error("{0}")]
     VerificationFailed(String),
     #[error("{0}")]
@@ -497,6 +512,7 @@ impl ApiError {
             Self::DomainTaken => ProblemType::DomainTaken,
             Self::AddressTaken => ProblemType::AddressTaken,
             Self::ImportFailed(_) => ProblemType::ImportFailed,
+            Self::AddressCollision(_) => ProblemType::AddressCollision,
             Self::VerificationFailed(_) => ProblemType::VerificationFailed,
             Self::RouteMissing(_) => ProblemType::RouteMissing,
             Self::RouteTargetForbidden(_) => ProblemType::RouteTargetForbidden,
@@ -534,6 +550,9 @@ impl ApiError {
         if let Self::ImportFailed(rows) = self {
             problem.rows = Some(rows.clone());
         }
+        if let Self::AddressCollision(groups) = self {
+            problem.collisions = Some(groups.clone());
+        }
         if let Self::QuotaExceeded(refusal) = self {
             problem.node_id = Some(refusal.node_id);
             problem.resource = Some(refusal.resource.clone());
@@ -565,6 +584,7 @@ impl ResponseError for ApiError {
             | Self::Module(_)
             | Self::DomainTaken
             | Self::AddressTaken
+            | Self::AddressCollision(_)
             | Self::VerificationFailed(_)
             | Self::RouteMissing(_) => StatusCode::CONFLICT,
             Self::RouteTargetForbidden(_) => StatusCode::UNPROCESSABLE_ENTITY,

@@ -300,7 +300,7 @@ fn respond(status: actix_web::http::StatusCode, domain: &Domain) -> HttpResponse
         (status = 201, description = "Registered, pending verification", body = DomainView, headers(("Location" = String), ("ETag" = String))),
         Guarded,
         (status = 409, description = "Verified by another customer, or claimed by this one already (`domain-taken`), or no `domains` unit free (`quota-exceeded`)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, or the node is not a customer", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields (a name with a label mixing scripts beyond UTS #39's Highly Restrictive level among them), or the node is not a customer", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/nodes/{id}/domains")]
@@ -314,7 +314,11 @@ pub async fn create_domain(
     let raw = body.raw().to_vec();
     let body = body.0;
     let mut fields = Fields::default();
-    let name = fields.check("name", DomainName::parse(&body.name));
+    // A new name must not mix scripts into a look-alike of another (UTS #39).
+    let name = fields.check(
+        "name",
+        DomainName::parse(&body.name).and_then(|name| name.check_scripts().map(|()| name)),
+    );
     let description = body
         .description
         .map(|d| fields.check("description", tree::parse_description(&d)));

@@ -201,7 +201,7 @@ fn place(
                 ),
             )
         })?;
-    if store::aliases::address_taken(conn, &new.address)? {
+    if store::aliases::address_taken(conn, &new.address, node.local_part_case)? {
         return Err(ApiError::AddressTaken);
     }
     take_seats(conn)?;
@@ -213,7 +213,7 @@ fn place(
         contact_email: new.contact_email,
         ..Mailbox::new(node.id, domain.id, new.address, origin, now)
     };
-    mailboxes::insert(conn, &mailbox)
+    mailboxes::insert(conn, &mailbox, node.local_part_case)
         .map_err(|err| ApiError::unless_unique(err, || ApiError::AddressTaken))?;
     store::modules::assign_mailbox(conn, mailbox.id, automatic)?;
     common::record(
@@ -810,7 +810,7 @@ pub async fn create_alias(
                 .into_iter()
                 .find(|d| d.name == *address.domain())
                 .ok_or_else(|| ApiError::validation("address", format!("{} is not one of this customer's domains", address.domain().unicode())))?;
-            if store::aliases::address_taken(conn, &address)? {
+            if store::aliases::address_taken(conn, &address, node.local_part_case)? {
                 return Err(ApiError::AddressTaken);
             }
             let held = store::aliases::of_mailbox(conn, mailbox.id)?.len();
@@ -828,7 +828,7 @@ pub async fn create_alias(
                 address,
                 created_at: store::now(),
             };
-            store::aliases::insert(conn, &alias).map_err(|err| ApiError::unless_unique(err, || ApiError::AddressTaken))?;
+            store::aliases::insert(conn, &alias, node.local_part_case).map_err(|err| ApiError::unless_unique(err, || ApiError::AddressTaken))?;
             common::record(conn, &principal, node.id, "alias.create", ("alias", alias.id.to_string()), None, Some(json!({"address": alias.address.stored(), "mailbox_id": mailbox.id})))?;
             Ok::<_, ApiError>(alias)
         })
@@ -1107,7 +1107,8 @@ pub async fn import_mailboxes(
             let mut outcomes = Vec::with_capacity(rows.len());
             for (line, row) in rows {
                 let placed = NewMailbox::try_from(row).and_then(|new| {
-                    if !seen.insert(new.address.stored()) {
+                    // Rows that are the same address (as the customer compares them) once.
+                    if !seen.insert(new.address.key(node.local_part_case)) {
                         return Err(ApiError::AddressTaken);
                     }
                     place(

@@ -14,7 +14,7 @@ use crate::auth::Principal;
 use crate::auth::guard::Reach;
 use crate::domain::address::MailAddress;
 use crate::domain::ids::NodeId;
-use crate::domain::mail::InboundRecipients;
+use crate::domain::mail::{InboundRecipients, LocalPartCase};
 use crate::domain::quota::{self, Grant, Span};
 use crate::domain::tree::{self, NodeKind, NodeStatus};
 use crate::error::{ApiError, FieldError, Guarded, Problem};
@@ -50,6 +50,10 @@ pub struct NodeView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, example = "it@example.com")]
     pub role_recipient: Option<Option<String>>,
+    /// Customers only: whether its addresses' local parts compare regardless of case
+    /// (`insensitive`, the default: `Jane@` and `jane@` are one mailbox) or exactly (`sensitive`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_part_case: Option<LocalPartCase>,
     /// Increases with every change; the `ETag` is this number in quotes.
     pub version: i64,
     pub created_at: DateTime<Utc>,
@@ -77,6 +81,7 @@ impl From<Node> for NodeView {
             inbound_recipients: (node.kind == NodeKind::Customer)
                 .then_some(node.inbound_recipients),
             role_recipient: (node.kind == NodeKind::Customer).then_some(node.role_recipient),
+            local_part_case: (node.kind == NodeKind::Customer).then_some(node.local_part_case),
             version: node.version,
             created_at: utc(node.created_at),
             updated_at: utc(node.updated_at),
@@ -91,6 +96,7 @@ fn audit_view(node: &Node) -> serde_json::Value {
         "status": node.status, "parent_id": node.parent_id,
         "max_aliases_per_mailbox": node.max_aliases_per_mailbox, "auto_enrol": node.auto_enrol,
         "inbound_recipients": node.inbound_recipients, "role_recipient": node.role_recipient,
+        "local_part_case": node.local_part_case,
     })
 }
 
@@ -279,6 +285,10 @@ pub struct UpdateNode {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>, example = "it@example.com")]
     pub role_recipient: Option<Option<String>>,
+    /// Customers only: `insensitive` (`Jane@` and `jane@` are one mailbox) or `sensitive` (local
+    /// parts compare exactly, as RFC 5321 allows). Becoming `insensitive` is refused
+    /// (`address-collision`) while addresses differing only in case exist.
+    pub local_part_case: Option<LocalPartCase>,
 }
 
 impl TryFrom<UpdateNode> for NodeChanges {
@@ -326,6 +336,7 @@ impl TryFrom<UpdateNode> for NodeChanges {
             auto_enrol: body.auto_enrol,
             inbound_recipients: body.inbound_recipients,
             role_recipient,
+            local_part_case: body.local_part_case,
         })
     }
 }
@@ -340,7 +351,7 @@ impl TryFrom<UpdateNode> for NodeChanges {
     responses(
         (status = 200, description = "The changed node", body = NodeView, headers(("ETag" = String))),
         Guarded,
-        (status = 409, description = "A sibling has this name", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A sibling has this name (`name-taken`), or `local_part_case` cannot become `insensitive` while addresses differ only in case (`address-collision`, listing them)", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "`If-Match` does not match", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     )
@@ -373,6 +384,7 @@ pub async fn update_node(
                     ("auto_enrol", changes.auto_enrol.is_some()),
                     ("inbound_recipients", changes.inbound_recipients.is_some()),
                     ("role_recipient", changes.role_recipient.is_some()),
+                    ("local_part_case", changes.local_part_case.is_some()),
                 ] {
                     if set {
                         return Err(ApiError::validation(field, "is a customer setting"));
@@ -388,6 +400,15 @@ pub async fn update_node(
                 )));
             }
             let before = audit_view(&node);
+            if let Some(case) = changes
+                .local_part_case
+                .filter(|c| *c != node.local_part_case)
+            {
+                // Every address is keyed again as the customer now compares local parts (under
+                // its lock, taken above): the check finds them by the new keys.
+                store::identity::rekey_customer(conn, node.id, case)?
+                    .map_err(ApiError::AddressCollision)?;
+            }
             changes.apply(&mut node);
             nodes::save(conn, &mut node).map_err(name_taken)?;
             common::record(

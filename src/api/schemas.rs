@@ -8,7 +8,7 @@ use utoipa::{PartialSchema, ToSchema};
 use crate::domain::ids::{
     AccountId, AliasId, AllocationId, ApiKeyId, DomainId, GroupId, MailboxId, NodeId,
 };
-use crate::domain::mail::{Direction, InboundRecipients};
+use crate::domain::mail::{Direction, InboundRecipients, LocalPartCase};
 use crate::domain::roles::Role;
 use crate::domain::tree::{NodeKind, NodeStatus};
 
@@ -64,4 +64,6 @@ enum_schema!(
         "`inbound`: the address is a recipient (may mail be delivered to it? never enrols); `outbound`: it is a sender (may it send? an unknown sender may be enrolled).",
     InboundRecipients => [InboundRecipients::Domain, InboundRecipients::Known]
         "`domain`: any address on the customer's verified, active domains is accepted inbound (its own server decides); `known`: only mailboxes, aliases and role addresses allot knows, others are refused `unknown_mailbox`.",
+    LocalPartCase => [LocalPartCase::Insensitive, LocalPartCase::Sensitive]
+        "`insensitive` (the default): local parts that differ only in case are one address (`Jane@` is `jane@`); `sensitive`: local parts compare exactly, as RFC 5321 allows.",
 );

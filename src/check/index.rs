@@ -19,9 +19,9 @@ use chrono::{NaiveDate, NaiveDateTime};
 
 use super::Settings;
 use super::verdict::{Direction, Outcome, Question, Reason, Scope, Target};
-use crate::domain::address::MailAddress;
+use crate::domain::address::{MailAddress, key_of};
 use crate::domain::ids::{AccountId, ApiKeyId, DomainId, MailboxId, NodeId};
-use crate::domain::mail::InboundRecipients;
+use crate::domain::mail::{InboundRecipients, LocalPartCase};
 use crate::domain::quota::{Grant, Span};
 use crate::domain::resource::{MODULE_PREFIX, module_key};
 use crate::domain::tree::NodeKind;
@@ -44,6 +44,8 @@ pub struct NodeEntry {
     pub recipients: InboundRecipients,
     /// Where its domains' postmaster@ is delivered, if it says.
     pub role_recipient: Option<Box<str>>,
+    /// How its addresses' local parts compare: what key a check looks its mailboxes up by.
+    pub case: LocalPartCase,
     /// Active allocations to this node, per resource.
     pub grants: Vec<(Box<str>, Grant)>,
     /// Units in use now (for a customer, its own), per resource.
@@ -139,8 +141,18 @@ pub struct ModuleEntry {
 #[derive(Debug)]
 pub struct AliasEntry {
     pub id: Box<str>,
-    /// The address of the mailbox it belongs to.
+    /// The address of the mailbox it belongs to (where the `alias` table sends mail).
     pub mailbox: Box<str>,
+    /// The mailbox's identity key, when it is not its address (a lowercase address is its own
+    /// key: most are, and they cost nothing more).
+    pub mailbox_key: Option<Box<str>>,
+}
+
+impl AliasEntry {
+    /// The key its mailbox is indexed under.
+    pub fn mailbox_key(&self) -> &str {
+        self.mailbox_key.as_deref().unwrap_or(&self.mailbox)
+    }
 }
 
 /// An API key. Any role may ask the check (about its own subtree), so the role is not kept.
@@ -229,6 +241,7 @@ fn node_entry(row: NodeRow) -> Option<(NodeId, NodeEntry)> {
             auto_enrol: row.auto_enrol,
             recipients: parsed(&row.inbound_recipients, "node inbound_recipients")?,
             role_recipient: row.role_recipient.map(String::into_boxed_str),
+            case: parsed(&row.local_part_case, "node local_part_case")?,
             grants: Vec::new(),
             used: Vec::new(),
             modules: Vec::new(),
@@ -260,9 +273,9 @@ pub fn next_hop(host: &str, port: i32) -> String {
 }
 
 fn mailbox_entry(row: MailboxRow) -> Option<(Box<str>, MailboxEntry)> {
-    let (id, node, address, status) = row;
+    let (id, node, address, key, status) = row;
     Some((
-        address.into_boxed_str(),
+        key.unwrap_or(address).into_boxed_str(),
         MailboxEntry {
             id: parsed(&id, "mailbox id")?,
             node: parsed(&node, "mailbox node")?,
@@ -273,11 +286,14 @@ fn mailbox_entry(row: MailboxRow) -> Option<(Box<str>, MailboxEntry)> {
 }
 
 fn alias_entry(row: AliasRow) -> (Box<str>, AliasEntry) {
-    let (id, address, mailbox) = row;
+    let (id, address, key, mailbox, mailbox_key) = row;
     (
-        address.into_boxed_str(),
+        key.unwrap_or(address).into_boxed_str(),
         AliasEntry {
             id: id.into_boxed_str(),
+            mailbox_key: mailbox_key
+                .filter(|key| *key != mailbox)
+                .map(String::into_boxed_str),
             mailbox: mailbox.into_boxed_str(),
         },
     )
@@ -715,7 +731,7 @@ impl Index {
             Target::Address(address) => address,
         };
         if let Some(mailbox) = self
-            .mailbox(address, &settings.recipient_delimiters)
+            .mailbox(address, node.case, &settings.recipient_delimiters)
             .filter(|m| m.node == customer)
         {
             let reason = if !mailbox.active() {
@@ -766,21 +782,27 @@ impl Index {
         }
     }
 
-    /// The mailbox at `address`, directly or through an alias; failing that, the one at the
-    /// address without its extension (`jane+news@` is `jane@` when `+` is a delimiter), as
-    /// Postfix's own tables would find it.
-    fn mailbox(&self, address: &MailAddress, delimiters: &str) -> Option<&MailboxEntry> {
-        let at = |stored: &str| {
-            self.mailboxes.get(stored).or_else(|| {
+    /// The mailbox at `address` (the same address for a customer comparing local parts as `case`
+    /// says), directly or through an alias; failing that, the one at the address without its
+    /// extension (`jane+news@` is `jane@` when `+` is a delimiter), as Postfix's own tables would
+    /// find it.
+    fn mailbox(
+        &self,
+        address: &MailAddress,
+        case: LocalPartCase,
+        delimiters: &str,
+    ) -> Option<&MailboxEntry> {
+        let at = |key: &str| {
+            self.mailboxes.get(key).or_else(|| {
                 self.aliases
-                    .get(stored)
-                    .and_then(|alias| self.mailboxes.get(&*alias.mailbox))
+                    .get(key)
+                    .and_then(|alias| self.mailboxes.get(alias.mailbox_key()))
             })
         };
-        at(&address.stored()).or_else(|| {
+        at(&address.key(case)).or_else(|| {
             let local = address.local();
             let cut = local.find(|c| delimiters.contains(c)).filter(|&i| i > 0)?;
-            at(&format!("{}@{}", &local[..cut], address.domain().as_str()))
+            at(&key_of(&local[..cut], address.domain().as_str(), case))
         })
     }
 
@@ -807,8 +829,13 @@ impl Index {
     /// mailbox, a domain's postmaster@ to its customer's role recipient, abuse@ to `abuse` (the
     /// operator's). Anything else stays where it is (`None`).
     pub fn alias_target(&self, address: &MailAddress, abuse: Option<&str>) -> Option<String> {
-        let stored = address.stored();
-        if let Some(alias) = self.aliases.get(stored.as_str()) {
+        // Keyed as the domain's customer compares local parts.
+        let case = self
+            .domains
+            .get(address.domain().as_str())
+            .and_then(|domain| self.nodes.get(&domain.node))
+            .map_or(LocalPartCase::default(), |node| node.case);
+        if let Some(alias) = self.aliases.get(address.key(case).as_str()) {
             return Some(alias.mailbox.to_string());
         }
         let (_, node) = self.holder(address.domain().as_str())?;
@@ -849,6 +876,7 @@ mod tests {
                 auto_enrol: true,
                 inbound_recipients: "domain".into(),
                 role_recipient: None,
+                local_part_case: "insensitive".into(),
             }],
             grants: modules
                 .iter()
@@ -877,6 +905,7 @@ mod tests {
                 MAILBOX.into(),
                 NODE.into(),
                 "ann@shop.example".into(),
+                None,
                 "active".into(),
             )],
             &mut bits,
@@ -948,6 +977,7 @@ mod tests {
                     MAILBOX.into(),
                     NODE.into(),
                     "ann@shop.example".into(),
+                    None,
                     "active".into(),
                 )],
                 mailbox_modules: vec![(MAILBOX.into(), "m2".into())],

@@ -708,7 +708,8 @@ fn enrol_in(
     if domain.verified_at.is_none() && require_verification {
         return refuse(Reason::DomainUnverified);
     }
-    if let Some((id, status)) = store::check::mailbox_at(conn, &address.stored())? {
+    if let Some((id, status)) = store::check::mailbox_at(conn, &address.key(node.local_part_case))?
+    {
         // Another check (or a person) registered it first: answer for that mailbox.
         let mailbox_id: Option<MailboxId> = id.parse().ok();
         let reason = if status != "active" {
@@ -736,7 +737,7 @@ fn enrol_in(
         last_seen_at: Some(now),
         ..Mailbox::new(node.id, domain.id, address.clone(), Origin::Check, now)
     };
-    store::mailboxes::insert(conn, &mailbox)?;
+    store::mailboxes::insert(conn, &mailbox, node.local_part_case)?;
     store::modules::assign_mailbox(conn, mailbox.id, &automatic)?;
     audit::record(
         conn,

@@ -32,6 +32,19 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// A customer setting: whether the local parts of its addresses compare regardless of case
+    /// (`Jane@` and `jane@` are one mailbox) or exactly, as RFC 5321 allows a receiver to.
+    #[derive(Default)]
+    pub enum LocalPartCase {
+        /// One mailbox whatever the case of its local part: what people expect, and the default.
+        #[default]
+        Insensitive = "insensitive",
+        /// Local parts compare exactly (after NFC); `Jane@` and `jane@` may be two mailboxes.
+        Sensitive = "sensitive",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

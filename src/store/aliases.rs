@@ -7,6 +7,7 @@ use super::schema::{aliases, mailboxes};
 use super::{DbConnection, corrupt};
 use crate::domain::address::{DomainName, MailAddress};
 use crate::domain::ids::{AliasId, DomainId, MailboxId, NodeId};
+use crate::domain::mail::LocalPartCase;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alias {
@@ -71,7 +72,8 @@ pub fn of_mailbox(conn: &mut DbConnection, mailbox: MailboxId) -> QueryResult<Ve
         .collect()
 }
 
-pub fn insert(conn: &mut DbConnection, alias: &Alias) -> QueryResult<()> {
+/// Inserts `alias`, keyed for a customer comparing local parts as `case` says.
+pub fn insert(conn: &mut DbConnection, alias: &Alias, case: LocalPartCase) -> QueryResult<()> {
     diesel::insert_into(aliases::table)
         .values((
             aliases::id.eq(alias.id.to_string()),
@@ -80,6 +82,7 @@ pub fn insert(conn: &mut DbConnection, alias: &Alias) -> QueryResult<()> {
             aliases::domain_id.eq(alias.domain_id.to_string()),
             aliases::local_part.eq(alias.address.local()),
             aliases::address.eq(alias.address.stored()),
+            aliases::address_key.eq(alias.address.key(case)),
             aliases::created_at.eq(alias.created_at),
         ))
         .execute(conn)?;
@@ -113,15 +116,29 @@ pub fn delete_touching_domain(conn: &mut DbConnection, domain: DomainId) -> Quer
     .execute(conn)
 }
 
-/// Whether any mailbox or alias has this address: addresses are unique across both.
-pub fn address_taken(conn: &mut DbConnection, address: &MailAddress) -> QueryResult<bool> {
-    let stored = address.stored();
+/// Whether any mailbox or alias is the same address as `address` for a customer comparing local
+/// parts as `case` says (the same identity key), or has exactly this spelling: addresses are
+/// unique across both tables.
+pub fn address_taken(
+    conn: &mut DbConnection,
+    address: &MailAddress,
+    case: LocalPartCase,
+) -> QueryResult<bool> {
+    let (key, stored) = (address.key(case), address.stored());
     let as_mailbox: bool = diesel::select(diesel::dsl::exists(
-        mailboxes::table.filter(mailboxes::address.eq(&stored)),
+        mailboxes::table.filter(
+            mailboxes::address_key
+                .eq(&key)
+                .or(mailboxes::address.eq(&stored)),
+        ),
     ))
     .get_result(conn)?;
     let as_alias: bool = diesel::select(diesel::dsl::exists(
-        aliases::table.filter(aliases::address.eq(&stored)),
+        aliases::table.filter(
+            aliases::address_key
+                .eq(&key)
+                .or(aliases::address.eq(&stored)),
+        ),
     ))
     .get_result(conn)?;
     Ok(as_mailbox || as_alias)

@@ -91,6 +91,7 @@ pub struct NodeRow {
     pub auto_enrol: bool,
     pub inbound_recipients: String,
     pub role_recipient: Option<String>,
+    pub local_part_case: String,
 }
 
 /// Nodes by id, or every node when `ids` is `None`.
@@ -169,18 +170,21 @@ pub fn domains(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<V
     )
 }
 
-/// A mailbox: (id, node, address, status).
-pub type MailboxRow = (String, String, String, String);
+/// A mailbox: (id, node, address, identity key (`None`: not computed yet, read as the address),
+/// status).
+pub type MailboxRow = (String, String, String, Option<String>, String);
 
 const MAILBOX: (
     mailboxes::id,
     mailboxes::node_id,
     mailboxes::address,
+    mailboxes::address_key,
     mailboxes::status,
 ) = (
     mailboxes::id,
     mailboxes::node_id,
     mailboxes::address,
+    mailboxes::address_key,
     mailboxes::status,
 );
 
@@ -229,11 +233,23 @@ fn stream<T>(
     Ok(())
 }
 
-/// An alias with its mailbox's address: (id, address, mailbox address).
-pub type AliasRow = (String, String, String);
+/// An alias with its mailbox's address: (id, address, key, mailbox address, mailbox key); a key
+/// not computed yet is `None`, read as the address.
+pub type AliasRow = (String, String, Option<String>, String, Option<String>);
 
-const ALIAS: (aliases::id, aliases::address, mailboxes::address) =
-    (aliases::id, aliases::address, mailboxes::address);
+const ALIAS: (
+    aliases::id,
+    aliases::address,
+    aliases::address_key,
+    mailboxes::address,
+    mailboxes::address_key,
+) = (
+    aliases::id,
+    aliases::address,
+    aliases::address_key,
+    mailboxes::address,
+    mailboxes::address_key,
+);
 
 /// Aliases by id.
 pub fn aliases(conn: &mut DbConnection, ids: &[String]) -> QueryResult<Vec<AliasRow>> {
@@ -383,10 +399,11 @@ pub fn mark_seen(conn: &mut DbConnection, at: NaiveDateTime, ids: &[String]) -> 
     Ok(())
 }
 
-/// The mailbox an address belongs to, directly or as an alias: (id, status).
-pub fn mailbox_at(conn: &mut DbConnection, address: &str) -> QueryResult<Option<(String, String)>> {
+/// The mailbox an address belongs to, directly or as an alias, by its identity key (see
+/// `MailAddress::key`): (id, status).
+pub fn mailbox_at(conn: &mut DbConnection, key: &str) -> QueryResult<Option<(String, String)>> {
     let direct = mailboxes::table
-        .filter(mailboxes::address.eq(address))
+        .filter(mailboxes::address_key.eq(key))
         .select((mailboxes::id, mailboxes::status))
         .first(conn)
         .optional()?;
@@ -395,7 +412,7 @@ pub fn mailbox_at(conn: &mut DbConnection, address: &str) -> QueryResult<Option<
     }
     aliases::table
         .inner_join(mailboxes::table)
-        .filter(aliases::address.eq(address))
+        .filter(aliases::address_key.eq(key))
         .select((mailboxes::id, mailboxes::status))
         .first(conn)
         .optional()

@@ -7,6 +7,7 @@ use super::schema::{mailbox_modules, mailboxes, nodes};
 use super::{DbConnection, corrupt};
 use crate::domain::address::{DomainName, MailAddress};
 use crate::domain::ids::{DomainId, MailboxId, NodeId};
+use crate::domain::mail::LocalPartCase;
 
 /// How a mailbox came to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -153,7 +154,9 @@ pub fn find(conn: &mut DbConnection, id: MailboxId) -> QueryResult<Option<Mailbo
         .transpose()
 }
 
-pub fn insert(conn: &mut DbConnection, mailbox: &Mailbox) -> QueryResult<()> {
+/// Inserts `mailbox`, keyed for a customer comparing local parts as `case` says: a unique
+/// violation means the address (or a spelling of it that is the same mailbox) is taken.
+pub fn insert(conn: &mut DbConnection, mailbox: &Mailbox, case: LocalPartCase) -> QueryResult<()> {
     diesel::insert_into(mailboxes::table)
         .values((
             mailboxes::id.eq(mailbox.id.to_string()),
@@ -161,6 +164,7 @@ pub fn insert(conn: &mut DbConnection, mailbox: &Mailbox) -> QueryResult<()> {
             mailboxes::domain_id.eq(mailbox.domain_id.to_string()),
             mailboxes::local_part.eq(mailbox.address.local()),
             mailboxes::address.eq(mailbox.address.stored()),
+            mailboxes::address_key.eq(mailbox.address.key(case)),
             mailboxes::display_name.eq(&mailbox.display_name),
             mailboxes::first_name.eq(&mailbox.first_name),
             mailboxes::last_name.eq(&mailbox.last_name),
@@ -179,7 +183,8 @@ pub fn insert(conn: &mut DbConnection, mailbox: &Mailbox) -> QueryResult<()> {
 
 /// Inserts a role address unless its address exists already (another claim on the domain's name
 /// holds it): whether it was inserted. `ON CONFLICT DO NOTHING`, so that two claims registered at
-/// once do not fail on each other.
+/// once do not fail on each other. Role local parts are lowercase: their key is the same in either
+/// case mode.
 pub fn insert_role(conn: &mut DbConnection, mailbox: &Mailbox) -> QueryResult<bool> {
     let insert = diesel::insert_into(mailboxes::table)
         .values((
@@ -188,6 +193,7 @@ pub fn insert_role(conn: &mut DbConnection, mailbox: &Mailbox) -> QueryResult<bo
             mailboxes::domain_id.eq(mailbox.domain_id.to_string()),
             mailboxes::local_part.eq(mailbox.address.local()),
             mailboxes::address.eq(mailbox.address.stored()),
+            mailboxes::address_key.eq(mailbox.address.key(LocalPartCase::Insensitive)),
             mailboxes::status.eq(if mailbox.active { "active" } else { "disabled" }),
             mailboxes::origin.eq(mailbox.origin.as_str()),
             mailboxes::version.eq(mailbox.version),

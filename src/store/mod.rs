@@ -23,6 +23,7 @@ pub mod check;
 pub mod domains;
 pub mod groups;
 pub mod idempotency;
+pub mod identity;
 pub mod mailboxes;
 pub mod modules;
 pub mod nodes;
@@ -158,12 +159,18 @@ pub fn connect(url: &str, size: u32) -> Result<Pool, ConnectError> {
         .build_unchecked(manager))
 }
 
-/// Applies every embedded migration of the connection's backend that is not applied yet.
+/// Applies every embedded migration of the connection's backend that is not applied yet, then the
+/// data steps SQL cannot do alike on both backends: the address identity keys of rows that have
+/// none ([`identity::fill_missing_keys`]).
 pub fn migrate(conn: &mut DbConnection) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
     let applied = match conn {
         DbConnection::Postgres(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS)?.len(),
         DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS)?.len(),
     };
+    let (keyed, collided) = identity::fill_missing_keys(conn)?;
+    if keyed > 0 {
+        tracing::info!(keyed, collided, "address identity keys filled");
+    }
     Ok(applied)
 }
 

@@ -10,7 +10,7 @@ use diesel::prelude::*;
 use super::schema::nodes;
 use super::{DbConnection, corrupt};
 use crate::domain::ids::NodeId;
-use crate::domain::mail::InboundRecipients;
+use crate::domain::mail::{InboundRecipients, LocalPartCase};
 use crate::domain::tree::{NodeKind, NodeStatus};
 use diesel::sql_types::{Integer, Text};
 
@@ -36,6 +36,8 @@ pub struct Node {
     pub inbound_recipients: InboundRecipients,
     /// A customer setting: where its domains' postmaster@ is delivered (stored address form).
     pub role_recipient: Option<String>,
+    /// A customer setting: whether its local parts compare regardless of case.
+    pub local_part_case: LocalPartCase,
     pub version: i64,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
@@ -60,6 +62,7 @@ struct NodeRow {
     auto_enrol: bool,
     inbound_recipients: String,
     role_recipient: Option<String>,
+    local_part_case: String,
     version: i64,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
@@ -114,6 +117,7 @@ impl TryFrom<Loaded> for Node {
             auto_enrol: row.auto_enrol,
             inbound_recipients: row.inbound_recipients.parse().map_err(corrupt)?,
             role_recipient: row.role_recipient,
+            local_part_case: row.local_part_case.parse().map_err(corrupt)?,
             version: row.version,
             created_at: row.created_at,
             updated_at: row.updated_at,
@@ -162,6 +166,7 @@ pub fn insert_owner(conn: &mut DbConnection, name: &str) -> QueryResult<Node> {
         auto_enrol: true,
         inbound_recipients: InboundRecipients::default(),
         role_recipient: None,
+        local_part_case: LocalPartCase::default(),
         version: 1,
         created_at: now,
         updated_at: now,
@@ -294,6 +299,7 @@ pub fn insert_child(conn: &mut DbConnection, parent: &Node, new: NewNode) -> Que
         auto_enrol: true,
         inbound_recipients: InboundRecipients::default(),
         role_recipient: None,
+        local_part_case: LocalPartCase::default(),
         version: 1,
         created_at: now,
         updated_at: now,
@@ -407,6 +413,7 @@ pub struct NodeChanges {
     pub auto_enrol: Option<bool>,
     pub inbound_recipients: Option<InboundRecipients>,
     pub role_recipient: Option<Option<String>>,
+    pub local_part_case: Option<LocalPartCase>,
 }
 
 impl NodeChanges {
@@ -438,6 +445,9 @@ impl NodeChanges {
         if let Some(recipient) = &self.role_recipient {
             node.role_recipient.clone_from(recipient);
         }
+        if let Some(case) = self.local_part_case {
+            node.local_part_case = case;
+        }
     }
 }
 
@@ -457,6 +467,7 @@ pub fn save(conn: &mut DbConnection, node: &mut Node) -> QueryResult<()> {
             nodes::auto_enrol.eq(node.auto_enrol),
             nodes::inbound_recipients.eq(node.inbound_recipients.as_str()),
             nodes::role_recipient.eq(&node.role_recipient),
+            nodes::local_part_case.eq(node.local_part_case.as_str()),
             nodes::version.eq(node.version),
             nodes::updated_at.eq(node.updated_at),
         ))

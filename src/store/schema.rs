@@ -21,6 +21,7 @@ diesel::table! {
         auto_enrol -> Bool,
         inbound_recipients -> Text,
         role_recipient -> Nullable<Text>,
+        local_part_case -> Text,
     }
 }
 
@@ -191,6 +192,7 @@ diesel::table! {
         version -> BigInt,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        address_key -> Nullable<Text>,
     }
 }
 
@@ -208,11 +210,13 @@ diesel::table! {
         local_part -> Text,
         address -> Text,
         created_at -> Timestamp,
+        address_key -> Nullable<Text>,
     }
 }
 
 diesel::joinable!(aliases -> mailboxes (mailbox_id));
 diesel::allow_tables_to_appear_in_same_query!(aliases, mailboxes);
+diesel::allow_tables_to_appear_in_same_query!(aliases, nodes);
 
 diesel::table! {
     mailbox_groups (id) {

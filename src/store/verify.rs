@@ -40,6 +40,7 @@ pub fn run(conn: &mut DbConnection, today: chrono::NaiveDate) -> QueryResult<Vec
     findings.extend(rollups(conn)?);
     findings.extend(paths(conn)?);
     findings.extend(counted_rows(conn)?);
+    findings.extend(super::identity::verify(conn)?);
     Ok(findings)
 }
 

@@ -9,7 +9,7 @@ use crate::helpers::{
 };
 
 /// An app whose domains can be verified over (test) DNS.
-async fn spawn() -> (TestApp, DnsServer) {
+pub(crate) async fn spawn() -> (TestApp, DnsServer) {
     let dns = DnsServer::start().await;
     let app = spawn_app_with(|config| config.dns_resolver = dns.addr).await;
     (app, dns)
@@ -41,7 +41,7 @@ pub(crate) async fn verified_domain(
 }
 
 /// A key with the `check` role on `node`.
-async fn check_key<'a>(app: &'a TestApp, admin: &Caller<'_>, node: &str) -> Caller<'a> {
+pub(crate) async fn check_key<'a>(app: &'a TestApp, admin: &Caller<'_>, node: &str) -> Caller<'a> {
     let created = admin
         .expect(
             admin
@@ -60,7 +60,7 @@ async fn check_key<'a>(app: &'a TestApp, admin: &Caller<'_>, node: &str) -> Call
 }
 
 /// Asks and returns `(verdict, reason)` with the whole answer.
-async fn ask(caller: &Caller<'_>, body: Value) -> (String, String, Value) {
+pub(crate) async fn ask(caller: &Caller<'_>, body: Value) -> (String, String, Value) {
     let answer = caller
         .expect(caller.post("/v1/check", &body).await, 200)
         .await;
@@ -697,7 +697,11 @@ pub(crate) fn free_port() -> std::net::SocketAddr {
 }
 
 /// Writes `request` and reads until `terminator` ends what was read.
-async fn exchange(stream: &mut tokio::net::TcpStream, request: &[u8], terminator: &[u8]) -> String {
+pub(crate) async fn exchange(
+    stream: &mut tokio::net::TcpStream,
+    request: &[u8],
+    terminator: &[u8],
+) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     stream.write_all(request).await.unwrap();
     let mut answer = Vec::new();

@@ -573,7 +573,8 @@ async fn two_customers_proving_one_name_at_once_get_it_once() {
     let app = spawn_app_with(|config| config.dns_resolver = dns.addr).await;
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
-    for round in 0..5 {
+    // Four rounds: C2 may hold four domains, and may win every round.
+    for round in 0..4 {
         let name = format!("raced{round}.example");
         let mut claims = Vec::new();
         for customer in [&tree.c1, &tree.c2] {

@@ -13,6 +13,7 @@ mod fuzz;
 mod health;
 mod helpers;
 mod idempotency;
+mod identity;
 mod mail_flow;
 mod mailboxes;
 mod matrix;
