@@ -1096,12 +1096,12 @@ pub async fn import_mailboxes(
             let domains = store::domains::of_node(conn, node.id)?;
             let today = today();
             let automatic = store::modules::automatic(conn)?;
-            // What each seat's resource has free now, counted down as rows are placed: every row
-            // takes one of each or none.
-            let mut free = Vec::new();
+            // Where each seat's resource stands now, counted up as rows are placed (the counters
+            // themselves move once, at the end): every row takes one of each or none.
+            let mut standings = Vec::new();
             for resource in store::modules::mailbox_seats(&automatic) {
-                let (limit, used) = usage::standing(conn, node.id, &resource, today)?;
-                free.push((resource, limit, (limit - used).max(0)));
+                let standing = usage::standing(conn, node.id, &resource, today)?;
+                standings.push((resource, standing));
             }
             let mut seen = std::collections::HashSet::new();
             let mut outcomes = Vec::with_capacity(rows.len());
@@ -1120,21 +1120,11 @@ pub async fn import_mailboxes(
                         Origin::Import,
                         &automatic,
                         |_| {
-                            if let Some((resource, limit, _)) =
-                                free.iter().find(|(_, _, free)| *free == 0)
-                            {
-                                return Err(crate::domain::quota::Refusal {
-                                    node_id: node.id,
-                                    resource: resource.clone(),
-                                    at: today,
-                                    limit: *limit,
-                                    requested: 1,
-                                    available: 0,
-                                }
-                                .into());
+                            for (resource, standing) in &standings {
+                                standing.take(1, node.id, resource, today)?;
                             }
-                            for (_, _, free) in &mut free {
-                                *free -= 1;
+                            for (_, standing) in &mut standings {
+                                standing.used += 1;
                             }
                             Ok(())
                         },
@@ -1174,7 +1164,7 @@ pub async fn import_mailboxes(
                 return Err(ApiError::ImportFailed(rows));
             }
             let created_units = i64::try_from(created).unwrap_or(i64::MAX);
-            for (resource, _, _) in &free {
+            for (resource, _) in &standings {
                 usage::add(conn, &node.lineage(), resource, created_units)?;
             }
             Ok(ImportReport {

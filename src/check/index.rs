@@ -22,7 +22,7 @@ use super::verdict::{Direction, Outcome, Question, Reason, Scope, Target};
 use crate::domain::address::{MailAddress, key_of};
 use crate::domain::ids::{AccountId, ApiKeyId, DomainId, MailboxId, NodeId};
 use crate::domain::mail::{InboundRecipients, LocalPartCase};
-use crate::domain::quota::{Grant, Span};
+use crate::domain::quota::{Grant, Span, Standing};
 use crate::domain::resource::{MODULE_PREFIX, module_key};
 use crate::domain::tree::NodeKind;
 use crate::store::check::{
@@ -72,11 +72,25 @@ impl NodeEntry {
             .map_or(0, |(_, used)| *used)
     }
 
+    /// Where the node stands with `resource` on `day`: the seat rule and the over-limit rule are
+    /// [`Standing`]'s, the same the API's writes obey.
+    pub fn standing(&self, resource: &str, day: NaiveDate) -> Standing {
+        Standing {
+            limit: self.limit(resource, day),
+            used: self.used(resource),
+        }
+    }
+
     /// Whether the node uses more of a resource `counts` than its limit allows on `day`.
     fn over_limit(&self, day: NaiveDate, counts: impl Fn(&str) -> bool) -> bool {
-        self.used
-            .iter()
-            .any(|(resource, used)| counts(resource) && *used > self.limit(resource, day))
+        self.used.iter().any(|(resource, used)| {
+            counts(resource)
+                && Standing {
+                    limit: self.limit(resource, day),
+                    used: *used,
+                }
+                .over()
+        })
     }
 }
 
@@ -709,11 +723,11 @@ impl Index {
                 let Some(module) = self.modules.get(code) else {
                     return refuse(Reason::ModuleNotLicensed);
                 };
-                let limit = node.limit(&module.resource, day);
-                if limit <= 0 {
+                let standing = node.standing(&module.resource, day);
+                if standing.limit <= 0 {
                     return refuse(Reason::ModuleNotLicensed);
                 }
-                if node.used(&module.resource) > limit {
+                if standing.over() {
                     return refuse(Reason::OverLimit);
                 }
                 if module.per_customer {
@@ -768,7 +782,7 @@ impl Index {
                 if self
                     .new_mailbox_seats
                     .iter()
-                    .any(|resource| node.used(resource) >= node.limit(resource, day))
+                    .any(|resource| !node.standing(resource, day).admits(1))
                 {
                     return refuse(Reason::UsersExhausted);
                 }

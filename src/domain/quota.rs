@@ -116,6 +116,58 @@ pub struct Refusal {
     pub available: i64,
 }
 
+/// Where a node stands with one resource on one day: the sum of its grants covering the day, and
+/// the units it (with its subtree) uses now. The seat rule and the over-limit rule are its methods,
+/// and nowhere else: a mailbox create, an import, an enrolment, a module assignment and the check
+/// all ask it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    pub limit: i64,
+    pub used: i64,
+}
+
+impl Standing {
+    /// Units free now, never below zero (a limit lowered under the use leaves none).
+    pub fn free(&self) -> i64 {
+        (self.limit - self.used).max(0)
+    }
+
+    /// Whether `n` more units may be taken: the seat rule.
+    pub fn admits(&self, n: i64) -> bool {
+        self.used
+            .checked_add(n)
+            .is_some_and(|total| total <= self.limit)
+    }
+
+    /// Whether the node already uses more than its limit allows: the over-limit rule, by which the
+    /// check refuses a customer whose grants ended or were lowered under its use.
+    pub fn over(&self) -> bool {
+        self.used > self.limit
+    }
+
+    /// `n` more units of `resource` at `node` on `at`, or the refusal that says how many were free.
+    pub fn take(
+        &self,
+        n: i64,
+        node_id: NodeId,
+        resource: &str,
+        at: NaiveDate,
+    ) -> Result<(), Refusal> {
+        if self.admits(n) {
+            Ok(())
+        } else {
+            Err(Refusal {
+                node_id,
+                resource: resource.to_owned(),
+                at,
+                limit: self.limit,
+                requested: n,
+                available: self.free(),
+            })
+        }
+    }
+}
+
 /// Everything the decision about one grant's change needs, read in the write transaction.
 #[derive(Debug, Clone)]
 pub struct GrantChange<'a> {
@@ -342,6 +394,34 @@ mod tests {
                 end: end.map(day),
             },
         }
+    }
+
+    #[test]
+    fn the_seat_rule_admits_up_to_the_limit_and_says_what_was_free() {
+        let node = NodeId::generate();
+        let standing = Standing { limit: 3, used: 2 };
+        assert!(standing.admits(1) && !standing.admits(2));
+        assert_eq!(standing.take(1, node, "users", day(0)), Ok(()));
+        let refusal = standing.take(2, node, "users", day(0)).unwrap_err();
+        assert_eq!(
+            (refusal.limit, refusal.requested, refusal.available),
+            (3, 2, 1)
+        );
+        let full = Standing { limit: 3, used: 3 };
+        assert!(!full.admits(1) && !full.over(), "full is not over");
+        let lowered = Standing { limit: 1, used: 3 };
+        assert!(
+            lowered.over() && lowered.free() == 0,
+            "a limit lowered under the use"
+        );
+        assert!(
+            !Standing {
+                limit: i64::MAX,
+                used: 1
+            }
+            .admits(i64::MAX),
+            "no overflow"
+        );
     }
 
     #[test]

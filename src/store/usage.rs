@@ -11,6 +11,7 @@ use diesel::prelude::*;
 use super::DbConnection;
 use super::schema::usage_counters;
 use crate::domain::ids::NodeId;
+use crate::domain::quota::{Refusal, Standing};
 
 /// What `node` (with its subtree) uses of `resource` now.
 pub fn used(conn: &mut DbConnection, node: NodeId, resource: &str) -> QueryResult<i64> {
@@ -94,12 +95,15 @@ pub fn standing(
     node: NodeId,
     resource: &str,
     today: chrono::NaiveDate,
-) -> QueryResult<(i64, i64)> {
+) -> QueryResult<Standing> {
     let limit = crate::domain::quota::total_at(
         &super::allocations::limit_of(conn, node, resource, None)?,
         today,
     );
-    Ok((limit, used(conn, node, resource)?))
+    Ok(Standing {
+        limit,
+        used: used(conn, node, resource)?,
+    })
 }
 
 /// Takes one unit of `resource` for customer `node` on `today`, counted up its lineage, if its
@@ -110,30 +114,25 @@ pub fn take(
     node: &super::nodes::Node,
     resource: &str,
     today: chrono::NaiveDate,
-) -> QueryResult<Result<(), crate::domain::quota::Refusal>> {
+) -> QueryResult<Result<(), Refusal>> {
     take_all(conn, node, &[resource], today)
 }
 
 /// Takes one unit of each of `resources` for customer `node` on `today`, or none: every limit is
-/// checked before anything is counted, and the first that has no unit free is the refusal.
+/// checked (by [`Standing::take`], the seat rule) before anything is counted, and the first that
+/// has no unit free is the refusal.
 pub fn take_all(
     conn: &mut DbConnection,
     node: &super::nodes::Node,
     resources: &[impl AsRef<str>],
     today: chrono::NaiveDate,
-) -> QueryResult<Result<(), crate::domain::quota::Refusal>> {
+) -> QueryResult<Result<(), Refusal>> {
     for resource in resources {
         let resource = resource.as_ref();
-        let (limit, used) = standing(conn, node.id, resource, today)?;
-        if used + 1 > limit {
-            return Ok(Err(crate::domain::quota::Refusal {
-                node_id: node.id,
-                resource: resource.to_owned(),
-                at: today,
-                limit,
-                requested: 1,
-                available: (limit - used).max(0),
-            }));
+        if let Err(refusal) =
+            standing(conn, node.id, resource, today)?.take(1, node.id, resource, today)
+        {
+            return Ok(Err(refusal));
         }
     }
     let lineage = node.lineage();
