@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::auth::{jwt, password};
 use crate::config::Config;
+use crate::domain::audit::Action;
 use crate::domain::roles::Role;
 use crate::store::{self, DbConnection, accounts, audit, nodes, settings};
 
@@ -96,7 +97,7 @@ pub fn init_if_empty(
             audit::Event {
                 actor: &actor,
                 node_id: owner.id,
-                action: "node.create",
+                action: Action::NodeCreate,
                 target_kind: "node",
                 target_id: owner.id.to_string(),
                 before: None,
@@ -109,7 +110,7 @@ pub fn init_if_empty(
             audit::Event {
                 actor: &actor,
                 node_id: owner.id,
-                action: "account.create",
+                action: Action::AccountCreate,
                 target_kind: "account",
                 target_id: admin.id.to_string(),
                 before: None,

@@ -13,6 +13,7 @@ use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use super::nodes::utc;
 use crate::auth::Principal;
 use crate::auth::guard::Reach;
+use crate::domain::audit::Action;
 use crate::domain::ids::{AllocationId, NodeId};
 use crate::domain::quota::{Grant, GrantChange, Span};
 use crate::domain::resource::Resource;
@@ -269,7 +270,7 @@ pub async fn create_allocation(
                     conn,
                     &principal,
                     node.id,
-                    "allocation.create",
+                    Action::AllocationCreate,
                     ("allocation", allocation.id.to_string()),
                     None,
                     Some(audit_view(&allocation)),
@@ -483,7 +484,7 @@ pub async fn update_allocation(
             };
             decide(conn, &node, grantor, &resource, proposal)?;
             allocations::save(conn, &mut allocation)?;
-            common::record(conn, &principal, node.id, "allocation.update", ("allocation", allocation.id.to_string()), Some(audit_view(&before)), Some(audit_view(&allocation)))?;
+            common::record(conn, &principal, node.id, Action::AllocationUpdate, ("allocation", allocation.id.to_string()), Some(audit_view(&before)), Some(audit_view(&allocation)))?;
             Ok(allocation)
         })
     })

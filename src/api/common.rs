@@ -182,7 +182,7 @@ pub fn record(
     conn: &mut DbConnection,
     principal: &Principal,
     node_id: NodeId,
-    action: &str,
+    action: crate::domain::audit::Action,
     target: (&str, String),
     before: Option<serde_json::Value>,
     after: Option<serde_json::Value>,

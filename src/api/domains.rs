@@ -34,6 +34,7 @@ use super::nodes::utc;
 use crate::auth::Principal;
 use crate::dns::Proof;
 use crate::domain::address::{DomainName, MailAddress, ROLE_LOCAL_PARTS};
+use crate::domain::audit::Action;
 use crate::domain::ids::{DomainId, NodeId};
 use crate::domain::tree::{self, NodeKind};
 use crate::error::{ApiError, Guarded, Problem};
@@ -249,7 +250,7 @@ fn lock_claimants(
 fn drop_claim(
     conn: &mut DbConnection,
     claim: Domain,
-    why: &'static str,
+    why: Action,
     request_id: Option<&str>,
 ) -> Result<(), ApiError> {
     let node = nodes::find(conn, claim.node_id)?.ok_or(ApiError::NotFound)?;
@@ -356,7 +357,7 @@ pub async fn create_domain(
                         drop_claim(
                             conn,
                             claim,
-                            "domain.expire",
+                            Action::DomainExpire,
                             principal.request_id.as_deref(),
                         )?;
                     }
@@ -389,7 +390,7 @@ pub async fn create_domain(
                     conn,
                     &principal,
                     node.id,
-                    "domain.create",
+                    Action::DomainCreate,
                     ("domain", domain.id.to_string()),
                     None,
                     Some(audit_view(&domain)),
@@ -569,7 +570,7 @@ pub async fn update_domain(
                 conn,
                 &principal,
                 node.id,
-                "domain.update",
+                Action::DomainUpdate,
                 ("domain", domain.id.to_string()),
                 Some(before),
                 Some(audit_view(&domain)),
@@ -587,7 +588,7 @@ pub struct Removal<'a> {
     pub actor: &'a Actor,
     pub request_id: Option<&'a str>,
     /// `domain.delete`, `domain.expire` or `domain.taken_over`.
-    pub action: &'static str,
+    pub action: Action,
     /// Whether mailboxes besides the role addresses go too; without it they refuse the removal.
     pub cascade: bool,
 }
@@ -598,7 +599,7 @@ impl<'a> Removal<'a> {
         Self {
             actor: &principal.actor,
             request_id: principal.request_id.as_deref(),
-            action: "domain.delete",
+            action: Action::DomainDelete,
             cascade,
         }
     }
@@ -607,7 +608,7 @@ impl<'a> Removal<'a> {
         &self,
         conn: &mut DbConnection,
         node_id: NodeId,
-        action: &str,
+        action: Action,
         target: (&str, String),
         before: Option<serde_json::Value>,
     ) -> diesel::QueryResult<()> {
@@ -658,7 +659,7 @@ pub fn remove(
             by.record(
                 conn,
                 node.id,
-                "mailbox.delete",
+                Action::MailboxDelete,
                 ("mailbox", mailbox.id.to_string()),
                 Some(json!({"address": mailbox.address.stored()})),
             )?;
@@ -795,7 +796,7 @@ pub async fn verify_domain(
                     drop_claim(
                         conn,
                         rival,
-                        "domain.taken_over",
+                        Action::DomainTakenOver,
                         principal.request_id.as_deref(),
                     )?;
                 }
@@ -809,7 +810,7 @@ pub async fn verify_domain(
                     conn,
                     &principal,
                     node.id,
-                    "domain.verify",
+                    Action::DomainVerify,
                     ("domain", domain.id.to_string()),
                     Some(before),
                     Some(audit_view(&domain)),
@@ -882,7 +883,7 @@ pub async fn test_route(
             conn,
             &principal,
             node_id,
-            "domain.route_test",
+            Action::DomainRouteTest,
             ("domain", id.to_string()),
             None,
             Some(after),
@@ -942,7 +943,7 @@ pub fn expire_claims(
             else {
                 return Ok(0);
             };
-            drop_claim(conn, claim, "domain.expire", None)?;
+            drop_claim(conn, claim, Action::DomainExpire, None)?;
             Ok(1)
         })?;
     }

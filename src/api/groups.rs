@@ -11,6 +11,7 @@ use super::common::{self, Page};
 use super::extract::Json;
 use super::nodes::utc;
 use crate::auth::Principal;
+use crate::domain::audit::Action;
 use crate::domain::ids::{GroupId, MailboxId, NodeId};
 use crate::domain::tree::{self, NodeKind};
 use crate::error::{ApiError, Guarded, Problem};
@@ -108,7 +109,7 @@ pub async fn create_group(
                 conn,
                 &principal,
                 node.id,
-                "group.create",
+                Action::GroupCreate,
                 ("group", group.id.to_string()),
                 None,
                 Some(json!({"name": group.name})),
@@ -216,7 +217,7 @@ pub async fn delete_group(
                 conn,
                 &principal,
                 node.id,
-                "group.delete",
+                Action::GroupDelete,
                 ("group", group.id.to_string()),
                 Some(json!({"name": group.name})),
                 None,
@@ -250,9 +251,9 @@ async fn change_membership(
             };
             if changed {
                 let action = if add {
-                    "group.add_member"
+                    Action::GroupAddMember
                 } else {
-                    "group.remove_member"
+                    Action::GroupRemoveMember
                 };
                 common::record(
                     conn,

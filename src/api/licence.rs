@@ -9,6 +9,7 @@ use super::allocations::{AllocationView, MAX_AMOUNT, audit_view, known_resource}
 use super::common::today;
 use super::extract::Json;
 use crate::auth::Principal;
+use crate::domain::audit::Action;
 use crate::domain::ids::NodeId;
 use crate::domain::quota::{self, Span};
 use crate::error::{ApiError, FieldError, Guarded, Problem};
@@ -127,7 +128,7 @@ pub fn replace(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let record = |conn: &mut DbConnection, action: &str, id: String, before, after| {
+    let record = |conn: &mut DbConnection, action: Action, id: String, before, after| {
         audit::record(
             conn,
             audit::Event {
@@ -158,7 +159,7 @@ pub fn replace(
         let before = allocations::end(conn, &mut line, cut)?;
         record(
             conn,
-            "licence.end",
+            Action::LicenceEnd,
             line.id.to_string(),
             Some(audit_view(&before)),
             Some(audit_view(&line)),
@@ -180,7 +181,7 @@ pub fn replace(
         )?;
         record(
             conn,
-            "licence.create",
+            Action::LicenceCreate,
             line.id.to_string(),
             None,
             Some(audit_view(&line)),

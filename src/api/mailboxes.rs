@@ -16,6 +16,7 @@ use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use super::nodes::utc;
 use crate::auth::Principal;
 use crate::domain::address::{DomainName, MailAddress};
+use crate::domain::audit::Action;
 use crate::domain::ids::{AliasId, DomainId, MailboxId, NodeId};
 use crate::domain::tree::{self, NodeKind};
 use crate::error::{ApiError, FieldError, Guarded, Problem};
@@ -220,7 +221,7 @@ fn place(
         conn,
         principal,
         node.id,
-        "mailbox.create",
+        Action::MailboxCreate,
         ("mailbox", mailbox.id.to_string()),
         None,
         Some(audit_view(&mailbox)),
@@ -591,7 +592,7 @@ pub async fn update_mailbox(
                 conn,
                 &principal,
                 node.id,
-                "mailbox.update",
+                Action::MailboxUpdate,
                 ("mailbox", mailbox.id.to_string()),
                 Some(before),
                 Some(audit_view(&mailbox)),
@@ -627,9 +628,9 @@ async fn set_active(
             mailbox.active = active;
             mailboxes::save(conn, &mut mailbox)?;
             let action = if active {
-                "mailbox.enable"
+                Action::MailboxEnable
             } else {
-                "mailbox.disable"
+                Action::MailboxDisable
             };
             common::record(
                 conn,
@@ -728,7 +729,7 @@ pub async fn delete_mailbox(
                 conn,
                 &principal,
                 node.id,
-                "mailbox.delete",
+                Action::MailboxDelete,
                 ("mailbox", mailbox.id.to_string()),
                 Some(audit_view(&mailbox)),
                 None,
@@ -829,7 +830,7 @@ pub async fn create_alias(
                 created_at: store::now(),
             };
             store::aliases::insert(conn, &alias, node.local_part_case).map_err(|err| ApiError::unless_unique(err, || ApiError::AddressTaken))?;
-            common::record(conn, &principal, node.id, "alias.create", ("alias", alias.id.to_string()), None, Some(json!({"address": alias.address.stored(), "mailbox_id": mailbox.id})))?;
+            common::record(conn, &principal, node.id, Action::AliasCreate, ("alias", alias.id.to_string()), None, Some(json!({"address": alias.address.stored(), "mailbox_id": mailbox.id})))?;
             Ok::<_, ApiError>(alias)
         })
     })
@@ -898,7 +899,7 @@ pub async fn delete_alias(
                 conn,
                 &principal,
                 node.id,
-                "alias.delete",
+                Action::AliasDelete,
                 ("alias", alias.id.to_string()),
                 Some(json!({"address": alias.address.stored(), "mailbox_id": alias.mailbox_id})),
                 None,

@@ -25,6 +25,7 @@ use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use super::mailboxes::{MailboxView, customer};
 use super::nodes::utc;
 use crate::auth::Principal;
+use crate::domain::audit::Action;
 use crate::domain::catalogue::{Catalogue, Rules, Unit};
 use crate::domain::ids::{MailboxId, NodeId};
 use crate::domain::resource::{is_module_code, module_key};
@@ -357,7 +358,7 @@ pub async fn create_module(
                     conn,
                     &principal,
                     owner.id,
-                    "module.create",
+                    Action::ModuleCreate,
                     ("module", module.code.clone()),
                     None,
                     Some(audit_view(&module)),
@@ -453,7 +454,7 @@ pub async fn update_module(
                 conn,
                 &principal,
                 owner.id,
-                "module.update",
+                Action::ModuleUpdate,
                 ("module", module.code.clone()),
                 Some(audit_view(&before)),
                 Some(audit_view(&module)),
@@ -507,7 +508,7 @@ pub async fn delete_module(
                 conn,
                 &principal,
                 owner.id,
-                "module.delete",
+                Action::ModuleDelete,
                 ("module", code.clone()),
                 Some(audit_view(&module)),
                 None,
@@ -599,7 +600,7 @@ impl Holding {
         conn: &mut DbConnection,
         principal: &Principal,
         node: NodeId,
-        action: &str,
+        action: Action,
         target: (&str, String),
         after: &BTreeSet<String>,
     ) -> diesel::QueryResult<()> {
@@ -659,7 +660,7 @@ pub async fn assign_mailbox_module(
                 conn,
                 &principal,
                 node.id,
-                "mailbox.module.assign",
+                Action::MailboxModuleAssign,
                 ("mailbox", mailbox.id.to_string()),
                 &after,
             )?;
@@ -715,7 +716,7 @@ pub async fn remove_mailbox_module(
                 conn,
                 &principal,
                 node.id,
-                "mailbox.module.remove",
+                Action::MailboxModuleRemove,
                 ("mailbox", mailbox.id.to_string()),
                 &after,
             )?;
@@ -813,7 +814,7 @@ pub async fn assign_node_module(
                     conn,
                     &principal,
                     node.id,
-                    "node.module.assign",
+                    Action::NodeModuleAssign,
                     ("node", node.id.to_string()),
                     &after,
                 )?;
@@ -857,7 +858,7 @@ pub async fn remove_node_module(
                 conn,
                 &principal,
                 node.id,
-                "node.module.remove",
+                Action::NodeModuleRemove,
                 ("node", node.id.to_string()),
                 &after,
             )?;

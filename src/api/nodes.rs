@@ -13,6 +13,7 @@ use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use crate::auth::Principal;
 use crate::auth::guard::Reach;
 use crate::domain::address::MailAddress;
+use crate::domain::audit::Action;
 use crate::domain::ids::NodeId;
 use crate::domain::mail::{InboundRecipients, LocalPartCase};
 use crate::domain::quota::{self, Grant, Span};
@@ -210,7 +211,7 @@ pub async fn create_child(
                     conn,
                     &principal,
                     node.id,
-                    "node.create",
+                    Action::NodeCreate,
                     ("node", node.id.to_string()),
                     None,
                     Some(audit_view(&node)),
@@ -415,7 +416,7 @@ pub async fn update_node(
                 conn,
                 &principal,
                 node.id,
-                "node.update",
+                Action::NodeUpdate,
                 ("node", node.id.to_string()),
                 Some(before),
                 Some(audit_view(&node)),
@@ -559,7 +560,7 @@ pub async fn delete_node(
                     conn,
                     &principal,
                     node.id,
-                    "allocation.end",
+                    Action::AllocationEnd,
                     ("allocation", allocation.id.to_string()),
                     Some(super::allocations::audit_view(&before)),
                     Some(super::allocations::audit_view(&allocation)),
@@ -586,7 +587,7 @@ pub async fn delete_node(
                 conn,
                 &principal,
                 node.id,
-                "node.delete",
+                Action::NodeDelete,
                 ("node", node.id.to_string()),
                 Some(audit_view(&node)),
                 None,
@@ -691,7 +692,7 @@ pub async fn move_node(
                     conn,
                     &principal,
                     node.id,
-                    "allocation.end",
+                    Action::AllocationEnd,
                     ("allocation", old.id.to_string()),
                     Some(super::allocations::audit_view(&before)),
                     Some(super::allocations::audit_view(&old)),
@@ -713,7 +714,7 @@ pub async fn move_node(
                     conn,
                     &principal,
                     node.id,
-                    "allocation.create",
+                    Action::AllocationCreate,
                     ("allocation", new.id.to_string()),
                     None,
                     Some(super::allocations::audit_view(&new)),
@@ -731,7 +732,7 @@ pub async fn move_node(
                 conn,
                 &principal,
                 node.id,
-                "node.move",
+                Action::NodeMove,
                 ("node", node.id.to_string()),
                 Some(before),
                 Some(audit_view(&node)),

@@ -16,6 +16,7 @@ use super::extract::Json;
 use super::nodes::utc;
 use crate::auth::guard::Reach;
 use crate::auth::{Authenticated, Principal, api_key, password};
+use crate::domain::audit::Action;
 use crate::domain::ids::{AccountId, ApiKeyId, NodeId};
 use crate::domain::roles::Role;
 use crate::domain::tree;
@@ -163,7 +164,7 @@ pub async fn create_account(
                 conn,
                 &principal,
                 node.id,
-                "account.create",
+                Action::AccountCreate,
                 ("account", account.id.to_string()),
                 None,
                 Some(audit_account(&account)),
@@ -467,7 +468,7 @@ pub async fn update_account(
                 conn,
                 &principal,
                 account.node_id,
-                "account.update",
+                Action::AccountUpdate,
                 ("account", account.id.to_string()),
                 Some(before),
                 Some(after),
@@ -514,7 +515,7 @@ pub async fn delete_account(
                 conn,
                 &principal,
                 account.node_id,
-                "account.delete",
+                Action::AccountDelete,
                 ("account", account.id.to_string()),
                 Some(audit_account(&account)),
                 None,
@@ -635,7 +636,7 @@ pub async fn create_api_key(
                 conn,
                 &principal,
                 node.id,
-                "api_key.create",
+                Action::ApiKeyCreate,
                 ("api_key", key.id.to_string()),
                 None,
                 Some(audit_key(&key)),
@@ -723,7 +724,7 @@ pub async fn revoke_api_key(
                     conn,
                     &principal,
                     key.node_id,
-                    "api_key.revoke",
+                    Action::ApiKeyRevoke,
                     ("api_key", key.id.to_string()),
                     Some(audit_key(&key)),
                     Some(audit_key(&revoked)),

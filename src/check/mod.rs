@@ -35,6 +35,7 @@ use serde_json::json;
 
 use crate::auth::api_key;
 use crate::domain::address::MailAddress;
+use crate::domain::audit::Action;
 use crate::domain::ids::{AccountId, ApiKeyId, MailboxId, NodeId};
 use crate::store::audit::{self, Actor};
 use crate::store::mailboxes::{Mailbox, Origin};
@@ -744,7 +745,7 @@ fn enrol_in(
         audit::Event {
             actor,
             node_id: node.id,
-            action: "mailbox.enrol",
+            action: Action::MailboxEnrol,
             target_kind: "mailbox",
             target_id: mailbox.id.to_string(),
             before: None,

@@ -3,6 +3,7 @@
 //! can depend on it.
 
 pub mod address;
+pub mod audit;
 pub mod catalogue;
 pub mod ids;
 pub mod mail;

@@ -33,7 +33,7 @@ impl Actor {
 pub struct Event<'a> {
     pub actor: &'a Actor,
     pub node_id: NodeId,
-    pub action: &'a str,
+    pub action: crate::domain::audit::Action,
     pub target_kind: &'a str,
     pub target_id: String,
     pub before: Option<Value>,
@@ -48,7 +48,7 @@ pub fn record(conn: &mut DbConnection, event: Event<'_>) -> QueryResult<()> {
             audit_events::at.eq(super::now()),
             audit_events::actor.eq(event.actor.as_text()),
             audit_events::node_id.eq(event.node_id.to_string()),
-            audit_events::action.eq(event.action),
+            audit_events::action.eq(event.action.as_str()),
             audit_events::target_kind.eq(event.target_kind),
             audit_events::target_id.eq(event.target_id),
             audit_events::before.eq(event.before.map(|v| v.to_string())),
