@@ -15,6 +15,7 @@ pub mod edge;
 pub mod error;
 pub mod init;
 pub mod probe;
+pub mod service;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

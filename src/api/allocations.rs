@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
+use super::common::utc;
 use super::common::{self, Fields, IfMatch, Page, PageRequest, check_date, etag, nullable, today};
 use super::extract::Json;
 use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
-use super::nodes::utc;
 use crate::auth::Principal;
 use crate::auth::guard::Reach;
 use crate::domain::audit::Action;

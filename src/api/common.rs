@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use crate::auth::Principal;
 use crate::domain::ids::NodeId;
 use crate::error::{ApiError, FieldError};
-use crate::store::{DbConnection, audit};
+use crate::store::DbConnection;
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 500;
@@ -187,19 +187,7 @@ pub fn record(
     before: Option<serde_json::Value>,
     after: Option<serde_json::Value>,
 ) -> diesel::QueryResult<()> {
-    audit::record(
-        conn,
-        audit::Event {
-            actor: &principal.actor,
-            node_id,
-            action,
-            target_kind: target.0,
-            target_id: target.1,
-            before,
-            after,
-            request_id: principal.request_id.as_deref(),
-        },
-    )
+    crate::service::Ctx::of(principal).record(conn, node_id, action, target, before, after)
 }
 
 /// Dates a request may name: years 1 to 9999, which both backends store and order alike.
@@ -221,9 +209,11 @@ pub fn parse_active(text: &str) -> Result<bool, String> {
     }
 }
 
-/// Today, in UTC: the day limits are judged on unless a request names another.
-pub fn today() -> chrono::NaiveDate {
-    chrono::Utc::now().date_naive()
+pub use crate::service::today;
+
+/// A stored time (UTC, without zone) as the API shows it.
+pub fn utc(at: chrono::NaiveDateTime) -> chrono::DateTime<chrono::Utc> {
+    at.and_utc()
 }
 
 /// The owner node, locked, if the caller is one of its admins (the licence and the module
@@ -231,7 +221,7 @@ pub fn today() -> chrono::NaiveDate {
 pub fn owner_admin(
     conn: &mut DbConnection,
     principal: &Principal,
-) -> Result<crate::store::nodes::Node, ApiError> {
+) -> Result<crate::auth::guard::Authorised<crate::auth::guard::Administer>, ApiError> {
     let owner = crate::store::nodes::owner(conn)?;
     let owner = principal.may_administer(
         owner.filter(|o| o.id == principal.node_id),

@@ -27,10 +27,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
+use super::common::utc;
 use super::common::{self, Fields, IfMatch, Page, PageRequest, etag, nullable, today};
 use super::extract::Json;
 use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
-use super::nodes::utc;
 use crate::auth::Principal;
 use crate::dns::Proof;
 use crate::domain::address::{DomainName, MailAddress, ROLE_LOCAL_PARTS};

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
+use super::common::utc;
 use super::common::{self, Page};
 use super::extract::Json;
-use super::nodes::utc;
 use crate::auth::Principal;
 use crate::domain::audit::Action;
 use crate::domain::ids::{GroupId, MailboxId, NodeId};

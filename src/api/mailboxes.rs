@@ -10,11 +10,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
+use super::common::utc;
 use super::common::{self, Fields, IfMatch, Page, PageRequest, etag, nullable, today};
 use super::extract::Json;
 use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
-use super::nodes::utc;
 use crate::auth::Principal;
+use crate::auth::guard::{Authorised, Manage};
 use crate::domain::address::{DomainName, MailAddress};
 use crate::domain::audit::Action;
 use crate::domain::ids::{AliasId, DomainId, MailboxId, NodeId};
@@ -165,7 +166,7 @@ impl TryFrom<CreateMailbox> for NewMailbox {
 }
 
 /// The node, if it is a customer: only customers hold domains and mailboxes.
-pub(crate) fn customer(node: nodes::Node) -> Result<nodes::Node, ApiError> {
+pub(crate) fn customer<L>(node: Authorised<L>) -> Result<Authorised<L>, ApiError> {
     if node.kind == NodeKind::Customer {
         Ok(node)
     } else {
@@ -476,7 +477,7 @@ pub(crate) fn locked_mailbox(
     conn: &mut DbConnection,
     principal: &Principal,
     id: MailboxId,
-) -> Result<(Mailbox, nodes::Node), ApiError> {
+) -> Result<(Mailbox, Authorised<Manage>), ApiError> {
     let (first, _) = visible_mailbox(conn, principal, id)?;
     let node = principal.may_manage(nodes::find_locked(conn, first.node_id, &[])?)?;
     let mailbox = mailboxes::find(conn, id)?

@@ -19,11 +19,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
+use super::common::utc;
 use super::common::{self, Fields, IfMatch, Page, PageRequest, etag, today};
 use super::extract::Json;
 use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use super::mailboxes::{MailboxView, customer};
-use super::nodes::utc;
 use crate::auth::Principal;
 use crate::domain::audit::Action;
 use crate::domain::catalogue::{Catalogue, Rules, Unit};

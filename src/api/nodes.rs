@@ -2,12 +2,12 @@
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, delete, get, patch, post, web};
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use super::common::{self, Fields, IfMatch, Page, PageRequest, etag, nullable, today};
+use super::common::{self, Fields, IfMatch, Page, PageRequest, etag, nullable, today, utc};
 use super::extract::Json;
 use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use crate::auth::Principal;
@@ -59,10 +59,6 @@ pub struct NodeView {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-}
-
-pub fn utc(at: NaiveDateTime) -> DateTime<Utc> {
-    at.and_utc()
 }
 
 impl From<Node> for NodeView {
@@ -246,7 +242,7 @@ pub async fn get_node(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let node = store::run(&state.pool, move |conn| {
-        principal.may_read(nodes::find(conn, id)?)
+        Ok::<_, ApiError>(principal.may_read(nodes::find(conn, id)?)?.into_inner())
     })
     .await?;
     Ok(ok_with_etag(node))
@@ -375,7 +371,9 @@ pub async fn update_node(
             } else {
                 Reach::SelfOrBelow
             };
-            let mut node = principal.may_administer(nodes::find(conn, id)?, reach)?;
+            let mut node = principal
+                .may_administer(nodes::find(conn, id)?, reach)?
+                .into_inner();
             if node.kind != NodeKind::Customer {
                 for (field, set) in [
                     (
@@ -632,8 +630,9 @@ pub async fn move_node(
     let target = body.0.parent_id;
     let node = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let mut node =
-                principal.may_administer(nodes::find_locked(conn, id, &[target])?, Reach::Below)?;
+            let mut node = principal
+                .may_administer(nodes::find_locked(conn, id, &[target])?, Reach::Below)?
+                .into_inner();
             let new_parent =
                 principal.may_administer(nodes::find(conn, target)?, Reach::SelfOrBelow)?;
             if node.contains(&new_parent) {

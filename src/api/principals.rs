@@ -11,9 +11,9 @@ use serde_json::json;
 use std::time::Instant;
 use utoipa::{IntoParams, ToSchema};
 
+use super::common::utc;
 use super::common::{self, Fields, IfMatch, Page, PageRequest, etag};
 use super::extract::Json;
-use super::nodes::utc;
 use crate::auth::guard::Reach;
 use crate::auth::{Authenticated, Principal, api_key, password};
 use crate::domain::audit::Action;

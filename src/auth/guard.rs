@@ -36,10 +36,57 @@
 //! deeper down that read its lineage just before a suspension committed may commit just after it:
 //! it is then ordered before the suspension, exactly as if it had arrived a moment earlier.
 
+use std::marker::PhantomData;
+use std::ops::Deref;
+
 use super::Principal;
 use crate::domain::roles::Role;
 use crate::error::ApiError;
 use crate::store::nodes::Node;
+
+/// A node the guard let a principal act on, at level `L` ([`Read`], [`Manage`], [`Administer`],
+/// [`Revoke`]). Only this module makes one, so a write service that takes an `Authorised<L>`
+/// cannot be called for a node that has not passed the guard.
+#[derive(Debug)]
+pub struct Authorised<L> {
+    node: Node,
+    level: PhantomData<L>,
+}
+
+/// Reading a node and what it holds.
+#[derive(Debug)]
+pub struct Read;
+/// Managing what a customer holds: domains, mailboxes, aliases, groups, modules.
+#[derive(Debug)]
+pub struct Manage;
+/// An admin's change to the node, at the [`Reach`] the guard was asked for.
+#[derive(Debug)]
+pub struct Administer;
+/// Taking access away: disabling or deleting an account, revoking an API key.
+#[derive(Debug)]
+pub struct Revoke;
+
+impl<L> Authorised<L> {
+    fn new(node: Node) -> Self {
+        Self {
+            node,
+            level: PhantomData,
+        }
+    }
+
+    /// The node, for what needs it by value (a view, a store call that keeps it).
+    pub fn into_inner(self) -> Node {
+        self.node
+    }
+}
+
+impl<L> Deref for Authorised<L> {
+    type Target = Node;
+
+    fn deref(&self) -> &Node {
+        &self.node
+    }
+}
 
 /// How far above the target the principal must stand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +109,11 @@ impl Principal {
     }
 
     /// `node` for reading: visible, and the role reads.
-    pub fn may_read(&self, node: Option<Node>) -> Result<Node, ApiError> {
+    pub fn may_read(&self, node: Option<Node>) -> Result<Authorised<Read>, ApiError> {
+        self.reads(node).map(Authorised::new)
+    }
+
+    fn reads(&self, node: Option<Node>) -> Result<Node, ApiError> {
         let node = self.visible(node)?;
         if self.role == Role::Check {
             return Err(forbidden("The check role may only ask the check."));
@@ -72,18 +123,22 @@ impl Principal {
 
     /// `node` for managing what a customer holds (domains, mailboxes, modules): an admin or a
     /// manager at the node or above, and the node not in a suspended subtree.
-    pub fn may_manage(&self, node: Option<Node>) -> Result<Node, ApiError> {
-        let node = self.may_read(node)?;
+    pub fn may_manage(&self, node: Option<Node>) -> Result<Authorised<Manage>, ApiError> {
+        let node = self.reads(node)?;
         if !matches!(self.role, Role::Admin | Role::Manager) {
             return Err(forbidden("Only an admin or a manager may do this."));
         }
-        writable(node)
+        writable(node).map(Authorised::new)
     }
 
     /// `node` for an admin's action at the given reach. At [`Reach::SelfOrBelow`] the node must
     /// not lie in a suspended subtree; at [`Reach::Below`] (status, move, delete, allocations) the
     /// admin must stand above every suspended node of its lineage.
-    pub fn may_administer(&self, node: Option<Node>, reach: Reach) -> Result<Node, ApiError> {
+    pub fn may_administer(
+        &self,
+        node: Option<Node>,
+        reach: Reach,
+    ) -> Result<Authorised<Administer>, ApiError> {
         let node = self.may_admin(node)?;
         if reach == Reach::Below && node.id == self.node_id {
             return Err(forbidden(
@@ -94,16 +149,17 @@ impl Principal {
             Reach::SelfOrBelow => writable(node),
             Reach::Below => self.above_suspension(node),
         }
+        .map(Authorised::new)
     }
 
     /// `node` for taking access away at it (disabling or deleting an account, revoking an API
     /// key): an admin at the node or above, suspended or not.
-    pub fn may_revoke(&self, node: Option<Node>) -> Result<Node, ApiError> {
-        self.may_admin(node)
+    pub fn may_revoke(&self, node: Option<Node>) -> Result<Authorised<Revoke>, ApiError> {
+        self.may_admin(node).map(Authorised::new)
     }
 
     fn may_admin(&self, node: Option<Node>) -> Result<Node, ApiError> {
-        let node = self.may_read(node)?;
+        let node = self.reads(node)?;
         if self.role != Role::Admin {
             return Err(forbidden("Only an admin may do this."));
         }

@@ -1,0 +1,81 @@
+//! Workflows: every write the service performs, once, whoever asks for it (an HTTP handler, the
+//! check's enrolment, the command line, an expiry).
+//!
+//! One module per aggregate. A workflow is a function that runs inside the caller's write
+//! transaction (`store::write_tx`; the handler wraps idempotency around it), takes the node the
+//! guard let through ([`Authorised`](crate::auth::guard::Authorised), so it cannot be reached
+//! without authorisation) and a [`Ctx`] saying who acts, asks [`domain`](crate::domain) to decide,
+//! writes through [`store`](crate::store), appends the audit record, and returns what it made or a
+//! typed refusal ([`ApiError`](crate::error::ApiError)'s variants: `QuotaExceeded`, `AddressTaken`,
+//! `NotEmpty`, …). Nothing here knows HTTP: no views, no headers, no status codes.
+//!
+//! Dependencies point down only: `api`, `check` and `main` call services; services call `store`
+//! and `domain`, never `api`.
+
+use chrono::NaiveDate;
+
+use crate::auth::Principal;
+use crate::domain::audit::Action;
+use crate::domain::ids::NodeId;
+use crate::store::DbConnection;
+use crate::store::audit::{self, Actor};
+
+/// Who acts, for the audit trail, and the day limits are judged on.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx<'a> {
+    pub actor: &'a Actor,
+    /// The request's id, recorded with every audit record it causes.
+    pub request_id: Option<&'a str>,
+    /// The day limits are judged on: today, in UTC.
+    pub today: NaiveDate,
+}
+
+impl<'a> Ctx<'a> {
+    /// A principal's request, judged today.
+    pub fn of(principal: &'a Principal) -> Self {
+        Self {
+            actor: &principal.actor,
+            request_id: principal.request_id.as_deref(),
+            today: today(),
+        }
+    }
+
+    /// The service itself (first start, the command line, expiries), judged on `today`.
+    pub fn system(today: NaiveDate) -> Ctx<'static> {
+        Ctx {
+            actor: &Actor::System,
+            request_id: None,
+            today,
+        }
+    }
+
+    /// Appends the audit record of a change to `target` (`(kind, id)`) at `node_id`.
+    pub fn record(
+        &self,
+        conn: &mut DbConnection,
+        node_id: NodeId,
+        action: Action,
+        target: (&str, String),
+        before: Option<serde_json::Value>,
+        after: Option<serde_json::Value>,
+    ) -> diesel::QueryResult<()> {
+        audit::record(
+            conn,
+            audit::Event {
+                actor: self.actor,
+                node_id,
+                action,
+                target_kind: target.0,
+                target_id: target.1,
+                before,
+                after,
+                request_id: self.request_id,
+            },
+        )
+    }
+}
+
+/// Today, in UTC: the day limits are judged on unless a request names another.
+pub fn today() -> NaiveDate {
+    chrono::Utc::now().date_naive()
+}
