@@ -202,11 +202,9 @@ pub fn check_date(date: chrono::NaiveDate) -> Result<chrono::NaiveDate, String> 
 
 /// `active` or `disabled`, as domains and mailboxes spell their status: whether it is active.
 pub fn parse_active(text: &str) -> Result<bool, String> {
-    match text {
-        "active" => Ok(true),
-        "disabled" => Ok(false),
-        _ => Err("must be active or disabled".to_owned()),
-    }
+    text.parse::<crate::domain::status::Status>()
+        .map(crate::domain::status::Status::is_active)
+        .map_err(|_| "must be active or disabled".to_owned())
 }
 
 pub use crate::service::today;

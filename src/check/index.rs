@@ -24,6 +24,7 @@ use crate::domain::ids::{AccountId, ApiKeyId, DomainId, MailboxId, NodeId};
 use crate::domain::mail::{InboundRecipients, LocalPartCase};
 use crate::domain::quota::{Grant, Span, Standing};
 use crate::domain::resource::{MODULE_PREFIX, module_key};
+use crate::domain::status::{NodeStatus, Status};
 use crate::domain::tree::NodeKind;
 use crate::store::check::{
     AccountRow, AliasRow, ApiKeyRow, DomainRow, GrantRow, MailboxModuleRow, MailboxRow, ModuleRow,
@@ -250,7 +251,7 @@ fn node_entry(row: NodeRow) -> Option<(NodeId, NodeEntry)> {
         NodeEntry {
             parent,
             kind: parsed(&row.kind, "node kind")?,
-            active: row.status == "active",
+            active: NodeStatus::is_active_text(&row.status),
             deleted: row.deleted_at.is_some(),
             auto_enrol: row.auto_enrol,
             recipients: parsed(&row.inbound_recipients, "node inbound_recipients")?,
@@ -273,7 +274,7 @@ fn domain_entry(row: DomainRow) -> Option<(Box<str>, DomainEntry)> {
         DomainEntry {
             id: parsed(&row.id, "domain id")?,
             node: parsed(&row.node_id, "domain node")?,
-            active: row.status == "active",
+            active: Status::is_active_text(&row.status),
             verified: row.verified_at.is_some(),
             transport,
         },
@@ -287,25 +288,29 @@ pub fn next_hop(host: &str, port: i32) -> String {
 }
 
 fn mailbox_entry(row: MailboxRow) -> Option<(Box<str>, MailboxEntry)> {
-    let (id, node, address, key, status) = row;
     Some((
-        key.unwrap_or(address).into_boxed_str(),
+        row.address_key.unwrap_or(row.address).into_boxed_str(),
         MailboxEntry {
-            id: parsed(&id, "mailbox id")?,
-            node: parsed(&node, "mailbox node")?,
+            id: parsed(&row.id, "mailbox id")?,
+            node: parsed(&row.node_id, "mailbox node")?,
             seen: AtomicU32::new(0),
-            bits: if status == "active" { ACTIVE } else { 0 },
+            bits: if Status::is_active_text(&row.status) {
+                ACTIVE
+            } else {
+                0
+            },
         },
     ))
 }
 
 fn alias_entry(row: AliasRow) -> (Box<str>, AliasEntry) {
-    let (id, address, key, mailbox, mailbox_key) = row;
+    let mailbox = row.mailbox_address;
     (
-        key.unwrap_or(address).into_boxed_str(),
+        row.address_key.unwrap_or(row.address).into_boxed_str(),
         AliasEntry {
-            id: id.into_boxed_str(),
-            mailbox_key: mailbox_key
+            id: row.id.into_boxed_str(),
+            mailbox_key: row
+                .mailbox_key
                 .filter(|key| *key != mailbox)
                 .map(String::into_boxed_str),
             mailbox: mailbox.into_boxed_str(),
@@ -314,7 +319,14 @@ fn alias_entry(row: AliasRow) -> (Box<str>, AliasEntry) {
 }
 
 fn key_entry(row: ApiKeyRow) -> Option<(ApiKeyId, KeyEntry)> {
-    let (id, node, secret_hash, expires_at, revoked_at, last_used_at) = row;
+    let ApiKeyRow {
+        id,
+        node_id: node,
+        secret_hash,
+        expires_at,
+        revoked_at,
+        last_used_at,
+    } = row;
     let digest = crate::auth::api_key::stored_digest(&secret_hash);
     if digest.is_none() {
         tracing::warn!(
@@ -335,7 +347,12 @@ fn key_entry(row: ApiKeyRow) -> Option<(ApiKeyId, KeyEntry)> {
 }
 
 fn account_entry(row: AccountRow) -> Option<(AccountId, AccountEntry)> {
-    let (id, node, disabled, credential_version) = row;
+    let AccountRow {
+        id,
+        node_id: node,
+        disabled,
+        credential_version,
+    } = row;
     Some((
         parsed(&id, "account id")?,
         AccountEntry {
@@ -491,7 +508,13 @@ impl Index {
     fn set_modules(&mut self, rows: Vec<ModuleRow>) {
         let mut old = std::mem::take(&mut self.modules);
         self.new_mailbox_seats = vec!["users".into()];
-        for (code, unit, auto_assign, retired) in rows {
+        for ModuleRow {
+            code,
+            unit,
+            auto_assign,
+            retired,
+        } in rows
+        {
             let slot = match old.remove(code.as_str()) {
                 Some(entry) => entry.slot,
                 None => {
@@ -531,7 +554,14 @@ impl Index {
                 self.nodes.insert(id, entry);
             }
         }
-        for (node, resource, amount, starts_on, ends_on) in rows.grants {
+        for GrantRow {
+            node_id: node,
+            resource,
+            amount,
+            starts_on,
+            ends_on,
+        } in rows.grants
+        {
             if let Some(entry) = node.parse().ok().and_then(|id| self.nodes.get_mut(&id)) {
                 let span = Span {
                     start: starts_on,
@@ -542,12 +572,21 @@ impl Index {
                     .push((resource.into_boxed_str(), Grant { amount, span }));
             }
         }
-        for (node, resource, used) in rows.usage {
+        for UsageRow {
+            node_id: node,
+            resource,
+            used,
+        } in rows.usage
+        {
             if let Some(entry) = node.parse().ok().and_then(|id| self.nodes.get_mut(&id)) {
                 entry.used.push((resource.into_boxed_str(), used));
             }
         }
-        for (node, code) in rows.node_modules {
+        for NodeModuleRow {
+            node_id: node,
+            code,
+        } in rows.node_modules
+        {
             if let Some(entry) = node.parse().ok().and_then(|id| self.nodes.get_mut(&id)) {
                 entry.modules.push(code.into_boxed_str());
             }
@@ -590,7 +629,12 @@ impl Index {
             }
         }
         let mut bits = FastMap::default();
-        self.collect_modules(rows.mailbox_modules, &mut bits);
+        self.collect_modules(
+            rows.mailbox_modules
+                .into_iter()
+                .map(|row| (row.mailbox_id, row.code)),
+            &mut bits,
+        );
         for row in rows.mailboxes {
             if let Some((key, mut entry)) = mailbox_entry(row) {
                 entry.bits |= bits.get(&entry.id).copied().unwrap_or(0);
@@ -872,20 +916,40 @@ mod tests {
     const DOMAIN: &str = "01a2b3c4-0000-7000-8000-000000000002";
     const MAILBOX: &str = "01a2b3c4-0000-7000-8000-000000000003";
 
+    fn module(code: &str, unit: &str) -> ModuleRow {
+        ModuleRow {
+            code: code.into(),
+            unit: unit.into(),
+            auto_assign: false,
+            retired: false,
+        }
+    }
+
+    /// `ann@shop.example`, active, of the customer.
+    fn ann() -> MailboxRow {
+        MailboxRow {
+            id: MAILBOX.into(),
+            node_id: NODE.into(),
+            address: "ann@shop.example".into(),
+            address_key: None,
+            status: Status::Active.as_str().into(),
+        }
+    }
+
     /// A customer holding seats of every module, with `shop.example` verified and `ann@` on it,
     /// and a catalogue of `count` per-mailbox modules `m0`, `m1`, … (and per-customer `team`).
     fn index(count: usize, held: &[&str]) -> Index {
         let mut modules: Vec<ModuleRow> = (0..count)
-            .map(|n| (format!("m{n}"), "per_mailbox".to_owned(), false, false))
+            .map(|n| module(&format!("m{n}"), "per_mailbox"))
             .collect();
-        modules.push(("team".into(), "per_customer".into(), false, false));
+        modules.push(module("team", "per_customer"));
         let day = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
         let mut index = Index::build(Rows {
             nodes: vec![NodeRow {
                 id: NODE.into(),
                 parent_id: None,
                 kind: "customer".into(),
-                status: "active".into(),
+                status: NodeStatus::Active.as_str().into(),
                 deleted_at: None,
                 auto_enrol: true,
                 inbound_recipients: "domain".into(),
@@ -894,13 +958,19 @@ mod tests {
             }],
             grants: modules
                 .iter()
-                .map(|(code, ..)| (NODE.into(), format!("module:{code}"), 1, day, None))
+                .map(|m| GrantRow {
+                    node_id: NODE.into(),
+                    resource: format!("module:{}", m.code),
+                    amount: 1,
+                    starts_on: day,
+                    ends_on: None,
+                })
                 .collect(),
             domains: vec![DomainRow {
                 id: DOMAIN.into(),
                 node_id: NODE.into(),
                 name: "shop.example".into(),
-                status: "active".into(),
+                status: Status::Active.as_str().into(),
                 verified_at: Some(day.and_hms_opt(0, 0, 0).unwrap()),
                 route_host: None,
                 route_port: None,
@@ -914,16 +984,7 @@ mod tests {
             held.iter().map(|code| (MAILBOX.to_owned(), *code)),
             &mut bits,
         );
-        index.add_mailboxes(
-            vec![(
-                MAILBOX.into(),
-                NODE.into(),
-                "ann@shop.example".into(),
-                None,
-                "active".into(),
-            )],
-            &mut bits,
-        );
+        index.add_mailboxes(vec![ann()], &mut bits);
         index
     }
 
@@ -968,9 +1029,9 @@ mod tests {
             &touched,
             Rows {
                 modules: Some(vec![
-                    ("m1".into(), "per_mailbox".into(), false, false),
-                    ("m2".into(), "per_mailbox".into(), false, false),
-                    ("m9".into(), "per_mailbox".into(), false, false),
+                    module("m1", "per_mailbox"),
+                    module("m2", "per_mailbox"),
+                    module("m9", "per_mailbox"),
                 ]),
                 ..Rows::default()
             },
@@ -987,14 +1048,11 @@ mod tests {
         index.apply(
             &touched,
             Rows {
-                mailboxes: vec![(
-                    MAILBOX.into(),
-                    NODE.into(),
-                    "ann@shop.example".into(),
-                    None,
-                    "active".into(),
-                )],
-                mailbox_modules: vec![(MAILBOX.into(), "m2".into())],
+                mailboxes: vec![ann()],
+                mailbox_modules: vec![MailboxModuleRow {
+                    mailbox_id: MAILBOX.into(),
+                    code: "m2".into(),
+                }],
                 ..Rows::default()
             },
         );

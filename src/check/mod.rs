@@ -37,6 +37,7 @@ use crate::auth::api_key;
 use crate::domain::address::MailAddress;
 use crate::domain::audit::Action;
 use crate::domain::ids::{AccountId, ApiKeyId, MailboxId, NodeId};
+use crate::domain::status::{NodeStatus, Status};
 use crate::store::audit::{self, Actor};
 use crate::store::mailboxes::{Mailbox, Origin};
 use crate::store::{self, DbConnection, Pool, write_tx};
@@ -695,7 +696,10 @@ fn enrol_in(
         return Ok(Outcome::bare(Reason::UnknownDomain));
     }
     let refuse = |reason| Ok(Outcome::for_node(reason, node.id));
-    if ancestors.iter().any(|a| a.status != "active") {
+    if !ancestors
+        .iter()
+        .all(|a| NodeStatus::is_active_text(&a.status))
+    {
         return refuse(Reason::NodeSuspended);
     }
     let Some(domain) = store::domains::find(conn, domain_id)?
@@ -713,7 +717,7 @@ fn enrol_in(
     {
         // Another check (or a person) registered it first: answer for that mailbox.
         let mailbox_id: Option<MailboxId> = id.parse().ok();
-        let reason = if status != "active" {
+        let reason = if !Status::is_active_text(&status) {
             Reason::MailboxDisabled
         } else if let (Some(code), Some(id)) = (module, mailbox_id)
             && !store::modules::of_mailbox(conn, id)?.contains(code)

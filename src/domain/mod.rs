@@ -10,6 +10,7 @@ pub mod mail;
 pub mod quota;
 pub mod resource;
 pub mod roles;
+pub mod status;
 pub mod tree;
 
 /// A value that arrived as text and is not one of the accepted spellings.

@@ -1,4 +1,5 @@
-//! The tree's vocabulary: what kind a node is, who may be whose parent, and its status.
+//! The tree's vocabulary: what kind a node is and who may be whose parent (its status is spelt in
+//! [`super::status`]).
 
 use super::text_enum;
 
@@ -25,14 +26,7 @@ impl NodeKind {
     }
 }
 
-text_enum! {
-    /// A suspended node, and everything under it, is refused by the check and read-only (see
-    /// `auth::guard`); nothing below it changes.
-    pub enum NodeStatus {
-        Active = "active",
-        Suspended = "suspended",
-    }
-}
+pub use super::status::NodeStatus;
 
 #[cfg(test)]
 mod tests {

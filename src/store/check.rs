@@ -104,8 +104,15 @@ pub fn nodes(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Vec
     )
 }
 
-/// An active allocation: (node, resource, amount, starts_on, ends_on).
-pub type GrantRow = (String, String, i64, NaiveDate, Option<NaiveDate>);
+/// An active allocation.
+#[derive(Debug, Clone, Queryable)]
+pub struct GrantRow {
+    pub node_id: String,
+    pub resource: String,
+    pub amount: i64,
+    pub starts_on: NaiveDate,
+    pub ends_on: Option<NaiveDate>,
+}
 
 /// The active allocations to the given nodes, or to every node when `ids` is `None`.
 pub fn grants(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Vec<GrantRow>> {
@@ -120,8 +127,13 @@ pub fn grants(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Ve
     by_ids!(conn, ids, active.select(select), allocations::node_id)
 }
 
-/// Usage counters: (node, resource, used).
-pub type UsageRow = (String, String, i64);
+/// A usage counter.
+#[derive(Debug, Clone, Queryable)]
+pub struct UsageRow {
+    pub node_id: String,
+    pub resource: String,
+    pub used: i64,
+}
 
 pub fn usage(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Vec<UsageRow>> {
     let select = (
@@ -170,9 +182,16 @@ pub fn domains(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<V
     )
 }
 
-/// A mailbox: (id, node, address, identity key (`None`: not computed yet, read as the address),
-/// status).
-pub type MailboxRow = (String, String, String, Option<String>, String);
+/// A mailbox as the check sees it.
+#[derive(Debug, Clone, Queryable)]
+pub struct MailboxRow {
+    pub id: String,
+    pub node_id: String,
+    pub address: String,
+    /// Its identity key (see `MailAddress::key`); `None`: not computed yet, read as the address.
+    pub address_key: Option<String>,
+    pub status: String,
+}
 
 const MAILBOX: (
     mailboxes::id,
@@ -233,9 +252,15 @@ fn stream<T>(
     Ok(())
 }
 
-/// An alias with its mailbox's address: (id, address, key, mailbox address, mailbox key); a key
-/// not computed yet is `None`, read as the address.
-pub type AliasRow = (String, String, Option<String>, String, Option<String>);
+/// An alias with its mailbox's address; a key not computed yet is `None`, read as the address.
+#[derive(Debug, Clone, Queryable)]
+pub struct AliasRow {
+    pub id: String,
+    pub address: String,
+    pub address_key: Option<String>,
+    pub mailbox_address: String,
+    pub mailbox_key: Option<String>,
+}
 
 const ALIAS: (
     aliases::id,
@@ -277,15 +302,16 @@ pub fn each_alias(
     )
 }
 
-/// An API key: (id, node, secret hash, expires_at, revoked_at, last_used_at).
-pub type ApiKeyRow = (
-    String,
-    String,
-    String,
-    Option<NaiveDateTime>,
-    Option<NaiveDateTime>,
-    Option<NaiveDateTime>,
-);
+/// An API key as the check authenticates it.
+#[derive(Debug, Clone, Queryable)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub node_id: String,
+    pub secret_hash: String,
+    pub expires_at: Option<NaiveDateTime>,
+    pub revoked_at: Option<NaiveDateTime>,
+    pub last_used_at: Option<NaiveDateTime>,
+}
 
 pub fn api_keys(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Vec<ApiKeyRow>> {
     let select = (
@@ -299,8 +325,14 @@ pub fn api_keys(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<
     by_ids!(conn, ids, api_keys::table.select(select), api_keys::id)
 }
 
-/// An account: (id, node, disabled, credential version).
-pub type AccountRow = (String, String, bool, i64);
+/// An account as the check authenticates its tokens.
+#[derive(Debug, Clone, Queryable)]
+pub struct AccountRow {
+    pub id: String,
+    pub node_id: String,
+    pub disabled: bool,
+    pub credential_version: i64,
+}
 
 pub fn accounts(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Vec<AccountRow>> {
     let select = (
@@ -312,8 +344,14 @@ pub fn accounts(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<
     by_ids!(conn, ids, accounts::table.select(select), accounts::id)
 }
 
-/// A module of the catalogue: (code, unit, auto_assign, retired).
-pub type ModuleRow = (String, String, bool, bool);
+/// A module of the catalogue.
+#[derive(Debug, Clone, Queryable)]
+pub struct ModuleRow {
+    pub code: String,
+    pub unit: String,
+    pub auto_assign: bool,
+    pub retired: bool,
+}
 
 /// The whole catalogue, retired modules included (their seats still count).
 pub fn modules(conn: &mut DbConnection) -> QueryResult<Vec<ModuleRow>> {
@@ -328,8 +366,12 @@ pub fn modules(conn: &mut DbConnection) -> QueryResult<Vec<ModuleRow>> {
         .load(conn)
 }
 
-/// A per-mailbox module held: (mailbox id, code).
-pub type MailboxModuleRow = (String, String);
+/// A per-mailbox module held.
+#[derive(Debug, Clone, Queryable)]
+pub struct MailboxModuleRow {
+    pub mailbox_id: String,
+    pub code: String,
+}
 
 /// The modules the mailboxes `ids` hold.
 pub fn mailbox_modules(
@@ -363,8 +405,12 @@ pub fn each_holder(
     )
 }
 
-/// A per-customer module held: (node, code).
-pub type NodeModuleRow = (String, String);
+/// A per-customer module held.
+#[derive(Debug, Clone, Queryable)]
+pub struct NodeModuleRow {
+    pub node_id: String,
+    pub code: String,
+}
 
 /// The modules the given customers hold, or every customer when `ids` is `None`.
 pub fn node_modules(

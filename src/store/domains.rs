@@ -9,6 +9,7 @@ use super::schema::{domains, nodes};
 use super::{DbConnection, corrupt};
 use crate::domain::address::DomainName;
 use crate::domain::ids::{DomainId, NodeId};
+use crate::domain::status::Status;
 
 /// Where a domain's mail is delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +69,7 @@ impl TryFrom<DomainRow> for Domain {
             name: DomainName::from_stored(row.name),
             description: row.description,
             route,
-            active: row.status == "active",
+            active: Status::is_active_text(&row.status),
             verification_token: row.verification_token,
             verified_at: row.verified_at,
             version: row.version,
@@ -99,7 +100,7 @@ pub fn insert(conn: &mut DbConnection, domain: &Domain) -> QueryResult<()> {
             domains::route_host.eq(route.map(|r| r.host.clone())),
             domains::route_port.eq(route.map(|r| i32::from(r.port))),
             domains::route_priority.eq(route.map(|r| i32::from(r.priority))),
-            domains::status.eq(if domain.active { "active" } else { "disabled" }),
+            domains::status.eq(Status::of(domain.active).as_str()),
             domains::verification_token.eq(&domain.verification_token),
             domains::verified_at.eq(domain.verified_at),
             domains::version.eq(domain.version),
@@ -121,7 +122,7 @@ pub fn save(conn: &mut DbConnection, domain: &mut Domain) -> QueryResult<()> {
             domains::route_host.eq(route.map(|r| r.host.clone())),
             domains::route_port.eq(route.map(|r| i32::from(r.port))),
             domains::route_priority.eq(route.map(|r| i32::from(r.priority))),
-            domains::status.eq(if domain.active { "active" } else { "disabled" }),
+            domains::status.eq(Status::of(domain.active).as_str()),
             domains::verified_at.eq(domain.verified_at),
             domains::version.eq(domain.version),
             domains::updated_at.eq(domain.updated_at),
@@ -211,7 +212,7 @@ pub fn list_in_subtree(
         .limit(limit)
         .into_boxed();
     if let Some(active) = filter.active {
-        query = query.filter(domains::status.eq(if active { "active" } else { "disabled" }));
+        query = query.filter(domains::status.eq(Status::of(active).as_str()));
     }
     if let Some(prefix) = &filter.name_prefix {
         query = query.filter(

@@ -8,6 +8,7 @@ use super::{DbConnection, corrupt};
 use crate::domain::address::{DomainName, MailAddress};
 use crate::domain::ids::{DomainId, MailboxId, NodeId};
 use crate::domain::mail::LocalPartCase;
+use crate::domain::status::Status;
 
 /// How a mailbox came to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -132,7 +133,7 @@ impl TryFrom<MailboxRow> for Mailbox {
             first_name: row.first_name,
             last_name: row.last_name,
             contact_email: row.contact_email,
-            active: row.status == "active",
+            active: Status::is_active_text(&row.status),
             origin: Origin::parse(&row.origin)
                 .ok_or_else(|| corrupt(std::io::Error::other("an unknown origin")))?,
             first_seen_at: row.first_seen_at,
@@ -169,7 +170,7 @@ pub fn insert(conn: &mut DbConnection, mailbox: &Mailbox, case: LocalPartCase) -
             mailboxes::first_name.eq(&mailbox.first_name),
             mailboxes::last_name.eq(&mailbox.last_name),
             mailboxes::contact_email.eq(&mailbox.contact_email),
-            mailboxes::status.eq(if mailbox.active { "active" } else { "disabled" }),
+            mailboxes::status.eq(Status::of(mailbox.active).as_str()),
             mailboxes::origin.eq(mailbox.origin.as_str()),
             mailboxes::first_seen_at.eq(mailbox.first_seen_at),
             mailboxes::last_seen_at.eq(mailbox.last_seen_at),
@@ -194,7 +195,7 @@ pub fn insert_role(conn: &mut DbConnection, mailbox: &Mailbox) -> QueryResult<bo
             mailboxes::local_part.eq(mailbox.address.local()),
             mailboxes::address.eq(mailbox.address.stored()),
             mailboxes::address_key.eq(mailbox.address.key(LocalPartCase::Insensitive)),
-            mailboxes::status.eq(if mailbox.active { "active" } else { "disabled" }),
+            mailboxes::status.eq(Status::of(mailbox.active).as_str()),
             mailboxes::origin.eq(mailbox.origin.as_str()),
             mailboxes::version.eq(mailbox.version),
             mailboxes::created_at.eq(mailbox.created_at),
@@ -219,7 +220,7 @@ pub fn save(conn: &mut DbConnection, mailbox: &mut Mailbox) -> QueryResult<()> {
             mailboxes::first_name.eq(&mailbox.first_name),
             mailboxes::last_name.eq(&mailbox.last_name),
             mailboxes::contact_email.eq(&mailbox.contact_email),
-            mailboxes::status.eq(if mailbox.active { "active" } else { "disabled" }),
+            mailboxes::status.eq(Status::of(mailbox.active).as_str()),
             mailboxes::version.eq(mailbox.version),
             mailboxes::updated_at.eq(mailbox.updated_at),
         ))
@@ -274,7 +275,7 @@ pub fn list_in_subtree(
         .limit(limit)
         .into_boxed();
     if let Some(active) = filter.active {
-        query = query.filter(mailboxes::status.eq(if active { "active" } else { "disabled" }));
+        query = query.filter(mailboxes::status.eq(Status::of(active).as_str()));
     }
     if let Some(origin) = filter.origin {
         query = query.filter(mailboxes::origin.eq(origin.as_str()));
@@ -311,7 +312,7 @@ pub fn list_in_subtree(
 /// How many seats each customer's mailboxes take (active, not role addresses), for the verifier.
 pub fn seat_counts(conn: &mut DbConnection) -> QueryResult<Vec<(String, i64)>> {
     mailboxes::table
-        .filter(mailboxes::status.eq("active"))
+        .filter(mailboxes::status.eq(Status::Active.as_str()))
         .filter(mailboxes::origin.ne("role"))
         .group_by(mailboxes::node_id)
         .select((mailboxes::node_id, diesel::dsl::count_star()))

@@ -23,6 +23,7 @@ use crate::domain::catalogue::{Catalogue, Rules, Unit};
 use crate::domain::ids::{MailboxId, NodeId};
 use crate::domain::quota::Refusal;
 use crate::domain::resource::{Resource, module_key};
+use crate::domain::status::Status;
 
 /// Every resource the catalogue knows: `users`, `domains`, then `module:<code>` by code.
 pub fn resources(conn: &mut DbConnection) -> QueryResult<Vec<Resource>> {
@@ -459,7 +460,7 @@ pub fn seat_counts(conn: &mut DbConnection) -> QueryResult<BTreeMap<(String, Str
     let mut counts = BTreeMap::new();
     for (node, code, count) in mailbox_modules::table
         .inner_join(mailboxes::table)
-        .filter(mailboxes::status.eq("active"))
+        .filter(mailboxes::status.eq(Status::Active.as_str()))
         .filter(mailboxes::origin.ne("role"))
         .group_by((mailboxes::node_id, mailbox_modules::module_code))
         .select((
