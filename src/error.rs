@@ -769,38 +769,62 @@ pub fn plain_errors_as_problems<B>(
 /// the caller's subtree. Handlers list `Guarded` instead of repeating the three.
 pub struct Guarded;
 
+const GUARDED: [(&str, &str); 3] = [
+    ("401", "No valid credentials"),
+    (
+        "403",
+        "The caller's role does not allow this (`forbidden`), or its token is good only for changing its password (`password-change-required`)",
+    ),
+    (
+        "404",
+        "No such resource in the caller's subtree (the two are not told apart)",
+    ),
+];
+
 impl utoipa::IntoResponses for Guarded {
     fn responses() -> std::collections::BTreeMap<
         String,
         utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
     > {
-        use utoipa::openapi::content::ContentBuilder;
-        use utoipa::openapi::response::ResponseBuilder;
-        use utoipa::openapi::schema::Ref;
-        [
-            ("401", "No valid credentials"),
-            (
-                "403",
-                "The caller's role does not allow this (`forbidden`), or its token is good only for changing its password (`password-change-required`)",
-            ),
-            (
-                "404",
-                "No such resource in the caller's subtree (the two are not told apart)",
-            ),
-        ]
-        .into_iter()
+        problems(&GUARDED)
+    }
+}
+
+/// A guarded list's answers: [`Guarded`]'s, and 400 for a bad `?limit=`, `?cursor=` or filter.
+pub struct Listed;
+
+impl utoipa::IntoResponses for Listed {
+    fn responses() -> std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+    > {
+        let mut responses = problems(&[("400", "A bad query parameter")]);
+        responses.extend(problems(&GUARDED));
+        responses
+    }
+}
+
+/// Problem-document answers by status, with their descriptions.
+fn problems(
+    answers: &[(&str, &str)],
+) -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>>
+{
+    use utoipa::openapi::content::ContentBuilder;
+    use utoipa::openapi::response::ResponseBuilder;
+    use utoipa::openapi::schema::Ref;
+    answers
+        .iter()
         .map(|(status, description)| {
             let content = ContentBuilder::new()
                 .schema(Some(Ref::from_schema_name("Problem")))
                 .build();
             let response = ResponseBuilder::new()
-                .description(description)
+                .description(*description)
                 .content(PROBLEM_JSON, content)
                 .build();
-            (status.to_owned(), response.into())
+            ((*status).to_owned(), response.into())
         })
         .collect()
-    }
 }
 
 #[cfg(test)]

@@ -930,8 +930,7 @@ fn fuzz_query_strings() {
             let _ = PageRequest::parse(q.limit, q.cursor.as_deref());
         }
         for page in [
-            query::<principals::ListQuery>(&raw)?.map(|q| (q.limit, q.cursor)),
-            query::<modules::ModulesQuery>(&raw)?.map(|q| (q.limit, q.cursor)),
+            query::<common::ListQuery>(&raw)?.map(|q| (q.limit, q.cursor)),
             query::<mailboxes::MailboxesQuery>(&raw)?.map(|q| (q.limit, q.cursor)),
         ]
         .into_iter()

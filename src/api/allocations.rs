@@ -8,7 +8,7 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use super::common::utc;
-use super::common::{self, Fields, IfMatch, Page, PageRequest, check_date, etag, nullable, today};
+use super::common::{self, Fields, IfMatch, Page, check_date, etag, nullable, today};
 use super::extract::Json;
 use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use crate::auth::Principal;
@@ -18,7 +18,7 @@ use crate::domain::ids::{AllocationId, NodeId};
 use crate::domain::quota::{Grant, GrantChange, Span};
 use crate::domain::resource::Resource;
 use crate::domain::tree::{self, NodeKind};
-use crate::error::{ApiError, Guarded, Problem};
+use crate::error::{ApiError, Guarded, Listed, Problem};
 use crate::startup::AppState;
 use crate::store::allocations::{Allocation, AllocationFilter, NewAllocation};
 use crate::store::nodes::Node;
@@ -287,20 +287,15 @@ pub async fn create_allocation(
     Ok(answer.into_response())
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct AllocationsQuery {
-    /// Only this resource.
-    pub resource: Option<String>,
-    /// Only active (or only inactive) allocations.
-    pub active: Option<bool>,
-    /// Only allocations whose span covers this day.
-    pub valid_on: Option<NaiveDate>,
-    /// Items per page, 1–500 (default 50).
-    pub limit: Option<u32>,
-    /// From a previous page's `next_cursor`.
-    pub cursor: Option<String>,
+super::common::list_query! {
+    pub struct AllocationsQuery {
+        /// Only this resource.
+        pub resource: Option<String>,
+        /// Only active (or only inactive) allocations.
+        pub active: Option<bool>,
+        /// Only allocations whose span covers this day.
+        pub valid_on: Option<NaiveDate>,
+    }
 }
 
 /// The allocations to `{id}`, oldest first, ended and inactive ones included unless filtered.
@@ -310,8 +305,7 @@ pub struct AllocationsQuery {
     params(("id" = NodeId, Path), AllocationsQuery),
     responses(
         (status = 200, description = "A page of allocations", body = Page<AllocationView>),
-        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        Guarded,
+        Listed,
     )
 )]
 #[get("/v1/nodes/{id}/allocations")]
@@ -322,7 +316,7 @@ pub async fn list_allocations(
     query: web::Query<AllocationsQuery>,
 ) -> Result<web::Json<Page<AllocationView>>, ApiError> {
     let query = query.into_inner();
-    let page = PageRequest::parse(query.limit, query.cursor.as_deref())?;
+    let page = query.page()?;
     if let Some(day) = query.valid_on {
         check_date(day).map_err(|m| {
             ApiError::InvalidQuery(vec![crate::error::FieldError::new("valid_on", m)])
@@ -333,24 +327,18 @@ pub async fn list_allocations(
         active: query.active,
         valid_on: query.valid_on,
     };
-    let id = id.into_inner();
-    let fetch = page.clone();
-    let rows = store::run(&state.pool, move |conn| {
-        let node = principal.may_read(nodes::find(conn, id)?)?;
-        Ok::<_, ApiError>(allocations::list_for_node(
-            conn,
-            node.id,
-            &filter,
-            fetch.after.as_deref(),
-            fetch.fetch(),
-        )?)
-    })
-    .await?;
-    Ok(web::Json(page.page(
-        rows,
+    super::common::node_page(
+        &state.pool,
+        principal,
+        id.into_inner(),
+        page,
+        move |conn, node, after, limit| {
+            allocations::list_for_node(conn, node.id, &filter, after, limit)
+        },
         |a| a.id.to_string(),
         AllocationView::from,
-    )))
+    )
+    .await
 }
 
 /// One allocation, to a node of the caller's subtree.

@@ -13,6 +13,7 @@ use crate::auth::Principal;
 use crate::domain::ids::NodeId;
 use crate::error::{ApiError, FieldError};
 use crate::store::DbConnection;
+use crate::store::nodes::Node;
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 500;
@@ -96,6 +97,70 @@ impl PageRequest {
             next_cursor,
         }
     }
+}
+
+/// Declares a list's query: its own filters, then `?limit=` and `?cursor=` as every list takes
+/// them, with `page()` to validate those two. One struct, so that an unknown parameter is refused
+/// naming every accepted one.
+macro_rules! list_query {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $($(#[$field_meta:meta])* pub $field:ident: $type:ty,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+        #[serde(deny_unknown_fields)]
+        #[into_params(parameter_in = Query)]
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: $type,)*
+            /// Items per page, 1–500 (default 50).
+            pub limit: Option<u32>,
+            /// From a previous page's `next_cursor`.
+            pub cursor: Option<String>,
+        }
+
+        impl $name {
+            /// The page asked for, validated.
+            pub fn page(&self) -> Result<$crate::api::common::PageRequest, $crate::error::ApiError> {
+                $crate::api::common::PageRequest::parse(self.limit, self.cursor.as_deref())
+            }
+        }
+    };
+}
+pub(crate) use list_query;
+
+list_query! {
+    /// A list with no filters of its own.
+    pub struct ListQuery {}
+}
+
+/// A page of what node `id` holds, for a caller who may read it: `rows` reads, under the node,
+/// up to `limit` rows after the key `after` (one more than the page holds, to know whether
+/// another follows); `key` names a row's key for the next cursor, `view` shows it.
+pub async fn node_page<R, T>(
+    pool: &crate::store::Pool,
+    principal: Principal,
+    id: NodeId,
+    page: PageRequest,
+    rows: impl FnOnce(&mut DbConnection, &Node, Option<&str>, i64) -> diesel::QueryResult<Vec<R>>
+    + Send
+    + 'static,
+    key: impl Fn(&R) -> String,
+    view: impl Fn(R) -> T,
+) -> Result<actix_web::web::Json<Page<T>>, ApiError>
+where
+    R: Send + 'static,
+    T: ToSchema,
+{
+    let fetch = page.clone();
+    let rows = crate::store::run(pool, move |conn| {
+        let node = principal.may_read(crate::store::nodes::find(conn, id)?)?;
+        Ok::<_, ApiError>(rows(conn, &node, fetch.after.as_deref(), fetch.fetch())?)
+    })
+    .await?;
+    Ok(actix_web::web::Json(page.page(rows, key, view)))
 }
 
 /// The entity tag of a resource at `version`.

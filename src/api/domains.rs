@@ -25,10 +25,10 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use super::common::utc;
-use super::common::{self, Fields, IfMatch, Page, PageRequest, etag, nullable, today};
+use super::common::{self, Fields, IfMatch, Page, etag, nullable, today};
 use super::extract::Json;
 use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use crate::auth::Principal;
@@ -37,7 +37,7 @@ use crate::domain::address::{DomainName, MailAddress, ROLE_LOCAL_PARTS};
 use crate::domain::audit::Action;
 use crate::domain::ids::{DomainId, NodeId};
 use crate::domain::tree::{self, NodeKind};
-use crate::error::{ApiError, Guarded, Problem};
+use crate::error::{ApiError, Guarded, Listed, Problem};
 use crate::probe::gate::{self, Busy};
 use crate::probe::{self, Next, Report, RouteTest};
 use crate::startup::AppState;
@@ -407,18 +407,13 @@ pub async fn create_domain(
     Ok(answer.into_response())
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct DomainsQuery {
-    /// `active` or `disabled`.
-    pub status: Option<String>,
-    /// Only names (ASCII form) starting with this.
-    pub name_prefix: Option<String>,
-    /// Items per page, 1–500 (default 50).
-    pub limit: Option<u32>,
-    /// From a previous page's `next_cursor`.
-    pub cursor: Option<String>,
+common::list_query! {
+    pub struct DomainsQuery {
+        /// `active` or `disabled`.
+        pub status: Option<String>,
+        /// Only names (ASCII form) starting with this.
+        pub name_prefix: Option<String>,
+    }
 }
 
 /// The domains of `{id}`'s subtree (a reseller sees all its customers'), oldest first.
@@ -428,8 +423,7 @@ pub struct DomainsQuery {
     params(("id" = NodeId, Path), DomainsQuery),
     responses(
         (status = 200, description = "A page of domains", body = Page<DomainView>),
-        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        Guarded,
+        Listed,
     )
 )]
 #[get("/v1/nodes/{id}/domains")]
@@ -440,7 +434,7 @@ pub async fn list_domains(
     query: web::Query<DomainsQuery>,
 ) -> Result<web::Json<Page<DomainView>>, ApiError> {
     let query = query.into_inner();
-    let page = PageRequest::parse(query.limit, query.cursor.as_deref())?;
+    let page = query.page()?;
     let active = query
         .status
         .as_deref()
@@ -451,24 +445,18 @@ pub async fn list_domains(
         active,
         name_prefix: query.name_prefix.map(|p| p.to_lowercase()),
     };
-    let id = id.into_inner();
-    let fetch = page.clone();
-    let rows = store::run(&state.pool, move |conn| {
-        let node = principal.may_read(nodes::find(conn, id)?)?;
-        Ok::<_, ApiError>(domains::list_in_subtree(
-            conn,
-            &node.path,
-            &filter,
-            fetch.after.as_deref(),
-            fetch.fetch(),
-        )?)
-    })
-    .await?;
-    Ok(web::Json(page.page(
-        rows,
+    common::node_page(
+        &state.pool,
+        principal,
+        id.into_inner(),
+        page,
+        move |conn, node, after, limit| {
+            domains::list_in_subtree(conn, &node.path, &filter, after, limit)
+        },
         |d| d.id.to_string(),
         |d| DomainView::from(&d),
-    )))
+    )
+    .await
 }
 
 /// One domain of the caller's subtree.

@@ -11,7 +11,7 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use super::common::utc;
-use super::common::{self, Fields, IfMatch, Page, PageRequest, etag, nullable, today};
+use super::common::{self, Fields, IfMatch, Page, etag, nullable, today};
 use super::extract::Json;
 use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use crate::auth::Principal;
@@ -20,7 +20,7 @@ use crate::domain::address::{DomainName, MailAddress};
 use crate::domain::audit::Action;
 use crate::domain::ids::{AliasId, DomainId, MailboxId, NodeId};
 use crate::domain::tree::{self, NodeKind};
-use crate::error::{ApiError, FieldError, Guarded, Problem};
+use crate::error::{ApiError, FieldError, Guarded, Listed, Problem};
 use crate::startup::AppState;
 use crate::store::aliases::Alias;
 use crate::store::mailboxes::{Mailbox, MailboxFilter, Origin};
@@ -285,24 +285,19 @@ pub async fn create_mailbox(
     Ok(answer.into_response())
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct MailboxesQuery {
-    /// `active` or `disabled`.
-    pub status: Option<String>,
-    /// `manual`, `import`, `check` or `role`.
-    pub origin: Option<String>,
-    /// Only addresses starting with this.
-    pub address_prefix: Option<String>,
-    /// Only addresses on this domain (any IDNA form).
-    pub domain: Option<String>,
-    /// Only mailboxes holding this per-mailbox module.
-    pub module: Option<String>,
-    /// Items per page, 1–500 (default 50).
-    pub limit: Option<u32>,
-    /// From a previous page's `next_cursor`.
-    pub cursor: Option<String>,
+common::list_query! {
+    pub struct MailboxesQuery {
+        /// `active` or `disabled`.
+        pub status: Option<String>,
+        /// `manual`, `import`, `check` or `role`.
+        pub origin: Option<String>,
+        /// Only addresses starting with this.
+        pub address_prefix: Option<String>,
+        /// Only addresses on this domain (any IDNA form).
+        pub domain: Option<String>,
+        /// Only mailboxes holding this per-mailbox module.
+        pub module: Option<String>,
+    }
 }
 
 fn parse_filter(query: &MailboxesQuery) -> Result<MailboxFilter, ApiError> {
@@ -366,8 +361,7 @@ fn parse_filter(query: &MailboxesQuery) -> Result<MailboxFilter, ApiError> {
     params(("id" = NodeId, Path), MailboxesQuery),
     responses(
         (status = 200, description = "A page of mailboxes", body = Page<MailboxView>),
-        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        Guarded,
+        Listed,
         (status = 422, description = "`module` names a per-customer module", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -391,7 +385,7 @@ async fn list(
     query: &MailboxesQuery,
     filter: MailboxFilter,
 ) -> Result<web::Json<Page<MailboxView>>, ApiError> {
-    let page = PageRequest::parse(query.limit, query.cursor.as_deref())?;
+    let page = query.page()?;
     let fetch = page.clone();
     let (rows, modules) = store::run(&state.pool, move |conn| {
         let node = principal.may_read(nodes::find(conn, id)?)?;
@@ -437,8 +431,7 @@ async fn list(
     params(("id" = NodeId, Path), ("code" = String, Path, description = "A module code"), MailboxesQuery),
     responses(
         (status = 200, description = "A page of mailboxes", body = Page<MailboxView>),
-        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        Guarded,
+        Listed,
         (status = 422, description = "A per-customer module", body = Problem, content_type = "application/problem+json"),
     )
 )]

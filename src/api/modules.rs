@@ -17,10 +17,10 @@ use actix_web::{HttpResponse, delete, get, patch, post, put, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use super::common::utc;
-use super::common::{self, Fields, IfMatch, Page, PageRequest, etag, today};
+use super::common::{self, Fields, IfMatch, ListQuery, Page, PageRequest, etag, today};
 use super::extract::Json;
 use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use super::mailboxes::{MailboxView, customer};
@@ -29,7 +29,7 @@ use crate::domain::audit::Action;
 use crate::domain::catalogue::{Catalogue, Rules, Unit};
 use crate::domain::ids::{MailboxId, NodeId};
 use crate::domain::resource::{is_module_code, module_key};
-use crate::error::{ApiError, Guarded, Problem};
+use crate::error::{ApiError, Guarded, Listed, Problem};
 use crate::startup::AppState;
 use crate::store::mailboxes::Origin;
 use crate::store::modules::{self, Module};
@@ -98,32 +98,21 @@ fn find(conn: &mut DbConnection, code: &str) -> Result<(Vec<Module>, Module), Ap
     Ok((all, module))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ModulesQuery {
-    /// Items per page, 1–500 (default 50).
-    pub limit: Option<u32>,
-    /// From a previous page's `next_cursor`.
-    pub cursor: Option<String>,
-}
-
 /// The module catalogue, by code. Any principal but a `check` key reads it.
 #[utoipa::path(
     tag = "modules",
     security(("bearer" = [])),
-    params(ModulesQuery),
+    params(ListQuery),
     responses(
         (status = 200, description = "A page of modules", body = Page<ModuleView>),
-        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        Guarded,
+        Listed,
     )
 )]
 #[get("/v1/modules")]
 pub async fn list_modules(
     state: web::Data<AppState>,
     principal: Principal,
-    query: web::Query<ModulesQuery>,
+    query: web::Query<ListQuery>,
 ) -> Result<web::Json<Page<ModuleView>>, ApiError> {
     let page = PageRequest::parse_keyed(query.limit, query.cursor.as_deref(), is_module_code)?;
     let after = page.after.clone().unwrap_or_default();

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use super::common::{self, Fields, IfMatch, Page, PageRequest, etag, nullable, today, utc};
+use super::common::{self, Fields, IfMatch, Page, etag, nullable, today, utc};
 use super::extract::Json;
 use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use crate::auth::Principal;
@@ -18,7 +18,7 @@ use crate::domain::ids::NodeId;
 use crate::domain::mail::{InboundRecipients, LocalPartCase};
 use crate::domain::quota::{self, Grant, Span};
 use crate::domain::tree::{self, NodeKind, NodeStatus};
-use crate::error::{ApiError, FieldError, Guarded, Problem};
+use crate::error::{ApiError, FieldError, Guarded, Listed, Problem};
 use crate::startup::AppState;
 use crate::store::nodes::{ChildFilter, NewNode, Node, NodeChanges};
 use crate::store::{self, allocations, nodes, write_tx};
@@ -426,20 +426,15 @@ pub async fn update_node(
     Ok(ok_with_etag(node))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ChildrenQuery {
-    /// Only children of this kind.
-    pub kind: Option<NodeKind>,
-    /// Only children with this status.
-    pub status: Option<NodeStatus>,
-    /// Only children whose name starts with this (case-insensitive).
-    pub name_prefix: Option<String>,
-    /// Items per page, 1–500 (default 50).
-    pub limit: Option<u32>,
-    /// From a previous page's `next_cursor`.
-    pub cursor: Option<String>,
+common::list_query! {
+    pub struct ChildrenQuery {
+        /// Only children of this kind.
+        pub kind: Option<NodeKind>,
+        /// Only children with this status.
+        pub status: Option<NodeStatus>,
+        /// Only children whose name starts with this (case-insensitive).
+        pub name_prefix: Option<String>,
+    }
 }
 
 /// The children of `{id}`, oldest first.
@@ -449,8 +444,7 @@ pub struct ChildrenQuery {
     params(("id" = NodeId, Path), ChildrenQuery),
     responses(
         (status = 200, description = "A page of children", body = Page<NodeView>),
-        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        Guarded,
+        Listed,
     )
 )]
 #[get("/v1/nodes/{id}/children")]
@@ -461,30 +455,22 @@ pub async fn list_children(
     query: web::Query<ChildrenQuery>,
 ) -> Result<web::Json<Page<NodeView>>, ApiError> {
     let query = query.into_inner();
-    let page = PageRequest::parse(query.limit, query.cursor.as_deref())?;
+    let page = query.page()?;
     let filter = ChildFilter {
         kind: query.kind,
         status: query.status,
         name_prefix: query.name_prefix,
     };
-    let id = id.into_inner();
-    let fetch = page.clone();
-    let rows = store::run(&state.pool, move |conn| {
-        let parent = principal.may_read(nodes::find(conn, id)?)?;
-        Ok::<_, ApiError>(nodes::children(
-            conn,
-            parent.id,
-            &filter,
-            fetch.after.as_deref(),
-            fetch.fetch(),
-        )?)
-    })
-    .await?;
-    Ok(web::Json(page.page(
-        rows,
+    common::node_page(
+        &state.pool,
+        principal,
+        id.into_inner(),
+        page,
+        move |conn, parent, after, limit| nodes::children(conn, parent.id, &filter, after, limit),
         |n| n.id.to_string(),
         NodeView::from,
-    )))
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -9,10 +9,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::time::Instant;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use super::common::utc;
-use super::common::{self, Fields, IfMatch, Page, PageRequest, etag};
+use super::common::{self, Fields, IfMatch, ListQuery, Page, etag};
 use super::extract::Json;
 use crate::auth::guard::Reach;
 use crate::auth::{Authenticated, Principal, api_key, password};
@@ -20,7 +20,7 @@ use crate::domain::audit::Action;
 use crate::domain::ids::{AccountId, ApiKeyId, NodeId};
 use crate::domain::roles::Role;
 use crate::domain::tree;
-use crate::error::{ApiError, Guarded, Problem};
+use crate::error::{ApiError, Guarded, Listed, Problem};
 use crate::startup::AppState;
 use crate::store::accounts::{Account, NewAccount};
 use crate::store::api_keys::ApiKey;
@@ -183,16 +183,6 @@ pub async fn create_account(
         }))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ListQuery {
-    /// Items per page, 1–500 (default 50).
-    pub limit: Option<u32>,
-    /// From a previous page's `next_cursor`.
-    pub cursor: Option<String>,
-}
-
 /// The accounts at `{id}` (not below it), oldest first.
 #[utoipa::path(
     tag = "principals",
@@ -200,8 +190,7 @@ pub struct ListQuery {
     params(("id" = NodeId, Path), ListQuery),
     responses(
         (status = 200, description = "A page of accounts", body = Page<AccountView>),
-        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        Guarded,
+        Listed,
     )
 )]
 #[get("/v1/nodes/{id}/accounts")]
@@ -211,24 +200,16 @@ pub async fn list_accounts(
     id: web::Path<NodeId>,
     query: web::Query<ListQuery>,
 ) -> Result<web::Json<Page<AccountView>>, ApiError> {
-    let page = PageRequest::parse(query.limit, query.cursor.as_deref())?;
-    let id = id.into_inner();
-    let fetch = page.clone();
-    let rows = store::run(&state.pool, move |conn| {
-        let node = principal.may_read(nodes::find(conn, id)?)?;
-        Ok::<_, ApiError>(accounts::list_for_node(
-            conn,
-            node.id,
-            fetch.after.as_deref(),
-            fetch.fetch(),
-        )?)
-    })
-    .await?;
-    Ok(web::Json(page.page(
-        rows,
+    common::node_page(
+        &state.pool,
+        principal,
+        id.into_inner(),
+        query.page()?,
+        |conn, node, after, limit| accounts::list_for_node(conn, node.id, after, limit),
         |a| a.id.to_string(),
         |a| AccountView::from(&a),
-    )))
+    )
+    .await
 }
 
 /// An account, if the caller sees its node.
@@ -661,8 +642,7 @@ pub async fn create_api_key(
     params(("id" = NodeId, Path), ListQuery),
     responses(
         (status = 200, description = "A page of keys", body = Page<ApiKeyView>),
-        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        Guarded,
+        Listed,
     )
 )]
 #[get("/v1/nodes/{id}/api-keys")]
@@ -672,24 +652,16 @@ pub async fn list_api_keys(
     id: web::Path<NodeId>,
     query: web::Query<ListQuery>,
 ) -> Result<web::Json<Page<ApiKeyView>>, ApiError> {
-    let page = PageRequest::parse(query.limit, query.cursor.as_deref())?;
-    let id = id.into_inner();
-    let fetch = page.clone();
-    let rows = store::run(&state.pool, move |conn| {
-        let node = principal.may_read(nodes::find(conn, id)?)?;
-        Ok::<_, ApiError>(api_keys::list_for_node(
-            conn,
-            node.id,
-            fetch.after.as_deref(),
-            fetch.fetch(),
-        )?)
-    })
-    .await?;
-    Ok(web::Json(page.page(
-        rows,
+    common::node_page(
+        &state.pool,
+        principal,
+        id.into_inner(),
+        query.page()?,
+        |conn, node, after, limit| api_keys::list_for_node(conn, node.id, after, limit),
         |k| k.id.to_string(),
         |k| ApiKeyView::from(&k),
-    )))
+    )
+    .await
 }
 
 /// Revokes an API key at once. Revoking a revoked key changes nothing.

@@ -10,7 +10,7 @@ use super::common::today;
 use crate::auth::Principal;
 use crate::domain::ids::NodeId;
 use crate::domain::tree::NodeKind;
-use crate::error::{ApiError, Guarded, Problem};
+use crate::error::{ApiError, Listed};
 use crate::startup::AppState;
 use crate::store::{self, allocations, modules, nodes, usage};
 
@@ -56,8 +56,7 @@ pub struct UsageQuery {
     params(("id" = NodeId, Path), UsageQuery),
     responses(
         (status = 200, description = "The report", body = UsageReport),
-        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        Guarded,
+        Listed,
     )
 )]
 #[get("/v1/nodes/{id}/usage")]
