@@ -55,7 +55,6 @@ pub enum DbConnection {
 /// The backend type of [`DbConnection`], for boxed queries.
 pub type DbBackend = <DbConnection as Connection>::Backend;
 pub type Pool = diesel::r2d2::Pool<Manager>;
-pub type PooledConnection = diesel::r2d2::PooledConnection<Manager>;
 
 /// Which backend a `DATABASE_URL` names: `postgres://` and `postgresql://` are PostgreSQL, anything
 /// else is the path of an SQLite file.
@@ -89,10 +88,6 @@ impl Manager {
             backend: Backend::of_url(&url),
             url,
         }
-    }
-
-    pub fn backend(&self) -> Backend {
-        self.backend
     }
 }
 
