@@ -1,6 +1,9 @@
 //! The tree's vocabulary: what kind a node is and who may be whose parent (its status is spelt in
-//! [`super::status`]).
+//! [`super::status`]), and the arithmetic of materialised paths: a node's path is the ids from the
+//! root down to it, each between slashes (`/<owner>/<reseller>/<customer>/`), and its subtree is
+//! every path with its path as prefix.
 
+use super::ids::NodeId;
 use super::text_enum;
 
 text_enum! {
@@ -28,6 +31,32 @@ impl NodeKind {
 
 pub use super::status::NodeStatus;
 
+/// Whether the node at `path` is the node at `root` or lies below it.
+pub fn contains(root: &str, path: &str) -> bool {
+    path.starts_with(root)
+}
+
+/// The path of `ancestor` (the node at `path` or one above it): a prefix of `path`.
+pub fn path_of(path: &str, ancestor: NodeId) -> Option<&str> {
+    let segment = format!("/{ancestor}/");
+    path.find(&segment).map(|at| &path[..at + segment.len()])
+}
+
+/// The ids from the root down to the node at `path`, itself included.
+pub fn lineage(path: &str) -> Vec<NodeId> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// The range of paths below and including `path` (`/a/b/` … `/a/b0`): '0' follows '/' in byte
+/// order, and both backends compare paths bytewise (PostgreSQL through `COLLATE "C"`).
+pub fn subtree_range(path: &str) -> (String, String) {
+    let upper = format!("{}0", path.trim_end_matches('/'));
+    (path.to_owned(), upper)
+}
+
 #[cfg(test)]
 mod tests {
     use super::NodeKind::*;
@@ -50,6 +79,20 @@ mod tests {
             assert_eq!(kind.as_str().parse::<super::NodeKind>().unwrap(), kind);
         }
         assert!("Owner".parse::<super::NodeKind>().is_err());
+    }
+
+    #[test]
+    fn a_path_names_its_lineage_and_bounds_its_subtree() {
+        use crate::domain::ids::NodeId;
+        let (a, b) = (NodeId::generate(), NodeId::generate());
+        let root = format!("/{a}/");
+        let child = format!("/{a}/{b}/");
+        assert_eq!(super::lineage(&child), vec![a, b]);
+        assert!(super::contains(&root, &child) && !super::contains(&child, &root));
+        assert_eq!(super::path_of(&child, a), Some(root.as_str()));
+        assert_eq!(super::path_of(&root, b), None);
+        let (low, high) = super::subtree_range(&root);
+        assert!(low.as_str() <= child.as_str() && child.as_str() < high.as_str());
     }
 }
 

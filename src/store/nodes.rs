@@ -11,7 +11,7 @@ use super::schema::nodes;
 use super::{DbConnection, corrupt};
 use crate::domain::ids::NodeId;
 use crate::domain::mail::{InboundRecipients, LocalPartCase};
-use crate::domain::tree::{NodeKind, NodeStatus};
+use crate::domain::tree::{self, NodeKind, NodeStatus};
 use diesel::sql_types::{Integer, Text};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,56 +149,25 @@ pub fn owner(conn: &mut DbConnection) -> QueryResult<Option<Node>> {
 
 /// Creates the root of the tree. The database refuses a second owner (a unique partial index).
 pub fn insert_owner(conn: &mut DbConnection, name: &str) -> QueryResult<Node> {
-    let id = NodeId::generate();
-    let now = super::now();
-    let node = Node {
-        id,
-        parent_id: None,
-        path: format!("/{id}/"),
+    let new = NewNode {
         kind: NodeKind::Owner,
         name: name.to_owned(),
         description: None,
         contact_phone: None,
         contact_email: None,
-        status: NodeStatus::Active,
-        suspended_by: None,
-        max_aliases_per_mailbox: DEFAULT_MAX_ALIASES,
-        auto_enrol: true,
-        inbound_recipients: InboundRecipients::default(),
-        role_recipient: None,
-        local_part_case: LocalPartCase::default(),
-        version: 1,
-        created_at: now,
-        updated_at: now,
     };
-    diesel::insert_into(nodes::table)
-        .values((
-            nodes::id.eq(node.id.to_string()),
-            nodes::parent_id.eq(None::<String>),
-            nodes::path.eq(&node.path),
-            nodes::kind.eq(node.kind.as_str()),
-            nodes::name.eq(&node.name),
-            nodes::status.eq(node.status.as_str()),
-            nodes::version.eq(node.version),
-            nodes::created_at.eq(now),
-            nodes::updated_at.eq(now),
-        ))
-        .execute(conn)?;
-    Ok(node)
+    insert(conn, None, new)
 }
 
 impl Node {
     /// Whether `other` is this node or lies below it.
     pub fn contains(&self, other: &Node) -> bool {
-        other.path.starts_with(&self.path)
+        tree::contains(&self.path, &other.path)
     }
 
     /// The path of `ancestor` (this node or one above it), a prefix of this node's path.
     pub fn path_of(&self, ancestor: NodeId) -> Option<&str> {
-        let segment = format!("/{ancestor}/");
-        self.path
-            .find(&segment)
-            .map(|at| &self.path[..at + segment.len()])
+        tree::path_of(&self.path, ancestor)
     }
 
     /// Keeps `suspended_by` true after the node's own status changed: a suspended ancestor still
@@ -211,20 +180,11 @@ impl Node {
 
     /// The ids from the root down to this node, itself included.
     pub fn lineage(&self) -> Vec<NodeId> {
-        self.path
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .filter_map(|s| s.parse().ok())
-            .collect()
+        tree::lineage(&self.path)
     }
 }
 
-/// The range of paths below and including `path` (`/a/b/` … `/a/b0`): '0' follows '/' in byte
-/// order, and both backends compare paths bytewise (PostgreSQL through `COLLATE "C"`).
-pub fn subtree_range(path: &str) -> (String, String) {
-    let upper = format!("{}0", path.trim_end_matches('/'));
-    (path.to_owned(), upper)
-}
+pub use tree::subtree_range;
 
 /// Locks the given nodes' rows until the transaction ends, in path order (ancestors first, and
 /// one global order for unrelated nodes, so two writers never wait on each other in a cycle).
@@ -281,20 +241,26 @@ pub struct NewNode {
     pub contact_email: Option<String>,
 }
 
+/// Creates a child of `parent`: active, with the default settings, inside any suspension that
+/// covers its parent.
 pub fn insert_child(conn: &mut DbConnection, parent: &Node, new: NewNode) -> QueryResult<Node> {
+    insert(conn, Some(parent), new)
+}
+
+fn insert(conn: &mut DbConnection, parent: Option<&Node>, new: NewNode) -> QueryResult<Node> {
     let id = NodeId::generate();
     let now = super::now();
     let node = Node {
         id,
-        parent_id: Some(parent.id),
-        path: format!("{}{id}/", parent.path),
+        parent_id: parent.map(|p| p.id),
+        path: format!("{}{id}/", parent.map_or("/", |p| p.path.as_str())),
         kind: new.kind,
         name: new.name,
         description: new.description,
         contact_phone: new.contact_phone,
         contact_email: new.contact_email,
         status: NodeStatus::Active,
-        suspended_by: parent.suspended_by,
+        suspended_by: parent.and_then(|p| p.suspended_by),
         max_aliases_per_mailbox: DEFAULT_MAX_ALIASES,
         auto_enrol: true,
         inbound_recipients: InboundRecipients::default(),
@@ -307,7 +273,7 @@ pub fn insert_child(conn: &mut DbConnection, parent: &Node, new: NewNode) -> Que
     diesel::insert_into(nodes::table)
         .values((
             nodes::id.eq(node.id.to_string()),
-            nodes::parent_id.eq(parent.id.to_string()),
+            nodes::parent_id.eq(node.parent_id.map(|p| p.to_string())),
             nodes::path.eq(&node.path),
             nodes::kind.eq(node.kind.as_str()),
             nodes::name.eq(&node.name),
