@@ -437,6 +437,28 @@ impl Touched {
 
 /// Removes `key` from `map` if it still names the row `id` (another row may have taken the key
 /// since, in the same batch or before).
+/// The entry of the node whose stored id is `id`, if it is indexed.
+fn node_mut<'a>(nodes: &'a mut FastMap<NodeId, NodeEntry>, id: &str) -> Option<&'a mut NodeEntry> {
+    id.parse().ok().and_then(|id| nodes.get_mut(&id))
+}
+
+/// Drops the entries `touched` names by id and inserts those of `rows` that parse.
+fn replace<K, V, R>(
+    map: &mut FastMap<K, V>,
+    touched: &HashSet<String>,
+    rows: Vec<R>,
+    entry: impl Fn(R) -> Option<(K, V)>,
+) where
+    K: std::str::FromStr + std::hash::Hash + Eq,
+{
+    for id in touched {
+        if let Ok(id) = id.parse() {
+            map.remove(&id);
+        }
+    }
+    map.extend(rows.into_iter().filter_map(entry));
+}
+
 fn remove_if<V>(map: &mut FastMap<Box<str>, V>, key: &str, is: impl Fn(&V) -> bool) {
     if map.get(key).is_some_and(is) {
         map.remove(key);
@@ -544,62 +566,75 @@ impl Index {
         if let Some(modules) = rows.modules {
             self.set_modules(modules);
         }
-        for id in &touched.nodes {
-            if let Ok(id) = id.parse() {
-                self.nodes.remove(&id);
+        self.apply_nodes(
+            touched,
+            rows.nodes,
+            rows.grants,
+            rows.usage,
+            rows.node_modules,
+        );
+        self.apply_domains(touched, rows.domains);
+        self.apply_mailboxes(touched, rows.mailboxes, rows.mailbox_modules);
+        for (id, keys) in &touched.aliases {
+            for key in keys {
+                remove_if(&mut self.aliases, key, |a| *a.id == **id);
             }
         }
-        for row in rows.nodes {
-            if let Some((id, entry)) = node_entry(row) {
-                self.nodes.insert(id, entry);
-            }
-        }
-        for GrantRow {
-            node_id: node,
-            resource,
-            amount,
-            starts_on,
-            ends_on,
-        } in rows.grants
-        {
-            if let Some(entry) = node.parse().ok().and_then(|id| self.nodes.get_mut(&id)) {
-                let span = Span {
-                    start: starts_on,
-                    end: ends_on,
-                };
-                entry
-                    .grants
-                    .push((resource.into_boxed_str(), Grant { amount, span }));
-            }
-        }
-        for UsageRow {
-            node_id: node,
-            resource,
-            used,
-        } in rows.usage
-        {
-            if let Some(entry) = node.parse().ok().and_then(|id| self.nodes.get_mut(&id)) {
-                entry.used.push((resource.into_boxed_str(), used));
-            }
-        }
-        for NodeModuleRow {
-            node_id: node,
-            code,
-        } in rows.node_modules
-        {
-            if let Some(entry) = node.parse().ok().and_then(|id| self.nodes.get_mut(&id)) {
-                entry.modules.push(code.into_boxed_str());
-            }
-        }
+        self.aliases
+            .extend(rows.aliases.into_iter().map(alias_entry));
+        replace(&mut self.keys, &touched.keys, rows.keys, key_entry);
+        replace(
+            &mut self.accounts,
+            &touched.accounts,
+            rows.accounts,
+            account_entry,
+        );
+    }
 
-        // A name may have several claims; `rows` holds every claim on each touched name, and the
-        // entry is the one the check answers for.
+    /// The nodes read again, with their grants, usage and modules (all of them, for those nodes).
+    fn apply_nodes(
+        &mut self,
+        touched: &Touched,
+        nodes: Vec<NodeRow>,
+        grants: Vec<GrantRow>,
+        usage: Vec<UsageRow>,
+        modules: Vec<NodeModuleRow>,
+    ) {
+        replace(&mut self.nodes, &touched.nodes, nodes, node_entry);
+        for row in grants {
+            if let Some(entry) = node_mut(&mut self.nodes, &row.node_id) {
+                let span = Span {
+                    start: row.starts_on,
+                    end: row.ends_on,
+                };
+                let grant = Grant {
+                    amount: row.amount,
+                    span,
+                };
+                entry.grants.push((row.resource.into_boxed_str(), grant));
+            }
+        }
+        for row in usage {
+            if let Some(entry) = node_mut(&mut self.nodes, &row.node_id) {
+                entry.used.push((row.resource.into_boxed_str(), row.used));
+            }
+        }
+        for row in modules {
+            if let Some(entry) = node_mut(&mut self.nodes, &row.node_id) {
+                entry.modules.push(row.code.into_boxed_str());
+            }
+        }
+    }
+
+    /// A name may have several claims; `rows` holds every claim on each touched name, and the
+    /// entry is the one the check answers for.
+    fn apply_domains(&mut self, touched: &Touched, rows: Vec<DomainRow>) {
         for keys in touched.domains.values() {
             for key in keys {
                 self.domains.remove(key.as_str());
             }
         }
-        for row in rows.domains {
+        for row in rows {
             if let Some((key, entry)) = domain_entry(row) {
                 match self.domains.entry(key) {
                     std::collections::hash_map::Entry::Occupied(mut held) => {
@@ -613,7 +648,15 @@ impl Index {
                 }
             }
         }
+    }
 
+    /// The mailboxes read again, with the modules they hold; each keeps when it was last seen.
+    fn apply_mailboxes(
+        &mut self,
+        touched: &Touched,
+        rows: Vec<MailboxRow>,
+        modules: Vec<MailboxModuleRow>,
+    ) {
         let mut seen = HashMap::new();
         for (id, keys) in &touched.mailboxes {
             if let Ok(id) = id.parse() {
@@ -630,12 +673,10 @@ impl Index {
         }
         let mut bits = FastMap::default();
         self.collect_modules(
-            rows.mailbox_modules
-                .into_iter()
-                .map(|row| (row.mailbox_id, row.code)),
+            modules.into_iter().map(|row| (row.mailbox_id, row.code)),
             &mut bits,
         );
-        for row in rows.mailboxes {
+        for row in rows {
             if let Some((key, mut entry)) = mailbox_entry(row) {
                 entry.bits |= bits.get(&entry.id).copied().unwrap_or(0);
                 // A change of its modules names the mailbox without its key: it is replaced in
@@ -649,37 +690,6 @@ impl Index {
                     entry.seen.store(at, Ordering::Relaxed);
                 }
                 self.mailboxes.insert(key, entry);
-            }
-        }
-
-        for (id, keys) in &touched.aliases {
-            for key in keys {
-                remove_if(&mut self.aliases, key, |a| *a.id == **id);
-            }
-        }
-        for row in rows.aliases {
-            let (key, entry) = alias_entry(row);
-            self.aliases.insert(key, entry);
-        }
-
-        for id in &touched.keys {
-            if let Ok(id) = id.parse() {
-                self.keys.remove(&id);
-            }
-        }
-        for row in rows.keys {
-            if let Some((id, entry)) = key_entry(row) {
-                self.keys.insert(id, entry);
-            }
-        }
-        for id in &touched.accounts {
-            if let Ok(id) = id.parse() {
-                self.accounts.remove(&id);
-            }
-        }
-        for row in rows.accounts {
-            if let Some((id, entry)) = account_entry(row) {
-                self.accounts.insert(id, entry);
             }
         }
     }
@@ -721,7 +731,7 @@ impl Index {
         day: NaiveDate,
         now: u32,
         settings: &Settings,
-        mut seen: impl FnMut(MailboxId),
+        seen: impl FnMut(MailboxId),
     ) -> Decision {
         use Decision::Done;
         let Some(domain) = self.domains.get(question.target.domain().as_str()) else {
@@ -759,30 +769,12 @@ impl Index {
         }) {
             return refuse(Reason::OverLimit);
         }
-        // A module asked for: the customer must hold seats of it; a per-customer module must be
-        // the customer's, a per-mailbox one the mailbox's (below).
         let module = match question.module.as_deref() {
             None => None,
-            Some(code) => {
-                let Some(module) = self.modules.get(code) else {
-                    return refuse(Reason::ModuleNotLicensed);
-                };
-                let standing = node.standing(&module.resource, day);
-                if standing.limit <= 0 {
-                    return refuse(Reason::ModuleNotLicensed);
-                }
-                if standing.over() {
-                    return refuse(Reason::OverLimit);
-                }
-                if module.per_customer {
-                    if !node.modules.iter().any(|held| **held == *code) {
-                        return refuse(Reason::ModuleNotAssigned);
-                    }
-                    None
-                } else {
-                    Some(module)
-                }
-            }
+            Some(code) => match self.module_of(node, code, day) {
+                Ok(module) => module,
+                Err(reason) => return refuse(reason),
+            },
         };
         let address = match &question.target {
             Target::Domain(_) => return refuse(Reason::Ok),
@@ -792,19 +784,7 @@ impl Index {
             .mailbox(address, node.case, &settings.recipient_delimiters)
             .filter(|m| m.node == customer)
         {
-            let reason = if !mailbox.active() {
-                Reason::MailboxDisabled
-            } else if module.is_some_and(|module| !self.holds(mailbox, module)) {
-                Reason::ModuleNotAssigned
-            } else {
-                // Seen is when it last sent: what counts a user (and what is billed).
-                if question.direction == Direction::Outbound
-                    && mailbox.seen.swap(now, Ordering::Relaxed) != now
-                {
-                    seen(mailbox.id);
-                }
-                Reason::Ok
-            };
+            let reason = self.mailbox_reason(mailbox, module, question.direction, now, seen);
             return Done(Outcome {
                 mailbox_id: Some(mailbox.id),
                 ..Outcome::for_node(reason, customer)
@@ -837,6 +817,58 @@ impl Index {
                     module: module.and(question.module.clone()),
                 })
             }
+        }
+    }
+
+    /// A module asked about: the customer must hold seats of it (`Err` with the refusal
+    /// otherwise); a per-customer module must be the customer's (then `Ok(None)`: nothing more to
+    /// ask), a per-mailbox one the mailbox's (`Ok(Some)`: the caller asks the mailbox).
+    #[inline]
+    fn module_of(
+        &self,
+        node: &NodeEntry,
+        code: &str,
+        day: NaiveDate,
+    ) -> Result<Option<&ModuleEntry>, Reason> {
+        let module = self.modules.get(code).ok_or(Reason::ModuleNotLicensed)?;
+        let standing = node.standing(&module.resource, day);
+        if standing.limit <= 0 {
+            return Err(Reason::ModuleNotLicensed);
+        }
+        if standing.over() {
+            return Err(Reason::OverLimit);
+        }
+        if !module.per_customer {
+            Ok(Some(module))
+        } else if node.modules.iter().any(|held| **held == *code) {
+            Ok(None)
+        } else {
+            Err(Reason::ModuleNotAssigned)
+        }
+    }
+
+    /// The answer for a known `mailbox`: disabled, lacking the per-mailbox `module` asked about,
+    /// or ok. An accepted outbound check marks it seen at `now` (telling `seen` the first time in
+    /// that second): seen is when it last sent, what counts a user and what is billed.
+    #[inline]
+    fn mailbox_reason(
+        &self,
+        mailbox: &MailboxEntry,
+        module: Option<&ModuleEntry>,
+        direction: Direction,
+        now: u32,
+        mut seen: impl FnMut(MailboxId),
+    ) -> Reason {
+        if !mailbox.active() {
+            Reason::MailboxDisabled
+        } else if module.is_some_and(|module| !self.holds(mailbox, module)) {
+            Reason::ModuleNotAssigned
+        } else {
+            if direction == Direction::Outbound && mailbox.seen.swap(now, Ordering::Relaxed) != now
+            {
+                seen(mailbox.id);
+            }
+            Reason::Ok
         }
     }
 
