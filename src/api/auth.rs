@@ -1,7 +1,6 @@
 //! Logging in and asking who one is.
 
 use actix_web::http::header;
-use std::time::Instant;
 
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use serde::{Deserialize, Serialize};
@@ -67,54 +66,15 @@ pub async fn token(
 ) -> Result<HttpResponse, ApiError> {
     let TokenRequest { username, password } = body.0;
     let keys = throttle_keys(&username, &request);
-    let user_key = keys[0].clone();
-    // The attempt takes its place before the password is verified, so that simultaneous
-    // guesses cannot all pass the check while none has failed yet.
-    let reservation = state
-        .throttle
-        .reserve(keys, Instant::now())
-        .map_err(|wait| ApiError::TooManyRequests {
-            retry_after: wait.as_secs().max(1),
-        })?;
-    // The row is read and the connection given back before the hash is verified: tens of
-    // milliseconds per login must not hold a connection the API and the check need.
-    let found = store::run(&state.pool, move |conn| {
-        let Some(account) = store::accounts::find_by_username(conn, &username)? else {
-            return Ok(None);
-        };
-        // An account whose node was deleted could not use a token anyway: it is refused like a
-        // wrong password, not with an answer of its own that would tell it exists.
-        let node_live = store::nodes::find(conn, account.node_id)?.is_some();
-        Ok::<_, ApiError>(Some((account, node_live)))
-    })
-    .await;
-    let found = match found {
-        Ok(found) => found,
-        // The database could not be asked: no password was judged, and a user must not be
-        // locked out by an outage.
-        Err(err) => {
-            reservation.release();
-            return Err(err);
-        }
-    };
-    // The hash is checked even for a disabled account or one at a deleted node, and a dummy one
-    // for a missing account, so that the time taken does not tell the cases apart.
-    let phc = found.as_ref().map(|(a, _)| a.password_hash.clone());
-    let matches = match state.hasher.verify(password, phc).await {
-        Ok(matches) => matches,
-        Err(err) => {
-            reservation.release();
-            return Err(err);
-        }
-    };
-    let account = found
-        .filter(|(a, node_live)| matches && !a.disabled && *node_live)
-        .map(|(a, _)| a);
-    let Some(account) = account else {
-        reservation.fail(Instant::now());
-        return Err(ApiError::InvalidCredentials);
-    };
-    reservation.succeed(&user_key);
+    let account = crate::service::sessions::log_in(
+        &state.pool,
+        &state.hasher,
+        &state.throttle,
+        keys,
+        username,
+        password,
+    )
+    .await?;
     let now = chrono::Utc::now().timestamp();
     let password_change_required = account.password_change_required;
     let access_token = state

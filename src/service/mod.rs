@@ -12,6 +12,8 @@
 //! Dependencies point down only: `api`, `check` and `main` call services; services call `store`
 //! and `domain`, never `api`.
 
+pub mod sessions;
+
 use chrono::NaiveDate;
 
 use crate::auth::Principal;
