@@ -28,7 +28,7 @@ async fn a_grant_within_what_the_parent_holds_is_made_and_counted() {
     assert_eq!(created["grantor_id"], tree.b);
     assert_eq!(created["starts_on"], Utc::now().date_naive().to_string());
     assert_eq!(created["ends_on"], Value::Null);
-    assert_eq!(admin.expect(admin.get(&location).await, 200).await, created);
+    assert_eq!(admin.get_ok(&location).await, created);
     let b = admin.usage(&tree.b, "users").await;
     assert_eq!(
         (
@@ -116,12 +116,10 @@ async fn limits_follow_the_calendar() {
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     let path = format!("/v1/nodes/{}/allocations", tree.c1);
-    admin
-        .expect(admin.post(&path, &json!({"resource": "users", "amount": 20, "starts_on": in_days(10), "ends_on": in_days(20)})).await, 201)
-        .await;
+    admin.post_expect(&path, &json!({"resource": "users", "amount": 20, "starts_on": in_days(10), "ends_on": in_days(20)}), 201).await;
     let at = |day: u64| format!("/v1/nodes/{}/usage?at={}", tree.c1, in_days(day));
     for (day, limit) in [(0, 50), (10, 70), (19, 70), (20, 50)] {
-        let report = admin.expect(admin.get(&at(day)).await, 200).await;
+        let report = admin.get_ok(&at(day)).await;
         let users = report["resources"]
             .as_array()
             .unwrap()
@@ -131,10 +129,7 @@ async fn limits_follow_the_calendar() {
         assert_eq!(users["limit"], limit, "day {day}");
     }
     let valid = admin
-        .expect(
-            admin.get(&format!("{path}?valid_on={}", in_days(15))).await,
-            200,
-        )
+        .get_ok(&format!("{path}?valid_on={}", in_days(15)))
         .await;
     assert_eq!(
         valid["items"].as_array().unwrap().len(),
@@ -158,12 +153,7 @@ async fn lowering_or_ending_a_grant_below_what_the_children_hold_is_refused() {
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     let listed = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/allocations?resource=users", tree.a1))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/allocations?resource=users", tree.a1))
         .await;
     let grant = listed["items"][0]["id"].as_str().unwrap().to_owned();
     let path = format!("/v1/allocations/{grant}");
@@ -190,9 +180,7 @@ async fn lowering_or_ending_a_grant_below_what_the_children_hold_is_refused() {
         "quota-exceeded",
     )
     .await;
-    let lowered = admin
-        .expect(admin.patch(&path, &json!({"amount": 50})).await, 200)
-        .await;
+    let lowered = admin.patch_ok(&path, &json!({"amount": 50})).await;
     assert_eq!(
         (lowered["amount"].as_i64(), lowered["version"].as_i64()),
         (Some(50), Some(2))
@@ -234,15 +222,10 @@ async fn allocation_changes_honour_if_match_and_keep_history() {
         .await;
     assert_eq!(ended["active"], false);
     let all = admin
-        .expect(
-            admin
-                .get(&format!(
-                    "/v1/nodes/{}/allocations?resource=domains",
-                    tree.c2
-                ))
-                .await,
-            200,
-        )
+        .get_ok(&format!(
+            "/v1/nodes/{}/allocations?resource=domains",
+            tree.c2
+        ))
         .await;
     assert_eq!(
         all["items"].as_array().unwrap().len(),
@@ -250,15 +233,10 @@ async fn allocation_changes_honour_if_match_and_keep_history() {
         "an ended allocation is kept"
     );
     let active = admin
-        .expect(
-            admin
-                .get(&format!(
-                    "/v1/nodes/{}/allocations?resource=domains&active=true",
-                    tree.c2
-                ))
-                .await,
-            200,
-        )
+        .get_ok(&format!(
+            "/v1/nodes/{}/allocations?resource=domains&active=true",
+            tree.c2
+        ))
         .await;
     assert_eq!(active["items"].as_array().unwrap().len(), 1);
     app.assert_verified();
@@ -327,7 +305,7 @@ async fn bad_allocations_are_refused_field_by_field() {
         "validation-failed",
     )
     .await;
-    let all = admin.expect(admin.get(&path).await, 200).await;
+    let all = admin.get_ok(&path).await;
     assert_eq!(
         all["items"].as_array().unwrap().len(),
         3,
@@ -363,7 +341,7 @@ async fn the_licence_is_replaced_from_today_and_never_below_what_was_allocated()
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
-    let licence = admin.expect(admin.get("/v1/licence").await, 200).await;
+    let licence = admin.get_ok("/v1/licence").await;
     assert_eq!(licence["owner_id"], tree.owner);
     let amounts: HashMap<String, i64> = licence["resources"]
         .as_array()
@@ -544,12 +522,7 @@ async fn a_start_day_out_of_range_is_reported_under_starts_on() {
     assert_eq!(fields(&body), ["starts_on", "ends_on"], "{body}");
     // A change names the field it got wrong too.
     let created = admin
-        .expect(
-            admin
-                .post(&path, &json!({"resource": "users", "amount": 1}))
-                .await,
-            201,
-        )
+        .post_expect(&path, &json!({"resource": "users", "amount": 1}), 201)
         .await;
     let one = format!("/v1/allocations/{}", created["id"].as_str().unwrap());
     let body = assert_problem(
@@ -568,7 +541,7 @@ async fn a_start_day_out_of_range_is_reported_under_starts_on() {
     )
     .await;
     assert_eq!(fields(&body), ["ends_on"], "{body}");
-    let read = admin.expect(admin.get(&one).await, 200).await;
+    let read = admin.get_ok(&one).await;
     assert_eq!(read, created, "nothing was changed");
     app.assert_verified();
 }
@@ -582,15 +555,10 @@ async fn putting_the_licence_back_as_read_does_not_count_past_days_twice() {
     admin.set_licence(lines.clone()).await;
     admin.set_licence(lines).await;
     let report = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{owner}/usage?at=2026-06-01"))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{owner}/usage?at=2026-06-01"))
         .await;
     assert_eq!(report["resources"][0]["limit"], 100);
-    let licence = admin.expect(admin.get("/v1/licence").await, 200).await;
+    let licence = admin.get_ok("/v1/licence").await;
     assert_eq!(licence["resources"].as_array().unwrap().len(), 1);
     app.assert_verified();
 }

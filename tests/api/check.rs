@@ -28,13 +28,9 @@ pub(crate) async fn verified_domain(
         domain["verification"]["token"].as_str().unwrap(),
     );
     admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/domains/{}/verify", domain["id"].as_str().unwrap()),
-                    &json!({}),
-                )
-                .await,
+        .post_expect(
+            &format!("/v1/domains/{}/verify", domain["id"].as_str().unwrap()),
+            &json!({}),
             200,
         )
         .await
@@ -43,13 +39,9 @@ pub(crate) async fn verified_domain(
 /// A key with the `check` role on `node`.
 pub(crate) async fn check_key<'a>(app: &'a TestApp, admin: &Caller<'_>, node: &str) -> Caller<'a> {
     let created = admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{node}/api-keys"),
-                    &json!({"name": "mail worker", "role": "check"}),
-                )
-                .await,
+        .post_expect(
+            &format!("/v1/nodes/{node}/api-keys"),
+            &json!({"name": "mail worker", "role": "check"}),
             201,
         )
         .await;
@@ -61,9 +53,7 @@ pub(crate) async fn check_key<'a>(app: &'a TestApp, admin: &Caller<'_>, node: &s
 
 /// Asks and returns `(verdict, reason)` with the whole answer.
 pub(crate) async fn ask(caller: &Caller<'_>, body: Value) -> (String, String, Value) {
-    let answer = caller
-        .expect(caller.post("/v1/check", &body).await, 200)
-        .await;
+    let answer = caller.post_expect("/v1/check", &body, 200).await;
     (
         answer["verdict"].as_str().unwrap().to_owned(),
         answer["reason"].as_str().unwrap().to_owned(),
@@ -255,15 +245,10 @@ async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once(
     assert_eq!(again["enrolled"], false);
     assert_eq!(again["mailbox_id"], first["mailbox_id"]);
     let enrolled = admin
-        .expect(
-            admin
-                .get(&format!(
-                    "/v1/mailboxes/{}",
-                    first["mailbox_id"].as_str().unwrap()
-                ))
-                .await,
-            200,
-        )
+        .get_ok(&format!(
+            "/v1/mailboxes/{}",
+            first["mailbox_id"].as_str().unwrap()
+        ))
         .await;
     assert_eq!(enrolled["origin"], "check");
     assert!(enrolled["first_seen_at"].is_string());
@@ -274,12 +259,7 @@ async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once(
 
     // A disabled mailbox is refused; the customer's auto_enrol=false turns enrolment off.
     admin
-        .expect(
-            admin
-                .post(&format!("/v1/mailboxes/{jane_id}/disable"), &json!({}))
-                .await,
-            200,
-        )
+        .post_expect(&format!("/v1/mailboxes/{jane_id}/disable"), &json!({}), 200)
         .await;
     assert_eq!(
         reason(
@@ -423,12 +403,7 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
         "licensed, but not ann's"
     );
     admin
-        .expect(
-            admin
-                .put(&format!("/v1/mailboxes/{ann}/modules/lft"), &json!({}))
-                .await,
-            200,
-        )
+        .put_expect(&format!("/v1/mailboxes/{ann}/modules/lft"), &json!({}), 200)
         .await;
     assert_eq!(asks("lft").await, "ok");
     assert_eq!(
@@ -437,21 +412,15 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
         "a per-customer module the customer lacks"
     );
     admin
-        .expect(
-            admin
-                .put(&format!("/v1/nodes/{}/modules/m365", tree.c2), &json!({}))
-                .await,
+        .put_expect(
+            &format!("/v1/nodes/{}/modules/m365", tree.c2),
+            &json!({}),
             200,
         )
         .await;
     assert_eq!(asks("m365").await, "ok");
     admin
-        .expect(
-            admin
-                .delete(&format!("/v1/mailboxes/{ann}/modules/lft"))
-                .await,
-            204,
-        )
+        .delete_expect(&format!("/v1/mailboxes/{ann}/modules/lft"), 204)
         .await;
     assert_eq!(asks("lft").await, "module_not_assigned", "taken away again");
     // A new address enrolled by the check holds only the automatic modules.
@@ -494,10 +463,9 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
         .to_owned();
     for holder in [&ann, &bob] {
         admin
-            .expect(
-                admin
-                    .put(&format!("/v1/mailboxes/{holder}/modules/lft"), &json!({}))
-                    .await,
+            .put_expect(
+                &format!("/v1/mailboxes/{holder}/modules/lft"),
+                &json!({}),
                 200,
             )
             .await;
@@ -525,18 +493,14 @@ async fn a_batch_answers_in_order_and_bad_input_is_refused_whole() {
     let worker = check_key(&app, &admin, &tree.owner).await;
     admin.create_mailbox(&tree.c1, "kim@c1.example").await;
     let answers = worker
-        .expect(
-            worker
-                .post(
-                    "/v1/check/batch",
-                    &json!({"checks": [
-                        {"direction": "outbound", "address": "kim@c1.example"},
-                        {"direction": "outbound", "domain": "nobody.example"},
-                        {"direction": "outbound", "address": "lee@c1.example", "enrol": false},
-                        {"direction": "outbound", "domain": "c2.example"},
-                    ]}),
-                )
-                .await,
+        .post_expect(
+            "/v1/check/batch",
+            &json!({"checks": [
+                {"direction": "outbound", "address": "kim@c1.example"},
+                {"direction": "outbound", "domain": "nobody.example"},
+                {"direction": "outbound", "address": "lee@c1.example", "enrol": false},
+                {"direction": "outbound", "domain": "c2.example"},
+            ]}),
             200,
         )
         .await;
@@ -808,12 +772,7 @@ async fn postfix_asks_through_the_policy_and_socketmap_listeners() {
         );
     }
     let listed = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/mailboxes?origin=check", tree.c1))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/mailboxes?origin=check", tree.c1))
         .await;
     let enrolled: Vec<&str> = listed["items"]
         .as_array()
@@ -913,12 +872,7 @@ async fn under_a_mixed_workload_every_answer_is_what_the_database_says() {
     let worker = check_key(&app, &admin, &tree.owner).await;
     let domain_ids: Vec<(String, String)> = {
         let page = admin
-            .expect(
-                admin
-                    .get(&format!("/v1/nodes/{}/domains", tree.owner))
-                    .await,
-                200,
-            )
+            .get_ok(&format!("/v1/nodes/{}/domains", tree.owner))
             .await;
         page["items"]
             .as_array()
@@ -1156,12 +1110,7 @@ async fn a_recipient_never_takes_a_seat_and_is_accepted_as_its_customer_says() {
         .map(|i| inbound(&format!("stranger{i}@c1.example")))
         .collect();
     let results = worker
-        .expect(
-            worker
-                .post("/v1/check/batch", &json!({"checks": batch}))
-                .await,
-            200,
-        )
+        .post_expect("/v1/check/batch", &json!({"checks": batch}), 200)
         .await;
     for result in results["results"].as_array().unwrap() {
         assert_eq!(

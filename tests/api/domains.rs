@@ -33,7 +33,7 @@ async fn a_customer_registers_a_domain_in_any_form_idna_accepts() {
         domain["verification"]["record"],
         "_allot.xn--bcher-kva.example"
     );
-    assert_eq!(admin.expect(admin.get(&location).await, 200).await, domain);
+    assert_eq!(admin.get_ok(&location).await, domain);
     assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 1);
     assert_eq!(
         admin.usage(&tree.a, "domains").await["used"],
@@ -94,13 +94,9 @@ async fn the_last_domain_unit_goes_to_exactly_one_of_32_racers() {
     let tree = seed_tree(&admin).await;
     for i in 0..4 {
         admin
-            .expect(
-                admin
-                    .post(
-                        &format!("/v1/nodes/{}/domains", tree.c1),
-                        &json!({"name": format!("d{i}.example")}),
-                    )
-                    .await,
+            .post_expect(
+                &format!("/v1/nodes/{}/domains", tree.c1),
+                &json!({"name": format!("d{i}.example")}),
                 201,
             )
             .await;
@@ -185,18 +181,14 @@ async fn a_deleted_domain_returns_its_unit_and_its_name() {
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     let domain = admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/domains", tree.c1),
-                    &json!({"name": "gone.example"}),
-                )
-                .await,
+        .post_expect(
+            &format!("/v1/nodes/{}/domains", tree.c1),
+            &json!({"name": "gone.example"}),
             201,
         )
         .await;
     let path = format!("/v1/domains/{}", domain["id"].as_str().unwrap());
-    let changed = admin.expect(admin.patch(&path, &json!({"status": "disabled", "route": {"host": "192.0.2.1", "port": 2525, "priority": 90}})).await, 200).await;
+    let changed = admin.patch_ok(&path, &json!({"status": "disabled", "route": {"host": "192.0.2.1", "port": 2525, "priority": 90}})).await;
     assert_eq!(
         (
             changed["status"].as_str(),
@@ -204,21 +196,15 @@ async fn a_deleted_domain_returns_its_unit_and_its_name() {
         ),
         (Some("disabled"), Some(2525))
     );
-    let cleared = admin
-        .expect(admin.patch(&path, &json!({"route": null})).await, 200)
-        .await;
+    let cleared = admin.patch_ok(&path, &json!({"route": null})).await;
     assert_eq!(cleared["route"], Value::Null);
-    admin.expect(admin.delete(&path).await, 204).await;
+    admin.delete_expect(&path, 204).await;
     assert_problem(admin.get(&path).await, 404, "not-found").await;
     assert_eq!(admin.usage(&tree.a, "domains").await["used"], 0);
     admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/domains", tree.c2),
-                    &json!({"name": "gone.example"}),
-                )
-                .await,
+        .post_expect(
+            &format!("/v1/nodes/{}/domains", tree.c2),
+            &json!({"name": "gone.example"}),
             201,
         )
         .await;
@@ -232,13 +218,9 @@ async fn a_domain_is_verified_by_its_txt_record_over_real_dns() {
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     let domain = admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/domains", tree.c1),
-                    &json!({"name": "proven.example"}),
-                )
-                .await,
+        .post_expect(
+            &format!("/v1/nodes/{}/domains", tree.c1),
+            &json!({"name": "proven.example"}),
             201,
         )
         .await;
@@ -259,9 +241,7 @@ async fn a_domain_is_verified_by_its_txt_record_over_real_dns() {
     )
     .await;
     dns.publish_txt("_allot.proven.example", token);
-    let verified = admin
-        .expect(admin.post(&verify, &json!({})).await, 200)
-        .await;
+    let verified = admin.post_expect(&verify, &json!({}), 200).await;
     assert_eq!(verified["verification"]["status"], "verified");
     assert!(verified["verification"]["verified_at"].is_string());
     app.assert_verified();
@@ -278,10 +258,9 @@ async fn a_reseller_lists_its_customers_domains_and_no_one_elses() {
         (&tree.c2, "three.example"),
     ] {
         admin
-            .expect(
-                admin
-                    .post(&format!("/v1/nodes/{node}/domains"), &json!({"name": name}))
-                    .await,
+            .post_expect(
+                &format!("/v1/nodes/{node}/domains"),
+                &json!({"name": name}),
                 201,
             )
             .await;
@@ -294,29 +273,14 @@ async fn a_reseller_lists_its_customers_domains_and_no_one_elses() {
             .map(|d| d["name"].as_str().unwrap().to_owned())
             .collect()
     };
-    let a = admin
-        .expect(
-            admin.get(&format!("/v1/nodes/{}/domains", tree.a)).await,
-            200,
-        )
-        .await;
+    let a = admin.get_ok(&format!("/v1/nodes/{}/domains", tree.a)).await;
     assert_eq!(names(&a), ["one.example", "two.example"]);
     let owner = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/domains?name_prefix=T", tree.owner))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/domains?name_prefix=T", tree.owner))
         .await;
     assert_eq!(names(&owner), ["two.example", "three.example"]);
     let disabled = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/domains?status=disabled", tree.owner))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/domains?status=disabled", tree.owner))
         .await;
     assert!(names(&disabled).is_empty());
     app.assert_verified();
@@ -328,13 +292,9 @@ async fn a_customer_with_domains_is_deleted_only_with_cascade_and_frees_them() {
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/domains", tree.c1),
-                    &json!({"name": "held.example"}),
-                )
-                .await,
+        .post_expect(
+            &format!("/v1/nodes/{}/domains", tree.c1),
+            &json!({"name": "held.example"}),
             201,
         )
         .await;
@@ -352,22 +312,13 @@ async fn a_customer_with_domains_is_deleted_only_with_cascade_and_frees_them() {
         "{body}"
     );
     admin
-        .expect(
-            admin
-                .delete(&format!("/v1/nodes/{}?cascade=true", tree.c1))
-                .await,
-            204,
-        )
+        .delete_expect(&format!("/v1/nodes/{}?cascade=true", tree.c1), 204)
         .await;
     assert_eq!(admin.usage(&tree.a, "domains").await["used"], 0);
     admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/domains", tree.c2),
-                    &json!({"name": "held.example"}),
-                )
-                .await,
+        .post_expect(
+            &format!("/v1/nodes/{}/domains", tree.c2),
+            &json!({"name": "held.example"}),
             201,
         )
         .await;
@@ -446,10 +397,7 @@ async fn an_expired_claim_returns_its_unit_though_nobody_wants_the_name() {
     }
     assert_eq!(audited(&app, &tree.c1, "domain.expire", "system"), 1);
     let left = admin
-        .expect(
-            admin.get(&format!("/v1/nodes/{}/domains", tree.c1)).await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/domains", tree.c1))
         .await;
     let names: Vec<&str> = left["items"]
         .as_array()
@@ -478,13 +426,9 @@ async fn a_verified_claim_takes_over_another_customers_pending_one() {
         owned["verification"]["token"].as_str().unwrap(),
     );
     let verified = admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/domains/{}/verify", owned["id"].as_str().unwrap()),
-                    &json!({}),
-                )
-                .await,
+        .post_expect(
+            &format!("/v1/domains/{}/verify", owned["id"].as_str().unwrap()),
+            &json!({}),
             200,
         )
         .await;
@@ -531,9 +475,7 @@ async fn a_verified_domain_is_never_taken_over() {
         );
     }
     let verify = |claim: &Value| format!("/v1/domains/{}/verify", claim["id"].as_str().unwrap());
-    admin
-        .expect(admin.post(&verify(&first), &json!({})).await, 200)
-        .await;
+    admin.post_expect(&verify(&first), &json!({}), 200).await;
 
     assert_eq!(
         admin.post(&verify(&second), &json!({})).await.status(),
@@ -553,12 +495,7 @@ async fn a_verified_domain_is_never_taken_over() {
     )
     .await;
     let held = admin
-        .expect(
-            admin
-                .get(&format!("/v1/domains/{}", first["id"].as_str().unwrap()))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/domains/{}", first["id"].as_str().unwrap()))
         .await;
     assert_eq!(held["verification"]["status"], "verified");
     assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 1);

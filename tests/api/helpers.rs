@@ -359,7 +359,37 @@ impl Caller<'_> {
 
     /// PATCHes `body` onto `path`, asserts 200, and returns the changed resource.
     pub async fn patch_ok(&self, path: &str, body: &Value) -> Value {
-        self.expect(self.patch(path, body).await, 200).await
+        self.patch_expect(path, body, 200).await
+    }
+
+    /// GETs `path`, asserts 200, and returns the JSON body.
+    pub async fn get_ok(&self, path: &str) -> Value {
+        self.get_expect(path, 200).await
+    }
+
+    /// GETs `path`, asserts `status`, and returns the JSON body.
+    pub async fn get_expect(&self, path: &str, status: u16) -> Value {
+        self.expect(self.get(path).await, status).await
+    }
+
+    /// POSTs `body` to `path`, asserts `status`, and returns the JSON body.
+    pub async fn post_expect(&self, path: &str, body: &Value, status: u16) -> Value {
+        self.expect(self.post(path, body).await, status).await
+    }
+
+    /// PUTs `body` on `path`, asserts `status`, and returns the JSON body.
+    pub async fn put_expect(&self, path: &str, body: &Value, status: u16) -> Value {
+        self.expect(self.put(path, body).await, status).await
+    }
+
+    /// PATCHes `body` onto `path`, asserts `status`, and returns the JSON body.
+    pub async fn patch_expect(&self, path: &str, body: &Value, status: u16) -> Value {
+        self.expect(self.patch(path, body).await, status).await
+    }
+
+    /// DELETEs `path`, asserts `status`, and returns the JSON body (null when empty).
+    pub async fn delete_expect(&self, path: &str, status: u16) -> Value {
+        self.expect(self.delete(path).await, status).await
     }
 
     /// Sends, asserts the status, and returns the JSON body.
@@ -376,26 +406,20 @@ impl Caller<'_> {
 
     /// The caller's own node id.
     pub async fn node_id(&self) -> String {
-        let me = self.expect(self.get("/v1/me").await, 200).await;
+        let me = self.get_ok("/v1/me").await;
         me["node_id"].as_str().unwrap().to_owned()
     }
 
     pub async fn set_licence(&self, lines: Value) -> Value {
-        self.expect(
-            self.put("/v1/licence", &json!({"resources": lines})).await,
-            200,
-        )
-        .await
+        self.put_expect("/v1/licence", &json!({"resources": lines}), 200)
+            .await
     }
 
     pub async fn create_child(&self, parent: &str, kind: &str, name: &str) -> String {
         let body = self
-            .expect(
-                self.post(
-                    &format!("/v1/nodes/{parent}/children"),
-                    &json!({"kind": kind, "name": name}),
-                )
-                .await,
+            .post_expect(
+                &format!("/v1/nodes/{parent}/children"),
+                &json!({"kind": kind, "name": name}),
                 201,
             )
             .await;
@@ -412,12 +436,9 @@ impl Caller<'_> {
 
     /// Registers domain `name` for `customer` (unverified); returns it.
     pub async fn register_domain(&self, customer: &str, name: &str) -> Value {
-        self.expect(
-            self.post(
-                &format!("/v1/nodes/{customer}/domains"),
-                &json!({"name": name}),
-            )
-            .await,
+        self.post_expect(
+            &format!("/v1/nodes/{customer}/domains"),
+            &json!({"name": name}),
             201,
         )
         .await
@@ -425,12 +446,9 @@ impl Caller<'_> {
 
     /// Creates the mailbox `address` for `customer`; returns it.
     pub async fn create_mailbox(&self, customer: &str, address: &str) -> Value {
-        self.expect(
-            self.post(
-                &format!("/v1/nodes/{customer}/mailboxes"),
-                &json!({"address": address}),
-            )
-            .await,
+        self.post_expect(
+            &format!("/v1/nodes/{customer}/mailboxes"),
+            &json!({"address": address}),
             201,
         )
         .await
@@ -438,12 +456,9 @@ impl Caller<'_> {
 
     /// Gives mailbox `mailbox` the alias `address`; returns it.
     pub async fn add_alias(&self, mailbox: &str, address: &str) -> Value {
-        self.expect(
-            self.post(
-                &format!("/v1/mailboxes/{mailbox}/aliases"),
-                &json!({"address": address}),
-            )
-            .await,
+        self.post_expect(
+            &format!("/v1/mailboxes/{mailbox}/aliases"),
+            &json!({"address": address}),
             201,
         )
         .await
@@ -451,9 +466,7 @@ impl Caller<'_> {
 
     /// The usage report line of `resource` at `node`.
     pub async fn usage(&self, node: &str, resource: &str) -> Value {
-        let report = self
-            .expect(self.get(&format!("/v1/nodes/{node}/usage")).await, 200)
-            .await;
+        let report = self.get_ok(&format!("/v1/nodes/{node}/usage")).await;
         report["resources"]
             .as_array()
             .unwrap()

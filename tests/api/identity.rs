@@ -16,12 +16,7 @@ const NFD_JORG: &str = "jo\u{308}rg@c1.example";
 /// The addresses of `customer`'s mailboxes, role addresses left out.
 async fn addresses(admin: &Caller<'_>, customer: &str) -> Vec<String> {
     let listed = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{customer}/mailboxes?limit=500"))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{customer}/mailboxes?limit=500"))
         .await;
     let mut found: Vec<String> = listed["items"]
         .as_array()
@@ -285,13 +280,9 @@ async fn a_case_sensitive_customer_keeps_variants_apart_and_cannot_switch_back_w
     let (app, dns) = spawn().await;
     let (admin, tree) = setup(&app, &dns).await;
     let worker = check_key(&app, &admin, &tree.owner).await;
-    let node = admin
-        .expect(admin.get(&format!("/v1/nodes/{}", tree.c1)).await, 200)
-        .await;
+    let node = admin.get_ok(&format!("/v1/nodes/{}", tree.c1)).await;
     assert_eq!(node["local_part_case"], "insensitive", "the default");
-    let owner = admin
-        .expect(admin.get(&format!("/v1/nodes/{}", tree.owner)).await, 200)
-        .await;
+    let owner = admin.get_ok(&format!("/v1/nodes/{}", tree.owner)).await;
     assert!(owner.get("local_part_case").is_none(), "a customer setting");
     assert_problem(
         patch_case(&admin, &tree.a, "sensitive").await,
@@ -349,25 +340,19 @@ async fn a_case_sensitive_customer_keeps_variants_apart_and_cannot_switch_back_w
         .collect();
     named.sort();
     assert_eq!(named, ["Jane@c1.example", "jane@c1.example"]);
-    let node = admin
-        .expect(admin.get(&format!("/v1/nodes/{}", tree.c1)).await, 200)
-        .await;
+    let node = admin.get_ok(&format!("/v1/nodes/{}", tree.c1)).await;
     assert_eq!(node["local_part_case"], "sensitive", "nothing changed");
 
     let lower_id = lower["id"].as_str().unwrap();
     admin
-        .expect(
-            admin
-                .post(&format!("/v1/mailboxes/{lower_id}/disable"), &json!({}))
-                .await,
+        .post_expect(
+            &format!("/v1/mailboxes/{lower_id}/disable"),
+            &json!({}),
             200,
         )
         .await;
     admin
-        .expect(
-            admin.delete(&format!("/v1/mailboxes/{lower_id}")).await,
-            204,
-        )
+        .delete_expect(&format!("/v1/mailboxes/{lower_id}"), 204)
         .await;
     admin
         .expect(patch_case(&admin, &tree.c1, "insensitive").await, 200)
@@ -404,10 +389,7 @@ async fn a_domain_whose_label_mixes_scripts_is_refused() {
         .register_domain(&tree.c1, "\u{43f}\u{43e}\u{447}\u{442}\u{430}.example")
         .await;
     let listed: Value = admin
-        .expect(
-            admin.get(&format!("/v1/nodes/{}/domains", tree.c1)).await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/domains", tree.c1))
         .await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
     app.assert_verified();

@@ -212,12 +212,7 @@ async fn a_real_postfix_gives_every_case_its_reply_inbound_and_outbound() {
     }
     // The one sender seen for the first time is a mailbox now; no recipient became one.
     let enrolled = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/mailboxes?origin=check", tree.owner))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/mailboxes?origin=check", tree.owner))
         .await;
     let addresses: Vec<&str> = enrolled["items"]
         .as_array()
@@ -259,12 +254,7 @@ async fn a_hundred_messages_to_unknown_recipients_enrol_nobody_and_take_no_seat(
         before["used"]
     );
     let enrolled: Value = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/mailboxes?origin=check", tree.c1))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/mailboxes?origin=check", tree.c1))
         .await;
     assert_eq!(enrolled["items"], json!([]));
     let metrics = flow.app.get("/metrics").await.text().await.unwrap();

@@ -8,24 +8,16 @@ use crate::helpers::{Caller, Tree, assert_problem, seed_tree, spawn_app};
 pub(crate) async fn with_domains(admin: &Caller<'_>) -> Tree {
     let tree = seed_tree(admin).await;
     admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/domains", tree.c1),
-                    &json!({"name": "c1.example"}),
-                )
-                .await,
+        .post_expect(
+            &format!("/v1/nodes/{}/domains", tree.c1),
+            &json!({"name": "c1.example"}),
             201,
         )
         .await;
     admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/domains", tree.c2),
-                    &json!({"name": "株式.会社"}),
-                )
-                .await,
+        .post_expect(
+            &format!("/v1/nodes/{}/domains", tree.c2),
+            &json!({"name": "株式.会社"}),
             201,
         )
         .await;
@@ -38,12 +30,7 @@ async fn a_mailbox_takes_a_seat_and_every_domain_has_its_role_addresses() {
     let admin = app.as_admin().await;
     let tree = with_domains(&admin).await;
     let roles = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/mailboxes?origin=role", tree.c1))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/mailboxes?origin=role", tree.c1))
         .await;
     let roles: Vec<&str> = roles["items"]
         .as_array()
@@ -89,12 +76,7 @@ async fn addresses_are_unique_and_must_be_on_the_customers_own_domains() {
     let tree = with_domains(&admin).await;
     let path = format!("/v1/nodes/{}/mailboxes", tree.c1);
     admin
-        .expect(
-            admin
-                .post(&path, &json!({"address": "Jane@C1.example"}))
-                .await,
-            201,
-        )
+        .post_expect(&path, &json!({"address": "Jane@C1.example"}), 201)
         .await;
     assert_problem(
         admin
@@ -148,12 +130,7 @@ async fn addresses_are_unique_and_must_be_on_the_customers_own_domains() {
         assert_eq!(body["errors"][0]["field"], "address", "{bad}");
     }
     admin
-        .expect(
-            admin
-                .post(&path, &json!({"address": "\"john smith\"@c1.example"}))
-                .await,
-            201,
-        )
+        .post_expect(&path, &json!({"address": "\"john smith\"@c1.example"}), 201)
         .await;
     assert_eq!(admin.usage(&tree.c1, "users").await["used"], 2);
     app.assert_verified();
@@ -165,30 +142,15 @@ async fn disabling_frees_the_seat_and_enabling_takes_it_when_one_is_free() {
     let admin = app.as_admin().await;
     let tree = with_domains(&admin).await;
     let grant = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/allocations?resource=users", tree.c1))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/allocations?resource=users", tree.c1))
         .await;
     let grant = grant["items"][0]["id"].as_str().unwrap().to_owned();
     admin
-        .expect(
-            admin
-                .patch(&format!("/v1/allocations/{grant}"), &json!({"amount": 1}))
-                .await,
-            200,
-        )
+        .patch_ok(&format!("/v1/allocations/{grant}"), &json!({"amount": 1}))
         .await;
     let path = format!("/v1/nodes/{}/mailboxes", tree.c1);
     let first = admin
-        .expect(
-            admin
-                .post(&path, &json!({"address": "one@c1.example"}))
-                .await,
-            201,
-        )
+        .post_expect(&path, &json!({"address": "one@c1.example"}), 201)
         .await;
     let body = assert_problem(
         admin
@@ -208,21 +170,11 @@ async fn disabling_frees_the_seat_and_enabling_takes_it_when_one_is_free() {
     );
     let id = first["id"].as_str().unwrap();
     let disabled = admin
-        .expect(
-            admin
-                .post(&format!("/v1/mailboxes/{id}/disable"), &json!({}))
-                .await,
-            200,
-        )
+        .post_expect(&format!("/v1/mailboxes/{id}/disable"), &json!({}), 200)
         .await;
     assert_eq!(disabled["status"], "disabled");
     let second = admin
-        .expect(
-            admin
-                .post(&path, &json!({"address": "two@c1.example"}))
-                .await,
-            201,
-        )
+        .post_expect(&path, &json!({"address": "two@c1.example"}), 201)
         .await;
     assert_eq!(second["status"], "active");
     assert_problem(
@@ -243,33 +195,21 @@ async fn a_mailbox_is_deleted_only_once_disabled_and_role_addresses_never() {
     let admin = app.as_admin().await;
     let tree = with_domains(&admin).await;
     let created = admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/mailboxes", tree.c1),
-                    &json!({"address": "bye@c1.example"}),
-                )
-                .await,
+        .post_expect(
+            &format!("/v1/nodes/{}/mailboxes", tree.c1),
+            &json!({"address": "bye@c1.example"}),
             201,
         )
         .await;
     let path = format!("/v1/mailboxes/{}", created["id"].as_str().unwrap());
     assert_problem(admin.delete(&path).await, 409, "conflict").await;
     admin
-        .expect(
-            admin.post(&format!("{path}/disable"), &json!({})).await,
-            200,
-        )
+        .post_expect(&format!("{path}/disable"), &json!({}), 200)
         .await;
-    admin.expect(admin.delete(&path).await, 204).await;
+    admin.delete_expect(&path, 204).await;
     assert_problem(admin.get(&path).await, 404, "not-found").await;
     let roles = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/mailboxes?origin=role", tree.c1))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/mailboxes?origin=role", tree.c1))
         .await;
     let postmaster = roles["items"][0]["id"].as_str().unwrap();
     assert_problem(
@@ -287,21 +227,14 @@ async fn a_domain_with_mailboxes_goes_only_with_cascade_and_returns_their_seats(
     let admin = app.as_admin().await;
     let tree = with_domains(&admin).await;
     admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/mailboxes", tree.c1),
-                    &json!({"address": "stay@c1.example"}),
-                )
-                .await,
+        .post_expect(
+            &format!("/v1/nodes/{}/mailboxes", tree.c1),
+            &json!({"address": "stay@c1.example"}),
             201,
         )
         .await;
     let domains = admin
-        .expect(
-            admin.get(&format!("/v1/nodes/{}/domains", tree.c1)).await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/domains", tree.c1))
         .await;
     let domain = format!(
         "/v1/domains/{}",
@@ -309,14 +242,11 @@ async fn a_domain_with_mailboxes_goes_only_with_cascade_and_returns_their_seats(
     );
     assert_problem(admin.delete(&domain).await, 409, "not-empty").await;
     admin
-        .expect(admin.delete(&format!("{domain}?cascade=true")).await, 204)
+        .delete_expect(&format!("{domain}?cascade=true"), 204)
         .await;
     assert_eq!(admin.usage(&tree.c1, "users").await["used"], 0);
     let left = admin
-        .expect(
-            admin.get(&format!("/v1/nodes/{}/mailboxes", tree.c1)).await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/mailboxes", tree.c1))
         .await;
     assert_eq!(left["items"], json!([]));
     app.assert_verified();
@@ -328,24 +258,15 @@ async fn mailboxes_are_listed_and_changed_field_by_field() {
     let admin = app.as_admin().await;
     let tree = with_domains(&admin).await;
     let created = admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/mailboxes", tree.c1),
-                    &json!({"address": "ann@c1.example", "first_name": "Ann"}),
-                )
-                .await,
+        .post_expect(
+            &format!("/v1/nodes/{}/mailboxes", tree.c1),
+            &json!({"address": "ann@c1.example", "first_name": "Ann"}),
             201,
         )
         .await;
     let path = format!("/v1/mailboxes/{}", created["id"].as_str().unwrap());
     let changed = admin
-        .expect(
-            admin
-                .patch(&path, &json!({"last_name": "Lee", "first_name": null}))
-                .await,
-            200,
-        )
+        .patch_ok(&path, &json!({"last_name": "Lee", "first_name": null}))
         .await;
     assert_eq!(
         (changed["first_name"].clone(), changed["last_name"].as_str()),
@@ -358,27 +279,17 @@ async fn mailboxes_are_listed_and_changed_field_by_field() {
     )
     .await;
     let listed = admin
-        .expect(
-            admin
-                .get(&format!(
-                    "/v1/nodes/{}/mailboxes?address_prefix=ann&status=active",
-                    tree.a
-                ))
-                .await,
-            200,
-        )
+        .get_ok(&format!(
+            "/v1/nodes/{}/mailboxes?address_prefix=ann&status=active",
+            tree.a
+        ))
         .await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
     let by_domain = admin
-        .expect(
-            admin
-                .get(&format!(
-                    "/v1/nodes/{}/mailboxes?domain=C1.example&origin=manual",
-                    tree.owner
-                ))
-                .await,
-            200,
-        )
+        .get_ok(&format!(
+            "/v1/nodes/{}/mailboxes?domain=C1.example&origin=manual",
+            tree.owner
+        ))
         .await;
     assert_eq!(by_domain["items"].as_array().unwrap().len(), 1);
     assert_problem(
@@ -398,21 +309,11 @@ async fn the_last_seat_raced_by_32_creates_is_taken_once() {
     let admin = app.as_admin().await;
     let tree = with_domains(&admin).await;
     let grant = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/allocations?resource=users", tree.c1))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/allocations?resource=users", tree.c1))
         .await;
     let grant = grant["items"][0]["id"].as_str().unwrap().to_owned();
     admin
-        .expect(
-            admin
-                .patch(&format!("/v1/allocations/{grant}"), &json!({"amount": 1}))
-                .await,
-            200,
-        )
+        .patch_ok(&format!("/v1/allocations/{grant}"), &json!({"amount": 1}))
         .await;
     let attempts = (0..32).map(|i| {
         let admin = &admin;
@@ -439,24 +340,16 @@ async fn aliases_share_the_address_space_with_mailboxes_and_are_capped_per_custo
     let admin = app.as_admin().await;
     let tree = with_domains(&admin).await;
     admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/domains", tree.c1),
-                    &json!({"name": "other.example"}),
-                )
-                .await,
+        .post_expect(
+            &format!("/v1/nodes/{}/domains", tree.c1),
+            &json!({"name": "other.example"}),
             201,
         )
         .await;
     let jane = admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/mailboxes", tree.c1),
-                    &json!({"address": "jane@c1.example"}),
-                )
-                .await,
+        .post_expect(
+            &format!("/v1/nodes/{}/mailboxes", tree.c1),
+            &json!({"address": "jane@c1.example"}),
             201,
         )
         .await;
@@ -501,24 +394,14 @@ async fn aliases_share_the_address_space_with_mailboxes_and_are_capped_per_custo
     );
 
     let limited = admin
-        .expect(
-            admin
-                .patch(
-                    &format!("/v1/nodes/{}", tree.c1),
-                    &json!({"max_aliases_per_mailbox": 2}),
-                )
-                .await,
-            200,
+        .patch_ok(
+            &format!("/v1/nodes/{}", tree.c1),
+            &json!({"max_aliases_per_mailbox": 2}),
         )
         .await;
     assert_eq!(limited["max_aliases_per_mailbox"], 2);
     admin
-        .expect(
-            admin
-                .post(&aliases, &json!({"address": "info@other.example"}))
-                .await,
-            201,
-        )
+        .post_expect(&aliases, &json!({"address": "info@other.example"}), 201)
         .await;
     assert_problem(
         admin
@@ -539,45 +422,32 @@ async fn aliases_share_the_address_space_with_mailboxes_and_are_capped_per_custo
         "validation-failed",
     )
     .await;
-    let listed = admin.expect(admin.get(&aliases).await, 200).await;
+    let listed = admin.get_ok(&aliases).await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 2);
 
     admin
-        .expect(
-            admin
-                .delete(&format!("/v1/aliases/{}", alias["id"].as_str().unwrap()))
-                .await,
+        .delete_expect(
+            &format!("/v1/aliases/{}", alias["id"].as_str().unwrap()),
             204,
         )
         .await;
     admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/mailboxes", tree.c1),
-                    &json!({"address": "sales@other.example"}),
-                )
-                .await,
+        .post_expect(
+            &format!("/v1/nodes/{}/mailboxes", tree.c1),
+            &json!({"address": "sales@other.example"}),
             201,
         )
         .await;
     // Deleting the mailbox takes its remaining alias along.
     let jane = format!("/v1/mailboxes/{}", jane["id"].as_str().unwrap());
     admin
-        .expect(
-            admin.post(&format!("{jane}/disable"), &json!({})).await,
-            200,
-        )
+        .post_expect(&format!("{jane}/disable"), &json!({}), 200)
         .await;
-    admin.expect(admin.delete(&jane).await, 204).await;
+    admin.delete_expect(&jane, 204).await;
     admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/mailboxes", tree.c1),
-                    &json!({"address": "info@other.example"}),
-                )
-                .await,
+        .post_expect(
+            &format!("/v1/nodes/{}/mailboxes", tree.c1),
+            &json!({"address": "info@other.example"}),
             201,
         )
         .await;
@@ -614,13 +484,9 @@ async fn groups_list_their_members_and_lose_deleted_mailboxes() {
     let mut ids = Vec::new();
     for local in ["bob", "amy"] {
         let m = admin
-            .expect(
-                admin
-                    .post(
-                        &format!("/v1/nodes/{}/mailboxes", tree.c1),
-                        &json!({"address": format!("{local}@c1.example")}),
-                    )
-                    .await,
+            .post_expect(
+                &format!("/v1/nodes/{}/mailboxes", tree.c1),
+                &json!({"address": format!("{local}@c1.example")}),
                 201,
             )
             .await;
@@ -628,21 +494,11 @@ async fn groups_list_their_members_and_lose_deleted_mailboxes() {
     }
     for id in &ids {
         admin
-            .expect(
-                admin
-                    .put(&format!("{group_path}/members/{id}"), &json!({}))
-                    .await,
-                200,
-            )
+            .put_expect(&format!("{group_path}/members/{id}"), &json!({}), 200)
             .await;
     }
     let twice = admin
-        .expect(
-            admin
-                .put(&format!("{group_path}/members/{}", ids[0]), &json!({}))
-                .await,
-            200,
-        )
+        .put_expect(&format!("{group_path}/members/{}", ids[0]), &json!({}), 200)
         .await;
     let members: Vec<&str> = twice["members"]
         .as_array()
@@ -653,13 +509,9 @@ async fn groups_list_their_members_and_lose_deleted_mailboxes() {
     assert_eq!(members, ["amy@c1.example", "bob@c1.example"]);
     // A mailbox of another customer cannot join.
     let outsider = admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/mailboxes", tree.c2),
-                    &json!({"address": "x@株式.会社"}),
-                )
-                .await,
+        .post_expect(
+            &format!("/v1/nodes/{}/mailboxes", tree.c2),
+            &json!({"address": "x@株式.会社"}),
             201,
         )
         .await;
@@ -675,32 +527,23 @@ async fn groups_list_their_members_and_lose_deleted_mailboxes() {
     )
     .await;
     admin
-        .expect(
-            admin
-                .delete(&format!("{group_path}/members/{}", ids[1]))
-                .await,
+        .delete_expect(&format!("{group_path}/members/{}", ids[1]), 200)
+        .await;
+    admin
+        .post_expect(
+            &format!("/v1/mailboxes/{}/disable", ids[0]),
+            &json!({}),
             200,
         )
         .await;
     admin
-        .expect(
-            admin
-                .post(&format!("/v1/mailboxes/{}/disable", ids[0]), &json!({}))
-                .await,
-            200,
-        )
+        .delete_expect(&format!("/v1/mailboxes/{}", ids[0]), 204)
         .await;
-    admin
-        .expect(
-            admin.delete(&format!("/v1/mailboxes/{}", ids[0])).await,
-            204,
-        )
-        .await;
-    let left = admin.expect(admin.get(&group_path).await, 200).await;
+    let left = admin.get_ok(&group_path).await;
     assert_eq!(left["members"], json!([]));
-    let listed = admin.expect(admin.get(&path).await, 200).await;
+    let listed = admin.get_ok(&path).await;
     assert_eq!(listed["items"][0]["name"], "Sales");
-    admin.expect(admin.delete(&group_path).await, 204).await;
+    admin.delete_expect(&group_path, 204).await;
     assert_problem(admin.get(&group_path).await, 404, "not-found").await;
     app.assert_verified();
 }
@@ -757,9 +600,7 @@ async fn over_long_strings_control_characters_and_broken_utf8_change_nothing() {
     )
     .await;
     assert_eq!(domain["errors"][0]["field"], "description");
-    let listed = admin
-        .expect(admin.get(&format!("{path}?origin=manual")).await, 200)
-        .await;
+    let listed = admin.get_ok(&format!("{path}?origin=manual")).await;
     assert_eq!(listed["items"], json!([]));
     assert_eq!(admin.usage(&tree.c1, "users").await["used"], 0);
     assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 1);
@@ -850,21 +691,11 @@ async fn a_csv_import_reports_each_row_by_its_line() {
     let admin = app.as_admin().await;
     let tree = with_domains(&admin).await;
     let grant = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/allocations?resource=users", tree.c1))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/allocations?resource=users", tree.c1))
         .await;
     let grant = grant["items"][0]["id"].as_str().unwrap().to_owned();
     admin
-        .expect(
-            admin
-                .patch(&format!("/v1/allocations/{grant}"), &json!({"amount": 3}))
-                .await,
-            200,
-        )
+        .patch_ok(&format!("/v1/allocations/{grant}"), &json!({"amount": 3}))
         .await;
     let csv = "address,display_name\n\
                one@c1.example,One\n\
@@ -910,15 +741,10 @@ async fn a_csv_import_reports_each_row_by_its_line() {
         ]
     );
     let two = admin
-        .expect(
-            admin
-                .get(&format!(
-                    "/v1/mailboxes/{}",
-                    report["rows"][1]["mailbox_id"].as_str().unwrap()
-                ))
-                .await,
-            200,
-        )
+        .get_ok(&format!(
+            "/v1/mailboxes/{}",
+            report["rows"][1]["mailbox_id"].as_str().unwrap()
+        ))
         .await;
     assert_eq!(
         (two["display_name"].as_str(), two["origin"].as_str()),

@@ -639,9 +639,7 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
         ("B", &tree.b, "reseller"),
         ("C2", &tree.c2, "customer"),
     ] {
-        let node = admin
-            .expect(admin.get(&format!("/v1/nodes/{id}")).await, 200)
-            .await;
+        let node = admin.get_ok(&format!("/v1/nodes/{id}")).await;
         targets.push(Target {
             label,
             id: id.clone(),

@@ -69,10 +69,7 @@ async fn assign(admin: &Caller<'_>, mailbox: &str, code: &str) -> reqwest::Respo
 }
 
 async fn modules_of(admin: &Caller<'_>, mailbox: &str) -> Value {
-    admin
-        .expect(admin.get(&format!("/v1/mailboxes/{mailbox}")).await, 200)
-        .await["modules"]
-        .clone()
+    admin.get_ok(&format!("/v1/mailboxes/{mailbox}")).await["modules"].clone()
 }
 
 async fn used(admin: &Caller<'_>, node: &str, resource: &str) -> i64 {
@@ -92,9 +89,7 @@ async fn seats(admin: &Caller<'_>, customer: &str) -> (i64, i64, i64) {
 async fn the_seeded_catalogue_has_the_documents_modules_and_rules() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
-    let page = admin
-        .expect(admin.get("/v1/modules?limit=500").await, 200)
-        .await;
+    let page = admin.get_ok("/v1/modules?limit=500").await;
     let items = page["items"].as_array().unwrap();
     let codes: Vec<&str> = items.iter().map(|m| m["code"].as_str().unwrap()).collect();
     assert_eq!(
@@ -131,18 +126,11 @@ async fn the_seeded_catalogue_has_the_documents_modules_and_rules() {
     }
 
     // Pages follow the code order.
-    let first = admin
-        .expect(admin.get("/v1/modules?limit=4").await, 200)
-        .await;
+    let first = admin.get_ok("/v1/modules?limit=4").await;
     assert_eq!(first["items"].as_array().unwrap().len(), 4);
     let cursor = first["next_cursor"].as_str().unwrap();
     let second = admin
-        .expect(
-            admin
-                .get(&format!("/v1/modules?limit=500&cursor={cursor}"))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/modules?limit=500&cursor={cursor}"))
         .await;
     assert_eq!(second["items"][0]["code"], "filter_outbound");
     assert!(second["next_cursor"].is_null());
@@ -195,12 +183,7 @@ async fn requirements_come_first_and_exclusions_hold_both_ways() {
     .await;
     assert_eq!(refused["module"], "sign_encrypt");
     admin
-        .expect(
-            admin
-                .delete(&format!("/v1/mailboxes/{ann}/modules/sign_encrypt"))
-                .await,
-            204,
-        )
+        .delete_expect(&format!("/v1/mailboxes/{ann}/modules/sign_encrypt"), 204)
         .await;
     admin
         .expect(assign(&admin, &ann, "sign_only").await, 200)
@@ -218,10 +201,7 @@ async fn requirements_come_first_and_exclusions_hold_both_ways() {
     // Per-customer modules: m365 and the filters exclude each other, whichever comes first.
     let node_module = |code: &str| format!("/v1/nodes/{}/modules/{code}", shop.customer);
     let held = admin
-        .expect(
-            admin.put(&node_module("filter_inbound"), &json!({})).await,
-            200,
-        )
+        .put_expect(&node_module("filter_inbound"), &json!({}), 200)
         .await;
     assert_eq!(held["modules"][0]["code"], "filter_inbound");
     let refused = assert_problem(
@@ -232,10 +212,10 @@ async fn requirements_come_first_and_exclusions_hold_both_ways() {
     .await;
     assert_eq!(refused["module"], "filter_inbound");
     admin
-        .expect(admin.delete(&node_module("filter_inbound")).await, 204)
+        .delete_expect(&node_module("filter_inbound"), 204)
         .await;
     admin
-        .expect(admin.put(&node_module("m365"), &json!({})).await, 200)
+        .put_expect(&node_module("m365"), &json!({}), 200)
         .await;
     let refused = assert_problem(
         admin.put(&node_module("filter_outbound"), &json!({})).await,
@@ -245,12 +225,7 @@ async fn requirements_come_first_and_exclusions_hold_both_ways() {
     .await;
     assert_eq!(refused["module"], "m365");
     let listed = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/modules", shop.customer))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/modules", shop.customer))
         .await;
     assert_eq!(listed["modules"].as_array().unwrap().len(), 1);
     assert_eq!(used(&admin, &shop.customer, "module:m365").await, 1);
@@ -287,15 +262,10 @@ async fn requirements_come_first_and_exclusions_hold_both_ways() {
     .await;
     // Role addresses hold no seats, so no modules either.
     let roles = admin
-        .expect(
-            admin
-                .get(&format!(
-                    "/v1/nodes/{}/mailboxes?origin=role",
-                    shop.customer
-                ))
-                .await,
-            200,
-        )
+        .get_ok(&format!(
+            "/v1/nodes/{}/mailboxes?origin=role",
+            shop.customer
+        ))
         .await;
     let postmaster = roles["items"][0]["id"].as_str().unwrap().to_owned();
     assert_eq!(roles["items"][0]["modules"], json!([]));
@@ -434,9 +404,7 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
             &json!({"requires": [], "excludes": ["sandbox"]}),
         )
         .await;
-    let sandbox = admin
-        .expect(admin.get("/v1/modules/sandbox").await, 200)
-        .await;
+    let sandbox = admin.get_ok("/v1/modules/sandbox").await;
     assert_eq!(sandbox["excludes"], json!(["archive"]));
     // An automatic module is taken by every mailbox, so it excludes nothing.
     let refused = assert_problem(
@@ -476,13 +444,9 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
         "what was held stays"
     );
     // Unused: removed, and gone from the other side's exclusions.
-    admin
-        .expect(admin.delete("/v1/modules/archive").await, 204)
-        .await;
+    admin.delete_expect("/v1/modules/archive", 204).await;
     assert_problem(admin.get("/v1/modules/archive").await, 404, "not-found").await;
-    let sandbox = admin
-        .expect(admin.get("/v1/modules/sandbox").await, 200)
-        .await;
+    let sandbox = admin.get_ok("/v1/modules/sandbox").await;
     assert_eq!(sandbox["excludes"], json!([]));
     app.assert_verified();
 }
@@ -505,12 +469,7 @@ async fn every_mailbox_takes_a_base_seat_and_gives_its_seats_back() {
 
     // Disabling frees every seat, the assignments stay; enabling takes them again.
     admin
-        .expect(
-            admin
-                .post(&format!("/v1/mailboxes/{ann}/disable"), &json!({}))
-                .await,
-            200,
-        )
+        .post_expect(&format!("/v1/mailboxes/{ann}/disable"), &json!({}), 200)
         .await;
     assert_eq!(seats(&admin, &shop.customer).await, (0, 0, 0));
     assert_eq!(modules_of(&admin, &ann).await, json!(["base", "lft"]));
@@ -560,12 +519,7 @@ async fn every_mailbox_takes_a_base_seat_and_gives_its_seats_back() {
     .await;
     assert_eq!(refused["rows"][0]["problem"]["resource"], "module:base");
     let listed = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/mailboxes", shop.customer))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/mailboxes", shop.customer))
         .await;
     let addresses: Vec<&str> = listed["items"]
         .as_array()
@@ -582,27 +536,17 @@ async fn every_mailbox_takes_a_base_seat_and_gives_its_seats_back() {
 
     // Deleting returns everything: bob disabled and deleted leaves one holder of lft.
     admin
-        .expect(
-            admin
-                .post(&format!("/v1/mailboxes/{bob}/disable"), &json!({}))
-                .await,
-            200,
-        )
+        .post_expect(&format!("/v1/mailboxes/{bob}/disable"), &json!({}), 200)
         .await;
     admin
-        .expect(admin.delete(&format!("/v1/mailboxes/{bob}")).await, 204)
+        .delete_expect(&format!("/v1/mailboxes/{bob}"), 204)
         .await;
     assert_eq!(seats(&admin, &shop.customer).await, (1, 1, 1));
     let holders = admin
-        .expect(
-            admin
-                .get(&format!(
-                    "/v1/nodes/{}/modules/lft/mailboxes",
-                    shop.reseller
-                ))
-                .await,
-            200,
-        )
+        .get_ok(&format!(
+            "/v1/nodes/{}/modules/lft/mailboxes",
+            shop.reseller
+        ))
         .await;
     let ids: Vec<&str> = holders["items"]
         .as_array()
@@ -639,32 +583,17 @@ async fn every_mailbox_takes_a_base_seat_and_gives_its_seats_back() {
     .await;
     // Now ann fits again, with base and lft.
     admin
-        .expect(
-            admin
-                .post(&format!("/v1/mailboxes/{ann}/enable"), &json!({}))
-                .await,
-            200,
-        )
+        .post_expect(&format!("/v1/mailboxes/{ann}/enable"), &json!({}), 200)
         .await;
     assert_eq!(seats(&admin, &shop.customer).await, (2, 2, 2));
 
     // A domain removed with its mailboxes returns their seats.
     let domains = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/domains", shop.customer))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/domains", shop.customer))
         .await;
     let domain = domains["items"][0]["id"].as_str().unwrap();
     admin
-        .expect(
-            admin
-                .delete(&format!("/v1/domains/{domain}?cascade=true"))
-                .await,
-            204,
-        )
+        .delete_expect(&format!("/v1/domains/{domain}?cascade=true"), 204)
         .await;
     assert_eq!(seats(&admin, &shop.customer).await, (0, 0, 0));
     app.assert_verified();
@@ -710,12 +639,7 @@ async fn racing_managers_never_oversell_the_last_module_seat() {
 
 /// The path of `node`'s one allocation of `resource`.
 async fn allocation_of(admin: &Caller<'_>, node: &str, resource: &str) -> String {
-    let listed = admin
-        .expect(
-            admin.get(&format!("/v1/nodes/{node}/allocations")).await,
-            200,
-        )
-        .await;
+    let listed = admin.get_ok(&format!("/v1/nodes/{node}/allocations")).await;
     let id = listed["items"]
         .as_array()
         .unwrap()
@@ -735,12 +659,7 @@ async fn only_owner_admins_change_the_catalogue() {
     let shop = shop(&admin, 1).await;
     let body = json!({"username": "reseller-admin", "email": "r@x.test", "role": "admin", "password": "reseller password"});
     admin
-        .expect(
-            admin
-                .post(&format!("/v1/nodes/{}/accounts", shop.reseller), &body)
-                .await,
-            201,
-        )
+        .post_expect(&format!("/v1/nodes/{}/accounts", shop.reseller), &body, 201)
         .await;
     let token = app
         .login("reseller-admin", "reseller password")
@@ -752,9 +671,7 @@ async fn only_owner_admins_change_the_catalogue() {
         .unwrap()
         .to_owned();
     let reseller = Caller { app: &app, token };
-    reseller
-        .expect(reseller.get("/v1/modules").await, 200)
-        .await;
+    reseller.get_ok("/v1/modules").await;
     assert_problem(
         reseller
             .post(
@@ -774,7 +691,7 @@ async fn only_owner_admins_change_the_catalogue() {
         "not-found",
     )
     .await;
-    let lft = admin.expect(admin.get("/v1/modules/lft").await, 200).await;
+    let lft = admin.get_ok("/v1/modules/lft").await;
     assert_eq!(lft["retired"], false, "nothing changed");
 }
 
@@ -786,13 +703,9 @@ async fn verify_counts_module_seats_against_their_holders() {
     let ann = mailbox(&admin, &shop.customer, "ann").await;
     admin.expect(assign(&admin, &ann, "lft").await, 200).await;
     admin
-        .expect(
-            admin
-                .put(
-                    &format!("/v1/nodes/{}/modules/branding", shop.customer),
-                    &json!({}),
-                )
-                .await,
+        .put_expect(
+            &format!("/v1/nodes/{}/modules/branding", shop.customer),
+            &json!({}),
             200,
         )
         .await;

@@ -28,7 +28,7 @@ async fn an_admin_builds_the_tree_and_reads_it_back() {
     assert_eq!(created["parent_id"], owner);
     assert_eq!(created["status"], "active");
 
-    let read = admin.expect(admin.get(&location).await, 200).await;
+    let read = admin.get_ok(&location).await;
     assert_eq!(read, created);
     app.assert_verified();
 }
@@ -48,7 +48,7 @@ async fn children_are_listed_in_pages_and_filtered() {
     let mut names = Vec::new();
     let mut path = format!("/v1/nodes/{owner}/children?limit=3");
     loop {
-        let page = admin.expect(admin.get(&path).await, 200).await;
+        let page = admin.get_ok(&path).await;
         names.extend(
             page["items"]
                 .as_array()
@@ -64,21 +64,11 @@ async fn children_are_listed_in_pages_and_filtered() {
     assert_eq!(names, ["Alpha", "Beta", "Gamma", "alpine customer"]);
 
     let resellers = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{owner}/children?kind=reseller"))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{owner}/children?kind=reseller"))
         .await;
     assert_eq!(resellers["items"].as_array().unwrap().len(), 3);
     let alp = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{owner}/children?name_prefix=ALP"))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{owner}/children?name_prefix=ALP"))
         .await;
     let alp: Vec<&str> = alp["items"]
         .as_array()
@@ -88,12 +78,7 @@ async fn children_are_listed_in_pages_and_filtered() {
         .collect();
     assert_eq!(alp, ["Alpha", "alpine customer"]);
     let wildcard = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{owner}/children?name_prefix=%25"))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{owner}/children?name_prefix=%25"))
         .await;
     assert_eq!(
         wildcard["items"].as_array().unwrap().len(),
@@ -228,9 +213,7 @@ async fn every_invalid_field_is_named_and_nothing_is_created() {
     )
     .await;
     assert_eq!(body["errors"][0]["field"], "name");
-    let children = admin
-        .expect(admin.get(&format!("/v1/nodes/{owner}/children")).await, 200)
-        .await;
+    let children = admin.get_ok(&format!("/v1/nodes/{owner}/children")).await;
     assert_eq!(children["items"], json!([]));
     app.assert_verified();
 }
@@ -243,23 +226,16 @@ async fn patch_changes_only_what_is_sent_and_honours_if_match() {
     let node = admin.create_child(&owner, "customer", "Shop").await;
     let path = format!("/v1/nodes/{node}");
     let changed = admin
-        .expect(
-            admin
-                .patch(
-                    &path,
-                    &json!({"contact_email": "a@shop.example", "description": "first"}),
-                )
-                .await,
-            200,
+        .patch_ok(
+            &path,
+            &json!({"contact_email": "a@shop.example", "description": "first"}),
         )
         .await;
     assert_eq!(
         (changed["name"].as_str(), changed["version"].as_i64()),
         (Some("Shop"), Some(2))
     );
-    let cleared = admin
-        .expect(admin.patch(&path, &json!({"description": null})).await, 200)
-        .await;
+    let cleared = admin.patch_ok(&path, &json!({"description": null})).await;
     assert_eq!(cleared["description"], Value::Null);
     assert_eq!(cleared["contact_email"], "a@shop.example");
 
@@ -288,14 +264,9 @@ async fn suspending_takes_an_admin_above_the_node() {
     let owner = admin.node_id().await;
     let node = admin.create_child(&owner, "reseller", "R").await;
     let suspended = admin
-        .expect(
-            admin
-                .patch(
-                    &format!("/v1/nodes/{node}"),
-                    &json!({"status": "suspended"}),
-                )
-                .await,
-            200,
+        .patch_ok(
+            &format!("/v1/nodes/{node}"),
+            &json!({"status": "suspended"}),
         )
         .await;
     assert_eq!(suspended["status"], "suspended");
@@ -307,12 +278,7 @@ async fn suspending_takes_an_admin_above_the_node() {
         .await;
     assert_problem(own, 403, "forbidden").await;
     let renamed = admin
-        .expect(
-            admin
-                .patch(&format!("/v1/nodes/{owner}"), &json!({"name": "Operator"}))
-                .await,
-            200,
-        )
+        .patch_ok(&format!("/v1/nodes/{owner}"), &json!({"name": "Operator"}))
         .await;
     assert_eq!(renamed["name"], "Operator", "a node's admins may rename it");
     let bad = admin
@@ -367,9 +333,7 @@ async fn a_node_that_still_holds_something_is_not_deleted() {
         "validation-failed",
     )
     .await;
-    admin
-        .expect(admin.get(&format!("/v1/nodes/{}", tree.a)).await, 200)
-        .await;
+    admin.get_ok(&format!("/v1/nodes/{}", tree.a)).await;
     app.assert_verified();
 }
 
@@ -380,7 +344,7 @@ async fn deleting_a_customer_returns_its_seats_and_frees_its_name() {
     let tree = seed_tree(&admin).await;
     assert_eq!(admin.usage(&tree.a1, "users").await["free"], 150);
     admin
-        .expect(admin.delete(&format!("/v1/nodes/{}", tree.c1)).await, 204)
+        .delete_expect(&format!("/v1/nodes/{}", tree.c1), 204)
         .await;
     assert_eq!(
         admin.usage(&tree.a1, "users").await["free"],
@@ -409,13 +373,9 @@ async fn a_customer_moves_with_its_allocations_to_a_parent_with_room() {
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     let moved = admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/move", tree.c1),
-                    &json!({"parent_id": tree.b}),
-                )
-                .await,
+        .post_expect(
+            &format!("/v1/nodes/{}/move", tree.c1),
+            &json!({"parent_id": tree.b}),
             200,
         )
         .await;
@@ -428,12 +388,7 @@ async fn a_customer_moves_with_its_allocations_to_a_parent_with_room() {
         "the customer's limit is unchanged"
     );
     let listed = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/allocations?resource=users", tree.c1))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/allocations?resource=users", tree.c1))
         .await;
     let grantors: Vec<&str> = listed["items"]
         .as_array()
@@ -447,10 +402,7 @@ async fn a_customer_moves_with_its_allocations_to_a_parent_with_room() {
         "the old grant is kept, ended or deactivated"
     );
     let children = admin
-        .expect(
-            admin.get(&format!("/v1/nodes/{}/children", tree.b)).await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/children", tree.b))
         .await;
     assert_eq!(children["items"].as_array().unwrap().len(), 2);
     app.assert_verified();
@@ -484,9 +436,7 @@ async fn a_move_is_refused_when_the_new_parent_lacks_room_and_changes_nothing() 
         ),
         (Some(30), Some(50), Some(26))
     );
-    let a = admin
-        .expect(admin.get(&format!("/v1/nodes/{}", tree.a)).await, 200)
-        .await;
+    let a = admin.get_ok(&format!("/v1/nodes/{}", tree.a)).await;
     assert_eq!(a["parent_id"], tree.owner);
     assert_eq!(admin.usage(&tree.b, "users").await["allocated"], 40);
     app.assert_verified();
@@ -540,29 +490,18 @@ async fn a_moved_reseller_takes_its_subtree_along() {
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/move", tree.a1),
-                    &json!({"parent_id": tree.owner}),
-                )
-                .await,
+        .post_expect(
+            &format!("/v1/nodes/{}/move", tree.a1),
+            &json!({"parent_id": tree.owner}),
             200,
         )
         .await;
     let children = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/children", tree.owner))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/children", tree.owner))
         .await;
     assert_eq!(children["items"].as_array().unwrap().len(), 3);
     // C1 is still A1's child and is now outside A: its usage counts at the owner, not at A.
-    let c1 = admin
-        .expect(admin.get(&format!("/v1/nodes/{}", tree.c1)).await, 200)
-        .await;
+    let c1 = admin.get_ok(&format!("/v1/nodes/{}", tree.c1)).await;
     assert_eq!(c1["parent_id"], tree.a1);
     assert_eq!(admin.usage(&tree.a, "users").await["allocated"], 0);
     assert_eq!(admin.usage(&tree.owner, "users").await["allocated"], 1000);

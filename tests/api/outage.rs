@@ -390,13 +390,9 @@ async fn seed(app: &TestApp) -> Target {
     admin.register_domain(&customer, "c.example").await;
     admin.create_mailbox(&customer, "known@c.example").await;
     let key = admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{root}/api-keys"),
-                    &json!({"name": "worker", "role": "check"}),
-                )
-                .await,
+        .post_expect(
+            &format!("/v1/nodes/{root}/api-keys"),
+            &json!({"name": "worker", "role": "check"}),
             201,
         )
         .await;

@@ -97,21 +97,14 @@ async fn domain_with_route(
 ) -> String {
     let body = json!({"name": name, "route": {"host": host, "port": port}});
     let created = admin
-        .expect(
-            admin
-                .post(&format!("/v1/nodes/{customer}/domains"), &body)
-                .await,
-            201,
-        )
+        .post_expect(&format!("/v1/nodes/{customer}/domains"), &body, 201)
         .await;
     created["id"].as_str().unwrap().to_owned()
 }
 
 /// Tests `domain`'s route as `admin`; the report of a test that ran.
 async fn test_route(admin: &Caller<'_>, domain: &str) -> Value {
-    admin
-        .expect(admin.post(&test_path(domain), &json!({})).await, 200)
-        .await
+    admin.post_expect(&test_path(domain), &json!({}), 200).await
 }
 
 fn test_path(domain: &str) -> String {
@@ -556,9 +549,7 @@ async fn managers_may_test_but_viewers_and_check_keys_may_not_and_other_subtrees
     let path = test_path(&domain);
 
     let manager = account(&app, &admin, &tree.a, "manager-a", "manager").await;
-    let report = manager
-        .expect(manager.post(&path, &json!({})).await, 200)
-        .await;
+    let report = manager.post_expect(&path, &json!({}), 200).await;
     assert_eq!(report["failure"]["stage"], "connect");
 
     let viewer = account(&app, &admin, &tree.a1, "viewer-a1", "viewer").await;

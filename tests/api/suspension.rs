@@ -402,7 +402,7 @@ async fn access_can_be_taken_away_inside_a_suspension() {
             201,
         )
         .await;
-    let viewer_id = viewer.expect(viewer.get("/v1/me").await, 200).await["id"]
+    let viewer_id = viewer.get_ok("/v1/me").await["id"]
         .as_str()
         .unwrap()
         .to_owned();
