@@ -136,14 +136,13 @@ async fn limits_follow_the_calendar() {
         4,
         "users 50 and 20, module:base 50, domains 5"
     );
-    assert_problem(
-        admin
-            .get(&format!("/v1/nodes/{}/usage?at=yesterday", tree.c1))
-            .await,
-        400,
-        "invalid-query",
-    )
-    .await;
+    admin
+        .get_problem(
+            &format!("/v1/nodes/{}/usage?at=yesterday", tree.c1),
+            400,
+            "invalid-query",
+        )
+        .await;
     app.assert_verified();
 }
 
@@ -152,34 +151,27 @@ async fn lowering_or_ending_a_grant_below_what_the_children_hold_is_refused() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
-    let listed = admin
-        .get_ok(&format!("/v1/nodes/{}/allocations?resource=users", tree.a1))
-        .await;
-    let grant = listed["items"][0]["id"].as_str().unwrap().to_owned();
+    let grant = admin.grant_id(&tree.a1, "users").await;
     let path = format!("/v1/allocations/{grant}");
-    let body = assert_problem(
-        admin.patch(&path, &json!({"amount": 49})).await,
-        409,
-        "quota-exceeded",
-    )
-    .await;
+    let body = admin
+        .patch_problem(&path, &json!({"amount": 49}), 409, "quota-exceeded")
+        .await;
     assert_eq!(body["node_id"], tree.a1);
     assert_eq!(
         (body["limit"].as_i64(), body["requested"].as_i64()),
         (Some(49), Some(50))
     );
-    assert_problem(
-        admin.patch(&path, &json!({"active": false})).await,
-        409,
-        "quota-exceeded",
-    )
-    .await;
-    assert_problem(
-        admin.patch(&path, &json!({"ends_on": in_days(5)})).await,
-        409,
-        "quota-exceeded",
-    )
-    .await;
+    admin
+        .patch_problem(&path, &json!({"active": false}), 409, "quota-exceeded")
+        .await;
+    admin
+        .patch_problem(
+            &path,
+            &json!({"ends_on": in_days(5)}),
+            409,
+            "quota-exceeded",
+        )
+        .await;
     let lowered = admin.patch_ok(&path, &json!({"amount": 50})).await;
     assert_eq!(
         (lowered["amount"].as_i64(), lowered["version"].as_i64()),
@@ -261,12 +253,7 @@ async fn bad_allocations_are_refused_field_by_field() {
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     let path = format!("/v1/nodes/{}/allocations", tree.c1);
-    let body = assert_problem(
-        admin.post(&path, &json!({"resource": "users", "amount": -1, "starts_on": in_days(5), "ends_on": in_days(5)})).await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let body = admin.post_problem(&path, &json!({"resource": "users", "amount": -1, "starts_on": in_days(5), "ends_on": in_days(5)}), 422, "validation-failed").await;
     let fields: Vec<&str> = body["errors"]
         .as_array()
         .unwrap()
@@ -275,36 +262,33 @@ async fn bad_allocations_are_refused_field_by_field() {
         .collect();
     assert_eq!(fields, ["amount", "ends_on"]);
     for resource in ["mailboxes", "module:teleport", "module:"] {
-        let body = assert_problem(
-            admin
-                .post(&path, &json!({"resource": resource, "amount": 1}))
-                .await,
+        let body = admin
+            .post_problem(
+                &path,
+                &json!({"resource": resource, "amount": 1}),
+                422,
+                "validation-failed",
+            )
+            .await;
+        assert_eq!(body["errors"][0]["field"], "resource", "{resource}");
+    }
+    let body = admin
+        .post_problem(
+            &path,
+            &json!({"resource": "users", "amount": "many"}),
             422,
             "validation-failed",
         )
         .await;
-        assert_eq!(body["errors"][0]["field"], "resource", "{resource}");
-    }
-    let body = assert_problem(
-        admin
-            .post(&path, &json!({"resource": "users", "amount": "many"}))
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
     assert_eq!(body["errors"][0]["field"], "amount");
-    assert_problem(
-        admin
-            .post(
-                &path,
-                &json!({"resource": "users", "amount": 1, "starts_on": "2026-02-30"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    admin
+        .post_problem(
+            &path,
+            &json!({"resource": "users", "amount": 1, "starts_on": "2026-02-30"}),
+            422,
+            "validation-failed",
+        )
+        .await;
     let all = admin.get_ok(&path).await;
     assert_eq!(
         all["items"].as_array().unwrap().len(),
@@ -363,7 +347,7 @@ async fn the_licence_is_replaced_from_today_and_never_below_what_was_allocated()
         ])
     );
 
-    let body = assert_problem(admin.put("/v1/licence", &json!({"resources": [{"resource": "users", "amount": 799}, {"resource": "domains", "amount": 100}, {"resource": "module:base", "amount": 1000}]})).await, 409, "quota-exceeded").await;
+    let body = admin.put_problem("/v1/licence", &json!({"resources": [{"resource": "users", "amount": 799}, {"resource": "domains", "amount": 100}, {"resource": "module:base", "amount": 1000}]}), 409, "quota-exceeded").await;
     assert_eq!(
         (
             body["resource"].as_str(),
@@ -372,27 +356,19 @@ async fn the_licence_is_replaced_from_today_and_never_below_what_was_allocated()
         ),
         (Some("users"), Some(799), Some(800))
     );
-    let body = assert_problem(
-        admin
-            .put(
-                "/v1/licence",
-                &json!({"resources": [{"resource": "users", "amount": 800}]}),
-            )
-            .await,
-        409,
-        "quota-exceeded",
-    )
-    .await;
+    let body = admin
+        .put_problem(
+            "/v1/licence",
+            &json!({"resources": [{"resource": "users", "amount": 800}]}),
+            409,
+            "quota-exceeded",
+        )
+        .await;
     assert_eq!(
         body["resource"], "domains",
         "a resource left out ends today"
     );
-    let body = assert_problem(
-        admin.put("/v1/licence", &json!({"resources": [{"resource": "users", "amount": 1}, {"resource": "users", "amount": 2}, {"resource": "seats", "amount": 1}]})).await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let body = admin.put_problem("/v1/licence", &json!({"resources": [{"resource": "users", "amount": 1}, {"resource": "users", "amount": 2}, {"resource": "seats", "amount": 1}]}), 422, "validation-failed").await;
     let fields: Vec<&str> = body["errors"]
         .as_array()
         .unwrap()
@@ -458,26 +434,22 @@ async fn dates_beyond_the_year_9999_are_refused_not_stored() {
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     let path = format!("/v1/nodes/{}/allocations", tree.c1);
-    let body = assert_problem(
-        admin
-            .post(
-                &path,
-                &json!({"resource": "users", "amount": 1, "ends_on": "+10000-01-01"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let body = admin
+        .post_problem(
+            &path,
+            &json!({"resource": "users", "amount": 1, "ends_on": "+10000-01-01"}),
+            422,
+            "validation-failed",
+        )
+        .await;
     assert_eq!(body["errors"][0]["field"], "ends_on");
-    assert_problem(
-        admin
-            .get(&format!("/v1/nodes/{}/usage?at=%2B10000-01-01", tree.c1))
-            .await,
-        400,
-        "invalid-query",
-    )
-    .await;
+    admin
+        .get_problem(
+            &format!("/v1/nodes/{}/usage?at=%2B10000-01-01", tree.c1),
+            400,
+            "invalid-query",
+        )
+        .await;
     app.assert_verified();
 }
 
@@ -495,51 +467,41 @@ async fn a_start_day_out_of_range_is_reported_under_starts_on() {
             .map(|e| e["field"].as_str().unwrap().to_owned())
             .collect()
     };
-    let body = assert_problem(
-        admin
-            .post(
-                &path,
-                &json!({"resource": "users", "amount": 1, "starts_on": "0000-01-01"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let body = admin
+        .post_problem(
+            &path,
+            &json!({"resource": "users", "amount": 1, "starts_on": "0000-01-01"}),
+            422,
+            "validation-failed",
+        )
+        .await;
     assert_eq!(fields(&body), ["starts_on"], "{body}");
     // Both days out of range: each under its own name.
-    let body = assert_problem(
-        admin
-            .post(
-                &path,
-                &json!({"resource": "users", "amount": 1, "starts_on": "0000-01-01", "ends_on": "+10000-01-01"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let body = admin.post_problem(&path,
+                &json!({"resource": "users", "amount": 1, "starts_on": "0000-01-01", "ends_on": "+10000-01-01"}), 422, "validation-failed").await;
     assert_eq!(fields(&body), ["starts_on", "ends_on"], "{body}");
     // A change names the field it got wrong too.
     let created = admin
         .post_expect(&path, &json!({"resource": "users", "amount": 1}), 201)
         .await;
     let one = format!("/v1/allocations/{}", created["id"].as_str().unwrap());
-    let body = assert_problem(
-        admin.patch(&one, &json!({"starts_on": "0000-01-01"})).await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let body = admin
+        .patch_problem(
+            &one,
+            &json!({"starts_on": "0000-01-01"}),
+            422,
+            "validation-failed",
+        )
+        .await;
     assert_eq!(fields(&body), ["starts_on"], "{body}");
-    let body = assert_problem(
-        admin
-            .patch(&one, &json!({"ends_on": created["starts_on"]}))
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let body = admin
+        .patch_problem(
+            &one,
+            &json!({"ends_on": created["starts_on"]}),
+            422,
+            "validation-failed",
+        )
+        .await;
     assert_eq!(fields(&body), ["ends_on"], "{body}");
     let read = admin.get_ok(&one).await;
     assert_eq!(read, created, "nothing was changed");

@@ -441,17 +441,8 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
         .await,
         "ok"
     );
-    let refused = assert_problem(
-        worker
-            .post(
-                "/v1/check",
-                &json!({"direction": "outbound", "address": "ann@c2.example", "module": "no-such-module"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let refused = worker.post_problem("/v1/check",
+                &json!({"direction": "outbound", "address": "ann@c2.example", "module": "no-such-module"}), 422, "validation-failed").await;
     assert_eq!(refused["errors"][0]["field"], "module");
     app.assert_verified();
 
@@ -512,21 +503,18 @@ async fn a_batch_answers_in_order_and_bad_input_is_refused_whole() {
         .collect();
     assert_eq!(reasons, ["ok", "unknown_domain", "unknown_mailbox", "ok"]);
 
-    let refused = assert_problem(
-        worker
-            .post(
-                "/v1/check/batch",
-                &json!({"checks": [
-                    {"direction": "outbound", "address": "new@c1.example"},
-                    {"direction": "outbound", "address": "not an address"},
-                    {"direction": "outbound", "domain": "c1.example", "address": "x@c1.example"},
-                ]}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let refused = worker
+        .post_problem(
+            "/v1/check/batch",
+            &json!({"checks": [
+                {"direction": "outbound", "address": "new@c1.example"},
+                {"direction": "outbound", "address": "not an address"},
+                {"direction": "outbound", "domain": "c1.example", "address": "x@c1.example"},
+            ]}),
+            422,
+            "validation-failed",
+        )
+        .await;
     let fields: Vec<&str> = refused["errors"]
         .as_array()
         .unwrap()
@@ -546,14 +534,14 @@ async fn a_batch_answers_in_order_and_bad_input_is_refused_whole() {
     let too_many: Vec<Value> = (0..1001)
         .map(|_| json!({"direction": "outbound", "domain": "c1.example"}))
         .collect();
-    assert_problem(
-        worker
-            .post("/v1/check/batch", &json!({"checks": too_many}))
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    worker
+        .post_problem(
+            "/v1/check/batch",
+            &json!({"checks": too_many}),
+            422,
+            "validation-failed",
+        )
+        .await;
     assert_problem(
         app.post_json(
             "/v1/check",
@@ -564,17 +552,14 @@ async fn a_batch_answers_in_order_and_bad_input_is_refused_whole() {
         "unauthorized",
     )
     .await;
-    assert_problem(
-        worker
-            .post(
-                "/v1/check",
-                &json!({"direction": "outbound", "domain": "c1.example", "x": 1}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    worker
+        .post_problem(
+            "/v1/check",
+            &json!({"direction": "outbound", "domain": "c1.example", "x": 1}),
+            422,
+            "validation-failed",
+        )
+        .await;
 }
 
 #[tokio::test]

@@ -49,17 +49,14 @@ async fn a_customer_claims_a_name_once_and_an_unproven_claim_blocks_no_one() {
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     admin.register_domain(&tree.c1, "shared.example").await;
-    assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{}/domains", tree.c1),
-                &json!({"name": "SHARED.example"}),
-            )
-            .await,
-        409,
-        "domain-taken",
-    )
-    .await;
+    admin
+        .post_problem(
+            &format!("/v1/nodes/{}/domains", tree.c1),
+            &json!({"name": "SHARED.example"}),
+            409,
+            "domain-taken",
+        )
+        .await;
     assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 1);
     let (status, body) = claim(&admin, &tree.c2, "SHARED.example").await;
     assert_eq!(status, 201, "{body}");
@@ -94,11 +91,7 @@ async fn the_last_domain_unit_goes_to_exactly_one_of_32_racers() {
     let tree = seed_tree(&admin).await;
     for i in 0..4 {
         admin
-            .post_expect(
-                &format!("/v1/nodes/{}/domains", tree.c1),
-                &json!({"name": format!("d{i}.example")}),
-                201,
-            )
+            .register_domain(&tree.c1, &format!("d{i}.example"))
             .await;
     }
     let attempts = (0..32).map(|i| {
@@ -137,12 +130,9 @@ async fn names_that_break_the_rules_are_refused_with_the_rule() {
         (&format!("{}.com", "a".repeat(64)), "63"),
         ("bad_name.com", "valid domain"),
     ] {
-        let body = assert_problem(
-            admin.post(&path, &json!({"name": name})).await,
-            422,
-            "validation-failed",
-        )
-        .await;
+        let body = admin
+            .post_problem(&path, &json!({"name": name}), 422, "validation-failed")
+            .await;
         assert_eq!(body["errors"][0]["field"], "name");
         assert!(
             body["errors"][0]["message"]
@@ -152,7 +142,7 @@ async fn names_that_break_the_rules_are_refused_with_the_rule() {
             "{name}: {body}"
         );
     }
-    let body = assert_problem(admin.post(&path, &json!({"name": "ok.example", "route": {"host": "not a host", "port": 0, "priority": 101}})).await, 422, "validation-failed").await;
+    let body = admin.post_problem(&path, &json!({"name": "ok.example", "route": {"host": "not a host", "port": 0, "priority": 101}}), 422, "validation-failed").await;
     let fields: Vec<&str> = body["errors"]
         .as_array()
         .unwrap()
@@ -160,17 +150,14 @@ async fn names_that_break_the_rules_are_refused_with_the_rule() {
         .map(|e| e["field"].as_str().unwrap())
         .collect();
     assert_eq!(fields, ["route.host", "route.port", "route.priority"]);
-    assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{}/domains", tree.a),
-                &json!({"name": "ok.example"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    admin
+        .post_problem(
+            &format!("/v1/nodes/{}/domains", tree.a),
+            &json!({"name": "ok.example"}),
+            422,
+            "validation-failed",
+        )
+        .await;
     assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 0);
     app.assert_verified();
 }
@@ -180,13 +167,7 @@ async fn a_deleted_domain_returns_its_unit_and_its_name() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
-    let domain = admin
-        .post_expect(
-            &format!("/v1/nodes/{}/domains", tree.c1),
-            &json!({"name": "gone.example"}),
-            201,
-        )
-        .await;
+    let domain = admin.register_domain(&tree.c1, "gone.example").await;
     let path = format!("/v1/domains/{}", domain["id"].as_str().unwrap());
     let changed = admin.patch_ok(&path, &json!({"status": "disabled", "route": {"host": "192.0.2.1", "port": 2525, "priority": 90}})).await;
     assert_eq!(
@@ -199,15 +180,9 @@ async fn a_deleted_domain_returns_its_unit_and_its_name() {
     let cleared = admin.patch_ok(&path, &json!({"route": null})).await;
     assert_eq!(cleared["route"], Value::Null);
     admin.delete_expect(&path, 204).await;
-    assert_problem(admin.get(&path).await, 404, "not-found").await;
+    admin.get_problem(&path, 404, "not-found").await;
     assert_eq!(admin.usage(&tree.a, "domains").await["used"], 0);
-    admin
-        .post_expect(
-            &format!("/v1/nodes/{}/domains", tree.c2),
-            &json!({"name": "gone.example"}),
-            201,
-        )
-        .await;
+    admin.register_domain(&tree.c2, "gone.example").await;
     app.assert_verified();
 }
 
@@ -217,29 +192,17 @@ async fn a_domain_is_verified_by_its_txt_record_over_real_dns() {
     let app = spawn_app_with(|config| config.dns_resolver = dns.addr).await;
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
-    let domain = admin
-        .post_expect(
-            &format!("/v1/nodes/{}/domains", tree.c1),
-            &json!({"name": "proven.example"}),
-            201,
-        )
-        .await;
+    let domain = admin.register_domain(&tree.c1, "proven.example").await;
     let verify = format!("/v1/domains/{}/verify", domain["id"].as_str().unwrap());
     let token = domain["verification"]["token"].as_str().unwrap();
 
-    assert_problem(
-        admin.post(&verify, &json!({})).await,
-        409,
-        "verification-failed",
-    )
-    .await;
+    admin
+        .post_problem(&verify, &json!({}), 409, "verification-failed")
+        .await;
     dns.publish_txt("_allot.proven.example", "someone else's token");
-    assert_problem(
-        admin.post(&verify, &json!({})).await,
-        409,
-        "verification-failed",
-    )
-    .await;
+    admin
+        .post_problem(&verify, &json!({}), 409, "verification-failed")
+        .await;
     dns.publish_txt("_allot.proven.example", token);
     let verified = admin.post_expect(&verify, &json!({}), 200).await;
     assert_eq!(verified["verification"]["status"], "verified");
@@ -257,13 +220,7 @@ async fn a_reseller_lists_its_customers_domains_and_no_one_elses() {
         (&tree.c1, "two.example"),
         (&tree.c2, "three.example"),
     ] {
-        admin
-            .post_expect(
-                &format!("/v1/nodes/{node}/domains"),
-                &json!({"name": name}),
-                201,
-            )
-            .await;
+        admin.register_domain(&node, &name).await;
     }
     let names = |page: &Value| -> Vec<String> {
         page["items"]
@@ -291,19 +248,10 @@ async fn a_customer_with_domains_is_deleted_only_with_cascade_and_frees_them() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
-    admin
-        .post_expect(
-            &format!("/v1/nodes/{}/domains", tree.c1),
-            &json!({"name": "held.example"}),
-            201,
-        )
+    admin.register_domain(&tree.c1, "held.example").await;
+    let body = admin
+        .delete_problem(&format!("/v1/nodes/{}", tree.c1), 409, "not-empty")
         .await;
-    let body = assert_problem(
-        admin.delete(&format!("/v1/nodes/{}", tree.c1)).await,
-        409,
-        "not-empty",
-    )
-    .await;
     assert!(
         body["detail"]
             .as_str()
@@ -315,13 +263,7 @@ async fn a_customer_with_domains_is_deleted_only_with_cascade_and_frees_them() {
         .delete_expect(&format!("/v1/nodes/{}?cascade=true", tree.c1), 204)
         .await;
     assert_eq!(admin.usage(&tree.a, "domains").await["used"], 0);
-    admin
-        .post_expect(
-            &format!("/v1/nodes/{}/domains", tree.c2),
-            &json!({"name": "held.example"}),
-            201,
-        )
-        .await;
+    admin.register_domain(&tree.c2, "held.example").await;
     app.assert_verified();
 }
 
@@ -483,17 +425,14 @@ async fn a_verified_domain_is_never_taken_over() {
         "the later claim went when the first proof won the name"
     );
     assert_eq!(audited(&app, &tree.c2, "domain.taken_over", "system"), 1);
-    assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{}/domains", tree.c2),
-                &json!({"name": "held.example"}),
-            )
-            .await,
-        409,
-        "domain-taken",
-    )
-    .await;
+    admin
+        .post_problem(
+            &format!("/v1/nodes/{}/domains", tree.c2),
+            &json!({"name": "held.example"}),
+            409,
+            "domain-taken",
+        )
+        .await;
     let held = admin
         .get_ok(&format!("/v1/domains/{}", first["id"].as_str().unwrap()))
         .await;

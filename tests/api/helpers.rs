@@ -404,6 +404,31 @@ impl Caller<'_> {
         }
     }
 
+    /// GETs `path` and asserts the refusal is a problem of `status` and `slug`; returns it.
+    pub async fn get_problem(&self, path: &str, status: u16, slug: &str) -> Value {
+        assert_problem(self.get(path).await, status, slug).await
+    }
+
+    /// POSTs `body` to `path` and asserts a problem of `status` and `slug`; returns it.
+    pub async fn post_problem(&self, path: &str, body: &Value, status: u16, slug: &str) -> Value {
+        assert_problem(self.post(path, body).await, status, slug).await
+    }
+
+    /// PUTs `body` on `path` and asserts a problem of `status` and `slug`; returns it.
+    pub async fn put_problem(&self, path: &str, body: &Value, status: u16, slug: &str) -> Value {
+        assert_problem(self.put(path, body).await, status, slug).await
+    }
+
+    /// PATCHes `body` onto `path` and asserts a problem of `status` and `slug`; returns it.
+    pub async fn patch_problem(&self, path: &str, body: &Value, status: u16, slug: &str) -> Value {
+        assert_problem(self.patch(path, body).await, status, slug).await
+    }
+
+    /// DELETEs `path` and asserts a problem of `status` and `slug`; returns it.
+    pub async fn delete_problem(&self, path: &str, status: u16, slug: &str) -> Value {
+        assert_problem(self.delete(path).await, status, slug).await
+    }
+
     /// The caller's own node id.
     pub async fn node_id(&self) -> String {
         let me = self.get_ok("/v1/me").await;

@@ -96,13 +96,7 @@ async fn a_refused_request_is_not_recorded_and_may_be_retried() {
         "quota-exceeded",
     )
     .await;
-    let grant = admin
-        .get_ok(&format!("/v1/nodes/{}/allocations?resource=users", tree.a1))
-        .await;
-    let grant = grant["items"][0]["id"].as_str().unwrap().to_owned();
-    admin
-        .patch_ok(&format!("/v1/allocations/{grant}"), &json!({"amount": 300}))
-        .await;
+    admin.set_grant(&tree.a1, "users", 300).await;
     let retried = admin.post_with_key(&path, "invoice-2", &body).await;
     assert!(retried.headers().get("idempotent-replayed").is_none());
     admin.expect(retried, 201).await;

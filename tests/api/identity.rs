@@ -62,23 +62,17 @@ async fn case_and_normalisation_variants_are_one_address_and_invisible_character
         "J\u{d6}RG@c1.example",
         "sales@c1.example",
     ] {
-        assert_problem(
-            admin.post(&path, &json!({"address": taken})).await,
-            409,
-            "address-taken",
-        )
-        .await;
-        assert_problem(
-            admin
-                .post(
-                    &format!("/v1/mailboxes/{}/aliases", jorg["id"].as_str().unwrap()),
-                    &json!({"address": taken}),
-                )
-                .await,
-            409,
-            "address-taken",
-        )
-        .await;
+        admin
+            .post_problem(&path, &json!({"address": taken}), 409, "address-taken")
+            .await;
+        admin
+            .post_problem(
+                &format!("/v1/mailboxes/{}/aliases", jorg["id"].as_str().unwrap()),
+                &json!({"address": taken}),
+                409,
+                "address-taken",
+            )
+            .await;
     }
     for (invisible, code) in [
         ("ja\u{200b}ne@c1.example", "U+200B"),
@@ -86,12 +80,14 @@ async fn case_and_normalisation_variants_are_one_address_and_invisible_character
         ("ja\u{ad}ne@c1.example", "U+00AD"),
         ("\"ja\u{2066}ne\"@c1.example", "U+2066"),
     ] {
-        let body = assert_problem(
-            admin.post(&path, &json!({"address": invisible})).await,
-            422,
-            "validation-failed",
-        )
-        .await;
+        let body = admin
+            .post_problem(
+                &path,
+                &json!({"address": invisible}),
+                422,
+                "validation-failed",
+            )
+            .await;
         assert_eq!(body["errors"][0]["field"], "address", "{body}");
         assert!(
             body["errors"][0]["message"]
@@ -308,17 +304,14 @@ async fn a_case_sensitive_customer_keeps_variants_apart_and_cannot_switch_back_w
     let (_, _, answer) = ask(&worker, check("desk@c1.example")).await;
     assert_eq!(answer["mailbox_id"], jane["id"], "{answer}");
     let lower = admin.create_mailbox(&tree.c1, "jane@c1.example").await;
-    assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{}/mailboxes", tree.c1),
-                &json!({"address": "Jane@c1.example"}),
-            )
-            .await,
-        409,
-        "address-taken",
-    )
-    .await;
+    admin
+        .post_problem(
+            &format!("/v1/nodes/{}/mailboxes", tree.c1),
+            &json!({"address": "Jane@c1.example"}),
+            409,
+            "address-taken",
+        )
+        .await;
     let (_, reason, _) = ask(&worker, check("JANE@c1.example")).await;
     assert_eq!(reason, "unknown_mailbox", "exact comparison");
     let (_, _, answer) = ask(&worker, check("jane@c1.example")).await;
@@ -369,12 +362,14 @@ async fn a_domain_whose_label_mixes_scripts_is_refused() {
     let tree = with_domains(&admin).await;
     let path = format!("/v1/nodes/{}/domains", tree.c1);
     for confusable in ["p\u{430}ypal.example", "xn--pypal-4ve.example"] {
-        let body = assert_problem(
-            admin.post(&path, &json!({"name": confusable})).await,
-            422,
-            "validation-failed",
-        )
-        .await;
+        let body = admin
+            .post_problem(
+                &path,
+                &json!({"name": confusable}),
+                422,
+                "validation-failed",
+            )
+            .await;
         assert_eq!(body["errors"][0]["field"], "name", "{body}");
         let message = body["errors"][0]["message"].as_str().unwrap();
         assert!(

@@ -173,14 +173,13 @@ async fn requirements_come_first_and_exclusions_hold_both_ways() {
     .await;
     assert_eq!(refused["module"], "sign_encrypt");
     // A module others need stays; the one needing it goes first.
-    let refused = assert_problem(
-        admin
-            .delete(&format!("/v1/mailboxes/{ann}/modules/certificate"))
-            .await,
-        409,
-        "module-required",
-    )
-    .await;
+    let refused = admin
+        .delete_problem(
+            &format!("/v1/mailboxes/{ann}/modules/certificate"),
+            409,
+            "module-required",
+        )
+        .await;
     assert_eq!(refused["module"], "sign_encrypt");
     admin
         .delete_expect(&format!("/v1/mailboxes/{ann}/modules/sign_encrypt"), 204)
@@ -204,12 +203,9 @@ async fn requirements_come_first_and_exclusions_hold_both_ways() {
         .put_expect(&node_module("filter_inbound"), &json!({}), 200)
         .await;
     assert_eq!(held["modules"][0]["code"], "filter_inbound");
-    let refused = assert_problem(
-        admin.put(&node_module("m365"), &json!({})).await,
-        409,
-        "module-excluded",
-    )
-    .await;
+    let refused = admin
+        .put_problem(&node_module("m365"), &json!({}), 409, "module-excluded")
+        .await;
     assert_eq!(refused["module"], "filter_inbound");
     admin
         .delete_expect(&node_module("filter_inbound"), 204)
@@ -217,12 +213,14 @@ async fn requirements_come_first_and_exclusions_hold_both_ways() {
     admin
         .put_expect(&node_module("m365"), &json!({}), 200)
         .await;
-    let refused = assert_problem(
-        admin.put(&node_module("filter_outbound"), &json!({})).await,
-        409,
-        "module-excluded",
-    )
-    .await;
+    let refused = admin
+        .put_problem(
+            &node_module("filter_outbound"),
+            &json!({}),
+            409,
+            "module-excluded",
+        )
+        .await;
     assert_eq!(refused["module"], "m365");
     let listed = admin
         .get_ok(&format!("/v1/nodes/{}/modules", shop.customer))
@@ -237,29 +235,24 @@ async fn requirements_come_first_and_exclusions_hold_both_ways() {
     // Each module goes where its unit says; base follows the mailbox; unknown modules are not.
     let wrong = assert_problem(assign(&admin, &ann, "m365").await, 422, "validation-failed").await;
     assert_eq!(wrong["errors"][0]["field"], "code");
-    assert_problem(
-        admin.put(&node_module("lft"), &json!({})).await,
-        422,
-        "validation-failed",
-    )
-    .await;
-    assert_problem(
-        admin
-            .delete(&format!("/v1/mailboxes/{ann}/modules/base"))
-            .await,
-        409,
-        "conflict",
-    )
-    .await;
+    admin
+        .put_problem(&node_module("lft"), &json!({}), 422, "validation-failed")
+        .await;
+    admin
+        .delete_problem(
+            &format!("/v1/mailboxes/{ann}/modules/base"),
+            409,
+            "conflict",
+        )
+        .await;
     assert_problem(assign(&admin, &ann, "nonesuch").await, 404, "not-found").await;
-    assert_problem(
-        admin
-            .delete(&format!("/v1/mailboxes/{ann}/modules/lft"))
-            .await,
-        404,
-        "not-found",
-    )
-    .await;
+    admin
+        .delete_problem(
+            &format!("/v1/mailboxes/{ann}/modules/lft"),
+            404,
+            "not-found",
+        )
+        .await;
     // Role addresses hold no seats, so no modules either.
     let roles = admin
         .get_ok(&format!(
@@ -292,17 +285,14 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
     let archive: Value = created.json().await.unwrap();
     assert_eq!(archive["requires"], json!(["lft"]));
     assert_eq!(archive["version"], 1);
-    assert_problem(
-        admin
-            .post(
-                "/v1/modules",
-                &json!({"code": "archive", "name": "Again", "unit": "per_mailbox"}),
-            )
-            .await,
-        409,
-        "name-taken",
-    )
-    .await;
+    admin
+        .post_problem(
+            "/v1/modules",
+            &json!({"code": "archive", "name": "Again", "unit": "per_mailbox"}),
+            409,
+            "name-taken",
+        )
+        .await;
 
     // Rules the catalogue cannot hold are refused, naming the field.
     for (body, field) in [
@@ -331,22 +321,19 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
             "unit",
         ),
     ] {
-        let refused = assert_problem(
-            admin.post("/v1/modules", &body).await,
+        let refused = admin
+            .post_problem("/v1/modules", &body, 422, "validation-failed")
+            .await;
+        assert_eq!(refused["errors"][0]["field"], field, "{body}");
+    }
+    let cycle = admin
+        .patch_problem(
+            "/v1/modules/lft",
+            &json!({"requires": ["archive"]}),
             422,
             "validation-failed",
         )
         .await;
-        assert_eq!(refused["errors"][0]["field"], field, "{body}");
-    }
-    let cycle = assert_problem(
-        admin
-            .patch("/v1/modules/lft", &json!({"requires": ["archive"]}))
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
     assert!(
         cycle["errors"][0]["message"]
             .as_str()
@@ -356,14 +343,14 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
     );
 
     // A rule that holders would break is refused until they are put right.
-    let refused = assert_problem(
-        admin
-            .patch("/v1/modules/lft", &json!({"requires": ["certificate"]}))
-            .await,
-        409,
-        "conflict",
-    )
-    .await;
+    let refused = admin
+        .patch_problem(
+            "/v1/modules/lft",
+            &json!({"requires": ["certificate"]}),
+            409,
+            "conflict",
+        )
+        .await;
     assert!(
         refused["detail"]
             .as_str()
@@ -373,14 +360,14 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
     admin
         .expect(assign(&admin, &ann, "sandbox").await, 200)
         .await;
-    assert_problem(
-        admin
-            .patch("/v1/modules/sandbox", &json!({"excludes": ["lft"]}))
-            .await,
-        409,
-        "conflict",
-    )
-    .await;
+    admin
+        .patch_problem(
+            "/v1/modules/sandbox",
+            &json!({"excludes": ["lft"]}),
+            409,
+            "conflict",
+        )
+        .await;
     admin
         .expect(assign(&admin, &ann, "certificate").await, 200)
         .await;
@@ -407,14 +394,14 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
     let sandbox = admin.get_ok("/v1/modules/sandbox").await;
     assert_eq!(sandbox["excludes"], json!(["archive"]));
     // An automatic module is taken by every mailbox, so it excludes nothing.
-    let refused = assert_problem(
-        admin
-            .patch("/v1/modules/sandbox", &json!({"auto_assign": true}))
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let refused = admin
+        .patch_problem(
+            "/v1/modules/sandbox",
+            &json!({"auto_assign": true}),
+            422,
+            "validation-failed",
+        )
+        .await;
     assert_eq!(refused["errors"][0]["field"], "excludes");
     let refused = assert_problem(
         assign(&admin, &ann, "archive").await,
@@ -425,7 +412,9 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
     assert_eq!(refused["module"], "sandbox");
 
     // In use: not removed, only retired, and then granted and assigned no further.
-    let in_use = assert_problem(admin.delete("/v1/modules/lft").await, 409, "conflict").await;
+    let in_use = admin
+        .delete_problem("/v1/modules/lft", 409, "conflict")
+        .await;
     assert!(in_use["detail"].as_str().unwrap().contains("retire"));
     admin
         .patch_ok("/v1/modules/sandbox", &json!({"retired": true}))
@@ -445,7 +434,9 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
     );
     // Unused: removed, and gone from the other side's exclusions.
     admin.delete_expect("/v1/modules/archive", 204).await;
-    assert_problem(admin.get("/v1/modules/archive").await, 404, "not-found").await;
+    admin
+        .get_problem("/v1/modules/archive", 404, "not-found")
+        .await;
     let sandbox = admin.get_ok("/v1/modules/sandbox").await;
     assert_eq!(sandbox["excludes"], json!([]));
     app.assert_verified();
@@ -479,14 +470,14 @@ async fn every_mailbox_takes_a_base_seat_and_gives_its_seats_back() {
     admin.expect(assign(&admin, &cy, "lft").await, 200).await;
     assert_eq!(seats(&admin, &shop.customer).await, (2, 2, 2));
     // No users seat is left for ann: the refusal names it, and nothing changes.
-    let refused = assert_problem(
-        admin
-            .post(&format!("/v1/mailboxes/{ann}/enable"), &json!({}))
-            .await,
-        409,
-        "quota-exceeded",
-    )
-    .await;
+    let refused = admin
+        .post_problem(
+            &format!("/v1/mailboxes/{ann}/enable"),
+            &json!({}),
+            409,
+            "quota-exceeded",
+        )
+        .await;
     assert_eq!(refused["resource"], "users");
     assert_eq!(seats(&admin, &shop.customer).await, (2, 2, 2));
 
@@ -494,29 +485,23 @@ async fn every_mailbox_takes_a_base_seat_and_gives_its_seats_back() {
     admin
         .expect(admin.allocate(&shop.customer, "users", 2).await, 201)
         .await;
-    let refused = assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{}/mailboxes", shop.customer),
-                &json!({"address": "dee@shop.example"}),
-            )
-            .await,
-        409,
-        "quota-exceeded",
-    )
-    .await;
+    let refused = admin
+        .post_problem(
+            &format!("/v1/nodes/{}/mailboxes", shop.customer),
+            &json!({"address": "dee@shop.example"}),
+            409,
+            "quota-exceeded",
+        )
+        .await;
     assert_eq!(refused["resource"], "module:base");
-    let refused = assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{}/mailboxes/import", shop.customer),
-                &json!([{"address": "eve@shop.example"}]),
-            )
-            .await,
-        422,
-        "import-failed",
-    )
-    .await;
+    let refused = admin
+        .post_problem(
+            &format!("/v1/nodes/{}/mailboxes/import", shop.customer),
+            &json!([{"address": "eve@shop.example"}]),
+            422,
+            "import-failed",
+        )
+        .await;
     assert_eq!(refused["rows"][0]["problem"]["resource"], "module:base");
     let listed = admin
         .get_ok(&format!("/v1/nodes/{}/mailboxes", shop.customer))
@@ -559,28 +544,20 @@ async fn every_mailbox_takes_a_base_seat_and_gives_its_seats_back() {
         [ann.as_str(), cy.as_str()],
         "the disabled ann still holds lft"
     );
-    assert_problem(
-        admin
-            .get(&format!(
-                "/v1/nodes/{}/modules/m365/mailboxes",
-                shop.reseller
-            ))
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
-    assert_problem(
-        admin
-            .get(&format!(
-                "/v1/nodes/{}/modules/nonesuch/mailboxes",
-                shop.reseller
-            ))
-            .await,
-        404,
-        "not-found",
-    )
-    .await;
+    admin
+        .get_problem(
+            &format!("/v1/nodes/{}/modules/m365/mailboxes", shop.reseller),
+            422,
+            "validation-failed",
+        )
+        .await;
+    admin
+        .get_problem(
+            &format!("/v1/nodes/{}/modules/nonesuch/mailboxes", shop.reseller),
+            404,
+            "not-found",
+        )
+        .await;
     // Now ann fits again, with base and lft.
     admin
         .post_expect(&format!("/v1/mailboxes/{ann}/enable"), &json!({}), 200)
@@ -672,25 +649,22 @@ async fn only_owner_admins_change_the_catalogue() {
         .to_owned();
     let reseller = Caller { app: &app, token };
     reseller.get_ok("/v1/modules").await;
-    assert_problem(
-        reseller
-            .post(
-                "/v1/modules",
-                &json!({"code": "mine", "name": "Mine", "unit": "per_mailbox"}),
-            )
-            .await,
-        404,
-        "not-found",
-    )
-    .await;
-    assert_problem(
-        reseller
-            .patch("/v1/modules/lft", &json!({"retired": true}))
-            .await,
-        404,
-        "not-found",
-    )
-    .await;
+    reseller
+        .post_problem(
+            "/v1/modules",
+            &json!({"code": "mine", "name": "Mine", "unit": "per_mailbox"}),
+            404,
+            "not-found",
+        )
+        .await;
+    reseller
+        .patch_problem(
+            "/v1/modules/lft",
+            &json!({"retired": true}),
+            404,
+            "not-found",
+        )
+        .await;
     let lft = admin.get_ok("/v1/modules/lft").await;
     assert_eq!(lft["retired"], false, "nothing changed");
 }

@@ -86,30 +86,27 @@ async fn children_are_listed_in_pages_and_filtered() {
         "a % in the prefix is literal"
     );
 
-    assert_problem(
-        admin
-            .get(&format!("/v1/nodes/{owner}/children?limit=0"))
-            .await,
-        400,
-        "invalid-query",
-    )
-    .await;
-    assert_problem(
-        admin
-            .get(&format!("/v1/nodes/{owner}/children?cursor=garbage"))
-            .await,
-        400,
-        "invalid-query",
-    )
-    .await;
-    assert_problem(
-        admin
-            .get(&format!("/v1/nodes/{owner}/children?kidn=reseller"))
-            .await,
-        400,
-        "invalid-query",
-    )
-    .await;
+    admin
+        .get_problem(
+            &format!("/v1/nodes/{owner}/children?limit=0"),
+            400,
+            "invalid-query",
+        )
+        .await;
+    admin
+        .get_problem(
+            &format!("/v1/nodes/{owner}/children?cursor=garbage"),
+            400,
+            "invalid-query",
+        )
+        .await;
+    admin
+        .get_problem(
+            &format!("/v1/nodes/{owner}/children?kidn=reseller"),
+            400,
+            "invalid-query",
+        )
+        .await;
     app.assert_verified();
 }
 
@@ -119,29 +116,23 @@ async fn customers_have_no_children_and_the_owner_exists_once() {
     let admin = app.as_admin().await;
     let owner = admin.node_id().await;
     let customer = admin.create_child(&owner, "customer", "Leaf").await;
-    let body = assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{customer}/children"),
-                &json!({"kind": "customer", "name": "Sub"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let body = admin
+        .post_problem(
+            &format!("/v1/nodes/{customer}/children"),
+            &json!({"kind": "customer", "name": "Sub"}),
+            422,
+            "validation-failed",
+        )
+        .await;
     assert_eq!(body["errors"][0]["field"], "kind");
-    let body = assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{owner}/children"),
-                &json!({"kind": "owner", "name": "Second"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let body = admin
+        .post_problem(
+            &format!("/v1/nodes/{owner}/children"),
+            &json!({"kind": "owner", "name": "Second"}),
+            422,
+            "validation-failed",
+        )
+        .await;
     assert_eq!(body["errors"][0]["field"], "kind");
     app.assert_verified();
 }
@@ -154,17 +145,14 @@ async fn sibling_names_are_unique_but_cousins_may_share_one() {
     let a = admin.create_child(&owner, "reseller", "A").await;
     let b = admin.create_child(&owner, "reseller", "B").await;
     admin.create_child(&a, "customer", "Shop").await;
-    assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{a}/children"),
-                &json!({"kind": "customer", "name": " Shop "}),
-            )
-            .await,
-        409,
-        "name-taken",
-    )
-    .await;
+    admin
+        .post_problem(
+            &format!("/v1/nodes/{a}/children"),
+            &json!({"kind": "customer", "name": " Shop "}),
+            409,
+            "name-taken",
+        )
+        .await;
     admin.create_child(&b, "customer", "Shop").await;
     let renamed = admin
         .patch(&format!("/v1/nodes/{b}"), &json!({"name": "A"}))
@@ -178,18 +166,15 @@ async fn every_invalid_field_is_named_and_nothing_is_created() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let owner = admin.node_id().await;
-    let body = assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{owner}/children"),
-                &json!({"kind": "customer", "name": "bad/name", "contact_phone": "call me",
+    let body = admin
+        .post_problem(
+            &format!("/v1/nodes/{owner}/children"),
+            &json!({"kind": "customer", "name": "bad/name", "contact_phone": "call me",
                         "contact_email": "nobody", "description": "bell\u{7}"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+            422,
+            "validation-failed",
+        )
+        .await;
     let mut fields: Vec<&str> = body["errors"]
         .as_array()
         .unwrap()
@@ -201,17 +186,14 @@ async fn every_invalid_field_is_named_and_nothing_is_created() {
         fields,
         ["contact_email", "contact_phone", "description", "name"]
     );
-    let body = assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{owner}/children"),
-                &json!({"kind": "customer", "name": "x".repeat(101)}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let body = admin
+        .post_problem(
+            &format!("/v1/nodes/{owner}/children"),
+            &json!({"kind": "customer", "name": "x".repeat(101)}),
+            422,
+            "validation-failed",
+        )
+        .await;
     assert_eq!(body["errors"][0]["field"], "name");
     let children = admin.get_ok(&format!("/v1/nodes/{owner}/children")).await;
     assert_eq!(children["items"], json!([]));
@@ -248,12 +230,9 @@ async fn patch_changes_only_what_is_sent_and_honours_if_match() {
         .await;
     assert_eq!(fresh.headers()["etag"], "\"4\"");
     assert_eq!(admin.expect(fresh, 200).await["name"], "Shop 2");
-    assert_problem(
-        admin.patch(&path, &json!({"version": 9})).await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    admin
+        .patch_problem(&path, &json!({"version": 9}), 422, "validation-failed")
+        .await;
     app.assert_verified();
 }
 
@@ -292,15 +271,16 @@ async fn suspending_takes_an_admin_above_the_node() {
 async fn unknown_or_malformed_node_ids_are_404() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
-    assert_problem(
-        admin
-            .get(&format!("/v1/nodes/{}", uuid::Uuid::now_v7()))
-            .await,
-        404,
-        "not-found",
-    )
-    .await;
-    assert_problem(admin.get("/v1/nodes/not-a-uuid").await, 404, "not-found").await;
+    admin
+        .get_problem(
+            &format!("/v1/nodes/{}", uuid::Uuid::now_v7()),
+            404,
+            "not-found",
+        )
+        .await;
+    admin
+        .get_problem("/v1/nodes/not-a-uuid", 404, "not-found")
+        .await;
 }
 
 #[tokio::test]
@@ -308,31 +288,24 @@ async fn a_node_that_still_holds_something_is_not_deleted() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
-    let body = assert_problem(
-        admin.delete(&format!("/v1/nodes/{}", tree.a)).await,
-        409,
-        "not-empty",
-    )
-    .await;
+    let body = admin
+        .delete_problem(&format!("/v1/nodes/{}", tree.a), 409, "not-empty")
+        .await;
     let detail = body["detail"].as_str().unwrap();
     assert!(
         detail.contains("1 child node") && detail.contains("live allocations"),
         "{detail}"
     );
-    assert_problem(
-        admin.delete(&format!("/v1/nodes/{}", tree.owner)).await,
-        403,
-        "forbidden",
-    )
-    .await;
-    assert_problem(
-        admin
-            .delete(&format!("/v1/nodes/{}?cascade=true", tree.a))
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    admin
+        .delete_problem(&format!("/v1/nodes/{}", tree.owner), 403, "forbidden")
+        .await;
+    admin
+        .delete_problem(
+            &format!("/v1/nodes/{}?cascade=true", tree.a),
+            422,
+            "validation-failed",
+        )
+        .await;
     admin.get_ok(&format!("/v1/nodes/{}", tree.a)).await;
     app.assert_verified();
 }
@@ -351,12 +324,9 @@ async fn deleting_a_customer_returns_its_seats_and_frees_its_name() {
         200,
         "C1's 50 users went back to A1"
     );
-    assert_problem(
-        admin.get(&format!("/v1/nodes/{}", tree.c1)).await,
-        404,
-        "not-found",
-    )
-    .await;
+    admin
+        .get_problem(&format!("/v1/nodes/{}", tree.c1), 404, "not-found")
+        .await;
     let allocations = admin
         .get(&format!("/v1/nodes/{}/allocations", tree.c1))
         .await;
@@ -414,17 +384,14 @@ async fn a_move_is_refused_when_the_new_parent_lacks_room_and_changes_nothing() 
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     // B has 300 users and gave C2 40; A (with A1's 200 inside) does not fit.
-    let body = assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{}/move", tree.a),
-                &json!({"parent_id": tree.b}),
-            )
-            .await,
-        409,
-        "quota-exceeded",
-    )
-    .await;
+    let body = admin
+        .post_problem(
+            &format!("/v1/nodes/{}/move", tree.a),
+            &json!({"parent_id": tree.b}),
+            409,
+            "quota-exceeded",
+        )
+        .await;
     // Resources are checked in order: domains first (B has 30, gave 4; A holds 50).
     assert_eq!(body["node_id"], tree.b);
     assert_eq!(body["resource"], "domains");
@@ -447,40 +414,31 @@ async fn a_node_cannot_move_under_itself_or_a_customer() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
-    let body = assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{}/move", tree.a),
-                &json!({"parent_id": tree.a1}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let body = admin
+        .post_problem(
+            &format!("/v1/nodes/{}/move", tree.a),
+            &json!({"parent_id": tree.a1}),
+            422,
+            "validation-failed",
+        )
+        .await;
     assert_eq!(body["errors"][0]["field"], "parent_id");
-    assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{}/move", tree.c2),
-                &json!({"parent_id": tree.c1}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
-    assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{}/move", tree.owner),
-                &json!({"parent_id": tree.a}),
-            )
-            .await,
-        403,
-        "forbidden",
-    )
-    .await;
+    admin
+        .post_problem(
+            &format!("/v1/nodes/{}/move", tree.c2),
+            &json!({"parent_id": tree.c1}),
+            422,
+            "validation-failed",
+        )
+        .await;
+    admin
+        .post_problem(
+            &format!("/v1/nodes/{}/move", tree.owner),
+            &json!({"parent_id": tree.a}),
+            403,
+            "forbidden",
+        )
+        .await;
     app.assert_verified();
 }
 

@@ -73,14 +73,11 @@ async fn an_account_sees_its_own_subtree_and_nothing_else() {
     );
     reseller.get_ok(&format!("/v1/nodes/{}", tree.c1)).await;
     for outside in [&tree.owner, &tree.b, &tree.c2] {
-        assert_problem(
-            reseller.get(&format!("/v1/nodes/{outside}")).await,
-            404,
-            "not-found",
-        )
-        .await;
+        reseller
+            .get_problem(&format!("/v1/nodes/{outside}"), 404, "not-found")
+            .await;
     }
-    assert_problem(reseller.get("/v1/licence").await, 404, "not-found").await;
+    reseller.get_problem("/v1/licence", 404, "not-found").await;
     // It may grant below itself, not to itself.
     reseller
         .expect(reseller.allocate(&tree.a1, "users", 10).await, 201)
@@ -127,17 +124,14 @@ async fn bad_accounts_are_refused_field_by_field() {
     let admin = app.as_admin().await;
     let owner = admin.node_id().await;
     let path = format!("/v1/nodes/{owner}/accounts");
-    let body = assert_problem(
-        admin
-            .post(
-                &path,
-                &json!({"username": "x y", "email": "nope", "role": "admin", "password": "short"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let body = admin
+        .post_problem(
+            &path,
+            &json!({"username": "x y", "email": "nope", "role": "admin", "password": "short"}),
+            422,
+            "validation-failed",
+        )
+        .await;
     let fields: Vec<&str> = body["errors"]
         .as_array()
         .unwrap()
@@ -145,28 +139,22 @@ async fn bad_accounts_are_refused_field_by_field() {
         .map(|e| e["field"].as_str().unwrap())
         .collect();
     assert_eq!(fields, ["username", "email", "password"]);
-    assert_problem(
-        admin
-            .post(
-                &path,
-                &json!({"username": "admin", "email": "a@b.test", "role": "viewer"}),
-            )
-            .await,
-        409,
-        "name-taken",
-    )
-    .await;
-    assert_problem(
-        admin
-            .post(
-                &path,
-                &json!({"username": "eve", "email": "a@b.test", "role": "root"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    admin
+        .post_problem(
+            &path,
+            &json!({"username": "admin", "email": "a@b.test", "role": "viewer"}),
+            409,
+            "name-taken",
+        )
+        .await;
+    admin
+        .post_problem(
+            &path,
+            &json!({"username": "eve", "email": "a@b.test", "role": "root"}),
+            422,
+            "validation-failed",
+        )
+        .await;
 }
 
 #[tokio::test]
@@ -178,36 +166,30 @@ async fn only_admins_create_principals_and_never_above_their_role() {
     let viewer = account(&app, &admin, &tree.a, "vera", "viewer").await;
     for caller in [&manager, &viewer] {
         let body = json!({"username": "sneaky", "email": "s@x.test", "role": "viewer", "password": "long enough password"});
-        assert_problem(
-            caller
-                .post(&format!("/v1/nodes/{}/accounts", tree.a1), &body)
-                .await,
-            403,
-            "forbidden",
-        )
-        .await;
-        assert_problem(
-            caller
-                .post(
-                    &format!("/v1/nodes/{}/api-keys", tree.a1),
-                    &json!({"name": "k", "role": "check"}),
-                )
-                .await,
-            403,
-            "forbidden",
-        )
-        .await;
-        assert_problem(
-            caller
-                .post(
-                    &format!("/v1/nodes/{}/children", tree.a1),
-                    &json!({"kind": "customer", "name": "X"}),
-                )
-                .await,
-            403,
-            "forbidden",
-        )
-        .await;
+        caller
+            .post_problem(
+                &format!("/v1/nodes/{}/accounts", tree.a1),
+                &body,
+                403,
+                "forbidden",
+            )
+            .await;
+        caller
+            .post_problem(
+                &format!("/v1/nodes/{}/api-keys", tree.a1),
+                &json!({"name": "k", "role": "check"}),
+                403,
+                "forbidden",
+            )
+            .await;
+        caller
+            .post_problem(
+                &format!("/v1/nodes/{}/children", tree.a1),
+                &json!({"kind": "customer", "name": "X"}),
+                403,
+                "forbidden",
+            )
+            .await;
     }
     viewer
         .get_ok(&format!("/v1/nodes/{}/accounts", tree.a))
@@ -215,12 +197,9 @@ async fn only_admins_create_principals_and_never_above_their_role() {
     // A manager cannot make itself an admin, nor can anyone change their own role.
     let me = manager.get_ok("/v1/me").await;
     let path = format!("/v1/accounts/{}", me["id"].as_str().unwrap());
-    assert_problem(
-        manager.patch(&path, &json!({"role": "admin"})).await,
-        403,
-        "forbidden",
-    )
-    .await;
+    manager
+        .patch_problem(&path, &json!({"role": "admin"}), 403, "forbidden")
+        .await;
     app.assert_verified();
 }
 
@@ -238,18 +217,15 @@ async fn a_disabled_or_deleted_accounts_tokens_stop_working_at_once_and_for_good
         .patch_ok(&format!("/v1/accounts/{id}"), &json!({"disabled": true}))
         .await;
     assert_eq!(disabled["disabled"], true);
-    assert_problem(carol.get("/v1/me").await, 401, "unauthorized").await;
-    assert_problem(
-        carol
-            .post(
-                "/v1/check",
-                &json!({"direction": "inbound", "domain": "example.com"}),
-            )
-            .await,
-        401,
-        "unauthorized",
-    )
-    .await;
+    carol.get_problem("/v1/me", 401, "unauthorized").await;
+    carol
+        .post_problem(
+            "/v1/check",
+            &json!({"direction": "inbound", "domain": "example.com"}),
+            401,
+            "unauthorized",
+        )
+        .await;
     assert_problem(
         app.login("carol", "correct horse battery staple").await,
         401,
@@ -261,41 +237,32 @@ async fn a_disabled_or_deleted_accounts_tokens_stop_working_at_once_and_for_good
         .await;
     // Enabling the account again does not bring back the tokens the disable revoked, on the
     // API or on the check.
-    assert_problem(carol.get("/v1/me").await, 401, "unauthorized").await;
-    assert_problem(
-        carol
-            .post(
-                "/v1/check",
-                &json!({"direction": "inbound", "domain": "example.com"}),
-            )
-            .await,
-        401,
-        "unauthorized",
-    )
-    .await;
+    carol.get_problem("/v1/me", 401, "unauthorized").await;
+    carol
+        .post_problem(
+            "/v1/check",
+            &json!({"direction": "inbound", "domain": "example.com"}),
+            401,
+            "unauthorized",
+        )
+        .await;
     let carol = login(&app, "carol", "correct horse battery staple").await;
     carol.get_ok("/v1/me").await;
     admin
         .delete_expect(&format!("/v1/accounts/{id}"), 204)
         .await;
-    assert_problem(carol.get("/v1/me").await, 401, "unauthorized").await;
-    assert_problem(
-        carol
-            .post(
-                "/v1/check",
-                &json!({"direction": "inbound", "domain": "example.com"}),
-            )
-            .await,
-        401,
-        "unauthorized",
-    )
-    .await;
-    assert_problem(
-        admin.get(&format!("/v1/accounts/{id}")).await,
-        404,
-        "not-found",
-    )
-    .await;
+    carol.get_problem("/v1/me", 401, "unauthorized").await;
+    carol
+        .post_problem(
+            "/v1/check",
+            &json!({"direction": "inbound", "domain": "example.com"}),
+            401,
+            "unauthorized",
+        )
+        .await;
+    admin
+        .get_problem(&format!("/v1/accounts/{id}"), 404, "not-found")
+        .await;
     app.assert_verified();
 }
 
@@ -307,7 +274,7 @@ async fn an_account_at_a_deleted_node_cannot_log_in_and_is_told_nothing_more() {
     let gone = admin.create_child(&owner, "customer", "Gone GmbH").await;
     let erin = account(&app, &admin, &gone, "erin", "admin").await;
     admin.delete_expect(&format!("/v1/nodes/{gone}"), 204).await;
-    assert_problem(erin.get("/v1/me").await, 401, "unauthorized").await;
+    erin.get_problem("/v1/me", 401, "unauthorized").await;
     let refused = assert_problem(
         app.login("erin", "correct horse battery staple").await,
         401,
@@ -337,24 +304,18 @@ async fn anyone_changes_their_own_password_but_not_their_role_or_existence() {
         200
     );
     let admin = login(&app, "admin", "a brand new password").await;
-    assert_problem(
-        admin.patch(&path, &json!({"disabled": true})).await,
-        403,
-        "forbidden",
-    )
-    .await;
-    assert_problem(admin.delete(&path).await, 403, "forbidden").await;
-    assert_problem(
-        admin
-            .patch(
-                &path,
-                &json!({"password": "short", "current_password": "a brand new password"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    admin
+        .patch_problem(&path, &json!({"disabled": true}), 403, "forbidden")
+        .await;
+    admin.delete_problem(&path, 403, "forbidden").await;
+    admin
+        .patch_problem(
+            &path,
+            &json!({"password": "short", "current_password": "a brand new password"}),
+            422,
+            "validation-failed",
+        )
+        .await;
     app.assert_verified();
 }
 
@@ -371,26 +332,23 @@ async fn changing_ones_own_password_needs_the_current_one_and_ends_every_session
 
     // A token alone does not change the password: whoever holds a stolen one cannot lock the
     // owner out.
-    let problem = assert_problem(
-        frank
-            .patch(&path, &json!({"password": "taken over for good"}))
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let problem = frank
+        .patch_problem(
+            &path,
+            &json!({"password": "taken over for good"}),
+            422,
+            "validation-failed",
+        )
+        .await;
     assert_eq!(fields(&problem), ["current_password"]);
-    let problem = assert_problem(
-        frank
-            .patch(
-                &path,
-                &json!({"password": "taken over for good", "current_password": "a guess at it"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let problem = frank
+        .patch_problem(
+            &path,
+            &json!({"password": "taken over for good", "current_password": "a guess at it"}),
+            422,
+            "validation-failed",
+        )
+        .await;
     assert_eq!(fields(&problem), ["current_password"]);
     // Refused writes leave no trace.
     assert_eq!(admin.get_ok(&path).await, before);
@@ -407,18 +365,15 @@ async fn changing_ones_own_password_needs_the_current_one_and_ends_every_session
     // Every token issued before the change is refused, on the API and on the check, the one
     // that made the change included.
     for session in [&frank, &other_session] {
-        assert_problem(session.get("/v1/me").await, 401, "unauthorized").await;
-        assert_problem(
-            session
-                .post(
-                    "/v1/check",
-                    &json!({"direction": "inbound", "domain": "example.com"}),
-                )
-                .await,
-            401,
-            "unauthorized",
-        )
-        .await;
+        session.get_problem("/v1/me", 401, "unauthorized").await;
+        session
+            .post_problem(
+                "/v1/check",
+                &json!({"direction": "inbound", "domain": "example.com"}),
+                401,
+                "unauthorized",
+            )
+            .await;
     }
     assert_problem(
         app.login("frank", "correct horse battery staple").await,
@@ -449,29 +404,17 @@ async fn an_admin_reset_ends_every_session_and_the_next_login_must_change_the_pa
     let path = format!("/v1/accounts/{}", me["id"].as_str().unwrap());
 
     // An admin resets without knowing the old password; `current_password` is only for one's own.
-    let problem = assert_problem(
-        admin
-            .patch(
-                &path,
-                &json!({"password": "temporary password", "current_password": "correct horse battery staple"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let problem = admin.patch_problem(&path,
+                &json!({"password": "temporary password", "current_password": "correct horse battery staple"}), 422, "validation-failed").await;
     assert_eq!(fields(&problem), ["current_password"]);
     let reset = admin
         .patch_ok(&path, &json!({"password": "temporary password"}))
         .await;
     assert_eq!(reset["password_change_required"], true);
-    assert_problem(gina.get("/v1/me").await, 401, "unauthorized").await;
-    assert_problem(
-        gina.post(
-            "/v1/check",
-            &json!({"direction": "inbound", "domain": "example.com"}),
-        )
-        .await,
+    gina.get_problem("/v1/me", 401, "unauthorized").await;
+    gina.post_problem(
+        "/v1/check",
+        &json!({"direction": "inbound", "domain": "example.com"}),
         401,
         "unauthorized",
     )
@@ -498,20 +441,21 @@ async fn an_admin_reset_ends_every_session_and_the_next_login_must_change_the_pa
     ] {
         assert_problem(refused, 403, "password-change-required").await;
     }
-    let problem = assert_problem(
-        gina.patch(&path, &json!({"password": "gina's own password"}))
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let problem = gina
+        .patch_problem(
+            &path,
+            &json!({"password": "gina's own password"}),
+            422,
+            "validation-failed",
+        )
+        .await;
     assert_eq!(fields(&problem), ["current_password"]);
     gina.patch_ok(
         &path,
         &json!({"password": "gina's own password", "current_password": "temporary password"}),
     )
     .await;
-    assert_problem(gina.get("/v1/me").await, 401, "unauthorized").await;
+    gina.get_problem("/v1/me", 401, "unauthorized").await;
     assert_problem(
         app.login("gina", "temporary password").await,
         401,
@@ -540,12 +484,9 @@ async fn an_api_key_authenticates_until_revoked() {
         (Some("api_key"), Some("viewer"))
     );
     key.get_ok(&format!("/v1/nodes/{}/usage", tree.c1)).await;
-    assert_problem(
-        key.post(
-            &format!("/v1/nodes/{}/api-keys", tree.c1),
-            &json!({"name": "k", "role": "viewer"}),
-        )
-        .await,
+    key.post_problem(
+        &format!("/v1/nodes/{}/api-keys", tree.c1),
+        &json!({"name": "k", "role": "viewer"}),
         403,
         "forbidden",
     )
@@ -579,7 +520,7 @@ async fn an_api_key_authenticates_until_revoked() {
             204,
         )
         .await;
-    assert_problem(key.get("/v1/me").await, 401, "unauthorized").await;
+    key.get_problem("/v1/me", 401, "unauthorized").await;
     let listed = admin
         .get_ok(&format!("/v1/nodes/{}/api-keys", tree.c1))
         .await;
@@ -594,18 +535,10 @@ async fn a_check_key_may_only_ask_the_check() {
     let tree = seed_tree(&admin).await;
     let (key, _) = api_key(&app, &admin, &tree.a, "check").await;
     key.get_ok("/v1/me").await;
-    assert_problem(
-        key.get(&format!("/v1/nodes/{}", tree.a)).await,
-        403,
-        "forbidden",
-    )
-    .await;
-    assert_problem(
-        key.get(&format!("/v1/nodes/{}", tree.b)).await,
-        404,
-        "not-found",
-    )
-    .await;
+    key.get_problem(&format!("/v1/nodes/{}", tree.a), 403, "forbidden")
+        .await;
+    key.get_problem(&format!("/v1/nodes/{}", tree.b), 404, "not-found")
+        .await;
 }
 
 #[tokio::test]
@@ -615,17 +548,14 @@ async fn api_keys_expire() {
     let owner = admin.node_id().await;
     let path = format!("/v1/nodes/{owner}/api-keys");
     let past = (chrono::Utc::now() - chrono::TimeDelta::minutes(1)).to_rfc3339();
-    assert_problem(
-        admin
-            .post(
-                &path,
-                &json!({"name": "old", "role": "viewer", "expires_at": past}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    admin
+        .post_problem(
+            &path,
+            &json!({"name": "old", "role": "viewer", "expires_at": past}),
+            422,
+            "validation-failed",
+        )
+        .await;
     let soon = (chrono::Utc::now() + chrono::TimeDelta::seconds(2)).to_rfc3339();
     let created = admin
         .post_expect(
@@ -640,7 +570,7 @@ async fn api_keys_expire() {
     };
     key.get_ok("/v1/me").await;
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    assert_problem(key.get("/v1/me").await, 401, "unauthorized").await;
+    key.get_problem("/v1/me", 401, "unauthorized").await;
 }
 
 #[tokio::test]

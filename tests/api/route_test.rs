@@ -443,12 +443,14 @@ async fn private_targets_are_refused_without_connecting_unless_the_operator_allo
         ),
     ] {
         let domain = domain_with_route(&admin, &tree.c1, name, host, guarded.port()).await;
-        let problem = assert_problem(
-            admin.post(&test_path(&domain), &json!({})).await,
-            422,
-            "route-target-forbidden",
-        )
-        .await;
+        let problem = admin
+            .post_problem(
+                &test_path(&domain),
+                &json!({}),
+                422,
+                "route-target-forbidden",
+            )
+            .await;
         assert_eq!(problem["detail"], detail, "{host}");
         let audit = audited(&app, &domain);
         assert_eq!(audit.len(), 1, "{host}: the attempt is recorded");
@@ -511,12 +513,9 @@ async fn a_domain_without_a_route_answers_route_missing() {
     let domain = admin.register_domain(&tree.c1, "unrouted.example").await;
     let id = domain["id"].as_str().unwrap();
 
-    let problem = assert_problem(
-        admin.post(&test_path(id), &json!({})).await,
-        409,
-        "route-missing",
-    )
-    .await;
+    let problem = admin
+        .post_problem(&test_path(id), &json!({}), 409, "route-missing")
+        .await;
     assert!(
         problem["detail"]
             .as_str()
@@ -553,11 +552,17 @@ async fn managers_may_test_but_viewers_and_check_keys_may_not_and_other_subtrees
     assert_eq!(report["failure"]["stage"], "connect");
 
     let viewer = account(&app, &admin, &tree.a1, "viewer-a1", "viewer").await;
-    assert_problem(viewer.post(&path, &json!({})).await, 403, "forbidden").await;
+    viewer
+        .post_problem(&path, &json!({}), 403, "forbidden")
+        .await;
     let (check, _) = api_key(&app, &admin, &tree.c1, "check").await;
-    assert_problem(check.post(&path, &json!({})).await, 403, "forbidden").await;
+    check
+        .post_problem(&path, &json!({}), 403, "forbidden")
+        .await;
     let outsider = account(&app, &admin, &tree.b, "admin-b", "admin").await;
-    let hidden = assert_problem(outsider.post(&path, &json!({})).await, 404, "not-found").await;
+    let hidden = outsider
+        .post_problem(&path, &json!({}), 404, "not-found")
+        .await;
     assert!(!hidden.to_string().contains("guarded.example"));
     let anonymous = app.client.post(app.url(&path)).send().await.unwrap();
     assert_problem(anonymous, 401, "unauthorized").await;
