@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use chrono::{Days, Utc};
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, seed_tree, spawn_app};
+use crate::helpers::{assert_problem, seed_tree, spawn_app, texts};
 
 fn in_days(days: u64) -> String {
     (Utc::now().date_naive() + Days::new(days)).to_string()
@@ -254,12 +254,7 @@ async fn bad_allocations_are_refused_field_by_field() {
     let tree = seed_tree(&admin).await;
     let path = format!("/v1/nodes/{}/allocations", tree.c1);
     let body = admin.post_problem(&path, &json!({"resource": "users", "amount": -1, "starts_on": in_days(5), "ends_on": in_days(5)}), 422, "validation-failed").await;
-    let fields: Vec<&str> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let fields: Vec<&str> = texts(&body["errors"], "field");
     assert_eq!(fields, ["amount", "ends_on"]);
     for resource in ["mailboxes", "module:teleport", "module:"] {
         let body = admin
@@ -369,12 +364,7 @@ async fn the_licence_is_replaced_from_today_and_never_below_what_was_allocated()
         "a resource left out ends today"
     );
     let body = admin.put_problem("/v1/licence", &json!({"resources": [{"resource": "users", "amount": 1}, {"resource": "users", "amount": 2}, {"resource": "seats", "amount": 1}]}), 422, "validation-failed").await;
-    let fields: Vec<&str> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let fields: Vec<&str> = texts(&body["errors"], "field");
     assert_eq!(fields, ["resources[1].resource", "resources[2].resource"]);
 
     let grown = admin.set_licence(json!([{"resource": "users", "amount": 2000}, {"resource": "domains", "amount": 100}, {"resource": "module:base", "amount": 1000}, {"resource": "module:lft", "amount": 10}])).await;

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::dns::DnsServer;
 use crate::helpers::{
-    Caller, TestApp, Tree, assert_problem, seed_tree, spawn_another, spawn_app_with,
+    Caller, TestApp, Tree, assert_problem, seed_tree, spawn_another, spawn_app_with, texts,
 };
 
 /// An app whose domains can be verified over (test) DNS.
@@ -495,12 +495,7 @@ async fn a_batch_answers_in_order_and_bad_input_is_refused_whole() {
             200,
         )
         .await;
-    let reasons: Vec<&str> = answers["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["reason"].as_str().unwrap())
-        .collect();
+    let reasons: Vec<&str> = texts(&answers["results"], "reason");
     assert_eq!(reasons, ["ok", "unknown_domain", "unknown_mailbox", "ok"]);
 
     let refused = worker
@@ -515,12 +510,7 @@ async fn a_batch_answers_in_order_and_bad_input_is_refused_whole() {
             "validation-failed",
         )
         .await;
-    let fields: Vec<&str> = refused["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let fields: Vec<&str> = texts(&refused["errors"], "field");
     assert_eq!(fields, ["checks[1].address", "checks[2].address"]);
     // The first check of the refused batch enrolled nobody.
     assert_eq!(
@@ -759,12 +749,7 @@ async fn postfix_asks_through_the_policy_and_socketmap_listeners() {
     let listed = admin
         .get_ok(&format!("/v1/nodes/{}/mailboxes?origin=check", tree.c1))
         .await;
-    let enrolled: Vec<&str> = listed["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["address"].as_str().unwrap())
-        .collect();
+    let enrolled: Vec<&str> = texts(&listed["items"], "address");
     assert_eq!(
         enrolled,
         ["fresh@c1.example"],

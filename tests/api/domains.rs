@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::dns::DnsServer;
 use crate::helpers::{
-    Caller, TestApp, assert_problem, seed_tree, spawn_another, spawn_app, spawn_app_with,
+    Caller, TestApp, assert_problem, seed_tree, spawn_another, spawn_app, spawn_app_with, texts,
 };
 
 #[tokio::test]
@@ -143,12 +143,7 @@ async fn names_that_break_the_rules_are_refused_with_the_rule() {
         );
     }
     let body = admin.post_problem(&path, &json!({"name": "ok.example", "route": {"host": "not a host", "port": 0, "priority": 101}}), 422, "validation-failed").await;
-    let fields: Vec<&str> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let fields: Vec<&str> = texts(&body["errors"], "field");
     assert_eq!(fields, ["route.host", "route.port", "route.priority"]);
     admin
         .post_problem(
@@ -341,12 +336,7 @@ async fn an_expired_claim_returns_its_unit_though_nobody_wants_the_name() {
     let left = admin
         .get_ok(&format!("/v1/nodes/{}/domains", tree.c1))
         .await;
-    let names: Vec<&str> = left["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = texts(&left["items"], "name");
     assert_eq!(names, ["fresh.example"], "a claim within its days stays");
     app.assert_verified();
 }

@@ -553,6 +553,16 @@ pub async fn seed_tree(admin: &Caller<'_>) -> Tree {
     }
 }
 
+/// The string `field` of every element of the array `list`, in order (the addresses of a listing's
+/// items, say).
+pub fn texts<'a>(list: &'a Value, field: &str) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item[field].as_str().unwrap())
+        .collect()
+}
+
 /// Asserts that `response` is a problem document of `status` and `slug`; returns its body.
 pub async fn assert_problem(response: reqwest::Response, status: u16, slug: &str) -> Value {
     assert_eq!(response.status(), status, "status");

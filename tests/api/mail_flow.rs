@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::check::{Outage, free_port, setup, verified_domain};
 use crate::dns::DnsServer;
-use crate::helpers::{Caller, TestApp, Tree, spawn_app_with};
+use crate::helpers::{Caller, TestApp, Tree, spawn_app_with, texts};
 use crate::mta::{self, Postfix, Reply, Smtp, rcpt};
 
 const README: &str = include_str!("../../README.md");
@@ -214,12 +214,7 @@ async fn a_real_postfix_gives_every_case_its_reply_inbound_and_outbound() {
     let enrolled = admin
         .get_ok(&format!("/v1/nodes/{}/mailboxes?origin=check", tree.owner))
         .await;
-    let addresses: Vec<&str> = enrolled["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["address"].as_str().unwrap())
-        .collect();
+    let addresses: Vec<&str> = texts(&enrolled["items"], "address");
     assert_eq!(addresses, ["new@c1.example"]);
 }
 

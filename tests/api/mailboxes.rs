@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Caller, Tree, assert_problem, seed_tree, spawn_app};
+use crate::helpers::{Caller, Tree, assert_problem, seed_tree, spawn_app, texts};
 
 /// The tree with a domain for C1 and one for C2.
 pub(crate) async fn with_domains(admin: &Caller<'_>) -> Tree {
@@ -20,12 +20,7 @@ async fn a_mailbox_takes_a_seat_and_every_domain_has_its_role_addresses() {
     let roles = admin
         .get_ok(&format!("/v1/nodes/{}/mailboxes?origin=role", tree.c1))
         .await;
-    let roles: Vec<&str> = roles["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["address"].as_str().unwrap())
-        .collect();
+    let roles: Vec<&str> = texts(&roles["items"], "address");
     assert_eq!(roles, ["postmaster@c1.example", "abuse@c1.example"]);
     assert_eq!(
         admin.usage(&tree.c1, "users").await["used"],
@@ -421,12 +416,7 @@ async fn groups_list_their_members_and_lose_deleted_mailboxes() {
     let twice = admin
         .put_expect(&format!("{group_path}/members/{}", ids[0]), &json!({}), 200)
         .await;
-    let members: Vec<&str> = twice["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["address"].as_str().unwrap())
-        .collect();
+    let members: Vec<&str> = texts(&twice["members"], "address");
     assert_eq!(members, ["amy@c1.example", "bob@c1.example"]);
     // A mailbox of another customer cannot join.
     let outsider = admin.create_mailbox(&tree.c2, "x@株式.会社").await;
@@ -467,12 +457,7 @@ async fn over_long_strings_control_characters_and_broken_utf8_change_nothing() {
     let tree = with_domains(&admin).await;
     let path = format!("/v1/nodes/{}/mailboxes", tree.c1);
     let body = admin.post_problem(&path, &json!({"address": "ok@c1.example", "display_name": "x".repeat(201), "first_name": "bell\u{7}", "contact_email": "nope"}), 422, "validation-failed").await;
-    let fields: Vec<&str> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let fields: Vec<&str> = texts(&body["errors"], "field");
     assert_eq!(fields, ["display_name", "first_name", "contact_email"]);
     admin
         .post_problem(

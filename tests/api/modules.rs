@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Caller, TestApp, assert_problem, spawn_app};
+use crate::helpers::{Caller, TestApp, assert_problem, spawn_app, texts};
 
 /// A customer under a reseller, with a domain and seats of everything: `users`, `module:base` and
 /// the add-ons, `seats` of each (the reseller holds twice as many).
@@ -533,12 +533,7 @@ async fn every_mailbox_takes_a_base_seat_and_gives_its_seats_back() {
             shop.reseller
         ))
         .await;
-    let ids: Vec<&str> = holders["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = texts(&holders["items"], "id");
     assert_eq!(
         ids,
         [ann.as_str(), cy.as_str()],

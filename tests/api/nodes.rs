@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, seed_tree, spawn_app};
+use crate::helpers::{assert_problem, seed_tree, spawn_app, texts};
 
 #[tokio::test]
 async fn an_admin_builds_the_tree_and_reads_it_back() {
@@ -70,12 +70,7 @@ async fn children_are_listed_in_pages_and_filtered() {
     let alp = admin
         .get_ok(&format!("/v1/nodes/{owner}/children?name_prefix=ALP"))
         .await;
-    let alp: Vec<&str> = alp["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["name"].as_str().unwrap())
-        .collect();
+    let alp: Vec<&str> = texts(&alp["items"], "name");
     assert_eq!(alp, ["Alpha", "alpine customer"]);
     let wildcard = admin
         .get_ok(&format!("/v1/nodes/{owner}/children?name_prefix=%25"))
@@ -175,12 +170,7 @@ async fn every_invalid_field_is_named_and_nothing_is_created() {
             "validation-failed",
         )
         .await;
-    let mut fields: Vec<&str> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let mut fields: Vec<&str> = texts(&body["errors"], "field");
     fields.sort_unstable();
     assert_eq!(
         fields,
@@ -360,12 +350,7 @@ async fn a_customer_moves_with_its_allocations_to_a_parent_with_room() {
     let listed = admin
         .get_ok(&format!("/v1/nodes/{}/allocations?resource=users", tree.c1))
         .await;
-    let grantors: Vec<&str> = listed["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["grantor_id"].as_str().unwrap())
-        .collect();
+    let grantors: Vec<&str> = texts(&listed["items"], "grantor_id");
     assert_eq!(
         grantors,
         [tree.a1.as_str(), tree.b.as_str()],

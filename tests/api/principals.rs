@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Caller, TestApp, assert_problem, seed_tree, spawn_app};
+use crate::helpers::{Caller, TestApp, assert_problem, seed_tree, spawn_app, texts};
 
 /// Creates an account at `node` and returns a caller logged in as it.
 pub async fn account<'a>(
@@ -19,12 +19,7 @@ pub async fn account<'a>(
 
 /// The fields a validation problem names.
 fn fields(problem: &Value) -> Vec<&str> {
-    problem["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect()
+    texts(&problem["errors"], "field")
 }
 
 /// Logs in and returns a caller with the token.
@@ -132,12 +127,7 @@ async fn bad_accounts_are_refused_field_by_field() {
             "validation-failed",
         )
         .await;
-    let fields: Vec<&str> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let fields: Vec<&str> = texts(&body["errors"], "field");
     assert_eq!(fields, ["username", "email", "password"]);
     admin
         .post_problem(
