@@ -47,12 +47,9 @@ async fn a_grant_beyond_what_the_parent_has_left_is_refused_with_the_figures() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
-    let body = assert_problem(
-        admin.allocate(&tree.c1, "users", 151).await,
-        409,
-        "quota-exceeded",
-    )
-    .await;
+    let body = admin
+        .allocate_problem(&tree.c1, "users", 151, 409, "quota-exceeded")
+        .await;
     assert_eq!(body["node_id"], tree.a1);
     assert_eq!(body["resource"], "users");
     assert_eq!(body["at"], Utc::now().date_naive().to_string());
@@ -64,15 +61,10 @@ async fn a_grant_beyond_what_the_parent_has_left_is_refused_with_the_figures() {
         ),
         (Some(200), Some(151), Some(150))
     );
+    admin.grant(&tree.c1, "users", 150).await;
     admin
-        .expect(admin.allocate(&tree.c1, "users", 150).await, 201)
+        .allocate_problem(&tree.c1, "users", 1, 409, "quota-exceeded")
         .await;
-    assert_problem(
-        admin.allocate(&tree.c1, "users", 1).await,
-        409,
-        "quota-exceeded",
-    )
-    .await;
     app.assert_verified();
 }
 
@@ -86,7 +78,9 @@ async fn a_grant_that_outlives_the_parents_own_grant_is_refused_at_the_day_it_br
         .set_licence(json!([{"resource": "users", "amount": 100, "ends_on": end}]))
         .await;
     let r = admin.create_child(&owner, "reseller", "R").await;
-    let body = assert_problem(admin.allocate(&r, "users", 10).await, 409, "quota-exceeded").await;
+    let body = admin
+        .allocate_problem(&r, "users", 10, 409, "quota-exceeded")
+        .await;
     assert_eq!(body["at"], end);
     assert_eq!(
         (body["limit"].as_i64(), body["available"].as_i64()),
@@ -188,9 +182,7 @@ async fn allocation_changes_honour_if_match_and_keep_history() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
-    let created = admin
-        .expect(admin.allocate(&tree.c2, "domains", 3).await, 201)
-        .await;
+    let created = admin.grant(&tree.c2, "domains", 3).await;
     let path = format!("/v1/allocations/{}", created["id"].as_str().unwrap());
     assert_problem(
         admin
@@ -242,7 +234,9 @@ async fn no_node_raises_its_own_limits() {
     admin
         .set_licence(json!([{"resource": "users", "amount": 10}]))
         .await;
-    let body = assert_problem(admin.allocate(&owner, "users", 5).await, 403, "forbidden").await;
+    let body = admin
+        .allocate_problem(&owner, "users", 5, 403, "forbidden")
+        .await;
     assert!(body["detail"].as_str().unwrap().contains("own"));
     app.assert_verified();
 }
@@ -302,15 +296,10 @@ async fn module_seats_flow_down_the_tree_like_any_resource() {
         .set_licence(json!([{"resource": "module:lft", "amount": 5}]))
         .await;
     let r = admin.create_child(&owner, "reseller", "R").await;
+    admin.grant(&r, "module:lft", 5).await;
     admin
-        .expect(admin.allocate(&r, "module:lft", 5).await, 201)
+        .allocate_problem(&r, "module:lft", 1, 409, "quota-exceeded")
         .await;
-    assert_problem(
-        admin.allocate(&r, "module:lft", 1).await,
-        409,
-        "quota-exceeded",
-    )
-    .await;
     assert_eq!(admin.usage(&owner, "module:lft").await["free"], 0);
     app.assert_verified();
 }
@@ -382,9 +371,7 @@ async fn racing_clients_never_oversell_the_last_units() {
         .set_licence(json!([{"resource": "users", "amount": 10}]))
         .await;
     let reseller = admin.create_child(&owner, "reseller", "R").await;
-    admin
-        .expect(admin.allocate(&reseller, "users", 10).await, 201)
-        .await;
+    admin.grant(&reseller, "users", 10).await;
     let mut customers = Vec::new();
     for i in 0..32 {
         customers.push(

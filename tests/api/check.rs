@@ -304,9 +304,7 @@ async fn a_customer_without_a_free_seat_enrols_nobody_and_one_over_its_limit_acc
     let small = admin.create_child(&tree.b, "customer", "Small").await;
     // Two `users` seats but one `module:base`: a new mailbox needs one of each.
     for (resource, amount) in [("users", 2), ("module:base", 1), ("domains", 1)] {
-        admin
-            .expect(admin.allocate(&small, resource, amount).await, 201)
-            .await;
+        admin.grant(&small, resource, amount).await;
     }
     verified_domain(&admin, &dns, &small, "small.example").await;
     let worker = check_key(&app, &admin, &tree.owner).await;
@@ -393,9 +391,7 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
         (&tree.b, "module:m365", 1),
         (&tree.c2, "module:m365", 1),
     ] {
-        admin
-            .expect(admin.allocate(node, resource, amount).await, 201)
-            .await;
+        admin.grant(node, resource, amount).await;
     }
     assert_eq!(
         asks("lft").await,
@@ -1215,9 +1211,7 @@ async fn an_operator_may_accept_unverified_domains_and_make_licence_refusals_per
     // A customer with no seat left: the refusal bounces now instead of waiting in queues.
     let small = admin.create_child(&tree.b, "customer", "Small").await;
     for resource in ["users", "module:base", "domains"] {
-        admin
-            .expect(admin.allocate(&small, resource, 1).await, 201)
-            .await;
+        admin.grant(&small, resource, 1).await;
     }
     admin.register_domain(&small, "small.example").await;
     admin.create_mailbox(&small, "one@small.example").await;

@@ -535,13 +535,9 @@ pub async fn seed_tree(admin: &Caller<'_>) -> Tree {
     ] {
         // Every mailbox takes a `users` and a `module:base` seat: the tree grants both alike.
         for resource in ["users", "module:base"] {
-            admin
-                .expect(admin.allocate(node, resource, users).await, 201)
-                .await;
+            admin.grant(node, resource, users).await;
         }
-        admin
-            .expect(admin.allocate(node, "domains", domains).await, 201)
-            .await;
+        admin.grant(node, "domains", domains).await;
     }
     Tree {
         owner,

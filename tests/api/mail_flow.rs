@@ -111,9 +111,7 @@ async fn customer(
 ) -> String {
     let node = admin.create_child(parent, "customer", name).await;
     for (resource, amount) in [("users", seats), ("module:base", seats), ("domains", 1)] {
-        admin
-            .expect(admin.allocate(&node, resource, amount).await, 201)
-            .await;
+        admin.grant(&node, resource, amount).await;
     }
     verified_domain(admin, dns, &node, name).await;
     node

@@ -40,12 +40,8 @@ async fn shop(admin: &Caller<'_>, seats: i64) -> Shop {
     let reseller = admin.create_child(&owner, "reseller", "Reseller").await;
     let customer = admin.create_child(&reseller, "customer", "Customer").await;
     for resource in &resources {
-        admin
-            .expect(admin.allocate(&reseller, resource, 2 * seats).await, 201)
-            .await;
-        admin
-            .expect(admin.allocate(&customer, resource, seats).await, 201)
-            .await;
+        admin.grant(&reseller, resource, 2 * seats).await;
+        admin.grant(&customer, resource, seats).await;
     }
     admin.register_domain(&customer, "shop.example").await;
     Shop { reseller, customer }
@@ -421,12 +417,9 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
         .await;
     let bob = mailbox(&admin, &shop.customer, "bob").await;
     assert_problem(assign(&admin, &bob, "sandbox").await, 409, "conflict").await;
-    assert_problem(
-        admin.allocate(&shop.customer, "module:sandbox", 1).await,
-        409,
-        "conflict",
-    )
-    .await;
+    admin
+        .allocate_problem(&shop.customer, "module:sandbox", 1, 409, "conflict")
+        .await;
     assert_eq!(
         modules_of(&admin, &ann).await,
         json!(["base", "certificate", "lft", "sandbox"]),
@@ -482,9 +475,7 @@ async fn every_mailbox_takes_a_base_seat_and_gives_its_seats_back() {
     assert_eq!(seats(&admin, &shop.customer).await, (2, 2, 2));
 
     // A users seat alone is not enough: the base seat is named when it is the one missing.
-    admin
-        .expect(admin.allocate(&shop.customer, "users", 2).await, 201)
-        .await;
+    admin.grant(&shop.customer, "users", 2).await;
     let refused = admin
         .post_problem(
             &format!("/v1/nodes/{}/mailboxes", shop.customer),

@@ -379,13 +379,9 @@ async fn seed(app: &TestApp) -> Target {
     let customer = admin.create_child(&reseller, "customer", "C").await;
     for node in [&reseller, &customer] {
         for resource in ["users", "module:base"] {
-            admin
-                .expect(admin.allocate(node, resource, 50000).await, 201)
-                .await;
+            admin.grant(node, resource, 50000).await;
         }
-        admin
-            .expect(admin.allocate(node, "domains", 5).await, 201)
-            .await;
+        admin.grant(node, "domains", 5).await;
     }
     admin.register_domain(&customer, "c.example").await;
     admin.create_mailbox(&customer, "known@c.example").await;

@@ -1,11 +1,31 @@
 //! Scenario steps that many tests take: each one a named call on [`Caller`], so a test reads as
 //! the story it tells and the requests behind a step are spelt once.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::helpers::Caller;
+use crate::helpers::{Caller, assert_problem};
 
 impl Caller<'_> {
+    /// Grants `node` `amount` units of `resource` from its parent, asserts 201, and returns the
+    /// grant.
+    pub async fn grant(&self, node: &str, resource: &str, amount: i64) -> Value {
+        self.expect(self.allocate(node, resource, amount).await, 201)
+            .await
+    }
+
+    /// Asks to grant `node` `amount` units of `resource` and asserts the refusal is a problem of
+    /// `status` and `slug`; returns it.
+    pub async fn allocate_problem(
+        &self,
+        node: &str,
+        resource: &str,
+        amount: i64,
+        status: u16,
+        slug: &str,
+    ) -> Value {
+        assert_problem(self.allocate(node, resource, amount).await, status, slug).await
+    }
+
     /// The id of `node`'s first grant of `resource`.
     pub async fn grant_id(&self, node: &str, resource: &str) -> String {
         let listed = self

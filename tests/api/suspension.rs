@@ -34,9 +34,7 @@ async fn setup(app: &TestApp) -> Setup<'_> {
     let d = owner.create_child(&r, "customer", "D").await;
     for (node, amount) in [(&r, 500), (&c, 100), (&d, 100)] {
         for resource in resources {
-            owner
-                .expect(owner.allocate(node, resource, amount).await, 201)
-                .await;
+            owner.grant(node, resource, amount).await;
         }
     }
     owner.register_domain(&c, "c.example").await;
