@@ -623,6 +623,34 @@ async fn a_write_on_one_instance_reaches_the_other_through_the_feed() {
     }
 }
 
+/// An app resolving through `dns` that answers Postfix on a policy and a socketmap listener of
+/// its own; `adjust` changes the rest of its configuration. Returns the app and the two
+/// listeners' addresses.
+pub(crate) async fn with_listeners(
+    dns: &DnsServer,
+    adjust: impl FnOnce(&mut allot::config::Config),
+) -> (TestApp, std::net::SocketAddr, std::net::SocketAddr) {
+    let (policy, socketmap) = (free_port(), free_port());
+    let app = spawn_app_with(|config| {
+        config.dns_resolver = dns.addr;
+        config.policy_listen = Some(policy);
+        config.socketmap_listen = Some(socketmap);
+        adjust(config);
+    })
+    .await;
+    (app, policy, socketmap)
+}
+
+/// A policy delegation request about `sender` and `recipient` in `context` (`policy_context`),
+/// as Postfix sends it at RCPT TO.
+pub(crate) fn policy_request(context: &str, sender: &str, recipient: &str) -> String {
+    format!(
+        "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n\
+         client_address=192.0.2.7\nhelo_name=mx.example.net\nsender={sender}\n\
+         recipient={recipient}\npolicy_context={context}\nsasl_username=\n\n"
+    )
+}
+
 /// A free port on loopback, for a listener the app binds itself.
 pub(crate) fn free_port() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -656,13 +684,7 @@ pub(crate) async fn exchange(
 #[tokio::test]
 async fn postfix_asks_through_the_policy_and_socketmap_listeners() {
     let dns = DnsServer::start().await;
-    let (policy, socketmap) = (free_port(), free_port());
-    let app = spawn_app_with(|config| {
-        config.dns_resolver = dns.addr;
-        config.policy_listen = Some(policy);
-        config.socketmap_listen = Some(socketmap);
-    })
-    .await;
+    let (app, policy, socketmap) = with_listeners(&dns, |_| {}).await;
     let (admin, tree) = setup(&app, &dns).await;
     admin.create_mailbox(&tree.c1, "pat@c1.example").await;
     admin
@@ -682,13 +704,6 @@ async fn postfix_asks_through_the_policy_and_socketmap_listeners() {
 
     // An MX's request (no login, no policy context) is about its recipient; a request with
     // `policy_context=outbound` (or from a client that logged in) about its sender.
-    let request = |context: &str, sender: &str, recipient: &str| {
-        format!(
-            "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n\
-             client_address=192.0.2.7\nhelo_name=mx.example.net\nsender={sender}\n\
-             recipient={recipient}\npolicy_context={context}\nsasl_username=\n\n"
-        )
-    };
     let mut stream = tokio::net::TcpStream::connect(policy).await.unwrap();
     // Several requests on one connection, as Postfix keeps it open.
     for (context, sender, recipient, expected) in [
@@ -734,7 +749,7 @@ async fn postfix_asks_through_the_policy_and_socketmap_listeners() {
         assert_eq!(
             exchange(
                 &mut stream,
-                request(context, sender, recipient).as_bytes(),
+                policy_request(context, sender, recipient).as_bytes(),
                 b"\n\n"
             )
             .await,

@@ -559,16 +559,36 @@ pub fn texts<'a>(list: &'a Value, field: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// Asserts that `response` is a problem document of `status` and `slug`; returns its body.
-pub async fn assert_problem(response: reqwest::Response, status: u16, slug: &str) -> Value {
-    assert_eq!(response.status(), status, "status");
-    let content_type = response
+/// A watchdog for the child process `pid`: a shell that sends it `SIG{signal}` when its stdin
+/// reaches end of file, which happens when the test process (the pipe's only writer) dies, however
+/// it dies. So a server a test started does not outlive a test run that was killed.
+pub fn watchdog(pid: u32, signal: &str) -> std::io::Result<std::process::Child> {
+    std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!(r#"read -r line; kill -{signal} "$0" 2>/dev/null"#),
+            &pid.to_string(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+}
+
+/// The `content-type` of `response` ("" when it has none or it is not text).
+pub fn content_type(response: &reqwest::Response) -> String {
+    response
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
-        .to_owned();
-    assert_eq!(content_type, "application/problem+json");
+        .to_owned()
+}
+
+/// Asserts that `response` is a problem document of `status` and `slug`; returns its body.
+pub async fn assert_problem(response: reqwest::Response, status: u16, slug: &str) -> Value {
+    assert_eq!(response.status(), status, "status");
+    assert_eq!(content_type(&response), "application/problem+json");
     let body: Value = response.json().await.expect("a JSON problem document");
     assert_eq!(
         body["type"],

@@ -5,9 +5,9 @@
 
 use serde_json::{Value, json};
 
-use crate::check::{ask, check_key, exchange, free_port, setup, spawn};
+use crate::check::{ask, check_key, exchange, policy_request, setup, spawn, with_listeners};
 use crate::dns::DnsServer;
-use crate::helpers::{Caller, assert_problem, spawn_another, spawn_app, spawn_app_with};
+use crate::helpers::{Caller, assert_problem, spawn_another, spawn_app};
 use crate::mailboxes::{import, with_domains};
 
 const NFC_JORG: &str = "j\u{f6}rg@c1.example";
@@ -204,13 +204,7 @@ async fn checks_and_enrolments_of_variants_find_one_mailbox_taking_one_seat() {
 #[tokio::test]
 async fn postfix_finds_case_variants_through_the_policy_and_socketmap_listeners() {
     let dns = DnsServer::start().await;
-    let (policy, socketmap) = (free_port(), free_port());
-    let app = spawn_app_with(|config| {
-        config.dns_resolver = dns.addr;
-        config.policy_listen = Some(policy);
-        config.socketmap_listen = Some(socketmap);
-    })
-    .await;
+    let (app, policy, socketmap) = with_listeners(&dns, |_| {}).await;
     let (admin, tree) = setup(&app, &dns).await;
     admin
         .patch_ok(
@@ -223,13 +217,6 @@ async fn postfix_finds_case_variants_through_the_policy_and_socketmap_listeners(
         .add_alias(pat["id"].as_str().unwrap(), "Team@c1.example")
         .await;
 
-    let request = |context: &str, sender: &str, recipient: &str| {
-        format!(
-            "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n\
-             client_address=192.0.2.7\nhelo_name=mx.example.net\nsender={sender}\n\
-             recipient={recipient}\npolicy_context={context}\nsasl_username=\n\n"
-        )
-    };
     let mut stream = tokio::net::TcpStream::connect(policy).await.unwrap();
     for (context, sender, recipient) in [
         ("", "someone@example.net", "PAT@c1.example"),
@@ -241,7 +228,7 @@ async fn postfix_finds_case_variants_through_the_policy_and_socketmap_listeners(
         assert_eq!(
             exchange(
                 &mut stream,
-                request(context, sender, recipient).as_bytes(),
+                policy_request(context, sender, recipient).as_bytes(),
                 b"\n\n"
             )
             .await,

@@ -10,9 +10,9 @@
 
 use serde_json::{Value, json};
 
-use crate::check::{Outage, free_port, setup, verified_domain};
+use crate::check::{Outage, setup, verified_domain, with_listeners};
 use crate::dns::DnsServer;
-use crate::helpers::{Caller, TestApp, Tree, spawn_app_with, texts};
+use crate::helpers::{Caller, TestApp, Tree, texts};
 use crate::mta::{self, Postfix, Reply, Smtp, rcpt};
 
 const README: &str = include_str!("../../README.md");
@@ -65,14 +65,7 @@ struct Flow {
 
 async fn flow(adjust: impl FnOnce(&mut allot::config::Config)) -> Flow {
     let dns = DnsServer::start().await;
-    let (policy, socketmap) = (free_port(), free_port());
-    let app = spawn_app_with(|config| {
-        config.dns_resolver = dns.addr;
-        config.policy_listen = Some(policy);
-        config.socketmap_listen = Some(socketmap);
-        adjust(config);
-    })
-    .await;
+    let (app, policy, socketmap) = with_listeners(&dns, adjust).await;
     let postfix = postfix(policy, socketmap).await;
     Flow { app, dns, postfix }
 }

@@ -224,16 +224,7 @@ impl Postfix {
             .map_err(|e| fatal("spawn master", &e))?;
         // Spawned after the master, so the master does not hold the pipe's other end. Rust opens
         // the pipe close-on-exec, so no other test's child holds it either.
-        let watchdog = Command::new("sh")
-            .args([
-                "-c",
-                r#"read -r line; kill -TERM "$0" 2>/dev/null"#,
-                &master.id().to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
+        let watchdog = crate::helpers::watchdog(master.id(), "TERM");
         let watchdog = match watchdog {
             Ok(watchdog) => watchdog,
             Err(e) => {

@@ -197,17 +197,8 @@ impl PrivatePostgres {
             .spawn()
             .expect("spawn postgres");
         // Spawned after the postmaster, so the postmaster does not hold the pipe's other end.
-        let watchdog = Command::new("sh")
-            .args([
-                "-c",
-                r#"read -r line; kill -QUIT "$0" 2>/dev/null"#,
-                &postmaster.id().to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the watchdog");
+        let watchdog =
+            crate::helpers::watchdog(postmaster.id(), "QUIT").expect("spawn the watchdog");
         self.server = Some(Server {
             postmaster,
             watchdog,
