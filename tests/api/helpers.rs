@@ -434,72 +434,6 @@ impl Caller<'_> {
         let me = self.get_ok("/v1/me").await;
         me["node_id"].as_str().unwrap().to_owned()
     }
-
-    pub async fn set_licence(&self, lines: Value) -> Value {
-        self.put_expect("/v1/licence", &json!({"resources": lines}), 200)
-            .await
-    }
-
-    pub async fn create_child(&self, parent: &str, kind: &str, name: &str) -> String {
-        let body = self
-            .post_expect(
-                &format!("/v1/nodes/{parent}/children"),
-                &json!({"kind": kind, "name": name}),
-                201,
-            )
-            .await;
-        body["id"].as_str().unwrap().to_owned()
-    }
-
-    pub async fn allocate(&self, node: &str, resource: &str, amount: i64) -> reqwest::Response {
-        self.post(
-            &format!("/v1/nodes/{node}/allocations"),
-            &json!({"resource": resource, "amount": amount}),
-        )
-        .await
-    }
-
-    /// Registers domain `name` for `customer` (unverified); returns it.
-    pub async fn register_domain(&self, customer: &str, name: &str) -> Value {
-        self.post_expect(
-            &format!("/v1/nodes/{customer}/domains"),
-            &json!({"name": name}),
-            201,
-        )
-        .await
-    }
-
-    /// Creates the mailbox `address` for `customer`; returns it.
-    pub async fn create_mailbox(&self, customer: &str, address: &str) -> Value {
-        self.post_expect(
-            &format!("/v1/nodes/{customer}/mailboxes"),
-            &json!({"address": address}),
-            201,
-        )
-        .await
-    }
-
-    /// Gives mailbox `mailbox` the alias `address`; returns it.
-    pub async fn add_alias(&self, mailbox: &str, address: &str) -> Value {
-        self.post_expect(
-            &format!("/v1/mailboxes/{mailbox}/aliases"),
-            &json!({"address": address}),
-            201,
-        )
-        .await
-    }
-
-    /// The usage report line of `resource` at `node`.
-    pub async fn usage(&self, node: &str, resource: &str) -> Value {
-        let report = self.get_ok(&format!("/v1/nodes/{node}/usage")).await;
-        report["resources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["resource"] == resource)
-            .cloned()
-            .unwrap()
-    }
 }
 
 /// The usual tree: the owner with a licence of 1000 users and 100 domains; resellers A (500 users,
@@ -573,6 +507,22 @@ pub fn watchdog(pid: u32, signal: &str) -> std::io::Result<std::process::Child> 
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
+}
+
+/// Waits for `child` to exit, looking `every` so often, for at most `timeout`; true if it did.
+pub fn wait_bounded(
+    child: &mut std::process::Child,
+    timeout: std::time::Duration,
+    every: std::time::Duration,
+) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => return true,
+            Ok(None) if std::time::Instant::now() > deadline => return false,
+            Ok(None) => std::thread::sleep(every),
+        }
+    }
 }
 
 /// The `content-type` of `response` ("" when it has none or it is not text).

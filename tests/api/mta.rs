@@ -42,6 +42,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use crate::helpers::wait_bounded;
+
 /// How long an instance may take to answer on both ports.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the master may take to exit after SIGTERM before its process group is killed.
@@ -317,7 +319,7 @@ impl Drop for Postfix {
         }
         // The watchdog sends the master SIGTERM when its input ends.
         drop(self.watchdog.stdin.take());
-        if !wait_bounded(&mut self.master, STOP_TIMEOUT) {
+        if !wait_bounded(&mut self.master, STOP_TIMEOUT, Duration::from_millis(10)) {
             // The master is still our unreaped child, so its pid (and process group) is still it.
             let _ = Command::new("kill")
                 .args(["-KILL", "--", &format!("-{}", self.master.id())])
@@ -325,7 +327,7 @@ impl Drop for Postfix {
             let _ = self.master.kill();
             let _ = self.master.wait();
         }
-        if !wait_bounded(&mut self.watchdog, STOP_TIMEOUT) {
+        if !wait_bounded(&mut self.watchdog, STOP_TIMEOUT, Duration::from_millis(10)) {
             let _ = self.watchdog.kill();
             let _ = self.watchdog.wait();
         }
@@ -335,18 +337,6 @@ impl Drop for Postfix {
                 self.dir.path().display(),
                 self.log()
             );
-        }
-    }
-}
-
-/// Waits for `child` to exit, for at most `timeout`; true if it did.
-fn wait_bounded(child: &mut Child, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) | Err(_) => return true,
-            Ok(None) if Instant::now() > deadline => return false,
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
         }
     }
 }

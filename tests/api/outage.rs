@@ -26,7 +26,7 @@ use std::os::unix::process::CommandExt;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app_on};
+use crate::helpers::{TestApp, spawn_app_on, wait_bounded};
 
 /// No request may take longer than this while the database is down: the pool's connection timeout
 /// (5 s) plus scheduling on a loaded machine.
@@ -240,7 +240,11 @@ impl PrivatePostgres {
         );
         let mut server = self.server.take().expect("a running server");
         assert!(
-            wait_bounded(&mut server.postmaster, Duration::from_secs(30)),
+            wait_bounded(
+                &mut server.postmaster,
+                Duration::from_secs(30),
+                Duration::from_millis(20)
+            ),
             "the postmaster exits after pg_ctl stop"
         );
         let _ = server.watchdog.kill();
@@ -261,7 +265,11 @@ impl Drop for PrivatePostgres {
             }
             // The watchdog sends SIGQUIT (an immediate shutdown) when its input ends.
             drop(server.watchdog.stdin.take());
-            if !wait_bounded(&mut server.postmaster, Duration::from_secs(20)) {
+            if !wait_bounded(
+                &mut server.postmaster,
+                Duration::from_secs(20),
+                Duration::from_millis(20),
+            ) {
                 let _ = server.postmaster.kill();
                 let _ = server.postmaster.wait();
             }
@@ -269,18 +277,6 @@ impl Drop for PrivatePostgres {
         }
         if std::thread::panicking() {
             eprintln!("--- private PostgreSQL log ---\n{}--- end ---", self.log());
-        }
-    }
-}
-
-/// Waits for `child` to exit, for at most `timeout`; true if it did.
-fn wait_bounded(child: &mut Child, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) | Err(_) => return true,
-            Ok(None) if Instant::now() > deadline => return false,
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
 }

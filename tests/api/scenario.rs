@@ -6,6 +6,72 @@ use serde_json::{Value, json};
 use crate::helpers::{Caller, assert_problem};
 
 impl Caller<'_> {
+    /// POSTs `body` to `path`, asserts 201, and returns what was created.
+    async fn created(&self, path: &str, body: Value) -> Value {
+        self.post_expect(path, &body, 201).await
+    }
+
+    /// Replaces the owner's licence with `lines` (`[{"resource", "amount"}]`); returns it.
+    pub async fn set_licence(&self, lines: Value) -> Value {
+        self.put_expect("/v1/licence", &json!({"resources": lines}), 200)
+            .await
+    }
+
+    /// Creates a child node of `kind` called `name` under `parent`; returns its id.
+    pub async fn create_child(&self, parent: &str, kind: &str, name: &str) -> String {
+        let path = format!("/v1/nodes/{parent}/children");
+        let body = self
+            .created(&path, json!({"kind": kind, "name": name}))
+            .await;
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Registers domain `name` for `customer` (unverified); returns it.
+    pub async fn register_domain(&self, customer: &str, name: &str) -> Value {
+        self.created(
+            &format!("/v1/nodes/{customer}/domains"),
+            json!({"name": name}),
+        )
+        .await
+    }
+
+    /// The usage report line of `resource` at `node`.
+    pub async fn usage(&self, node: &str, resource: &str) -> Value {
+        let report = self.get_ok(&format!("/v1/nodes/{node}/usage")).await;
+        report["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == resource)
+            .cloned()
+            .unwrap()
+    }
+
+    /// Creates the mailbox `address` for `customer`; returns it.
+    pub async fn create_mailbox(&self, customer: &str, address: &str) -> Value {
+        let path = format!("/v1/nodes/{customer}/mailboxes");
+        self.created(&path, json!({"address": address})).await
+    }
+
+    /// Asks `node`'s parent to grant `node` `amount` units of `resource`; the answer is the
+    /// test's to judge.
+    pub async fn allocate(&self, node: &str, resource: &str, amount: i64) -> reqwest::Response {
+        self.post(
+            &format!("/v1/nodes/{node}/allocations"),
+            &json!({"resource": resource, "amount": amount}),
+        )
+        .await
+    }
+
+    /// Gives mailbox `mailbox` the alias `address`; returns it.
+    pub async fn add_alias(&self, mailbox: &str, address: &str) -> Value {
+        self.created(
+            &format!("/v1/mailboxes/{mailbox}/aliases"),
+            json!({"address": address}),
+        )
+        .await
+    }
+
     /// Grants `node` `amount` units of `resource` from its parent, asserts 201, and returns the
     /// grant.
     pub async fn grant(&self, node: &str, resource: &str, amount: i64) -> Value {
