@@ -10,6 +10,7 @@ use allot::config::{Config, LogFormat};
 use allot::startup::{self, Application};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 pub const ADMIN_USERNAME: &str = "admin";
@@ -140,19 +141,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let db = TestDb::new();
     let mut config = test_config(db.url());
     adjust(&mut config);
-    let (pool, keys, _) = startup::prepare(&config).expect("the test app prepares");
     let database_url = config.database_url.clone();
-    let app = Application::build(config, pool, keys).expect("the test app builds");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let handle = app.handle();
-    tokio::spawn(app.run_until_stopped());
-    TestApp {
-        address,
-        client: client().build().expect("a client"),
-        database_url,
-        handle,
-        _db: Some(db),
-    }
+    start(config, database_url, Some(db))
 }
 
 /// How every test client is made. Redirects are the test's to see. An idle connection is dropped
@@ -174,17 +164,23 @@ pub async fn spawn_another(first: &TestApp) -> TestApp {
 pub async fn spawn_app_on(database_url: &str, adjust: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config(database_url);
     adjust(&mut config);
-    let (pool, keys, _) = startup::prepare(&config).expect("the app prepares");
-    let app = Application::build(config, pool, keys).expect("the app builds");
+    start(config, database_url.to_owned(), None)
+}
+
+/// Starts an allot of `config` in the background; `database_url` is what the test reads behind
+/// its back, and `db`, if any, is dropped after the server is told to stop.
+fn start(config: Config, database_url: String, db: Option<TestDb>) -> TestApp {
+    let (pool, keys, _) = startup::prepare(&config).expect("the test app prepares");
+    let app = Application::build(config, pool, keys).expect("the test app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
         client: client().build().expect("a client"),
-        database_url: database_url.to_owned(),
+        database_url,
         handle,
-        _db: None,
+        _db: db,
     }
 }
 
@@ -294,67 +290,60 @@ pub struct Caller<'a> {
 }
 
 impl Caller<'_> {
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         self.app
             .client
             .request(method, self.app.url(path))
             .bearer_auth(&self.token)
     }
 
+    /// Sends `method` on `path` with `header` and the JSON `body`, if any; returns the answer.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        header: Option<(&str, &str)>,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let what = method.to_string();
+        let mut request = self.request(method, path);
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect(&what)
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.request(reqwest::Method::GET, path)
-            .send()
-            .await
-            .expect("GET")
+        self.send(Method::GET, path, None, None).await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.request(reqwest::Method::POST, path)
-            .json(body)
-            .send()
-            .await
-            .expect("POST")
+        self.send(Method::POST, path, None, Some(body)).await
     }
 
     pub async fn post_with_key(&self, path: &str, key: &str, body: &Value) -> reqwest::Response {
-        self.request(reqwest::Method::POST, path)
-            .header("idempotency-key", key)
-            .json(body)
-            .send()
-            .await
-            .expect("POST")
+        let header = Some(("idempotency-key", key));
+        self.send(Method::POST, path, header, Some(body)).await
     }
 
     pub async fn put(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.request(reqwest::Method::PUT, path)
-            .json(body)
-            .send()
-            .await
-            .expect("PUT")
+        self.send(Method::PUT, path, None, Some(body)).await
     }
 
     pub async fn patch(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.request(reqwest::Method::PATCH, path)
-            .json(body)
-            .send()
-            .await
-            .expect("PATCH")
+        self.send(Method::PATCH, path, None, Some(body)).await
     }
 
     pub async fn patch_if_match(&self, path: &str, etag: &str, body: &Value) -> reqwest::Response {
-        self.request(reqwest::Method::PATCH, path)
-            .header("if-match", etag)
-            .json(body)
-            .send()
-            .await
-            .expect("PATCH")
+        let header = Some(("if-match", etag));
+        self.send(Method::PATCH, path, header, Some(body)).await
     }
 
     pub async fn delete(&self, path: &str) -> reqwest::Response {
-        self.request(reqwest::Method::DELETE, path)
-            .send()
-            .await
-            .expect("DELETE")
+        self.send(Method::DELETE, path, None, None).await
     }
 
     /// PATCHes `body` onto `path`, asserts 200, and returns the changed resource.
