@@ -23,17 +23,8 @@ pub(crate) async fn verified_domain(
     name: &str,
 ) -> Value {
     let domain = admin.register_domain(customer, name).await;
-    dns.publish_txt(
-        &format!("_allot.{name}"),
-        domain["verification"]["token"].as_str().unwrap(),
-    );
-    admin
-        .post_expect(
-            &format!("/v1/domains/{}/verify", domain["id"].as_str().unwrap()),
-            &json!({}),
-            200,
-        )
-        .await
+    dns.publish_proof(name, &domain);
+    admin.verify_domain(&domain).await
 }
 
 /// A key with the `check` role on `node`.

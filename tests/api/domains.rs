@@ -7,6 +7,7 @@ use crate::dns::DnsServer;
 use crate::helpers::{
     Caller, TestApp, assert_problem, seed_tree, spawn_another, spawn_app, spawn_app_with, texts,
 };
+use crate::scenario::verify_path;
 
 #[tokio::test]
 async fn a_customer_registers_a_domain_in_any_form_idna_accepts() {
@@ -188,7 +189,7 @@ async fn a_domain_is_verified_by_its_txt_record_over_real_dns() {
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     let domain = admin.register_domain(&tree.c1, "proven.example").await;
-    let verify = format!("/v1/domains/{}/verify", domain["id"].as_str().unwrap());
+    let verify = verify_path(&domain);
     let token = domain["verification"]["token"].as_str().unwrap();
 
     admin
@@ -353,17 +354,8 @@ async fn a_verified_claim_takes_over_another_customers_pending_one() {
     assert_eq!(owned["verification"]["status"], "pending");
     assert_eq!(admin.usage(&tree.c2, "domains").await["used"], 1);
 
-    dns.publish_txt(
-        "_allot.victim-corp.example",
-        owned["verification"]["token"].as_str().unwrap(),
-    );
-    let verified = admin
-        .post_expect(
-            &format!("/v1/domains/{}/verify", owned["id"].as_str().unwrap()),
-            &json!({}),
-            200,
-        )
-        .await;
+    dns.publish_proof("victim-corp.example", &owned);
+    let verified = admin.verify_domain(&owned).await;
     assert_eq!(verified["verification"]["status"], "verified");
     assert_eq!(
         admin
@@ -401,16 +393,12 @@ async fn a_verified_domain_is_never_taken_over() {
     let (status, second) = claim(&admin, &tree.c2, "held.example").await;
     assert_eq!(status, 201, "{second}");
     for claim in [&first, &second] {
-        dns.publish_txt(
-            "_allot.held.example",
-            claim["verification"]["token"].as_str().unwrap(),
-        );
+        dns.publish_proof("held.example", claim);
     }
-    let verify = |claim: &Value| format!("/v1/domains/{}/verify", claim["id"].as_str().unwrap());
-    admin.post_expect(&verify(&first), &json!({}), 200).await;
+    admin.verify_domain(&first).await;
 
     assert_eq!(
-        admin.post(&verify(&second), &json!({})).await.status(),
+        admin.post(&verify_path(&second), &json!({})).await.status(),
         404,
         "the later claim went when the first proof won the name"
     );
@@ -447,14 +435,8 @@ async fn two_customers_proving_one_name_at_once_get_it_once() {
         for customer in [&tree.c1, &tree.c2] {
             let (status, body) = claim(&admin, customer, &name).await;
             assert_eq!(status, 201, "{body}");
-            dns.publish_txt(
-                &format!("_allot.{name}"),
-                body["verification"]["token"].as_str().unwrap(),
-            );
-            claims.push(format!(
-                "/v1/domains/{}/verify",
-                body["id"].as_str().unwrap()
-            ));
+            dns.publish_proof(&name, &body);
+            claims.push(verify_path(&body));
         }
         let empty = json!({});
         let (first, second) = tokio::join!(

@@ -5,7 +5,18 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Caller, assert_problem};
 
+/// The path that asks allot to look for `domain`'s proof in DNS.
+pub fn verify_path(domain: &Value) -> String {
+    format!("/v1/domains/{}/verify", domain["id"].as_str().unwrap())
+}
+
 impl Caller<'_> {
+    /// Asks allot to check `domain`'s proof, asserts it is verified (200), and returns it.
+    pub async fn verify_domain(&self, domain: &Value) -> Value {
+        self.post_expect(&verify_path(domain), &json!({}), 200)
+            .await
+    }
+
     /// POSTs `body` to `path`, asserts 201, and returns what was created.
     async fn created(&self, path: &str, body: Value) -> Value {
         self.post_expect(path, &body, 201).await
