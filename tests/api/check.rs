@@ -29,13 +29,7 @@ pub(crate) async fn verified_domain(
 
 /// A key with the `check` role on `node`.
 pub(crate) async fn check_key<'a>(app: &'a TestApp, admin: &Caller<'_>, node: &str) -> Caller<'a> {
-    let created = admin
-        .post_expect(
-            &format!("/v1/nodes/{node}/api-keys"),
-            &json!({"name": "mail worker", "role": "check"}),
-            201,
-        )
-        .await;
+    let created = admin.create_api_key(node, "mail worker", "check").await;
     Caller {
         app,
         token: created["key"].as_str().unwrap().to_owned(),

@@ -372,13 +372,7 @@ async fn seed(app: &TestApp) -> Target {
     }
     admin.register_domain(&customer, "c.example").await;
     admin.create_mailbox(&customer, "known@c.example").await;
-    let key = admin
-        .post_expect(
-            &format!("/v1/nodes/{root}/api-keys"),
-            &json!({"name": "worker", "role": "check"}),
-            201,
-        )
-        .await;
+    let key = admin.create_api_key(&root, "worker", "check").await;
     Target {
         address: app.address.clone(),
         client: app.client.clone(),

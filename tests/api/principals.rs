@@ -45,11 +45,7 @@ pub async fn api_key<'a>(
     role: &str,
 ) -> (Caller<'a>, Value) {
     let created = admin
-        .post_expect(
-            &format!("/v1/nodes/{node}/api-keys"),
-            &json!({"name": format!("{role} key"), "role": role}),
-            201,
-        )
+        .create_api_key(node, &format!("{role} key"), role)
         .await;
     let token = created["key"].as_str().unwrap().to_owned();
     (Caller { app, token }, created)

@@ -64,6 +64,13 @@ impl Caller<'_> {
         self.created(&path, json!({"address": address})).await
     }
 
+    /// Creates an API key called `name` with `role` at `node`; returns it (its secret in `key`).
+    pub async fn create_api_key(&self, node: &str, name: &str, role: &str) -> Value {
+        let path = format!("/v1/nodes/{node}/api-keys");
+        self.created(&path, json!({"name": name, "role": role}))
+            .await
+    }
+
     /// Asks `node`'s parent to grant `node` `amount` units of `resource`; the answer is the
     /// test's to judge.
     pub async fn allocate(&self, node: &str, resource: &str, amount: i64) -> reqwest::Response {
