@@ -62,12 +62,8 @@ async fn me_without_credentials_is_401_with_www_authenticate() {
     assert_problem(response, 401, "unauthorized").await;
 
     let response = app
-        .client
-        .get(app.url("/v1/me"))
-        .header("authorization", "Basic YWRtaW46YWRtaW4=")
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("/v1/me", "authorization", "Basic YWRtaW46YWRtaW4=")
+        .await;
     assert_problem(response, 401, "unauthorized").await;
 }
 

@@ -202,6 +202,24 @@ impl TestApp {
             .expect("POST")
     }
 
+    /// GETs `path` with one extra header, unauthenticated.
+    pub async fn get_with_header(&self, path: &str, name: &str, value: &str) -> reqwest::Response {
+        let request = self.client.get(self.url(path)).header(name, value);
+        request.send().await.expect("GET")
+    }
+
+    /// POSTs the raw `body` to `path` as `content_type`, unauthenticated.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let request = self.client.post(self.url(path));
+        let request = request.header("content-type", content_type).body(body);
+        request.send().await.expect("POST")
+    }
+
     pub async fn login(&self, username: &str, password: &str) -> reqwest::Response {
         self.login_with(&self.client, username, password).await
     }
