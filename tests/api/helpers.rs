@@ -256,6 +256,12 @@ impl TestApp {
         body["access_token"].as_str().expect("a token").to_owned()
     }
 
+    /// `/v1/me` as the holder of `token` sees it (whatever the status).
+    pub async fn me(&self, token: &str) -> Value {
+        let response = self.get_with_token("/v1/me", token).await;
+        response.json().await.unwrap()
+    }
+
     pub async fn get_with_token(&self, path: &str, token: &str) -> reqwest::Response {
         self.client
             .get(self.url(path))

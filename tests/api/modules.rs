@@ -32,11 +32,7 @@ async fn shop(admin: &Caller<'_>, seats: i64) -> Shop {
         "module:base".to_owned(),
     ];
     resources.extend(ADD_ONS.iter().map(|code| format!("module:{code}")));
-    let licence: Vec<Value> = resources
-        .iter()
-        .map(|resource| json!({"resource": resource, "amount": 1000}))
-        .collect();
-    admin.set_licence(Value::from(licence)).await;
+    admin.set_licence_of(&resources, 1000).await;
     let reseller = admin.create_child(&owner, "reseller", "Reseller").await;
     let customer = admin.create_child(&reseller, "customer", "Customer").await;
     for resource in &resources {

@@ -28,6 +28,15 @@ impl Caller<'_> {
             .await
     }
 
+    /// Licenses `amount` units of each of `resources` (and nothing else).
+    pub async fn set_licence_of(&self, resources: &[impl AsRef<str>], amount: i64) -> Value {
+        let lines: Vec<Value> = resources
+            .iter()
+            .map(|resource| json!({"resource": resource.as_ref(), "amount": amount}))
+            .collect();
+        self.set_licence(Value::from(lines)).await
+    }
+
     /// Creates a child node of `kind` called `name` under `parent`; returns its id.
     pub async fn create_child(&self, parent: &str, kind: &str, name: &str) -> String {
         let path = format!("/v1/nodes/{parent}/children");

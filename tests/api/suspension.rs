@@ -24,11 +24,7 @@ async fn setup(app: &TestApp) -> Setup<'_> {
     let owner = app.as_admin().await;
     let root = owner.node_id().await;
     let resources = ["users", "domains", "module:base", "module:lft"];
-    let licence: Vec<Value> = resources
-        .iter()
-        .map(|resource| json!({"resource": resource, "amount": 1000}))
-        .collect();
-    owner.set_licence(Value::from(licence)).await;
+    owner.set_licence_of(&resources, 1000).await;
     let r = owner.create_child(&root, "reseller", "R").await;
     let c = owner.create_child(&r, "customer", "C").await;
     let d = owner.create_child(&r, "customer", "D").await;
