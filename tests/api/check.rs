@@ -50,6 +50,16 @@ async fn reason(caller: &Caller<'_>, body: Value) -> String {
     ask(caller, body).await.1
 }
 
+/// The check of mail sent from `domain`.
+fn outbound_domain(domain: &str) -> Value {
+    json!({"direction": "outbound", "domain": domain})
+}
+
+/// The check of mail sent from `address`.
+fn outbound_address(address: &str) -> Value {
+    json!({"direction": "outbound", "address": address})
+}
+
 /// The usual tree, with `c1.example` verified for C1 and `c2.example` for C2.
 pub(crate) async fn setup<'a>(app: &'a TestApp, dns: &DnsServer) -> (Caller<'a>, Tree) {
     let admin = app.as_admin().await;
@@ -65,20 +75,12 @@ async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree
     let (admin, tree) = setup(&app, &dns).await;
     let worker = check_key(&app, &admin, &tree.owner).await;
 
-    let (verdict, reason_code, answer) = ask(
-        &worker,
-        json!({"direction": "outbound", "domain": "C1.Example"}),
-    )
-    .await;
+    let (verdict, reason_code, answer) = ask(&worker, outbound_domain("C1.Example")).await;
     assert_eq!((verdict.as_str(), reason_code.as_str()), ("accept", "ok"));
     assert_eq!(answer["node_id"], tree.c1);
     assert_eq!(answer["enrolled"], false);
 
-    let (verdict, reason_code, answer) = ask(
-        &worker,
-        json!({"direction": "outbound", "domain": "nobody.example"}),
-    )
-    .await;
+    let (verdict, reason_code, answer) = ask(&worker, outbound_domain("nobody.example")).await;
     assert_eq!(
         (verdict.as_str(), reason_code.as_str()),
         ("reject", "unknown_domain")
@@ -87,11 +89,7 @@ async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree
 
     let pending = admin.register_domain(&tree.c1, "pending.example").await;
     assert_eq!(
-        reason(
-            &worker,
-            json!({"direction": "outbound", "domain": "pending.example"})
-        )
-        .await,
+        reason(&worker, outbound_domain("pending.example")).await,
         "domain_unverified"
     );
     admin
@@ -101,11 +99,7 @@ async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree
         )
         .await;
     assert_eq!(
-        reason(
-            &worker,
-            json!({"direction": "outbound", "domain": "pending.example"})
-        )
-        .await,
+        reason(&worker, outbound_domain("pending.example")).await,
         "domain_disabled"
     );
 
@@ -116,59 +110,30 @@ async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree
             &json!({"status": "suspended"}),
         )
         .await;
-    let (verdict, reason_code, _) = ask(
-        &worker,
-        json!({"direction": "outbound", "address": "x@c1.example"}),
-    )
-    .await;
+    let (verdict, reason_code, _) = ask(&worker, outbound_address("x@c1.example")).await;
     assert_eq!(
         (verdict.as_str(), reason_code.as_str()),
         ("defer", "node_suspended"),
         "suspension (for non-payment, mostly) is put right by paying: temporary"
     );
-    assert_eq!(
-        reason(
-            &worker,
-            json!({"direction": "outbound", "domain": "c2.example"})
-        )
-        .await,
-        "ok"
-    );
+    assert_eq!(reason(&worker, outbound_domain("c2.example")).await, "ok");
     admin
         .patch_ok(
             &format!("/v1/nodes/{}", tree.a1),
             &json!({"status": "active"}),
         )
         .await;
-    assert_eq!(
-        reason(
-            &worker,
-            json!({"direction": "outbound", "domain": "c1.example"})
-        )
-        .await,
-        "ok"
-    );
+    assert_eq!(reason(&worker, outbound_domain("c1.example")).await, "ok");
 
     // A worker of reseller B may not ask about A's customers, and is not told who holds them.
     let b_worker = check_key(&app, &admin, &tree.b).await;
-    let (verdict, reason_code, answer) = ask(
-        &b_worker,
-        json!({"direction": "outbound", "domain": "c1.example"}),
-    )
-    .await;
+    let (verdict, reason_code, answer) = ask(&b_worker, outbound_domain("c1.example")).await;
     assert_eq!(
         (verdict.as_str(), reason_code.as_str()),
         ("reject", "not_in_scope")
     );
     assert!(answer["node_id"].is_null());
-    assert_eq!(
-        reason(
-            &b_worker,
-            json!({"direction": "outbound", "domain": "c2.example"})
-        )
-        .await,
-        "ok"
-    );
+    assert_eq!(reason(&b_worker, outbound_domain("c2.example")).await, "ok");
     app.assert_verified();
 }
 
@@ -186,18 +151,10 @@ async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once(
         "j.doe@c1.example",
         "postmaster@c1.example",
     ] {
-        let (verdict, _, answer) = ask(
-            &worker,
-            json!({"direction": "outbound", "address": address}),
-        )
-        .await;
+        let (verdict, _, answer) = ask(&worker, outbound_address(address)).await;
         assert_eq!(verdict, "accept", "{address}: {answer}");
     }
-    let (_, _, answer) = ask(
-        &worker,
-        json!({"direction": "outbound", "address": "j.doe@c1.example"}),
-    )
-    .await;
+    let (_, _, answer) = ask(&worker, outbound_address("j.doe@c1.example")).await;
     assert_eq!(answer["mailbox_id"], jane_id);
 
     // Without enrolment an unknown address is refused and nothing is written.
@@ -213,20 +170,12 @@ async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once(
     assert_eq!(admin.usage(&tree.c1, "users").await["used"], used_before);
 
     // With it (the default), the first sighting registers the address, once.
-    let (verdict, _, first) = ask(
-        &worker,
-        json!({"direction": "outbound", "address": "new@c1.example"}),
-    )
-    .await;
+    let (verdict, _, first) = ask(&worker, outbound_address("new@c1.example")).await;
     assert_eq!(
         (verdict.as_str(), first["enrolled"].as_bool()),
         ("accept", Some(true))
     );
-    let (_, _, again) = ask(
-        &worker,
-        json!({"direction": "outbound", "address": "new@c1.example"}),
-    )
-    .await;
+    let (_, _, again) = ask(&worker, outbound_address("new@c1.example")).await;
     assert_eq!(again["enrolled"], false);
     assert_eq!(again["mailbox_id"], first["mailbox_id"]);
     let enrolled = admin
@@ -247,11 +196,7 @@ async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once(
         .post_expect(&format!("/v1/mailboxes/{jane_id}/disable"), &json!({}), 200)
         .await;
     assert_eq!(
-        reason(
-            &worker,
-            json!({"direction": "outbound", "address": "jane@c1.example"})
-        )
-        .await,
+        reason(&worker, outbound_address("jane@c1.example")).await,
         "mailbox_disabled"
     );
     let patched = admin
@@ -262,11 +207,7 @@ async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once(
         .await;
     assert_eq!(patched["auto_enrol"], false);
     assert_eq!(
-        reason(
-            &worker,
-            json!({"direction": "outbound", "address": "other@c1.example"})
-        )
-        .await,
+        reason(&worker, outbound_address("other@c1.example")).await,
         "unknown_mailbox"
     );
     assert_eq!(
@@ -295,19 +236,10 @@ async fn a_customer_without_a_free_seat_enrols_nobody_and_one_over_its_limit_acc
     let worker = check_key(&app, &admin, &tree.owner).await;
 
     assert_eq!(
-        ask(
-            &worker,
-            json!({"direction": "outbound", "address": "one@small.example"})
-        )
-        .await
-        .2["enrolled"],
+        ask(&worker, outbound_address("one@small.example")).await.2["enrolled"],
         true
     );
-    let (verdict, reason_code, answer) = ask(
-        &worker,
-        json!({"direction": "outbound", "address": "two@small.example"}),
-    )
-    .await;
+    let (verdict, reason_code, answer) = ask(&worker, outbound_address("two@small.example")).await;
     assert_eq!(
         (verdict.as_str(), reason_code.as_str()),
         ("defer", "users_exhausted")
@@ -329,11 +261,7 @@ async fn a_customer_without_a_free_seat_enrols_nobody_and_one_over_its_limit_acc
         chrono::Utc::now().date_naive()
     ));
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
-    let (verdict, reason_code, _) = ask(
-        &worker,
-        json!({"direction": "outbound", "address": "one@small.example"}),
-    )
-    .await;
+    let (verdict, reason_code, _) = ask(&worker, outbound_address("one@small.example")).await;
     assert_eq!(
         (verdict.as_str(), reason_code.as_str()),
         ("defer", "over_limit")
@@ -449,11 +377,7 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     assert_eq!(asks("lft").await, "over_limit");
     assert_eq!(
-        reason(
-            &worker,
-            json!({"direction": "outbound", "address": "ann@c2.example"})
-        )
-        .await,
+        reason(&worker, outbound_address("ann@c2.example")).await,
         "ok"
     );
 }
@@ -502,9 +426,7 @@ async fn a_batch_answers_in_order_and_bad_input_is_refused_whole() {
         .await,
         "unknown_mailbox"
     );
-    let too_many: Vec<Value> = (0..1001)
-        .map(|_| json!({"direction": "outbound", "domain": "c1.example"}))
-        .collect();
+    let too_many: Vec<Value> = (0..1001).map(|_| outbound_domain("c1.example")).collect();
     worker
         .post_problem(
             "/v1/check/batch",
@@ -514,11 +436,8 @@ async fn a_batch_answers_in_order_and_bad_input_is_refused_whole() {
         )
         .await;
     assert_problem(
-        app.post_json(
-            "/v1/check",
-            &json!({"direction": "outbound", "domain": "c1.example"}),
-        )
-        .await,
+        app.post_json("/v1/check", &outbound_domain("c1.example"))
+            .await,
         401,
         "unauthorized",
     )
@@ -541,7 +460,7 @@ async fn concurrent_first_sightings_of_one_address_enrol_it_once() {
     let used_before = admin.usage(&tree.c1, "users").await["used"]
         .as_i64()
         .unwrap();
-    let body = json!({"direction": "outbound", "address": "race@c1.example"});
+    let body = outbound_address("race@c1.example");
     let answers =
         futures_util::future::join_all((0..16).map(|_| worker.post("/v1/check", &body))).await;
     let mut enrolled = 0;
@@ -1023,11 +942,7 @@ async fn an_enrolment_the_database_cannot_take_defers_while_known_mailboxes_are_
     let worker = check_key(&app, &admin, &tree.owner).await;
 
     let outage = Outage::start(&app.database_url);
-    let (verdict, reason_code, answer) = ask(
-        &worker,
-        json!({"direction": "outbound", "address": "new@c1.example"}),
-    )
-    .await;
+    let (verdict, reason_code, answer) = ask(&worker, outbound_address("new@c1.example")).await;
     assert_eq!(
         (
             verdict.as_str(),
@@ -1038,20 +953,12 @@ async fn an_enrolment_the_database_cannot_take_defers_while_known_mailboxes_are_
     );
     // What the index holds is still answered, from memory.
     assert_eq!(
-        reason(
-            &worker,
-            json!({"direction": "outbound", "address": "known@c1.example"})
-        )
-        .await,
+        reason(&worker, outbound_address("known@c1.example")).await,
         "ok"
     );
     drop(outage);
 
-    let (verdict, _, answer) = ask(
-        &worker,
-        json!({"direction": "outbound", "address": "new@c1.example"}),
-    )
-    .await;
+    let (verdict, _, answer) = ask(&worker, outbound_address("new@c1.example")).await;
     assert_eq!(
         (verdict.as_str(), answer["enrolled"].as_bool()),
         ("accept", Some(true))
@@ -1153,20 +1060,12 @@ async fn a_recipient_never_takes_a_seat_and_is_accepted_as_its_customer_says() {
     );
     let (_, _, answer) = ask(&worker, inbound("x@unknown.example")).await;
     assert_eq!(answer["smtp_status"], "5.1.2");
-    let (_, _, answer) = ask(
-        &worker,
-        json!({"direction": "outbound", "address": "x@unknown.example"}),
-    )
-    .await;
+    let (_, _, answer) = ask(&worker, outbound_address("x@unknown.example")).await;
     assert_eq!(answer["smtp_status"], "5.1.8");
 
     // A sender is what takes a seat.
     let used = admin.usage(&tree.c1, "users").await["used"].clone();
-    let (_, _, answer) = ask(
-        &worker,
-        json!({"direction": "outbound", "address": "stranger1@c1.example"}),
-    )
-    .await;
+    let (_, _, answer) = ask(&worker, outbound_address("stranger1@c1.example")).await;
     assert_eq!(answer["enrolled"], true);
     assert_eq!(
         admin.usage(&tree.c1, "users").await["used"],
@@ -1200,11 +1099,8 @@ async fn an_operator_may_accept_unverified_domains_and_make_licence_refusals_per
     let tree = seed_tree(&admin).await;
     let worker = check_key(&app, &admin, &tree.owner).await;
     admin.register_domain(&tree.c1, "pending.example").await;
-    let (verdict, reason_code, answer) = ask(
-        &worker,
-        json!({"direction": "outbound", "address": "new@pending.example"}),
-    )
-    .await;
+    let (verdict, reason_code, answer) =
+        ask(&worker, outbound_address("new@pending.example")).await;
     assert_eq!((verdict.as_str(), reason_code.as_str()), ("accept", "ok"));
     assert_eq!(answer["enrolled"], true);
 
@@ -1215,11 +1111,7 @@ async fn an_operator_may_accept_unverified_domains_and_make_licence_refusals_per
     }
     admin.register_domain(&small, "small.example").await;
     admin.create_mailbox(&small, "one@small.example").await;
-    let (verdict, reason_code, answer) = ask(
-        &worker,
-        json!({"direction": "outbound", "address": "two@small.example"}),
-    )
-    .await;
+    let (verdict, reason_code, answer) = ask(&worker, outbound_address("two@small.example")).await;
     assert_eq!(
         (
             verdict.as_str(),

@@ -333,11 +333,7 @@ async fn a_customer_moves_with_its_allocations_to_a_parent_with_room() {
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     let moved = admin
-        .post_expect(
-            &format!("/v1/nodes/{}/move", tree.c1),
-            &json!({"parent_id": tree.b}),
-            200,
-        )
+        .expect(admin.move_under(&tree.c1, &tree.b).await, 200)
         .await;
     assert_eq!(moved["parent_id"], tree.b);
     assert_eq!(admin.usage(&tree.a1, "users").await["allocated"], 0);
@@ -369,14 +365,12 @@ async fn a_move_is_refused_when_the_new_parent_lacks_room_and_changes_nothing() 
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     // B has 300 users and gave C2 40; A (with A1's 200 inside) does not fit.
-    let body = admin
-        .post_problem(
-            &format!("/v1/nodes/{}/move", tree.a),
-            &json!({"parent_id": tree.b}),
-            409,
-            "quota-exceeded",
-        )
-        .await;
+    let body = assert_problem(
+        admin.move_under(&tree.a, &tree.b).await,
+        409,
+        "quota-exceeded",
+    )
+    .await;
     // Resources are checked in order: domains first (B has 30, gave 4; A holds 50).
     assert_eq!(body["node_id"], tree.b);
     assert_eq!(body["resource"], "domains");
@@ -399,31 +393,25 @@ async fn a_node_cannot_move_under_itself_or_a_customer() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
-    let body = admin
-        .post_problem(
-            &format!("/v1/nodes/{}/move", tree.a),
-            &json!({"parent_id": tree.a1}),
-            422,
-            "validation-failed",
-        )
-        .await;
+    let body = assert_problem(
+        admin.move_under(&tree.a, &tree.a1).await,
+        422,
+        "validation-failed",
+    )
+    .await;
     assert_eq!(body["errors"][0]["field"], "parent_id");
-    admin
-        .post_problem(
-            &format!("/v1/nodes/{}/move", tree.c2),
-            &json!({"parent_id": tree.c1}),
-            422,
-            "validation-failed",
-        )
-        .await;
-    admin
-        .post_problem(
-            &format!("/v1/nodes/{}/move", tree.owner),
-            &json!({"parent_id": tree.a}),
-            403,
-            "forbidden",
-        )
-        .await;
+    assert_problem(
+        admin.move_under(&tree.c2, &tree.c1).await,
+        422,
+        "validation-failed",
+    )
+    .await;
+    assert_problem(
+        admin.move_under(&tree.owner, &tree.a).await,
+        403,
+        "forbidden",
+    )
+    .await;
     app.assert_verified();
 }
 
@@ -433,11 +421,7 @@ async fn a_moved_reseller_takes_its_subtree_along() {
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     admin
-        .post_expect(
-            &format!("/v1/nodes/{}/move", tree.a1),
-            &json!({"parent_id": tree.owner}),
-            200,
-        )
+        .expect(admin.move_under(&tree.a1, &tree.owner).await, 200)
         .await;
     let children = admin
         .get_ok(&format!("/v1/nodes/{}/children", tree.owner))

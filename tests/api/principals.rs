@@ -146,31 +146,17 @@ async fn only_admins_create_principals_and_never_above_their_role() {
     let manager = account(&app, &admin, &tree.a, "manny", "manager").await;
     let viewer = account(&app, &admin, &tree.a, "vera", "viewer").await;
     for caller in [&manager, &viewer] {
-        let body = json!({"username": "sneaky", "email": "s@x.test", "role": "viewer", "password": "long enough password"});
-        caller
-            .post_problem(
-                &format!("/v1/nodes/{}/accounts", tree.a1),
-                &body,
-                403,
-                "forbidden",
-            )
-            .await;
-        caller
-            .post_problem(
-                &format!("/v1/nodes/{}/api-keys", tree.a1),
-                &json!({"name": "k", "role": "check"}),
-                403,
-                "forbidden",
-            )
-            .await;
-        caller
-            .post_problem(
-                &format!("/v1/nodes/{}/children", tree.a1),
-                &json!({"kind": "customer", "name": "X"}),
-                403,
-                "forbidden",
-            )
-            .await;
+        for (what, body) in [
+            (
+                "accounts",
+                json!({"username": "sneaky", "email": "s@x.test", "role": "viewer", "password": "long enough password"}),
+            ),
+            ("api-keys", json!({"name": "k", "role": "check"})),
+            ("children", json!({"kind": "customer", "name": "X"})),
+        ] {
+            let path = format!("/v1/nodes/{}/{what}", tree.a1);
+            caller.post_problem(&path, &body, 403, "forbidden").await;
+        }
     }
     viewer
         .get_ok(&format!("/v1/nodes/{}/accounts", tree.a))

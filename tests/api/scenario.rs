@@ -90,6 +90,12 @@ impl Caller<'_> {
         .await
     }
 
+    /// Asks to move `node` under `parent`; the answer is the test's to judge.
+    pub async fn move_under(&self, node: &str, parent: &str) -> reqwest::Response {
+        let body = json!({"parent_id": parent});
+        self.post(&format!("/v1/nodes/{node}/move"), &body).await
+    }
+
     /// Gives mailbox `mailbox` the alias `address`; returns it.
     pub async fn add_alias(&self, mailbox: &str, address: &str) -> Value {
         self.created(
