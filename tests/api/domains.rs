@@ -51,12 +51,7 @@ async fn a_customer_claims_a_name_once_and_an_unproven_claim_blocks_no_one() {
     let tree = seed_tree(&admin).await;
     admin.register_domain(&tree.c1, "shared.example").await;
     admin
-        .post_problem(
-            &format!("/v1/nodes/{}/domains", tree.c1),
-            &json!({"name": "SHARED.example"}),
-            409,
-            "domain-taken",
-        )
+        .register_domain_problem(&tree.c1, "SHARED.example", 409, "domain-taken")
         .await;
     assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 1);
     let (status, body) = claim(&admin, &tree.c2, "SHARED.example").await;
@@ -147,12 +142,7 @@ async fn names_that_break_the_rules_are_refused_with_the_rule() {
     let fields: Vec<&str> = texts(&body["errors"], "field");
     assert_eq!(fields, ["route.host", "route.port", "route.priority"]);
     admin
-        .post_problem(
-            &format!("/v1/nodes/{}/domains", tree.a),
-            &json!({"name": "ok.example"}),
-            422,
-            "validation-failed",
-        )
+        .register_domain_problem(&tree.a, "ok.example", 422, "validation-failed")
         .await;
     assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 0);
     app.assert_verified();
@@ -404,12 +394,7 @@ async fn a_verified_domain_is_never_taken_over() {
     );
     assert_eq!(audited(&app, &tree.c2, "domain.taken_over", "system"), 1);
     admin
-        .post_problem(
-            &format!("/v1/nodes/{}/domains", tree.c2),
-            &json!({"name": "held.example"}),
-            409,
-            "domain-taken",
-        )
+        .register_domain_problem(&tree.c2, "held.example", 409, "domain-taken")
         .await;
     let held = admin
         .get_ok(&format!("/v1/domains/{}", first["id"].as_str().unwrap()))

@@ -292,12 +292,7 @@ async fn a_case_sensitive_customer_keeps_variants_apart_and_cannot_switch_back_w
     assert_eq!(answer["mailbox_id"], jane["id"], "{answer}");
     let lower = admin.create_mailbox(&tree.c1, "jane@c1.example").await;
     admin
-        .post_problem(
-            &format!("/v1/nodes/{}/mailboxes", tree.c1),
-            &json!({"address": "Jane@c1.example"}),
-            409,
-            "address-taken",
-        )
+        .create_mailbox_problem(&tree.c1, "Jane@c1.example", 409, "address-taken")
         .await;
     let (_, reason, _) = ask(&worker, check("JANE@c1.example")).await;
     assert_eq!(reason, "unknown_mailbox", "exact comparison");

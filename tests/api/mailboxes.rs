@@ -313,12 +313,7 @@ async fn aliases_share_the_address_space_with_mailboxes_and_are_capped_per_custo
         )
         .await;
     admin
-        .post_problem(
-            &format!("/v1/nodes/{}/mailboxes", tree.c1),
-            &json!({"address": "sales@other.example"}),
-            409,
-            "address-taken",
-        )
+        .create_mailbox_problem(&tree.c1, "sales@other.example", 409, "address-taken")
         .await;
     admin
         .post_problem(

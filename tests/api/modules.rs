@@ -473,12 +473,7 @@ async fn every_mailbox_takes_a_base_seat_and_gives_its_seats_back() {
     // A users seat alone is not enough: the base seat is named when it is the one missing.
     admin.grant(&shop.customer, "users", 2).await;
     let refused = admin
-        .post_problem(
-            &format!("/v1/nodes/{}/mailboxes", shop.customer),
-            &json!({"address": "dee@shop.example"}),
-            409,
-            "quota-exceeded",
-        )
+        .create_mailbox_problem(&shop.customer, "dee@shop.example", 409, "quota-exceeded")
         .await;
     assert_eq!(refused["resource"], "module:base");
     let refused = admin

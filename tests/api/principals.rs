@@ -51,6 +51,19 @@ pub async fn api_key<'a>(
     (Caller { app, token }, created)
 }
 
+/// Asserts that `caller`'s token opens neither the API nor the check.
+async fn assert_locked_out(caller: &Caller<'_>) {
+    caller.get_problem("/v1/me", 401, "unauthorized").await;
+    caller
+        .post_problem(
+            "/v1/check",
+            &json!({"direction": "inbound", "domain": "example.com"}),
+            401,
+            "unauthorized",
+        )
+        .await;
+}
+
 #[tokio::test]
 async fn an_account_sees_its_own_subtree_and_nothing_else() {
     let app = spawn_app().await;
@@ -184,15 +197,7 @@ async fn a_disabled_or_deleted_accounts_tokens_stop_working_at_once_and_for_good
         .patch_ok(&format!("/v1/accounts/{id}"), &json!({"disabled": true}))
         .await;
     assert_eq!(disabled["disabled"], true);
-    carol.get_problem("/v1/me", 401, "unauthorized").await;
-    carol
-        .post_problem(
-            "/v1/check",
-            &json!({"direction": "inbound", "domain": "example.com"}),
-            401,
-            "unauthorized",
-        )
-        .await;
+    assert_locked_out(&carol).await;
     assert_problem(
         app.login("carol", "correct horse battery staple").await,
         401,
@@ -204,29 +209,13 @@ async fn a_disabled_or_deleted_accounts_tokens_stop_working_at_once_and_for_good
         .await;
     // Enabling the account again does not bring back the tokens the disable revoked, on the
     // API or on the check.
-    carol.get_problem("/v1/me", 401, "unauthorized").await;
-    carol
-        .post_problem(
-            "/v1/check",
-            &json!({"direction": "inbound", "domain": "example.com"}),
-            401,
-            "unauthorized",
-        )
-        .await;
+    assert_locked_out(&carol).await;
     let carol = login(&app, "carol", "correct horse battery staple").await;
     carol.get_ok("/v1/me").await;
     admin
         .delete_expect(&format!("/v1/accounts/{id}"), 204)
         .await;
-    carol.get_problem("/v1/me", 401, "unauthorized").await;
-    carol
-        .post_problem(
-            "/v1/check",
-            &json!({"direction": "inbound", "domain": "example.com"}),
-            401,
-            "unauthorized",
-        )
-        .await;
+    assert_locked_out(&carol).await;
     admin
         .get_problem(&format!("/v1/accounts/{id}"), 404, "not-found")
         .await;

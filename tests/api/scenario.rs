@@ -55,6 +55,20 @@ impl Caller<'_> {
         .await
     }
 
+    /// Asks to register domain `name` for `customer` and asserts the refusal is a problem of
+    /// `status` and `slug`; returns it.
+    pub async fn register_domain_problem(
+        &self,
+        customer: &str,
+        name: &str,
+        status: u16,
+        slug: &str,
+    ) -> Value {
+        let path = format!("/v1/nodes/{customer}/domains");
+        self.post_problem(&path, &json!({"name": name}), status, slug)
+            .await
+    }
+
     /// The usage report line of `resource` at `node`.
     pub async fn usage(&self, node: &str, resource: &str) -> Value {
         let report = self.get_ok(&format!("/v1/nodes/{node}/usage")).await;
@@ -78,6 +92,20 @@ impl Caller<'_> {
         let path = format!("/v1/nodes/{node}/api-keys");
         self.created(&path, json!({"name": name, "role": role}))
             .await
+    }
+
+    /// Asks to create the mailbox `address` for `customer` and asserts the refusal is a problem
+    /// of `status` and `slug`; returns it.
+    pub async fn create_mailbox_problem(
+        &self,
+        customer: &str,
+        address: &str,
+        status: u16,
+        slug: &str,
+    ) -> Value {
+        let body = json!({"address": address});
+        let path = format!("/v1/nodes/{customer}/mailboxes");
+        self.post_problem(&path, &body, status, slug).await
     }
 
     /// Asks `node`'s parent to grant `node` `amount` units of `resource`; the answer is the
