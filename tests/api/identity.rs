@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::check::{ask, check_key, exchange, policy_request, setup, spawn, with_listeners};
 use crate::dns::DnsServer;
 use crate::helpers::{Caller, assert_problem, spawn_another, spawn_app};
-use crate::mailboxes::{import, with_domains};
+use crate::mailboxes::{import_csv_each_row, with_domains};
 
 const NFC_JORG: &str = "j\u{f6}rg@c1.example";
 const NFD_JORG: &str = "jo\u{308}rg@c1.example";
@@ -125,17 +125,7 @@ async fn an_import_reports_case_and_normalisation_variants_as_taken() {
         "address\nAnn@c1.example\nbob@c1.example\nBOB@C1.EXAMPLE\n{NFC_JORG}\n{NFD_JORG}\n"
     );
     let report = admin
-        .expect(
-            import(
-                &admin,
-                &tree.c1,
-                "?atomic=false",
-                "text/csv",
-                csv.into_bytes(),
-            )
-            .await,
-            200,
-        )
+        .expect(import_csv_each_row(&admin, &tree.c1, csv).await, 200)
         .await;
     let outcomes: Vec<(i64, &str, &str)> = report["rows"]
         .as_array()

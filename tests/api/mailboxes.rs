@@ -495,20 +495,21 @@ pub(crate) async fn import(
     content_type: &str,
     body: Vec<u8>,
 ) -> reqwest::Response {
-    admin
+    let url = admin
         .app
-        .client
-        .post(
-            admin
-                .app
-                .url(&format!("/v1/nodes/{node}/mailboxes/import{query}")),
-        )
-        .bearer_auth(&admin.token)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
+        .url(&format!("/v1/nodes/{node}/mailboxes/import{query}"));
+    let request = admin.app.client.post(url).bearer_auth(&admin.token);
+    let request = request.header("content-type", content_type).body(body);
+    request.send().await.unwrap()
+}
+
+/// Imports the CSV `csv` into `node` row by row (`?atomic=false`): each row stands alone.
+pub(crate) async fn import_csv_each_row(
+    admin: &Caller<'_>,
+    node: &str,
+    csv: impl Into<Vec<u8>>,
+) -> reqwest::Response {
+    import(admin, node, "?atomic=false", "text/csv", csv.into()).await
 }
 
 #[tokio::test]
@@ -580,17 +581,7 @@ async fn a_csv_import_reports_each_row_by_its_line() {
                three@c1.example,Three\n\
                four@c1.example,No seat left\n";
     let report = admin
-        .expect(
-            import(
-                &admin,
-                &tree.c1,
-                "?atomic=false",
-                "text/csv",
-                csv.as_bytes().to_vec(),
-            )
-            .await,
-            200,
-        )
+        .expect(import_csv_each_row(&admin, &tree.c1, csv).await, 200)
         .await;
     let outcomes: Vec<(i64, String, String)> = report["rows"]
         .as_array()
@@ -654,14 +645,7 @@ async fn a_broken_csv_is_refused_whole() {
     ];
     for (csv, status, slug) in cases {
         assert_problem(
-            import(
-                &admin,
-                &tree.c1,
-                "?atomic=false",
-                "text/csv",
-                csv.as_bytes().to_vec(),
-            )
-            .await,
+            import_csv_each_row(&admin, &tree.c1, csv).await,
             status,
             slug,
         )
