@@ -206,7 +206,7 @@ async fn a_reseller_lists_its_customers_domains_and_no_one_elses() {
         (&tree.c1, "two.example"),
         (&tree.c2, "three.example"),
     ] {
-        admin.register_domain(&node, &name).await;
+        admin.register_domain(node, name).await;
     }
     let names = |page: &Value| -> Vec<String> {
         page["items"]

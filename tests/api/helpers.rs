@@ -506,9 +506,11 @@ pub fn texts<'a>(list: &'a Value, field: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// A watchdog for the child process `pid`: a shell that sends it `SIG{signal}` when its stdin
-/// reaches end of file, which happens when the test process (the pipe's only writer) dies, however
-/// it dies. So a server a test started does not outlive a test run that was killed.
+/// A watchdog for the child process `pid`: a shell that sends it `SIG{signal}` as soon as its
+/// stdin gives a line or ends, which it does when the test drops the watchdog's stdin or the test
+/// process (the pipe's only writer) dies, however it dies. So a server a test started does not
+/// outlive a test run that was killed. Spawn it after the watched process, so that process does
+/// not hold the pipe's other end.
 pub fn watchdog(pid: u32, signal: &str) -> std::io::Result<std::process::Child> {
     std::process::Command::new("sh")
         .args([
