@@ -24,7 +24,7 @@ use allot::error::ApiError;
 use proptest::prelude::*;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use support::{fuzz, json, mutated, text};
+use support::{fuzz, json, mutated, query_string, text};
 
 /// The default cases for the pure harnesses: fast enough for every `cargo test`.
 const CASES: u32 = 256;
@@ -909,16 +909,7 @@ fn fuzz_query_strings() {
         ],
         prop_oneof![text(), "%[0-9A-Fa-f]{0,2}", "[0-9]{0,12}", any::<String>()],
     );
-    let raw = prop_oneof![
-        any::<String>(),
-        prop::collection::vec(pair, 0..5).prop_map(|pairs| {
-            pairs
-                .into_iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join("&")
-        }),
-    ];
+    let raw = query_string(pair, 0..5);
     fuzz("query strings", CASES, raw, |raw| {
         query::<nodes::DeleteQuery>(&raw)?;
         query::<usage::UsageQuery>(&raw)?;

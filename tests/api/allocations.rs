@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use chrono::{Days, Utc};
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, seed_tree, spawn_app};
+use crate::helpers::{assert_problem, seed_tree, spawn_app, texts};
 
 fn in_days(days: u64) -> String {
     (Utc::now().date_naive() + Days::new(days)).to_string()
@@ -28,7 +28,7 @@ async fn a_grant_within_what_the_parent_holds_is_made_and_counted() {
     assert_eq!(created["grantor_id"], tree.b);
     assert_eq!(created["starts_on"], Utc::now().date_naive().to_string());
     assert_eq!(created["ends_on"], Value::Null);
-    assert_eq!(admin.expect(admin.get(&location).await, 200).await, created);
+    assert_eq!(admin.get_ok(&location).await, created);
     let b = admin.usage(&tree.b, "users").await;
     assert_eq!(
         (
@@ -47,12 +47,9 @@ async fn a_grant_beyond_what_the_parent_has_left_is_refused_with_the_figures() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
-    let body = assert_problem(
-        admin.allocate(&tree.c1, "users", 151).await,
-        409,
-        "quota-exceeded",
-    )
-    .await;
+    let body = admin
+        .allocate_problem(&tree.c1, "users", 151, 409, "quota-exceeded")
+        .await;
     assert_eq!(body["node_id"], tree.a1);
     assert_eq!(body["resource"], "users");
     assert_eq!(body["at"], Utc::now().date_naive().to_string());
@@ -64,15 +61,10 @@ async fn a_grant_beyond_what_the_parent_has_left_is_refused_with_the_figures() {
         ),
         (Some(200), Some(151), Some(150))
     );
+    admin.grant(&tree.c1, "users", 150).await;
     admin
-        .expect(admin.allocate(&tree.c1, "users", 150).await, 201)
+        .allocate_problem(&tree.c1, "users", 1, 409, "quota-exceeded")
         .await;
-    assert_problem(
-        admin.allocate(&tree.c1, "users", 1).await,
-        409,
-        "quota-exceeded",
-    )
-    .await;
     app.assert_verified();
 }
 
@@ -86,7 +78,9 @@ async fn a_grant_that_outlives_the_parents_own_grant_is_refused_at_the_day_it_br
         .set_licence(json!([{"resource": "users", "amount": 100, "ends_on": end}]))
         .await;
     let r = admin.create_child(&owner, "reseller", "R").await;
-    let body = assert_problem(admin.allocate(&r, "users", 10).await, 409, "quota-exceeded").await;
+    let body = admin
+        .allocate_problem(&r, "users", 10, 409, "quota-exceeded")
+        .await;
     assert_eq!(body["at"], end);
     assert_eq!(
         (body["limit"].as_i64(), body["available"].as_i64()),
@@ -116,12 +110,10 @@ async fn limits_follow_the_calendar() {
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     let path = format!("/v1/nodes/{}/allocations", tree.c1);
-    admin
-        .expect(admin.post(&path, &json!({"resource": "users", "amount": 20, "starts_on": in_days(10), "ends_on": in_days(20)})).await, 201)
-        .await;
+    admin.post_expect(&path, &json!({"resource": "users", "amount": 20, "starts_on": in_days(10), "ends_on": in_days(20)}), 201).await;
     let at = |day: u64| format!("/v1/nodes/{}/usage?at={}", tree.c1, in_days(day));
     for (day, limit) in [(0, 50), (10, 70), (19, 70), (20, 50)] {
-        let report = admin.expect(admin.get(&at(day)).await, 200).await;
+        let report = admin.get_ok(&at(day)).await;
         let users = report["resources"]
             .as_array()
             .unwrap()
@@ -131,24 +123,20 @@ async fn limits_follow_the_calendar() {
         assert_eq!(users["limit"], limit, "day {day}");
     }
     let valid = admin
-        .expect(
-            admin.get(&format!("{path}?valid_on={}", in_days(15))).await,
-            200,
-        )
+        .get_ok(&format!("{path}?valid_on={}", in_days(15)))
         .await;
     assert_eq!(
         valid["items"].as_array().unwrap().len(),
         4,
         "users 50 and 20, module:base 50, domains 5"
     );
-    assert_problem(
-        admin
-            .get(&format!("/v1/nodes/{}/usage?at=yesterday", tree.c1))
-            .await,
-        400,
-        "invalid-query",
-    )
-    .await;
+    admin
+        .get_problem(
+            &format!("/v1/nodes/{}/usage?at=yesterday", tree.c1),
+            400,
+            "invalid-query",
+        )
+        .await;
     app.assert_verified();
 }
 
@@ -157,42 +145,28 @@ async fn lowering_or_ending_a_grant_below_what_the_children_hold_is_refused() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
-    let listed = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/allocations?resource=users", tree.a1))
-                .await,
-            200,
-        )
-        .await;
-    let grant = listed["items"][0]["id"].as_str().unwrap().to_owned();
+    let grant = admin.grant_id(&tree.a1, "users").await;
     let path = format!("/v1/allocations/{grant}");
-    let body = assert_problem(
-        admin.patch(&path, &json!({"amount": 49})).await,
-        409,
-        "quota-exceeded",
-    )
-    .await;
+    let body = admin
+        .patch_problem(&path, &json!({"amount": 49}), 409, "quota-exceeded")
+        .await;
     assert_eq!(body["node_id"], tree.a1);
     assert_eq!(
         (body["limit"].as_i64(), body["requested"].as_i64()),
         (Some(49), Some(50))
     );
-    assert_problem(
-        admin.patch(&path, &json!({"active": false})).await,
-        409,
-        "quota-exceeded",
-    )
-    .await;
-    assert_problem(
-        admin.patch(&path, &json!({"ends_on": in_days(5)})).await,
-        409,
-        "quota-exceeded",
-    )
-    .await;
-    let lowered = admin
-        .expect(admin.patch(&path, &json!({"amount": 50})).await, 200)
+    admin
+        .patch_problem(&path, &json!({"active": false}), 409, "quota-exceeded")
         .await;
+    admin
+        .patch_problem(
+            &path,
+            &json!({"ends_on": in_days(5)}),
+            409,
+            "quota-exceeded",
+        )
+        .await;
+    let lowered = admin.patch_ok(&path, &json!({"amount": 50})).await;
     assert_eq!(
         (lowered["amount"].as_i64(), lowered["version"].as_i64()),
         (Some(50), Some(2))
@@ -208,9 +182,7 @@ async fn allocation_changes_honour_if_match_and_keep_history() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
-    let created = admin
-        .expect(admin.allocate(&tree.c2, "domains", 3).await, 201)
-        .await;
+    let created = admin.grant(&tree.c2, "domains", 3).await;
     let path = format!("/v1/allocations/{}", created["id"].as_str().unwrap());
     assert_problem(
         admin
@@ -234,15 +206,10 @@ async fn allocation_changes_honour_if_match_and_keep_history() {
         .await;
     assert_eq!(ended["active"], false);
     let all = admin
-        .expect(
-            admin
-                .get(&format!(
-                    "/v1/nodes/{}/allocations?resource=domains",
-                    tree.c2
-                ))
-                .await,
-            200,
-        )
+        .get_ok(&format!(
+            "/v1/nodes/{}/allocations?resource=domains",
+            tree.c2
+        ))
         .await;
     assert_eq!(
         all["items"].as_array().unwrap().len(),
@@ -250,15 +217,10 @@ async fn allocation_changes_honour_if_match_and_keep_history() {
         "an ended allocation is kept"
     );
     let active = admin
-        .expect(
-            admin
-                .get(&format!(
-                    "/v1/nodes/{}/allocations?resource=domains&active=true",
-                    tree.c2
-                ))
-                .await,
-            200,
-        )
+        .get_ok(&format!(
+            "/v1/nodes/{}/allocations?resource=domains&active=true",
+            tree.c2
+        ))
         .await;
     assert_eq!(active["items"].as_array().unwrap().len(), 1);
     app.assert_verified();
@@ -272,7 +234,9 @@ async fn no_node_raises_its_own_limits() {
     admin
         .set_licence(json!([{"resource": "users", "amount": 10}]))
         .await;
-    let body = assert_problem(admin.allocate(&owner, "users", 5).await, 403, "forbidden").await;
+    let body = admin
+        .allocate_problem(&owner, "users", 5, 403, "forbidden")
+        .await;
     assert!(body["detail"].as_str().unwrap().contains("own"));
     app.assert_verified();
 }
@@ -283,51 +247,38 @@ async fn bad_allocations_are_refused_field_by_field() {
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     let path = format!("/v1/nodes/{}/allocations", tree.c1);
-    let body = assert_problem(
-        admin.post(&path, &json!({"resource": "users", "amount": -1, "starts_on": in_days(5), "ends_on": in_days(5)})).await,
-        422,
-        "validation-failed",
-    )
-    .await;
-    let fields: Vec<&str> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let body = admin.post_problem(&path, &json!({"resource": "users", "amount": -1, "starts_on": in_days(5), "ends_on": in_days(5)}), 422, "validation-failed").await;
+    let fields: Vec<&str> = texts(&body["errors"], "field");
     assert_eq!(fields, ["amount", "ends_on"]);
     for resource in ["mailboxes", "module:teleport", "module:"] {
-        let body = assert_problem(
-            admin
-                .post(&path, &json!({"resource": resource, "amount": 1}))
-                .await,
+        let body = admin
+            .post_problem(
+                &path,
+                &json!({"resource": resource, "amount": 1}),
+                422,
+                "validation-failed",
+            )
+            .await;
+        assert_eq!(body["errors"][0]["field"], "resource", "{resource}");
+    }
+    let body = admin
+        .post_problem(
+            &path,
+            &json!({"resource": "users", "amount": "many"}),
             422,
             "validation-failed",
         )
         .await;
-        assert_eq!(body["errors"][0]["field"], "resource", "{resource}");
-    }
-    let body = assert_problem(
-        admin
-            .post(&path, &json!({"resource": "users", "amount": "many"}))
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
     assert_eq!(body["errors"][0]["field"], "amount");
-    assert_problem(
-        admin
-            .post(
-                &path,
-                &json!({"resource": "users", "amount": 1, "starts_on": "2026-02-30"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
-    let all = admin.expect(admin.get(&path).await, 200).await;
+    admin
+        .post_problem(
+            &path,
+            &json!({"resource": "users", "amount": 1, "starts_on": "2026-02-30"}),
+            422,
+            "validation-failed",
+        )
+        .await;
+    let all = admin.get_ok(&path).await;
     assert_eq!(
         all["items"].as_array().unwrap().len(),
         3,
@@ -345,15 +296,10 @@ async fn module_seats_flow_down_the_tree_like_any_resource() {
         .set_licence(json!([{"resource": "module:lft", "amount": 5}]))
         .await;
     let r = admin.create_child(&owner, "reseller", "R").await;
+    admin.grant(&r, "module:lft", 5).await;
     admin
-        .expect(admin.allocate(&r, "module:lft", 5).await, 201)
+        .allocate_problem(&r, "module:lft", 1, 409, "quota-exceeded")
         .await;
-    assert_problem(
-        admin.allocate(&r, "module:lft", 1).await,
-        409,
-        "quota-exceeded",
-    )
-    .await;
     assert_eq!(admin.usage(&owner, "module:lft").await["free"], 0);
     app.assert_verified();
 }
@@ -363,7 +309,7 @@ async fn the_licence_is_replaced_from_today_and_never_below_what_was_allocated()
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
-    let licence = admin.expect(admin.get("/v1/licence").await, 200).await;
+    let licence = admin.get_ok("/v1/licence").await;
     assert_eq!(licence["owner_id"], tree.owner);
     let amounts: HashMap<String, i64> = licence["resources"]
         .as_array()
@@ -385,7 +331,7 @@ async fn the_licence_is_replaced_from_today_and_never_below_what_was_allocated()
         ])
     );
 
-    let body = assert_problem(admin.put("/v1/licence", &json!({"resources": [{"resource": "users", "amount": 799}, {"resource": "domains", "amount": 100}, {"resource": "module:base", "amount": 1000}]})).await, 409, "quota-exceeded").await;
+    let body = admin.put_problem("/v1/licence", &json!({"resources": [{"resource": "users", "amount": 799}, {"resource": "domains", "amount": 100}, {"resource": "module:base", "amount": 1000}]}), 409, "quota-exceeded").await;
     assert_eq!(
         (
             body["resource"].as_str(),
@@ -394,33 +340,20 @@ async fn the_licence_is_replaced_from_today_and_never_below_what_was_allocated()
         ),
         (Some("users"), Some(799), Some(800))
     );
-    let body = assert_problem(
-        admin
-            .put(
-                "/v1/licence",
-                &json!({"resources": [{"resource": "users", "amount": 800}]}),
-            )
-            .await,
-        409,
-        "quota-exceeded",
-    )
-    .await;
+    let body = admin
+        .put_problem(
+            "/v1/licence",
+            &json!({"resources": [{"resource": "users", "amount": 800}]}),
+            409,
+            "quota-exceeded",
+        )
+        .await;
     assert_eq!(
         body["resource"], "domains",
         "a resource left out ends today"
     );
-    let body = assert_problem(
-        admin.put("/v1/licence", &json!({"resources": [{"resource": "users", "amount": 1}, {"resource": "users", "amount": 2}, {"resource": "seats", "amount": 1}]})).await,
-        422,
-        "validation-failed",
-    )
-    .await;
-    let fields: Vec<&str> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let body = admin.put_problem("/v1/licence", &json!({"resources": [{"resource": "users", "amount": 1}, {"resource": "users", "amount": 2}, {"resource": "seats", "amount": 1}]}), 422, "validation-failed").await;
+    let fields: Vec<&str> = texts(&body["errors"], "field");
     assert_eq!(fields, ["resources[1].resource", "resources[2].resource"]);
 
     let grown = admin.set_licence(json!([{"resource": "users", "amount": 2000}, {"resource": "domains", "amount": 100}, {"resource": "module:base", "amount": 1000}, {"resource": "module:lft", "amount": 10}])).await;
@@ -438,9 +371,7 @@ async fn racing_clients_never_oversell_the_last_units() {
         .set_licence(json!([{"resource": "users", "amount": 10}]))
         .await;
     let reseller = admin.create_child(&owner, "reseller", "R").await;
-    admin
-        .expect(admin.allocate(&reseller, "users", 10).await, 201)
-        .await;
+    admin.grant(&reseller, "users", 10).await;
     let mut customers = Vec::new();
     for i in 0..32 {
         customers.push(
@@ -480,26 +411,22 @@ async fn dates_beyond_the_year_9999_are_refused_not_stored() {
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     let path = format!("/v1/nodes/{}/allocations", tree.c1);
-    let body = assert_problem(
-        admin
-            .post(
-                &path,
-                &json!({"resource": "users", "amount": 1, "ends_on": "+10000-01-01"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let body = admin
+        .post_problem(
+            &path,
+            &json!({"resource": "users", "amount": 1, "ends_on": "+10000-01-01"}),
+            422,
+            "validation-failed",
+        )
+        .await;
     assert_eq!(body["errors"][0]["field"], "ends_on");
-    assert_problem(
-        admin
-            .get(&format!("/v1/nodes/{}/usage?at=%2B10000-01-01", tree.c1))
-            .await,
-        400,
-        "invalid-query",
-    )
-    .await;
+    admin
+        .get_problem(
+            &format!("/v1/nodes/{}/usage?at=%2B10000-01-01", tree.c1),
+            400,
+            "invalid-query",
+        )
+        .await;
     app.assert_verified();
 }
 
@@ -517,58 +444,43 @@ async fn a_start_day_out_of_range_is_reported_under_starts_on() {
             .map(|e| e["field"].as_str().unwrap().to_owned())
             .collect()
     };
-    let body = assert_problem(
-        admin
-            .post(
-                &path,
-                &json!({"resource": "users", "amount": 1, "starts_on": "0000-01-01"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let body = admin
+        .post_problem(
+            &path,
+            &json!({"resource": "users", "amount": 1, "starts_on": "0000-01-01"}),
+            422,
+            "validation-failed",
+        )
+        .await;
     assert_eq!(fields(&body), ["starts_on"], "{body}");
     // Both days out of range: each under its own name.
-    let body = assert_problem(
-        admin
-            .post(
-                &path,
-                &json!({"resource": "users", "amount": 1, "starts_on": "0000-01-01", "ends_on": "+10000-01-01"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let body = admin.post_problem(&path,
+                &json!({"resource": "users", "amount": 1, "starts_on": "0000-01-01", "ends_on": "+10000-01-01"}), 422, "validation-failed").await;
     assert_eq!(fields(&body), ["starts_on", "ends_on"], "{body}");
     // A change names the field it got wrong too.
     let created = admin
-        .expect(
-            admin
-                .post(&path, &json!({"resource": "users", "amount": 1}))
-                .await,
-            201,
-        )
+        .post_expect(&path, &json!({"resource": "users", "amount": 1}), 201)
         .await;
     let one = format!("/v1/allocations/{}", created["id"].as_str().unwrap());
-    let body = assert_problem(
-        admin.patch(&one, &json!({"starts_on": "0000-01-01"})).await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let body = admin
+        .patch_problem(
+            &one,
+            &json!({"starts_on": "0000-01-01"}),
+            422,
+            "validation-failed",
+        )
+        .await;
     assert_eq!(fields(&body), ["starts_on"], "{body}");
-    let body = assert_problem(
-        admin
-            .patch(&one, &json!({"ends_on": created["starts_on"]}))
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let body = admin
+        .patch_problem(
+            &one,
+            &json!({"ends_on": created["starts_on"]}),
+            422,
+            "validation-failed",
+        )
+        .await;
     assert_eq!(fields(&body), ["ends_on"], "{body}");
-    let read = admin.expect(admin.get(&one).await, 200).await;
+    let read = admin.get_ok(&one).await;
     assert_eq!(read, created, "nothing was changed");
     app.assert_verified();
 }
@@ -582,15 +494,10 @@ async fn putting_the_licence_back_as_read_does_not_count_past_days_twice() {
     admin.set_licence(lines.clone()).await;
     admin.set_licence(lines).await;
     let report = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{owner}/usage?at=2026-06-01"))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{owner}/usage?at=2026-06-01"))
         .await;
     assert_eq!(report["resources"][0]["limit"], 100);
-    let licence = admin.expect(admin.get("/v1/licence").await, 200).await;
+    let licence = admin.get_ok("/v1/licence").await;
     assert_eq!(licence["resources"].as_array().unwrap().len(), 1);
     app.assert_verified();
 }

@@ -62,12 +62,8 @@ async fn me_without_credentials_is_401_with_www_authenticate() {
     assert_problem(response, 401, "unauthorized").await;
 
     let response = app
-        .client
-        .get(app.url("/v1/me"))
-        .header("authorization", "Basic YWRtaW46YWRtaW4=")
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("/v1/me", "authorization", "Basic YWRtaW46YWRtaW4=")
+        .await;
     assert_problem(response, 401, "unauthorized").await;
 }
 
@@ -92,12 +88,7 @@ fn sign(claims: &Value, secret: &[u8], kid: &str) -> String {
 async fn forged_expired_and_misaddressed_tokens_are_refused() {
     let app = spawn_app_with(|config| config.jwt_secret = Some(JwtSecret(SECRET.to_vec()))).await;
     let good = app.admin_token().await;
-    let me: Value = app
-        .get_with_token("/v1/me", &good)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let me = app.me(&good).await;
     let kid = Keys::from_secret(&SECRET).kid().to_owned();
     let now = chrono::Utc::now().timestamp();
     let mut base = claims(now);
@@ -211,12 +202,7 @@ async fn tokens_signed_with_a_rotated_out_key_stay_valid_until_they_expire() {
         Some(Keys::from_secret(&new).kid()),
         "the new key signs"
     );
-    let me: Value = app
-        .get_with_token("/v1/me", &fresh)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let me = app.me(&fresh).await;
     let mut claims = claims(chrono::Utc::now().timestamp());
     claims["sub"] = me["id"].clone();
     claims["node"] = me["node_id"].clone();

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::dns::DnsServer;
 use crate::helpers::{
-    Caller, TestApp, Tree, assert_problem, seed_tree, spawn_another, spawn_app_with,
+    Caller, TestApp, Tree, assert_problem, seed_tree, spawn_another, spawn_app_with, texts,
 };
 
 /// An app whose domains can be verified over (test) DNS.
@@ -23,36 +23,13 @@ pub(crate) async fn verified_domain(
     name: &str,
 ) -> Value {
     let domain = admin.register_domain(customer, name).await;
-    dns.publish_txt(
-        &format!("_allot.{name}"),
-        domain["verification"]["token"].as_str().unwrap(),
-    );
-    admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/domains/{}/verify", domain["id"].as_str().unwrap()),
-                    &json!({}),
-                )
-                .await,
-            200,
-        )
-        .await
+    dns.publish_proof(name, &domain);
+    admin.verify_domain(&domain).await
 }
 
 /// A key with the `check` role on `node`.
 pub(crate) async fn check_key<'a>(app: &'a TestApp, admin: &Caller<'_>, node: &str) -> Caller<'a> {
-    let created = admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{node}/api-keys"),
-                    &json!({"name": "mail worker", "role": "check"}),
-                )
-                .await,
-            201,
-        )
-        .await;
+    let created = admin.create_api_key(node, "mail worker", "check").await;
     Caller {
         app,
         token: created["key"].as_str().unwrap().to_owned(),
@@ -61,9 +38,7 @@ pub(crate) async fn check_key<'a>(app: &'a TestApp, admin: &Caller<'_>, node: &s
 
 /// Asks and returns `(verdict, reason)` with the whole answer.
 pub(crate) async fn ask(caller: &Caller<'_>, body: Value) -> (String, String, Value) {
-    let answer = caller
-        .expect(caller.post("/v1/check", &body).await, 200)
-        .await;
+    let answer = caller.post_expect("/v1/check", &body, 200).await;
     (
         answer["verdict"].as_str().unwrap().to_owned(),
         answer["reason"].as_str().unwrap().to_owned(),
@@ -73,6 +48,16 @@ pub(crate) async fn ask(caller: &Caller<'_>, body: Value) -> (String, String, Va
 
 async fn reason(caller: &Caller<'_>, body: Value) -> String {
     ask(caller, body).await.1
+}
+
+/// The check of mail sent from `domain`.
+fn outbound_domain(domain: &str) -> Value {
+    json!({"direction": "outbound", "domain": domain})
+}
+
+/// The check of mail sent from `address`.
+fn outbound_address(address: &str) -> Value {
+    json!({"direction": "outbound", "address": address})
 }
 
 /// The usual tree, with `c1.example` verified for C1 and `c2.example` for C2.
@@ -90,20 +75,12 @@ async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree
     let (admin, tree) = setup(&app, &dns).await;
     let worker = check_key(&app, &admin, &tree.owner).await;
 
-    let (verdict, reason_code, answer) = ask(
-        &worker,
-        json!({"direction": "outbound", "domain": "C1.Example"}),
-    )
-    .await;
+    let (verdict, reason_code, answer) = ask(&worker, outbound_domain("C1.Example")).await;
     assert_eq!((verdict.as_str(), reason_code.as_str()), ("accept", "ok"));
     assert_eq!(answer["node_id"], tree.c1);
     assert_eq!(answer["enrolled"], false);
 
-    let (verdict, reason_code, answer) = ask(
-        &worker,
-        json!({"direction": "outbound", "domain": "nobody.example"}),
-    )
-    .await;
+    let (verdict, reason_code, answer) = ask(&worker, outbound_domain("nobody.example")).await;
     assert_eq!(
         (verdict.as_str(), reason_code.as_str()),
         ("reject", "unknown_domain")
@@ -112,11 +89,7 @@ async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree
 
     let pending = admin.register_domain(&tree.c1, "pending.example").await;
     assert_eq!(
-        reason(
-            &worker,
-            json!({"direction": "outbound", "domain": "pending.example"})
-        )
-        .await,
+        reason(&worker, outbound_domain("pending.example")).await,
         "domain_unverified"
     );
     admin
@@ -126,11 +99,7 @@ async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree
         )
         .await;
     assert_eq!(
-        reason(
-            &worker,
-            json!({"direction": "outbound", "domain": "pending.example"})
-        )
-        .await,
+        reason(&worker, outbound_domain("pending.example")).await,
         "domain_disabled"
     );
 
@@ -141,59 +110,30 @@ async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree
             &json!({"status": "suspended"}),
         )
         .await;
-    let (verdict, reason_code, _) = ask(
-        &worker,
-        json!({"direction": "outbound", "address": "x@c1.example"}),
-    )
-    .await;
+    let (verdict, reason_code, _) = ask(&worker, outbound_address("x@c1.example")).await;
     assert_eq!(
         (verdict.as_str(), reason_code.as_str()),
         ("defer", "node_suspended"),
         "suspension (for non-payment, mostly) is put right by paying: temporary"
     );
-    assert_eq!(
-        reason(
-            &worker,
-            json!({"direction": "outbound", "domain": "c2.example"})
-        )
-        .await,
-        "ok"
-    );
+    assert_eq!(reason(&worker, outbound_domain("c2.example")).await, "ok");
     admin
         .patch_ok(
             &format!("/v1/nodes/{}", tree.a1),
             &json!({"status": "active"}),
         )
         .await;
-    assert_eq!(
-        reason(
-            &worker,
-            json!({"direction": "outbound", "domain": "c1.example"})
-        )
-        .await,
-        "ok"
-    );
+    assert_eq!(reason(&worker, outbound_domain("c1.example")).await, "ok");
 
     // A worker of reseller B may not ask about A's customers, and is not told who holds them.
     let b_worker = check_key(&app, &admin, &tree.b).await;
-    let (verdict, reason_code, answer) = ask(
-        &b_worker,
-        json!({"direction": "outbound", "domain": "c1.example"}),
-    )
-    .await;
+    let (verdict, reason_code, answer) = ask(&b_worker, outbound_domain("c1.example")).await;
     assert_eq!(
         (verdict.as_str(), reason_code.as_str()),
         ("reject", "not_in_scope")
     );
     assert!(answer["node_id"].is_null());
-    assert_eq!(
-        reason(
-            &b_worker,
-            json!({"direction": "outbound", "domain": "c2.example"})
-        )
-        .await,
-        "ok"
-    );
+    assert_eq!(reason(&b_worker, outbound_domain("c2.example")).await, "ok");
     app.assert_verified();
 }
 
@@ -211,18 +151,10 @@ async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once(
         "j.doe@c1.example",
         "postmaster@c1.example",
     ] {
-        let (verdict, _, answer) = ask(
-            &worker,
-            json!({"direction": "outbound", "address": address}),
-        )
-        .await;
+        let (verdict, _, answer) = ask(&worker, outbound_address(address)).await;
         assert_eq!(verdict, "accept", "{address}: {answer}");
     }
-    let (_, _, answer) = ask(
-        &worker,
-        json!({"direction": "outbound", "address": "j.doe@c1.example"}),
-    )
-    .await;
+    let (_, _, answer) = ask(&worker, outbound_address("j.doe@c1.example")).await;
     assert_eq!(answer["mailbox_id"], jane_id);
 
     // Without enrolment an unknown address is refused and nothing is written.
@@ -238,32 +170,19 @@ async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once(
     assert_eq!(admin.usage(&tree.c1, "users").await["used"], used_before);
 
     // With it (the default), the first sighting registers the address, once.
-    let (verdict, _, first) = ask(
-        &worker,
-        json!({"direction": "outbound", "address": "new@c1.example"}),
-    )
-    .await;
+    let (verdict, _, first) = ask(&worker, outbound_address("new@c1.example")).await;
     assert_eq!(
         (verdict.as_str(), first["enrolled"].as_bool()),
         ("accept", Some(true))
     );
-    let (_, _, again) = ask(
-        &worker,
-        json!({"direction": "outbound", "address": "new@c1.example"}),
-    )
-    .await;
+    let (_, _, again) = ask(&worker, outbound_address("new@c1.example")).await;
     assert_eq!(again["enrolled"], false);
     assert_eq!(again["mailbox_id"], first["mailbox_id"]);
     let enrolled = admin
-        .expect(
-            admin
-                .get(&format!(
-                    "/v1/mailboxes/{}",
-                    first["mailbox_id"].as_str().unwrap()
-                ))
-                .await,
-            200,
-        )
+        .get_ok(&format!(
+            "/v1/mailboxes/{}",
+            first["mailbox_id"].as_str().unwrap()
+        ))
         .await;
     assert_eq!(enrolled["origin"], "check");
     assert!(enrolled["first_seen_at"].is_string());
@@ -274,19 +193,10 @@ async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once(
 
     // A disabled mailbox is refused; the customer's auto_enrol=false turns enrolment off.
     admin
-        .expect(
-            admin
-                .post(&format!("/v1/mailboxes/{jane_id}/disable"), &json!({}))
-                .await,
-            200,
-        )
+        .post_expect(&format!("/v1/mailboxes/{jane_id}/disable"), &json!({}), 200)
         .await;
     assert_eq!(
-        reason(
-            &worker,
-            json!({"direction": "outbound", "address": "jane@c1.example"})
-        )
-        .await,
+        reason(&worker, outbound_address("jane@c1.example")).await,
         "mailbox_disabled"
     );
     let patched = admin
@@ -297,11 +207,7 @@ async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once(
         .await;
     assert_eq!(patched["auto_enrol"], false);
     assert_eq!(
-        reason(
-            &worker,
-            json!({"direction": "outbound", "address": "other@c1.example"})
-        )
-        .await,
+        reason(&worker, outbound_address("other@c1.example")).await,
         "unknown_mailbox"
     );
     assert_eq!(
@@ -324,27 +230,16 @@ async fn a_customer_without_a_free_seat_enrols_nobody_and_one_over_its_limit_acc
     let small = admin.create_child(&tree.b, "customer", "Small").await;
     // Two `users` seats but one `module:base`: a new mailbox needs one of each.
     for (resource, amount) in [("users", 2), ("module:base", 1), ("domains", 1)] {
-        admin
-            .expect(admin.allocate(&small, resource, amount).await, 201)
-            .await;
+        admin.grant(&small, resource, amount).await;
     }
     verified_domain(&admin, &dns, &small, "small.example").await;
     let worker = check_key(&app, &admin, &tree.owner).await;
 
     assert_eq!(
-        ask(
-            &worker,
-            json!({"direction": "outbound", "address": "one@small.example"})
-        )
-        .await
-        .2["enrolled"],
+        ask(&worker, outbound_address("one@small.example")).await.2["enrolled"],
         true
     );
-    let (verdict, reason_code, answer) = ask(
-        &worker,
-        json!({"direction": "outbound", "address": "two@small.example"}),
-    )
-    .await;
+    let (verdict, reason_code, answer) = ask(&worker, outbound_address("two@small.example")).await;
     assert_eq!(
         (verdict.as_str(), reason_code.as_str()),
         ("defer", "users_exhausted")
@@ -366,11 +261,7 @@ async fn a_customer_without_a_free_seat_enrols_nobody_and_one_over_its_limit_acc
         chrono::Utc::now().date_naive()
     ));
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
-    let (verdict, reason_code, _) = ask(
-        &worker,
-        json!({"direction": "outbound", "address": "one@small.example"}),
-    )
-    .await;
+    let (verdict, reason_code, _) = ask(&worker, outbound_address("one@small.example")).await;
     assert_eq!(
         (verdict.as_str(), reason_code.as_str()),
         ("defer", "over_limit")
@@ -413,9 +304,7 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
         (&tree.b, "module:m365", 1),
         (&tree.c2, "module:m365", 1),
     ] {
-        admin
-            .expect(admin.allocate(node, resource, amount).await, 201)
-            .await;
+        admin.grant(node, resource, amount).await;
     }
     assert_eq!(
         asks("lft").await,
@@ -423,12 +312,7 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
         "licensed, but not ann's"
     );
     admin
-        .expect(
-            admin
-                .put(&format!("/v1/mailboxes/{ann}/modules/lft"), &json!({}))
-                .await,
-            200,
-        )
+        .put_expect(&format!("/v1/mailboxes/{ann}/modules/lft"), &json!({}), 200)
         .await;
     assert_eq!(asks("lft").await, "ok");
     assert_eq!(
@@ -437,21 +321,15 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
         "a per-customer module the customer lacks"
     );
     admin
-        .expect(
-            admin
-                .put(&format!("/v1/nodes/{}/modules/m365", tree.c2), &json!({}))
-                .await,
+        .put_expect(
+            &format!("/v1/nodes/{}/modules/m365", tree.c2),
+            &json!({}),
             200,
         )
         .await;
     assert_eq!(asks("m365").await, "ok");
     admin
-        .expect(
-            admin
-                .delete(&format!("/v1/mailboxes/{ann}/modules/lft"))
-                .await,
-            204,
-        )
+        .delete_expect(&format!("/v1/mailboxes/{ann}/modules/lft"), 204)
         .await;
     assert_eq!(asks("lft").await, "module_not_assigned", "taken away again");
     // A new address enrolled by the check holds only the automatic modules.
@@ -472,17 +350,8 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
         .await,
         "ok"
     );
-    let refused = assert_problem(
-        worker
-            .post(
-                "/v1/check",
-                &json!({"direction": "outbound", "address": "ann@c2.example", "module": "no-such-module"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let refused = worker.post_problem("/v1/check",
+                &json!({"direction": "outbound", "address": "ann@c2.example", "module": "no-such-module"}), 422, "validation-failed").await;
     assert_eq!(refused["errors"][0]["field"], "module");
     app.assert_verified();
 
@@ -494,10 +363,9 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
         .to_owned();
     for holder in [&ann, &bob] {
         admin
-            .expect(
-                admin
-                    .put(&format!("/v1/mailboxes/{holder}/modules/lft"), &json!({}))
-                    .await,
+            .put_expect(
+                &format!("/v1/mailboxes/{holder}/modules/lft"),
+                &json!({}),
                 200,
             )
             .await;
@@ -509,11 +377,7 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     assert_eq!(asks("lft").await, "over_limit");
     assert_eq!(
-        reason(
-            &worker,
-            json!({"direction": "outbound", "address": "ann@c2.example"})
-        )
-        .await,
+        reason(&worker, outbound_address("ann@c2.example")).await,
         "ok"
     );
 }
@@ -525,50 +389,33 @@ async fn a_batch_answers_in_order_and_bad_input_is_refused_whole() {
     let worker = check_key(&app, &admin, &tree.owner).await;
     admin.create_mailbox(&tree.c1, "kim@c1.example").await;
     let answers = worker
-        .expect(
-            worker
-                .post(
-                    "/v1/check/batch",
-                    &json!({"checks": [
-                        {"direction": "outbound", "address": "kim@c1.example"},
-                        {"direction": "outbound", "domain": "nobody.example"},
-                        {"direction": "outbound", "address": "lee@c1.example", "enrol": false},
-                        {"direction": "outbound", "domain": "c2.example"},
-                    ]}),
-                )
-                .await,
+        .post_expect(
+            "/v1/check/batch",
+            &json!({"checks": [
+                {"direction": "outbound", "address": "kim@c1.example"},
+                {"direction": "outbound", "domain": "nobody.example"},
+                {"direction": "outbound", "address": "lee@c1.example", "enrol": false},
+                {"direction": "outbound", "domain": "c2.example"},
+            ]}),
             200,
         )
         .await;
-    let reasons: Vec<&str> = answers["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["reason"].as_str().unwrap())
-        .collect();
+    let reasons: Vec<&str> = texts(&answers["results"], "reason");
     assert_eq!(reasons, ["ok", "unknown_domain", "unknown_mailbox", "ok"]);
 
-    let refused = assert_problem(
-        worker
-            .post(
-                "/v1/check/batch",
-                &json!({"checks": [
-                    {"direction": "outbound", "address": "new@c1.example"},
-                    {"direction": "outbound", "address": "not an address"},
-                    {"direction": "outbound", "domain": "c1.example", "address": "x@c1.example"},
-                ]}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
-    let fields: Vec<&str> = refused["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let refused = worker
+        .post_problem(
+            "/v1/check/batch",
+            &json!({"checks": [
+                {"direction": "outbound", "address": "new@c1.example"},
+                {"direction": "outbound", "address": "not an address"},
+                {"direction": "outbound", "domain": "c1.example", "address": "x@c1.example"},
+            ]}),
+            422,
+            "validation-failed",
+        )
+        .await;
+    let fields: Vec<&str> = texts(&refused["errors"], "field");
     assert_eq!(fields, ["checks[1].address", "checks[2].address"]);
     // The first check of the refused batch enrolled nobody.
     assert_eq!(
@@ -579,38 +426,30 @@ async fn a_batch_answers_in_order_and_bad_input_is_refused_whole() {
         .await,
         "unknown_mailbox"
     );
-    let too_many: Vec<Value> = (0..1001)
-        .map(|_| json!({"direction": "outbound", "domain": "c1.example"}))
-        .collect();
-    assert_problem(
-        worker
-            .post("/v1/check/batch", &json!({"checks": too_many}))
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
-    assert_problem(
-        app.post_json(
-            "/v1/check",
-            &json!({"direction": "outbound", "domain": "c1.example"}),
+    let too_many: Vec<Value> = (0..1001).map(|_| outbound_domain("c1.example")).collect();
+    worker
+        .post_problem(
+            "/v1/check/batch",
+            &json!({"checks": too_many}),
+            422,
+            "validation-failed",
         )
-        .await,
+        .await;
+    assert_problem(
+        app.post_json("/v1/check", &outbound_domain("c1.example"))
+            .await,
         401,
         "unauthorized",
     )
     .await;
-    assert_problem(
-        worker
-            .post(
-                "/v1/check",
-                &json!({"direction": "outbound", "domain": "c1.example", "x": 1}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    worker
+        .post_problem(
+            "/v1/check",
+            &json!({"direction": "outbound", "domain": "c1.example", "x": 1}),
+            422,
+            "validation-failed",
+        )
+        .await;
 }
 
 #[tokio::test]
@@ -621,7 +460,7 @@ async fn concurrent_first_sightings_of_one_address_enrol_it_once() {
     let used_before = admin.usage(&tree.c1, "users").await["used"]
         .as_i64()
         .unwrap();
-    let body = json!({"direction": "outbound", "address": "race@c1.example"});
+    let body = outbound_address("race@c1.example");
     let answers =
         futures_util::future::join_all((0..16).map(|_| worker.post("/v1/check", &body))).await;
     let mut enrolled = 0;
@@ -688,6 +527,34 @@ async fn a_write_on_one_instance_reaches_the_other_through_the_feed() {
     }
 }
 
+/// An app resolving through `dns` that answers Postfix on a policy and a socketmap listener of
+/// its own; `adjust` changes the rest of its configuration. Returns the app and the two
+/// listeners' addresses.
+pub(crate) async fn with_listeners(
+    dns: &DnsServer,
+    adjust: impl FnOnce(&mut allot::config::Config),
+) -> (TestApp, std::net::SocketAddr, std::net::SocketAddr) {
+    let (policy, socketmap) = (free_port(), free_port());
+    let app = spawn_app_with(|config| {
+        config.dns_resolver = dns.addr;
+        config.policy_listen = Some(policy);
+        config.socketmap_listen = Some(socketmap);
+        adjust(config);
+    })
+    .await;
+    (app, policy, socketmap)
+}
+
+/// A policy delegation request about `sender` and `recipient` in `context` (`policy_context`),
+/// as Postfix sends it at RCPT TO.
+pub(crate) fn policy_request(context: &str, sender: &str, recipient: &str) -> String {
+    format!(
+        "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n\
+         client_address=192.0.2.7\nhelo_name=mx.example.net\nsender={sender}\n\
+         recipient={recipient}\npolicy_context={context}\nsasl_username=\n\n"
+    )
+}
+
 /// A free port on loopback, for a listener the app binds itself.
 pub(crate) fn free_port() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -721,13 +588,7 @@ pub(crate) async fn exchange(
 #[tokio::test]
 async fn postfix_asks_through_the_policy_and_socketmap_listeners() {
     let dns = DnsServer::start().await;
-    let (policy, socketmap) = (free_port(), free_port());
-    let app = spawn_app_with(|config| {
-        config.dns_resolver = dns.addr;
-        config.policy_listen = Some(policy);
-        config.socketmap_listen = Some(socketmap);
-    })
-    .await;
+    let (app, policy, socketmap) = with_listeners(&dns, |_| {}).await;
     let (admin, tree) = setup(&app, &dns).await;
     admin.create_mailbox(&tree.c1, "pat@c1.example").await;
     admin
@@ -747,13 +608,6 @@ async fn postfix_asks_through_the_policy_and_socketmap_listeners() {
 
     // An MX's request (no login, no policy context) is about its recipient; a request with
     // `policy_context=outbound` (or from a client that logged in) about its sender.
-    let request = |context: &str, sender: &str, recipient: &str| {
-        format!(
-            "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n\
-             client_address=192.0.2.7\nhelo_name=mx.example.net\nsender={sender}\n\
-             recipient={recipient}\npolicy_context={context}\nsasl_username=\n\n"
-        )
-    };
     let mut stream = tokio::net::TcpStream::connect(policy).await.unwrap();
     // Several requests on one connection, as Postfix keeps it open.
     for (context, sender, recipient, expected) in [
@@ -799,7 +653,7 @@ async fn postfix_asks_through_the_policy_and_socketmap_listeners() {
         assert_eq!(
             exchange(
                 &mut stream,
-                request(context, sender, recipient).as_bytes(),
+                policy_request(context, sender, recipient).as_bytes(),
                 b"\n\n"
             )
             .await,
@@ -808,19 +662,9 @@ async fn postfix_asks_through_the_policy_and_socketmap_listeners() {
         );
     }
     let listed = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/mailboxes?origin=check", tree.c1))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/mailboxes?origin=check", tree.c1))
         .await;
-    let enrolled: Vec<&str> = listed["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["address"].as_str().unwrap())
-        .collect();
+    let enrolled: Vec<&str> = texts(&listed["items"], "address");
     assert_eq!(
         enrolled,
         ["fresh@c1.example"],
@@ -913,12 +757,7 @@ async fn under_a_mixed_workload_every_answer_is_what_the_database_says() {
     let worker = check_key(&app, &admin, &tree.owner).await;
     let domain_ids: Vec<(String, String)> = {
         let page = admin
-            .expect(
-                admin
-                    .get(&format!("/v1/nodes/{}/domains", tree.owner))
-                    .await,
-                200,
-            )
+            .get_ok(&format!("/v1/nodes/{}/domains", tree.owner))
             .await;
         page["items"]
             .as_array()
@@ -1103,11 +942,7 @@ async fn an_enrolment_the_database_cannot_take_defers_while_known_mailboxes_are_
     let worker = check_key(&app, &admin, &tree.owner).await;
 
     let outage = Outage::start(&app.database_url);
-    let (verdict, reason_code, answer) = ask(
-        &worker,
-        json!({"direction": "outbound", "address": "new@c1.example"}),
-    )
-    .await;
+    let (verdict, reason_code, answer) = ask(&worker, outbound_address("new@c1.example")).await;
     assert_eq!(
         (
             verdict.as_str(),
@@ -1118,20 +953,12 @@ async fn an_enrolment_the_database_cannot_take_defers_while_known_mailboxes_are_
     );
     // What the index holds is still answered, from memory.
     assert_eq!(
-        reason(
-            &worker,
-            json!({"direction": "outbound", "address": "known@c1.example"})
-        )
-        .await,
+        reason(&worker, outbound_address("known@c1.example")).await,
         "ok"
     );
     drop(outage);
 
-    let (verdict, _, answer) = ask(
-        &worker,
-        json!({"direction": "outbound", "address": "new@c1.example"}),
-    )
-    .await;
+    let (verdict, _, answer) = ask(&worker, outbound_address("new@c1.example")).await;
     assert_eq!(
         (verdict.as_str(), answer["enrolled"].as_bool()),
         ("accept", Some(true))
@@ -1156,12 +983,7 @@ async fn a_recipient_never_takes_a_seat_and_is_accepted_as_its_customer_says() {
         .map(|i| inbound(&format!("stranger{i}@c1.example")))
         .collect();
     let results = worker
-        .expect(
-            worker
-                .post("/v1/check/batch", &json!({"checks": batch}))
-                .await,
-            200,
-        )
+        .post_expect("/v1/check/batch", &json!({"checks": batch}), 200)
         .await;
     for result in results["results"].as_array().unwrap() {
         assert_eq!(
@@ -1238,20 +1060,12 @@ async fn a_recipient_never_takes_a_seat_and_is_accepted_as_its_customer_says() {
     );
     let (_, _, answer) = ask(&worker, inbound("x@unknown.example")).await;
     assert_eq!(answer["smtp_status"], "5.1.2");
-    let (_, _, answer) = ask(
-        &worker,
-        json!({"direction": "outbound", "address": "x@unknown.example"}),
-    )
-    .await;
+    let (_, _, answer) = ask(&worker, outbound_address("x@unknown.example")).await;
     assert_eq!(answer["smtp_status"], "5.1.8");
 
     // A sender is what takes a seat.
     let used = admin.usage(&tree.c1, "users").await["used"].clone();
-    let (_, _, answer) = ask(
-        &worker,
-        json!({"direction": "outbound", "address": "stranger1@c1.example"}),
-    )
-    .await;
+    let (_, _, answer) = ask(&worker, outbound_address("stranger1@c1.example")).await;
     assert_eq!(answer["enrolled"], true);
     assert_eq!(
         admin.usage(&tree.c1, "users").await["used"],
@@ -1285,28 +1099,19 @@ async fn an_operator_may_accept_unverified_domains_and_make_licence_refusals_per
     let tree = seed_tree(&admin).await;
     let worker = check_key(&app, &admin, &tree.owner).await;
     admin.register_domain(&tree.c1, "pending.example").await;
-    let (verdict, reason_code, answer) = ask(
-        &worker,
-        json!({"direction": "outbound", "address": "new@pending.example"}),
-    )
-    .await;
+    let (verdict, reason_code, answer) =
+        ask(&worker, outbound_address("new@pending.example")).await;
     assert_eq!((verdict.as_str(), reason_code.as_str()), ("accept", "ok"));
     assert_eq!(answer["enrolled"], true);
 
     // A customer with no seat left: the refusal bounces now instead of waiting in queues.
     let small = admin.create_child(&tree.b, "customer", "Small").await;
     for resource in ["users", "module:base", "domains"] {
-        admin
-            .expect(admin.allocate(&small, resource, 1).await, 201)
-            .await;
+        admin.grant(&small, resource, 1).await;
     }
     admin.register_domain(&small, "small.example").await;
     admin.create_mailbox(&small, "one@small.example").await;
-    let (verdict, reason_code, answer) = ask(
-        &worker,
-        json!({"direction": "outbound", "address": "two@small.example"}),
-    )
-    .await;
+    let (verdict, reason_code, answer) = ask(&worker, outbound_address("two@small.example")).await;
     assert_eq!(
         (
             verdict.as_str(),

@@ -45,6 +45,13 @@ impl DnsServer {
             .push(Record::Txt(text.to_owned()));
     }
 
+    /// Publishes the proof that `domain` (a registered domain as allot shows it) belongs to its
+    /// customer: its verification token as TXT at `_allot.{name}`.
+    pub fn publish_proof(&self, name: &str, domain: &serde_json::Value) {
+        let token = domain["verification"]["token"].as_str().unwrap();
+        self.publish_txt(&format!("_allot.{name}"), token);
+    }
+
     /// Publishes an A record (names without the trailing dot, lowercase).
     pub fn publish_a(&self, name: &str, address: Ipv4Addr) {
         self.records

@@ -5,8 +5,9 @@ use serde_json::{Value, json};
 
 use crate::dns::DnsServer;
 use crate::helpers::{
-    Caller, TestApp, assert_problem, seed_tree, spawn_another, spawn_app, spawn_app_with,
+    Caller, TestApp, assert_problem, seed_tree, spawn_another, spawn_app, spawn_app_with, texts,
 };
+use crate::scenario::verify_path;
 
 #[tokio::test]
 async fn a_customer_registers_a_domain_in_any_form_idna_accepts() {
@@ -33,7 +34,7 @@ async fn a_customer_registers_a_domain_in_any_form_idna_accepts() {
         domain["verification"]["record"],
         "_allot.xn--bcher-kva.example"
     );
-    assert_eq!(admin.expect(admin.get(&location).await, 200).await, domain);
+    assert_eq!(admin.get_ok(&location).await, domain);
     assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 1);
     assert_eq!(
         admin.usage(&tree.a, "domains").await["used"],
@@ -49,17 +50,9 @@ async fn a_customer_claims_a_name_once_and_an_unproven_claim_blocks_no_one() {
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     admin.register_domain(&tree.c1, "shared.example").await;
-    assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{}/domains", tree.c1),
-                &json!({"name": "SHARED.example"}),
-            )
-            .await,
-        409,
-        "domain-taken",
-    )
-    .await;
+    admin
+        .register_domain_problem(&tree.c1, "SHARED.example", 409, "domain-taken")
+        .await;
     assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 1);
     let (status, body) = claim(&admin, &tree.c2, "SHARED.example").await;
     assert_eq!(status, 201, "{body}");
@@ -94,15 +87,7 @@ async fn the_last_domain_unit_goes_to_exactly_one_of_32_racers() {
     let tree = seed_tree(&admin).await;
     for i in 0..4 {
         admin
-            .expect(
-                admin
-                    .post(
-                        &format!("/v1/nodes/{}/domains", tree.c1),
-                        &json!({"name": format!("d{i}.example")}),
-                    )
-                    .await,
-                201,
-            )
+            .register_domain(&tree.c1, &format!("d{i}.example"))
             .await;
     }
     let attempts = (0..32).map(|i| {
@@ -141,12 +126,9 @@ async fn names_that_break_the_rules_are_refused_with_the_rule() {
         (&format!("{}.com", "a".repeat(64)), "63"),
         ("bad_name.com", "valid domain"),
     ] {
-        let body = assert_problem(
-            admin.post(&path, &json!({"name": name})).await,
-            422,
-            "validation-failed",
-        )
-        .await;
+        let body = admin
+            .post_problem(&path, &json!({"name": name}), 422, "validation-failed")
+            .await;
         assert_eq!(body["errors"][0]["field"], "name");
         assert!(
             body["errors"][0]["message"]
@@ -156,25 +138,12 @@ async fn names_that_break_the_rules_are_refused_with_the_rule() {
             "{name}: {body}"
         );
     }
-    let body = assert_problem(admin.post(&path, &json!({"name": "ok.example", "route": {"host": "not a host", "port": 0, "priority": 101}})).await, 422, "validation-failed").await;
-    let fields: Vec<&str> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let body = admin.post_problem(&path, &json!({"name": "ok.example", "route": {"host": "not a host", "port": 0, "priority": 101}}), 422, "validation-failed").await;
+    let fields: Vec<&str> = texts(&body["errors"], "field");
     assert_eq!(fields, ["route.host", "route.port", "route.priority"]);
-    assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{}/domains", tree.a),
-                &json!({"name": "ok.example"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    admin
+        .register_domain_problem(&tree.a, "ok.example", 422, "validation-failed")
+        .await;
     assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 0);
     app.assert_verified();
 }
@@ -184,19 +153,9 @@ async fn a_deleted_domain_returns_its_unit_and_its_name() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
-    let domain = admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/domains", tree.c1),
-                    &json!({"name": "gone.example"}),
-                )
-                .await,
-            201,
-        )
-        .await;
+    let domain = admin.register_domain(&tree.c1, "gone.example").await;
     let path = format!("/v1/domains/{}", domain["id"].as_str().unwrap());
-    let changed = admin.expect(admin.patch(&path, &json!({"status": "disabled", "route": {"host": "192.0.2.1", "port": 2525, "priority": 90}})).await, 200).await;
+    let changed = admin.patch_ok(&path, &json!({"status": "disabled", "route": {"host": "192.0.2.1", "port": 2525, "priority": 90}})).await;
     assert_eq!(
         (
             changed["status"].as_str(),
@@ -204,24 +163,12 @@ async fn a_deleted_domain_returns_its_unit_and_its_name() {
         ),
         (Some("disabled"), Some(2525))
     );
-    let cleared = admin
-        .expect(admin.patch(&path, &json!({"route": null})).await, 200)
-        .await;
+    let cleared = admin.patch_ok(&path, &json!({"route": null})).await;
     assert_eq!(cleared["route"], Value::Null);
-    admin.expect(admin.delete(&path).await, 204).await;
-    assert_problem(admin.get(&path).await, 404, "not-found").await;
+    admin.delete_expect(&path, 204).await;
+    admin.get_problem(&path, 404, "not-found").await;
     assert_eq!(admin.usage(&tree.a, "domains").await["used"], 0);
-    admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/domains", tree.c2),
-                    &json!({"name": "gone.example"}),
-                )
-                .await,
-            201,
-        )
-        .await;
+    admin.register_domain(&tree.c2, "gone.example").await;
     app.assert_verified();
 }
 
@@ -231,37 +178,19 @@ async fn a_domain_is_verified_by_its_txt_record_over_real_dns() {
     let app = spawn_app_with(|config| config.dns_resolver = dns.addr).await;
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
-    let domain = admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/domains", tree.c1),
-                    &json!({"name": "proven.example"}),
-                )
-                .await,
-            201,
-        )
-        .await;
-    let verify = format!("/v1/domains/{}/verify", domain["id"].as_str().unwrap());
+    let domain = admin.register_domain(&tree.c1, "proven.example").await;
+    let verify = verify_path(&domain);
     let token = domain["verification"]["token"].as_str().unwrap();
 
-    assert_problem(
-        admin.post(&verify, &json!({})).await,
-        409,
-        "verification-failed",
-    )
-    .await;
-    dns.publish_txt("_allot.proven.example", "someone else's token");
-    assert_problem(
-        admin.post(&verify, &json!({})).await,
-        409,
-        "verification-failed",
-    )
-    .await;
-    dns.publish_txt("_allot.proven.example", token);
-    let verified = admin
-        .expect(admin.post(&verify, &json!({})).await, 200)
+    admin
+        .post_problem(&verify, &json!({}), 409, "verification-failed")
         .await;
+    dns.publish_txt("_allot.proven.example", "someone else's token");
+    admin
+        .post_problem(&verify, &json!({}), 409, "verification-failed")
+        .await;
+    dns.publish_txt("_allot.proven.example", token);
+    let verified = admin.post_expect(&verify, &json!({}), 200).await;
     assert_eq!(verified["verification"]["status"], "verified");
     assert!(verified["verification"]["verified_at"].is_string());
     app.assert_verified();
@@ -277,14 +206,7 @@ async fn a_reseller_lists_its_customers_domains_and_no_one_elses() {
         (&tree.c1, "two.example"),
         (&tree.c2, "three.example"),
     ] {
-        admin
-            .expect(
-                admin
-                    .post(&format!("/v1/nodes/{node}/domains"), &json!({"name": name}))
-                    .await,
-                201,
-            )
-            .await;
+        admin.register_domain(node, name).await;
     }
     let names = |page: &Value| -> Vec<String> {
         page["items"]
@@ -294,29 +216,14 @@ async fn a_reseller_lists_its_customers_domains_and_no_one_elses() {
             .map(|d| d["name"].as_str().unwrap().to_owned())
             .collect()
     };
-    let a = admin
-        .expect(
-            admin.get(&format!("/v1/nodes/{}/domains", tree.a)).await,
-            200,
-        )
-        .await;
+    let a = admin.get_ok(&format!("/v1/nodes/{}/domains", tree.a)).await;
     assert_eq!(names(&a), ["one.example", "two.example"]);
     let owner = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/domains?name_prefix=T", tree.owner))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/domains?name_prefix=T", tree.owner))
         .await;
     assert_eq!(names(&owner), ["two.example", "three.example"]);
     let disabled = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/domains?status=disabled", tree.owner))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/domains?status=disabled", tree.owner))
         .await;
     assert!(names(&disabled).is_empty());
     app.assert_verified();
@@ -327,23 +234,10 @@ async fn a_customer_with_domains_is_deleted_only_with_cascade_and_frees_them() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
-    admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/domains", tree.c1),
-                    &json!({"name": "held.example"}),
-                )
-                .await,
-            201,
-        )
+    admin.register_domain(&tree.c1, "held.example").await;
+    let body = admin
+        .delete_problem(&format!("/v1/nodes/{}", tree.c1), 409, "not-empty")
         .await;
-    let body = assert_problem(
-        admin.delete(&format!("/v1/nodes/{}", tree.c1)).await,
-        409,
-        "not-empty",
-    )
-    .await;
     assert!(
         body["detail"]
             .as_str()
@@ -352,25 +246,10 @@ async fn a_customer_with_domains_is_deleted_only_with_cascade_and_frees_them() {
         "{body}"
     );
     admin
-        .expect(
-            admin
-                .delete(&format!("/v1/nodes/{}?cascade=true", tree.c1))
-                .await,
-            204,
-        )
+        .delete_expect(&format!("/v1/nodes/{}?cascade=true", tree.c1), 204)
         .await;
     assert_eq!(admin.usage(&tree.a, "domains").await["used"], 0);
-    admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/domains", tree.c2),
-                    &json!({"name": "held.example"}),
-                )
-                .await,
-            201,
-        )
-        .await;
+    admin.register_domain(&tree.c2, "held.example").await;
     app.assert_verified();
 }
 
@@ -446,17 +325,9 @@ async fn an_expired_claim_returns_its_unit_though_nobody_wants_the_name() {
     }
     assert_eq!(audited(&app, &tree.c1, "domain.expire", "system"), 1);
     let left = admin
-        .expect(
-            admin.get(&format!("/v1/nodes/{}/domains", tree.c1)).await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/domains", tree.c1))
         .await;
-    let names: Vec<&str> = left["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = texts(&left["items"], "name");
     assert_eq!(names, ["fresh.example"], "a claim within its days stays");
     app.assert_verified();
 }
@@ -473,21 +344,8 @@ async fn a_verified_claim_takes_over_another_customers_pending_one() {
     assert_eq!(owned["verification"]["status"], "pending");
     assert_eq!(admin.usage(&tree.c2, "domains").await["used"], 1);
 
-    dns.publish_txt(
-        "_allot.victim-corp.example",
-        owned["verification"]["token"].as_str().unwrap(),
-    );
-    let verified = admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/domains/{}/verify", owned["id"].as_str().unwrap()),
-                    &json!({}),
-                )
-                .await,
-            200,
-        )
-        .await;
+    dns.publish_proof("victim-corp.example", &owned);
+    let verified = admin.verify_domain(&owned).await;
     assert_eq!(verified["verification"]["status"], "verified");
     assert_eq!(
         admin
@@ -525,40 +383,21 @@ async fn a_verified_domain_is_never_taken_over() {
     let (status, second) = claim(&admin, &tree.c2, "held.example").await;
     assert_eq!(status, 201, "{second}");
     for claim in [&first, &second] {
-        dns.publish_txt(
-            "_allot.held.example",
-            claim["verification"]["token"].as_str().unwrap(),
-        );
+        dns.publish_proof("held.example", claim);
     }
-    let verify = |claim: &Value| format!("/v1/domains/{}/verify", claim["id"].as_str().unwrap());
-    admin
-        .expect(admin.post(&verify(&first), &json!({})).await, 200)
-        .await;
+    admin.verify_domain(&first).await;
 
     assert_eq!(
-        admin.post(&verify(&second), &json!({})).await.status(),
+        admin.post(&verify_path(&second), &json!({})).await.status(),
         404,
         "the later claim went when the first proof won the name"
     );
     assert_eq!(audited(&app, &tree.c2, "domain.taken_over", "system"), 1);
-    assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{}/domains", tree.c2),
-                &json!({"name": "held.example"}),
-            )
-            .await,
-        409,
-        "domain-taken",
-    )
-    .await;
+    admin
+        .register_domain_problem(&tree.c2, "held.example", 409, "domain-taken")
+        .await;
     let held = admin
-        .expect(
-            admin
-                .get(&format!("/v1/domains/{}", first["id"].as_str().unwrap()))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/domains/{}", first["id"].as_str().unwrap()))
         .await;
     assert_eq!(held["verification"]["status"], "verified");
     assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 1);
@@ -581,14 +420,8 @@ async fn two_customers_proving_one_name_at_once_get_it_once() {
         for customer in [&tree.c1, &tree.c2] {
             let (status, body) = claim(&admin, customer, &name).await;
             assert_eq!(status, 201, "{body}");
-            dns.publish_txt(
-                &format!("_allot.{name}"),
-                body["verification"]["token"].as_str().unwrap(),
-            );
-            claims.push(format!(
-                "/v1/domains/{}/verify",
-                body["id"].as_str().unwrap()
-            ));
+            dns.publish_proof(&name, &body);
+            claims.push(verify_path(&body));
         }
         let empty = json!({});
         let (first, second) = tokio::join!(

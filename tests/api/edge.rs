@@ -36,6 +36,17 @@ async fn read_until_closed(stream: &mut TcpStream) -> Option<String> {
     }
 }
 
+/// Asks for `/healthz` on a new connection from `from` (closed after the answer); returns all
+/// that was read.
+async fn healthz_from(app: &TestApp, from: [u8; 4]) -> String {
+    let mut stream = connect_from(app, from).await;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: allot\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    read_until_closed(&mut stream).await.unwrap()
+}
+
 const SLOW_LOGIN: &[u8] = b"POST /v1/auth/token HTTP/1.1\r\nHost: allot\r\n\
     Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{";
 
@@ -130,24 +141,14 @@ async fn connections_over_the_bound_from_one_address_are_closed_while_another_is
         "closed at once, without an answer"
     );
 
-    let mut other = connect_from(&app, [127, 0, 0, 2]).await;
-    other
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: allot\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let answer = read_until_closed(&mut other).await.unwrap();
+    let answer = healthz_from(&app, [127, 0, 0, 2]).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
     // A connection given up gives its place back.
     drop(held.pop());
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let mut again = connect_from(&app, [127, 0, 0, 1]).await;
-        again
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: allot\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let answer = read_until_closed(&mut again).await.unwrap();
+        let answer = healthz_from(&app, [127, 0, 0, 1]).await;
         if answer.starts_with("HTTP/1.1 200") {
             break;
         }

@@ -33,13 +33,12 @@ async fn a_known_path_with_another_method_is_405_with_allow() {
 async fn malformed_json_is_a_400_problem() {
     let app = spawn_app().await;
     let response = app
-        .client
-        .post(app.url("/v1/auth/token"))
-        .header("content-type", "application/json")
-        .body(r#"{"username": "admin", "password": "#)
-        .send()
-        .await
-        .unwrap();
+        .post_raw(
+            "/v1/auth/token",
+            "application/json",
+            r#"{"username": "admin", "password": "#,
+        )
+        .await;
     assert_problem(response, 400, "malformed-body").await;
 }
 
@@ -47,13 +46,12 @@ async fn malformed_json_is_a_400_problem() {
 async fn invalid_utf8_in_json_is_a_400_problem() {
     let app = spawn_app().await;
     let response = app
-        .client
-        .post(app.url("/v1/auth/token"))
-        .header("content-type", "application/json")
-        .body(b"{\"username\": \"adm\xffin\", \"password\": \"x\"}".to_vec())
-        .send()
-        .await
-        .unwrap();
+        .post_raw(
+            "/v1/auth/token",
+            "application/json",
+            b"{\"username\": \"adm\xffin\", \"password\": \"x\"}".to_vec(),
+        )
+        .await;
     assert_problem(response, 400, "malformed-body").await;
 }
 
@@ -61,13 +59,12 @@ async fn invalid_utf8_in_json_is_a_400_problem() {
 async fn a_body_that_is_not_json_by_content_type_is_a_415_problem() {
     let app = spawn_app().await;
     let response = app
-        .client
-        .post(app.url("/v1/auth/token"))
-        .header("content-type", "text/plain")
-        .body(r#"{"username": "admin", "password": "x"}"#)
-        .send()
-        .await
-        .unwrap();
+        .post_raw(
+            "/v1/auth/token",
+            "text/plain",
+            r#"{"username": "admin", "password": "x"}"#,
+        )
+        .await;
     assert_problem(response, 415, "unsupported-media-type").await;
 }
 

@@ -10,9 +10,9 @@ mod support;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::{Value, json};
-use support::{fuzz, json, mutated, text};
+use support::{fuzz, json, mutated, query_string, text};
 
-use crate::helpers::{seed_tree, spawn_app};
+use crate::helpers::{content_type, seed_tree, spawn_app};
 
 /// Cases per harness in an ordinary `cargo test`.
 const CASES: u32 = 32;
@@ -20,12 +20,7 @@ const CASES: u32 = 32;
 /// Asserts what any answer to any input must be.
 async fn answered(what: &str, response: reqwest::Response) -> Result<u16, TestCaseError> {
     let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let content_type = content_type(&response);
     let body = response.text().await.unwrap_or_default();
     prop_assert!(status < 500, "{what}: {status} {body}");
     if status >= 400 {
@@ -198,19 +193,7 @@ fn fuzz_http_bodies_and_queries() {
         ]),
         prop_oneof![text(), "[0-9]{0,12}", "%[0-9A-Fa-f]{0,2}"],
     );
-    let queries = (
-        0..lists.len(),
-        prop_oneof![
-            any::<String>(),
-            prop::collection::vec(pair, 0..4).prop_map(|pairs| {
-                pairs
-                    .into_iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join("&")
-            }),
-        ],
-    );
+    let queries = (0..lists.len(), query_string(pair, 0..4));
     fuzz("HTTP query strings", CASES * 2, queries, |(i, raw)| {
         let path = format!("{}?{}", lists[i], query_text(&raw));
         send(Method::GET, &path, "application/json", Vec::new()).map(drop)

@@ -29,22 +29,12 @@ async fn healthz_answers_ok_with_a_fresh_request_id() {
 async fn a_callers_request_id_is_echoed_and_a_hostile_one_replaced() {
     let app = spawn_app().await;
     let response = app
-        .client
-        .get(app.url("/healthz"))
-        .header("x-request-id", "portal-trace-42")
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("/healthz", "x-request-id", "portal-trace-42")
+        .await;
     assert_eq!(response.headers()["x-request-id"], "portal-trace-42");
 
     let long = "x".repeat(500);
-    let response = app
-        .client
-        .get(app.url("/healthz"))
-        .header("x-request-id", &long)
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_with_header("/healthz", "x-request-id", &long).await;
     let id = response.headers()["x-request-id"].to_str().unwrap();
     assert_ne!(id, long);
     assert!(uuid::Uuid::parse_str(id).is_ok());
@@ -54,12 +44,8 @@ async fn a_callers_request_id_is_echoed_and_a_hostile_one_replaced() {
 async fn error_responses_carry_the_request_id_too() {
     let app = spawn_app().await;
     let response = app
-        .client
-        .get(app.url("/no/such/route"))
-        .header("x-request-id", "trace-404")
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("/no/such/route", "x-request-id", "trace-404")
+        .await;
     assert_eq!(response.headers()["x-request-id"], "trace-404");
     assert_problem(response, 404, "not-found").await;
 }

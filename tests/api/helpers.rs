@@ -10,6 +10,7 @@ use allot::config::{Config, LogFormat};
 use allot::startup::{self, Application};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 pub const ADMIN_USERNAME: &str = "admin";
@@ -140,19 +141,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let db = TestDb::new();
     let mut config = test_config(db.url());
     adjust(&mut config);
-    let (pool, keys, _) = startup::prepare(&config).expect("the test app prepares");
     let database_url = config.database_url.clone();
-    let app = Application::build(config, pool, keys).expect("the test app builds");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let handle = app.handle();
-    tokio::spawn(app.run_until_stopped());
-    TestApp {
-        address,
-        client: client().build().expect("a client"),
-        database_url,
-        handle,
-        _db: Some(db),
-    }
+    start(config, database_url, Some(db))
 }
 
 /// How every test client is made. Redirects are the test's to see. An idle connection is dropped
@@ -174,17 +164,23 @@ pub async fn spawn_another(first: &TestApp) -> TestApp {
 pub async fn spawn_app_on(database_url: &str, adjust: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config(database_url);
     adjust(&mut config);
-    let (pool, keys, _) = startup::prepare(&config).expect("the app prepares");
-    let app = Application::build(config, pool, keys).expect("the app builds");
+    start(config, database_url.to_owned(), None)
+}
+
+/// Starts an allot of `config` in the background; `database_url` is what the test reads behind
+/// its back, and `db`, if any, is dropped after the server is told to stop.
+fn start(config: Config, database_url: String, db: Option<TestDb>) -> TestApp {
+    let (pool, keys, _) = startup::prepare(&config).expect("the test app prepares");
+    let app = Application::build(config, pool, keys).expect("the test app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
         client: client().build().expect("a client"),
-        database_url: database_url.to_owned(),
+        database_url,
         handle,
-        _db: None,
+        _db: db,
     }
 }
 
@@ -204,6 +200,24 @@ impl TestApp {
             .send()
             .await
             .expect("POST")
+    }
+
+    /// GETs `path` with one extra header, unauthenticated.
+    pub async fn get_with_header(&self, path: &str, name: &str, value: &str) -> reqwest::Response {
+        let request = self.client.get(self.url(path)).header(name, value);
+        request.send().await.expect("GET")
+    }
+
+    /// POSTs the raw `body` to `path` as `content_type`, unauthenticated.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let request = self.client.post(self.url(path));
+        let request = request.header("content-type", content_type).body(body);
+        request.send().await.expect("POST")
     }
 
     pub async fn login(&self, username: &str, password: &str) -> reqwest::Response {
@@ -240,6 +254,12 @@ impl TestApp {
         assert_eq!(response.status(), 200);
         let body: Value = response.json().await.expect("a JSON body");
         body["access_token"].as_str().expect("a token").to_owned()
+    }
+
+    /// `/v1/me` as the holder of `token` sees it (whatever the status).
+    pub async fn me(&self, token: &str) -> Value {
+        let response = self.get_with_token("/v1/me", token).await;
+        response.json().await.unwrap()
     }
 
     pub async fn get_with_token(&self, path: &str, token: &str) -> reqwest::Response {
@@ -294,72 +314,95 @@ pub struct Caller<'a> {
 }
 
 impl Caller<'_> {
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         self.app
             .client
             .request(method, self.app.url(path))
             .bearer_auth(&self.token)
     }
 
+    /// Sends `method` on `path` with `header` and the JSON `body`, if any; returns the answer.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        header: Option<(&str, &str)>,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let what = method.to_string();
+        let mut request = self.request(method, path);
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect(&what)
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.request(reqwest::Method::GET, path)
-            .send()
-            .await
-            .expect("GET")
+        self.send(Method::GET, path, None, None).await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.request(reqwest::Method::POST, path)
-            .json(body)
-            .send()
-            .await
-            .expect("POST")
+        self.send(Method::POST, path, None, Some(body)).await
     }
 
     pub async fn post_with_key(&self, path: &str, key: &str, body: &Value) -> reqwest::Response {
-        self.request(reqwest::Method::POST, path)
-            .header("idempotency-key", key)
-            .json(body)
-            .send()
-            .await
-            .expect("POST")
+        let header = Some(("idempotency-key", key));
+        self.send(Method::POST, path, header, Some(body)).await
     }
 
     pub async fn put(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.request(reqwest::Method::PUT, path)
-            .json(body)
-            .send()
-            .await
-            .expect("PUT")
+        self.send(Method::PUT, path, None, Some(body)).await
     }
 
     pub async fn patch(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.request(reqwest::Method::PATCH, path)
-            .json(body)
-            .send()
-            .await
-            .expect("PATCH")
+        self.send(Method::PATCH, path, None, Some(body)).await
     }
 
     pub async fn patch_if_match(&self, path: &str, etag: &str, body: &Value) -> reqwest::Response {
-        self.request(reqwest::Method::PATCH, path)
-            .header("if-match", etag)
-            .json(body)
-            .send()
-            .await
-            .expect("PATCH")
+        let header = Some(("if-match", etag));
+        self.send(Method::PATCH, path, header, Some(body)).await
     }
 
     pub async fn delete(&self, path: &str) -> reqwest::Response {
-        self.request(reqwest::Method::DELETE, path)
-            .send()
-            .await
-            .expect("DELETE")
+        self.send(Method::DELETE, path, None, None).await
     }
 
     /// PATCHes `body` onto `path`, asserts 200, and returns the changed resource.
     pub async fn patch_ok(&self, path: &str, body: &Value) -> Value {
-        self.expect(self.patch(path, body).await, 200).await
+        self.patch_expect(path, body, 200).await
+    }
+
+    /// GETs `path`, asserts 200, and returns the JSON body.
+    pub async fn get_ok(&self, path: &str) -> Value {
+        self.get_expect(path, 200).await
+    }
+
+    /// GETs `path`, asserts `status`, and returns the JSON body.
+    pub async fn get_expect(&self, path: &str, status: u16) -> Value {
+        self.expect(self.get(path).await, status).await
+    }
+
+    /// POSTs `body` to `path`, asserts `status`, and returns the JSON body.
+    pub async fn post_expect(&self, path: &str, body: &Value, status: u16) -> Value {
+        self.expect(self.post(path, body).await, status).await
+    }
+
+    /// PUTs `body` on `path`, asserts `status`, and returns the JSON body.
+    pub async fn put_expect(&self, path: &str, body: &Value, status: u16) -> Value {
+        self.expect(self.put(path, body).await, status).await
+    }
+
+    /// PATCHes `body` onto `path`, asserts `status`, and returns the JSON body.
+    pub async fn patch_expect(&self, path: &str, body: &Value, status: u16) -> Value {
+        self.expect(self.patch(path, body).await, status).await
+    }
+
+    /// DELETEs `path`, asserts `status`, and returns the JSON body (null when empty).
+    pub async fn delete_expect(&self, path: &str, status: u16) -> Value {
+        self.expect(self.delete(path).await, status).await
     }
 
     /// Sends, asserts the status, and returns the JSON body.
@@ -374,93 +417,35 @@ impl Caller<'_> {
         }
     }
 
+    /// GETs `path` and asserts the refusal is a problem of `status` and `slug`; returns it.
+    pub async fn get_problem(&self, path: &str, status: u16, slug: &str) -> Value {
+        assert_problem(self.get(path).await, status, slug).await
+    }
+
+    /// POSTs `body` to `path` and asserts a problem of `status` and `slug`; returns it.
+    pub async fn post_problem(&self, path: &str, body: &Value, status: u16, slug: &str) -> Value {
+        assert_problem(self.post(path, body).await, status, slug).await
+    }
+
+    /// PUTs `body` on `path` and asserts a problem of `status` and `slug`; returns it.
+    pub async fn put_problem(&self, path: &str, body: &Value, status: u16, slug: &str) -> Value {
+        assert_problem(self.put(path, body).await, status, slug).await
+    }
+
+    /// PATCHes `body` onto `path` and asserts a problem of `status` and `slug`; returns it.
+    pub async fn patch_problem(&self, path: &str, body: &Value, status: u16, slug: &str) -> Value {
+        assert_problem(self.patch(path, body).await, status, slug).await
+    }
+
+    /// DELETEs `path` and asserts a problem of `status` and `slug`; returns it.
+    pub async fn delete_problem(&self, path: &str, status: u16, slug: &str) -> Value {
+        assert_problem(self.delete(path).await, status, slug).await
+    }
+
     /// The caller's own node id.
     pub async fn node_id(&self) -> String {
-        let me = self.expect(self.get("/v1/me").await, 200).await;
+        let me = self.get_ok("/v1/me").await;
         me["node_id"].as_str().unwrap().to_owned()
-    }
-
-    pub async fn set_licence(&self, lines: Value) -> Value {
-        self.expect(
-            self.put("/v1/licence", &json!({"resources": lines})).await,
-            200,
-        )
-        .await
-    }
-
-    pub async fn create_child(&self, parent: &str, kind: &str, name: &str) -> String {
-        let body = self
-            .expect(
-                self.post(
-                    &format!("/v1/nodes/{parent}/children"),
-                    &json!({"kind": kind, "name": name}),
-                )
-                .await,
-                201,
-            )
-            .await;
-        body["id"].as_str().unwrap().to_owned()
-    }
-
-    pub async fn allocate(&self, node: &str, resource: &str, amount: i64) -> reqwest::Response {
-        self.post(
-            &format!("/v1/nodes/{node}/allocations"),
-            &json!({"resource": resource, "amount": amount}),
-        )
-        .await
-    }
-
-    /// Registers domain `name` for `customer` (unverified); returns it.
-    pub async fn register_domain(&self, customer: &str, name: &str) -> Value {
-        self.expect(
-            self.post(
-                &format!("/v1/nodes/{customer}/domains"),
-                &json!({"name": name}),
-            )
-            .await,
-            201,
-        )
-        .await
-    }
-
-    /// Creates the mailbox `address` for `customer`; returns it.
-    pub async fn create_mailbox(&self, customer: &str, address: &str) -> Value {
-        self.expect(
-            self.post(
-                &format!("/v1/nodes/{customer}/mailboxes"),
-                &json!({"address": address}),
-            )
-            .await,
-            201,
-        )
-        .await
-    }
-
-    /// Gives mailbox `mailbox` the alias `address`; returns it.
-    pub async fn add_alias(&self, mailbox: &str, address: &str) -> Value {
-        self.expect(
-            self.post(
-                &format!("/v1/mailboxes/{mailbox}/aliases"),
-                &json!({"address": address}),
-            )
-            .await,
-            201,
-        )
-        .await
-    }
-
-    /// The usage report line of `resource` at `node`.
-    pub async fn usage(&self, node: &str, resource: &str) -> Value {
-        let report = self
-            .expect(self.get(&format!("/v1/nodes/{node}/usage")).await, 200)
-            .await;
-        report["resources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["resource"] == resource)
-            .cloned()
-            .unwrap()
     }
 }
 
@@ -497,13 +482,9 @@ pub async fn seed_tree(admin: &Caller<'_>) -> Tree {
     ] {
         // Every mailbox takes a `users` and a `module:base` seat: the tree grants both alike.
         for resource in ["users", "module:base"] {
-            admin
-                .expect(admin.allocate(node, resource, users).await, 201)
-                .await;
+            admin.grant(node, resource, users).await;
         }
-        admin
-            .expect(admin.allocate(node, "domains", domains).await, 201)
-            .await;
+        admin.grant(node, "domains", domains).await;
     }
     Tree {
         owner,
@@ -515,16 +496,64 @@ pub async fn seed_tree(admin: &Caller<'_>) -> Tree {
     }
 }
 
-/// Asserts that `response` is a problem document of `status` and `slug`; returns its body.
-pub async fn assert_problem(response: reqwest::Response, status: u16, slug: &str) -> Value {
-    assert_eq!(response.status(), status, "status");
-    let content_type = response
+/// The string `field` of every element of the array `list`, in order (the addresses of a listing's
+/// items, say).
+pub fn texts<'a>(list: &'a Value, field: &str) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item[field].as_str().unwrap())
+        .collect()
+}
+
+/// A watchdog for the child process `pid`: a shell that sends it `SIG{signal}` as soon as its
+/// stdin gives a line or ends, which it does when the test drops the watchdog's stdin or the test
+/// process (the pipe's only writer) dies, however it dies. So a server a test started does not
+/// outlive a test run that was killed. Spawn it after the watched process, so that process does
+/// not hold the pipe's other end.
+pub fn watchdog(pid: u32, signal: &str) -> std::io::Result<std::process::Child> {
+    std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!(r#"read -r line; kill -{signal} "$0" 2>/dev/null"#),
+            &pid.to_string(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+}
+
+/// Waits for `child` to exit, looking `every` so often, for at most `timeout`; true if it did.
+pub fn wait_bounded(
+    child: &mut std::process::Child,
+    timeout: std::time::Duration,
+    every: std::time::Duration,
+) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => return true,
+            Ok(None) if std::time::Instant::now() > deadline => return false,
+            Ok(None) => std::thread::sleep(every),
+        }
+    }
+}
+
+/// The `content-type` of `response` ("" when it has none or it is not text).
+pub fn content_type(response: &reqwest::Response) -> String {
+    response
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
-        .to_owned();
-    assert_eq!(content_type, "application/problem+json");
+        .to_owned()
+}
+
+/// Asserts that `response` is a problem document of `status` and `slug`; returns its body.
+pub async fn assert_problem(response: reqwest::Response, status: u16, slug: &str) -> Value {
+    assert_eq!(response.status(), status, "status");
+    assert_eq!(content_type(&response), "application/problem+json");
     let body: Value = response.json().await.expect("a JSON problem document");
     assert_eq!(
         body["type"],

@@ -24,7 +24,7 @@ async fn a_retried_create_replays_the_first_answer_and_creates_once() {
     assert_eq!(again.headers()["etag"], "\"1\"");
     assert_eq!(again.json::<Value>().await.unwrap(), first);
 
-    let children = admin.expect(admin.get(&path).await, 200).await;
+    let children = admin.get_ok(&path).await;
     assert_eq!(children["items"].as_array().unwrap().len(), 1);
     app.assert_verified();
 }
@@ -56,7 +56,7 @@ async fn a_key_reused_for_another_request_is_refused() {
         .await;
     let body = assert_problem(too_long, 422, "validation-failed").await;
     assert_eq!(body["errors"][0]["field"], "Idempotency-Key");
-    let children = admin.expect(admin.get(&path).await, 200).await;
+    let children = admin.get_ok(&path).await;
     assert_eq!(children["items"].as_array().unwrap().len(), 1);
     app.assert_verified();
 }
@@ -96,23 +96,7 @@ async fn a_refused_request_is_not_recorded_and_may_be_retried() {
         "quota-exceeded",
     )
     .await;
-    let grant = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/allocations?resource=users", tree.a1))
-                .await,
-            200,
-        )
-        .await;
-    let grant = grant["items"][0]["id"].as_str().unwrap().to_owned();
-    admin
-        .expect(
-            admin
-                .patch(&format!("/v1/allocations/{grant}"), &json!({"amount": 300}))
-                .await,
-            200,
-        )
-        .await;
+    admin.set_grant(&tree.a1, "users", 300).await;
     let retried = admin.post_with_key(&path, "invoice-2", &body).await;
     assert!(retried.headers().get("idempotent-replayed").is_none());
     admin.expect(retried, 201).await;

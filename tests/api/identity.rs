@@ -5,10 +5,10 @@
 
 use serde_json::{Value, json};
 
-use crate::check::{ask, check_key, exchange, free_port, setup, spawn};
+use crate::check::{ask, check_key, exchange, policy_request, setup, spawn, with_listeners};
 use crate::dns::DnsServer;
-use crate::helpers::{Caller, assert_problem, spawn_another, spawn_app, spawn_app_with};
-use crate::mailboxes::{import, with_domains};
+use crate::helpers::{Caller, assert_problem, spawn_another, spawn_app};
+use crate::mailboxes::{import_csv_each_row, with_domains};
 
 const NFC_JORG: &str = "j\u{f6}rg@c1.example";
 const NFD_JORG: &str = "jo\u{308}rg@c1.example";
@@ -16,12 +16,7 @@ const NFD_JORG: &str = "jo\u{308}rg@c1.example";
 /// The addresses of `customer`'s mailboxes, role addresses left out.
 async fn addresses(admin: &Caller<'_>, customer: &str) -> Vec<String> {
     let listed = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{customer}/mailboxes?limit=500"))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{customer}/mailboxes?limit=500"))
         .await;
     let mut found: Vec<String> = listed["items"]
         .as_array()
@@ -67,23 +62,17 @@ async fn case_and_normalisation_variants_are_one_address_and_invisible_character
         "J\u{d6}RG@c1.example",
         "sales@c1.example",
     ] {
-        assert_problem(
-            admin.post(&path, &json!({"address": taken})).await,
-            409,
-            "address-taken",
-        )
-        .await;
-        assert_problem(
-            admin
-                .post(
-                    &format!("/v1/mailboxes/{}/aliases", jorg["id"].as_str().unwrap()),
-                    &json!({"address": taken}),
-                )
-                .await,
-            409,
-            "address-taken",
-        )
-        .await;
+        admin
+            .post_problem(&path, &json!({"address": taken}), 409, "address-taken")
+            .await;
+        admin
+            .post_problem(
+                &format!("/v1/mailboxes/{}/aliases", jorg["id"].as_str().unwrap()),
+                &json!({"address": taken}),
+                409,
+                "address-taken",
+            )
+            .await;
     }
     for (invisible, code) in [
         ("ja\u{200b}ne@c1.example", "U+200B"),
@@ -91,12 +80,14 @@ async fn case_and_normalisation_variants_are_one_address_and_invisible_character
         ("ja\u{ad}ne@c1.example", "U+00AD"),
         ("\"ja\u{2066}ne\"@c1.example", "U+2066"),
     ] {
-        let body = assert_problem(
-            admin.post(&path, &json!({"address": invisible})).await,
-            422,
-            "validation-failed",
-        )
-        .await;
+        let body = admin
+            .post_problem(
+                &path,
+                &json!({"address": invisible}),
+                422,
+                "validation-failed",
+            )
+            .await;
         assert_eq!(body["errors"][0]["field"], "address", "{body}");
         assert!(
             body["errors"][0]["message"]
@@ -134,17 +125,7 @@ async fn an_import_reports_case_and_normalisation_variants_as_taken() {
         "address\nAnn@c1.example\nbob@c1.example\nBOB@C1.EXAMPLE\n{NFC_JORG}\n{NFD_JORG}\n"
     );
     let report = admin
-        .expect(
-            import(
-                &admin,
-                &tree.c1,
-                "?atomic=false",
-                "text/csv",
-                csv.into_bytes(),
-            )
-            .await,
-            200,
-        )
+        .expect(import_csv_each_row(&admin, &tree.c1, csv).await, 200)
         .await;
     let outcomes: Vec<(i64, &str, &str)> = report["rows"]
         .as_array()
@@ -213,13 +194,7 @@ async fn checks_and_enrolments_of_variants_find_one_mailbox_taking_one_seat() {
 #[tokio::test]
 async fn postfix_finds_case_variants_through_the_policy_and_socketmap_listeners() {
     let dns = DnsServer::start().await;
-    let (policy, socketmap) = (free_port(), free_port());
-    let app = spawn_app_with(|config| {
-        config.dns_resolver = dns.addr;
-        config.policy_listen = Some(policy);
-        config.socketmap_listen = Some(socketmap);
-    })
-    .await;
+    let (app, policy, socketmap) = with_listeners(&dns, |_| {}).await;
     let (admin, tree) = setup(&app, &dns).await;
     admin
         .patch_ok(
@@ -232,13 +207,6 @@ async fn postfix_finds_case_variants_through_the_policy_and_socketmap_listeners(
         .add_alias(pat["id"].as_str().unwrap(), "Team@c1.example")
         .await;
 
-    let request = |context: &str, sender: &str, recipient: &str| {
-        format!(
-            "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n\
-             client_address=192.0.2.7\nhelo_name=mx.example.net\nsender={sender}\n\
-             recipient={recipient}\npolicy_context={context}\nsasl_username=\n\n"
-        )
-    };
     let mut stream = tokio::net::TcpStream::connect(policy).await.unwrap();
     for (context, sender, recipient) in [
         ("", "someone@example.net", "PAT@c1.example"),
@@ -250,7 +218,7 @@ async fn postfix_finds_case_variants_through_the_policy_and_socketmap_listeners(
         assert_eq!(
             exchange(
                 &mut stream,
-                request(context, sender, recipient).as_bytes(),
+                policy_request(context, sender, recipient).as_bytes(),
                 b"\n\n"
             )
             .await,
@@ -285,13 +253,9 @@ async fn a_case_sensitive_customer_keeps_variants_apart_and_cannot_switch_back_w
     let (app, dns) = spawn().await;
     let (admin, tree) = setup(&app, &dns).await;
     let worker = check_key(&app, &admin, &tree.owner).await;
-    let node = admin
-        .expect(admin.get(&format!("/v1/nodes/{}", tree.c1)).await, 200)
-        .await;
+    let node = admin.get_ok(&format!("/v1/nodes/{}", tree.c1)).await;
     assert_eq!(node["local_part_case"], "insensitive", "the default");
-    let owner = admin
-        .expect(admin.get(&format!("/v1/nodes/{}", tree.owner)).await, 200)
-        .await;
+    let owner = admin.get_ok(&format!("/v1/nodes/{}", tree.owner)).await;
     assert!(owner.get("local_part_case").is_none(), "a customer setting");
     assert_problem(
         patch_case(&admin, &tree.a, "sensitive").await,
@@ -317,17 +281,9 @@ async fn a_case_sensitive_customer_keeps_variants_apart_and_cannot_switch_back_w
     let (_, _, answer) = ask(&worker, check("desk@c1.example")).await;
     assert_eq!(answer["mailbox_id"], jane["id"], "{answer}");
     let lower = admin.create_mailbox(&tree.c1, "jane@c1.example").await;
-    assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{}/mailboxes", tree.c1),
-                &json!({"address": "Jane@c1.example"}),
-            )
-            .await,
-        409,
-        "address-taken",
-    )
-    .await;
+    admin
+        .create_mailbox_problem(&tree.c1, "Jane@c1.example", 409, "address-taken")
+        .await;
     let (_, reason, _) = ask(&worker, check("JANE@c1.example")).await;
     assert_eq!(reason, "unknown_mailbox", "exact comparison");
     let (_, _, answer) = ask(&worker, check("jane@c1.example")).await;
@@ -349,25 +305,19 @@ async fn a_case_sensitive_customer_keeps_variants_apart_and_cannot_switch_back_w
         .collect();
     named.sort();
     assert_eq!(named, ["Jane@c1.example", "jane@c1.example"]);
-    let node = admin
-        .expect(admin.get(&format!("/v1/nodes/{}", tree.c1)).await, 200)
-        .await;
+    let node = admin.get_ok(&format!("/v1/nodes/{}", tree.c1)).await;
     assert_eq!(node["local_part_case"], "sensitive", "nothing changed");
 
     let lower_id = lower["id"].as_str().unwrap();
     admin
-        .expect(
-            admin
-                .post(&format!("/v1/mailboxes/{lower_id}/disable"), &json!({}))
-                .await,
+        .post_expect(
+            &format!("/v1/mailboxes/{lower_id}/disable"),
+            &json!({}),
             200,
         )
         .await;
     admin
-        .expect(
-            admin.delete(&format!("/v1/mailboxes/{lower_id}")).await,
-            204,
-        )
+        .delete_expect(&format!("/v1/mailboxes/{lower_id}"), 204)
         .await;
     admin
         .expect(patch_case(&admin, &tree.c1, "insensitive").await, 200)
@@ -384,12 +334,14 @@ async fn a_domain_whose_label_mixes_scripts_is_refused() {
     let tree = with_domains(&admin).await;
     let path = format!("/v1/nodes/{}/domains", tree.c1);
     for confusable in ["p\u{430}ypal.example", "xn--pypal-4ve.example"] {
-        let body = assert_problem(
-            admin.post(&path, &json!({"name": confusable})).await,
-            422,
-            "validation-failed",
-        )
-        .await;
+        let body = admin
+            .post_problem(
+                &path,
+                &json!({"name": confusable}),
+                422,
+                "validation-failed",
+            )
+            .await;
         assert_eq!(body["errors"][0]["field"], "name", "{body}");
         let message = body["errors"][0]["message"].as_str().unwrap();
         assert!(
@@ -404,10 +356,7 @@ async fn a_domain_whose_label_mixes_scripts_is_refused() {
         .register_domain(&tree.c1, "\u{43f}\u{43e}\u{447}\u{442}\u{430}.example")
         .await;
     let listed: Value = admin
-        .expect(
-            admin.get(&format!("/v1/nodes/{}/domains", tree.c1)).await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/domains", tree.c1))
         .await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
     app.assert_verified();

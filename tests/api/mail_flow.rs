@@ -10,9 +10,9 @@
 
 use serde_json::{Value, json};
 
-use crate::check::{Outage, free_port, setup, verified_domain};
+use crate::check::{Outage, setup, verified_domain, with_listeners};
 use crate::dns::DnsServer;
-use crate::helpers::{Caller, TestApp, Tree, spawn_app_with};
+use crate::helpers::{Caller, TestApp, Tree, texts};
 use crate::mta::{self, Postfix, Reply, Smtp, rcpt};
 
 const README: &str = include_str!("../../README.md");
@@ -65,14 +65,7 @@ struct Flow {
 
 async fn flow(adjust: impl FnOnce(&mut allot::config::Config)) -> Flow {
     let dns = DnsServer::start().await;
-    let (policy, socketmap) = (free_port(), free_port());
-    let app = spawn_app_with(|config| {
-        config.dns_resolver = dns.addr;
-        config.policy_listen = Some(policy);
-        config.socketmap_listen = Some(socketmap);
-        adjust(config);
-    })
-    .await;
+    let (app, policy, socketmap) = with_listeners(&dns, adjust).await;
     let postfix = postfix(policy, socketmap).await;
     Flow { app, dns, postfix }
 }
@@ -111,9 +104,7 @@ async fn customer(
 ) -> String {
     let node = admin.create_child(parent, "customer", name).await;
     for (resource, amount) in [("users", seats), ("module:base", seats), ("domains", 1)] {
-        admin
-            .expect(admin.allocate(&node, resource, amount).await, 201)
-            .await;
+        admin.grant(&node, resource, amount).await;
     }
     verified_domain(admin, dns, &node, name).await;
     node
@@ -212,19 +203,9 @@ async fn a_real_postfix_gives_every_case_its_reply_inbound_and_outbound() {
     }
     // The one sender seen for the first time is a mailbox now; no recipient became one.
     let enrolled = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/mailboxes?origin=check", tree.owner))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/mailboxes?origin=check", tree.owner))
         .await;
-    let addresses: Vec<&str> = enrolled["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["address"].as_str().unwrap())
-        .collect();
+    let addresses: Vec<&str> = texts(&enrolled["items"], "address");
     assert_eq!(addresses, ["new@c1.example"]);
 }
 
@@ -259,12 +240,7 @@ async fn a_hundred_messages_to_unknown_recipients_enrol_nobody_and_take_no_seat(
         before["used"]
     );
     let enrolled: Value = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/mailboxes?origin=check", tree.c1))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/mailboxes?origin=check", tree.c1))
         .await;
     assert_eq!(enrolled["items"], json!([]));
     let metrics = flow.app.get("/metrics").await.text().await.unwrap();

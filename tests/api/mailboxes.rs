@@ -2,33 +2,13 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Caller, Tree, assert_problem, seed_tree, spawn_app};
+use crate::helpers::{Caller, Tree, assert_problem, seed_tree, spawn_app, texts};
 
 /// The tree with a domain for C1 and one for C2.
 pub(crate) async fn with_domains(admin: &Caller<'_>) -> Tree {
     let tree = seed_tree(admin).await;
-    admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/domains", tree.c1),
-                    &json!({"name": "c1.example"}),
-                )
-                .await,
-            201,
-        )
-        .await;
-    admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/domains", tree.c2),
-                    &json!({"name": "株式.会社"}),
-                )
-                .await,
-            201,
-        )
-        .await;
+    admin.register_domain(&tree.c1, "c1.example").await;
+    admin.register_domain(&tree.c2, "株式.会社").await;
     tree
 }
 
@@ -38,19 +18,9 @@ async fn a_mailbox_takes_a_seat_and_every_domain_has_its_role_addresses() {
     let admin = app.as_admin().await;
     let tree = with_domains(&admin).await;
     let roles = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/mailboxes?origin=role", tree.c1))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/mailboxes?origin=role", tree.c1))
         .await;
-    let roles: Vec<&str> = roles["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["address"].as_str().unwrap())
-        .collect();
+    let roles: Vec<&str> = texts(&roles["items"], "address");
     assert_eq!(roles, ["postmaster@c1.example", "abuse@c1.example"]);
     assert_eq!(
         admin.usage(&tree.c1, "users").await["used"],
@@ -89,71 +59,60 @@ async fn addresses_are_unique_and_must_be_on_the_customers_own_domains() {
     let tree = with_domains(&admin).await;
     let path = format!("/v1/nodes/{}/mailboxes", tree.c1);
     admin
-        .expect(
-            admin
-                .post(&path, &json!({"address": "Jane@C1.example"}))
-                .await,
-            201,
+        .post_expect(&path, &json!({"address": "Jane@C1.example"}), 201)
+        .await;
+    admin
+        .post_problem(
+            &path,
+            &json!({"address": "Jane@c1.EXAMPLE"}),
+            409,
+            "address-taken",
         )
         .await;
-    assert_problem(
-        admin
-            .post(&path, &json!({"address": "Jane@c1.EXAMPLE"}))
-            .await,
-        409,
-        "address-taken",
-    )
-    .await;
     // Local parts compare regardless of case by default (tests/api/identity.rs has the rest).
-    assert_problem(
-        admin
-            .post(&path, &json!({"address": "jane@c1.example"}))
-            .await,
-        409,
-        "address-taken",
-    )
-    .await;
-    let body = assert_problem(
-        admin.post(&path, &json!({"address": "x@株式.会社"})).await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    admin
+        .post_problem(
+            &path,
+            &json!({"address": "jane@c1.example"}),
+            409,
+            "address-taken",
+        )
+        .await;
+    let body = admin
+        .post_problem(
+            &path,
+            &json!({"address": "x@株式.会社"}),
+            422,
+            "validation-failed",
+        )
+        .await;
     assert!(
         body["errors"][0]["message"]
             .as_str()
             .unwrap()
             .contains("not one of this customer's domains")
     );
-    assert_problem(
-        admin
-            .post(&path, &json!({"address": "postmaster@c1.example"}))
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    admin
+        .post_problem(
+            &path,
+            &json!({"address": "postmaster@c1.example"}),
+            422,
+            "validation-failed",
+        )
+        .await;
     for bad in [
         "no-at",
         "a..b@c1.example",
         "\"open@c1.example",
         "a b@c1.example",
     ] {
-        let body = assert_problem(
-            admin.post(&path, &json!({"address": bad})).await,
-            422,
-            "validation-failed",
-        )
-        .await;
+        let body = admin
+            .post_problem(&path, &json!({"address": bad}), 422, "validation-failed")
+            .await;
         assert_eq!(body["errors"][0]["field"], "address", "{bad}");
     }
     admin
-        .expect(
-            admin
-                .post(&path, &json!({"address": "\"john smith\"@c1.example"}))
-                .await,
-            201,
-        )
+        .post_expect(&path, &json!({"address": "\"john smith\"@c1.example"}), 201)
         .await;
     assert_eq!(admin.usage(&tree.c1, "users").await["used"], 2);
     app.assert_verified();
@@ -164,40 +123,19 @@ async fn disabling_frees_the_seat_and_enabling_takes_it_when_one_is_free() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let tree = with_domains(&admin).await;
-    let grant = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/allocations?resource=users", tree.c1))
-                .await,
-            200,
-        )
-        .await;
-    let grant = grant["items"][0]["id"].as_str().unwrap().to_owned();
-    admin
-        .expect(
-            admin
-                .patch(&format!("/v1/allocations/{grant}"), &json!({"amount": 1}))
-                .await,
-            200,
-        )
-        .await;
+    admin.set_grant(&tree.c1, "users", 1).await;
     let path = format!("/v1/nodes/{}/mailboxes", tree.c1);
     let first = admin
-        .expect(
-            admin
-                .post(&path, &json!({"address": "one@c1.example"}))
-                .await,
-            201,
+        .post_expect(&path, &json!({"address": "one@c1.example"}), 201)
+        .await;
+    let body = admin
+        .post_problem(
+            &path,
+            &json!({"address": "two@c1.example"}),
+            409,
+            "quota-exceeded",
         )
         .await;
-    let body = assert_problem(
-        admin
-            .post(&path, &json!({"address": "two@c1.example"}))
-            .await,
-        409,
-        "quota-exceeded",
-    )
-    .await;
     assert_eq!(
         (
             body["resource"].as_str(),
@@ -208,31 +146,21 @@ async fn disabling_frees_the_seat_and_enabling_takes_it_when_one_is_free() {
     );
     let id = first["id"].as_str().unwrap();
     let disabled = admin
-        .expect(
-            admin
-                .post(&format!("/v1/mailboxes/{id}/disable"), &json!({}))
-                .await,
-            200,
-        )
+        .post_expect(&format!("/v1/mailboxes/{id}/disable"), &json!({}), 200)
         .await;
     assert_eq!(disabled["status"], "disabled");
     let second = admin
-        .expect(
-            admin
-                .post(&path, &json!({"address": "two@c1.example"}))
-                .await,
-            201,
-        )
+        .post_expect(&path, &json!({"address": "two@c1.example"}), 201)
         .await;
     assert_eq!(second["status"], "active");
-    assert_problem(
-        admin
-            .post(&format!("/v1/mailboxes/{id}/enable"), &json!({}))
-            .await,
-        409,
-        "quota-exceeded",
-    )
-    .await;
+    admin
+        .post_problem(
+            &format!("/v1/mailboxes/{id}/enable"),
+            &json!({}),
+            409,
+            "quota-exceeded",
+        )
+        .await;
     assert_eq!(admin.usage(&tree.c1, "users").await["used"], 1);
     app.assert_verified();
 }
@@ -242,42 +170,21 @@ async fn a_mailbox_is_deleted_only_once_disabled_and_role_addresses_never() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let tree = with_domains(&admin).await;
-    let created = admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/mailboxes", tree.c1),
-                    &json!({"address": "bye@c1.example"}),
-                )
-                .await,
-            201,
-        )
-        .await;
+    let created = admin.create_mailbox(&tree.c1, "bye@c1.example").await;
     let path = format!("/v1/mailboxes/{}", created["id"].as_str().unwrap());
-    assert_problem(admin.delete(&path).await, 409, "conflict").await;
+    admin.delete_problem(&path, 409, "conflict").await;
     admin
-        .expect(
-            admin.post(&format!("{path}/disable"), &json!({})).await,
-            200,
-        )
+        .post_expect(&format!("{path}/disable"), &json!({}), 200)
         .await;
-    admin.expect(admin.delete(&path).await, 204).await;
-    assert_problem(admin.get(&path).await, 404, "not-found").await;
+    admin.delete_expect(&path, 204).await;
+    admin.get_problem(&path, 404, "not-found").await;
     let roles = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/mailboxes?origin=role", tree.c1))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/mailboxes?origin=role", tree.c1))
         .await;
     let postmaster = roles["items"][0]["id"].as_str().unwrap();
-    assert_problem(
-        admin.delete(&format!("/v1/mailboxes/{postmaster}")).await,
-        409,
-        "conflict",
-    )
-    .await;
+    admin
+        .delete_problem(&format!("/v1/mailboxes/{postmaster}"), 409, "conflict")
+        .await;
     app.assert_verified();
 }
 
@@ -286,37 +193,21 @@ async fn a_domain_with_mailboxes_goes_only_with_cascade_and_returns_their_seats(
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let tree = with_domains(&admin).await;
-    admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/mailboxes", tree.c1),
-                    &json!({"address": "stay@c1.example"}),
-                )
-                .await,
-            201,
-        )
-        .await;
+    admin.create_mailbox(&tree.c1, "stay@c1.example").await;
     let domains = admin
-        .expect(
-            admin.get(&format!("/v1/nodes/{}/domains", tree.c1)).await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/domains", tree.c1))
         .await;
     let domain = format!(
         "/v1/domains/{}",
         domains["items"][0]["id"].as_str().unwrap()
     );
-    assert_problem(admin.delete(&domain).await, 409, "not-empty").await;
+    admin.delete_problem(&domain, 409, "not-empty").await;
     admin
-        .expect(admin.delete(&format!("{domain}?cascade=true")).await, 204)
+        .delete_expect(&format!("{domain}?cascade=true"), 204)
         .await;
     assert_eq!(admin.usage(&tree.c1, "users").await["used"], 0);
     let left = admin
-        .expect(
-            admin.get(&format!("/v1/nodes/{}/mailboxes", tree.c1)).await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/mailboxes", tree.c1))
         .await;
     assert_eq!(left["items"], json!([]));
     app.assert_verified();
@@ -328,67 +219,49 @@ async fn mailboxes_are_listed_and_changed_field_by_field() {
     let admin = app.as_admin().await;
     let tree = with_domains(&admin).await;
     let created = admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/mailboxes", tree.c1),
-                    &json!({"address": "ann@c1.example", "first_name": "Ann"}),
-                )
-                .await,
+        .post_expect(
+            &format!("/v1/nodes/{}/mailboxes", tree.c1),
+            &json!({"address": "ann@c1.example", "first_name": "Ann"}),
             201,
         )
         .await;
     let path = format!("/v1/mailboxes/{}", created["id"].as_str().unwrap());
     let changed = admin
-        .expect(
-            admin
-                .patch(&path, &json!({"last_name": "Lee", "first_name": null}))
-                .await,
-            200,
-        )
+        .patch_ok(&path, &json!({"last_name": "Lee", "first_name": null}))
         .await;
     assert_eq!(
         (changed["first_name"].clone(), changed["last_name"].as_str()),
         (Value::Null, Some("Lee"))
     );
-    assert_problem(
-        admin.patch(&path, &json!({"status": "disabled"})).await,
-        422,
-        "validation-failed",
-    )
-    .await;
-    let listed = admin
-        .expect(
-            admin
-                .get(&format!(
-                    "/v1/nodes/{}/mailboxes?address_prefix=ann&status=active",
-                    tree.a
-                ))
-                .await,
-            200,
+    admin
+        .patch_problem(
+            &path,
+            &json!({"status": "disabled"}),
+            422,
+            "validation-failed",
         )
+        .await;
+    let listed = admin
+        .get_ok(&format!(
+            "/v1/nodes/{}/mailboxes?address_prefix=ann&status=active",
+            tree.a
+        ))
         .await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
     let by_domain = admin
-        .expect(
-            admin
-                .get(&format!(
-                    "/v1/nodes/{}/mailboxes?domain=C1.example&origin=manual",
-                    tree.owner
-                ))
-                .await,
-            200,
-        )
+        .get_ok(&format!(
+            "/v1/nodes/{}/mailboxes?domain=C1.example&origin=manual",
+            tree.owner
+        ))
         .await;
     assert_eq!(by_domain["items"].as_array().unwrap().len(), 1);
-    assert_problem(
-        admin
-            .get(&format!("/v1/nodes/{}/mailboxes?origin=robot", tree.owner))
-            .await,
-        400,
-        "invalid-query",
-    )
-    .await;
+    admin
+        .get_problem(
+            &format!("/v1/nodes/{}/mailboxes?origin=robot", tree.owner),
+            400,
+            "invalid-query",
+        )
+        .await;
     app.assert_verified();
 }
 
@@ -397,23 +270,7 @@ async fn the_last_seat_raced_by_32_creates_is_taken_once() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let tree = with_domains(&admin).await;
-    let grant = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/allocations?resource=users", tree.c1))
-                .await,
-            200,
-        )
-        .await;
-    let grant = grant["items"][0]["id"].as_str().unwrap().to_owned();
-    admin
-        .expect(
-            admin
-                .patch(&format!("/v1/allocations/{grant}"), &json!({"amount": 1}))
-                .await,
-            200,
-        )
-        .await;
+    admin.set_grant(&tree.c1, "users", 1).await;
     let attempts = (0..32).map(|i| {
         let admin = &admin;
         let path = format!("/v1/nodes/{}/mailboxes", tree.c1);
@@ -438,28 +295,8 @@ async fn aliases_share_the_address_space_with_mailboxes_and_are_capped_per_custo
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let tree = with_domains(&admin).await;
-    admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/domains", tree.c1),
-                    &json!({"name": "other.example"}),
-                )
-                .await,
-            201,
-        )
-        .await;
-    let jane = admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/mailboxes", tree.c1),
-                    &json!({"address": "jane@c1.example"}),
-                )
-                .await,
-            201,
-        )
-        .await;
+    admin.register_domain(&tree.c1, "other.example").await;
+    let jane = admin.create_mailbox(&tree.c1, "jane@c1.example").await;
     let aliases = format!("/v1/mailboxes/{}/aliases", jane["id"].as_str().unwrap());
     let created = admin
         .post(&aliases, &json!({"address": "sales@other.example"}))
@@ -467,33 +304,25 @@ async fn aliases_share_the_address_space_with_mailboxes_and_are_capped_per_custo
     assert_eq!(created.status(), 201);
     let alias: Value = created.json().await.unwrap();
     assert_eq!(alias["address"], "sales@other.example");
-    assert_problem(
-        admin
-            .post(&aliases, &json!({"address": "jane@c1.example"}))
-            .await,
-        409,
-        "address-taken",
-    )
-    .await;
-    assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{}/mailboxes", tree.c1),
-                &json!({"address": "sales@other.example"}),
-            )
-            .await,
-        409,
-        "address-taken",
-    )
-    .await;
-    assert_problem(
-        admin
-            .post(&aliases, &json!({"address": "x@株式.会社"}))
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    admin
+        .post_problem(
+            &aliases,
+            &json!({"address": "jane@c1.example"}),
+            409,
+            "address-taken",
+        )
+        .await;
+    admin
+        .create_mailbox_problem(&tree.c1, "sales@other.example", 409, "address-taken")
+        .await;
+    admin
+        .post_problem(
+            &aliases,
+            &json!({"address": "x@株式.会社"}),
+            422,
+            "validation-failed",
+        )
+        .await;
     assert_eq!(
         admin.usage(&tree.c1, "users").await["used"],
         1,
@@ -501,86 +330,48 @@ async fn aliases_share_the_address_space_with_mailboxes_and_are_capped_per_custo
     );
 
     let limited = admin
-        .expect(
-            admin
-                .patch(
-                    &format!("/v1/nodes/{}", tree.c1),
-                    &json!({"max_aliases_per_mailbox": 2}),
-                )
-                .await,
-            200,
+        .patch_ok(
+            &format!("/v1/nodes/{}", tree.c1),
+            &json!({"max_aliases_per_mailbox": 2}),
         )
         .await;
     assert_eq!(limited["max_aliases_per_mailbox"], 2);
     admin
-        .expect(
-            admin
-                .post(&aliases, &json!({"address": "info@other.example"}))
-                .await,
-            201,
+        .post_expect(&aliases, &json!({"address": "info@other.example"}), 201)
+        .await;
+    admin
+        .post_problem(
+            &aliases,
+            &json!({"address": "third@other.example"}),
+            409,
+            "conflict",
         )
         .await;
-    assert_problem(
-        admin
-            .post(&aliases, &json!({"address": "third@other.example"}))
-            .await,
-        409,
-        "conflict",
-    )
-    .await;
-    assert_problem(
-        admin
-            .patch(
-                &format!("/v1/nodes/{}", tree.a),
-                &json!({"max_aliases_per_mailbox": 2}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
-    let listed = admin.expect(admin.get(&aliases).await, 200).await;
+    admin
+        .patch_problem(
+            &format!("/v1/nodes/{}", tree.a),
+            &json!({"max_aliases_per_mailbox": 2}),
+            422,
+            "validation-failed",
+        )
+        .await;
+    let listed = admin.get_ok(&aliases).await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 2);
 
     admin
-        .expect(
-            admin
-                .delete(&format!("/v1/aliases/{}", alias["id"].as_str().unwrap()))
-                .await,
+        .delete_expect(
+            &format!("/v1/aliases/{}", alias["id"].as_str().unwrap()),
             204,
         )
         .await;
-    admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/mailboxes", tree.c1),
-                    &json!({"address": "sales@other.example"}),
-                )
-                .await,
-            201,
-        )
-        .await;
+    admin.create_mailbox(&tree.c1, "sales@other.example").await;
     // Deleting the mailbox takes its remaining alias along.
     let jane = format!("/v1/mailboxes/{}", jane["id"].as_str().unwrap());
     admin
-        .expect(
-            admin.post(&format!("{jane}/disable"), &json!({})).await,
-            200,
-        )
+        .post_expect(&format!("{jane}/disable"), &json!({}), 200)
         .await;
-    admin.expect(admin.delete(&jane).await, 204).await;
-    admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/mailboxes", tree.c1),
-                    &json!({"address": "info@other.example"}),
-                )
-                .await,
-            201,
-        )
-        .await;
+    admin.delete_expect(&jane, 204).await;
+    admin.create_mailbox(&tree.c1, "info@other.example").await;
     app.assert_verified();
 }
 
@@ -593,115 +384,64 @@ async fn groups_list_their_members_and_lose_deleted_mailboxes() {
     let response = admin.post(&path, &json!({"name": "Sales"})).await;
     assert_eq!(response.status(), 201);
     let group: Value = response.json().await.unwrap();
-    assert_problem(
-        admin.post(&path, &json!({"name": " Sales "})).await,
-        409,
-        "name-taken",
-    )
-    .await;
-    assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{}/groups", tree.a),
-                &json!({"name": "X"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    admin
+        .post_problem(&path, &json!({"name": " Sales "}), 409, "name-taken")
+        .await;
+    admin
+        .post_problem(
+            &format!("/v1/nodes/{}/groups", tree.a),
+            &json!({"name": "X"}),
+            422,
+            "validation-failed",
+        )
+        .await;
     let group_path = format!("/v1/groups/{}", group["id"].as_str().unwrap());
     let mut ids = Vec::new();
     for local in ["bob", "amy"] {
         let m = admin
-            .expect(
-                admin
-                    .post(
-                        &format!("/v1/nodes/{}/mailboxes", tree.c1),
-                        &json!({"address": format!("{local}@c1.example")}),
-                    )
-                    .await,
-                201,
-            )
+            .create_mailbox(&tree.c1, &format!("{local}@c1.example"))
             .await;
         ids.push(m["id"].as_str().unwrap().to_owned());
     }
     for id in &ids {
         admin
-            .expect(
-                admin
-                    .put(&format!("{group_path}/members/{id}"), &json!({}))
-                    .await,
-                200,
-            )
+            .put_expect(&format!("{group_path}/members/{id}"), &json!({}), 200)
             .await;
     }
     let twice = admin
-        .expect(
-            admin
-                .put(&format!("{group_path}/members/{}", ids[0]), &json!({}))
-                .await,
-            200,
-        )
+        .put_expect(&format!("{group_path}/members/{}", ids[0]), &json!({}), 200)
         .await;
-    let members: Vec<&str> = twice["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["address"].as_str().unwrap())
-        .collect();
+    let members: Vec<&str> = texts(&twice["members"], "address");
     assert_eq!(members, ["amy@c1.example", "bob@c1.example"]);
     // A mailbox of another customer cannot join.
-    let outsider = admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/mailboxes", tree.c2),
-                    &json!({"address": "x@株式.会社"}),
-                )
-                .await,
-            201,
+    let outsider = admin.create_mailbox(&tree.c2, "x@株式.会社").await;
+    admin
+        .put_problem(
+            &format!("{group_path}/members/{}", outsider["id"].as_str().unwrap()),
+            &json!({}),
+            404,
+            "not-found",
         )
         .await;
-    assert_problem(
-        admin
-            .put(
-                &format!("{group_path}/members/{}", outsider["id"].as_str().unwrap()),
-                &json!({}),
-            )
-            .await,
-        404,
-        "not-found",
-    )
-    .await;
     admin
-        .expect(
-            admin
-                .delete(&format!("{group_path}/members/{}", ids[1]))
-                .await,
+        .delete_expect(&format!("{group_path}/members/{}", ids[1]), 200)
+        .await;
+    admin
+        .post_expect(
+            &format!("/v1/mailboxes/{}/disable", ids[0]),
+            &json!({}),
             200,
         )
         .await;
     admin
-        .expect(
-            admin
-                .post(&format!("/v1/mailboxes/{}/disable", ids[0]), &json!({}))
-                .await,
-            200,
-        )
+        .delete_expect(&format!("/v1/mailboxes/{}", ids[0]), 204)
         .await;
-    admin
-        .expect(
-            admin.delete(&format!("/v1/mailboxes/{}", ids[0])).await,
-            204,
-        )
-        .await;
-    let left = admin.expect(admin.get(&group_path).await, 200).await;
+    let left = admin.get_ok(&group_path).await;
     assert_eq!(left["members"], json!([]));
-    let listed = admin.expect(admin.get(&path).await, 200).await;
+    let listed = admin.get_ok(&path).await;
     assert_eq!(listed["items"][0]["name"], "Sales");
-    admin.expect(admin.delete(&group_path).await, 204).await;
-    assert_problem(admin.get(&group_path).await, 404, "not-found").await;
+    admin.delete_expect(&group_path, 204).await;
+    admin.get_problem(&group_path, 404, "not-found").await;
     app.assert_verified();
 }
 
@@ -711,30 +451,17 @@ async fn over_long_strings_control_characters_and_broken_utf8_change_nothing() {
     let admin = app.as_admin().await;
     let tree = with_domains(&admin).await;
     let path = format!("/v1/nodes/{}/mailboxes", tree.c1);
-    let body = assert_problem(
-        admin.post(&path, &json!({"address": "ok@c1.example", "display_name": "x".repeat(201), "first_name": "bell\u{7}", "contact_email": "nope"})).await,
-        422,
-        "validation-failed",
-    )
-    .await;
-    let fields: Vec<&str> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let body = admin.post_problem(&path, &json!({"address": "ok@c1.example", "display_name": "x".repeat(201), "first_name": "bell\u{7}", "contact_email": "nope"}), 422, "validation-failed").await;
+    let fields: Vec<&str> = texts(&body["errors"], "field");
     assert_eq!(fields, ["display_name", "first_name", "contact_email"]);
-    assert_problem(
-        admin
-            .post(
-                &path,
-                &json!({"address": format!("{}@c1.example", "a".repeat(65))}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    admin
+        .post_problem(
+            &path,
+            &json!({"address": format!("{}@c1.example", "a".repeat(65))}),
+            422,
+            "validation-failed",
+        )
+        .await;
     let broken = app
         .client
         .post(app.url(&path))
@@ -745,21 +472,16 @@ async fn over_long_strings_control_characters_and_broken_utf8_change_nothing() {
         .await
         .unwrap();
     assert_problem(broken, 400, "malformed-body").await;
-    let domain = assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{}/domains", tree.c1),
-                &json!({"name": "new.example", "description": "x".repeat(1001)}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
-    assert_eq!(domain["errors"][0]["field"], "description");
-    let listed = admin
-        .expect(admin.get(&format!("{path}?origin=manual")).await, 200)
+    let domain = admin
+        .post_problem(
+            &format!("/v1/nodes/{}/domains", tree.c1),
+            &json!({"name": "new.example", "description": "x".repeat(1001)}),
+            422,
+            "validation-failed",
+        )
         .await;
+    assert_eq!(domain["errors"][0]["field"], "description");
+    let listed = admin.get_ok(&format!("{path}?origin=manual")).await;
     assert_eq!(listed["items"], json!([]));
     assert_eq!(admin.usage(&tree.c1, "users").await["used"], 0);
     assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 1);
@@ -773,20 +495,21 @@ pub(crate) async fn import(
     content_type: &str,
     body: Vec<u8>,
 ) -> reqwest::Response {
-    admin
+    let url = admin
         .app
-        .client
-        .post(
-            admin
-                .app
-                .url(&format!("/v1/nodes/{node}/mailboxes/import{query}")),
-        )
-        .bearer_auth(&admin.token)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
+        .url(&format!("/v1/nodes/{node}/mailboxes/import{query}"));
+    let request = admin.app.client.post(url).bearer_auth(&admin.token);
+    let request = request.header("content-type", content_type).body(body);
+    request.send().await.unwrap()
+}
+
+/// Imports the CSV `csv` into `node` row by row (`?atomic=false`): each row stands alone.
+pub(crate) async fn import_csv_each_row(
+    admin: &Caller<'_>,
+    node: &str,
+    csv: impl Into<Vec<u8>>,
+) -> reqwest::Response {
+    import(admin, node, "?atomic=false", "text/csv", csv.into()).await
 }
 
 #[tokio::test]
@@ -849,23 +572,7 @@ async fn a_csv_import_reports_each_row_by_its_line() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let tree = with_domains(&admin).await;
-    let grant = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/allocations?resource=users", tree.c1))
-                .await,
-            200,
-        )
-        .await;
-    let grant = grant["items"][0]["id"].as_str().unwrap().to_owned();
-    admin
-        .expect(
-            admin
-                .patch(&format!("/v1/allocations/{grant}"), &json!({"amount": 3}))
-                .await,
-            200,
-        )
-        .await;
+    admin.set_grant(&tree.c1, "users", 3).await;
     let csv = "address,display_name\n\
                one@c1.example,One\n\
                \"two@c1.example\",\"Two, the second\"\n\
@@ -874,17 +581,7 @@ async fn a_csv_import_reports_each_row_by_its_line() {
                three@c1.example,Three\n\
                four@c1.example,No seat left\n";
     let report = admin
-        .expect(
-            import(
-                &admin,
-                &tree.c1,
-                "?atomic=false",
-                "text/csv",
-                csv.as_bytes().to_vec(),
-            )
-            .await,
-            200,
-        )
+        .expect(import_csv_each_row(&admin, &tree.c1, csv).await, 200)
         .await;
     let outcomes: Vec<(i64, String, String)> = report["rows"]
         .as_array()
@@ -910,15 +607,10 @@ async fn a_csv_import_reports_each_row_by_its_line() {
         ]
     );
     let two = admin
-        .expect(
-            admin
-                .get(&format!(
-                    "/v1/mailboxes/{}",
-                    report["rows"][1]["mailbox_id"].as_str().unwrap()
-                ))
-                .await,
-            200,
-        )
+        .get_ok(&format!(
+            "/v1/mailboxes/{}",
+            report["rows"][1]["mailbox_id"].as_str().unwrap()
+        ))
         .await;
     assert_eq!(
         (two["display_name"].as_str(), two["origin"].as_str()),
@@ -953,14 +645,7 @@ async fn a_broken_csv_is_refused_whole() {
     ];
     for (csv, status, slug) in cases {
         assert_problem(
-            import(
-                &admin,
-                &tree.c1,
-                "?atomic=false",
-                "text/csv",
-                csv.as_bytes().to_vec(),
-            )
-            .await,
+            import_csv_each_row(&admin, &tree.c1, csv).await,
             status,
             slug,
         )

@@ -24,4 +24,5 @@ mod openapi;
 mod outage;
 mod principals;
 mod route_test;
+mod scenario;
 mod suspension;

@@ -159,14 +159,9 @@ async fn route(
             let code = world.unique("doomed_");
             world
                 .admin
-                .expect(
-                    world
-                        .admin
-                        .post(
-                            "/v1/modules",
-                            &json!({"code": code, "name": "Doomed", "unit": "per_customer"}),
-                        )
-                        .await,
+                .post_expect(
+                    "/v1/modules",
+                    &json!({"code": code, "name": "Doomed", "unit": "per_customer"}),
                     201,
                 )
                 .await;
@@ -183,10 +178,7 @@ async fn route(
         ),
         ("delete", "/v1/mailboxes/{id}/modules/{code}") if !is_parent => {
             let path = format!("/v1/mailboxes/{}/modules/lft", world.mailboxes[t]);
-            world
-                .admin
-                .expect(world.admin.put(&path, &json!({})).await, 200)
-                .await;
+            world.admin.put_expect(&path, &json!({}), 200).await;
             (Rule::Node(Need::Manage, 204), path, None)
         }
         ("put" | "delete", "/v1/mailboxes/{id}/modules/{code}") => return None,
@@ -208,10 +200,7 @@ async fn route(
         ("delete", "/v1/nodes/{id}/modules/{code}") => {
             let path = format!("/v1/nodes/{t}/modules/branding");
             if !is_parent {
-                world
-                    .admin
-                    .expect(world.admin.put(&path, &json!({})).await, 200)
-                    .await;
+                world.admin.put_expect(&path, &json!({}), 200).await;
             }
             (
                 Rule::Node(Need::Manage, if is_parent { 422 } else { 204 }),
@@ -293,13 +282,7 @@ async fn route(
             let body = json!({"username": world.unique("doomed-"), "email": "d@x.test", "role": "viewer", "password": "doomed password 1"});
             let created = world
                 .admin
-                .expect(
-                    world
-                        .admin
-                        .post(&format!("/v1/nodes/{t}/accounts"), &body)
-                        .await,
-                    201,
-                )
+                .post_expect(&format!("/v1/nodes/{t}/accounts"), &body, 201)
                 .await;
             (
                 Rule::Node(Need::Admin, 204),
@@ -357,13 +340,7 @@ async fn route(
             let body = json!({"name": format!("{}.example", world.unique("doomed"))});
             let created = world
                 .admin
-                .expect(
-                    world
-                        .admin
-                        .post(&format!("/v1/nodes/{t}/domains"), &body)
-                        .await,
-                    201,
-                )
+                .post_expect(&format!("/v1/nodes/{t}/domains"), &body, 201)
                 .await;
             (
                 Rule::Node(Need::Manage, 204),
@@ -427,24 +404,12 @@ async fn route(
                 json!({"address": format!("{}@{}", world.unique("doomed"), world.domain_names[t])});
             let created = world
                 .admin
-                .expect(
-                    world
-                        .admin
-                        .post(&format!("/v1/nodes/{t}/mailboxes"), &body)
-                        .await,
-                    201,
-                )
+                .post_expect(&format!("/v1/nodes/{t}/mailboxes"), &body, 201)
                 .await;
             let id = created["id"].as_str().unwrap().to_owned();
             world
                 .admin
-                .expect(
-                    world
-                        .admin
-                        .post(&format!("/v1/mailboxes/{id}/disable"), &json!({}))
-                        .await,
-                    200,
-                )
+                .post_expect(&format!("/v1/mailboxes/{id}/disable"), &json!({}), 200)
                 .await;
             (
                 Rule::Node(Need::Manage, 204),
@@ -469,14 +434,9 @@ async fn route(
                 json!({"address": format!("{}@{}", world.unique("gone"), world.domain_names[t])});
             let created = world
                 .admin
-                .expect(
-                    world
-                        .admin
-                        .post(
-                            &format!("/v1/mailboxes/{}/aliases", world.mailboxes[t]),
-                            &body,
-                        )
-                        .await,
+                .post_expect(
+                    &format!("/v1/mailboxes/{}/aliases", world.mailboxes[t]),
+                    &body,
                     201,
                 )
                 .await;
@@ -507,14 +467,9 @@ async fn route(
         ("delete", "/v1/groups/{id}") if !is_parent => {
             let created = world
                 .admin
-                .expect(
-                    world
-                        .admin
-                        .post(
-                            &format!("/v1/nodes/{t}/groups"),
-                            &json!({"name": world.unique("Doomed ")}),
-                        )
-                        .await,
+                .post_expect(
+                    &format!("/v1/nodes/{t}/groups"),
+                    &json!({"name": world.unique("Doomed ")}),
                     201,
                 )
                 .await;
@@ -605,9 +560,7 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
         (&tree.c2, 100),
     ] {
         for resource in ["domains", "module:lft", "module:branding"] {
-            admin
-                .expect(admin.allocate(node, resource, units).await, 201)
-                .await;
+            admin.grant(node, resource, units).await;
         }
     }
 
@@ -639,9 +592,7 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
         ("B", &tree.b, "reseller"),
         ("C2", &tree.c2, "customer"),
     ] {
-        let node = admin
-            .expect(admin.get(&format!("/v1/nodes/{id}")).await, 200)
-            .await;
+        let node = admin.get_ok(&format!("/v1/nodes/{id}")).await;
         targets.push(Target {
             label,
             id: id.clone(),
@@ -664,10 +615,7 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
         groups: HashMap::new(),
         counter: Default::default(),
     };
-    let licence = world
-        .admin
-        .expect(world.admin.get("/v1/licence").await, 200)
-        .await;
+    let licence = world.admin.get_ok("/v1/licence").await;
     world.allocations.insert(
         tree.owner.clone(),
         licence["resources"][0]["id"].as_str().unwrap().to_owned(),
@@ -675,13 +623,7 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
     for target in &targets[1..] {
         let listed = world
             .admin
-            .expect(
-                world
-                    .admin
-                    .get(&format!("/v1/nodes/{}/allocations", target.id))
-                    .await,
-                200,
-            )
+            .get_ok(&format!("/v1/nodes/{}/allocations", target.id))
             .await;
         world.allocations.insert(
             target.id.clone(),
@@ -692,13 +634,7 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
         let body = json!({"username": world.unique("dummy-"), "email": "dummy@x.test", "role": "viewer", "password": "dummy password 1"});
         let created = world
             .admin
-            .expect(
-                world
-                    .admin
-                    .post(&format!("/v1/nodes/{}/accounts", target.id), &body)
-                    .await,
-                201,
-            )
+            .post_expect(&format!("/v1/nodes/{}/accounts", target.id), &body, 201)
             .await;
         world.accounts.insert(
             target.id.clone(),
@@ -709,13 +645,7 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
             let body = json!({"name": format!("{}.example", world.unique("fixed"))});
             let created = world
                 .admin
-                .expect(
-                    world
-                        .admin
-                        .post(&format!("/v1/nodes/{}/domains", target.id), &body)
-                        .await,
-                    201,
-                )
+                .post_expect(&format!("/v1/nodes/{}/domains", target.id), &body, 201)
                 .await;
             world.domains.insert(
                 target.id.clone(),
@@ -725,13 +655,7 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
             let body = json!({"address": format!("fixed@{name}")});
             let mailbox = world
                 .admin
-                .expect(
-                    world
-                        .admin
-                        .post(&format!("/v1/nodes/{}/mailboxes", target.id), &body)
-                        .await,
-                    201,
-                )
+                .post_expect(&format!("/v1/nodes/{}/mailboxes", target.id), &body, 201)
                 .await;
             world.mailboxes.insert(
                 target.id.clone(),
@@ -740,14 +664,9 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
             world.domain_names.insert(target.id.clone(), name);
             let group = world
                 .admin
-                .expect(
-                    world
-                        .admin
-                        .post(
-                            &format!("/v1/nodes/{}/groups", target.id),
-                            &json!({"name": "Fixed"}),
-                        )
-                        .await,
+                .post_expect(
+                    &format!("/v1/nodes/{}/groups", target.id),
+                    &json!({"name": "Fixed"}),
                     201,
                 )
                 .await;
@@ -758,26 +677,14 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
             let room = json!({"max_aliases_per_mailbox": 1000});
             world
                 .admin
-                .expect(
-                    world
-                        .admin
-                        .patch(&format!("/v1/nodes/{}", target.id), &room)
-                        .await,
-                    200,
-                )
+                .patch_ok(&format!("/v1/nodes/{}", target.id), &room)
                 .await;
         }
     }
     let login = json!({"username": "matrix-login", "email": "l@x.test", "role": "viewer", "password": "matrix login password"});
     world
         .admin
-        .expect(
-            world
-                .admin
-                .post(&format!("/v1/nodes/{}/accounts", tree.c2), &login)
-                .await,
-            201,
-        )
+        .post_expect(&format!("/v1/nodes/{}/accounts", tree.c2), &login, 201)
         .await;
 
     // The callers.
@@ -793,10 +700,7 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
             principal: None,
         },
     ];
-    let me = world
-        .admin
-        .expect(world.admin.get("/v1/me").await, 200)
-        .await;
+    let me = world.admin.get_ok("/v1/me").await;
     let now = chrono::Utc::now().timestamp();
     let claims = json!({"iss": "allot", "aud": "allot", "sub": me["id"], "node": me["node_id"], "role": "admin",
                         "iat": now - 3600, "nbf": now - 3600, "exp": now - 1800});
@@ -815,14 +719,8 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
     let (revoked, revoked_key) = api_key(&app, &world.admin, &tree.a, "admin").await;
     world
         .admin
-        .expect(
-            world
-                .admin
-                .delete(&format!(
-                    "/v1/api-keys/{}",
-                    revoked_key["id"].as_str().unwrap()
-                ))
-                .await,
+        .delete_expect(
+            &format!("/v1/api-keys/{}", revoked_key["id"].as_str().unwrap()),
             204,
         )
         .await;
@@ -848,13 +746,7 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
         let body = json!({"username": username, "email": "p@x.test", "role": role, "password": "principal password"});
         world
             .admin
-            .expect(
-                world
-                    .admin
-                    .post(&format!("/v1/nodes/{}/accounts", target.id), &body)
-                    .await,
-                201,
-            )
+            .post_expect(&format!("/v1/nodes/{}/accounts", target.id), &body, 201)
             .await;
         let response = app.login(username, "principal password").await;
         let token = response.json::<Value>().await.unwrap()["access_token"]

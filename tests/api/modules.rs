@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Caller, TestApp, assert_problem, spawn_app};
+use crate::helpers::{Caller, TestApp, assert_problem, spawn_app, texts};
 
 /// A customer under a reseller, with a domain and seats of everything: `users`, `module:base` and
 /// the add-ons, `seats` of each (the reseller holds twice as many).
@@ -32,20 +32,12 @@ async fn shop(admin: &Caller<'_>, seats: i64) -> Shop {
         "module:base".to_owned(),
     ];
     resources.extend(ADD_ONS.iter().map(|code| format!("module:{code}")));
-    let licence: Vec<Value> = resources
-        .iter()
-        .map(|resource| json!({"resource": resource, "amount": 1000}))
-        .collect();
-    admin.set_licence(Value::from(licence)).await;
+    admin.set_licence_of(&resources, 1000).await;
     let reseller = admin.create_child(&owner, "reseller", "Reseller").await;
     let customer = admin.create_child(&reseller, "customer", "Customer").await;
     for resource in &resources {
-        admin
-            .expect(admin.allocate(&reseller, resource, 2 * seats).await, 201)
-            .await;
-        admin
-            .expect(admin.allocate(&customer, resource, seats).await, 201)
-            .await;
+        admin.grant(&reseller, resource, 2 * seats).await;
+        admin.grant(&customer, resource, seats).await;
     }
     admin.register_domain(&customer, "shop.example").await;
     Shop { reseller, customer }
@@ -69,10 +61,7 @@ async fn assign(admin: &Caller<'_>, mailbox: &str, code: &str) -> reqwest::Respo
 }
 
 async fn modules_of(admin: &Caller<'_>, mailbox: &str) -> Value {
-    admin
-        .expect(admin.get(&format!("/v1/mailboxes/{mailbox}")).await, 200)
-        .await["modules"]
-        .clone()
+    admin.get_ok(&format!("/v1/mailboxes/{mailbox}")).await["modules"].clone()
 }
 
 async fn used(admin: &Caller<'_>, node: &str, resource: &str) -> i64 {
@@ -92,9 +81,7 @@ async fn seats(admin: &Caller<'_>, customer: &str) -> (i64, i64, i64) {
 async fn the_seeded_catalogue_has_the_documents_modules_and_rules() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
-    let page = admin
-        .expect(admin.get("/v1/modules?limit=500").await, 200)
-        .await;
+    let page = admin.get_ok("/v1/modules?limit=500").await;
     let items = page["items"].as_array().unwrap();
     let codes: Vec<&str> = items.iter().map(|m| m["code"].as_str().unwrap()).collect();
     assert_eq!(
@@ -131,18 +118,11 @@ async fn the_seeded_catalogue_has_the_documents_modules_and_rules() {
     }
 
     // Pages follow the code order.
-    let first = admin
-        .expect(admin.get("/v1/modules?limit=4").await, 200)
-        .await;
+    let first = admin.get_ok("/v1/modules?limit=4").await;
     assert_eq!(first["items"].as_array().unwrap().len(), 4);
     let cursor = first["next_cursor"].as_str().unwrap();
     let second = admin
-        .expect(
-            admin
-                .get(&format!("/v1/modules?limit=500&cursor={cursor}"))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/modules?limit=500&cursor={cursor}"))
         .await;
     assert_eq!(second["items"][0]["code"], "filter_outbound");
     assert!(second["next_cursor"].is_null());
@@ -185,22 +165,16 @@ async fn requirements_come_first_and_exclusions_hold_both_ways() {
     .await;
     assert_eq!(refused["module"], "sign_encrypt");
     // A module others need stays; the one needing it goes first.
-    let refused = assert_problem(
-        admin
-            .delete(&format!("/v1/mailboxes/{ann}/modules/certificate"))
-            .await,
-        409,
-        "module-required",
-    )
-    .await;
+    let refused = admin
+        .delete_problem(
+            &format!("/v1/mailboxes/{ann}/modules/certificate"),
+            409,
+            "module-required",
+        )
+        .await;
     assert_eq!(refused["module"], "sign_encrypt");
     admin
-        .expect(
-            admin
-                .delete(&format!("/v1/mailboxes/{ann}/modules/sign_encrypt"))
-                .await,
-            204,
-        )
+        .delete_expect(&format!("/v1/mailboxes/{ann}/modules/sign_encrypt"), 204)
         .await;
     admin
         .expect(assign(&admin, &ann, "sign_only").await, 200)
@@ -218,39 +192,30 @@ async fn requirements_come_first_and_exclusions_hold_both_ways() {
     // Per-customer modules: m365 and the filters exclude each other, whichever comes first.
     let node_module = |code: &str| format!("/v1/nodes/{}/modules/{code}", shop.customer);
     let held = admin
-        .expect(
-            admin.put(&node_module("filter_inbound"), &json!({})).await,
-            200,
-        )
+        .put_expect(&node_module("filter_inbound"), &json!({}), 200)
         .await;
     assert_eq!(held["modules"][0]["code"], "filter_inbound");
-    let refused = assert_problem(
-        admin.put(&node_module("m365"), &json!({})).await,
-        409,
-        "module-excluded",
-    )
-    .await;
+    let refused = admin
+        .put_problem(&node_module("m365"), &json!({}), 409, "module-excluded")
+        .await;
     assert_eq!(refused["module"], "filter_inbound");
     admin
-        .expect(admin.delete(&node_module("filter_inbound")).await, 204)
+        .delete_expect(&node_module("filter_inbound"), 204)
         .await;
     admin
-        .expect(admin.put(&node_module("m365"), &json!({})).await, 200)
+        .put_expect(&node_module("m365"), &json!({}), 200)
         .await;
-    let refused = assert_problem(
-        admin.put(&node_module("filter_outbound"), &json!({})).await,
-        409,
-        "module-excluded",
-    )
-    .await;
+    let refused = admin
+        .put_problem(
+            &node_module("filter_outbound"),
+            &json!({}),
+            409,
+            "module-excluded",
+        )
+        .await;
     assert_eq!(refused["module"], "m365");
     let listed = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/modules", shop.customer))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/modules", shop.customer))
         .await;
     assert_eq!(listed["modules"].as_array().unwrap().len(), 1);
     assert_eq!(used(&admin, &shop.customer, "module:m365").await, 1);
@@ -262,40 +227,30 @@ async fn requirements_come_first_and_exclusions_hold_both_ways() {
     // Each module goes where its unit says; base follows the mailbox; unknown modules are not.
     let wrong = assert_problem(assign(&admin, &ann, "m365").await, 422, "validation-failed").await;
     assert_eq!(wrong["errors"][0]["field"], "code");
-    assert_problem(
-        admin.put(&node_module("lft"), &json!({})).await,
-        422,
-        "validation-failed",
-    )
-    .await;
-    assert_problem(
-        admin
-            .delete(&format!("/v1/mailboxes/{ann}/modules/base"))
-            .await,
-        409,
-        "conflict",
-    )
-    .await;
+    admin
+        .put_problem(&node_module("lft"), &json!({}), 422, "validation-failed")
+        .await;
+    admin
+        .delete_problem(
+            &format!("/v1/mailboxes/{ann}/modules/base"),
+            409,
+            "conflict",
+        )
+        .await;
     assert_problem(assign(&admin, &ann, "nonesuch").await, 404, "not-found").await;
-    assert_problem(
-        admin
-            .delete(&format!("/v1/mailboxes/{ann}/modules/lft"))
-            .await,
-        404,
-        "not-found",
-    )
-    .await;
+    admin
+        .delete_problem(
+            &format!("/v1/mailboxes/{ann}/modules/lft"),
+            404,
+            "not-found",
+        )
+        .await;
     // Role addresses hold no seats, so no modules either.
     let roles = admin
-        .expect(
-            admin
-                .get(&format!(
-                    "/v1/nodes/{}/mailboxes?origin=role",
-                    shop.customer
-                ))
-                .await,
-            200,
-        )
+        .get_ok(&format!(
+            "/v1/nodes/{}/mailboxes?origin=role",
+            shop.customer
+        ))
         .await;
     let postmaster = roles["items"][0]["id"].as_str().unwrap().to_owned();
     assert_eq!(roles["items"][0]["modules"], json!([]));
@@ -322,17 +277,14 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
     let archive: Value = created.json().await.unwrap();
     assert_eq!(archive["requires"], json!(["lft"]));
     assert_eq!(archive["version"], 1);
-    assert_problem(
-        admin
-            .post(
-                "/v1/modules",
-                &json!({"code": "archive", "name": "Again", "unit": "per_mailbox"}),
-            )
-            .await,
-        409,
-        "name-taken",
-    )
-    .await;
+    admin
+        .post_problem(
+            "/v1/modules",
+            &json!({"code": "archive", "name": "Again", "unit": "per_mailbox"}),
+            409,
+            "name-taken",
+        )
+        .await;
 
     // Rules the catalogue cannot hold are refused, naming the field.
     for (body, field) in [
@@ -361,22 +313,19 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
             "unit",
         ),
     ] {
-        let refused = assert_problem(
-            admin.post("/v1/modules", &body).await,
+        let refused = admin
+            .post_problem("/v1/modules", &body, 422, "validation-failed")
+            .await;
+        assert_eq!(refused["errors"][0]["field"], field, "{body}");
+    }
+    let cycle = admin
+        .patch_problem(
+            "/v1/modules/lft",
+            &json!({"requires": ["archive"]}),
             422,
             "validation-failed",
         )
         .await;
-        assert_eq!(refused["errors"][0]["field"], field, "{body}");
-    }
-    let cycle = assert_problem(
-        admin
-            .patch("/v1/modules/lft", &json!({"requires": ["archive"]}))
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
     assert!(
         cycle["errors"][0]["message"]
             .as_str()
@@ -386,14 +335,14 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
     );
 
     // A rule that holders would break is refused until they are put right.
-    let refused = assert_problem(
-        admin
-            .patch("/v1/modules/lft", &json!({"requires": ["certificate"]}))
-            .await,
-        409,
-        "conflict",
-    )
-    .await;
+    let refused = admin
+        .patch_problem(
+            "/v1/modules/lft",
+            &json!({"requires": ["certificate"]}),
+            409,
+            "conflict",
+        )
+        .await;
     assert!(
         refused["detail"]
             .as_str()
@@ -403,14 +352,14 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
     admin
         .expect(assign(&admin, &ann, "sandbox").await, 200)
         .await;
-    assert_problem(
-        admin
-            .patch("/v1/modules/sandbox", &json!({"excludes": ["lft"]}))
-            .await,
-        409,
-        "conflict",
-    )
-    .await;
+    admin
+        .patch_problem(
+            "/v1/modules/sandbox",
+            &json!({"excludes": ["lft"]}),
+            409,
+            "conflict",
+        )
+        .await;
     admin
         .expect(assign(&admin, &ann, "certificate").await, 200)
         .await;
@@ -434,19 +383,17 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
             &json!({"requires": [], "excludes": ["sandbox"]}),
         )
         .await;
-    let sandbox = admin
-        .expect(admin.get("/v1/modules/sandbox").await, 200)
-        .await;
+    let sandbox = admin.get_ok("/v1/modules/sandbox").await;
     assert_eq!(sandbox["excludes"], json!(["archive"]));
     // An automatic module is taken by every mailbox, so it excludes nothing.
-    let refused = assert_problem(
-        admin
-            .patch("/v1/modules/sandbox", &json!({"auto_assign": true}))
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let refused = admin
+        .patch_problem(
+            "/v1/modules/sandbox",
+            &json!({"auto_assign": true}),
+            422,
+            "validation-failed",
+        )
+        .await;
     assert_eq!(refused["errors"][0]["field"], "excludes");
     let refused = assert_problem(
         assign(&admin, &ann, "archive").await,
@@ -457,32 +404,29 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
     assert_eq!(refused["module"], "sandbox");
 
     // In use: not removed, only retired, and then granted and assigned no further.
-    let in_use = assert_problem(admin.delete("/v1/modules/lft").await, 409, "conflict").await;
+    let in_use = admin
+        .delete_problem("/v1/modules/lft", 409, "conflict")
+        .await;
     assert!(in_use["detail"].as_str().unwrap().contains("retire"));
     admin
         .patch_ok("/v1/modules/sandbox", &json!({"retired": true}))
         .await;
     let bob = mailbox(&admin, &shop.customer, "bob").await;
     assert_problem(assign(&admin, &bob, "sandbox").await, 409, "conflict").await;
-    assert_problem(
-        admin.allocate(&shop.customer, "module:sandbox", 1).await,
-        409,
-        "conflict",
-    )
-    .await;
+    admin
+        .allocate_problem(&shop.customer, "module:sandbox", 1, 409, "conflict")
+        .await;
     assert_eq!(
         modules_of(&admin, &ann).await,
         json!(["base", "certificate", "lft", "sandbox"]),
         "what was held stays"
     );
     // Unused: removed, and gone from the other side's exclusions.
+    admin.delete_expect("/v1/modules/archive", 204).await;
     admin
-        .expect(admin.delete("/v1/modules/archive").await, 204)
+        .get_problem("/v1/modules/archive", 404, "not-found")
         .await;
-    assert_problem(admin.get("/v1/modules/archive").await, 404, "not-found").await;
-    let sandbox = admin
-        .expect(admin.get("/v1/modules/sandbox").await, 200)
-        .await;
+    let sandbox = admin.get_ok("/v1/modules/sandbox").await;
     assert_eq!(sandbox["excludes"], json!([]));
     app.assert_verified();
 }
@@ -505,12 +449,7 @@ async fn every_mailbox_takes_a_base_seat_and_gives_its_seats_back() {
 
     // Disabling frees every seat, the assignments stay; enabling takes them again.
     admin
-        .expect(
-            admin
-                .post(&format!("/v1/mailboxes/{ann}/disable"), &json!({}))
-                .await,
-            200,
-        )
+        .post_expect(&format!("/v1/mailboxes/{ann}/disable"), &json!({}), 200)
         .await;
     assert_eq!(seats(&admin, &shop.customer).await, (0, 0, 0));
     assert_eq!(modules_of(&admin, &ann).await, json!(["base", "lft"]));
@@ -520,52 +459,34 @@ async fn every_mailbox_takes_a_base_seat_and_gives_its_seats_back() {
     admin.expect(assign(&admin, &cy, "lft").await, 200).await;
     assert_eq!(seats(&admin, &shop.customer).await, (2, 2, 2));
     // No users seat is left for ann: the refusal names it, and nothing changes.
-    let refused = assert_problem(
-        admin
-            .post(&format!("/v1/mailboxes/{ann}/enable"), &json!({}))
-            .await,
-        409,
-        "quota-exceeded",
-    )
-    .await;
+    let refused = admin
+        .post_problem(
+            &format!("/v1/mailboxes/{ann}/enable"),
+            &json!({}),
+            409,
+            "quota-exceeded",
+        )
+        .await;
     assert_eq!(refused["resource"], "users");
     assert_eq!(seats(&admin, &shop.customer).await, (2, 2, 2));
 
     // A users seat alone is not enough: the base seat is named when it is the one missing.
-    admin
-        .expect(admin.allocate(&shop.customer, "users", 2).await, 201)
+    admin.grant(&shop.customer, "users", 2).await;
+    let refused = admin
+        .create_mailbox_problem(&shop.customer, "dee@shop.example", 409, "quota-exceeded")
         .await;
-    let refused = assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{}/mailboxes", shop.customer),
-                &json!({"address": "dee@shop.example"}),
-            )
-            .await,
-        409,
-        "quota-exceeded",
-    )
-    .await;
     assert_eq!(refused["resource"], "module:base");
-    let refused = assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{}/mailboxes/import", shop.customer),
-                &json!([{"address": "eve@shop.example"}]),
-            )
-            .await,
-        422,
-        "import-failed",
-    )
-    .await;
+    let refused = admin
+        .post_problem(
+            &format!("/v1/nodes/{}/mailboxes/import", shop.customer),
+            &json!([{"address": "eve@shop.example"}]),
+            422,
+            "import-failed",
+        )
+        .await;
     assert_eq!(refused["rows"][0]["problem"]["resource"], "module:base");
     let listed = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/mailboxes", shop.customer))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/mailboxes", shop.customer))
         .await;
     let addresses: Vec<&str> = listed["items"]
         .as_array()
@@ -582,89 +503,51 @@ async fn every_mailbox_takes_a_base_seat_and_gives_its_seats_back() {
 
     // Deleting returns everything: bob disabled and deleted leaves one holder of lft.
     admin
-        .expect(
-            admin
-                .post(&format!("/v1/mailboxes/{bob}/disable"), &json!({}))
-                .await,
-            200,
-        )
+        .post_expect(&format!("/v1/mailboxes/{bob}/disable"), &json!({}), 200)
         .await;
     admin
-        .expect(admin.delete(&format!("/v1/mailboxes/{bob}")).await, 204)
+        .delete_expect(&format!("/v1/mailboxes/{bob}"), 204)
         .await;
     assert_eq!(seats(&admin, &shop.customer).await, (1, 1, 1));
     let holders = admin
-        .expect(
-            admin
-                .get(&format!(
-                    "/v1/nodes/{}/modules/lft/mailboxes",
-                    shop.reseller
-                ))
-                .await,
-            200,
-        )
+        .get_ok(&format!(
+            "/v1/nodes/{}/modules/lft/mailboxes",
+            shop.reseller
+        ))
         .await;
-    let ids: Vec<&str> = holders["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = texts(&holders["items"], "id");
     assert_eq!(
         ids,
         [ann.as_str(), cy.as_str()],
         "the disabled ann still holds lft"
     );
-    assert_problem(
-        admin
-            .get(&format!(
-                "/v1/nodes/{}/modules/m365/mailboxes",
-                shop.reseller
-            ))
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
-    assert_problem(
-        admin
-            .get(&format!(
-                "/v1/nodes/{}/modules/nonesuch/mailboxes",
-                shop.reseller
-            ))
-            .await,
-        404,
-        "not-found",
-    )
-    .await;
+    admin
+        .get_problem(
+            &format!("/v1/nodes/{}/modules/m365/mailboxes", shop.reseller),
+            422,
+            "validation-failed",
+        )
+        .await;
+    admin
+        .get_problem(
+            &format!("/v1/nodes/{}/modules/nonesuch/mailboxes", shop.reseller),
+            404,
+            "not-found",
+        )
+        .await;
     // Now ann fits again, with base and lft.
     admin
-        .expect(
-            admin
-                .post(&format!("/v1/mailboxes/{ann}/enable"), &json!({}))
-                .await,
-            200,
-        )
+        .post_expect(&format!("/v1/mailboxes/{ann}/enable"), &json!({}), 200)
         .await;
     assert_eq!(seats(&admin, &shop.customer).await, (2, 2, 2));
 
     // A domain removed with its mailboxes returns their seats.
     let domains = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/domains", shop.customer))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/domains", shop.customer))
         .await;
     let domain = domains["items"][0]["id"].as_str().unwrap();
     admin
-        .expect(
-            admin
-                .delete(&format!("/v1/domains/{domain}?cascade=true"))
-                .await,
-            204,
-        )
+        .delete_expect(&format!("/v1/domains/{domain}?cascade=true"), 204)
         .await;
     assert_eq!(seats(&admin, &shop.customer).await, (0, 0, 0));
     app.assert_verified();
@@ -710,12 +593,7 @@ async fn racing_managers_never_oversell_the_last_module_seat() {
 
 /// The path of `node`'s one allocation of `resource`.
 async fn allocation_of(admin: &Caller<'_>, node: &str, resource: &str) -> String {
-    let listed = admin
-        .expect(
-            admin.get(&format!("/v1/nodes/{node}/allocations")).await,
-            200,
-        )
-        .await;
+    let listed = admin.get_ok(&format!("/v1/nodes/{node}/allocations")).await;
     let id = listed["items"]
         .as_array()
         .unwrap()
@@ -735,12 +613,7 @@ async fn only_owner_admins_change_the_catalogue() {
     let shop = shop(&admin, 1).await;
     let body = json!({"username": "reseller-admin", "email": "r@x.test", "role": "admin", "password": "reseller password"});
     admin
-        .expect(
-            admin
-                .post(&format!("/v1/nodes/{}/accounts", shop.reseller), &body)
-                .await,
-            201,
-        )
+        .post_expect(&format!("/v1/nodes/{}/accounts", shop.reseller), &body, 201)
         .await;
     let token = app
         .login("reseller-admin", "reseller password")
@@ -752,29 +625,24 @@ async fn only_owner_admins_change_the_catalogue() {
         .unwrap()
         .to_owned();
     let reseller = Caller { app: &app, token };
+    reseller.get_ok("/v1/modules").await;
     reseller
-        .expect(reseller.get("/v1/modules").await, 200)
+        .post_problem(
+            "/v1/modules",
+            &json!({"code": "mine", "name": "Mine", "unit": "per_mailbox"}),
+            404,
+            "not-found",
+        )
         .await;
-    assert_problem(
-        reseller
-            .post(
-                "/v1/modules",
-                &json!({"code": "mine", "name": "Mine", "unit": "per_mailbox"}),
-            )
-            .await,
-        404,
-        "not-found",
-    )
-    .await;
-    assert_problem(
-        reseller
-            .patch("/v1/modules/lft", &json!({"retired": true}))
-            .await,
-        404,
-        "not-found",
-    )
-    .await;
-    let lft = admin.expect(admin.get("/v1/modules/lft").await, 200).await;
+    reseller
+        .patch_problem(
+            "/v1/modules/lft",
+            &json!({"retired": true}),
+            404,
+            "not-found",
+        )
+        .await;
+    let lft = admin.get_ok("/v1/modules/lft").await;
     assert_eq!(lft["retired"], false, "nothing changed");
 }
 
@@ -786,13 +654,9 @@ async fn verify_counts_module_seats_against_their_holders() {
     let ann = mailbox(&admin, &shop.customer, "ann").await;
     admin.expect(assign(&admin, &ann, "lft").await, 200).await;
     admin
-        .expect(
-            admin
-                .put(
-                    &format!("/v1/nodes/{}/modules/branding", shop.customer),
-                    &json!({}),
-                )
-                .await,
+        .put_expect(
+            &format!("/v1/nodes/{}/modules/branding", shop.customer),
+            &json!({}),
             200,
         )
         .await;

@@ -42,6 +42,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use crate::helpers::wait_bounded;
+
 /// How long an instance may take to answer on both ports.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the master may take to exit after SIGTERM before its process group is killed.
@@ -224,16 +226,7 @@ impl Postfix {
             .map_err(|e| fatal("spawn master", &e))?;
         // Spawned after the master, so the master does not hold the pipe's other end. Rust opens
         // the pipe close-on-exec, so no other test's child holds it either.
-        let watchdog = Command::new("sh")
-            .args([
-                "-c",
-                r#"read -r line; kill -TERM "$0" 2>/dev/null"#,
-                &master.id().to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
+        let watchdog = crate::helpers::watchdog(master.id(), "TERM");
         let watchdog = match watchdog {
             Ok(watchdog) => watchdog,
             Err(e) => {
@@ -326,7 +319,7 @@ impl Drop for Postfix {
         }
         // The watchdog sends the master SIGTERM when its input ends.
         drop(self.watchdog.stdin.take());
-        if !wait_bounded(&mut self.master, STOP_TIMEOUT) {
+        if !wait_bounded(&mut self.master, STOP_TIMEOUT, Duration::from_millis(10)) {
             // The master is still our unreaped child, so its pid (and process group) is still it.
             let _ = Command::new("kill")
                 .args(["-KILL", "--", &format!("-{}", self.master.id())])
@@ -334,7 +327,7 @@ impl Drop for Postfix {
             let _ = self.master.kill();
             let _ = self.master.wait();
         }
-        if !wait_bounded(&mut self.watchdog, STOP_TIMEOUT) {
+        if !wait_bounded(&mut self.watchdog, STOP_TIMEOUT, Duration::from_millis(10)) {
             let _ = self.watchdog.kill();
             let _ = self.watchdog.wait();
         }
@@ -344,18 +337,6 @@ impl Drop for Postfix {
                 self.dir.path().display(),
                 self.log()
             );
-        }
-    }
-}
-
-/// Waits for `child` to exit, for at most `timeout`; true if it did.
-fn wait_bounded(child: &mut Child, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) | Err(_) => return true,
-            Ok(None) if Instant::now() > deadline => return false,
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
         }
     }
 }

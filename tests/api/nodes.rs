@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, seed_tree, spawn_app};
+use crate::helpers::{assert_problem, seed_tree, spawn_app, texts};
 
 #[tokio::test]
 async fn an_admin_builds_the_tree_and_reads_it_back() {
@@ -28,7 +28,7 @@ async fn an_admin_builds_the_tree_and_reads_it_back() {
     assert_eq!(created["parent_id"], owner);
     assert_eq!(created["status"], "active");
 
-    let read = admin.expect(admin.get(&location).await, 200).await;
+    let read = admin.get_ok(&location).await;
     assert_eq!(read, created);
     app.assert_verified();
 }
@@ -48,7 +48,7 @@ async fn children_are_listed_in_pages_and_filtered() {
     let mut names = Vec::new();
     let mut path = format!("/v1/nodes/{owner}/children?limit=3");
     loop {
-        let page = admin.expect(admin.get(&path).await, 200).await;
+        let page = admin.get_ok(&path).await;
         names.extend(
             page["items"]
                 .as_array()
@@ -64,36 +64,16 @@ async fn children_are_listed_in_pages_and_filtered() {
     assert_eq!(names, ["Alpha", "Beta", "Gamma", "alpine customer"]);
 
     let resellers = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{owner}/children?kind=reseller"))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{owner}/children?kind=reseller"))
         .await;
     assert_eq!(resellers["items"].as_array().unwrap().len(), 3);
     let alp = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{owner}/children?name_prefix=ALP"))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{owner}/children?name_prefix=ALP"))
         .await;
-    let alp: Vec<&str> = alp["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["name"].as_str().unwrap())
-        .collect();
+    let alp: Vec<&str> = texts(&alp["items"], "name");
     assert_eq!(alp, ["Alpha", "alpine customer"]);
     let wildcard = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{owner}/children?name_prefix=%25"))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{owner}/children?name_prefix=%25"))
         .await;
     assert_eq!(
         wildcard["items"].as_array().unwrap().len(),
@@ -101,30 +81,27 @@ async fn children_are_listed_in_pages_and_filtered() {
         "a % in the prefix is literal"
     );
 
-    assert_problem(
-        admin
-            .get(&format!("/v1/nodes/{owner}/children?limit=0"))
-            .await,
-        400,
-        "invalid-query",
-    )
-    .await;
-    assert_problem(
-        admin
-            .get(&format!("/v1/nodes/{owner}/children?cursor=garbage"))
-            .await,
-        400,
-        "invalid-query",
-    )
-    .await;
-    assert_problem(
-        admin
-            .get(&format!("/v1/nodes/{owner}/children?kidn=reseller"))
-            .await,
-        400,
-        "invalid-query",
-    )
-    .await;
+    admin
+        .get_problem(
+            &format!("/v1/nodes/{owner}/children?limit=0"),
+            400,
+            "invalid-query",
+        )
+        .await;
+    admin
+        .get_problem(
+            &format!("/v1/nodes/{owner}/children?cursor=garbage"),
+            400,
+            "invalid-query",
+        )
+        .await;
+    admin
+        .get_problem(
+            &format!("/v1/nodes/{owner}/children?kidn=reseller"),
+            400,
+            "invalid-query",
+        )
+        .await;
     app.assert_verified();
 }
 
@@ -134,29 +111,23 @@ async fn customers_have_no_children_and_the_owner_exists_once() {
     let admin = app.as_admin().await;
     let owner = admin.node_id().await;
     let customer = admin.create_child(&owner, "customer", "Leaf").await;
-    let body = assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{customer}/children"),
-                &json!({"kind": "customer", "name": "Sub"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let body = admin
+        .post_problem(
+            &format!("/v1/nodes/{customer}/children"),
+            &json!({"kind": "customer", "name": "Sub"}),
+            422,
+            "validation-failed",
+        )
+        .await;
     assert_eq!(body["errors"][0]["field"], "kind");
-    let body = assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{owner}/children"),
-                &json!({"kind": "owner", "name": "Second"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let body = admin
+        .post_problem(
+            &format!("/v1/nodes/{owner}/children"),
+            &json!({"kind": "owner", "name": "Second"}),
+            422,
+            "validation-failed",
+        )
+        .await;
     assert_eq!(body["errors"][0]["field"], "kind");
     app.assert_verified();
 }
@@ -169,17 +140,14 @@ async fn sibling_names_are_unique_but_cousins_may_share_one() {
     let a = admin.create_child(&owner, "reseller", "A").await;
     let b = admin.create_child(&owner, "reseller", "B").await;
     admin.create_child(&a, "customer", "Shop").await;
-    assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{a}/children"),
-                &json!({"kind": "customer", "name": " Shop "}),
-            )
-            .await,
-        409,
-        "name-taken",
-    )
-    .await;
+    admin
+        .post_problem(
+            &format!("/v1/nodes/{a}/children"),
+            &json!({"kind": "customer", "name": " Shop "}),
+            409,
+            "name-taken",
+        )
+        .await;
     admin.create_child(&b, "customer", "Shop").await;
     let renamed = admin
         .patch(&format!("/v1/nodes/{b}"), &json!({"name": "A"}))
@@ -193,44 +161,31 @@ async fn every_invalid_field_is_named_and_nothing_is_created() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let owner = admin.node_id().await;
-    let body = assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{owner}/children"),
-                &json!({"kind": "customer", "name": "bad/name", "contact_phone": "call me",
+    let body = admin
+        .post_problem(
+            &format!("/v1/nodes/{owner}/children"),
+            &json!({"kind": "customer", "name": "bad/name", "contact_phone": "call me",
                         "contact_email": "nobody", "description": "bell\u{7}"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
-    let mut fields: Vec<&str> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+            422,
+            "validation-failed",
+        )
+        .await;
+    let mut fields: Vec<&str> = texts(&body["errors"], "field");
     fields.sort_unstable();
     assert_eq!(
         fields,
         ["contact_email", "contact_phone", "description", "name"]
     );
-    let body = assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{owner}/children"),
-                &json!({"kind": "customer", "name": "x".repeat(101)}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
-    assert_eq!(body["errors"][0]["field"], "name");
-    let children = admin
-        .expect(admin.get(&format!("/v1/nodes/{owner}/children")).await, 200)
+    let body = admin
+        .post_problem(
+            &format!("/v1/nodes/{owner}/children"),
+            &json!({"kind": "customer", "name": "x".repeat(101)}),
+            422,
+            "validation-failed",
+        )
         .await;
+    assert_eq!(body["errors"][0]["field"], "name");
+    let children = admin.get_ok(&format!("/v1/nodes/{owner}/children")).await;
     assert_eq!(children["items"], json!([]));
     app.assert_verified();
 }
@@ -243,23 +198,16 @@ async fn patch_changes_only_what_is_sent_and_honours_if_match() {
     let node = admin.create_child(&owner, "customer", "Shop").await;
     let path = format!("/v1/nodes/{node}");
     let changed = admin
-        .expect(
-            admin
-                .patch(
-                    &path,
-                    &json!({"contact_email": "a@shop.example", "description": "first"}),
-                )
-                .await,
-            200,
+        .patch_ok(
+            &path,
+            &json!({"contact_email": "a@shop.example", "description": "first"}),
         )
         .await;
     assert_eq!(
         (changed["name"].as_str(), changed["version"].as_i64()),
         (Some("Shop"), Some(2))
     );
-    let cleared = admin
-        .expect(admin.patch(&path, &json!({"description": null})).await, 200)
-        .await;
+    let cleared = admin.patch_ok(&path, &json!({"description": null})).await;
     assert_eq!(cleared["description"], Value::Null);
     assert_eq!(cleared["contact_email"], "a@shop.example");
 
@@ -272,12 +220,9 @@ async fn patch_changes_only_what_is_sent_and_honours_if_match() {
         .await;
     assert_eq!(fresh.headers()["etag"], "\"4\"");
     assert_eq!(admin.expect(fresh, 200).await["name"], "Shop 2");
-    assert_problem(
-        admin.patch(&path, &json!({"version": 9})).await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    admin
+        .patch_problem(&path, &json!({"version": 9}), 422, "validation-failed")
+        .await;
     app.assert_verified();
 }
 
@@ -288,14 +233,9 @@ async fn suspending_takes_an_admin_above_the_node() {
     let owner = admin.node_id().await;
     let node = admin.create_child(&owner, "reseller", "R").await;
     let suspended = admin
-        .expect(
-            admin
-                .patch(
-                    &format!("/v1/nodes/{node}"),
-                    &json!({"status": "suspended"}),
-                )
-                .await,
-            200,
+        .patch_ok(
+            &format!("/v1/nodes/{node}"),
+            &json!({"status": "suspended"}),
         )
         .await;
     assert_eq!(suspended["status"], "suspended");
@@ -307,12 +247,7 @@ async fn suspending_takes_an_admin_above_the_node() {
         .await;
     assert_problem(own, 403, "forbidden").await;
     let renamed = admin
-        .expect(
-            admin
-                .patch(&format!("/v1/nodes/{owner}"), &json!({"name": "Operator"}))
-                .await,
-            200,
-        )
+        .patch_ok(&format!("/v1/nodes/{owner}"), &json!({"name": "Operator"}))
         .await;
     assert_eq!(renamed["name"], "Operator", "a node's admins may rename it");
     let bad = admin
@@ -326,15 +261,16 @@ async fn suspending_takes_an_admin_above_the_node() {
 async fn unknown_or_malformed_node_ids_are_404() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
-    assert_problem(
-        admin
-            .get(&format!("/v1/nodes/{}", uuid::Uuid::now_v7()))
-            .await,
-        404,
-        "not-found",
-    )
-    .await;
-    assert_problem(admin.get("/v1/nodes/not-a-uuid").await, 404, "not-found").await;
+    admin
+        .get_problem(
+            &format!("/v1/nodes/{}", uuid::Uuid::now_v7()),
+            404,
+            "not-found",
+        )
+        .await;
+    admin
+        .get_problem("/v1/nodes/not-a-uuid", 404, "not-found")
+        .await;
 }
 
 #[tokio::test]
@@ -342,34 +278,25 @@ async fn a_node_that_still_holds_something_is_not_deleted() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
-    let body = assert_problem(
-        admin.delete(&format!("/v1/nodes/{}", tree.a)).await,
-        409,
-        "not-empty",
-    )
-    .await;
+    let body = admin
+        .delete_problem(&format!("/v1/nodes/{}", tree.a), 409, "not-empty")
+        .await;
     let detail = body["detail"].as_str().unwrap();
     assert!(
         detail.contains("1 child node") && detail.contains("live allocations"),
         "{detail}"
     );
-    assert_problem(
-        admin.delete(&format!("/v1/nodes/{}", tree.owner)).await,
-        403,
-        "forbidden",
-    )
-    .await;
-    assert_problem(
-        admin
-            .delete(&format!("/v1/nodes/{}?cascade=true", tree.a))
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
     admin
-        .expect(admin.get(&format!("/v1/nodes/{}", tree.a)).await, 200)
+        .delete_problem(&format!("/v1/nodes/{}", tree.owner), 403, "forbidden")
         .await;
+    admin
+        .delete_problem(
+            &format!("/v1/nodes/{}?cascade=true", tree.a),
+            422,
+            "validation-failed",
+        )
+        .await;
+    admin.get_ok(&format!("/v1/nodes/{}", tree.a)).await;
     app.assert_verified();
 }
 
@@ -380,19 +307,16 @@ async fn deleting_a_customer_returns_its_seats_and_frees_its_name() {
     let tree = seed_tree(&admin).await;
     assert_eq!(admin.usage(&tree.a1, "users").await["free"], 150);
     admin
-        .expect(admin.delete(&format!("/v1/nodes/{}", tree.c1)).await, 204)
+        .delete_expect(&format!("/v1/nodes/{}", tree.c1), 204)
         .await;
     assert_eq!(
         admin.usage(&tree.a1, "users").await["free"],
         200,
         "C1's 50 users went back to A1"
     );
-    assert_problem(
-        admin.get(&format!("/v1/nodes/{}", tree.c1)).await,
-        404,
-        "not-found",
-    )
-    .await;
+    admin
+        .get_problem(&format!("/v1/nodes/{}", tree.c1), 404, "not-found")
+        .await;
     let allocations = admin
         .get(&format!("/v1/nodes/{}/allocations", tree.c1))
         .await;
@@ -409,15 +333,7 @@ async fn a_customer_moves_with_its_allocations_to_a_parent_with_room() {
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     let moved = admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/move", tree.c1),
-                    &json!({"parent_id": tree.b}),
-                )
-                .await,
-            200,
-        )
+        .expect(admin.move_under(&tree.c1, &tree.b).await, 200)
         .await;
     assert_eq!(moved["parent_id"], tree.b);
     assert_eq!(admin.usage(&tree.a1, "users").await["allocated"], 0);
@@ -428,29 +344,16 @@ async fn a_customer_moves_with_its_allocations_to_a_parent_with_room() {
         "the customer's limit is unchanged"
     );
     let listed = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/allocations?resource=users", tree.c1))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/allocations?resource=users", tree.c1))
         .await;
-    let grantors: Vec<&str> = listed["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["grantor_id"].as_str().unwrap())
-        .collect();
+    let grantors: Vec<&str> = texts(&listed["items"], "grantor_id");
     assert_eq!(
         grantors,
         [tree.a1.as_str(), tree.b.as_str()],
         "the old grant is kept, ended or deactivated"
     );
     let children = admin
-        .expect(
-            admin.get(&format!("/v1/nodes/{}/children", tree.b)).await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/children", tree.b))
         .await;
     assert_eq!(children["items"].as_array().unwrap().len(), 2);
     app.assert_verified();
@@ -463,12 +366,7 @@ async fn a_move_is_refused_when_the_new_parent_lacks_room_and_changes_nothing() 
     let tree = seed_tree(&admin).await;
     // B has 300 users and gave C2 40; A (with A1's 200 inside) does not fit.
     let body = assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{}/move", tree.a),
-                &json!({"parent_id": tree.b}),
-            )
-            .await,
+        admin.move_under(&tree.a, &tree.b).await,
         409,
         "quota-exceeded",
     )
@@ -484,9 +382,7 @@ async fn a_move_is_refused_when_the_new_parent_lacks_room_and_changes_nothing() 
         ),
         (Some(30), Some(50), Some(26))
     );
-    let a = admin
-        .expect(admin.get(&format!("/v1/nodes/{}", tree.a)).await, 200)
-        .await;
+    let a = admin.get_ok(&format!("/v1/nodes/{}", tree.a)).await;
     assert_eq!(a["parent_id"], tree.owner);
     assert_eq!(admin.usage(&tree.b, "users").await["allocated"], 40);
     app.assert_verified();
@@ -498,35 +394,20 @@ async fn a_node_cannot_move_under_itself_or_a_customer() {
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     let body = assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{}/move", tree.a),
-                &json!({"parent_id": tree.a1}),
-            )
-            .await,
+        admin.move_under(&tree.a, &tree.a1).await,
         422,
         "validation-failed",
     )
     .await;
     assert_eq!(body["errors"][0]["field"], "parent_id");
     assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{}/move", tree.c2),
-                &json!({"parent_id": tree.c1}),
-            )
-            .await,
+        admin.move_under(&tree.c2, &tree.c1).await,
         422,
         "validation-failed",
     )
     .await;
     assert_problem(
-        admin
-            .post(
-                &format!("/v1/nodes/{}/move", tree.owner),
-                &json!({"parent_id": tree.a}),
-            )
-            .await,
+        admin.move_under(&tree.owner, &tree.a).await,
         403,
         "forbidden",
     )
@@ -540,29 +421,14 @@ async fn a_moved_reseller_takes_its_subtree_along() {
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{}/move", tree.a1),
-                    &json!({"parent_id": tree.owner}),
-                )
-                .await,
-            200,
-        )
+        .expect(admin.move_under(&tree.a1, &tree.owner).await, 200)
         .await;
     let children = admin
-        .expect(
-            admin
-                .get(&format!("/v1/nodes/{}/children", tree.owner))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/children", tree.owner))
         .await;
     assert_eq!(children["items"].as_array().unwrap().len(), 3);
     // C1 is still A1's child and is now outside A: its usage counts at the owner, not at A.
-    let c1 = admin
-        .expect(admin.get(&format!("/v1/nodes/{}", tree.c1)).await, 200)
-        .await;
+    let c1 = admin.get_ok(&format!("/v1/nodes/{}", tree.c1)).await;
     assert_eq!(c1["parent_id"], tree.a1);
     assert_eq!(admin.usage(&tree.a, "users").await["allocated"], 0);
     assert_eq!(admin.usage(&tree.owner, "users").await["allocated"], 1000);

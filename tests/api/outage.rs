@@ -26,7 +26,7 @@ use std::os::unix::process::CommandExt;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app_on};
+use crate::helpers::{TestApp, spawn_app_on, wait_bounded};
 
 /// No request may take longer than this while the database is down: the pool's connection timeout
 /// (5 s) plus scheduling on a loaded machine.
@@ -197,17 +197,8 @@ impl PrivatePostgres {
             .spawn()
             .expect("spawn postgres");
         // Spawned after the postmaster, so the postmaster does not hold the pipe's other end.
-        let watchdog = Command::new("sh")
-            .args([
-                "-c",
-                r#"read -r line; kill -QUIT "$0" 2>/dev/null"#,
-                &postmaster.id().to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the watchdog");
+        let watchdog =
+            crate::helpers::watchdog(postmaster.id(), "QUIT").expect("spawn the watchdog");
         self.server = Some(Server {
             postmaster,
             watchdog,
@@ -249,7 +240,11 @@ impl PrivatePostgres {
         );
         let mut server = self.server.take().expect("a running server");
         assert!(
-            wait_bounded(&mut server.postmaster, Duration::from_secs(30)),
+            wait_bounded(
+                &mut server.postmaster,
+                Duration::from_secs(30),
+                Duration::from_millis(20)
+            ),
             "the postmaster exits after pg_ctl stop"
         );
         let _ = server.watchdog.kill();
@@ -270,7 +265,11 @@ impl Drop for PrivatePostgres {
             }
             // The watchdog sends SIGQUIT (an immediate shutdown) when its input ends.
             drop(server.watchdog.stdin.take());
-            if !wait_bounded(&mut server.postmaster, Duration::from_secs(20)) {
+            if !wait_bounded(
+                &mut server.postmaster,
+                Duration::from_secs(20),
+                Duration::from_millis(20),
+            ) {
                 let _ = server.postmaster.kill();
                 let _ = server.postmaster.wait();
             }
@@ -278,18 +277,6 @@ impl Drop for PrivatePostgres {
         }
         if std::thread::panicking() {
             eprintln!("--- private PostgreSQL log ---\n{}--- end ---", self.log());
-        }
-    }
-}
-
-/// Waits for `child` to exit, for at most `timeout`; true if it did.
-fn wait_bounded(child: &mut Child, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) | Err(_) => return true,
-            Ok(None) if Instant::now() > deadline => return false,
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
 }
@@ -379,27 +366,13 @@ async fn seed(app: &TestApp) -> Target {
     let customer = admin.create_child(&reseller, "customer", "C").await;
     for node in [&reseller, &customer] {
         for resource in ["users", "module:base"] {
-            admin
-                .expect(admin.allocate(node, resource, 50000).await, 201)
-                .await;
+            admin.grant(node, resource, 50000).await;
         }
-        admin
-            .expect(admin.allocate(node, "domains", 5).await, 201)
-            .await;
+        admin.grant(node, "domains", 5).await;
     }
     admin.register_domain(&customer, "c.example").await;
     admin.create_mailbox(&customer, "known@c.example").await;
-    let key = admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{root}/api-keys"),
-                    &json!({"name": "worker", "role": "check"}),
-                )
-                .await,
-            201,
-        )
-        .await;
+    let key = admin.create_api_key(&root, "worker", "check").await;
     Target {
         address: app.address.clone(),
         client: app.client.clone(),

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Caller, TestApp, assert_problem, seed_tree, spawn_app};
+use crate::helpers::{Caller, TestApp, assert_problem, seed_tree, spawn_app, texts};
 
 /// Creates an account at `node` and returns a caller logged in as it.
 pub async fn account<'a>(
@@ -13,25 +13,13 @@ pub async fn account<'a>(
     role: &str,
 ) -> Caller<'a> {
     let password = "correct horse battery staple";
-    admin
-        .expect(
-            admin
-                .post(&format!("/v1/nodes/{node}/accounts"), &json!({"username": username, "email": format!("{username}@example.test"), "role": role, "password": password}))
-                .await,
-            201,
-        )
-        .await;
+    admin.post_expect(&format!("/v1/nodes/{node}/accounts"), &json!({"username": username, "email": format!("{username}@example.test"), "role": role, "password": password}), 201).await;
     login(app, username, password).await
 }
 
 /// The fields a validation problem names.
 fn fields(problem: &Value) -> Vec<&str> {
-    problem["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect()
+    texts(&problem["errors"], "field")
 }
 
 /// Logs in and returns a caller with the token.
@@ -57,18 +45,23 @@ pub async fn api_key<'a>(
     role: &str,
 ) -> (Caller<'a>, Value) {
     let created = admin
-        .expect(
-            admin
-                .post(
-                    &format!("/v1/nodes/{node}/api-keys"),
-                    &json!({"name": format!("{role} key"), "role": role}),
-                )
-                .await,
-            201,
-        )
+        .create_api_key(node, &format!("{role} key"), role)
         .await;
     let token = created["key"].as_str().unwrap().to_owned();
     (Caller { app, token }, created)
+}
+
+/// Asserts that `caller`'s token opens neither the API nor the check.
+async fn assert_locked_out(caller: &Caller<'_>) {
+    caller.get_problem("/v1/me", 401, "unauthorized").await;
+    caller
+        .post_problem(
+            "/v1/check",
+            &json!({"direction": "inbound", "domain": "example.com"}),
+            401,
+            "unauthorized",
+        )
+        .await;
 }
 
 #[tokio::test]
@@ -77,33 +70,23 @@ async fn an_account_sees_its_own_subtree_and_nothing_else() {
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     let reseller = account(&app, &admin, &tree.a, "alice", "admin").await;
-    let me = reseller.expect(reseller.get("/v1/me").await, 200).await;
+    let me = reseller.get_ok("/v1/me").await;
     assert_eq!(
         (me["node_id"].as_str(), me["role"].as_str()),
         (Some(tree.a.as_str()), Some("admin"))
     );
-    reseller
-        .expect(reseller.get(&format!("/v1/nodes/{}", tree.c1)).await, 200)
-        .await;
+    reseller.get_ok(&format!("/v1/nodes/{}", tree.c1)).await;
     for outside in [&tree.owner, &tree.b, &tree.c2] {
-        assert_problem(
-            reseller.get(&format!("/v1/nodes/{outside}")).await,
-            404,
-            "not-found",
-        )
-        .await;
+        reseller
+            .get_problem(&format!("/v1/nodes/{outside}"), 404, "not-found")
+            .await;
     }
-    assert_problem(reseller.get("/v1/licence").await, 404, "not-found").await;
+    reseller.get_problem("/v1/licence", 404, "not-found").await;
     // It may grant below itself, not to itself.
+    reseller.grant(&tree.a1, "users", 10).await;
     reseller
-        .expect(reseller.allocate(&tree.a1, "users", 10).await, 201)
+        .allocate_problem(&tree.a, "users", 10, 403, "forbidden")
         .await;
-    assert_problem(
-        reseller.allocate(&tree.a, "users", 10).await,
-        403,
-        "forbidden",
-    )
-    .await;
     app.assert_verified();
 }
 
@@ -124,18 +107,11 @@ async fn a_generated_password_is_shown_once_and_never_again() {
     assert!(password.len() >= 20);
     assert_eq!(app.login("bob", &password).await.status(), 200);
     let read = admin
-        .expect(
-            admin
-                .get(&format!("/v1/accounts/{}", created["id"].as_str().unwrap()))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/accounts/{}", created["id"].as_str().unwrap()))
         .await;
     assert!(!read.to_string().contains(&password));
     assert!(read.get("one_time_password").is_none() && read.get("password_hash").is_none());
-    let listed = admin
-        .expect(admin.get(&format!("/v1/nodes/{owner}/accounts")).await, 200)
-        .await;
+    let listed = admin.get_ok(&format!("/v1/nodes/{owner}/accounts")).await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 2);
     assert!(!listed.to_string().contains("argon2"));
     app.assert_verified();
@@ -147,46 +123,32 @@ async fn bad_accounts_are_refused_field_by_field() {
     let admin = app.as_admin().await;
     let owner = admin.node_id().await;
     let path = format!("/v1/nodes/{owner}/accounts");
-    let body = assert_problem(
-        admin
-            .post(
-                &path,
-                &json!({"username": "x y", "email": "nope", "role": "admin", "password": "short"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
-    let fields: Vec<&str> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let body = admin
+        .post_problem(
+            &path,
+            &json!({"username": "x y", "email": "nope", "role": "admin", "password": "short"}),
+            422,
+            "validation-failed",
+        )
+        .await;
+    let fields: Vec<&str> = texts(&body["errors"], "field");
     assert_eq!(fields, ["username", "email", "password"]);
-    assert_problem(
-        admin
-            .post(
-                &path,
-                &json!({"username": "admin", "email": "a@b.test", "role": "viewer"}),
-            )
-            .await,
-        409,
-        "name-taken",
-    )
-    .await;
-    assert_problem(
-        admin
-            .post(
-                &path,
-                &json!({"username": "eve", "email": "a@b.test", "role": "root"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    admin
+        .post_problem(
+            &path,
+            &json!({"username": "admin", "email": "a@b.test", "role": "viewer"}),
+            409,
+            "name-taken",
+        )
+        .await;
+    admin
+        .post_problem(
+            &path,
+            &json!({"username": "eve", "email": "a@b.test", "role": "root"}),
+            422,
+            "validation-failed",
+        )
+        .await;
 }
 
 #[tokio::test]
@@ -197,53 +159,27 @@ async fn only_admins_create_principals_and_never_above_their_role() {
     let manager = account(&app, &admin, &tree.a, "manny", "manager").await;
     let viewer = account(&app, &admin, &tree.a, "vera", "viewer").await;
     for caller in [&manager, &viewer] {
-        let body = json!({"username": "sneaky", "email": "s@x.test", "role": "viewer", "password": "long enough password"});
-        assert_problem(
-            caller
-                .post(&format!("/v1/nodes/{}/accounts", tree.a1), &body)
-                .await,
-            403,
-            "forbidden",
-        )
-        .await;
-        assert_problem(
-            caller
-                .post(
-                    &format!("/v1/nodes/{}/api-keys", tree.a1),
-                    &json!({"name": "k", "role": "check"}),
-                )
-                .await,
-            403,
-            "forbidden",
-        )
-        .await;
-        assert_problem(
-            caller
-                .post(
-                    &format!("/v1/nodes/{}/children", tree.a1),
-                    &json!({"kind": "customer", "name": "X"}),
-                )
-                .await,
-            403,
-            "forbidden",
-        )
-        .await;
+        for (what, body) in [
+            (
+                "accounts",
+                json!({"username": "sneaky", "email": "s@x.test", "role": "viewer", "password": "long enough password"}),
+            ),
+            ("api-keys", json!({"name": "k", "role": "check"})),
+            ("children", json!({"kind": "customer", "name": "X"})),
+        ] {
+            let path = format!("/v1/nodes/{}/{what}", tree.a1);
+            caller.post_problem(&path, &body, 403, "forbidden").await;
+        }
     }
     viewer
-        .expect(
-            viewer.get(&format!("/v1/nodes/{}/accounts", tree.a)).await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/accounts", tree.a))
         .await;
     // A manager cannot make itself an admin, nor can anyone change their own role.
-    let me = manager.expect(manager.get("/v1/me").await, 200).await;
+    let me = manager.get_ok("/v1/me").await;
     let path = format!("/v1/accounts/{}", me["id"].as_str().unwrap());
-    assert_problem(
-        manager.patch(&path, &json!({"role": "admin"})).await,
-        403,
-        "forbidden",
-    )
-    .await;
+    manager
+        .patch_problem(&path, &json!({"role": "admin"}), 403, "forbidden")
+        .await;
     app.assert_verified();
 }
 
@@ -253,31 +189,15 @@ async fn a_disabled_or_deleted_accounts_tokens_stop_working_at_once_and_for_good
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     let carol = account(&app, &admin, &tree.b, "carol", "manager").await;
-    let id = carol.expect(carol.get("/v1/me").await, 200).await["id"]
+    let id = carol.get_ok("/v1/me").await["id"]
         .as_str()
         .unwrap()
         .to_owned();
     let disabled = admin
-        .expect(
-            admin
-                .patch(&format!("/v1/accounts/{id}"), &json!({"disabled": true}))
-                .await,
-            200,
-        )
+        .patch_ok(&format!("/v1/accounts/{id}"), &json!({"disabled": true}))
         .await;
     assert_eq!(disabled["disabled"], true);
-    assert_problem(carol.get("/v1/me").await, 401, "unauthorized").await;
-    assert_problem(
-        carol
-            .post(
-                "/v1/check",
-                &json!({"direction": "inbound", "domain": "example.com"}),
-            )
-            .await,
-        401,
-        "unauthorized",
-    )
-    .await;
+    assert_locked_out(&carol).await;
     assert_problem(
         app.login("carol", "correct horse battery staple").await,
         401,
@@ -285,50 +205,20 @@ async fn a_disabled_or_deleted_accounts_tokens_stop_working_at_once_and_for_good
     )
     .await;
     admin
-        .expect(
-            admin
-                .patch(&format!("/v1/accounts/{id}"), &json!({"disabled": false}))
-                .await,
-            200,
-        )
+        .patch_ok(&format!("/v1/accounts/{id}"), &json!({"disabled": false}))
         .await;
     // Enabling the account again does not bring back the tokens the disable revoked, on the
     // API or on the check.
-    assert_problem(carol.get("/v1/me").await, 401, "unauthorized").await;
-    assert_problem(
-        carol
-            .post(
-                "/v1/check",
-                &json!({"direction": "inbound", "domain": "example.com"}),
-            )
-            .await,
-        401,
-        "unauthorized",
-    )
-    .await;
+    assert_locked_out(&carol).await;
     let carol = login(&app, "carol", "correct horse battery staple").await;
-    carol.expect(carol.get("/v1/me").await, 200).await;
+    carol.get_ok("/v1/me").await;
     admin
-        .expect(admin.delete(&format!("/v1/accounts/{id}")).await, 204)
+        .delete_expect(&format!("/v1/accounts/{id}"), 204)
         .await;
-    assert_problem(carol.get("/v1/me").await, 401, "unauthorized").await;
-    assert_problem(
-        carol
-            .post(
-                "/v1/check",
-                &json!({"direction": "inbound", "domain": "example.com"}),
-            )
-            .await,
-        401,
-        "unauthorized",
-    )
-    .await;
-    assert_problem(
-        admin.get(&format!("/v1/accounts/{id}")).await,
-        404,
-        "not-found",
-    )
-    .await;
+    assert_locked_out(&carol).await;
+    admin
+        .get_problem(&format!("/v1/accounts/{id}"), 404, "not-found")
+        .await;
     app.assert_verified();
 }
 
@@ -339,10 +229,8 @@ async fn an_account_at_a_deleted_node_cannot_log_in_and_is_told_nothing_more() {
     let owner = admin.node_id().await;
     let gone = admin.create_child(&owner, "customer", "Gone GmbH").await;
     let erin = account(&app, &admin, &gone, "erin", "admin").await;
-    admin
-        .expect(admin.delete(&format!("/v1/nodes/{gone}")).await, 204)
-        .await;
-    assert_problem(erin.get("/v1/me").await, 401, "unauthorized").await;
+    admin.delete_expect(&format!("/v1/nodes/{gone}"), 204).await;
+    erin.get_problem("/v1/me", 401, "unauthorized").await;
     let refused = assert_problem(
         app.login("erin", "correct horse battery staple").await,
         401,
@@ -363,42 +251,27 @@ async fn an_account_at_a_deleted_node_cannot_log_in_and_is_told_nothing_more() {
 async fn anyone_changes_their_own_password_but_not_their_role_or_existence() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
-    let me = admin.expect(admin.get("/v1/me").await, 200).await;
+    let me = admin.get_ok("/v1/me").await;
     let path = format!("/v1/accounts/{}", me["id"].as_str().unwrap());
-    admin
-        .expect(
-            admin
-                .patch(
-                    &path,
-                    &json!({"password": "a brand new password", "current_password": crate::helpers::ADMIN_PASSWORD}),
-                )
-                .await,
-            200,
-        )
-        .await;
+    admin.patch_ok(&path,
+                    &json!({"password": "a brand new password", "current_password": crate::helpers::ADMIN_PASSWORD})).await;
     assert_eq!(
         app.login("admin", "a brand new password").await.status(),
         200
     );
     let admin = login(&app, "admin", "a brand new password").await;
-    assert_problem(
-        admin.patch(&path, &json!({"disabled": true})).await,
-        403,
-        "forbidden",
-    )
-    .await;
-    assert_problem(admin.delete(&path).await, 403, "forbidden").await;
-    assert_problem(
-        admin
-            .patch(
-                &path,
-                &json!({"password": "short", "current_password": "a brand new password"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    admin
+        .patch_problem(&path, &json!({"disabled": true}), 403, "forbidden")
+        .await;
+    admin.delete_problem(&path, 403, "forbidden").await;
+    admin
+        .patch_problem(
+            &path,
+            &json!({"password": "short", "current_password": "a brand new password"}),
+            422,
+            "validation-failed",
+        )
+        .await;
     app.assert_verified();
 }
 
@@ -409,69 +282,54 @@ async fn changing_ones_own_password_needs_the_current_one_and_ends_every_session
     let owner = admin.node_id().await;
     let frank = account(&app, &admin, &owner, "frank", "viewer").await;
     let other_session = login(&app, "frank", "correct horse battery staple").await;
-    let me = frank.expect(frank.get("/v1/me").await, 200).await;
+    let me = frank.get_ok("/v1/me").await;
     let path = format!("/v1/accounts/{}", me["id"].as_str().unwrap());
-    let before = admin.expect(admin.get(&path).await, 200).await;
+    let before = admin.get_ok(&path).await;
 
     // A token alone does not change the password: whoever holds a stolen one cannot lock the
     // owner out.
-    let problem = assert_problem(
-        frank
-            .patch(&path, &json!({"password": "taken over for good"}))
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let problem = frank
+        .patch_problem(
+            &path,
+            &json!({"password": "taken over for good"}),
+            422,
+            "validation-failed",
+        )
+        .await;
     assert_eq!(fields(&problem), ["current_password"]);
-    let problem = assert_problem(
-        frank
-            .patch(
-                &path,
-                &json!({"password": "taken over for good", "current_password": "a guess at it"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let problem = frank
+        .patch_problem(
+            &path,
+            &json!({"password": "taken over for good", "current_password": "a guess at it"}),
+            422,
+            "validation-failed",
+        )
+        .await;
     assert_eq!(fields(&problem), ["current_password"]);
     // Refused writes leave no trace.
-    assert_eq!(admin.expect(admin.get(&path).await, 200).await, before);
+    assert_eq!(admin.get_ok(&path).await, before);
     assert_problem(
         app.login("frank", "taken over for good").await,
         401,
         "invalid-credentials",
     )
     .await;
-    frank.expect(frank.get("/v1/me").await, 200).await;
+    frank.get_ok("/v1/me").await;
 
-    frank
-        .expect(
-            frank
-                .patch(
-                    &path,
-                    &json!({"password": "frank's new password", "current_password": "correct horse battery staple"}),
-                )
-                .await,
-            200,
-        )
-        .await;
+    frank.patch_ok(&path,
+                    &json!({"password": "frank's new password", "current_password": "correct horse battery staple"})).await;
     // Every token issued before the change is refused, on the API and on the check, the one
     // that made the change included.
     for session in [&frank, &other_session] {
-        assert_problem(session.get("/v1/me").await, 401, "unauthorized").await;
-        assert_problem(
-            session
-                .post(
-                    "/v1/check",
-                    &json!({"direction": "inbound", "domain": "example.com"}),
-                )
-                .await,
-            401,
-            "unauthorized",
-        )
-        .await;
+        session.get_problem("/v1/me", 401, "unauthorized").await;
+        session
+            .post_problem(
+                "/v1/check",
+                &json!({"direction": "inbound", "domain": "example.com"}),
+                401,
+                "unauthorized",
+            )
+            .await;
     }
     assert_problem(
         app.login("frank", "correct horse battery staple").await,
@@ -480,16 +338,12 @@ async fn changing_ones_own_password_needs_the_current_one_and_ends_every_session
     )
     .await;
     let frank = login(&app, "frank", "frank's new password").await;
-    let me = frank.expect(frank.get("/v1/me").await, 200).await;
+    let me = frank.get_ok("/v1/me").await;
     assert_eq!(me["password_change_required"], false);
     frank
-        .expect(
-            frank
-                .post(
-                    "/v1/check",
-                    &json!({"direction": "inbound", "domain": "example.com"}),
-                )
-                .await,
+        .post_expect(
+            "/v1/check",
+            &json!({"direction": "inbound", "domain": "example.com"}),
             200,
         )
         .await;
@@ -502,38 +356,21 @@ async fn an_admin_reset_ends_every_session_and_the_next_login_must_change_the_pa
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     let gina = account(&app, &admin, &tree.c1, "gina", "manager").await;
-    let me = gina.expect(gina.get("/v1/me").await, 200).await;
+    let me = gina.get_ok("/v1/me").await;
     let path = format!("/v1/accounts/{}", me["id"].as_str().unwrap());
 
     // An admin resets without knowing the old password; `current_password` is only for one's own.
-    let problem = assert_problem(
-        admin
-            .patch(
-                &path,
-                &json!({"password": "temporary password", "current_password": "correct horse battery staple"}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    let problem = admin.patch_problem(&path,
+                &json!({"password": "temporary password", "current_password": "correct horse battery staple"}), 422, "validation-failed").await;
     assert_eq!(fields(&problem), ["current_password"]);
     let reset = admin
-        .expect(
-            admin
-                .patch(&path, &json!({"password": "temporary password"}))
-                .await,
-            200,
-        )
+        .patch_ok(&path, &json!({"password": "temporary password"}))
         .await;
     assert_eq!(reset["password_change_required"], true);
-    assert_problem(gina.get("/v1/me").await, 401, "unauthorized").await;
-    assert_problem(
-        gina.post(
-            "/v1/check",
-            &json!({"direction": "inbound", "domain": "example.com"}),
-        )
-        .await,
+    gina.get_problem("/v1/me", 401, "unauthorized").await;
+    gina.post_problem(
+        "/v1/check",
+        &json!({"direction": "inbound", "domain": "example.com"}),
         401,
         "unauthorized",
     )
@@ -542,7 +379,7 @@ async fn an_admin_reset_ends_every_session_and_the_next_login_must_change_the_pa
     // The password the admin set opens only the door to choosing a new one.
     let (gina, must_change) = login_flagged(&app, "gina", "temporary password").await;
     assert!(must_change);
-    let me = gina.expect(gina.get("/v1/me").await, 200).await;
+    let me = gina.get_ok("/v1/me").await;
     assert_eq!(me["password_change_required"], true);
     for refused in [
         gina.get(&format!("/v1/nodes/{}", tree.c1)).await,
@@ -560,24 +397,21 @@ async fn an_admin_reset_ends_every_session_and_the_next_login_must_change_the_pa
     ] {
         assert_problem(refused, 403, "password-change-required").await;
     }
-    let problem = assert_problem(
-        gina.patch(&path, &json!({"password": "gina's own password"}))
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
-    assert_eq!(fields(&problem), ["current_password"]);
-    gina.expect(
-        gina.patch(
+    let problem = gina
+        .patch_problem(
             &path,
-            &json!({"password": "gina's own password", "current_password": "temporary password"}),
+            &json!({"password": "gina's own password"}),
+            422,
+            "validation-failed",
         )
-        .await,
-        200,
+        .await;
+    assert_eq!(fields(&problem), ["current_password"]);
+    gina.patch_ok(
+        &path,
+        &json!({"password": "gina's own password", "current_password": "temporary password"}),
     )
     .await;
-    assert_problem(gina.get("/v1/me").await, 401, "unauthorized").await;
+    gina.get_problem("/v1/me", 401, "unauthorized").await;
     assert_problem(
         app.login("gina", "temporary password").await,
         401,
@@ -586,9 +420,8 @@ async fn an_admin_reset_ends_every_session_and_the_next_login_must_change_the_pa
     .await;
     let (gina, must_change) = login_flagged(&app, "gina", "gina's own password").await;
     assert!(!must_change);
-    gina.expect(gina.get(&format!("/v1/nodes/{}", tree.c1)).await, 200)
-        .await;
-    let changed = admin.expect(admin.get(&path).await, 200).await;
+    gina.get_ok(&format!("/v1/nodes/{}", tree.c1)).await;
+    let changed = admin.get_ok(&path).await;
     assert_eq!(changed["password_change_required"], false);
     app.assert_verified();
 }
@@ -601,29 +434,22 @@ async fn an_api_key_authenticates_until_revoked() {
     let (key, created) = api_key(&app, &admin, &tree.c1, "viewer").await;
     let text = created["key"].as_str().unwrap();
     assert!(text.starts_with(&format!("allot_{}_", created["id"].as_str().unwrap())));
-    let me = key.expect(key.get("/v1/me").await, 200).await;
+    let me = key.get_ok("/v1/me").await;
     assert_eq!(
         (me["kind"].as_str(), me["role"].as_str()),
         (Some("api_key"), Some("viewer"))
     );
-    key.expect(key.get(&format!("/v1/nodes/{}/usage", tree.c1)).await, 200)
-        .await;
-    assert_problem(
-        key.post(
-            &format!("/v1/nodes/{}/api-keys", tree.c1),
-            &json!({"name": "k", "role": "viewer"}),
-        )
-        .await,
+    key.get_ok(&format!("/v1/nodes/{}/usage", tree.c1)).await;
+    key.post_problem(
+        &format!("/v1/nodes/{}/api-keys", tree.c1),
+        &json!({"name": "k", "role": "viewer"}),
         403,
         "forbidden",
     )
     .await;
 
     let listed = admin
-        .expect(
-            admin.get(&format!("/v1/nodes/{}/api-keys", tree.c1)).await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/api-keys", tree.c1))
         .await;
     let listed = &listed["items"][0];
     assert!(listed.get("key").is_none() && !listed.to_string().contains(&text[text.len() - 20..]));
@@ -645,19 +471,14 @@ async fn an_api_key_authenticates_until_revoked() {
     .await;
 
     admin
-        .expect(
-            admin
-                .delete(&format!("/v1/api-keys/{}", created["id"].as_str().unwrap()))
-                .await,
+        .delete_expect(
+            &format!("/v1/api-keys/{}", created["id"].as_str().unwrap()),
             204,
         )
         .await;
-    assert_problem(key.get("/v1/me").await, 401, "unauthorized").await;
+    key.get_problem("/v1/me", 401, "unauthorized").await;
     let listed = admin
-        .expect(
-            admin.get(&format!("/v1/nodes/{}/api-keys", tree.c1)).await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/api-keys", tree.c1))
         .await;
     assert!(listed["items"][0]["revoked_at"].is_string());
     app.assert_verified();
@@ -669,19 +490,11 @@ async fn a_check_key_may_only_ask_the_check() {
     let admin = app.as_admin().await;
     let tree = seed_tree(&admin).await;
     let (key, _) = api_key(&app, &admin, &tree.a, "check").await;
-    key.expect(key.get("/v1/me").await, 200).await;
-    assert_problem(
-        key.get(&format!("/v1/nodes/{}", tree.a)).await,
-        403,
-        "forbidden",
-    )
-    .await;
-    assert_problem(
-        key.get(&format!("/v1/nodes/{}", tree.b)).await,
-        404,
-        "not-found",
-    )
-    .await;
+    key.get_ok("/v1/me").await;
+    key.get_problem(&format!("/v1/nodes/{}", tree.a), 403, "forbidden")
+        .await;
+    key.get_problem(&format!("/v1/nodes/{}", tree.b), 404, "not-found")
+        .await;
 }
 
 #[tokio::test]
@@ -691,26 +504,19 @@ async fn api_keys_expire() {
     let owner = admin.node_id().await;
     let path = format!("/v1/nodes/{owner}/api-keys");
     let past = (chrono::Utc::now() - chrono::TimeDelta::minutes(1)).to_rfc3339();
-    assert_problem(
-        admin
-            .post(
-                &path,
-                &json!({"name": "old", "role": "viewer", "expires_at": past}),
-            )
-            .await,
-        422,
-        "validation-failed",
-    )
-    .await;
+    admin
+        .post_problem(
+            &path,
+            &json!({"name": "old", "role": "viewer", "expires_at": past}),
+            422,
+            "validation-failed",
+        )
+        .await;
     let soon = (chrono::Utc::now() + chrono::TimeDelta::seconds(2)).to_rfc3339();
     let created = admin
-        .expect(
-            admin
-                .post(
-                    &path,
-                    &json!({"name": "brief", "role": "viewer", "expires_at": soon}),
-                )
-                .await,
+        .post_expect(
+            &path,
+            &json!({"name": "brief", "role": "viewer", "expires_at": soon}),
             201,
         )
         .await;
@@ -718,9 +524,9 @@ async fn api_keys_expire() {
         app: &app,
         token: created["key"].as_str().unwrap().to_owned(),
     };
-    key.expect(key.get("/v1/me").await, 200).await;
+    key.get_ok("/v1/me").await;
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    assert_problem(key.get("/v1/me").await, 401, "unauthorized").await;
+    key.get_problem("/v1/me", 401, "unauthorized").await;
 }
 
 #[tokio::test]
@@ -758,29 +564,18 @@ async fn principal_changes_are_audited_without_secrets() {
     let app = spawn_app().await;
     let admin = app.as_admin().await;
     let owner = admin.node_id().await;
-    let created = admin
-        .expect(admin.post(&format!("/v1/nodes/{owner}/accounts"), &json!({"username": "dave", "email": "d@x.test", "role": "viewer", "password": "dave's long password"})).await, 201)
-        .await;
+    let created = admin.post_expect(&format!("/v1/nodes/{owner}/accounts"), &json!({"username": "dave", "email": "d@x.test", "role": "viewer", "password": "dave's long password"}), 201).await;
     admin
-        .expect(
-            admin
-                .patch(
-                    &format!("/v1/accounts/{}", created["id"].as_str().unwrap()),
-                    &json!({"password": "dave's newer password"}),
-                )
-                .await,
-            200,
+        .patch_ok(
+            &format!("/v1/accounts/{}", created["id"].as_str().unwrap()),
+            &json!({"password": "dave's newer password"}),
         )
         .await;
     // Dave, made to change the password the admin set, does.
     let dave = login(&app, "dave", "dave's newer password").await;
-    dave.expect(
-        dave.patch(
-            &format!("/v1/accounts/{}", created["id"].as_str().unwrap()),
-            &json!({"password": "dave's newest password", "current_password": "dave's newer password"}),
-        )
-        .await,
-        200,
+    dave.patch_ok(
+        &format!("/v1/accounts/{}", created["id"].as_str().unwrap()),
+        &json!({"password": "dave's newest password", "current_password": "dave's newer password"}),
     )
     .await;
     let (_, key) = api_key(&app, &admin, &owner, "check").await;

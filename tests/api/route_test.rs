@@ -97,21 +97,14 @@ async fn domain_with_route(
 ) -> String {
     let body = json!({"name": name, "route": {"host": host, "port": port}});
     let created = admin
-        .expect(
-            admin
-                .post(&format!("/v1/nodes/{customer}/domains"), &body)
-                .await,
-            201,
-        )
+        .post_expect(&format!("/v1/nodes/{customer}/domains"), &body, 201)
         .await;
     created["id"].as_str().unwrap().to_owned()
 }
 
 /// Tests `domain`'s route as `admin`; the report of a test that ran.
 async fn test_route(admin: &Caller<'_>, domain: &str) -> Value {
-    admin
-        .expect(admin.post(&test_path(domain), &json!({})).await, 200)
-        .await
+    admin.post_expect(&test_path(domain), &json!({}), 200).await
 }
 
 fn test_path(domain: &str) -> String {
@@ -450,12 +443,14 @@ async fn private_targets_are_refused_without_connecting_unless_the_operator_allo
         ),
     ] {
         let domain = domain_with_route(&admin, &tree.c1, name, host, guarded.port()).await;
-        let problem = assert_problem(
-            admin.post(&test_path(&domain), &json!({})).await,
-            422,
-            "route-target-forbidden",
-        )
-        .await;
+        let problem = admin
+            .post_problem(
+                &test_path(&domain),
+                &json!({}),
+                422,
+                "route-target-forbidden",
+            )
+            .await;
         assert_eq!(problem["detail"], detail, "{host}");
         let audit = audited(&app, &domain);
         assert_eq!(audit.len(), 1, "{host}: the attempt is recorded");
@@ -518,12 +513,9 @@ async fn a_domain_without_a_route_answers_route_missing() {
     let domain = admin.register_domain(&tree.c1, "unrouted.example").await;
     let id = domain["id"].as_str().unwrap();
 
-    let problem = assert_problem(
-        admin.post(&test_path(id), &json!({})).await,
-        409,
-        "route-missing",
-    )
-    .await;
+    let problem = admin
+        .post_problem(&test_path(id), &json!({}), 409, "route-missing")
+        .await;
     assert!(
         problem["detail"]
             .as_str()
@@ -556,17 +548,21 @@ async fn managers_may_test_but_viewers_and_check_keys_may_not_and_other_subtrees
     let path = test_path(&domain);
 
     let manager = account(&app, &admin, &tree.a, "manager-a", "manager").await;
-    let report = manager
-        .expect(manager.post(&path, &json!({})).await, 200)
-        .await;
+    let report = manager.post_expect(&path, &json!({}), 200).await;
     assert_eq!(report["failure"]["stage"], "connect");
 
     let viewer = account(&app, &admin, &tree.a1, "viewer-a1", "viewer").await;
-    assert_problem(viewer.post(&path, &json!({})).await, 403, "forbidden").await;
+    viewer
+        .post_problem(&path, &json!({}), 403, "forbidden")
+        .await;
     let (check, _) = api_key(&app, &admin, &tree.c1, "check").await;
-    assert_problem(check.post(&path, &json!({})).await, 403, "forbidden").await;
+    check
+        .post_problem(&path, &json!({}), 403, "forbidden")
+        .await;
     let outsider = account(&app, &admin, &tree.b, "admin-b", "admin").await;
-    let hidden = assert_problem(outsider.post(&path, &json!({})).await, 404, "not-found").await;
+    let hidden = outsider
+        .post_problem(&path, &json!({}), 404, "not-found")
+        .await;
     assert!(!hidden.to_string().contains("guarded.example"));
     let anonymous = app.client.post(app.url(&path)).send().await.unwrap();
     assert_problem(anonymous, 401, "unauthorized").await;

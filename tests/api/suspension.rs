@@ -24,19 +24,13 @@ async fn setup(app: &TestApp) -> Setup<'_> {
     let owner = app.as_admin().await;
     let root = owner.node_id().await;
     let resources = ["users", "domains", "module:base", "module:lft"];
-    let licence: Vec<Value> = resources
-        .iter()
-        .map(|resource| json!({"resource": resource, "amount": 1000}))
-        .collect();
-    owner.set_licence(Value::from(licence)).await;
+    owner.set_licence_of(&resources, 1000).await;
     let r = owner.create_child(&root, "reseller", "R").await;
     let c = owner.create_child(&r, "customer", "C").await;
     let d = owner.create_child(&r, "customer", "D").await;
     for (node, amount) in [(&r, 500), (&c, 100), (&d, 100)] {
         for resource in resources {
-            owner
-                .expect(owner.allocate(node, resource, amount).await, 201)
-                .await;
+            owner.grant(node, resource, amount).await;
         }
     }
     owner.register_domain(&c, "c.example").await;
@@ -269,7 +263,7 @@ async fn a_suspended_customer_is_read_only_until_the_admin_above_lifts_it() {
     .await;
 
     // What still works inside: one's own password, taking access away.
-    let me = s.c_admin.expect(s.c_admin.get("/v1/me").await, 200).await;
+    let me = s.c_admin.get_ok("/v1/me").await;
     s.c_admin
         .patch_ok(
             &format!("/v1/accounts/{}", me["id"].as_str().unwrap()),
@@ -281,12 +275,7 @@ async fn a_suspended_customer_is_read_only_until_the_admin_above_lifts_it() {
     // The admin above lowers and raises the suspended customer's allocation.
     let allocations = s
         .r_admin
-        .expect(
-            s.r_admin
-                .get(&format!("/v1/nodes/{}/allocations", s.c))
-                .await,
-            200,
-        )
+        .get_ok(&format!("/v1/nodes/{}/allocations", s.c))
         .await;
     let users = allocations["items"]
         .as_array()
@@ -349,9 +338,7 @@ async fn a_customer_under_a_suspended_reseller_is_read_only_and_so_are_the_resel
 
     // The owner's admin stands above the suspension: it re-allocates under it and deletes an empty
     // customer in it; a move into the suspended reseller is refused, one out of it works.
-    s.owner
-        .expect(s.owner.allocate(&s.c, "users", 5).await, 201)
-        .await;
+    s.owner.grant(&s.c, "users", 5).await;
     let root = s.owner.node_id().await;
     let other = s.owner.create_child(&root, "reseller", "Other").await;
     assert_problem(
@@ -366,12 +353,7 @@ async fn a_customer_under_a_suspended_reseller_is_read_only_and_so_are_the_resel
     )
     .await;
     s.owner
-        .expect(
-            s.owner
-                .delete(&format!("/v1/nodes/{}?cascade=true", s.d))
-                .await,
-            204,
-        )
+        .delete_expect(&format!("/v1/nodes/{}?cascade=true", s.d), 204)
         .await;
 
     // Lifted by the owner's admin: everyone's writes work again.
@@ -390,19 +372,8 @@ async fn access_can_be_taken_away_inside_a_suspension() {
     let app = spawn_app().await;
     let s = setup(&app).await;
     let viewer = account(&app, &s.owner, &s.c, "c-viewer", "viewer").await;
-    let key = s
-        .c_admin
-        .expect(
-            s.c_admin
-                .post(
-                    &format!("/v1/nodes/{}/api-keys", s.c),
-                    &json!({"name": "worker", "role": "viewer"}),
-                )
-                .await,
-            201,
-        )
-        .await;
-    let viewer_id = viewer.expect(viewer.get("/v1/me").await, 200).await["id"]
+    let key = s.c_admin.create_api_key(&s.c, "worker", "viewer").await;
+    let viewer_id = viewer.get_ok("/v1/me").await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -433,18 +404,13 @@ async fn access_can_be_taken_away_inside_a_suspension() {
         )
         .await;
     s.c_admin
-        .expect(
-            s.c_admin
-                .delete(&format!("/v1/api-keys/{}", key["id"].as_str().unwrap()))
-                .await,
+        .delete_expect(
+            &format!("/v1/api-keys/{}", key["id"].as_str().unwrap()),
             204,
         )
         .await;
     s.c_admin
-        .expect(
-            s.c_admin.delete(&format!("/v1/accounts/{viewer_id}")).await,
-            204,
-        )
+        .delete_expect(&format!("/v1/accounts/{viewer_id}"), 204)
         .await;
     app.assert_verified();
 }

@@ -102,6 +102,27 @@ const FIELDS: &[&str] = &[
     "priority",
 ];
 
+/// A raw query string: arbitrary text, or a `pairs`-sized run of `key=value` pairs joined by `&`.
+pub fn query_string<K, V>(
+    pair: impl Strategy<Value = (K, V)> + 'static,
+    pairs: std::ops::Range<usize>,
+) -> impl Strategy<Value = String>
+where
+    K: std::fmt::Display + std::fmt::Debug + 'static,
+    V: std::fmt::Display + std::fmt::Debug + 'static,
+{
+    prop_oneof![
+        any::<String>(),
+        prop::collection::vec(pair, pairs).prop_map(|pairs| {
+            pairs
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("&")
+        }),
+    ]
+}
+
 /// Strings that mean something to some parser, and strings that mean nothing.
 pub fn text() -> impl Strategy<Value = String> {
     prop_oneof![
