@@ -20,266 +20,158 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// The `Retry-After` (seconds) of every `unavailable` answer.
 pub const UNAVAILABLE_RETRY_AFTER: u64 = 2;
 
-/// The catalogue of problem types. Slugs are part of the API contract: never rename one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProblemType {
-    MalformedBody,
-    UnsupportedMediaType,
-    PayloadTooLarge,
-    RequestTimeout,
-    InvalidQuery,
-    ValidationFailed,
-    Unauthorized,
-    InvalidCredentials,
-    Forbidden,
-    PasswordChangeRequired,
-    NotFound,
-    MethodNotAllowed,
-    Conflict,
-    QuotaExceeded,
-    NameTaken,
-    DomainTaken,
-    AddressTaken,
-    AddressCollision,
-    ImportFailed,
-    VerificationFailed,
-    RouteMissing,
-    RouteTargetForbidden,
-    RouteTestBusy,
-    NotEmpty,
-    NodeSuspended,
-    ModuleRequired,
-    ModuleExcluded,
-    PreconditionFailed,
-    IdempotencyKeyReused,
-    TooManyRequests,
-    Unavailable,
-    Internal,
-    /// Any other HTTP error status, for the catch-all.
-    Http,
+/// Declares the catalogue: each variant with its slug, its title and its description, written
+/// once; `ALL` lists them in this order (the order of the problem types' listing).
+macro_rules! problem_types {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $($(#[$variant_meta:meta])* $variant:ident = ($slug:literal, $title:literal, $description:literal),)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$variant_meta])* $variant,)*
+        }
+
+        impl $name {
+            pub const ALL: &'static [Self] = &[$(Self::$variant),*];
+
+            pub const fn slug(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $slug,)*
+                }
+            }
+
+            pub const fn title(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $title,)*
+                }
+            }
+
+            pub const fn description(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $description,)*
+                }
+            }
+        }
+    };
+}
+
+problem_types! {
+    /// The catalogue of problem types. Slugs are part of the API contract: never rename one.
+    pub enum ProblemType {
+        MalformedBody = ("malformed-body",
+            "The request body is not valid JSON",
+            "The body could not be parsed as JSON (a syntax error, a truncated document or invalid UTF-8). `detail` says where. Nothing was changed."),
+        UnsupportedMediaType = ("unsupported-media-type",
+            "Unsupported media type",
+            "The body's Content-Type is not one this endpoint accepts (usually `application/json`). Nothing was changed."),
+        PayloadTooLarge = ("payload-too-large",
+            "The request body is too large",
+            "The body is larger than the configured limit (`ALLOT_BODY_LIMIT`). Nothing was changed."),
+        RequestTimeout = ("request-timeout",
+            "The request did not arrive in time",
+            "The request's head and body did not arrive whole within `ALLOT_REQUEST_TIMEOUT` seconds of the connection being ready for it. Nothing was changed; the connection is closed. Send the body promptly, or retry."),
+        InvalidQuery = ("invalid-query",
+            "The query string is invalid",
+            "A query-string parameter is missing, unknown or of the wrong type. `errors` names it."),
+        ValidationFailed = ("validation-failed",
+            "Some fields are invalid",
+            "The body parsed, but fields break the rules. `errors` lists each field with its message. Nothing was changed."),
+        Unauthorized = ("unauthorized",
+            "Authentication required",
+            "No credentials, or credentials that are malformed, expired, revoked or signed by an unknown key. Send `Authorization: Bearer <token or API key>`."),
+        InvalidCredentials = ("invalid-credentials",
+            "Wrong username or password",
+            "The username and password do not match an active account. The answer is the same whether or not the username exists."),
+        Forbidden = ("forbidden",
+            "Not allowed",
+            "The caller may see the target but its role does not allow this action."),
+        PasswordChangeRequired = ("password-change-required",
+            "The password must be changed first",
+            "An admin set this account's password, so the token from logging in with it is good only for choosing a new one: `PATCH /v1/accounts/{own id}` with `password` and `current_password` (and `GET /v1/me` to learn the id). Then log in again with the new password."),
+        NotFound = ("not-found",
+            "Not found",
+            "No such resource, or it lies outside the caller's subtree: the two are indistinguishable by design."),
+        MethodNotAllowed = ("method-not-allowed",
+            "Method not allowed",
+            "The path exists but not with this method; `Allow` lists the ones it has."),
+        Conflict = ("conflict",
+            "Conflict with the current state",
+            "The request conflicts with the current state of the resource."),
+        QuotaExceeded = ("quota-exceeded",
+            "Not enough licence left",
+            "The change would hand out more than the tree allows. `node_id` is where it failed, `resource` and `at` (the first day that fails) say what and when, `limit` is the limit there that day, `requested` the units that had to fit and `available` what was free. Nothing was changed."),
+        NameTaken = ("name-taken",
+            "The name is taken",
+            "The name is in use: a sibling node's name, or a username (usernames are unique installation-wide)."),
+        DomainTaken = ("domain-taken",
+            "The domain is registered already",
+            "A verified domain belongs to one customer in the whole installation, and this one is proven already by another customer (by whom is not said), or this customer claims it already. Unproven claims block no one: the first proof wins the name."),
+        AddressTaken = ("address-taken",
+            "The address exists already",
+            "A mailbox (or alias) with this address exists already; addresses are unique across the installation. Two spellings are the same address when they differ only in Unicode normalisation (NFC), in the case of the domain, or in the case of the local part unless the customer's `local_part_case` is `sensitive`."),
+        AddressCollision = ("address-collision",
+            "Addresses would become the same",
+            "The customer's mailboxes and aliases include addresses that differ only in the case of their local parts, so `local_part_case` cannot become `insensitive`: they would be one mailbox. `collisions` lists each group. Rename or delete all but one of each group first. Nothing was changed."),
+        ImportFailed = ("import-failed",
+            "Some rows of the import failed",
+            "An all-or-nothing import (`atomic=true`) had rows that failed, so nothing was imported. `rows` lists every row with its line number: `failed` ones with their own problem, `skipped` ones that were valid."),
+        VerificationFailed = ("verification-failed",
+            "The domain's ownership could not be proven",
+            "No TXT record `_allot.<domain>` holding the domain's verification token was found. Publish it and retry; DNS may take a while to show it."),
+        RouteMissing = ("route-missing",
+            "The domain has no delivery route",
+            "The domain has no delivery route to test. Set one with `PATCH /v1/domains/{id}` (`route: {host, port, priority}`) first."),
+        RouteTargetForbidden = ("route-target-forbidden",
+            "allot does not connect to that address",
+            "The route's host is, or resolves only to, addresses that are not publicly routable (loopback, private, carrier-grade NAT, link-local, unique local, documentation, reserved, allot's own host's) or never a server (unspecified, multicast, broadcast). Nothing was connected to. The operator may allow private targets with `ALLOT_ROUTE_TEST_ALLOW_PRIVATE`."),
+        RouteTestBusy = ("route-test-busy",
+            "Too many route tests",
+            "A test of this domain's route is running, the domain has started 10 tests in the last minute, or allot runs as many route tests as it allows at once. `Retry-After` says how many seconds to wait."),
+        NotEmpty = ("not-empty",
+            "Still in use",
+            "The node still holds children, domains, mailboxes or live allocations to its children; `detail` lists them. Remove them first, or use `?cascade=true` where offered."),
+        NodeSuspended = ("node-suspended",
+            "The node is suspended",
+            "The target lies in a suspended subtree: `node_id` is the suspended node (the target itself or the topmost suspended one above it). A suspended node and everything below it are read-only: reads work, writes are refused and nothing was changed. An admin strictly above the suspended node may still lift the suspension, move or delete the node and change its allocations; anyone may still change their own password and email, and an admin may still disable or delete accounts and revoke API keys there. 409 rather than 403: the caller's role does allow the action, the node's current state does not, and the same request succeeds once the suspension is lifted."),
+        ModuleRequired = ("module-required",
+            "Another module is required",
+            "The module requires another that the mailbox (or customer) does not hold, or it is required by another that it holds and so cannot be removed. `module` names the other module: assign it first, or remove it first. Nothing was changed."),
+        ModuleExcluded = ("module-excluded",
+            "The modules exclude each other",
+            "The module and one the mailbox (or customer) holds exclude each other. `module` names the one in the way. Nothing was changed."),
+        PreconditionFailed = ("precondition-failed",
+            "The resource has changed",
+            "`If-Match` names a version (ETag) that is no longer current: someone else changed the resource. Read it again and retry."),
+        IdempotencyKeyReused = ("idempotency-key-reused",
+            "The Idempotency-Key was used for another request",
+            "This `Idempotency-Key` was sent by the same caller within 24 hours with another method, path or body. Use a new key for a new request. Nothing was changed."),
+        TooManyRequests = ("too-many-requests",
+            "Too many failed attempts",
+            "Five logins for this username or from this address failed in the last 15 minutes, or are being verified at this moment. `Retry-After` says how many seconds to wait: until the oldest failure is 15 minutes old, or 1 while attempts are still being verified."),
+        Unavailable = ("unavailable",
+            "Temporarily unavailable",
+            "A dependency (usually the database) is not reachable, or the database is busy. `Retry-After` says how many seconds to wait; nothing was changed (a write whose connection died at its commit may have committed: send writes with an `Idempotency-Key` to retry them safely)."),
+        Internal = ("internal",
+            "Internal error",
+            "An unexpected error. It was logged with the request id (`x-request-id`); nothing was half-written."),
+        /// Any other HTTP error status, for the catch-all.
+        Http = ("http",
+            "HTTP error",
+            "An HTTP error without a more specific type; `status` and `title` say which."),
+    }
 }
 
 impl ProblemType {
-    pub const ALL: [ProblemType; 33] = [
-        Self::MalformedBody,
-        Self::UnsupportedMediaType,
-        Self::PayloadTooLarge,
-        Self::RequestTimeout,
-        Self::InvalidQuery,
-        Self::ValidationFailed,
-        Self::Unauthorized,
-        Self::InvalidCredentials,
-        Self::Forbidden,
-        Self::PasswordChangeRequired,
-        Self::NotFound,
-        Self::MethodNotAllowed,
-        Self::Conflict,
-        Self::QuotaExceeded,
-        Self::NameTaken,
-        Self::DomainTaken,
-        Self::AddressTaken,
-        Self::AddressCollision,
-        Self::ImportFailed,
-        Self::VerificationFailed,
-        Self::RouteMissing,
-        Self::RouteTargetForbidden,
-        Self::RouteTestBusy,
-        Self::NotEmpty,
-        Self::NodeSuspended,
-        Self::ModuleRequired,
-        Self::ModuleExcluded,
-        Self::PreconditionFailed,
-        Self::IdempotencyKeyReused,
-        Self::TooManyRequests,
-        Self::Unavailable,
-        Self::Internal,
-        Self::Http,
-    ];
-
-    pub const fn slug(self) -> &'static str {
-        match self {
-            Self::MalformedBody => "malformed-body",
-            Self::UnsupportedMediaType => "unsupported-media-type",
-            Self::PayloadTooLarge => "payload-too-large",
-            Self::RequestTimeout => "request-timeout",
-            Self::InvalidQuery => "invalid-query",
-            Self::ValidationFailed => "validation-failed",
-            Self::Unauthorized => "unauthorized",
-            Self::InvalidCredentials => "invalid-credentials",
-            Self::Forbidden => "forbidden",
-            Self::PasswordChangeRequired => "password-change-required",
-            Self::NotFound => "not-found",
-            Self::MethodNotAllowed => "method-not-allowed",
-            Self::Conflict => "conflict",
-            Self::QuotaExceeded => "quota-exceeded",
-            Self::NameTaken => "name-taken",
-            Self::DomainTaken => "domain-taken",
-            Self::AddressTaken => "address-taken",
-            Self::AddressCollision => "address-collision",
-            Self::ImportFailed => "import-failed",
-            Self::VerificationFailed => "verification-failed",
-            Self::RouteMissing => "route-missing",
-            Self::RouteTargetForbidden => "route-target-forbidden",
-            Self::RouteTestBusy => "route-test-busy",
-            Self::NotEmpty => "not-empty",
-            Self::NodeSuspended => "node-suspended",
-            Self::ModuleRequired => "module-required",
-            Self::ModuleExcluded => "module-excluded",
-            Self::PreconditionFailed => "precondition-failed",
-            Self::IdempotencyKeyReused => "idempotency-key-reused",
-            Self::TooManyRequests => "too-many-requests",
-            Self::Unavailable => "unavailable",
-            Self::Internal => "internal",
-            Self::Http => "http",
-        }
-    }
-
-    pub const fn title(self) -> &'static str {
-        match self {
-            Self::MalformedBody => "The request body is not valid JSON",
-            Self::UnsupportedMediaType => "Unsupported media type",
-            Self::PayloadTooLarge => "The request body is too large",
-            Self::RequestTimeout => "The request did not arrive in time",
-            Self::InvalidQuery => "The query string is invalid",
-            Self::ValidationFailed => "Some fields are invalid",
-            Self::Unauthorized => "Authentication required",
-            Self::InvalidCredentials => "Wrong username or password",
-            Self::Forbidden => "Not allowed",
-            Self::PasswordChangeRequired => "The password must be changed first",
-            Self::NotFound => "Not found",
-            Self::MethodNotAllowed => "Method not allowed",
-            Self::Conflict => "Conflict with the current state",
-            Self::QuotaExceeded => "Not enough licence left",
-            Self::NameTaken => "The name is taken",
-            Self::DomainTaken => "The domain is registered already",
-            Self::AddressTaken => "The address exists already",
-            Self::AddressCollision => "Addresses would become the same",
-            Self::ImportFailed => "Some rows of the import failed",
-            Self::VerificationFailed => "The domain's ownership could not be proven",
-            Self::RouteMissing => "The domain has no delivery route",
-            Self::RouteTargetForbidden => "allot does not connect to that address",
-            Self::RouteTestBusy => "Too many route tests",
-            Self::NotEmpty => "Still in use",
-            Self::NodeSuspended => "The node is suspended",
-            Self::ModuleRequired => "Another module is required",
-            Self::ModuleExcluded => "The modules exclude each other",
-            Self::PreconditionFailed => "The resource has changed",
-            Self::IdempotencyKeyReused => "The Idempotency-Key was used for another request",
-            Self::TooManyRequests => "Too many failed attempts",
-            Self::Unavailable => "Temporarily unavailable",
-            Self::Internal => "Internal error",
-            Self::Http => "HTTP error",
-        }
-    }
-
-    pub const fn description(self) -> &'static str {
-        match self {
-            Self::MalformedBody => {
-                "The body could not be parsed as JSON (a syntax error, a truncated document or invalid UTF-8). `detail` says where. Nothing was changed."
-            }
-            Self::UnsupportedMediaType => {
-                "The body's Content-Type is not one this endpoint accepts (usually `application/json`). Nothing was changed."
-            }
-            Self::PayloadTooLarge => {
-                "The body is larger than the configured limit (`ALLOT_BODY_LIMIT`). Nothing was changed."
-            }
-            Self::RequestTimeout => {
-                "The request's head and body did not arrive whole within `ALLOT_REQUEST_TIMEOUT` seconds of the connection being ready for it. Nothing was changed; the connection is closed. Send the body promptly, or retry."
-            }
-            Self::InvalidQuery => {
-                "A query-string parameter is missing, unknown or of the wrong type. `errors` names it."
-            }
-            Self::ValidationFailed => {
-                "The body parsed, but fields break the rules. `errors` lists each field with its message. Nothing was changed."
-            }
-            Self::Unauthorized => {
-                "No credentials, or credentials that are malformed, expired, revoked or signed by an unknown key. Send `Authorization: Bearer <token or API key>`."
-            }
-            Self::InvalidCredentials => {
-                "The username and password do not match an active account. The answer is the same whether or not the username exists."
-            }
-            Self::Forbidden => {
-                "The caller may see the target but its role does not allow this action."
-            }
-            Self::PasswordChangeRequired => {
-                "An admin set this account's password, so the token from logging in with it is good only for choosing a new one: `PATCH /v1/accounts/{own id}` with `password` and `current_password` (and `GET /v1/me` to learn the id). Then log in again with the new password."
-            }
-            Self::NotFound => {
-                "No such resource, or it lies outside the caller's subtree: the two are indistinguishable by design."
-            }
-            Self::MethodNotAllowed => {
-                "The path exists but not with this method; `Allow` lists the ones it has."
-            }
-            Self::Conflict => "The request conflicts with the current state of the resource.",
-            Self::QuotaExceeded => {
-                "The change would hand out more than the tree allows. `node_id` is where it failed, `resource` and `at` (the first day that fails) say what and when, `limit` is the limit there that day, `requested` the units that had to fit and `available` what was free. Nothing was changed."
-            }
-            Self::NameTaken => {
-                "The name is in use: a sibling node's name, or a username (usernames are unique installation-wide)."
-            }
-            Self::DomainTaken => {
-                "A verified domain belongs to one customer in the whole installation, and this one is proven already by another customer (by whom is not said), or this customer claims it already. Unproven claims block no one: the first proof wins the name."
-            }
-            Self::AddressTaken => {
-                "A mailbox (or alias) with this address exists already; addresses are unique across the installation. Two spellings are the same address when they differ only in Unicode normalisation (NFC), in the case of the domain, or in the case of the local part unless the customer's `local_part_case` is `sensitive`."
-            }
-            Self::AddressCollision => {
-                "The customer's mailboxes and aliases include addresses that differ only in the case of their local parts, so `local_part_case` cannot become `insensitive`: they would be one mailbox. `collisions` lists each group. Rename or delete all but one of each group first. Nothing was changed."
-            }
-            Self::ImportFailed => {
-                "An all-or-nothing import (`atomic=true`) had rows that failed, so nothing was imported. `rows` lists every row with its line number: `failed` ones with their own problem, `skipped` ones that were valid."
-            }
-            Self::VerificationFailed => {
-                "No TXT record `_allot.<domain>` holding the domain's verification token was found. Publish it and retry; DNS may take a while to show it."
-            }
-            Self::RouteMissing => {
-                "The domain has no delivery route to test. Set one with `PATCH /v1/domains/{id}` (`route: {host, port, priority}`) first."
-            }
-            Self::RouteTargetForbidden => {
-                "The route's host is, or resolves only to, addresses that are not publicly routable (loopback, private, carrier-grade NAT, link-local, unique local, documentation, reserved, allot's own host's) or never a server (unspecified, multicast, broadcast). Nothing was connected to. The operator may allow private targets with `ALLOT_ROUTE_TEST_ALLOW_PRIVATE`."
-            }
-            Self::RouteTestBusy => {
-                "A test of this domain's route is running, the domain has started 10 tests in the last minute, or allot runs as many route tests as it allows at once. `Retry-After` says how many seconds to wait."
-            }
-            Self::NotEmpty => {
-                "The node still holds children, domains, mailboxes or live allocations to its children; `detail` lists them. Remove them first, or use `?cascade=true` where offered."
-            }
-            Self::NodeSuspended => {
-                "The target lies in a suspended subtree: `node_id` is the suspended node (the target itself or the topmost suspended one above it). A suspended node and everything below it are read-only: reads work, writes are refused and nothing was changed. An admin strictly above the suspended node may still lift the suspension, move or delete the node and change its allocations; anyone may still change their own password and email, and an admin may still disable or delete accounts and revoke API keys there. 409 rather than 403: the caller's role does allow the action, the node's current state does not, and the same request succeeds once the suspension is lifted."
-            }
-            Self::ModuleRequired => {
-                "The module requires another that the mailbox (or customer) does not hold, or it is required by another that it holds and so cannot be removed. `module` names the other module: assign it first, or remove it first. Nothing was changed."
-            }
-            Self::ModuleExcluded => {
-                "The module and one the mailbox (or customer) holds exclude each other. `module` names the one in the way. Nothing was changed."
-            }
-            Self::TooManyRequests => {
-                "Five logins for this username or from this address failed in the last 15 minutes, or are being verified at this moment. `Retry-After` says how many seconds to wait: until the oldest failure is 15 minutes old, or 1 while attempts are still being verified."
-            }
-            Self::IdempotencyKeyReused => {
-                "This `Idempotency-Key` was sent by the same caller within 24 hours with another method, path or body. Use a new key for a new request. Nothing was changed."
-            }
-            Self::PreconditionFailed => {
-                "`If-Match` names a version (ETag) that is no longer current: someone else changed the resource. Read it again and retry."
-            }
-            Self::Unavailable => {
-                "A dependency (usually the database) is not reachable, or the database is busy. `Retry-After` says how many seconds to wait; nothing was changed (a write whose connection died at its commit may have committed: send writes with an `Idempotency-Key` to retry them safely)."
-            }
-            Self::Internal => {
-                "An unexpected error. It was logged with the request id (`x-request-id`); nothing was half-written."
-            }
-            Self::Http => {
-                "An HTTP error without a more specific type; `status` and `title` say which."
-            }
-        }
-    }
-
     pub fn uri(self) -> String {
         format!("/problems/{}", self.slug())
     }
 
     pub fn from_slug(slug: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.slug() == slug)
+        Self::ALL.iter().copied().find(|t| t.slug() == slug)
     }
 
     /// The type for an error status that no handler described.
