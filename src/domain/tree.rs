@@ -34,6 +34,34 @@ text_enum! {
     }
 }
 
+/// What still keeps a node from being deleted, each as a phrase ("2 child node(s)"); none when it
+/// may go. `in_use` is what it holds by resource (left empty when its holdings go with it).
+pub fn delete_blockers(
+    children: i64,
+    grants_to_children: bool,
+    in_use: &std::collections::BTreeMap<String, i64>,
+) -> Vec<String> {
+    let mut still = Vec::new();
+    if children > 0 {
+        still.push(format!("{children} child node(s)"));
+    }
+    if grants_to_children {
+        still.push("live allocations to its children".to_owned());
+    }
+    for (resource, used) in in_use {
+        if *used > 0 {
+            still.push(format!("{used} {resource} in use"));
+        }
+    }
+    still
+}
+
+/// Whether a node of `kind` may be deleted with everything it holds (`?cascade=true`): only a
+/// customer, whose holdings are domains and mailboxes.
+pub fn may_cascade(kind: NodeKind) -> bool {
+    kind == NodeKind::Customer
+}
+
 #[cfg(test)]
 mod tests {
     use super::NodeKind::*;
