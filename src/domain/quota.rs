@@ -808,3 +808,44 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod request_tests {
+    use super::*;
+
+    fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    #[test]
+    fn spans_report_each_fault_under_its_field() {
+        assert!(span_faults(day(2026, 1, 1), None).is_empty());
+        assert!(span_faults(day(2026, 1, 1), Some(day(2026, 1, 2))).is_empty());
+        let faults = span_faults(day(2026, 1, 2), Some(day(2026, 1, 2)));
+        assert_eq!(
+            faults,
+            vec![("ends_on", "must be after starts_on".to_owned())]
+        );
+        let faults = span_faults(day(10000, 1, 1), Some(day(2026, 1, 2)));
+        assert_eq!(faults.len(), 1);
+        assert_eq!(faults[0].0, "starts_on");
+        assert!(check_amount(MAX_AMOUNT).is_ok());
+        assert!(check_amount(-1).is_err());
+    }
+
+    #[test]
+    fn a_carried_grant_starts_today_at_the_earliest() {
+        let grant = Grant {
+            amount: 5,
+            span: Span {
+                start: day(2026, 1, 1),
+                end: Some(day(2027, 1, 1)),
+            },
+        };
+        let carried = carried(grant, day(2026, 6, 1));
+        assert_eq!(carried.amount, 5);
+        assert_eq!(carried.span.start, day(2026, 6, 1));
+        assert_eq!(carried.span.end, Some(day(2027, 1, 1)));
+        assert_eq!(super::carried(grant, day(2025, 1, 1)), grant);
+    }
+}

@@ -178,3 +178,27 @@ mod field_tests {
         assert!(parse_description("bell\u{7}").is_err());
     }
 }
+
+#[cfg(test)]
+mod delete_tests {
+    use super::*;
+
+    #[test]
+    fn a_node_goes_only_when_nothing_holds_it() {
+        let mut in_use = std::collections::BTreeMap::new();
+        assert!(delete_blockers(0, false, &in_use).is_empty());
+        in_use.insert("users".to_owned(), 0);
+        assert!(delete_blockers(0, false, &in_use).is_empty());
+        in_use.insert("domains".to_owned(), 2);
+        assert_eq!(
+            delete_blockers(3, true, &in_use),
+            vec![
+                "3 child node(s)".to_owned(),
+                "live allocations to its children".to_owned(),
+                "2 domains in use".to_owned(),
+            ]
+        );
+        assert!(may_cascade(NodeKind::Customer));
+        assert!(!may_cascade(NodeKind::Reseller));
+    }
+}
