@@ -159,10 +159,10 @@ fn init_command(config: &Config) -> Result<ExitCode, StartupError> {
 }
 
 fn licence_command(config: &Config, action: LicenceAction) -> Result<ExitCode, StartupError> {
-    use allot::api::licence::{self, LicenceLine};
-    use allot::store::{audit, write_tx};
+    use allot::service::licence::{self, LicenceLine};
+    use allot::store::write_tx;
     let mut conn = startup::open_connection(config)?;
-    let today = chrono::Utc::now().date_naive();
+    let today = allot::service::today();
     let result = match action {
         LicenceAction::Show => licence::current_lines(&mut conn, today),
         LicenceAction::Set {
@@ -180,9 +180,8 @@ fn licence_command(config: &Config, action: LicenceAction) -> Result<ExitCode, S
                 })
                 .collect();
             write_tx(&mut conn, |conn| {
-                licence::replace(conn, &audit::Actor::System, None, &lines, today)
+                licence::replace_as_system(conn, today, &lines)
             })
-            .map(|(_, lines)| lines)
         }
     };
     match result {

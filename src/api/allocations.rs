@@ -4,28 +4,22 @@ use actix_web::http::header;
 use actix_web::{HttpResponse, get, patch, post, web};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use super::common::utc;
-use super::common::{self, Fields, IfMatch, Page, check_date, etag, nullable, today};
+use super::common::{Fields, IfMatch, Page, check_date, etag, nullable, today};
 use super::extract::Json;
 use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use crate::auth::Principal;
 use crate::auth::guard::Reach;
-use crate::domain::audit::Action;
 use crate::domain::ids::{AllocationId, NodeId};
-use crate::domain::quota::{Grant, GrantChange, Span};
-use crate::domain::resource::Resource;
-use crate::domain::tree::{self, NodeKind};
+use crate::domain::quota::{self, Grant, Span};
+use crate::domain::tree;
 use crate::error::{ApiError, Guarded, Listed, Problem};
+use crate::service::{self, Ctx};
 use crate::startup::AppState;
-use crate::store::allocations::{Allocation, AllocationFilter, NewAllocation};
-use crate::store::nodes::Node;
-use crate::store::{self, DbConnection, allocations, modules, nodes, usage, write_tx};
-
-/// Amounts are counts of units; this bound keeps every sum far from overflow.
-pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
+use crate::store::allocations::{Allocation, AllocationFilter};
+use crate::store::{self, allocations, nodes, write_tx};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AllocationView {
@@ -69,14 +63,6 @@ impl From<Allocation> for AllocationView {
     }
 }
 
-pub fn audit_view(a: &Allocation) -> serde_json::Value {
-    json!({
-        "node_id": a.node_id, "grantor_id": a.grantor_id, "resource": a.resource,
-        "amount": a.amount, "starts_on": a.starts_on, "ends_on": a.ends_on,
-        "active": a.active, "description": a.description,
-    })
-}
-
 /// 200 with the allocation and its `ETag`.
 fn respond(allocation: Allocation) -> HttpResponse {
     HttpResponse::Ok()
@@ -84,90 +70,12 @@ fn respond(allocation: Allocation) -> HttpResponse {
         .json(AllocationView::from(allocation))
 }
 
-fn check_amount(amount: i64) -> Result<i64, String> {
-    if (0..=MAX_AMOUNT).contains(&amount) {
-        Ok(amount)
-    } else {
-        Err(format!("must be between 0 and {MAX_AMOUNT}"))
-    }
-}
-
 /// Records what is wrong with a span under the field at fault: a day out of range under its own
 /// name, an end not after the start under `ends_on`.
 fn check_span(fields: &mut Fields, starts_on: NaiveDate, ends_on: Option<NaiveDate>) {
-    let start = fields.check("starts_on", check_date(starts_on));
-    let end = ends_on.map(|end| fields.check("ends_on", check_date(end)));
-    if let (Some(start), Some(Some(end))) = (start, end)
-        && end <= start
-    {
-        fields.push("ends_on", "must be after starts_on");
+    for (field, message) in quota::span_faults(starts_on, ends_on) {
+        fields.push(field, message);
     }
-}
-
-/// The resource, if well-formed and known to the catalogue.
-pub fn known_resource(conn: &mut DbConnection, key: &str) -> Result<Resource, ApiError> {
-    let resource: Resource = key
-        .parse()
-        .map_err(|e: crate::domain::resource::BadResource| {
-            ApiError::validation("resource", e.to_string())
-        })?;
-    if let Some(code) = resource.module_code() {
-        // Shared, so that the module cannot be removed before the grant commits.
-        modules::lock(conn, &[code], false)?;
-    }
-    if !modules::exists(conn, &resource)? {
-        return Err(ApiError::validation(
-            "resource",
-            format!("`{resource}` is not in the module catalogue"),
-        ));
-    }
-    Ok(resource)
-}
-
-/// One grant's change: the allocation changing (none for a new one) and its grant before and after
-/// (none while inactive).
-struct Proposal {
-    existing: Option<AllocationId>,
-    old: Option<Grant>,
-    new: Option<Grant>,
-    allow_over_limit: bool,
-}
-
-/// Decides a change of one grant to `node` by its parent and, if it keeps the invariant, leaves the
-/// caller to write it. Reads everything inside the caller's write transaction.
-fn decide(
-    conn: &mut DbConnection,
-    node: &Node,
-    grantor: NodeId,
-    resource: &str,
-    proposal: Proposal,
-) -> Result<(), ApiError> {
-    let Proposal {
-        existing: except,
-        old,
-        new,
-        allow_over_limit,
-    } = proposal;
-    let node_usage = match node.kind {
-        NodeKind::Customer => Some(usage::used(conn, node.id, resource)?),
-        _ => None,
-    };
-    GrantChange {
-        resource,
-        grantor: Some(grantor),
-        node: node.id,
-        grantor_limit: Some(&allocations::limit_of(conn, grantor, resource, None)?),
-        grantor_other_grants: &allocations::granted_by(conn, grantor, resource, except)?,
-        node_other_limit: &allocations::limit_of(conn, node.id, resource, except)?,
-        node_grants: &allocations::granted_by(conn, node.id, resource, None)?,
-        node_usage,
-        today: today(),
-        allow_over_limit,
-        old,
-        new,
-    }
-    .decide()?;
-    Ok(())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -214,67 +122,32 @@ pub async fn create_allocation(
     let body = body.0;
     let starts_on = body.starts_on.unwrap_or_else(today);
     let mut fields = Fields::default();
-    let amount = fields.check("amount", check_amount(body.amount));
+    let amount = fields.check("amount", quota::check_amount(body.amount));
     check_span(&mut fields, starts_on, body.ends_on);
     let description = body
         .description
         .map(|d| fields.check("description", tree::parse_description(&d)));
     fields.finish()?;
+    let grant = service::allocations::NewGrant {
+        resource: body.resource,
+        grant: Grant {
+            amount: amount.unwrap_or_default(),
+            span: Span {
+                start: starts_on,
+                end: body.ends_on,
+            },
+        },
+        active: body.active.unwrap_or(true),
+        description: description.flatten(),
+    };
     let id = id.into_inner();
     let answer = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
             let found = nodes::find_locked(conn, id, &[])?;
             idempotency::once(conn, &principal, &key, &raw, |conn| {
                 let node = principal.may_administer(found, Reach::Below)?;
-                let grantor = node.parent_id.ok_or_else(|| {
-                    ApiError::validation(
-                        "id",
-                        "the owner's limits are its licence: use PUT /v1/licence",
-                    )
-                })?;
-                let resource = known_resource(conn, &body.resource)?;
-                if let Some(code) = resource.module_code()
-                    && modules::is_retired(conn, code)?
-                {
-                    return Err(ApiError::Conflict(format!(
-                        "{code} is retired: it is granted no further (allocations that exist can still change)."
-                    )));
-                }
-                let resource = resource.key();
-                let new = NewAllocation {
-                    node_id: node.id,
-                    grantor_id: Some(grantor),
-                    resource: resource.clone(),
-                    amount: amount.unwrap_or_default(),
-                    starts_on,
-                    ends_on: body.ends_on,
-                    active: body.active.unwrap_or(true),
-                    description: description.flatten(),
-                };
-                let grant = Grant {
-                    amount: new.amount,
-                    span: Span {
-                        start: starts_on,
-                        end: new.ends_on,
-                    },
-                };
-                let proposal = Proposal {
-                    existing: None,
-                    old: None,
-                    new: new.active.then_some(grant),
-                    allow_over_limit: false,
-                };
-                decide(conn, &node, grantor, &resource, proposal)?;
-                let allocation = allocations::insert(conn, new)?;
-                common::record(
-                    conn,
-                    &principal,
-                    node.id,
-                    Action::AllocationCreate,
-                    ("allocation", allocation.id.to_string()),
-                    None,
-                    Some(audit_view(&allocation)),
-                )?;
+                let allocation =
+                    service::allocations::create(conn, &node, &Ctx::of(&principal), grant)?;
                 Answer::created(
                     format!("/v1/allocations/{}", allocation.id),
                     etag(allocation.version),
@@ -420,60 +293,27 @@ pub async fn update_allocation(
     let body = body.0;
     let mut fields = Fields::default();
     if let Some(amount) = body.amount {
-        fields.check("amount", check_amount(amount));
+        fields.check("amount", quota::check_amount(amount));
     }
     let description = body
         .description
         .map(|d| d.and_then(|d| fields.check("description", tree::parse_description(&d))));
     fields.finish()?;
-    let allow_over_limit = query.allow_over_limit.unwrap_or(false);
+    let change = service::allocations::Change {
+        amount: body.amount,
+        starts_on: body.starts_on,
+        ends_on: body.ends_on,
+        active: body.active,
+        description,
+        allow_over_limit: query.allow_over_limit.unwrap_or(false),
+    };
     let id = id.into_inner();
     let allocation = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let Some(first) = allocations::find(conn, id)? else {
-                return Err(ApiError::NotFound);
-            };
-            let grantor: Vec<NodeId> = first.grantor_id.into_iter().collect();
-            let found = nodes::find_locked(conn, first.node_id, &grantor)?;
-            // Read again under the node's lock: a move may have ended it meanwhile.
-            let mut allocation = allocations::find(conn, id)?.ok_or(ApiError::NotFound)?;
+            let (found, allocation) = service::allocations::find_for_change(conn, id)?;
             let node = principal.may_administer(found, Reach::Below)?;
             if_match.check(allocation.version)?;
-            let Some(grantor) = allocation.grantor_id.filter(|g| Some(*g) == node.parent_id) else {
-                return Err(ApiError::Conflict(
-                    "This allocation was granted by a former parent (or is a licence line) and can no longer be changed here.".to_owned(),
-                ));
-            };
-            let before = allocation.clone();
-            if let Some(amount) = body.amount {
-                allocation.amount = amount;
-            }
-            if let Some(starts_on) = body.starts_on {
-                allocation.starts_on = starts_on;
-            }
-            if let Some(ends_on) = body.ends_on {
-                allocation.ends_on = ends_on;
-            }
-            if let Some(active) = body.active {
-                allocation.active = active;
-            }
-            if let Some(description) = description {
-                allocation.description = description;
-            }
-            let mut span = Fields::default();
-            check_span(&mut span, allocation.starts_on, allocation.ends_on);
-            span.finish()?;
-            let resource = allocation.resource.clone();
-            let proposal = Proposal {
-                existing: Some(allocation.id),
-                old: before.counted(),
-                new: allocation.counted(),
-                allow_over_limit,
-            };
-            decide(conn, &node, grantor, &resource, proposal)?;
-            allocations::save(conn, &mut allocation)?;
-            common::record(conn, &principal, node.id, Action::AllocationUpdate, ("allocation", allocation.id.to_string()), Some(audit_view(&before)), Some(audit_view(&allocation)))?;
-            Ok(allocation)
+            service::allocations::update(conn, &node, &Ctx::of(&principal), allocation, change)
         })
     })
     .await?;

@@ -255,15 +255,8 @@ pub fn record(
     crate::service::Ctx::of(principal).record(conn, node_id, action, target, before, after)
 }
 
-/// Dates a request may name: years 1 to 9999, which both backends store and order alike.
-pub fn check_date(date: chrono::NaiveDate) -> Result<chrono::NaiveDate, String> {
-    use chrono::Datelike;
-    if (1..=9999).contains(&date.year()) {
-        Ok(date)
-    } else {
-        Err("must be a date in the years 1 to 9999".to_owned())
-    }
-}
+/// Dates a request may name (a rule of the quota arithmetic, kept there).
+pub use crate::domain::quota::check_date;
 
 /// `active` or `disabled`, as domains and mailboxes spell their status: whether it is active.
 pub fn parse_active(text: &str) -> Result<bool, String> {

@@ -4,24 +4,22 @@ use actix_web::http::header;
 use actix_web::{HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use super::common::{self, Fields, IfMatch, Page, etag, nullable, today, utc};
+use super::common::{self, Fields, IfMatch, Page, etag, nullable, utc};
 use super::extract::Json;
 use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use crate::auth::Principal;
 use crate::auth::guard::Reach;
 use crate::domain::address::MailAddress;
-use crate::domain::audit::Action;
 use crate::domain::ids::NodeId;
 use crate::domain::mail::{InboundRecipients, LocalPartCase};
-use crate::domain::quota::{self, Grant, Span};
 use crate::domain::tree::{self, NodeKind, NodeStatus};
-use crate::error::{ApiError, FieldError, Guarded, Listed, Problem};
+use crate::error::{ApiError, Guarded, Listed, Problem};
+use crate::service::{self, Ctx};
 use crate::startup::AppState;
 use crate::store::nodes::{ChildFilter, NewNode, Node, NodeChanges};
-use crate::store::{self, allocations, nodes, write_tx};
+use crate::store::{self, DbConnection, nodes, write_tx};
 
 /// A node as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -86,17 +84,6 @@ impl From<Node> for NodeView {
     }
 }
 
-fn audit_view(node: &Node) -> serde_json::Value {
-    json!({
-        "kind": node.kind, "name": node.name, "description": node.description,
-        "contact_phone": node.contact_phone, "contact_email": node.contact_email,
-        "status": node.status, "parent_id": node.parent_id,
-        "max_aliases_per_mailbox": node.max_aliases_per_mailbox, "auto_enrol": node.auto_enrol,
-        "inbound_recipients": node.inbound_recipients, "role_recipient": node.role_recipient,
-        "local_part_case": node.local_part_case,
-    })
-}
-
 /// 200 with the node and its `ETag`.
 fn ok_with_etag(node: Node) -> HttpResponse {
     HttpResponse::Ok()
@@ -152,13 +139,6 @@ impl TryFrom<CreateNode> for NewNode {
     }
 }
 
-/// Maps the database's refusal of a duplicate sibling name (a race the earlier check lost).
-fn name_taken(err: diesel::result::Error) -> ApiError {
-    ApiError::unless_unique(err, || {
-        ApiError::NameTaken("Another node under this parent already has this name.".to_owned())
-    })
-}
-
 /// Creates a reseller or a customer under `{id}`. Customers cannot have children.
 #[utoipa::path(
     tag = "nodes",
@@ -190,28 +170,7 @@ pub async fn create_child(
             idempotency::once(conn, &principal, &key, &raw, |conn| {
                 let parent =
                     principal.may_administer(nodes::find(conn, parent_id)?, Reach::SelfOrBelow)?;
-                if !parent.kind.may_parent(new.kind) {
-                    return Err(ApiError::Validation(vec![FieldError::new(
-                        "kind",
-                        format!("a {} cannot have a {} as a child", parent.kind, new.kind),
-                    )]));
-                }
-                if nodes::sibling_named(conn, parent.id, &new.name, None)? {
-                    return Err(ApiError::NameTaken(format!(
-                        "\"{}\" already has a child named \"{}\".",
-                        parent.name, new.name
-                    )));
-                }
-                let node = nodes::insert_child(conn, &parent, new).map_err(name_taken)?;
-                common::record(
-                    conn,
-                    &principal,
-                    node.id,
-                    Action::NodeCreate,
-                    ("node", node.id.to_string()),
-                    None,
-                    Some(audit_view(&node)),
-                )?;
+                let node = service::nodes::create_child(conn, &parent, &Ctx::of(&principal), new)?;
                 Answer::created(
                     format!("/v1/nodes/{}", node.id),
                     etag(node.version),
@@ -371,55 +330,10 @@ pub async fn update_node(
             } else {
                 Reach::SelfOrBelow
             };
-            let mut node = principal
-                .may_administer(nodes::find(conn, id)?, reach)?
-                .into_inner();
-            if node.kind != NodeKind::Customer {
-                for (field, set) in [
-                    (
-                        "max_aliases_per_mailbox",
-                        changes.max_aliases_per_mailbox.is_some(),
-                    ),
-                    ("auto_enrol", changes.auto_enrol.is_some()),
-                    ("inbound_recipients", changes.inbound_recipients.is_some()),
-                    ("role_recipient", changes.role_recipient.is_some()),
-                    ("local_part_case", changes.local_part_case.is_some()),
-                ] {
-                    if set {
-                        return Err(ApiError::validation(field, "is a customer setting"));
-                    }
-                }
-            }
-            if_match.check(node.version)?;
-            if let (Some(name), Some(parent)) = (&changes.name, node.parent_id)
-                && nodes::sibling_named(conn, parent, name, Some(node.id))?
-            {
-                return Err(ApiError::NameTaken(format!(
-                    "A sibling is already named \"{name}\"."
-                )));
-            }
-            let before = audit_view(&node);
-            if let Some(case) = changes
-                .local_part_case
-                .filter(|c| *c != node.local_part_case)
-            {
-                // Every address is keyed again as the customer now compares local parts (under
-                // its lock, taken above): the check finds them by the new keys.
-                store::identity::rekey_customer(conn, node.id, case)?
-                    .map_err(ApiError::AddressCollision)?;
-            }
-            changes.apply(&mut node);
-            nodes::save(conn, &mut node).map_err(name_taken)?;
-            common::record(
-                conn,
-                &principal,
-                node.id,
-                Action::NodeUpdate,
-                ("node", node.id.to_string()),
-                Some(before),
-                Some(audit_view(&node)),
-            )?;
-            Ok(node)
+            let node = principal.may_administer(nodes::find(conn, id)?, reach)?;
+            service::nodes::update(conn, node, &Ctx::of(&principal), changes, |node| {
+                if_match.check(node.version)
+            })
         })
     })
     .await?;
@@ -509,74 +423,12 @@ pub async fn delete_node(
         write_tx(conn, |conn| {
             let node =
                 principal.may_administer(nodes::find_locked(conn, id, &[])?, Reach::Below)?;
-            if cascade && node.kind != NodeKind::Customer {
-                return Err(ApiError::validation(
-                    "cascade",
-                    "only a customer can be deleted with everything it holds",
-                ));
-            }
-            let today = today();
-            let mut still = Vec::new();
-            let children = nodes::count_children(conn, node.id)?;
-            if children > 0 {
-                still.push(format!("{children} child node(s)"));
-            }
-            if allocations::has_live_grants_by(conn, node.id, today)? {
-                still.push("live allocations to its children".to_owned());
-            }
-            if !cascade {
-                for (resource, used) in store::usage::totals(conn, node.id)? {
-                    if used > 0 {
-                        still.push(format!("{used} {resource} in use"));
-                    }
-                }
-            }
-            if !still.is_empty() {
-                return Err(ApiError::NotEmpty(format!(
-                    "\"{}\" still has {}.",
-                    node.name,
-                    still.join(", ")
-                )));
-            }
-            for mut allocation in allocations::live_to(conn, node.id, today)? {
-                let before = allocations::end(conn, &mut allocation, today)?;
-                common::record(
-                    conn,
-                    &principal,
-                    node.id,
-                    Action::AllocationEnd,
-                    ("allocation", allocation.id.to_string()),
-                    Some(super::allocations::audit_view(&before)),
-                    Some(super::allocations::audit_view(&allocation)),
-                )?;
-            }
-            // With `cascade`, what the customer holds goes with it (the audit trail keeps it), and
-            // what it used leaves its counters and its ancestors' sums.
-            for domain in store::domains::of_node(conn, node.id)? {
-                super::domains::remove(
-                    conn,
-                    &super::domains::Removal::deletion(&principal, true),
-                    &node,
-                    domain,
-                )?;
-            }
-            for group in store::groups::of_node(conn, node.id)? {
-                store::groups::delete(conn, group.id)?;
-            }
-            store::modules::forget_node(conn, node.id)?;
-            let used = store::usage::totals(conn, node.id)?;
-            store::usage::shift(conn, &node.lineage(), &[], &used)?;
-            nodes::soft_delete(conn, node.id)?;
-            common::record(
-                conn,
-                &principal,
-                node.id,
-                Action::NodeDelete,
-                ("node", node.id.to_string()),
-                Some(audit_view(&node)),
-                None,
-            )?;
-            Ok::<_, ApiError>(())
+            let removal = super::domains::Removal::deletion(&principal, true);
+            // merge: service::domains::remove
+            let remove_domain = |conn: &mut DbConnection, node: &Node, domain| {
+                super::domains::remove(conn, &removal, node, domain)
+            };
+            service::nodes::delete(conn, &node, &Ctx::of(&principal), cascade, remove_domain)
         })
     })
     .await?;
@@ -616,113 +468,11 @@ pub async fn move_node(
     let target = body.0.parent_id;
     let node = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let mut node = principal
-                .may_administer(nodes::find_locked(conn, id, &[target])?, Reach::Below)?
-                .into_inner();
+            let node =
+                principal.may_administer(nodes::find_locked(conn, id, &[target])?, Reach::Below)?;
             let new_parent =
                 principal.may_administer(nodes::find(conn, target)?, Reach::SelfOrBelow)?;
-            if node.contains(&new_parent) {
-                return Err(ApiError::validation(
-                    "parent_id",
-                    "a node cannot move under itself or its own subtree",
-                ));
-            }
-            if !new_parent.kind.may_parent(node.kind) {
-                return Err(ApiError::validation(
-                    "parent_id",
-                    format!(
-                        "a {} cannot have a {} as a child",
-                        new_parent.kind, node.kind
-                    ),
-                ));
-            }
-            if node.parent_id == Some(new_parent.id) {
-                return Ok(node);
-            }
-            if nodes::sibling_named(conn, new_parent.id, &node.name, None)? {
-                return Err(ApiError::NameTaken(format!(
-                    "\"{}\" already has a child named \"{}\".",
-                    new_parent.name, node.name
-                )));
-            }
-            let today = today();
-            let live = allocations::live_to(conn, node.id, today)?;
-            let mut resources: Vec<&str> = live.iter().map(|a| a.resource.as_str()).collect();
-            resources.sort_unstable();
-            resources.dedup();
-            for resource in resources {
-                let moved: Vec<Grant> = live
-                    .iter()
-                    .filter(|a| a.resource == resource)
-                    .map(|a| Grant {
-                        amount: a.amount,
-                        span: Span {
-                            start: a.starts_on.max(today),
-                            end: a.ends_on,
-                        },
-                    })
-                    .collect();
-                quota::fits(
-                    new_parent.id,
-                    resource,
-                    &allocations::limit_of(conn, new_parent.id, resource, None)?,
-                    &allocations::granted_by(conn, new_parent.id, resource, None)?,
-                    &moved,
-                    Span::from(today),
-                )?;
-            }
-            for mut old in live {
-                let before = allocations::end(conn, &mut old, today)?;
-                common::record(
-                    conn,
-                    &principal,
-                    node.id,
-                    Action::AllocationEnd,
-                    ("allocation", old.id.to_string()),
-                    Some(super::allocations::audit_view(&before)),
-                    Some(super::allocations::audit_view(&old)),
-                )?;
-                let new = allocations::insert(
-                    conn,
-                    allocations::NewAllocation {
-                        node_id: node.id,
-                        grantor_id: Some(new_parent.id),
-                        resource: before.resource.clone(),
-                        amount: before.amount,
-                        starts_on: before.starts_on.max(today),
-                        ends_on: before.ends_on,
-                        active: true,
-                        description: before.description.clone(),
-                    },
-                )?;
-                common::record(
-                    conn,
-                    &principal,
-                    node.id,
-                    Action::AllocationCreate,
-                    ("allocation", new.id.to_string()),
-                    None,
-                    Some(super::allocations::audit_view(&new)),
-                )?;
-            }
-            // The subtree's usage leaves the old ancestors (the node's lineage without itself) and
-            // joins the new ones.
-            let mut leaving = node.lineage();
-            leaving.pop();
-            let before = audit_view(&node);
-            nodes::reparent(conn, &mut node, &new_parent).map_err(name_taken)?;
-            let moved_usage = store::usage::totals(conn, node.id)?;
-            store::usage::shift(conn, &leaving, &new_parent.lineage(), &moved_usage)?;
-            common::record(
-                conn,
-                &principal,
-                node.id,
-                Action::NodeMove,
-                ("node", node.id.to_string()),
-                Some(before),
-                Some(audit_view(&node)),
-            )?;
-            Ok(node)
+            service::nodes::move_under(conn, node, &new_parent, &Ctx::of(&principal))
         })
     })
     .await?;

@@ -14,6 +14,57 @@ use chrono::NaiveDate;
 
 use super::ids::NodeId;
 
+/// Amounts are counts of units; this bound keeps every sum far from overflow.
+pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
+
+/// An amount a grant or a licence line may have: 0 to [`MAX_AMOUNT`].
+pub fn check_amount(amount: i64) -> Result<i64, String> {
+    if (0..=MAX_AMOUNT).contains(&amount) {
+        Ok(amount)
+    } else {
+        Err(format!("must be between 0 and {MAX_AMOUNT}"))
+    }
+}
+
+/// Dates a request may name: years 1 to 9999, which both backends store and order alike.
+pub fn check_date(date: NaiveDate) -> Result<NaiveDate, String> {
+    use chrono::Datelike;
+    if (1..=9999).contains(&date.year()) {
+        Ok(date)
+    } else {
+        Err("must be a date in the years 1 to 9999".to_owned())
+    }
+}
+
+/// What is wrong with a grant's days, each under the field at fault: a day out of range under its
+/// own name (`starts_on`, `ends_on`), an end not after the start under `ends_on`.
+pub fn span_faults(
+    starts_on: NaiveDate,
+    ends_on: Option<NaiveDate>,
+) -> Vec<(&'static str, String)> {
+    let mut faults = Vec::new();
+    let start = check_date(starts_on).map_err(|m| faults.push(("starts_on", m)));
+    let end = ends_on.map(|end| check_date(end).map_err(|m| faults.push(("ends_on", m))));
+    if let (Ok(start), Some(Ok(end))) = (start, end)
+        && end <= start
+    {
+        faults.push(("ends_on", "must be after starts_on".to_owned()));
+    }
+    faults
+}
+
+/// A live grant carried to a new grantor when its node moves on `today`: the same units, from
+/// today (or its own later start) to its own end.
+pub fn carried(grant: Grant, today: NaiveDate) -> Grant {
+    Grant {
+        amount: grant.amount,
+        span: Span {
+            start: grant.span.start.max(today),
+            end: grant.span.end,
+        },
+    }
+}
+
 /// Days `[start, end)`; open-ended when `end` is `None`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {
@@ -755,5 +806,46 @@ mod tests {
                 allocated: 13
             }]
         );
+    }
+}
+
+#[cfg(test)]
+mod request_tests {
+    use super::*;
+
+    fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    #[test]
+    fn spans_report_each_fault_under_its_field() {
+        assert!(span_faults(day(2026, 1, 1), None).is_empty());
+        assert!(span_faults(day(2026, 1, 1), Some(day(2026, 1, 2))).is_empty());
+        let faults = span_faults(day(2026, 1, 2), Some(day(2026, 1, 2)));
+        assert_eq!(
+            faults,
+            vec![("ends_on", "must be after starts_on".to_owned())]
+        );
+        let faults = span_faults(day(10000, 1, 1), Some(day(2026, 1, 2)));
+        assert_eq!(faults.len(), 1);
+        assert_eq!(faults[0].0, "starts_on");
+        assert!(check_amount(MAX_AMOUNT).is_ok());
+        assert!(check_amount(-1).is_err());
+    }
+
+    #[test]
+    fn a_carried_grant_starts_today_at_the_earliest() {
+        let grant = Grant {
+            amount: 5,
+            span: Span {
+                start: day(2026, 1, 1),
+                end: Some(day(2027, 1, 1)),
+            },
+        };
+        let carried = carried(grant, day(2026, 6, 1));
+        assert_eq!(carried.amount, 5);
+        assert_eq!(carried.span.start, day(2026, 6, 1));
+        assert_eq!(carried.span.end, Some(day(2027, 1, 1)));
+        assert_eq!(super::carried(grant, day(2025, 1, 1)), grant);
     }
 }

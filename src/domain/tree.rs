@@ -57,6 +57,34 @@ pub fn subtree_range(path: &str) -> (String, String) {
     (path.to_owned(), upper)
 }
 
+/// What still keeps a node from being deleted, each as a phrase ("2 child node(s)"); none when it
+/// may go. `in_use` is what it holds by resource (left empty when its holdings go with it).
+pub fn delete_blockers(
+    children: i64,
+    grants_to_children: bool,
+    in_use: &std::collections::BTreeMap<String, i64>,
+) -> Vec<String> {
+    let mut still = Vec::new();
+    if children > 0 {
+        still.push(format!("{children} child node(s)"));
+    }
+    if grants_to_children {
+        still.push("live allocations to its children".to_owned());
+    }
+    for (resource, used) in in_use {
+        if *used > 0 {
+            still.push(format!("{used} {resource} in use"));
+        }
+    }
+    still
+}
+
+/// Whether a node of `kind` may be deleted with everything it holds (`?cascade=true`): only a
+/// customer, whose holdings are domains and mailboxes.
+pub fn may_cascade(kind: NodeKind) -> bool {
+    kind == NodeKind::Customer
+}
+
 #[cfg(test)]
 mod tests {
     use super::NodeKind::*;
@@ -185,5 +213,29 @@ mod field_tests {
         assert!(parse_email("not an address").is_err());
         assert!(parse_description("line\nbreak").is_ok());
         assert!(parse_description("bell\u{7}").is_err());
+    }
+}
+
+#[cfg(test)]
+mod delete_tests {
+    use super::*;
+
+    #[test]
+    fn a_node_goes_only_when_nothing_holds_it() {
+        let mut in_use = std::collections::BTreeMap::new();
+        assert!(delete_blockers(0, false, &in_use).is_empty());
+        in_use.insert("users".to_owned(), 0);
+        assert!(delete_blockers(0, false, &in_use).is_empty());
+        in_use.insert("domains".to_owned(), 2);
+        assert_eq!(
+            delete_blockers(3, true, &in_use),
+            vec![
+                "3 child node(s)".to_owned(),
+                "live allocations to its children".to_owned(),
+                "2 domains in use".to_owned(),
+            ]
+        );
+        assert!(may_cascade(NodeKind::Customer));
+        assert!(!may_cascade(NodeKind::Reseller));
     }
 }

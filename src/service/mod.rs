@@ -12,6 +12,9 @@
 //! Dependencies point down only: `api`, `check` and `main` call services; services call `store`
 //! and `domain`, never `api`.
 
+pub mod allocations;
+pub mod licence;
+pub mod nodes;
 pub mod sessions;
 
 use chrono::NaiveDate;
