@@ -168,6 +168,44 @@ impl Standing {
     }
 }
 
+/// Several resources taken together, one unit of each or none (a new mailbox takes `users` and a
+/// seat of every automatic module), counted up in memory as units are taken: an import places its
+/// rows against it and moves the stored counters once, at the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundle {
+    node_id: NodeId,
+    at: NaiveDate,
+    standings: Vec<(String, Standing)>,
+}
+
+impl Bundle {
+    /// The resources `standings` name, as node `node_id` stands with them on `at`.
+    pub fn new(node_id: NodeId, at: NaiveDate, standings: Vec<(String, Standing)>) -> Self {
+        Self {
+            node_id,
+            at,
+            standings,
+        }
+    }
+
+    /// Takes one unit of every resource, or none: the first resource [`Standing::take`] refuses
+    /// is the refusal.
+    pub fn take_one(&mut self) -> Result<(), Refusal> {
+        for (resource, standing) in &self.standings {
+            standing.take(1, self.node_id, resource, self.at)?;
+        }
+        for (_, standing) in &mut self.standings {
+            standing.used += 1;
+        }
+        Ok(())
+    }
+
+    /// The resources, in order.
+    pub fn resources(&self) -> impl Iterator<Item = &str> {
+        self.standings.iter().map(|(resource, _)| resource.as_str())
+    }
+}
+
 /// Everything the decision about one grant's change needs, read in the write transaction.
 #[derive(Debug, Clone)]
 pub struct GrantChange<'a> {

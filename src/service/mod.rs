@@ -12,6 +12,10 @@
 //! Dependencies point down only: `api`, `check` and `main` call services; services call `store`
 //! and `domain`, never `api`.
 
+pub mod aliases;
+pub mod domains;
+pub mod mailboxes;
+
 use chrono::NaiveDate;
 
 use crate::auth::Principal;
