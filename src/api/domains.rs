@@ -185,10 +185,10 @@ fn managed_domain(
     conn: &mut DbConnection,
     principal: &Principal,
     id: DomainId,
-) -> Result<Domain, ApiError> {
+) -> Result<(Domain, Authorised<Manage>), ApiError> {
     let (domain, node) = visible_domain(conn, principal, id)?;
-    principal.may_manage(Some(node))?;
-    Ok(domain)
+    let node = principal.may_manage(Some(node))?;
+    Ok((domain, node))
 }
 
 /// A new domain's fields as given, parsed: every invalid field is reported at once. A new name
@@ -512,7 +512,8 @@ pub async fn verify_domain(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let checker = principal.clone();
-    let domain = store::run(&state.pool, move |conn| managed_domain(conn, &checker, id)).await?;
+    let (domain, _) =
+        store::run(&state.pool, move |conn| managed_domain(conn, &checker, id)).await?;
     if domain.verified_at.is_some() {
         return Ok(respond(actix_web::http::StatusCode::OK, &domain));
     }
@@ -576,7 +577,8 @@ pub async fn test_route(
 ) -> Result<web::Json<Report>, ApiError> {
     let id = id.into_inner();
     let checker = principal.clone();
-    let domain = store::run(&state.pool, move |conn| managed_domain(conn, &checker, id)).await?;
+    let (domain, node) =
+        store::run(&state.pool, move |conn| managed_domain(conn, &checker, id)).await?;
     let route = domain.route.clone().ok_or_else(|| {
         ApiError::RouteMissing(format!(
             "{} has no delivery route; set one with PATCH /v1/domains/{id} first.",
@@ -592,19 +594,9 @@ pub async fn test_route(
         .resolve(&state.dns, state.config.route_test_allow_private)
         .await;
     // Recorded before anything is connected to: no probe leaves without its trace.
-    let after = next.audit(test.report());
-    let node_id = domain.node_id;
+    let found = next.audit(test.report());
     store::run(&state.pool, move |conn| {
-        common::record(
-            conn,
-            &principal,
-            node_id,
-            Action::DomainRouteTest,
-            ("domain", id.to_string()),
-            None,
-            Some(after),
-        )
-        .map_err(ApiError::from)
+        service::record_route_test(conn, &Ctx::of(&principal), &node, id, found)
     })
     .await?;
     match next {

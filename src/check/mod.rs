@@ -622,9 +622,10 @@ impl Checker {
         )
     }
 
-    /// Registers `address` as a mailbox of customer `node`, deciding again inside the write
-    /// transaction from what the database says (the index may be a moment behind), then brings the
-    /// index up to date so the next check finds it. Anything the database cannot answer defers.
+    /// Registers `address` as a mailbox of customer `node` through the one mailbox creation
+    /// ([`service::mailboxes::enrol`], which decides again inside the write transaction from what
+    /// the database says: the index may be a moment behind), then brings the index up to date so
+    /// the next check finds it. Anything the database cannot answer defers.
     fn enrol(
         &self,
         enrolment: &Enrolment,

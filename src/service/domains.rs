@@ -291,6 +291,27 @@ pub(crate) fn update(
     Ok(domain)
 }
 
+/// Records that the route of domain `id` of customer `node` is being tested, with what the test
+/// found before connecting (`found`): recorded before anything is connected to, so that no probe
+/// leaves without its trace.
+pub(crate) fn record_route_test(
+    conn: &mut DbConnection,
+    ctx: &Ctx,
+    node: &Authorised<Manage>,
+    id: DomainId,
+    found: serde_json::Value,
+) -> Result<(), ApiError> {
+    ctx.record(
+        conn,
+        node.id,
+        Action::DomainRouteTest,
+        ("domain", id.to_string()),
+        None,
+        Some(found),
+    )?;
+    Ok(())
+}
+
 /// Deletes `domain` of customer `node` (read under its lock) and returns its `domains` unit; the
 /// name may then be registered again. Refused (`not-empty`) while it has mailboxes besides its
 /// role addresses, unless `cascade`, which removes them too and returns their seats.
