@@ -199,11 +199,6 @@ impl Bundle {
         }
         Ok(())
     }
-
-    /// The resources, in order.
-    pub fn resources(&self) -> impl Iterator<Item = &str> {
-        self.standings.iter().map(|(resource, _)| resource.as_str())
-    }
 }
 
 /// Everything the decision about one grant's change needs, read in the write transaction.
@@ -460,6 +455,27 @@ mod tests {
             .admits(i64::MAX),
             "no overflow"
         );
+    }
+
+    #[test]
+    fn a_bundle_takes_one_of_each_or_none_and_counts_what_it_took() {
+        let node = NodeId::generate();
+        let mut bundle = Bundle::new(
+            node,
+            day(0),
+            vec![
+                ("users".to_owned(), Standing { limit: 3, used: 1 }),
+                ("module:base".to_owned(), Standing { limit: 2, used: 1 }),
+            ],
+        );
+        assert_eq!(bundle.take_one(), Ok(()));
+        let refusal = bundle.take_one().unwrap_err();
+        assert_eq!(
+            (refusal.resource.as_str(), refusal.available),
+            ("module:base", 0)
+        );
+        // The refused take counted nothing: `users` has its one unit left.
+        assert_eq!(bundle.standings[0].1, Standing { limit: 3, used: 2 });
     }
 
     #[test]

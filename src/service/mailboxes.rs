@@ -17,7 +17,6 @@ use crate::check::{Outcome, Reason};
 use crate::domain::address::MailAddress;
 use crate::domain::audit::Action;
 use crate::domain::ids::MailboxId;
-use crate::domain::quota::Bundle;
 use crate::error::ApiError;
 use crate::store::domains::Domain;
 use crate::store::mailboxes::{Mailbox, Origin};
@@ -180,12 +179,8 @@ pub(crate) fn import(
     let automatic = store::modules::automatic(conn)?;
     // Where each seat's resource stands now, counted up in memory as rows are placed: the stored
     // counters move once, at the end.
-    let mut standings = Vec::new();
-    for resource in store::modules::mailbox_seats(&automatic) {
-        let standing = usage::standing(conn, node.id, &resource, ctx.today)?;
-        standings.push((resource, standing));
-    }
-    let mut seats = Bundle::new(node.id, ctx.today, standings);
+    let resources = store::modules::mailbox_seats(&automatic);
+    let mut seats = usage::bundle(conn, node.id, &resources, ctx.today)?;
     let at = Placing {
         node,
         automatic: &automatic,
@@ -214,7 +209,7 @@ pub(crate) fn import(
         return Ok(Err(outcomes));
     }
     let created = i64::try_from(created).unwrap_or(i64::MAX);
-    for resource in seats.resources() {
+    for resource in &resources {
         usage::add(conn, &node.lineage(), resource, created)?;
     }
     Ok(Ok(outcomes))
