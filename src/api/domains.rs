@@ -1,55 +1,41 @@
-//! Customers' domains, each consuming one `domains` unit of its customer, with an optional
-//! delivery route (which [`test_route`] tests over SMTP, through [`crate::probe`]) and a DNS proof
-//! of ownership.
-//!
-//! A registration is a claim on a name until its TXT record proves it. Any number of customers may
-//! claim one name (one claim each), so an unproven claim blocks no one; the first claim proven wins
-//! the name, and the others' claims are removed in the same transaction (`domain.taken_over`, on
-//! the loser's node). A verified domain holds its name against everyone and is never taken over:
-//! the database keeps verified names unique, and a proof locks every claimant's customer first, so
-//! two proofs racing are decided one after the other. An unproven claim expires after
-//! `ALLOT_DOMAIN_CLAIM_DAYS` (`domain.expire`, by the system): when someone else claims the name,
-//! and by a sweep every [`SWEEP_EVERY`], so the unit comes back even if nobody does. With
-//! `ALLOT_REQUIRE_DOMAIN_VERIFICATION=false` an unproven domain already takes mail, so nothing
-//! expires then.
-//!
-//! Every removal (a deletion, an expiry, a takeover) goes through [`remove`], which says who
-//! removed it and why in the audit trail.
+//! Customers' domains over HTTP, each consuming one `domains` unit of its customer, with an
+//! optional delivery route (which [`test_route`] tests over SMTP, through [`crate::probe`]) and a
+//! DNS proof of ownership. The workflows (registering a claim, proving it and taking the name over,
+//! changing, removing, expiring) live in [`crate::service::domains`], which explains the claims;
+//! here are the views, the parsing, the DNS lookup of a proof and the sweep that expires claims.
 
 use std::net::IpAddr;
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
-use rand::Rng;
-use rand::distr::Alphanumeric;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 
 use super::common::utc;
-use super::common::{self, Fields, IfMatch, Page, etag, nullable, today};
+use super::common::{self, Fields, IfMatch, Page, etag, nullable};
 use super::extract::Json;
 use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use crate::auth::Principal;
+use crate::auth::guard::{Authorised, Manage};
 use crate::dns::Proof;
-use crate::domain::address::{DomainName, MailAddress, ROLE_LOCAL_PARTS};
+use crate::domain::address::DomainName;
 use crate::domain::audit::Action;
 use crate::domain::ids::{DomainId, NodeId};
-use crate::domain::tree::{self, NodeKind};
+use crate::domain::tree;
 use crate::error::{ApiError, Guarded, Listed, Problem};
 use crate::probe::gate::{self, Busy};
 use crate::probe::{self, Next, Report, RouteTest};
+use crate::service::Ctx;
+use crate::service::domains::{
+    self as service, DomainChange, NewDomain, SWEEP_BATCH, claim_cutoff,
+};
 use crate::startup::AppState;
-use crate::store::audit::{self, Actor};
 use crate::store::domains::{Domain, DomainFilter, Route};
-use crate::store::{self, DbConnection, Pool, domains, nodes, usage, write_tx};
+use crate::store::{self, DbConnection, Pool, domains, nodes, write_tx};
 
-const RESOURCE: &str = "domains";
 /// How often the sweep looks for expired claims.
 pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
-/// How many expired claims one sweep step removes (each in its own transaction).
-const SWEEP_BATCH: i64 = 100;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -118,13 +104,9 @@ impl From<&Domain> for DomainView {
                 port: r.port,
                 priority: r.priority,
             }),
-            status: if d.active { "active" } else { "disabled" },
+            status: service::status(d),
             verification: Verification {
-                status: if d.verified_at.is_some() {
-                    "verified"
-                } else {
-                    "pending"
-                },
+                status: service::verification(d),
                 record: format!("_allot.{}", d.name.as_str()),
                 token: d.verification_token.clone(),
                 verified_at: d.verified_at.map(utc),
@@ -134,12 +116,6 @@ impl From<&Domain> for DomainView {
             updated_at: utc(d.updated_at),
         }
     }
-}
-
-fn audit_view(d: &Domain) -> serde_json::Value {
-    let view = DomainView::from(d);
-    json!({"name": view.name, "node_id": view.node_id, "description": view.description,
-           "route": view.route, "status": view.status, "verification": view.verification.status})
 }
 
 /// A route as given: host an IP address or a host name, port 1–65535, priority 1–100.
@@ -178,21 +154,6 @@ pub struct CreateDomain {
     pub route: Option<RouteBody>,
 }
 
-/// A domain's postmaster@ or abuse@: created with it, consuming no seat.
-fn role_mailbox(
-    domain: &Domain,
-    local: &str,
-    now: chrono::NaiveDateTime,
-) -> store::mailboxes::Mailbox {
-    store::mailboxes::Mailbox::new(
-        domain.node_id,
-        domain.id,
-        MailAddress::role(local, &domain.name),
-        store::mailboxes::Origin::Role,
-        now,
-    )
-}
-
 /// A domain the caller may see, with its customer.
 fn visible_domain(
     conn: &mut DbConnection,
@@ -204,79 +165,50 @@ fn visible_domain(
     Ok((domain, node))
 }
 
-/// When an unproven claim registered before now has expired, under `config`; `None` when claims do
-/// not expire (ownership is not required, so an unproven domain is in use).
-pub fn claim_cutoff(config: &crate::config::Config) -> Option<chrono::NaiveDateTime> {
-    config
-        .require_domain_verification
-        .then(|| store::now() - chrono::TimeDelta::days(i64::from(config.domain_claim_days)))
-}
-
-/// The claims on a name with their customers locked, as [`lock_claimants`] found them.
-struct Claimants {
-    /// The customer that asked.
-    node: Option<nodes::Node>,
-    /// Every claim on the name, as it stands once locked.
-    claims: Vec<Domain>,
-    /// The customers locked: a claim registered between the first read and the lock belongs to a
-    /// customer that is not, and is left alone.
-    locked: Vec<NodeId>,
-}
-
-/// Reads the claims on `name`, then locks customer `node_id` together with every other claimant
-/// (one lock, in path order, so that two proofs of one name cannot deadlock), then reads the
-/// claims again.
-fn lock_claimants(
+/// The domain for a change: visible, managed by the caller, read again under its customer's lock.
+fn locked_domain(
     conn: &mut DbConnection,
-    node_id: NodeId,
-    name: &DomainName,
-) -> Result<Claimants, ApiError> {
-    let mut locked: Vec<NodeId> = domains::claims(conn, name)?
-        .iter()
-        .map(|d| d.node_id)
-        .filter(|n| *n != node_id)
-        .collect();
-    let node = nodes::find_locked(conn, node_id, &locked)?;
-    locked.push(node_id);
-    Ok(Claimants {
-        node,
-        claims: domains::claims(conn, name)?,
-        locked,
+    principal: &Principal,
+    id: DomainId,
+) -> Result<(Domain, Authorised<Manage>), ApiError> {
+    let (first, _) = visible_domain(conn, principal, id)?;
+    let node = principal.may_manage(nodes::find_locked(conn, first.node_id, &[])?)?;
+    let domain = domains::find(conn, id)?
+        .filter(|d| d.node_id == node.id)
+        .ok_or(ApiError::NotFound)?;
+    Ok((domain, node))
+}
+
+/// A domain the caller may manage, read without a lock (before a slow step outside the
+/// transaction: a DNS lookup, a route test).
+fn managed_domain(
+    conn: &mut DbConnection,
+    principal: &Principal,
+    id: DomainId,
+) -> Result<(Domain, Authorised<Manage>), ApiError> {
+    let (domain, node) = visible_domain(conn, principal, id)?;
+    let node = principal.may_manage(Some(node))?;
+    Ok((domain, node))
+}
+
+/// A new domain's fields as given, parsed: every invalid field is reported at once. A new name
+/// must not mix scripts into a look-alike of another (UTS #39).
+fn parse_new(body: CreateDomain) -> Result<NewDomain, ApiError> {
+    let mut fields = Fields::default();
+    let name = fields.check(
+        "name",
+        DomainName::parse(&body.name).and_then(|name| name.check_scripts().map(|()| name)),
+    );
+    let description = body
+        .description
+        .map(|d| fields.check("description", tree::parse_description(&d)));
+    let route = body.route.map(|r| parse_route(r, &mut fields));
+    fields.finish()?;
+    Ok(NewDomain {
+        name: name.ok_or(ApiError::NotFound)?,
+        description: description.flatten(),
+        route: route.flatten(),
     })
-}
-
-/// Removes `claim`, locked with its customer by the caller, for `why` (`domain.expire` or
-/// `domain.taken_over`), as the system: its customer did not ask.
-fn drop_claim(
-    conn: &mut DbConnection,
-    claim: Domain,
-    why: Action,
-    request_id: Option<&str>,
-) -> Result<(), ApiError> {
-    let node = nodes::find(conn, claim.node_id)?.ok_or(ApiError::NotFound)?;
-    remove(
-        conn,
-        &Removal {
-            actor: &Actor::System,
-            request_id,
-            action: why,
-            cascade: true,
-        },
-        &node,
-        claim,
-    )
-}
-
-/// Gives `domain` the role addresses it lacks and no other claim holds.
-fn add_role_mailboxes(
-    conn: &mut DbConnection,
-    domain: &Domain,
-    now: chrono::NaiveDateTime,
-) -> Result<(), ApiError> {
-    for local in ROLE_LOCAL_PARTS {
-        store::mailboxes::insert_role(conn, &role_mailbox(domain, local, now))?;
-    }
-    Ok(())
 }
 
 fn respond(status: actix_web::http::StatusCode, domain: &Domain) -> HttpResponse {
@@ -313,88 +245,16 @@ pub async fn create_domain(
     body: Json<CreateDomain>,
 ) -> Result<HttpResponse, ApiError> {
     let raw = body.raw().to_vec();
-    let body = body.0;
-    let mut fields = Fields::default();
-    // A new name must not mix scripts into a look-alike of another (UTS #39).
-    let name = fields.check(
-        "name",
-        DomainName::parse(&body.name).and_then(|name| name.check_scripts().map(|()| name)),
-    );
-    let description = body
-        .description
-        .map(|d| fields.check("description", tree::parse_description(&d)));
-    let route = body.route.map(|r| parse_route(r, &mut fields));
-    fields.finish()?;
-    let (name, description, route) = (
-        name.ok_or(ApiError::NotFound)?,
-        description.flatten(),
-        route.flatten(),
-    );
+    let new = parse_new(body.0)?;
     let node_id = id.into_inner();
     let cutoff = claim_cutoff(&state.config);
     let answer = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let Claimants {
-                node: found,
-                claims,
-                locked,
-            } = lock_claimants(conn, node_id, &name)?;
+            let (found, claims) = service::lock_claimants(conn, node_id, &new.name)?;
             idempotency::once(conn, &principal, &key, &raw, |conn| {
                 let node = principal.may_manage(found)?;
-                if node.kind != NodeKind::Customer {
-                    return Err(ApiError::validation(
-                        "id",
-                        "domains belong to customers; this node is a reseller or the owner",
-                    ));
-                }
-                for claim in claims {
-                    if claim.verified_at.is_some() || claim.node_id == node.id {
-                        return Err(ApiError::DomainTaken);
-                    }
-                    if cutoff.is_some_and(|at| claim.created_at < at)
-                        && locked.contains(&claim.node_id)
-                    {
-                        drop_claim(
-                            conn,
-                            claim,
-                            Action::DomainExpire,
-                            principal.request_id.as_deref(),
-                        )?;
-                    }
-                }
-                usage::take(conn, &node, RESOURCE, today())??;
-                let now = store::now();
-                let domain = Domain {
-                    id: DomainId::generate(),
-                    node_id: node.id,
-                    name,
-                    description,
-                    route,
-                    active: true,
-                    verification_token: rand::rng()
-                        .sample_iter(&Alphanumeric)
-                        .take(32)
-                        .map(char::from)
-                        .collect(),
-                    verified_at: None,
-                    version: 1,
-                    created_at: now,
-                    updated_at: now,
-                };
-                domains::insert(conn, &domain)
-                    .map_err(|err| ApiError::unless_unique(err, || ApiError::DomainTaken))?;
-                // Another customer's claim may hold the role addresses; this one gets them when it
-                // wins the name.
-                add_role_mailboxes(conn, &domain, now)?;
-                common::record(
-                    conn,
-                    &principal,
-                    node.id,
-                    Action::DomainCreate,
-                    ("domain", domain.id.to_string()),
-                    None,
-                    Some(audit_view(&domain)),
-                )?;
+                let ctx = Ctx::of(&principal);
+                let domain = service::register(conn, &ctx, &node, claims, new, cutoff)?;
                 Answer::created(
                     format!("/v1/domains/{}", domain.id),
                     etag(domain.version),
@@ -534,135 +394,54 @@ pub async fn update_domain(
         .as_deref()
         .and_then(|status| fields.check("status", common::parse_active(status)));
     fields.finish()?;
+    let change = DomainChange {
+        description,
+        route,
+        active,
+    };
     let id = id.into_inner();
     let domain = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let (first, _) = visible_domain(conn, &principal, id)?;
-            let node = principal.may_manage(nodes::find_locked(conn, first.node_id, &[])?)?;
-            let mut domain = domains::find(conn, id)?
-                .filter(|d| d.node_id == node.id)
-                .ok_or(ApiError::NotFound)?;
+            let (domain, node) = locked_domain(conn, &principal, id)?;
             if_match.check(domain.version)?;
-            let before = audit_view(&domain);
-            if let Some(description) = description {
-                domain.description = description;
-            }
-            if let Some(route) = route {
-                domain.route = route;
-            }
-            if let Some(active) = active {
-                domain.active = active;
-            }
-            domains::save(conn, &mut domain)?;
-            common::record(
-                conn,
-                &principal,
-                node.id,
-                Action::DomainUpdate,
-                ("domain", domain.id.to_string()),
-                Some(before),
-                Some(audit_view(&domain)),
-            )?;
-            Ok::<_, ApiError>(domain)
+            service::update(conn, &Ctx::of(&principal), &node, domain, change)
         })
     })
     .await?;
     Ok(respond(actix_web::http::StatusCode::OK, &domain))
 }
 
-/// Who removes a domain and why, as the audit trail is to say.
+/// Who removes a domain and why, as the audit trail is to say. Until nodes move: `api::nodes`'s
+/// node deletion removes its customer's domains through [`remove`]; the workflow is
+/// [`crate::service::domains::remove`].
 #[derive(Debug, Clone, Copy)]
 pub struct Removal<'a> {
-    pub actor: &'a Actor,
-    pub request_id: Option<&'a str>,
+    ctx: Ctx<'a>,
     /// `domain.delete`, `domain.expire` or `domain.taken_over`.
-    pub action: Action,
+    action: Action,
     /// Whether mailboxes besides the role addresses go too; without it they refuse the removal.
-    pub cascade: bool,
+    cascade: bool,
 }
 
 impl<'a> Removal<'a> {
     /// A deletion `principal` asked for.
     pub fn deletion(principal: &'a Principal, cascade: bool) -> Self {
         Self {
-            actor: &principal.actor,
-            request_id: principal.request_id.as_deref(),
+            ctx: Ctx::of(principal),
             action: Action::DomainDelete,
             cascade,
         }
     }
-
-    fn record(
-        &self,
-        conn: &mut DbConnection,
-        node_id: NodeId,
-        action: Action,
-        target: (&str, String),
-        before: Option<serde_json::Value>,
-    ) -> diesel::QueryResult<()> {
-        audit::record(
-            conn,
-            audit::Event {
-                actor: self.actor,
-                node_id,
-                action,
-                target_kind: target.0,
-                target_id: target.1,
-                before,
-                after: None,
-                request_id: self.request_id,
-            },
-        )
-    }
 }
 
-/// Removes `domain` of customer `node` with its role addresses, returning its `domains` unit;
-/// refused while it has other mailboxes unless `by.cascade`, which removes them too and returns
-/// their seats. Runs in the caller's write transaction, under the customer's lock. Deletions,
-/// expiries and takeovers all come this way.
+/// Until nodes move: [`crate::service::domains::remove`] for `api::nodes`.
 pub fn remove(
     conn: &mut DbConnection,
     by: &Removal<'_>,
     node: &nodes::Node,
     domain: Domain,
 ) -> Result<(), ApiError> {
-    let held = store::mailboxes::of_domain(conn, domain.id)?;
-    let users = held
-        .iter()
-        .filter(|m| m.origin != store::mailboxes::Origin::Role)
-        .count();
-    if users > 0 && !by.cascade {
-        return Err(ApiError::NotEmpty(format!(
-            "{} still has {users} mailbox(es); remove them first, or use ?cascade=true.",
-            domain.name
-        )));
-    }
-    store::aliases::delete_touching_domain(conn, domain.id)?;
-    for mailbox in held {
-        store::groups::forget_mailbox(conn, mailbox.id)?;
-        store::modules::deactivate_mailbox(conn, node, &mailbox)?;
-        store::modules::forget_mailbox(conn, mailbox.id)?;
-        store::mailboxes::delete(conn, mailbox.id)?;
-        if mailbox.origin != store::mailboxes::Origin::Role {
-            by.record(
-                conn,
-                node.id,
-                Action::MailboxDelete,
-                ("mailbox", mailbox.id.to_string()),
-                Some(json!({"address": mailbox.address.stored()})),
-            )?;
-        }
-    }
-    domains::delete(conn, domain.id)?;
-    usage::add(conn, &node.lineage(), RESOURCE, -1)?;
-    by.record(
-        conn,
-        node.id,
-        by.action,
-        ("domain", domain.id.to_string()),
-        Some(audit_view(&domain)),
-    )?;
-    Ok(())
+    service::remove(conn, &by.ctx, by.action, by.cascade, node, domain)
 }
 
 /// Removes a domain and returns its `domains` unit to the customer's licence; the name may then be
@@ -688,13 +467,8 @@ pub async fn delete_domain(
     let cascade = query.cascade.unwrap_or(false);
     store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let (first, _) = visible_domain(conn, &principal, id)?;
-            let node = principal.may_manage(nodes::find_locked(conn, first.node_id, &[])?)?;
-            let domain = domains::find(conn, id)?
-                .filter(|d| d.node_id == node.id)
-                .ok_or(ApiError::NotFound)?;
-            remove(conn, &Removal::deletion(&principal, cascade), &node, domain)?;
-            Ok::<_, ApiError>(())
+            let (domain, node) = locked_domain(conn, &principal, id)?;
+            service::delete(conn, &Ctx::of(&principal), &node, domain, cascade)
         })
     })
     .await?;
@@ -726,12 +500,8 @@ pub async fn verify_domain(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let checker = principal.clone();
-    let domain = store::run(&state.pool, move |conn| {
-        let (domain, node) = visible_domain(conn, &checker, id)?;
-        checker.may_manage(Some(node))?;
-        Ok::<_, ApiError>(domain)
-    })
-    .await?;
+    let (domain, _) =
+        store::run(&state.pool, move |conn| managed_domain(conn, &checker, id)).await?;
     if domain.verified_at.is_some() {
         return Ok(respond(actix_web::http::StatusCode::OK, &domain));
     }
@@ -754,57 +524,9 @@ pub async fn verify_domain(
     }
     let domain = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let Claimants {
-                node: found,
-                claims,
-                locked,
-            } = lock_claimants(conn, domain.node_id, &domain.name)?;
+            let (found, claims) = service::lock_claimants(conn, domain.node_id, &domain.name)?;
             let node = principal.may_manage(found)?;
-            let taken = claims.iter().any(|c| c.verified_at.is_some() && c.id != id);
-            let Some(mut domain) = claims
-                .iter()
-                .find(|c| c.id == id && c.node_id == node.id)
-                .cloned()
-            else {
-                // Taken over while the record was looked up.
-                return Err(if taken {
-                    ApiError::DomainTaken
-                } else {
-                    ApiError::NotFound
-                });
-            };
-            if domain.verified_at.is_none() {
-                if taken {
-                    return Err(ApiError::DomainTaken);
-                }
-                for rival in claims
-                    .into_iter()
-                    .filter(|c| c.id != id && locked.contains(&c.node_id))
-                {
-                    drop_claim(
-                        conn,
-                        rival,
-                        Action::DomainTakenOver,
-                        principal.request_id.as_deref(),
-                    )?;
-                }
-                let before = audit_view(&domain);
-                let now = store::now();
-                domain.verified_at = Some(now);
-                domains::save(conn, &mut domain)
-                    .map_err(|err| ApiError::unless_unique(err, || ApiError::DomainTaken))?;
-                add_role_mailboxes(conn, &domain, now)?;
-                common::record(
-                    conn,
-                    &principal,
-                    node.id,
-                    Action::DomainVerify,
-                    ("domain", domain.id.to_string()),
-                    Some(before),
-                    Some(audit_view(&domain)),
-                )?;
-            }
-            Ok::<_, ApiError>(domain)
+            service::verify(conn, &Ctx::of(&principal), &node, id, claims)
         })
     })
     .await?;
@@ -843,12 +565,8 @@ pub async fn test_route(
 ) -> Result<web::Json<Report>, ApiError> {
     let id = id.into_inner();
     let checker = principal.clone();
-    let domain = store::run(&state.pool, move |conn| {
-        let (domain, node) = visible_domain(conn, &checker, id)?;
-        checker.may_manage(Some(node))?;
-        Ok::<_, ApiError>(domain)
-    })
-    .await?;
+    let (domain, node) =
+        store::run(&state.pool, move |conn| managed_domain(conn, &checker, id)).await?;
     let route = domain.route.clone().ok_or_else(|| {
         ApiError::RouteMissing(format!(
             "{} has no delivery route; set one with PATCH /v1/domains/{id} first.",
@@ -864,19 +582,9 @@ pub async fn test_route(
         .resolve(&state.dns, state.config.route_test_allow_private)
         .await;
     // Recorded before anything is connected to: no probe leaves without its trace.
-    let after = next.audit(test.report());
-    let node_id = domain.node_id;
+    let found = next.audit(test.report());
     store::run(&state.pool, move |conn| {
-        common::record(
-            conn,
-            &principal,
-            node_id,
-            Action::DomainRouteTest,
-            ("domain", id.to_string()),
-            None,
-            Some(after),
-        )
-        .map_err(ApiError::from)
+        service::record_route_test(conn, &Ctx::of(&principal), &node, id, found)
     })
     .await?;
     match next {
@@ -913,31 +621,6 @@ fn busy(busy: Busy) -> ApiError {
     }
 }
 
-/// Removes up to one batch of unproven claims registered before `cutoff`, each in its own
-/// transaction under its customer's lock, audited `domain.expire` by the system: how many it
-/// removed. The sweep calls it until a batch comes back short.
-pub fn expire_claims(
-    conn: &mut DbConnection,
-    cutoff: chrono::NaiveDateTime,
-) -> Result<usize, ApiError> {
-    let mut removed = 0;
-    for stale in domains::expired(conn, cutoff, SWEEP_BATCH)? {
-        removed += write_tx(conn, |conn| {
-            if nodes::find_locked(conn, stale.node_id, &[])?.is_none() {
-                return Ok::<_, ApiError>(0);
-            }
-            // Proven or removed meanwhile: not ours to expire.
-            let Some(claim) = domains::find(conn, stale.id)?.filter(|d| d.verified_at.is_none())
-            else {
-                return Ok(0);
-            };
-            drop_claim(conn, claim, Action::DomainExpire, None)?;
-            Ok(1)
-        })?;
-    }
-    Ok(removed)
-}
-
 /// Sweeps expired claims now and every [`SWEEP_EVERY`], on the runtime it is spawned on (so it
 /// stops with the server), in batches, on a blocking thread. Nothing expires while ownership is
 /// not required (see [`claim_cutoff`]).
@@ -956,7 +639,8 @@ pub fn spawn_sweep(pool: Pool, config: crate::config::Config) {
                     let Some(cutoff) = claim_cutoff(&config) else {
                         return Ok(total);
                     };
-                    let removed = expire_claims(&mut conn, cutoff).map_err(|e| e.to_string())?;
+                    let removed =
+                        service::expire_claims(&mut conn, cutoff).map_err(|e| e.to_string())?;
                     total += removed;
                     if removed < SWEEP_BATCH as usize {
                         return Ok::<_, String>(total);

@@ -1,30 +1,35 @@
-//! Mailboxes (users): each active one takes a `users` seat of its customer and a seat of every
-//! module it holds (the automatic `base` at least); disabling frees them, enabling takes them
-//! again. A mailbox must be disabled before it can be deleted; a domain's role
-//! addresses (postmaster@, abuse@) take no seat and go only with their domain.
+//! Mailboxes (users) and their aliases over HTTP, and the import of many mailboxes at once: the
+//! views, the parsing (of a body, of a CSV) and the handlers. The workflows live in
+//! [`crate::service::mailboxes`] and [`crate::service::aliases`]: each active mailbox takes a
+//! `users` seat of its customer and a seat of every module it holds (the automatic `base` at
+//! least); disabling frees them, enabling takes them again. A mailbox must be disabled before it
+//! can be deleted; a domain's role addresses (postmaster@, abuse@) take no seat and go only with
+//! their domain.
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use super::common::utc;
-use super::common::{self, Fields, IfMatch, Page, etag, nullable, today};
+use super::common::{self, Fields, IfMatch, Page, etag, nullable};
 use super::extract::Json;
 use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use crate::auth::Principal;
 use crate::auth::guard::{Authorised, Manage};
 use crate::domain::address::{DomainName, MailAddress};
-use crate::domain::audit::Action;
 use crate::domain::ids::{AliasId, DomainId, MailboxId, NodeId};
+use crate::domain::status::Status;
 use crate::domain::tree::{self, NodeKind};
 use crate::error::{ApiError, FieldError, Guarded, Listed, Problem};
+pub use crate::service::mailboxes::NewMailbox;
+use crate::service::mailboxes::{self as service, MailboxChange, Row};
+use crate::service::{self as services, Ctx};
 use crate::startup::AppState;
 use crate::store::aliases::Alias;
 use crate::store::mailboxes::{Mailbox, MailboxFilter, Origin};
-use crate::store::{self, DbConnection, mailboxes, nodes, usage, write_tx};
+use crate::store::{self, DbConnection, mailboxes, nodes, write_tx};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MailboxView {
@@ -70,7 +75,7 @@ impl MailboxView {
             first_name: m.first_name.clone(),
             last_name: m.last_name.clone(),
             contact_email: m.contact_email.clone(),
-            status: if m.active { "active" } else { "disabled" },
+            status: Status::of(m.active).as_str(),
             origin: m.origin,
             first_seen_at: m.first_seen_at.map(utc),
             last_seen_at: m.last_seen_at.map(utc),
@@ -80,11 +85,6 @@ impl MailboxView {
             updated_at: utc(m.updated_at),
         }
     }
-}
-
-fn audit_view(m: &Mailbox) -> serde_json::Value {
-    json!({"address": m.address.stored(), "display_name": m.display_name, "first_name": m.first_name,
-           "last_name": m.last_name, "contact_email": m.contact_email, "active": m.active, "origin": m.origin})
 }
 
 /// A mailbox with the modules it holds, read in the same transaction.
@@ -122,15 +122,6 @@ pub struct CreateMailbox {
     pub last_name: Option<String>,
     /// An address outside the service to reach the person.
     pub contact_email: Option<String>,
-}
-
-/// A new mailbox's fields, parsed: every invalid field is reported at once.
-pub struct NewMailbox {
-    address: MailAddress,
-    display_name: Option<String>,
-    first_name: Option<String>,
-    last_name: Option<String>,
-    contact_email: Option<String>,
 }
 
 impl TryFrom<CreateMailbox> for NewMailbox {
@@ -177,59 +168,6 @@ pub(crate) fn customer<L>(node: Authorised<L>) -> Result<Authorised<L>, ApiError
     }
 }
 
-/// Creates `new` for customer `node` (locked by the caller): on one of its `domains`, at an
-/// address no mailbox or alias has, holding the `automatic` modules, with the seats (`users` and
-/// one per module) from `take_seats`, audited.
-#[allow(clippy::too_many_arguments)]
-fn place(
-    conn: &mut DbConnection,
-    principal: &Principal,
-    node: &nodes::Node,
-    domains: &[store::domains::Domain],
-    new: NewMailbox,
-    origin: Origin,
-    automatic: &[String],
-    take_seats: impl FnOnce(&mut DbConnection) -> Result<(), ApiError>,
-) -> Result<Mailbox, ApiError> {
-    let domain = domains
-        .iter()
-        .find(|d| d.name == *new.address.domain())
-        .ok_or_else(|| {
-            ApiError::validation(
-                "address",
-                format!(
-                    "{} is not one of this customer's domains",
-                    new.address.domain().unicode()
-                ),
-            )
-        })?;
-    if store::aliases::address_taken(conn, &new.address, node.local_part_case)? {
-        return Err(ApiError::AddressTaken);
-    }
-    take_seats(conn)?;
-    let now = store::now();
-    let mailbox = Mailbox {
-        display_name: new.display_name,
-        first_name: new.first_name,
-        last_name: new.last_name,
-        contact_email: new.contact_email,
-        ..Mailbox::new(node.id, domain.id, new.address, origin, now)
-    };
-    mailboxes::insert(conn, &mailbox, node.local_part_case)
-        .map_err(|err| ApiError::unless_unique(err, || ApiError::AddressTaken))?;
-    store::modules::assign_mailbox(conn, mailbox.id, automatic)?;
-    common::record(
-        conn,
-        principal,
-        node.id,
-        Action::MailboxCreate,
-        ("mailbox", mailbox.id.to_string()),
-        None,
-        Some(audit_view(&mailbox)),
-    )?;
-    Ok(mailbox)
-}
-
 /// Creates a mailbox for customer `{id}`, taking one `users` seat and one seat of each
 /// automatically assigned module (`module:base`): all or none.
 #[utoipa::path(
@@ -260,23 +198,11 @@ pub async fn create_mailbox(
             let found = nodes::find_locked(conn, node_id, &[])?;
             idempotency::once(conn, &principal, &key, &raw, |conn| {
                 let node = customer(principal.may_manage(found)?)?;
-                let domains = store::domains::of_node(conn, node.id)?;
-                let automatic = store::modules::automatic(conn)?;
-                let seats = store::modules::mailbox_seats(&automatic);
-                let mailbox = place(
-                    conn,
-                    &principal,
-                    &node,
-                    &domains,
-                    new,
-                    Origin::Manual,
-                    &automatic,
-                    |conn| Ok(usage::take_all(conn, &node, &seats, today())??),
-                )?;
+                let (mailbox, modules) = service::create(conn, &Ctx::of(&principal), &node, new)?;
                 Answer::created(
                     format!("/v1/mailboxes/{}", mailbox.id),
                     etag(mailbox.version),
-                    &MailboxView::new(&mailbox, automatic),
+                    &MailboxView::new(&mailbox, modules),
                 )
             })
         })
@@ -550,47 +476,23 @@ pub async fn update_mailbox(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.0;
     let mut fields = Fields::default();
-    let display_name = body
-        .display_name
-        .map(|v| v.and_then(|v| fields.check("display_name", parse_text(&v))));
-    let first_name = body
-        .first_name
-        .map(|v| v.and_then(|v| fields.check("first_name", parse_text(&v))));
-    let last_name = body
-        .last_name
-        .map(|v| v.and_then(|v| fields.check("last_name", parse_text(&v))));
-    let contact_email = body
-        .contact_email
-        .map(|v| v.and_then(|v| fields.check("contact_email", tree::parse_email(&v))));
+    let mut text =
+        |field: &str, value: Option<Option<String>>, parse: fn(&str) -> Result<String, String>| {
+            value.map(|v| v.and_then(|v| fields.check(field, parse(&v))))
+        };
+    let change = MailboxChange {
+        display_name: text("display_name", body.display_name, parse_text),
+        first_name: text("first_name", body.first_name, parse_text),
+        last_name: text("last_name", body.last_name, parse_text),
+        contact_email: text("contact_email", body.contact_email, tree::parse_email),
+    };
     fields.finish()?;
     let id = id.into_inner();
     let mailbox = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let (mut mailbox, node) = locked_mailbox(conn, &principal, id)?;
+            let (mailbox, node) = locked_mailbox(conn, &principal, id)?;
             if_match.check(mailbox.version)?;
-            let before = audit_view(&mailbox);
-            if let Some(v) = display_name {
-                mailbox.display_name = v;
-            }
-            if let Some(v) = first_name {
-                mailbox.first_name = v;
-            }
-            if let Some(v) = last_name {
-                mailbox.last_name = v;
-            }
-            if let Some(v) = contact_email {
-                mailbox.contact_email = v;
-            }
-            mailboxes::save(conn, &mut mailbox)?;
-            common::record(
-                conn,
-                &principal,
-                node.id,
-                Action::MailboxUpdate,
-                ("mailbox", mailbox.id.to_string()),
-                Some(before),
-                Some(audit_view(&mailbox)),
-            )?;
+            let mailbox = service::update(conn, &Ctx::of(&principal), &node, mailbox, change)?;
             held(conn, mailbox)
         })
     })
@@ -608,33 +510,9 @@ async fn set_active(
 ) -> Result<HttpResponse, ApiError> {
     let mailbox = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let (mut mailbox, node) = locked_mailbox(conn, &principal, id)?;
-            if mailbox.active == active {
-                return held(conn, mailbox);
-            }
-            if active {
-                let automatic = store::modules::automatic(conn)?;
-                store::modules::activate_mailbox(conn, &node, &mailbox, &automatic, today())??;
-            } else {
-                store::modules::deactivate_mailbox(conn, &node, &mailbox)?;
-            }
-            let before = audit_view(&mailbox);
-            mailbox.active = active;
-            mailboxes::save(conn, &mut mailbox)?;
-            let action = if active {
-                Action::MailboxEnable
-            } else {
-                Action::MailboxDisable
-            };
-            common::record(
-                conn,
-                &principal,
-                node.id,
-                action,
-                ("mailbox", mailbox.id.to_string()),
-                Some(before),
-                Some(audit_view(&mailbox)),
-            )?;
+            let (mailbox, node) = locked_mailbox(conn, &principal, id)?;
+            let ctx = Ctx::of(&principal);
+            let mailbox = service::set_active(conn, &ctx, &node, mailbox, active)?;
             held(conn, mailbox)
         })
     })
@@ -705,30 +583,7 @@ pub async fn delete_mailbox(
     store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
             let (mailbox, node) = locked_mailbox(conn, &principal, id)?;
-            if mailbox.origin == Origin::Role {
-                return Err(ApiError::Conflict(
-                    "postmaster@ and abuse@ go only with their domain.".to_owned(),
-                ));
-            }
-            if mailbox.active {
-                return Err(ApiError::Conflict(
-                    "Disable the mailbox first (POST /v1/mailboxes/{id}/disable).".to_owned(),
-                ));
-            }
-            store::aliases::delete_of_mailbox(conn, mailbox.id)?;
-            store::groups::forget_mailbox(conn, mailbox.id)?;
-            store::modules::forget_mailbox(conn, mailbox.id)?;
-            mailboxes::delete(conn, mailbox.id)?;
-            common::record(
-                conn,
-                &principal,
-                node.id,
-                Action::MailboxDelete,
-                ("mailbox", mailbox.id.to_string()),
-                Some(audit_view(&mailbox)),
-                None,
-            )?;
-            Ok::<_, ApiError>(())
+            service::delete(conn, &Ctx::of(&principal), &node, mailbox)
         })
     })
     .await?;
@@ -801,31 +656,7 @@ pub async fn create_alias(
     let alias = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
             let (mailbox, node) = locked_mailbox(conn, &principal, id)?;
-            let domain = store::domains::of_node(conn, node.id)?
-                .into_iter()
-                .find(|d| d.name == *address.domain())
-                .ok_or_else(|| ApiError::validation("address", format!("{} is not one of this customer's domains", address.domain().unicode())))?;
-            if store::aliases::address_taken(conn, &address, node.local_part_case)? {
-                return Err(ApiError::AddressTaken);
-            }
-            let held = store::aliases::of_mailbox(conn, mailbox.id)?.len();
-            if held >= usize::try_from(node.max_aliases_per_mailbox).unwrap_or(0) {
-                return Err(ApiError::Conflict(format!(
-                    "{} has {held} aliases, the most this customer allows (max_aliases_per_mailbox).",
-                    mailbox.address.display()
-                )));
-            }
-            let alias = Alias {
-                id: AliasId::generate(),
-                mailbox_id: mailbox.id,
-                node_id: node.id,
-                domain_id: domain.id,
-                address,
-                created_at: store::now(),
-            };
-            store::aliases::insert(conn, &alias, node.local_part_case).map_err(|err| ApiError::unless_unique(err, || ApiError::AddressTaken))?;
-            common::record(conn, &principal, node.id, Action::AliasCreate, ("alias", alias.id.to_string()), None, Some(json!({"address": alias.address.stored(), "mailbox_id": mailbox.id})))?;
-            Ok::<_, ApiError>(alias)
+            services::aliases::create(conn, &Ctx::of(&principal), &node, &mailbox, address)
         })
     })
     .await?;
@@ -888,17 +719,7 @@ pub async fn delete_alias(
             let alias = store::aliases::find(conn, id)?
                 .filter(|a| a.node_id == node.id)
                 .ok_or(ApiError::NotFound)?;
-            store::aliases::delete(conn, alias.id)?;
-            common::record(
-                conn,
-                &principal,
-                node.id,
-                Action::AliasDelete,
-                ("alias", alias.id.to_string()),
-                Some(json!({"address": alias.address.stored(), "mailbox_id": alias.mailbox_id})),
-                None,
-            )?;
-            Ok::<_, ApiError>(())
+            services::aliases::delete(conn, &Ctx::of(&principal), &node, alias)
         })
     })
     .await?;
@@ -950,17 +771,7 @@ pub struct ImportReport {
 /// The rows of a CSV body with a header row, each with its line number. Public for the fuzz
 /// harness (`tests/fuzz.rs`): it is the whole of the import's parsing.
 pub fn csv_rows(bytes: &[u8]) -> Result<Vec<(usize, CreateMailbox)>, ApiError> {
-    // The csv crate lets a quote left open run to the end of the file as one field; refuse it,
-    // naming the line where it opened (doubled quotes inside a quoted field keep the count even).
-    let (mut open_at, mut line) = (None, 1);
-    for byte in bytes {
-        match byte {
-            b'"' => open_at = if open_at.is_some() { None } else { Some(line) },
-            b'\n' => line += 1,
-            _ => {}
-        }
-    }
-    if let Some(opened) = open_at {
+    if let Some(opened) = open_quote(bytes) {
         return Err(ApiError::MalformedBody(format!(
             "The CSV has a quote opened at line {opened} and never closed."
         )));
@@ -974,28 +785,7 @@ pub fn csv_rows(bytes: &[u8]) -> Result<Vec<(usize, CreateMailbox)>, ApiError> {
             .map_or(String::new(), |p| format!(" at line {}", p.line()));
         ApiError::MalformedBody(format!("The CSV could not be read{line}: {err}."))
     };
-    let headers = reader.headers().map_err(malformed)?.clone();
-    let mut columns = Vec::new();
-    for header in &headers {
-        match CSV_COLUMNS.iter().position(|c| *c == header.trim()) {
-            Some(index) => columns.push(index),
-            None => {
-                return Err(ApiError::validation(
-                    "header",
-                    format!(
-                        "unknown column {header:?}; the columns are {}",
-                        CSV_COLUMNS.join(", ")
-                    ),
-                ));
-            }
-        }
-    }
-    if !columns.contains(&0) {
-        return Err(ApiError::validation(
-            "header",
-            "the address column is missing",
-        ));
-    }
+    let columns = csv_columns(reader.headers().map_err(malformed)?)?;
     let mut rows = Vec::new();
     for record in reader.records() {
         let record = record.map_err(malformed)?;
@@ -1020,6 +810,47 @@ pub fn csv_rows(bytes: &[u8]) -> Result<Vec<(usize, CreateMailbox)>, ApiError> {
         }
     }
     Ok(rows)
+}
+
+/// The line where a quote opens and never closes, if one does. The csv crate lets a quote left
+/// open run to the end of the file as one field; the import refuses it, naming the line where it
+/// opened (doubled quotes inside a quoted field keep the count even).
+fn open_quote(bytes: &[u8]) -> Option<usize> {
+    let (mut open_at, mut line) = (None, 1);
+    for byte in bytes {
+        match byte {
+            b'"' => open_at = if open_at.is_some() { None } else { Some(line) },
+            b'\n' => line += 1,
+            _ => {}
+        }
+    }
+    open_at
+}
+
+/// Each header's column among [`CSV_COLUMNS`], in order; the address column is required.
+fn csv_columns(headers: &csv::StringRecord) -> Result<Vec<usize>, ApiError> {
+    let mut columns = Vec::new();
+    for header in headers {
+        match CSV_COLUMNS.iter().position(|c| *c == header.trim()) {
+            Some(index) => columns.push(index),
+            None => {
+                return Err(ApiError::validation(
+                    "header",
+                    format!(
+                        "unknown column {header:?}; the columns are {}",
+                        CSV_COLUMNS.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    if !columns.contains(&0) {
+        return Err(ApiError::validation(
+            "header",
+            "the address column is missing",
+        ));
+    }
+    Ok(columns)
 }
 
 /// Imports up to 10,000 mailboxes for customer `{id}` from JSON (an array of mailboxes, as for
@@ -1051,6 +882,37 @@ pub async fn import_mailboxes(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let atomic = query.atomic.unwrap_or(true);
+    let rows: Vec<_> = import_rows(&request, payload)
+        .await?
+        .into_iter()
+        .map(|(line, row)| (line, NewMailbox::try_from(row)))
+        .collect();
+    let node_id = id.into_inner();
+    let report = store::run(&state.pool, move |conn| {
+        write_tx(conn, |conn| {
+            let node = customer(principal.may_manage(nodes::find_locked(conn, node_id, &[])?)?)?;
+            match service::import(conn, &Ctx::of(&principal), &node, rows, atomic)? {
+                Ok(rows) => Ok(report(atomic, rows)),
+                // Nothing is kept: the rows that passed their checks are reported as skipped.
+                Err(rows) => Err(ApiError::ImportFailed(skipped(rows))),
+            }
+        })
+    })
+    .await?;
+    let status = if atomic {
+        actix_web::http::StatusCode::CREATED
+    } else {
+        actix_web::http::StatusCode::OK
+    };
+    Ok(HttpResponse::build(status).json(report))
+}
+
+/// The rows of an import's body, JSON or CSV as its content type says, each with its line; at most
+/// [`MAX_IMPORT_ROWS`] of them.
+async fn import_rows(
+    request: &actix_web::HttpRequest,
+    payload: web::Payload,
+) -> Result<Vec<(usize, CreateMailbox)>, ApiError> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -1084,97 +946,49 @@ pub async fn import_mailboxes(
             format!("an import holds at most {MAX_IMPORT_ROWS} rows"),
         ));
     }
-    let node_id = id.into_inner();
-    let report = store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let node = customer(principal.may_manage(nodes::find_locked(conn, node_id, &[])?)?)?;
-            let domains = store::domains::of_node(conn, node.id)?;
-            let today = today();
-            let automatic = store::modules::automatic(conn)?;
-            // Where each seat's resource stands now, counted up as rows are placed (the counters
-            // themselves move once, at the end): every row takes one of each or none.
-            let mut standings = Vec::new();
-            for resource in store::modules::mailbox_seats(&automatic) {
-                let standing = usage::standing(conn, node.id, &resource, today)?;
-                standings.push((resource, standing));
+    Ok(rows)
+}
+
+/// A row's outcome as the answer shows it.
+fn row_outcome(row: Row) -> RowOutcome {
+    match row.placed {
+        Ok(id) => RowOutcome {
+            line: row.line,
+            status: "created",
+            mailbox_id: Some(id),
+            problem: None,
+        },
+        Err(err) => RowOutcome {
+            line: row.line,
+            status: "failed",
+            mailbox_id: None,
+            problem: Some(err.to_problem()),
+        },
+    }
+}
+
+/// The report of an import that kept its rows.
+fn report(atomic: bool, rows: Vec<Row>) -> ImportReport {
+    let rows: Vec<RowOutcome> = rows.into_iter().map(row_outcome).collect();
+    let created = rows.iter().filter(|o| o.mailbox_id.is_some()).count();
+    ImportReport {
+        atomic,
+        created,
+        failed: rows.len() - created,
+        rows,
+    }
+}
+
+/// The rows of an atomic import that failed, as its problem lists them: those that passed their
+/// checks are `skipped`.
+fn skipped(rows: Vec<Row>) -> Vec<serde_json::Value> {
+    rows.into_iter()
+        .map(|row| {
+            let mut outcome = row_outcome(row);
+            if outcome.mailbox_id.take().is_some() {
+                outcome.status = "skipped";
             }
-            let mut seen = std::collections::HashSet::new();
-            let mut outcomes = Vec::with_capacity(rows.len());
-            for (line, row) in rows {
-                let placed = NewMailbox::try_from(row).and_then(|new| {
-                    // Rows that are the same address (as the customer compares them) once.
-                    if !seen.insert(new.address.key(node.local_part_case)) {
-                        return Err(ApiError::AddressTaken);
-                    }
-                    place(
-                        conn,
-                        &principal,
-                        &node,
-                        &domains,
-                        new,
-                        Origin::Import,
-                        &automatic,
-                        |_| {
-                            for (resource, standing) in &standings {
-                                standing.take(1, node.id, resource, today)?;
-                            }
-                            for (_, standing) in &mut standings {
-                                standing.used += 1;
-                            }
-                            Ok(())
-                        },
-                    )
-                });
-                outcomes.push(match placed {
-                    Ok(mailbox) => RowOutcome {
-                        line,
-                        status: "created",
-                        mailbox_id: Some(mailbox.id),
-                        problem: None,
-                    },
-                    Err(err @ (ApiError::Internal(_) | ApiError::Unavailable(_))) => {
-                        return Err(err);
-                    }
-                    Err(err) => RowOutcome {
-                        line,
-                        status: "failed",
-                        mailbox_id: None,
-                        problem: Some(err.to_problem()),
-                    },
-                });
-            }
-            let created = outcomes.iter().filter(|o| o.mailbox_id.is_some()).count();
-            let failed = outcomes.len() - created;
-            if atomic && failed > 0 {
-                // Nothing is kept: the rows that passed their checks are reported as skipped.
-                let rows = outcomes
-                    .into_iter()
-                    .map(|mut o| {
-                        if o.mailbox_id.take().is_some() {
-                            o.status = "skipped";
-                        }
-                        serde_json::to_value(o).unwrap_or_default()
-                    })
-                    .collect();
-                return Err(ApiError::ImportFailed(rows));
-            }
-            let created_units = i64::try_from(created).unwrap_or(i64::MAX);
-            for (resource, _) in &standings {
-                usage::add(conn, &node.lineage(), resource, created_units)?;
-            }
-            Ok(ImportReport {
-                atomic,
-                created,
-                failed,
-                rows: outcomes,
-            })
+            serde_json::to_value(outcome).unwrap_or_default()
         })
-    })
-    .await?;
-    let status = if atomic {
-        actix_web::http::StatusCode::CREATED
-    } else {
-        actix_web::http::StatusCode::OK
-    };
-    Ok(HttpResponse::build(status).json(report))
+        .collect()
 }

@@ -31,15 +31,13 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use serde_json::json;
 
 use crate::auth::api_key;
 use crate::domain::address::MailAddress;
-use crate::domain::audit::Action;
 use crate::domain::ids::{AccountId, ApiKeyId, MailboxId, NodeId};
-use crate::domain::status::{NodeStatus, Status};
-use crate::store::audit::{self, Actor};
-use crate::store::mailboxes::{Mailbox, Origin};
+use crate::error::ApiError;
+use crate::service::{self, Ctx};
+use crate::store::audit::Actor;
 use crate::store::{self, DbConnection, Pool, write_tx};
 use index::{Decision, Enrolment, Index, Rows, Touched};
 pub use metrics::{Listener, Metrics};
@@ -624,9 +622,10 @@ impl Checker {
         )
     }
 
-    /// Registers `address` as a mailbox of customer `node`, deciding again inside the write
-    /// transaction from what the database says (the index may be a moment behind), then brings the
-    /// index up to date so the next check finds it. Anything the database cannot answer defers.
+    /// Registers `address` as a mailbox of customer `node` through the one mailbox creation
+    /// ([`service::mailboxes::enrol`], which decides again inside the write transaction from what
+    /// the database says: the index may be a moment behind), then brings the index up to date so
+    /// the next check finds it. Anything the database cannot answer defers.
     fn enrol(
         &self,
         enrolment: &Enrolment,
@@ -634,22 +633,21 @@ impl Checker {
         request_id: Option<&str>,
         today: NaiveDate,
     ) -> Outcome {
-        let result = self
-            .pool
-            .get()
-            .map_err(SyncError::from)
-            .and_then(|mut conn| {
-                write_tx(&mut conn, |conn| {
-                    enrol_in(
-                        conn,
-                        enrolment,
-                        actor,
-                        request_id,
-                        today,
-                        self.settings.require_verification,
-                    )
-                })
-            });
+        let ctx = Ctx {
+            actor,
+            request_id,
+            today,
+        };
+        let result = match self.pool.get() {
+            Ok(mut conn) => write_tx(&mut conn, |conn| {
+                service::mailboxes::enrol(conn, &ctx, enrolment, self.settings.require_verification)
+            })
+            .map_err(|err: ApiError| match std::error::Error::source(&err) {
+                Some(cause) => format!("{err}: {cause}"),
+                None => err.to_string(),
+            }),
+            Err(err) => Err(err.to_string()),
+        };
         match result {
             Ok(answer) => {
                 if let Err(err) = self.catch_up() {
@@ -669,110 +667,6 @@ impl Drop for Checker {
     fn drop(&mut self) {
         self.flush();
     }
-}
-
-/// The enrolment's transaction; see [`Checker::enrol`].
-fn enrol_in(
-    conn: &mut DbConnection,
-    enrolment: &Enrolment,
-    actor: &Actor,
-    request_id: Option<&str>,
-    today: NaiveDate,
-    require_verification: bool,
-) -> Result<Outcome, SyncError> {
-    let Enrolment {
-        node: node_id,
-        domain: domain_id,
-        address,
-        module,
-    } = enrolment;
-    let (node_id, domain_id) = (*node_id, *domain_id);
-    let Some(node) = store::nodes::find_locked(conn, node_id, &[])? else {
-        return Ok(Outcome::bare(Reason::UnknownDomain));
-    };
-    let lineage: Vec<String> = node.lineage().iter().map(ToString::to_string).collect();
-    let ancestors = store::check::nodes(conn, Some(&lineage))?;
-    if ancestors.len() != lineage.len() || ancestors.iter().any(|a| a.deleted_at.is_some()) {
-        return Ok(Outcome::bare(Reason::UnknownDomain));
-    }
-    let refuse = |reason| Ok(Outcome::for_node(reason, node.id));
-    if !ancestors
-        .iter()
-        .all(|a| NodeStatus::is_active_text(&a.status))
-    {
-        return refuse(Reason::NodeSuspended);
-    }
-    let Some(domain) = store::domains::find(conn, domain_id)?
-        .filter(|d| d.node_id == node.id && d.name == *address.domain())
-    else {
-        return Ok(Outcome::bare(Reason::UnknownDomain));
-    };
-    if !domain.active {
-        return refuse(Reason::DomainDisabled);
-    }
-    if domain.verified_at.is_none() && require_verification {
-        return refuse(Reason::DomainUnverified);
-    }
-    if let Some((id, status)) = store::check::mailbox_at(conn, &address.key(node.local_part_case))?
-    {
-        // Another check (or a person) registered it first: answer for that mailbox.
-        let mailbox_id: Option<MailboxId> = id.parse().ok();
-        let reason = if !Status::is_active_text(&status) {
-            Reason::MailboxDisabled
-        } else if let (Some(code), Some(id)) = (module, mailbox_id)
-            && !store::modules::of_mailbox(conn, id)?.contains(code)
-        {
-            Reason::ModuleNotAssigned
-        } else {
-            Reason::Ok
-        };
-        return Ok(Outcome {
-            mailbox_id,
-            ..Outcome::for_node(reason, node.id)
-        });
-    }
-    let automatic = store::modules::automatic(conn)?;
-    let seats = store::modules::mailbox_seats(&automatic);
-    if store::usage::take_all(conn, &node, &seats, today)?.is_err() {
-        return refuse(Reason::UsersExhausted);
-    }
-    let now = store::now();
-    let mailbox = Mailbox {
-        first_seen_at: Some(now),
-        last_seen_at: Some(now),
-        ..Mailbox::new(node.id, domain.id, address.clone(), Origin::Check, now)
-    };
-    store::mailboxes::insert(conn, &mailbox, node.local_part_case)?;
-    store::modules::assign_mailbox(conn, mailbox.id, &automatic)?;
-    audit::record(
-        conn,
-        audit::Event {
-            actor,
-            node_id: node.id,
-            action: Action::MailboxEnrol,
-            target_kind: "mailbox",
-            target_id: mailbox.id.to_string(),
-            before: None,
-            after: Some(
-                json!({"address": address.stored(), "active": true, "origin": Origin::Check}),
-            ),
-            request_id,
-        },
-    )?;
-    // A new mailbox holds the automatic modules only.
-    let reason = if module
-        .as_ref()
-        .is_some_and(|code| !automatic.contains(code))
-    {
-        Reason::ModuleNotAssigned
-    } else {
-        Reason::Ok
-    };
-    Ok(Outcome {
-        mailbox_id: Some(mailbox.id),
-        enrolled: true,
-        ..Outcome::for_node(reason, node.id)
-    })
 }
 
 /// Accepts connections on `listener` forever, each served by `serve` on its own task; `what`

@@ -219,6 +219,39 @@ impl Standing {
     }
 }
 
+/// Several resources taken together, one unit of each or none (a new mailbox takes `users` and a
+/// seat of every automatic module), counted up in memory as units are taken: an import places its
+/// rows against it and moves the stored counters once, at the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundle {
+    node_id: NodeId,
+    at: NaiveDate,
+    standings: Vec<(String, Standing)>,
+}
+
+impl Bundle {
+    /// The resources `standings` name, as node `node_id` stands with them on `at`.
+    pub fn new(node_id: NodeId, at: NaiveDate, standings: Vec<(String, Standing)>) -> Self {
+        Self {
+            node_id,
+            at,
+            standings,
+        }
+    }
+
+    /// Takes one unit of every resource, or none: the first resource [`Standing::take`] refuses
+    /// is the refusal.
+    pub fn take_one(&mut self) -> Result<(), Refusal> {
+        for (resource, standing) in &self.standings {
+            standing.take(1, self.node_id, resource, self.at)?;
+        }
+        for (_, standing) in &mut self.standings {
+            standing.used += 1;
+        }
+        Ok(())
+    }
+}
+
 /// Everything the decision about one grant's change needs, read in the write transaction.
 #[derive(Debug, Clone)]
 pub struct GrantChange<'a> {
@@ -473,6 +506,27 @@ mod tests {
             .admits(i64::MAX),
             "no overflow"
         );
+    }
+
+    #[test]
+    fn a_bundle_takes_one_of_each_or_none_and_counts_what_it_took() {
+        let node = NodeId::generate();
+        let mut bundle = Bundle::new(
+            node,
+            day(0),
+            vec![
+                ("users".to_owned(), Standing { limit: 3, used: 1 }),
+                ("module:base".to_owned(), Standing { limit: 2, used: 1 }),
+            ],
+        );
+        assert_eq!(bundle.take_one(), Ok(()));
+        let refusal = bundle.take_one().unwrap_err();
+        assert_eq!(
+            (refusal.resource.as_str(), refusal.available),
+            ("module:base", 0)
+        );
+        // The refused take counted nothing: `users` has its one unit left.
+        assert_eq!(bundle.standings[0].1, Standing { limit: 3, used: 2 });
     }
 
     #[test]

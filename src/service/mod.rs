@@ -12,8 +12,11 @@
 //! Dependencies point down only: `api`, `check` and `main` call services; services call `store`
 //! and `domain`, never `api`.
 
+pub mod aliases;
 pub mod allocations;
+pub mod domains;
 pub mod licence;
+pub mod mailboxes;
 pub mod nodes;
 pub mod sessions;
 

@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use super::DbConnection;
 use super::schema::usage_counters;
 use crate::domain::ids::NodeId;
-use crate::domain::quota::{Refusal, Standing};
+use crate::domain::quota::{Bundle, Refusal, Standing};
 
 /// What `node` (with its subtree) uses of `resource` now.
 pub fn used(conn: &mut DbConnection, node: NodeId, resource: &str) -> QueryResult<i64> {
@@ -118,8 +118,24 @@ pub fn take(
     take_all(conn, node, &[resource], today)
 }
 
+/// Where `node` stands on `today` with each of `resources`, taken together: one unit of each or
+/// none (see [`Bundle`]).
+pub fn bundle(
+    conn: &mut DbConnection,
+    node: NodeId,
+    resources: &[impl AsRef<str>],
+    today: chrono::NaiveDate,
+) -> QueryResult<Bundle> {
+    let mut standings = Vec::with_capacity(resources.len());
+    for resource in resources {
+        let resource = resource.as_ref();
+        standings.push((resource.to_owned(), standing(conn, node, resource, today)?));
+    }
+    Ok(Bundle::new(node, today, standings))
+}
+
 /// Takes one unit of each of `resources` for customer `node` on `today`, or none: every limit is
-/// checked (by [`Standing::take`], the seat rule) before anything is counted, and the first that
+/// checked (by [`Bundle::take_one`], the seat rule) before anything is counted, and the first that
 /// has no unit free is the refusal.
 pub fn take_all(
     conn: &mut DbConnection,
@@ -127,13 +143,8 @@ pub fn take_all(
     resources: &[impl AsRef<str>],
     today: chrono::NaiveDate,
 ) -> QueryResult<Result<(), Refusal>> {
-    for resource in resources {
-        let resource = resource.as_ref();
-        if let Err(refusal) =
-            standing(conn, node.id, resource, today)?.take(1, node.id, resource, today)
-        {
-            return Ok(Err(refusal));
-        }
+    if let Err(refusal) = bundle(conn, node.id, resources, today)?.take_one() {
+        return Ok(Err(refusal));
     }
     let lineage = node.lineage();
     for resource in resources {
