@@ -362,7 +362,7 @@ pub async fn create_domain(
                         )?;
                     }
                 }
-                usage::take(conn, &node, RESOURCE, today())??;
+                crate::service::seats::take(conn, &node, RESOURCE, today())??;
                 let now = store::now();
                 let domain = Domain {
                     id: DomainId::generate(),

@@ -271,7 +271,14 @@ pub async fn create_mailbox(
                     new,
                     Origin::Manual,
                     &automatic,
-                    |conn| Ok(usage::take_all(conn, &node, &seats, today())??),
+                    |conn| {
+                        Ok(crate::service::seats::take_all(
+                            conn,
+                            &node,
+                            &seats,
+                            today(),
+                        )??)
+                    },
                 )?;
                 Answer::created(
                     format!("/v1/mailboxes/{}", mailbox.id),
@@ -621,7 +628,13 @@ async fn set_active(
             }
             if active {
                 let automatic = store::modules::automatic(conn)?;
-                store::modules::activate_mailbox(conn, &node, &mailbox, &automatic, today())??;
+                crate::service::modules::activate_mailbox(
+                    conn,
+                    &node,
+                    &mailbox,
+                    &automatic,
+                    today(),
+                )??;
             } else {
                 store::modules::deactivate_mailbox(conn, &node, &mailbox)?;
             }

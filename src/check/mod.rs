@@ -729,7 +729,7 @@ fn enrol_in(
     }
     let automatic = store::modules::automatic(conn)?;
     let seats = store::modules::mailbox_seats(&automatic);
-    if store::usage::take_all(conn, &node, &seats, today)?.is_err() {
+    if crate::service::seats::take_all(conn, &node, &seats, today)?.is_err() {
         return refuse(Reason::UsersExhausted);
     }
     let now = store::now();

@@ -12,6 +12,9 @@
 //! Dependencies point down only: `api`, `check` and `main` call services; services call `store`
 //! and `domain`, never `api`.
 
+pub mod modules;
+pub mod seats;
+
 use chrono::NaiveDate;
 
 use crate::auth::Principal;

@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use super::DbConnection;
 use super::schema::usage_counters;
 use crate::domain::ids::NodeId;
-use crate::domain::quota::{Refusal, Standing};
+use crate::domain::quota::Standing;
 
 /// What `node` (with its subtree) uses of `resource` now.
 pub fn used(conn: &mut DbConnection, node: NodeId, resource: &str) -> QueryResult<i64> {
@@ -104,40 +104,4 @@ pub fn standing(
         limit,
         used: used(conn, node, resource)?,
     })
-}
-
-/// Takes one unit of `resource` for customer `node` on `today`, counted up its lineage, if its
-/// limit leaves one free: the check and the count happen in the caller's write transaction, under
-/// the customer's lock.
-pub fn take(
-    conn: &mut DbConnection,
-    node: &super::nodes::Node,
-    resource: &str,
-    today: chrono::NaiveDate,
-) -> QueryResult<Result<(), Refusal>> {
-    take_all(conn, node, &[resource], today)
-}
-
-/// Takes one unit of each of `resources` for customer `node` on `today`, or none: every limit is
-/// checked (by [`Standing::take`], the seat rule) before anything is counted, and the first that
-/// has no unit free is the refusal.
-pub fn take_all(
-    conn: &mut DbConnection,
-    node: &super::nodes::Node,
-    resources: &[impl AsRef<str>],
-    today: chrono::NaiveDate,
-) -> QueryResult<Result<(), Refusal>> {
-    for resource in resources {
-        let resource = resource.as_ref();
-        if let Err(refusal) =
-            standing(conn, node.id, resource, today)?.take(1, node.id, resource, today)
-        {
-            return Ok(Err(refusal));
-        }
-    }
-    let lineage = node.lineage();
-    for resource in resources {
-        add(conn, &lineage, resource.as_ref(), 1)?;
-    }
-    Ok(Ok(()))
 }

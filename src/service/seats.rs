@@ -1,0 +1,44 @@
+//! Seats: units of a customer's resources (`users`, `domains`, `module:<code>`) taken as
+//! something starts to use them. The seat rule is [`Standing::take`]'s; this module reads each
+//! standing from the store, asks it, and counts the units up the customer's lineage only when
+//! every one is admitted, in the caller's write transaction, under the customer's lock.
+
+use chrono::NaiveDate;
+use diesel::QueryResult;
+
+use crate::domain::quota::{Refusal, Standing};
+use crate::store::nodes::Node;
+use crate::store::{DbConnection, usage};
+
+/// Takes one unit of `resource` for customer `node` on `today`, if its limit leaves one free.
+pub fn take(
+    conn: &mut DbConnection,
+    node: &Node,
+    resource: &str,
+    today: NaiveDate,
+) -> QueryResult<Result<(), Refusal>> {
+    take_all(conn, node, &[resource], today)
+}
+
+/// Takes one unit of each of `resources` for customer `node` on `today`, or none: every limit is
+/// checked (by [`Standing::take`], the seat rule) before anything is counted, and the first that
+/// has no unit free is the refusal.
+pub fn take_all(
+    conn: &mut DbConnection,
+    node: &Node,
+    resources: &[impl AsRef<str>],
+    today: NaiveDate,
+) -> QueryResult<Result<(), Refusal>> {
+    for resource in resources {
+        let resource = resource.as_ref();
+        let standing: Standing = usage::standing(conn, node.id, resource, today)?;
+        if let Err(refusal) = standing.take(1, node.id, resource, today) {
+            return Ok(Err(refusal));
+        }
+    }
+    let lineage = node.lineage();
+    for resource in resources {
+        usage::add(conn, &lineage, resource.as_ref(), 1)?;
+    }
+    Ok(Ok(()))
+}
