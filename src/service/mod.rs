@@ -13,6 +13,7 @@
 //! and `domain`, never `api`.
 
 pub mod modules;
+pub mod principals;
 pub mod seats;
 
 use chrono::NaiveDate;
