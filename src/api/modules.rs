@@ -518,16 +518,28 @@ pub async fn assign_node_module(
     principal: Principal,
     path: web::Path<(NodeId, String)>,
 ) -> Result<web::Json<NodeModules>, ApiError> {
-    let (id, code) = path.into_inner();
-    let held = store::run(&state.pool, move |conn| {
+    Ok(web::Json(
+        set_node_module(&state, principal, path.into_inner(), true).await?,
+    ))
+}
+
+/// Assigns (`held`) or removes per-customer module `code` of customer `id`, under its lock, and
+/// answers the modules it holds then.
+async fn set_node_module(
+    state: &AppState,
+    principal: Principal,
+    (id, code): (NodeId, String),
+    held: bool,
+) -> Result<NodeModules, ApiError> {
+    store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
             let node = customer(principal.may_manage(nodes::find_locked(conn, id, &[])?)?)?;
-            service::modules::assign_to_customer(conn, &Ctx::of(&principal), &node, code)?;
+            let ctx = Ctx::of(&principal);
+            service::modules::set_on_customer(conn, &ctx, &node, code, held)?;
             node_modules(conn, node.id)
         })
     })
-    .await?;
-    Ok(web::Json(held))
+    .await
 }
 
 /// Removes per-customer module `{code}` from customer `{id}`, returning its seat; refused while
@@ -549,13 +561,6 @@ pub async fn remove_node_module(
     principal: Principal,
     path: web::Path<(NodeId, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, code) = path.into_inner();
-    store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let node = customer(principal.may_manage(nodes::find_locked(conn, id, &[])?)?)?;
-            service::modules::remove_from_customer(conn, &Ctx::of(&principal), &node, code)
-        })
-    })
-    .await?;
+    set_node_module(&state, principal, path.into_inner(), false).await?;
     Ok(HttpResponse::NoContent().finish())
 }

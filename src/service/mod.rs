@@ -12,6 +12,7 @@
 //! Dependencies point down only: `api`, `check` and `main` call services; services call `store`
 //! and `domain`, never `api`.
 
+pub mod groups;
 pub mod modules;
 pub mod principals;
 pub mod seats;

@@ -237,23 +237,24 @@ fn holders_keep_rules(
         Unit::PerMailbox => "mailbox(es)",
         Unit::PerCustomer => "customer(s)",
     };
+    let refuse_held = |count: i64, what: String| match count {
+        0 => Ok(()),
+        _ => Err(ApiError::Conflict(format!("{count} {holders} hold {what}"))),
+    };
+    let code = &module.code;
     for required in module.rules.requires.difference(old_requires) {
-        let count = modules::holding_without(conn, module.rules.unit, &module.code, required)?;
-        if count > 0 {
-            return Err(ApiError::Conflict(format!(
-                "{count} {holders} hold {} without {required}: assign {required} to them first.",
-                module.code
-            )));
-        }
+        let count = modules::holding_without(conn, module.rules.unit, code, required)?;
+        refuse_held(
+            count,
+            format!("{code} without {required}: assign {required} to them first."),
+        )?;
     }
     for excluded in module.rules.excludes.difference(old_excludes) {
-        let count = modules::holding_both(conn, module.rules.unit, &module.code, excluded)?;
-        if count > 0 {
-            return Err(ApiError::Conflict(format!(
-                "{count} {holders} hold both {} and {excluded}: remove one from them first.",
-                module.code
-            )));
-        }
+        let count = modules::holding_both(conn, module.rules.unit, code, excluded)?;
+        refuse_held(
+            count,
+            format!("both {code} and {excluded}: remove one from them first."),
+        )?;
     }
     Ok(())
 }
@@ -429,36 +430,28 @@ pub fn remove_from_mailbox(
 }
 
 /// Assigns per-customer module `code` to customer `node` (locked by the caller), taking its
-/// seat; assigning one it holds changes nothing.
-pub fn assign_to_customer(
+/// seat, when `held`; else removes it, returning its seat. Assigning one it holds changes nothing.
+pub fn set_on_customer(
     conn: &mut DbConnection,
     ctx: &Ctx,
     node: &Authorised<Manage>,
     code: String,
+    held: bool,
 ) -> Result<(), ApiError> {
     let holding = Holding::of_customer(conn, node, code)?;
-    if let Some(after) = holding.joining()? {
+    let target = ("node", node.id.to_string());
+    if held {
+        let Some(after) = holding.joining()? else {
+            return Ok(());
+        };
         seats::take(conn, node, &module_key(&holding.code), ctx.today)??;
         modules::assign_node(conn, node.id, &holding.code)?;
-        let target = ("node", node.id.to_string());
         holding.record(conn, ctx, node, Action::NodeModuleAssign, target, &after)?;
+    } else {
+        let after = holding.leaving()?;
+        modules::unassign_node(conn, node, &holding.code)?;
+        holding.record(conn, ctx, node, Action::NodeModuleRemove, target, &after)?;
     }
-    Ok(())
-}
-
-/// Removes per-customer module `code` from customer `node` (locked by the caller), returning its
-/// seat.
-pub fn remove_from_customer(
-    conn: &mut DbConnection,
-    ctx: &Ctx,
-    node: &Authorised<Manage>,
-    code: String,
-) -> Result<(), ApiError> {
-    let holding = Holding::of_customer(conn, node, code)?;
-    let after = holding.leaving()?;
-    modules::unassign_node(conn, node, &holding.code)?;
-    let target = ("node", node.id.to_string());
-    holding.record(conn, ctx, node, Action::NodeModuleRemove, target, &after)?;
     Ok(())
 }
 
