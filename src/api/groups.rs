@@ -223,40 +223,37 @@ async fn change_membership(
     Ok(web::Json(view))
 }
 
-/// Makes a mailbox of the group's customer a member; making it one twice changes nothing.
-#[utoipa::path(
-    tag = "groups",
-    security(("bearer" = [])),
-    params(("id" = GroupId, Path), ("mailbox_id" = MailboxId, Path)),
-    responses(
-        (status = 200, description = "The group", body = GroupView),
-        Guarded,
-    )
-)]
-#[put("/v1/groups/{id}/members/{mailbox_id}")]
-pub async fn add_member(
-    state: web::Data<AppState>,
-    principal: Principal,
-    path: web::Path<(GroupId, MailboxId)>,
-) -> Result<web::Json<GroupView>, ApiError> {
-    change_membership(state, principal, path.into_inner(), true).await
+/// A membership route: the same path, parameters and answer for adding and for removing, each
+/// with its own method and documentation.
+macro_rules! membership_route {
+    ($(#[doc = $doc:literal])* $method:ident $name:ident, member: $member:literal) => {
+        $(#[doc = $doc])*
+        #[utoipa::path(
+            tag = "groups",
+            security(("bearer" = [])),
+            params(("id" = GroupId, Path), ("mailbox_id" = MailboxId, Path)),
+            responses(
+                (status = 200, description = "The group", body = GroupView),
+                Guarded,
+            )
+        )]
+        #[$method("/v1/groups/{id}/members/{mailbox_id}")]
+        pub async fn $name(
+            state: web::Data<AppState>,
+            principal: Principal,
+            path: web::Path<(GroupId, MailboxId)>,
+        ) -> Result<web::Json<GroupView>, ApiError> {
+            change_membership(state, principal, path.into_inner(), $member).await
+        }
+    };
 }
 
-/// Removes a member; removing a non-member changes nothing.
-#[utoipa::path(
-    tag = "groups",
-    security(("bearer" = [])),
-    params(("id" = GroupId, Path), ("mailbox_id" = MailboxId, Path)),
-    responses(
-        (status = 200, description = "The group", body = GroupView),
-        Guarded,
-    )
-)]
-#[delete("/v1/groups/{id}/members/{mailbox_id}")]
-pub async fn remove_member(
-    state: web::Data<AppState>,
-    principal: Principal,
-    path: web::Path<(GroupId, MailboxId)>,
-) -> Result<web::Json<GroupView>, ApiError> {
-    change_membership(state, principal, path.into_inner(), false).await
-}
+membership_route!(
+    /// Makes a mailbox of the group's customer a member; making it one twice changes nothing.
+    put add_member, member: true
+);
+
+membership_route!(
+    /// Removes a member; removing a non-member changes nothing.
+    delete remove_member, member: false
+);
