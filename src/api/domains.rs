@@ -20,7 +20,6 @@ use crate::auth::Principal;
 use crate::auth::guard::{Authorised, Manage};
 use crate::dns::Proof;
 use crate::domain::address::DomainName;
-use crate::domain::audit::Action;
 use crate::domain::ids::{DomainId, NodeId};
 use crate::domain::tree;
 use crate::error::{ApiError, Guarded, Listed, Problem};
@@ -409,39 +408,6 @@ pub async fn update_domain(
     })
     .await?;
     Ok(respond(actix_web::http::StatusCode::OK, &domain))
-}
-
-/// Who removes a domain and why, as the audit trail is to say. Until nodes move: `api::nodes`'s
-/// node deletion removes its customer's domains through [`remove`]; the workflow is
-/// [`crate::service::domains::remove`].
-#[derive(Debug, Clone, Copy)]
-pub struct Removal<'a> {
-    ctx: Ctx<'a>,
-    /// `domain.delete`, `domain.expire` or `domain.taken_over`.
-    action: Action,
-    /// Whether mailboxes besides the role addresses go too; without it they refuse the removal.
-    cascade: bool,
-}
-
-impl<'a> Removal<'a> {
-    /// A deletion `principal` asked for.
-    pub fn deletion(principal: &'a Principal, cascade: bool) -> Self {
-        Self {
-            ctx: Ctx::of(principal),
-            action: Action::DomainDelete,
-            cascade,
-        }
-    }
-}
-
-/// Until nodes move: [`crate::service::domains::remove`] for `api::nodes`.
-pub fn remove(
-    conn: &mut DbConnection,
-    by: &Removal<'_>,
-    node: &nodes::Node,
-    domain: Domain,
-) -> Result<(), ApiError> {
-    service::remove(conn, &by.ctx, by.action, by.cascade, node, domain)
 }
 
 /// Removes a domain and returns its `domains` unit to the customer's licence; the name may then be

@@ -4,17 +4,17 @@ use actix_web::http::header;
 use actix_web::{HttpResponse, delete, get, post, put, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 
+use super::common::Page;
 use super::common::utc;
-use super::common::{self, Page};
 use super::extract::Json;
 use crate::auth::Principal;
-use crate::domain::audit::Action;
+use crate::auth::guard::{Authorised, Manage};
 use crate::domain::ids::{GroupId, MailboxId, NodeId};
-use crate::domain::tree::{self, NodeKind};
+use crate::domain::tree;
 use crate::error::{ApiError, Guarded, Problem};
+use crate::service::{self, Ctx};
 use crate::startup::AppState;
 use crate::store::groups::Group;
 use crate::store::{self, DbConnection, groups, nodes, write_tx};
@@ -87,33 +87,7 @@ pub async fn create_group(
     let view = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
             let node = principal.may_manage(nodes::find_locked(conn, node_id, &[])?)?;
-            if node.kind != NodeKind::Customer {
-                return Err(ApiError::validation(
-                    "id",
-                    "groups belong to customers; this node is a reseller or the owner",
-                ));
-            }
-            if groups::name_exists(conn, node.id, &name)? {
-                return Err(ApiError::NameTaken(format!(
-                    "The customer has a group named \"{name}\" already."
-                )));
-            }
-            let group = Group {
-                id: GroupId::generate(),
-                node_id: node.id,
-                name,
-                created_at: store::now(),
-            };
-            groups::insert(conn, &group)?;
-            common::record(
-                conn,
-                &principal,
-                node.id,
-                Action::GroupCreate,
-                ("group", group.id.to_string()),
-                None,
-                Some(json!({"name": group.name})),
-            )?;
+            let group = service::groups::create(conn, &Ctx::of(&principal), &node, name)?;
             view(conn, &group)
         })
     })
@@ -165,6 +139,17 @@ fn visible_group(
     Ok((group, node))
 }
 
+/// A group the caller may manage, and its customer, locked.
+fn managed_group(
+    conn: &mut DbConnection,
+    principal: &Principal,
+    id: GroupId,
+) -> Result<(Group, Authorised<Manage>), ApiError> {
+    let (group, node) = visible_group(conn, principal, id)?;
+    let node = principal.may_manage(nodes::find_locked(conn, node.id, &[])?)?;
+    Ok((group, node))
+}
+
 /// One group with its members.
 #[utoipa::path(
     tag = "groups",
@@ -210,19 +195,8 @@ pub async fn delete_group(
     let id = id.into_inner();
     store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let (group, node) = visible_group(conn, &principal, id)?;
-            principal.may_manage(nodes::find_locked(conn, node.id, &[])?)?;
-            groups::delete(conn, group.id)?;
-            common::record(
-                conn,
-                &principal,
-                node.id,
-                Action::GroupDelete,
-                ("group", group.id.to_string()),
-                Some(json!({"name": group.name})),
-                None,
-            )?;
-            Ok::<_, ApiError>(())
+            let (group, node) = managed_group(conn, &principal, id)?;
+            service::groups::delete(conn, &Ctx::of(&principal), &node, group)
         })
     })
     .await?;
@@ -239,32 +213,9 @@ async fn change_membership(
     let (group_id, mailbox_id) = ids;
     let view = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let (group, node) = visible_group(conn, &principal, group_id)?;
-            let node = principal.may_manage(nodes::find_locked(conn, node.id, &[])?)?;
-            let mailbox = store::mailboxes::find(conn, mailbox_id)?
-                .filter(|m| m.node_id == node.id)
-                .ok_or(ApiError::NotFound)?;
-            let changed = if add {
-                groups::add_member(conn, group.id, mailbox.id)?
-            } else {
-                groups::remove_member(conn, group.id, mailbox.id)?
-            };
-            if changed {
-                let action = if add {
-                    Action::GroupAddMember
-                } else {
-                    Action::GroupRemoveMember
-                };
-                common::record(
-                    conn,
-                    &principal,
-                    node.id,
-                    action,
-                    ("group", group.id.to_string()),
-                    None,
-                    Some(json!({"mailbox_id": mailbox.id, "address": mailbox.address.stored()})),
-                )?;
-            }
+            let (group, node) = managed_group(conn, &principal, group_id)?;
+            let ctx = Ctx::of(&principal);
+            service::groups::set_member(conn, &ctx, &node, &group, mailbox_id, add)?;
             view(conn, &group)
         })
     })
@@ -272,40 +223,37 @@ async fn change_membership(
     Ok(web::Json(view))
 }
 
-/// Makes a mailbox of the group's customer a member; making it one twice changes nothing.
-#[utoipa::path(
-    tag = "groups",
-    security(("bearer" = [])),
-    params(("id" = GroupId, Path), ("mailbox_id" = MailboxId, Path)),
-    responses(
-        (status = 200, description = "The group", body = GroupView),
-        Guarded,
-    )
-)]
-#[put("/v1/groups/{id}/members/{mailbox_id}")]
-pub async fn add_member(
-    state: web::Data<AppState>,
-    principal: Principal,
-    path: web::Path<(GroupId, MailboxId)>,
-) -> Result<web::Json<GroupView>, ApiError> {
-    change_membership(state, principal, path.into_inner(), true).await
+/// A membership route: the same path, parameters and answer for adding and for removing, each
+/// with its own method and documentation.
+macro_rules! membership_route {
+    ($(#[doc = $doc:literal])* $method:ident $name:ident, member: $member:literal) => {
+        $(#[doc = $doc])*
+        #[utoipa::path(
+            tag = "groups",
+            security(("bearer" = [])),
+            params(("id" = GroupId, Path), ("mailbox_id" = MailboxId, Path)),
+            responses(
+                (status = 200, description = "The group", body = GroupView),
+                Guarded,
+            )
+        )]
+        #[$method("/v1/groups/{id}/members/{mailbox_id}")]
+        pub async fn $name(
+            state: web::Data<AppState>,
+            principal: Principal,
+            path: web::Path<(GroupId, MailboxId)>,
+        ) -> Result<web::Json<GroupView>, ApiError> {
+            change_membership(state, principal, path.into_inner(), $member).await
+        }
+    };
 }
 
-/// Removes a member; removing a non-member changes nothing.
-#[utoipa::path(
-    tag = "groups",
-    security(("bearer" = [])),
-    params(("id" = GroupId, Path), ("mailbox_id" = MailboxId, Path)),
-    responses(
-        (status = 200, description = "The group", body = GroupView),
-        Guarded,
-    )
-)]
-#[delete("/v1/groups/{id}/members/{mailbox_id}")]
-pub async fn remove_member(
-    state: web::Data<AppState>,
-    principal: Principal,
-    path: web::Path<(GroupId, MailboxId)>,
-) -> Result<web::Json<GroupView>, ApiError> {
-    change_membership(state, principal, path.into_inner(), false).await
-}
+membership_route!(
+    /// Makes a mailbox of the group's customer a member; making it one twice changes nothing.
+    put add_member, member: true
+);
+
+membership_route!(
+    /// Removes a member; removing a non-member changes nothing.
+    delete remove_member, member: false
+);

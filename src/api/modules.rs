@@ -16,24 +16,23 @@ use actix_web::http::header;
 use actix_web::{HttpResponse, delete, get, patch, post, put, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 
 use super::common::utc;
-use super::common::{self, Fields, IfMatch, ListQuery, Page, PageRequest, etag, today};
+use super::common::{self, Fields, IfMatch, ListQuery, Page, PageRequest, etag};
 use super::extract::Json;
 use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use super::mailboxes::{MailboxView, customer};
 use crate::auth::Principal;
-use crate::domain::audit::Action;
-use crate::domain::catalogue::{Catalogue, Rules, Unit};
+use crate::domain::catalogue::{Rules, Unit};
 use crate::domain::ids::{MailboxId, NodeId};
-use crate::domain::resource::{is_module_code, module_key};
+use crate::domain::resource::is_module_code;
 use crate::error::{ApiError, Guarded, Listed, Problem};
+use crate::service::modules::ModuleChange;
+use crate::service::{self, Ctx};
 use crate::startup::AppState;
-use crate::store::mailboxes::Origin;
 use crate::store::modules::{self, Module};
-use crate::store::{self, DbConnection, mailboxes, nodes, usage, write_tx};
+use crate::store::{self, DbConnection, nodes, write_tx};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ModuleView {
@@ -77,25 +76,10 @@ impl From<&Module> for ModuleView {
     }
 }
 
-fn audit_view(m: &Module) -> serde_json::Value {
-    serde_json::to_value(ModuleView::from(m)).unwrap_or_default()
-}
-
 fn respond(module: &Module) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::ETAG, etag(module.version)))
         .json(ModuleView::from(module))
-}
-
-/// The catalogue and the module `code` in it; 404 when there is no such module.
-fn find(conn: &mut DbConnection, code: &str) -> Result<(Vec<Module>, Module), ApiError> {
-    let all = modules::all(conn)?;
-    let module = all
-        .iter()
-        .find(|m| m.code == code)
-        .cloned()
-        .ok_or(ApiError::NotFound)?;
-    Ok((all, module))
 }
 
 /// The module catalogue, by code. Any principal but a `check` key reads it.
@@ -153,7 +137,7 @@ pub async fn get_module(
     let code = code.into_inner();
     let module = store::run(&state.pool, move |conn| {
         principal.may_read(nodes::find(conn, principal.node_id)?)?;
-        Ok::<_, ApiError>(find(conn, &code)?.1)
+        Ok::<_, ApiError>(service::modules::find(conn, &code)?.1)
     })
     .await?;
     Ok(respond(&module))
@@ -190,75 +174,6 @@ fn description(fields: &mut Fields, raw: Option<String>) -> Option<String> {
         fields.push("description", "must be at most 1000 characters");
     }
     Some(text)
-}
-
-/// Writes `module` (new, or replacing `before`) into the catalogue `all` if the catalogue still
-/// holds its rules and no existing assignment breaks a requirement or exclusion it adds.
-fn change(
-    conn: &mut DbConnection,
-    all: Vec<Module>,
-    before: Option<&Module>,
-    module: &Module,
-) -> Result<(), ApiError> {
-    let named: Vec<&str> = std::iter::once(module.code.as_str())
-        .chain(module.rules.requires.iter().map(String::as_str))
-        .chain(module.rules.excludes.iter().map(String::as_str))
-        .chain(before.into_iter().flat_map(|b| {
-            b.rules
-                .requires
-                .iter()
-                .chain(&b.rules.excludes)
-                .map(String::as_str)
-        }))
-        .collect();
-    modules::lock(conn, &named, true)?;
-    let mut catalogue: Catalogue = modules::catalogue(&all);
-    // Exclusions are stored both ways: the module's old ones are dropped from the others too.
-    if let Some(before) = before {
-        for other in &before.rules.excludes {
-            if let Some(rules) = catalogue.0.get_mut(other) {
-                rules.excludes.remove(&module.code);
-            }
-        }
-    }
-    for other in &module.rules.excludes {
-        if let Some(rules) = catalogue.0.get_mut(other) {
-            rules.excludes.insert(module.code.clone());
-        }
-    }
-    catalogue
-        .0
-        .insert(module.code.clone(), module.rules.clone());
-    catalogue
-        .validate()
-        .map_err(|broken| ApiError::validation(broken.field, broken.message))?;
-    let empty = BTreeSet::new();
-    let (old_requires, old_excludes) =
-        before.map_or((&empty, &empty), |b| (&b.rules.requires, &b.rules.excludes));
-    let holders = match module.rules.unit {
-        Unit::PerMailbox => "mailbox(es)",
-        Unit::PerCustomer => "customer(s)",
-    };
-    for required in module.rules.requires.difference(old_requires) {
-        let count = modules::holding_without(conn, module.rules.unit, &module.code, required)?;
-        if count > 0 {
-            return Err(ApiError::Conflict(format!(
-                "{count} {holders} hold {} without {required}: assign {required} to them first.",
-                module.code
-            )));
-        }
-    }
-    for excluded in module.rules.excludes.difference(old_excludes) {
-        let count = modules::holding_both(conn, module.rules.unit, &module.code, excluded)?;
-        if count > 0 {
-            return Err(ApiError::Conflict(format!(
-                "{count} {holders} hold both {} and {excluded}: remove one from them first.",
-                module.code
-            )));
-        }
-    }
-    modules::save(conn, module, before.is_none())?;
-    Ok(())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -303,55 +218,12 @@ pub async fn create_module(
     body: Json<CreateModule>,
 ) -> Result<HttpResponse, ApiError> {
     let raw = body.raw().to_vec();
-    let body = body.0;
-    let mut fields = Fields::default();
-    if !is_module_code(&body.code) {
-        fields.push(
-            "code",
-            "must be 1 to 32 lowercase letters, digits and _, starting with a letter",
-        );
-    }
-    let name = name(&mut fields, Some(body.name));
-    let description = description(&mut fields, body.description);
-    let unit = fields.check("unit", body.unit.parse::<Unit>().map_err(|e| e.to_string()));
-    let requires = codes(&mut fields, "requires", body.requires);
-    let excludes = codes(&mut fields, "excludes", body.excludes);
-    fields.finish()?;
-    let module = Module {
-        code: body.code,
-        name: name.unwrap_or_default(),
-        description: description.unwrap_or_default(),
-        rules: Rules {
-            unit: unit.ok_or_else(|| ApiError::validation("unit", "is required"))?,
-            auto_assign: body.auto_assign.unwrap_or(false),
-            retired: false,
-            requires: requires.unwrap_or_default(),
-            excludes: excludes.unwrap_or_default(),
-        },
-        version: 1,
-        created_at: store::now(),
-    };
+    let module = body.0.parse()?;
     let answer = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
             let owner = common::owner_admin(conn, &principal)?;
             idempotency::once(conn, &principal, &key, &raw, |conn| {
-                let all = modules::all(conn)?;
-                if all.iter().any(|m| m.code == module.code) {
-                    return Err(ApiError::NameTaken(format!(
-                        "A module with the code {} exists already.",
-                        module.code
-                    )));
-                }
-                change(conn, all, None, &module)?;
-                common::record(
-                    conn,
-                    &principal,
-                    owner.id,
-                    Action::ModuleCreate,
-                    ("module", module.code.clone()),
-                    None,
-                    Some(audit_view(&module)),
-                )?;
+                let module = service::modules::create(conn, &Ctx::of(&principal), &owner, module)?;
                 Answer::created(
                     format!("/v1/modules/{}", module.code),
                     etag(module.version),
@@ -362,6 +234,39 @@ pub async fn create_module(
     })
     .await?;
     Ok(answer.into_response())
+}
+
+impl CreateModule {
+    /// The module this body adds, or the 422 naming every bad field.
+    fn parse(self) -> Result<Module, ApiError> {
+        let mut fields = Fields::default();
+        if !is_module_code(&self.code) {
+            fields.push(
+                "code",
+                "must be 1 to 32 lowercase letters, digits and _, starting with a letter",
+            );
+        }
+        let name = name(&mut fields, Some(self.name));
+        let description = description(&mut fields, self.description);
+        let unit = fields.check("unit", self.unit.parse::<Unit>().map_err(|e| e.to_string()));
+        let requires = codes(&mut fields, "requires", self.requires);
+        let excludes = codes(&mut fields, "excludes", self.excludes);
+        fields.finish()?;
+        Ok(Module {
+            code: self.code,
+            name: name.unwrap_or_default(),
+            description: description.unwrap_or_default(),
+            rules: Rules {
+                unit: unit.ok_or_else(|| ApiError::validation("unit", "is required"))?,
+                auto_assign: self.auto_assign.unwrap_or(false),
+                retired: false,
+                requires: requires.unwrap_or_default(),
+                excludes: excludes.unwrap_or_default(),
+            },
+            version: 1,
+            created_at: store::now(),
+        })
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -402,57 +307,35 @@ pub async fn update_module(
     if_match: IfMatch,
     body: Json<UpdateModule>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.0;
-    let mut fields = Fields::default();
-    let name = name(&mut fields, body.name);
-    let description = description(&mut fields, body.description);
-    let requires = codes(&mut fields, "requires", body.requires);
-    let excludes = codes(&mut fields, "excludes", body.excludes);
-    fields.finish()?;
+    let change = body.0.parse()?;
     let code = code.into_inner();
     let module = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
             let owner = common::owner_admin(conn, &principal)?;
-            let (all, before) = find(conn, &code)?;
-            if_match.check(before.version)?;
-            let mut module = before.clone();
-            if let Some(name) = name {
-                module.name = name;
-            }
-            if let Some(description) = description {
-                module.description = description;
-            }
-            if let Some(requires) = requires {
-                module.rules.requires = requires;
-            }
-            if let Some(excludes) = excludes {
-                module.rules.excludes = excludes;
-            }
-            if let Some(auto_assign) = body.auto_assign {
-                module.rules.auto_assign = auto_assign;
-            }
-            if let Some(retired) = body.retired {
-                module.rules.retired = retired;
-            }
-            if module == before {
-                return Ok(module);
-            }
-            module.version += 1;
-            change(conn, all, Some(&before), &module)?;
-            common::record(
-                conn,
-                &principal,
-                owner.id,
-                Action::ModuleUpdate,
-                ("module", module.code.clone()),
-                Some(audit_view(&before)),
-                Some(audit_view(&module)),
-            )?;
-            Ok::<_, ApiError>(module)
+            let precondition = |version| if_match.check(version);
+            let ctx = Ctx::of(&principal);
+            service::modules::update(conn, &ctx, &owner, &code, precondition, change)
         })
     })
     .await?;
     Ok(respond(&module))
+}
+
+impl UpdateModule {
+    /// The change this body asks for, or the 422 naming every bad field.
+    fn parse(self) -> Result<ModuleChange, ApiError> {
+        let mut fields = Fields::default();
+        let change = ModuleChange {
+            name: name(&mut fields, self.name),
+            description: description(&mut fields, self.description),
+            requires: codes(&mut fields, "requires", self.requires),
+            excludes: codes(&mut fields, "excludes", self.excludes),
+            auto_assign: self.auto_assign,
+            retired: self.retired,
+        };
+        fields.finish()?;
+        Ok(change)
+    }
 }
 
 /// Removes a module nothing uses (owner admins): no allocation of its resource ever, no holder,
@@ -477,132 +360,11 @@ pub async fn delete_module(
     store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
             let owner = common::owner_admin(conn, &principal)?;
-            modules::lock(conn, &[&code], true)?;
-            let (all, module) = find(conn, &code)?;
-            let uses = modules::uses(conn, &code)?;
-            if !uses.is_empty() {
-                return Err(ApiError::Conflict(format!(
-                    "{code} is in use ({}): retire it instead (PATCH with \"retired\": true).",
-                    uses.join(", ")
-                )));
-            }
-            if let Some(dependant) = all.iter().find(|m| m.rules.requires.contains(&code)) {
-                return Err(ApiError::Conflict(format!(
-                    "{} requires {code}: change {} first.",
-                    dependant.code, dependant.code
-                )));
-            }
-            modules::delete(conn, &code)?;
-            common::record(
-                conn,
-                &principal,
-                owner.id,
-                Action::ModuleDelete,
-                ("module", code.clone()),
-                Some(audit_view(&module)),
-                None,
-            )?;
-            Ok::<_, ApiError>(())
+            service::modules::delete(conn, &Ctx::of(&principal), &owner, &code)
         })
     })
     .await?;
     Ok(HttpResponse::NoContent().finish())
-}
-
-/// One holder's modules (a mailbox's or a customer's) as module `code` joins or leaves them, with
-/// the catalogue's rules to judge it by.
-struct Holding {
-    catalogue: Catalogue,
-    rules: Rules,
-    code: String,
-    before: BTreeSet<String>,
-}
-
-impl Holding {
-    /// The rules for changing `code` on a holder of `unit` that holds `before`: 404 for an unknown
-    /// module, 422 for one of the other unit. The module's row is locked (shared) so that its
-    /// rules cannot change before the assignment commits.
-    fn read(
-        conn: &mut DbConnection,
-        code: String,
-        unit: Unit,
-        before: impl FnOnce(&mut DbConnection) -> diesel::QueryResult<BTreeSet<String>>,
-    ) -> Result<Self, ApiError> {
-        modules::lock(conn, &[&code], false)?;
-        let catalogue = modules::catalogue(&modules::all(conn)?);
-        let rules = catalogue.get(&code).cloned().ok_or(ApiError::NotFound)?;
-        if rules.unit != unit {
-            let hint = match rules.unit {
-                Unit::PerCustomer => "assign it to the customer: PUT /v1/nodes/{id}/modules/{code}",
-                Unit::PerMailbox => "assign it to mailboxes: PUT /v1/mailboxes/{id}/modules/{code}",
-            };
-            return Err(ApiError::validation(
-                "code",
-                format!("{code} is a {} module; {hint}", rules.unit),
-            ));
-        }
-        Ok(Self {
-            catalogue,
-            rules,
-            before: before(conn)?,
-            code,
-        })
-    }
-
-    /// What the holder holds once the module joins; `None` when it holds it already. Refused
-    /// for a retired module and by the catalogue's rules.
-    fn joining(&self) -> Result<Option<BTreeSet<String>>, ApiError> {
-        if self.before.contains(&self.code) {
-            return Ok(None);
-        }
-        if self.rules.retired {
-            return Err(ApiError::Conflict(format!(
-                "{} is retired: it takes no new seats.",
-                self.code
-            )));
-        }
-        self.catalogue
-            .may_assign(&self.code, &self.before)
-            .map_err(ApiError::Module)?;
-        let mut after = self.before.clone();
-        after.insert(self.code.clone());
-        Ok(Some(after))
-    }
-
-    /// What the holder holds once the module leaves: 404 when it does not hold it, refused while
-    /// another module it holds requires it.
-    fn leaving(&self) -> Result<BTreeSet<String>, ApiError> {
-        if !self.before.contains(&self.code) {
-            return Err(ApiError::NotFound);
-        }
-        self.catalogue
-            .may_remove(&self.code, &self.before)
-            .map_err(ApiError::Module)?;
-        let mut after = self.before.clone();
-        after.remove(&self.code);
-        Ok(after)
-    }
-
-    /// Audits the change of customer `node`'s `target` to `after`.
-    fn record(
-        &self,
-        conn: &mut DbConnection,
-        principal: &Principal,
-        node: NodeId,
-        action: Action,
-        target: (&str, String),
-        after: &BTreeSet<String>,
-    ) -> diesel::QueryResult<()> {
-        common::record(
-            conn,
-            principal,
-            node,
-            action,
-            target,
-            Some(json!({"modules": self.before})),
-            Some(json!({"modules": after})),
-        )
-    }
 }
 
 /// Assigns per-mailbox module `{code}` to mailbox `{id}`, taking a seat of `module:<code>` if the
@@ -628,32 +390,9 @@ pub async fn assign_mailbox_module(
     let (id, code) = path.into_inner();
     let (mailbox, modules_held) = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let (mut mailbox, node) = super::mailboxes::locked_mailbox(conn, &principal, id)?;
-            let holding = Holding::read(conn, code, Unit::PerMailbox, |conn| {
-                modules::of_mailbox(conn, mailbox.id)
-            })?;
-            if mailbox.origin == Origin::Role {
-                return Err(ApiError::Conflict(
-                    "postmaster@ and abuse@ take no seats and hold no modules.".to_owned(),
-                ));
-            }
-            let Some(after) = holding.joining()? else {
-                return Ok((mailbox, holding.before));
-            };
-            if mailbox.takes_seat() {
-                usage::take(conn, &node, &module_key(&holding.code), today())??;
-            }
-            modules::assign_mailbox(conn, mailbox.id, std::slice::from_ref(&holding.code))?;
-            mailboxes::save(conn, &mut mailbox)?;
-            holding.record(
-                conn,
-                &principal,
-                node.id,
-                Action::MailboxModuleAssign,
-                ("mailbox", mailbox.id.to_string()),
-                &after,
-            )?;
-            Ok::<_, ApiError>((mailbox, after))
+            let (mailbox, node) = super::mailboxes::locked_mailbox(conn, &principal, id)?;
+            let ctx = Ctx::of(&principal);
+            service::modules::assign_to_mailbox(conn, &ctx, &node, mailbox, code)
         })
     })
     .await?;
@@ -685,31 +424,9 @@ pub async fn remove_mailbox_module(
     let (id, code) = path.into_inner();
     store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let (mut mailbox, node) = super::mailboxes::locked_mailbox(conn, &principal, id)?;
-            let holding = Holding::read(conn, code, Unit::PerMailbox, |conn| {
-                modules::of_mailbox(conn, mailbox.id)
-            })?;
-            let after = holding.leaving()?;
-            if holding.rules.auto_assign && !holding.rules.retired {
-                return Err(ApiError::Conflict(format!(
-                    "{} follows every mailbox; disable the mailbox to free its seat.",
-                    holding.code
-                )));
-            }
-            modules::unassign_mailbox(conn, mailbox.id, &holding.code)?;
-            if mailbox.takes_seat() {
-                usage::add(conn, &node.lineage(), &module_key(&holding.code), -1)?;
-            }
-            mailboxes::save(conn, &mut mailbox)?;
-            holding.record(
-                conn,
-                &principal,
-                node.id,
-                Action::MailboxModuleRemove,
-                ("mailbox", mailbox.id.to_string()),
-                &after,
-            )?;
-            Ok::<_, ApiError>(())
+            let (mailbox, node) = super::mailboxes::locked_mailbox(conn, &principal, id)?;
+            let ctx = Ctx::of(&principal);
+            service::modules::remove_from_mailbox(conn, &ctx, &node, mailbox, code)
         })
     })
     .await?;
@@ -790,29 +507,28 @@ pub async fn assign_node_module(
     principal: Principal,
     path: web::Path<(NodeId, String)>,
 ) -> Result<web::Json<NodeModules>, ApiError> {
-    let (id, code) = path.into_inner();
-    let held = store::run(&state.pool, move |conn| {
+    Ok(web::Json(
+        set_node_module(&state, principal, path.into_inner(), true).await?,
+    ))
+}
+
+/// Assigns (`held`) or removes per-customer module `code` of customer `id`, under its lock, and
+/// answers the modules it holds then.
+async fn set_node_module(
+    state: &AppState,
+    principal: Principal,
+    (id, code): (NodeId, String),
+    held: bool,
+) -> Result<NodeModules, ApiError> {
+    store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
             let node = customer(principal.may_manage(nodes::find_locked(conn, id, &[])?)?)?;
-            let holding = Holding::read(conn, code, Unit::PerCustomer, |conn| {
-                Ok(modules::of_node(conn, node.id)?.into_keys().collect())
-            })?;
-            if let Some(after) = holding.joining()? {
-                modules::assign_node(conn, &node, &holding.code, today())??;
-                holding.record(
-                    conn,
-                    &principal,
-                    node.id,
-                    Action::NodeModuleAssign,
-                    ("node", node.id.to_string()),
-                    &after,
-                )?;
-            }
+            let ctx = Ctx::of(&principal);
+            service::modules::set_on_customer(conn, &ctx, &node, code, held)?;
             node_modules(conn, node.id)
         })
     })
-    .await?;
-    Ok(web::Json(held))
+    .await
 }
 
 /// Removes per-customer module `{code}` from customer `{id}`, returning its seat; refused while
@@ -834,26 +550,6 @@ pub async fn remove_node_module(
     principal: Principal,
     path: web::Path<(NodeId, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, code) = path.into_inner();
-    store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let node = customer(principal.may_manage(nodes::find_locked(conn, id, &[])?)?)?;
-            let holding = Holding::read(conn, code, Unit::PerCustomer, |conn| {
-                Ok(modules::of_node(conn, node.id)?.into_keys().collect())
-            })?;
-            let after = holding.leaving()?;
-            modules::unassign_node(conn, &node, &holding.code)?;
-            holding.record(
-                conn,
-                &principal,
-                node.id,
-                Action::NodeModuleRemove,
-                ("node", node.id.to_string()),
-                &after,
-            )?;
-            Ok::<_, ApiError>(())
-        })
-    })
-    .await?;
+    set_node_module(&state, principal, path.into_inner(), false).await?;
     Ok(HttpResponse::NoContent().finish())
 }

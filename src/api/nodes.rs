@@ -19,7 +19,7 @@ use crate::error::{ApiError, Guarded, Listed, Problem};
 use crate::service::{self, Ctx};
 use crate::startup::AppState;
 use crate::store::nodes::{ChildFilter, NewNode, Node, NodeChanges};
-use crate::store::{self, DbConnection, nodes, write_tx};
+use crate::store::{self, nodes, write_tx};
 
 /// A node as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -423,12 +423,7 @@ pub async fn delete_node(
         write_tx(conn, |conn| {
             let node =
                 principal.may_administer(nodes::find_locked(conn, id, &[])?, Reach::Below)?;
-            let removal = super::domains::Removal::deletion(&principal, true);
-            // merge: service::domains::remove
-            let remove_domain = |conn: &mut DbConnection, node: &Node, domain| {
-                super::domains::remove(conn, &removal, node, domain)
-            };
-            service::nodes::delete(conn, &node, &Ctx::of(&principal), cascade, remove_domain)
+            service::nodes::delete(conn, &node, &Ctx::of(&principal), cascade)
         })
     })
     .await?;

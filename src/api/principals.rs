@@ -7,22 +7,22 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use std::time::Instant;
 use utoipa::ToSchema;
 
 use super::common::utc;
 use super::common::{self, Fields, IfMatch, ListQuery, Page, etag};
 use super::extract::Json;
-use crate::auth::guard::Reach;
-use crate::auth::{Authenticated, Principal, api_key, password};
-use crate::domain::audit::Action;
+use crate::auth::guard::{Administer, Authorised, Reach, Revoke};
+use crate::auth::{Authenticated, Principal, password};
 use crate::domain::ids::{AccountId, ApiKeyId, NodeId};
 use crate::domain::roles::Role;
 use crate::domain::tree;
 use crate::error::{ApiError, Guarded, Listed, Problem};
+use crate::service::Ctx;
+use crate::service::principals::{self, AccountChange, AccountDraft};
 use crate::startup::AppState;
-use crate::store::accounts::{Account, NewAccount};
+use crate::store::accounts::Account;
 use crate::store::api_keys::ApiKey;
 use crate::store::audit::Actor;
 use crate::store::{self, accounts, api_keys, nodes, write_tx};
@@ -57,10 +57,6 @@ impl From<&Account> for AccountView {
             updated_at: utc(a.updated_at),
         }
     }
-}
-
-fn audit_account(a: &Account) -> serde_json::Value {
-    json!({"username": a.username, "email": a.email, "role": a.role, "disabled": a.disabled, "node_id": a.node_id, "password_change_required": a.password_change_required})
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -99,10 +95,29 @@ fn may_give(principal: &Principal, role: Role) -> Result<(), ApiError> {
     }
 }
 
-fn username_taken(err: diesel::result::Error) -> ApiError {
-    ApiError::unless_unique(err, || {
-        ApiError::NameTaken("This username is taken.".to_owned())
-    })
+/// Node `node_id` for an admin's action there, giving `role`: an admin at the node or above, not
+/// in a suspended subtree, whose own role is no lower.
+fn administer_giving(
+    conn: &mut store::DbConnection,
+    principal: &Principal,
+    node_id: NodeId,
+    role: Role,
+) -> Result<Authorised<Administer>, ApiError> {
+    let node = principal.may_administer(nodes::find(conn, node_id)?, Reach::SelfOrBelow)?;
+    may_give(principal, role)?;
+    Ok(node)
+}
+
+/// `node` for taking access away from a principal with `role` there: allowed in a suspended
+/// subtree too, to a caller whose own role is no lower.
+fn revoking(
+    principal: &Principal,
+    node: nodes::Node,
+    role: Role,
+) -> Result<Authorised<Revoke>, ApiError> {
+    let node = principal.may_revoke(Some(node))?;
+    may_give(principal, role)?;
+    Ok(node)
 }
 
 /// Creates a person's account at `{id}`. Admins only, with a role no higher than their own.
@@ -144,32 +159,14 @@ pub async fn create_account(
     let node_id = id.into_inner();
     let account = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let node = principal.may_administer(nodes::find(conn, node_id)?, Reach::SelfOrBelow)?;
-            may_give(&principal, body.role)?;
-            if accounts::find_by_username(conn, &body.username)?.is_some() {
-                return Err(ApiError::NameTaken("This username is taken.".to_owned()));
-            }
-            let account = accounts::insert(
-                conn,
-                NewAccount {
-                    node_id: node.id,
-                    username: &body.username,
-                    email: email.as_deref().unwrap_or_default(),
-                    role: body.role,
-                    password_hash: &hash,
-                },
-            )
-            .map_err(username_taken)?;
-            common::record(
-                conn,
-                &principal,
-                node.id,
-                Action::AccountCreate,
-                ("account", account.id.to_string()),
-                None,
-                Some(audit_account(&account)),
-            )?;
-            Ok(account)
+            let node = administer_giving(conn, &principal, node_id, body.role)?;
+            let draft = AccountDraft {
+                username: &body.username,
+                email: email.as_deref().unwrap_or_default(),
+                role: body.role,
+                password_hash: &hash,
+            };
+            principals::create_account(conn, &Ctx::of(&principal), &node, draft)
         })
     })
     .await?;
@@ -271,8 +268,68 @@ pub struct UpdateAccount {
     pub disabled: Option<bool>,
 }
 
-fn wrong_current_password() -> ApiError {
-    ApiError::validation("current_password", "is not the account's password")
+impl UpdateAccount {
+    /// The new e-mail address, if any, once every field is valid for this caller: 422 naming
+    /// each bad one; a token good only for changing its own password sends nothing else.
+    fn check(&self, own: bool, password_change_only: bool) -> Result<Option<String>, ApiError> {
+        let only_password = self.password.is_some()
+            && self.email.is_none()
+            && self.role.is_none()
+            && self.disabled.is_none();
+        if password_change_only && !(own && only_password) {
+            return Err(ApiError::PasswordChangeRequired);
+        }
+        let mut fields = Fields::default();
+        let email = self
+            .email
+            .as_deref()
+            .and_then(|e| fields.check("email", tree::parse_email(e)));
+        if let Some(given) = &self.password {
+            fields.check("password", password::check_strength(given));
+        }
+        match (
+            own && self.password.is_some(),
+            self.current_password.is_some(),
+        ) {
+            (true, false) => fields.push(
+                "current_password",
+                "is required to change one's own password",
+            ),
+            (false, true) => fields.push(
+                "current_password",
+                "is only for changing one's own password, with `password`",
+            ),
+            _ => {}
+        }
+        fields.finish()?;
+        Ok(email)
+    }
+
+    /// The change this body asks for of account `id`: the current password verified (as a login
+    /// would be) and the new one hashed, both before any transaction.
+    async fn change(
+        self,
+        state: &AppState,
+        request: &HttpRequest,
+        id: AccountId,
+        email: Option<String>,
+    ) -> Result<AccountChange, ApiError> {
+        let verified = match self.current_password {
+            Some(current) => Some(verify_current_password(state, request, id, current).await?),
+            None => None,
+        };
+        let password_hash = match self.password {
+            Some(given) => Some(state.hasher.hash(given).await?),
+            None => None,
+        };
+        Ok(AccountChange {
+            email,
+            role: self.role,
+            disabled: self.disabled,
+            password_hash,
+            verified,
+        })
+    }
 }
 
 /// Verifies `current` against account `id`'s password, as a login would: counted by the login
@@ -305,7 +362,7 @@ async fn verify_current_password(
         }
         Ok(false) => {
             reservation.fail(Instant::now());
-            Err(wrong_current_password())
+            Err(principals::wrong_current_password())
         }
         Err(err) => {
             reservation.release();
@@ -351,110 +408,27 @@ pub async fn update_account(
     let body = body.0;
     let id = id.into_inner();
     let own = principal.actor == Actor::Account(id);
-    let only_password = body.password.is_some()
-        && body.email.is_none()
-        && body.role.is_none()
-        && body.disabled.is_none();
-    if password_change_only && !(own && only_password) {
-        return Err(ApiError::PasswordChangeRequired);
-    }
-    let mut fields = Fields::default();
-    let email = body
-        .email
-        .as_deref()
-        .map(|e| fields.check("email", tree::parse_email(e)));
-    if let Some(given) = &body.password {
-        fields.check("password", password::check_strength(given));
-    }
-    match (
-        own && body.password.is_some(),
-        body.current_password.is_some(),
-    ) {
-        (true, false) => fields.push(
-            "current_password",
-            "is required to change one's own password",
-        ),
-        (false, true) => fields.push(
-            "current_password",
-            "is only for changing one's own password, with `password`",
-        ),
-        _ => {}
-    }
-    fields.finish()?;
-    let verified = match body.current_password {
-        Some(current) => Some(verify_current_password(&state, &request, id, current).await?),
-        None => None,
-    };
-    let hash = match body.password.clone() {
-        Some(given) => Some(state.hasher.hash(given).await?),
-        None => None,
-    };
+    let email = body.check(own, password_change_only)?;
+    let change = body.change(&state, &request, id, email).await?;
     let account = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let (mut account, node) = visible_account(conn, &principal, id)?;
+            let (account, node) = visible_account(conn, &principal, id)?;
+            let ctx = Ctx::of(&principal);
+            let precondition = |version| if_match.check(version);
             if own {
-                if body.role.is_some() || body.disabled.is_some() {
-                    return Err(ApiError::Forbidden(
-                        "Nobody changes their own role or disables themselves.".to_owned(),
-                    ));
-                }
-                principal.visible(Some(node))?;
-            } else {
-                // Only disabling takes access away, and works in a suspended subtree too.
-                let only_disables = body.disabled == Some(true)
-                    && body.role.is_none()
-                    && email.is_none()
-                    && hash.is_none();
-                if only_disables {
-                    principal.may_revoke(Some(node))?;
-                } else {
-                    principal.may_administer(Some(node), Reach::SelfOrBelow)?;
-                }
-                may_give(&principal, account.role)?;
-                if let Some(role) = body.role {
-                    may_give(&principal, role)?;
-                }
+                return principals::update_own_account(conn, &ctx, account, precondition, change);
             }
-            if_match.check(account.version)?;
-            // The password verified must still be the account's: one changed meanwhile is not
-            // replaced by someone who does not know it.
-            if verified.is_some_and(|h| h != account.password_hash) {
-                return Err(wrong_current_password());
+            // Only disabling takes access away, and works in a suspended subtree too.
+            if change.only_disables() {
+                let node = revoking(&principal, node, account.role)?;
+                return principals::disable_account(conn, &ctx, &node, account, precondition);
             }
-            let before = audit_account(&account);
-            if let Some(email) = email.flatten() {
-                account.email = email;
+            let node = principal.may_administer(Some(node), Reach::SelfOrBelow)?;
+            may_give(&principal, account.role)?;
+            if let Some(role) = change.role {
+                may_give(&principal, role)?;
             }
-            if let Some(role) = body.role {
-                account.role = role;
-            }
-            if let Some(disabled) = body.disabled {
-                if disabled && !account.disabled {
-                    account.revoke_tokens();
-                }
-                account.disabled = disabled;
-            }
-            let password_changed = hash.is_some();
-            if let Some(hash) = hash {
-                account.password_hash = hash;
-                account.revoke_tokens();
-                // An admin who set the password knows it: the account's next login must choose
-                // its own.
-                account.password_change_required = !own;
-            }
-            accounts::save(conn, &mut account)?;
-            let mut after = audit_account(&account);
-            after["password_changed"] = json!(password_changed);
-            common::record(
-                conn,
-                &principal,
-                account.node_id,
-                Action::AccountUpdate,
-                ("account", account.id.to_string()),
-                Some(before),
-                Some(after),
-            )?;
-            Ok(account)
+            principals::update_account(conn, &ctx, &node, account, precondition, change)
         })
     })
     .await?;
@@ -484,24 +458,8 @@ pub async fn delete_account(
         write_tx(conn, |conn| {
             let (account, node) = visible_account(conn, &principal, id)?;
             // Taking access away works in a suspended subtree too.
-            principal.may_revoke(Some(node))?;
-            may_give(&principal, account.role)?;
-            if principal.actor == Actor::Account(account.id) {
-                return Err(ApiError::Forbidden(
-                    "Nobody deletes their own account.".to_owned(),
-                ));
-            }
-            accounts::delete(conn, account.id)?;
-            common::record(
-                conn,
-                &principal,
-                account.node_id,
-                Action::AccountDelete,
-                ("account", account.id.to_string()),
-                Some(audit_account(&account)),
-                None,
-            )?;
-            Ok::<_, ApiError>(())
+            let node = revoking(&principal, node, account.role)?;
+            principals::delete_account(conn, &Ctx::of(&principal), &node, account)
         })
     })
     .await?;
@@ -534,10 +492,6 @@ impl From<&ApiKey> for ApiKeyView {
             created_at: utc(k.created_at),
         }
     }
-}
-
-fn audit_key(k: &ApiKey) -> serde_json::Value {
-    json!({"name": k.name, "role": k.role, "node_id": k.node_id, "expires_at": k.expires_at, "revoked_at": k.revoked_at})
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -598,31 +552,9 @@ pub async fn create_api_key(
     let node_id = id.into_inner();
     let (key, text) = store::run(&state.pool, move |conn| {
         write_tx(conn, |conn| {
-            let node = principal.may_administer(nodes::find(conn, node_id)?, Reach::SelfOrBelow)?;
-            may_give(&principal, body.role)?;
-            let minted = api_key::mint();
-            let key = ApiKey {
-                id: minted.id,
-                node_id: node.id,
-                name,
-                role: body.role,
-                secret_hash: minted.secret_hash,
-                expires_at,
-                last_used_at: None,
-                revoked_at: None,
-                created_at: now,
-            };
-            api_keys::insert(conn, &key)?;
-            common::record(
-                conn,
-                &principal,
-                node.id,
-                Action::ApiKeyCreate,
-                ("api_key", key.id.to_string()),
-                None,
-                Some(audit_key(&key)),
-            )?;
-            Ok::<_, ApiError>((key, minted.text))
+            let node = administer_giving(conn, &principal, node_id, body.role)?;
+            let ctx = Ctx::of(&principal);
+            principals::create_api_key(conn, &ctx, &node, name, body.role, expires_at)
         })
     })
     .await?;
@@ -686,23 +618,8 @@ pub async fn revoke_api_key(
             let key = api_keys::find(conn, id)?.ok_or(ApiError::NotFound)?;
             let node = principal.visible(nodes::find(conn, key.node_id)?)?;
             // Taking access away works in a suspended subtree too.
-            principal.may_revoke(Some(node))?;
-            may_give(&principal, key.role)?;
-            if key.revoked_at.is_none() {
-                let mut revoked = key.clone();
-                revoked.revoked_at = Some(store::now());
-                api_keys::revoke(conn, key.id, revoked.revoked_at.unwrap_or_default())?;
-                common::record(
-                    conn,
-                    &principal,
-                    key.node_id,
-                    Action::ApiKeyRevoke,
-                    ("api_key", key.id.to_string()),
-                    Some(audit_key(&key)),
-                    Some(audit_key(&revoked)),
-                )?;
-            }
-            Ok::<_, ApiError>(())
+            let node = revoking(&principal, node, key.role)?;
+            principals::revoke_api_key(conn, &Ctx::of(&principal), &node, key)
         })
     })
     .await?;

@@ -46,7 +46,28 @@ use crate::store::nodes::Node;
 
 /// A node the guard let a principal act on, at level `L` ([`Read`], [`Manage`], [`Administer`],
 /// [`Revoke`]). Only this module makes one, so a write service that takes an `Authorised<L>`
-/// cannot be called for a node that has not passed the guard.
+/// cannot be called for a node that has not passed the guard. A node read straight from the store
+/// does not compile as an argument of a write service:
+///
+/// ```compile_fail
+/// # use allot::{error::ApiError, service::{self, Ctx}, store::{DbConnection, domains::Domain, nodes::Node}};
+/// fn forgot_the_guard(conn: &mut DbConnection, ctx: &Ctx, node: Node, domain: Domain)
+///     -> Result<(), ApiError> {
+///     service::domains::delete(conn, ctx, &node, domain, false)
+/// }
+/// ```
+///
+/// and the same call compiles once the guard has let the node through (this twin is what makes
+/// the first example fail for the right reason: the function exists and takes an authorised node):
+///
+/// ```no_run
+/// # use allot::{auth::Principal, error::ApiError, service::{self, Ctx}, store::{DbConnection, domains::Domain, nodes::Node}};
+/// fn guarded(conn: &mut DbConnection, ctx: &Ctx, principal: &Principal, node: Node, domain: Domain)
+///     -> Result<(), ApiError> {
+///     let node = principal.may_manage(Some(node))?;
+///     service::domains::delete(conn, ctx, &node, domain, false)
+/// }
+/// ```
 #[derive(Debug)]
 pub struct Authorised<L> {
     node: Node,

@@ -165,7 +165,7 @@ pub(crate) fn register(
             drop_claim(conn, ctx, claim, Action::DomainExpire)?;
         }
     }
-    usage::take(conn, node, RESOURCE, ctx.today)??;
+    super::seats::take(conn, node, RESOURCE, ctx.today)??;
     let now = store::now();
     let domain = Domain {
         id: DomainId::generate(),

@@ -153,7 +153,7 @@ pub(crate) fn create(
         action: Action::MailboxCreate,
     };
     let mailbox = admit(conn, ctx, &at, &domains, new, |conn| {
-        Ok(usage::take_all(conn, node, &seats, ctx.today)??)
+        Ok(super::seats::take_all(conn, node, &seats, ctx.today)??)
     })?;
     Ok((mailbox, automatic))
 }
@@ -261,7 +261,7 @@ pub(crate) fn enrol(
     };
     let new = NewMailbox::bare(address.clone());
     let placed = place(conn, ctx, &at, &domain, new, |conn| {
-        Ok(usage::take_all(conn, &node, &seats, ctx.today)??)
+        Ok(super::seats::take_all(conn, &node, &seats, ctx.today)??)
     });
     let mailbox = match placed {
         Err(ApiError::QuotaExceeded(_)) => {
@@ -378,7 +378,7 @@ pub(crate) fn set_active(
     }
     if active {
         let automatic = store::modules::automatic(conn)?;
-        store::modules::activate_mailbox(conn, node, &mailbox, &automatic, ctx.today)??;
+        super::modules::activate_mailbox(conn, node, &mailbox, &automatic, ctx.today)??;
     } else {
         store::modules::deactivate_mailbox(conn, node, &mailbox)?;
     }

@@ -15,9 +15,13 @@
 pub mod aliases;
 pub mod allocations;
 pub mod domains;
+pub mod groups;
 pub mod licence;
 pub mod mailboxes;
+pub mod modules;
 pub mod nodes;
+pub mod principals;
+pub mod seats;
 pub mod sessions;
 
 use chrono::NaiveDate;

@@ -13,7 +13,6 @@ use crate::domain::quota::{self, Grant, Span};
 use crate::domain::tree::{self, NodeKind};
 use crate::error::{ApiError, FieldError};
 use crate::store::allocations::{self, Allocation, NewAllocation};
-use crate::store::domains::Domain;
 use crate::store::nodes::{self, NewNode, Node, NodeChanges};
 use crate::store::{self, DbConnection};
 
@@ -135,13 +134,12 @@ pub fn update(
 /// Deletes `node` (locked by the caller). Refused while it has children, live allocations to
 /// children, or (without `cascade`) anything it holds; its own allocations end today, returning
 /// the seats to its parent. With `cascade` (a customer only) what it holds goes with it: each
-/// domain through `remove_domain`, the domain workflow's removal.
+/// domain through [`super::domains::remove`], the domain workflow's removal.
 pub fn delete(
     conn: &mut DbConnection,
     node: &Authorised<Administer>,
     ctx: &Ctx<'_>,
     cascade: bool,
-    mut remove_domain: impl FnMut(&mut DbConnection, &Node, Domain) -> Result<(), ApiError>,
 ) -> Result<(), ApiError> {
     if cascade && !tree::may_cascade(node.kind) {
         return Err(ApiError::validation(
@@ -180,7 +178,7 @@ pub fn delete(
     // With `cascade`, what the customer holds goes with it (the audit trail keeps it), and what
     // it used leaves its counters and its ancestors' sums.
     for domain in store::domains::of_node(conn, node.id)? {
-        remove_domain(conn, node, domain)?;
+        super::domains::remove(conn, ctx, Action::DomainDelete, true, node, domain)?;
     }
     for group in store::groups::of_node(conn, node.id)? {
         store::groups::delete(conn, group.id)?;

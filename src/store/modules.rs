@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use chrono::{NaiveDate, NaiveDateTime};
+use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::mailboxes::Mailbox;
@@ -21,7 +21,6 @@ use super::schema::{
 use super::{DbConnection, usage};
 use crate::domain::catalogue::{Catalogue, Rules, Unit};
 use crate::domain::ids::{MailboxId, NodeId};
-use crate::domain::quota::Refusal;
 use crate::domain::resource::{Resource, module_key};
 use crate::domain::status::Status;
 
@@ -369,24 +368,16 @@ pub fn forget_mailbox(conn: &mut DbConnection, id: MailboxId) -> QueryResult<()>
     Ok(())
 }
 
-/// Records that customer `node` holds `code`, taking its seat; refused when none is free.
-pub fn assign_node(
-    conn: &mut DbConnection,
-    node: &Node,
-    code: &str,
-    today: NaiveDate,
-) -> QueryResult<Result<(), Refusal>> {
-    if let Err(refusal) = usage::take(conn, node, &module_key(code), today)? {
-        return Ok(Err(refusal));
-    }
+/// Records that customer `node` holds `code` (its seat is taken by the caller, first).
+pub fn assign_node(conn: &mut DbConnection, node: NodeId, code: &str) -> QueryResult<()> {
     diesel::insert_into(node_modules::table)
         .values((
-            node_modules::node_id.eq(node.id.to_string()),
+            node_modules::node_id.eq(node.to_string()),
             node_modules::module_code.eq(code),
             node_modules::created_at.eq(super::now()),
         ))
         .execute(conn)?;
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// Forgets that customer `node` holds `code`, returning its seat.
@@ -407,34 +398,6 @@ pub fn mailbox_seats<'a>(codes: impl IntoIterator<Item = &'a String>) -> Vec<Str
     std::iter::once(Resource::Users.key())
         .chain(codes.into_iter().map(|code| module_key(code)))
         .collect()
-}
-
-/// Takes the seats for `mailbox` of customer `node` becoming active (created, enrolled or enabled):
-/// `users`, a seat of every module it holds, and of every automatic module it lacks, which it is
-/// assigned now. All or nothing; the refusal names the first resource without a free seat.
-/// Role addresses take none.
-pub fn activate_mailbox(
-    conn: &mut DbConnection,
-    node: &Node,
-    mailbox: &Mailbox,
-    automatic: &[String],
-    today: NaiveDate,
-) -> QueryResult<Result<(), Refusal>> {
-    if mailbox.origin == super::mailboxes::Origin::Role {
-        return Ok(Ok(()));
-    }
-    let held = of_mailbox(conn, mailbox.id)?;
-    let missing: Vec<String> = automatic
-        .iter()
-        .filter(|code| !held.contains(*code))
-        .cloned()
-        .collect();
-    let seats = mailbox_seats(held.iter().chain(&missing));
-    if let Err(refusal) = usage::take_all(conn, node, &seats, today)? {
-        return Ok(Err(refusal));
-    }
-    assign_mailbox(conn, mailbox.id, &missing)?;
-    Ok(Ok(()))
 }
 
 /// Returns the seats an active `mailbox` of `node` holds (`users` and its modules), as it is

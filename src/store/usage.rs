@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use super::DbConnection;
 use super::schema::usage_counters;
 use crate::domain::ids::NodeId;
-use crate::domain::quota::{Bundle, Refusal, Standing};
+use crate::domain::quota::{Bundle, Standing};
 
 /// What `node` (with its subtree) uses of `resource` now.
 pub fn used(conn: &mut DbConnection, node: NodeId, resource: &str) -> QueryResult<i64> {
@@ -106,18 +106,6 @@ pub fn standing(
     })
 }
 
-/// Takes one unit of `resource` for customer `node` on `today`, counted up its lineage, if its
-/// limit leaves one free: the check and the count happen in the caller's write transaction, under
-/// the customer's lock.
-pub fn take(
-    conn: &mut DbConnection,
-    node: &super::nodes::Node,
-    resource: &str,
-    today: chrono::NaiveDate,
-) -> QueryResult<Result<(), Refusal>> {
-    take_all(conn, node, &[resource], today)
-}
-
 /// Where `node` stands on `today` with each of `resources`, taken together: one unit of each or
 /// none (see [`Bundle`]).
 pub fn bundle(
@@ -132,23 +120,4 @@ pub fn bundle(
         standings.push((resource.to_owned(), standing(conn, node, resource, today)?));
     }
     Ok(Bundle::new(node, today, standings))
-}
-
-/// Takes one unit of each of `resources` for customer `node` on `today`, or none: every limit is
-/// checked (by [`Bundle::take_one`], the seat rule) before anything is counted, and the first that
-/// has no unit free is the refusal.
-pub fn take_all(
-    conn: &mut DbConnection,
-    node: &super::nodes::Node,
-    resources: &[impl AsRef<str>],
-    today: chrono::NaiveDate,
-) -> QueryResult<Result<(), Refusal>> {
-    if let Err(refusal) = bundle(conn, node.id, resources, today)?.take_one() {
-        return Ok(Err(refusal));
-    }
-    let lineage = node.lineage();
-    for resource in resources {
-        add(conn, &lineage, resource.as_ref(), 1)?;
-    }
-    Ok(Ok(()))
 }

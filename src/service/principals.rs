@@ -1,0 +1,286 @@
+//! Principals' writes: people's accounts (create, change, disable, delete) and machines' API keys
+//! (create, revoke). Who may give which role is the handler's guard (`Role::may_grant`); what is
+//! written, how tokens are revoked with it and what the audit trail records live here.
+
+use chrono::NaiveDateTime;
+use serde_json::json;
+
+use super::Ctx;
+use crate::auth::api_key;
+use crate::auth::guard::{Administer, Authorised, Revoke};
+use crate::domain::audit::Action;
+use crate::domain::ids::NodeId;
+use crate::domain::roles::Role;
+use crate::error::ApiError;
+use crate::store::accounts::{self, Account, NewAccount};
+use crate::store::api_keys::{self, ApiKey};
+use crate::store::audit::Actor;
+use crate::store::{self, DbConnection};
+
+/// An account as the audit trail records it.
+fn audit_account(a: &Account) -> serde_json::Value {
+    json!({"username": a.username, "email": a.email, "role": a.role, "disabled": a.disabled, "node_id": a.node_id, "password_change_required": a.password_change_required})
+}
+
+/// An API key as the audit trail records it (never its secret).
+fn audit_key(k: &ApiKey) -> serde_json::Value {
+    json!({"name": k.name, "role": k.role, "node_id": k.node_id, "expires_at": k.expires_at, "revoked_at": k.revoked_at})
+}
+
+fn username_taken() -> ApiError {
+    ApiError::NameTaken("This username is taken.".to_owned())
+}
+
+/// A new person's account, its password already hashed.
+#[derive(Debug)]
+pub struct AccountDraft<'a> {
+    pub username: &'a str,
+    pub email: &'a str,
+    pub role: Role,
+    pub password_hash: &'a str,
+}
+
+/// Creates an account at `node`: refused when the username is taken, installation-wide.
+pub fn create_account(
+    conn: &mut DbConnection,
+    ctx: &Ctx,
+    node: &Authorised<Administer>,
+    draft: AccountDraft<'_>,
+) -> Result<Account, ApiError> {
+    if accounts::find_by_username(conn, draft.username)?.is_some() {
+        return Err(username_taken());
+    }
+    let new = NewAccount {
+        node_id: node.id,
+        username: draft.username,
+        email: draft.email,
+        role: draft.role,
+        password_hash: draft.password_hash,
+    };
+    let account =
+        accounts::insert(conn, new).map_err(|err| ApiError::unless_unique(err, username_taken))?;
+    ctx.record(
+        conn,
+        node.id,
+        Action::AccountCreate,
+        ("account", account.id.to_string()),
+        None,
+        Some(audit_account(&account)),
+    )?;
+    Ok(account)
+}
+
+/// What a change to an account sets; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct AccountChange {
+    pub email: Option<String>,
+    pub role: Option<Role>,
+    pub disabled: Option<bool>,
+    /// The new password's hash.
+    pub password_hash: Option<String>,
+    /// The hash the caller's `current_password` matched, for a change of one's own password.
+    pub verified: Option<String>,
+}
+
+impl AccountChange {
+    /// Whether the change only disables the account: taking access away, which works in a
+    /// suspended subtree too.
+    pub fn only_disables(&self) -> bool {
+        self.disabled == Some(true)
+            && self.role.is_none()
+            && self.email.is_none()
+            && self.password_hash.is_none()
+    }
+}
+
+/// Changes the acting account itself (`ctx`'s actor): its e-mail and password, never its role
+/// or whether it is disabled. Its password changes revoke every token of it, the caller's too.
+pub fn update_own_account(
+    conn: &mut DbConnection,
+    ctx: &Ctx,
+    account: Account,
+    precondition: impl FnOnce(i64) -> Result<(), ApiError>,
+    change: AccountChange,
+) -> Result<Account, ApiError> {
+    if *ctx.actor != Actor::Account(account.id)
+        || change.role.is_some()
+        || change.disabled.is_some()
+    {
+        return Err(ApiError::Forbidden(
+            "Nobody changes their own role or disables themselves.".to_owned(),
+        ));
+    }
+    let node_id = account.node_id;
+    apply(conn, ctx, node_id, account, precondition, change)
+}
+
+/// An admin's change to another `account` at `node`. A password set this way must be changed at
+/// the account's next login.
+pub fn update_account(
+    conn: &mut DbConnection,
+    ctx: &Ctx,
+    node: &Authorised<Administer>,
+    account: Account,
+    precondition: impl FnOnce(i64) -> Result<(), ApiError>,
+    change: AccountChange,
+) -> Result<Account, ApiError> {
+    apply(conn, ctx, node.id, account, precondition, change)
+}
+
+/// Disables another `account` at `node`; its tokens stop working at once and for good.
+pub fn disable_account(
+    conn: &mut DbConnection,
+    ctx: &Ctx,
+    node: &Authorised<Revoke>,
+    account: Account,
+    precondition: impl FnOnce(i64) -> Result<(), ApiError>,
+) -> Result<Account, ApiError> {
+    let change = AccountChange {
+        disabled: Some(true),
+        ..AccountChange::default()
+    };
+    apply(conn, ctx, node.id, account, precondition, change)
+}
+
+/// Applies `change` to `account` of node `node_id` once `precondition` accepts its version, and
+/// audits it.
+fn apply(
+    conn: &mut DbConnection,
+    ctx: &Ctx,
+    node_id: NodeId,
+    mut account: Account,
+    precondition: impl FnOnce(i64) -> Result<(), ApiError>,
+    change: AccountChange,
+) -> Result<Account, ApiError> {
+    precondition(account.version)?;
+    // The password verified must still be the account's: one changed meanwhile is not replaced
+    // by someone who does not know it.
+    if change
+        .verified
+        .is_some_and(|hash| hash != account.password_hash)
+    {
+        return Err(wrong_current_password());
+    }
+    let own = *ctx.actor == Actor::Account(account.id);
+    let before = audit_account(&account);
+    if let Some(email) = change.email {
+        account.email = email;
+    }
+    if let Some(role) = change.role {
+        account.role = role;
+    }
+    if let Some(disabled) = change.disabled {
+        if disabled && !account.disabled {
+            account.revoke_tokens();
+        }
+        account.disabled = disabled;
+    }
+    let password_changed = change.password_hash.is_some();
+    if let Some(hash) = change.password_hash {
+        account.password_hash = hash;
+        account.revoke_tokens();
+        // An admin who set the password knows it: the account's next login must choose its own.
+        account.password_change_required = !own;
+    }
+    accounts::save(conn, &mut account)?;
+    let mut after = audit_account(&account);
+    after["password_changed"] = json!(password_changed);
+    let target = ("account", account.id.to_string());
+    ctx.record(
+        conn,
+        node_id,
+        Action::AccountUpdate,
+        target,
+        Some(before),
+        Some(after),
+    )?;
+    Ok(account)
+}
+
+/// The refusal of a `current_password` that is not the account's.
+pub fn wrong_current_password() -> ApiError {
+    ApiError::validation("current_password", "is not the account's password")
+}
+
+/// Deletes `account` at `node`; its tokens stop working at once. Nobody deletes their own.
+pub fn delete_account(
+    conn: &mut DbConnection,
+    ctx: &Ctx,
+    node: &Authorised<Revoke>,
+    account: Account,
+) -> Result<(), ApiError> {
+    if *ctx.actor == Actor::Account(account.id) {
+        return Err(ApiError::Forbidden(
+            "Nobody deletes their own account.".to_owned(),
+        ));
+    }
+    accounts::delete(conn, account.id)?;
+    ctx.record(
+        conn,
+        node.id,
+        Action::AccountDelete,
+        ("account", account.id.to_string()),
+        Some(audit_account(&account)),
+        None,
+    )?;
+    Ok(())
+}
+
+/// Creates an API key named `name` with `role` at `node`, working until `expires_at` (if ever).
+/// Returns it with its text, which is never stored and never shown again.
+pub fn create_api_key(
+    conn: &mut DbConnection,
+    ctx: &Ctx,
+    node: &Authorised<Administer>,
+    name: String,
+    role: Role,
+    expires_at: Option<NaiveDateTime>,
+) -> Result<(ApiKey, String), ApiError> {
+    let minted = api_key::mint();
+    let key = ApiKey {
+        id: minted.id,
+        node_id: node.id,
+        name,
+        role,
+        secret_hash: minted.secret_hash,
+        expires_at,
+        last_used_at: None,
+        revoked_at: None,
+        created_at: store::now(),
+    };
+    api_keys::insert(conn, &key)?;
+    ctx.record(
+        conn,
+        node.id,
+        Action::ApiKeyCreate,
+        ("api_key", key.id.to_string()),
+        None,
+        Some(audit_key(&key)),
+    )?;
+    Ok((key, minted.text))
+}
+
+/// Revokes `key` at `node` at once; revoking a revoked key changes nothing.
+pub fn revoke_api_key(
+    conn: &mut DbConnection,
+    ctx: &Ctx,
+    node: &Authorised<Revoke>,
+    key: ApiKey,
+) -> Result<(), ApiError> {
+    if key.revoked_at.is_some() {
+        return Ok(());
+    }
+    let mut revoked = key.clone();
+    let now = store::now();
+    revoked.revoked_at = Some(now);
+    api_keys::revoke(conn, key.id, now)?;
+    ctx.record(
+        conn,
+        node.id,
+        Action::ApiKeyRevoke,
+        ("api_key", key.id.to_string()),
+        Some(audit_key(&key)),
+        Some(audit_key(&revoked)),
+    )?;
+    Ok(())
+}
