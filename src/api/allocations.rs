@@ -319,3 +319,11 @@ pub async fn update_allocation(
     .await?;
     Ok(respond(allocation))
 }
+
+/// This resource's routes, for [`super::configure`].
+pub(crate) fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
+    cfg.service(create_allocation)
+        .service(list_allocations)
+        .service(get_allocation)
+        .service(update_allocation);
+}

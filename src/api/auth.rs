@@ -174,3 +174,8 @@ pub async fn me(
         password_change_required: password_change_only,
     }))
 }
+
+/// This resource's routes, for [`super::configure`].
+pub(crate) fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
+    cfg.service(token).service(me);
+}

@@ -279,3 +279,8 @@ pub async fn sync_after_writes(
     }
     Ok(response)
 }
+
+/// This resource's routes, for [`super::configure`].
+pub(crate) fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
+    cfg.service(check).service(check_batch);
+}

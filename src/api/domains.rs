@@ -624,3 +624,14 @@ pub fn spawn_sweep(pool: Pool, config: crate::config::Config) {
         }
     });
 }
+
+/// This resource's routes, for [`super::configure`].
+pub(crate) fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
+    cfg.service(create_domain)
+        .service(list_domains)
+        .service(get_domain)
+        .service(update_domain)
+        .service(delete_domain)
+        .service(verify_domain)
+        .service(test_route);
+}

@@ -257,3 +257,13 @@ membership_route!(
     /// Removes a member; removing a non-member changes nothing.
     delete remove_member, member: false
 );
+
+/// This resource's routes, for [`super::configure`].
+pub(crate) fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
+    cfg.service(create_group)
+        .service(list_groups)
+        .service(get_group)
+        .service(delete_group)
+        .service(add_member)
+        .service(remove_member);
+}

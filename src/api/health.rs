@@ -67,3 +67,8 @@ pub async fn metrics(registry: web::Data<prometheus::Registry>) -> Result<HttpRe
         .content_type(encoder.format_type())
         .body(buffer))
 }
+
+/// This resource's routes, for [`super::configure`].
+pub(crate) fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
+    cfg.service(healthz).service(readyz).service(metrics);
+}

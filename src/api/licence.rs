@@ -90,3 +90,8 @@ pub async fn set_licence(
     .await?;
     Ok(web::Json(licence))
 }
+
+/// This resource's routes, for [`super::configure`].
+pub(crate) fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
+    cfg.service(get_licence).service(set_licence);
+}

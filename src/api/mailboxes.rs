@@ -992,3 +992,18 @@ fn skipped(rows: Vec<Row>) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// This resource's routes, for [`super::configure`].
+pub(crate) fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
+    cfg.service(import_mailboxes)
+        .service(create_mailbox)
+        .service(list_mailboxes)
+        .service(get_mailbox)
+        .service(update_mailbox)
+        .service(disable_mailbox)
+        .service(enable_mailbox)
+        .service(delete_mailbox)
+        .service(create_alias)
+        .service(list_aliases)
+        .service(delete_alias);
+}

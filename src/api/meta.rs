@@ -108,3 +108,10 @@ pub async fn fallback(req: actix_web::HttpRequest, table: web::Data<MethodTable>
         None => HttpResponse::NotFound().finish(),
     }
 }
+
+/// This resource's routes, for [`super::configure`].
+pub(crate) fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
+    cfg.service(openapi_json)
+        .service(docs_redirect)
+        .service(problem_type);
+}

@@ -553,3 +553,18 @@ pub async fn remove_node_module(
     set_node_module(&state, principal, path.into_inner(), false).await?;
     Ok(HttpResponse::NoContent().finish())
 }
+
+/// This resource's routes, for [`super::configure`].
+pub(crate) fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
+    cfg.service(list_modules)
+        .service(create_module)
+        .service(get_module)
+        .service(update_module)
+        .service(delete_module)
+        .service(assign_mailbox_module)
+        .service(remove_mailbox_module)
+        .service(list_node_modules)
+        .service(assign_node_module)
+        .service(remove_node_module)
+        .service(super::mailboxes::list_module_mailboxes);
+}

@@ -473,3 +473,13 @@ pub async fn move_node(
     .await?;
     Ok(ok_with_etag(node))
 }
+
+/// This resource's routes, for [`super::configure`].
+pub(crate) fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
+    cfg.service(get_node)
+        .service(update_node)
+        .service(delete_node)
+        .service(list_children)
+        .service(create_child)
+        .service(move_node);
+}

@@ -625,3 +625,15 @@ pub async fn revoke_api_key(
     .await?;
     Ok(HttpResponse::NoContent().finish())
 }
+
+/// This resource's routes, for [`super::configure`].
+pub(crate) fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
+    cfg.service(create_account)
+        .service(list_accounts)
+        .service(get_account)
+        .service(update_account)
+        .service(delete_account)
+        .service(create_api_key)
+        .service(list_api_keys)
+        .service(revoke_api_key);
+}

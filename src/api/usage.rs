@@ -108,3 +108,8 @@ pub async fn get_usage(
     .await?;
     Ok(web::Json(report))
 }
+
+/// This resource's routes, for [`super::configure`].
+pub(crate) fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
+    cfg.service(get_usage);
+}
