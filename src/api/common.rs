@@ -242,19 +242,6 @@ impl Fields {
     }
 }
 
-/// Appends the audit record of a principal's write.
-pub fn record(
-    conn: &mut DbConnection,
-    principal: &Principal,
-    node_id: NodeId,
-    action: crate::domain::audit::Action,
-    target: (&str, String),
-    before: Option<serde_json::Value>,
-    after: Option<serde_json::Value>,
-) -> diesel::QueryResult<()> {
-    crate::service::Ctx::of(principal).record(conn, node_id, action, target, before, after)
-}
-
 /// Dates a request may name (a rule of the quota arithmetic, kept there).
 pub use crate::domain::quota::check_date;
 
