@@ -3,10 +3,12 @@
 # wall time of the request, from curl.
 #
 #   cargo build --release && bash bench/import.sh [ROWS]
+#
+# ALLOT_BIN names another binary to measure (a previous build, for a same-run comparison).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rows="${1:-10000}"
-bin="${CARGO_TARGET_DIR:-target}/release/allot"
+bin="${ALLOT_BIN:-${CARGO_TARGET_DIR:-target}/release/allot}"
 [ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 2; }
 
 work=$(mktemp -d)
