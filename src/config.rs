@@ -230,7 +230,7 @@ impl std::fmt::Debug for JwtSecret {
     }
 }
 
-pub const MIN_JWT_SECRET_BYTES: usize = 32;
+pub(crate) const MIN_JWT_SECRET_BYTES: usize = 32;
 
 /// An address, in the stored form the alias table answers with.
 fn parse_address(text: &str) -> Result<String, String> {

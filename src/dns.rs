@@ -14,7 +14,7 @@ use crate::domain::address::DomainName;
 
 /// What a lookup found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Proof {
+pub(crate) enum Proof {
     /// A TXT record holds the token.
     Found,
     /// The name has no TXT record holding the token (or no TXT record, or does not exist).
@@ -23,7 +23,7 @@ pub enum Proof {
 
 #[derive(Debug, thiserror::Error)]
 #[error("DNS lookup failed: {message}")]
-pub struct LookupError {
+pub(crate) struct LookupError {
     message: String,
     timed_out: bool,
 }
@@ -51,7 +51,7 @@ impl From<hickory_resolver::net::NetError> for LookupError {
     }
 }
 
-pub struct Verifier {
+pub(crate) struct Verifier {
     resolver: Result<TokioResolver, String>,
 }
 

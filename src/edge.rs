@@ -60,7 +60,7 @@ use crate::error::ApiError;
 
 /// Open connections per peer address, bounded.
 #[derive(Debug)]
-pub struct PeerLimit {
+pub(crate) struct PeerLimit {
     max: usize,
     open: Mutex<HashMap<IpAddr, usize>>,
 }
@@ -93,7 +93,7 @@ impl PeerLimit {
 
 /// One admitted connection's place in its [`PeerLimit`].
 #[derive(Debug)]
-pub struct PeerSlot {
+pub(crate) struct PeerSlot {
     limit: Arc<PeerLimit>,
     peer: IpAddr,
 }
@@ -147,7 +147,7 @@ struct Refused;
 
 /// The `HttpServer::on_connect` callback: admits the connection under `limit` and starts its
 /// watchdog, or shuts it.
-pub fn on_connect(
+pub(crate) fn on_connect(
     limit: Arc<PeerLimit>,
     timeout: Duration,
 ) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
@@ -240,7 +240,7 @@ impl Drop for InApp {
 
 /// The middleware: times the body against the request's deadline and answers 408 when it does
 /// not arrive; answers 503 on a connection refused for its peer's bound.
-pub async fn request_deadline(
+pub(crate) async fn request_deadline(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody + 'static>>, Error> {

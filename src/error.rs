@@ -15,10 +15,10 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
 
 /// The `Retry-After` (seconds) of every `unavailable` answer.
-pub const UNAVAILABLE_RETRY_AFTER: u64 = 2;
+pub(crate) const UNAVAILABLE_RETRY_AFTER: u64 = 2;
 
 /// Declares the catalogue: each variant with its slug, its title and its description, written
 /// once; `ALL` lists them in this order (the order of the problem types' listing).
@@ -519,7 +519,7 @@ impl ResponseError for ApiError {
     }
 }
 
-pub fn problem_response(problem: &Problem) -> HttpResponse {
+pub(crate) fn problem_response(problem: &Problem) -> HttpResponse {
     let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     HttpResponse::build(status)
         .content_type(PROBLEM_JSON)
@@ -527,7 +527,7 @@ pub fn problem_response(problem: &Problem) -> HttpResponse {
 }
 
 /// "outer: cause: root cause", for the log.
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
@@ -572,7 +572,7 @@ impl From<diesel::result::Error> for ApiError {
 /// `RollbackErrorOnCommit`), or the server's own goodbye (SQLSTATE class 57P: "terminating
 /// connection due to administrator command", "the database system is shutting down", … which
 /// diesel reports as `Unknown` with PostgreSQL's English message).
-pub fn connection_lost(err: &diesel::result::Error) -> bool {
+pub(crate) fn connection_lost(err: &diesel::result::Error) -> bool {
     use diesel::result::{DatabaseErrorKind, Error};
     match err {
         Error::DatabaseError(
@@ -622,7 +622,7 @@ impl From<crate::store::RunError> for ApiError {
 
 /// The catch-all: an error response that is not a problem document yet becomes one, keeping the
 /// status and the headers that matter (`Allow`, `WWW-Authenticate`, `Retry-After`).
-pub fn plain_errors_as_problems<B>(
+pub(crate) fn plain_errors_as_problems<B>(
     res: ServiceResponse<B>,
 ) -> actix_web::Result<ErrorHandlerResponse<B>> {
     let is_problem = res
@@ -659,7 +659,7 @@ pub fn plain_errors_as_problems<B>(
 /// The answers every guarded route shares, for its OpenAPI description: 401 without valid
 /// credentials, 403 when the role may not act, 404 when the target does not exist or lies outside
 /// the caller's subtree. Handlers list `Guarded` instead of repeating the three.
-pub struct Guarded;
+pub(crate) struct Guarded;
 
 const GUARDED: [(&str, &str); 3] = [
     ("401", "No valid credentials"),
@@ -683,7 +683,7 @@ impl utoipa::IntoResponses for Guarded {
 }
 
 /// A guarded list's answers: [`Guarded`]'s, and 400 for a bad `?limit=`, `?cursor=` or filter.
-pub struct Listed;
+pub(crate) struct Listed;
 
 impl utoipa::IntoResponses for Listed {
     fn responses() -> std::collections::BTreeMap<

@@ -36,7 +36,7 @@ pub enum InitError {
 }
 
 /// Usernames: 3–64 of `A-Z a-z 0-9 . - _ @`.
-pub fn check_username(username: &str) -> Result<(), String> {
+pub(crate) fn check_username(username: &str) -> Result<(), String> {
     let ok_chars = username
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'));
@@ -147,7 +147,7 @@ const JWT_SECRET_SETTING: &str = "jwt_hs256_secret";
 
 /// The token keys: the configured secret, or the installation's own, generated on first start and
 /// kept in the database so that every instance on one database signs alike.
-pub fn token_keys(conn: &mut DbConnection, config: &Config) -> Result<jwt::Keys, InitError> {
+pub(crate) fn token_keys(conn: &mut DbConnection, config: &Config) -> Result<jwt::Keys, InitError> {
     let previous: Vec<&[u8]> = config
         .jwt_previous_secrets
         .iter()

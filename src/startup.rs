@@ -20,10 +20,10 @@ use crate::init::{self, Initialised};
 use crate::store::{self, Pool};
 use crate::telemetry;
 
-pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+pub(crate) const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
 /// What every handler can reach.
-pub struct AppState {
+pub(crate) struct AppState {
     pub pool: Pool,
     pub keys: jwt::Keys,
     pub config: Config,
@@ -90,7 +90,7 @@ fn migrate(conn: &mut store::DbConnection) -> Result<(), StartupError> {
 }
 
 /// Opens the pool and applies pending migrations. Blocking: call before serving.
-pub fn open_database(config: &Config) -> Result<Pool, StartupError> {
+pub(crate) fn open_database(config: &Config) -> Result<Pool, StartupError> {
     let pool = store::connect(&config.database_url, config.pool_size)
         .map_err(|e| StartupError::new("DATABASE_URL", format!("cannot open the database: {e}")))?;
     let mut conn = pool

@@ -17,7 +17,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Installs the global subscriber. Fails only on a filter that does not parse.
 pub fn init(filter: &str, format: LogFormat) -> Result<(), String> {
@@ -36,7 +36,7 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), String> {
 
 /// The id of the request being handled.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub(crate) struct RequestId(pub String);
 
 impl RequestId {
     /// The id of `req`, once the request-id middleware has given it one.
@@ -55,7 +55,7 @@ fn acceptable(value: &HeaderValue) -> Option<String> {
 }
 
 /// Middleware (`actix_web::middleware::from_fn`): assigns the id, opens the span, logs the outcome.
-pub async fn request_id(
+pub(crate) async fn request_id(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody + 'static>, Error> {

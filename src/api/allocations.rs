@@ -22,7 +22,7 @@ use crate::store::allocations::{Allocation, AllocationFilter};
 use crate::store::{self, allocations, nodes, write_tx};
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct AllocationView {
+pub(crate) struct AllocationView {
     pub id: AllocationId,
     /// The node that receives the units.
     pub node_id: NodeId,
@@ -111,7 +111,7 @@ pub struct CreateAllocation {
     )
 )]
 #[post("/v1/nodes/{id}/allocations")]
-pub async fn create_allocation(
+pub(crate) async fn create_allocation(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,
@@ -182,7 +182,7 @@ super::common::list_query! {
     )
 )]
 #[get("/v1/nodes/{id}/allocations")]
-pub async fn list_allocations(
+pub(crate) async fn list_allocations(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,
@@ -225,7 +225,7 @@ pub async fn list_allocations(
     )
 )]
 #[get("/v1/allocations/{id}")]
-pub async fn get_allocation(
+pub(crate) async fn get_allocation(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<AllocationId>,
@@ -282,7 +282,7 @@ pub struct UpdateAllocationQuery {
     )
 )]
 #[patch("/v1/allocations/{id}")]
-pub async fn update_allocation(
+pub(crate) async fn update_allocation(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<AllocationId>,

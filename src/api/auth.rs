@@ -26,7 +26,7 @@ pub struct TokenRequest {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct TokenResponse {
+pub(crate) struct TokenResponse {
     /// A JWT to send as `Authorization: Bearer <access_token>`.
     pub access_token: String,
     #[schema(example = "Bearer")]
@@ -59,7 +59,7 @@ pub struct TokenResponse {
     )
 )]
 #[post("/v1/auth/token")]
-pub async fn token(
+pub(crate) async fn token(
     state: web::Data<AppState>,
     request: HttpRequest,
     body: Json<TokenRequest>,
@@ -115,7 +115,7 @@ pub(crate) fn throttle_keys(username: &str, request: &HttpRequest) -> Vec<String
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Me {
+pub(crate) struct Me {
     /// `account` (a person, logged in) or `api_key` (a machine).
     #[schema(example = "account")]
     pub kind: &'static str,
@@ -144,7 +144,7 @@ pub struct Me {
     )
 )]
 #[get("/v1/me")]
-pub async fn me(
+pub(crate) async fn me(
     state: web::Data<AppState>,
     caller: Authenticated,
 ) -> Result<web::Json<Me>, ApiError> {

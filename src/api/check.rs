@@ -23,11 +23,11 @@ use crate::error::{ApiError, FieldError, Problem};
 use crate::startup::AppState;
 
 /// The most checks one batch may hold.
-pub const MAX_BATCH: usize = 1000;
+pub(crate) const MAX_BATCH: usize = 1000;
 
 /// A caller of the check, resolved from memory. The request is kept for its id, which only an
 /// enrolment (audited) needs.
-pub struct CheckCaller {
+pub(crate) struct CheckCaller {
     caller: Caller,
     request: HttpRequest,
 }
@@ -185,7 +185,7 @@ async fn answer(checker: &Arc<Checker>, caller: &CheckCaller, question: Question
     )
 )]
 #[post("/v1/check")]
-pub async fn check(
+pub(crate) async fn check(
     state: web::Data<AppState>,
     caller: CheckCaller,
     body: Json<CheckRequest>,
@@ -202,7 +202,7 @@ pub struct CheckBatch {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CheckResults {
+pub(crate) struct CheckResults {
     /// One answer per check, in the order asked.
     pub results: Vec<Answer>,
 }
@@ -222,7 +222,7 @@ pub struct CheckResults {
     )
 )]
 #[post("/v1/check/batch")]
-pub async fn check_batch(
+pub(crate) async fn check_batch(
     state: web::Data<AppState>,
     caller: CheckCaller,
     body: Json<CheckBatch>,
@@ -255,7 +255,7 @@ pub async fn check_batch(
 /// Brings the check index up to date after a write, before its response is sent. Reads (safe
 /// methods) and refused writes (an error status: a refused write leaves no trace) change nothing,
 /// and the check endpoints catch up themselves when they enrol.
-pub async fn sync_after_writes(
+pub(crate) async fn sync_after_writes(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {

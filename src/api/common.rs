@@ -15,8 +15,8 @@ use crate::error::{ApiError, FieldError};
 use crate::store::DbConnection;
 use crate::store::nodes::Node;
 
-pub const DEFAULT_LIMIT: u32 = 50;
-pub const MAX_LIMIT: u32 = 500;
+pub(crate) const DEFAULT_LIMIT: u32 = 50;
+pub(crate) const MAX_LIMIT: u32 = 500;
 
 /// A page of a list: `next_cursor` is absent on the last page.
 #[derive(Debug, Serialize, ToSchema)]
@@ -139,7 +139,7 @@ list_query! {
 /// A page of what node `id` holds, for a caller who may read it: `rows` reads, under the node,
 /// up to `limit` rows after the key `after` (one more than the page holds, to know whether
 /// another follows); `key` names a row's key for the next cursor, `view` shows it.
-pub async fn node_page<R, T>(
+pub(crate) async fn node_page<R, T>(
     pool: &crate::store::Pool,
     principal: Principal,
     id: NodeId,
@@ -164,13 +164,13 @@ where
 }
 
 /// The entity tag of a resource at `version`.
-pub fn etag(version: i64) -> String {
+pub(crate) fn etag(version: i64) -> String {
     format!("\"{version}\"")
 }
 
 /// The `If-Match` header: `None` when absent (the write proceeds unconditionally).
 #[derive(Debug, Clone)]
-pub struct IfMatch(Option<Vec<String>>);
+pub(crate) struct IfMatch(Option<Vec<String>>);
 
 impl FromRequest for IfMatch {
     type Error = ApiError;
@@ -204,7 +204,7 @@ impl IfMatch {
 }
 
 /// For PATCH bodies: an absent field is `None`, an explicit `null` is `Some(None)`.
-pub fn nullable<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+pub(crate) fn nullable<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
@@ -214,7 +214,7 @@ where
 
 /// Collects field errors so that a body reports every bad field at once.
 #[derive(Debug, Default)]
-pub struct Fields(Vec<FieldError>);
+pub(crate) struct Fields(Vec<FieldError>);
 
 impl Fields {
     /// The parsed value, or `None` with the error recorded under `field`.
@@ -243,7 +243,7 @@ impl Fields {
 }
 
 /// Dates a request may name (a rule of the quota arithmetic, kept there).
-pub use crate::domain::quota::check_date;
+pub(crate) use crate::domain::quota::check_date;
 
 /// `active` or `disabled`, as domains and mailboxes spell their status: whether it is active.
 pub fn parse_active(text: &str) -> Result<bool, String> {
@@ -252,16 +252,16 @@ pub fn parse_active(text: &str) -> Result<bool, String> {
         .map_err(|_| "must be active or disabled".to_owned())
 }
 
-pub use crate::service::today;
+pub(crate) use crate::service::today;
 
 /// A stored time (UTC, without zone) as the API shows it.
-pub fn utc(at: chrono::NaiveDateTime) -> chrono::DateTime<chrono::Utc> {
+pub(crate) fn utc(at: chrono::NaiveDateTime) -> chrono::DateTime<chrono::Utc> {
     at.and_utc()
 }
 
 /// The owner node, locked, if the caller is one of its admins (the licence and the module
 /// catalogue are theirs): 404 for anyone at another node, 403 for another role at the owner.
-pub fn owner_admin(
+pub(crate) fn owner_admin(
     conn: &mut DbConnection,
     principal: &Principal,
 ) -> Result<crate::auth::guard::Authorised<crate::auth::guard::Administer>, ApiError> {

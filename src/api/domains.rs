@@ -21,6 +21,7 @@ use crate::auth::guard::{Authorised, Manage};
 use crate::dns::Proof;
 use crate::domain::address::DomainName;
 use crate::domain::ids::{DomainId, NodeId};
+use crate::domain::status::Status;
 use crate::domain::tree;
 use crate::error::{ApiError, Guarded, Listed, Problem};
 use crate::probe::gate::{self, Busy};
@@ -34,7 +35,7 @@ use crate::store::domains::{Domain, DomainFilter, Route};
 use crate::store::{self, DbConnection, Pool, domains, nodes, write_tx};
 
 /// How often the sweep looks for expired claims.
-pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+pub(crate) const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -49,14 +50,14 @@ pub struct RouteBody {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct RouteView {
+pub(crate) struct RouteView {
     pub host: String,
     pub port: u16,
     pub priority: u8,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Verification {
+pub(crate) struct Verification {
     /// `pending` until the TXT record is seen, then `verified`.
     #[schema(example = "pending")]
     pub status: &'static str,
@@ -69,7 +70,7 @@ pub struct Verification {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct DomainView {
+pub(crate) struct DomainView {
     pub id: DomainId,
     /// The customer it belongs to.
     pub node_id: NodeId,
@@ -82,7 +83,7 @@ pub struct DomainView {
     pub description: Option<String>,
     pub route: Option<RouteView>,
     /// `active` or `disabled`.
-    #[schema(example = "active")]
+    #[schema(example = json!(Status::Active))]
     pub status: &'static str,
     pub verification: Verification,
     pub version: i64,
@@ -236,7 +237,7 @@ fn respond(status: actix_web::http::StatusCode, domain: &Domain) -> HttpResponse
     )
 )]
 #[post("/v1/nodes/{id}/domains")]
-pub async fn create_domain(
+pub(crate) async fn create_domain(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,
@@ -286,7 +287,7 @@ common::list_query! {
     )
 )]
 #[get("/v1/nodes/{id}/domains")]
-pub async fn list_domains(
+pub(crate) async fn list_domains(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,
@@ -329,7 +330,7 @@ pub async fn list_domains(
     )
 )]
 #[get("/v1/domains/{id}")]
-pub async fn get_domain(
+pub(crate) async fn get_domain(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<DomainId>,
@@ -373,7 +374,7 @@ pub struct UpdateDomain {
     )
 )]
 #[patch("/v1/domains/{id}")]
-pub async fn update_domain(
+pub(crate) async fn update_domain(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<DomainId>,
@@ -423,7 +424,7 @@ pub async fn update_domain(
     )
 )]
 #[delete("/v1/domains/{id}")]
-pub async fn delete_domain(
+pub(crate) async fn delete_domain(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<DomainId>,
@@ -459,7 +460,7 @@ pub async fn delete_domain(
     )
 )]
 #[post("/v1/domains/{id}/verify")]
-pub async fn verify_domain(
+pub(crate) async fn verify_domain(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<DomainId>,
@@ -524,7 +525,7 @@ pub async fn verify_domain(
     )
 )]
 #[post("/v1/domains/{id}/route/test")]
-pub async fn test_route(
+pub(crate) async fn test_route(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<DomainId>,
@@ -590,7 +591,7 @@ fn busy(busy: Busy) -> ApiError {
 /// Sweeps expired claims now and every [`SWEEP_EVERY`], on the runtime it is spawned on (so it
 /// stops with the server), in batches, on a blocking thread. Nothing expires while ownership is
 /// not required (see [`claim_cutoff`]).
-pub fn spawn_sweep(pool: Pool, config: crate::config::Config) {
+pub(crate) fn spawn_sweep(pool: Pool, config: crate::config::Config) {
     if claim_cutoff(&config).is_none() {
         return;
     }

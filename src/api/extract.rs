@@ -21,7 +21,7 @@ use crate::startup::AppState;
 
 /// A JSON body of type `T`, with the bytes it was read from (for idempotency fingerprints).
 #[derive(Debug)]
-pub struct Json<T>(pub T, Bytes);
+pub(crate) struct Json<T>(pub T, Bytes);
 
 impl<T> Json<T> {
     /// The body as received.
@@ -96,7 +96,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 /// The field a body of the wrong type as a whole (`[]` where an object belongs) is reported at.
-pub const BODY_FIELD: &str = "body";
+pub(crate) const BODY_FIELD: &str = "body";
 
 /// The failing field's path. serde reports a missing field at its parent, naming it only in the
 /// message ("missing field `name`"), so the name is appended here. An error at the top that

@@ -20,13 +20,13 @@ use crate::store::groups::Group;
 use crate::store::{self, DbConnection, groups, nodes, write_tx};
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Member {
+pub(crate) struct Member {
     pub mailbox_id: MailboxId,
     pub address: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct GroupView {
+pub(crate) struct GroupView {
     pub id: GroupId,
     pub node_id: NodeId,
     pub name: String,
@@ -76,7 +76,7 @@ pub struct CreateGroup {
     )
 )]
 #[post("/v1/nodes/{id}/groups")]
-pub async fn create_group(
+pub(crate) async fn create_group(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,
@@ -108,7 +108,7 @@ pub async fn create_group(
     )
 )]
 #[get("/v1/nodes/{id}/groups")]
-pub async fn list_groups(
+pub(crate) async fn list_groups(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,
@@ -161,7 +161,7 @@ fn managed_group(
     )
 )]
 #[get("/v1/groups/{id}")]
-pub async fn get_group(
+pub(crate) async fn get_group(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<GroupId>,
@@ -187,7 +187,7 @@ pub async fn get_group(
     )
 )]
 #[delete("/v1/groups/{id}")]
-pub async fn delete_group(
+pub(crate) async fn delete_group(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<GroupId>,

@@ -10,7 +10,7 @@ use crate::startup::AppState;
 use crate::store;
 
 #[derive(Serialize, ToSchema)]
-pub struct Health {
+pub(crate) struct Health {
     #[schema(example = "ok")]
     pub status: &'static str,
 }
@@ -19,7 +19,7 @@ pub struct Health {
 /// the check's benchmark compares against.
 #[utoipa::path(tag = "health", responses((status = 200, description = "Alive", body = Health)))]
 #[get("/healthz")]
-pub async fn healthz() -> HttpResponse {
+pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body(r#"{"status":"ok"}"#)
@@ -34,7 +34,7 @@ pub async fn healthz() -> HttpResponse {
     )
 )]
 #[get("/readyz")]
-pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     store::run(&state.pool, |conn| {
         store::ping(conn).map_err(|err| {
             tracing::warn!(error = %err, "readiness query failed");
@@ -57,7 +57,9 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4"))
 )]
 #[get("/metrics")]
-pub async fn metrics(registry: web::Data<prometheus::Registry>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn metrics(
+    registry: web::Data<prometheus::Registry>,
+) -> Result<HttpResponse, ApiError> {
     let mut buffer = Vec::new();
     let encoder = TextEncoder::new();
     encoder

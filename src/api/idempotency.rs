@@ -25,7 +25,7 @@ const RETENTION_HOURS: i64 = 24;
 
 /// The request's `Idempotency-Key`, if it sent one, with what identifies the request itself.
 #[derive(Debug, Clone)]
-pub struct IdempotencyKey {
+pub(crate) struct IdempotencyKey {
     key: Option<String>,
     method_and_path: String,
 }
@@ -67,7 +67,7 @@ impl FromRequest for IdempotencyKey {
 /// The header, for the OpenAPI description of the routes that take it.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Header)]
-pub struct IdempotencyHeader {
+pub(crate) struct IdempotencyHeader {
     /// Makes a retry of this request within 24 hours replay the first answer instead of acting
     /// twice (1–255 visible ASCII characters, e.g. a UUID).
     #[param(rename = "Idempotency-Key")]
@@ -80,7 +80,7 @@ pub struct IdempotencyHeader {
 
 /// An answer that can be recorded and replayed.
 #[derive(Debug, Clone)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: StatusCode,
     pub body: String,
     pub location: Option<String>,
@@ -122,7 +122,7 @@ impl Answer {
 
 /// Runs `effect` once per key: inside the caller's write transaction, replays a recorded answer
 /// for the same request, refuses the key for another one, or runs the effect and records it.
-pub fn once(
+pub(crate) fn once(
     conn: &mut DbConnection,
     principal: &Principal,
     key: &IdempotencyKey,

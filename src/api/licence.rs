@@ -24,7 +24,7 @@ pub struct SetLicence {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct LicenceView {
+pub(crate) struct LicenceView {
     pub owner_id: NodeId,
     /// The licence lines that count today or later.
     pub resources: Vec<AllocationView>,
@@ -47,7 +47,7 @@ fn view(owner_id: NodeId, lines: Vec<Allocation>) -> LicenceView {
     )
 )]
 #[get("/v1/licence")]
-pub async fn get_licence(
+pub(crate) async fn get_licence(
     state: web::Data<AppState>,
     principal: Principal,
 ) -> Result<web::Json<LicenceView>, ApiError> {
@@ -74,7 +74,7 @@ pub async fn get_licence(
     )
 )]
 #[put("/v1/licence")]
-pub async fn set_licence(
+pub(crate) async fn set_licence(
     state: web::Data<AppState>,
     principal: Principal,
     body: Json<SetLicence>,

@@ -32,7 +32,7 @@ use crate::store::mailboxes::{Mailbox, MailboxFilter, Origin};
 use crate::store::{self, DbConnection, mailboxes, nodes, write_tx};
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct MailboxView {
+pub(crate) struct MailboxView {
     pub id: MailboxId,
     /// The customer it belongs to.
     pub node_id: NodeId,
@@ -48,7 +48,7 @@ pub struct MailboxView {
     pub last_name: Option<String>,
     pub contact_email: Option<String>,
     /// `active` or `disabled`.
-    #[schema(example = "active")]
+    #[schema(example = json!(Status::Active))]
     pub status: &'static str,
     /// `manual`, `import`, `check` (enrolled by a mail worker) or `role` (postmaster@, abuse@).
     #[schema(value_type = String, example = "manual")]
@@ -97,7 +97,7 @@ fn respond((mailbox, modules): Held) -> HttpResponse {
 }
 
 /// `mailbox` with the modules it holds.
-pub fn held(conn: &mut DbConnection, mailbox: Mailbox) -> Result<Held, ApiError> {
+pub(crate) fn held(conn: &mut DbConnection, mailbox: Mailbox) -> Result<Held, ApiError> {
     let modules = store::modules::of_mailbox(conn, mailbox.id)?;
     Ok((mailbox, modules))
 }
@@ -183,7 +183,7 @@ pub(crate) fn customer<L>(node: Authorised<L>) -> Result<Authorised<L>, ApiError
     )
 )]
 #[post("/v1/nodes/{id}/mailboxes")]
-pub async fn create_mailbox(
+pub(crate) async fn create_mailbox(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,
@@ -292,7 +292,7 @@ fn parse_filter(query: &MailboxesQuery) -> Result<MailboxFilter, ApiError> {
     )
 )]
 #[get("/v1/nodes/{id}/mailboxes")]
-pub async fn list_mailboxes(
+pub(crate) async fn list_mailboxes(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,
@@ -362,7 +362,7 @@ async fn list(
     )
 )]
 #[get("/v1/nodes/{id}/modules/{code}/mailboxes")]
-pub async fn list_module_mailboxes(
+pub(crate) async fn list_module_mailboxes(
     state: web::Data<AppState>,
     principal: Principal,
     path: web::Path<(NodeId, String)>,
@@ -416,7 +416,7 @@ pub(crate) fn locked_mailbox(
     )
 )]
 #[get("/v1/mailboxes/{id}")]
-pub async fn get_mailbox(
+pub(crate) async fn get_mailbox(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<MailboxId>,
@@ -467,7 +467,7 @@ pub struct UpdateMailbox {
     )
 )]
 #[patch("/v1/mailboxes/{id}")]
-pub async fn update_mailbox(
+pub(crate) async fn update_mailbox(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<MailboxId>,
@@ -532,7 +532,7 @@ async fn set_active(
     )
 )]
 #[post("/v1/mailboxes/{id}/disable")]
-pub async fn disable_mailbox(
+pub(crate) async fn disable_mailbox(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<MailboxId>,
@@ -553,7 +553,7 @@ pub async fn disable_mailbox(
     )
 )]
 #[post("/v1/mailboxes/{id}/enable")]
-pub async fn enable_mailbox(
+pub(crate) async fn enable_mailbox(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<MailboxId>,
@@ -574,7 +574,7 @@ pub async fn enable_mailbox(
     )
 )]
 #[delete("/v1/mailboxes/{id}")]
-pub async fn delete_mailbox(
+pub(crate) async fn delete_mailbox(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<MailboxId>,
@@ -591,7 +591,7 @@ pub async fn delete_mailbox(
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct AliasView {
+pub(crate) struct AliasView {
     pub id: AliasId,
     pub mailbox_id: MailboxId,
     /// `local@domain`, the domain in ASCII.
@@ -638,7 +638,7 @@ pub struct CreateAlias {
     )
 )]
 #[post("/v1/mailboxes/{id}/aliases")]
-pub async fn create_alias(
+pub(crate) async fn create_alias(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<MailboxId>,
@@ -676,7 +676,7 @@ pub async fn create_alias(
     )
 )]
 #[get("/v1/mailboxes/{id}/aliases")]
-pub async fn list_aliases(
+pub(crate) async fn list_aliases(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<MailboxId>,
@@ -705,7 +705,7 @@ pub async fn list_aliases(
     )
 )]
 #[delete("/v1/aliases/{id}")]
-pub async fn delete_alias(
+pub(crate) async fn delete_alias(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<AliasId>,
@@ -727,7 +727,7 @@ pub async fn delete_alias(
 }
 
 /// The most rows one import takes.
-pub const MAX_IMPORT_ROWS: usize = 10_000;
+pub(crate) const MAX_IMPORT_ROWS: usize = 10_000;
 /// The largest import body: 10,000 rows of generous width.
 const IMPORT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 const CSV_COLUMNS: [&str; 5] = [
@@ -748,7 +748,7 @@ pub struct ImportQuery {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct RowOutcome {
+pub(crate) struct RowOutcome {
     /// The row's line: in CSV the file's line (the header is line 1), in JSON the element's
     /// position counting from 1.
     pub line: usize,
@@ -760,7 +760,7 @@ pub struct RowOutcome {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ImportReport {
+pub(crate) struct ImportReport {
     pub atomic: bool,
     pub created: usize,
     pub failed: usize,
@@ -873,7 +873,7 @@ fn csv_columns(headers: &csv::StringRecord) -> Result<Vec<usize>, ApiError> {
     )
 )]
 #[post("/v1/nodes/{id}/mailboxes/import")]
-pub async fn import_mailboxes(
+pub(crate) async fn import_mailboxes(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,

@@ -8,12 +8,12 @@ use utoipa::ToSchema;
 use crate::error::{ApiError, Problem, ProblemType};
 
 /// The OpenAPI document, serialised once at start.
-pub struct OpenApiJson(pub String);
+pub(crate) struct OpenApiJson(pub String);
 
 /// This document: the OpenAPI 3.1 description of every route, body, status and problem type.
 #[utoipa::path(tag = "meta", responses((status = 200, description = "The OpenAPI document", content_type = "application/json")))]
 #[get("/openapi.json")]
-pub async fn openapi_json(doc: web::Data<OpenApiJson>) -> HttpResponse {
+pub(crate) async fn openapi_json(doc: web::Data<OpenApiJson>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body(doc.0.clone())
@@ -22,14 +22,14 @@ pub async fn openapi_json(doc: web::Data<OpenApiJson>) -> HttpResponse {
 /// The interactive documentation lives at `/docs/`; this redirects there.
 #[utoipa::path(tag = "meta", responses((status = 308, description = "Redirect to `/docs/`")))]
 #[get("/docs")]
-pub async fn docs_redirect() -> HttpResponse {
+pub(crate) async fn docs_redirect() -> HttpResponse {
     HttpResponse::PermanentRedirect()
         .insert_header((header::LOCATION, "/docs/"))
         .finish()
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct ProblemTypeDoc {
+pub(crate) struct ProblemTypeDoc {
     #[serde(rename = "type")]
     #[schema(example = "/problems/not-found")]
     pub problem_type: String,
@@ -57,7 +57,9 @@ impl From<ProblemType> for ProblemTypeDoc {
     )
 )]
 #[get("/problems/{slug}")]
-pub async fn problem_type(slug: web::Path<String>) -> Result<web::Json<ProblemTypeDoc>, ApiError> {
+pub(crate) async fn problem_type(
+    slug: web::Path<String>,
+) -> Result<web::Json<ProblemTypeDoc>, ApiError> {
     ProblemType::from_slug(&slug)
         .map(|kind| web::Json(kind.into()))
         .ok_or(ApiError::NotFound)
@@ -65,7 +67,7 @@ pub async fn problem_type(slug: web::Path<String>) -> Result<web::Json<ProblemTy
 
 /// Which methods each documented path answers, for the fallback: a known path asked with another
 /// method is 405 with `Allow`, not 404. Built from the OpenAPI document, which lists every route.
-pub struct MethodTable(Vec<(actix_web::dev::ResourceDef, Vec<&'static str>)>);
+pub(crate) struct MethodTable(Vec<(actix_web::dev::ResourceDef, Vec<&'static str>)>);
 
 impl MethodTable {
     pub fn from_openapi(doc: &utoipa::openapi::OpenApi) -> Self {
@@ -100,7 +102,10 @@ impl MethodTable {
 
 /// Answers what no route matched: 405 with `Allow` for a known path, 404 otherwise. The catch-all
 /// middleware turns either into a problem document.
-pub async fn fallback(req: actix_web::HttpRequest, table: web::Data<MethodTable>) -> HttpResponse {
+pub(crate) async fn fallback(
+    req: actix_web::HttpRequest,
+    table: web::Data<MethodTable>,
+) -> HttpResponse {
     match table.allowed(req.path()) {
         Some(allow) => HttpResponse::MethodNotAllowed()
             .insert_header((header::ALLOW, allow))

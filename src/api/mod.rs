@@ -36,7 +36,7 @@ use crate::error::{FieldError, Problem, ProblemType};
 /// each pattern with a parameter, so the hot routes come first: the check and the health probes
 /// (the check registered last spent a quarter of its CPU time in route matching; see
 /// BENCHMARKS.md). No pattern overlaps another, so the order changes nothing else.
-pub fn configure(cfg: &mut ServiceConfig<'_>) {
+pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
     cfg.configure(check::routes)
         .configure(health::routes)
         .configure(meta::routes)

@@ -35,7 +35,7 @@ use crate::store::modules::{self, Module};
 use crate::store::{self, DbConnection, nodes, write_tx};
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ModuleView {
+pub(crate) struct ModuleView {
     /// The module's code; its seats are the resource `module:<code>`.
     #[schema(example = "sign_encrypt")]
     pub code: String,
@@ -93,7 +93,7 @@ fn respond(module: &Module) -> HttpResponse {
     )
 )]
 #[get("/v1/modules")]
-pub async fn list_modules(
+pub(crate) async fn list_modules(
     state: web::Data<AppState>,
     principal: Principal,
     query: web::Query<ListQuery>,
@@ -129,7 +129,7 @@ pub async fn list_modules(
     )
 )]
 #[get("/v1/modules/{code}")]
-pub async fn get_module(
+pub(crate) async fn get_module(
     state: web::Data<AppState>,
     principal: Principal,
     code: web::Path<String>,
@@ -211,7 +211,7 @@ pub struct CreateModule {
     )
 )]
 #[post("/v1/modules")]
-pub async fn create_module(
+pub(crate) async fn create_module(
     state: web::Data<AppState>,
     principal: Principal,
     key: IdempotencyKey,
@@ -300,7 +300,7 @@ pub struct UpdateModule {
     )
 )]
 #[patch("/v1/modules/{code}")]
-pub async fn update_module(
+pub(crate) async fn update_module(
     state: web::Data<AppState>,
     principal: Principal,
     code: web::Path<String>,
@@ -351,7 +351,7 @@ impl UpdateModule {
     )
 )]
 #[delete("/v1/modules/{code}")]
-pub async fn delete_module(
+pub(crate) async fn delete_module(
     state: web::Data<AppState>,
     principal: Principal,
     code: web::Path<String>,
@@ -382,7 +382,7 @@ pub async fn delete_module(
     )
 )]
 #[put("/v1/mailboxes/{id}/modules/{code}")]
-pub async fn assign_mailbox_module(
+pub(crate) async fn assign_mailbox_module(
     state: web::Data<AppState>,
     principal: Principal,
     path: web::Path<(MailboxId, String)>,
@@ -416,7 +416,7 @@ pub async fn assign_mailbox_module(
     )
 )]
 #[delete("/v1/mailboxes/{id}/modules/{code}")]
-pub async fn remove_mailbox_module(
+pub(crate) async fn remove_mailbox_module(
     state: web::Data<AppState>,
     principal: Principal,
     path: web::Path<(MailboxId, String)>,
@@ -434,14 +434,14 @@ pub async fn remove_mailbox_module(
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct NodeModuleView {
+pub(crate) struct NodeModuleView {
     #[schema(example = "m365")]
     pub code: String,
     pub assigned_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct NodeModules {
+pub(crate) struct NodeModules {
     /// The customer.
     pub node_id: NodeId,
     /// Its per-customer modules, by code.
@@ -473,7 +473,7 @@ fn node_modules(conn: &mut DbConnection, node: NodeId) -> Result<NodeModules, Ap
     )
 )]
 #[get("/v1/nodes/{id}/modules")]
-pub async fn list_node_modules(
+pub(crate) async fn list_node_modules(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,
@@ -502,7 +502,7 @@ pub async fn list_node_modules(
     )
 )]
 #[put("/v1/nodes/{id}/modules/{code}")]
-pub async fn assign_node_module(
+pub(crate) async fn assign_node_module(
     state: web::Data<AppState>,
     principal: Principal,
     path: web::Path<(NodeId, String)>,
@@ -545,7 +545,7 @@ async fn set_node_module(
     )
 )]
 #[delete("/v1/nodes/{id}/modules/{code}")]
-pub async fn remove_node_module(
+pub(crate) async fn remove_node_module(
     state: web::Data<AppState>,
     principal: Principal,
     path: web::Path<(NodeId, String)>,

@@ -23,7 +23,7 @@ use crate::store::{self, nodes, write_tx};
 
 /// A node as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct NodeView {
+pub(crate) struct NodeView {
     pub id: NodeId,
     /// Absent for the owner.
     pub parent_id: Option<NodeId>,
@@ -154,7 +154,7 @@ impl TryFrom<CreateNode> for NewNode {
     )
 )]
 #[post("/v1/nodes/{id}/children")]
-pub async fn create_child(
+pub(crate) async fn create_child(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,
@@ -194,7 +194,7 @@ pub async fn create_child(
     )
 )]
 #[get("/v1/nodes/{id}")]
-pub async fn get_node(
+pub(crate) async fn get_node(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,
@@ -313,7 +313,7 @@ impl TryFrom<UpdateNode> for NodeChanges {
     )
 )]
 #[patch("/v1/nodes/{id}")]
-pub async fn update_node(
+pub(crate) async fn update_node(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,
@@ -362,7 +362,7 @@ common::list_query! {
     )
 )]
 #[get("/v1/nodes/{id}/children")]
-pub async fn list_children(
+pub(crate) async fn list_children(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,
@@ -411,7 +411,7 @@ pub struct DeleteQuery {
     )
 )]
 #[delete("/v1/nodes/{id}")]
-pub async fn delete_node(
+pub(crate) async fn delete_node(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,
@@ -453,7 +453,7 @@ pub struct MoveNode {
     )
 )]
 #[post("/v1/nodes/{id}/move")]
-pub async fn move_node(
+pub(crate) async fn move_node(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,

@@ -28,7 +28,7 @@ use crate::store::audit::Actor;
 use crate::store::{self, accounts, api_keys, nodes, write_tx};
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct AccountView {
+pub(crate) struct AccountView {
     pub id: AccountId,
     pub node_id: NodeId,
     pub username: String,
@@ -60,7 +60,7 @@ impl From<&Account> for AccountView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CreatedAccount {
+pub(crate) struct CreatedAccount {
     #[serde(flatten)]
     pub account: AccountView,
     /// The generated password, shown this once, when none was given.
@@ -134,7 +134,7 @@ fn revoking(
     )
 )]
 #[post("/v1/nodes/{id}/accounts")]
-pub async fn create_account(
+pub(crate) async fn create_account(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,
@@ -191,7 +191,7 @@ pub async fn create_account(
     )
 )]
 #[get("/v1/nodes/{id}/accounts")]
-pub async fn list_accounts(
+pub(crate) async fn list_accounts(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,
@@ -231,7 +231,7 @@ fn visible_account(
     )
 )]
 #[get("/v1/accounts/{id}")]
-pub async fn get_account(
+pub(crate) async fn get_account(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<AccountId>,
@@ -393,7 +393,7 @@ async fn verify_current_password(
     )
 )]
 #[patch("/v1/accounts/{id}")]
-pub async fn update_account(
+pub(crate) async fn update_account(
     state: web::Data<AppState>,
     caller: Authenticated,
     request: HttpRequest,
@@ -448,7 +448,7 @@ pub async fn update_account(
     )
 )]
 #[delete("/v1/accounts/{id}")]
-pub async fn delete_account(
+pub(crate) async fn delete_account(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<AccountId>,
@@ -467,7 +467,7 @@ pub async fn delete_account(
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ApiKeyView {
+pub(crate) struct ApiKeyView {
     pub id: ApiKeyId,
     pub node_id: NodeId,
     pub name: String,
@@ -495,7 +495,7 @@ impl From<&ApiKey> for ApiKeyView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CreatedApiKey {
+pub(crate) struct CreatedApiKey {
     #[serde(flatten)]
     pub api_key: ApiKeyView,
     /// The key, shown this once: send it as `Authorization: Bearer <key>`.
@@ -528,7 +528,7 @@ pub struct CreateApiKey {
     )
 )]
 #[post("/v1/nodes/{id}/api-keys")]
-pub async fn create_api_key(
+pub(crate) async fn create_api_key(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,
@@ -578,7 +578,7 @@ pub async fn create_api_key(
     )
 )]
 #[get("/v1/nodes/{id}/api-keys")]
-pub async fn list_api_keys(
+pub(crate) async fn list_api_keys(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,
@@ -607,7 +607,7 @@ pub async fn list_api_keys(
     )
 )]
 #[delete("/v1/api-keys/{id}")]
-pub async fn revoke_api_key(
+pub(crate) async fn revoke_api_key(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<ApiKeyId>,

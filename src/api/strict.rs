@@ -14,7 +14,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// `D`, taking structs from maps only.
-pub struct Strict<D>(pub D);
+pub(crate) struct Strict<D>(pub D);
 
 /// Forwards a `deserialize_*` method to the inner deserializer with the visitor wrapped.
 macro_rules! forward {

@@ -15,7 +15,7 @@ use crate::startup::AppState;
 use crate::store::{self, allocations, modules, nodes, usage};
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ResourceUsage {
+pub(crate) struct ResourceUsage {
     #[schema(example = "users")]
     pub resource: String,
     /// The node's limit on the day: the sum of its grants covering it.
@@ -32,7 +32,7 @@ pub struct ResourceUsage {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct UsageReport {
+pub(crate) struct UsageReport {
     pub node_id: NodeId,
     /// The day limits and allocations are counted on.
     pub at: NaiveDate,
@@ -60,7 +60,7 @@ pub struct UsageQuery {
     )
 )]
 #[get("/v1/nodes/{id}/usage")]
-pub async fn get_usage(
+pub(crate) async fn get_usage(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,

@@ -31,12 +31,12 @@ pub fn mint() -> Minted {
 }
 
 /// The SHA-256 of a secret.
-pub fn digest(secret: &str) -> [u8; 32] {
+pub(crate) fn digest(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
 /// The digest as stored: lowercase hex.
-pub fn hash(secret: &str) -> String {
+pub(crate) fn hash(secret: &str) -> String {
     base16ct::lower::encode_string(&digest(secret))
 }
 
@@ -60,7 +60,7 @@ pub fn matches(secret: &str, stored: &str) -> bool {
 
 /// Whether `secret` hashes to `digest`, compared in constant time; allocates nothing (the check
 /// does this on every request).
-pub fn digest_matches(secret: &str, digest: &[u8; 32]) -> bool {
+pub(crate) fn digest_matches(secret: &str, digest: &[u8; 32]) -> bool {
     self::digest(secret).ct_eq(digest).into()
 }
 

@@ -19,10 +19,10 @@ use sha2::{Digest, Sha256};
 use crate::domain::ids::{AccountId, NodeId};
 use crate::domain::roles::Role;
 
-pub const ISSUER: &str = "allot";
-pub const AUDIENCE: &str = "allot";
+pub(crate) const ISSUER: &str = "allot";
+pub(crate) const AUDIENCE: &str = "allot";
 /// Access tokens live 15 minutes; clients log in again (or will use refresh in a later version).
-pub const LIFETIME_SECS: i64 = 15 * 60;
+pub(crate) const LIFETIME_SECS: i64 = 15 * 60;
 /// Clock skew tolerated between allot instances, in seconds.
 const LEEWAY_SECS: u64 = 60;
 

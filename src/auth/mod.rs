@@ -15,8 +15,8 @@
 pub mod api_key;
 pub mod guard;
 pub mod jwt;
-pub mod password;
-pub mod throttle;
+pub(crate) mod password;
+pub(crate) mod throttle;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -124,7 +124,7 @@ fn resolve_account(
 /// A caller whose credentials are valid, including one whose token is good only for changing its
 /// own password.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authenticated {
+pub(crate) struct Authenticated {
     pub principal: Principal,
     /// The token was issued for a password an admin set: good only for choosing a new one.
     pub password_change_only: bool,

@@ -19,7 +19,7 @@ use crate::error::ApiError;
 /// Runs argon2 on the blocking thread pool, at most `limit` at a time; further work waits its
 /// turn holding nothing.
 #[derive(Debug, Clone)]
-pub struct Hasher {
+pub(crate) struct Hasher {
     permits: Arc<Semaphore>,
 }
 
@@ -79,11 +79,11 @@ impl Hasher {
     }
 }
 
-pub const MIN_LENGTH: usize = 12;
-pub const MAX_LENGTH: usize = 1024;
+pub(crate) const MIN_LENGTH: usize = 12;
+pub(crate) const MAX_LENGTH: usize = 1024;
 
 /// Refuses a password that is too short or absurdly long (argon2 would hash a megabyte happily).
-pub fn check_strength(password: &str) -> Result<(), String> {
+pub(crate) fn check_strength(password: &str) -> Result<(), String> {
     let chars = password.chars().count();
     if chars < MIN_LENGTH {
         return Err(format!("must be at least {MIN_LENGTH} characters"));
@@ -95,14 +95,14 @@ pub fn check_strength(password: &str) -> Result<(), String> {
 }
 
 /// The PHC string (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`), with a fresh random salt.
-pub fn hash(password: &str) -> Result<String, argon2::password_hash::Error> {
+pub(crate) fn hash(password: &str) -> Result<String, argon2::password_hash::Error> {
     Ok(Argon2::default()
         .hash_password(password.as_bytes())?
         .to_string())
 }
 
 /// Whether `password` matches `phc`. A malformed stored hash never matches.
-pub fn verify(password: &str, phc: &str) -> bool {
+pub(crate) fn verify(password: &str, phc: &str) -> bool {
     Argon2::default()
         .verify_password(password.as_bytes(), phc)
         .is_ok()
@@ -110,14 +110,14 @@ pub fn verify(password: &str, phc: &str) -> bool {
 
 /// Spends the same work as a real verification, for a username that does not exist, so that the
 /// answer's timing does not tell whether it does.
-pub fn verify_nobody(password: &str) {
+pub(crate) fn verify_nobody(password: &str) {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let phc = DUMMY.get_or_init(|| hash("not the password of anyone").unwrap_or_default());
     let _ = verify(password, phc);
 }
 
 /// A random password for a new account: 24 alphanumeric characters (about 143 bits).
-pub fn generate() -> String {
+pub(crate) fn generate() -> String {
     rand::rng()
         .sample_iter(&Alphanumeric)
         .take(24)

@@ -15,11 +15,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub const MAX_FAILURES: usize = 5;
-pub const WINDOW: Duration = Duration::from_secs(15 * 60);
+pub(crate) const MAX_FAILURES: usize = 5;
+pub(crate) const WINDOW: Duration = Duration::from_secs(15 * 60);
 /// The wait a 429 names when the places are held by attempts still being verified: those end
 /// within milliseconds, as failures (then the next answer names the rest of the window) or not.
-pub const BUSY_WAIT: Duration = Duration::from_secs(1);
+pub(crate) const BUSY_WAIT: Duration = Duration::from_secs(1);
 
 /// One key's attempts: failures within the window, oldest first, and those being verified.
 #[derive(Debug, Default)]
@@ -54,7 +54,7 @@ impl Attempts {
 }
 
 #[derive(Debug, Default)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     attempts: Mutex<HashMap<String, Attempts>>,
 }
 
@@ -99,7 +99,7 @@ impl Throttle {
 /// One attempt's place under each of its keys, held while its password is verified.
 #[derive(Debug)]
 #[must_use = "dropping a reservation counts it as a failure"]
-pub struct Reservation<'a> {
+pub(crate) struct Reservation<'a> {
     throttle: &'a Throttle,
     keys: Vec<String>,
     settled: bool,

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 
 /// The index's maps: keyed by what workers send and what the database holds, hashed with foldhash
 /// (seeded per process) rather than SipHash, which was a fifth of a million-mailbox build.
-pub type FastMap<K, V> = foldhash::HashMap<K, V>;
+pub(crate) type FastMap<K, V> = foldhash::HashMap<K, V>;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
 use chrono::{NaiveDate, NaiveDateTime};
@@ -25,7 +25,6 @@ use crate::domain::mail::{InboundRecipients, LocalPartCase};
 use crate::domain::quota::{Grant, Span, Standing};
 use crate::domain::resource::{MODULE_PREFIX, module_key};
 use crate::domain::status::{NodeStatus, Status};
-use crate::domain::tree::NodeKind;
 use crate::store::check::{
     AccountRow, AliasRow, ApiKeyRow, DomainRow, GrantRow, MailboxModuleRow, MailboxRow, ModuleRow,
     NodeModuleRow, NodeRow, UsageRow,
@@ -35,9 +34,8 @@ use crate::store::check::{
 const MAX_DEPTH: usize = 64;
 
 #[derive(Debug)]
-pub struct NodeEntry {
+pub(crate) struct NodeEntry {
     pub parent: Option<NodeId>,
-    pub kind: NodeKind,
     pub active: bool,
     pub deleted: bool,
     pub auto_enrol: bool,
@@ -96,7 +94,7 @@ impl NodeEntry {
 }
 
 #[derive(Debug)]
-pub struct DomainEntry {
+pub(crate) struct DomainEntry {
     pub id: DomainId,
     pub node: NodeId,
     pub active: bool,
@@ -115,7 +113,7 @@ impl DomainEntry {
 }
 
 #[derive(Debug)]
-pub struct MailboxEntry {
+pub(crate) struct MailboxEntry {
     pub id: MailboxId,
     pub node: NodeId,
     /// When a check last accepted it, in Unix seconds (0: not since start; 32 bits last until
@@ -145,7 +143,7 @@ impl MailboxEntry {
 
 /// A module of the catalogue, as the check needs it.
 #[derive(Debug)]
-pub struct ModuleEntry {
+pub(crate) struct ModuleEntry {
     /// Its place in the mailboxes' module bits; stable while this index lives.
     pub slot: u16,
     pub per_customer: bool,
@@ -154,7 +152,7 @@ pub struct ModuleEntry {
 }
 
 #[derive(Debug)]
-pub struct AliasEntry {
+pub(crate) struct AliasEntry {
     pub id: Box<str>,
     /// The address of the mailbox it belongs to (where the `alias` table sends mail).
     pub mailbox: Box<str>,
@@ -172,7 +170,7 @@ impl AliasEntry {
 
 /// An API key. Any role may ask the check (about its own subtree), so the role is not kept.
 #[derive(Debug)]
-pub struct KeyEntry {
+pub(crate) struct KeyEntry {
     pub node: NodeId,
     /// The SHA-256 of its secret.
     pub digest: [u8; 32],
@@ -183,7 +181,7 @@ pub struct KeyEntry {
 }
 
 #[derive(Debug)]
-pub struct AccountEntry {
+pub(crate) struct AccountEntry {
     pub node: NodeId,
     pub disabled: bool,
     pub credential_version: i64,
@@ -191,7 +189,7 @@ pub struct AccountEntry {
 
 /// What a check decided from memory alone.
 #[derive(Debug)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// The outcome, final.
     Done(Outcome),
     /// Everything allows it, and the seats look free: the address is to be enrolled, which only
@@ -201,7 +199,7 @@ pub enum Decision {
 
 /// An address to enrol, as [`Decision::Enrol`] names it.
 #[derive(Debug)]
-pub struct Enrolment {
+pub(crate) struct Enrolment {
     pub node: NodeId,
     pub domain: DomainId,
     pub address: MailAddress,
@@ -211,7 +209,7 @@ pub struct Enrolment {
 }
 
 #[derive(Debug, Default)]
-pub struct Index {
+pub(crate) struct Index {
     pub nodes: FastMap<NodeId, NodeEntry>,
     pub domains: FastMap<Box<str>, DomainEntry>,
     pub mailboxes: FastMap<Box<str>, MailboxEntry>,
@@ -250,7 +248,6 @@ fn node_entry(row: NodeRow) -> Option<(NodeId, NodeEntry)> {
         parsed(&row.id, "node id")?,
         NodeEntry {
             parent,
-            kind: parsed(&row.kind, "node kind")?,
             active: NodeStatus::is_active_text(&row.status),
             deleted: row.deleted_at.is_some(),
             auto_enrol: row.auto_enrol,
@@ -283,7 +280,7 @@ fn domain_entry(row: DomainRow) -> Option<(Box<str>, DomainEntry)> {
 
 /// A route as Postfix's `smtp` transport names a next hop: in brackets (an IPv6 address too), so
 /// that Postfix connects to that host's own addresses instead of looking up its MX records.
-pub fn next_hop(host: &str, port: i32) -> String {
+pub(crate) fn next_hop(host: &str, port: i32) -> String {
     format!("smtp:[{host}]:{port}")
 }
 
@@ -365,7 +362,7 @@ fn account_entry(row: AccountRow) -> Option<(AccountId, AccountEntry)> {
 
 /// Rows read from the database, whole or for the ids a batch of changes names.
 #[derive(Debug, Default)]
-pub struct Rows {
+pub(crate) struct Rows {
     pub nodes: Vec<NodeRow>,
     pub grants: Vec<GrantRow>,
     pub usage: Vec<UsageRow>,
@@ -385,7 +382,7 @@ pub struct Rows {
 /// What a batch of changes names: the rows to read again, and the keys that deleted rows were
 /// indexed under.
 #[derive(Debug, Default)]
-pub struct Touched {
+pub(crate) struct Touched {
     pub nodes: HashSet<String>,
     pub domains: HashMap<String, Vec<String>>,
     pub mailboxes: HashMap<String, Vec<String>>,
@@ -715,12 +712,6 @@ impl Index {
         None
     }
 
-    /// Whether `node` lies in `scope`.
-    pub fn in_scope(&self, node: NodeId, scope: Scope) -> bool {
-        self.lineage(node, scope)
-            .is_some_and(|(_, in_scope)| in_scope)
-    }
-
     /// Decides `question` from memory on `day`, under the operator's `settings`. A known sender
     /// that is accepted is marked seen at `now` (Unix seconds); `seen` is told when that is new
     /// this second.
@@ -980,7 +971,6 @@ mod tests {
             nodes: vec![NodeRow {
                 id: NODE.into(),
                 parent_id: None,
-                kind: "customer".into(),
                 status: NodeStatus::Active.as_str().into(),
                 deleted_at: None,
                 auto_enrol: true,

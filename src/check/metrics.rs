@@ -13,7 +13,7 @@ use super::verdict::{Direction, Reason};
 
 /// Where a check came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listener {
+pub(crate) enum Listener {
     Http,
     Policy,
     Socketmap,
@@ -33,13 +33,13 @@ impl Listener {
 
 /// A Postfix listener's connections: how many were accepted, and how many are open now.
 #[derive(Debug, Clone)]
-pub struct Connections {
+pub(crate) struct Connections {
     pub accepted: IntCounter,
     pub open: IntGauge,
 }
 
 #[derive(Debug, Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// `[listener][direction][reason]`, flattened.
     checks: Vec<IntCounter>,
     pub enrolments: IntCounter,

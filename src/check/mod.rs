@@ -18,12 +18,12 @@
 //! time a mailbox was last seen is kept in memory and written in batches every
 //! [`FLUSH_EVERY`].
 
-pub mod index;
-pub mod metrics;
+pub(crate) mod index;
+pub(crate) mod metrics;
 pub mod postfix;
-pub mod reply;
+pub(crate) mod reply;
 pub mod socketmap;
-pub mod verdict;
+pub(crate) mod verdict;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,16 +40,16 @@ use crate::service::{self, Ctx};
 use crate::store::audit::Actor;
 use crate::store::{self, DbConnection, Pool, write_tx};
 use index::{Decision, Enrolment, Index, Rows, Touched};
-pub use metrics::{Listener, Metrics};
+pub(crate) use metrics::{Listener, Metrics};
 pub use reply::LicenceRefusals;
-pub use verdict::{Answer, Direction, Outcome, Question, Reason, Scope, Target, Verdict};
+pub(crate) use verdict::{Answer, Direction, Outcome, Question, Reason, Scope, Target, Verdict};
 
 /// How often the background thread replays the change feed.
-pub const POLL_EVERY: Duration = Duration::from_millis(200);
+pub(crate) const POLL_EVERY: Duration = Duration::from_millis(200);
 /// How often last-seen times are written.
-pub const FLUSH_EVERY: Duration = Duration::from_secs(2);
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_secs(2);
 /// How long a skipped sequence number is looked for before it is taken for a rolled-back write.
-pub const GAP_PATIENCE: Duration = Duration::from_secs(60);
+pub(crate) const GAP_PATIENCE: Duration = Duration::from_secs(60);
 /// Changes older than this are pruned from the feed.
 const KEEP_CHANGES: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 /// A process that could not replay the feed for this long may have missed pruned changes, and
@@ -93,7 +93,7 @@ pub enum Lookup {
 
 /// A table's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Found {
+pub(crate) enum Found {
     Value(String),
     Nothing,
     /// The index is not built yet.
@@ -103,7 +103,7 @@ pub enum Found {
 /// Something that answers checks: the real [`Checker`] or, in the listeners' own tests, a fake.
 /// The Postfix listeners are written against this, so their protocol handling is tested apart from
 /// the database.
-pub trait Ask: Send + Sync + 'static {
+pub(crate) trait Ask: Send + Sync + 'static {
     /// Answers one question for a caller who may ask about the whole tree, counted as `via`'s.
     fn ask(
         &self,
@@ -121,7 +121,7 @@ pub trait Ask: Send + Sync + 'static {
 /// Who asks, as the check resolved the credential from memory: whom an enrolment is audited as,
 /// and whose subtree the answers are limited to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
+pub(crate) struct Caller {
     pub actor: Actor,
     pub node: NodeId,
 }
@@ -150,7 +150,7 @@ impl Feed {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SyncError {
+pub(crate) enum SyncError {
     #[error(transparent)]
     Pool(#[from] diesel::r2d2::PoolError),
     #[error(transparent)]
@@ -158,7 +158,7 @@ pub enum SyncError {
 }
 
 /// The index, the feed that keeps it current, and what waits to be written.
-pub struct Checker {
+pub(crate) struct Checker {
     /// Whether the index holds the database's state (it was built at least once).
     ready: AtomicBool,
     index: RwLock<Index>,

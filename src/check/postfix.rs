@@ -124,7 +124,7 @@ pub enum Step {
 }
 
 /// The direction of `request` under the listener's `mode`.
-pub fn direction(request: &Request, mode: PolicyDirection) -> Direction {
+pub(crate) fn direction(request: &Request, mode: PolicyDirection) -> Direction {
     match mode {
         PolicyDirection::Inbound => Direction::Inbound,
         PolicyDirection::Outbound => Direction::Outbound,
@@ -170,7 +170,7 @@ pub fn step(request: &Request, mode: PolicyDirection) -> Step {
 ///
 /// Accepted is `DUNNO`, not `OK`: allot vouches for the licence, not for the rest of Postfix's
 /// restrictions (rate limits, RBLs) that may still follow.
-pub fn action_for(answer: &Answer) -> String {
+pub(crate) fn action_for(answer: &Answer) -> String {
     let reason = answer.reason.as_str();
     let status = answer.smtp_status;
     match answer.verdict {
@@ -181,7 +181,7 @@ pub fn action_for(answer: &Answer) -> String {
 }
 
 /// Accepts connections forever, each served by its own task.
-pub async fn serve<A: Ask>(
+pub(crate) async fn serve<A: Ask>(
     listener: TcpListener,
     asker: Arc<A>,
     mode: PolicyDirection,

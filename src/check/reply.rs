@@ -30,7 +30,7 @@ text_enum! {
 
 /// The SMTP reply a mail server should give for one answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub verdict: Verdict,
     /// The basic reply code: 250, 450 or 550.
     pub code: u16,
@@ -67,7 +67,7 @@ const fn class(reason: Reason) -> Class {
 }
 
 /// The reply for `reason` about an address in `direction`.
-pub const fn reply(reason: Reason, direction: Direction, licence: LicenceRefusals) -> Reply {
+pub(crate) const fn reply(reason: Reason, direction: Direction, licence: LicenceRefusals) -> Reply {
     let permanent = match class(reason) {
         Class::Accept => {
             return Reply {

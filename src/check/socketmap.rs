@@ -92,7 +92,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(&[u8], usize)>, Malformed> {
     }
 }
 
-pub fn encode(payload: &str) -> Vec<u8> {
+pub(crate) fn encode(payload: &str) -> Vec<u8> {
     format!("{}:{payload},", payload.len()).into_bytes()
 }
 
@@ -131,7 +131,7 @@ pub fn step(request: &[u8]) -> Step {
 
 /// The reply for the check's answer about `address`. A found key's value is the stored address,
 /// which the rest of the mail system matches on.
-pub fn reply_for(answer: &Answer, address: &MailAddress) -> String {
+pub(crate) fn reply_for(answer: &Answer, address: &MailAddress) -> String {
     match answer.verdict {
         Verdict::Accept => format!("OK {}", address.stored()),
         Verdict::Reject => NOT_FOUND.to_owned(),
@@ -140,7 +140,7 @@ pub fn reply_for(answer: &Answer, address: &MailAddress) -> String {
 }
 
 /// The reply for a table's answer.
-pub fn reply_found(found: Found) -> String {
+pub(crate) fn reply_found(found: Found) -> String {
     match found {
         Found::Value(value) => format!("OK {value}"),
         Found::Nothing => NOT_FOUND.to_owned(),
@@ -149,7 +149,7 @@ pub fn reply_found(found: Found) -> String {
 }
 
 /// Accepts connections forever, each served by its own task.
-pub async fn serve<A: Ask>(
+pub(crate) async fn serve<A: Ask>(
     listener: TcpListener,
     asker: Arc<A>,
     peers: Arc<crate::edge::PeerLimit>,

@@ -5,11 +5,11 @@
 use super::reply::{LicenceRefusals, reply};
 use crate::domain::address::{DomainName, MailAddress};
 use crate::domain::ids::{MailboxId, NodeId};
-pub use crate::domain::mail::Direction;
+pub(crate) use crate::domain::mail::Direction;
 
 /// What is asked about: a whole domain, or one address on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     Domain(DomainName),
     Address(MailAddress),
 }
@@ -25,7 +25,7 @@ impl Target {
 
 /// One check, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Question {
+pub(crate) struct Question {
     pub target: Target,
     /// A recipient (`Inbound`) or a sender (`Outbound`): only a sender is ever enrolled.
     pub direction: Direction,
@@ -39,14 +39,14 @@ pub struct Question {
 /// Whom the caller may ask about: the whole tree (the Postfix listeners, bound to loopback) or
 /// the subtree of a principal's node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     Everything,
     Subtree(NodeId),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Accept,
     Reject,
     Defer,
@@ -55,7 +55,7 @@ pub enum Verdict {
 /// Why a check answered as it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Reason {
+pub(crate) enum Reason {
     /// Accepted.
     Ok,
     /// No customer has this domain.
@@ -124,7 +124,7 @@ impl Reason {
 
 /// What a check found, before it becomes a reply (see [`Answer::new`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub reason: Reason,
     pub node_id: Option<NodeId>,
     pub mailbox_id: Option<MailboxId>,
@@ -152,7 +152,7 @@ impl Outcome {
 
 /// A check's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct Answer {
+pub(crate) struct Answer {
     /// `accept`; `reject` (permanent: the sender should bounce); `defer` (temporary: the sender
     /// should keep the mail queued and try again; never treat it as accept).
     pub verdict: Verdict,

@@ -24,7 +24,7 @@ use super::mail::LocalPartCase;
 const NFC: ComposingNormalizerBorrowed<'static> = ComposingNormalizerBorrowed::new_nfc();
 
 /// `text` in NFC; borrowed when it is already (ASCII always is).
-pub fn nfc(text: &str) -> Cow<'_, str> {
+pub(crate) fn nfc(text: &str) -> Cow<'_, str> {
     if text.is_ascii() {
         Cow::Borrowed(text)
     } else {
@@ -173,7 +173,7 @@ pub struct MailAddress {
 }
 
 /// The role addresses every domain has: they consume no seat and go only with their domain.
-pub const ROLE_LOCAL_PARTS: [&str; 2] = ["postmaster", "abuse"];
+pub(crate) const ROLE_LOCAL_PARTS: [&str; 2] = ["postmaster", "abuse"];
 
 impl MailAddress {
     pub fn parse(raw: &str) -> Result<Self, String> {
@@ -243,7 +243,7 @@ impl MailAddress {
 }
 
 /// [`MailAddress::key`] of `local@domain` (`domain` in its stored ASCII form).
-pub fn key_of(local: &str, domain: &str, case: LocalPartCase) -> String {
+pub(crate) fn key_of(local: &str, domain: &str, case: LocalPartCase) -> String {
     let mut key = String::with_capacity(local.len() + 1 + domain.len());
     if local.is_ascii() {
         key.push_str(local);
@@ -263,7 +263,7 @@ pub fn key_of(local: &str, domain: &str, case: LocalPartCase) -> String {
 }
 
 /// [`MailAddress::key`] of an address as stored (`local@ascii-domain`); `None` without an `@`.
-pub fn stored_key(stored: &str, case: LocalPartCase) -> Option<String> {
+pub(crate) fn stored_key(stored: &str, case: LocalPartCase) -> Option<String> {
     let (local, domain) = stored.rsplit_once('@')?;
     Some(key_of(local, domain, case))
 }

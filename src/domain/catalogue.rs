@@ -22,7 +22,7 @@ text_enum! {
 
 /// One module's rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rules {
+pub(crate) struct Rules {
     pub unit: Unit,
     pub auto_assign: bool,
     pub retired: bool,
@@ -32,7 +32,7 @@ pub struct Rules {
 
 /// A catalogue change that breaks a rule: the field at fault and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleBreak {
+pub(crate) struct RuleBreak {
     pub field: &'static str,
     pub message: String,
 }
@@ -84,7 +84,7 @@ impl Refusal {
 
 /// The whole catalogue's rules, by code.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Catalogue(pub BTreeMap<String, Rules>);
+pub(crate) struct Catalogue(pub BTreeMap<String, Rules>);
 
 impl Catalogue {
     pub fn get(&self, code: &str) -> Option<&Rules> {

@@ -3,14 +3,14 @@
 //! can depend on it.
 
 pub mod address;
-pub mod audit;
-pub mod catalogue;
+pub(crate) mod audit;
+pub(crate) mod catalogue;
 pub mod ids;
-pub mod mail;
-pub mod quota;
+pub(crate) mod mail;
+pub(crate) mod quota;
 pub mod resource;
 pub mod roles;
-pub mod status;
+pub(crate) mod status;
 pub mod tree;
 
 /// A value that arrived as text and is not one of the accepted spellings.
@@ -40,7 +40,8 @@ macro_rules! text_enum {
         }
 
         impl $name {
-            /// Every variant, in declaration order.
+            /// Every variant, in declaration order (not every vocabulary is listed whole).
+            #[allow(dead_code)]
             pub const ALL: &'static [Self] = &[Self::$first $(, Self::$variant)*];
 
             pub const fn as_str(self) -> &'static str {

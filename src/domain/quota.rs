@@ -15,10 +15,10 @@ use chrono::NaiveDate;
 use super::ids::NodeId;
 
 /// Amounts are counts of units; this bound keeps every sum far from overflow.
-pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
+pub(crate) const MAX_AMOUNT: i64 = 1_000_000_000_000;
 
 /// An amount a grant or a licence line may have: 0 to [`MAX_AMOUNT`].
-pub fn check_amount(amount: i64) -> Result<i64, String> {
+pub(crate) fn check_amount(amount: i64) -> Result<i64, String> {
     if (0..=MAX_AMOUNT).contains(&amount) {
         Ok(amount)
     } else {
@@ -27,7 +27,7 @@ pub fn check_amount(amount: i64) -> Result<i64, String> {
 }
 
 /// Dates a request may name: years 1 to 9999, which both backends store and order alike.
-pub fn check_date(date: NaiveDate) -> Result<NaiveDate, String> {
+pub(crate) fn check_date(date: NaiveDate) -> Result<NaiveDate, String> {
     use chrono::Datelike;
     if (1..=9999).contains(&date.year()) {
         Ok(date)
@@ -38,7 +38,7 @@ pub fn check_date(date: NaiveDate) -> Result<NaiveDate, String> {
 
 /// What is wrong with a grant's days, each under the field at fault: a day out of range under its
 /// own name (`starts_on`, `ends_on`), an end not after the start under `ends_on`.
-pub fn span_faults(
+pub(crate) fn span_faults(
     starts_on: NaiveDate,
     ends_on: Option<NaiveDate>,
 ) -> Vec<(&'static str, String)> {
@@ -55,7 +55,7 @@ pub fn span_faults(
 
 /// A live grant carried to a new grantor when its node moves on `today`: the same units, from
 /// today (or its own later start) to its own end.
-pub fn carried(grant: Grant, today: NaiveDate) -> Grant {
+pub(crate) fn carried(grant: Grant, today: NaiveDate) -> Grant {
     Grant {
         amount: grant.amount,
         span: Span {
@@ -94,7 +94,7 @@ impl Span {
     }
 
     /// The part of this span from `day` on, if any.
-    pub fn from_day(self, day: NaiveDate) -> Option<Span> {
+    pub fn since(self, day: NaiveDate) -> Option<Span> {
         let start = self.start.max(day);
         self.end.is_none_or(|end| start < end).then_some(Span {
             start,
@@ -111,7 +111,7 @@ pub struct Grant {
 }
 
 /// The sum of the grants covering `day`.
-pub fn total_at(grants: &[Grant], day: NaiveDate) -> i64 {
+pub(crate) fn total_at(grants: &[Grant], day: NaiveDate) -> i64 {
     grants
         .iter()
         .filter(|g| g.span.contains(day))
@@ -135,13 +135,13 @@ fn boundaries(sets: &[&[Grant]], within: Span) -> Vec<NaiveDate> {
 
 /// The first day in `within` where `demand` exceeds `supply`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Excess {
+pub(crate) struct Excess {
     pub at: NaiveDate,
     pub supply: i64,
     pub demand: i64,
 }
 
-pub fn first_excess(supply: &[Grant], demand: &[Grant], within: Span) -> Option<Excess> {
+pub(crate) fn first_excess(supply: &[Grant], demand: &[Grant], within: Span) -> Option<Excess> {
     boundaries(&[supply, demand], within)
         .into_iter()
         .map(|at| Excess {
@@ -172,7 +172,7 @@ pub struct Refusal {
 /// and nowhere else: a mailbox create, an import, an enrolment, a module assignment and the check
 /// all ask it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Standing {
+pub(crate) struct Standing {
     pub limit: i64,
     pub used: i64,
 }
@@ -223,7 +223,7 @@ impl Standing {
 /// seat of every automatic module), counted up in memory as units are taken: an import places its
 /// rows against it and moves the stored counters once, at the end.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bundle {
+pub(crate) struct Bundle {
     node_id: NodeId,
     at: NaiveDate,
     standings: Vec<(String, Standing)>,
@@ -254,7 +254,7 @@ impl Bundle {
 
 /// Everything the decision about one grant's change needs, read in the write transaction.
 #[derive(Debug, Clone)]
-pub struct GrantChange<'a> {
+pub(crate) struct GrantChange<'a> {
     pub resource: &'a str,
     pub grantor: Option<NodeId>,
     pub node: NodeId,
@@ -320,7 +320,7 @@ impl GrantChange<'_> {
         if let (Some(used), false) = (self.node_usage, self.allow_over_limit) {
             let mut old_limit = self.node_other_limit.to_vec();
             old_limit.extend(self.old);
-            let Some(from_today) = affected.from_day(self.today) else {
+            let Some(from_today) = affected.since(self.today) else {
                 return Ok(());
             };
             for at in boundaries(&[&old_limit, &new_limit], from_today) {
@@ -336,7 +336,7 @@ impl GrantChange<'_> {
 
 /// Whether `added` grants fit beside the `existing` ones under `grantor`'s `limit` on every day of
 /// `within`; the refusal names the added units that did not fit and what was left for them.
-pub fn fits(
+pub(crate) fn fits(
     grantor: NodeId,
     resource: &str,
     limit: &[Grant],
@@ -362,7 +362,7 @@ pub fn fits(
 }
 
 /// Whether a new set of licence lines still covers everything the owner has allocated.
-pub fn decide_licence(
+pub(crate) fn decide_licence(
     owner: NodeId,
     resource: &str,
     licence: &[Grant],
@@ -384,7 +384,7 @@ pub fn decide_licence(
 
 /// One stored grant, for the verifier.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GrantRecord {
+pub(crate) struct GrantRecord {
     pub node: NodeId,
     pub grantor: Option<NodeId>,
     pub resource: String,
@@ -393,7 +393,7 @@ pub struct GrantRecord {
 
 /// What the verifier can find wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Violation {
+pub(crate) enum Violation {
     /// A node allocated more than its limit on some day.
     Oversold {
         node: NodeId,
@@ -423,7 +423,7 @@ impl std::fmt::Display for Violation {
 
 /// Recomputes the invariant over every day for every grantor and resource. `grants` are the active
 /// grants only.
-pub fn verify(grants: &[GrantRecord]) -> Vec<Violation> {
+pub(crate) fn verify(grants: &[GrantRecord]) -> Vec<Violation> {
     let mut limits: BTreeMap<(NodeId, &str), Vec<Grant>> = BTreeMap::new();
     let mut allocated: BTreeMap<(NodeId, &str), Vec<Grant>> = BTreeMap::new();
     for record in grants {

@@ -6,10 +6,10 @@ use std::fmt;
 use std::str::FromStr;
 
 /// What a module's resource key starts with: `module:<code>`.
-pub const MODULE_PREFIX: &str = "module:";
+pub(crate) const MODULE_PREFIX: &str = "module:";
 
 /// The resource key of module `code`.
-pub fn module_key(code: &str) -> String {
+pub(crate) fn module_key(code: &str) -> String {
     format!("{MODULE_PREFIX}{code}")
 }
 
@@ -44,7 +44,7 @@ impl fmt::Display for Resource {
 }
 
 /// A module code: 1–32 of lowercase ASCII letters, digits and `_`, starting with a letter.
-pub fn is_module_code(code: &str) -> bool {
+pub(crate) fn is_module_code(code: &str) -> bool {
     let mut chars = code.chars();
     code.len() <= 32
         && chars.next().is_some_and(|c| c.is_ascii_lowercase())

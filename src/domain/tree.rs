@@ -29,21 +29,21 @@ impl NodeKind {
     }
 }
 
-pub use super::status::NodeStatus;
+pub(crate) use super::status::NodeStatus;
 
 /// Whether the node at `path` is the node at `root` or lies below it.
-pub fn contains(root: &str, path: &str) -> bool {
+pub(crate) fn contains(root: &str, path: &str) -> bool {
     path.starts_with(root)
 }
 
 /// The path of `ancestor` (the node at `path` or one above it): a prefix of `path`.
-pub fn path_of(path: &str, ancestor: NodeId) -> Option<&str> {
+pub(crate) fn path_of(path: &str, ancestor: NodeId) -> Option<&str> {
     let segment = format!("/{ancestor}/");
     path.find(&segment).map(|at| &path[..at + segment.len()])
 }
 
 /// The ids from the root down to the node at `path`, itself included.
-pub fn lineage(path: &str) -> Vec<NodeId> {
+pub(crate) fn lineage(path: &str) -> Vec<NodeId> {
     path.split('/')
         .filter(|s| !s.is_empty())
         .filter_map(|s| s.parse().ok())
@@ -52,14 +52,14 @@ pub fn lineage(path: &str) -> Vec<NodeId> {
 
 /// The range of paths below and including `path` (`/a/b/` … `/a/b0`): '0' follows '/' in byte
 /// order, and both backends compare paths bytewise (PostgreSQL through `COLLATE "C"`).
-pub fn subtree_range(path: &str) -> (String, String) {
+pub(crate) fn subtree_range(path: &str) -> (String, String) {
     let upper = format!("{}0", path.trim_end_matches('/'));
     (path.to_owned(), upper)
 }
 
 /// What still keeps a node from being deleted, each as a phrase ("2 child node(s)"); none when it
 /// may go. `in_use` is what it holds by resource (left empty when its holdings go with it).
-pub fn delete_blockers(
+pub(crate) fn delete_blockers(
     children: i64,
     grants_to_children: bool,
     in_use: &std::collections::BTreeMap<String, i64>,
@@ -81,7 +81,7 @@ pub fn delete_blockers(
 
 /// Whether a node of `kind` may be deleted with everything it holds (`?cascade=true`): only a
 /// customer, whose holdings are domains and mailboxes.
-pub fn may_cascade(kind: NodeKind) -> bool {
+pub(crate) fn may_cascade(kind: NodeKind) -> bool {
     kind == NodeKind::Customer
 }
 

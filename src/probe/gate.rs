@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use crate::domain::ids::DomainId;
 
-pub const PER_DOMAIN_PER_MINUTE: usize = 10;
-pub const MAX_RUNNING: usize = 16;
+pub(crate) const PER_DOMAIN_PER_MINUTE: usize = 10;
+pub(crate) const MAX_RUNNING: usize = 16;
 const WINDOW: Duration = Duration::from_secs(60);
 
 /// Why a test may not start now, and how long to wait.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Busy {
+pub(crate) enum Busy {
     /// A test of this domain is running.
     Running,
     /// This domain used its tests for the minute; the next may start after the duration.
@@ -29,7 +29,7 @@ pub enum Busy {
 }
 
 #[derive(Debug, Default)]
-pub struct Gate {
+pub(crate) struct Gate {
     state: Mutex<State>,
 }
 
@@ -41,7 +41,7 @@ struct State {
 
 /// A running test's place; dropping it frees the place.
 #[derive(Debug)]
-pub struct Permit<'a> {
+pub(crate) struct Permit<'a> {
     gate: &'a Gate,
     domain: DomainId,
 }

@@ -20,9 +20,9 @@
 //! reply reader ([`reply`], pure and unit-tested), so a small client on tokio's TCP stream is the
 //! smaller dependency.
 
-pub mod gate;
-pub mod reply;
-pub mod target;
+pub(crate) mod gate;
+pub(crate) mod reply;
+pub(crate) mod target;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -38,16 +38,16 @@ use crate::domain::address::DomainName;
 use reply::{Extensions, Reply};
 
 /// How long each stage (resolving, connecting, each reply) may take.
-pub const STAGE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const STAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a whole test may take: a server answering each stage just in time is cut off here.
-pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const TOTAL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the answer to QUIT is waited for (not reported).
 const QUIT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a route test met, stage by stage.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[schema(as = RouteTestReport)]
-pub struct Report {
+pub(crate) struct Report {
     /// Whether the server greeted, took EHLO and `MAIL FROM:<>`, and accepted
     /// `RCPT TO:<postmaster@domain>`.
     pub ok: bool,
@@ -68,7 +68,7 @@ pub struct Report {
 /// Where the test connected.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[schema(as = RouteTestTarget)]
-pub struct Target {
+pub(crate) struct Target {
     /// The route's host, as configured.
     #[schema(example = "mx.customer.example")]
     pub host: String,
@@ -83,7 +83,7 @@ pub struct Target {
 /// An SMTP reply.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[schema(as = SmtpReply)]
-pub struct ReplyView {
+pub(crate) struct ReplyView {
     #[schema(minimum = 200, maximum = 599, example = 220)]
     pub code: u16,
     /// The text of each line after the code, joined with `\n`.
@@ -103,7 +103,7 @@ impl From<&Reply> for ReplyView {
 /// The answer to EHLO, with what it announces.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[schema(as = EhloReply)]
-pub struct EhloView {
+pub(crate) struct EhloView {
     #[schema(minimum = 200, maximum = 599, example = 250)]
     pub code: u16,
     /// The first line's text: the server's name and greeting.
@@ -123,7 +123,7 @@ pub struct EhloView {
 /// The answer to `RCPT TO:<postmaster@domain>`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[schema(as = RcptReply)]
-pub struct RcptView {
+pub(crate) struct RcptView {
     /// The recipient asked about.
     #[schema(example = "postmaster@customer.example")]
     pub address: String,
@@ -138,7 +138,7 @@ pub struct RcptView {
 /// Milliseconds each stage took; a stage that did not happen is absent.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
 #[schema(as = RouteTestTimings)]
-pub struct Timings {
+pub(crate) struct Timings {
     /// Resolving the host name (absent for an IP address).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0)]
@@ -163,7 +163,7 @@ pub struct Timings {
 /// Where a test stopped, why, and a sentence saying so.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[schema(as = RouteTestFailure)]
-pub struct Failure {
+pub(crate) struct Failure {
     pub stage: Stage,
     pub reason: Reason,
     /// For a person: what happened, in plain words.
@@ -176,7 +176,7 @@ pub struct Failure {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[schema(as = RouteTestStage)]
 #[serde(rename_all = "snake_case")]
-pub enum Stage {
+pub(crate) enum Stage {
     Resolve,
     Connect,
     Banner,
@@ -193,7 +193,7 @@ pub enum Stage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[schema(as = RouteTestReason)]
 #[serde(rename_all = "snake_case")]
-pub enum Reason {
+pub(crate) enum Reason {
     NoAddress,
     DnsError,
     Timeout,
@@ -206,7 +206,7 @@ pub enum Reason {
 
 /// Why no connection is attempted: every address of the host is one allot does not connect to.
 #[derive(Debug, Clone)]
-pub struct Refused {
+pub(crate) struct Refused {
     /// For the caller. Names the address only when the caller gave it: what a name resolves to
     /// inside the operator's network is not the caller's to learn.
     pub detail: String,
@@ -216,7 +216,7 @@ pub struct Refused {
 
 /// What comes after resolving.
 #[derive(Debug)]
-pub enum Next {
+pub(crate) enum Next {
     /// Connect to this address.
     Connect(SocketAddr),
     /// Resolving failed; the report says how, and nothing is connected to.
@@ -248,7 +248,7 @@ impl Next {
 }
 
 /// One route test in progress.
-pub struct RouteTest {
+pub(crate) struct RouteTest {
     report: Report,
     deadline: Instant,
 }

@@ -7,13 +7,13 @@
 
 /// The longest reply line accepted, in bytes with its CRLF. RFC 5321 allows 512; some servers
 /// send longer texts, so there is room, but a peer cannot make allot hold an unbounded line.
-pub const MAX_LINE: usize = 2048;
+pub(crate) const MAX_LINE: usize = 2048;
 /// The most lines one reply may have (an EHLO reply has a dozen or two).
-pub const MAX_LINES: usize = 100;
+pub(crate) const MAX_LINES: usize = 100;
 
 /// One complete reply: its code and the text of each line (without code and separator).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub code: u16,
     pub lines: Vec<String>,
 }
@@ -38,7 +38,7 @@ impl Reply {
 
 /// Why a line is not part of a valid reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Malformed {
+pub(crate) enum Malformed {
     #[error("a line that does not start with a three-digit reply code: {0:?}")]
     NoCode(String),
     #[error("a continuation line with code {got} in a reply that began with {expected}")]
@@ -49,7 +49,7 @@ pub enum Malformed {
 
 /// Collects the lines of one reply.
 #[derive(Debug, Default)]
-pub struct Reader {
+pub(crate) struct Reader {
     code: Option<u16>,
     lines: Vec<String>,
 }
@@ -103,7 +103,7 @@ fn split(line: &str) -> Result<(u16, bool, &str), Malformed> {
 
 /// What a positive EHLO reply announces.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Extensions {
+pub(crate) struct Extensions {
     /// The first line: the server's name and greeting.
     pub greeting: String,
     /// Every further line, as the server wrote it (`SIZE 10240000`, `STARTTLS`).

@@ -21,7 +21,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// How firmly an address is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tier {
+pub(crate) enum Tier {
     /// Never connected to.
     Never,
     /// Connected to only when the operator allows private targets.
@@ -30,19 +30,19 @@ pub enum Tier {
 
 /// Why an address is refused: its tier and a phrase naming its kind ("a loopback address").
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     pub tier: Tier,
     pub kind: String,
 }
 
 /// Whether a route test may connect to `ip`: `None` when it may, the refusal otherwise.
 /// `allow_private` lifts the [`Tier::Private`] refusals.
-pub fn refusal(ip: IpAddr, allow_private: bool) -> Option<Refusal> {
+pub(crate) fn refusal(ip: IpAddr, allow_private: bool) -> Option<Refusal> {
     classify(ip).filter(|r| r.tier == Tier::Never || !allow_private)
 }
 
 /// The refusal `ip` meets when private targets are not allowed; `None` for a global address.
-pub fn classify(ip: IpAddr) -> Option<Refusal> {
+pub(crate) fn classify(ip: IpAddr) -> Option<Refusal> {
     match ip {
         IpAddr::V4(v4) => classify_v4(v4).map(|(tier, kind)| Refusal {
             tier,

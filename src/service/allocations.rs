@@ -4,7 +4,6 @@
 //! record, and the audit view itself.
 
 use chrono::NaiveDate;
-use serde_json::json;
 
 use super::Ctx;
 use crate::auth::guard::{Administer, Authorised};
@@ -20,10 +19,26 @@ use crate::store::{DbConnection, modules, usage};
 
 /// An allocation as its audit records show it.
 pub(super) fn audit_view(a: &Allocation) -> serde_json::Value {
-    json!({
-        "node_id": a.node_id, "grantor_id": a.grantor_id, "resource": a.resource,
-        "amount": a.amount, "starts_on": a.starts_on, "ends_on": a.ends_on,
-        "active": a.active, "description": a.description,
+    #[derive(serde::Serialize)]
+    struct Audited<'a> {
+        node_id: NodeId,
+        grantor_id: Option<NodeId>,
+        resource: &'a str,
+        amount: i64,
+        starts_on: NaiveDate,
+        ends_on: Option<NaiveDate>,
+        active: bool,
+        description: &'a Option<String>,
+    }
+    super::audit_json(Audited {
+        node_id: a.node_id,
+        grantor_id: a.grantor_id,
+        resource: &a.resource,
+        amount: a.amount,
+        starts_on: a.starts_on,
+        ends_on: a.ends_on,
+        active: a.active,
+        description: &a.description,
     })
 }
 
@@ -137,7 +152,7 @@ fn decide(
 
 /// A grant asked for, its fields checked already.
 #[derive(Debug)]
-pub struct NewGrant {
+pub(crate) struct NewGrant {
     /// `users`, `domains` or `module:<code>`, not checked yet against the catalogue.
     pub resource: String,
     /// The units and the days they count.
@@ -149,7 +164,7 @@ pub struct NewGrant {
 /// Grants units of a resource to `node` from its parent: refused for the owner (its limits are
 /// its licence), for a retired module, and with `quota-exceeded` if the parent would hand out more
 /// than it holds on any day of the span.
-pub fn create(
+pub(crate) fn create(
     conn: &mut DbConnection,
     node: &Authorised<Administer>,
     ctx: &Ctx<'_>,
@@ -192,7 +207,7 @@ pub fn create(
 
 /// A change to an allocation: only the fields given change (`Some(None)` clears an optional one).
 #[derive(Debug)]
-pub struct Change {
+pub(crate) struct Change {
     pub amount: Option<i64>,
     pub starts_on: Option<NaiveDate>,
     pub ends_on: Option<Option<NaiveDate>>,
@@ -205,7 +220,7 @@ pub struct Change {
 /// Allocation `id` for a change, with its node (for the guard): the node and the grantor are
 /// locked, and the allocation is read again under the lock, since a move may have ended it
 /// meanwhile. 404 when there is no such allocation.
-pub fn find_for_change(
+pub(crate) fn find_for_change(
     conn: &mut DbConnection,
     id: AllocationId,
 ) -> Result<(Option<Node>, Allocation), ApiError> {
@@ -222,7 +237,7 @@ pub fn find_for_change(
 /// granted it (or it is a licence line), for days out of order, and with `quota-exceeded` if the
 /// parent would hand out more than it holds, or the node's children would hold more than it does,
 /// on any day the change touches.
-pub fn update(
+pub(crate) fn update(
     conn: &mut DbConnection,
     node: &Authorised<Administer>,
     ctx: &Ctx<'_>,

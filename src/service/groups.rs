@@ -14,7 +14,7 @@ use crate::store::{self, DbConnection, mailboxes};
 
 /// Creates the group `name` of customer `node`: refused for a reseller or the owner, and when
 /// the customer has a group of that name.
-pub fn create(
+pub(crate) fn create(
     conn: &mut DbConnection,
     ctx: &Ctx,
     node: &Authorised<Manage>,
@@ -50,7 +50,7 @@ pub fn create(
 }
 
 /// Deletes `group` of customer `node`; its mailboxes stay.
-pub fn delete(
+pub(crate) fn delete(
     conn: &mut DbConnection,
     ctx: &Ctx,
     node: &Authorised<Manage>,
@@ -70,7 +70,7 @@ pub fn delete(
 
 /// Makes mailbox `mailbox_id` of customer `node` a member of `group` (`member`) or not: 404 for a
 /// mailbox of another customer. Making it what it is already changes nothing.
-pub fn set_member(
+pub(crate) fn set_member(
     conn: &mut DbConnection,
     ctx: &Ctx,
     node: &Authorised<Manage>,

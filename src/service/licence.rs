@@ -52,7 +52,7 @@ pub fn current_lines(
 }
 
 /// The licence lines of `owner` that count `today` or later.
-pub fn current(
+pub(crate) fn current(
     conn: &mut DbConnection,
     owner: NodeId,
     today: NaiveDate,
@@ -66,7 +66,7 @@ pub fn current(
 /// Replaces the licence of `owner` (the owner node, locked, as `api::common::owner_admin` lets an
 /// owner admin through) from `ctx.today` on; returns the lines that count from then. See
 /// [`replace_at`].
-pub fn replace(
+pub(crate) fn replace(
     conn: &mut DbConnection,
     owner: &Authorised<Administer>,
     ctx: &Ctx<'_>,

@@ -8,8 +8,6 @@
 
 use std::collections::HashSet;
 
-use serde_json::json;
-
 use super::Ctx;
 use crate::auth::guard::{Authorised, Manage};
 use crate::check::index::Enrolment;
@@ -49,8 +47,25 @@ impl NewMailbox {
 
 /// A mailbox as its audit records show it.
 fn audit_view(m: &Mailbox) -> serde_json::Value {
-    json!({"address": m.address.stored(), "display_name": m.display_name, "first_name": m.first_name,
-           "last_name": m.last_name, "contact_email": m.contact_email, "active": m.active, "origin": m.origin})
+    #[derive(serde::Serialize)]
+    struct Audited<'a> {
+        address: String,
+        display_name: &'a Option<String>,
+        first_name: &'a Option<String>,
+        last_name: &'a Option<String>,
+        contact_email: &'a Option<String>,
+        active: bool,
+        origin: Origin,
+    }
+    super::audit_json(Audited {
+        address: m.address.stored(),
+        display_name: &m.display_name,
+        first_name: &m.first_name,
+        last_name: &m.last_name,
+        contact_email: &m.contact_email,
+        active: m.active,
+        origin: m.origin,
+    })
 }
 
 /// What the new mailboxes of one request share: their customer (locked by the caller), the

@@ -12,17 +12,17 @@
 //! Dependencies point down only: `api`, `check` and `main` call services; services call `store`
 //! and `domain`, never `api`.
 
-pub mod aliases;
-pub mod allocations;
+pub(crate) mod aliases;
+pub(crate) mod allocations;
 pub mod domains;
-pub mod groups;
+pub(crate) mod groups;
 pub mod licence;
-pub mod mailboxes;
-pub mod modules;
-pub mod nodes;
-pub mod principals;
-pub mod seats;
-pub mod sessions;
+pub(crate) mod mailboxes;
+pub(crate) mod modules;
+pub(crate) mod nodes;
+pub(crate) mod principals;
+pub(crate) mod seats;
+pub(crate) mod sessions;
 
 use chrono::NaiveDate;
 
@@ -85,6 +85,12 @@ impl<'a> Ctx<'a> {
             },
         )
     }
+}
+
+/// An audit record's `before` or `after`: `view`'s fields as a JSON object (keys sorted, as
+/// `serde_json` keeps them).
+fn audit_json(view: impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(view).expect("an audit view is plain data and always serialises")
 }
 
 /// Today, in UTC: the day limits are judged on unless a request names another.

@@ -38,7 +38,7 @@ fn audit_view(m: &Module) -> serde_json::Value {
 }
 
 /// The catalogue and the module `code` in it; 404 when there is no such module.
-pub fn find(conn: &mut DbConnection, code: &str) -> Result<(Vec<Module>, Module), ApiError> {
+pub(crate) fn find(conn: &mut DbConnection, code: &str) -> Result<(Vec<Module>, Module), ApiError> {
     let all = modules::all(conn)?;
     let module = all
         .iter()
@@ -50,7 +50,7 @@ pub fn find(conn: &mut DbConnection, code: &str) -> Result<(Vec<Module>, Module)
 
 /// Adds `module` to the catalogue of the `owner`: refused when its code exists, or when the
 /// catalogue cannot hold its rules.
-pub fn create(
+pub(crate) fn create(
     conn: &mut DbConnection,
     ctx: &Ctx,
     owner: &Authorised<Administer>,
@@ -77,7 +77,7 @@ pub fn create(
 
 /// What a change to a module sets; `None` leaves a field as it is.
 #[derive(Debug, Default)]
-pub struct ModuleChange {
+pub(crate) struct ModuleChange {
     pub name: Option<String>,
     pub description: Option<String>,
     pub requires: Option<BTreeSet<String>>,
@@ -113,7 +113,7 @@ impl ModuleChange {
 
 /// Changes module `code` of the `owner`'s catalogue, once `precondition` accepts its version (the
 /// request's `If-Match`). A change that changes nothing is not written (nor its version raised).
-pub fn update(
+pub(crate) fn update(
     conn: &mut DbConnection,
     ctx: &Ctx,
     owner: &Authorised<Administer>,
@@ -142,7 +142,7 @@ pub fn update(
 
 /// Removes module `code` from the `owner`'s catalogue: refused while anything uses it (it is
 /// retired instead) or another module requires it.
-pub fn delete(
+pub(crate) fn delete(
     conn: &mut DbConnection,
     ctx: &Ctx,
     owner: &Authorised<Administer>,
@@ -375,7 +375,7 @@ impl Holding {
 /// Assigns per-mailbox module `code` to `mailbox` of customer `node` (both locked by the caller),
 /// taking a seat of it if the mailbox is active. Returns the mailbox and the modules it holds;
 /// assigning one it holds changes nothing.
-pub fn assign_to_mailbox(
+pub(crate) fn assign_to_mailbox(
     conn: &mut DbConnection,
     ctx: &Ctx,
     node: &Authorised<Manage>,
@@ -404,7 +404,7 @@ pub fn assign_to_mailbox(
 /// Removes per-mailbox module `code` from `mailbox` of customer `node` (both locked by the
 /// caller), returning its seat if the mailbox is active. Automatic modules follow the mailbox:
 /// they are not removed.
-pub fn remove_from_mailbox(
+pub(crate) fn remove_from_mailbox(
     conn: &mut DbConnection,
     ctx: &Ctx,
     node: &Authorised<Manage>,
@@ -431,7 +431,7 @@ pub fn remove_from_mailbox(
 
 /// Assigns per-customer module `code` to customer `node` (locked by the caller), taking its
 /// seat, when `held`; else removes it, returning its seat. Assigning one it holds changes nothing.
-pub fn set_on_customer(
+pub(crate) fn set_on_customer(
     conn: &mut DbConnection,
     ctx: &Ctx,
     node: &Authorised<Manage>,
@@ -459,7 +459,7 @@ pub fn set_on_customer(
 /// `users`, a seat of every module it holds, and of every automatic module it lacks, which it is
 /// assigned now. All or nothing; the refusal names the first resource without a free seat.
 /// Role addresses take none.
-pub fn activate_mailbox(
+pub(crate) fn activate_mailbox(
     conn: &mut DbConnection,
     node: &Node,
     mailbox: &Mailbox,

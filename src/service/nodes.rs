@@ -45,7 +45,7 @@ fn child_named(parent: &Node, name: &str) -> ApiError {
 
 /// Creates a reseller or a customer under `parent` (locked by the caller): refused if `parent`
 /// cannot have a child of that kind, or has one of that name.
-pub fn create_child(
+pub(crate) fn create_child(
     conn: &mut DbConnection,
     parent: &Authorised<Administer>,
     ctx: &Ctx<'_>,
@@ -76,7 +76,7 @@ pub fn create_child(
 /// another kind, if `precondition` refuses the node as read (the API's `If-Match`), or if a sibling
 /// has the new name. A new local-part case keys every address of the customer again, refused
 /// (`address-collision`) when addresses differing only in case would become one.
-pub fn update(
+pub(crate) fn update(
     conn: &mut DbConnection,
     node: Authorised<Administer>,
     ctx: &Ctx<'_>,
@@ -135,7 +135,7 @@ pub fn update(
 /// children, or (without `cascade`) anything it holds; its own allocations end today, returning
 /// the seats to its parent. With `cascade` (a customer only) what it holds goes with it: each
 /// domain through [`super::domains::remove`], the domain workflow's removal.
-pub fn delete(
+pub(crate) fn delete(
     conn: &mut DbConnection,
     node: &Authorised<Administer>,
     ctx: &Ctx<'_>,
@@ -202,7 +202,7 @@ pub fn delete(
 /// one step: its live allocations from the old parent end today and equal ones from the new
 /// parent begin today (or when they were due to), refused if the new parent lacks room, cannot
 /// hold it, or has a child of its name. Moving under its own parent changes nothing.
-pub fn move_under(
+pub(crate) fn move_under(
     conn: &mut DbConnection,
     node: Authorised<Administer>,
     new_parent: &Authorised<Administer>,

@@ -19,7 +19,23 @@ use crate::store::{self, DbConnection};
 
 /// An account as the audit trail records it.
 fn audit_account(a: &Account) -> serde_json::Value {
-    json!({"username": a.username, "email": a.email, "role": a.role, "disabled": a.disabled, "node_id": a.node_id, "password_change_required": a.password_change_required})
+    #[derive(serde::Serialize)]
+    struct Audited<'a> {
+        username: &'a str,
+        email: &'a str,
+        role: Role,
+        disabled: bool,
+        node_id: NodeId,
+        password_change_required: bool,
+    }
+    super::audit_json(Audited {
+        username: &a.username,
+        email: &a.email,
+        role: a.role,
+        disabled: a.disabled,
+        node_id: a.node_id,
+        password_change_required: a.password_change_required,
+    })
 }
 
 /// An API key as the audit trail records it (never its secret).
@@ -33,7 +49,7 @@ fn username_taken() -> ApiError {
 
 /// A new person's account, its password already hashed.
 #[derive(Debug)]
-pub struct AccountDraft<'a> {
+pub(crate) struct AccountDraft<'a> {
     pub username: &'a str,
     pub email: &'a str,
     pub role: Role,
@@ -41,7 +57,7 @@ pub struct AccountDraft<'a> {
 }
 
 /// Creates an account at `node`: refused when the username is taken, installation-wide.
-pub fn create_account(
+pub(crate) fn create_account(
     conn: &mut DbConnection,
     ctx: &Ctx,
     node: &Authorised<Administer>,
@@ -72,7 +88,7 @@ pub fn create_account(
 
 /// What a change to an account sets; `None` leaves a field as it is.
 #[derive(Debug, Default)]
-pub struct AccountChange {
+pub(crate) struct AccountChange {
     pub email: Option<String>,
     pub role: Option<Role>,
     pub disabled: Option<bool>,
@@ -95,7 +111,7 @@ impl AccountChange {
 
 /// Changes the acting account itself (`ctx`'s actor): its e-mail and password, never its role
 /// or whether it is disabled. Its password changes revoke every token of it, the caller's too.
-pub fn update_own_account(
+pub(crate) fn update_own_account(
     conn: &mut DbConnection,
     ctx: &Ctx,
     account: Account,
@@ -116,7 +132,7 @@ pub fn update_own_account(
 
 /// An admin's change to another `account` at `node`. A password set this way must be changed at
 /// the account's next login.
-pub fn update_account(
+pub(crate) fn update_account(
     conn: &mut DbConnection,
     ctx: &Ctx,
     node: &Authorised<Administer>,
@@ -128,7 +144,7 @@ pub fn update_account(
 }
 
 /// Disables another `account` at `node`; its tokens stop working at once and for good.
-pub fn disable_account(
+pub(crate) fn disable_account(
     conn: &mut DbConnection,
     ctx: &Ctx,
     node: &Authorised<Revoke>,
@@ -198,12 +214,12 @@ fn apply(
 }
 
 /// The refusal of a `current_password` that is not the account's.
-pub fn wrong_current_password() -> ApiError {
+pub(crate) fn wrong_current_password() -> ApiError {
     ApiError::validation("current_password", "is not the account's password")
 }
 
 /// Deletes `account` at `node`; its tokens stop working at once. Nobody deletes their own.
-pub fn delete_account(
+pub(crate) fn delete_account(
     conn: &mut DbConnection,
     ctx: &Ctx,
     node: &Authorised<Revoke>,
@@ -228,7 +244,7 @@ pub fn delete_account(
 
 /// Creates an API key named `name` with `role` at `node`, working until `expires_at` (if ever).
 /// Returns it with its text, which is never stored and never shown again.
-pub fn create_api_key(
+pub(crate) fn create_api_key(
     conn: &mut DbConnection,
     ctx: &Ctx,
     node: &Authorised<Administer>,
@@ -261,7 +277,7 @@ pub fn create_api_key(
 }
 
 /// Revokes `key` at `node` at once; revoking a revoked key changes nothing.
-pub fn revoke_api_key(
+pub(crate) fn revoke_api_key(
     conn: &mut DbConnection,
     ctx: &Ctx,
     node: &Authorised<Revoke>,

@@ -11,7 +11,7 @@ use crate::store::nodes::Node;
 use crate::store::{DbConnection, usage};
 
 /// Takes one unit of `resource` for customer `node` on `today`, if its limit leaves one free.
-pub fn take(
+pub(crate) fn take(
     conn: &mut DbConnection,
     node: &Node,
     resource: &str,
@@ -23,7 +23,7 @@ pub fn take(
 /// Takes one unit of each of `resources` for customer `node` on `today`, or none: every limit is
 /// checked (by [`Bundle::take_one`](crate::domain::quota::Bundle::take_one), the seat rule) before anything is counted, and the first that
 /// has no unit free is the refusal.
-pub fn take_all(
+pub(crate) fn take_all(
     conn: &mut DbConnection,
     node: &Node,
     resources: &[impl AsRef<str>],

@@ -15,7 +15,7 @@ use crate::store::{self, Pool};
 /// deleted node all answer `InvalidCredentials`, after the same work. `keys` are the throttle's
 /// keys for the attempt (the username's first, which a success forgives); more than five recent
 /// failures on one of them answer `TooManyRequests` without judging the password.
-pub async fn log_in(
+pub(crate) async fn log_in(
     pool: &Pool,
     hasher: &Hasher,
     throttle: &Throttle,

@@ -71,7 +71,7 @@ impl TryFrom<AccountRow> for Account {
     }
 }
 
-pub fn find(conn: &mut DbConnection, id: AccountId) -> QueryResult<Option<Account>> {
+pub(crate) fn find(conn: &mut DbConnection, id: AccountId) -> QueryResult<Option<Account>> {
     accounts::table
         .find(id.to_string())
         .select(AccountRow::as_select())
@@ -81,7 +81,10 @@ pub fn find(conn: &mut DbConnection, id: AccountId) -> QueryResult<Option<Accoun
         .transpose()
 }
 
-pub fn find_by_username(conn: &mut DbConnection, username: &str) -> QueryResult<Option<Account>> {
+pub(crate) fn find_by_username(
+    conn: &mut DbConnection,
+    username: &str,
+) -> QueryResult<Option<Account>> {
     accounts::table
         .filter(accounts::username.eq(username))
         .select(AccountRow::as_select())
@@ -93,7 +96,7 @@ pub fn find_by_username(conn: &mut DbConnection, username: &str) -> QueryResult<
 
 /// What a new account is made of; the password arrives already hashed.
 #[derive(Debug, Clone)]
-pub struct NewAccount<'a> {
+pub(crate) struct NewAccount<'a> {
     pub node_id: NodeId,
     pub username: &'a str,
     pub email: &'a str,
@@ -101,7 +104,7 @@ pub struct NewAccount<'a> {
     pub password_hash: &'a str,
 }
 
-pub fn insert(conn: &mut DbConnection, new: NewAccount<'_>) -> QueryResult<Account> {
+pub(crate) fn insert(conn: &mut DbConnection, new: NewAccount<'_>) -> QueryResult<Account> {
     let id = AccountId::generate();
     let now = super::now();
     diesel::insert_into(accounts::table)
@@ -137,7 +140,7 @@ pub fn insert(conn: &mut DbConnection, new: NewAccount<'_>) -> QueryResult<Accou
 }
 
 /// A node's accounts in creation order after the cursor.
-pub fn list_for_node(
+pub(crate) fn list_for_node(
     conn: &mut DbConnection,
     node: NodeId,
     after: Option<&str>,
@@ -160,7 +163,7 @@ pub fn list_for_node(
 }
 
 /// Writes `account`'s mutable fields, bumping its version.
-pub fn save(conn: &mut DbConnection, account: &mut Account) -> QueryResult<()> {
+pub(crate) fn save(conn: &mut DbConnection, account: &mut Account) -> QueryResult<()> {
     account.version += 1;
     account.updated_at = super::now();
     diesel::update(accounts::table.find(account.id.to_string()))
@@ -178,7 +181,7 @@ pub fn save(conn: &mut DbConnection, account: &mut Account) -> QueryResult<()> {
     Ok(())
 }
 
-pub fn delete(conn: &mut DbConnection, id: AccountId) -> QueryResult<()> {
+pub(crate) fn delete(conn: &mut DbConnection, id: AccountId) -> QueryResult<()> {
     diesel::delete(accounts::table.find(id.to_string())).execute(conn)?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use crate::domain::ids::{AliasId, DomainId, MailboxId, NodeId};
 use crate::domain::mail::LocalPartCase;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Alias {
+pub(crate) struct Alias {
     pub id: AliasId,
     pub mailbox_id: MailboxId,
     pub node_id: NodeId,
@@ -50,7 +50,7 @@ impl TryFrom<AliasRow> for Alias {
     }
 }
 
-pub fn find(conn: &mut DbConnection, id: AliasId) -> QueryResult<Option<Alias>> {
+pub(crate) fn find(conn: &mut DbConnection, id: AliasId) -> QueryResult<Option<Alias>> {
     aliases::table
         .find(id.to_string())
         .select(AliasRow::as_select())
@@ -61,7 +61,7 @@ pub fn find(conn: &mut DbConnection, id: AliasId) -> QueryResult<Option<Alias>> 
 }
 
 /// A mailbox's aliases, oldest first.
-pub fn of_mailbox(conn: &mut DbConnection, mailbox: MailboxId) -> QueryResult<Vec<Alias>> {
+pub(crate) fn of_mailbox(conn: &mut DbConnection, mailbox: MailboxId) -> QueryResult<Vec<Alias>> {
     aliases::table
         .filter(aliases::mailbox_id.eq(mailbox.to_string()))
         .select(AliasRow::as_select())
@@ -73,7 +73,11 @@ pub fn of_mailbox(conn: &mut DbConnection, mailbox: MailboxId) -> QueryResult<Ve
 }
 
 /// Inserts `alias`, keyed for a customer comparing local parts as `case` says.
-pub fn insert(conn: &mut DbConnection, alias: &Alias, case: LocalPartCase) -> QueryResult<()> {
+pub(crate) fn insert(
+    conn: &mut DbConnection,
+    alias: &Alias,
+    case: LocalPartCase,
+) -> QueryResult<()> {
     diesel::insert_into(aliases::table)
         .values((
             aliases::id.eq(alias.id.to_string()),
@@ -89,18 +93,21 @@ pub fn insert(conn: &mut DbConnection, alias: &Alias, case: LocalPartCase) -> Qu
     Ok(())
 }
 
-pub fn delete(conn: &mut DbConnection, id: AliasId) -> QueryResult<()> {
+pub(crate) fn delete(conn: &mut DbConnection, id: AliasId) -> QueryResult<()> {
     diesel::delete(aliases::table.find(id.to_string())).execute(conn)?;
     Ok(())
 }
 
 /// Removes every alias of a mailbox.
-pub fn delete_of_mailbox(conn: &mut DbConnection, mailbox: MailboxId) -> QueryResult<usize> {
+pub(crate) fn delete_of_mailbox(conn: &mut DbConnection, mailbox: MailboxId) -> QueryResult<usize> {
     diesel::delete(aliases::table.filter(aliases::mailbox_id.eq(mailbox.to_string()))).execute(conn)
 }
 
 /// Removes every alias on a domain, and every alias of a mailbox on it.
-pub fn delete_touching_domain(conn: &mut DbConnection, domain: DomainId) -> QueryResult<usize> {
+pub(crate) fn delete_touching_domain(
+    conn: &mut DbConnection,
+    domain: DomainId,
+) -> QueryResult<usize> {
     let domain = domain.to_string();
     diesel::delete(
         aliases::table.filter(
@@ -119,7 +126,7 @@ pub fn delete_touching_domain(conn: &mut DbConnection, domain: DomainId) -> Quer
 /// Whether any mailbox or alias is the same address as `address` for a customer comparing local
 /// parts as `case` says (the same identity key), or has exactly this spelling: addresses are
 /// unique across both tables.
-pub fn address_taken(
+pub(crate) fn address_taken(
     conn: &mut DbConnection,
     address: &MailAddress,
     case: LocalPartCase,

@@ -95,7 +95,7 @@ fn load(
         .collect()
 }
 
-pub fn find(conn: &mut DbConnection, id: AllocationId) -> QueryResult<Option<Allocation>> {
+pub(crate) fn find(conn: &mut DbConnection, id: AllocationId) -> QueryResult<Option<Allocation>> {
     Ok(load(
         allocations::table
             .filter(allocations::id.eq(id.to_string()))
@@ -107,7 +107,7 @@ pub fn find(conn: &mut DbConnection, id: AllocationId) -> QueryResult<Option<All
 
 /// What a new allocation is made of, already validated.
 #[derive(Debug, Clone)]
-pub struct NewAllocation {
+pub(crate) struct NewAllocation {
     pub node_id: NodeId,
     pub grantor_id: Option<NodeId>,
     pub resource: String,
@@ -118,7 +118,7 @@ pub struct NewAllocation {
     pub description: Option<String>,
 }
 
-pub fn insert(conn: &mut DbConnection, new: NewAllocation) -> QueryResult<Allocation> {
+pub(crate) fn insert(conn: &mut DbConnection, new: NewAllocation) -> QueryResult<Allocation> {
     let id = AllocationId::generate();
     let now = super::now();
     diesel::insert_into(allocations::table)
@@ -154,7 +154,7 @@ pub fn insert(conn: &mut DbConnection, new: NewAllocation) -> QueryResult<Alloca
 }
 
 /// Writes `allocation`'s mutable fields, bumping its version.
-pub fn save(conn: &mut DbConnection, allocation: &mut Allocation) -> QueryResult<()> {
+pub(crate) fn save(conn: &mut DbConnection, allocation: &mut Allocation) -> QueryResult<()> {
     allocation.version += 1;
     allocation.updated_at = super::now();
     diesel::update(allocations::table.find(allocation.id.to_string()))
@@ -198,7 +198,7 @@ fn active_grants(
 }
 
 /// The active grants to `node` of `resource` (its limit), except `except`.
-pub fn limit_of(
+pub(crate) fn limit_of(
     conn: &mut DbConnection,
     node: NodeId,
     resource: &str,
@@ -208,7 +208,7 @@ pub fn limit_of(
 }
 
 /// The active grants `grantor` made of `resource`, except `except`.
-pub fn granted_by(
+pub(crate) fn granted_by(
     conn: &mut DbConnection,
     grantor: NodeId,
     resource: &str,
@@ -219,14 +219,14 @@ pub fn granted_by(
 
 /// Filters for listing a node's allocations.
 #[derive(Debug, Clone, Default)]
-pub struct AllocationFilter {
+pub(crate) struct AllocationFilter {
     pub resource: Option<String>,
     pub active: Option<bool>,
     pub valid_on: Option<NaiveDate>,
 }
 
 /// The allocations to `node` in id (creation) order after the cursor, at most `limit`.
-pub fn list_for_node(
+pub(crate) fn list_for_node(
     conn: &mut DbConnection,
     node: NodeId,
     filter: &AllocationFilter,
@@ -258,7 +258,7 @@ pub fn list_for_node(
 }
 
 /// The allocations to `node` that are active and not over before `day` (live on or after it).
-pub fn live_to(
+pub(crate) fn live_to(
     conn: &mut DbConnection,
     node: NodeId,
     day: NaiveDate,
@@ -278,7 +278,7 @@ pub fn live_to(
 }
 
 /// Whether `grantor` has any grant to a child that is active and not over before `day`.
-pub fn has_live_grants_by(
+pub(crate) fn has_live_grants_by(
     conn: &mut DbConnection,
     grantor: NodeId,
     day: NaiveDate,
@@ -296,20 +296,8 @@ pub fn has_live_grants_by(
     .get_result(conn)
 }
 
-/// The owner's licence lines: active grants without a grantor.
-pub fn licence(conn: &mut DbConnection) -> QueryResult<Vec<Allocation>> {
-    load(
-        allocations::table
-            .filter(allocations::grantor_id.is_null())
-            .filter(allocations::active.eq(true))
-            .order(allocations::id)
-            .into_boxed(),
-        conn,
-    )
-}
-
 /// Limits and allocated totals of `node` on `day`, per resource: (resource, limit, allocated).
-pub fn totals_on(
+pub(crate) fn totals_on(
     conn: &mut DbConnection,
     node: NodeId,
     day: NaiveDate,
@@ -356,7 +344,7 @@ fn sum_amount()
 
 /// Every active grant, for the verifier. Grants to deleted nodes count too: they were ended at
 /// the deletion, and until then they were part of what their grantor had allocated.
-pub fn all_active(conn: &mut DbConnection) -> QueryResult<Vec<GrantRecord>> {
+pub(crate) fn all_active(conn: &mut DbConnection) -> QueryResult<Vec<GrantRecord>> {
     let rows = load(
         allocations::table
             .filter(allocations::active.eq(true))
@@ -376,7 +364,7 @@ pub fn all_active(conn: &mut DbConnection) -> QueryResult<Vec<GrantRecord>> {
 
 /// Ends a live allocation as of `today`: one that has begun stops counting from today on, one that
 /// has not begun yet is deactivated. Returns the allocation as it was before.
-pub fn end(
+pub(crate) fn end(
     conn: &mut DbConnection,
     allocation: &mut Allocation,
     today: NaiveDate,
@@ -392,7 +380,10 @@ pub fn end(
 }
 
 /// The resources `grantor` has ever granted while active.
-pub fn granted_resources(conn: &mut DbConnection, grantor: NodeId) -> QueryResult<Vec<String>> {
+pub(crate) fn granted_resources(
+    conn: &mut DbConnection,
+    grantor: NodeId,
+) -> QueryResult<Vec<String>> {
     allocations::table
         .filter(allocations::grantor_id.eq(grantor.to_string()))
         .filter(allocations::active.eq(true))

@@ -9,7 +9,7 @@ use crate::domain::ids::{ApiKeyId, NodeId};
 use crate::domain::roles::Role;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKey {
+pub(crate) struct ApiKey {
     pub id: ApiKeyId,
     pub node_id: NodeId,
     pub name: String,
@@ -53,7 +53,7 @@ impl TryFrom<ApiKeyRow> for ApiKey {
     }
 }
 
-pub fn find(conn: &mut DbConnection, id: ApiKeyId) -> QueryResult<Option<ApiKey>> {
+pub(crate) fn find(conn: &mut DbConnection, id: ApiKeyId) -> QueryResult<Option<ApiKey>> {
     api_keys::table
         .find(id.to_string())
         .select(ApiKeyRow::as_select())
@@ -64,7 +64,7 @@ pub fn find(conn: &mut DbConnection, id: ApiKeyId) -> QueryResult<Option<ApiKey>
 }
 
 /// A node's keys, revoked ones included, in creation order after the cursor.
-pub fn list_for_node(
+pub(crate) fn list_for_node(
     conn: &mut DbConnection,
     node: NodeId,
     after: Option<&str>,
@@ -86,7 +86,7 @@ pub fn list_for_node(
         .collect()
 }
 
-pub fn insert(conn: &mut DbConnection, key: &ApiKey) -> QueryResult<()> {
+pub(crate) fn insert(conn: &mut DbConnection, key: &ApiKey) -> QueryResult<()> {
     diesel::insert_into(api_keys::table)
         .values((
             api_keys::id.eq(key.id.to_string()),
@@ -101,14 +101,14 @@ pub fn insert(conn: &mut DbConnection, key: &ApiKey) -> QueryResult<()> {
     Ok(())
 }
 
-pub fn revoke(conn: &mut DbConnection, id: ApiKeyId, at: NaiveDateTime) -> QueryResult<()> {
+pub(crate) fn revoke(conn: &mut DbConnection, id: ApiKeyId, at: NaiveDateTime) -> QueryResult<()> {
     diesel::update(api_keys::table.find(id.to_string()))
         .set(api_keys::revoked_at.eq(at))
         .execute(conn)?;
     Ok(())
 }
 
-pub fn touch(conn: &mut DbConnection, id: ApiKeyId, at: NaiveDateTime) -> QueryResult<()> {
+pub(crate) fn touch(conn: &mut DbConnection, id: ApiKeyId, at: NaiveDateTime) -> QueryResult<()> {
     diesel::update(api_keys::table.find(id.to_string()))
         .set(api_keys::last_used_at.eq(at))
         .execute(conn)?;

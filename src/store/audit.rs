@@ -30,7 +30,7 @@ impl Actor {
 
 /// One change. `before` and `after` must never hold a secret.
 #[derive(Debug, Clone)]
-pub struct Event<'a> {
+pub(crate) struct Event<'a> {
     pub actor: &'a Actor,
     pub node_id: NodeId,
     pub action: crate::domain::audit::Action,
@@ -41,7 +41,7 @@ pub struct Event<'a> {
     pub request_id: Option<&'a str>,
 }
 
-pub fn record(conn: &mut DbConnection, event: Event<'_>) -> QueryResult<()> {
+pub(crate) fn record(conn: &mut DbConnection, event: Event<'_>) -> QueryResult<()> {
     diesel::insert_into(audit_events::table)
         .values((
             audit_events::id.eq(AuditEventId::generate().to_string()),

@@ -13,7 +13,7 @@ use super::schema::{
 
 /// One row of the change feed.
 #[derive(Debug, Clone, Queryable)]
-pub struct Change {
+pub(crate) struct Change {
     pub seq: i64,
     pub kind: String,
     pub id: String,
@@ -38,7 +38,7 @@ macro_rules! by_ids {
 }
 
 /// The highest sequence number committed so far (0 on an empty feed).
-pub fn last_seq(conn: &mut DbConnection) -> QueryResult<i64> {
+pub(crate) fn last_seq(conn: &mut DbConnection) -> QueryResult<i64> {
     Ok(changes::table
         .select(diesel::dsl::max(changes::seq))
         .first::<Option<i64>>(conn)?
@@ -46,7 +46,7 @@ pub fn last_seq(conn: &mut DbConnection) -> QueryResult<i64> {
 }
 
 /// Changes with `low <= seq <= high` (`high` open when `None`), oldest first, at most `limit`.
-pub fn changes_in(
+pub(crate) fn changes_in(
     conn: &mut DbConnection,
     low: i64,
     high: Option<i64>,
@@ -65,7 +65,7 @@ pub fn changes_in(
 }
 
 /// The changes with these sequence numbers (the gaps a reader is still looking for).
-pub fn changes_at(conn: &mut DbConnection, seqs: &[i64]) -> QueryResult<Vec<Change>> {
+pub(crate) fn changes_at(conn: &mut DbConnection, seqs: &[i64]) -> QueryResult<Vec<Change>> {
     by_ids!(
         conn,
         Some(seqs),
@@ -75,17 +75,16 @@ pub fn changes_at(conn: &mut DbConnection, seqs: &[i64]) -> QueryResult<Vec<Chan
 }
 
 /// Forgets changes recorded before `before`; every process has long applied them.
-pub fn prune(conn: &mut DbConnection, before: NaiveDateTime) -> QueryResult<usize> {
+pub(crate) fn prune(conn: &mut DbConnection, before: NaiveDateTime) -> QueryResult<usize> {
     diesel::delete(changes::table.filter(changes::at.lt(before))).execute(conn)
 }
 
 /// A node as the check sees it; deleted nodes included (a deleted customer's rows may linger).
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = nodes)]
-pub struct NodeRow {
+pub(crate) struct NodeRow {
     pub id: String,
     pub parent_id: Option<String>,
-    pub kind: String,
     pub status: String,
     pub deleted_at: Option<NaiveDateTime>,
     pub auto_enrol: bool,
@@ -95,7 +94,7 @@ pub struct NodeRow {
 }
 
 /// Nodes by id, or every node when `ids` is `None`.
-pub fn nodes(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Vec<NodeRow>> {
+pub(crate) fn nodes(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Vec<NodeRow>> {
     by_ids!(
         conn,
         ids,
@@ -106,7 +105,7 @@ pub fn nodes(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Vec
 
 /// An active allocation.
 #[derive(Debug, Clone, Queryable)]
-pub struct GrantRow {
+pub(crate) struct GrantRow {
     pub node_id: String,
     pub resource: String,
     pub amount: i64,
@@ -115,7 +114,10 @@ pub struct GrantRow {
 }
 
 /// The active allocations to the given nodes, or to every node when `ids` is `None`.
-pub fn grants(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Vec<GrantRow>> {
+pub(crate) fn grants(
+    conn: &mut DbConnection,
+    ids: Option<&[String]>,
+) -> QueryResult<Vec<GrantRow>> {
     let select = (
         allocations::node_id,
         allocations::resource,
@@ -129,13 +131,13 @@ pub fn grants(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Ve
 
 /// A usage counter.
 #[derive(Debug, Clone, Queryable)]
-pub struct UsageRow {
+pub(crate) struct UsageRow {
     pub node_id: String,
     pub resource: String,
     pub used: i64,
 }
 
-pub fn usage(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Vec<UsageRow>> {
+pub(crate) fn usage(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Vec<UsageRow>> {
     let select = (
         usage_counters::node_id,
         usage_counters::resource,
@@ -152,7 +154,7 @@ pub fn usage(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Vec
 /// A domain as the check sees it.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = domains)]
-pub struct DomainRow {
+pub(crate) struct DomainRow {
     pub id: String,
     pub node_id: String,
     pub name: String,
@@ -164,7 +166,10 @@ pub struct DomainRow {
 
 /// Every claim on each of `names` (a change to one claim may change which of them the check
 /// answers for).
-pub fn domains_named(conn: &mut DbConnection, names: &[String]) -> QueryResult<Vec<DomainRow>> {
+pub(crate) fn domains_named(
+    conn: &mut DbConnection,
+    names: &[String],
+) -> QueryResult<Vec<DomainRow>> {
     by_ids!(
         conn,
         Some(names),
@@ -173,7 +178,10 @@ pub fn domains_named(conn: &mut DbConnection, names: &[String]) -> QueryResult<V
     )
 }
 
-pub fn domains(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Vec<DomainRow>> {
+pub(crate) fn domains(
+    conn: &mut DbConnection,
+    ids: Option<&[String]>,
+) -> QueryResult<Vec<DomainRow>> {
     by_ids!(
         conn,
         ids,
@@ -184,7 +192,7 @@ pub fn domains(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<V
 
 /// A mailbox as the check sees it.
 #[derive(Debug, Clone, Queryable)]
-pub struct MailboxRow {
+pub(crate) struct MailboxRow {
     pub id: String,
     pub node_id: String,
     pub address: String,
@@ -208,7 +216,7 @@ const MAILBOX: (
 );
 
 /// Mailboxes by id.
-pub fn mailboxes(conn: &mut DbConnection, ids: &[String]) -> QueryResult<Vec<MailboxRow>> {
+pub(crate) fn mailboxes(conn: &mut DbConnection, ids: &[String]) -> QueryResult<Vec<MailboxRow>> {
     by_ids!(
         conn,
         Some(ids),
@@ -221,7 +229,7 @@ pub fn mailboxes(conn: &mut DbConnection, ids: &[String]) -> QueryResult<Vec<Mai
 /// in memory as Rust strings at once beside the index they become (SQLite hands rows over as it
 /// steps; PostgreSQL's default mode holds the result in libpq's compact form first). One query,
 /// not pages: paging by id went through the id index row by row and took twice as long.
-pub fn each_mailbox(
+pub(crate) fn each_mailbox(
     conn: &mut DbConnection,
     batch: usize,
     each: impl FnMut(Vec<MailboxRow>),
@@ -254,7 +262,7 @@ fn stream<T>(
 
 /// An alias with its mailbox's address; a key not computed yet is `None`, read as the address.
 #[derive(Debug, Clone, Queryable)]
-pub struct AliasRow {
+pub(crate) struct AliasRow {
     pub id: String,
     pub address: String,
     pub address_key: Option<String>,
@@ -277,7 +285,7 @@ const ALIAS: (
 );
 
 /// Aliases by id.
-pub fn aliases(conn: &mut DbConnection, ids: &[String]) -> QueryResult<Vec<AliasRow>> {
+pub(crate) fn aliases(conn: &mut DbConnection, ids: &[String]) -> QueryResult<Vec<AliasRow>> {
     by_ids!(
         conn,
         Some(ids),
@@ -287,7 +295,7 @@ pub fn aliases(conn: &mut DbConnection, ids: &[String]) -> QueryResult<Vec<Alias
 }
 
 /// Every alias, streamed as [`each_mailbox`] does.
-pub fn each_alias(
+pub(crate) fn each_alias(
     conn: &mut DbConnection,
     batch: usize,
     each: impl FnMut(Vec<AliasRow>),
@@ -304,7 +312,7 @@ pub fn each_alias(
 
 /// An API key as the check authenticates it.
 #[derive(Debug, Clone, Queryable)]
-pub struct ApiKeyRow {
+pub(crate) struct ApiKeyRow {
     pub id: String,
     pub node_id: String,
     pub secret_hash: String,
@@ -313,7 +321,10 @@ pub struct ApiKeyRow {
     pub last_used_at: Option<NaiveDateTime>,
 }
 
-pub fn api_keys(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Vec<ApiKeyRow>> {
+pub(crate) fn api_keys(
+    conn: &mut DbConnection,
+    ids: Option<&[String]>,
+) -> QueryResult<Vec<ApiKeyRow>> {
     let select = (
         api_keys::id,
         api_keys::node_id,
@@ -327,14 +338,17 @@ pub fn api_keys(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<
 
 /// An account as the check authenticates its tokens.
 #[derive(Debug, Clone, Queryable)]
-pub struct AccountRow {
+pub(crate) struct AccountRow {
     pub id: String,
     pub node_id: String,
     pub disabled: bool,
     pub credential_version: i64,
 }
 
-pub fn accounts(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<Vec<AccountRow>> {
+pub(crate) fn accounts(
+    conn: &mut DbConnection,
+    ids: Option<&[String]>,
+) -> QueryResult<Vec<AccountRow>> {
     let select = (
         accounts::id,
         accounts::node_id,
@@ -346,7 +360,7 @@ pub fn accounts(conn: &mut DbConnection, ids: Option<&[String]>) -> QueryResult<
 
 /// A module of the catalogue.
 #[derive(Debug, Clone, Queryable)]
-pub struct ModuleRow {
+pub(crate) struct ModuleRow {
     pub code: String,
     pub unit: String,
     pub auto_assign: bool,
@@ -354,7 +368,7 @@ pub struct ModuleRow {
 }
 
 /// The whole catalogue, retired modules included (their seats still count).
-pub fn modules(conn: &mut DbConnection) -> QueryResult<Vec<ModuleRow>> {
+pub(crate) fn modules(conn: &mut DbConnection) -> QueryResult<Vec<ModuleRow>> {
     modules::table
         .select((
             modules::code,
@@ -368,13 +382,13 @@ pub fn modules(conn: &mut DbConnection) -> QueryResult<Vec<ModuleRow>> {
 
 /// A per-mailbox module held.
 #[derive(Debug, Clone, Queryable)]
-pub struct MailboxModuleRow {
+pub(crate) struct MailboxModuleRow {
     pub mailbox_id: String,
     pub code: String,
 }
 
 /// The modules the mailboxes `ids` hold.
-pub fn mailbox_modules(
+pub(crate) fn mailbox_modules(
     conn: &mut DbConnection,
     ids: &[String],
 ) -> QueryResult<Vec<MailboxModuleRow>> {
@@ -389,7 +403,7 @@ pub fn mailbox_modules(
 /// The ids of the mailboxes holding module `code`, streamed as [`each_mailbox`] does: one covering
 /// index scan per module. Not joined to the addresses: for a million rows the join's random
 /// look-ups took 3.5 s on SQLite where this scan takes 0.2 s; the index matches ids itself.
-pub fn each_holder(
+pub(crate) fn each_holder(
     conn: &mut DbConnection,
     code: &str,
     batch: usize,
@@ -407,13 +421,13 @@ pub fn each_holder(
 
 /// A per-customer module held.
 #[derive(Debug, Clone, Queryable)]
-pub struct NodeModuleRow {
+pub(crate) struct NodeModuleRow {
     pub node_id: String,
     pub code: String,
 }
 
 /// The modules the given customers hold, or every customer when `ids` is `None`.
-pub fn node_modules(
+pub(crate) fn node_modules(
     conn: &mut DbConnection,
     ids: Option<&[String]>,
 ) -> QueryResult<Vec<NodeModuleRow>> {
@@ -429,7 +443,11 @@ pub fn node_modules(
 /// Records that the mailboxes `ids` were last seen by a check `at` (and first seen, if never
 /// before): two statements per 500 mailboxes, since a flush holds only a few distinct seconds. Not
 /// a change of the mailboxes: their versions stay, and no change-feed trigger fires.
-pub fn mark_seen(conn: &mut DbConnection, at: NaiveDateTime, ids: &[String]) -> QueryResult<()> {
+pub(crate) fn mark_seen(
+    conn: &mut DbConnection,
+    at: NaiveDateTime,
+    ids: &[String],
+) -> QueryResult<()> {
     for chunk in ids.chunks(500) {
         diesel::update(mailboxes::table.filter(mailboxes::id.eq_any(chunk)))
             .set(mailboxes::last_seen_at.eq(at))

@@ -79,7 +79,7 @@ impl TryFrom<DomainRow> for Domain {
     }
 }
 
-pub fn find(conn: &mut DbConnection, id: DomainId) -> QueryResult<Option<Domain>> {
+pub(crate) fn find(conn: &mut DbConnection, id: DomainId) -> QueryResult<Option<Domain>> {
     domains::table
         .find(id.to_string())
         .select(DomainRow::as_select())
@@ -89,7 +89,7 @@ pub fn find(conn: &mut DbConnection, id: DomainId) -> QueryResult<Option<Domain>
         .transpose()
 }
 
-pub fn insert(conn: &mut DbConnection, domain: &Domain) -> QueryResult<()> {
+pub(crate) fn insert(conn: &mut DbConnection, domain: &Domain) -> QueryResult<()> {
     let route = domain.route.as_ref();
     diesel::insert_into(domains::table)
         .values((
@@ -112,7 +112,7 @@ pub fn insert(conn: &mut DbConnection, domain: &Domain) -> QueryResult<()> {
 }
 
 /// Writes the mutable fields, bumping the version.
-pub fn save(conn: &mut DbConnection, domain: &mut Domain) -> QueryResult<()> {
+pub(crate) fn save(conn: &mut DbConnection, domain: &mut Domain) -> QueryResult<()> {
     domain.version += 1;
     domain.updated_at = super::now();
     let route = domain.route.as_ref();
@@ -131,13 +131,13 @@ pub fn save(conn: &mut DbConnection, domain: &mut Domain) -> QueryResult<()> {
     Ok(())
 }
 
-pub fn delete(conn: &mut DbConnection, id: DomainId) -> QueryResult<()> {
+pub(crate) fn delete(conn: &mut DbConnection, id: DomainId) -> QueryResult<()> {
     diesel::delete(domains::table.find(id.to_string())).execute(conn)?;
     Ok(())
 }
 
 /// Every domain of one customer.
-pub fn of_node(conn: &mut DbConnection, node: NodeId) -> QueryResult<Vec<Domain>> {
+pub(crate) fn of_node(conn: &mut DbConnection, node: NodeId) -> QueryResult<Vec<Domain>> {
     domains::table
         .filter(domains::node_id.eq(node.to_string()))
         .select(DomainRow::as_select())
@@ -149,7 +149,7 @@ pub fn of_node(conn: &mut DbConnection, node: NodeId) -> QueryResult<Vec<Domain>
 }
 
 /// How many domains each customer holds, for the verifier.
-pub fn counts(conn: &mut DbConnection) -> QueryResult<Vec<(String, i64)>> {
+pub(crate) fn counts(conn: &mut DbConnection) -> QueryResult<Vec<(String, i64)>> {
     domains::table
         .group_by(domains::node_id)
         .select((domains::node_id, diesel::dsl::count_star()))
@@ -157,7 +157,7 @@ pub fn counts(conn: &mut DbConnection) -> QueryResult<Vec<(String, i64)>> {
 }
 
 /// Every claim on `name` (the verified domain, if any, and the pending ones), oldest first.
-pub fn claims(conn: &mut DbConnection, name: &DomainName) -> QueryResult<Vec<Domain>> {
+pub(crate) fn claims(conn: &mut DbConnection, name: &DomainName) -> QueryResult<Vec<Domain>> {
     domains::table
         .filter(domains::name.eq(name.as_str()))
         .select(DomainRow::as_select())
@@ -169,7 +169,7 @@ pub fn claims(conn: &mut DbConnection, name: &DomainName) -> QueryResult<Vec<Dom
 }
 
 /// Up to `limit` unproven claims registered before `before`, oldest first: what has expired.
-pub fn expired(
+pub(crate) fn expired(
     conn: &mut DbConnection,
     before: NaiveDateTime,
     limit: i64,
@@ -188,13 +188,13 @@ pub fn expired(
 
 /// Filters for listing domains.
 #[derive(Debug, Clone, Default)]
-pub struct DomainFilter {
+pub(crate) struct DomainFilter {
     pub active: Option<bool>,
     pub name_prefix: Option<String>,
 }
 
 /// The domains of the live subtree at `path`, in id order after the cursor.
-pub fn list_in_subtree(
+pub(crate) fn list_in_subtree(
     conn: &mut DbConnection,
     path: &str,
     filter: &DomainFilter,

@@ -8,7 +8,7 @@ use super::{DbConnection, corrupt};
 use crate::domain::ids::{GroupId, MailboxId, NodeId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Group {
+pub(crate) struct Group {
     pub id: GroupId,
     pub node_id: NodeId,
     pub name: String,
@@ -38,7 +38,7 @@ const COLUMNS: (
     mailbox_groups::created_at,
 );
 
-pub fn find(conn: &mut DbConnection, id: GroupId) -> QueryResult<Option<Group>> {
+pub(crate) fn find(conn: &mut DbConnection, id: GroupId) -> QueryResult<Option<Group>> {
     mailbox_groups::table
         .find(id.to_string())
         .select(COLUMNS)
@@ -49,7 +49,7 @@ pub fn find(conn: &mut DbConnection, id: GroupId) -> QueryResult<Option<Group>> 
 }
 
 /// A customer's groups by name.
-pub fn of_node(conn: &mut DbConnection, node: NodeId) -> QueryResult<Vec<Group>> {
+pub(crate) fn of_node(conn: &mut DbConnection, node: NodeId) -> QueryResult<Vec<Group>> {
     mailbox_groups::table
         .filter(mailbox_groups::node_id.eq(node.to_string()))
         .select(COLUMNS)
@@ -60,7 +60,7 @@ pub fn of_node(conn: &mut DbConnection, node: NodeId) -> QueryResult<Vec<Group>>
         .collect()
 }
 
-pub fn name_exists(conn: &mut DbConnection, node: NodeId, name: &str) -> QueryResult<bool> {
+pub(crate) fn name_exists(conn: &mut DbConnection, node: NodeId, name: &str) -> QueryResult<bool> {
     diesel::select(diesel::dsl::exists(
         mailbox_groups::table
             .filter(mailbox_groups::node_id.eq(node.to_string()))
@@ -69,7 +69,7 @@ pub fn name_exists(conn: &mut DbConnection, node: NodeId, name: &str) -> QueryRe
     .get_result(conn)
 }
 
-pub fn insert(conn: &mut DbConnection, group: &Group) -> QueryResult<()> {
+pub(crate) fn insert(conn: &mut DbConnection, group: &Group) -> QueryResult<()> {
     diesel::insert_into(mailbox_groups::table)
         .values((
             mailbox_groups::id.eq(group.id.to_string()),
@@ -82,7 +82,7 @@ pub fn insert(conn: &mut DbConnection, group: &Group) -> QueryResult<()> {
 }
 
 /// Removes a group and its memberships.
-pub fn delete(conn: &mut DbConnection, id: GroupId) -> QueryResult<()> {
+pub(crate) fn delete(conn: &mut DbConnection, id: GroupId) -> QueryResult<()> {
     diesel::delete(group_members::table.filter(group_members::group_id.eq(id.to_string())))
         .execute(conn)?;
     diesel::delete(mailbox_groups::table.find(id.to_string())).execute(conn)?;
@@ -90,7 +90,7 @@ pub fn delete(conn: &mut DbConnection, id: GroupId) -> QueryResult<()> {
 }
 
 /// The members' mailbox ids and addresses, by address.
-pub fn members(conn: &mut DbConnection, id: GroupId) -> QueryResult<Vec<(String, String)>> {
+pub(crate) fn members(conn: &mut DbConnection, id: GroupId) -> QueryResult<Vec<(String, String)>> {
     group_members::table
         .inner_join(mailboxes::table)
         .filter(group_members::group_id.eq(id.to_string()))
@@ -100,7 +100,11 @@ pub fn members(conn: &mut DbConnection, id: GroupId) -> QueryResult<Vec<(String,
 }
 
 /// Adds a member; adding one twice changes nothing. Returns whether it was added.
-pub fn add_member(conn: &mut DbConnection, id: GroupId, mailbox: MailboxId) -> QueryResult<bool> {
+pub(crate) fn add_member(
+    conn: &mut DbConnection,
+    id: GroupId,
+    mailbox: MailboxId,
+) -> QueryResult<bool> {
     let key = (id.to_string(), mailbox.to_string());
     let present: bool = diesel::select(diesel::dsl::exists(
         group_members::table.find((&key.0, &key.1)),
@@ -118,7 +122,7 @@ pub fn add_member(conn: &mut DbConnection, id: GroupId, mailbox: MailboxId) -> Q
 }
 
 /// Removes a member; returns whether it was one.
-pub fn remove_member(
+pub(crate) fn remove_member(
     conn: &mut DbConnection,
     id: GroupId,
     mailbox: MailboxId,
@@ -131,7 +135,7 @@ pub fn remove_member(
 }
 
 /// Drops a mailbox from every group, before it is deleted.
-pub fn forget_mailbox(conn: &mut DbConnection, mailbox: MailboxId) -> QueryResult<usize> {
+pub(crate) fn forget_mailbox(conn: &mut DbConnection, mailbox: MailboxId) -> QueryResult<usize> {
     diesel::delete(group_members::table.filter(group_members::mailbox_id.eq(mailbox.to_string())))
         .execute(conn)
 }

@@ -9,7 +9,7 @@ use super::schema::idempotency_keys;
 /// A first answer, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = idempotency_keys)]
-pub struct Recorded {
+pub(crate) struct Recorded {
     pub fingerprint: String,
     pub status: i32,
     pub body: String,
@@ -18,7 +18,11 @@ pub struct Recorded {
     pub created_at: NaiveDateTime,
 }
 
-pub fn find(conn: &mut DbConnection, principal: &str, key: &str) -> QueryResult<Option<Recorded>> {
+pub(crate) fn find(
+    conn: &mut DbConnection,
+    principal: &str,
+    key: &str,
+) -> QueryResult<Option<Recorded>> {
     idempotency_keys::table
         .find((principal, key))
         .select(Recorded::as_select())
@@ -27,7 +31,7 @@ pub fn find(conn: &mut DbConnection, principal: &str, key: &str) -> QueryResult<
 }
 
 /// Forgets the principal's records older than `before` (and so an expired record of `key`).
-pub fn forget_before(
+pub(crate) fn forget_before(
     conn: &mut DbConnection,
     principal: &str,
     before: NaiveDateTime,
@@ -40,7 +44,7 @@ pub fn forget_before(
     .execute(conn)
 }
 
-pub fn insert(
+pub(crate) fn insert(
     conn: &mut DbConnection,
     principal: &str,
     key: &str,

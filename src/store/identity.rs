@@ -21,7 +21,7 @@ use crate::domain::mail::LocalPartCase;
 
 /// Which table a keyed row is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Mailbox,
     Alias,
 }
@@ -37,7 +37,7 @@ impl Kind {
 
 /// A mailbox or alias as keys concern it.
 #[derive(Debug, Clone)]
-pub struct Keyed {
+pub(crate) struct Keyed {
     pub kind: Kind,
     pub id: String,
     pub node_id: String,
@@ -140,7 +140,7 @@ fn collisions(rows: &[Keyed], case: LocalPartCase) -> Vec<serde_json::Value> {
 /// Gives every mailbox and alias of customer `node` the key `case` makes (the caller holds the
 /// customer's lock): the number of rows changed, or, when two of them would be the same address,
 /// each such group and nothing changed. (The mailboxes' keys are counted.)
-pub fn rekey_customer(
+pub(crate) fn rekey_customer(
     conn: &mut DbConnection,
     node: NodeId,
     case: LocalPartCase,
@@ -243,7 +243,7 @@ fn unkeyed(conn: &mut DbConnection) -> QueryResult<Vec<(Keyed, LocalPartCase)>> 
 /// as a row keyed before it gets a key of its own (see the module comment). Returns how many rows
 /// were keyed and how many of them collided. Runs with the migrations, in one write transaction;
 /// a database with every row keyed costs two index look-ups.
-pub fn fill_missing_keys(conn: &mut DbConnection) -> QueryResult<(usize, usize)> {
+pub(crate) fn fill_missing_keys(conn: &mut DbConnection) -> QueryResult<(usize, usize)> {
     if !any_unkeyed(conn)? {
         return Ok((0, 0));
     }
@@ -283,7 +283,7 @@ pub fn fill_missing_keys(conn: &mut DbConnection) -> QueryResult<(usize, usize)>
 
 /// For `allot verify`: every mailbox or alias whose key is not the one its customer's mode makes,
 /// naming the row that holds that key when there is one (the same address twice).
-pub fn verify(conn: &mut DbConnection) -> QueryResult<Vec<String>> {
+pub(crate) fn verify(conn: &mut DbConnection) -> QueryResult<Vec<String>> {
     let modes: HashMap<String, LocalPartCase> = nodes::table
         .select((nodes::id, nodes::local_part_case))
         .load::<(String, String)>(conn)?

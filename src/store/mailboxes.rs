@@ -13,7 +13,7 @@ use crate::domain::status::Status;
 /// How a mailbox came to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Origin {
+pub(crate) enum Origin {
     /// Created through the API.
     Manual,
     /// Created by a bulk import.
@@ -42,7 +42,7 @@ impl Origin {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mailbox {
+pub(crate) struct Mailbox {
     pub id: MailboxId,
     pub node_id: NodeId,
     pub domain_id: DomainId,
@@ -145,7 +145,7 @@ impl TryFrom<MailboxRow> for Mailbox {
     }
 }
 
-pub fn find(conn: &mut DbConnection, id: MailboxId) -> QueryResult<Option<Mailbox>> {
+pub(crate) fn find(conn: &mut DbConnection, id: MailboxId) -> QueryResult<Option<Mailbox>> {
     mailboxes::table
         .find(id.to_string())
         .select(MailboxRow::as_select())
@@ -157,7 +157,11 @@ pub fn find(conn: &mut DbConnection, id: MailboxId) -> QueryResult<Option<Mailbo
 
 /// Inserts `mailbox`, keyed for a customer comparing local parts as `case` says: a unique
 /// violation means the address (or a spelling of it that is the same mailbox) is taken.
-pub fn insert(conn: &mut DbConnection, mailbox: &Mailbox, case: LocalPartCase) -> QueryResult<()> {
+pub(crate) fn insert(
+    conn: &mut DbConnection,
+    mailbox: &Mailbox,
+    case: LocalPartCase,
+) -> QueryResult<()> {
     diesel::insert_into(mailboxes::table)
         .values((
             mailboxes::id.eq(mailbox.id.to_string()),
@@ -186,7 +190,7 @@ pub fn insert(conn: &mut DbConnection, mailbox: &Mailbox, case: LocalPartCase) -
 /// holds it): whether it was inserted. `ON CONFLICT DO NOTHING`, so that two claims registered at
 /// once do not fail on each other. Role local parts are lowercase: their key is the same in either
 /// case mode.
-pub fn insert_role(conn: &mut DbConnection, mailbox: &Mailbox) -> QueryResult<bool> {
+pub(crate) fn insert_role(conn: &mut DbConnection, mailbox: &Mailbox) -> QueryResult<bool> {
     let insert = diesel::insert_into(mailboxes::table)
         .values((
             mailboxes::id.eq(mailbox.id.to_string()),
@@ -211,7 +215,7 @@ pub fn insert_role(conn: &mut DbConnection, mailbox: &Mailbox) -> QueryResult<bo
 }
 
 /// Writes the mutable fields, bumping the version.
-pub fn save(conn: &mut DbConnection, mailbox: &mut Mailbox) -> QueryResult<()> {
+pub(crate) fn save(conn: &mut DbConnection, mailbox: &mut Mailbox) -> QueryResult<()> {
     mailbox.version += 1;
     mailbox.updated_at = super::now();
     diesel::update(mailboxes::table.find(mailbox.id.to_string()))
@@ -228,13 +232,13 @@ pub fn save(conn: &mut DbConnection, mailbox: &mut Mailbox) -> QueryResult<()> {
     Ok(())
 }
 
-pub fn delete(conn: &mut DbConnection, id: MailboxId) -> QueryResult<()> {
+pub(crate) fn delete(conn: &mut DbConnection, id: MailboxId) -> QueryResult<()> {
     diesel::delete(mailboxes::table.find(id.to_string())).execute(conn)?;
     Ok(())
 }
 
 /// Every mailbox on one domain.
-pub fn of_domain(conn: &mut DbConnection, domain: DomainId) -> QueryResult<Vec<Mailbox>> {
+pub(crate) fn of_domain(conn: &mut DbConnection, domain: DomainId) -> QueryResult<Vec<Mailbox>> {
     mailboxes::table
         .filter(mailboxes::domain_id.eq(domain.to_string()))
         .select(MailboxRow::as_select())
@@ -247,7 +251,7 @@ pub fn of_domain(conn: &mut DbConnection, domain: DomainId) -> QueryResult<Vec<M
 
 /// Filters for listing mailboxes.
 #[derive(Debug, Clone, Default)]
-pub struct MailboxFilter {
+pub(crate) struct MailboxFilter {
     pub active: Option<bool>,
     pub origin: Option<Origin>,
     pub address_prefix: Option<String>,
@@ -257,7 +261,7 @@ pub struct MailboxFilter {
 }
 
 /// The mailboxes of the live subtree at `path`, in id order after the cursor.
-pub fn list_in_subtree(
+pub(crate) fn list_in_subtree(
     conn: &mut DbConnection,
     path: &str,
     filter: &MailboxFilter,
@@ -310,7 +314,7 @@ pub fn list_in_subtree(
 }
 
 /// How many seats each customer's mailboxes take (active, not role addresses), for the verifier.
-pub fn seat_counts(conn: &mut DbConnection) -> QueryResult<Vec<(String, i64)>> {
+pub(crate) fn seat_counts(conn: &mut DbConnection) -> QueryResult<Vec<(String, i64)>> {
     mailboxes::table
         .filter(mailboxes::status.eq(Status::Active.as_str()))
         .filter(mailboxes::origin.ne("role"))

@@ -14,22 +14,22 @@
 //! throws the errors away: [`Manager`] picks the backend from the URL's scheme, so a wrong
 //! PostgreSQL password surfaces as libpq's own message.
 
-pub mod accounts;
-pub mod aliases;
-pub mod allocations;
-pub mod api_keys;
-pub mod audit;
+pub(crate) mod accounts;
+pub(crate) mod aliases;
+pub(crate) mod allocations;
+pub(crate) mod api_keys;
+pub(crate) mod audit;
 pub mod check;
 pub mod domains;
-pub mod groups;
-pub mod idempotency;
-pub mod identity;
-pub mod mailboxes;
-pub mod modules;
+pub(crate) mod groups;
+pub(crate) mod idempotency;
+pub(crate) mod identity;
+pub(crate) mod mailboxes;
+pub(crate) mod modules;
 pub mod nodes;
 pub mod schema;
-pub mod settings;
-pub mod usage;
+pub(crate) mod settings;
+pub(crate) mod usage;
 pub mod verify;
 
 use std::time::Duration;
@@ -53,13 +53,13 @@ pub enum DbConnection {
 }
 
 /// The backend type of [`DbConnection`], for boxed queries.
-pub type DbBackend = <DbConnection as Connection>::Backend;
+pub(crate) type DbBackend = <DbConnection as Connection>::Backend;
 pub type Pool = diesel::r2d2::Pool<Manager>;
 
 /// Which backend a `DATABASE_URL` names: `postgres://` and `postgresql://` are PostgreSQL, anything
 /// else is the path of an SQLite file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub(crate) enum Backend {
     Postgres,
     Sqlite,
 }
@@ -157,7 +157,9 @@ pub fn connect(url: &str, size: u32) -> Result<Pool, ConnectError> {
 /// Applies every embedded migration of the connection's backend that is not applied yet, then the
 /// data steps SQL cannot do alike on both backends: the address identity keys of rows that have
 /// none ([`identity::fill_missing_keys`]).
-pub fn migrate(conn: &mut DbConnection) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+pub(crate) fn migrate(
+    conn: &mut DbConnection,
+) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
     let applied = match conn {
         DbConnection::Postgres(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS)?.len(),
         DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS)?.len(),
@@ -172,7 +174,7 @@ pub fn migrate(conn: &mut DbConnection) -> Result<usize, Box<dyn std::error::Err
 /// The error of a pooled, blocking database call: the pool had no connection, or the blocking
 /// pool was shut down. Converted into the caller's own error type.
 #[derive(Debug, thiserror::Error)]
-pub enum RunError {
+pub(crate) enum RunError {
     #[error("no database connection available: {0}")]
     Pool(#[from] diesel::r2d2::PoolError),
     #[error("the blocking thread pool is gone")]
@@ -180,7 +182,7 @@ pub enum RunError {
 }
 
 /// Runs `f` with a pooled connection on actix's blocking thread pool.
-pub async fn run<T, E, F>(pool: &Pool, f: F) -> Result<T, E>
+pub(crate) async fn run<T, E, F>(pool: &Pool, f: F) -> Result<T, E>
 where
     F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
     T: Send + 'static,
@@ -221,12 +223,12 @@ where
 }
 
 /// Whether the database answers, for `/readyz`.
-pub fn ping(conn: &mut DbConnection) -> QueryResult<()> {
+pub(crate) fn ping(conn: &mut DbConnection) -> QueryResult<()> {
     conn.batch_execute("SELECT 1")
 }
 
 /// The current time as stored: UTC, microsecond precision (what both backends keep).
-pub fn now() -> chrono::NaiveDateTime {
+pub(crate) fn now() -> chrono::NaiveDateTime {
     use chrono::{SubsecRound, Utc};
     Utc::now().naive_utc().trunc_subsecs(6)
 }

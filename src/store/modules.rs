@@ -25,7 +25,7 @@ use crate::domain::resource::{Resource, module_key};
 use crate::domain::status::Status;
 
 /// Every resource the catalogue knows: `users`, `domains`, then `module:<code>` by code.
-pub fn resources(conn: &mut DbConnection) -> QueryResult<Vec<Resource>> {
+pub(crate) fn resources(conn: &mut DbConnection) -> QueryResult<Vec<Resource>> {
     let codes: Vec<String> = modules::table
         .select(modules::code)
         .order(modules::code)
@@ -37,7 +37,7 @@ pub fn resources(conn: &mut DbConnection) -> QueryResult<Vec<Resource>> {
 }
 
 /// Whether `resource` exists: `users` and `domains` always, a module when the catalogue has it.
-pub fn exists(conn: &mut DbConnection, resource: &Resource) -> QueryResult<bool> {
+pub(crate) fn exists(conn: &mut DbConnection, resource: &Resource) -> QueryResult<bool> {
     match resource.module_code() {
         None => Ok(true),
         Some(code) => {
@@ -48,7 +48,7 @@ pub fn exists(conn: &mut DbConnection, resource: &Resource) -> QueryResult<bool>
 
 /// One module of the catalogue.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Module {
+pub(crate) struct Module {
     pub code: String,
     pub name: String,
     pub description: String,
@@ -70,7 +70,7 @@ type ModuleRow = (
 
 /// The whole catalogue, by code, with each module's requirements and exclusions (exclusions as
 /// stored: both ways).
-pub fn all(conn: &mut DbConnection) -> QueryResult<Vec<Module>> {
+pub(crate) fn all(conn: &mut DbConnection) -> QueryResult<Vec<Module>> {
     let rows: Vec<ModuleRow> = modules::table
         .select((
             modules::code,
@@ -121,7 +121,7 @@ pub fn all(conn: &mut DbConnection) -> QueryResult<Vec<Module>> {
 }
 
 /// The rules of every module, for checking a change or an assignment.
-pub fn catalogue(modules: &[Module]) -> Catalogue {
+pub(crate) fn catalogue(modules: &[Module]) -> Catalogue {
     Catalogue(
         modules
             .iter()
@@ -132,7 +132,7 @@ pub fn catalogue(modules: &[Module]) -> Catalogue {
 
 /// Writes `module`'s row (inserted when `new`, updated otherwise; its unit never changes) and
 /// replaces its requirements and its exclusions, which are stored both ways.
-pub fn save(conn: &mut DbConnection, module: &Module, new: bool) -> QueryResult<()> {
+pub(crate) fn save(conn: &mut DbConnection, module: &Module, new: bool) -> QueryResult<()> {
     let values = (
         modules::name.eq(&module.name),
         modules::description.eq(&module.description),
@@ -192,7 +192,7 @@ fn forget_rules(conn: &mut DbConnection, code: &str) -> QueryResult<()> {
 }
 
 /// Removes module `code` from the catalogue (the caller made sure nothing uses it).
-pub fn delete(conn: &mut DbConnection, code: &str) -> QueryResult<()> {
+pub(crate) fn delete(conn: &mut DbConnection, code: &str) -> QueryResult<()> {
     forget_rules(conn, code)?;
     diesel::delete(modules::table.find(code)).execute(conn)?;
     Ok(())
@@ -200,7 +200,7 @@ pub fn delete(conn: &mut DbConnection, code: &str) -> QueryResult<()> {
 
 /// What still uses module `code`: allocations of its resource (live or past: they are the
 /// licence's history) and assignments.
-pub fn uses(conn: &mut DbConnection, code: &str) -> QueryResult<Vec<String>> {
+pub(crate) fn uses(conn: &mut DbConnection, code: &str) -> QueryResult<Vec<String>> {
     let mut found = Vec::new();
     let grants: i64 = allocations::table
         .filter(allocations::resource.eq(module_key(code)))
@@ -243,7 +243,7 @@ macro_rules! also_holds {
 
 /// How many holders of `unit` hold `module` without `required`: the assignments a new
 /// requirement would leave broken.
-pub fn holding_without(
+pub(crate) fn holding_without(
     conn: &mut DbConnection,
     unit: Unit,
     module: &str,
@@ -275,7 +275,12 @@ pub fn holding_without(
 }
 
 /// How many holders of `unit` hold both `a` and `b`: the assignments a new exclusion would break.
-pub fn holding_both(conn: &mut DbConnection, unit: Unit, a: &str, b: &str) -> QueryResult<i64> {
+pub(crate) fn holding_both(
+    conn: &mut DbConnection,
+    unit: Unit,
+    a: &str,
+    b: &str,
+) -> QueryResult<i64> {
     match unit {
         Unit::PerMailbox => mailbox_modules::table
             .filter(mailbox_modules::module_code.eq(a))
@@ -296,7 +301,7 @@ pub fn holding_both(conn: &mut DbConnection, unit: Unit, a: &str, b: &str) -> Qu
 }
 
 /// The modules mailbox `id` holds.
-pub fn of_mailbox(conn: &mut DbConnection, id: MailboxId) -> QueryResult<BTreeSet<String>> {
+pub(crate) fn of_mailbox(conn: &mut DbConnection, id: MailboxId) -> QueryResult<BTreeSet<String>> {
     Ok(mailbox_modules::table
         .filter(mailbox_modules::mailbox_id.eq(id.to_string()))
         .select(mailbox_modules::module_code)
@@ -306,7 +311,7 @@ pub fn of_mailbox(conn: &mut DbConnection, id: MailboxId) -> QueryResult<BTreeSe
 }
 
 /// The modules each of `ids` holds, for a page of mailboxes.
-pub fn of_mailboxes(
+pub(crate) fn of_mailboxes(
     conn: &mut DbConnection,
     ids: &[MailboxId],
 ) -> QueryResult<HashMap<MailboxId, Vec<String>>> {
@@ -328,7 +333,7 @@ pub fn of_mailboxes(
 }
 
 /// The per-customer modules customer `node` holds, with when each was assigned.
-pub fn of_node(
+pub(crate) fn of_node(
     conn: &mut DbConnection,
     node: NodeId,
 ) -> QueryResult<BTreeMap<String, NaiveDateTime>> {
@@ -341,7 +346,11 @@ pub fn of_node(
 }
 
 /// Records that mailbox `id` holds `codes` (no seat is counted here).
-pub fn assign_mailbox(conn: &mut DbConnection, id: MailboxId, codes: &[String]) -> QueryResult<()> {
+pub(crate) fn assign_mailbox(
+    conn: &mut DbConnection,
+    id: MailboxId,
+    codes: &[String],
+) -> QueryResult<()> {
     let now = super::now();
     for code in codes {
         diesel::insert_into(mailbox_modules::table)
@@ -356,20 +365,24 @@ pub fn assign_mailbox(conn: &mut DbConnection, id: MailboxId, codes: &[String]) 
 }
 
 /// Forgets that mailbox `id` holds `code` (no seat is counted here).
-pub fn unassign_mailbox(conn: &mut DbConnection, id: MailboxId, code: &str) -> QueryResult<()> {
+pub(crate) fn unassign_mailbox(
+    conn: &mut DbConnection,
+    id: MailboxId,
+    code: &str,
+) -> QueryResult<()> {
     diesel::delete(mailbox_modules::table.find((id.to_string(), code))).execute(conn)?;
     Ok(())
 }
 
 /// Forgets every module of mailbox `id`, which is being deleted.
-pub fn forget_mailbox(conn: &mut DbConnection, id: MailboxId) -> QueryResult<()> {
+pub(crate) fn forget_mailbox(conn: &mut DbConnection, id: MailboxId) -> QueryResult<()> {
     diesel::delete(mailbox_modules::table.filter(mailbox_modules::mailbox_id.eq(id.to_string())))
         .execute(conn)?;
     Ok(())
 }
 
 /// Records that customer `node` holds `code` (its seat is taken by the caller, first).
-pub fn assign_node(conn: &mut DbConnection, node: NodeId, code: &str) -> QueryResult<()> {
+pub(crate) fn assign_node(conn: &mut DbConnection, node: NodeId, code: &str) -> QueryResult<()> {
     diesel::insert_into(node_modules::table)
         .values((
             node_modules::node_id.eq(node.to_string()),
@@ -381,20 +394,20 @@ pub fn assign_node(conn: &mut DbConnection, node: NodeId, code: &str) -> QueryRe
 }
 
 /// Forgets that customer `node` holds `code`, returning its seat.
-pub fn unassign_node(conn: &mut DbConnection, node: &Node, code: &str) -> QueryResult<()> {
+pub(crate) fn unassign_node(conn: &mut DbConnection, node: &Node, code: &str) -> QueryResult<()> {
     diesel::delete(node_modules::table.find((node.id.to_string(), code))).execute(conn)?;
     usage::add(conn, &node.lineage(), &module_key(code), -1)
 }
 
 /// Forgets every per-customer module of `node`, which is being deleted (its counters go with it).
-pub fn forget_node(conn: &mut DbConnection, node: NodeId) -> QueryResult<()> {
+pub(crate) fn forget_node(conn: &mut DbConnection, node: NodeId) -> QueryResult<()> {
     diesel::delete(node_modules::table.filter(node_modules::node_id.eq(node.to_string())))
         .execute(conn)?;
     Ok(())
 }
 
 /// The resources an active mailbox holding `codes` takes a seat of: `users`, then each module.
-pub fn mailbox_seats<'a>(codes: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+pub(crate) fn mailbox_seats<'a>(codes: impl IntoIterator<Item = &'a String>) -> Vec<String> {
     std::iter::once(Resource::Users.key())
         .chain(codes.into_iter().map(|code| module_key(code)))
         .collect()
@@ -402,7 +415,7 @@ pub fn mailbox_seats<'a>(codes: impl IntoIterator<Item = &'a String>) -> Vec<Str
 
 /// Returns the seats an active `mailbox` of `node` holds (`users` and its modules), as it is
 /// disabled or removed. Its assignments stay.
-pub fn deactivate_mailbox(
+pub(crate) fn deactivate_mailbox(
     conn: &mut DbConnection,
     node: &Node,
     mailbox: &Mailbox,
@@ -419,7 +432,7 @@ pub fn deactivate_mailbox(
 
 /// The module seats each customer's rows take, for the verifier: (node, resource, count) for
 /// assignments held by active mailboxes that are not role addresses, and by customers.
-pub fn seat_counts(conn: &mut DbConnection) -> QueryResult<BTreeMap<(String, String), i64>> {
+pub(crate) fn seat_counts(conn: &mut DbConnection) -> QueryResult<BTreeMap<(String, String), i64>> {
     let mut counts = BTreeMap::new();
     for (node, code, count) in mailbox_modules::table
         .inner_join(mailboxes::table)
@@ -447,7 +460,7 @@ pub fn seat_counts(conn: &mut DbConnection) -> QueryResult<BTreeMap<(String, Str
 /// The modules every new (or re-enabled) mailbox is assigned (see `Catalogue::automatic`). The
 /// automatic modules' rows are locked (shared) first, so that no change to them commits before
 /// the assignment does; what they require is automatic too (the catalogue's rule), so locked too.
-pub fn automatic(conn: &mut DbConnection) -> QueryResult<Vec<String>> {
+pub(crate) fn automatic(conn: &mut DbConnection) -> QueryResult<Vec<String>> {
     if let DbConnection::Postgres(pg) = conn {
         modules::table
             .filter(modules::auto_assign.eq(true))
@@ -463,7 +476,7 @@ pub fn automatic(conn: &mut DbConnection) -> QueryResult<Vec<String>> {
 /// relies on the rules of the modules it names), exclusive by a catalogue change, so neither
 /// decides on rules the other is changing. PostgreSQL only; on SQLite the `BEGIN IMMEDIATE` write
 /// transaction already excludes every other writer.
-pub fn lock(conn: &mut DbConnection, codes: &[&str], exclusive: bool) -> QueryResult<()> {
+pub(crate) fn lock(conn: &mut DbConnection, codes: &[&str], exclusive: bool) -> QueryResult<()> {
     if let DbConnection::Postgres(pg) = conn {
         let mut codes = codes.to_vec();
         codes.sort_unstable();
@@ -481,7 +494,7 @@ pub fn lock(conn: &mut DbConnection, codes: &[&str], exclusive: bool) -> QueryRe
 }
 
 /// Whether module `code` is retired.
-pub fn is_retired(conn: &mut DbConnection, code: &str) -> QueryResult<bool> {
+pub(crate) fn is_retired(conn: &mut DbConnection, code: &str) -> QueryResult<bool> {
     Ok(modules::table
         .find(code)
         .select(modules::retired)

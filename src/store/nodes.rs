@@ -44,7 +44,7 @@ pub struct Node {
 }
 
 /// Aliases per mailbox unless a customer says otherwise.
-pub const DEFAULT_MAX_ALIASES: i32 = 10;
+pub(crate) const DEFAULT_MAX_ALIASES: i32 = 10;
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = nodes)]
@@ -126,7 +126,7 @@ impl TryFrom<Loaded> for Node {
 }
 
 /// A live node by id; deleted nodes are not found.
-pub fn find(conn: &mut DbConnection, id: NodeId) -> QueryResult<Option<Node>> {
+pub(crate) fn find(conn: &mut DbConnection, id: NodeId) -> QueryResult<Option<Node>> {
     nodes::table
         .find(id.to_string())
         .filter(nodes::deleted_at.is_null())
@@ -148,7 +148,7 @@ pub fn owner(conn: &mut DbConnection) -> QueryResult<Option<Node>> {
 }
 
 /// Creates the root of the tree. The database refuses a second owner (a unique partial index).
-pub fn insert_owner(conn: &mut DbConnection, name: &str) -> QueryResult<Node> {
+pub(crate) fn insert_owner(conn: &mut DbConnection, name: &str) -> QueryResult<Node> {
     let new = NewNode {
         kind: NodeKind::Owner,
         name: name.to_owned(),
@@ -184,13 +184,13 @@ impl Node {
     }
 }
 
-pub use tree::subtree_range;
+pub(crate) use tree::subtree_range;
 
 /// Locks the given nodes' rows until the transaction ends, in path order (ancestors first, and
 /// one global order for unrelated nodes, so two writers never wait on each other in a cycle).
 /// PostgreSQL only: on SQLite the `BEGIN IMMEDIATE` write transaction already excludes every
 /// other writer. See `store::write_tx`.
-pub fn lock(conn: &mut DbConnection, ids: &[NodeId]) -> QueryResult<()> {
+pub(crate) fn lock(conn: &mut DbConnection, ids: &[NodeId]) -> QueryResult<()> {
     if let DbConnection::Postgres(pg) = conn {
         let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
         nodes::table
@@ -207,7 +207,7 @@ pub fn lock(conn: &mut DbConnection, ids: &[NodeId]) -> QueryResult<()> {
 /// on PostgreSQL a concurrent move may have committed between the first read and the lock, and
 /// everything decided afterwards must see the node as it is now. Once its row is locked nobody can
 /// move it, so a second look suffices; if its parent did change, the new parent is locked too.
-pub fn find_locked(
+pub(crate) fn find_locked(
     conn: &mut DbConnection,
     id: NodeId,
     others: &[NodeId],
@@ -243,7 +243,11 @@ pub struct NewNode {
 
 /// Creates a child of `parent`: active, with the default settings, inside any suspension that
 /// covers its parent.
-pub fn insert_child(conn: &mut DbConnection, parent: &Node, new: NewNode) -> QueryResult<Node> {
+pub(crate) fn insert_child(
+    conn: &mut DbConnection,
+    parent: &Node,
+    new: NewNode,
+) -> QueryResult<Node> {
     insert(conn, Some(parent), new)
 }
 
@@ -290,7 +294,7 @@ fn insert(conn: &mut DbConnection, parent: Option<&Node>, new: NewNode) -> Query
 }
 
 /// Whether a live sibling under `parent` has this name (other than `except`).
-pub fn sibling_named(
+pub(crate) fn sibling_named(
     conn: &mut DbConnection,
     parent: NodeId,
     name: &str,
@@ -306,7 +310,7 @@ pub fn sibling_named(
 
 /// Filters for listing children.
 #[derive(Debug, Clone, Default)]
-pub struct ChildFilter {
+pub(crate) struct ChildFilter {
     pub kind: Option<NodeKind>,
     pub status: Option<NodeStatus>,
     pub name_prefix: Option<String>,
@@ -316,7 +320,7 @@ diesel::define_sql_function!(fn lower(text: Text) -> Text);
 diesel::define_sql_function!(fn substr(text: Text, start: Integer) -> Text);
 
 /// `text%` for LIKE, with LIKE's own wildcards in `text` escaped.
-pub fn like_prefix(text: &str) -> String {
+pub(crate) fn like_prefix(text: &str) -> String {
     let mut pattern = String::with_capacity(text.len() + 1);
     for c in text.chars() {
         if matches!(c, '%' | '_' | '\\') {
@@ -329,7 +333,7 @@ pub fn like_prefix(text: &str) -> String {
 }
 
 /// Live children of `parent` in id (creation) order, after the cursor `after`, at most `limit`.
-pub fn children(
+pub(crate) fn children(
     conn: &mut DbConnection,
     parent: NodeId,
     filter: &ChildFilter,
@@ -418,7 +422,7 @@ impl NodeChanges {
 }
 
 /// Writes `node`'s mutable fields, bumping its version.
-pub fn save(conn: &mut DbConnection, node: &mut Node) -> QueryResult<()> {
+pub(crate) fn save(conn: &mut DbConnection, node: &mut Node) -> QueryResult<()> {
     node.refresh_suspension();
     node.version += 1;
     node.updated_at = super::now();
@@ -441,7 +445,7 @@ pub fn save(conn: &mut DbConnection, node: &mut Node) -> QueryResult<()> {
     Ok(())
 }
 
-pub fn soft_delete(conn: &mut DbConnection, id: NodeId) -> QueryResult<()> {
+pub(crate) fn soft_delete(conn: &mut DbConnection, id: NodeId) -> QueryResult<()> {
     let now = super::now();
     diesel::update(nodes::table.find(id.to_string()))
         .set((nodes::deleted_at.eq(now), nodes::updated_at.eq(now)))
@@ -450,7 +454,7 @@ pub fn soft_delete(conn: &mut DbConnection, id: NodeId) -> QueryResult<()> {
 }
 
 /// How many live children a node has.
-pub fn count_children(conn: &mut DbConnection, id: NodeId) -> QueryResult<i64> {
+pub(crate) fn count_children(conn: &mut DbConnection, id: NodeId) -> QueryResult<i64> {
     nodes::table
         .filter(nodes::parent_id.eq(id.to_string()))
         .filter(nodes::deleted_at.is_null())
@@ -459,7 +463,11 @@ pub fn count_children(conn: &mut DbConnection, id: NodeId) -> QueryResult<i64> {
 }
 
 /// Re-parents `node` under `new_parent`, rewriting the paths of its whole subtree.
-pub fn reparent(conn: &mut DbConnection, node: &mut Node, new_parent: &Node) -> QueryResult<()> {
+pub(crate) fn reparent(
+    conn: &mut DbConnection,
+    node: &mut Node,
+    new_parent: &Node,
+) -> QueryResult<()> {
     let old_prefix = node.path.clone();
     let new_prefix = format!("{}{}/", new_parent.path, node.id);
     let (low, high) = subtree_range(&old_prefix);
@@ -498,7 +506,7 @@ pub fn reparent(conn: &mut DbConnection, node: &mut Node, new_parent: &Node) -> 
 }
 
 /// Every live node, for the verifier.
-pub fn all(conn: &mut DbConnection) -> QueryResult<Vec<Node>> {
+pub(crate) fn all(conn: &mut DbConnection) -> QueryResult<Vec<Node>> {
     nodes::table
         .filter(nodes::deleted_at.is_null())
         .select(node_select())

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use super::DbConnection;
 use super::schema::settings;
 
-pub fn get(conn: &mut DbConnection, name: &str) -> QueryResult<Option<String>> {
+pub(crate) fn get(conn: &mut DbConnection, name: &str) -> QueryResult<Option<String>> {
     settings::table
         .find(name)
         .select(settings::value)
@@ -15,7 +15,7 @@ pub fn get(conn: &mut DbConnection, name: &str) -> QueryResult<Option<String>> {
 
 /// Returns the stored value of `name`, storing `make()` first if there is none. Runs in a write
 /// transaction, so two instances starting at once on one database agree on a single value.
-pub fn get_or_insert_with(
+pub(crate) fn get_or_insert_with(
     conn: &mut DbConnection,
     name: &str,
     make: impl FnOnce() -> String,

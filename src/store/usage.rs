@@ -14,7 +14,7 @@ use crate::domain::ids::NodeId;
 use crate::domain::quota::{Bundle, Standing};
 
 /// What `node` (with its subtree) uses of `resource` now.
-pub fn used(conn: &mut DbConnection, node: NodeId, resource: &str) -> QueryResult<i64> {
+pub(crate) fn used(conn: &mut DbConnection, node: NodeId, resource: &str) -> QueryResult<i64> {
     Ok(usage_counters::table
         .find((node.to_string(), resource))
         .select(usage_counters::used)
@@ -24,7 +24,7 @@ pub fn used(conn: &mut DbConnection, node: NodeId, resource: &str) -> QueryResul
 }
 
 /// What `node` (with its subtree) uses now, per resource.
-pub fn totals(conn: &mut DbConnection, node: NodeId) -> QueryResult<BTreeMap<String, i64>> {
+pub(crate) fn totals(conn: &mut DbConnection, node: NodeId) -> QueryResult<BTreeMap<String, i64>> {
     Ok(usage_counters::table
         .filter(usage_counters::node_id.eq(node.to_string()))
         .select((usage_counters::resource, usage_counters::used))
@@ -36,7 +36,7 @@ pub fn totals(conn: &mut DbConnection, node: NodeId) -> QueryResult<BTreeMap<Str
 /// Adds `delta` to `resource` at every node of `lineage`. The row is created first if missing
 /// (`ON CONFLICT DO NOTHING`, so two writers creating it at once do not collide), then updated in
 /// place, which serialises concurrent writers on the row.
-pub fn add(
+pub(crate) fn add(
     conn: &mut DbConnection,
     lineage: &[NodeId],
     resource: &str,
@@ -65,7 +65,7 @@ pub fn add(
 }
 
 /// Moves a subtree's usage `amounts` from the ancestors it leaves to the ones it joins.
-pub fn shift(
+pub(crate) fn shift(
     conn: &mut DbConnection,
     leaving: &[NodeId],
     joining: &[NodeId],
@@ -79,7 +79,7 @@ pub fn shift(
 }
 
 /// Every counter, for the verifier: (node, resource, used).
-pub fn all(conn: &mut DbConnection) -> QueryResult<Vec<(String, String, i64)>> {
+pub(crate) fn all(conn: &mut DbConnection) -> QueryResult<Vec<(String, String, i64)>> {
     usage_counters::table
         .select((
             usage_counters::node_id,
@@ -90,7 +90,7 @@ pub fn all(conn: &mut DbConnection) -> QueryResult<Vec<(String, String, i64)>> {
 }
 
 /// `node`'s limit of `resource` on `today` and what it uses of it now.
-pub fn standing(
+pub(crate) fn standing(
     conn: &mut DbConnection,
     node: NodeId,
     resource: &str,
@@ -108,7 +108,7 @@ pub fn standing(
 
 /// Where `node` stands on `today` with each of `resources`, taken together: one unit of each or
 /// none (see [`Bundle`]).
-pub fn bundle(
+pub(crate) fn bundle(
     conn: &mut DbConnection,
     node: NodeId,
     resources: &[impl AsRef<str>],
