@@ -697,7 +697,7 @@ impl utoipa::IntoResponses for Listed {
 }
 
 /// Problem-document answers by status, with their descriptions.
-fn problems(
+pub(crate) fn problems(
     answers: &[(&str, &str)],
 ) -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>>
 {

@@ -158,6 +158,29 @@ async fn answer(checker: &Arc<Checker>, caller: &CheckCaller, question: Question
         .await
 }
 
+/// The answers both check routes share, besides their own: 401 without valid credentials, 403
+/// for a token good only for a password change, 503 before the index is built.
+pub(crate) struct Checked;
+
+impl utoipa::IntoResponses for Checked {
+    fn responses() -> std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+    > {
+        crate::error::problems(&[
+            ("401", "No valid credentials"),
+            (
+                "403",
+                "The token is good only for changing its account's password (`password-change-required`)",
+            ),
+            (
+                "503",
+                "The index is not built yet: the database has been unreachable since start (`unavailable`)",
+            ),
+        ])
+    }
+}
+
 /// Whether a mail server may accept mail for a recipient (`inbound`) or from a sender
 /// (`outbound`), or for a whole domain. Any principal may ask about its own subtree; mail workers
 /// use an API key with the `check` role. `verdict` is `accept`, `reject` (permanent: bounce) or
@@ -178,9 +201,7 @@ async fn answer(checker: &Arc<Checker>, caller: &CheckCaller, question: Question
     request_body = CheckRequest,
     responses(
         (status = 200, description = "The answer", body = Answer),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token is good only for changing its account's password (`password-change-required`)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The index is not built yet: the database has been unreachable since start (`unavailable`)", body = Problem, content_type = "application/problem+json"),
+        Checked,
         (status = 422, description = "Neither or both of `domain` and `address`, a malformed one, or an unknown module", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -215,9 +236,7 @@ pub(crate) struct CheckResults {
     request_body = CheckBatch,
     responses(
         (status = 200, description = "The answers, in order", body = CheckResults),
-        (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token is good only for changing its account's password (`password-change-required`)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The index is not built yet: the database has been unreachable since start (`unavailable`)", body = Problem, content_type = "application/problem+json"),
+        Checked,
         (status = 422, description = "No checks, more than 1,000, or a malformed one", body = Problem, content_type = "application/problem+json"),
     )
 )]

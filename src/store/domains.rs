@@ -138,8 +138,20 @@ pub(crate) fn delete(conn: &mut DbConnection, id: DomainId) -> QueryResult<()> {
 
 /// Every domain of one customer.
 pub(crate) fn of_node(conn: &mut DbConnection, node: NodeId) -> QueryResult<Vec<Domain>> {
-    domains::table
-        .filter(domains::node_id.eq(node.to_string()))
+    oldest_first(
+        conn,
+        domains::table
+            .filter(domains::node_id.eq(node.to_string()))
+            .into_boxed(),
+    )
+}
+
+/// The domains `query` selects, oldest first.
+fn oldest_first(
+    conn: &mut DbConnection,
+    query: domains::BoxedQuery<'_, super::DbBackend>,
+) -> QueryResult<Vec<Domain>> {
+    query
         .select(DomainRow::as_select())
         .order(domains::id)
         .load(conn)?
@@ -158,14 +170,12 @@ pub(crate) fn counts(conn: &mut DbConnection) -> QueryResult<Vec<(String, i64)>>
 
 /// Every claim on `name` (the verified domain, if any, and the pending ones), oldest first.
 pub(crate) fn claims(conn: &mut DbConnection, name: &DomainName) -> QueryResult<Vec<Domain>> {
-    domains::table
-        .filter(domains::name.eq(name.as_str()))
-        .select(DomainRow::as_select())
-        .order(domains::id)
-        .load(conn)?
-        .into_iter()
-        .map(Domain::try_from)
-        .collect()
+    oldest_first(
+        conn,
+        domains::table
+            .filter(domains::name.eq(name.as_str()))
+            .into_boxed(),
+    )
 }
 
 /// Up to `limit` unproven claims registered before `before`, oldest first: what has expired.
