@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::common::utc;
-use super::common::{Fields, IfMatch, Page, check_date, etag, nullable, today};
+use super::common::{self, Fields, IfMatch, Page, check_date, etag, nullable, today};
 use super::extract::Json;
 use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use crate::auth::Principal;
@@ -19,7 +19,7 @@ use crate::error::{ApiError, Guarded, Listed, Problem};
 use crate::service::{self, Ctx};
 use crate::startup::AppState;
 use crate::store::allocations::{Allocation, AllocationFilter};
-use crate::store::{self, allocations, nodes, write_tx};
+use crate::store::{self, allocations, nodes};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct AllocationView {
@@ -141,19 +141,17 @@ pub(crate) async fn create_allocation(
         description: description.flatten(),
     };
     let id = id.into_inner();
-    let answer = store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let found = nodes::find_locked(conn, id, &[])?;
-            idempotency::once(conn, &principal, &key, &raw, |conn| {
-                let node = principal.may_administer(found, Reach::Below)?;
-                let allocation =
-                    service::allocations::create(conn, &node, &Ctx::of(&principal), grant)?;
-                Answer::created(
-                    format!("/v1/allocations/{}", allocation.id),
-                    etag(allocation.version),
-                    &AllocationView::from(allocation),
-                )
-            })
+    let answer = common::write(&state.pool, move |conn| {
+        let found = nodes::find_locked(conn, id, &[])?;
+        idempotency::once(conn, &principal, &key, &raw, |conn| {
+            let node = principal.may_administer(found, Reach::Below)?;
+            let allocation =
+                service::allocations::create(conn, &node, &Ctx::of(&principal), grant)?;
+            Answer::created(
+                format!("/v1/allocations/{}", allocation.id),
+                etag(allocation.version),
+                &AllocationView::from(allocation),
+            )
         })
     })
     .await?;
@@ -308,13 +306,11 @@ pub(crate) async fn update_allocation(
         allow_over_limit: query.allow_over_limit.unwrap_or(false),
     };
     let id = id.into_inner();
-    let allocation = store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let (found, allocation) = service::allocations::find_for_change(conn, id)?;
-            let node = principal.may_administer(found, Reach::Below)?;
-            if_match.check(allocation.version)?;
-            service::allocations::update(conn, &node, &Ctx::of(&principal), allocation, change)
-        })
+    let allocation = common::write(&state.pool, move |conn| {
+        let (found, allocation) = service::allocations::find_for_change(conn, id)?;
+        let node = principal.may_administer(found, Reach::Below)?;
+        if_match.check(allocation.version)?;
+        service::allocations::update(conn, &node, &Ctx::of(&principal), allocation, change)
     })
     .await?;
     Ok(respond(allocation))

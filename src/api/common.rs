@@ -136,6 +136,16 @@ list_query! {
     pub struct ListQuery {}
 }
 
+/// Runs `f` in one write transaction on a pooled connection: committed when it returns `Ok`,
+/// rolled back otherwise. Every write handler's one call into the store.
+pub(crate) async fn write<T, F>(pool: &crate::store::Pool, f: F) -> Result<T, ApiError>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
+    T: Send + 'static,
+{
+    crate::store::run(pool, move |conn| crate::store::write_tx(conn, f)).await
+}
+
 /// A page of what node `id` holds, for a caller who may read it: `rows` reads, under the node,
 /// up to `limit` rows after the key `after` (one more than the page holds, to know whether
 /// another follows); `key` names a row's key for the next cursor, `view` shows it.

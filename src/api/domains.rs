@@ -32,7 +32,7 @@ use crate::service::domains::{
 };
 use crate::startup::AppState;
 use crate::store::domains::{Domain, DomainFilter, Route};
-use crate::store::{self, DbConnection, Pool, domains, nodes, write_tx};
+use crate::store::{self, DbConnection, Pool, domains, nodes};
 
 /// How often the sweep looks for expired claims.
 pub(crate) const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
@@ -248,19 +248,17 @@ pub(crate) async fn create_domain(
     let new = parse_new(body.0)?;
     let node_id = id.into_inner();
     let cutoff = claim_cutoff(&state.config);
-    let answer = store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let (found, claims) = service::lock_claimants(conn, node_id, &new.name)?;
-            idempotency::once(conn, &principal, &key, &raw, |conn| {
-                let node = principal.may_manage(found)?;
-                let ctx = Ctx::of(&principal);
-                let domain = service::register(conn, &ctx, &node, claims, new, cutoff)?;
-                Answer::created(
-                    format!("/v1/domains/{}", domain.id),
-                    etag(domain.version),
-                    &DomainView::from(&domain),
-                )
-            })
+    let answer = common::write(&state.pool, move |conn| {
+        let (found, claims) = service::lock_claimants(conn, node_id, &new.name)?;
+        idempotency::once(conn, &principal, &key, &raw, |conn| {
+            let node = principal.may_manage(found)?;
+            let ctx = Ctx::of(&principal);
+            let domain = service::register(conn, &ctx, &node, claims, new, cutoff)?;
+            Answer::created(
+                format!("/v1/domains/{}", domain.id),
+                etag(domain.version),
+                &DomainView::from(&domain),
+            )
         })
     })
     .await?;
@@ -400,12 +398,10 @@ pub(crate) async fn update_domain(
         active,
     };
     let id = id.into_inner();
-    let domain = store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let (domain, node) = locked_domain(conn, &principal, id)?;
-            if_match.check(domain.version)?;
-            service::update(conn, &Ctx::of(&principal), &node, domain, change)
-        })
+    let domain = common::write(&state.pool, move |conn| {
+        let (domain, node) = locked_domain(conn, &principal, id)?;
+        if_match.check(domain.version)?;
+        service::update(conn, &Ctx::of(&principal), &node, domain, change)
     })
     .await?;
     Ok(respond(actix_web::http::StatusCode::OK, &domain))
@@ -432,11 +428,9 @@ pub(crate) async fn delete_domain(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let cascade = query.cascade.unwrap_or(false);
-    store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let (domain, node) = locked_domain(conn, &principal, id)?;
-            service::delete(conn, &Ctx::of(&principal), &node, domain, cascade)
-        })
+    common::write(&state.pool, move |conn| {
+        let (domain, node) = locked_domain(conn, &principal, id)?;
+        service::delete(conn, &Ctx::of(&principal), &node, domain, cascade)
     })
     .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -489,12 +483,10 @@ pub(crate) async fn verify_domain(
             domain.name, domain.verification_token
         )));
     }
-    let domain = store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let (found, claims) = service::lock_claimants(conn, domain.node_id, &domain.name)?;
-            let node = principal.may_manage(found)?;
-            service::verify(conn, &Ctx::of(&principal), &node, id, claims)
-        })
+    let domain = common::write(&state.pool, move |conn| {
+        let (found, claims) = service::lock_claimants(conn, domain.node_id, &domain.name)?;
+        let node = principal.may_manage(found)?;
+        service::verify(conn, &Ctx::of(&principal), &node, id, claims)
     })
     .await?;
     Ok(respond(actix_web::http::StatusCode::OK, &domain))

@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::common::Page;
 use super::common::utc;
+use super::common::{self, Page};
 use super::extract::Json;
 use crate::auth::Principal;
 use crate::auth::guard::{Authorised, Manage};
@@ -17,7 +17,7 @@ use crate::error::{ApiError, Guarded, Problem};
 use crate::service::{self, Ctx};
 use crate::startup::AppState;
 use crate::store::groups::Group;
-use crate::store::{self, DbConnection, groups, nodes, write_tx};
+use crate::store::{self, DbConnection, groups, nodes};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Member {
@@ -84,12 +84,10 @@ pub(crate) async fn create_group(
 ) -> Result<HttpResponse, ApiError> {
     let name = tree::parse_name(&body.0.name).map_err(|m| ApiError::validation("name", m))?;
     let node_id = id.into_inner();
-    let view = store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let node = principal.may_manage(nodes::find_locked(conn, node_id, &[])?)?;
-            let group = service::groups::create(conn, &Ctx::of(&principal), &node, name)?;
-            view(conn, &group)
-        })
+    let view = common::write(&state.pool, move |conn| {
+        let node = principal.may_manage(nodes::find_locked(conn, node_id, &[])?)?;
+        let group = service::groups::create(conn, &Ctx::of(&principal), &node, name)?;
+        view(conn, &group)
     })
     .await?;
     Ok(HttpResponse::Created()
@@ -193,11 +191,9 @@ pub(crate) async fn delete_group(
     id: web::Path<GroupId>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let (group, node) = managed_group(conn, &principal, id)?;
-            service::groups::delete(conn, &Ctx::of(&principal), &node, group)
-        })
+    common::write(&state.pool, move |conn| {
+        let (group, node) = managed_group(conn, &principal, id)?;
+        service::groups::delete(conn, &Ctx::of(&principal), &node, group)
     })
     .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -211,13 +207,11 @@ async fn change_membership(
     add: bool,
 ) -> Result<web::Json<GroupView>, ApiError> {
     let (group_id, mailbox_id) = ids;
-    let view = store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let (group, node) = managed_group(conn, &principal, group_id)?;
-            let ctx = Ctx::of(&principal);
-            service::groups::set_member(conn, &ctx, &node, &group, mailbox_id, add)?;
-            view(conn, &group)
-        })
+    let view = common::write(&state.pool, move |conn| {
+        let (group, node) = managed_group(conn, &principal, group_id)?;
+        let ctx = Ctx::of(&principal);
+        service::groups::set_member(conn, &ctx, &node, &group, mailbox_id, add)?;
+        view(conn, &group)
     })
     .await?;
     Ok(web::Json(view))

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::allocations::AllocationView;
-use super::common::today;
+use super::common::{self, today};
 use super::extract::Json;
 use crate::auth::Principal;
 use crate::domain::ids::NodeId;
@@ -14,7 +14,7 @@ use crate::service::Ctx;
 use crate::service::licence::{self, LicenceLine};
 use crate::startup::AppState;
 use crate::store::allocations::Allocation;
-use crate::store::{self, nodes, write_tx};
+use crate::store::{self, nodes};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -80,12 +80,10 @@ pub(crate) async fn set_licence(
     body: Json<SetLicence>,
 ) -> Result<web::Json<LicenceView>, ApiError> {
     let lines = body.0.resources;
-    let licence = store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let owner = super::common::owner_admin(conn, &principal)?;
-            let lines = licence::replace(conn, &owner, &Ctx::of(&principal), &lines)?;
-            Ok::<_, ApiError>(view(owner.id, lines))
-        })
+    let licence = common::write(&state.pool, move |conn| {
+        let owner = super::common::owner_admin(conn, &principal)?;
+        let lines = licence::replace(conn, &owner, &Ctx::of(&principal), &lines)?;
+        Ok::<_, ApiError>(view(owner.id, lines))
     })
     .await?;
     Ok(web::Json(licence))

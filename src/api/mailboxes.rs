@@ -29,7 +29,7 @@ use crate::service::{self as services, Ctx};
 use crate::startup::AppState;
 use crate::store::aliases::Alias;
 use crate::store::mailboxes::{Mailbox, MailboxFilter, Origin};
-use crate::store::{self, DbConnection, mailboxes, nodes, write_tx};
+use crate::store::{self, DbConnection, mailboxes, nodes};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct MailboxView {
@@ -193,18 +193,16 @@ pub(crate) async fn create_mailbox(
     let raw = body.raw().to_vec();
     let new = NewMailbox::try_from(body.0)?;
     let node_id = id.into_inner();
-    let answer = store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let found = nodes::find_locked(conn, node_id, &[])?;
-            idempotency::once(conn, &principal, &key, &raw, |conn| {
-                let node = customer(principal.may_manage(found)?)?;
-                let (mailbox, modules) = service::create(conn, &Ctx::of(&principal), &node, new)?;
-                Answer::created(
-                    format!("/v1/mailboxes/{}", mailbox.id),
-                    etag(mailbox.version),
-                    &MailboxView::new(&mailbox, modules),
-                )
-            })
+    let answer = common::write(&state.pool, move |conn| {
+        let found = nodes::find_locked(conn, node_id, &[])?;
+        idempotency::once(conn, &principal, &key, &raw, |conn| {
+            let node = customer(principal.may_manage(found)?)?;
+            let (mailbox, modules) = service::create(conn, &Ctx::of(&principal), &node, new)?;
+            Answer::created(
+                format!("/v1/mailboxes/{}", mailbox.id),
+                etag(mailbox.version),
+                &MailboxView::new(&mailbox, modules),
+            )
         })
     })
     .await?;
@@ -488,13 +486,11 @@ pub(crate) async fn update_mailbox(
     };
     fields.finish()?;
     let id = id.into_inner();
-    let mailbox = store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let (mailbox, node) = locked_mailbox(conn, &principal, id)?;
-            if_match.check(mailbox.version)?;
-            let mailbox = service::update(conn, &Ctx::of(&principal), &node, mailbox, change)?;
-            held(conn, mailbox)
-        })
+    let mailbox = common::write(&state.pool, move |conn| {
+        let (mailbox, node) = locked_mailbox(conn, &principal, id)?;
+        if_match.check(mailbox.version)?;
+        let mailbox = service::update(conn, &Ctx::of(&principal), &node, mailbox, change)?;
+        held(conn, mailbox)
     })
     .await?;
     Ok(respond(mailbox))
@@ -508,13 +504,11 @@ async fn set_active(
     id: MailboxId,
     active: bool,
 ) -> Result<HttpResponse, ApiError> {
-    let mailbox = store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let (mailbox, node) = locked_mailbox(conn, &principal, id)?;
-            let ctx = Ctx::of(&principal);
-            let mailbox = service::set_active(conn, &ctx, &node, mailbox, active)?;
-            held(conn, mailbox)
-        })
+    let mailbox = common::write(&state.pool, move |conn| {
+        let (mailbox, node) = locked_mailbox(conn, &principal, id)?;
+        let ctx = Ctx::of(&principal);
+        let mailbox = service::set_active(conn, &ctx, &node, mailbox, active)?;
+        held(conn, mailbox)
     })
     .await?;
     Ok(respond(mailbox))
@@ -580,11 +574,9 @@ pub(crate) async fn delete_mailbox(
     id: web::Path<MailboxId>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let (mailbox, node) = locked_mailbox(conn, &principal, id)?;
-            service::delete(conn, &Ctx::of(&principal), &node, mailbox)
-        })
+    common::write(&state.pool, move |conn| {
+        let (mailbox, node) = locked_mailbox(conn, &principal, id)?;
+        service::delete(conn, &Ctx::of(&principal), &node, mailbox)
     })
     .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -653,11 +645,9 @@ pub(crate) async fn create_alias(
         ));
     }
     let id = id.into_inner();
-    let alias = store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let (mailbox, node) = locked_mailbox(conn, &principal, id)?;
-            services::aliases::create(conn, &Ctx::of(&principal), &node, &mailbox, address)
-        })
+    let alias = common::write(&state.pool, move |conn| {
+        let (mailbox, node) = locked_mailbox(conn, &principal, id)?;
+        services::aliases::create(conn, &Ctx::of(&principal), &node, &mailbox, address)
     })
     .await?;
     Ok(HttpResponse::Created()
@@ -711,16 +701,14 @@ pub(crate) async fn delete_alias(
     id: web::Path<AliasId>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let first = store::aliases::find(conn, id)?.ok_or(ApiError::NotFound)?;
-            principal.visible(nodes::find(conn, first.node_id)?)?;
-            let node = principal.may_manage(nodes::find_locked(conn, first.node_id, &[])?)?;
-            let alias = store::aliases::find(conn, id)?
-                .filter(|a| a.node_id == node.id)
-                .ok_or(ApiError::NotFound)?;
-            services::aliases::delete(conn, &Ctx::of(&principal), &node, alias)
-        })
+    common::write(&state.pool, move |conn| {
+        let first = store::aliases::find(conn, id)?.ok_or(ApiError::NotFound)?;
+        principal.visible(nodes::find(conn, first.node_id)?)?;
+        let node = principal.may_manage(nodes::find_locked(conn, first.node_id, &[])?)?;
+        let alias = store::aliases::find(conn, id)?
+            .filter(|a| a.node_id == node.id)
+            .ok_or(ApiError::NotFound)?;
+        services::aliases::delete(conn, &Ctx::of(&principal), &node, alias)
     })
     .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -888,15 +876,13 @@ pub(crate) async fn import_mailboxes(
         .map(|(line, row)| (line, NewMailbox::try_from(row)))
         .collect();
     let node_id = id.into_inner();
-    let report = store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let node = customer(principal.may_manage(nodes::find_locked(conn, node_id, &[])?)?)?;
-            match service::import(conn, &Ctx::of(&principal), &node, rows, atomic)? {
-                Ok(rows) => Ok(report(atomic, rows)),
-                // Nothing is kept: the rows that passed their checks are reported as skipped.
-                Err(rows) => Err(ApiError::ImportFailed(skipped(rows))),
-            }
-        })
+    let report = common::write(&state.pool, move |conn| {
+        let node = customer(principal.may_manage(nodes::find_locked(conn, node_id, &[])?)?)?;
+        match service::import(conn, &Ctx::of(&principal), &node, rows, atomic)? {
+            Ok(rows) => Ok(report(atomic, rows)),
+            // Nothing is kept: the rows that passed their checks are reported as skipped.
+            Err(rows) => Err(ApiError::ImportFailed(skipped(rows))),
+        }
     })
     .await?;
     let status = if atomic {

@@ -32,7 +32,7 @@ use crate::service::modules::ModuleChange;
 use crate::service::{self, Ctx};
 use crate::startup::AppState;
 use crate::store::modules::{self, Module};
-use crate::store::{self, DbConnection, nodes, write_tx};
+use crate::store::{self, DbConnection, nodes};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ModuleView {
@@ -219,17 +219,15 @@ pub(crate) async fn create_module(
 ) -> Result<HttpResponse, ApiError> {
     let raw = body.raw().to_vec();
     let module = body.0.parse()?;
-    let answer = store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let owner = common::owner_admin(conn, &principal)?;
-            idempotency::once(conn, &principal, &key, &raw, |conn| {
-                let module = service::modules::create(conn, &Ctx::of(&principal), &owner, module)?;
-                Answer::created(
-                    format!("/v1/modules/{}", module.code),
-                    etag(module.version),
-                    &ModuleView::from(&module),
-                )
-            })
+    let answer = common::write(&state.pool, move |conn| {
+        let owner = common::owner_admin(conn, &principal)?;
+        idempotency::once(conn, &principal, &key, &raw, |conn| {
+            let module = service::modules::create(conn, &Ctx::of(&principal), &owner, module)?;
+            Answer::created(
+                format!("/v1/modules/{}", module.code),
+                etag(module.version),
+                &ModuleView::from(&module),
+            )
         })
     })
     .await?;
@@ -309,13 +307,11 @@ pub(crate) async fn update_module(
 ) -> Result<HttpResponse, ApiError> {
     let change = body.0.parse()?;
     let code = code.into_inner();
-    let module = store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let owner = common::owner_admin(conn, &principal)?;
-            let precondition = |version| if_match.check(version);
-            let ctx = Ctx::of(&principal);
-            service::modules::update(conn, &ctx, &owner, &code, precondition, change)
-        })
+    let module = common::write(&state.pool, move |conn| {
+        let owner = common::owner_admin(conn, &principal)?;
+        let precondition = |version| if_match.check(version);
+        let ctx = Ctx::of(&principal);
+        service::modules::update(conn, &ctx, &owner, &code, precondition, change)
     })
     .await?;
     Ok(respond(&module))
@@ -357,11 +353,9 @@ pub(crate) async fn delete_module(
     code: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let code = code.into_inner();
-    store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let owner = common::owner_admin(conn, &principal)?;
-            service::modules::delete(conn, &Ctx::of(&principal), &owner, &code)
-        })
+    common::write(&state.pool, move |conn| {
+        let owner = common::owner_admin(conn, &principal)?;
+        service::modules::delete(conn, &Ctx::of(&principal), &owner, &code)
     })
     .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -388,12 +382,10 @@ pub(crate) async fn assign_mailbox_module(
     path: web::Path<(MailboxId, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, code) = path.into_inner();
-    let (mailbox, modules_held) = store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let (mailbox, node) = super::mailboxes::locked_mailbox(conn, &principal, id)?;
-            let ctx = Ctx::of(&principal);
-            service::modules::assign_to_mailbox(conn, &ctx, &node, mailbox, code)
-        })
+    let (mailbox, modules_held) = common::write(&state.pool, move |conn| {
+        let (mailbox, node) = super::mailboxes::locked_mailbox(conn, &principal, id)?;
+        let ctx = Ctx::of(&principal);
+        service::modules::assign_to_mailbox(conn, &ctx, &node, mailbox, code)
     })
     .await?;
     Ok(HttpResponse::Ok()
@@ -422,12 +414,10 @@ pub(crate) async fn remove_mailbox_module(
     path: web::Path<(MailboxId, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, code) = path.into_inner();
-    store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let (mailbox, node) = super::mailboxes::locked_mailbox(conn, &principal, id)?;
-            let ctx = Ctx::of(&principal);
-            service::modules::remove_from_mailbox(conn, &ctx, &node, mailbox, code)
-        })
+    common::write(&state.pool, move |conn| {
+        let (mailbox, node) = super::mailboxes::locked_mailbox(conn, &principal, id)?;
+        let ctx = Ctx::of(&principal);
+        service::modules::remove_from_mailbox(conn, &ctx, &node, mailbox, code)
     })
     .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -520,13 +510,11 @@ async fn set_node_module(
     (id, code): (NodeId, String),
     held: bool,
 ) -> Result<NodeModules, ApiError> {
-    store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let node = customer(principal.may_manage(nodes::find_locked(conn, id, &[])?)?)?;
-            let ctx = Ctx::of(&principal);
-            service::modules::set_on_customer(conn, &ctx, &node, code, held)?;
-            node_modules(conn, node.id)
-        })
+    common::write(&state.pool, move |conn| {
+        let node = customer(principal.may_manage(nodes::find_locked(conn, id, &[])?)?)?;
+        let ctx = Ctx::of(&principal);
+        service::modules::set_on_customer(conn, &ctx, &node, code, held)?;
+        node_modules(conn, node.id)
     })
     .await
 }

@@ -19,7 +19,7 @@ use crate::error::{ApiError, Guarded, Listed, Problem};
 use crate::service::{self, Ctx};
 use crate::startup::AppState;
 use crate::store::nodes::{ChildFilter, NewNode, Node, NodeChanges};
-use crate::store::{self, nodes, write_tx};
+use crate::store::{self, nodes};
 
 /// A node as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -164,19 +164,17 @@ pub(crate) async fn create_child(
     let raw = body.raw().to_vec();
     let new = NewNode::try_from(body.0)?;
     let parent_id = id.into_inner();
-    let answer = store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            nodes::lock(conn, &[parent_id])?;
-            idempotency::once(conn, &principal, &key, &raw, |conn| {
-                let parent =
-                    principal.may_administer(nodes::find(conn, parent_id)?, Reach::SelfOrBelow)?;
-                let node = service::nodes::create_child(conn, &parent, &Ctx::of(&principal), new)?;
-                Answer::created(
-                    format!("/v1/nodes/{}", node.id),
-                    etag(node.version),
-                    &NodeView::from(node),
-                )
-            })
+    let answer = common::write(&state.pool, move |conn| {
+        nodes::lock(conn, &[parent_id])?;
+        idempotency::once(conn, &principal, &key, &raw, |conn| {
+            let parent =
+                principal.may_administer(nodes::find(conn, parent_id)?, Reach::SelfOrBelow)?;
+            let node = service::nodes::create_child(conn, &parent, &Ctx::of(&principal), new)?;
+            Answer::created(
+                format!("/v1/nodes/{}", node.id),
+                etag(node.version),
+                &NodeView::from(node),
+            )
         })
     })
     .await?;
@@ -322,18 +320,16 @@ pub(crate) async fn update_node(
 ) -> Result<HttpResponse, ApiError> {
     let changes = NodeChanges::try_from(body.0)?;
     let id = id.into_inner();
-    let node = store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            nodes::lock(conn, &[id])?;
-            let reach = if changes.status.is_some() {
-                Reach::Below
-            } else {
-                Reach::SelfOrBelow
-            };
-            let node = principal.may_administer(nodes::find(conn, id)?, reach)?;
-            service::nodes::update(conn, node, &Ctx::of(&principal), changes, |node| {
-                if_match.check(node.version)
-            })
+    let node = common::write(&state.pool, move |conn| {
+        nodes::lock(conn, &[id])?;
+        let reach = if changes.status.is_some() {
+            Reach::Below
+        } else {
+            Reach::SelfOrBelow
+        };
+        let node = principal.may_administer(nodes::find(conn, id)?, reach)?;
+        service::nodes::update(conn, node, &Ctx::of(&principal), changes, |node| {
+            if_match.check(node.version)
         })
     })
     .await?;
@@ -419,12 +415,9 @@ pub(crate) async fn delete_node(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let cascade = query.cascade.unwrap_or(false);
-    store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let node =
-                principal.may_administer(nodes::find_locked(conn, id, &[])?, Reach::Below)?;
-            service::nodes::delete(conn, &node, &Ctx::of(&principal), cascade)
-        })
+    common::write(&state.pool, move |conn| {
+        let node = principal.may_administer(nodes::find_locked(conn, id, &[])?, Reach::Below)?;
+        service::nodes::delete(conn, &node, &Ctx::of(&principal), cascade)
     })
     .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -461,14 +454,12 @@ pub(crate) async fn move_node(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let target = body.0.parent_id;
-    let node = store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let node =
-                principal.may_administer(nodes::find_locked(conn, id, &[target])?, Reach::Below)?;
-            let new_parent =
-                principal.may_administer(nodes::find(conn, target)?, Reach::SelfOrBelow)?;
-            service::nodes::move_under(conn, node, &new_parent, &Ctx::of(&principal))
-        })
+    let node = common::write(&state.pool, move |conn| {
+        let node =
+            principal.may_administer(nodes::find_locked(conn, id, &[target])?, Reach::Below)?;
+        let new_parent =
+            principal.may_administer(nodes::find(conn, target)?, Reach::SelfOrBelow)?;
+        service::nodes::move_under(conn, node, &new_parent, &Ctx::of(&principal))
     })
     .await?;
     Ok(ok_with_etag(node))

@@ -25,7 +25,7 @@ use crate::startup::AppState;
 use crate::store::accounts::Account;
 use crate::store::api_keys::ApiKey;
 use crate::store::audit::Actor;
-use crate::store::{self, accounts, api_keys, nodes, write_tx};
+use crate::store::{self, accounts, api_keys, nodes};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct AccountView {
@@ -157,17 +157,15 @@ pub(crate) async fn create_account(
     // Hashed before the transaction: tens of milliseconds that need not hold the write lock.
     let hash = state.hasher.hash(chosen).await?;
     let node_id = id.into_inner();
-    let account = store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let node = administer_giving(conn, &principal, node_id, body.role)?;
-            let draft = AccountDraft {
-                username: &body.username,
-                email: email.as_deref().unwrap_or_default(),
-                role: body.role,
-                password_hash: &hash,
-            };
-            principals::create_account(conn, &Ctx::of(&principal), &node, draft)
-        })
+    let account = common::write(&state.pool, move |conn| {
+        let node = administer_giving(conn, &principal, node_id, body.role)?;
+        let draft = AccountDraft {
+            username: &body.username,
+            email: email.as_deref().unwrap_or_default(),
+            role: body.role,
+            password_hash: &hash,
+        };
+        principals::create_account(conn, &Ctx::of(&principal), &node, draft)
     })
     .await?;
     Ok(HttpResponse::Created()
@@ -410,26 +408,24 @@ pub(crate) async fn update_account(
     let own = principal.actor == Actor::Account(id);
     let email = body.check(own, password_change_only)?;
     let change = body.change(&state, &request, id, email).await?;
-    let account = store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let (account, node) = visible_account(conn, &principal, id)?;
-            let ctx = Ctx::of(&principal);
-            let precondition = |version| if_match.check(version);
-            if own {
-                return principals::update_own_account(conn, &ctx, account, precondition, change);
-            }
-            // Only disabling takes access away, and works in a suspended subtree too.
-            if change.only_disables() {
-                let node = revoking(&principal, node, account.role)?;
-                return principals::disable_account(conn, &ctx, &node, account, precondition);
-            }
-            let node = principal.may_administer(Some(node), Reach::SelfOrBelow)?;
-            may_give(&principal, account.role)?;
-            if let Some(role) = change.role {
-                may_give(&principal, role)?;
-            }
-            principals::update_account(conn, &ctx, &node, account, precondition, change)
-        })
+    let account = common::write(&state.pool, move |conn| {
+        let (account, node) = visible_account(conn, &principal, id)?;
+        let ctx = Ctx::of(&principal);
+        let precondition = |version| if_match.check(version);
+        if own {
+            return principals::update_own_account(conn, &ctx, account, precondition, change);
+        }
+        // Only disabling takes access away, and works in a suspended subtree too.
+        if change.only_disables() {
+            let node = revoking(&principal, node, account.role)?;
+            return principals::disable_account(conn, &ctx, &node, account, precondition);
+        }
+        let node = principal.may_administer(Some(node), Reach::SelfOrBelow)?;
+        may_give(&principal, account.role)?;
+        if let Some(role) = change.role {
+            may_give(&principal, role)?;
+        }
+        principals::update_account(conn, &ctx, &node, account, precondition, change)
     })
     .await?;
     Ok(HttpResponse::Ok()
@@ -454,13 +450,11 @@ pub(crate) async fn delete_account(
     id: web::Path<AccountId>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let (account, node) = visible_account(conn, &principal, id)?;
-            // Taking access away works in a suspended subtree too.
-            let node = revoking(&principal, node, account.role)?;
-            principals::delete_account(conn, &Ctx::of(&principal), &node, account)
-        })
+    common::write(&state.pool, move |conn| {
+        let (account, node) = visible_account(conn, &principal, id)?;
+        // Taking access away works in a suspended subtree too.
+        let node = revoking(&principal, node, account.role)?;
+        principals::delete_account(conn, &Ctx::of(&principal), &node, account)
     })
     .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -550,12 +544,10 @@ pub(crate) async fn create_api_key(
     }
     fields.finish()?;
     let node_id = id.into_inner();
-    let (key, text) = store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let node = administer_giving(conn, &principal, node_id, body.role)?;
-            let ctx = Ctx::of(&principal);
-            principals::create_api_key(conn, &ctx, &node, name, body.role, expires_at)
-        })
+    let (key, text) = common::write(&state.pool, move |conn| {
+        let node = administer_giving(conn, &principal, node_id, body.role)?;
+        let ctx = Ctx::of(&principal);
+        principals::create_api_key(conn, &ctx, &node, name, body.role, expires_at)
     })
     .await?;
     Ok(HttpResponse::Created()
@@ -613,14 +605,12 @@ pub(crate) async fn revoke_api_key(
     id: web::Path<ApiKeyId>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    store::run(&state.pool, move |conn| {
-        write_tx(conn, |conn| {
-            let key = api_keys::find(conn, id)?.ok_or(ApiError::NotFound)?;
-            let node = principal.visible(nodes::find(conn, key.node_id)?)?;
-            // Taking access away works in a suspended subtree too.
-            let node = revoking(&principal, node, key.role)?;
-            principals::revoke_api_key(conn, &Ctx::of(&principal), &node, key)
-        })
+    common::write(&state.pool, move |conn| {
+        let key = api_keys::find(conn, id)?.ok_or(ApiError::NotFound)?;
+        let node = principal.visible(nodes::find(conn, key.node_id)?)?;
+        // Taking access away works in a suspended subtree too.
+        let node = revoking(&principal, node, key.role)?;
+        principals::revoke_api_key(conn, &Ctx::of(&principal), &node, key)
     })
     .await?;
     Ok(HttpResponse::NoContent().finish())
