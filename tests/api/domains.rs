@@ -5,15 +5,13 @@ use serde_json::{Value, json};
 
 use crate::dns::DnsServer;
 use crate::helpers::{
-    Caller, TestApp, assert_problem, seed_tree, spawn_another, spawn_app, spawn_app_with, texts,
+    Caller, TestApp, admin_app, assert_problem, seed_tree, spawn_another, spawn_app_with, texts,
 };
 use crate::scenario::verify_path;
 
 #[tokio::test]
 async fn a_customer_registers_a_domain_in_any_form_idna_accepts() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let response = admin
         .post(
             &format!("/v1/nodes/{}/domains", tree.c1),
@@ -46,9 +44,7 @@ async fn a_customer_registers_a_domain_in_any_form_idna_accepts() {
 
 #[tokio::test]
 async fn a_customer_claims_a_name_once_and_an_unproven_claim_blocks_no_one() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     admin.register_domain(&tree.c1, "shared.example").await;
     admin
         .register_domain_problem(&tree.c1, "SHARED.example", 409, "domain-taken")
@@ -67,9 +63,7 @@ async fn a_customer_claims_a_name_once_and_an_unproven_claim_blocks_no_one() {
 
 #[tokio::test]
 async fn one_customer_racing_itself_for_a_name_claims_it_once() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let body = json!({"name": "contested.example"});
     let path = format!("/v1/nodes/{}/domains", tree.c1);
     let (first, second) = tokio::join!(admin.post(&path, &body), admin.post(&path, &body));
@@ -82,9 +76,7 @@ async fn one_customer_racing_itself_for_a_name_claims_it_once() {
 
 #[tokio::test]
 async fn the_last_domain_unit_goes_to_exactly_one_of_32_racers() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     for i in 0..4 {
         admin
             .register_domain(&tree.c1, &format!("d{i}.example"))
@@ -117,9 +109,7 @@ async fn the_last_domain_unit_goes_to_exactly_one_of_32_racers() {
 
 #[tokio::test]
 async fn names_that_break_the_rules_are_refused_with_the_rule() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let path = format!("/v1/nodes/{}/domains", tree.c1);
     for (name, rule) in [
         ("localhost", "two labels"),
@@ -150,9 +140,7 @@ async fn names_that_break_the_rules_are_refused_with_the_rule() {
 
 #[tokio::test]
 async fn a_deleted_domain_returns_its_unit_and_its_name() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let domain = admin.register_domain(&tree.c1, "gone.example").await;
     let path = format!("/v1/domains/{}", domain["id"].as_str().unwrap());
     let changed = admin.patch_ok(&path, &json!({"status": "disabled", "route": {"host": "192.0.2.1", "port": 2525, "priority": 90}})).await;
@@ -198,9 +186,7 @@ async fn a_domain_is_verified_by_its_txt_record_over_real_dns() {
 
 #[tokio::test]
 async fn a_reseller_lists_its_customers_domains_and_no_one_elses() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     for (node, name) in [
         (&tree.c1, "one.example"),
         (&tree.c1, "two.example"),
@@ -231,9 +217,7 @@ async fn a_reseller_lists_its_customers_domains_and_no_one_elses() {
 
 #[tokio::test]
 async fn a_customer_with_domains_is_deleted_only_with_cascade_and_frees_them() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     admin.register_domain(&tree.c1, "held.example").await;
     let body = admin
         .delete_problem(&format!("/v1/nodes/{}", tree.c1), 409, "not-empty")
@@ -275,9 +259,7 @@ fn audited(app: &TestApp, node: &str, action: &str, actor: &str) -> i64 {
 
 #[tokio::test]
 async fn a_pending_claim_expires_when_another_customer_claims_the_name() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let squatted = admin.register_domain(&tree.c1, "victim-corp.example").await;
     assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 1);
     // Eight days pass (the default claim lasts seven) without a TXT record.
@@ -304,9 +286,7 @@ async fn a_pending_claim_expires_when_another_customer_claims_the_name() {
 
 #[tokio::test]
 async fn an_expired_claim_returns_its_unit_though_nobody_wants_the_name() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     admin.register_domain(&tree.c1, "forgotten.example").await;
     admin.register_domain(&tree.c1, "fresh.example").await;
     app.execute_sql(

@@ -133,6 +133,21 @@ impl Drop for TestApp {
     }
 }
 
+/// A test's usual first line: starts the app (`spawn_app`) and binds it to `$app`, a `Caller` acting
+/// as the first admin to `$admin`, and, when a third name is given, the seeded `Tree` to `$tree`.
+/// One line instead of three, so that tests do not all open alike.
+macro_rules! admin_app {
+    ($app:ident, $admin:ident) => {
+        let $app = crate::helpers::spawn_app().await;
+        let $admin = $app.as_admin().await;
+    };
+    ($app:ident, $admin:ident, $tree:ident) => {
+        crate::helpers::admin_app!($app, $admin);
+        let $tree = crate::helpers::seed_tree(&$admin).await;
+    };
+}
+pub(crate) use admin_app;
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }

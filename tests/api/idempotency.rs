@@ -2,12 +2,11 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, seed_tree, spawn_app};
+use crate::helpers::{admin_app, assert_problem};
 
 #[tokio::test]
 async fn a_retried_create_replays_the_first_answer_and_creates_once() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let owner = admin.node_id().await;
     let path = format!("/v1/nodes/{owner}/children");
     let body = json!({"kind": "customer", "name": "Retry GmbH"});
@@ -31,8 +30,7 @@ async fn a_retried_create_replays_the_first_answer_and_creates_once() {
 
 #[tokio::test]
 async fn a_key_reused_for_another_request_is_refused() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let owner = admin.node_id().await;
     let path = format!("/v1/nodes/{owner}/children");
     admin
@@ -63,9 +61,7 @@ async fn a_key_reused_for_another_request_is_refused() {
 
 #[tokio::test]
 async fn a_retried_grant_of_the_last_units_is_replayed_not_refused() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let path = format!("/v1/nodes/{}/allocations", tree.c1);
     let body = json!({"resource": "users", "amount": 150});
     let first = admin
@@ -85,9 +81,7 @@ async fn a_retried_grant_of_the_last_units_is_replayed_not_refused() {
 
 #[tokio::test]
 async fn a_refused_request_is_not_recorded_and_may_be_retried() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let path = format!("/v1/nodes/{}/allocations", tree.c1);
     let body = json!({"resource": "users", "amount": 200});
     assert_problem(

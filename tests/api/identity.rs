@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::check::{ask, check_key, exchange, policy_request, setup, spawn, with_listeners};
 use crate::dns::DnsServer;
-use crate::helpers::{Caller, assert_problem, spawn_another, spawn_app};
+use crate::helpers::{Caller, admin_app, assert_problem, spawn_another};
 use crate::mailboxes::{import_csv_each_row, with_domains};
 
 const NFC_JORG: &str = "j\u{f6}rg@c1.example";
@@ -40,8 +40,7 @@ async fn patch_case(admin: &Caller<'_>, node: &str, case: &str) -> reqwest::Resp
 
 #[tokio::test]
 async fn case_and_normalisation_variants_are_one_address_and_invisible_characters_are_refused() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     let path = format!("/v1/nodes/{}/mailboxes", tree.c1);
     let jane = admin.create_mailbox(&tree.c1, "Jane@c1.example").await;
@@ -117,8 +116,7 @@ async fn case_and_normalisation_variants_are_one_address_and_invisible_character
 
 #[tokio::test]
 async fn an_import_reports_case_and_normalisation_variants_as_taken() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     admin.create_mailbox(&tree.c1, "ann@c1.example").await;
     let csv = format!(
@@ -329,8 +327,7 @@ async fn a_case_sensitive_customer_keeps_variants_apart_and_cannot_switch_back_w
 
 #[tokio::test]
 async fn a_domain_whose_label_mixes_scripts_is_refused() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     let path = format!("/v1/nodes/{}/domains", tree.c1);
     for confusable in ["p\u{430}ypal.example", "xn--pypal-4ve.example"] {

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Caller, Tree, assert_problem, seed_tree, spawn_app, texts};
+use crate::helpers::{Caller, Tree, admin_app, assert_problem, seed_tree, texts};
 
 /// The tree with a domain for C1 and one for C2.
 pub(crate) async fn with_domains(admin: &Caller<'_>) -> Tree {
@@ -14,8 +14,7 @@ pub(crate) async fn with_domains(admin: &Caller<'_>) -> Tree {
 
 #[tokio::test]
 async fn a_mailbox_takes_a_seat_and_every_domain_has_its_role_addresses() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     let roles = admin
         .get_ok(&format!("/v1/nodes/{}/mailboxes?origin=role", tree.c1))
@@ -54,8 +53,7 @@ async fn a_mailbox_takes_a_seat_and_every_domain_has_its_role_addresses() {
 
 #[tokio::test]
 async fn addresses_are_unique_and_must_be_on_the_customers_own_domains() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     let path = format!("/v1/nodes/{}/mailboxes", tree.c1);
     admin
@@ -120,8 +118,7 @@ async fn addresses_are_unique_and_must_be_on_the_customers_own_domains() {
 
 #[tokio::test]
 async fn disabling_frees_the_seat_and_enabling_takes_it_when_one_is_free() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     admin.set_grant(&tree.c1, "users", 1).await;
     let path = format!("/v1/nodes/{}/mailboxes", tree.c1);
@@ -167,8 +164,7 @@ async fn disabling_frees_the_seat_and_enabling_takes_it_when_one_is_free() {
 
 #[tokio::test]
 async fn a_mailbox_is_deleted_only_once_disabled_and_role_addresses_never() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     let created = admin.create_mailbox(&tree.c1, "bye@c1.example").await;
     let path = format!("/v1/mailboxes/{}", created["id"].as_str().unwrap());
@@ -190,8 +186,7 @@ async fn a_mailbox_is_deleted_only_once_disabled_and_role_addresses_never() {
 
 #[tokio::test]
 async fn a_domain_with_mailboxes_goes_only_with_cascade_and_returns_their_seats() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     admin.create_mailbox(&tree.c1, "stay@c1.example").await;
     let domains = admin
@@ -215,8 +210,7 @@ async fn a_domain_with_mailboxes_goes_only_with_cascade_and_returns_their_seats(
 
 #[tokio::test]
 async fn mailboxes_are_listed_and_changed_field_by_field() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     let created = admin
         .post_expect(
@@ -267,8 +261,7 @@ async fn mailboxes_are_listed_and_changed_field_by_field() {
 
 #[tokio::test]
 async fn the_last_seat_raced_by_32_creates_is_taken_once() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     admin.set_grant(&tree.c1, "users", 1).await;
     let attempts = (0..32).map(|i| {
@@ -292,8 +285,7 @@ async fn the_last_seat_raced_by_32_creates_is_taken_once() {
 
 #[tokio::test]
 async fn aliases_share_the_address_space_with_mailboxes_and_are_capped_per_customer() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     admin.register_domain(&tree.c1, "other.example").await;
     let jane = admin.create_mailbox(&tree.c1, "jane@c1.example").await;
@@ -377,8 +369,7 @@ async fn aliases_share_the_address_space_with_mailboxes_and_are_capped_per_custo
 
 #[tokio::test]
 async fn groups_list_their_members_and_lose_deleted_mailboxes() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     let path = format!("/v1/nodes/{}/groups", tree.c1);
     let response = admin.post(&path, &json!({"name": "Sales"})).await;
@@ -447,8 +438,7 @@ async fn groups_list_their_members_and_lose_deleted_mailboxes() {
 
 #[tokio::test]
 async fn over_long_strings_control_characters_and_broken_utf8_change_nothing() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     let path = format!("/v1/nodes/{}/mailboxes", tree.c1);
     let body = admin.post_problem(&path, &json!({"address": "ok@c1.example", "display_name": "x".repeat(201), "first_name": "bell\u{7}", "contact_email": "nope"}), 422, "validation-failed").await;
@@ -514,8 +504,7 @@ pub(crate) async fn import_csv_each_row(
 
 #[tokio::test]
 async fn an_atomic_import_takes_every_row_or_none() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     let good = json!([{"address": "a@c1.example", "first_name": "A"}, {"address": "b@c1.example"}, {"address": "c@c1.example"}]);
     let response = import(
@@ -569,8 +558,7 @@ async fn an_atomic_import_takes_every_row_or_none() {
 
 #[tokio::test]
 async fn a_csv_import_reports_each_row_by_its_line() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     admin.set_grant(&tree.c1, "users", 3).await;
     let csv = "address,display_name\n\
@@ -622,8 +610,7 @@ async fn a_csv_import_reports_each_row_by_its_line() {
 
 #[tokio::test]
 async fn a_broken_csv_is_refused_whole() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     let cases: [(&str, u16, &str); 4] = [
         ("display_name\nAnn\n", 422, "validation-failed"),
@@ -691,8 +678,7 @@ async fn a_broken_csv_is_refused_whole() {
 
 #[tokio::test]
 async fn two_creates_racing_for_one_address_make_one_mailbox() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     let path = format!("/v1/nodes/{}/mailboxes", tree.c1);
     let body = json!({"address": "contested@c1.example"});

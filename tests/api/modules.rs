@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Caller, TestApp, assert_problem, spawn_app, texts};
+use crate::helpers::{Caller, TestApp, admin_app, assert_problem, spawn_app, texts};
 
 /// A customer under a reseller, with a domain and seats of everything: `users`, `module:base` and
 /// the add-ons, `seats` of each (the reseller holds twice as many).
@@ -79,8 +79,7 @@ async fn seats(admin: &Caller<'_>, customer: &str) -> (i64, i64, i64) {
 
 #[tokio::test]
 async fn the_seeded_catalogue_has_the_documents_modules_and_rules() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let page = admin.get_ok("/v1/modules?limit=500").await;
     let items = page["items"].as_array().unwrap();
     let codes: Vec<&str> = items.iter().map(|m| m["code"].as_str().unwrap()).collect();
@@ -133,8 +132,7 @@ async fn the_seeded_catalogue_has_the_documents_modules_and_rules() {
 
 #[tokio::test]
 async fn requirements_come_first_and_exclusions_hold_both_ways() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let shop = shop(&admin, 10).await;
     let ann = mailbox(&admin, &shop.customer, "ann").await;
     assert_eq!(modules_of(&admin, &ann).await, json!(["base"]));
@@ -260,8 +258,7 @@ async fn requirements_come_first_and_exclusions_hold_both_ways() {
 
 #[tokio::test]
 async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let shop = shop(&admin, 10).await;
     let ann = mailbox(&admin, &shop.customer, "ann").await;
     admin.expect(assign(&admin, &ann, "lft").await, 200).await;
@@ -433,8 +430,7 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
 
 #[tokio::test]
 async fn every_mailbox_takes_a_base_seat_and_gives_its_seats_back() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let shop = shop(&admin, 2).await;
     let ann = mailbox(&admin, &shop.customer, "ann").await;
     admin.expect(assign(&admin, &ann, "lft").await, 200).await;
@@ -555,8 +551,7 @@ async fn every_mailbox_takes_a_base_seat_and_gives_its_seats_back() {
 
 #[tokio::test]
 async fn racing_managers_never_oversell_the_last_module_seat() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let shop = shop(&admin, 40).await;
     // 3 seats of lft for the customer, 24 mailboxes wanting one.
     admin
@@ -648,8 +643,7 @@ async fn only_owner_admins_change_the_catalogue() {
 
 #[tokio::test]
 async fn verify_counts_module_seats_against_their_holders() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let shop = shop(&admin, 5).await;
     let ann = mailbox(&admin, &shop.customer, "ann").await;
     admin.expect(assign(&admin, &ann, "lft").await, 200).await;

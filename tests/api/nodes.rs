@@ -2,12 +2,11 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, seed_tree, spawn_app, texts};
+use crate::helpers::{admin_app, assert_problem, texts};
 
 #[tokio::test]
 async fn an_admin_builds_the_tree_and_reads_it_back() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let owner = admin.node_id().await;
     let response = admin
         .post(
@@ -35,8 +34,7 @@ async fn an_admin_builds_the_tree_and_reads_it_back() {
 
 #[tokio::test]
 async fn children_are_listed_in_pages_and_filtered() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let owner = admin.node_id().await;
     for name in ["Alpha", "Beta", "Gamma"] {
         admin.create_child(&owner, "reseller", name).await;
@@ -107,8 +105,7 @@ async fn children_are_listed_in_pages_and_filtered() {
 
 #[tokio::test]
 async fn customers_have_no_children_and_the_owner_exists_once() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let owner = admin.node_id().await;
     let customer = admin.create_child(&owner, "customer", "Leaf").await;
     let body = admin
@@ -134,8 +131,7 @@ async fn customers_have_no_children_and_the_owner_exists_once() {
 
 #[tokio::test]
 async fn sibling_names_are_unique_but_cousins_may_share_one() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let owner = admin.node_id().await;
     let a = admin.create_child(&owner, "reseller", "A").await;
     let b = admin.create_child(&owner, "reseller", "B").await;
@@ -158,8 +154,7 @@ async fn sibling_names_are_unique_but_cousins_may_share_one() {
 
 #[tokio::test]
 async fn every_invalid_field_is_named_and_nothing_is_created() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let owner = admin.node_id().await;
     let body = admin
         .post_problem(
@@ -192,8 +187,7 @@ async fn every_invalid_field_is_named_and_nothing_is_created() {
 
 #[tokio::test]
 async fn patch_changes_only_what_is_sent_and_honours_if_match() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let owner = admin.node_id().await;
     let node = admin.create_child(&owner, "customer", "Shop").await;
     let path = format!("/v1/nodes/{node}");
@@ -228,8 +222,7 @@ async fn patch_changes_only_what_is_sent_and_honours_if_match() {
 
 #[tokio::test]
 async fn suspending_takes_an_admin_above_the_node() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let owner = admin.node_id().await;
     let node = admin.create_child(&owner, "reseller", "R").await;
     let suspended = admin
@@ -259,8 +252,7 @@ async fn suspending_takes_an_admin_above_the_node() {
 
 #[tokio::test]
 async fn unknown_or_malformed_node_ids_are_404() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     admin
         .get_problem(
             &format!("/v1/nodes/{}", uuid::Uuid::now_v7()),
@@ -275,9 +267,7 @@ async fn unknown_or_malformed_node_ids_are_404() {
 
 #[tokio::test]
 async fn a_node_that_still_holds_something_is_not_deleted() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let body = admin
         .delete_problem(&format!("/v1/nodes/{}", tree.a), 409, "not-empty")
         .await;
@@ -302,9 +292,7 @@ async fn a_node_that_still_holds_something_is_not_deleted() {
 
 #[tokio::test]
 async fn deleting_a_customer_returns_its_seats_and_frees_its_name() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     assert_eq!(admin.usage(&tree.a1, "users").await["free"], 150);
     admin
         .delete_expect(&format!("/v1/nodes/{}", tree.c1), 204)
@@ -329,9 +317,7 @@ async fn deleting_a_customer_returns_its_seats_and_frees_its_name() {
 
 #[tokio::test]
 async fn a_customer_moves_with_its_allocations_to_a_parent_with_room() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let moved = admin
         .expect(admin.move_under(&tree.c1, &tree.b).await, 200)
         .await;
@@ -361,9 +347,7 @@ async fn a_customer_moves_with_its_allocations_to_a_parent_with_room() {
 
 #[tokio::test]
 async fn a_move_is_refused_when_the_new_parent_lacks_room_and_changes_nothing() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     // B has 300 users and gave C2 40; A (with A1's 200 inside) does not fit.
     let body = assert_problem(
         admin.move_under(&tree.a, &tree.b).await,
@@ -390,9 +374,7 @@ async fn a_move_is_refused_when_the_new_parent_lacks_room_and_changes_nothing() 
 
 #[tokio::test]
 async fn a_node_cannot_move_under_itself_or_a_customer() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let body = assert_problem(
         admin.move_under(&tree.a, &tree.a1).await,
         422,
@@ -417,9 +399,7 @@ async fn a_node_cannot_move_under_itself_or_a_customer() {
 
 #[tokio::test]
 async fn a_moved_reseller_takes_its_subtree_along() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     admin
         .expect(admin.move_under(&tree.a1, &tree.owner).await, 200)
         .await;

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Caller, TestApp, assert_problem, seed_tree, spawn_app, texts};
+use crate::helpers::{Caller, TestApp, admin_app, assert_problem, spawn_app, texts};
 
 /// Creates an account at `node` and returns a caller logged in as it.
 pub async fn account<'a>(
@@ -66,9 +66,7 @@ async fn assert_locked_out(caller: &Caller<'_>) {
 
 #[tokio::test]
 async fn an_account_sees_its_own_subtree_and_nothing_else() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let reseller = account(&app, &admin, &tree.a, "alice", "admin").await;
     let me = reseller.get_ok("/v1/me").await;
     assert_eq!(
@@ -92,8 +90,7 @@ async fn an_account_sees_its_own_subtree_and_nothing_else() {
 
 #[tokio::test]
 async fn a_generated_password_is_shown_once_and_never_again() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let owner = admin.node_id().await;
     let response = admin
         .post(
@@ -119,8 +116,7 @@ async fn a_generated_password_is_shown_once_and_never_again() {
 
 #[tokio::test]
 async fn bad_accounts_are_refused_field_by_field() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let owner = admin.node_id().await;
     let path = format!("/v1/nodes/{owner}/accounts");
     let body = admin
@@ -153,9 +149,7 @@ async fn bad_accounts_are_refused_field_by_field() {
 
 #[tokio::test]
 async fn only_admins_create_principals_and_never_above_their_role() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let manager = account(&app, &admin, &tree.a, "manny", "manager").await;
     let viewer = account(&app, &admin, &tree.a, "vera", "viewer").await;
     for caller in [&manager, &viewer] {
@@ -185,9 +179,7 @@ async fn only_admins_create_principals_and_never_above_their_role() {
 
 #[tokio::test]
 async fn a_disabled_or_deleted_accounts_tokens_stop_working_at_once_and_for_good() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let carol = account(&app, &admin, &tree.b, "carol", "manager").await;
     let id = carol.get_ok("/v1/me").await["id"]
         .as_str()
@@ -224,8 +216,7 @@ async fn a_disabled_or_deleted_accounts_tokens_stop_working_at_once_and_for_good
 
 #[tokio::test]
 async fn an_account_at_a_deleted_node_cannot_log_in_and_is_told_nothing_more() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let owner = admin.node_id().await;
     let gone = admin.create_child(&owner, "customer", "Gone GmbH").await;
     let erin = account(&app, &admin, &gone, "erin", "admin").await;
@@ -249,8 +240,7 @@ async fn an_account_at_a_deleted_node_cannot_log_in_and_is_told_nothing_more() {
 
 #[tokio::test]
 async fn anyone_changes_their_own_password_but_not_their_role_or_existence() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let me = admin.get_ok("/v1/me").await;
     let path = format!("/v1/accounts/{}", me["id"].as_str().unwrap());
     admin.patch_ok(&path,
@@ -277,8 +267,7 @@ async fn anyone_changes_their_own_password_but_not_their_role_or_existence() {
 
 #[tokio::test]
 async fn changing_ones_own_password_needs_the_current_one_and_ends_every_session() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let owner = admin.node_id().await;
     let frank = account(&app, &admin, &owner, "frank", "viewer").await;
     let other_session = login(&app, "frank", "correct horse battery staple").await;
@@ -352,9 +341,7 @@ async fn changing_ones_own_password_needs_the_current_one_and_ends_every_session
 
 #[tokio::test]
 async fn an_admin_reset_ends_every_session_and_the_next_login_must_change_the_password() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let gina = account(&app, &admin, &tree.c1, "gina", "manager").await;
     let me = gina.get_ok("/v1/me").await;
     let path = format!("/v1/accounts/{}", me["id"].as_str().unwrap());
@@ -428,9 +415,7 @@ async fn an_admin_reset_ends_every_session_and_the_next_login_must_change_the_pa
 
 #[tokio::test]
 async fn an_api_key_authenticates_until_revoked() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let (key, created) = api_key(&app, &admin, &tree.c1, "viewer").await;
     let text = created["key"].as_str().unwrap();
     assert!(text.starts_with(&format!("allot_{}_", created["id"].as_str().unwrap())));
@@ -486,9 +471,7 @@ async fn an_api_key_authenticates_until_revoked() {
 
 #[tokio::test]
 async fn a_check_key_may_only_ask_the_check() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let (key, _) = api_key(&app, &admin, &tree.a, "check").await;
     key.get_ok("/v1/me").await;
     key.get_problem(&format!("/v1/nodes/{}", tree.a), 403, "forbidden")
@@ -499,8 +482,7 @@ async fn a_check_key_may_only_ask_the_check() {
 
 #[tokio::test]
 async fn api_keys_expire() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let owner = admin.node_id().await;
     let path = format!("/v1/nodes/{owner}/api-keys");
     let past = (chrono::Utc::now() - chrono::TimeDelta::minutes(1)).to_rfc3339();
@@ -561,8 +543,7 @@ async fn five_failed_logins_lock_out_further_attempts_whether_or_not_the_usernam
 #[tokio::test]
 async fn principal_changes_are_audited_without_secrets() {
     use diesel::prelude::*;
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let owner = admin.node_id().await;
     let created = admin.post_expect(&format!("/v1/nodes/{owner}/accounts"), &json!({"username": "dave", "email": "d@x.test", "role": "viewer", "password": "dave's long password"}), 201).await;
     admin

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::dns::DnsServer;
-use crate::helpers::{Caller, TestApp, assert_problem, seed_tree, spawn_app, spawn_app_with};
+use crate::helpers::{Caller, TestApp, admin_app, assert_problem, seed_tree, spawn_app_with};
 use crate::mta::{self, Postfix};
 use crate::principals::{account, api_key};
 
@@ -206,9 +206,7 @@ async fn a_server_that_does_not_relay_for_the_domain_refuses_postmaster() {
         return;
     }
     let postfix = RouteTarget::start("known.example").await;
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let domain = domain_with_route(
         &admin,
         &tree.c1,
@@ -250,9 +248,7 @@ async fn a_server_that_does_not_relay_for_the_domain_refuses_postmaster() {
 
 #[tokio::test]
 async fn a_closed_port_reports_the_refused_connection_in_plain_words() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let closed = free_port();
     let domain = domain_with_route(
         &admin,
@@ -292,9 +288,7 @@ async fn a_server_that_speaks_another_protocol_is_reported_as_not_smtp() {
             tokio::time::sleep(Duration::from_secs(30)).await;
         }
     });
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let domain = domain_with_route(&admin, &tree.c1, "ssh.example", "127.0.0.1", ssh.port()).await;
 
     let report = test_route(&admin, &domain).await;
@@ -327,9 +321,7 @@ async fn a_server_that_never_speaks_times_out_at_the_banner_while_a_second_test_
             drop(closed);
         }
     });
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let domain = domain_with_route(
         &admin,
         &tree.c1,
@@ -507,9 +499,7 @@ async fn a_host_without_an_address_fails_at_the_resolve_stage() {
 
 #[tokio::test]
 async fn a_domain_without_a_route_answers_route_missing() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let domain = admin.register_domain(&tree.c1, "unrouted.example").await;
     let id = domain["id"].as_str().unwrap();
 
@@ -533,9 +523,7 @@ async fn a_domain_without_a_route_answers_route_missing() {
 
 #[tokio::test]
 async fn managers_may_test_but_viewers_and_check_keys_may_not_and_other_subtrees_see_nothing() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let closed = free_port();
     let domain = domain_with_route(
         &admin,
