@@ -247,15 +247,13 @@ async fn bad_allocations_are_refused_field_by_field() {
             .await;
         assert_eq!(body["errors"][0]["field"], "resource", "{resource}");
     }
-    let body = admin
-        .post_problem(
+    admin
+        .post_invalid(
             &path,
             &json!({"resource": "users", "amount": "many"}),
-            422,
-            "validation-failed",
+            "amount",
         )
         .await;
-    assert_eq!(body["errors"][0]["field"], "amount");
     admin
         .post_problem(
             &path,
@@ -391,15 +389,13 @@ async fn racing_clients_never_oversell_the_last_units() {
 async fn dates_beyond_the_year_9999_are_refused_not_stored() {
     admin_app!(app, admin, tree);
     let path = format!("/v1/nodes/{}/allocations", tree.c1);
-    let body = admin
-        .post_problem(
+    admin
+        .post_invalid(
             &path,
             &json!({"resource": "users", "amount": 1, "ends_on": "+10000-01-01"}),
-            422,
-            "validation-failed",
+            "ends_on",
         )
         .await;
-    assert_eq!(body["errors"][0]["field"], "ends_on");
     admin
         .get_problem(
             &format!("/v1/nodes/{}/usage?at=%2B10000-01-01", tree.c1),

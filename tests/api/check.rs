@@ -320,13 +320,7 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
         "module_not_assigned",
         "a per-customer module the customer lacks"
     );
-    admin
-        .put_expect(
-            &format!("/v1/nodes/{}/modules/m365", tree.c2),
-            &json!({}),
-            200,
-        )
-        .await;
+    admin.enable_module(&tree.c2, "m365").await;
     assert_eq!(asks("m365").await, "ok");
     admin
         .delete_expect(&format!("/v1/mailboxes/{ann}/modules/lft"), 204)

@@ -3,9 +3,8 @@
 
 use serde_json::{Value, json};
 
-use crate::dns::DnsServer;
 use crate::helpers::{
-    Caller, TestApp, admin_app, assert_problem, seed_tree, spawn_another, spawn_app_with, texts,
+    Caller, TestApp, admin_app, assert_problem, dns_app, first_error, spawn_another, texts,
 };
 use crate::scenario::verify_path;
 
@@ -82,16 +81,9 @@ async fn the_last_domain_unit_goes_to_exactly_one_of_32_racers() {
             .register_domain(&tree.c1, &format!("d{i}.example"))
             .await;
     }
-    let attempts = (0..32).map(|i| {
-        let admin = &admin;
-        let path = format!("/v1/nodes/{}/domains", tree.c1);
-        async move {
-            admin
-                .post(&path, &json!({"name": format!("race{i}.example")}))
-                .await
-        }
-    });
-    let responses = futures_util::future::join_all(attempts).await;
+    let path = format!("/v1/nodes/{}/domains", tree.c1);
+    let names = (0..32).map(|i| json!({"name": format!("race{i}.example")}));
+    let responses = admin.post_racing(&path, names).await;
     let created = responses.iter().filter(|r| r.status() == 201).count();
     assert_eq!(created, 1);
     assert!(
@@ -120,13 +112,7 @@ async fn names_that_break_the_rules_are_refused_with_the_rule() {
             .post_problem(&path, &json!({"name": name}), 422, "validation-failed")
             .await;
         assert_eq!(body["errors"][0]["field"], "name");
-        assert!(
-            body["errors"][0]["message"]
-                .as_str()
-                .unwrap()
-                .contains(rule),
-            "{name}: {body}"
-        );
+        assert!(first_error(&body).contains(rule), "{name}: {body}");
     }
     let body = admin.post_problem(&path, &json!({"name": "ok.example", "route": {"host": "not a host", "port": 0, "priority": 101}}), 422, "validation-failed").await;
     let fields: Vec<&str> = texts(&body["errors"], "field");
@@ -162,10 +148,7 @@ async fn a_deleted_domain_returns_its_unit_and_its_name() {
 
 #[tokio::test]
 async fn a_domain_is_verified_by_its_txt_record_over_real_dns() {
-    let dns = DnsServer::start().await;
-    let app = spawn_app_with(|config| config.dns_resolver = dns.addr).await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    dns_app!(dns, app, admin, tree);
     let domain = admin.register_domain(&tree.c1, "proven.example").await;
     let verify = verify_path(&domain);
     let token = domain["verification"]["token"].as_str().unwrap();
@@ -314,10 +297,7 @@ async fn an_expired_claim_returns_its_unit_though_nobody_wants_the_name() {
 
 #[tokio::test]
 async fn a_verified_claim_takes_over_another_customers_pending_one() {
-    let dns = DnsServer::start().await;
-    let app = spawn_app_with(|config| config.dns_resolver = dns.addr).await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    dns_app!(dns, app, admin, tree);
     let squatted = admin.register_domain(&tree.c1, "victim-corp.example").await;
     let (status, owned) = claim(&admin, &tree.c2, "victim-corp.example").await;
     assert_eq!(status, 201, "a pending claim blocks no one: {owned}");
@@ -355,10 +335,7 @@ async fn a_verified_claim_takes_over_another_customers_pending_one() {
 
 #[tokio::test]
 async fn a_verified_domain_is_never_taken_over() {
-    let dns = DnsServer::start().await;
-    let app = spawn_app_with(|config| config.dns_resolver = dns.addr).await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    dns_app!(dns, app, admin, tree);
     let first = admin.register_domain(&tree.c1, "held.example").await;
     let (status, second) = claim(&admin, &tree.c2, "held.example").await;
     assert_eq!(status, 201, "{second}");
@@ -388,10 +365,7 @@ async fn a_verified_domain_is_never_taken_over() {
 
 #[tokio::test]
 async fn two_customers_proving_one_name_at_once_get_it_once() {
-    let dns = DnsServer::start().await;
-    let app = spawn_app_with(|config| config.dns_resolver = dns.addr).await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    dns_app!(dns, app, admin, tree);
     // Four rounds: C2 may hold four domains, and may win every round.
     let rounds = 4;
     for round in 0..rounds {

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Caller, TestApp, admin_app, assert_problem, spawn_app, texts};
+use crate::helpers::{Caller, TestApp, admin_app, assert_problem, first_error, spawn_app, texts};
 
 /// A customer under a reseller, with a domain and seats of everything: `users`, `module:base` and
 /// the add-ons, `seats` of each (the reseller holds twice as many).
@@ -323,13 +323,7 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
             "validation-failed",
         )
         .await;
-    assert!(
-        cycle["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("cycle"),
-        "{cycle}"
-    );
+    assert!(first_error(&cycle).contains("cycle"), "{cycle}");
 
     // A rule that holders would break is refused until they are put right.
     let refused = admin
@@ -647,13 +641,7 @@ async fn verify_counts_module_seats_against_their_holders() {
     let shop = shop(&admin, 5).await;
     let ann = mailbox(&admin, &shop.customer, "ann").await;
     admin.expect(assign(&admin, &ann, "lft").await, 200).await;
-    admin
-        .put_expect(
-            &format!("/v1/nodes/{}/modules/branding", shop.customer),
-            &json!({}),
-            200,
-        )
-        .await;
+    admin.enable_module(&shop.customer, "branding").await;
     app.assert_verified();
     // Behind allot's back: an assignment gone while its seat is still counted, and a customer's
     // module held without its seat.

@@ -190,12 +190,8 @@ async fn a_disabled_or_deleted_accounts_tokens_stop_working_at_once_and_for_good
         .await;
     assert_eq!(disabled["disabled"], true);
     assert_locked_out(&carol).await;
-    assert_problem(
-        app.login("carol", "correct horse battery staple").await,
-        401,
-        "invalid-credentials",
-    )
-    .await;
+    app.login_refused("carol", "correct horse battery staple")
+        .await;
     admin
         .patch_ok(&format!("/v1/accounts/{id}"), &json!({"disabled": false}))
         .await;
@@ -222,18 +218,10 @@ async fn an_account_at_a_deleted_node_cannot_log_in_and_is_told_nothing_more() {
     let erin = account(&app, &admin, &gone, "erin", "admin").await;
     admin.delete_expect(&format!("/v1/nodes/{gone}"), 204).await;
     erin.get_problem("/v1/me", 401, "unauthorized").await;
-    let refused = assert_problem(
-        app.login("erin", "correct horse battery staple").await,
-        401,
-        "invalid-credentials",
-    )
-    .await;
-    let wrong = assert_problem(
-        app.login("erin", "not erin's password").await,
-        401,
-        "invalid-credentials",
-    )
-    .await;
+    let refused = app
+        .login_refused("erin", "correct horse battery staple")
+        .await;
+    let wrong = app.login_refused("erin", "not erin's password").await;
     assert_eq!(refused, wrong, "the same answer as a wrong password");
     app.assert_verified();
 }
@@ -297,12 +285,7 @@ async fn changing_ones_own_password_needs_the_current_one_and_ends_every_session
     assert_eq!(fields(&problem), ["current_password"]);
     // Refused writes leave no trace.
     assert_eq!(admin.get_ok(&path).await, before);
-    assert_problem(
-        app.login("frank", "taken over for good").await,
-        401,
-        "invalid-credentials",
-    )
-    .await;
+    app.login_refused("frank", "taken over for good").await;
     frank.get_ok("/v1/me").await;
 
     frank.patch_ok(&path,
@@ -320,12 +303,8 @@ async fn changing_ones_own_password_needs_the_current_one_and_ends_every_session
             )
             .await;
     }
-    assert_problem(
-        app.login("frank", "correct horse battery staple").await,
-        401,
-        "invalid-credentials",
-    )
-    .await;
+    app.login_refused("frank", "correct horse battery staple")
+        .await;
     let frank = login(&app, "frank", "frank's new password").await;
     let me = frank.get_ok("/v1/me").await;
     assert_eq!(me["password_change_required"], false);
@@ -399,12 +378,7 @@ async fn an_admin_reset_ends_every_session_and_the_next_login_must_change_the_pa
     )
     .await;
     gina.get_problem("/v1/me", 401, "unauthorized").await;
-    assert_problem(
-        app.login("gina", "temporary password").await,
-        401,
-        "invalid-credentials",
-    )
-    .await;
+    app.login_refused("gina", "temporary password").await;
     let (gina, must_change) = login_flagged(&app, "gina", "gina's own password").await;
     assert!(!must_change);
     gina.get_ok(&format!("/v1/nodes/{}", tree.c1)).await;
@@ -515,12 +489,7 @@ async fn api_keys_expire() {
 async fn five_failed_logins_lock_out_further_attempts_whether_or_not_the_username_exists() {
     let app = spawn_app().await;
     for _ in 0..5 {
-        assert_problem(
-            app.login("ghost", "wrong password!!").await,
-            401,
-            "invalid-credentials",
-        )
-        .await;
+        app.login_refused("ghost", "wrong password!!").await;
     }
     let ghost = app.login("ghost", "wrong password!!").await;
     let retry_after: u64 = ghost.headers()["retry-after"]

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::dns::DnsServer;
-use crate::helpers::{Caller, TestApp, admin_app, assert_problem, seed_tree, spawn_app_with};
+use crate::helpers::{
+    Caller, TestApp, admin_app, assert_problem, dns_app, seed_tree, spawn_app_with,
+};
 use crate::mta::{self, Postfix};
 use crate::principals::{account, api_key};
 
@@ -471,10 +473,7 @@ async fn private_targets_are_refused_without_connecting_unless_the_operator_allo
 
 #[tokio::test]
 async fn a_host_without_an_address_fails_at_the_resolve_stage() {
-    let dns = DnsServer::start().await;
-    let app = spawn_app_with(|config| config.dns_resolver = dns.addr).await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    dns_app!(dns, app, admin, tree);
     let domain = domain_with_route(
         &admin,
         &tree.c1,

@@ -17,6 +17,25 @@ impl Caller<'_> {
             .await
     }
 
+    /// POSTs every one of `bodies` to `path` at once, as racing clients would; returns the
+    /// answers in the order of `bodies`.
+    pub async fn post_racing(
+        &self,
+        path: &str,
+        bodies: impl IntoIterator<Item = Value>,
+    ) -> Vec<reqwest::Response> {
+        let attempts = bodies
+            .into_iter()
+            .map(|body| async move { self.post(path, &body).await });
+        futures_util::future::join_all(attempts).await
+    }
+
+    /// Turns `module` on for `node` (200); returns what allot answered.
+    pub async fn enable_module(&self, node: &str, module: &str) -> Value {
+        let path = format!("/v1/nodes/{node}/modules/{module}");
+        self.put_expect(&path, &json!({}), 200).await
+    }
+
     /// POSTs `body` to `path`, asserts 201, and returns what was created.
     async fn created(&self, path: &str, body: Value) -> Value {
         self.post_expect(path, &body, 201).await
