@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use chrono::{Days, Utc};
 use serde_json::{Value, json};
 
-use crate::helpers::{admin_app, assert_problem, texts};
+use crate::helpers::{admin_app, assert_problem, item_count, owner_app, problem_detail, texts};
 
 fn in_days(days: u64) -> String {
     (Utc::now().date_naive() + Days::new(days)).to_string()
@@ -66,8 +66,7 @@ async fn a_grant_beyond_what_the_parent_has_left_is_refused_with_the_figures() {
 
 #[tokio::test]
 async fn a_grant_that_outlives_the_parents_own_grant_is_refused_at_the_day_it_breaks() {
-    admin_app!(app, admin);
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let end = in_days(30);
     admin
         .set_licence(json!([{"resource": "users", "amount": 100, "ends_on": end}]))
@@ -119,7 +118,7 @@ async fn limits_follow_the_calendar() {
         .get_ok(&format!("{path}?valid_on={}", in_days(15)))
         .await;
     assert_eq!(
-        valid["items"].as_array().unwrap().len(),
+        item_count(&valid),
         4,
         "users 50 and 20, module:base 50, domains 5"
     );
@@ -200,32 +199,27 @@ async fn allocation_changes_honour_if_match_and_keep_history() {
             tree.c2
         ))
         .await;
-    assert_eq!(
-        all["items"].as_array().unwrap().len(),
-        2,
-        "an ended allocation is kept"
-    );
+    assert_eq!(item_count(&all), 2, "an ended allocation is kept");
     let active = admin
         .get_ok(&format!(
             "/v1/nodes/{}/allocations?resource=domains&active=true",
             tree.c2
         ))
         .await;
-    assert_eq!(active["items"].as_array().unwrap().len(), 1);
+    assert_eq!(item_count(&active), 1);
     app.assert_verified();
 }
 
 #[tokio::test]
 async fn no_node_raises_its_own_limits() {
-    admin_app!(app, admin);
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     admin
         .set_licence(json!([{"resource": "users", "amount": 10}]))
         .await;
     let body = admin
         .allocate_problem(&owner, "users", 5, 403, "forbidden")
         .await;
-    assert!(body["detail"].as_str().unwrap().contains("own"));
+    assert!(problem_detail(&body).contains("own"));
     app.assert_verified();
 }
 
@@ -263,18 +257,13 @@ async fn bad_allocations_are_refused_field_by_field() {
         )
         .await;
     let all = admin.get_ok(&path).await;
-    assert_eq!(
-        all["items"].as_array().unwrap().len(),
-        3,
-        "nothing was added"
-    );
+    assert_eq!(item_count(&all), 3, "nothing was added");
     app.assert_verified();
 }
 
 #[tokio::test]
 async fn module_seats_flow_down_the_tree_like_any_resource() {
-    admin_app!(app, admin);
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     admin
         .set_licence(json!([{"resource": "module:lft", "amount": 5}]))
         .await;
@@ -345,8 +334,7 @@ async fn the_licence_is_replaced_from_today_and_never_below_what_was_allocated()
 
 #[tokio::test]
 async fn racing_clients_never_oversell_the_last_units() {
-    admin_app!(app, admin);
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     admin
         .set_licence(json!([{"resource": "users", "amount": 10}]))
         .await;
@@ -461,8 +449,7 @@ async fn a_start_day_out_of_range_is_reported_under_starts_on() {
 
 #[tokio::test]
 async fn putting_the_licence_back_as_read_does_not_count_past_days_twice() {
-    admin_app!(app, admin);
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let lines = json!([{"resource": "users", "amount": 100, "starts_on": "2026-01-01"}]);
     admin.set_licence(lines.clone()).await;
     admin.set_licence(lines).await;

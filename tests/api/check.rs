@@ -655,10 +655,12 @@ async fn postfix_asks_through_the_policy_and_socketmap_listeners() {
             "{context} {sender} {recipient}"
         );
     }
-    let listed = admin
-        .get_ok(&format!("/v1/nodes/{}/mailboxes?origin=check", tree.c1))
+    let enrolled = admin
+        .list_texts(
+            &format!("/v1/nodes/{}/mailboxes?origin=check", tree.c1),
+            "address",
+        )
         .await;
-    let enrolled: Vec<&str> = texts(&listed["items"], "address");
     assert_eq!(
         enrolled,
         ["fresh@c1.example"],

@@ -4,7 +4,8 @@
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Caller, TestApp, admin_app, assert_problem, dns_app, first_error, spawn_another, texts,
+    Caller, TestApp, admin_app, assert_problem, dns_app, first_error, problem_detail,
+    spawn_another, texts,
 };
 use crate::scenario::verify_path;
 
@@ -33,11 +34,9 @@ async fn a_customer_registers_a_domain_in_any_form_idna_accepts() {
     );
     assert_eq!(admin.get_ok(&location).await, domain);
     assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 1);
-    assert_eq!(
-        admin.usage(&tree.a, "domains").await["used"],
-        1,
-        "counted up the tree"
-    );
+    admin
+        .assert_usage(&tree.a, "domains", "used", 1, "counted up the tree")
+        .await;
     app.assert_verified();
 }
 
@@ -205,13 +204,7 @@ async fn a_customer_with_domains_is_deleted_only_with_cascade_and_frees_them() {
     let body = admin
         .delete_problem(&format!("/v1/nodes/{}", tree.c1), 409, "not-empty")
         .await;
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("1 domains in use"),
-        "{body}"
-    );
+    assert!(problem_detail(&body).contains("1 domains in use"), "{body}");
     admin
         .delete_expect(&format!("/v1/nodes/{}?cascade=true", tree.c1), 204)
         .await;

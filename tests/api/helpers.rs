@@ -148,6 +148,15 @@ macro_rules! admin_app {
 }
 pub(crate) use admin_app;
 
+/// `admin_app!` that also binds the first admin's own node id to `$owner`.
+macro_rules! owner_app {
+    ($app:ident, $admin:ident, $owner:ident) => {
+        crate::helpers::admin_app!($app, $admin);
+        let $owner = $admin.node_id().await;
+    };
+}
+pub(crate) use owner_app;
+
 /// `admin_app!` over a test DNS server: binds the server to `$dns`, the app resolving through it
 /// to `$app`, the first admin to `$admin` and the seeded `Tree` to `$tree`.
 macro_rules! dns_app {
@@ -530,6 +539,16 @@ pub async fn seed_tree(admin: &Caller<'_>) -> Tree {
         c1,
         c2,
     }
+}
+
+/// The `detail` a problem explains itself with.
+pub fn problem_detail(problem: &Value) -> &str {
+    problem["detail"].as_str().unwrap()
+}
+
+/// How many items a listing holds.
+pub fn item_count(list: &Value) -> usize {
+    list["items"].as_array().unwrap().len()
 }
 
 /// The message of the first error a `validation-failed` problem lists.

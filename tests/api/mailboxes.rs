@@ -2,7 +2,9 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Caller, Tree, admin_app, assert_problem, first_error, seed_tree, texts};
+use crate::helpers::{
+    Caller, Tree, admin_app, assert_problem, first_error, item_count, seed_tree, texts,
+};
 
 /// The tree with a domain for C1 and one for C2.
 pub(crate) async fn with_domains(admin: &Caller<'_>) -> Tree {
@@ -21,11 +23,9 @@ async fn a_mailbox_takes_a_seat_and_every_domain_has_its_role_addresses() {
         .await;
     let roles: Vec<&str> = texts(&roles["items"], "address");
     assert_eq!(roles, ["postmaster@c1.example", "abuse@c1.example"]);
-    assert_eq!(
-        admin.usage(&tree.c1, "users").await["used"],
-        0,
-        "role addresses take no seat"
-    );
+    admin
+        .assert_usage(&tree.c1, "users", "used", 0, "role addresses take no seat")
+        .await;
 
     let response = admin
         .post(
@@ -145,14 +145,7 @@ async fn disabling_frees_the_seat_and_enabling_takes_it_when_one_is_free() {
         .post_expect(&path, &json!({"address": "two@c1.example"}), 201)
         .await;
     assert_eq!(second["status"], "active");
-    admin
-        .post_problem(
-            &format!("/v1/mailboxes/{id}/enable"),
-            &json!({}),
-            409,
-            "quota-exceeded",
-        )
-        .await;
+    admin.enable_over_quota(&id).await;
     assert_eq!(admin.usage(&tree.c1, "users").await["used"], 1);
     app.assert_verified();
 }
@@ -236,14 +229,14 @@ async fn mailboxes_are_listed_and_changed_field_by_field() {
             tree.a
         ))
         .await;
-    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    assert_eq!(item_count(&listed), 1);
     let by_domain = admin
         .get_ok(&format!(
             "/v1/nodes/{}/mailboxes?domain=C1.example&origin=manual",
             tree.owner
         ))
         .await;
-    assert_eq!(by_domain["items"].as_array().unwrap().len(), 1);
+    assert_eq!(item_count(&by_domain), 1);
     admin
         .get_problem(
             &format!("/v1/nodes/{}/mailboxes?origin=robot", tree.owner),
@@ -303,11 +296,9 @@ async fn aliases_share_the_address_space_with_mailboxes_and_are_capped_per_custo
             "validation-failed",
         )
         .await;
-    assert_eq!(
-        admin.usage(&tree.c1, "users").await["used"],
-        1,
-        "aliases take no seat"
-    );
+    admin
+        .assert_usage(&tree.c1, "users", "used", 1, "aliases take no seat")
+        .await;
 
     let limited = admin
         .patch_ok(
@@ -336,7 +327,7 @@ async fn aliases_share_the_address_space_with_mailboxes_and_are_capped_per_custo
         )
         .await;
     let listed = admin.get_ok(&aliases).await;
-    assert_eq!(listed["items"].as_array().unwrap().len(), 2);
+    assert_eq!(item_count(&listed), 2);
 
     admin
         .delete_expect(
@@ -534,11 +525,15 @@ async fn an_atomic_import_takes_every_row_or_none() {
         "/problems/address-taken"
     );
     assert_eq!(body["rows"][2]["problem"]["errors"][0]["field"], "address");
-    assert_eq!(
-        admin.usage(&tree.c1, "users").await["used"],
-        3,
-        "nothing of the failed import stays"
-    );
+    admin
+        .assert_usage(
+            &tree.c1,
+            "users",
+            "used",
+            3,
+            "nothing of the failed import stays",
+        )
+        .await;
     app.assert_verified();
 }
 

@@ -3,7 +3,10 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Caller, TestApp, admin_app, assert_problem, first_error, spawn_app, texts};
+use crate::helpers::{
+    Caller, TestApp, admin_app, assert_problem, first_error, item_count, problem_detail, spawn_app,
+    texts,
+};
 
 /// A customer under a reseller, with a domain and seats of everything: `users`, `module:base` and
 /// the add-ons, `seats` of each (the reseller holds twice as many).
@@ -118,7 +121,7 @@ async fn the_seeded_catalogue_has_the_documents_modules_and_rules() {
 
     // Pages follow the code order.
     let first = admin.get_ok("/v1/modules?limit=4").await;
-    assert_eq!(first["items"].as_array().unwrap().len(), 4);
+    assert_eq!(item_count(&first), 4);
     let cursor = first["next_cursor"].as_str().unwrap();
     let second = admin
         .get_ok(&format!("/v1/modules?limit=500&cursor={cursor}"))
@@ -144,7 +147,7 @@ async fn requirements_come_first_and_exclusions_hold_both_ways() {
     )
     .await;
     assert_eq!(refused["module"], "certificate");
-    assert!(refused["detail"].as_str().unwrap().contains("certificate"));
+    assert!(problem_detail(&refused).contains("certificate"));
     admin
         .expect(assign(&admin, &ann, "certificate").await, 200)
         .await;
@@ -334,12 +337,7 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
             "conflict",
         )
         .await;
-    assert!(
-        refused["detail"]
-            .as_str()
-            .unwrap()
-            .contains("1 mailbox(es)")
-    );
+    assert!(problem_detail(&refused).contains("1 mailbox(es)"));
     admin
         .expect(assign(&admin, &ann, "sandbox").await, 200)
         .await;
@@ -398,7 +396,7 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
     let in_use = admin
         .delete_problem("/v1/modules/lft", 409, "conflict")
         .await;
-    assert!(in_use["detail"].as_str().unwrap().contains("retire"));
+    assert!(problem_detail(&in_use).contains("retire"));
     admin
         .patch_ok("/v1/modules/sandbox", &json!({"retired": true}))
         .await;
@@ -449,14 +447,7 @@ async fn every_mailbox_takes_a_base_seat_and_gives_its_seats_back() {
     admin.expect(assign(&admin, &cy, "lft").await, 200).await;
     assert_eq!(seats(&admin, &shop.customer).await, (2, 2, 2));
     // No users seat is left for ann: the refusal names it, and nothing changes.
-    let refused = admin
-        .post_problem(
-            &format!("/v1/mailboxes/{ann}/enable"),
-            &json!({}),
-            409,
-            "quota-exceeded",
-        )
-        .await;
+    let refused = admin.enable_over_quota(&ann).await;
     assert_eq!(refused["resource"], "users");
     assert_eq!(seats(&admin, &shop.customer).await, (2, 2, 2));
 

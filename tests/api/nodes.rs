@@ -2,12 +2,11 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{admin_app, assert_problem, texts};
+use crate::helpers::{admin_app, assert_problem, item_count, owner_app, problem_detail, texts};
 
 #[tokio::test]
 async fn an_admin_builds_the_tree_and_reads_it_back() {
-    admin_app!(app, admin);
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let response = admin
         .post(
             &format!("/v1/nodes/{owner}/children"),
@@ -34,8 +33,7 @@ async fn an_admin_builds_the_tree_and_reads_it_back() {
 
 #[tokio::test]
 async fn children_are_listed_in_pages_and_filtered() {
-    admin_app!(app, admin);
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     for name in ["Alpha", "Beta", "Gamma"] {
         admin.create_child(&owner, "reseller", name).await;
     }
@@ -64,7 +62,7 @@ async fn children_are_listed_in_pages_and_filtered() {
     let resellers = admin
         .get_ok(&format!("/v1/nodes/{owner}/children?kind=reseller"))
         .await;
-    assert_eq!(resellers["items"].as_array().unwrap().len(), 3);
+    assert_eq!(item_count(&resellers), 3);
     let alp = admin
         .get_ok(&format!("/v1/nodes/{owner}/children?name_prefix=ALP"))
         .await;
@@ -73,11 +71,7 @@ async fn children_are_listed_in_pages_and_filtered() {
     let wildcard = admin
         .get_ok(&format!("/v1/nodes/{owner}/children?name_prefix=%25"))
         .await;
-    assert_eq!(
-        wildcard["items"].as_array().unwrap().len(),
-        0,
-        "a % in the prefix is literal"
-    );
+    assert_eq!(item_count(&wildcard), 0, "a % in the prefix is literal");
 
     admin
         .get_problem(
@@ -105,8 +99,7 @@ async fn children_are_listed_in_pages_and_filtered() {
 
 #[tokio::test]
 async fn customers_have_no_children_and_the_owner_exists_once() {
-    admin_app!(app, admin);
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let customer = admin.create_child(&owner, "customer", "Leaf").await;
     admin
         .post_invalid(
@@ -127,8 +120,7 @@ async fn customers_have_no_children_and_the_owner_exists_once() {
 
 #[tokio::test]
 async fn sibling_names_are_unique_but_cousins_may_share_one() {
-    admin_app!(app, admin);
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let a = admin.create_child(&owner, "reseller", "A").await;
     let b = admin.create_child(&owner, "reseller", "B").await;
     admin.create_child(&a, "customer", "Shop").await;
@@ -150,8 +142,7 @@ async fn sibling_names_are_unique_but_cousins_may_share_one() {
 
 #[tokio::test]
 async fn every_invalid_field_is_named_and_nothing_is_created() {
-    admin_app!(app, admin);
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let body = admin
         .post_problem(
             &format!("/v1/nodes/{owner}/children"),
@@ -181,8 +172,7 @@ async fn every_invalid_field_is_named_and_nothing_is_created() {
 
 #[tokio::test]
 async fn patch_changes_only_what_is_sent_and_honours_if_match() {
-    admin_app!(app, admin);
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let node = admin.create_child(&owner, "customer", "Shop").await;
     let path = format!("/v1/nodes/{node}");
     let changed = admin
@@ -216,8 +206,7 @@ async fn patch_changes_only_what_is_sent_and_honours_if_match() {
 
 #[tokio::test]
 async fn suspending_takes_an_admin_above_the_node() {
-    admin_app!(app, admin);
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let node = admin.create_child(&owner, "reseller", "R").await;
     let suspended = admin
         .patch_ok(
@@ -265,7 +254,7 @@ async fn a_node_that_still_holds_something_is_not_deleted() {
     let body = admin
         .delete_problem(&format!("/v1/nodes/{}", tree.a), 409, "not-empty")
         .await;
-    let detail = body["detail"].as_str().unwrap();
+    let detail = problem_detail(&body);
     assert!(
         detail.contains("1 child node") && detail.contains("live allocations"),
         "{detail}"
@@ -291,11 +280,15 @@ async fn deleting_a_customer_returns_its_seats_and_frees_its_name() {
     admin
         .delete_expect(&format!("/v1/nodes/{}", tree.c1), 204)
         .await;
-    assert_eq!(
-        admin.usage(&tree.a1, "users").await["free"],
-        200,
-        "C1's 50 users went back to A1"
-    );
+    admin
+        .assert_usage(
+            &tree.a1,
+            "users",
+            "free",
+            200,
+            "C1's 50 users went back to A1",
+        )
+        .await;
     admin
         .get_problem(&format!("/v1/nodes/{}", tree.c1), 404, "not-found")
         .await;
@@ -318,15 +311,21 @@ async fn a_customer_moves_with_its_allocations_to_a_parent_with_room() {
     assert_eq!(moved["parent_id"], tree.b);
     assert_eq!(admin.usage(&tree.a1, "users").await["allocated"], 0);
     assert_eq!(admin.usage(&tree.b, "users").await["allocated"], 90);
-    assert_eq!(
-        admin.usage(&tree.c1, "users").await["limit"],
-        50,
-        "the customer's limit is unchanged"
-    );
-    let listed = admin
-        .get_ok(&format!("/v1/nodes/{}/allocations?resource=users", tree.c1))
+    admin
+        .assert_usage(
+            &tree.c1,
+            "users",
+            "limit",
+            50,
+            "the customer's limit is unchanged",
+        )
         .await;
-    let grantors: Vec<&str> = texts(&listed["items"], "grantor_id");
+    let grantors = admin
+        .list_texts(
+            &format!("/v1/nodes/{}/allocations?resource=users", tree.c1),
+            "grantor_id",
+        )
+        .await;
     assert_eq!(
         grantors,
         [tree.a1.as_str(), tree.b.as_str()],
@@ -335,7 +334,7 @@ async fn a_customer_moves_with_its_allocations_to_a_parent_with_room() {
     let children = admin
         .get_ok(&format!("/v1/nodes/{}/children", tree.b))
         .await;
-    assert_eq!(children["items"].as_array().unwrap().len(), 2);
+    assert_eq!(item_count(&children), 2);
     app.assert_verified();
 }
 
@@ -400,7 +399,7 @@ async fn a_moved_reseller_takes_its_subtree_along() {
     let children = admin
         .get_ok(&format!("/v1/nodes/{}/children", tree.owner))
         .await;
-    assert_eq!(children["items"].as_array().unwrap().len(), 3);
+    assert_eq!(item_count(&children), 3);
     // C1 is still A1's child and is now outside A: its usage counts at the owner, not at A.
     let c1 = admin.get_ok(&format!("/v1/nodes/{}", tree.c1)).await;
     assert_eq!(c1["parent_id"], tree.a1);

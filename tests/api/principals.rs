@@ -2,7 +2,9 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Caller, TestApp, admin_app, assert_problem, spawn_app, texts};
+use crate::helpers::{
+    Caller, TestApp, admin_app, assert_problem, item_count, owner_app, spawn_app, texts,
+};
 
 /// Creates an account at `node` and returns a caller logged in as it.
 pub async fn account<'a>(
@@ -90,8 +92,7 @@ async fn an_account_sees_its_own_subtree_and_nothing_else() {
 
 #[tokio::test]
 async fn a_generated_password_is_shown_once_and_never_again() {
-    admin_app!(app, admin);
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let response = admin
         .post(
             &format!("/v1/nodes/{owner}/accounts"),
@@ -109,15 +110,14 @@ async fn a_generated_password_is_shown_once_and_never_again() {
     assert!(!read.to_string().contains(&password));
     assert!(read.get("one_time_password").is_none() && read.get("password_hash").is_none());
     let listed = admin.get_ok(&format!("/v1/nodes/{owner}/accounts")).await;
-    assert_eq!(listed["items"].as_array().unwrap().len(), 2);
+    assert_eq!(item_count(&listed), 2);
     assert!(!listed.to_string().contains("argon2"));
     app.assert_verified();
 }
 
 #[tokio::test]
 async fn bad_accounts_are_refused_field_by_field() {
-    admin_app!(app, admin);
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let path = format!("/v1/nodes/{owner}/accounts");
     let body = admin
         .post_problem(
@@ -212,8 +212,7 @@ async fn a_disabled_or_deleted_accounts_tokens_stop_working_at_once_and_for_good
 
 #[tokio::test]
 async fn an_account_at_a_deleted_node_cannot_log_in_and_is_told_nothing_more() {
-    admin_app!(app, admin);
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let gone = admin.create_child(&owner, "customer", "Gone GmbH").await;
     let erin = account(&app, &admin, &gone, "erin", "admin").await;
     admin.delete_expect(&format!("/v1/nodes/{gone}"), 204).await;
@@ -255,8 +254,7 @@ async fn anyone_changes_their_own_password_but_not_their_role_or_existence() {
 
 #[tokio::test]
 async fn changing_ones_own_password_needs_the_current_one_and_ends_every_session() {
-    admin_app!(app, admin);
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let frank = account(&app, &admin, &owner, "frank", "viewer").await;
     let other_session = login(&app, "frank", "correct horse battery staple").await;
     let me = frank.get_ok("/v1/me").await;
@@ -456,8 +454,7 @@ async fn a_check_key_may_only_ask_the_check() {
 
 #[tokio::test]
 async fn api_keys_expire() {
-    admin_app!(app, admin);
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let path = format!("/v1/nodes/{owner}/api-keys");
     let past = (chrono::Utc::now() - chrono::TimeDelta::minutes(1)).to_rfc3339();
     admin
@@ -512,8 +509,7 @@ async fn five_failed_logins_lock_out_further_attempts_whether_or_not_the_usernam
 #[tokio::test]
 async fn principal_changes_are_audited_without_secrets() {
     use diesel::prelude::*;
-    admin_app!(app, admin);
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let created = admin.post_expect(&format!("/v1/nodes/{owner}/accounts"), &json!({"username": "dave", "email": "d@x.test", "role": "viewer", "password": "dave's long password"}), 201).await;
     admin
         .patch_ok(

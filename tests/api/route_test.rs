@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::dns::DnsServer;
 use crate::helpers::{
-    Caller, TestApp, admin_app, assert_problem, dns_app, seed_tree, spawn_app_with,
+    Caller, TestApp, admin_app, assert_problem, dns_app, problem_detail, seed_tree, spawn_app_with,
 };
 use crate::mta::{self, Postfix};
 use crate::principals::{account, api_key};
@@ -506,10 +506,7 @@ async fn a_domain_without_a_route_answers_route_missing() {
         .post_problem(&test_path(id), &json!({}), 409, "route-missing")
         .await;
     assert!(
-        problem["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with("unrouted.example has no delivery route"),
+        problem_detail(&problem).starts_with("unrouted.example has no delivery route"),
         "{problem}"
     );
     let described = admin

@@ -36,6 +36,33 @@ impl Caller<'_> {
         self.put_expect(&path, &json!({}), 200).await
     }
 
+    /// Asks to enable `mailbox` and asserts the 409 `quota-exceeded` refusal; returns it.
+    pub async fn enable_over_quota(&self, mailbox: &str) -> Value {
+        let path = format!("/v1/mailboxes/{mailbox}/enable");
+        self.post_problem(&path, &json!({}), 409, "quota-exceeded")
+            .await
+    }
+
+    /// Asserts that `field` (`used`, `limit`, `free`, …) of `node`'s usage of `resource` is
+    /// `expected`; `why` says what that shows.
+    pub async fn assert_usage(
+        &self,
+        node: &str,
+        resource: &str,
+        field: &str,
+        expected: i64,
+        why: &str,
+    ) {
+        assert_eq!(self.usage(node, resource).await[field], expected, "{why}");
+    }
+
+    /// The string `field` of every item the listing at `path` holds, in order.
+    pub async fn list_texts(&self, path: &str, field: &str) -> Vec<String> {
+        let listed = self.get_ok(path).await;
+        let texts = crate::helpers::texts(&listed["items"], field);
+        texts.into_iter().map(str::to_owned).collect()
+    }
+
     /// POSTs `body` to `path`, asserts 201, and returns what was created.
     async fn created(&self, path: &str, body: Value) -> Value {
         self.post_expect(path, &body, 201).await
