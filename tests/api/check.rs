@@ -69,10 +69,28 @@ pub(crate) async fn setup<'a>(app: &'a TestApp, dns: &DnsServer) -> (Caller<'a>,
     (admin, tree)
 }
 
+/// A check test's first line: binds an app over test DNS to `$app` and the server to `$dns`
+/// ([`spawn`]), then the first admin to `$admin` and the [`setup`] tree to `$tree`.
+macro_rules! verified_app {
+    ($app:ident, $dns:ident, $admin:ident, $tree:ident) => {
+        let ($app, $dns) = crate::check::spawn().await;
+        let ($admin, $tree) = crate::check::setup(&$app, &$dns).await;
+    };
+}
+pub(crate) use verified_app;
+
+/// Jane's mailbox, `jane@c1.example`, under `customer`, with her alias `j.doe@c1.example`;
+/// returns her mailbox id.
+pub(crate) async fn jane_and_her_alias(admin: &Caller<'_>, customer: &str) -> String {
+    let jane = admin.create_mailbox(customer, "jane@c1.example").await;
+    let jane_id = jane["id"].as_str().unwrap().to_owned();
+    admin.add_alias(&jane_id, "j.doe@c1.example").await;
+    jane_id
+}
+
 #[tokio::test]
 async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree() {
-    let (app, dns) = spawn().await;
-    let (admin, tree) = setup(&app, &dns).await;
+    verified_app!(app, dns, admin, tree);
     let worker = check_key(&app, &admin, &tree.owner).await;
 
     let (verdict, reason_code, answer) = ask(&worker, outbound_domain("C1.Example")).await;
@@ -139,12 +157,9 @@ async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree
 
 #[tokio::test]
 async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once() {
-    let (app, dns) = spawn().await;
-    let (admin, tree) = setup(&app, &dns).await;
+    verified_app!(app, dns, admin, tree);
     let worker = check_key(&app, &admin, &tree.a).await;
-    let jane = admin.create_mailbox(&tree.c1, "jane@c1.example").await;
-    let jane_id = jane["id"].as_str().unwrap();
-    admin.add_alias(jane_id, "j.doe@c1.example").await;
+    let jane_id = jane_and_her_alias(&admin, &tree.c1).await;
 
     for address in [
         "jane@c1.example",
@@ -192,9 +207,7 @@ async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once(
     );
 
     // A disabled mailbox is refused; the customer's auto_enrol=false turns enrolment off.
-    admin
-        .post_expect(&format!("/v1/mailboxes/{jane_id}/disable"), &json!({}), 200)
-        .await;
+    admin.disable_mailbox(&jane_id).await;
     assert_eq!(
         reason(&worker, outbound_address("jane@c1.example")).await,
         "mailbox_disabled"
@@ -270,8 +283,7 @@ async fn a_customer_without_a_free_seat_enrols_nobody_and_one_over_its_limit_acc
 
 #[tokio::test]
 async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holder_has_it() {
-    let (app, dns) = spawn().await;
-    let (admin, tree) = setup(&app, &dns).await;
+    verified_app!(app, dns, admin, tree);
     let worker = check_key(&app, &admin, &tree.owner).await;
     let ann = admin.create_mailbox(&tree.c2, "ann@c2.example").await["id"]
         .as_str()
@@ -356,13 +368,7 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
         .unwrap()
         .to_owned();
     for holder in [&ann, &bob] {
-        admin
-            .put_expect(
-                &format!("/v1/mailboxes/{holder}/modules/lft"),
-                &json!({}),
-                200,
-            )
-            .await;
+        admin.assign_module(holder, "lft").await;
     }
     app.execute_sql(&format!(
         "UPDATE allocations SET amount = 1 WHERE node_id = '{}' AND resource = 'module:lft'",
@@ -378,8 +384,7 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
 
 #[tokio::test]
 async fn a_batch_answers_in_order_and_bad_input_is_refused_whole() {
-    let (app, dns) = spawn().await;
-    let (admin, tree) = setup(&app, &dns).await;
+    verified_app!(app, dns, admin, tree);
     let worker = check_key(&app, &admin, &tree.owner).await;
     admin.create_mailbox(&tree.c1, "kim@c1.example").await;
     let answers = worker
@@ -448,8 +453,7 @@ async fn a_batch_answers_in_order_and_bad_input_is_refused_whole() {
 
 #[tokio::test]
 async fn concurrent_first_sightings_of_one_address_enrol_it_once() {
-    let (app, dns) = spawn().await;
-    let (admin, tree) = setup(&app, &dns).await;
+    verified_app!(app, dns, admin, tree);
     let worker = check_key(&app, &admin, &tree.owner).await;
     let used_before = admin.usage(&tree.c1, "users").await["used"]
         .as_i64()
@@ -475,8 +479,7 @@ async fn concurrent_first_sightings_of_one_address_enrol_it_once() {
 
 #[tokio::test]
 async fn a_write_on_one_instance_reaches_the_other_through_the_feed() {
-    let (app, dns) = spawn().await;
-    let (admin, tree) = setup(&app, &dns).await;
+    verified_app!(app, dns, admin, tree);
     let worker_here = check_key(&app, &admin, &tree.owner).await;
     let other = spawn_another(&app).await;
     let worker_there = Caller {
@@ -541,7 +544,7 @@ pub(crate) async fn with_listeners(
 
 /// A policy delegation request about `sender` and `recipient` in `context` (`policy_context`),
 /// as Postfix sends it at RCPT TO.
-pub(crate) fn policy_request(context: &str, sender: &str, recipient: &str) -> String {
+fn policy_request(context: &str, sender: &str, recipient: &str) -> String {
     format!(
         "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n\
          client_address=192.0.2.7\nhelo_name=mx.example.net\nsender={sender}\n\
@@ -555,6 +558,31 @@ pub(crate) fn free_port() -> std::net::SocketAddr {
         .unwrap()
         .local_addr()
         .unwrap()
+}
+
+/// The policy listener's answer on `stream` to [`policy_request`]`(context, sender, recipient)`.
+pub(crate) async fn policy_answer(
+    stream: &mut tokio::net::TcpStream,
+    context: &str,
+    sender: &str,
+    recipient: &str,
+) -> String {
+    let request = policy_request(context, sender, recipient);
+    exchange(stream, request.as_bytes(), b"\n\n").await
+}
+
+/// Asks the socketmap listener at `socketmap` each lookup over one connection, as Postfix does,
+/// and asserts each answer is the expected one.
+pub(crate) async fn assert_socketmap(socketmap: std::net::SocketAddr, lookups: &[(&str, &str)]) {
+    let mut stream = tokio::net::TcpStream::connect(socketmap).await.unwrap();
+    let netstring = |text: &str| format!("{}:{text},", text.len());
+    for (lookup, expected) in lookups {
+        assert_eq!(
+            exchange(&mut stream, netstring(lookup).as_bytes(), b",").await,
+            netstring(expected),
+            "{lookup}"
+        );
+    }
 }
 
 /// Writes `request` and reads until `terminator` ends what was read.
@@ -645,21 +673,13 @@ async fn postfix_asks_through_the_policy_and_socketmap_listeners() {
         ),
     ] {
         assert_eq!(
-            exchange(
-                &mut stream,
-                policy_request(context, sender, recipient).as_bytes(),
-                b"\n\n"
-            )
-            .await,
+            policy_answer(&mut stream, context, sender, recipient).await,
             expected,
             "{context} {sender} {recipient}"
         );
     }
     let enrolled = admin
-        .list_texts(
-            &format!("/v1/nodes/{}/mailboxes?origin=check", tree.c1),
-            "address",
-        )
+        .list_texts(&tree.c1, "mailboxes?origin=check", "address")
         .await;
     assert_eq!(
         enrolled,
@@ -671,31 +691,27 @@ async fn postfix_asks_through_the_policy_and_socketmap_listeners() {
         "action=DEFER_IF_PERMIT malformed policy request\n\n"
     );
 
-    let mut stream = tokio::net::TcpStream::connect(socketmap).await.unwrap();
-    let netstring = |text: &str| format!("{}:{text},", text.len());
-    for (lookup, expected) in [
-        ("domain c1.example", "OK c1.example"),
-        // Held but refused (unverified): still Postfix's own, so that it is never relayed.
-        ("domain routed.example", "OK routed.example"),
-        ("domain nobody.example", "NOTFOUND "),
-        ("mailbox pat@c1.example", "OK pat@c1.example"),
-        ("mailbox ghost@c2.example", "NOTFOUND "),
-        ("mailbox anyone@c1.example", "OK anyone@c1.example"),
-        ("mailbox anyone@routed.example", "TEMP domain_unverified"),
-        (
-            "transport routed.example",
-            "OK smtp:[mx.customer.example]:2525",
-        ),
-        ("transport c1.example", "NOTFOUND "),
-        ("alias postmaster@c2.example", "OK desk@elsewhere.example"),
-        ("alias postmaster@c1.example", "NOTFOUND "),
-    ] {
-        assert_eq!(
-            exchange(&mut stream, netstring(lookup).as_bytes(), b",").await,
-            netstring(expected),
-            "{lookup}"
-        );
-    }
+    assert_socketmap(
+        socketmap,
+        &[
+            ("domain c1.example", "OK c1.example"),
+            // Held but refused (unverified): still Postfix's own, so that it is never relayed.
+            ("domain routed.example", "OK routed.example"),
+            ("domain nobody.example", "NOTFOUND "),
+            ("mailbox pat@c1.example", "OK pat@c1.example"),
+            ("mailbox ghost@c2.example", "NOTFOUND "),
+            ("mailbox anyone@c1.example", "OK anyone@c1.example"),
+            ("mailbox anyone@routed.example", "TEMP domain_unverified"),
+            (
+                "transport routed.example",
+                "OK smtp:[mx.customer.example]:2525",
+            ),
+            ("transport c1.example", "NOTFOUND "),
+            ("alias postmaster@c2.example", "OK desk@elsewhere.example"),
+            ("alias postmaster@c1.example", "NOTFOUND "),
+        ],
+    )
+    .await;
     app.assert_verified();
 }
 
@@ -747,8 +763,7 @@ fn expected_reason(database_url: &str, address: &str) -> (String, Option<String>
 
 #[tokio::test]
 async fn under_a_mixed_workload_every_answer_is_what_the_database_says() {
-    let (app, dns) = spawn().await;
-    let (admin, tree) = setup(&app, &dns).await;
+    verified_app!(app, dns, admin, tree);
     admin.register_domain(&tree.c1, "pending.example").await;
     let worker = check_key(&app, &admin, &tree.owner).await;
     let domain_ids: Vec<(String, String)> = {
@@ -932,8 +947,7 @@ impl Drop for Outage {
 
 #[tokio::test]
 async fn an_enrolment_the_database_cannot_take_defers_while_known_mailboxes_are_answered() {
-    let (app, dns) = spawn().await;
-    let (admin, tree) = setup(&app, &dns).await;
+    verified_app!(app, dns, admin, tree);
     admin.create_mailbox(&tree.c1, "known@c1.example").await;
     let worker = check_key(&app, &admin, &tree.owner).await;
 
@@ -964,12 +978,9 @@ async fn an_enrolment_the_database_cannot_take_defers_while_known_mailboxes_are_
 
 #[tokio::test]
 async fn a_recipient_never_takes_a_seat_and_is_accepted_as_its_customer_says() {
-    let (app, dns) = spawn().await;
-    let (admin, tree) = setup(&app, &dns).await;
+    verified_app!(app, dns, admin, tree);
     let worker = check_key(&app, &admin, &tree.owner).await;
-    let jane = admin.create_mailbox(&tree.c1, "jane@c1.example").await;
-    let jane_id = jane["id"].as_str().unwrap();
-    admin.add_alias(jane_id, "j.doe@c1.example").await;
+    let jane_id = jane_and_her_alias(&admin, &tree.c1).await;
     let used = admin.usage(&tree.c1, "users").await["used"].clone();
     let inbound = |address: &str| json!({"direction": "inbound", "address": address});
 

@@ -5,7 +5,9 @@
 
 use serde_json::{Value, json};
 
-use crate::check::{ask, check_key, exchange, policy_request, setup, spawn, with_listeners};
+use crate::check::{
+    ask, assert_socketmap, check_key, policy_answer, setup, verified_app, with_listeners,
+};
 use crate::dns::DnsServer;
 use crate::helpers::{Caller, admin_app, assert_problem, first_error, item_count, spawn_another};
 use crate::mailboxes::{import_csv_each_row, with_domains};
@@ -145,8 +147,7 @@ async fn an_import_reports_case_and_normalisation_variants_as_taken() {
 
 #[tokio::test]
 async fn checks_and_enrolments_of_variants_find_one_mailbox_taking_one_seat() {
-    let (app, dns) = spawn().await;
-    let (admin, tree) = setup(&app, &dns).await;
+    verified_app!(app, dns, admin, tree);
     let worker = check_key(&app, &admin, &tree.owner).await;
     let outbound =
         |address: &str| json!({"direction": "outbound", "address": address, "enrol": true});
@@ -202,12 +203,7 @@ async fn postfix_finds_case_variants_through_the_policy_and_socketmap_listeners(
         ("outbound", "TEAM@c1.example", "someone@example.net"),
     ] {
         assert_eq!(
-            exchange(
-                &mut stream,
-                policy_request(context, sender, recipient).as_bytes(),
-                b"\n\n"
-            )
-            .await,
+            policy_answer(&mut stream, context, sender, recipient).await,
             "action=DUNNO\n\n",
             "{context} {sender} {recipient}"
         );
@@ -216,28 +212,23 @@ async fn postfix_finds_case_variants_through_the_policy_and_socketmap_listeners(
     assert_eq!(admin.usage(&tree.c1, "users").await["used"], 1);
 
     // Postfix lowercases socketmap keys: the lowercase spellings find the mixed-case entries.
-    let mut stream = tokio::net::TcpStream::connect(socketmap).await.unwrap();
-    let netstring = |text: &str| format!("{}:{text},", text.len());
-    for (lookup, expected) in [
-        ("mailbox pat@c1.example", "OK pat@c1.example"),
-        ("mailbox team@c1.example", "OK team@c1.example"),
-        ("alias team@c1.example", "OK Pat@c1.example"),
-        ("mailbox nobody@c1.example", "NOTFOUND "),
-    ] {
-        assert_eq!(
-            exchange(&mut stream, netstring(lookup).as_bytes(), b",").await,
-            netstring(expected),
-            "{lookup}"
-        );
-    }
+    assert_socketmap(
+        socketmap,
+        &[
+            ("mailbox pat@c1.example", "OK pat@c1.example"),
+            ("mailbox team@c1.example", "OK team@c1.example"),
+            ("alias team@c1.example", "OK Pat@c1.example"),
+            ("mailbox nobody@c1.example", "NOTFOUND "),
+        ],
+    )
+    .await;
     app.assert_verified();
 }
 
 #[tokio::test]
 async fn a_case_sensitive_customer_keeps_variants_apart_and_cannot_switch_back_while_they_collide()
 {
-    let (app, dns) = spawn().await;
-    let (admin, tree) = setup(&app, &dns).await;
+    verified_app!(app, dns, admin, tree);
     let worker = check_key(&app, &admin, &tree.owner).await;
     let node = admin.get_ok(&format!("/v1/nodes/{}", tree.c1)).await;
     assert_eq!(node["local_part_case"], "insensitive", "the default");
@@ -295,13 +286,7 @@ async fn a_case_sensitive_customer_keeps_variants_apart_and_cannot_switch_back_w
     assert_eq!(node["local_part_case"], "sensitive", "nothing changed");
 
     let lower_id = lower["id"].as_str().unwrap();
-    admin
-        .post_expect(
-            &format!("/v1/mailboxes/{lower_id}/disable"),
-            &json!({}),
-            200,
-        )
-        .await;
+    admin.disable_mailbox(&lower_id).await;
     admin
         .delete_expect(&format!("/v1/mailboxes/{lower_id}"), 204)
         .await;
@@ -343,8 +328,7 @@ async fn a_domain_whose_label_mixes_scripts_is_refused() {
 
 #[tokio::test]
 async fn rows_keyed_at_start_and_verify_names_the_ones_that_are_the_same_address() {
-    let (app, dns) = spawn().await;
-    let (admin, tree) = setup(&app, &dns).await;
+    verified_app!(app, dns, admin, tree);
     let ann = admin.create_mailbox(&tree.c1, "ann@c1.example").await;
     let domain = ann["domain_id"].as_str().unwrap();
     // Rows as an older allot wrote them: no key, and one the same address as ann@ (disabled, so

@@ -137,9 +137,7 @@ async fn disabling_frees_the_seat_and_enabling_takes_it_when_one_is_free() {
         (Some("users"), Some(1), Some(0))
     );
     let id = first["id"].as_str().unwrap();
-    let disabled = admin
-        .post_expect(&format!("/v1/mailboxes/{id}/disable"), &json!({}), 200)
-        .await;
+    let disabled = admin.disable_mailbox(&id).await;
     assert_eq!(disabled["status"], "disabled");
     let second = admin
         .post_expect(&path, &json!({"address": "two@c1.example"}), 201)

@@ -436,9 +436,7 @@ async fn every_mailbox_takes_a_base_seat_and_gives_its_seats_back() {
     assert_eq!(reseller["used"], 1, "the reseller counts its subtree");
 
     // Disabling frees every seat, the assignments stay; enabling takes them again.
-    admin
-        .post_expect(&format!("/v1/mailboxes/{ann}/disable"), &json!({}), 200)
-        .await;
+    admin.disable_mailbox(&ann).await;
     assert_eq!(seats(&admin, &shop.customer).await, (0, 0, 0));
     assert_eq!(modules_of(&admin, &ann).await, json!(["base", "lft"]));
     let bob = mailbox(&admin, &shop.customer, "bob").await;
@@ -483,9 +481,7 @@ async fn every_mailbox_takes_a_base_seat_and_gives_its_seats_back() {
     assert_eq!(seats(&admin, &shop.customer).await, (2, 2, 2));
 
     // Deleting returns everything: bob disabled and deleted leaves one holder of lft.
-    admin
-        .post_expect(&format!("/v1/mailboxes/{bob}/disable"), &json!({}), 200)
-        .await;
+    admin.disable_mailbox(&bob).await;
     admin
         .delete_expect(&format!("/v1/mailboxes/{bob}"), 204)
         .await;

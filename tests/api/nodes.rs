@@ -321,10 +321,7 @@ async fn a_customer_moves_with_its_allocations_to_a_parent_with_room() {
         )
         .await;
     let grantors = admin
-        .list_texts(
-            &format!("/v1/nodes/{}/allocations?resource=users", tree.c1),
-            "grantor_id",
-        )
+        .list_texts(&tree.c1, "allocations?resource=users", "grantor_id")
         .await;
     assert_eq!(
         grantors,

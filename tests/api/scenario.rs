@@ -56,11 +56,24 @@ impl Caller<'_> {
         assert_eq!(self.usage(node, resource).await[field], expected, "{why}");
     }
 
-    /// The string `field` of every item the listing at `path` holds, in order.
-    pub async fn list_texts(&self, path: &str, field: &str) -> Vec<String> {
-        let listed = self.get_ok(path).await;
+    /// The string `field` of every item `node`'s `listing` (`mailboxes?origin=check`, say)
+    /// holds, in order.
+    pub async fn list_texts(&self, node: &str, listing: &str, field: &str) -> Vec<String> {
+        let listed = self.get_ok(&format!("/v1/nodes/{node}/{listing}")).await;
         let texts = crate::helpers::texts(&listed["items"], field);
         texts.into_iter().map(str::to_owned).collect()
+    }
+
+    /// Disables `mailbox` (200); returns it.
+    pub async fn disable_mailbox(&self, mailbox: &str) -> Value {
+        let path = format!("/v1/mailboxes/{mailbox}/disable");
+        self.post_expect(&path, &json!({}), 200).await
+    }
+
+    /// Assigns `module` to `mailbox` (200); returns what allot answered.
+    pub async fn assign_module(&self, mailbox: &str, module: &str) -> Value {
+        let path = format!("/v1/mailboxes/{mailbox}/modules/{module}");
+        self.put_expect(&path, &json!({}), 200).await
     }
 
     /// POSTs `body` to `path`, asserts 201, and returns what was created.
