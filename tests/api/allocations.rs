@@ -14,15 +14,13 @@ fn in_days(days: u64) -> String {
 #[tokio::test]
 async fn a_grant_within_what_the_parent_holds_is_made_and_counted() {
     admin_app!(app, admin, tree);
-    let response = admin
-        .post(
-            &format!("/v1/nodes/{}/allocations", tree.c2),
+    let path = format!("/v1/nodes/{}/allocations", tree.c2);
+    let (location, created) = admin
+        .post_created(
+            &path,
             &json!({"resource": "users", "amount": 60, "description": "upsell"}),
         )
         .await;
-    assert_eq!(response.status(), 201);
-    let location = response.headers()["location"].to_str().unwrap().to_owned();
-    let created: Value = response.json().await.unwrap();
     assert_eq!(created["grantor_id"], tree.b);
     assert_eq!(created["starts_on"], Utc::now().date_naive().to_string());
     assert_eq!(created["ends_on"], Value::Null);

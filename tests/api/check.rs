@@ -123,10 +123,7 @@ async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree
 
     // Suspending an ancestor refuses the whole subtree at once; resuming restores it.
     admin
-        .patch_ok(
-            &format!("/v1/nodes/{}", tree.a1),
-            &json!({"status": "suspended"}),
-        )
+        .patch_node(&tree.a1, &json!({"status": "suspended"}))
         .await;
     let (verdict, reason_code, _) = ask(&worker, outbound_address("x@c1.example")).await;
     assert_eq!(
@@ -136,10 +133,7 @@ async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree
     );
     assert_eq!(reason(&worker, outbound_domain("c2.example")).await, "ok");
     admin
-        .patch_ok(
-            &format!("/v1/nodes/{}", tree.a1),
-            &json!({"status": "active"}),
-        )
+        .patch_node(&tree.a1, &json!({"status": "active"}))
         .await;
     assert_eq!(reason(&worker, outbound_domain("c1.example")).await, "ok");
 
@@ -213,10 +207,7 @@ async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once(
         "mailbox_disabled"
     );
     let patched = admin
-        .patch_ok(
-            &format!("/v1/nodes/{}", tree.c1),
-            &json!({"auto_enrol": false}),
-        )
+        .patch_node(&tree.c1, &json!({"auto_enrol": false}))
         .await;
     assert_eq!(patched["auto_enrol"], false);
     assert_eq!(
@@ -511,10 +502,7 @@ async fn a_write_on_one_instance_reaches_the_other_through_the_feed() {
         token: admin.token.clone(),
     };
     there_admin
-        .patch_ok(
-            &format!("/v1/nodes/{}", tree.c1),
-            &json!({"status": "suspended"}),
-        )
+        .patch_node(&tree.c1, &json!({"status": "suspended"}))
         .await;
     assert_eq!(reason(&worker_there, body.clone()).await, "node_suspended");
     let started = std::time::Instant::now();
@@ -1033,10 +1021,7 @@ async fn a_recipient_never_takes_a_seat_and_is_accepted_as_its_customer_says() {
 
     // `known`: allot's list is authoritative, a stranger is refused for good.
     admin
-        .patch_ok(
-            &format!("/v1/nodes/{}", tree.c1),
-            &json!({"inbound_recipients": "known"}),
-        )
+        .patch_node(&tree.c1, &json!({"inbound_recipients": "known"}))
         .await;
     let (verdict, reason_code, answer) = ask(&worker, inbound("stranger1@c1.example")).await;
     assert_eq!(

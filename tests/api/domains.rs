@@ -12,15 +12,13 @@ use crate::scenario::verify_path;
 #[tokio::test]
 async fn a_customer_registers_a_domain_in_any_form_idna_accepts() {
     admin_app!(app, admin, tree);
-    let response = admin
-        .post(
-            &format!("/v1/nodes/{}/domains", tree.c1),
+    let path = format!("/v1/nodes/{}/domains", tree.c1);
+    let (location, domain) = admin
+        .post_created(
+            &path,
             &json!({"name": "Bücher.Example.", "route": {"host": "mx.bücher.example"}}),
         )
         .await;
-    assert_eq!(response.status(), 201);
-    let location = response.headers()["location"].to_str().unwrap().to_owned();
-    let domain: Value = response.json().await.unwrap();
     assert_eq!(domain["name"], "xn--bcher-kva.example");
     assert_eq!(domain["display_name"], "bücher.example");
     assert_eq!(
@@ -225,6 +223,12 @@ async fn claim(admin: &Caller<'_>, customer: &str, name: &str) -> (u16, Value) {
     (status, response.json().await.unwrap())
 }
 
+/// Asserts that `domain` is gone (404); `why` says what took it.
+async fn assert_gone(admin: &Caller<'_>, domain: &Value, why: &str) {
+    let path = format!("/v1/domains/{}", domain["id"].as_str().unwrap());
+    assert_eq!(admin.get(&path).await.status(), 404, "{why}");
+}
+
 /// How many audit events of `action` the trail holds for `node`, and by whom.
 fn audited(app: &TestApp, node: &str, action: &str, actor: &str) -> i64 {
     app.count_sql(&format!(
@@ -245,14 +249,7 @@ async fn a_pending_claim_expires_when_another_customer_claims_the_name() {
 
     let (status, body) = claim(&admin, &tree.c2, "victim-corp.example").await;
     assert_eq!(status, 201, "the stale claim no longer blocks: {body}");
-    assert_eq!(
-        admin
-            .get(&format!("/v1/domains/{}", squatted["id"].as_str().unwrap()))
-            .await
-            .status(),
-        404,
-        "the expired claim is gone"
-    );
+    assert_gone(&admin, &squatted, "the expired claim is gone").await;
     assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 0);
     assert_eq!(admin.usage(&tree.a, "domains").await["used"], 0);
     assert_eq!(admin.usage(&tree.c2, "domains").await["used"], 1);
@@ -300,14 +297,7 @@ async fn a_verified_claim_takes_over_another_customers_pending_one() {
     dns.publish_proof("victim-corp.example", &owned);
     let verified = admin.verify_domain(&owned).await;
     assert_eq!(verified["verification"]["status"], "verified");
-    assert_eq!(
-        admin
-            .get(&format!("/v1/domains/{}", squatted["id"].as_str().unwrap()))
-            .await
-            .status(),
-        404,
-        "the pending claim was taken over"
-    );
+    assert_gone(&admin, &squatted, "the pending claim was taken over").await;
     assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 0);
     assert_eq!(admin.usage(&tree.c2, "domains").await["used"], 1);
     assert_eq!(

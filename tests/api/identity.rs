@@ -184,10 +184,7 @@ async fn postfix_finds_case_variants_through_the_policy_and_socketmap_listeners(
     let (app, policy, socketmap) = with_listeners(&dns, |_| {}).await;
     let (admin, tree) = setup(&app, &dns).await;
     admin
-        .patch_ok(
-            &format!("/v1/nodes/{}", tree.c1),
-            &json!({"inbound_recipients": "known"}),
-        )
+        .patch_node(&tree.c1, &json!({"inbound_recipients": "known"}))
         .await;
     let pat = admin.create_mailbox(&tree.c1, "Pat@c1.example").await;
     admin

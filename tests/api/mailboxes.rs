@@ -299,10 +299,7 @@ async fn aliases_share_the_address_space_with_mailboxes_and_are_capped_per_custo
         .await;
 
     let limited = admin
-        .patch_ok(
-            &format!("/v1/nodes/{}", tree.c1),
-            &json!({"max_aliases_per_mailbox": 2}),
-        )
+        .patch_node(&tree.c1, &json!({"max_aliases_per_mailbox": 2}))
         .await;
     assert_eq!(limited["max_aliases_per_mailbox"], 2);
     admin

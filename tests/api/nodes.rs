@@ -209,10 +209,7 @@ async fn suspending_takes_an_admin_above_the_node() {
     owner_app!(app, admin, owner);
     let node = admin.create_child(&owner, "reseller", "R").await;
     let suspended = admin
-        .patch_ok(
-            &format!("/v1/nodes/{node}"),
-            &json!({"status": "suspended"}),
-        )
+        .patch_node(&node, &json!({"status": "suspended"}))
         .await;
     assert_eq!(suspended["status"], "suspended");
     let own = admin

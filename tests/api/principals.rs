@@ -129,22 +129,20 @@ async fn bad_accounts_are_refused_field_by_field() {
         .await;
     let fields: Vec<&str> = texts(&body["errors"], "field");
     assert_eq!(fields, ["username", "email", "password"]);
-    admin
-        .post_problem(
-            &path,
-            &json!({"username": "admin", "email": "a@b.test", "role": "viewer"}),
+    for (body, status, slug) in [
+        (
+            json!({"username": "admin", "email": "a@b.test", "role": "viewer"}),
             409,
             "name-taken",
-        )
-        .await;
-    admin
-        .post_problem(
-            &path,
-            &json!({"username": "eve", "email": "a@b.test", "role": "root"}),
+        ),
+        (
+            json!({"username": "eve", "email": "a@b.test", "role": "root"}),
             422,
             "validation-failed",
-        )
-        .await;
+        ),
+    ] {
+        admin.post_problem(&path, &body, status, slug).await;
+    }
 }
 
 #[tokio::test]

@@ -64,6 +64,11 @@ impl Caller<'_> {
         texts.into_iter().map(str::to_owned).collect()
     }
 
+    /// PATCHes `node` with `body`, asserts 200, and returns the node.
+    pub async fn patch_node(&self, node: &str, body: &Value) -> Value {
+        self.patch_ok(&format!("/v1/nodes/{node}"), body).await
+    }
+
     /// Disables `mailbox` (200); returns it.
     pub async fn disable_mailbox(&self, mailbox: &str) -> Value {
         let path = format!("/v1/mailboxes/{mailbox}/disable");
@@ -74,6 +79,14 @@ impl Caller<'_> {
     pub async fn assign_module(&self, mailbox: &str, module: &str) -> Value {
         let path = format!("/v1/mailboxes/{mailbox}/modules/{module}");
         self.put_expect(&path, &json!({}), 200).await
+    }
+
+    /// POSTs `body` to `path`, asserts 201, and returns the `Location` and what was created.
+    pub async fn post_created(&self, path: &str, body: &Value) -> (String, Value) {
+        let response = self.post(path, body).await;
+        assert_eq!(response.status(), 201);
+        let location = response.headers()["location"].to_str().unwrap().to_owned();
+        (location, response.json().await.unwrap())
     }
 
     /// POSTs `body` to `path`, asserts 201, and returns what was created.
