@@ -283,7 +283,7 @@ async fn a_case_sensitive_customer_keeps_variants_apart_and_cannot_switch_back_w
     assert_eq!(node["local_part_case"], "sensitive", "nothing changed");
 
     let lower_id = lower["id"].as_str().unwrap();
-    admin.disable_mailbox(&lower_id).await;
+    admin.disable_mailbox(lower_id).await;
     admin
         .delete_expect(&format!("/v1/mailboxes/{lower_id}"), 204)
         .await;

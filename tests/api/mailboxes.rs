@@ -137,13 +137,13 @@ async fn disabling_frees_the_seat_and_enabling_takes_it_when_one_is_free() {
         (Some("users"), Some(1), Some(0))
     );
     let id = first["id"].as_str().unwrap();
-    let disabled = admin.disable_mailbox(&id).await;
+    let disabled = admin.disable_mailbox(id).await;
     assert_eq!(disabled["status"], "disabled");
     let second = admin
         .post_expect(&path, &json!({"address": "two@c1.example"}), 201)
         .await;
     assert_eq!(second["status"], "active");
-    admin.enable_over_quota(&id).await;
+    admin.enable_over_quota(id).await;
     assert_eq!(admin.usage(&tree.c1, "users").await["used"], 1);
     app.assert_verified();
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::check::free_port;
 use crate::dns::DnsServer;
 use crate::helpers::{
     Caller, TestApp, admin_app, assert_problem, dns_app, problem_detail, seed_tree, spawn_app_with,
@@ -83,10 +84,12 @@ tlsmgr unix - - n 1000? 1 tlsmgr
     }
 }
 
-/// A loopback port nothing listens on (at the moment of asking).
-fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+/// A domain `name` of `customer`'s routed to a loopback port nothing listens on; returns the
+/// port and the domain's id.
+async fn routed_to_a_closed_port(admin: &Caller<'_>, customer: &str, name: &str) -> (u16, String) {
+    let closed = free_port().port();
+    let domain = domain_with_route(admin, customer, name, "127.0.0.1", closed).await;
+    (closed, domain)
 }
 
 /// Registers `name` for customer `customer` with a route to `host:port`; returns its id.
@@ -251,15 +254,7 @@ async fn a_server_that_does_not_relay_for_the_domain_refuses_postmaster() {
 #[tokio::test]
 async fn a_closed_port_reports_the_refused_connection_in_plain_words() {
     admin_app!(app, admin, tree);
-    let closed = free_port();
-    let domain = domain_with_route(
-        &admin,
-        &tree.c1,
-        "closed.example",
-        "127.0.0.1",
-        closed.port(),
-    )
-    .await;
+    let (closed, domain) = routed_to_a_closed_port(&admin, &tree.c1, "closed.example").await;
 
     let report = test_route(&admin, &domain).await;
 
@@ -270,7 +265,7 @@ async fn a_closed_port_reports_the_refused_connection_in_plain_words() {
         json!({
             "stage": "connect",
             "reason": "refused",
-            "message": format!("The server at 127.0.0.1:{} refused the connection.", closed.port()),
+            "message": format!("The server at 127.0.0.1:{closed} refused the connection."),
         })
     );
     assert!(report["timings_ms"]["connect"].is_u64());
@@ -520,15 +515,7 @@ async fn a_domain_without_a_route_answers_route_missing() {
 #[tokio::test]
 async fn managers_may_test_but_viewers_and_check_keys_may_not_and_other_subtrees_see_nothing() {
     admin_app!(app, admin, tree);
-    let closed = free_port();
-    let domain = domain_with_route(
-        &admin,
-        &tree.c1,
-        "guarded.example",
-        "127.0.0.1",
-        closed.port(),
-    )
-    .await;
+    let (_, domain) = routed_to_a_closed_port(&admin, &tree.c1, "guarded.example").await;
     let path = test_path(&domain);
 
     let manager = account(&app, &admin, &tree.a, "manager-a", "manager").await;
