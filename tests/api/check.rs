@@ -60,6 +60,11 @@ fn outbound_address(address: &str) -> Value {
     json!({"direction": "outbound", "address": address})
 }
 
+/// The check of mail sent from `address`, with enrolment off.
+fn outbound_unenrolled(address: &str) -> Value {
+    json!({"direction": "outbound", "address": address, "enrol": false})
+}
+
 /// The usual tree, with `c1.example` verified for C1 and `c2.example` for C2.
 pub(crate) async fn setup<'a>(app: &'a TestApp, dns: &DnsServer) -> (Caller<'a>, Tree) {
     let admin = app.as_admin().await;
@@ -71,10 +76,16 @@ pub(crate) async fn setup<'a>(app: &'a TestApp, dns: &DnsServer) -> (Caller<'a>,
 
 /// A check test's first line: binds an app over test DNS to `$app` and the server to `$dns`
 /// ([`spawn`]), then the first admin to `$admin` and the [`setup`] tree to `$tree`.
+/// With `$worker @ $node` it also binds a `check` key on the tree's `$node` (`owner`, `a`, …) to
+/// `$worker` ([`check_key`]).
 macro_rules! verified_app {
     ($app:ident, $dns:ident, $admin:ident, $tree:ident) => {
         let ($app, $dns) = crate::check::spawn().await;
         let ($admin, $tree) = crate::check::setup(&$app, &$dns).await;
+    };
+    ($app:ident, $dns:ident, $admin:ident, $tree:ident, $worker:ident @ $node:ident) => {
+        crate::check::verified_app!($app, $dns, $admin, $tree);
+        let $worker = crate::check::check_key(&$app, &$admin, &$tree.$node).await;
     };
 }
 pub(crate) use verified_app;
@@ -90,8 +101,7 @@ pub(crate) async fn jane_and_her_alias(admin: &Caller<'_>, customer: &str) -> St
 
 #[tokio::test]
 async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree() {
-    verified_app!(app, dns, admin, tree);
-    let worker = check_key(&app, &admin, &tree.owner).await;
+    verified_app!(app, dns, admin, tree, worker @ owner);
 
     let (verdict, reason_code, answer) = ask(&worker, outbound_domain("C1.Example")).await;
     assert_eq!((verdict.as_str(), reason_code.as_str()), ("accept", "ok"));
@@ -151,8 +161,7 @@ async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree
 
 #[tokio::test]
 async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once() {
-    verified_app!(app, dns, admin, tree);
-    let worker = check_key(&app, &admin, &tree.a).await;
+    verified_app!(app, dns, admin, tree, worker @ a);
     let jane_id = jane_and_her_alias(&admin, &tree.c1).await;
 
     for address in [
@@ -169,11 +178,7 @@ async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once(
     // Without enrolment an unknown address is refused and nothing is written.
     let used_before = admin.usage(&tree.c1, "users").await["used"].clone();
     assert_eq!(
-        reason(
-            &worker,
-            json!({"direction": "outbound", "address": "new@c1.example", "enrol": false})
-        )
-        .await,
+        reason(&worker, outbound_unenrolled("new@c1.example")).await,
         "unknown_mailbox"
     );
     assert_eq!(admin.usage(&tree.c1, "users").await["used"], used_before);
@@ -274,8 +279,7 @@ async fn a_customer_without_a_free_seat_enrols_nobody_and_one_over_its_limit_acc
 
 #[tokio::test]
 async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holder_has_it() {
-    verified_app!(app, dns, admin, tree);
-    let worker = check_key(&app, &admin, &tree.owner).await;
+    verified_app!(app, dns, admin, tree, worker @ owner);
     let ann = admin.create_mailbox(&tree.c2, "ann@c2.example").await["id"]
         .as_str()
         .unwrap()
@@ -375,8 +379,7 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
 
 #[tokio::test]
 async fn a_batch_answers_in_order_and_bad_input_is_refused_whole() {
-    verified_app!(app, dns, admin, tree);
-    let worker = check_key(&app, &admin, &tree.owner).await;
+    verified_app!(app, dns, admin, tree, worker @ owner);
     admin.create_mailbox(&tree.c1, "kim@c1.example").await;
     let answers = worker
         .post_expect(
@@ -409,11 +412,7 @@ async fn a_batch_answers_in_order_and_bad_input_is_refused_whole() {
     assert_eq!(fields, ["checks[1].address", "checks[2].address"]);
     // The first check of the refused batch enrolled nobody.
     assert_eq!(
-        reason(
-            &worker,
-            json!({"direction": "outbound", "address": "new@c1.example", "enrol": false})
-        )
-        .await,
+        reason(&worker, outbound_unenrolled("new@c1.example")).await,
         "unknown_mailbox"
     );
     let too_many: Vec<Value> = (0..1001).map(|_| outbound_domain("c1.example")).collect();
@@ -444,8 +443,7 @@ async fn a_batch_answers_in_order_and_bad_input_is_refused_whole() {
 
 #[tokio::test]
 async fn concurrent_first_sightings_of_one_address_enrol_it_once() {
-    verified_app!(app, dns, admin, tree);
-    let worker = check_key(&app, &admin, &tree.owner).await;
+    verified_app!(app, dns, admin, tree, worker @ owner);
     let used_before = admin.usage(&tree.c1, "users").await["used"]
         .as_i64()
         .unwrap();
@@ -470,8 +468,7 @@ async fn concurrent_first_sightings_of_one_address_enrol_it_once() {
 
 #[tokio::test]
 async fn a_write_on_one_instance_reaches_the_other_through_the_feed() {
-    verified_app!(app, dns, admin, tree);
-    let worker_here = check_key(&app, &admin, &tree.owner).await;
+    verified_app!(app, dns, admin, tree, worker_here @ owner);
     let other = spawn_another(&app).await;
     let worker_there = Caller {
         app: &other,
@@ -966,8 +963,7 @@ async fn an_enrolment_the_database_cannot_take_defers_while_known_mailboxes_are_
 
 #[tokio::test]
 async fn a_recipient_never_takes_a_seat_and_is_accepted_as_its_customer_says() {
-    verified_app!(app, dns, admin, tree);
-    let worker = check_key(&app, &admin, &tree.owner).await;
+    verified_app!(app, dns, admin, tree, worker @ owner);
     let jane_id = jane_and_her_alias(&admin, &tree.c1).await;
     let used = admin.usage(&tree.c1, "users").await["used"].clone();
     let inbound = |address: &str| json!({"direction": "inbound", "address": address});

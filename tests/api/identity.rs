@@ -147,8 +147,7 @@ async fn an_import_reports_case_and_normalisation_variants_as_taken() {
 
 #[tokio::test]
 async fn checks_and_enrolments_of_variants_find_one_mailbox_taking_one_seat() {
-    verified_app!(app, dns, admin, tree);
-    let worker = check_key(&app, &admin, &tree.owner).await;
+    verified_app!(app, dns, admin, tree, worker @ owner);
     let outbound =
         |address: &str| json!({"direction": "outbound", "address": address, "enrol": true});
 
@@ -225,8 +224,7 @@ async fn postfix_finds_case_variants_through_the_policy_and_socketmap_listeners(
 #[tokio::test]
 async fn a_case_sensitive_customer_keeps_variants_apart_and_cannot_switch_back_while_they_collide()
 {
-    verified_app!(app, dns, admin, tree);
-    let worker = check_key(&app, &admin, &tree.owner).await;
+    verified_app!(app, dns, admin, tree, worker @ owner);
     let node = admin.get_ok(&format!("/v1/nodes/{}", tree.c1)).await;
     assert_eq!(node["local_part_case"], "insensitive", "the default");
     let owner = admin.get_ok(&format!("/v1/nodes/{}", tree.owner)).await;

@@ -24,6 +24,15 @@ fn fields(problem: &Value) -> Vec<&str> {
     texts(&problem["errors"], "field")
 }
 
+/// PATCHes `body` to `path` as `caller`, asserts a 422 `validation-failed`, and returns the
+/// fields it names.
+async fn invalid_fields(caller: &Caller<'_>, path: &str, body: Value) -> Vec<String> {
+    let problem = caller
+        .patch_problem(path, &body, 422, "validation-failed")
+        .await;
+    fields(&problem).into_iter().map(str::to_owned).collect()
+}
+
 /// Logs in and returns a caller with the token.
 pub async fn login<'a>(app: &'a TestApp, username: &str, password: &str) -> Caller<'a> {
     login_flagged(app, username, password).await.0
@@ -261,24 +270,19 @@ async fn changing_ones_own_password_needs_the_current_one_and_ends_every_session
 
     // A token alone does not change the password: whoever holds a stolen one cannot lock the
     // owner out.
-    let problem = frank
-        .patch_problem(
+    assert_eq!(
+        invalid_fields(&frank, &path, json!({"password": "taken over for good"})).await,
+        ["current_password"]
+    );
+    assert_eq!(
+        invalid_fields(
+            &frank,
             &path,
-            &json!({"password": "taken over for good"}),
-            422,
-            "validation-failed",
+            json!({"password": "taken over for good", "current_password": "a guess at it"})
         )
-        .await;
-    assert_eq!(fields(&problem), ["current_password"]);
-    let problem = frank
-        .patch_problem(
-            &path,
-            &json!({"password": "taken over for good", "current_password": "a guess at it"}),
-            422,
-            "validation-failed",
-        )
-        .await;
-    assert_eq!(fields(&problem), ["current_password"]);
+        .await,
+        ["current_password"]
+    );
     // Refused writes leave no trace.
     assert_eq!(admin.get_ok(&path).await, before);
     app.login_refused("frank", "taken over for good").await;
@@ -289,15 +293,7 @@ async fn changing_ones_own_password_needs_the_current_one_and_ends_every_session
     // Every token issued before the change is refused, on the API and on the check, the one
     // that made the change included.
     for session in [&frank, &other_session] {
-        session.get_problem("/v1/me", 401, "unauthorized").await;
-        session
-            .post_problem(
-                "/v1/check",
-                &json!({"direction": "inbound", "domain": "example.com"}),
-                401,
-                "unauthorized",
-            )
-            .await;
+        assert_locked_out(session).await;
     }
     app.login_refused("frank", "correct horse battery staple")
         .await;
@@ -359,15 +355,10 @@ async fn an_admin_reset_ends_every_session_and_the_next_login_must_change_the_pa
     ] {
         assert_problem(refused, 403, "password-change-required").await;
     }
-    let problem = gina
-        .patch_problem(
-            &path,
-            &json!({"password": "gina's own password"}),
-            422,
-            "validation-failed",
-        )
-        .await;
-    assert_eq!(fields(&problem), ["current_password"]);
+    assert_eq!(
+        invalid_fields(&gina, &path, json!({"password": "gina's own password"})).await,
+        ["current_password"]
+    );
     gina.patch_ok(
         &path,
         &json!({"password": "gina's own password", "current_password": "temporary password"}),
