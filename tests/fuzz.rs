@@ -24,7 +24,7 @@ use allot::error::ApiError;
 use proptest::prelude::*;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use support::{fuzz, json, mutated, query_string, text};
+use support::{QUERY_KEYS, fuzz, json, mutated, query_string, text};
 
 /// The default cases for the pure harnesses: fast enough for every `cargo test`.
 const CASES: u32 = 256;
@@ -886,25 +886,7 @@ fn fuzz_query_strings() {
     use allot::api::*;
     let pair = (
         prop_oneof![
-            prop::sample::select(vec![
-                "limit",
-                "cursor",
-                "kind",
-                "status",
-                "name_prefix",
-                "cascade",
-                "at",
-                "resource",
-                "active",
-                "valid_on",
-                "allow_over_limit",
-                "origin",
-                "address_prefix",
-                "domain",
-                "module",
-                "atomic",
-            ])
-            .prop_map(str::to_owned),
+            prop::sample::select(QUERY_KEYS.to_vec()).prop_map(str::to_owned),
             any::<String>(),
         ],
         prop_oneof![text(), "%[0-9A-Fa-f]{0,2}", "[0-9]{0,12}", any::<String>()],

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use chrono::{Days, Utc};
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, seed_tree, spawn_app, texts};
+use crate::helpers::{admin_app, assert_problem, item_count, owner_app, problem_detail, texts};
 
 fn in_days(days: u64) -> String {
     (Utc::now().date_naive() + Days::new(days)).to_string()
@@ -13,18 +13,14 @@ fn in_days(days: u64) -> String {
 
 #[tokio::test]
 async fn a_grant_within_what_the_parent_holds_is_made_and_counted() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
-    let response = admin
-        .post(
-            &format!("/v1/nodes/{}/allocations", tree.c2),
+    admin_app!(app, admin, tree);
+    let path = format!("/v1/nodes/{}/allocations", tree.c2);
+    let (location, created) = admin
+        .post_created(
+            &path,
             &json!({"resource": "users", "amount": 60, "description": "upsell"}),
         )
         .await;
-    assert_eq!(response.status(), 201);
-    let location = response.headers()["location"].to_str().unwrap().to_owned();
-    let created: Value = response.json().await.unwrap();
     assert_eq!(created["grantor_id"], tree.b);
     assert_eq!(created["starts_on"], Utc::now().date_naive().to_string());
     assert_eq!(created["ends_on"], Value::Null);
@@ -44,9 +40,7 @@ async fn a_grant_within_what_the_parent_holds_is_made_and_counted() {
 
 #[tokio::test]
 async fn a_grant_beyond_what_the_parent_has_left_is_refused_with_the_figures() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let body = admin
         .allocate_problem(&tree.c1, "users", 151, 409, "quota-exceeded")
         .await;
@@ -70,9 +64,7 @@ async fn a_grant_beyond_what_the_parent_has_left_is_refused_with_the_figures() {
 
 #[tokio::test]
 async fn a_grant_that_outlives_the_parents_own_grant_is_refused_at_the_day_it_breaks() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let end = in_days(30);
     admin
         .set_licence(json!([{"resource": "users", "amount": 100, "ends_on": end}]))
@@ -106,9 +98,7 @@ async fn a_grant_that_outlives_the_parents_own_grant_is_refused_at_the_day_it_br
 
 #[tokio::test]
 async fn limits_follow_the_calendar() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let path = format!("/v1/nodes/{}/allocations", tree.c1);
     admin.post_expect(&path, &json!({"resource": "users", "amount": 20, "starts_on": in_days(10), "ends_on": in_days(20)}), 201).await;
     let at = |day: u64| format!("/v1/nodes/{}/usage?at={}", tree.c1, in_days(day));
@@ -126,7 +116,7 @@ async fn limits_follow_the_calendar() {
         .get_ok(&format!("{path}?valid_on={}", in_days(15)))
         .await;
     assert_eq!(
-        valid["items"].as_array().unwrap().len(),
+        item_count(&valid),
         4,
         "users 50 and 20, module:base 50, domains 5"
     );
@@ -142,9 +132,7 @@ async fn limits_follow_the_calendar() {
 
 #[tokio::test]
 async fn lowering_or_ending_a_grant_below_what_the_children_hold_is_refused() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let grant = admin.grant_id(&tree.a1, "users").await;
     let path = format!("/v1/allocations/{grant}");
     let body = admin
@@ -179,9 +167,7 @@ async fn lowering_or_ending_a_grant_below_what_the_children_hold_is_refused() {
 
 #[tokio::test]
 async fn allocation_changes_honour_if_match_and_keep_history() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let created = admin.grant(&tree.c2, "domains", 3).await;
     let path = format!("/v1/allocations/{}", created["id"].as_str().unwrap());
     assert_problem(
@@ -211,41 +197,33 @@ async fn allocation_changes_honour_if_match_and_keep_history() {
             tree.c2
         ))
         .await;
-    assert_eq!(
-        all["items"].as_array().unwrap().len(),
-        2,
-        "an ended allocation is kept"
-    );
+    assert_eq!(item_count(&all), 2, "an ended allocation is kept");
     let active = admin
         .get_ok(&format!(
             "/v1/nodes/{}/allocations?resource=domains&active=true",
             tree.c2
         ))
         .await;
-    assert_eq!(active["items"].as_array().unwrap().len(), 1);
+    assert_eq!(item_count(&active), 1);
     app.assert_verified();
 }
 
 #[tokio::test]
 async fn no_node_raises_its_own_limits() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     admin
         .set_licence(json!([{"resource": "users", "amount": 10}]))
         .await;
     let body = admin
         .allocate_problem(&owner, "users", 5, 403, "forbidden")
         .await;
-    assert!(body["detail"].as_str().unwrap().contains("own"));
+    assert!(problem_detail(&body).contains("own"));
     app.assert_verified();
 }
 
 #[tokio::test]
 async fn bad_allocations_are_refused_field_by_field() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let path = format!("/v1/nodes/{}/allocations", tree.c1);
     let body = admin.post_problem(&path, &json!({"resource": "users", "amount": -1, "starts_on": in_days(5), "ends_on": in_days(5)}), 422, "validation-failed").await;
     let fields: Vec<&str> = texts(&body["errors"], "field");
@@ -261,15 +239,13 @@ async fn bad_allocations_are_refused_field_by_field() {
             .await;
         assert_eq!(body["errors"][0]["field"], "resource", "{resource}");
     }
-    let body = admin
-        .post_problem(
+    admin
+        .post_invalid(
             &path,
             &json!({"resource": "users", "amount": "many"}),
-            422,
-            "validation-failed",
+            "amount",
         )
         .await;
-    assert_eq!(body["errors"][0]["field"], "amount");
     admin
         .post_problem(
             &path,
@@ -279,19 +255,13 @@ async fn bad_allocations_are_refused_field_by_field() {
         )
         .await;
     let all = admin.get_ok(&path).await;
-    assert_eq!(
-        all["items"].as_array().unwrap().len(),
-        3,
-        "nothing was added"
-    );
+    assert_eq!(item_count(&all), 3, "nothing was added");
     app.assert_verified();
 }
 
 #[tokio::test]
 async fn module_seats_flow_down_the_tree_like_any_resource() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     admin
         .set_licence(json!([{"resource": "module:lft", "amount": 5}]))
         .await;
@@ -306,9 +276,7 @@ async fn module_seats_flow_down_the_tree_like_any_resource() {
 
 #[tokio::test]
 async fn the_licence_is_replaced_from_today_and_never_below_what_was_allocated() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let licence = admin.get_ok("/v1/licence").await;
     assert_eq!(licence["owner_id"], tree.owner);
     let amounts: HashMap<String, i64> = licence["resources"]
@@ -364,9 +332,7 @@ async fn the_licence_is_replaced_from_today_and_never_below_what_was_allocated()
 
 #[tokio::test]
 async fn racing_clients_never_oversell_the_last_units() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     admin
         .set_licence(json!([{"resource": "users", "amount": 10}]))
         .await;
@@ -407,19 +373,15 @@ async fn racing_clients_never_oversell_the_last_units() {
 
 #[tokio::test]
 async fn dates_beyond_the_year_9999_are_refused_not_stored() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let path = format!("/v1/nodes/{}/allocations", tree.c1);
-    let body = admin
-        .post_problem(
+    admin
+        .post_invalid(
             &path,
             &json!({"resource": "users", "amount": 1, "ends_on": "+10000-01-01"}),
-            422,
-            "validation-failed",
+            "ends_on",
         )
         .await;
-    assert_eq!(body["errors"][0]["field"], "ends_on");
     admin
         .get_problem(
             &format!("/v1/nodes/{}/usage?at=%2B10000-01-01", tree.c1),
@@ -432,9 +394,7 @@ async fn dates_beyond_the_year_9999_are_refused_not_stored() {
 
 #[tokio::test]
 async fn a_start_day_out_of_range_is_reported_under_starts_on() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let path = format!("/v1/nodes/{}/allocations", tree.c1);
     let fields = |body: &Value| -> Vec<String> {
         body["errors"]
@@ -487,9 +447,7 @@ async fn a_start_day_out_of_range_is_reported_under_starts_on() {
 
 #[tokio::test]
 async fn putting_the_licence_back_as_read_does_not_count_past_days_twice() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let lines = json!([{"resource": "users", "amount": 100, "starts_on": "2026-01-01"}]);
     admin.set_licence(lines.clone()).await;
     admin.set_licence(lines).await;
@@ -504,9 +462,7 @@ async fn putting_the_licence_back_as_read_does_not_count_past_days_twice() {
 
 #[tokio::test]
 async fn a_weak_etag_never_matches_if_match() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let node = format!("/v1/nodes/{}", tree.c1);
     assert_problem(
         admin

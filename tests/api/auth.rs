@@ -34,18 +34,12 @@ async fn the_first_admin_logs_in_and_sees_itself_at_the_owner_node() {
 #[tokio::test]
 async fn a_wrong_password_and_an_unknown_username_get_the_same_answer() {
     let app = spawn_app().await;
-    let wrong = assert_problem(
-        app.login(ADMIN_USERNAME, "not the password at all").await,
-        401,
-        "invalid-credentials",
-    )
-    .await;
-    let unknown = assert_problem(
-        app.login("nobody-here", "not the password at all").await,
-        401,
-        "invalid-credentials",
-    )
-    .await;
+    let wrong = app
+        .login_refused(ADMIN_USERNAME, "not the password at all")
+        .await;
+    let unknown = app
+        .login_refused("nobody-here", "not the password at all")
+        .await;
     assert_eq!(wrong, unknown);
 }
 

@@ -60,6 +60,11 @@ fn outbound_address(address: &str) -> Value {
     json!({"direction": "outbound", "address": address})
 }
 
+/// The check of mail sent from `address`, with enrolment off.
+fn outbound_unenrolled(address: &str) -> Value {
+    json!({"direction": "outbound", "address": address, "enrol": false})
+}
+
 /// The usual tree, with `c1.example` verified for C1 and `c2.example` for C2.
 pub(crate) async fn setup<'a>(app: &'a TestApp, dns: &DnsServer) -> (Caller<'a>, Tree) {
     let admin = app.as_admin().await;
@@ -69,11 +74,34 @@ pub(crate) async fn setup<'a>(app: &'a TestApp, dns: &DnsServer) -> (Caller<'a>,
     (admin, tree)
 }
 
+/// A check test's first line: binds an app over test DNS to `$app` and the server to `$dns`
+/// ([`spawn`]), then the first admin to `$admin` and the [`setup`] tree to `$tree`.
+/// With `$worker @ $node` it also binds a `check` key on the tree's `$node` (`owner`, `a`, …) to
+/// `$worker` ([`check_key`]).
+macro_rules! verified_app {
+    ($app:ident, $dns:ident, $admin:ident, $tree:ident) => {
+        let ($app, $dns) = crate::check::spawn().await;
+        let ($admin, $tree) = crate::check::setup(&$app, &$dns).await;
+    };
+    ($app:ident, $dns:ident, $admin:ident, $tree:ident, $worker:ident @ $node:ident) => {
+        crate::check::verified_app!($app, $dns, $admin, $tree);
+        let $worker = crate::check::check_key(&$app, &$admin, &$tree.$node).await;
+    };
+}
+pub(crate) use verified_app;
+
+/// Jane's mailbox, `jane@c1.example`, under `customer`, with her alias `j.doe@c1.example`;
+/// returns her mailbox id.
+pub(crate) async fn jane_and_her_alias(admin: &Caller<'_>, customer: &str) -> String {
+    let jane = admin.create_mailbox(customer, "jane@c1.example").await;
+    let jane_id = jane["id"].as_str().unwrap().to_owned();
+    admin.add_alias(&jane_id, "j.doe@c1.example").await;
+    jane_id
+}
+
 #[tokio::test]
 async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree() {
-    let (app, dns) = spawn().await;
-    let (admin, tree) = setup(&app, &dns).await;
-    let worker = check_key(&app, &admin, &tree.owner).await;
+    verified_app!(app, dns, admin, tree, worker @ owner);
 
     let (verdict, reason_code, answer) = ask(&worker, outbound_domain("C1.Example")).await;
     assert_eq!((verdict.as_str(), reason_code.as_str()), ("accept", "ok"));
@@ -105,10 +133,7 @@ async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree
 
     // Suspending an ancestor refuses the whole subtree at once; resuming restores it.
     admin
-        .patch_ok(
-            &format!("/v1/nodes/{}", tree.a1),
-            &json!({"status": "suspended"}),
-        )
+        .patch_node(&tree.a1, &json!({"status": "suspended"}))
         .await;
     let (verdict, reason_code, _) = ask(&worker, outbound_address("x@c1.example")).await;
     assert_eq!(
@@ -118,10 +143,7 @@ async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree
     );
     assert_eq!(reason(&worker, outbound_domain("c2.example")).await, "ok");
     admin
-        .patch_ok(
-            &format!("/v1/nodes/{}", tree.a1),
-            &json!({"status": "active"}),
-        )
+        .patch_node(&tree.a1, &json!({"status": "active"}))
         .await;
     assert_eq!(reason(&worker, outbound_domain("c1.example")).await, "ok");
 
@@ -139,12 +161,8 @@ async fn domains_are_accepted_only_when_verified_active_and_in_an_active_subtree
 
 #[tokio::test]
 async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once() {
-    let (app, dns) = spawn().await;
-    let (admin, tree) = setup(&app, &dns).await;
-    let worker = check_key(&app, &admin, &tree.a).await;
-    let jane = admin.create_mailbox(&tree.c1, "jane@c1.example").await;
-    let jane_id = jane["id"].as_str().unwrap();
-    admin.add_alias(jane_id, "j.doe@c1.example").await;
+    verified_app!(app, dns, admin, tree, worker @ a);
+    let jane_id = jane_and_her_alias(&admin, &tree.c1).await;
 
     for address in [
         "jane@c1.example",
@@ -160,11 +178,7 @@ async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once(
     // Without enrolment an unknown address is refused and nothing is written.
     let used_before = admin.usage(&tree.c1, "users").await["used"].clone();
     assert_eq!(
-        reason(
-            &worker,
-            json!({"direction": "outbound", "address": "new@c1.example", "enrol": false})
-        )
-        .await,
+        reason(&worker, outbound_unenrolled("new@c1.example")).await,
         "unknown_mailbox"
     );
     assert_eq!(admin.usage(&tree.c1, "users").await["used"], used_before);
@@ -192,18 +206,13 @@ async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once(
     );
 
     // A disabled mailbox is refused; the customer's auto_enrol=false turns enrolment off.
-    admin
-        .post_expect(&format!("/v1/mailboxes/{jane_id}/disable"), &json!({}), 200)
-        .await;
+    admin.disable_mailbox(&jane_id).await;
     assert_eq!(
         reason(&worker, outbound_address("jane@c1.example")).await,
         "mailbox_disabled"
     );
     let patched = admin
-        .patch_ok(
-            &format!("/v1/nodes/{}", tree.c1),
-            &json!({"auto_enrol": false}),
-        )
+        .patch_node(&tree.c1, &json!({"auto_enrol": false}))
         .await;
     assert_eq!(patched["auto_enrol"], false);
     assert_eq!(
@@ -270,9 +279,7 @@ async fn a_customer_without_a_free_seat_enrols_nobody_and_one_over_its_limit_acc
 
 #[tokio::test]
 async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holder_has_it() {
-    let (app, dns) = spawn().await;
-    let (admin, tree) = setup(&app, &dns).await;
-    let worker = check_key(&app, &admin, &tree.owner).await;
+    verified_app!(app, dns, admin, tree, worker @ owner);
     let ann = admin.create_mailbox(&tree.c2, "ann@c2.example").await["id"]
         .as_str()
         .unwrap()
@@ -320,13 +327,7 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
         "module_not_assigned",
         "a per-customer module the customer lacks"
     );
-    admin
-        .put_expect(
-            &format!("/v1/nodes/{}/modules/m365", tree.c2),
-            &json!({}),
-            200,
-        )
-        .await;
+    admin.enable_module(&tree.c2, "m365").await;
     assert_eq!(asks("m365").await, "ok");
     admin
         .delete_expect(&format!("/v1/mailboxes/{ann}/modules/lft"), 204)
@@ -362,13 +363,7 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
         .unwrap()
         .to_owned();
     for holder in [&ann, &bob] {
-        admin
-            .put_expect(
-                &format!("/v1/mailboxes/{holder}/modules/lft"),
-                &json!({}),
-                200,
-            )
-            .await;
+        admin.assign_module(holder, "lft").await;
     }
     app.execute_sql(&format!(
         "UPDATE allocations SET amount = 1 WHERE node_id = '{}' AND resource = 'module:lft'",
@@ -384,9 +379,7 @@ async fn a_module_is_accepted_only_where_the_customer_holds_a_seat_and_the_holde
 
 #[tokio::test]
 async fn a_batch_answers_in_order_and_bad_input_is_refused_whole() {
-    let (app, dns) = spawn().await;
-    let (admin, tree) = setup(&app, &dns).await;
-    let worker = check_key(&app, &admin, &tree.owner).await;
+    verified_app!(app, dns, admin, tree, worker @ owner);
     admin.create_mailbox(&tree.c1, "kim@c1.example").await;
     let answers = worker
         .post_expect(
@@ -419,11 +412,7 @@ async fn a_batch_answers_in_order_and_bad_input_is_refused_whole() {
     assert_eq!(fields, ["checks[1].address", "checks[2].address"]);
     // The first check of the refused batch enrolled nobody.
     assert_eq!(
-        reason(
-            &worker,
-            json!({"direction": "outbound", "address": "new@c1.example", "enrol": false})
-        )
-        .await,
+        reason(&worker, outbound_unenrolled("new@c1.example")).await,
         "unknown_mailbox"
     );
     let too_many: Vec<Value> = (0..1001).map(|_| outbound_domain("c1.example")).collect();
@@ -454,9 +443,7 @@ async fn a_batch_answers_in_order_and_bad_input_is_refused_whole() {
 
 #[tokio::test]
 async fn concurrent_first_sightings_of_one_address_enrol_it_once() {
-    let (app, dns) = spawn().await;
-    let (admin, tree) = setup(&app, &dns).await;
-    let worker = check_key(&app, &admin, &tree.owner).await;
+    verified_app!(app, dns, admin, tree, worker @ owner);
     let used_before = admin.usage(&tree.c1, "users").await["used"]
         .as_i64()
         .unwrap();
@@ -481,9 +468,7 @@ async fn concurrent_first_sightings_of_one_address_enrol_it_once() {
 
 #[tokio::test]
 async fn a_write_on_one_instance_reaches_the_other_through_the_feed() {
-    let (app, dns) = spawn().await;
-    let (admin, tree) = setup(&app, &dns).await;
-    let worker_here = check_key(&app, &admin, &tree.owner).await;
+    verified_app!(app, dns, admin, tree, worker_here @ owner);
     let other = spawn_another(&app).await;
     let worker_there = Caller {
         app: &other,
@@ -514,10 +499,7 @@ async fn a_write_on_one_instance_reaches_the_other_through_the_feed() {
         token: admin.token.clone(),
     };
     there_admin
-        .patch_ok(
-            &format!("/v1/nodes/{}", tree.c1),
-            &json!({"status": "suspended"}),
-        )
+        .patch_node(&tree.c1, &json!({"status": "suspended"}))
         .await;
     assert_eq!(reason(&worker_there, body.clone()).await, "node_suspended");
     let started = std::time::Instant::now();
@@ -547,7 +529,7 @@ pub(crate) async fn with_listeners(
 
 /// A policy delegation request about `sender` and `recipient` in `context` (`policy_context`),
 /// as Postfix sends it at RCPT TO.
-pub(crate) fn policy_request(context: &str, sender: &str, recipient: &str) -> String {
+fn policy_request(context: &str, sender: &str, recipient: &str) -> String {
     format!(
         "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n\
          client_address=192.0.2.7\nhelo_name=mx.example.net\nsender={sender}\n\
@@ -561,6 +543,31 @@ pub(crate) fn free_port() -> std::net::SocketAddr {
         .unwrap()
         .local_addr()
         .unwrap()
+}
+
+/// The policy listener's answer on `stream` to [`policy_request`]`(context, sender, recipient)`.
+pub(crate) async fn policy_answer(
+    stream: &mut tokio::net::TcpStream,
+    context: &str,
+    sender: &str,
+    recipient: &str,
+) -> String {
+    let request = policy_request(context, sender, recipient);
+    exchange(stream, request.as_bytes(), b"\n\n").await
+}
+
+/// Asks the socketmap listener at `socketmap` each lookup over one connection, as Postfix does,
+/// and asserts each answer is the expected one.
+pub(crate) async fn assert_socketmap(socketmap: std::net::SocketAddr, lookups: &[(&str, &str)]) {
+    let mut stream = tokio::net::TcpStream::connect(socketmap).await.unwrap();
+    let netstring = |text: &str| format!("{}:{text},", text.len());
+    for (lookup, expected) in lookups {
+        assert_eq!(
+            exchange(&mut stream, netstring(lookup).as_bytes(), b",").await,
+            netstring(expected),
+            "{lookup}"
+        );
+    }
 }
 
 /// Writes `request` and reads until `terminator` ends what was read.
@@ -651,20 +658,14 @@ async fn postfix_asks_through_the_policy_and_socketmap_listeners() {
         ),
     ] {
         assert_eq!(
-            exchange(
-                &mut stream,
-                policy_request(context, sender, recipient).as_bytes(),
-                b"\n\n"
-            )
-            .await,
+            policy_answer(&mut stream, context, sender, recipient).await,
             expected,
             "{context} {sender} {recipient}"
         );
     }
-    let listed = admin
-        .get_ok(&format!("/v1/nodes/{}/mailboxes?origin=check", tree.c1))
+    let enrolled = admin
+        .list_texts(&tree.c1, "mailboxes?origin=check", "address")
         .await;
-    let enrolled: Vec<&str> = texts(&listed["items"], "address");
     assert_eq!(
         enrolled,
         ["fresh@c1.example"],
@@ -675,31 +676,27 @@ async fn postfix_asks_through_the_policy_and_socketmap_listeners() {
         "action=DEFER_IF_PERMIT malformed policy request\n\n"
     );
 
-    let mut stream = tokio::net::TcpStream::connect(socketmap).await.unwrap();
-    let netstring = |text: &str| format!("{}:{text},", text.len());
-    for (lookup, expected) in [
-        ("domain c1.example", "OK c1.example"),
-        // Held but refused (unverified): still Postfix's own, so that it is never relayed.
-        ("domain routed.example", "OK routed.example"),
-        ("domain nobody.example", "NOTFOUND "),
-        ("mailbox pat@c1.example", "OK pat@c1.example"),
-        ("mailbox ghost@c2.example", "NOTFOUND "),
-        ("mailbox anyone@c1.example", "OK anyone@c1.example"),
-        ("mailbox anyone@routed.example", "TEMP domain_unverified"),
-        (
-            "transport routed.example",
-            "OK smtp:[mx.customer.example]:2525",
-        ),
-        ("transport c1.example", "NOTFOUND "),
-        ("alias postmaster@c2.example", "OK desk@elsewhere.example"),
-        ("alias postmaster@c1.example", "NOTFOUND "),
-    ] {
-        assert_eq!(
-            exchange(&mut stream, netstring(lookup).as_bytes(), b",").await,
-            netstring(expected),
-            "{lookup}"
-        );
-    }
+    assert_socketmap(
+        socketmap,
+        &[
+            ("domain c1.example", "OK c1.example"),
+            // Held but refused (unverified): still Postfix's own, so that it is never relayed.
+            ("domain routed.example", "OK routed.example"),
+            ("domain nobody.example", "NOTFOUND "),
+            ("mailbox pat@c1.example", "OK pat@c1.example"),
+            ("mailbox ghost@c2.example", "NOTFOUND "),
+            ("mailbox anyone@c1.example", "OK anyone@c1.example"),
+            ("mailbox anyone@routed.example", "TEMP domain_unverified"),
+            (
+                "transport routed.example",
+                "OK smtp:[mx.customer.example]:2525",
+            ),
+            ("transport c1.example", "NOTFOUND "),
+            ("alias postmaster@c2.example", "OK desk@elsewhere.example"),
+            ("alias postmaster@c1.example", "NOTFOUND "),
+        ],
+    )
+    .await;
     app.assert_verified();
 }
 
@@ -751,8 +748,7 @@ fn expected_reason(database_url: &str, address: &str) -> (String, Option<String>
 
 #[tokio::test]
 async fn under_a_mixed_workload_every_answer_is_what_the_database_says() {
-    let (app, dns) = spawn().await;
-    let (admin, tree) = setup(&app, &dns).await;
+    verified_app!(app, dns, admin, tree);
     admin.register_domain(&tree.c1, "pending.example").await;
     let worker = check_key(&app, &admin, &tree.owner).await;
     let domain_ids: Vec<(String, String)> = {
@@ -936,8 +932,7 @@ impl Drop for Outage {
 
 #[tokio::test]
 async fn an_enrolment_the_database_cannot_take_defers_while_known_mailboxes_are_answered() {
-    let (app, dns) = spawn().await;
-    let (admin, tree) = setup(&app, &dns).await;
+    verified_app!(app, dns, admin, tree);
     admin.create_mailbox(&tree.c1, "known@c1.example").await;
     let worker = check_key(&app, &admin, &tree.owner).await;
 
@@ -968,12 +963,8 @@ async fn an_enrolment_the_database_cannot_take_defers_while_known_mailboxes_are_
 
 #[tokio::test]
 async fn a_recipient_never_takes_a_seat_and_is_accepted_as_its_customer_says() {
-    let (app, dns) = spawn().await;
-    let (admin, tree) = setup(&app, &dns).await;
-    let worker = check_key(&app, &admin, &tree.owner).await;
-    let jane = admin.create_mailbox(&tree.c1, "jane@c1.example").await;
-    let jane_id = jane["id"].as_str().unwrap();
-    admin.add_alias(jane_id, "j.doe@c1.example").await;
+    verified_app!(app, dns, admin, tree, worker @ owner);
+    let jane_id = jane_and_her_alias(&admin, &tree.c1).await;
     let used = admin.usage(&tree.c1, "users").await["used"].clone();
     let inbound = |address: &str| json!({"direction": "inbound", "address": address});
 
@@ -1026,10 +1017,7 @@ async fn a_recipient_never_takes_a_seat_and_is_accepted_as_its_customer_says() {
 
     // `known`: allot's list is authoritative, a stranger is refused for good.
     admin
-        .patch_ok(
-            &format!("/v1/nodes/{}", tree.c1),
-            &json!({"inbound_recipients": "known"}),
-        )
+        .patch_node(&tree.c1, &json!({"inbound_recipients": "known"}))
         .await;
     let (verdict, reason_code, answer) = ask(&worker, inbound("stranger1@c1.example")).await;
     assert_eq!(

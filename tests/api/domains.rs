@@ -3,26 +3,22 @@
 
 use serde_json::{Value, json};
 
-use crate::dns::DnsServer;
 use crate::helpers::{
-    Caller, TestApp, assert_problem, seed_tree, spawn_another, spawn_app, spawn_app_with, texts,
+    Caller, TestApp, admin_app, assert_problem, dns_app, first_error, problem_detail,
+    spawn_another, texts,
 };
 use crate::scenario::verify_path;
 
 #[tokio::test]
 async fn a_customer_registers_a_domain_in_any_form_idna_accepts() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
-    let response = admin
-        .post(
-            &format!("/v1/nodes/{}/domains", tree.c1),
+    admin_app!(app, admin, tree);
+    let path = format!("/v1/nodes/{}/domains", tree.c1);
+    let (location, domain) = admin
+        .post_created(
+            &path,
             &json!({"name": "Bücher.Example.", "route": {"host": "mx.bücher.example"}}),
         )
         .await;
-    assert_eq!(response.status(), 201);
-    let location = response.headers()["location"].to_str().unwrap().to_owned();
-    let domain: Value = response.json().await.unwrap();
     assert_eq!(domain["name"], "xn--bcher-kva.example");
     assert_eq!(domain["display_name"], "bücher.example");
     assert_eq!(
@@ -36,19 +32,15 @@ async fn a_customer_registers_a_domain_in_any_form_idna_accepts() {
     );
     assert_eq!(admin.get_ok(&location).await, domain);
     assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 1);
-    assert_eq!(
-        admin.usage(&tree.a, "domains").await["used"],
-        1,
-        "counted up the tree"
-    );
+    admin
+        .assert_usage(&tree.a, "domains", "used", 1, "counted up the tree")
+        .await;
     app.assert_verified();
 }
 
 #[tokio::test]
 async fn a_customer_claims_a_name_once_and_an_unproven_claim_blocks_no_one() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     admin.register_domain(&tree.c1, "shared.example").await;
     admin
         .register_domain_problem(&tree.c1, "SHARED.example", 409, "domain-taken")
@@ -67,9 +59,7 @@ async fn a_customer_claims_a_name_once_and_an_unproven_claim_blocks_no_one() {
 
 #[tokio::test]
 async fn one_customer_racing_itself_for_a_name_claims_it_once() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let body = json!({"name": "contested.example"});
     let path = format!("/v1/nodes/{}/domains", tree.c1);
     let (first, second) = tokio::join!(admin.post(&path, &body), admin.post(&path, &body));
@@ -82,24 +72,15 @@ async fn one_customer_racing_itself_for_a_name_claims_it_once() {
 
 #[tokio::test]
 async fn the_last_domain_unit_goes_to_exactly_one_of_32_racers() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     for i in 0..4 {
         admin
             .register_domain(&tree.c1, &format!("d{i}.example"))
             .await;
     }
-    let attempts = (0..32).map(|i| {
-        let admin = &admin;
-        let path = format!("/v1/nodes/{}/domains", tree.c1);
-        async move {
-            admin
-                .post(&path, &json!({"name": format!("race{i}.example")}))
-                .await
-        }
-    });
-    let responses = futures_util::future::join_all(attempts).await;
+    let path = format!("/v1/nodes/{}/domains", tree.c1);
+    let names = (0..32).map(|i| json!({"name": format!("race{i}.example")}));
+    let responses = admin.post_racing(&path, names).await;
     let created = responses.iter().filter(|r| r.status() == 201).count();
     assert_eq!(created, 1);
     assert!(
@@ -117,9 +98,7 @@ async fn the_last_domain_unit_goes_to_exactly_one_of_32_racers() {
 
 #[tokio::test]
 async fn names_that_break_the_rules_are_refused_with_the_rule() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let path = format!("/v1/nodes/{}/domains", tree.c1);
     for (name, rule) in [
         ("localhost", "two labels"),
@@ -130,13 +109,7 @@ async fn names_that_break_the_rules_are_refused_with_the_rule() {
             .post_problem(&path, &json!({"name": name}), 422, "validation-failed")
             .await;
         assert_eq!(body["errors"][0]["field"], "name");
-        assert!(
-            body["errors"][0]["message"]
-                .as_str()
-                .unwrap()
-                .contains(rule),
-            "{name}: {body}"
-        );
+        assert!(first_error(&body).contains(rule), "{name}: {body}");
     }
     let body = admin.post_problem(&path, &json!({"name": "ok.example", "route": {"host": "not a host", "port": 0, "priority": 101}}), 422, "validation-failed").await;
     let fields: Vec<&str> = texts(&body["errors"], "field");
@@ -150,9 +123,7 @@ async fn names_that_break_the_rules_are_refused_with_the_rule() {
 
 #[tokio::test]
 async fn a_deleted_domain_returns_its_unit_and_its_name() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let domain = admin.register_domain(&tree.c1, "gone.example").await;
     let path = format!("/v1/domains/{}", domain["id"].as_str().unwrap());
     let changed = admin.patch_ok(&path, &json!({"status": "disabled", "route": {"host": "192.0.2.1", "port": 2525, "priority": 90}})).await;
@@ -174,10 +145,7 @@ async fn a_deleted_domain_returns_its_unit_and_its_name() {
 
 #[tokio::test]
 async fn a_domain_is_verified_by_its_txt_record_over_real_dns() {
-    let dns = DnsServer::start().await;
-    let app = spawn_app_with(|config| config.dns_resolver = dns.addr).await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    dns_app!(dns, app, admin, tree);
     let domain = admin.register_domain(&tree.c1, "proven.example").await;
     let verify = verify_path(&domain);
     let token = domain["verification"]["token"].as_str().unwrap();
@@ -198,9 +166,7 @@ async fn a_domain_is_verified_by_its_txt_record_over_real_dns() {
 
 #[tokio::test]
 async fn a_reseller_lists_its_customers_domains_and_no_one_elses() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     for (node, name) in [
         (&tree.c1, "one.example"),
         (&tree.c1, "two.example"),
@@ -231,20 +197,12 @@ async fn a_reseller_lists_its_customers_domains_and_no_one_elses() {
 
 #[tokio::test]
 async fn a_customer_with_domains_is_deleted_only_with_cascade_and_frees_them() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     admin.register_domain(&tree.c1, "held.example").await;
     let body = admin
         .delete_problem(&format!("/v1/nodes/{}", tree.c1), 409, "not-empty")
         .await;
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("1 domains in use"),
-        "{body}"
-    );
+    assert!(problem_detail(&body).contains("1 domains in use"), "{body}");
     admin
         .delete_expect(&format!("/v1/nodes/{}?cascade=true", tree.c1), 204)
         .await;
@@ -265,6 +223,12 @@ async fn claim(admin: &Caller<'_>, customer: &str, name: &str) -> (u16, Value) {
     (status, response.json().await.unwrap())
 }
 
+/// Asserts that `domain` is gone (404); `why` says what took it.
+async fn assert_gone(admin: &Caller<'_>, domain: &Value, why: &str) {
+    let path = format!("/v1/domains/{}", domain["id"].as_str().unwrap());
+    assert_eq!(admin.get(&path).await.status(), 404, "{why}");
+}
+
 /// How many audit events of `action` the trail holds for `node`, and by whom.
 fn audited(app: &TestApp, node: &str, action: &str, actor: &str) -> i64 {
     app.count_sql(&format!(
@@ -275,9 +239,7 @@ fn audited(app: &TestApp, node: &str, action: &str, actor: &str) -> i64 {
 
 #[tokio::test]
 async fn a_pending_claim_expires_when_another_customer_claims_the_name() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let squatted = admin.register_domain(&tree.c1, "victim-corp.example").await;
     assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 1);
     // Eight days pass (the default claim lasts seven) without a TXT record.
@@ -287,14 +249,7 @@ async fn a_pending_claim_expires_when_another_customer_claims_the_name() {
 
     let (status, body) = claim(&admin, &tree.c2, "victim-corp.example").await;
     assert_eq!(status, 201, "the stale claim no longer blocks: {body}");
-    assert_eq!(
-        admin
-            .get(&format!("/v1/domains/{}", squatted["id"].as_str().unwrap()))
-            .await
-            .status(),
-        404,
-        "the expired claim is gone"
-    );
+    assert_gone(&admin, &squatted, "the expired claim is gone").await;
     assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 0);
     assert_eq!(admin.usage(&tree.a, "domains").await["used"], 0);
     assert_eq!(admin.usage(&tree.c2, "domains").await["used"], 1);
@@ -304,9 +259,7 @@ async fn a_pending_claim_expires_when_another_customer_claims_the_name() {
 
 #[tokio::test]
 async fn an_expired_claim_returns_its_unit_though_nobody_wants_the_name() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     admin.register_domain(&tree.c1, "forgotten.example").await;
     admin.register_domain(&tree.c1, "fresh.example").await;
     app.execute_sql(
@@ -334,10 +287,7 @@ async fn an_expired_claim_returns_its_unit_though_nobody_wants_the_name() {
 
 #[tokio::test]
 async fn a_verified_claim_takes_over_another_customers_pending_one() {
-    let dns = DnsServer::start().await;
-    let app = spawn_app_with(|config| config.dns_resolver = dns.addr).await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    dns_app!(dns, app, admin, tree);
     let squatted = admin.register_domain(&tree.c1, "victim-corp.example").await;
     let (status, owned) = claim(&admin, &tree.c2, "victim-corp.example").await;
     assert_eq!(status, 201, "a pending claim blocks no one: {owned}");
@@ -347,14 +297,7 @@ async fn a_verified_claim_takes_over_another_customers_pending_one() {
     dns.publish_proof("victim-corp.example", &owned);
     let verified = admin.verify_domain(&owned).await;
     assert_eq!(verified["verification"]["status"], "verified");
-    assert_eq!(
-        admin
-            .get(&format!("/v1/domains/{}", squatted["id"].as_str().unwrap()))
-            .await
-            .status(),
-        404,
-        "the pending claim was taken over"
-    );
+    assert_gone(&admin, &squatted, "the pending claim was taken over").await;
     assert_eq!(admin.usage(&tree.c1, "domains").await["used"], 0);
     assert_eq!(admin.usage(&tree.c2, "domains").await["used"], 1);
     assert_eq!(
@@ -375,10 +318,7 @@ async fn a_verified_claim_takes_over_another_customers_pending_one() {
 
 #[tokio::test]
 async fn a_verified_domain_is_never_taken_over() {
-    let dns = DnsServer::start().await;
-    let app = spawn_app_with(|config| config.dns_resolver = dns.addr).await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    dns_app!(dns, app, admin, tree);
     let first = admin.register_domain(&tree.c1, "held.example").await;
     let (status, second) = claim(&admin, &tree.c2, "held.example").await;
     assert_eq!(status, 201, "{second}");
@@ -408,10 +348,7 @@ async fn a_verified_domain_is_never_taken_over() {
 
 #[tokio::test]
 async fn two_customers_proving_one_name_at_once_get_it_once() {
-    let dns = DnsServer::start().await;
-    let app = spawn_app_with(|config| config.dns_resolver = dns.addr).await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    dns_app!(dns, app, admin, tree);
     // Four rounds: C2 may hold four domains, and may win every round.
     let rounds = 4;
     for round in 0..rounds {

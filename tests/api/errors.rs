@@ -2,18 +2,13 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
+use crate::helpers::{assert_problem, first_error, problem_detail, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn an_unknown_route_is_a_404_problem() {
     let app = spawn_app().await;
     let body = assert_problem(app.get("/v1/nothing-here").await, 404, "not-found").await;
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("/v1/nothing-here")
-    );
+    assert!(problem_detail(&body).contains("/v1/nothing-here"));
 }
 
 #[tokio::test]
@@ -79,7 +74,7 @@ async fn a_body_over_the_limit_is_a_413_problem() {
         )
         .await;
     let body = assert_problem(response, 413, "payload-too-large").await;
-    assert!(body["detail"].as_str().unwrap().contains("256"));
+    assert!(problem_detail(&body).contains("256"));
 }
 
 #[tokio::test]
@@ -102,13 +97,7 @@ async fn an_unknown_field_is_refused_not_ignored() {
         )
         .await;
     let body = assert_problem(response, 422, "validation-failed").await;
-    assert!(
-        body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("role"),
-        "{body}"
-    );
+    assert!(first_error(&body).contains("role"), "{body}");
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use allot::startup::Application;
 use allot::store::{Manager, Pool};
 use serde_json::Value;
 
-use crate::helpers::{TestDb, assert_problem, spawn_app, test_config};
+use crate::helpers::{TestApp, TestDb, assert_problem, spawn_app, test_config};
 
 #[tokio::test]
 async fn healthz_answers_ok_with_a_fresh_request_id() {
@@ -28,10 +28,7 @@ async fn healthz_answers_ok_with_a_fresh_request_id() {
 #[tokio::test]
 async fn a_callers_request_id_is_echoed_and_a_hostile_one_replaced() {
     let app = spawn_app().await;
-    let response = app
-        .get_with_header("/healthz", "x-request-id", "portal-trace-42")
-        .await;
-    assert_eq!(response.headers()["x-request-id"], "portal-trace-42");
+    echoed(&app, "/healthz", "portal-trace-42").await;
 
     let long = "x".repeat(500);
     let response = app.get_with_header("/healthz", "x-request-id", &long).await;
@@ -43,10 +40,7 @@ async fn a_callers_request_id_is_echoed_and_a_hostile_one_replaced() {
 #[tokio::test]
 async fn error_responses_carry_the_request_id_too() {
     let app = spawn_app().await;
-    let response = app
-        .get_with_header("/no/such/route", "x-request-id", "trace-404")
-        .await;
-    assert_eq!(response.headers()["x-request-id"], "trace-404");
+    let response = echoed(&app, "/no/such/route", "trace-404").await;
     assert_problem(response, 404, "not-found").await;
 }
 
@@ -122,4 +116,12 @@ async fn metrics_count_requests_by_route_pattern_and_status() {
         text.contains("allot_http_requests_duration_seconds_bucket"),
         "{text}"
     );
+}
+
+/// GETs `path` with `id` as the caller's request id, asserts the answer echoes it, and returns the
+/// answer.
+async fn echoed(app: &TestApp, path: &str, id: &str) -> reqwest::Response {
+    let response = app.get_with_header(path, "x-request-id", id).await;
+    assert_eq!(response.headers()["x-request-id"], id);
+    response
 }

@@ -133,6 +133,42 @@ impl Drop for TestApp {
     }
 }
 
+/// A test's usual first line: starts the app (`spawn_app`) and binds it to `$app`, a `Caller` acting
+/// as the first admin to `$admin`, and, when a third name is given, the seeded `Tree` to `$tree`.
+/// One line instead of three, so that tests do not all open alike.
+macro_rules! admin_app {
+    ($app:ident, $admin:ident) => {
+        let $app = crate::helpers::spawn_app().await;
+        let $admin = $app.as_admin().await;
+    };
+    ($app:ident, $admin:ident, $tree:ident) => {
+        crate::helpers::admin_app!($app, $admin);
+        let $tree = crate::helpers::seed_tree(&$admin).await;
+    };
+}
+pub(crate) use admin_app;
+
+/// `admin_app!` that also binds the first admin's own node id to `$owner`.
+macro_rules! owner_app {
+    ($app:ident, $admin:ident, $owner:ident) => {
+        crate::helpers::admin_app!($app, $admin);
+        let $owner = $admin.node_id().await;
+    };
+}
+pub(crate) use owner_app;
+
+/// `admin_app!` over a test DNS server: binds the server to `$dns`, the app resolving through it
+/// to `$app`, the first admin to `$admin` and the seeded `Tree` to `$tree`.
+macro_rules! dns_app {
+    ($dns:ident, $app:ident, $admin:ident, $tree:ident) => {
+        let $dns = crate::dns::DnsServer::start().await;
+        let $app = crate::helpers::spawn_app_with(|config| config.dns_resolver = $dns.addr).await;
+        let $admin = $app.as_admin().await;
+        let $tree = crate::helpers::seed_tree(&$admin).await;
+    };
+}
+pub(crate) use dns_app;
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
@@ -194,12 +230,8 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .expect("POST")
+        let request = self.client.post(self.url(path)).json(body);
+        request.send().await.expect("POST")
     }
 
     /// GETs `path` with one extra header, unauthenticated.
@@ -239,6 +271,13 @@ impl TestApp {
             .expect("POST")
     }
 
+    /// Logs in as `username` with `password`, asserts the 401 `invalid-credentials` refusal, and
+    /// returns the problem.
+    pub async fn login_refused(&self, username: &str, password: &str) -> Value {
+        let response = self.login(username, password).await;
+        assert_problem(response, 401, "invalid-credentials").await
+    }
+
     /// A client whose connections come from `address` (any of 127.0.0.0/8 reaches the app): the
     /// app sees another peer, as it would another machine.
     pub fn client_from(&self, address: std::net::Ipv4Addr) -> reqwest::Client {
@@ -263,12 +302,8 @@ impl TestApp {
     }
 
     pub async fn get_with_token(&self, path: &str, token: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("GET")
+        let request = self.client.get(self.url(path)).bearer_auth(token);
+        request.send().await.expect("GET")
     }
 }
 
@@ -437,6 +472,16 @@ impl Caller<'_> {
         assert_problem(self.patch(path, body).await, status, slug).await
     }
 
+    /// POSTs `body` to `path` and asserts a 422 `validation-failed` whose first error is on
+    /// `field`; returns the problem.
+    pub async fn post_invalid(&self, path: &str, body: &Value, field: &str) -> Value {
+        let problem = self
+            .post_problem(path, body, 422, "validation-failed")
+            .await;
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+        problem
+    }
+
     /// DELETEs `path` and asserts a problem of `status` and `slug`; returns it.
     pub async fn delete_problem(&self, path: &str, status: u16, slug: &str) -> Value {
         assert_problem(self.delete(path).await, status, slug).await
@@ -494,6 +539,21 @@ pub async fn seed_tree(admin: &Caller<'_>) -> Tree {
         c1,
         c2,
     }
+}
+
+/// The `detail` a problem explains itself with.
+pub fn problem_detail(problem: &Value) -> &str {
+    problem["detail"].as_str().unwrap()
+}
+
+/// How many items a listing holds.
+pub fn item_count(list: &Value) -> usize {
+    list["items"].as_array().unwrap().len()
+}
+
+/// The message of the first error a `validation-failed` problem lists.
+pub fn first_error(problem: &Value) -> &str {
+    problem["errors"][0]["message"].as_str().unwrap()
 }
 
 /// The string `field` of every element of the array `list`, in order (the addresses of a listing's

@@ -2,13 +2,11 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, seed_tree, spawn_app};
+use crate::helpers::{admin_app, assert_problem, item_count, owner_app};
 
 #[tokio::test]
 async fn a_retried_create_replays_the_first_answer_and_creates_once() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let path = format!("/v1/nodes/{owner}/children");
     let body = json!({"kind": "customer", "name": "Retry GmbH"});
     let first = admin.post_with_key(&path, "order-4711", &body).await;
@@ -25,15 +23,13 @@ async fn a_retried_create_replays_the_first_answer_and_creates_once() {
     assert_eq!(again.json::<Value>().await.unwrap(), first);
 
     let children = admin.get_ok(&path).await;
-    assert_eq!(children["items"].as_array().unwrap().len(), 1);
+    assert_eq!(item_count(&children), 1);
     app.assert_verified();
 }
 
 #[tokio::test]
 async fn a_key_reused_for_another_request_is_refused() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let path = format!("/v1/nodes/{owner}/children");
     admin
         .expect(
@@ -57,15 +53,13 @@ async fn a_key_reused_for_another_request_is_refused() {
     let body = assert_problem(too_long, 422, "validation-failed").await;
     assert_eq!(body["errors"][0]["field"], "Idempotency-Key");
     let children = admin.get_ok(&path).await;
-    assert_eq!(children["items"].as_array().unwrap().len(), 1);
+    assert_eq!(item_count(&children), 1);
     app.assert_verified();
 }
 
 #[tokio::test]
 async fn a_retried_grant_of_the_last_units_is_replayed_not_refused() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let path = format!("/v1/nodes/{}/allocations", tree.c1);
     let body = json!({"resource": "users", "amount": 150});
     let first = admin
@@ -75,19 +69,15 @@ async fn a_retried_grant_of_the_last_units_is_replayed_not_refused() {
         .expect(admin.post_with_key(&path, "invoice-1", &body).await, 201)
         .await;
     assert_eq!(first, again);
-    assert_eq!(
-        admin.usage(&tree.a1, "users").await["free"],
-        0,
-        "booked once"
-    );
+    admin
+        .assert_usage(&tree.a1, "users", "free", 0, "booked once")
+        .await;
     app.assert_verified();
 }
 
 #[tokio::test]
 async fn a_refused_request_is_not_recorded_and_may_be_retried() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let path = format!("/v1/nodes/{}/allocations", tree.c1);
     let body = json!({"resource": "users", "amount": 200});
     assert_problem(

@@ -5,9 +5,11 @@
 
 use serde_json::{Value, json};
 
-use crate::check::{ask, check_key, exchange, policy_request, setup, spawn, with_listeners};
+use crate::check::{
+    ask, assert_socketmap, check_key, policy_answer, setup, verified_app, with_listeners,
+};
 use crate::dns::DnsServer;
-use crate::helpers::{Caller, assert_problem, spawn_another, spawn_app};
+use crate::helpers::{Caller, admin_app, assert_problem, first_error, item_count, spawn_another};
 use crate::mailboxes::{import_csv_each_row, with_domains};
 
 const NFC_JORG: &str = "j\u{f6}rg@c1.example";
@@ -40,8 +42,7 @@ async fn patch_case(admin: &Caller<'_>, node: &str, case: &str) -> reqwest::Resp
 
 #[tokio::test]
 async fn case_and_normalisation_variants_are_one_address_and_invisible_characters_are_refused() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     let path = format!("/v1/nodes/{}/mailboxes", tree.c1);
     let jane = admin.create_mailbox(&tree.c1, "Jane@c1.example").await;
@@ -81,21 +82,9 @@ async fn case_and_normalisation_variants_are_one_address_and_invisible_character
         ("\"ja\u{2066}ne\"@c1.example", "U+2066"),
     ] {
         let body = admin
-            .post_problem(
-                &path,
-                &json!({"address": invisible}),
-                422,
-                "validation-failed",
-            )
+            .post_invalid(&path, &json!({"address": invisible}), "address")
             .await;
-        assert_eq!(body["errors"][0]["field"], "address", "{body}");
-        assert!(
-            body["errors"][0]["message"]
-                .as_str()
-                .unwrap()
-                .contains(code),
-            "{body}"
-        );
+        assert!(first_error(&body).contains(code), "{body}");
     }
     // Straße and strasse are two spellings, not two cases.
     admin
@@ -117,8 +106,7 @@ async fn case_and_normalisation_variants_are_one_address_and_invisible_character
 
 #[tokio::test]
 async fn an_import_reports_case_and_normalisation_variants_as_taken() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     admin.create_mailbox(&tree.c1, "ann@c1.example").await;
     let csv = format!(
@@ -159,9 +147,7 @@ async fn an_import_reports_case_and_normalisation_variants_as_taken() {
 
 #[tokio::test]
 async fn checks_and_enrolments_of_variants_find_one_mailbox_taking_one_seat() {
-    let (app, dns) = spawn().await;
-    let (admin, tree) = setup(&app, &dns).await;
-    let worker = check_key(&app, &admin, &tree.owner).await;
+    verified_app!(app, dns, admin, tree, worker @ owner);
     let outbound =
         |address: &str| json!({"direction": "outbound", "address": address, "enrol": true});
 
@@ -197,10 +183,7 @@ async fn postfix_finds_case_variants_through_the_policy_and_socketmap_listeners(
     let (app, policy, socketmap) = with_listeners(&dns, |_| {}).await;
     let (admin, tree) = setup(&app, &dns).await;
     admin
-        .patch_ok(
-            &format!("/v1/nodes/{}", tree.c1),
-            &json!({"inbound_recipients": "known"}),
-        )
+        .patch_node(&tree.c1, &json!({"inbound_recipients": "known"}))
         .await;
     let pat = admin.create_mailbox(&tree.c1, "Pat@c1.example").await;
     admin
@@ -216,12 +199,7 @@ async fn postfix_finds_case_variants_through_the_policy_and_socketmap_listeners(
         ("outbound", "TEAM@c1.example", "someone@example.net"),
     ] {
         assert_eq!(
-            exchange(
-                &mut stream,
-                policy_request(context, sender, recipient).as_bytes(),
-                b"\n\n"
-            )
-            .await,
+            policy_answer(&mut stream, context, sender, recipient).await,
             "action=DUNNO\n\n",
             "{context} {sender} {recipient}"
         );
@@ -230,29 +208,23 @@ async fn postfix_finds_case_variants_through_the_policy_and_socketmap_listeners(
     assert_eq!(admin.usage(&tree.c1, "users").await["used"], 1);
 
     // Postfix lowercases socketmap keys: the lowercase spellings find the mixed-case entries.
-    let mut stream = tokio::net::TcpStream::connect(socketmap).await.unwrap();
-    let netstring = |text: &str| format!("{}:{text},", text.len());
-    for (lookup, expected) in [
-        ("mailbox pat@c1.example", "OK pat@c1.example"),
-        ("mailbox team@c1.example", "OK team@c1.example"),
-        ("alias team@c1.example", "OK Pat@c1.example"),
-        ("mailbox nobody@c1.example", "NOTFOUND "),
-    ] {
-        assert_eq!(
-            exchange(&mut stream, netstring(lookup).as_bytes(), b",").await,
-            netstring(expected),
-            "{lookup}"
-        );
-    }
+    assert_socketmap(
+        socketmap,
+        &[
+            ("mailbox pat@c1.example", "OK pat@c1.example"),
+            ("mailbox team@c1.example", "OK team@c1.example"),
+            ("alias team@c1.example", "OK Pat@c1.example"),
+            ("mailbox nobody@c1.example", "NOTFOUND "),
+        ],
+    )
+    .await;
     app.assert_verified();
 }
 
 #[tokio::test]
 async fn a_case_sensitive_customer_keeps_variants_apart_and_cannot_switch_back_while_they_collide()
 {
-    let (app, dns) = spawn().await;
-    let (admin, tree) = setup(&app, &dns).await;
-    let worker = check_key(&app, &admin, &tree.owner).await;
+    verified_app!(app, dns, admin, tree, worker @ owner);
     let node = admin.get_ok(&format!("/v1/nodes/{}", tree.c1)).await;
     assert_eq!(node["local_part_case"], "insensitive", "the default");
     let owner = admin.get_ok(&format!("/v1/nodes/{}", tree.owner)).await;
@@ -309,13 +281,7 @@ async fn a_case_sensitive_customer_keeps_variants_apart_and_cannot_switch_back_w
     assert_eq!(node["local_part_case"], "sensitive", "nothing changed");
 
     let lower_id = lower["id"].as_str().unwrap();
-    admin
-        .post_expect(
-            &format!("/v1/mailboxes/{lower_id}/disable"),
-            &json!({}),
-            200,
-        )
-        .await;
+    admin.disable_mailbox(lower_id).await;
     admin
         .delete_expect(&format!("/v1/mailboxes/{lower_id}"), 204)
         .await;
@@ -329,21 +295,14 @@ async fn a_case_sensitive_customer_keeps_variants_apart_and_cannot_switch_back_w
 
 #[tokio::test]
 async fn a_domain_whose_label_mixes_scripts_is_refused() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     let path = format!("/v1/nodes/{}/domains", tree.c1);
     for confusable in ["p\u{430}ypal.example", "xn--pypal-4ve.example"] {
         let body = admin
-            .post_problem(
-                &path,
-                &json!({"name": confusable}),
-                422,
-                "validation-failed",
-            )
+            .post_invalid(&path, &json!({"name": confusable}), "name")
             .await;
-        assert_eq!(body["errors"][0]["field"], "name", "{body}");
-        let message = body["errors"][0]["message"].as_str().unwrap();
+        let message = first_error(&body);
         assert!(
             message.contains("p\u{430}ypal")
                 && message.contains("Cyrillic")
@@ -358,14 +317,13 @@ async fn a_domain_whose_label_mixes_scripts_is_refused() {
     let listed: Value = admin
         .get_ok(&format!("/v1/nodes/{}/domains", tree.c1))
         .await;
-    assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
+    assert_eq!(item_count(&listed), 2, "{listed}");
     app.assert_verified();
 }
 
 #[tokio::test]
 async fn rows_keyed_at_start_and_verify_names_the_ones_that_are_the_same_address() {
-    let (app, dns) = spawn().await;
-    let (admin, tree) = setup(&app, &dns).await;
+    verified_app!(app, dns, admin, tree);
     let ann = admin.create_mailbox(&tree.c1, "ann@c1.example").await;
     let domain = ann["domain_id"].as_str().unwrap();
     // Rows as an older allot wrote them: no key, and one the same address as ann@ (disabled, so

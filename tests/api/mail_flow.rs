@@ -127,8 +127,8 @@ async fn cases(flow: &Flow) -> (Caller<'_>, Tree) {
         )
         .await;
     admin
-        .patch_ok(
-            &format!("/v1/nodes/{}", tree.c2),
+        .patch_node(
+            &tree.c2,
             &json!({"inbound_recipients": "known", "auto_enrol": false}),
         )
         .await;
@@ -136,10 +136,7 @@ async fn cases(flow: &Flow) -> (Caller<'_>, Tree) {
 
     let suspended = customer(&admin, &flow.dns, &tree.b, "suspended.example", 5).await;
     admin
-        .patch_ok(
-            &format!("/v1/nodes/{suspended}"),
-            &json!({"status": "suspended"}),
-        )
+        .patch_node(&suspended, &json!({"status": "suspended"}))
         .await;
     let full = customer(&admin, &flow.dns, &tree.b, "full.example", 1).await;
     admin.create_mailbox(&full, "one@full.example").await;

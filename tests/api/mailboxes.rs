@@ -2,7 +2,9 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Caller, Tree, assert_problem, seed_tree, spawn_app, texts};
+use crate::helpers::{
+    Caller, Tree, admin_app, assert_problem, first_error, item_count, seed_tree, texts,
+};
 
 /// The tree with a domain for C1 and one for C2.
 pub(crate) async fn with_domains(admin: &Caller<'_>) -> Tree {
@@ -14,19 +16,16 @@ pub(crate) async fn with_domains(admin: &Caller<'_>) -> Tree {
 
 #[tokio::test]
 async fn a_mailbox_takes_a_seat_and_every_domain_has_its_role_addresses() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     let roles = admin
         .get_ok(&format!("/v1/nodes/{}/mailboxes?origin=role", tree.c1))
         .await;
     let roles: Vec<&str> = texts(&roles["items"], "address");
     assert_eq!(roles, ["postmaster@c1.example", "abuse@c1.example"]);
-    assert_eq!(
-        admin.usage(&tree.c1, "users").await["used"],
-        0,
-        "role addresses take no seat"
-    );
+    admin
+        .assert_usage(&tree.c1, "users", "used", 0, "role addresses take no seat")
+        .await;
 
     let response = admin
         .post(
@@ -54,8 +53,7 @@ async fn a_mailbox_takes_a_seat_and_every_domain_has_its_role_addresses() {
 
 #[tokio::test]
 async fn addresses_are_unique_and_must_be_on_the_customers_own_domains() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     let path = format!("/v1/nodes/{}/mailboxes", tree.c1);
     admin
@@ -86,12 +84,7 @@ async fn addresses_are_unique_and_must_be_on_the_customers_own_domains() {
             "validation-failed",
         )
         .await;
-    assert!(
-        body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("not one of this customer's domains")
-    );
+    assert!(first_error(&body).contains("not one of this customer's domains"));
     admin
         .post_problem(
             &path,
@@ -120,8 +113,7 @@ async fn addresses_are_unique_and_must_be_on_the_customers_own_domains() {
 
 #[tokio::test]
 async fn disabling_frees_the_seat_and_enabling_takes_it_when_one_is_free() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     admin.set_grant(&tree.c1, "users", 1).await;
     let path = format!("/v1/nodes/{}/mailboxes", tree.c1);
@@ -145,30 +137,20 @@ async fn disabling_frees_the_seat_and_enabling_takes_it_when_one_is_free() {
         (Some("users"), Some(1), Some(0))
     );
     let id = first["id"].as_str().unwrap();
-    let disabled = admin
-        .post_expect(&format!("/v1/mailboxes/{id}/disable"), &json!({}), 200)
-        .await;
+    let disabled = admin.disable_mailbox(id).await;
     assert_eq!(disabled["status"], "disabled");
     let second = admin
         .post_expect(&path, &json!({"address": "two@c1.example"}), 201)
         .await;
     assert_eq!(second["status"], "active");
-    admin
-        .post_problem(
-            &format!("/v1/mailboxes/{id}/enable"),
-            &json!({}),
-            409,
-            "quota-exceeded",
-        )
-        .await;
+    admin.enable_over_quota(id).await;
     assert_eq!(admin.usage(&tree.c1, "users").await["used"], 1);
     app.assert_verified();
 }
 
 #[tokio::test]
 async fn a_mailbox_is_deleted_only_once_disabled_and_role_addresses_never() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     let created = admin.create_mailbox(&tree.c1, "bye@c1.example").await;
     let path = format!("/v1/mailboxes/{}", created["id"].as_str().unwrap());
@@ -190,8 +172,7 @@ async fn a_mailbox_is_deleted_only_once_disabled_and_role_addresses_never() {
 
 #[tokio::test]
 async fn a_domain_with_mailboxes_goes_only_with_cascade_and_returns_their_seats() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     admin.create_mailbox(&tree.c1, "stay@c1.example").await;
     let domains = admin
@@ -215,8 +196,7 @@ async fn a_domain_with_mailboxes_goes_only_with_cascade_and_returns_their_seats(
 
 #[tokio::test]
 async fn mailboxes_are_listed_and_changed_field_by_field() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     let created = admin
         .post_expect(
@@ -247,14 +227,14 @@ async fn mailboxes_are_listed_and_changed_field_by_field() {
             tree.a
         ))
         .await;
-    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    assert_eq!(item_count(&listed), 1);
     let by_domain = admin
         .get_ok(&format!(
             "/v1/nodes/{}/mailboxes?domain=C1.example&origin=manual",
             tree.owner
         ))
         .await;
-    assert_eq!(by_domain["items"].as_array().unwrap().len(), 1);
+    assert_eq!(item_count(&by_domain), 1);
     admin
         .get_problem(
             &format!("/v1/nodes/{}/mailboxes?origin=robot", tree.owner),
@@ -267,20 +247,12 @@ async fn mailboxes_are_listed_and_changed_field_by_field() {
 
 #[tokio::test]
 async fn the_last_seat_raced_by_32_creates_is_taken_once() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     admin.set_grant(&tree.c1, "users", 1).await;
-    let attempts = (0..32).map(|i| {
-        let admin = &admin;
-        let path = format!("/v1/nodes/{}/mailboxes", tree.c1);
-        async move {
-            admin
-                .post(&path, &json!({"address": format!("racer{i}@c1.example")}))
-                .await
-        }
-    });
-    let responses = futures_util::future::join_all(attempts).await;
+    let path = format!("/v1/nodes/{}/mailboxes", tree.c1);
+    let addresses = (0..32).map(|i| json!({"address": format!("racer{i}@c1.example")}));
+    let responses = admin.post_racing(&path, addresses).await;
     assert_eq!(responses.iter().filter(|r| r.status() == 201).count(), 1);
     assert!(
         responses
@@ -292,8 +264,7 @@ async fn the_last_seat_raced_by_32_creates_is_taken_once() {
 
 #[tokio::test]
 async fn aliases_share_the_address_space_with_mailboxes_and_are_capped_per_customer() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     admin.register_domain(&tree.c1, "other.example").await;
     let jane = admin.create_mailbox(&tree.c1, "jane@c1.example").await;
@@ -323,17 +294,12 @@ async fn aliases_share_the_address_space_with_mailboxes_and_are_capped_per_custo
             "validation-failed",
         )
         .await;
-    assert_eq!(
-        admin.usage(&tree.c1, "users").await["used"],
-        1,
-        "aliases take no seat"
-    );
+    admin
+        .assert_usage(&tree.c1, "users", "used", 1, "aliases take no seat")
+        .await;
 
     let limited = admin
-        .patch_ok(
-            &format!("/v1/nodes/{}", tree.c1),
-            &json!({"max_aliases_per_mailbox": 2}),
-        )
+        .patch_node(&tree.c1, &json!({"max_aliases_per_mailbox": 2}))
         .await;
     assert_eq!(limited["max_aliases_per_mailbox"], 2);
     admin
@@ -356,7 +322,7 @@ async fn aliases_share_the_address_space_with_mailboxes_and_are_capped_per_custo
         )
         .await;
     let listed = admin.get_ok(&aliases).await;
-    assert_eq!(listed["items"].as_array().unwrap().len(), 2);
+    assert_eq!(item_count(&listed), 2);
 
     admin
         .delete_expect(
@@ -377,8 +343,7 @@ async fn aliases_share_the_address_space_with_mailboxes_and_are_capped_per_custo
 
 #[tokio::test]
 async fn groups_list_their_members_and_lose_deleted_mailboxes() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     let path = format!("/v1/nodes/{}/groups", tree.c1);
     let response = admin.post(&path, &json!({"name": "Sales"})).await;
@@ -447,8 +412,7 @@ async fn groups_list_their_members_and_lose_deleted_mailboxes() {
 
 #[tokio::test]
 async fn over_long_strings_control_characters_and_broken_utf8_change_nothing() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     let path = format!("/v1/nodes/{}/mailboxes", tree.c1);
     let body = admin.post_problem(&path, &json!({"address": "ok@c1.example", "display_name": "x".repeat(201), "first_name": "bell\u{7}", "contact_email": "nope"}), 422, "validation-failed").await;
@@ -472,15 +436,13 @@ async fn over_long_strings_control_characters_and_broken_utf8_change_nothing() {
         .await
         .unwrap();
     assert_problem(broken, 400, "malformed-body").await;
-    let domain = admin
-        .post_problem(
+    admin
+        .post_invalid(
             &format!("/v1/nodes/{}/domains", tree.c1),
             &json!({"name": "new.example", "description": "x".repeat(1001)}),
-            422,
-            "validation-failed",
+            "description",
         )
         .await;
-    assert_eq!(domain["errors"][0]["field"], "description");
     let listed = admin.get_ok(&format!("{path}?origin=manual")).await;
     assert_eq!(listed["items"], json!([]));
     assert_eq!(admin.usage(&tree.c1, "users").await["used"], 0);
@@ -514,8 +476,7 @@ pub(crate) async fn import_csv_each_row(
 
 #[tokio::test]
 async fn an_atomic_import_takes_every_row_or_none() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     let good = json!([{"address": "a@c1.example", "first_name": "A"}, {"address": "b@c1.example"}, {"address": "c@c1.example"}]);
     let response = import(
@@ -559,18 +520,21 @@ async fn an_atomic_import_takes_every_row_or_none() {
         "/problems/address-taken"
     );
     assert_eq!(body["rows"][2]["problem"]["errors"][0]["field"], "address");
-    assert_eq!(
-        admin.usage(&tree.c1, "users").await["used"],
-        3,
-        "nothing of the failed import stays"
-    );
+    admin
+        .assert_usage(
+            &tree.c1,
+            "users",
+            "used",
+            3,
+            "nothing of the failed import stays",
+        )
+        .await;
     app.assert_verified();
 }
 
 #[tokio::test]
 async fn a_csv_import_reports_each_row_by_its_line() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     admin.set_grant(&tree.c1, "users", 3).await;
     let csv = "address,display_name\n\
@@ -622,8 +586,7 @@ async fn a_csv_import_reports_each_row_by_its_line() {
 
 #[tokio::test]
 async fn a_broken_csv_is_refused_whole() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     let cases: [(&str, u16, &str); 4] = [
         ("display_name\nAnn\n", 422, "validation-failed"),
@@ -691,13 +654,11 @@ async fn a_broken_csv_is_refused_whole() {
 
 #[tokio::test]
 async fn two_creates_racing_for_one_address_make_one_mailbox() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let tree = with_domains(&admin).await;
     let path = format!("/v1/nodes/{}/mailboxes", tree.c1);
     let body = json!({"address": "contested@c1.example"});
-    let attempts = (0..8).map(|_| admin.post(&path, &body));
-    let responses = futures_util::future::join_all(attempts).await;
+    let responses = admin.post_racing(&path, vec![body; 8]).await;
     let mut statuses: Vec<u16> = responses.iter().map(|r| r.status().as_u16()).collect();
     statuses.sort_unstable();
     assert_eq!(statuses, [201, 409, 409, 409, 409, 409, 409, 409]);

@@ -407,10 +407,7 @@ async fn route(
                 .post_expect(&format!("/v1/nodes/{t}/mailboxes"), &body, 201)
                 .await;
             let id = created["id"].as_str().unwrap().to_owned();
-            world
-                .admin
-                .post_expect(&format!("/v1/mailboxes/{id}/disable"), &json!({}), 200)
-                .await;
+            world.admin.disable_mailbox(&id).await;
             (
                 Rule::Node(Need::Manage, 204),
                 format!("/v1/mailboxes/{id}"),

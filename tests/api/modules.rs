@@ -3,7 +3,10 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Caller, TestApp, assert_problem, spawn_app, texts};
+use crate::helpers::{
+    Caller, TestApp, admin_app, assert_problem, first_error, item_count, problem_detail, spawn_app,
+    texts,
+};
 
 /// A customer under a reseller, with a domain and seats of everything: `users`, `module:base` and
 /// the add-ons, `seats` of each (the reseller holds twice as many).
@@ -79,8 +82,7 @@ async fn seats(admin: &Caller<'_>, customer: &str) -> (i64, i64, i64) {
 
 #[tokio::test]
 async fn the_seeded_catalogue_has_the_documents_modules_and_rules() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let page = admin.get_ok("/v1/modules?limit=500").await;
     let items = page["items"].as_array().unwrap();
     let codes: Vec<&str> = items.iter().map(|m| m["code"].as_str().unwrap()).collect();
@@ -119,7 +121,7 @@ async fn the_seeded_catalogue_has_the_documents_modules_and_rules() {
 
     // Pages follow the code order.
     let first = admin.get_ok("/v1/modules?limit=4").await;
-    assert_eq!(first["items"].as_array().unwrap().len(), 4);
+    assert_eq!(item_count(&first), 4);
     let cursor = first["next_cursor"].as_str().unwrap();
     let second = admin
         .get_ok(&format!("/v1/modules?limit=500&cursor={cursor}"))
@@ -133,8 +135,7 @@ async fn the_seeded_catalogue_has_the_documents_modules_and_rules() {
 
 #[tokio::test]
 async fn requirements_come_first_and_exclusions_hold_both_ways() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let shop = shop(&admin, 10).await;
     let ann = mailbox(&admin, &shop.customer, "ann").await;
     assert_eq!(modules_of(&admin, &ann).await, json!(["base"]));
@@ -146,7 +147,7 @@ async fn requirements_come_first_and_exclusions_hold_both_ways() {
     )
     .await;
     assert_eq!(refused["module"], "certificate");
-    assert!(refused["detail"].as_str().unwrap().contains("certificate"));
+    assert!(problem_detail(&refused).contains("certificate"));
     admin
         .expect(assign(&admin, &ann, "certificate").await, 200)
         .await;
@@ -260,8 +261,7 @@ async fn requirements_come_first_and_exclusions_hold_both_ways() {
 
 #[tokio::test]
 async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let shop = shop(&admin, 10).await;
     let ann = mailbox(&admin, &shop.customer, "ann").await;
     admin.expect(assign(&admin, &ann, "lft").await, 200).await;
@@ -326,13 +326,7 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
             "validation-failed",
         )
         .await;
-    assert!(
-        cycle["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("cycle"),
-        "{cycle}"
-    );
+    assert!(first_error(&cycle).contains("cycle"), "{cycle}");
 
     // A rule that holders would break is refused until they are put right.
     let refused = admin
@@ -343,12 +337,7 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
             "conflict",
         )
         .await;
-    assert!(
-        refused["detail"]
-            .as_str()
-            .unwrap()
-            .contains("1 mailbox(es)")
-    );
+    assert!(problem_detail(&refused).contains("1 mailbox(es)"));
     admin
         .expect(assign(&admin, &ann, "sandbox").await, 200)
         .await;
@@ -407,7 +396,7 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
     let in_use = admin
         .delete_problem("/v1/modules/lft", 409, "conflict")
         .await;
-    assert!(in_use["detail"].as_str().unwrap().contains("retire"));
+    assert!(problem_detail(&in_use).contains("retire"));
     admin
         .patch_ok("/v1/modules/sandbox", &json!({"retired": true}))
         .await;
@@ -433,8 +422,7 @@ async fn catalogue_changes_keep_the_rules_and_the_holders_whole() {
 
 #[tokio::test]
 async fn every_mailbox_takes_a_base_seat_and_gives_its_seats_back() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let shop = shop(&admin, 2).await;
     let ann = mailbox(&admin, &shop.customer, "ann").await;
     admin.expect(assign(&admin, &ann, "lft").await, 200).await;
@@ -448,9 +436,7 @@ async fn every_mailbox_takes_a_base_seat_and_gives_its_seats_back() {
     assert_eq!(reseller["used"], 1, "the reseller counts its subtree");
 
     // Disabling frees every seat, the assignments stay; enabling takes them again.
-    admin
-        .post_expect(&format!("/v1/mailboxes/{ann}/disable"), &json!({}), 200)
-        .await;
+    admin.disable_mailbox(&ann).await;
     assert_eq!(seats(&admin, &shop.customer).await, (0, 0, 0));
     assert_eq!(modules_of(&admin, &ann).await, json!(["base", "lft"]));
     let bob = mailbox(&admin, &shop.customer, "bob").await;
@@ -459,14 +445,7 @@ async fn every_mailbox_takes_a_base_seat_and_gives_its_seats_back() {
     admin.expect(assign(&admin, &cy, "lft").await, 200).await;
     assert_eq!(seats(&admin, &shop.customer).await, (2, 2, 2));
     // No users seat is left for ann: the refusal names it, and nothing changes.
-    let refused = admin
-        .post_problem(
-            &format!("/v1/mailboxes/{ann}/enable"),
-            &json!({}),
-            409,
-            "quota-exceeded",
-        )
-        .await;
+    let refused = admin.enable_over_quota(&ann).await;
     assert_eq!(refused["resource"], "users");
     assert_eq!(seats(&admin, &shop.customer).await, (2, 2, 2));
 
@@ -502,9 +481,7 @@ async fn every_mailbox_takes_a_base_seat_and_gives_its_seats_back() {
     assert_eq!(seats(&admin, &shop.customer).await, (2, 2, 2));
 
     // Deleting returns everything: bob disabled and deleted leaves one holder of lft.
-    admin
-        .post_expect(&format!("/v1/mailboxes/{bob}/disable"), &json!({}), 200)
-        .await;
+    admin.disable_mailbox(&bob).await;
     admin
         .delete_expect(&format!("/v1/mailboxes/{bob}"), 204)
         .await;
@@ -555,8 +532,7 @@ async fn every_mailbox_takes_a_base_seat_and_gives_its_seats_back() {
 
 #[tokio::test]
 async fn racing_managers_never_oversell_the_last_module_seat() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let shop = shop(&admin, 40).await;
     // 3 seats of lft for the customer, 24 mailboxes wanting one.
     admin
@@ -648,18 +624,11 @@ async fn only_owner_admins_change_the_catalogue() {
 
 #[tokio::test]
 async fn verify_counts_module_seats_against_their_holders() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let shop = shop(&admin, 5).await;
     let ann = mailbox(&admin, &shop.customer, "ann").await;
     admin.expect(assign(&admin, &ann, "lft").await, 200).await;
-    admin
-        .put_expect(
-            &format!("/v1/nodes/{}/modules/branding", shop.customer),
-            &json!({}),
-            200,
-        )
-        .await;
+    admin.enable_module(&shop.customer, "branding").await;
     app.assert_verified();
     // Behind allot's back: an assignment gone while its seat is still counted, and a customer's
     // module held without its seat.

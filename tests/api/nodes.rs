@@ -2,13 +2,11 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, seed_tree, spawn_app, texts};
+use crate::helpers::{admin_app, assert_problem, item_count, owner_app, problem_detail, texts};
 
 #[tokio::test]
 async fn an_admin_builds_the_tree_and_reads_it_back() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let response = admin
         .post(
             &format!("/v1/nodes/{owner}/children"),
@@ -35,9 +33,7 @@ async fn an_admin_builds_the_tree_and_reads_it_back() {
 
 #[tokio::test]
 async fn children_are_listed_in_pages_and_filtered() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     for name in ["Alpha", "Beta", "Gamma"] {
         admin.create_child(&owner, "reseller", name).await;
     }
@@ -66,7 +62,7 @@ async fn children_are_listed_in_pages_and_filtered() {
     let resellers = admin
         .get_ok(&format!("/v1/nodes/{owner}/children?kind=reseller"))
         .await;
-    assert_eq!(resellers["items"].as_array().unwrap().len(), 3);
+    assert_eq!(item_count(&resellers), 3);
     let alp = admin
         .get_ok(&format!("/v1/nodes/{owner}/children?name_prefix=ALP"))
         .await;
@@ -75,11 +71,7 @@ async fn children_are_listed_in_pages_and_filtered() {
     let wildcard = admin
         .get_ok(&format!("/v1/nodes/{owner}/children?name_prefix=%25"))
         .await;
-    assert_eq!(
-        wildcard["items"].as_array().unwrap().len(),
-        0,
-        "a % in the prefix is literal"
-    );
+    assert_eq!(item_count(&wildcard), 0, "a % in the prefix is literal");
 
     admin
         .get_problem(
@@ -107,36 +99,28 @@ async fn children_are_listed_in_pages_and_filtered() {
 
 #[tokio::test]
 async fn customers_have_no_children_and_the_owner_exists_once() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let customer = admin.create_child(&owner, "customer", "Leaf").await;
-    let body = admin
-        .post_problem(
+    admin
+        .post_invalid(
             &format!("/v1/nodes/{customer}/children"),
             &json!({"kind": "customer", "name": "Sub"}),
-            422,
-            "validation-failed",
+            "kind",
         )
         .await;
-    assert_eq!(body["errors"][0]["field"], "kind");
-    let body = admin
-        .post_problem(
+    admin
+        .post_invalid(
             &format!("/v1/nodes/{owner}/children"),
             &json!({"kind": "owner", "name": "Second"}),
-            422,
-            "validation-failed",
+            "kind",
         )
         .await;
-    assert_eq!(body["errors"][0]["field"], "kind");
     app.assert_verified();
 }
 
 #[tokio::test]
 async fn sibling_names_are_unique_but_cousins_may_share_one() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let a = admin.create_child(&owner, "reseller", "A").await;
     let b = admin.create_child(&owner, "reseller", "B").await;
     admin.create_child(&a, "customer", "Shop").await;
@@ -158,9 +142,7 @@ async fn sibling_names_are_unique_but_cousins_may_share_one() {
 
 #[tokio::test]
 async fn every_invalid_field_is_named_and_nothing_is_created() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let body = admin
         .post_problem(
             &format!("/v1/nodes/{owner}/children"),
@@ -176,15 +158,13 @@ async fn every_invalid_field_is_named_and_nothing_is_created() {
         fields,
         ["contact_email", "contact_phone", "description", "name"]
     );
-    let body = admin
-        .post_problem(
+    admin
+        .post_invalid(
             &format!("/v1/nodes/{owner}/children"),
             &json!({"kind": "customer", "name": "x".repeat(101)}),
-            422,
-            "validation-failed",
+            "name",
         )
         .await;
-    assert_eq!(body["errors"][0]["field"], "name");
     let children = admin.get_ok(&format!("/v1/nodes/{owner}/children")).await;
     assert_eq!(children["items"], json!([]));
     app.assert_verified();
@@ -192,9 +172,7 @@ async fn every_invalid_field_is_named_and_nothing_is_created() {
 
 #[tokio::test]
 async fn patch_changes_only_what_is_sent_and_honours_if_match() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let node = admin.create_child(&owner, "customer", "Shop").await;
     let path = format!("/v1/nodes/{node}");
     let changed = admin
@@ -228,15 +206,10 @@ async fn patch_changes_only_what_is_sent_and_honours_if_match() {
 
 #[tokio::test]
 async fn suspending_takes_an_admin_above_the_node() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let node = admin.create_child(&owner, "reseller", "R").await;
     let suspended = admin
-        .patch_ok(
-            &format!("/v1/nodes/{node}"),
-            &json!({"status": "suspended"}),
-        )
+        .patch_node(&node, &json!({"status": "suspended"}))
         .await;
     assert_eq!(suspended["status"], "suspended");
     let own = admin
@@ -259,8 +232,7 @@ async fn suspending_takes_an_admin_above_the_node() {
 
 #[tokio::test]
 async fn unknown_or_malformed_node_ids_are_404() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     admin
         .get_problem(
             &format!("/v1/nodes/{}", uuid::Uuid::now_v7()),
@@ -275,13 +247,11 @@ async fn unknown_or_malformed_node_ids_are_404() {
 
 #[tokio::test]
 async fn a_node_that_still_holds_something_is_not_deleted() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let body = admin
         .delete_problem(&format!("/v1/nodes/{}", tree.a), 409, "not-empty")
         .await;
-    let detail = body["detail"].as_str().unwrap();
+    let detail = problem_detail(&body);
     assert!(
         detail.contains("1 child node") && detail.contains("live allocations"),
         "{detail}"
@@ -302,18 +272,20 @@ async fn a_node_that_still_holds_something_is_not_deleted() {
 
 #[tokio::test]
 async fn deleting_a_customer_returns_its_seats_and_frees_its_name() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     assert_eq!(admin.usage(&tree.a1, "users").await["free"], 150);
     admin
         .delete_expect(&format!("/v1/nodes/{}", tree.c1), 204)
         .await;
-    assert_eq!(
-        admin.usage(&tree.a1, "users").await["free"],
-        200,
-        "C1's 50 users went back to A1"
-    );
+    admin
+        .assert_usage(
+            &tree.a1,
+            "users",
+            "free",
+            200,
+            "C1's 50 users went back to A1",
+        )
+        .await;
     admin
         .get_problem(&format!("/v1/nodes/{}", tree.c1), 404, "not-found")
         .await;
@@ -329,24 +301,25 @@ async fn deleting_a_customer_returns_its_seats_and_frees_its_name() {
 
 #[tokio::test]
 async fn a_customer_moves_with_its_allocations_to_a_parent_with_room() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let moved = admin
         .expect(admin.move_under(&tree.c1, &tree.b).await, 200)
         .await;
     assert_eq!(moved["parent_id"], tree.b);
     assert_eq!(admin.usage(&tree.a1, "users").await["allocated"], 0);
     assert_eq!(admin.usage(&tree.b, "users").await["allocated"], 90);
-    assert_eq!(
-        admin.usage(&tree.c1, "users").await["limit"],
-        50,
-        "the customer's limit is unchanged"
-    );
-    let listed = admin
-        .get_ok(&format!("/v1/nodes/{}/allocations?resource=users", tree.c1))
+    admin
+        .assert_usage(
+            &tree.c1,
+            "users",
+            "limit",
+            50,
+            "the customer's limit is unchanged",
+        )
         .await;
-    let grantors: Vec<&str> = texts(&listed["items"], "grantor_id");
+    let grantors = admin
+        .list_texts(&tree.c1, "allocations?resource=users", "grantor_id")
+        .await;
     assert_eq!(
         grantors,
         [tree.a1.as_str(), tree.b.as_str()],
@@ -355,15 +328,13 @@ async fn a_customer_moves_with_its_allocations_to_a_parent_with_room() {
     let children = admin
         .get_ok(&format!("/v1/nodes/{}/children", tree.b))
         .await;
-    assert_eq!(children["items"].as_array().unwrap().len(), 2);
+    assert_eq!(item_count(&children), 2);
     app.assert_verified();
 }
 
 #[tokio::test]
 async fn a_move_is_refused_when_the_new_parent_lacks_room_and_changes_nothing() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     // B has 300 users and gave C2 40; A (with A1's 200 inside) does not fit.
     let body = assert_problem(
         admin.move_under(&tree.a, &tree.b).await,
@@ -390,9 +361,7 @@ async fn a_move_is_refused_when_the_new_parent_lacks_room_and_changes_nothing() 
 
 #[tokio::test]
 async fn a_node_cannot_move_under_itself_or_a_customer() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let body = assert_problem(
         admin.move_under(&tree.a, &tree.a1).await,
         422,
@@ -417,16 +386,14 @@ async fn a_node_cannot_move_under_itself_or_a_customer() {
 
 #[tokio::test]
 async fn a_moved_reseller_takes_its_subtree_along() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     admin
         .expect(admin.move_under(&tree.a1, &tree.owner).await, 200)
         .await;
     let children = admin
         .get_ok(&format!("/v1/nodes/{}/children", tree.owner))
         .await;
-    assert_eq!(children["items"].as_array().unwrap().len(), 3);
+    assert_eq!(item_count(&children), 3);
     // C1 is still A1's child and is now outside A: its usage counts at the owner, not at A.
     let c1 = admin.get_ok(&format!("/v1/nodes/{}", tree.c1)).await;
     assert_eq!(c1["parent_id"], tree.a1);

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{TestApp, spawn_app};
 
 const COMMITTED: &str = include_str!("../../openapi/openapi.json");
 
@@ -18,8 +18,7 @@ fn the_committed_openapi_document_matches_the_code() {
 #[tokio::test]
 async fn the_served_document_is_the_committed_one_and_openapi_3_1() {
     let app = spawn_app().await;
-    let response = app.get("/openapi.json").await;
-    assert_eq!(response.status(), 200);
+    let response = served(&app, "/openapi.json", 200).await;
     let served: Value = response.json().await.unwrap();
     let committed: Value = serde_json::from_str(COMMITTED).unwrap();
     assert_eq!(served, committed);
@@ -47,16 +46,13 @@ fn every_error_response_in_the_document_is_a_problem() {
 #[tokio::test]
 async fn the_interactive_docs_are_served_without_the_internet() {
     let app = spawn_app().await;
-    let response = app.get("/docs").await;
-    assert_eq!(response.status(), 308);
+    let response = served(&app, "/docs", 308).await;
     assert_eq!(response.headers()["location"], "/docs/");
-    let response = app.get("/docs/").await;
-    assert_eq!(response.status(), 200);
+    let response = served(&app, "/docs/", 200).await;
     let page = response.text().await.unwrap();
     assert!(page.contains("swagger-ui"), "{page}");
     // The page's script is served by allot itself, not from a CDN.
-    let response = app.get("/docs/swagger-ui-bundle.js").await;
-    assert_eq!(response.status(), 200);
+    served(&app, "/docs/swagger-ui-bundle.js", 200).await;
     let config = app
         .get("/docs/swagger-initializer.js")
         .await
@@ -64,4 +60,11 @@ async fn the_interactive_docs_are_served_without_the_internet() {
         .await
         .unwrap();
     assert!(config.contains("/openapi.json"), "{config}");
+}
+
+/// GETs `path`, asserts the answer has `status`, and returns it.
+async fn served(app: &TestApp, path: &str, status: u16) -> reqwest::Response {
+    let response = app.get(path).await;
+    assert_eq!(response.status(), status);
+    response
 }

@@ -2,7 +2,9 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Caller, TestApp, assert_problem, seed_tree, spawn_app, texts};
+use crate::helpers::{
+    Caller, TestApp, admin_app, assert_problem, item_count, owner_app, spawn_app, texts,
+};
 
 /// Creates an account at `node` and returns a caller logged in as it.
 pub async fn account<'a>(
@@ -20,6 +22,15 @@ pub async fn account<'a>(
 /// The fields a validation problem names.
 fn fields(problem: &Value) -> Vec<&str> {
     texts(&problem["errors"], "field")
+}
+
+/// PATCHes `body` to `path` as `caller`, asserts a 422 `validation-failed`, and returns the
+/// fields it names.
+async fn invalid_fields(caller: &Caller<'_>, path: &str, body: Value) -> Vec<String> {
+    let problem = caller
+        .patch_problem(path, &body, 422, "validation-failed")
+        .await;
+    fields(&problem).into_iter().map(str::to_owned).collect()
 }
 
 /// Logs in and returns a caller with the token.
@@ -66,9 +77,7 @@ async fn assert_locked_out(caller: &Caller<'_>) {
 
 #[tokio::test]
 async fn an_account_sees_its_own_subtree_and_nothing_else() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let reseller = account(&app, &admin, &tree.a, "alice", "admin").await;
     let me = reseller.get_ok("/v1/me").await;
     assert_eq!(
@@ -92,9 +101,7 @@ async fn an_account_sees_its_own_subtree_and_nothing_else() {
 
 #[tokio::test]
 async fn a_generated_password_is_shown_once_and_never_again() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let response = admin
         .post(
             &format!("/v1/nodes/{owner}/accounts"),
@@ -112,16 +119,14 @@ async fn a_generated_password_is_shown_once_and_never_again() {
     assert!(!read.to_string().contains(&password));
     assert!(read.get("one_time_password").is_none() && read.get("password_hash").is_none());
     let listed = admin.get_ok(&format!("/v1/nodes/{owner}/accounts")).await;
-    assert_eq!(listed["items"].as_array().unwrap().len(), 2);
+    assert_eq!(item_count(&listed), 2);
     assert!(!listed.to_string().contains("argon2"));
     app.assert_verified();
 }
 
 #[tokio::test]
 async fn bad_accounts_are_refused_field_by_field() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let path = format!("/v1/nodes/{owner}/accounts");
     let body = admin
         .post_problem(
@@ -133,29 +138,25 @@ async fn bad_accounts_are_refused_field_by_field() {
         .await;
     let fields: Vec<&str> = texts(&body["errors"], "field");
     assert_eq!(fields, ["username", "email", "password"]);
-    admin
-        .post_problem(
-            &path,
-            &json!({"username": "admin", "email": "a@b.test", "role": "viewer"}),
+    for (body, status, slug) in [
+        (
+            json!({"username": "admin", "email": "a@b.test", "role": "viewer"}),
             409,
             "name-taken",
-        )
-        .await;
-    admin
-        .post_problem(
-            &path,
-            &json!({"username": "eve", "email": "a@b.test", "role": "root"}),
+        ),
+        (
+            json!({"username": "eve", "email": "a@b.test", "role": "root"}),
             422,
             "validation-failed",
-        )
-        .await;
+        ),
+    ] {
+        admin.post_problem(&path, &body, status, slug).await;
+    }
 }
 
 #[tokio::test]
 async fn only_admins_create_principals_and_never_above_their_role() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let manager = account(&app, &admin, &tree.a, "manny", "manager").await;
     let viewer = account(&app, &admin, &tree.a, "vera", "viewer").await;
     for caller in [&manager, &viewer] {
@@ -185,9 +186,7 @@ async fn only_admins_create_principals_and_never_above_their_role() {
 
 #[tokio::test]
 async fn a_disabled_or_deleted_accounts_tokens_stop_working_at_once_and_for_good() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let carol = account(&app, &admin, &tree.b, "carol", "manager").await;
     let id = carol.get_ok("/v1/me").await["id"]
         .as_str()
@@ -198,12 +197,8 @@ async fn a_disabled_or_deleted_accounts_tokens_stop_working_at_once_and_for_good
         .await;
     assert_eq!(disabled["disabled"], true);
     assert_locked_out(&carol).await;
-    assert_problem(
-        app.login("carol", "correct horse battery staple").await,
-        401,
-        "invalid-credentials",
-    )
-    .await;
+    app.login_refused("carol", "correct horse battery staple")
+        .await;
     admin
         .patch_ok(&format!("/v1/accounts/{id}"), &json!({"disabled": false}))
         .await;
@@ -224,33 +219,22 @@ async fn a_disabled_or_deleted_accounts_tokens_stop_working_at_once_and_for_good
 
 #[tokio::test]
 async fn an_account_at_a_deleted_node_cannot_log_in_and_is_told_nothing_more() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let gone = admin.create_child(&owner, "customer", "Gone GmbH").await;
     let erin = account(&app, &admin, &gone, "erin", "admin").await;
     admin.delete_expect(&format!("/v1/nodes/{gone}"), 204).await;
     erin.get_problem("/v1/me", 401, "unauthorized").await;
-    let refused = assert_problem(
-        app.login("erin", "correct horse battery staple").await,
-        401,
-        "invalid-credentials",
-    )
-    .await;
-    let wrong = assert_problem(
-        app.login("erin", "not erin's password").await,
-        401,
-        "invalid-credentials",
-    )
-    .await;
+    let refused = app
+        .login_refused("erin", "correct horse battery staple")
+        .await;
+    let wrong = app.login_refused("erin", "not erin's password").await;
     assert_eq!(refused, wrong, "the same answer as a wrong password");
     app.assert_verified();
 }
 
 #[tokio::test]
 async fn anyone_changes_their_own_password_but_not_their_role_or_existence() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
+    admin_app!(app, admin);
     let me = admin.get_ok("/v1/me").await;
     let path = format!("/v1/accounts/{}", me["id"].as_str().unwrap());
     admin.patch_ok(&path,
@@ -277,9 +261,7 @@ async fn anyone_changes_their_own_password_but_not_their_role_or_existence() {
 
 #[tokio::test]
 async fn changing_ones_own_password_needs_the_current_one_and_ends_every_session() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let frank = account(&app, &admin, &owner, "frank", "viewer").await;
     let other_session = login(&app, "frank", "correct horse battery staple").await;
     let me = frank.get_ok("/v1/me").await;
@@ -288,32 +270,22 @@ async fn changing_ones_own_password_needs_the_current_one_and_ends_every_session
 
     // A token alone does not change the password: whoever holds a stolen one cannot lock the
     // owner out.
-    let problem = frank
-        .patch_problem(
+    assert_eq!(
+        invalid_fields(&frank, &path, json!({"password": "taken over for good"})).await,
+        ["current_password"]
+    );
+    assert_eq!(
+        invalid_fields(
+            &frank,
             &path,
-            &json!({"password": "taken over for good"}),
-            422,
-            "validation-failed",
+            json!({"password": "taken over for good", "current_password": "a guess at it"})
         )
-        .await;
-    assert_eq!(fields(&problem), ["current_password"]);
-    let problem = frank
-        .patch_problem(
-            &path,
-            &json!({"password": "taken over for good", "current_password": "a guess at it"}),
-            422,
-            "validation-failed",
-        )
-        .await;
-    assert_eq!(fields(&problem), ["current_password"]);
+        .await,
+        ["current_password"]
+    );
     // Refused writes leave no trace.
     assert_eq!(admin.get_ok(&path).await, before);
-    assert_problem(
-        app.login("frank", "taken over for good").await,
-        401,
-        "invalid-credentials",
-    )
-    .await;
+    app.login_refused("frank", "taken over for good").await;
     frank.get_ok("/v1/me").await;
 
     frank.patch_ok(&path,
@@ -321,22 +293,10 @@ async fn changing_ones_own_password_needs_the_current_one_and_ends_every_session
     // Every token issued before the change is refused, on the API and on the check, the one
     // that made the change included.
     for session in [&frank, &other_session] {
-        session.get_problem("/v1/me", 401, "unauthorized").await;
-        session
-            .post_problem(
-                "/v1/check",
-                &json!({"direction": "inbound", "domain": "example.com"}),
-                401,
-                "unauthorized",
-            )
-            .await;
+        assert_locked_out(session).await;
     }
-    assert_problem(
-        app.login("frank", "correct horse battery staple").await,
-        401,
-        "invalid-credentials",
-    )
-    .await;
+    app.login_refused("frank", "correct horse battery staple")
+        .await;
     let frank = login(&app, "frank", "frank's new password").await;
     let me = frank.get_ok("/v1/me").await;
     assert_eq!(me["password_change_required"], false);
@@ -352,9 +312,7 @@ async fn changing_ones_own_password_needs_the_current_one_and_ends_every_session
 
 #[tokio::test]
 async fn an_admin_reset_ends_every_session_and_the_next_login_must_change_the_password() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let gina = account(&app, &admin, &tree.c1, "gina", "manager").await;
     let me = gina.get_ok("/v1/me").await;
     let path = format!("/v1/accounts/{}", me["id"].as_str().unwrap());
@@ -397,27 +355,17 @@ async fn an_admin_reset_ends_every_session_and_the_next_login_must_change_the_pa
     ] {
         assert_problem(refused, 403, "password-change-required").await;
     }
-    let problem = gina
-        .patch_problem(
-            &path,
-            &json!({"password": "gina's own password"}),
-            422,
-            "validation-failed",
-        )
-        .await;
-    assert_eq!(fields(&problem), ["current_password"]);
+    assert_eq!(
+        invalid_fields(&gina, &path, json!({"password": "gina's own password"})).await,
+        ["current_password"]
+    );
     gina.patch_ok(
         &path,
         &json!({"password": "gina's own password", "current_password": "temporary password"}),
     )
     .await;
     gina.get_problem("/v1/me", 401, "unauthorized").await;
-    assert_problem(
-        app.login("gina", "temporary password").await,
-        401,
-        "invalid-credentials",
-    )
-    .await;
+    app.login_refused("gina", "temporary password").await;
     let (gina, must_change) = login_flagged(&app, "gina", "gina's own password").await;
     assert!(!must_change);
     gina.get_ok(&format!("/v1/nodes/{}", tree.c1)).await;
@@ -428,9 +376,7 @@ async fn an_admin_reset_ends_every_session_and_the_next_login_must_change_the_pa
 
 #[tokio::test]
 async fn an_api_key_authenticates_until_revoked() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let (key, created) = api_key(&app, &admin, &tree.c1, "viewer").await;
     let text = created["key"].as_str().unwrap();
     assert!(text.starts_with(&format!("allot_{}_", created["id"].as_str().unwrap())));
@@ -486,9 +432,7 @@ async fn an_api_key_authenticates_until_revoked() {
 
 #[tokio::test]
 async fn a_check_key_may_only_ask_the_check() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let (key, _) = api_key(&app, &admin, &tree.a, "check").await;
     key.get_ok("/v1/me").await;
     key.get_problem(&format!("/v1/nodes/{}", tree.a), 403, "forbidden")
@@ -499,9 +443,7 @@ async fn a_check_key_may_only_ask_the_check() {
 
 #[tokio::test]
 async fn api_keys_expire() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let path = format!("/v1/nodes/{owner}/api-keys");
     let past = (chrono::Utc::now() - chrono::TimeDelta::minutes(1)).to_rfc3339();
     admin
@@ -533,12 +475,7 @@ async fn api_keys_expire() {
 async fn five_failed_logins_lock_out_further_attempts_whether_or_not_the_username_exists() {
     let app = spawn_app().await;
     for _ in 0..5 {
-        assert_problem(
-            app.login("ghost", "wrong password!!").await,
-            401,
-            "invalid-credentials",
-        )
-        .await;
+        app.login_refused("ghost", "wrong password!!").await;
     }
     let ghost = app.login("ghost", "wrong password!!").await;
     let retry_after: u64 = ghost.headers()["retry-after"]
@@ -561,9 +498,7 @@ async fn five_failed_logins_lock_out_further_attempts_whether_or_not_the_usernam
 #[tokio::test]
 async fn principal_changes_are_audited_without_secrets() {
     use diesel::prelude::*;
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let owner = admin.node_id().await;
+    owner_app!(app, admin, owner);
     let created = admin.post_expect(&format!("/v1/nodes/{owner}/accounts"), &json!({"username": "dave", "email": "d@x.test", "role": "viewer", "password": "dave's long password"}), 201).await;
     admin
         .patch_ok(

@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::check::free_port;
 use crate::dns::DnsServer;
-use crate::helpers::{Caller, TestApp, assert_problem, seed_tree, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Caller, TestApp, admin_app, assert_problem, dns_app, problem_detail, seed_tree, spawn_app_with,
+};
 use crate::mta::{self, Postfix};
 use crate::principals::{account, api_key};
 
@@ -81,10 +84,12 @@ tlsmgr unix - - n 1000? 1 tlsmgr
     }
 }
 
-/// A loopback port nothing listens on (at the moment of asking).
-fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+/// A domain `name` of `customer`'s routed to a loopback port nothing listens on; returns the
+/// port and the domain's id.
+async fn routed_to_a_closed_port(admin: &Caller<'_>, customer: &str, name: &str) -> (u16, String) {
+    let closed = free_port().port();
+    let domain = domain_with_route(admin, customer, name, "127.0.0.1", closed).await;
+    (closed, domain)
 }
 
 /// Registers `name` for customer `customer` with a route to `host:port`; returns its id.
@@ -206,9 +211,7 @@ async fn a_server_that_does_not_relay_for_the_domain_refuses_postmaster() {
         return;
     }
     let postfix = RouteTarget::start("known.example").await;
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let domain = domain_with_route(
         &admin,
         &tree.c1,
@@ -250,18 +253,8 @@ async fn a_server_that_does_not_relay_for_the_domain_refuses_postmaster() {
 
 #[tokio::test]
 async fn a_closed_port_reports_the_refused_connection_in_plain_words() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
-    let closed = free_port();
-    let domain = domain_with_route(
-        &admin,
-        &tree.c1,
-        "closed.example",
-        "127.0.0.1",
-        closed.port(),
-    )
-    .await;
+    admin_app!(app, admin, tree);
+    let (closed, domain) = routed_to_a_closed_port(&admin, &tree.c1, "closed.example").await;
 
     let report = test_route(&admin, &domain).await;
 
@@ -272,7 +265,7 @@ async fn a_closed_port_reports_the_refused_connection_in_plain_words() {
         json!({
             "stage": "connect",
             "reason": "refused",
-            "message": format!("The server at 127.0.0.1:{} refused the connection.", closed.port()),
+            "message": format!("The server at 127.0.0.1:{closed} refused the connection."),
         })
     );
     assert!(report["timings_ms"]["connect"].is_u64());
@@ -292,9 +285,7 @@ async fn a_server_that_speaks_another_protocol_is_reported_as_not_smtp() {
             tokio::time::sleep(Duration::from_secs(30)).await;
         }
     });
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let domain = domain_with_route(&admin, &tree.c1, "ssh.example", "127.0.0.1", ssh.port()).await;
 
     let report = test_route(&admin, &domain).await;
@@ -327,9 +318,7 @@ async fn a_server_that_never_speaks_times_out_at_the_banner_while_a_second_test_
             drop(closed);
         }
     });
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let domain = domain_with_route(
         &admin,
         &tree.c1,
@@ -479,10 +468,7 @@ async fn private_targets_are_refused_without_connecting_unless_the_operator_allo
 
 #[tokio::test]
 async fn a_host_without_an_address_fails_at_the_resolve_stage() {
-    let dns = DnsServer::start().await;
-    let app = spawn_app_with(|config| config.dns_resolver = dns.addr).await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    dns_app!(dns, app, admin, tree);
     let domain = domain_with_route(
         &admin,
         &tree.c1,
@@ -507,9 +493,7 @@ async fn a_host_without_an_address_fails_at_the_resolve_stage() {
 
 #[tokio::test]
 async fn a_domain_without_a_route_answers_route_missing() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
+    admin_app!(app, admin, tree);
     let domain = admin.register_domain(&tree.c1, "unrouted.example").await;
     let id = domain["id"].as_str().unwrap();
 
@@ -517,10 +501,7 @@ async fn a_domain_without_a_route_answers_route_missing() {
         .post_problem(&test_path(id), &json!({}), 409, "route-missing")
         .await;
     assert!(
-        problem["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with("unrouted.example has no delivery route"),
+        problem_detail(&problem).starts_with("unrouted.example has no delivery route"),
         "{problem}"
     );
     let described = admin
@@ -533,18 +514,8 @@ async fn a_domain_without_a_route_answers_route_missing() {
 
 #[tokio::test]
 async fn managers_may_test_but_viewers_and_check_keys_may_not_and_other_subtrees_see_nothing() {
-    let app = spawn_app().await;
-    let admin = app.as_admin().await;
-    let tree = seed_tree(&admin).await;
-    let closed = free_port();
-    let domain = domain_with_route(
-        &admin,
-        &tree.c1,
-        "guarded.example",
-        "127.0.0.1",
-        closed.port(),
-    )
-    .await;
+    admin_app!(app, admin, tree);
+    let (_, domain) = routed_to_a_closed_port(&admin, &tree.c1, "guarded.example").await;
     let path = test_path(&domain);
 
     let manager = account(&app, &admin, &tree.a, "manager-a", "manager").await;

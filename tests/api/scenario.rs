@@ -17,6 +17,78 @@ impl Caller<'_> {
             .await
     }
 
+    /// POSTs every one of `bodies` to `path` at once, as racing clients would; returns the
+    /// answers in the order of `bodies`.
+    pub async fn post_racing(
+        &self,
+        path: &str,
+        bodies: impl IntoIterator<Item = Value>,
+    ) -> Vec<reqwest::Response> {
+        let attempts = bodies
+            .into_iter()
+            .map(|body| async move { self.post(path, &body).await });
+        futures_util::future::join_all(attempts).await
+    }
+
+    /// Turns `module` on for `node` (200); returns what allot answered.
+    pub async fn enable_module(&self, node: &str, module: &str) -> Value {
+        let path = format!("/v1/nodes/{node}/modules/{module}");
+        self.put_expect(&path, &json!({}), 200).await
+    }
+
+    /// Asks to enable `mailbox` and asserts the 409 `quota-exceeded` refusal; returns it.
+    pub async fn enable_over_quota(&self, mailbox: &str) -> Value {
+        let path = format!("/v1/mailboxes/{mailbox}/enable");
+        self.post_problem(&path, &json!({}), 409, "quota-exceeded")
+            .await
+    }
+
+    /// Asserts that `field` (`used`, `limit`, `free`, …) of `node`'s usage of `resource` is
+    /// `expected`; `why` says what that shows.
+    pub async fn assert_usage(
+        &self,
+        node: &str,
+        resource: &str,
+        field: &str,
+        expected: i64,
+        why: &str,
+    ) {
+        assert_eq!(self.usage(node, resource).await[field], expected, "{why}");
+    }
+
+    /// The string `field` of every item `node`'s `listing` (`mailboxes?origin=check`, say)
+    /// holds, in order.
+    pub async fn list_texts(&self, node: &str, listing: &str, field: &str) -> Vec<String> {
+        let listed = self.get_ok(&format!("/v1/nodes/{node}/{listing}")).await;
+        let texts = crate::helpers::texts(&listed["items"], field);
+        texts.into_iter().map(str::to_owned).collect()
+    }
+
+    /// PATCHes `node` with `body`, asserts 200, and returns the node.
+    pub async fn patch_node(&self, node: &str, body: &Value) -> Value {
+        self.patch_ok(&format!("/v1/nodes/{node}"), body).await
+    }
+
+    /// Disables `mailbox` (200); returns it.
+    pub async fn disable_mailbox(&self, mailbox: &str) -> Value {
+        let path = format!("/v1/mailboxes/{mailbox}/disable");
+        self.post_expect(&path, &json!({}), 200).await
+    }
+
+    /// Assigns `module` to `mailbox` (200); returns what allot answered.
+    pub async fn assign_module(&self, mailbox: &str, module: &str) -> Value {
+        let path = format!("/v1/mailboxes/{mailbox}/modules/{module}");
+        self.put_expect(&path, &json!({}), 200).await
+    }
+
+    /// POSTs `body` to `path`, asserts 201, and returns the `Location` and what was created.
+    pub async fn post_created(&self, path: &str, body: &Value) -> (String, Value) {
+        let response = self.post(path, body).await;
+        assert_eq!(response.status(), 201);
+        let location = response.headers()["location"].to_str().unwrap().to_owned();
+        (location, response.json().await.unwrap())
+    }
+
     /// POSTs `body` to `path`, asserts 201, and returns what was created.
     async fn created(&self, path: &str, body: Value) -> Value {
         self.post_expect(path, &body, 201).await

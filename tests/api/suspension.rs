@@ -241,14 +241,19 @@ async fn set_status(caller: &Caller<'_>, node: &str, status: &str) -> reqwest::R
         .await
 }
 
+/// `caller` sets `node`'s status, and allot accepts it (200).
+async fn status_set(caller: &Caller<'_>, node: &str, status: &str) {
+    caller
+        .expect(set_status(caller, node, status).await, 200)
+        .await;
+}
+
 #[tokio::test]
 async fn a_suspended_customer_is_read_only_until_the_admin_above_lifts_it() {
     let app = spawn_app().await;
     let s = setup(&app).await;
     // The reseller's admin, above the customer, suspends it.
-    s.r_admin
-        .expect(set_status(&s.r_admin, &s.c, "suspended").await, 200)
-        .await;
+    status_set(&s.r_admin, &s.c, "suspended").await;
 
     assert_writes_refused(&app, &s, &s.c_admin, &s.c, 1).await;
     // The owner's admin is above the suspension, but content inside it is frozen for everyone.
@@ -296,9 +301,7 @@ async fn a_suspended_customer_is_read_only_until_the_admin_above_lifts_it() {
     }
 
     // Lifted by the admin above: the same writes work again.
-    s.r_admin
-        .expect(set_status(&s.r_admin, &s.c, "active").await, 200)
-        .await;
+    status_set(&s.r_admin, &s.c, "active").await;
     assert_writes_work(&s, &c_admin, 3).await;
     app.assert_verified();
 }
@@ -307,9 +310,7 @@ async fn a_suspended_customer_is_read_only_until_the_admin_above_lifts_it() {
 async fn a_customer_under_a_suspended_reseller_is_read_only_and_so_are_the_resellers_admins() {
     let app = spawn_app().await;
     let s = setup(&app).await;
-    s.owner
-        .expect(set_status(&s.owner, &s.r, "suspended").await, 200)
-        .await;
+    status_set(&s.owner, &s.r, "suspended").await;
 
     assert_writes_refused(&app, &s, &s.c_admin, &s.r, 1).await;
     assert_writes_refused(&app, &s, &s.r_admin, &s.r, 2).await;
@@ -357,13 +358,9 @@ async fn a_customer_under_a_suspended_reseller_is_read_only_and_so_are_the_resel
         .await;
 
     // Lifted by the owner's admin: everyone's writes work again.
-    s.owner
-        .expect(set_status(&s.owner, &s.r, "active").await, 200)
-        .await;
+    status_set(&s.owner, &s.r, "active").await;
     assert_writes_work(&s, &s.c_admin, 3).await;
-    s.r_admin
-        .expect(set_status(&s.r_admin, &s.c, "suspended").await, 200)
-        .await;
+    status_set(&s.r_admin, &s.c, "suspended").await;
     app.assert_verified();
 }
 
@@ -377,9 +374,7 @@ async fn access_can_be_taken_away_inside_a_suspension() {
         .as_str()
         .unwrap()
         .to_owned();
-    s.owner
-        .expect(set_status(&s.owner, &s.r, "suspended").await, 200)
-        .await;
+    status_set(&s.owner, &s.r, "suspended").await;
 
     // Enabling, a role change or an admin's password reset would give access: refused.
     for body in [

@@ -102,6 +102,26 @@ const FIELDS: &[&str] = &[
     "priority",
 ];
 
+/// Every query key some endpoint reads, for the query fuzzers to pick from.
+pub const QUERY_KEYS: &[&str] = &[
+    "limit",
+    "cursor",
+    "kind",
+    "status",
+    "name_prefix",
+    "cascade",
+    "at",
+    "resource",
+    "active",
+    "valid_on",
+    "allow_over_limit",
+    "origin",
+    "address_prefix",
+    "domain",
+    "module",
+    "atomic",
+];
+
 /// A raw query string: arbitrary text, or a `pairs`-sized run of `key=value` pairs joined by `&`.
 pub fn query_string<K, V>(
     pair: impl Strategy<Value = (K, V)> + 'static,
