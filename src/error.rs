@@ -572,7 +572,7 @@ impl From<diesel::result::Error> for ApiError {
 /// `RollbackErrorOnCommit`), or the server's own goodbye (SQLSTATE class 57P: "terminating
 /// connection due to administrator command", "the database system is shutting down", … which
 /// diesel reports as `Unknown` with PostgreSQL's English message).
-pub(crate) fn connection_lost(err: &diesel::result::Error) -> bool {
+fn connection_lost(err: &diesel::result::Error) -> bool {
     use diesel::result::{DatabaseErrorKind, Error};
     match err {
         Error::DatabaseError(
@@ -661,7 +661,7 @@ pub(crate) fn plain_errors_as_problems<B>(
 /// the caller's subtree. Handlers list `Guarded` instead of repeating the three.
 pub(crate) struct Guarded;
 
-const GUARDED: [(&str, &str); 3] = [
+pub(crate) const GUARDED: [(&str, &str); 3] = [
     ("401", "No valid credentials"),
     (
         "403",

@@ -168,7 +168,7 @@ impl utoipa::IntoResponses for Checked {
         utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
     > {
         crate::error::problems(&[
-            ("401", "No valid credentials"),
+            crate::error::GUARDED[0],
             (
                 "403",
                 "The token is good only for changing its account's password (`password-change-required`)",

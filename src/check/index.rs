@@ -432,8 +432,6 @@ impl Touched {
     }
 }
 
-/// Removes `key` from `map` if it still names the row `id` (another row may have taken the key
-/// since, in the same batch or before).
 /// The entry of the node whose stored id is `id`, if it is indexed.
 fn node_mut<'a>(nodes: &'a mut FastMap<NodeId, NodeEntry>, id: &str) -> Option<&'a mut NodeEntry> {
     id.parse().ok().and_then(|id| nodes.get_mut(&id))
@@ -456,6 +454,8 @@ fn replace<K, V, R>(
     map.extend(rows.into_iter().filter_map(entry));
 }
 
+/// Removes `key` from `map` if it still names the row `id` (another row may have taken the key
+/// since, in the same batch or before).
 fn remove_if<V>(map: &mut FastMap<Box<str>, V>, key: &str, is: impl Fn(&V) -> bool) {
     if map.get(key).is_some_and(is) {
         map.remove(key);

@@ -642,10 +642,7 @@ impl Checker {
             Ok(mut conn) => write_tx(&mut conn, |conn| {
                 service::mailboxes::enrol(conn, &ctx, enrolment, self.settings.require_verification)
             })
-            .map_err(|err: ApiError| match std::error::Error::source(&err) {
-                Some(cause) => format!("{err}: {cause}"),
-                None => err.to_string(),
-            }),
+            .map_err(|err: ApiError| crate::error::error_chain(&err)),
             Err(err) => Err(err.to_string()),
         };
         match result {

@@ -29,10 +29,7 @@ pub(crate) fn create(
     address: MailAddress,
 ) -> Result<Alias, ApiError> {
     let domains = store::domains::of_node(conn, node.id)?;
-    let domain = super::mailboxes::domain_of(&domains, &address)?;
-    if store::aliases::address_taken(conn, &address, node.local_part_case)? {
-        return Err(ApiError::AddressTaken);
-    }
+    let domain = super::mailboxes::free_address(conn, node, &domains, &address)?;
     let held = store::aliases::of_mailbox(conn, mailbox.id)?.len();
     if held >= usize::try_from(node.max_aliases_per_mailbox).unwrap_or(0) {
         return Err(ApiError::Conflict(format!(

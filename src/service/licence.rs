@@ -173,14 +173,8 @@ fn parse(
         if let Err(message) = quota::check_amount(line.amount) {
             errors.push(FieldError::new(field("amount"), message));
         }
-        if let Err(message) = quota::check_date(starts_on) {
-            errors.push(FieldError::new(field("starts_on"), message));
-        }
-        if let Some(Err(message)) = line.ends_on.map(quota::check_date) {
-            errors.push(FieldError::new(field("ends_on"), message));
-        }
-        if line.ends_on.is_some_and(|end| end <= starts_on) {
-            errors.push(FieldError::new(field("ends_on"), "must be after starts_on"));
+        for (name, message) in quota::span_faults(starts_on, line.ends_on) {
+            errors.push(FieldError::new(field(name), message));
         }
     }
     if errors.is_empty() {

@@ -114,12 +114,15 @@ fn place(
     Ok(mailbox)
 }
 
-/// The one of a customer's `domains` that `address` is on.
-pub(crate) fn domain_of<'a>(
+/// The one of customer `node`'s `domains` that `address` is on, if no mailbox or alias has the
+/// address yet (as the customer compares local parts): what a new mailbox or alias must pass.
+pub(crate) fn free_address<'a>(
+    conn: &mut DbConnection,
+    node: &Node,
     domains: &'a [Domain],
     address: &MailAddress,
 ) -> Result<&'a Domain, ApiError> {
-    domains
+    let domain = domains
         .iter()
         .find(|d| d.name == *address.domain())
         .ok_or_else(|| {
@@ -130,7 +133,11 @@ pub(crate) fn domain_of<'a>(
                     address.domain().unicode()
                 ),
             )
-        })
+        })?;
+    if store::aliases::address_taken(conn, address, node.local_part_case)? {
+        return Err(ApiError::AddressTaken);
+    }
+    Ok(domain)
 }
 
 /// Places `new` for a person's request or an import: on one of the customer's `domains`, at an
@@ -143,10 +150,7 @@ fn admit(
     new: NewMailbox,
     take_seats: impl FnOnce(&mut DbConnection) -> Result<(), ApiError>,
 ) -> Result<Mailbox, ApiError> {
-    let domain = domain_of(domains, &new.address)?;
-    if store::aliases::address_taken(conn, &new.address, at.node.local_part_case)? {
-        return Err(ApiError::AddressTaken);
-    }
+    let domain = free_address(conn, at.node, domains, &new.address)?;
     place(conn, ctx, at, domain, new, take_seats)
 }
 
@@ -434,10 +438,13 @@ pub(crate) fn delete(
             "Disable the mailbox first (POST /v1/mailboxes/{id}/disable).".to_owned(),
         ));
     }
+    store::aliases::delete_of_mailbox(conn, mailbox.id)?;
     remove(conn, ctx, node, mailbox)
 }
 
-/// Removes `mailbox` of customer `node` with its aliases, group memberships and modules, returning
+/// Removes `mailbox` of customer `node` with its group memberships and modules (its aliases are
+/// the caller's: [`delete`] removes them, a domain's cascade removes every alias touching the
+/// domain at once), returning
 /// its seats if it is active (a domain's cascade removes active ones): the one deletion of a
 /// mailbox, audited `mailbox.delete` with the whole mailbox (role addresses, which go with their
 /// domain, unaudited).
@@ -448,7 +455,6 @@ pub(crate) fn remove(
     mailbox: Mailbox,
 ) -> Result<(), ApiError> {
     store::modules::deactivate_mailbox(conn, node, &mailbox)?;
-    store::aliases::delete_of_mailbox(conn, mailbox.id)?;
     store::groups::forget_mailbox(conn, mailbox.id)?;
     store::modules::forget_mailbox(conn, mailbox.id)?;
     mailboxes::delete(conn, mailbox.id)?;

@@ -455,7 +455,7 @@ pub(crate) fn set_on_customer(
     Ok(())
 }
 
-/// Takes the seats for `mailbox` of customer `node` becoming active (created, enrolled or enabled):
+/// Takes the seats for `mailbox` of customer `node` becoming active again (enabled; a new one takes its seats in `mailboxes::place`):
 /// `users`, a seat of every module it holds, and of every automatic module it lacks, which it is
 /// assigned now. All or nothing; the refusal names the first resource without a free seat.
 /// Role addresses take none.
