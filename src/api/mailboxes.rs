@@ -775,9 +775,10 @@ pub fn csv_rows(bytes: &[u8]) -> Result<Vec<(usize, CreateMailbox)>, ApiError> {
     };
     let columns = csv_columns(reader.headers().map_err(malformed)?)?;
     let mut rows = Vec::new();
+    let mut lines = LineCounter::default();
     for record in reader.records() {
         let record = record.map_err(malformed)?;
-        let line = record.position().map_or(0, |p| p.line() as usize);
+        let line = lines.line_at(bytes, record_start(bytes, &record));
         let mut values: [Option<String>; 5] = Default::default();
         for (field, column) in record.iter().zip(&columns) {
             values[*column] = Some(field.to_owned());
@@ -800,16 +801,56 @@ pub fn csv_rows(bytes: &[u8]) -> Result<Vec<(usize, CreateMailbox)>, ApiError> {
     Ok(rows)
 }
 
+/// A record's line as an editor shows it. The csv crate ends a record at CRLF, LF or a lone CR
+/// but counts lines by LF only, so two records split by a lone CR (a classic Mac file) would both
+/// claim one line. Records come in order, so the count goes on from the previous record's start.
+#[derive(Default)]
+struct LineCounter {
+    offset: usize,
+    line: usize,
+}
+
+impl LineCounter {
+    fn line_at(&mut self, bytes: &[u8], offset: usize) -> usize {
+        let end = offset.min(bytes.len());
+        self.line += (self.offset.min(end)..end)
+            .filter(|&at| ends_line(bytes, at))
+            .count();
+        self.offset = end;
+        self.line + 1
+    }
+}
+
+/// Where a record's first byte is. The csv crate's position can point at the blank lines it
+/// skipped before the record, or at the LF of the CRLF that ended the previous one.
+fn record_start(bytes: &[u8], record: &csv::StringRecord) -> usize {
+    let from = record.position().map_or(0, |p| p.byte() as usize);
+    bytes
+        .iter()
+        .skip(from)
+        .position(|byte| !matches!(byte, b'\r' | b'\n'))
+        .map_or(bytes.len(), |skipped| from + skipped)
+}
+
+/// Whether the byte at `at` ends a line: an LF, or a CR not followed by an LF.
+fn ends_line(bytes: &[u8], at: usize) -> bool {
+    match bytes[at] {
+        b'\n' => true,
+        b'\r' => bytes.get(at + 1) != Some(&b'\n'),
+        _ => false,
+    }
+}
+
 /// The line where a quote opens and never closes, if one does. The csv crate lets a quote left
 /// open run to the end of the file as one field; the import refuses it, naming the line where it
 /// opened (doubled quotes inside a quoted field keep the count even).
 fn open_quote(bytes: &[u8]) -> Option<usize> {
     let (mut open_at, mut line) = (None, 1);
-    for byte in bytes {
-        match byte {
-            b'"' => open_at = if open_at.is_some() { None } else { Some(line) },
-            b'\n' => line += 1,
-            _ => {}
+    for (at, byte) in bytes.iter().enumerate() {
+        if *byte == b'"' {
+            open_at = if open_at.is_some() { None } else { Some(line) };
+        } else if ends_line(bytes, at) {
+            line += 1;
         }
     }
     open_at

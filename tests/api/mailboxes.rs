@@ -584,6 +584,39 @@ async fn a_csv_import_reports_each_row_by_its_line() {
     app.assert_verified();
 }
 
+/// A row's line is the line an editor shows, whatever ends the lines: a lone CR (a classic Mac
+/// file) ends a line as LF and CRLF do, a blank line counts, and a quoted field's line breaks too.
+#[tokio::test]
+async fn a_csv_import_counts_lines_as_an_editor_does() {
+    admin_app!(app, admin);
+    let tree = with_domains(&admin).await;
+    let csv = "address,display_name\r\
+               one@c1.example,One\r\
+               \r\
+               two@c1.example,Two\n\
+               \"not an\r\naddress\",\r\n\
+               three@c1.example,Three\r";
+    let report = admin
+        .expect(import_csv_each_row(&admin, &tree.c1, csv).await, 200)
+        .await;
+    let lines: Vec<(i64, &str)> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["line"].as_i64().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (2, "created"),
+            (4, "created"),
+            (5, "failed"),
+            (7, "created")
+        ]
+    );
+    app.assert_verified();
+}
+
 #[tokio::test]
 async fn a_broken_csv_is_refused_whole() {
     admin_app!(app, admin);
