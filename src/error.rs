@@ -696,6 +696,21 @@ impl utoipa::IntoResponses for Listed {
     }
 }
 
+/// A guarded change's answers (`PATCH` with `If-Match`): [`Guarded`]'s, and 412 when `If-Match`
+/// names another version.
+pub(crate) struct Patched;
+
+impl utoipa::IntoResponses for Patched {
+    fn responses() -> std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+    > {
+        let mut responses = problems(&[("412", "`If-Match` does not match")]);
+        responses.extend(problems(&GUARDED));
+        responses
+    }
+}
+
 /// Problem-document answers by status, with their descriptions.
 pub(crate) fn problems(
     answers: &[(&str, &str)],

@@ -15,7 +15,7 @@ use crate::auth::guard::Reach;
 use crate::domain::ids::{AllocationId, NodeId};
 use crate::domain::quota::{self, Grant, Span};
 use crate::domain::tree;
-use crate::error::{ApiError, Guarded, Listed, Problem};
+use crate::error::{ApiError, Guarded, Listed, Patched, Problem};
 use crate::service::{self, Ctx};
 use crate::startup::AppState;
 use crate::store::allocations::{Allocation, AllocationFilter};
@@ -269,13 +269,12 @@ pub struct UpdateAllocationQuery {
 #[utoipa::path(
     tag = "allocations",
     security(("bearer" = [])),
-    params(("id" = AllocationId, Path), UpdateAllocationQuery, ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")),
+    params(("id" = AllocationId, Path), UpdateAllocationQuery, IfMatch),
     request_body = UpdateAllocation,
     responses(
         (status = 200, description = "The changed allocation", body = AllocationView, headers(("ETag" = String))),
-        Guarded,
+        Patched,
         (status = 409, description = "It would break the tree's invariant (`quota-exceeded`), or it was granted by a former parent", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "`If-Match` does not match", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     )
 )]

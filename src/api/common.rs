@@ -200,6 +200,25 @@ impl FromRequest for IfMatch {
     }
 }
 
+/// Its OpenAPI description, so each `PATCH` lists `IfMatch` among its parameters.
+impl utoipa::IntoParams for IfMatch {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::{Required, Type, schema::ObjectBuilder};
+        vec![
+            ParameterBuilder::new()
+                .name("If-Match")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some("The ETag the change is based on"))
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .build(),
+        ]
+    }
+}
+
 impl IfMatch {
     /// 412 unless the header is absent, `*`, or names `version`.
     pub fn check(&self, version: i64) -> Result<(), ApiError> {

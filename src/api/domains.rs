@@ -23,7 +23,7 @@ use crate::domain::address::DomainName;
 use crate::domain::ids::{DomainId, NodeId};
 use crate::domain::status::Status;
 use crate::domain::tree;
-use crate::error::{ApiError, Guarded, Listed, Problem};
+use crate::error::{ApiError, Guarded, Listed, Patched, Problem};
 use crate::probe::gate::{self, Busy};
 use crate::probe::{self, Next, Report, RouteTest};
 use crate::service::Ctx;
@@ -362,12 +362,11 @@ pub struct UpdateDomain {
 #[utoipa::path(
     tag = "domains",
     security(("bearer" = [])),
-    params(("id" = DomainId, Path), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")),
+    params(("id" = DomainId, Path), IfMatch),
     request_body = UpdateDomain,
     responses(
         (status = 200, description = "The changed domain", body = DomainView, headers(("ETag" = String))),
-        Guarded,
-        (status = 412, description = "`If-Match` does not match", body = Problem, content_type = "application/problem+json"),
+        Patched,
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     )
 )]

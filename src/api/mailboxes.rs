@@ -22,7 +22,7 @@ use crate::domain::address::{DomainName, MailAddress};
 use crate::domain::ids::{AliasId, DomainId, MailboxId, NodeId};
 use crate::domain::status::Status;
 use crate::domain::tree::{self, NodeKind};
-use crate::error::{ApiError, FieldError, Guarded, Listed, Problem};
+use crate::error::{ApiError, FieldError, Guarded, Listed, Patched, Problem};
 pub use crate::service::mailboxes::NewMailbox;
 use crate::service::mailboxes::{self as service, MailboxChange, Row};
 use crate::service::{self as services, Ctx};
@@ -455,12 +455,11 @@ pub struct UpdateMailbox {
 #[utoipa::path(
     tag = "mailboxes",
     security(("bearer" = [])),
-    params(("id" = MailboxId, Path), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")),
+    params(("id" = MailboxId, Path), IfMatch),
     request_body = UpdateMailbox,
     responses(
         (status = 200, description = "The changed mailbox", body = MailboxView, headers(("ETag" = String))),
-        Guarded,
-        (status = 412, description = "`If-Match` does not match", body = Problem, content_type = "application/problem+json"),
+        Patched,
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -27,7 +27,7 @@ use crate::auth::Principal;
 use crate::domain::catalogue::{Rules, Unit};
 use crate::domain::ids::{MailboxId, NodeId};
 use crate::domain::resource::is_module_code;
-use crate::error::{ApiError, Guarded, Listed, Problem};
+use crate::error::{ApiError, Guarded, Listed, Patched, Problem};
 use crate::service::modules::ModuleChange;
 use crate::service::{self, Ctx};
 use crate::startup::AppState;
@@ -287,13 +287,12 @@ pub struct UpdateModule {
 #[utoipa::path(
     tag = "modules",
     security(("bearer" = [])),
-    params(("code" = String, Path, description = "A module code"), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")),
+    params(("code" = String, Path, description = "A module code"), IfMatch),
     request_body = UpdateModule,
     responses(
         (status = 200, description = "The changed module", body = ModuleView, headers(("ETag" = String))),
-        Guarded,
+        Patched,
         (status = 409, description = "Holders would break a new requirement or exclusion (`conflict`)", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "`If-Match` does not match", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, or rules the catalogue cannot hold", body = Problem, content_type = "application/problem+json"),
     )
 )]

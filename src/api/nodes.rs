@@ -15,7 +15,7 @@ use crate::domain::address::MailAddress;
 use crate::domain::ids::NodeId;
 use crate::domain::mail::{InboundRecipients, LocalPartCase};
 use crate::domain::tree::{self, NodeKind, NodeStatus};
-use crate::error::{ApiError, Guarded, Listed, Problem};
+use crate::error::{ApiError, Guarded, Listed, Patched, Problem};
 use crate::service::{self, Ctx};
 use crate::startup::AppState;
 use crate::store::nodes::{ChildFilter, NewNode, Node, NodeChanges};
@@ -300,13 +300,12 @@ impl TryFrom<UpdateNode> for NodeChanges {
 #[utoipa::path(
     tag = "nodes",
     security(("bearer" = [])),
-    params(("id" = NodeId, Path), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")),
+    params(("id" = NodeId, Path), IfMatch),
     request_body = UpdateNode,
     responses(
         (status = 200, description = "The changed node", body = NodeView, headers(("ETag" = String))),
-        Guarded,
+        Patched,
         (status = 409, description = "A sibling has this name (`name-taken`), or `local_part_case` cannot become `insensitive` while addresses differ only in case (`address-collision`, listing them)", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "`If-Match` does not match", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     )
 )]

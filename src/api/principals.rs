@@ -18,7 +18,7 @@ use crate::auth::{Authenticated, Principal, password};
 use crate::domain::ids::{AccountId, ApiKeyId, NodeId};
 use crate::domain::roles::Role;
 use crate::domain::tree;
-use crate::error::{ApiError, Guarded, Listed, Problem};
+use crate::error::{ApiError, Guarded, Listed, Patched, Problem};
 use crate::service::Ctx;
 use crate::service::principals::{self, AccountChange, AccountDraft};
 use crate::startup::AppState;
@@ -379,12 +379,11 @@ async fn verify_current_password(
 #[utoipa::path(
     tag = "principals",
     security(("bearer" = [])),
-    params(("id" = AccountId, Path), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")),
+    params(("id" = AccountId, Path), IfMatch),
     request_body = UpdateAccount,
     responses(
         (status = 200, description = "The changed account", body = AccountView, headers(("ETag" = String))),
-        Guarded,
-        (status = 412, description = "`If-Match` does not match", body = Problem, content_type = "application/problem+json"),
+        Patched,
         (status = 422, description = "Invalid fields; for one's own password a missing or wrong `current_password`, or one given where it has no place (`errors` names it)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Five logins or `current_password`s for this username or from this address failed in the last 15 minutes or are being verified; `Retry-After` says when to retry", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
