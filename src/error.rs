@@ -656,10 +656,32 @@ pub(crate) fn plain_errors_as_problems<B>(
     ))
 }
 
-/// The answers every guarded route shares, for its OpenAPI description: 401 without valid
-/// credentials, 403 when the role may not act, 404 when the target does not exist or lies outside
-/// the caller's subtree. Handlers list `Guarded` instead of repeating the three.
-pub(crate) struct Guarded;
+/// A route's answers by status, as its OpenAPI description lists them.
+pub(crate) type Answers =
+    std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>>;
+
+/// A named set of problem answers that `#[utoipa::path(responses(…))]` lists in one word: the
+/// struct and its `IntoResponses`, whose answers are `$answers`.
+macro_rules! problem_answers {
+    ($(#[$doc:meta])* $name:ident => $answers:expr) => {
+        $(#[$doc])*
+        pub(crate) struct $name;
+
+        impl utoipa::IntoResponses for $name {
+            fn responses() -> $crate::error::Answers {
+                $answers
+            }
+        }
+    };
+}
+pub(crate) use problem_answers;
+
+problem_answers! {
+    /// The answers every guarded route shares, for its OpenAPI description: 401 without valid
+    /// credentials, 403 when the role may not act, 404 when the target does not exist or lies
+    /// outside the caller's subtree. Handlers list `Guarded` instead of repeating the three.
+    Guarded => problems(&GUARDED)
+}
 
 pub(crate) const GUARDED: [(&str, &str); 3] = [
     ("401", "No valid credentials"),
@@ -673,49 +695,26 @@ pub(crate) const GUARDED: [(&str, &str); 3] = [
     ),
 ];
 
-impl utoipa::IntoResponses for Guarded {
-    fn responses() -> std::collections::BTreeMap<
-        String,
-        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
-    > {
-        problems(&GUARDED)
-    }
+problem_answers! {
+    /// A guarded list's answers: [`Guarded`]'s, and 400 for a bad `?limit=`, `?cursor=` or filter.
+    Listed => guarded_and(("400", "A bad query parameter"))
 }
 
-/// A guarded list's answers: [`Guarded`]'s, and 400 for a bad `?limit=`, `?cursor=` or filter.
-pub(crate) struct Listed;
-
-impl utoipa::IntoResponses for Listed {
-    fn responses() -> std::collections::BTreeMap<
-        String,
-        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
-    > {
-        let mut responses = problems(&[("400", "A bad query parameter")]);
-        responses.extend(problems(&GUARDED));
-        responses
-    }
+problem_answers! {
+    /// A guarded change's answers (`PATCH` with `If-Match`): [`Guarded`]'s, and 412 when `If-Match`
+    /// names another version.
+    Patched => guarded_and(("412", "`If-Match` does not match"))
 }
 
-/// A guarded change's answers (`PATCH` with `If-Match`): [`Guarded`]'s, and 412 when `If-Match`
-/// names another version.
-pub(crate) struct Patched;
-
-impl utoipa::IntoResponses for Patched {
-    fn responses() -> std::collections::BTreeMap<
-        String,
-        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
-    > {
-        let mut responses = problems(&[("412", "`If-Match` does not match")]);
-        responses.extend(problems(&GUARDED));
-        responses
-    }
+/// [`Guarded`]'s answers and one more.
+fn guarded_and(answer: (&str, &str)) -> Answers {
+    let mut responses = problems(&[answer]);
+    responses.extend(problems(&GUARDED));
+    responses
 }
 
 /// Problem-document answers by status, with their descriptions.
-pub(crate) fn problems(
-    answers: &[(&str, &str)],
-) -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>>
-{
+pub(crate) fn problems(answers: &[(&str, &str)]) -> Answers {
     use utoipa::openapi::content::ContentBuilder;
     use utoipa::openapi::response::ResponseBuilder;
     use utoipa::openapi::schema::Ref;

@@ -158,27 +158,20 @@ async fn answer(checker: &Arc<Checker>, caller: &CheckCaller, question: Question
         .await
 }
 
-/// The answers both check routes share, besides their own: 401 without valid credentials, 403
-/// for a token good only for a password change, 503 before the index is built.
-pub(crate) struct Checked;
-
-impl utoipa::IntoResponses for Checked {
-    fn responses() -> std::collections::BTreeMap<
-        String,
-        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
-    > {
-        crate::error::problems(&[
-            crate::error::GUARDED[0],
-            (
-                "403",
-                "The token is good only for changing its account's password (`password-change-required`)",
-            ),
-            (
-                "503",
-                "The index is not built yet: the database has been unreachable since start (`unavailable`)",
-            ),
-        ])
-    }
+crate::error::problem_answers! {
+    /// The answers both check routes share, besides their own: 401 without valid credentials, 403
+    /// for a token good only for a password change, 503 before the index is built.
+    Checked => crate::error::problems(&[
+        crate::error::GUARDED[0],
+        (
+            "403",
+            "The token is good only for changing its account's password (`password-change-required`)",
+        ),
+        (
+            "503",
+            "The index is not built yet: the database has been unreachable since start (`unavailable`)",
+        ),
+    ])
 }
 
 /// Whether a mail server may accept mail for a recipient (`inbound`) or from a sender
