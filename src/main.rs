@@ -81,10 +81,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(message) = telemetry::init(&cli.config.log, cli.config.log_format) {
-        eprintln!("allot: ALLOT_LOG: {message}");
-        return ExitCode::from(2);
-    }
+    // Held to the end of `main`: dropping it writes the log lines still queued.
+    let _log = match telemetry::init(&cli.config.log, cli.config.log_format) {
+        Ok(guard) => guard,
+        Err(message) => {
+            eprintln!("allot: ALLOT_LOG: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.config),
         Command::Init => init_command(&cli.config),

@@ -13,6 +13,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage};
 use tracing::Instrument;
+use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -20,18 +21,25 @@ use crate::config::LogFormat;
 pub(crate) static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Installs the global subscriber. Fails only on a filter that does not parse.
-pub fn init(filter: &str, format: LogFormat) -> Result<(), String> {
+///
+/// Lines are formatted on the thread that logs and written by one thread of their own
+/// (`tracing-appender`'s non-blocking writer), in batches through a buffer: a request never waits
+/// on standard error, and workers never contend for its lock. When more than 128,000 lines wait
+/// (standard error blocked or far too slow), new lines are dropped rather than the service
+/// slowed. The returned guard writes what is still queued when it is dropped: hold it until exit.
+pub fn init(filter: &str, format: LogFormat) -> Result<Option<WorkerGuard>, String> {
     let filter = EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+    let (writer, guard) =
+        tracing_appender::non_blocking(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     // A second init (tests start many apps in one process) keeps the first subscriber.
-    drop(result);
-    Ok(())
+    Ok(result.is_ok().then_some(guard))
 }
 
 /// The id of the request being handled.
@@ -72,16 +80,23 @@ pub(crate) async fn request_id(
         path = %req.path(),
     );
     let started = Instant::now();
+    // The check's answers are counted in `/metrics` (`allot_checks_total`); at tens of thousands
+    // a second, a line each would be the log. A check answered with an error status still is one.
+    let check = req.path().starts_with("/v1/check");
     // Handlers and extractors answer errors as responses; an `Err` here comes from a middleware
     // and is rendered by actix itself (the request cannot be kept to render it here: routing
     // needs sole ownership of it).
     let mut response = next.call(req).instrument(span.clone()).await?;
     span.in_scope(|| {
-        tracing::info!(
-            status = response.status().as_u16(),
-            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "handled"
+        let (status, elapsed_ms) = (
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64() * 1000.0,
         );
+        if check && response.status().is_success() {
+            tracing::debug!(status, elapsed_ms, "handled");
+        } else {
+            tracing::info!(status, elapsed_ms, "handled");
+        }
     });
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID.clone(), value);

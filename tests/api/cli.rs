@@ -262,3 +262,101 @@ fn verify_reports_an_oversold_node_and_exits_1() {
     );
     assert!(stdout.contains("4 violation"), "{stdout}");
 }
+
+/// At `info`, every request is a line, except the check's answered ones: those are counted in
+/// `/metrics`, and at tens of thousands a second a line each would be the log. A check refused
+/// with an error status is still a line. The last lines reach standard error at exit (the
+/// non-blocking writer's queue is written out).
+#[test]
+fn answered_checks_are_counted_not_logged_line_by_line() {
+    let db = TestDb::new();
+    let mut child = allot(&db)
+        .env("ALLOT_LISTEN", "127.0.0.1:0")
+        .env("ALLOT_ADMIN_PASSWORD", "a long enough password")
+        .env("ALLOT_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (sender, lines) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(event) = serde_json::from_str(&line) {
+                let _ = sender.send(event);
+            }
+        }
+    });
+    let port = lines
+        .iter()
+        .find(|event| event["message"] == "serving")
+        .and_then(|event| event["port"].as_u64())
+        .expect("the server announces its port");
+    let base = format!("http://127.0.0.1:{port}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let token: serde_json::Value = http
+            .post(format!("{base}/v1/auth/token"))
+            .json(&serde_json::json!({"username": "admin", "password": "a long enough password"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = token["access_token"].as_str().unwrap();
+        let check = serde_json::json!({"domain": "example.com", "direction": "inbound"});
+        for _ in 0..3 {
+            let answered = http
+                .post(format!("{base}/v1/check"))
+                .bearer_auth(token)
+                .json(&check)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answered.status(), 200);
+        }
+        let refused = http.post(format!("{base}/v1/check")).json(&check).send();
+        assert_eq!(refused.await.unwrap().status(), 401);
+        let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), 200);
+    });
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+    reader.join().unwrap();
+    let handled: Vec<(String, u64)> = lines
+        .try_iter()
+        .filter(|event| event["message"] == "handled")
+        .map(|event| {
+            let path = event["span"]["path"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            (path, event["status"].as_u64().unwrap_or_default())
+        })
+        .collect();
+    assert!(
+        handled.contains(&("/healthz".to_owned(), 200)),
+        "{handled:?}"
+    );
+    assert!(
+        handled.contains(&("/v1/auth/token".to_owned(), 200)),
+        "{handled:?}"
+    );
+    assert_eq!(
+        handled
+            .iter()
+            .filter(|(path, _)| path == "/v1/check")
+            .collect::<Vec<_>>(),
+        [&("/v1/check".to_owned(), 401)],
+        "only the refused check is a line"
+    );
+}
