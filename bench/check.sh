@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# The check's hot path: POST /v1/check for a known mailbox next to /healthz (the constant handler)
-# in the same run, on a database seeded with N customers (about 42 mailboxes each on average), on
-# the embedded SQLite database. Also prints the index's build time at start and the server's
-# resident memory.
+# The check's hot path, on every listener, next to /healthz (the constant handler) in the same run,
+# on a database seeded with N customers (about 42 mailboxes each on average), on the embedded
+# SQLite database. Two servers run on the same data, one at the default log level (ALLOT_LOG=info,
+# what users get) and one at ALLOT_LOG=warn (what the code costs); rounds alternate between them.
+# Each round loads, one at a time:
+#   - /healthz and POST /v1/check for a known mailbox, with wrk (-t2, CONNECTIONS connections);
+#   - the Postfix policy listener (an RCPT-stage request for the same address) and the socketmap
+#     (`mailbox` lookup), with bench/loadgen.rs: CONNECTIONS connections, one request in flight
+#     each, as Postfix uses them.
+# Also prints the index's build time at start and each server's resident memory.
 #
-#   cargo build --release && bash bench/check.sh [CUSTOMERS] [CONNECTIONS]
+#   cargo build --release --bins --examples && bash bench/check.sh [CUSTOMERS] [CONNECTIONS] [ROUNDS]
 #
 # ALLOT_BIN names another binary to measure (a previous build, for a same-run comparison); one
 # from before checks took a direction is asked the same question without it.
@@ -18,14 +24,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 customers="${1:-25}"
 connections="${2:-64}"
-bin="${ALLOT_BIN:-${CARGO_TARGET_DIR:-target}/release/allot}"
-[ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 2; }
+rounds="${3:-3}"
+target="${CARGO_TARGET_DIR:-target}/release"
+bin="${ALLOT_BIN:-$target/allot}"
+loadgen="${ALLOT_LOADGEN:-$target/examples/loadgen}"
+[ -x "$bin" ] && [ -x "$loadgen" ] || { echo "build first: cargo build --release --bins --examples" >&2; exit 2; }
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 2; }
 
 work=$(mktemp -d)
-trap 'if [ -n "${server:-}" ]; then kill "$server" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
-export DATABASE_URL="$work/allot.db" ALLOT_ADMIN_PASSWORD="bench password 123" ALLOT_LOG=info
-port=18081
+servers=()
+trap 'for pid in "${servers[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"' EXIT
+export DATABASE_URL="$work/allot.db" ALLOT_ADMIN_PASSWORD="bench password 123"
 "$bin" init >/dev/null
 "$bin" licence set --starts-on 2026-01-01 --resource "users=$((customers * 100))" --resource "domains=$((customers * 5))" --resource "module:base=$((customers * 100))" >/dev/null
 python3 bench/seed.py --sqlite "$DATABASE_URL" --customers "$customers" 2>/dev/null
@@ -39,20 +48,40 @@ EOF
 )
 echo "mailboxes: $(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM mailboxes').fetchone()[0])" "$DATABASE_URL")"
 
-ALLOT_LISTEN="127.0.0.1:$port" ALLOT_WORKERS=2 "$bin" serve 2>"$work/serve.log" >&2 &
-server=$!
-for _ in $(seq 1 600); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
-grep -o 'check index built.*' "$work/serve.log" || true
+# One server per log level on the same data: HTTP on 1808x, policy on 1904x, socketmap on 1905x.
+declare -A http policy socketmap pid
+for level in info warn; do
+  n=$([ "$level" = info ] && echo 1 || echo 2)
+  http[$level]=1808$n policy[$level]=1904$n socketmap[$level]=1905$n
+  ALLOT_LOG=$level ALLOT_LISTEN="127.0.0.1:${http[$level]}" ALLOT_WORKERS=2 \
+    ALLOT_POLICY_LISTEN="127.0.0.1:${policy[$level]}" ALLOT_POLICY_DIRECTION=inbound \
+    ALLOT_SOCKETMAP_LISTEN="127.0.0.1:${socketmap[$level]}" \
+    "$bin" serve 2>"$work/serve-$level.log" >&2 &
+  pid[$level]=$!
+  servers+=("$!")
+  for _ in $(seq 1 600); do curl -fs "http://127.0.0.1:${http[$level]}/healthz" >/dev/null && break; sleep 0.1; done
+  echo "ALLOT_LOG=$level: $(grep -o 'check index built.*' "$work/serve-$level.log" || true)"
+done
+
+port=${http[warn]}
 token=$(curl -fs "http://127.0.0.1:$port/v1/auth/token" -H 'Content-Type: application/json' \
   -d "{\"username\":\"admin\",\"password\":\"$ALLOT_ADMIN_PASSWORD\"}" | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
 owner=$(curl -fs "http://127.0.0.1:$port/v1/me" -H "Authorization: Bearer $token" | sed -E 's/.*"node_id":"([^"]+)".*/\1/')
 key=$(curl -fs "http://127.0.0.1:$port/v1/nodes/$owner/api-keys" -H "Authorization: Bearer $token" \
   -H 'Content-Type: application/json' -d '{"name": "bench worker", "role": "check"}' |
   sed -E 's/.*"key":"([^"]+)".*/\1/')
-# A known sender: the check reads the index and marks the mailbox seen.
+# A known sender: the check reads the index and marks the mailbox seen. The other server learns
+# of the new key from the change feed: wait until both answer.
 body="{\"direction\": \"outbound\", \"address\": \"$address\"}"
 curl -fs "http://127.0.0.1:$port/v1/check" -H "Authorization: Bearer $key" -H 'Content-Type: application/json' -d "$body" >/dev/null ||
   body="{\"address\": \"$address\"}"
+for level in info warn; do
+  for _ in $(seq 1 100); do
+    curl -fs "http://127.0.0.1:${http[$level]}/v1/check" -H "Authorization: Bearer $key" \
+      -H 'Content-Type: application/json' -d "$body" >/dev/null && break
+    sleep 0.1
+  done
+done
 echo "check: $(curl -fs "http://127.0.0.1:$port/v1/check" -H "Authorization: Bearer $key" -H 'Content-Type: application/json' -d "$body")"
 cat >"$work/check.lua" <<EOF
 wrk.method = "POST"
@@ -61,10 +90,19 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $key"
 EOF
 
-for round in 1 2 3; do
-  echo "== round $round: /healthz, $connections connections"
-  wrk -t2 -c"$connections" -d10s --latency "http://127.0.0.1:$port/healthz" | sed -n '/Latency Distribution/,/Requests\/sec/p'
-  echo "== round $round: /v1/check (known mailbox), $connections connections"
-  wrk -t2 -c"$connections" -d10s --latency -s "$work/check.lua" "http://127.0.0.1:$port/v1/check" | sed -n '/Latency Distribution/,/Requests\/sec/p'
+summary() { sed -n '/Latency Distribution/,/Requests\/sec/p' | grep -E ' 50%| 99%|Requests/sec|not accepted'; }
+for round in $(seq 1 "$rounds"); do
+  for level in info warn; do
+    echo "== round $round, ALLOT_LOG=$level: /healthz"
+    wrk -t2 -c"$connections" -d10s --latency "http://127.0.0.1:${http[$level]}/healthz" | summary
+    echo "== round $round, ALLOT_LOG=$level: /v1/check (known mailbox)"
+    wrk -t2 -c"$connections" -d10s --latency -s "$work/check.lua" "http://127.0.0.1:${http[$level]}/v1/check" | summary
+    echo "== round $round, ALLOT_LOG=$level: policy listener (RCPT, known recipient)"
+    "$loadgen" policy "127.0.0.1:${policy[$level]}" "$address" "$connections" 10 2 | summary
+    echo "== round $round, ALLOT_LOG=$level: socketmap (mailbox lookup, known)"
+    "$loadgen" socketmap "127.0.0.1:${socketmap[$level]}" "$address" "$connections" 10 2 | summary
+  done
 done
-echo "resident memory: $(ps -o rss= -p "$server") KiB"
+for level in info warn; do
+  echo "resident memory, ALLOT_LOG=$level: $(ps -o rss= -p "${pid[$level]}") KiB"
+done
