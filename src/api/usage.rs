@@ -6,7 +6,6 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::common::today;
 use crate::auth::Principal;
 use crate::domain::ids::NodeId;
 use crate::domain::tree::NodeKind;
@@ -67,7 +66,7 @@ pub(crate) async fn get_usage(
     query: web::Query<UsageQuery>,
 ) -> Result<web::Json<UsageReport>, ApiError> {
     let id = id.into_inner();
-    let at = query.at.unwrap_or_else(today);
+    let at = query.at.unwrap_or(principal.today);
     super::common::check_date(at)
         .map_err(|m| ApiError::InvalidQuery(vec![crate::error::FieldError::new("at", m)]))?;
     let report = store::run(&state.pool, move |conn| {

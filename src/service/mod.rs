@@ -48,7 +48,7 @@ impl<'a> Ctx<'a> {
         Self {
             actor: &principal.actor,
             request_id: principal.request_id.as_deref(),
-            today: today(),
+            today: principal.today,
         }
     }
 
@@ -93,7 +93,8 @@ fn audit_json(view: impl serde::Serialize) -> serde_json::Value {
     serde_json::to_value(view).expect("an audit view is plain data and always serialises")
 }
 
-/// Today, in UTC: the day limits are judged on unless a request names another.
+/// Today, in UTC, by the system clock: for the command line, which has no application clock.
+/// A request's day is its principal's ([`Ctx::of`]).
 pub fn today() -> NaiveDate {
     chrono::Utc::now().date_naive()
 }

@@ -22,6 +22,7 @@ pub(crate) mod audit;
 pub mod check;
 pub mod domains;
 pub(crate) mod groups;
+pub(crate) mod history;
 pub(crate) mod idempotency;
 pub(crate) mod identity;
 pub(crate) mod mailboxes;
