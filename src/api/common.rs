@@ -262,7 +262,6 @@ pub fn parse_active(text: &str) -> Result<bool, String> {
         .map_err(|_| "must be active or disabled".to_owned())
 }
 
-
 /// A stored time (UTC, without zone) as the API shows it.
 pub(crate) fn utc(at: chrono::NaiveDateTime) -> chrono::DateTime<chrono::Utc> {
     at.and_utc()

@@ -54,7 +54,10 @@ pub(crate) async fn get_licence(
     let licence = store::run(&state.pool, move |conn| {
         let owner = nodes::owner(conn)?;
         let owner = principal.may_read(owner.filter(|o| o.id == principal.node_id))?;
-        Ok::<_, ApiError>(view(owner.id, licence::current(conn, owner.id, principal.today)?))
+        Ok::<_, ApiError>(view(
+            owner.id,
+            licence::current(conn, owner.id, principal.today)?,
+        ))
     })
     .await?;
     Ok(web::Json(licence))

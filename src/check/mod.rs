@@ -235,7 +235,6 @@ fn load_touched(conn: &mut DbConnection, touched: &Touched) -> diesel::QueryResu
     })
 }
 
-
 fn at_unix(seconds: i64) -> chrono::NaiveDateTime {
     DateTime::from_timestamp(seconds, 0)
         .unwrap_or_default()

@@ -16,6 +16,7 @@ pub(crate) mod aliases;
 pub(crate) mod allocations;
 pub mod domains;
 pub(crate) mod groups;
+pub(crate) mod history;
 pub mod licence;
 pub(crate) mod mailboxes;
 pub(crate) mod modules;
@@ -91,10 +92,4 @@ impl<'a> Ctx<'a> {
 /// `serde_json` keeps them).
 fn audit_json(view: impl serde::Serialize) -> serde_json::Value {
     serde_json::to_value(view).expect("an audit view is plain data and always serialises")
-}
-
-/// Today, in UTC, by the system clock: for the command line, which has no application clock.
-/// A request's day is its principal's ([`Ctx::of`]).
-pub fn today() -> NaiveDate {
-    chrono::Utc::now().date_naive()
 }

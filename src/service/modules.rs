@@ -421,7 +421,13 @@ pub(crate) fn remove_from_mailbox(
     }
     modules::unassign_mailbox(conn, mailbox.id, &holding.code)?;
     if mailbox.takes_seat() {
-        usage::add(conn, &node.lineage(), &module_key(&holding.code), -1, ctx.today)?;
+        usage::add(
+            conn,
+            &node.lineage(),
+            &module_key(&holding.code),
+            -1,
+            ctx.today,
+        )?;
     }
     mailboxes::save(conn, &mut mailbox)?;
     let target = ("mailbox", mailbox.id.to_string());

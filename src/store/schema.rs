@@ -298,4 +298,7 @@ diesel::table! {
     }
 }
 
-diesel::allow_columns_to_appear_in_same_group_by_clause!(allocations::node_id, allocations::resource);
+diesel::allow_columns_to_appear_in_same_group_by_clause!(
+    allocations::node_id,
+    allocations::resource
+);
