@@ -20,10 +20,10 @@ use chrono::{NaiveDate, NaiveDateTime, TimeDelta};
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 
-use super::DbConnection;
 use super::schema::{
     active_user_history, mailboxes, nodes, usage_counters, usage_history, usage_history_days,
 };
+use super::{DbConnection, execute_ignoring_conflict};
 use crate::domain::ids::NodeId;
 use crate::domain::tree;
 
@@ -55,18 +55,8 @@ pub(crate) fn is_open(conn: &mut DbConnection, day: NaiveDate) -> QueryResult<bo
 /// it, carries its figures over the days between, and starts today's rows from the counters.
 /// Runs in the caller's write transaction, before any counter of the transaction changes.
 pub(crate) fn open_day(conn: &mut DbConnection, today: NaiveDate) -> QueryResult<()> {
-    let insert = diesel::insert_into(usage_history_days::table)
-        .values((
-            usage_history_days::day.eq(today),
-            usage_history_days::closed.eq(false),
-        ))
-        .on_conflict_do_nothing();
     // Whoever inserts the marker opens the day; a concurrent opener waits on it, then does nothing.
-    let opened = match conn {
-        DbConnection::Postgres(pg) => insert.execute(pg)?,
-        DbConnection::Sqlite(sqlite) => insert.execute(sqlite)?,
-    };
-    if opened == 0 {
+    if mark(conn, today)? == 0 {
         return Ok(());
     }
     let last: Option<NaiveDate> = usage_history_days::table
@@ -87,16 +77,7 @@ pub(crate) fn open_day(conn: &mut DbConnection, today: NaiveDate) -> QueryResult
                 })
                 .collect();
             insert_rows(conn, &rows)?;
-            let marker = diesel::insert_into(usage_history_days::table)
-                .values((
-                    usage_history_days::day.eq(day),
-                    usage_history_days::closed.eq(false),
-                ))
-                .on_conflict_do_nothing();
-            match conn {
-                DbConnection::Postgres(pg) => marker.execute(pg)?,
-                DbConnection::Sqlite(sqlite) => marker.execute(sqlite)?,
-            };
+            mark(conn, day)?;
             close(conn, day)?;
             day += TimeDelta::days(1);
         }
@@ -123,6 +104,19 @@ pub(crate) fn open_day(conn: &mut DbConnection, today: NaiveDate) -> QueryResult
         })
         .collect();
     insert_rows(conn, &rows)
+}
+
+/// Marks `day` open, unless it is: the rows inserted (0 or 1).
+fn mark(conn: &mut DbConnection, day: NaiveDate) -> QueryResult<usize> {
+    execute_ignoring_conflict!(
+        conn,
+        diesel::insert_into(usage_history_days::table)
+            .values((
+                usage_history_days::day.eq(day),
+                usage_history_days::closed.eq(false),
+            ))
+            .on_conflict_do_nothing()
+    )
 }
 
 /// Closes `day` unless it is closed: settles its limits as allocations say now and counts its
@@ -159,13 +153,12 @@ fn close(conn: &mut DbConnection, day: NaiveDate) -> QueryResult<()> {
         })
         .collect();
     for chunk in active.chunks(500) {
-        let insert = diesel::insert_into(active_user_history::table)
-            .values(chunk)
-            .on_conflict_do_nothing();
-        match conn {
-            DbConnection::Postgres(pg) => insert.execute(pg)?,
-            DbConnection::Sqlite(sqlite) => insert.execute(sqlite)?,
-        };
+        execute_ignoring_conflict!(
+            conn,
+            diesel::insert_into(active_user_history::table)
+                .values(chunk)
+                .on_conflict_do_nothing()
+        )?;
     }
     diesel::update(usage_history_days::table.find(day))
         .set(usage_history_days::closed.eq(true))
@@ -231,13 +224,12 @@ fn insert_rows(conn: &mut DbConnection, rows: &[Row]) -> QueryResult<()> {
                 )
             })
             .collect();
-        let insert = diesel::insert_into(usage_history::table)
-            .values(values)
-            .on_conflict_do_nothing();
-        match conn {
-            DbConnection::Postgres(pg) => insert.execute(pg)?,
-            DbConnection::Sqlite(sqlite) => insert.execute(sqlite)?,
-        };
+        execute_ignoring_conflict!(
+            conn,
+            diesel::insert_into(usage_history::table)
+                .values(values)
+                .on_conflict_do_nothing()
+        )?;
     }
     Ok(())
 }

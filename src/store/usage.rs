@@ -52,14 +52,12 @@ pub(crate) fn add(
             usage_counters::resource.eq(resource),
             usage_counters::used.eq(0_i64),
         );
-        // The two-backend connection has no ON CONFLICT; each backend's own connection has.
-        let insert = diesel::insert_into(usage_counters::table)
-            .values(row)
-            .on_conflict_do_nothing();
-        match conn {
-            DbConnection::Postgres(pg) => insert.execute(pg)?,
-            DbConnection::Sqlite(sqlite) => insert.execute(sqlite)?,
-        };
+        super::execute_ignoring_conflict!(
+            conn,
+            diesel::insert_into(usage_counters::table)
+                .values(row)
+                .on_conflict_do_nothing()
+        )?;
         diesel::update(usage_counters::table.find((&node, resource)))
             .set(usage_counters::used.eq(usage_counters::used + delta))
             .execute(conn)?;
