@@ -93,9 +93,10 @@ pub(crate) fn of_node(
         if resource.is_some_and(|wanted| wanted != row.resource) {
             continue;
         }
-        let limit = match row.day == today {
-            true => live_limits.get(&row.resource).copied().unwrap_or(0),
-            false => row.day_limit,
+        let limit = if row.day == today {
+            live_limits.get(&row.resource).copied().unwrap_or(0)
+        } else {
+            row.day_limit
         };
         day.resources.push(ResourceDay {
             resource: row.resource,
