@@ -190,6 +190,10 @@ pub struct Config {
     /// Name of the owner node, created on the first start of an empty database.
     #[arg(long, env = "ALLOT_OWNER_NAME", default_value = "Owner", global = true)]
     pub owner_name: String,
+
+    /// The clock the day is read from: the system clock (see [`crate::clock`]); not a setting.
+    #[arg(skip)]
+    pub clock: crate::clock::Clock,
 }
 
 impl Config {
@@ -208,6 +212,7 @@ impl Config {
             licence: self.licence_refusals,
             abuse_recipient: self.abuse_recipient.clone(),
             recipient_delimiters: self.recipient_delimiter.clone(),
+            clock: self.clock.clone(),
         }
     }
 }

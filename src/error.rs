@@ -77,6 +77,9 @@ problem_types! {
         InvalidQuery = ("invalid-query",
             "The query string is invalid",
             "A query-string parameter is missing, unknown or of the wrong type. `errors` names it."),
+        RangeTooLong = ("range-too-long",
+            "The date range is too long",
+            "The days from `from` to `to` are more than one request answers (366). Ask for the range in parts. `errors` names the field."),
         ValidationFailed = ("validation-failed",
             "Some fields are invalid",
             "The body parsed, but fields break the rules. `errors` lists each field with its message. Nothing was changed."),
@@ -296,6 +299,8 @@ pub enum ApiError {
     InvalidQuery(Vec<FieldError>),
     #[error("{}", summary(.0))]
     Validation(Vec<FieldError>),
+    #[error("{}", summary(.0))]
+    RangeTooLong(Vec<FieldError>),
     #[error("{0}")]
     Unauthorized(&'static str),
     #[error("The username and password do not match an active account.")]
@@ -387,6 +392,7 @@ impl ApiError {
             Self::RequestTimeout(_) => ProblemType::RequestTimeout,
             Self::InvalidQuery(_) => ProblemType::InvalidQuery,
             Self::Validation(_) => ProblemType::ValidationFailed,
+            Self::RangeTooLong(_) => ProblemType::RangeTooLong,
             Self::Unauthorized(_) => ProblemType::Unauthorized,
             Self::InvalidCredentials => ProblemType::InvalidCredentials,
             Self::Forbidden(_) => ProblemType::Forbidden,
@@ -420,7 +426,9 @@ impl ApiError {
     pub fn to_problem(&self) -> Problem {
         let kind = self.problem_type();
         let errors = match self {
-            Self::InvalidQuery(errors) | Self::Validation(errors) => errors.clone(),
+            Self::InvalidQuery(errors) | Self::Validation(errors) | Self::RangeTooLong(errors) => {
+                errors.clone()
+            }
             _ => Vec::new(),
         };
         let detail = match self {
@@ -460,7 +468,9 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::MalformedBody(_) | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            Self::MalformedBody(_) | Self::InvalidQuery(_) | Self::RangeTooLong(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,

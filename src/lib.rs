@@ -21,6 +21,7 @@
 pub mod api;
 pub mod auth;
 pub mod check;
+pub mod clock;
 pub mod config;
 pub mod dns;
 pub mod domain;

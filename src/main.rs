@@ -166,7 +166,7 @@ fn licence_command(config: &Config, action: LicenceAction) -> Result<ExitCode, S
     use allot::service::licence::{self, LicenceLine};
     use allot::store::write_tx;
     let mut conn = startup::open_connection(config)?;
-    let today = allot::service::today();
+    let today = config.clock.today();
     let result = match action {
         LicenceAction::Show => licence::current_lines(&mut conn, today),
         LicenceAction::Set {
@@ -227,7 +227,7 @@ fn describe(err: &allot::error::ApiError) -> String {
 
 fn verify_command(config: &Config) -> Result<ExitCode, StartupError> {
     let mut conn = startup::open_connection(config)?;
-    let today = chrono::Utc::now().date_naive();
+    let today = config.clock.today();
     let findings = allot::store::verify::run(&mut conn, today).map_err(|e| StartupError {
         setting: "DATABASE_URL",
         message: format!("reading the database failed: {e}"),

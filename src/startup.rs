@@ -207,6 +207,7 @@ impl Application {
         let checker =
             crate::check::Checker::start(pool.clone(), config.check_settings(), check_metrics);
         api::domains::spawn_sweep(pool.clone(), config.clone());
+        crate::service::history::spawn_daily_close(pool.clone(), config.clock.clone());
         let listeners = PostfixListeners::bind(&config)?;
         listeners.spawn(
             &checker,

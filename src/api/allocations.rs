@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::common::utc;
-use super::common::{self, Fields, IfMatch, Page, check_date, etag, nullable, today};
+use super::common::{self, Fields, IfMatch, Page, check_date, etag, nullable};
 use super::extract::Json;
 use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use crate::auth::Principal;
@@ -120,7 +120,7 @@ pub(crate) async fn create_allocation(
 ) -> Result<HttpResponse, ApiError> {
     let raw = body.raw().to_vec();
     let body = body.0;
-    let starts_on = body.starts_on.unwrap_or_else(today);
+    let starts_on = body.starts_on.unwrap_or(principal.today);
     let mut fields = Fields::default();
     let amount = fields.check("amount", quota::check_amount(body.amount));
     check_span(&mut fields, starts_on, body.ends_on);

@@ -281,8 +281,6 @@ pub fn parse_active(text: &str) -> Result<bool, String> {
         .map_err(|_| "must be active or disabled".to_owned())
 }
 
-pub(crate) use crate::service::today;
-
 /// A stored time (UTC, without zone) as the API shows it.
 pub(crate) fn utc(at: chrono::NaiveDateTime) -> chrono::DateTime<chrono::Utc> {
     at.and_utc()

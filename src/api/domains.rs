@@ -597,8 +597,8 @@ pub(crate) fn spawn_sweep(pool: Pool, config: crate::config::Config) {
                     let Some(cutoff) = claim_cutoff(&config) else {
                         return Ok(total);
                     };
-                    let removed =
-                        service::expire_claims(&mut conn, cutoff).map_err(|e| e.to_string())?;
+                    let removed = service::expire_claims(&mut conn, cutoff, config.clock.today())
+                        .map_err(|e| e.to_string())?;
                     total += removed;
                     if removed < SWEEP_BATCH as usize {
                         return Ok::<_, String>(total);

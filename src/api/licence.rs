@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::allocations::AllocationView;
-use super::common::{self, today};
+use super::common;
 use super::extract::Json;
 use crate::auth::Principal;
 use crate::domain::ids::NodeId;
@@ -54,7 +54,10 @@ pub(crate) async fn get_licence(
     let licence = store::run(&state.pool, move |conn| {
         let owner = nodes::owner(conn)?;
         let owner = principal.may_read(owner.filter(|o| o.id == principal.node_id))?;
-        Ok::<_, ApiError>(view(owner.id, licence::current(conn, owner.id, today())?))
+        Ok::<_, ApiError>(view(
+            owner.id,
+            licence::current(conn, owner.id, principal.today)?,
+        ))
     })
     .await?;
     Ok(web::Json(licence))

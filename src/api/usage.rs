@@ -6,11 +6,11 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::common::today;
 use crate::auth::Principal;
 use crate::domain::ids::NodeId;
 use crate::domain::tree::NodeKind;
-use crate::error::{ApiError, Listed};
+use crate::error::{ApiError, FieldError, Guarded, Listed, Problem};
+use crate::service;
 use crate::startup::AppState;
 use crate::store::{self, allocations, modules, nodes, usage};
 
@@ -67,7 +67,7 @@ pub(crate) async fn get_usage(
     query: web::Query<UsageQuery>,
 ) -> Result<web::Json<UsageReport>, ApiError> {
     let id = id.into_inner();
-    let at = query.at.unwrap_or_else(today);
+    let at = query.at.unwrap_or(principal.today);
     super::common::check_date(at)
         .map_err(|m| ApiError::InvalidQuery(vec![crate::error::FieldError::new("at", m)]))?;
     let report = store::run(&state.pool, move |conn| {
@@ -109,7 +109,148 @@ pub(crate) async fn get_usage(
     Ok(web::Json(report))
 }
 
+/// The most days one history request answers.
+pub(crate) const MAX_HISTORY_DAYS: i64 = 366;
+
+/// One resource of a node on one day of its history.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ResourceDayView {
+    #[schema(example = "users")]
+    pub resource: String,
+    /// The node's limit that day (for today: now).
+    pub limit: i64,
+    /// The most the node's subtree used at any moment of the day.
+    pub peak: i64,
+    /// What the subtree used at the end of the day (for today: now).
+    pub used: i64,
+}
+
+/// A node's figures on one day.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct HistoryDayView {
+    pub day: NaiveDate,
+    /// Mailboxes of the subtree that an outbound check saw in the 30 days up to and including the
+    /// day (for today: up to now).
+    pub active_users: i64,
+    /// Each resource the node counted that day, in name order.
+    pub resources: Vec<ResourceDayView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct UsageHistory {
+    pub node_id: NodeId,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    /// The days from `from` to `to` that allot counted for the node, oldest first. A day before
+    /// the node's first counted day (before allot ran, or before it used anything) is absent,
+    /// never zero; a day without a change carries the day before's figures.
+    pub days: Vec<HistoryDayView>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// The first day (`YYYY-MM-DD`); default 29 days before `to`.
+    pub from: Option<NaiveDate>,
+    /// The last day (`YYYY-MM-DD`); default today (UTC). At most 366 days from `from`.
+    pub to: Option<NaiveDate>,
+    /// Only this resource (`users`, `domains`, `module:<code>`); default every one.
+    pub resource: Option<String>,
+}
+
+/// Per day from `from` to `to`: `{id}`'s limit, peak and end-of-day usage of each resource, and
+/// its active users (sums over the subtree for resellers and the owner).
+#[utoipa::path(
+    tag = "usage",
+    security(("bearer" = [])),
+    params(("id" = NodeId, Path), HistoryQuery),
+    responses(
+        (status = 200, description = "The history", body = UsageHistory),
+        (status = 400, description = "A bad query parameter (`invalid-query`), or more than 366 days asked for (`range-too-long`)", body = Problem, content_type = "application/problem+json"),
+        Guarded,
+        (status = 422, description = "`from` is after `to` (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/nodes/{id}/usage/history")]
+pub(crate) async fn get_usage_history(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<NodeId>,
+    query: web::Query<HistoryQuery>,
+) -> Result<web::Json<UsageHistory>, ApiError> {
+    let id = id.into_inner();
+    let (from, to) = history_range(&query, principal.today)?;
+    let wanted = query.into_inner().resource;
+    let today = principal.today;
+    let history = store::run(&state.pool, move |conn| {
+        let node = principal.may_read(nodes::find(conn, id)?)?;
+        if let Some(wanted) = &wanted
+            && !modules::resources(conn)?.iter().any(|r| r.key() == *wanted)
+        {
+            return Err(ApiError::InvalidQuery(vec![FieldError::new(
+                "resource",
+                format!("{wanted} is not a resource of the catalogue"),
+            )]));
+        }
+        let days = service::history::of_node(conn, &node, from, to, wanted.as_deref(), today)?;
+        Ok(UsageHistory {
+            node_id: node.id,
+            from,
+            to,
+            days: days.into_iter().map(day_view).collect(),
+        })
+    })
+    .await?;
+    Ok(web::Json(history))
+}
+
+/// The days a history query asks for: a refusal when `from` is after `to` or they span more
+/// than [`MAX_HISTORY_DAYS`].
+fn history_range(
+    query: &HistoryQuery,
+    today: NaiveDate,
+) -> Result<(NaiveDate, NaiveDate), ApiError> {
+    let check = |field: &str, day| {
+        super::common::check_date(day)
+            .map_err(|m| ApiError::InvalidQuery(vec![FieldError::new(field, m)]))
+    };
+    let to = check("to", query.to.unwrap_or(today))?;
+    let from = query
+        .from
+        .unwrap_or_else(|| to.checked_sub_days(chrono::Days::new(29)).unwrap_or(to));
+    let from = check("from", from)?;
+    if from > to {
+        return Err(ApiError::validation("from", "must not be after `to`"));
+    }
+    let days = (to - from).num_days() + 1;
+    if days > MAX_HISTORY_DAYS {
+        return Err(ApiError::RangeTooLong(vec![FieldError::new(
+            "from",
+            format!("asks for {days} days; at most {MAX_HISTORY_DAYS} per request"),
+        )]));
+    }
+    Ok((from, to))
+}
+
+fn day_view(day: service::history::Day) -> HistoryDayView {
+    HistoryDayView {
+        day: day.day,
+        active_users: day.active_users,
+        resources: day
+            .resources
+            .into_iter()
+            .map(|r| ResourceDayView {
+                resource: r.resource,
+                limit: r.limit,
+                peak: r.peak,
+                used: r.used,
+            })
+            .collect(),
+    }
+}
+
 /// This resource's routes, for [`super::configure`].
 pub(crate) fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
-    cfg.service(get_usage);
+    cfg.service(get_usage).service(get_usage_history);
 }

@@ -44,6 +44,8 @@ pub struct Principal {
     pub role: Role,
     /// The request's id, for the audit trail.
     pub request_id: Option<String>,
+    /// The day the request is judged on: today, by the application's clock.
+    pub today: chrono::NaiveDate,
 }
 
 pub(crate) const MISSING: &str =
@@ -189,6 +191,7 @@ impl FromRequest for Authenticated {
                     node_path: node.path,
                     role: resolved.role,
                     request_id,
+                    today: state.config.clock.today(),
                 },
                 password_change_only,
             })

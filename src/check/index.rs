@@ -1023,6 +1023,7 @@ mod tests {
             licence: super::super::LicenceRefusals::Temporary,
             abuse_recipient: None,
             recipient_delimiters: String::new(),
+            clock: crate::clock::Clock::system(),
         };
         match index.decide(Scope::Everything, &question, day, 1, &settings, |_| {}) {
             Decision::Done(answer) => answer.reason,

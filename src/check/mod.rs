@@ -77,6 +77,8 @@ pub struct Settings {
     /// The characters that start an address extension (Postfix's `recipient_delimiter`): an
     /// unknown `jane+news@` is looked up as `jane@`. Empty: none.
     pub recipient_delimiters: String,
+    /// The day a check is judged on and the time a mailbox is seen at.
+    pub clock: crate::clock::Clock,
 }
 
 /// One of the lookup tables the socketmap serves besides the check itself.
@@ -231,10 +233,6 @@ fn load_touched(conn: &mut DbConnection, touched: &Touched) -> diesel::QueryResu
             None
         },
     })
-}
-
-fn unix_now() -> i64 {
-    Utc::now().timestamp()
 }
 
 fn at_unix(seconds: i64) -> chrono::NaiveDateTime {
@@ -544,7 +542,7 @@ impl Checker {
         actor: &Actor,
         request_id: impl FnOnce() -> Option<String>,
     ) -> Answer {
-        let today = Utc::now().date_naive();
+        let today = self.settings.clock.today();
         let direction = question.direction;
         let outcome = match self.decide(scope, &question, today) {
             Decision::Done(outcome) => outcome,
@@ -605,7 +603,7 @@ impl Checker {
         if !self.ready.load(Ordering::Acquire) {
             return Decision::Done(Outcome::bare(Reason::Unavailable));
         }
-        let now = unix_now();
+        let now = self.settings.clock.now().timestamp();
         let index = self.read_index();
         index.decide(
             scope,

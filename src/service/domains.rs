@@ -375,7 +375,7 @@ pub(crate) fn remove(
         super::mailboxes::remove(conn, ctx, node, mailbox)?;
     }
     domains::delete(conn, domain.id)?;
-    usage::add(conn, &node.lineage(), RESOURCE, -1)?;
+    usage::add(conn, &node.lineage(), RESOURCE, -1, ctx.today)?;
     ctx.record(
         conn,
         node.id,
@@ -389,12 +389,13 @@ pub(crate) fn remove(
 
 /// Removes up to one batch of unproven claims registered before `cutoff`, each in its own
 /// transaction under its customer's lock, audited `domain.expire` by the system: how many it
-/// removed. The sweep calls it until a batch comes back short.
+/// removed, judged on `today`. The sweep calls it until a batch comes back short.
 pub(crate) fn expire_claims(
     conn: &mut DbConnection,
     cutoff: chrono::NaiveDateTime,
+    today: chrono::NaiveDate,
 ) -> Result<usize, ApiError> {
-    let ctx = Ctx::system(super::today());
+    let ctx = Ctx::system(today);
     let mut removed = 0;
     for stale in domains::expired(conn, cutoff, SWEEP_BATCH)? {
         removed += write_tx(conn, |conn| {

@@ -230,7 +230,7 @@ pub(crate) fn import(
     }
     let created = i64::try_from(created).unwrap_or(i64::MAX);
     for resource in &resources {
-        usage::add(conn, &node.lineage(), resource, created)?;
+        usage::add(conn, &node.lineage(), resource, created, ctx.today)?;
     }
     Ok(Ok(outcomes))
 }
@@ -399,7 +399,7 @@ pub(crate) fn set_active(
         let automatic = store::modules::automatic(conn)?;
         super::modules::activate_mailbox(conn, node, &mailbox, &automatic, ctx.today)??;
     } else {
-        store::modules::deactivate_mailbox(conn, node, &mailbox)?;
+        store::modules::deactivate_mailbox(conn, node, &mailbox, ctx.today)?;
     }
     let before = audit_view(&mailbox);
     mailbox.active = active;
@@ -454,7 +454,7 @@ pub(crate) fn remove(
     node: &Node,
     mailbox: Mailbox,
 ) -> Result<(), ApiError> {
-    store::modules::deactivate_mailbox(conn, node, &mailbox)?;
+    store::modules::deactivate_mailbox(conn, node, &mailbox, ctx.today)?;
     store::groups::forget_mailbox(conn, mailbox.id)?;
     store::modules::forget_mailbox(conn, mailbox.id)?;
     mailboxes::delete(conn, mailbox.id)?;

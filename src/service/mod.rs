@@ -16,6 +16,7 @@ pub(crate) mod aliases;
 pub(crate) mod allocations;
 pub mod domains;
 pub(crate) mod groups;
+pub(crate) mod history;
 pub mod licence;
 pub(crate) mod mailboxes;
 pub(crate) mod modules;
@@ -48,7 +49,7 @@ impl<'a> Ctx<'a> {
         Self {
             actor: &principal.actor,
             request_id: principal.request_id.as_deref(),
-            today: today(),
+            today: principal.today,
         }
     }
 
@@ -91,9 +92,4 @@ impl<'a> Ctx<'a> {
 /// `serde_json` keeps them).
 fn audit_json(view: impl serde::Serialize) -> serde_json::Value {
     serde_json::to_value(view).expect("an audit view is plain data and always serialises")
-}
-
-/// Today, in UTC: the day limits are judged on unless a request names another.
-pub fn today() -> NaiveDate {
-    chrono::Utc::now().date_naive()
 }

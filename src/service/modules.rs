@@ -421,7 +421,13 @@ pub(crate) fn remove_from_mailbox(
     }
     modules::unassign_mailbox(conn, mailbox.id, &holding.code)?;
     if mailbox.takes_seat() {
-        usage::add(conn, &node.lineage(), &module_key(&holding.code), -1)?;
+        usage::add(
+            conn,
+            &node.lineage(),
+            &module_key(&holding.code),
+            -1,
+            ctx.today,
+        )?;
     }
     mailboxes::save(conn, &mut mailbox)?;
     let target = ("mailbox", mailbox.id.to_string());
@@ -449,7 +455,7 @@ pub(crate) fn set_on_customer(
         holding.record(conn, ctx, node, Action::NodeModuleAssign, target, &after)?;
     } else {
         let after = holding.leaving()?;
-        modules::unassign_node(conn, node, &holding.code)?;
+        modules::unassign_node(conn, node, &holding.code, ctx.today)?;
         holding.record(conn, ctx, node, Action::NodeModuleRemove, target, &after)?;
     }
     Ok(())

@@ -185,7 +185,7 @@ pub(crate) fn delete(
     }
     store::modules::forget_node(conn, node.id)?;
     let used = store::usage::totals(conn, node.id)?;
-    store::usage::shift(conn, &node.lineage(), &[], &used)?;
+    store::usage::shift(conn, &node.lineage(), &[], &used, ctx.today)?;
     nodes::soft_delete(conn, node.id)?;
     ctx.record(
         conn,
@@ -238,7 +238,13 @@ pub(crate) fn move_under(
     let before = audit_view(&node);
     nodes::reparent(conn, &mut node, new_parent).map_err(name_taken)?;
     let moved_usage = store::usage::totals(conn, node.id)?;
-    store::usage::shift(conn, &leaving, &new_parent.lineage(), &moved_usage)?;
+    store::usage::shift(
+        conn,
+        &leaving,
+        &new_parent.lineage(),
+        &moved_usage,
+        ctx.today,
+    )?;
     ctx.record(
         conn,
         node.id,

@@ -34,7 +34,7 @@ pub(crate) fn take_all(
     }
     let lineage = node.lineage();
     for resource in resources {
-        usage::add(conn, &lineage, resource.as_ref(), 1)?;
+        usage::add(conn, &lineage, resource.as_ref(), 1, today)?;
     }
     Ok(Ok(()))
 }

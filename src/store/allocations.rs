@@ -335,6 +335,29 @@ pub(crate) fn totals_on(
         .collect())
 }
 
+/// Every node's limit of each resource on `day`: (node, resource) → the sum of its grants
+/// covering the day, for the usage history.
+pub(crate) fn limits_on(
+    conn: &mut DbConnection,
+    day: NaiveDate,
+) -> QueryResult<std::collections::HashMap<(String, String), i64>> {
+    let rows: Vec<(String, String, Option<i64>)> = allocations::table
+        .filter(allocations::active.eq(true))
+        .filter(allocations::starts_on.le(day))
+        .filter(
+            allocations::ends_on
+                .is_null()
+                .or(allocations::ends_on.gt(day)),
+        )
+        .group_by((allocations::node_id, allocations::resource))
+        .select((allocations::node_id, allocations::resource, sum_amount()))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(node, resource, sum)| ((node, resource), sum.unwrap_or(0)))
+        .collect())
+}
+
 /// `SUM(amount)` as a BIGINT: PostgreSQL sums bigints into numeric, which the two-backend
 /// connection cannot read, and SQLite's sum is an integer already.
 fn sum_amount()

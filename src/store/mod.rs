@@ -22,6 +22,7 @@ pub(crate) mod audit;
 pub mod check;
 pub mod domains;
 pub(crate) mod groups;
+pub(crate) mod history;
 pub(crate) mod idempotency;
 pub(crate) mod identity;
 pub(crate) mod mailboxes;
@@ -39,6 +40,20 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+/// Executes `query` (an `INSERT … ON CONFLICT DO NOTHING`) on the backend `conn` is: the
+/// two-backend connection has no ON CONFLICT; each backend's own connection has. Answers the rows
+/// inserted.
+macro_rules! execute_ignoring_conflict {
+    ($conn:expr, $query:expr) => {{
+        let query = $query;
+        match $conn {
+            $crate::store::DbConnection::Postgres(pg) => query.execute(pg),
+            $crate::store::DbConnection::Sqlite(sqlite) => query.execute(sqlite),
+        }
+    }};
+}
+pub(crate) use execute_ignoring_conflict;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");

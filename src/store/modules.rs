@@ -394,9 +394,14 @@ pub(crate) fn assign_node(conn: &mut DbConnection, node: NodeId, code: &str) -> 
 }
 
 /// Forgets that customer `node` holds `code`, returning its seat.
-pub(crate) fn unassign_node(conn: &mut DbConnection, node: &Node, code: &str) -> QueryResult<()> {
+pub(crate) fn unassign_node(
+    conn: &mut DbConnection,
+    node: &Node,
+    code: &str,
+    today: chrono::NaiveDate,
+) -> QueryResult<()> {
     diesel::delete(node_modules::table.find((node.id.to_string(), code))).execute(conn)?;
-    usage::add(conn, &node.lineage(), &module_key(code), -1)
+    usage::add(conn, &node.lineage(), &module_key(code), -1, today)
 }
 
 /// Forgets every per-customer module of `node`, which is being deleted (its counters go with it).
@@ -413,19 +418,20 @@ pub(crate) fn mailbox_seats<'a>(codes: impl IntoIterator<Item = &'a String>) -> 
         .collect()
 }
 
-/// Returns the seats an active `mailbox` of `node` holds (`users` and its modules), as it is
-/// disabled or removed. Its assignments stay.
+/// Returns the seats an active `mailbox` of `node` holds (`users` and its modules) on `today`, as
+/// it is disabled or removed. Its assignments stay.
 pub(crate) fn deactivate_mailbox(
     conn: &mut DbConnection,
     node: &Node,
     mailbox: &Mailbox,
+    today: chrono::NaiveDate,
 ) -> QueryResult<()> {
     if !mailbox.takes_seat() {
         return Ok(());
     }
     let lineage = node.lineage();
     for resource in mailbox_seats(&of_mailbox(conn, mailbox.id)?) {
-        usage::add(conn, &lineage, &resource, -1)?;
+        usage::add(conn, &lineage, &resource, -1, today)?;
     }
     Ok(())
 }

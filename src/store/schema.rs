@@ -271,3 +271,34 @@ diesel::allow_columns_to_appear_in_same_group_by_clause!(
     mailboxes::node_id,
     mailbox_modules::module_code,
 );
+
+diesel::table! {
+    usage_history (node_id, resource, day) {
+        node_id -> Text,
+        resource -> Text,
+        day -> Date,
+        day_limit -> BigInt,
+        peak -> BigInt,
+        used -> BigInt,
+    }
+}
+
+diesel::table! {
+    usage_history_days (day) {
+        day -> Date,
+        closed -> Bool,
+    }
+}
+
+diesel::table! {
+    active_user_history (node_id, day) {
+        node_id -> Text,
+        day -> Date,
+        active_users -> BigInt,
+    }
+}
+
+diesel::allow_columns_to_appear_in_same_group_by_clause!(
+    allocations::node_id,
+    allocations::resource
+);

@@ -33,15 +33,18 @@ pub(crate) fn totals(conn: &mut DbConnection, node: NodeId) -> QueryResult<BTree
         .collect())
 }
 
-/// Adds `delta` to `resource` at every node of `lineage`. The row is created first if missing
-/// (`ON CONFLICT DO NOTHING`, so two writers creating it at once do not collide), then updated in
-/// place, which serialises concurrent writers on the row.
+/// Adds `delta` to `resource` at every node of `lineage` on `today`, and to each node's usage
+/// history of the day (opened first, from the counters as they were). The row is created first if
+/// missing (`ON CONFLICT DO NOTHING`, so two writers creating it at once do not collide), then
+/// updated in place, which serialises concurrent writers on the row.
 pub(crate) fn add(
     conn: &mut DbConnection,
     lineage: &[NodeId],
     resource: &str,
     delta: i64,
+    today: chrono::NaiveDate,
 ) -> QueryResult<()> {
+    super::history::open_day(conn, today)?;
     for node in lineage {
         let node = node.to_string();
         let row = (
@@ -49,31 +52,31 @@ pub(crate) fn add(
             usage_counters::resource.eq(resource),
             usage_counters::used.eq(0_i64),
         );
-        // The two-backend connection has no ON CONFLICT; each backend's own connection has.
-        let insert = diesel::insert_into(usage_counters::table)
-            .values(row)
-            .on_conflict_do_nothing();
-        match conn {
-            DbConnection::Postgres(pg) => insert.execute(pg)?,
-            DbConnection::Sqlite(sqlite) => insert.execute(sqlite)?,
-        };
+        super::execute_ignoring_conflict!(
+            conn,
+            diesel::insert_into(usage_counters::table)
+                .values(row)
+                .on_conflict_do_nothing()
+        )?;
         diesel::update(usage_counters::table.find((&node, resource)))
             .set(usage_counters::used.eq(usage_counters::used + delta))
             .execute(conn)?;
+        super::history::record(conn, &node, resource, delta, today)?;
     }
     Ok(())
 }
 
-/// Moves a subtree's usage `amounts` from the ancestors it leaves to the ones it joins.
+/// Moves a subtree's usage `amounts` from the ancestors it leaves to the ones it joins on `today`.
 pub(crate) fn shift(
     conn: &mut DbConnection,
     leaving: &[NodeId],
     joining: &[NodeId],
     amounts: &BTreeMap<String, i64>,
+    today: chrono::NaiveDate,
 ) -> QueryResult<()> {
     for (resource, amount) in amounts.iter().filter(|(_, a)| **a != 0) {
-        add(conn, leaving, resource, -amount)?;
-        add(conn, joining, resource, *amount)?;
+        add(conn, leaving, resource, -amount, today)?;
+        add(conn, joining, resource, *amount, today)?;
     }
     Ok(())
 }

@@ -41,6 +41,34 @@ pub fn run(conn: &mut DbConnection, today: chrono::NaiveDate) -> QueryResult<Vec
     findings.extend(paths(conn)?);
     findings.extend(counted_rows(conn)?);
     findings.extend(super::identity::verify(conn)?);
+    findings.extend(history(conn, today)?);
+    Ok(findings)
+}
+
+/// Once `today` is open in the usage history, each counter must have today's row, ending where
+/// the counter stands and peaking no lower.
+fn history(conn: &mut DbConnection, today: chrono::NaiveDate) -> QueryResult<Vec<String>> {
+    if !super::history::is_open(conn, today)? {
+        return Ok(Vec::new());
+    }
+    let rows: std::collections::HashMap<(String, String), super::history::Row> =
+        super::history::on_day(conn, today)?
+            .into_iter()
+            .map(|row| ((row.node_id.clone(), row.resource.clone()), row))
+            .collect();
+    let mut findings = Vec::new();
+    for (node, resource, used) in usage::all(conn)? {
+        match rows.get(&(node.clone(), resource.clone())) {
+            None => findings.push(format!(
+                "node {node} uses {used} {resource} but its usage history has no row for {today}"
+            )),
+            Some(row) if row.used != used || row.peak < used => findings.push(format!(
+                "node {node}'s usage history of {today} says {} {resource} in use (peak {}), but it uses {used}",
+                row.used, row.peak
+            )),
+            Some(_) => {}
+        }
+    }
     Ok(findings)
 }
 

@@ -113,11 +113,15 @@ pub fn test_config(database_url: &str) -> Config {
         admin_password: Some(ADMIN_PASSWORD.to_owned()),
         admin_email: "admin@example.test".to_owned(),
         owner_name: "Test Owner".to_owned(),
+        // The tests move it (`TestApp::clock`) to drive the history across days without sleeping.
+        clock: allot::clock::Clock::movable(),
     }
 }
 
 pub struct TestApp {
     pub address: String,
+    /// The app's clock: `app.clock.advance(…)` moves the day it judges limits and keeps history on.
+    pub clock: allot::clock::Clock,
     pub client: reqwest::Client,
     pub database_url: String,
     handle: actix_web::dev::ServerHandle,
@@ -207,12 +211,14 @@ pub async fn spawn_app_on(database_url: &str, adjust: impl FnOnce(&mut Config)) 
 /// its back, and `db`, if any, is dropped after the server is told to stop.
 fn start(config: Config, database_url: String, db: Option<TestDb>) -> TestApp {
     let (pool, keys, _) = startup::prepare(&config).expect("the test app prepares");
+    let clock = config.clock.clone();
     let app = Application::build(config, pool, keys).expect("the test app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
+        clock,
         client: client().build().expect("a client"),
         database_url,
         handle,
@@ -337,8 +343,7 @@ impl TestApp {
     pub fn verify(&self) -> Vec<String> {
         let pool = allot::store::connect(&self.database_url, 1).expect("the test database opens");
         let mut conn = pool.get().expect("a connection");
-        let today = chrono::Utc::now().date_naive();
-        allot::store::verify::run(&mut conn, today).expect("verify runs")
+        allot::store::verify::run(&mut conn, self.clock.today()).expect("verify runs")
     }
 }
 

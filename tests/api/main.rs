@@ -12,6 +12,7 @@ mod errors;
 mod fuzz;
 mod health;
 mod helpers;
+mod history;
 mod idempotency;
 mod identity;
 mod mail_flow;

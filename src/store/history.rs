@@ -1,0 +1,336 @@
+//! Usage history: per node, resource and day, the limit in force, the peak and the end-of-day
+//! usage; per node and closed day, the active users.
+//!
+//! Kept without scanning mailboxes or counters on every write:
+//! - every change of a usage counter ([`usage::add`](super::usage::add)) updates today's row of
+//!   each node of the lineage in the same transaction ([`record`]), raising the peak;
+//! - the first write, read or background tick of a day opens it ([`open_day`]): the previous day
+//!   is closed (its limits settled, its active users counted once from `last_seen_at` and rolled
+//!   up the tree), days on which allot ran nothing are carried forward from it, and today's rows
+//!   start from the counters. So there is a row for every day from a node's first counted day, and
+//!   none before it.
+//!
+//! Active users of a day are the mailboxes an outbound check last saw in the 30 days up to and
+//! including it. Only the last sighting is kept, so a day is counted when it closes: a day closed
+//! late (allot was not running at midnight) counts the sightings known then.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{NaiveDate, NaiveDateTime, TimeDelta};
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
+
+use super::schema::{
+    active_user_history, mailboxes, nodes, usage_counters, usage_history, usage_history_days,
+};
+use super::{DbConnection, execute_ignoring_conflict};
+use crate::domain::ids::NodeId;
+use crate::domain::tree;
+
+/// Active users are the mailboxes seen within this many days up to a day (the day included).
+pub(crate) const ACTIVE_WINDOW_DAYS: i64 = 30;
+
+/// Past this many days, a gap in the history (allot did not run) is not carried over whole.
+const MAX_CARRIED_DAYS: i64 = 400;
+
+/// One node's figures for one resource on one day.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub(crate) struct Row {
+    pub node_id: String,
+    pub resource: String,
+    pub day: NaiveDate,
+    /// The limit in force that day (settled when the day closes).
+    pub day_limit: i64,
+    pub peak: i64,
+    /// At the end of the day (now, for today).
+    pub used: i64,
+}
+
+/// Whether `day` has been opened.
+pub(crate) fn is_open(conn: &mut DbConnection, day: NaiveDate) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(usage_history_days::table.find(day))).get_result(conn)
+}
+
+/// Opens `today` if no one has yet (a cheap no-op otherwise): closes the last day opened before
+/// it, carries its figures over the days between, and starts today's rows from the counters.
+/// Runs in the caller's write transaction, before any counter of the transaction changes.
+pub(crate) fn open_day(conn: &mut DbConnection, today: NaiveDate) -> QueryResult<()> {
+    // Whoever inserts the marker opens the day; a concurrent opener waits on it, then does nothing.
+    if mark(conn, today)? == 0 {
+        return Ok(());
+    }
+    let last: Option<NaiveDate> = usage_history_days::table
+        .filter(usage_history_days::day.lt(today))
+        .select(diesel::dsl::max(usage_history_days::day))
+        .first(conn)?;
+    if let Some(last) = last {
+        close(conn, last)?;
+        let carried = on_day(conn, last)?;
+        let mut day = (last + TimeDelta::days(1)).max(today - TimeDelta::days(MAX_CARRIED_DAYS));
+        while day < today {
+            let rows: Vec<Row> = carried
+                .iter()
+                .map(|row| Row {
+                    day,
+                    peak: row.used,
+                    ..row.clone()
+                })
+                .collect();
+            insert_rows(conn, &rows)?;
+            mark(conn, day)?;
+            close(conn, day)?;
+            day += TimeDelta::days(1);
+        }
+    }
+    let limits = super::allocations::limits_on(conn, today)?;
+    let rows: Vec<Row> = usage_counters::table
+        .select((
+            usage_counters::node_id,
+            usage_counters::resource,
+            usage_counters::used,
+        ))
+        .load::<(String, String, i64)>(conn)?
+        .into_iter()
+        .map(|(node_id, resource, used)| Row {
+            day_limit: limits
+                .get(&(node_id.clone(), resource.clone()))
+                .copied()
+                .unwrap_or(0),
+            node_id,
+            resource,
+            day: today,
+            peak: used,
+            used,
+        })
+        .collect();
+    insert_rows(conn, &rows)
+}
+
+/// Marks `day` open, unless it is: the rows inserted (0 or 1).
+fn mark(conn: &mut DbConnection, day: NaiveDate) -> QueryResult<usize> {
+    execute_ignoring_conflict!(
+        conn,
+        diesel::insert_into(usage_history_days::table)
+            .values((
+                usage_history_days::day.eq(day),
+                usage_history_days::closed.eq(false),
+            ))
+            .on_conflict_do_nothing()
+    )
+}
+
+/// Closes `day` unless it is closed: settles its limits as allocations say now and counts its
+/// active users per node (rolled up the tree).
+fn close(conn: &mut DbConnection, day: NaiveDate) -> QueryResult<()> {
+    let closed: Option<bool> = usage_history_days::table
+        .find(day)
+        .select(usage_history_days::closed)
+        .first(conn)
+        .optional()?;
+    if closed != Some(false) {
+        return Ok(());
+    }
+    let limits = super::allocations::limits_on(conn, day)?;
+    for row in on_day(conn, day)? {
+        let limit = limits
+            .get(&(row.node_id.clone(), row.resource.clone()))
+            .copied()
+            .unwrap_or(0);
+        if limit != row.day_limit {
+            diesel::update(usage_history::table.find((&row.node_id, &row.resource, day)))
+                .set(usage_history::day_limit.eq(limit))
+                .execute(conn)?;
+        }
+    }
+    let active: Vec<_> = active_by_node(conn, day)?
+        .into_iter()
+        .map(|(node, count)| {
+            (
+                active_user_history::node_id.eq(node),
+                active_user_history::day.eq(day),
+                active_user_history::active_users.eq(count),
+            )
+        })
+        .collect();
+    for chunk in active.chunks(500) {
+        execute_ignoring_conflict!(
+            conn,
+            diesel::insert_into(active_user_history::table)
+                .values(chunk)
+                .on_conflict_do_nothing()
+        )?;
+    }
+    diesel::update(usage_history_days::table.find(day))
+        .set(usage_history_days::closed.eq(true))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Adds `delta` to today's row of `resource` at `node`, raising its peak; the counter has just
+/// changed by `delta` (and is read for a row that does not exist yet: a counter new today).
+pub(crate) fn record(
+    conn: &mut DbConnection,
+    node: &str,
+    resource: &str,
+    delta: i64,
+    today: NaiveDate,
+) -> QueryResult<()> {
+    let after = format!("used + ({delta})");
+    let updated = diesel::update(usage_history::table.find((node, resource, today)))
+        .set((
+            usage_history::used.eq(usage_history::used + delta),
+            usage_history::peak.eq(diesel::dsl::sql::<BigInt>(&format!(
+                "CASE WHEN {after} > peak THEN {after} ELSE peak END"
+            ))),
+        ))
+        .execute(conn)?;
+    if updated > 0 {
+        return Ok(());
+    }
+    let used: i64 = usage_counters::table
+        .find((node, resource))
+        .select(usage_counters::used)
+        .first(conn)?;
+    let id: NodeId = node.parse().map_err(super::corrupt)?;
+    let limit = crate::domain::quota::total_at(
+        &super::allocations::limit_of(conn, id, resource, None)?,
+        today,
+    );
+    insert_rows(
+        conn,
+        &[Row {
+            node_id: node.to_owned(),
+            resource: resource.to_owned(),
+            day: today,
+            day_limit: limit,
+            peak: used.max(used - delta),
+            used,
+        }],
+    )
+}
+
+fn insert_rows(conn: &mut DbConnection, rows: &[Row]) -> QueryResult<()> {
+    for chunk in rows.chunks(500) {
+        let values: Vec<_> = chunk
+            .iter()
+            .map(|row| {
+                (
+                    usage_history::node_id.eq(&row.node_id),
+                    usage_history::resource.eq(&row.resource),
+                    usage_history::day.eq(row.day),
+                    usage_history::day_limit.eq(row.day_limit),
+                    usage_history::peak.eq(row.peak),
+                    usage_history::used.eq(row.used),
+                )
+            })
+            .collect();
+        execute_ignoring_conflict!(
+            conn,
+            diesel::insert_into(usage_history::table)
+                .values(values)
+                .on_conflict_do_nothing()
+        )?;
+    }
+    Ok(())
+}
+
+/// Every row of `day`.
+pub(crate) fn on_day(conn: &mut DbConnection, day: NaiveDate) -> QueryResult<Vec<Row>> {
+    usage_history::table
+        .filter(usage_history::day.eq(day))
+        .order((usage_history::node_id, usage_history::resource))
+        .load(conn)
+}
+
+/// `node`'s rows from `from` to `to`, by day then resource.
+pub(crate) fn of_node(
+    conn: &mut DbConnection,
+    node: NodeId,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> QueryResult<Vec<Row>> {
+    usage_history::table
+        .filter(usage_history::node_id.eq(node.to_string()))
+        .filter(usage_history::day.between(from, to))
+        .order((usage_history::day, usage_history::resource))
+        .load(conn)
+}
+
+/// `node`'s active users on each closed day from `from` to `to` that had any.
+pub(crate) fn active_of_node(
+    conn: &mut DbConnection,
+    node: NodeId,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> QueryResult<BTreeMap<NaiveDate, i64>> {
+    Ok(active_user_history::table
+        .filter(active_user_history::node_id.eq(node.to_string()))
+        .filter(active_user_history::day.between(from, to))
+        .select((active_user_history::day, active_user_history::active_users))
+        .load::<(NaiveDate, i64)>(conn)?
+        .into_iter()
+        .collect())
+}
+
+/// The mailboxes of the subtree at `path` seen within the window of `day`: the active users of a
+/// day not closed yet (today).
+pub(crate) fn active_in_subtree(
+    conn: &mut DbConnection,
+    path: &str,
+    day: NaiveDate,
+) -> QueryResult<i64> {
+    let (low, high) = tree::subtree_range(path);
+    let (start, end) = window(day);
+    mailboxes::table
+        .inner_join(nodes::table)
+        .filter(nodes::path.ge(low))
+        .filter(nodes::path.lt(high))
+        .filter(mailboxes::last_seen_at.ge(start))
+        .filter(mailboxes::last_seen_at.lt(end))
+        .count()
+        .get_result(conn)
+}
+
+/// Active users on `day` per node, each customer's mailboxes counted once and added to every
+/// node of its lineage.
+fn active_by_node(conn: &mut DbConnection, day: NaiveDate) -> QueryResult<HashMap<String, i64>> {
+    let (start, end) = window(day);
+    let per_path: Vec<(String, i64)> = mailboxes::table
+        .inner_join(nodes::table)
+        .filter(mailboxes::last_seen_at.ge(start))
+        .filter(mailboxes::last_seen_at.lt(end))
+        .group_by(nodes::path)
+        .select((nodes::path, diesel::dsl::count_star()))
+        .load(conn)?;
+    let mut totals: HashMap<String, i64> = HashMap::new();
+    for (path, count) in per_path {
+        for node in tree::lineage(&path) {
+            *totals.entry(node.to_string()).or_default() += count;
+        }
+    }
+    Ok(totals)
+}
+
+/// The sightings that make a mailbox active on `day`: from the start of the 30th day back to the
+/// end of `day`.
+fn window(day: NaiveDate) -> (NaiveDateTime, NaiveDateTime) {
+    let start = day - TimeDelta::days(ACTIVE_WINDOW_DAYS - 1);
+    let end = day + TimeDelta::days(1);
+    (
+        start.and_hms_opt(0, 0, 0).unwrap_or_default(),
+        end.and_hms_opt(0, 0, 0).unwrap_or_default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_of_a_day_is_the_thirty_days_up_to_its_end() {
+        let day = NaiveDate::from_ymd_opt(2026, 3, 31).unwrap();
+        let (start, end) = window(day);
+        assert_eq!(start.to_string(), "2026-03-02 00:00:00");
+        assert_eq!(end.to_string(), "2026-04-01 00:00:00");
+    }
+}
