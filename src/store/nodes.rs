@@ -371,6 +371,50 @@ pub(crate) fn children(
         .collect()
 }
 
+/// Live customers of the subtree whose root has `path` (the root itself if it is one), in id order
+/// after the cursor `after`, at most `limit`: one range scan of the path index.
+pub(crate) fn customers_below(
+    conn: &mut DbConnection,
+    path: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<Node>> {
+    let (low, high) = subtree_range(path);
+    let mut query = nodes::table
+        .filter(nodes::path.ge(low))
+        .filter(nodes::path.lt(high))
+        .filter(nodes::kind.eq(NodeKind::Customer.as_str()))
+        .filter(nodes::deleted_at.is_null())
+        .select(node_select())
+        .order(nodes::id)
+        .limit(limit)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(nodes::id.gt(after.to_owned()));
+    }
+    query
+        .load::<Loaded>(conn)?
+        .into_iter()
+        .map(Node::try_from)
+        .collect()
+}
+
+/// The names of the nodes `ids` (deleted ones too), by id. One query per 500 ids.
+pub(crate) fn names(
+    conn: &mut DbConnection,
+    ids: &[NodeId],
+) -> QueryResult<std::collections::HashMap<String, String>> {
+    let mut names = std::collections::HashMap::new();
+    for chunk in super::id_chunks(ids) {
+        let rows: Vec<(String, String)> = nodes::table
+            .filter(nodes::id.eq_any(&chunk))
+            .select((nodes::id, nodes::name))
+            .load(conn)?;
+        names.extend(rows);
+    }
+    Ok(names)
+}
+
 /// The fields a PATCH may change; `None` leaves a field as it is, `Some(None)` clears it.
 #[derive(Debug, Clone, Default)]
 pub struct NodeChanges {
