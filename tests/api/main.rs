@@ -25,4 +25,5 @@ mod outage;
 mod principals;
 mod route_test;
 mod scenario;
+mod statistics;
 mod suspension;
