@@ -421,7 +421,10 @@ pub(crate) async fn list_children(
                 return Ok(children.into_iter().map(|n| (n, None)).collect());
             }
             let reports = super::usage::reports(conn, children.clone(), common::today())?;
-            Ok(children.into_iter().zip(reports.into_iter().map(Some)).collect())
+            Ok(children
+                .into_iter()
+                .zip(reports.into_iter().map(Some))
+                .collect())
         },
         |(n, _)| n.id.to_string(),
         |(node, usage)| ChildView {

@@ -107,10 +107,7 @@ fn row(
                 .cloned()
                 .unwrap_or_default(),
         },
-        active_users: active
-            .get(&customer.id.to_string())
-            .copied()
-            .unwrap_or(0),
+        active_users: active.get(&customer.id.to_string()).copied().unwrap_or(0),
         resources: report
             .resources
             .into_iter()
@@ -153,7 +150,7 @@ pub(crate) async fn get_statistics(
         principal,
         id.into_inner(),
         page,
-        |conn, root, after, limit| batch(conn, root, after, limit),
+        batch,
         |row| row.id.to_string(),
         |row| row,
     )
@@ -197,9 +194,9 @@ pub(crate) async fn get_statistics_csv(
             store::modules::resources(conn).map_err(ApiError::from)
         })
         .await?
-            .into_iter()
-            .map(|r| r.key())
-            .collect(),
+        .into_iter()
+        .map(|r| r.key())
+        .collect(),
     };
     let disposition = format!(
         "attachment; filename=\"statistics-{}-{}.csv\"",

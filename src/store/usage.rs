@@ -49,7 +49,10 @@ pub(crate) fn totals_of(
                 usage_counters::used,
             ))
             .load(conn)?;
-        totals.extend(rows.into_iter().map(|(node, resource, used)| ((node, resource), used)));
+        totals.extend(
+            rows.into_iter()
+                .map(|(node, resource, used)| ((node, resource), used)),
+        );
     }
     Ok(totals)
 }

@@ -81,7 +81,10 @@ async fn awkward_customers(app: &TestApp, admin: &Caller<'_>, tree: &Tree) -> (S
 
 /// The CSV of `node` as `caller` sees it: the checked headers, then each row by its header, keyed
 /// by tenant id.
-async fn statistics_csv(caller: &Caller<'_>, node: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+async fn statistics_csv(
+    caller: &Caller<'_>,
+    node: &str,
+) -> BTreeMap<String, BTreeMap<String, String>> {
     let response = caller
         .get(&format!("/v1/nodes/{node}/statistics.csv"))
         .await;
@@ -92,14 +95,16 @@ async fn statistics_csv(caller: &Caller<'_>, node: &str) -> BTreeMap<String, BTr
     let body = response.bytes().await.unwrap();
     assert!(
         disposition.starts_with("attachment; filename=\"statistics-")
-            && disposition.ends_with(&format!(
-                "-{}.csv\"",
-                chrono::Utc::now().date_naive()
-            )),
+            && disposition.ends_with(&format!("-{}.csv\"", chrono::Utc::now().date_naive())),
         "{disposition}"
     );
     let mut reader = csv::Reader::from_reader(body.as_ref());
-    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
     let mut rows = BTreeMap::new();
     for record in reader.records() {
         let record = record.unwrap();
@@ -156,7 +161,7 @@ async fn the_csv_reads_back_cell_for_cell_with_the_figures_usage_gives() {
     let customers = [&tree.c1, &tree.c2, &dash, &comma];
     assert_eq!(
         rows.keys().collect::<BTreeSet<_>>(),
-        customers.iter().map(|c| *c).collect::<BTreeSet<_>>(),
+        customers.iter().copied().collect::<BTreeSet<_>>(),
         "one row per customer of the subtree, no reseller"
     );
     for customer in customers {
@@ -225,7 +230,13 @@ async fn the_json_pages_hold_the_same_customers_and_figures() {
     for item in &items {
         let id = item["id"].as_str().unwrap();
         let node = admin.get_ok(&format!("/v1/nodes/{id}")).await;
-        for field in ["name", "description", "contact_email", "contact_phone", "status"] {
+        for field in [
+            "name",
+            "description",
+            "contact_email",
+            "contact_phone",
+            "status",
+        ] {
             assert_eq!(item[field], node[field], "{field}: JSON is not guarded");
         }
         assert_eq!(item["parent"]["id"], node["parent_id"]);
