@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, get, web};
+use chrono::NaiveDate;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -27,8 +28,9 @@ use crate::store::{self, DbConnection, mailboxes, nodes};
 /// Customers per batch of the CSV stream.
 const BATCH: i64 = 500;
 
-/// How far back a mailbox's last outbound check makes it an active user.
-const ACTIVE_DAYS: i64 = 30;
+/// How many days, up to and including today, a mailbox's last outbound check makes it an active
+/// user for (from the start of the 30th day back, as the usage history counts them).
+const ACTIVE_DAYS: u64 = 30;
 
 /// A node above a customer.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -68,12 +70,13 @@ pub(crate) struct CustomerStatistics {
     pub resources: Vec<Figure>,
 }
 
-/// Up to `limit` customers of `root`'s subtree after the cursor `after`, with their figures now:
-/// six queries, however many customers (the customers, their parents' names, the catalogue, limits
-/// and allocations, usage, active users).
+/// Up to `limit` customers of `root`'s subtree after the cursor `after`, with their figures now
+/// (limits of `today`): seven queries, however many customers (the customers, their parents'
+/// names, active users, the catalogue, limits, allocations, usage).
 fn batch(
     conn: &mut DbConnection,
     root: &Node,
+    today: NaiveDate,
     after: Option<&str>,
     limit: i64,
 ) -> diesel::QueryResult<Vec<CustomerStatistics>> {
@@ -81,9 +84,12 @@ fn batch(
     let ids: Vec<NodeId> = customers.iter().map(|c| c.id).collect();
     let parent_ids: Vec<NodeId> = customers.iter().filter_map(|c| c.parent_id).collect();
     let parents = nodes::names(conn, &parent_ids)?;
-    let since = store::now() - chrono::Duration::days(ACTIVE_DAYS);
+    let since = today
+        .checked_sub_days(chrono::Days::new(ACTIVE_DAYS - 1))
+        .unwrap_or(today)
+        .and_time(chrono::NaiveTime::MIN);
     let active = mailboxes::active_counts(conn, &ids, since)?;
-    let reports = super::usage::reports(conn, customers.clone(), today())?;
+    let reports = super::usage::reports(conn, customers.clone(), today)?;
     Ok(customers
         .into_iter()
         .zip(reports)
@@ -145,12 +151,13 @@ pub(crate) async fn get_statistics(
     query: web::Query<ListQuery>,
 ) -> Result<web::Json<Page<CustomerStatistics>>, ApiError> {
     let page = query.page()?;
+    let day = today();
     common::node_page(
         &state.pool,
         principal,
         id.into_inner(),
         page,
-        batch,
+        move |conn, root, after, limit| batch(conn, root, day, after, limit),
         |row| row.id.to_string(),
         |row| row,
     )
@@ -182,9 +189,10 @@ pub(crate) async fn get_statistics_csv(
     id: web::Path<NodeId>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
+    let day = today();
     let (root, first) = store::run(&state.pool, move |conn| {
         let root = principal.may_read(nodes::find(conn, id)?)?.into_inner();
-        let first = batch(conn, &root, None, BATCH)?;
+        let first = batch(conn, &root, day, None, BATCH)?;
         Ok::<_, ApiError>((root, first))
     })
     .await?;
@@ -201,9 +209,9 @@ pub(crate) async fn get_statistics_csv(
     let disposition = format!(
         "attachment; filename=\"statistics-{}-{}.csv\"",
         slug(&root.name),
-        today()
+        day
     );
-    let body = csv_stream(state.into_inner(), root, columns, first);
+    let body = csv_stream(state.into_inner(), (root, day), columns, first);
     Ok(HttpResponse::Ok()
         .content_type("text/csv; charset=utf-8")
         .insert_header((header::CONTENT_DISPOSITION, disposition))
@@ -214,7 +222,7 @@ pub(crate) async fn get_statistics_csv(
 /// fails after the answer began ends the body early (the client sees a truncated download).
 fn csv_stream(
     state: std::sync::Arc<AppState>,
-    root: Node,
+    (root, day): (Node, NaiveDate),
     columns: Vec<String>,
     first: Vec<CustomerStatistics>,
 ) -> impl futures_util::Stream<Item = Result<web::Bytes, ApiError>> {
@@ -227,7 +235,7 @@ fn csv_stream(
         async move {
             let after = after?;
             let read = store::run(&state.pool, move |conn| {
-                batch(conn, &root, Some(&after), BATCH).map_err(ApiError::from)
+                batch(conn, &root, day, Some(&after), BATCH).map_err(ApiError::from)
             })
             .await;
             Some(match read {

@@ -18,8 +18,9 @@ const AWKWARD: [&str; 3] = [
 ];
 
 /// The seeded tree with two more customers with awkward texts (one under A, one under A1), and
-/// mailboxes at C1 (one seen 5 days ago, one 40 days ago, and its postmaster@ seen today, which is
-/// no user) and at the dash customer (seen yesterday). Returns the two new customers' ids.
+/// mailboxes at C1 (seen 5 days ago, at the first moment of the 30th day back, at the last moment
+/// of the 31st day back and 40 days ago; and its postmaster@ seen today, which is no user) and at
+/// the dash customer (seen yesterday). Returns the two new customers' ids.
 async fn awkward_customers(app: &TestApp, admin: &Caller<'_>, tree: &Tree) -> (String, String) {
     let dash = admin
         .post_expect(
@@ -56,7 +57,14 @@ async fn awkward_customers(app: &TestApp, admin: &Caller<'_>, tree: &Tree) -> (S
     }
     admin.register_domain(&tree.c1, "c1.example").await;
     admin.register_domain(&dash, "dash.example").await;
-    for address in ["ann@c1.example", "bob@c1.example", "cid@dash.example"] {
+    let addresses = [
+        "ann@c1.example",
+        "bob@c1.example",
+        "edge-in@c1.example",
+        "edge-out@c1.example",
+        "cid@dash.example",
+    ];
+    for address in addresses {
         let owner = if address.ends_with("c1.example") {
             &tree.c1
         } else {
@@ -64,13 +72,19 @@ async fn awkward_customers(app: &TestApp, admin: &Caller<'_>, tree: &Tree) -> (S
         };
         admin.create_mailbox(owner, address).await;
     }
-    for (address, days) in [
-        ("ann@c1.example", 5),
-        ("bob@c1.example", 40),
-        ("postmaster@c1.example", 0),
-        ("cid@dash.example", 1),
+    let now = chrono::Utc::now().naive_utc();
+    let midnight = now.date().and_time(chrono::NaiveTime::MIN);
+    for (address, at) in [
+        ("ann@c1.example", now - chrono::Duration::days(5)),
+        ("bob@c1.example", now - chrono::Duration::days(40)),
+        ("edge-in@c1.example", midnight - chrono::Duration::days(29)),
+        (
+            "edge-out@c1.example",
+            midnight - chrono::Duration::days(29) - chrono::Duration::seconds(1),
+        ),
+        ("postmaster@c1.example", now),
+        ("cid@dash.example", now - chrono::Duration::days(1)),
     ] {
-        let at = (chrono::Utc::now() - chrono::Duration::days(days)).naive_utc();
         app.execute_sql(&format!(
             "UPDATE mailboxes SET last_seen_at = '{}' WHERE address = '{address}'",
             at.format("%Y-%m-%d %H:%M:%S")
@@ -197,13 +211,14 @@ async fn the_csv_reads_back_cell_for_cell_with_the_figures_usage_gives() {
     assert_eq!(rows[&comma]["description"], format!("'{}", AWKWARD[1]));
     assert_eq!(rows[&comma]["contact_phone"], "'+49 30 1234-567");
     assert_eq!(rows[&tree.c1]["description"], AWKWARD[2]);
-    // Figures are numbers: C1 holds two mailboxes of 50, one domain of 5.
-    assert_eq!(rows[&tree.c1]["users_used"], "2");
+    // Figures are numbers: C1 holds four mailboxes of 50, one domain of 5.
+    assert_eq!(rows[&tree.c1]["users_used"], "4");
     assert_eq!(rows[&tree.c1]["users_limit"], "50");
     assert_eq!(rows[&tree.c1]["domains_used"], "1");
-    assert_eq!(rows[&tree.c1]["module:base_used"], "2");
-    // Active users: seen within 30 days, role addresses not counted.
-    assert_eq!(rows[&tree.c1]["active_users"], "1");
+    assert_eq!(rows[&tree.c1]["module:base_used"], "4");
+    // Active users: seen within the 30 days up to today (from the first moment of the 30th day
+    // back), role addresses not counted.
+    assert_eq!(rows[&tree.c1]["active_users"], "2");
     assert_eq!(rows[&dash]["active_users"], "1");
     assert_eq!(rows[&comma]["active_users"], "0");
     app.assert_verified();
@@ -250,7 +265,7 @@ async fn the_json_pages_hold_the_same_customers_and_figures() {
         assert_eq!(item["resources"], Value::from(figures), "figures of {id}");
     }
     let c1 = items.iter().find(|i| i["id"] == tree.c1.as_str()).unwrap();
-    assert_eq!(c1["active_users"], 1);
+    assert_eq!(c1["active_users"], 2);
     assert_eq!(c1["parent"]["name"], "Reseller A1");
     // A customer's own statistics are its one row.
     let own = admin
