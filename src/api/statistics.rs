@@ -71,12 +71,12 @@ pub(crate) struct CustomerStatistics {
 }
 
 /// Up to `limit` customers of `root`'s subtree after the cursor `after`, with their figures now
-/// (limits of `today`): seven queries, however many customers (the customers, their parents'
+/// (limits of `day`, active users of the 30 days up to it): seven queries, however many customers (the customers, their parents'
 /// names, active users, the catalogue, limits, allocations, usage).
 fn batch(
     conn: &mut DbConnection,
     root: &Node,
-    today: NaiveDate,
+    day: NaiveDate,
     after: Option<&str>,
     limit: i64,
 ) -> diesel::QueryResult<Vec<CustomerStatistics>> {
@@ -84,12 +84,12 @@ fn batch(
     let ids: Vec<NodeId> = customers.iter().map(|c| c.id).collect();
     let parent_ids: Vec<NodeId> = customers.iter().filter_map(|c| c.parent_id).collect();
     let parents = nodes::names(conn, &parent_ids)?;
-    let since = today
+    let since = day
         .checked_sub_days(chrono::Days::new(ACTIVE_DAYS - 1))
-        .unwrap_or(today)
+        .unwrap_or(day)
         .and_time(chrono::NaiveTime::MIN);
     let active = mailboxes::active_counts(conn, &ids, since)?;
-    let reports = super::usage::reports(conn, customers.clone(), today)?;
+    let reports = super::usage::reports(conn, customers.clone(), day)?;
     Ok(customers
         .into_iter()
         .zip(reports)
