@@ -18,6 +18,7 @@ pub mod modules;
 pub mod nodes;
 pub mod principals;
 pub mod schemas;
+pub mod statistics;
 mod strict;
 pub mod usage;
 
@@ -45,6 +46,7 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
         .configure(nodes::routes)
         .configure(allocations::routes)
         .configure(usage::routes)
+        .configure(statistics::routes)
         .configure(principals::routes)
         .configure(domains::routes)
         .configure(mailboxes::routes)

@@ -9,6 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::common::{self, Fields, IfMatch, Page, etag, nullable, utc};
 use super::extract::Json;
 use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
+use super::usage::UsageReport;
 use crate::auth::Principal;
 use crate::auth::guard::Reach;
 use crate::domain::address::MailAddress;
@@ -343,16 +344,53 @@ common::list_query! {
         pub status: Option<NodeStatus>,
         /// Only children whose name starts with this (case-insensitive).
         pub name_prefix: Option<String>,
+        /// `usage`: each child with its `usage` today, read for the whole page at once. No other
+        /// value is accepted.
+        #[param(value_type = Option<ChildInclude>)]
+        pub include: Option<String>,
     }
 }
 
-/// The children of `{id}`, oldest first.
+/// What a child may be listed with (`?include=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ChildInclude {
+    Usage,
+}
+
+/// A child in the children list: the node, and its usage when the list was asked to include it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ChildView {
+    #[serde(flatten)]
+    pub node: NodeView,
+    /// With `include=usage` only (absent otherwise): the child's usage today, exactly as
+    /// `GET /v1/nodes/{id}/usage` answers it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub usage: Option<UsageReport>,
+}
+
+/// What `?include=` asks for: absent is nothing, `usage` is each child's usage, anything else is
+/// refused.
+fn include(raw: Option<&str>) -> Result<Option<ChildInclude>, ApiError> {
+    match raw {
+        None => Ok(None),
+        Some("usage") => Ok(Some(ChildInclude::Usage)),
+        Some(_) => Err(ApiError::InvalidQuery(vec![crate::error::FieldError::new(
+            "include",
+            "must be `usage`, the one thing a child can be listed with",
+        )])),
+    }
+}
+
+/// The children of `{id}`, oldest first; with `include=usage`, each with its usage today (the
+/// whole page's usage read in a fixed number of queries, not one per child).
 #[utoipa::path(
     tag = "nodes",
     security(("bearer" = [])),
     params(("id" = NodeId, Path), ChildrenQuery),
     responses(
-        (status = 200, description = "A page of children", body = Page<NodeView>),
+        (status = 200, description = "A page of children", body = Page<ChildView>),
         Listed,
     )
 )]
@@ -362,9 +400,11 @@ pub(crate) async fn list_children(
     principal: Principal,
     id: web::Path<NodeId>,
     query: web::Query<ChildrenQuery>,
-) -> Result<web::Json<Page<NodeView>>, ApiError> {
+) -> Result<web::Json<Page<ChildView>>, ApiError> {
     let query = query.into_inner();
     let page = query.page()?;
+    let with_usage = include(query.include.as_deref())? == Some(ChildInclude::Usage);
+    let today = principal.today;
     let filter = ChildFilter {
         kind: query.kind,
         status: query.status,
@@ -375,9 +415,22 @@ pub(crate) async fn list_children(
         principal,
         id.into_inner(),
         page,
-        move |conn, parent, after, limit| nodes::children(conn, parent.id, &filter, after, limit),
-        |n| n.id.to_string(),
-        NodeView::from,
+        move |conn, parent, after, limit| {
+            let children = nodes::children(conn, parent.id, &filter, after, limit)?;
+            if !with_usage {
+                return Ok(children.into_iter().map(|n| (n, None)).collect());
+            }
+            let reports = super::usage::reports(conn, children.clone(), today)?;
+            Ok(children
+                .into_iter()
+                .zip(reports.into_iter().map(Some))
+                .collect())
+        },
+        |(n, _)| n.id.to_string(),
+        |(node, usage)| ChildView {
+            node: NodeView::from(node),
+            usage,
+        },
     )
     .await
 }

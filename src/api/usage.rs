@@ -12,7 +12,8 @@ use crate::domain::tree::NodeKind;
 use crate::error::{ApiError, FieldError, Guarded, Listed, Problem};
 use crate::service;
 use crate::startup::AppState;
-use crate::store::{self, allocations, modules, nodes, usage};
+use crate::store::nodes::Node;
+use crate::store::{self, DbConnection, allocations, modules, nodes, usage};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ResourceUsage {
@@ -71,39 +72,9 @@ pub(crate) async fn get_usage(
     super::common::check_date(at)
         .map_err(|m| ApiError::InvalidQuery(vec![crate::error::FieldError::new("at", m)]))?;
     let report = store::run(&state.pool, move |conn| {
-        let node = principal.may_read(nodes::find(conn, id)?)?;
-        let totals: std::collections::BTreeMap<String, (i64, i64)> =
-            allocations::totals_on(conn, node.id, at)?
-                .into_iter()
-                .map(|(resource, limit, allocated)| (resource, (limit, allocated)))
-                .collect();
-        let used = usage::totals(conn, node.id)?;
-        let resources = modules::resources(conn)?
-            .into_iter()
-            .map(|resource| {
-                let key = resource.key();
-                let (limit, allocated) = totals.get(&key).copied().unwrap_or_default();
-                let used = used.get(&key).copied().unwrap_or_default();
-                let taken = if node.kind == NodeKind::Customer {
-                    used
-                } else {
-                    allocated
-                };
-                ResourceUsage {
-                    resource: key,
-                    limit,
-                    allocated,
-                    used,
-                    free: (limit - taken).max(0),
-                    over_limit: used > limit,
-                }
-            })
-            .collect();
-        Ok::<_, ApiError>(UsageReport {
-            node_id: node.id,
-            at,
-            resources,
-        })
+        let node = principal.may_read(nodes::find(conn, id)?)?.into_inner();
+        let report = reports(conn, vec![node], at)?.pop();
+        Ok::<_, ApiError>(report.expect("one report per node"))
     })
     .await?;
     Ok(web::Json(report))
@@ -248,6 +219,55 @@ fn day_view(day: service::history::Day) -> HistoryDayView {
             })
             .collect(),
     }
+}
+
+/// The usage report of each of `nodes` on `at`, in their order, read for all of them at once: the
+/// catalogue, then two grouped queries for limits and allocations and one for usage, whatever
+/// the number of nodes (what `GET /v1/nodes/{id}/usage` answers for one, and the children list
+/// with `include=usage` for a page).
+pub(crate) fn reports(
+    conn: &mut DbConnection,
+    nodes: Vec<Node>,
+    at: NaiveDate,
+) -> diesel::QueryResult<Vec<UsageReport>> {
+    let ids: Vec<NodeId> = nodes.iter().map(|n| n.id).collect();
+    let totals = allocations::totals_on(conn, &ids, at)?;
+    let used = usage::totals_of(conn, &ids)?;
+    let resources: Vec<String> = modules::resources(conn)?
+        .into_iter()
+        .map(|resource| resource.key())
+        .collect();
+    Ok(nodes
+        .into_iter()
+        .map(|node| {
+            let resources = resources
+                .iter()
+                .map(|key| {
+                    let at_node = (node.id.to_string(), key.clone());
+                    let (limit, allocated) = totals.get(&at_node).copied().unwrap_or_default();
+                    let used = used.get(&at_node).copied().unwrap_or_default();
+                    let taken = if node.kind == NodeKind::Customer {
+                        used
+                    } else {
+                        allocated
+                    };
+                    ResourceUsage {
+                        resource: key.clone(),
+                        limit,
+                        allocated,
+                        used,
+                        free: (limit - taken).max(0),
+                        over_limit: used > limit,
+                    }
+                })
+                .collect();
+            UsageReport {
+                node_id: node.id,
+                at,
+                resources,
+            }
+        })
+        .collect())
 }
 
 /// This resource's routes, for [`super::configure`].

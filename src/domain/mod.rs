@@ -2,6 +2,7 @@
 //! rules. No I/O, no diesel, no actix, so everything here is unit-testable and every other layer
 //! can depend on it.
 
+pub(crate) mod active;
 pub mod address;
 pub(crate) mod audit;
 pub(crate) mod catalogue;

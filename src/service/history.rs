@@ -76,9 +76,9 @@ pub(crate) fn of_node(
     open_today(conn, today)?;
     let active = history::active_of_node(conn, node.id, from, to)?;
     let live_limits: BTreeMap<String, i64> = if (from..=to).contains(&today) {
-        allocations::totals_on(conn, node.id, today)?
+        allocations::totals_on(conn, &[node.id], today)?
             .into_iter()
-            .map(|(resource, limit, _)| (resource, limit))
+            .map(|((_, resource), (limit, _))| (resource, limit))
             .collect()
     } else {
         BTreeMap::new()

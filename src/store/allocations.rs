@@ -1,6 +1,8 @@
 //! Allocations: grants of a resource to a node from its parent (or, for the owner's bulk licence,
 //! from nobody), over a span of days. Never deleted; ending one is an update.
 
+use std::collections::BTreeMap;
+
 use chrono::{NaiveDate, NaiveDateTime};
 use diesel::prelude::*;
 
@@ -296,12 +298,14 @@ pub(crate) fn has_live_grants_by(
     .get_result(conn)
 }
 
-/// Limits and allocated totals of `node` on `day`, per resource: (resource, limit, allocated).
+/// Limits and allocated totals on `day` of each of `nodes`, per resource: (node, resource) →
+/// (limit, allocated), absent where both are 0. Two grouped queries per 500 nodes, however many
+/// nodes and resources.
 pub(crate) fn totals_on(
     conn: &mut DbConnection,
-    node: NodeId,
+    nodes: &[NodeId],
     day: NaiveDate,
-) -> QueryResult<Vec<(String, i64, i64)>> {
+) -> QueryResult<BTreeMap<(String, String), (i64, i64)>> {
     let covering = allocations::active
         .eq(true)
         .and(allocations::starts_on.le(day))
@@ -310,29 +314,30 @@ pub(crate) fn totals_on(
                 .is_null()
                 .or(allocations::ends_on.gt(day)),
         );
-    let limits: Vec<(String, Option<i64>)> = allocations::table
-        .filter(allocations::node_id.eq(node.to_string()))
-        .filter(covering)
-        .group_by(allocations::resource)
-        .select((allocations::resource, sum_amount()))
-        .load(conn)?;
-    let allocated: Vec<(String, Option<i64>)> = allocations::table
-        .filter(allocations::grantor_id.eq(node.to_string()))
-        .filter(covering)
-        .group_by(allocations::resource)
-        .select((allocations::resource, sum_amount()))
-        .load(conn)?;
-    let mut totals: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
-    for (resource, sum) in limits {
-        totals.entry(resource).or_default().0 = sum.unwrap_or(0);
+    let mut totals: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
+    for chunk in super::id_chunks(nodes) {
+        let limits: Vec<(String, String, Option<i64>)> = allocations::table
+            .filter(allocations::node_id.eq_any(&chunk))
+            .filter(covering)
+            .group_by((allocations::node_id, allocations::resource))
+            .select((allocations::node_id, allocations::resource, sum_amount()))
+            .load(conn)?;
+        let allocated: Vec<(Option<String>, String, Option<i64>)> = allocations::table
+            .filter(allocations::grantor_id.eq_any(&chunk))
+            .filter(covering)
+            .group_by((allocations::grantor_id, allocations::resource))
+            .select((allocations::grantor_id, allocations::resource, sum_amount()))
+            .load(conn)?;
+        for (node, resource, sum) in limits {
+            totals.entry((node, resource)).or_default().0 = sum.unwrap_or(0);
+        }
+        for (grantor, resource, sum) in allocated {
+            if let Some(grantor) = grantor {
+                totals.entry((grantor, resource)).or_default().1 = sum.unwrap_or(0);
+            }
+        }
     }
-    for (resource, sum) in allocated {
-        totals.entry(resource).or_default().1 = sum.unwrap_or(0);
-    }
-    Ok(totals
-        .into_iter()
-        .map(|(resource, (limit, allocated))| (resource, limit, allocated))
-        .collect())
+    Ok(totals)
 }
 
 /// Every node's limit of each resource on `day`: (node, resource) → the sum of its grants

@@ -16,19 +16,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{NaiveDate, NaiveDateTime, TimeDelta};
+use chrono::{NaiveDate, TimeDelta};
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 
+use super::mailboxes::Origin;
 use super::schema::{
     active_user_history, mailboxes, nodes, usage_counters, usage_history, usage_history_days,
 };
 use super::{DbConnection, execute_ignoring_conflict};
+use crate::domain::active::window;
 use crate::domain::ids::NodeId;
 use crate::domain::tree;
-
-/// Active users are the mailboxes seen within this many days up to a day (the day included).
-pub(crate) const ACTIVE_WINDOW_DAYS: i64 = 30;
 
 /// Past this many days, a gap in the history (allot did not run) is not carried over whole.
 const MAX_CARRIED_DAYS: i64 = 400;
@@ -285,6 +284,7 @@ pub(crate) fn active_in_subtree(
         .inner_join(nodes::table)
         .filter(nodes::path.ge(low))
         .filter(nodes::path.lt(high))
+        .filter(mailboxes::origin.ne(Origin::Role.as_str()))
         .filter(mailboxes::last_seen_at.ge(start))
         .filter(mailboxes::last_seen_at.lt(end))
         .count()
@@ -297,6 +297,7 @@ fn active_by_node(conn: &mut DbConnection, day: NaiveDate) -> QueryResult<HashMa
     let (start, end) = window(day);
     let per_path: Vec<(String, i64)> = mailboxes::table
         .inner_join(nodes::table)
+        .filter(mailboxes::origin.ne(Origin::Role.as_str()))
         .filter(mailboxes::last_seen_at.ge(start))
         .filter(mailboxes::last_seen_at.lt(end))
         .group_by(nodes::path)
@@ -309,28 +310,4 @@ fn active_by_node(conn: &mut DbConnection, day: NaiveDate) -> QueryResult<HashMa
         }
     }
     Ok(totals)
-}
-
-/// The sightings that make a mailbox active on `day`: from the start of the 30th day back to the
-/// end of `day`.
-fn window(day: NaiveDate) -> (NaiveDateTime, NaiveDateTime) {
-    let start = day - TimeDelta::days(ACTIVE_WINDOW_DAYS - 1);
-    let end = day + TimeDelta::days(1);
-    (
-        start.and_hms_opt(0, 0, 0).unwrap_or_default(),
-        end.and_hms_opt(0, 0, 0).unwrap_or_default(),
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_window_of_a_day_is_the_thirty_days_up_to_its_end() {
-        let day = NaiveDate::from_ymd_opt(2026, 3, 31).unwrap();
-        let (start, end) = window(day);
-        assert_eq!(start.to_string(), "2026-03-02 00:00:00");
-        assert_eq!(end.to_string(), "2026-04-01 00:00:00");
-    }
 }

@@ -322,3 +322,26 @@ pub(crate) fn seat_counts(conn: &mut DbConnection) -> QueryResult<Vec<(String, i
         .select((mailboxes::node_id, diesel::dsl::count_star()))
         .load(conn)
 }
+
+/// How many mailboxes of each of `nodes` a check saw sending within `window` (their `last_seen_at`),
+/// whatever their status now, role addresses not counted: node → count, absent where 0. One
+/// grouped query per 500 nodes.
+pub(crate) fn active_counts(
+    conn: &mut DbConnection,
+    nodes: &[NodeId],
+    (start, end): (NaiveDateTime, NaiveDateTime),
+) -> QueryResult<std::collections::HashMap<String, i64>> {
+    let mut counts = std::collections::HashMap::new();
+    for chunk in super::id_chunks(nodes) {
+        let rows: Vec<(String, i64)> = mailboxes::table
+            .filter(mailboxes::node_id.eq_any(&chunk))
+            .filter(mailboxes::origin.ne(Origin::Role.as_str()))
+            .filter(mailboxes::last_seen_at.ge(start))
+            .filter(mailboxes::last_seen_at.lt(end))
+            .group_by(mailboxes::node_id)
+            .select((mailboxes::node_id, diesel::dsl::count_star()))
+            .load(conn)?;
+        counts.extend(rows);
+    }
+    Ok(counts)
+}

@@ -237,6 +237,14 @@ where
     }
 }
 
+/// The text of `ids`, in chunks that one `IN (…)` takes on both backends: what queries about a
+/// batch of nodes filter on.
+pub(crate) fn id_chunks(ids: &[crate::domain::ids::NodeId]) -> Vec<Vec<String>> {
+    ids.chunks(500)
+        .map(|chunk| chunk.iter().map(ToString::to_string).collect())
+        .collect()
+}
+
 /// Whether the database answers, for `/readyz`.
 pub(crate) fn ping(conn: &mut DbConnection) -> QueryResult<()> {
     conn.batch_execute("SELECT 1")

@@ -340,13 +340,56 @@ pub(crate) fn children(
     after: Option<&str>,
     limit: i64,
 ) -> QueryResult<Vec<Node>> {
+    list(conn, Scope::ChildrenOf(parent), filter, after, limit)
+}
+
+/// Live customers of the subtree whose root has `path` (the root itself if it is one), in id order
+/// after the cursor `after`, at most `limit`: one range scan of the path index.
+pub(crate) fn customers_below(
+    conn: &mut DbConnection,
+    path: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<Node>> {
+    let customers = ChildFilter {
+        kind: Some(NodeKind::Customer),
+        ..ChildFilter::default()
+    };
+    list(conn, Scope::Subtree(path), &customers, after, limit)
+}
+
+/// Where a list of nodes looks.
+enum Scope<'a> {
+    /// The children of a node.
+    ChildrenOf(NodeId),
+    /// The subtree whose root has this path, the root included.
+    Subtree(&'a str),
+}
+
+/// Live nodes of `scope` that pass `filter`, in id (creation) order after the cursor `after`, at
+/// most `limit`.
+fn list(
+    conn: &mut DbConnection,
+    scope: Scope<'_>,
+    filter: &ChildFilter,
+    after: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<Node>> {
     let mut query = nodes::table
-        .filter(nodes::parent_id.eq(parent.to_string()))
         .filter(nodes::deleted_at.is_null())
         .select(node_select())
         .order(nodes::id)
         .limit(limit)
         .into_boxed();
+    query = match scope {
+        Scope::ChildrenOf(parent) => query.filter(nodes::parent_id.eq(parent.to_string())),
+        Scope::Subtree(path) => {
+            let (low, high) = subtree_range(path);
+            query
+                .filter(nodes::path.ge(low))
+                .filter(nodes::path.lt(high))
+        }
+    };
     if let Some(kind) = filter.kind {
         query = query.filter(nodes::kind.eq(kind.as_str()));
     }
@@ -369,6 +412,22 @@ pub(crate) fn children(
         .into_iter()
         .map(Node::try_from)
         .collect()
+}
+
+/// The names of the nodes `ids` (deleted ones too), by id. One query per 500 ids.
+pub(crate) fn names(
+    conn: &mut DbConnection,
+    ids: &[NodeId],
+) -> QueryResult<std::collections::HashMap<String, String>> {
+    let mut names = std::collections::HashMap::new();
+    for chunk in super::id_chunks(ids) {
+        let rows: Vec<(String, String)> = nodes::table
+            .filter(nodes::id.eq_any(&chunk))
+            .select((nodes::id, nodes::name))
+            .load(conn)?;
+        names.extend(rows);
+    }
+    Ok(names)
 }
 
 /// The fields a PATCH may change; `None` leaves a field as it is, `Some(None)` clears it.

@@ -33,6 +33,30 @@ pub(crate) fn totals(conn: &mut DbConnection, node: NodeId) -> QueryResult<BTree
         .collect())
 }
 
+/// What each of `nodes` (with its subtree) uses now: (node, resource) → used. One query per 500
+/// nodes.
+pub(crate) fn totals_of(
+    conn: &mut DbConnection,
+    nodes: &[NodeId],
+) -> QueryResult<BTreeMap<(String, String), i64>> {
+    let mut totals = BTreeMap::new();
+    for chunk in super::id_chunks(nodes) {
+        let rows: Vec<(String, String, i64)> = usage_counters::table
+            .filter(usage_counters::node_id.eq_any(&chunk))
+            .select((
+                usage_counters::node_id,
+                usage_counters::resource,
+                usage_counters::used,
+            ))
+            .load(conn)?;
+        totals.extend(
+            rows.into_iter()
+                .map(|(node, resource, used)| ((node, resource), used)),
+        );
+    }
+    Ok(totals)
+}
+
 /// Adds `delta` to `resource` at every node of `lineage` on `today`, and to each node's usage
 /// history of the day (opened first, from the counters as they were). The row is created first if
 /// missing (`ON CONFLICT DO NOTHING`, so two writers creating it at once do not collide), then

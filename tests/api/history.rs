@@ -174,8 +174,21 @@ async fn active_users_enter_and_leave_the_thirty_day_window_and_roll_up() {
     let bob = admin.create_mailbox(&tree.c2, "bob@c2.example").await;
     admin.create_mailbox(&tree.c2, "quiet@c2.example").await;
     let (jane, bob) = (jane["id"].as_str().unwrap(), bob["id"].as_str().unwrap());
+    // The domain's postmaster@ sends too: a role address takes no seat and is no active user.
+    let mailboxes = admin
+        .get_ok(&format!("/v1/nodes/{}/mailboxes?limit=500", tree.c1))
+        .await;
+    let postmaster = mailboxes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["address"] == "postmaster@c1.example")
+        .expect("the domain's role address")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let day0 = app.clock.today();
-    for address in ["jane@c1.example", "bob@c2.example"] {
+    for address in ["jane@c1.example", "bob@c2.example", "postmaster@c1.example"] {
         let (verdict, _, answer) = ask(
             &worker,
             json!({"direction": "outbound", "address": address}),
@@ -183,7 +196,7 @@ async fn active_users_enter_and_leave_the_thirty_day_window_and_roll_up() {
         .await;
         assert_eq!(verdict, "accept", "{answer}");
     }
-    seen(&app, &admin, &[jane, bob]).await;
+    seen(&app, &admin, &[jane, bob, &postmaster]).await;
     let now = history(&admin, &tree.owner, &range(day0, day0)).await;
     assert_eq!(active(&now, day0), 2);
 

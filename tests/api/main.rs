@@ -26,4 +26,5 @@ mod outage;
 mod principals;
 mod route_test;
 mod scenario;
+mod statistics;
 mod suspension;

@@ -208,10 +208,17 @@ async fn route(
                 None,
             )
         }
+        // The children with their usage: the same rule as the plain list.
+        ("get", "/v1/nodes/{id}/children") => (
+            Rule::Node(Need::Read, 200),
+            format!("/v1/nodes/{t}/children?include=usage"),
+            None,
+        ),
         ("get", "/v1/nodes/{id}")
-        | ("get", "/v1/nodes/{id}/children")
         | ("get", "/v1/nodes/{id}/usage")
         | ("get", "/v1/nodes/{id}/usage/history")
+        | ("get", "/v1/nodes/{id}/statistics")
+        | ("get", "/v1/nodes/{id}/statistics.csv")
         | ("get", "/v1/nodes/{id}/allocations")
         | ("get", "/v1/nodes/{id}/accounts")
         | ("get", "/v1/nodes/{id}/api-keys") => (
