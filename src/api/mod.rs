@@ -3,6 +3,7 @@
 //! call and the document cannot miss a route.
 
 pub mod allocations;
+pub mod audit;
 pub mod auth;
 pub mod check;
 pub mod common;
@@ -45,6 +46,7 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
         .configure(nodes::routes)
         .configure(allocations::routes)
         .configure(usage::routes)
+        .configure(audit::routes)
         .configure(principals::routes)
         .configure(domains::routes)
         .configure(mailboxes::routes)
@@ -67,6 +69,7 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
         (name = "nodes", description = "The tree: owner, resellers, customers"),
         (name = "allocations", description = "Grants of resources down the tree, over time"),
         (name = "usage", description = "Limits, allocations and usage per node"),
+        (name = "audit", description = "The audit trail: every change, who made it, when"),
         (name = "principals", description = "Accounts and API keys"),
         (name = "domains", description = "Customers' domains"),
         (name = "mailboxes", description = "Customers' mailboxes (users) and their aliases"),

@@ -14,6 +14,7 @@
 
 pub(crate) mod aliases;
 pub(crate) mod allocations;
+pub(crate) mod retention;
 pub mod domains;
 pub(crate) mod groups;
 pub mod licence;

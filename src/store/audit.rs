@@ -1,11 +1,12 @@
 //! The audit trail: one appended row per write, in the same transaction as the write, so the trail
 //! and the data never disagree.
 
+use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde_json::Value;
 
 use super::DbConnection;
-use super::schema::audit_events;
+use super::schema::{accounts, api_keys, audit_events, nodes};
 use crate::domain::ids::{AuditEventId, NodeId};
 
 /// Who made a change, as recorded.
@@ -41,7 +42,28 @@ pub(crate) struct Event<'a> {
     pub request_id: Option<&'a str>,
 }
 
+/// Appends `event`, with its actor's and its node's names as they are now (in the write's
+/// transaction: as the write left them), so that the trail reads the same after a rename or a
+/// deletion.
 pub(crate) fn record(conn: &mut DbConnection, event: Event<'_>) -> QueryResult<()> {
+    let actor_name = match event.actor {
+        Actor::System => Some("system".to_owned()),
+        Actor::Account(id) => accounts::table
+            .find(id.to_string())
+            .select(accounts::username)
+            .first::<String>(conn)
+            .optional()?,
+        Actor::ApiKey(id) => api_keys::table
+            .find(id.to_string())
+            .select(api_keys::name)
+            .first::<String>(conn)
+            .optional()?,
+    };
+    let node_name = nodes::table
+        .find(event.node_id.to_string())
+        .select(nodes::name)
+        .first::<String>(conn)
+        .optional()?;
     diesel::insert_into(audit_events::table)
         .values((
             audit_events::id.eq(AuditEventId::generate().to_string()),
@@ -54,7 +76,109 @@ pub(crate) fn record(conn: &mut DbConnection, event: Event<'_>) -> QueryResult<(
             audit_events::before.eq(event.before.map(|v| v.to_string())),
             audit_events::after.eq(event.after.map(|v| v.to_string())),
             audit_events::request_id.eq(event.request_id),
+            audit_events::actor_name.eq(actor_name),
+            audit_events::node_name.eq(node_name),
         ))
         .execute(conn)?;
     Ok(())
+}
+
+/// What a reader narrows the trail to; every field given must match.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Filter {
+    /// At or after.
+    pub from: Option<NaiveDateTime>,
+    /// Strictly before.
+    pub to: Option<NaiveDateTime>,
+    /// Any of these actors, as [`Actor::as_text`] spells them; empty: anyone.
+    pub actors: Vec<String>,
+    pub action: Option<&'static str>,
+    pub target_kind: Option<String>,
+    pub target_id: Option<String>,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = audit_events)]
+pub(crate) struct Row {
+    pub id: String,
+    pub at: NaiveDateTime,
+    pub actor: String,
+    pub actor_name: Option<String>,
+    pub node_id: String,
+    pub node_name: Option<String>,
+    pub action: String,
+    pub target_kind: String,
+    pub target_id: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// Where a newest-first read stands: the `(at, id)` of the last event it gave.
+pub(crate) type Position = (NaiveDateTime, String);
+
+/// The events at the nodes whose path lies under `path` (deleted nodes included: the trail
+/// outlives what it describes), matching `filter`, newest first — by `(at, id)` descending, so
+/// that events of the same instant keep one order — after `after`, at most `limit`.
+pub(crate) fn in_subtree(
+    conn: &mut DbConnection,
+    path: &str,
+    filter: &Filter,
+    after: Option<&Position>,
+    limit: i64,
+) -> QueryResult<Vec<Row>> {
+    let (low, high) = super::nodes::subtree_range(path);
+    let mut query = audit_events::table
+        .inner_join(nodes::table)
+        .filter(nodes::path.ge(low))
+        .filter(nodes::path.lt(high))
+        .select(Row::as_select())
+        .order((audit_events::at.desc(), audit_events::id.desc()))
+        .limit(limit)
+        .into_boxed();
+    if let Some(from) = filter.from {
+        query = query.filter(audit_events::at.ge(from));
+    }
+    if let Some(to) = filter.to {
+        query = query.filter(audit_events::at.lt(to));
+    }
+    if !filter.actors.is_empty() {
+        query = query.filter(audit_events::actor.eq_any(filter.actors.clone()));
+    }
+    if let Some(action) = filter.action {
+        query = query.filter(audit_events::action.eq(action));
+    }
+    if let Some(kind) = &filter.target_kind {
+        query = query.filter(audit_events::target_kind.eq(kind.clone()));
+    }
+    if let Some(id) = &filter.target_id {
+        query = query.filter(audit_events::target_id.eq(id.clone()));
+    }
+    if let Some((at, id)) = after {
+        query = query.filter(
+            audit_events::at
+                .lt(*at)
+                .or(audit_events::at.eq(*at).and(audit_events::id.lt(id.clone()))),
+        );
+    }
+    query.load(conn)
+}
+
+/// Deletes up to `limit` of the oldest events written before `cutoff`; how many it deleted.
+pub(crate) fn prune_before(
+    conn: &mut DbConnection,
+    cutoff: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<usize> {
+    let ids: Vec<String> = audit_events::table
+        .filter(audit_events::at.lt(cutoff))
+        .order((audit_events::at, audit_events::id))
+        .select(audit_events::id)
+        .limit(limit)
+        .load(conn)?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    diesel::delete(audit_events::table.filter(audit_events::id.eq_any(ids))).execute(conn)
 }
