@@ -211,6 +211,7 @@ async fn route(
         ("get", "/v1/nodes/{id}")
         | ("get", "/v1/nodes/{id}/children")
         | ("get", "/v1/nodes/{id}/usage")
+        | ("get", "/v1/nodes/{id}/audit")
         | ("get", "/v1/nodes/{id}/allocations")
         | ("get", "/v1/nodes/{id}/accounts")
         | ("get", "/v1/nodes/{id}/api-keys") => (
