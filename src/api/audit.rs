@@ -320,7 +320,13 @@ impl futures_core::Stream for Chunks {
 /// taken from the pool and given back before the batch is sent, and sent only when the client
 /// has taken the one before (a channel of one), so that memory holds about two batches whatever
 /// the trail's length. A client that goes away stops the reading.
-fn export(pool: Pool, path: String, filter: Filter, after: Option<Position>, format: Format) -> Chunks {
+fn export(
+    pool: Pool,
+    path: String,
+    filter: Filter,
+    after: Option<Position>,
+    format: Format,
+) -> Chunks {
     let (sender, receiver) = tokio::sync::mpsc::channel(1);
     tokio::task::spawn_blocking(move || {
         let mut after = after;
@@ -330,8 +336,14 @@ fn export(pool: Pool, path: String, filter: Filter, after: Option<Position>, for
                 .get()
                 .map_err(std::io::Error::other)
                 .and_then(|mut conn| {
-                    store::audit::in_subtree(&mut conn, &path, &filter, after.as_ref(), EXPORT_BATCH)
-                        .map_err(std::io::Error::other)
+                    store::audit::in_subtree(
+                        &mut conn,
+                        &path,
+                        &filter,
+                        after.as_ref(),
+                        EXPORT_BATCH,
+                    )
+                    .map_err(std::io::Error::other)
                 });
             let rows = match rows {
                 Ok(rows) => rows,
@@ -374,7 +386,9 @@ fn encode(format: Format, first: bool, rows: Vec<Row>) -> Result<Bytes, std::io:
         let json = |value: Option<Value>| value.map(|v| v.to_string()).unwrap_or_default();
         let record = [
             event.id,
-            event.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            event
+                .at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             event.actor.kind,
             event.actor.id.unwrap_or_default(),
             event.actor.name.unwrap_or_default(),
@@ -387,7 +401,11 @@ fn encode(format: Format, first: bool, rows: Vec<Row>) -> Result<Bytes, std::io:
             json(event.after),
             event.request_id.unwrap_or_default(),
         ];
-        writer.write_record(record.iter().map(|cell| spreadsheet_safe(cell).into_owned()))?;
+        writer.write_record(
+            record
+                .iter()
+                .map(|cell| spreadsheet_safe(cell).into_owned()),
+        )?;
     }
     writer
         .into_inner()
@@ -437,7 +455,9 @@ mod tests {
                        "list": [{"access_token": "t", "role": "admin"}]}"#;
         assert_eq!(
             document(Some(text.to_owned())),
-            Some(serde_json::json!({"name": "k", "nested": {"kept": 1}, "list": [{"role": "admin"}]}))
+            Some(
+                serde_json::json!({"name": "k", "nested": {"kept": 1}, "list": [{"role": "admin"}]})
+            )
         );
     }
 

@@ -14,7 +14,6 @@
 
 pub(crate) mod aliases;
 pub(crate) mod allocations;
-pub(crate) mod retention;
 pub mod domains;
 pub(crate) mod groups;
 pub mod licence;
@@ -22,6 +21,7 @@ pub(crate) mod mailboxes;
 pub(crate) mod modules;
 pub(crate) mod nodes;
 pub(crate) mod principals;
+pub(crate) mod retention;
 pub(crate) mod seats;
 pub(crate) mod sessions;
 

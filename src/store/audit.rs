@@ -157,9 +157,9 @@ pub(crate) fn in_subtree(
     }
     if let Some((at, id)) = after {
         query = query.filter(
-            audit_events::at
-                .lt(*at)
-                .or(audit_events::at.eq(*at).and(audit_events::id.lt(id.clone()))),
+            audit_events::at.lt(*at).or(audit_events::at
+                .eq(*at)
+                .and(audit_events::id.lt(id.clone()))),
         );
     }
     query.load(conn)

@@ -115,8 +115,12 @@ fn insert_events(
     // One row per statement (diesel's batch insert does not serve both backends at once), in one
     // transaction.
     conn.transaction(|conn| {
-        rows.into_iter()
-            .try_for_each(|row| diesel::insert_into(e::table).values(row).execute(conn).map(drop))
+        rows.into_iter().try_for_each(|row| {
+            diesel::insert_into(e::table)
+                .values(row)
+                .execute(conn)
+                .map(drop)
+        })
     })
     .unwrap();
     ids
@@ -142,11 +146,17 @@ async fn each_write_reads_back_with_its_actor_its_node_and_their_names_as_they_w
     admin_app!(app, admin, tree);
     let me = admin.get_ok("/v1/me").await;
     admin
-        .patch_ok(&format!("/v1/nodes/{}", tree.c1), &json!({"name": "Renamed C1"}))
+        .patch_ok(
+            &format!("/v1/nodes/{}", tree.c1),
+            &json!({"name": "Renamed C1"}),
+        )
         .await;
     let query = format!("target_kind=node&target_id={}", tree.c1);
     let events = trail(&admin, &tree.c1, &query, 50).await;
-    let actions: Vec<&str> = events.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = events
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
     assert_eq!(actions, ["node.update", "node.create"]);
     let (update, create) = (&events[0], &events[1]);
     assert_eq!(
@@ -154,18 +164,28 @@ async fn each_write_reads_back_with_its_actor_its_node_and_their_names_as_they_w
         json!({"kind": "account", "id": me["id"], "name": me["name"]})
     );
     assert_eq!(update["node"], json!({"id": tree.c1, "name": "Renamed C1"}));
-    assert_eq!(create["node"], json!({"id": tree.c1, "name": "Customer C1"}));
+    assert_eq!(
+        create["node"],
+        json!({"id": tree.c1, "name": "Customer C1"})
+    );
     assert_eq!(update["target"], json!({"kind": "node", "id": tree.c1}));
     assert_eq!(update["before"]["name"], "Customer C1");
     assert_eq!(update["after"]["name"], "Renamed C1");
     assert!(create["before"].is_null());
-    assert!(update["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert!(
+        update["request_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())
+    );
 
     // The owner's first admin was made by allot itself at first start.
     let owner = admin.node_id().await;
     let first = trail(&admin, &owner, "actor=system&action=account.create", 50).await;
     assert_eq!(first.len(), 1);
-    assert_eq!(first[0]["actor"], json!({"kind": "system", "id": null, "name": "system"}));
+    assert_eq!(
+        first[0]["actor"],
+        json!({"kind": "system", "id": null, "name": "system"})
+    );
     assert!(first[0]["request_id"].is_null());
 }
 
@@ -186,11 +206,27 @@ async fn secrets_never_reach_the_trail() {
     let id = account[0]["target"]["id"].as_str().unwrap();
     let new_password = "another secret password";
     admin
-        .patch_ok(&format!("/v1/accounts/{id}"), &json!({"password": new_password}))
+        .patch_ok(
+            &format!("/v1/accounts/{id}"),
+            &json!({"password": new_password}),
+        )
         .await;
-    let page = admin.get(&format!("/v1/nodes/{}/audit", tree.a)).await.text().await.unwrap();
-    let lines = stream(&admin, &tree.a, "", "application/x-ndjson").await.text().await.unwrap();
-    let csv = stream(&admin, &tree.a, "", "text/csv").await.text().await.unwrap();
+    let page = admin
+        .get(&format!("/v1/nodes/{}/audit", tree.a))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let lines = stream(&admin, &tree.a, "", "application/x-ndjson")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let csv = stream(&admin, &tree.a, "", "text/csv")
+        .await
+        .text()
+        .await
+        .unwrap();
     for text in [&page, &lines, &csv] {
         assert!(text.contains("api_key.create") && text.contains("account.update"));
         for secret in [secret.as_str(), password, new_password, "$argon2"] {
@@ -205,16 +241,26 @@ async fn filters_narrow_the_trail_and_bad_ones_are_refused() {
     let (key, created) = crate::principals::api_key(&app, &admin, &tree.a, "admin").await;
     let key_id = created["id"].as_str().unwrap();
     let child = key.create_child(&tree.a1, "customer", "Made By Key").await;
-    key.patch_ok(&format!("/v1/nodes/{child}"), &json!({"description": "changed"}))
-        .await;
+    key.patch_ok(
+        &format!("/v1/nodes/{child}"),
+        &json!({"description": "changed"}),
+    )
+    .await;
     let all = trail(&admin, &tree.a, "", 500).await;
     assert_newest_first(&all);
 
     let by_key = trail(&admin, &tree.a, &format!("actor=api_key:{key_id}"), 50).await;
     assert_eq!(by_key.len(), 2);
     assert!(by_key.iter().all(|e| e["actor"]["name"] == "admin key"));
-    assert_eq!(ids(&trail(&admin, &tree.a, &format!("actor={key_id}"), 50).await), ids(&by_key));
-    assert!(trail(&admin, &tree.a, &format!("actor=account:{key_id}"), 50).await.is_empty());
+    assert_eq!(
+        ids(&trail(&admin, &tree.a, &format!("actor={key_id}"), 50).await),
+        ids(&by_key)
+    );
+    assert!(
+        trail(&admin, &tree.a, &format!("actor=account:{key_id}"), 50)
+            .await
+            .is_empty()
+    );
 
     let updates = trail(&admin, &tree.a, "action=node.update", 50).await;
     assert_eq!(updates.len(), 1);
@@ -223,9 +269,20 @@ async fn filters_narrow_the_trail_and_bad_ones_are_refused() {
     assert_eq!(about_child.len(), 2);
     let allocations = trail(&admin, &tree.a, "target_kind=allocation", 500).await;
     assert!(!allocations.is_empty());
-    assert!(allocations.iter().all(|e| e["target"]["kind"] == "allocation"));
+    assert!(
+        allocations
+            .iter()
+            .all(|e| e["target"]["kind"] == "allocation")
+    );
     assert_eq!(
-        trail(&admin, &tree.a, "target_kind=allocation&action=allocation.create", 500).await.len(),
+        trail(
+            &admin,
+            &tree.a,
+            "target_kind=allocation&action=allocation.create",
+            500
+        )
+        .await
+        .len(),
         allocations.len()
     );
 
@@ -238,7 +295,11 @@ async fn filters_narrow_the_trail_and_bad_ones_are_refused() {
     assert!(ids(&newer).contains(&middle["id"].as_str().unwrap()));
     assert_eq!(ids(&[newer, older].concat()), ids(&all));
     let far = "2999-01-01T00:00:00Z";
-    assert!(trail(&admin, &tree.a, &format!("from={far}"), 50).await.is_empty());
+    assert!(
+        trail(&admin, &tree.a, &format!("from={far}"), 50)
+            .await
+            .is_empty()
+    );
 
     let path = format!("/v1/nodes/{}/audit", tree.a);
     for query in [
@@ -261,7 +322,9 @@ async fn pages_walk_newest_first_through_ties_without_a_gap_or_a_repeat() {
     admin_app!(app, admin, tree);
     // 130 events over 13 instants: every page boundary falls among events of one instant.
     let base = Utc::now().naive_utc() - TimeDelta::hours(1);
-    let inserted = insert_events(&app, &tree.c2, 130, |i| base + TimeDelta::seconds((i / 10) as i64));
+    let inserted = insert_events(&app, &tree.c2, 130, |i| {
+        base + TimeDelta::seconds((i / 10) as i64)
+    });
     let total = app.count_sql(&format!(
         "SELECT COUNT(*) AS n FROM audit_events WHERE node_id = '{}'",
         tree.c2
@@ -287,7 +350,9 @@ async fn a_reseller_never_sees_an_event_of_a_siblings_subtree() {
     let reseller = account(&app, &admin, &tree.a, "alice", "viewer").await;
     // Writes on both sides, and a customer of A's that is gone: its events stay in A's trail.
     admin.create_api_key(&tree.c2, "b side", "viewer").await;
-    let gone = admin.create_child(&tree.a1, "customer", "Gone Customer").await;
+    let gone = admin
+        .create_child(&tree.a1, "customer", "Gone Customer")
+        .await;
     admin.delete_expect(&format!("/v1/nodes/{gone}"), 204).await;
 
     let everything = trail(&admin, &admin.node_id().await, "", 500).await;
@@ -312,7 +377,10 @@ async fn a_reseller_never_sees_an_event_of_a_siblings_subtree() {
     assert_eq!(ids(&page), expected);
     assert_eq!(ids(&lines), expected);
     assert_eq!(csv_ids, expected);
-    assert!(page.iter().any(|e| node_of(e) == gone && e["action"] == "node.delete"));
+    assert!(
+        page.iter()
+            .any(|e| node_of(e) == gone && e["action"] == "node.delete")
+    );
 
     // The sibling's trail, in any format, is a 404 that names nothing of it.
     for accept in ["application/json", "application/x-ndjson", "text/csv"] {
@@ -347,10 +415,15 @@ async fn the_csv_export_reads_back_whatever_the_names_hold() {
         token: created["key"].as_str().unwrap().to_owned(),
     };
     named
-        .patch_ok(&format!("/v1/nodes/{}", tree.c1), &json!({"description": "a, \"b\"\nc"}))
+        .patch_ok(
+            &format!("/v1/nodes/{}", tree.c1),
+            &json!({"description": "a, \"b\"\nc"}),
+        )
         .await;
     // ...and an event whose node was named, before names were checked, with a line break.
-    let old = insert_events(&app, &tree.c1, 1, |_| Utc::now().naive_utc() - TimeDelta::days(1));
+    let old = insert_events(&app, &tree.c1, 1, |_| {
+        Utc::now().naive_utc() - TimeDelta::days(1)
+    });
     app.execute_sql(&format!(
         "UPDATE audit_events SET node_name = 'Line one\nline two, \"quoted\"' WHERE id = '{}'",
         old[0]
@@ -360,8 +433,19 @@ async fn the_csv_export_reads_back_whatever_the_names_hold() {
     assert_eq!(
         header.iter().collect::<Vec<_>>(),
         [
-            "id", "at", "actor_kind", "actor_id", "actor_name", "node_id", "node_name", "action",
-            "target_kind", "target_id", "before", "after", "request_id"
+            "id",
+            "at",
+            "actor_kind",
+            "actor_id",
+            "actor_name",
+            "node_id",
+            "node_name",
+            "action",
+            "target_kind",
+            "target_id",
+            "before",
+            "after",
+            "request_id"
         ]
     );
     let events = trail(&admin, &tree.c1, "", 500).await;
@@ -386,7 +470,9 @@ async fn the_streams_answer_thousands_of_events_complete_and_in_order() {
     admin_app!(app, admin, tree);
     // More than three of the stream's batches, with ties on time across their boundaries.
     let base = (Utc::now().naive_utc() - TimeDelta::days(2)).trunc_subsecs(6);
-    insert_events(&app, &tree.c1, 3_500, |i| base + TimeDelta::seconds((i / 7) as i64));
+    insert_events(&app, &tree.c1, 3_500, |i| {
+        base + TimeDelta::seconds((i / 7) as i64)
+    });
     let total = app.count_sql(&format!(
         "SELECT COUNT(*) AS n FROM audit_events WHERE node_id = '{}'",
         tree.c1
@@ -418,8 +504,12 @@ async fn retention_prunes_what_is_older_and_keeps_the_rest() {
     let customer = admin.create_child(&owner, "customer", "Old Customer").await;
     // Two and a half batches of events from long ago, and one just inside the window.
     let long_ago = Utc::now().naive_utc() - TimeDelta::days(400);
-    let old = insert_events(&app, &customer, 2_500, |i| long_ago + TimeDelta::seconds(i as i64));
-    let recent = insert_events(&app, &customer, 1, |_| Utc::now().naive_utc() - TimeDelta::days(29));
+    let old = insert_events(&app, &customer, 2_500, |i| {
+        long_ago + TimeDelta::seconds(i as i64)
+    });
+    let recent = insert_events(&app, &customer, 1, |_| {
+        Utc::now().naive_utc() - TimeDelta::days(29)
+    });
     let count = |sql: &str| app.count_sql(sql);
     let all = "SELECT COUNT(*) AS n FROM audit_events";
     let before = count(all);
@@ -428,7 +518,10 @@ async fn retention_prunes_what_is_older_and_keeps_the_rest() {
     let pruning = spawn_app_on(&app.database_url, |c| c.audit_retention_days = Some(30)).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while count(all) > before - old.len() as i64 {
-        assert!(std::time::Instant::now() < deadline, "pruning did not finish");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pruning did not finish"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(count(all), before - old.len() as i64);
