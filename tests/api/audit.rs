@@ -530,3 +530,40 @@ async fn retention_prunes_what_is_older_and_keeps_the_rest() {
     assert!(left.iter().any(|e| e["action"] == "node.create"));
     drop(pruning);
 }
+
+#[tokio::test]
+async fn a_slow_reader_gets_the_whole_stream_past_the_request_deadline() {
+    // The request deadline bounds how long a request takes to arrive, not how long its answer
+    // takes to be read: an archive read slowly must not be cut.
+    let app = crate::helpers::spawn_app_with(|c| c.request_timeout = 1).await;
+    let admin = app.as_admin().await;
+    let owner = admin.node_id().await;
+    let base = (Utc::now().naive_utc() - TimeDelta::days(1)).trunc_subsecs(6);
+    insert_events(&app, &owner, 20_000, |i| {
+        base + TimeDelta::milliseconds(i as i64)
+    });
+    let total = app.count_sql("SELECT COUNT(*) AS n FROM audit_events");
+    // A fresh connection: the client's idle one outlived the 1 s deadline while the rows went in.
+    let mut response = reqwest::Client::new()
+        .get(app.url(&format!("/v1/nodes/{owner}/audit")))
+        .bearer_auth(&admin.token)
+        .header("Accept", "application/x-ndjson")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let started = std::time::Instant::now();
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        body.extend_from_slice(&chunk);
+        if started.elapsed() < std::time::Duration::from_secs(3) {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    assert!(started.elapsed() > std::time::Duration::from_secs(2));
+    let lines = body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count();
+    assert_eq!(lines as i64, total);
+}
