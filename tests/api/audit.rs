@@ -25,17 +25,26 @@ async fn trail(caller: &Caller<'_>, node: &str, query: &str, limit: u32) -> Vec<
     }
 }
 
-/// `node`'s trail matching `query` as `accept` answers it: the response, checked to be 200.
-async fn stream(caller: &Caller<'_>, node: &str, query: &str, accept: &str) -> reqwest::Response {
-    let response = caller
-        .app
-        .client
+/// Asks for `node`'s trail matching `query` as `accept`, through `client`, as `caller`.
+async fn ask(
+    client: &reqwest::Client,
+    caller: &Caller<'_>,
+    node: &str,
+    query: &str,
+    accept: &str,
+) -> reqwest::Response {
+    client
         .get(caller.app.url(&format!("/v1/nodes/{node}/audit?{query}")))
         .bearer_auth(&caller.token)
         .header("Accept", accept)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// `node`'s trail matching `query` as `accept` answers it: the response, checked to be 200.
+async fn stream(caller: &Caller<'_>, node: &str, query: &str, accept: &str) -> reqwest::Response {
+    let response = ask(&caller.app.client, caller, node, query, accept).await;
     assert_eq!(response.status(), 200, "{accept} of {node}");
     response
 }
@@ -385,15 +394,7 @@ async fn a_reseller_never_sees_an_event_of_a_siblings_subtree() {
     // The sibling's trail, in any format, is a 404 that names nothing of it.
     for accept in ["application/json", "application/x-ndjson", "text/csv"] {
         for node in [&tree.b, &tree.c2] {
-            let response = reseller
-                .app
-                .client
-                .get(app.url(&format!("/v1/nodes/{node}/audit")))
-                .bearer_auth(&reseller.token)
-                .header("Accept", accept)
-                .send()
-                .await
-                .unwrap();
+            let response = ask(&app.client, &reseller, node, "", accept).await;
             assert_eq!(response.status(), 404, "{accept} of {node}");
             let text = response.text().await.unwrap();
             assert!(!text.contains(node.as_str()) && !text.contains("b side"));
@@ -431,22 +432,8 @@ async fn the_csv_export_reads_back_whatever_the_names_hold() {
 
     let (header, records) = csv_export(&admin, &tree.c1, "").await;
     assert_eq!(
-        header.iter().collect::<Vec<_>>(),
-        [
-            "id",
-            "at",
-            "actor_kind",
-            "actor_id",
-            "actor_name",
-            "node_id",
-            "node_name",
-            "action",
-            "target_kind",
-            "target_id",
-            "before",
-            "after",
-            "request_id"
-        ]
+        header.iter().collect::<Vec<_>>().join(","),
+        "id,at,actor_kind,actor_id,actor_name,node_id,node_name,action,target_kind,target_id,before,after,request_id"
     );
     let events = trail(&admin, &tree.c1, "", 500).await;
     assert_eq!(records.len(), events.len());
@@ -544,13 +531,8 @@ async fn a_slow_reader_gets_the_whole_stream_past_the_request_deadline() {
     });
     let total = app.count_sql("SELECT COUNT(*) AS n FROM audit_events");
     // A fresh connection: the client's idle one outlived the 1 s deadline while the rows went in.
-    let mut response = reqwest::Client::new()
-        .get(app.url(&format!("/v1/nodes/{owner}/audit")))
-        .bearer_auth(&admin.token)
-        .header("Accept", "application/x-ndjson")
-        .send()
-        .await
-        .unwrap();
+    let client = reqwest::Client::new();
+    let mut response = ask(&client, &admin, &owner, "", "application/x-ndjson").await;
     assert_eq!(response.status(), 200);
     let started = std::time::Instant::now();
     let mut body = Vec::new();
