@@ -44,42 +44,49 @@ pub(crate) struct Event<'a> {
 
 /// Appends `event`, with its actor's and its node's names as they are now (in the write's
 /// transaction: as the write left them), so that the trail reads the same after a rename or a
-/// deletion.
+/// deletion. One statement: the names are read by subqueries of the insert.
 pub(crate) fn record(conn: &mut DbConnection, event: Event<'_>) -> QueryResult<()> {
-    let actor_name = match event.actor {
-        Actor::System => Some("system".to_owned()),
-        Actor::Account(id) => accounts::table
-            .find(id.to_string())
-            .select(accounts::username)
-            .first::<String>(conn)
-            .optional()?,
-        Actor::ApiKey(id) => api_keys::table
-            .find(id.to_string())
-            .select(api_keys::name)
-            .first::<String>(conn)
-            .optional()?,
-    };
     let node_name = nodes::table
         .find(event.node_id.to_string())
         .select(nodes::name)
-        .first::<String>(conn)
-        .optional()?;
-    diesel::insert_into(audit_events::table)
-        .values((
-            audit_events::id.eq(AuditEventId::generate().to_string()),
-            audit_events::at.eq(super::now()),
-            audit_events::actor.eq(event.actor.as_text()),
-            audit_events::node_id.eq(event.node_id.to_string()),
-            audit_events::action.eq(event.action.as_str()),
-            audit_events::target_kind.eq(event.target_kind),
-            audit_events::target_id.eq(event.target_id),
-            audit_events::before.eq(event.before.map(|v| v.to_string())),
-            audit_events::after.eq(event.after.map(|v| v.to_string())),
-            audit_events::request_id.eq(event.request_id),
-            audit_events::actor_name.eq(actor_name),
-            audit_events::node_name.eq(node_name),
-        ))
-        .execute(conn)?;
+        .single_value();
+    // The actor's name comes from a different table for each kind, so each kind is its own
+    // statement type.
+    macro_rules! insert {
+        ($actor_name:expr) => {
+            diesel::insert_into(audit_events::table)
+                .values((
+                    audit_events::id.eq(AuditEventId::generate().to_string()),
+                    audit_events::at.eq(super::now()),
+                    audit_events::actor.eq(event.actor.as_text()),
+                    audit_events::node_id.eq(event.node_id.to_string()),
+                    audit_events::action.eq(event.action.as_str()),
+                    audit_events::target_kind.eq(event.target_kind),
+                    audit_events::target_id.eq(event.target_id),
+                    audit_events::before.eq(event.before.map(|v| v.to_string())),
+                    audit_events::after.eq(event.after.map(|v| v.to_string())),
+                    audit_events::request_id.eq(event.request_id),
+                    audit_events::actor_name.eq($actor_name),
+                    audit_events::node_name.eq(node_name),
+                ))
+                .execute(conn)
+        };
+    }
+    match event.actor {
+        Actor::System => insert!(Some("system")),
+        Actor::Account(id) => insert!(
+            accounts::table
+                .find(id.to_string())
+                .select(accounts::username)
+                .single_value()
+        ),
+        Actor::ApiKey(id) => insert!(
+            api_keys::table
+                .find(id.to_string())
+                .select(api_keys::name)
+                .single_value()
+        ),
+    }?;
     Ok(())
 }
 
