@@ -17,9 +17,11 @@ use super::common::{self, Page, PageRequest, utc};
 use crate::auth::Principal;
 use crate::domain::audit::Action;
 use crate::domain::ids::NodeId;
+use crate::domain::tree::NodeKind;
 use crate::error::{ApiError, FieldError, Listed};
 use crate::startup::AppState;
-use crate::store::audit::{Filter, Position, Row};
+use crate::store::audit::{Filter, Position, Row, Scope};
+use crate::store::nodes::Node;
 use crate::store::{self, Pool, nodes};
 
 /// Events a stream reads per query.
@@ -274,7 +276,7 @@ pub(crate) async fn list_audit(
             page,
             move |conn, node, after, limit| {
                 let after = after.and_then(parse_position);
-                store::audit::in_subtree(conn, &node.path, &filter, after.as_ref(), limit)
+                store::audit::read(conn, &scope(node), &filter, after.as_ref(), limit)
             },
             |row| position_key(row.at, &row.id),
             AuditEvent::from,
@@ -282,13 +284,13 @@ pub(crate) async fn list_audit(
         .await?;
         return Ok(HttpResponse::Ok().json(page.0));
     }
-    let path = store::run(&state.pool, move |conn| {
+    let scope = store::run(&state.pool, move |conn| {
         let node = principal.may_read(nodes::find(conn, id)?)?;
-        Ok::<_, ApiError>(node.path.clone())
+        Ok::<_, ApiError>(scope(&node))
     })
     .await?;
     let after = page.after.as_deref().and_then(parse_position);
-    let body = export(state.pool.clone(), path, filter, after, format);
+    let body = export(state.pool.clone(), scope, filter, after, format);
     let mut response = HttpResponse::Ok();
     if format == Format::Csv {
         let file = format!("audit-{id}-{}.csv", common::today());
@@ -304,6 +306,15 @@ pub(crate) async fn list_audit(
     Ok(response.streaming(body))
 }
 
+/// Whose events the trail of `node` holds: a customer's own, or the subtree's.
+fn scope(node: &Node) -> Scope {
+    if node.kind == NodeKind::Customer {
+        Scope::Node(node.id.to_string())
+    } else {
+        Scope::Subtree(node.path.clone())
+    }
+}
+
 /// A stream's chunks, each one batch of events, handed over by the reading thread.
 struct Chunks(tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>);
 
@@ -315,14 +326,14 @@ impl futures_core::Stream for Chunks {
     }
 }
 
-/// Every event of the subtree at `path` matching `filter`, newest first after `after`, encoded as
+/// Every event of `scope` matching `filter`, newest first after `after`, encoded as
 /// `format`: read [`EXPORT_BATCH`] at a time on a blocking thread, each batch on a connection
 /// taken from the pool and given back before the batch is sent, and sent only when the client
 /// has taken the one before (a channel of one), so that memory holds about two batches whatever
 /// the trail's length. A client that goes away stops the reading.
 fn export(
     pool: Pool,
-    path: String,
+    scope: Scope,
     filter: Filter,
     after: Option<Position>,
     format: Format,
@@ -336,14 +347,8 @@ fn export(
                 .get()
                 .map_err(std::io::Error::other)
                 .and_then(|mut conn| {
-                    store::audit::in_subtree(
-                        &mut conn,
-                        &path,
-                        &filter,
-                        after.as_ref(),
-                        EXPORT_BATCH,
-                    )
-                    .map_err(std::io::Error::other)
+                    store::audit::read(&mut conn, &scope, &filter, after.as_ref(), EXPORT_BATCH)
+                        .map_err(std::io::Error::other)
                 });
             let rows = match rows {
                 Ok(rows) => rows,

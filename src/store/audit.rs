@@ -125,25 +125,60 @@ pub(crate) struct Row {
 /// Where a newest-first read stands: the `(at, id)` of the last event it gave.
 pub(crate) type Position = (NaiveDateTime, String);
 
-/// The events at the nodes whose path lies under `path` (deleted nodes included: the trail
-/// outlives what it describes), matching `filter`, newest first — by `(at, id)` descending, so
-/// that events of the same instant keep one order — after `after`, at most `limit`.
-pub(crate) fn in_subtree(
+/// Whose events a read covers.
+#[derive(Debug, Clone)]
+pub(crate) enum Scope {
+    /// One node that has no children (a customer), by id.
+    Node(String),
+    /// The nodes whose path lies under this one, deleted ones included: the trail outlives what
+    /// it describes.
+    Subtree(String),
+}
+
+/// The events of `scope` matching `filter`, newest first — by `(at, id)` descending, so that
+/// events of the same instant keep one order — after `after`, at most `limit`.
+///
+/// Each read walks an index in that order and stops at `limit`: a node's own by
+/// `(node_id, at, id)`; a subtree's by `(at, id)`, testing each event's node against the
+/// subtree's (PostgreSQL chooses so by itself; SQLite, knowing no statistics, would rather gather
+/// the subtree's every event and sort them, for every batch of a stream, so it is told).
+pub(crate) fn read(
     conn: &mut DbConnection,
-    path: &str,
+    scope: &Scope,
     filter: &Filter,
     after: Option<&Position>,
     limit: i64,
 ) -> QueryResult<Vec<Row>> {
-    let (low, high) = super::nodes::subtree_range(path);
+    let sqlite = matches!(conn, DbConnection::Sqlite(_));
     let mut query = audit_events::table
-        .inner_join(nodes::table)
-        .filter(nodes::path.ge(low))
-        .filter(nodes::path.lt(high))
         .select(Row::as_select())
         .order((audit_events::at.desc(), audit_events::id.desc()))
         .limit(limit)
         .into_boxed();
+    match scope {
+        Scope::Node(id) => query = query.filter(audit_events::node_id.eq(id.clone())),
+        Scope::Subtree(path) => {
+            let (low, high) = super::nodes::subtree_range(path);
+            if sqlite {
+                // The unary `+` keeps SQLite off the node_id index.
+                query = query.filter(
+                    diesel::dsl::sql::<diesel::sql_types::Bool>(
+                        "+audit_events.node_id IN (SELECT id FROM nodes WHERE path >= ",
+                    )
+                    .bind::<diesel::sql_types::Text, _>(low)
+                    .sql(" AND path < ")
+                    .bind::<diesel::sql_types::Text, _>(high)
+                    .sql(")"),
+                );
+            } else {
+                let nodes = nodes::table
+                    .filter(nodes::path.ge(low))
+                    .filter(nodes::path.lt(high))
+                    .select(nodes::id);
+                query = query.filter(audit_events::node_id.eq_any(nodes));
+            }
+        }
+    }
     if let Some(from) = filter.from {
         query = query.filter(audit_events::at.ge(from));
     }
@@ -163,11 +198,11 @@ pub(crate) fn in_subtree(
         query = query.filter(audit_events::target_id.eq(id.clone()));
     }
     if let Some((at, id)) = after {
-        query = query.filter(
-            audit_events::at.lt(*at).or(audit_events::at
-                .eq(*at)
-                .and(audit_events::id.lt(id.clone()))),
-        );
+        // `at <= after` first: a range the index starts at, so that each batch of a long read
+        // costs its own rows, not a scan from the newest event down to the cursor.
+        query = query
+            .filter(audit_events::at.le(*at))
+            .filter(audit_events::at.lt(*at).or(audit_events::id.lt(id.clone())));
     }
     query.load(conn)
 }

@@ -549,3 +549,111 @@ async fn a_slow_reader_gets_the_whole_stream_past_the_request_deadline() {
         .count();
     assert_eq!(lines as i64, total);
 }
+
+/// The resident memory of process `pid`, in KiB.
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Appends `count` plain events at `node` written before `base`, a thousand per statement.
+fn insert_plenty(database_url: &str, node: &str, count: usize, base: NaiveDateTime) {
+    use diesel::prelude::*;
+    let pool = allot::store::connect(database_url, 1).unwrap();
+    let mut conn = pool.get().unwrap();
+    let rows: Vec<String> = (0..count)
+        .map(|i| {
+            let at = base - TimeDelta::milliseconds(i as i64);
+            format!(
+                "('{}', '{}', 'system', 'system', '{node}', 'Archived', 'node.update', 'node', \
+                 '{node}', NULL, '{{\"description\":\"event {i} of an archive\"}}', NULL)",
+                uuid::Uuid::now_v7(),
+                at.format("%F %T%.f"),
+            )
+        })
+        .collect();
+    conn.transaction(|conn| {
+        rows.chunks(1_000).try_for_each(|chunk| {
+            diesel::sql_query(format!(
+                "INSERT INTO audit_events (id, at, actor, actor_name, node_id, node_name, action, \
+                 target_kind, target_id, before, after, request_id) VALUES {}",
+                chunk.join(", ")
+            ))
+            .execute(conn)
+            .map(drop)
+        })
+    })
+    .unwrap();
+}
+
+#[tokio::test]
+async fn an_export_of_a_hundred_thousand_events_runs_in_flat_memory() {
+    // Its own allot process, so that its memory is the export's alone.
+    let db = crate::helpers::TestDb::new();
+    let (mut child, port) = crate::cli::serve(&db, &[("ALLOT_WORKERS", "1")]);
+    let owner: String = {
+        use allot::store::schema::nodes;
+        use diesel::prelude::*;
+        let pool = allot::store::connect(db.url(), 1).unwrap();
+        let mut conn = pool.get().unwrap();
+        nodes::table
+            .filter(nodes::parent_id.is_null())
+            .select(nodes::id)
+            .first(&mut *conn)
+            .unwrap()
+    };
+    insert_plenty(db.url(), &owner, 100_000, Utc::now().naive_utc());
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let login = json!({"username": crate::helpers::ADMIN_USERNAME, "password": crate::helpers::ADMIN_PASSWORD});
+    let token: Value = client
+        .post(format!("{base}/v1/auth/token"))
+        .json(&login)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap();
+    let url = format!("{base}/v1/nodes/{owner}/audit");
+    // Warm up: a page, so that the pool and the caches are what they will be.
+    let page = client.get(&url).bearer_auth(token).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    page.bytes().await.unwrap();
+    let before = resident_kib(child.id());
+
+    let mut response = client
+        .get(&url)
+        .bearer_auth(token)
+        .header("Accept", "application/x-ndjson")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let started = std::time::Instant::now();
+    let (mut bytes, mut lines, mut peak) = (0usize, 0usize, before);
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        bytes += chunk.len();
+        lines += chunk.iter().filter(|b| **b == b'\n').count();
+        peak = peak.max(resident_kib(child.id()));
+    }
+    let took = started.elapsed();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(lines > 100_000, "{lines} lines");
+    // The export is tens of megabytes; the server holds about two batches of it at a time.
+    let grown = peak.saturating_sub(before);
+    eprintln!(
+        "audit export: {lines} lines, {bytes} bytes in {took:?}; the server grew {grown} KiB"
+    );
+    assert!(bytes > 25 << 20, "{bytes} bytes");
+    assert!(
+        grown < 24 << 10,
+        "the server grew by {grown} KiB exporting {bytes} bytes"
+    );
+}
