@@ -362,7 +362,8 @@ fn export(
             after = rows.last().map(|row| (row.at, row.id.clone()));
             let chunk = encode(format, first, rows);
             first = false;
-            if sender.blocking_send(chunk).is_err() || last {
+            let failed = chunk.is_err();
+            if sender.blocking_send(chunk).is_err() || last || failed {
                 return;
             }
         }
