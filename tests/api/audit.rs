@@ -657,3 +657,57 @@ async fn an_export_of_a_hundred_thousand_events_runs_in_flat_memory() {
         "the server grew by {grown} KiB exporting {bytes} bytes"
     );
 }
+
+#[tokio::test]
+async fn the_checks_enrolments_and_the_command_lines_writes_are_in_the_trail_too() {
+    // The command line: the first start and a licence, as `system`.
+    let db = crate::helpers::TestDb::new();
+    let password = [("ALLOT_ADMIN_PASSWORD", crate::helpers::ADMIN_PASSWORD)];
+    let init = crate::cli::allot(&db)
+        .envs(password)
+        .arg("init")
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let set = crate::cli::allot(&db)
+        .args(["licence", "set", "--resource", "users=100"])
+        .args(["--resource", "module:base=100", "--resource", "domains=10"])
+        .output()
+        .unwrap();
+    assert!(set.status.success());
+    let app = spawn_app_on(db.url(), |c| c.require_domain_verification = false).await;
+    let admin = app.as_admin().await;
+    let owner = admin.node_id().await;
+    let licence = trail(&admin, &owner, "action=licence.create", 50).await;
+    assert_eq!(licence.len(), 3);
+    for event in &licence {
+        assert_eq!(
+            event["actor"],
+            json!({"kind": "system", "id": null, "name": "system"})
+        );
+        assert!(event["request_id"].is_null());
+    }
+
+    // The check: a mail worker's key enrols an address it has not seen.
+    let customer = admin.create_child(&owner, "customer", "Enrolling").await;
+    for resource in ["users", "module:base", "domains"] {
+        admin.grant(&customer, resource, 5).await;
+    }
+    admin.register_domain(&customer, "enrol.example").await;
+    let worker = crate::check::check_key(&app, &admin, &customer).await;
+    let (_, _, answer) = crate::check::ask(
+        &worker,
+        json!({"direction": "outbound", "address": "new@enrol.example"}),
+    )
+    .await;
+    assert_eq!(answer["enrolled"], true, "{answer}");
+    let enrolled = trail(&admin, &customer, "action=mailbox.enrol", 50).await;
+    assert_eq!(enrolled.len(), 1);
+    assert_eq!(enrolled[0]["actor"]["kind"], "api_key");
+    assert_eq!(enrolled[0]["actor"]["name"], "mail worker");
+    assert_eq!(enrolled[0]["target"]["id"], answer["mailbox_id"]);
+    assert_eq!(
+        enrolled[0]["node"],
+        json!({"id": customer, "name": "Enrolling"})
+    );
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::helpers::TestDb;
 
-fn allot(db: &TestDb) -> Command {
+pub(crate) fn allot(db: &TestDb) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_allot"));
     command
         .env_clear()
