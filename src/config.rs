@@ -95,6 +95,16 @@ pub struct Config {
     )]
     pub domain_claim_days: u32,
 
+    /// Days the audit trail keeps an event; older ones are deleted in the background, in small
+    /// batches. Unset: events are kept forever.
+    #[arg(
+        long,
+        env = "ALLOT_AUDIT_RETENTION_DAYS",
+        value_parser = clap::value_parser!(u32).range(1..=36500),
+        global = true
+    )]
+    pub audit_retention_days: Option<u32>,
+
     /// How the check answers refusals a customer can fix by buying or paying (`users_exhausted`,
     /// `over_limit`, `module_not_licensed`, `node_suspended`): `temporary` (4.7.1, the mail stays
     /// queued at the sender) or `permanent` (5.7.1, it bounces).

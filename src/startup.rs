@@ -208,6 +208,7 @@ impl Application {
             crate::check::Checker::start(pool.clone(), config.check_settings(), check_metrics);
         api::domains::spawn_sweep(pool.clone(), config.clone());
         crate::service::history::spawn_daily_close(pool.clone(), config.clock.clone());
+        crate::service::retention::spawn_pruner(pool.clone(), config.audit_retention_days);
         let listeners = PostfixListeners::bind(&config)?;
         listeners.spawn(
             &checker,

@@ -3,6 +3,7 @@
 //! call and the document cannot miss a route.
 
 pub mod allocations;
+pub mod audit;
 pub mod auth;
 pub mod check;
 pub mod common;
@@ -18,6 +19,7 @@ pub mod modules;
 pub mod nodes;
 pub mod principals;
 pub mod schemas;
+pub(crate) mod spreadsheet;
 pub mod statistics;
 mod strict;
 pub mod usage;
@@ -47,6 +49,7 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
         .configure(allocations::routes)
         .configure(usage::routes)
         .configure(statistics::routes)
+        .configure(audit::routes)
         .configure(principals::routes)
         .configure(domains::routes)
         .configure(mailboxes::routes)
@@ -69,6 +72,7 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
         (name = "nodes", description = "The tree: owner, resellers, customers"),
         (name = "allocations", description = "Grants of resources down the tree, over time"),
         (name = "usage", description = "Limits, allocations and usage per node"),
+        (name = "audit", description = "The audit trail: every change, who made it, when"),
         (name = "principals", description = "Accounts and API keys"),
         (name = "domains", description = "Customers' domains"),
         (name = "mailboxes", description = "Customers' mailboxes (users) and their aliases"),

@@ -67,3 +67,14 @@ enum_schema!(
     LocalPartCase => [LocalPartCase::Insensitive, LocalPartCase::Sensitive]
         "`insensitive` (the default): local parts that differ only in case are one address (`Jane@` is `jane@`); `sensitive`: local parts compare exactly, as RFC 5321 allows.",
 );
+
+impl PartialSchema for crate::domain::audit::Action {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(Self::ALL.iter().map(|a| a.as_str())))
+            .description(Some("An audited action, `<kind>.<verb>`."))
+            .into()
+    }
+}
+impl ToSchema for crate::domain::audit::Action {}

@@ -9,13 +9,13 @@
 
 use std::collections::HashMap;
 
-use actix_web::http::header;
 use actix_web::{HttpResponse, get, web};
 use chrono::NaiveDate;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::common::{self, ListQuery, Page};
+use super::spreadsheet::{self, safe_cell, slug};
 use super::usage::UsageReport;
 use crate::auth::Principal;
 use crate::domain::ids::NodeId;
@@ -198,15 +198,11 @@ pub(crate) async fn get_statistics_csv(
         .map(|r| r.key())
         .collect(),
     };
-    let disposition = format!(
-        "attachment; filename=\"statistics-{}-{}.csv\"",
-        slug(&root.name),
-        day
-    );
+    let file = format!("statistics-{}-{day}.csv", slug(&root.name));
     let body = csv_stream(state.into_inner(), (root, day), columns, first);
     Ok(HttpResponse::Ok()
-        .content_type("text/csv; charset=utf-8")
-        .insert_header((header::CONTENT_DISPOSITION, disposition))
+        .content_type(spreadsheet::CSV)
+        .insert_header(spreadsheet::attachment(&file))
         .streaming(body))
 }
 
@@ -301,8 +297,8 @@ fn record(columns: &[String], row: &CustomerStatistics) -> Vec<String> {
         .map(|f| (f.resource.as_str(), f))
         .collect();
     let figure = |resource: &str| figures.get(resource).map_or((0, 0), |f| (f.used, f.limit));
-    let text = |value: &str| guard(value);
-    let optional = |value: &Option<String>| value.as_deref().map(guard).unwrap_or_default();
+    let text = |value: &str| safe_cell(value).into_owned();
+    let optional = |value: &Option<String>| value.as_deref().map(text).unwrap_or_default();
     let (domains_used, domains_limit) = figure("domains");
     let (users_used, users_limit) = figure("users");
     let mut cells = vec![
@@ -328,65 +324,7 @@ fn record(columns: &[String], row: &CustomerStatistics) -> Vec<String> {
     cells
 }
 
-/// A text cell a spreadsheet would not run as a formula: one starting with `=`, `+`, `-`, `@`, a
-/// tab or a carriage return gets a leading `'` (OWASP's advice on CSV injection).
-fn guard(text: &str) -> String {
-    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{text}")
-    } else {
-        text.to_owned()
-    }
-}
-
-/// A node's name as a file-name part: lowercase ASCII letters and digits, runs of anything else
-/// as one `-`, none at either end; `node` when nothing is left (a name in another script).
-fn slug(name: &str) -> String {
-    let mut slug = String::new();
-    for c in name.chars() {
-        if c.is_ascii_alphanumeric() {
-            slug.push(c.to_ascii_lowercase());
-        } else if !slug.is_empty() && !slug.ends_with('-') {
-            slug.push('-');
-        }
-    }
-    let slug = slug.trim_end_matches('-');
-    if slug.is_empty() {
-        "node".to_owned()
-    } else {
-        slug.to_owned()
-    }
-}
-
 /// This resource's routes, for [`super::configure`].
 pub(crate) fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
     cfg.service(get_statistics_csv).service(get_statistics);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formulas_are_guarded_and_plain_text_is_not() {
-        for (raw, shown) in [
-            ("=SUM(A1:A9)", "'=SUM(A1:A9)"),
-            ("+49 30 1234", "'+49 30 1234"),
-            ("-1", "'-1"),
-            ("@cmd", "'@cmd"),
-            ("\tx", "'\tx"),
-            ("Acme, Inc.", "Acme, Inc."),
-            ("a=b", "a=b"),
-            ("", ""),
-        ] {
-            assert_eq!(guard(raw), shown, "{raw:?}");
-        }
-    }
-
-    #[test]
-    fn slugs_keep_ascii_letters_and_digits() {
-        assert_eq!(slug("Acme Reseller"), "acme-reseller");
-        assert_eq!(slug("  Müller & Söhne GmbH. "), "m-ller-s-hne-gmbh");
-        assert_eq!(slug("株式会社 山田"), "node");
-        assert_eq!(slug("-O'Brien_2-"), "o-brien-2");
-    }
 }

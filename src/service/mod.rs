@@ -22,6 +22,7 @@ pub(crate) mod mailboxes;
 pub(crate) mod modules;
 pub(crate) mod nodes;
 pub(crate) mod principals;
+pub(crate) mod retention;
 pub(crate) mod seats;
 pub(crate) mod sessions;
 

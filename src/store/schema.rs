@@ -61,6 +61,8 @@ diesel::table! {
         before -> Nullable<Text>,
         after -> Nullable<Text>,
         request_id -> Nullable<Text>,
+        actor_name -> Nullable<Text>,
+        node_name -> Nullable<Text>,
     }
 }
 
@@ -118,6 +120,8 @@ diesel::table! {
 
 diesel::joinable!(accounts -> nodes (node_id));
 diesel::joinable!(usage_counters -> nodes (node_id));
+diesel::joinable!(audit_events -> nodes (node_id));
+diesel::allow_tables_to_appear_in_same_query!(audit_events, nodes);
 diesel::allow_tables_to_appear_in_same_query!(
     nodes,
     accounts,

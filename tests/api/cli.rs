@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::helpers::TestDb;
 
-fn allot(db: &TestDb) -> Command {
+pub(crate) fn allot(db: &TestDb) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_allot"));
     command
         .env_clear()
@@ -116,14 +116,14 @@ fn bad_configuration_stops_start_up_with_exit_2_and_one_line_naming_the_setting(
     }
 }
 
-#[test]
-fn sigterm_stops_the_server_cleanly() {
-    let db = TestDb::new();
-    let mut child = allot(&db)
+/// Starts `allot` serving on `db` on a free loopback port, with the first admin's password
+/// `ADMIN_PASSWORD`; the child and its port, once it answers.
+pub(crate) fn serve(db: &TestDb, envs: &[(&str, &str)]) -> (std::process::Child, u16) {
+    let mut child = allot(db)
         .env("ALLOT_LISTEN", "127.0.0.1:0")
-        .env("ALLOT_ADMIN_PASSWORD", "a long enough password")
-        .env("ALLOT_SHUTDOWN_TIMEOUT", "5")
+        .env("ALLOT_ADMIN_PASSWORD", crate::helpers::ADMIN_PASSWORD)
         .env("ALLOT_LOG_FORMAT", "json")
+        .envs(envs.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -138,6 +138,8 @@ fn sigterm_stops_the_server_cleanly() {
         .find(|event| event["message"] == "serving")
         .and_then(|event| event["port"].as_u64())
         .expect("the server announces its port");
+    // Keep reading its log, so that a full pipe never stops it.
+    std::thread::spawn(move || lines.for_each(drop));
     // Once it answers, its signal handlers are in place.
     let health = std::net::TcpStream::connect(("127.0.0.1", port as u16)).and_then(|mut stream| {
         use std::io::{Read, Write};
@@ -147,6 +149,13 @@ fn sigterm_stops_the_server_cleanly() {
         Ok(answer)
     });
     assert!(health.unwrap().starts_with("HTTP/1.1 200"));
+    (child, port as u16)
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let db = TestDb::new();
+    let (mut child, _) = serve(&db, &[("ALLOT_SHUTDOWN_TIMEOUT", "5")]);
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -99,6 +99,7 @@ pub fn test_config(database_url: &str) -> Config {
         socketmap_listen: None,
         require_domain_verification: true,
         domain_claim_days: 7,
+        audit_retention_days: None,
         licence_refusals: allot::check::LicenceRefusals::Temporary,
         abuse_recipient: None,
         recipient_delimiter: String::new(),

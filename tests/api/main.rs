@@ -2,6 +2,7 @@
 //! when `ALLOT_TEST_DATABASE_URL` is set.
 
 mod allocations;
+mod audit;
 mod auth;
 mod check;
 mod cli;

@@ -1,7 +1,9 @@
 //! The isolation matrix: every route of the OpenAPI document, called as every kind of caller
 //! against nodes across the tree, must answer exactly the status the access rules give, and a
-//! caller outside a target's subtree must never see that target's data. A route missing from
-//! [`route`] fails the test, so a new route cannot ship without its row.
+//! caller outside a target's subtree must never see that target's data. Every write it makes
+//! must also leave exactly its number of audit events when it succeeds (see [`audited`]) and
+//! none when it is refused. A route missing from [`route`] fails the test, so a new route cannot
+//! ship without its row.
 
 use std::collections::HashMap;
 
@@ -219,6 +221,7 @@ async fn route(
         | ("get", "/v1/nodes/{id}/usage/history")
         | ("get", "/v1/nodes/{id}/statistics")
         | ("get", "/v1/nodes/{id}/statistics.csv")
+        | ("get", "/v1/nodes/{id}/audit")
         | ("get", "/v1/nodes/{id}/allocations")
         | ("get", "/v1/nodes/{id}/accounts")
         | ("get", "/v1/nodes/{id}/api-keys") => (
@@ -504,6 +507,35 @@ async fn route(
     Some(entry)
 }
 
+/// How many audit events a successful call of the write route `method template` with `body`
+/// leaves, and whether a success may leave none because it changed nothing (a repeat of what is
+/// already so: disabling a disabled mailbox, moving a node under its own parent). Every change is
+/// one event unless listed here; every refusal leaves none (the loop checks both).
+fn audited(method: &str, template: &str, body: Option<&Value>) -> (i64, bool) {
+    match (method, template) {
+        // Not changes: a login, and checks (whose enrolments are each one `mailbox.enrol`; the
+        // matrix's checks name nothing to enrol).
+        ("post", "/v1/auth/token" | "/v1/check" | "/v1/check/batch") => (0, false),
+        // The licence is replaced whole: each line that counted is ended, each new one created.
+        ("put", "/v1/licence") => (2 * LICENCE.len() as i64, false),
+        // One `mailbox.create` per imported row.
+        ("post", "/v1/nodes/{id}/mailboxes/import") => (
+            body.and_then(Value::as_array)
+                .map_or(0, |rows| rows.len() as i64),
+            false,
+        ),
+        (
+            "post",
+            "/v1/mailboxes/{id}/disable" | "/v1/mailboxes/{id}/enable" | "/v1/nodes/{id}/move",
+        )
+        | ("put" | "delete", "/v1/groups/{id}/members/{mailbox_id}")
+        | ("put", "/v1/mailboxes/{id}/modules/{code}" | "/v1/nodes/{id}/modules/{code}") => {
+            (1, true)
+        }
+        _ => (1, false),
+    }
+}
+
 /// The status the access rules give.
 fn expected(identity: &Identity, rule: Rule, target: &Target, owner_path: &str) -> u16 {
     let principal = match (rule, &identity.principal) {
@@ -778,6 +810,15 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
     let document: Value = app.get("/openapi.json").await.json().await.unwrap();
     let mut failures = Vec::new();
     let mut cells = 0;
+    let pool = allot::store::connect(&app.database_url, 1).unwrap();
+    let events = || {
+        use allot::store::schema::audit_events;
+        use diesel::prelude::*;
+        audit_events::table
+            .count()
+            .get_result::<i64>(&mut *pool.get().unwrap())
+            .unwrap()
+    };
     for (template, item) in document["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
             for target in &targets {
@@ -795,8 +836,27 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
                     if let Some(body) = &body {
                         request = request.json(body);
                     }
+                    let before = (method != "get").then(events);
                     let response = request.send().await.unwrap();
                     let status = response.status().as_u16();
+                    if let Some(before) = before {
+                        let added = events() - before;
+                        let (change, may_change_nothing) = audited(method, template, body.as_ref());
+                        let fine = if (200..300).contains(&status) {
+                            added == change || (may_change_nothing && added == 0)
+                        } else {
+                            added == 0
+                        };
+                        if !fine {
+                            failures.push(format!(
+                                "{} {path} [{}] as {}: {status} left {added} audit event(s), want {}",
+                                method.to_uppercase(),
+                                target.label,
+                                identity.label,
+                                if (200..300).contains(&status) { change } else { 0 },
+                            ));
+                        }
+                    }
                     let text = response.text().await.unwrap_or_default();
                     let want = expected(identity, rule, target, &owner_path);
                     cells += 1;
