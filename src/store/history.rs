@@ -255,6 +255,45 @@ pub(crate) fn of_node(
         .load(conn)
 }
 
+/// The rows of `nodes` on `day`, by node then resource: one query per 500 nodes.
+pub(crate) fn of_nodes_on(
+    conn: &mut DbConnection,
+    nodes: &[NodeId],
+    day: NaiveDate,
+) -> QueryResult<Vec<Row>> {
+    let mut rows = Vec::new();
+    for chunk in super::id_chunks(nodes) {
+        rows.extend(
+            usage_history::table
+                .filter(usage_history::node_id.eq_any(&chunk))
+                .filter(usage_history::day.eq(day))
+                .order((usage_history::node_id, usage_history::resource))
+                .load::<Row>(conn)?,
+        );
+    }
+    Ok(rows)
+}
+
+/// The active users of each of `nodes` that had any on the closed `day`, by node id: one query
+/// per 500 nodes.
+pub(crate) fn active_of_nodes_on(
+    conn: &mut DbConnection,
+    nodes: &[NodeId],
+    day: NaiveDate,
+) -> QueryResult<HashMap<String, i64>> {
+    let mut active = HashMap::new();
+    for chunk in super::id_chunks(nodes) {
+        active.extend(
+            active_user_history::table
+                .filter(active_user_history::node_id.eq_any(&chunk))
+                .filter(active_user_history::day.eq(day))
+                .select((active_user_history::node_id, active_user_history::active_users))
+                .load::<(String, i64)>(conn)?,
+        );
+    }
+    Ok(active)
+}
+
 /// `node`'s active users on each closed day from `from` to `to` that had any.
 pub(crate) fn active_of_node(
     conn: &mut DbConnection,
