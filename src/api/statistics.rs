@@ -160,7 +160,11 @@ fn past_figures(
                     .as_ref()
                     .and_then(|d| d.resources.iter().find(|r| r.resource == resource));
                 let (used, limit) = found.map_or((0, 0), |r| (r.used, r.limit));
-                Figure { resource, used, limit }
+                Figure {
+                    resource,
+                    used,
+                    limit,
+                }
             };
             let figures = catalogue.iter().map(|r| figure(r.key())).collect();
             (counted.as_ref().map_or(0, |d| d.active_users), figures)
@@ -198,7 +202,9 @@ fn row(
 super::common::list_query! {
     /// A page of statistics as of a day.
     pub struct StatisticsQuery {
-        /// The day the figures are as of (`YYYY-MM-DD`, UTC); see [`StatisticsDay`].
+        /// The day the figures are as of (`YYYY-MM-DD`, UTC), as for `statistics.csv`: default
+        /// today (the figures now); a day before today is read from the usage history, without
+        /// the customers it did not count that day; a day after today is refused.
         pub at: Option<NaiveDate>,
     }
 }

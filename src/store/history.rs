@@ -287,7 +287,10 @@ pub(crate) fn active_of_nodes_on(
             active_user_history::table
                 .filter(active_user_history::node_id.eq_any(&chunk))
                 .filter(active_user_history::day.eq(day))
-                .select((active_user_history::node_id, active_user_history::active_users))
+                .select((
+                    active_user_history::node_id,
+                    active_user_history::active_users,
+                ))
                 .load::<(String, i64)>(conn)?,
         );
     }
