@@ -8,8 +8,9 @@
 //! - the first write, read or background tick of a day opens it ([`open_day`]): the previous day
 //!   is closed (its limits settled, its active users counted once from `last_seen_at` and rolled
 //!   up the tree), days on which allot ran nothing are carried forward from it, and today's rows
-//!   start from the counters. So there is a row for every day from a node's first counted day, and
-//!   none before it.
+//!   start from the counters, and at zero for each limit of a node that has no counter of that
+//!   resource. So there is a row for every day from a node's first counted day (the day it first
+//!   used something, or the day after it got a limit), and none before it.
 //!
 //! Active users of a day are the mailboxes an outbound check last saw in the 30 days up to and
 //! including it. Only the last sighting is kept, so a day is counted when it closes: a day closed
@@ -108,8 +109,10 @@ pub(crate) fn open_day(conn: &mut DbConnection, today: NaiveDate) -> QueryResult
             day += TimeDelta::days(1);
         }
     }
-    let limits = super::allocations::limits_on(conn, today)?;
-    let rows: Vec<Row> = usage_counters::table
+    // Today's rows: one per counter, and one (nothing used) per limit of a node that never used
+    // that resource, so that a customer with a limit is counted from the day after its grant.
+    let mut limits = super::allocations::limits_on(conn, today)?;
+    let mut rows: Vec<Row> = usage_counters::table
         .select((
             usage_counters::node_id,
             usage_counters::resource,
@@ -119,8 +122,7 @@ pub(crate) fn open_day(conn: &mut DbConnection, today: NaiveDate) -> QueryResult
         .into_iter()
         .map(|(node_id, resource, used)| Row {
             day_limit: limits
-                .get(&(node_id.clone(), resource.clone()))
-                .copied()
+                .remove(&(node_id.clone(), resource.clone()))
                 .unwrap_or(0),
             node_id,
             resource,
@@ -129,6 +131,14 @@ pub(crate) fn open_day(conn: &mut DbConnection, today: NaiveDate) -> QueryResult
             used,
         })
         .collect();
+    rows.extend(limits.into_iter().map(|((node_id, resource), limit)| Row {
+        node_id,
+        resource,
+        day: today,
+        day_limit: limit,
+        peak: 0,
+        used: 0,
+    }));
     insert_rows(conn, &rows)
 }
 

@@ -364,3 +364,21 @@ async fn a_write_judged_before_midnight_reaches_the_day_opened_meanwhile() {
     );
     a_write_across_midnight(&app, &admin, &tree.c1, &counter).await;
 }
+
+#[tokio::test]
+async fn a_customer_with_a_limit_and_nothing_used_is_counted_from_the_next_day() {
+    admin_app!(app, admin, tree);
+    // A change of usage opens day 0 (if the background task has not yet): the customer below
+    // gets its limit after that.
+    admin.register_domain(&tree.c1, "c1.example").await;
+    let day0 = app.clock.today();
+    let idle = admin.create_child(&tree.b, "customer", "Idle Ltd").await;
+    admin.grant(&idle, "users", 5).await;
+    assert_eq!(days(&history(&admin, &idle, &range(day0, day0)).await), []);
+    app.clock.advance(TimeDelta::days(1));
+    let day1 = days_after(day0, 1);
+    let later = history(&admin, &idle, &range(day0, day1)).await;
+    assert_eq!(days(&later), [day1]);
+    assert_eq!(figures(&later, day1, "users"), (5, 0, 0));
+    app.assert_verified();
+}
