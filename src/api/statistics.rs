@@ -217,9 +217,9 @@ pub struct StatisticsDay {
     /// The day the figures are as of (`YYYY-MM-DD`, UTC); default today, whose figures are those
     /// now. For a day before today, each customer's limits and end-of-day usage and its active
     /// users as the usage history counted them that day; a customer the history did not count
-    /// that day (created later, or with neither a limit nor usage when it began) is absent, so a day before the history
-    /// began answers no rows. Customers are those of the subtree now (not deleted). A day after
-    /// today is refused (`validation-failed`).
+    /// that day (created later, or with neither a limit nor usage when it began) is absent, so a
+    /// day before the history began answers no rows. Customers are those of the subtree now (not
+    /// deleted). A day after today is refused (`validation-failed`).
     pub at: Option<NaiveDate>,
 }
 
