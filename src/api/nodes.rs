@@ -409,6 +409,7 @@ pub(crate) async fn list_children(
         kind: query.kind,
         status: query.status,
         name_prefix: query.name_prefix,
+        counted_on: None,
     };
     common::node_page(
         &state.pool,

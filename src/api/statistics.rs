@@ -11,16 +11,15 @@ use std::collections::HashMap;
 
 use actix_web::{HttpResponse, get, web};
 use chrono::NaiveDate;
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::common::{self, ListQuery, Page};
+use super::common::{self, Page};
 use super::spreadsheet::{self, safe_cell, slug};
-use super::usage::UsageReport;
 use crate::auth::Principal;
 use crate::domain::ids::NodeId;
 use crate::domain::tree::NodeStatus;
-use crate::error::{ApiError, Guarded, Listed};
+use crate::error::{ApiError, FieldError, Guarded, Problem};
 use crate::startup::AppState;
 use crate::store::nodes::Node;
 use crate::store::{self, DbConnection, mailboxes, nodes};
@@ -66,34 +65,118 @@ pub(crate) struct CustomerStatistics {
     pub resources: Vec<Figure>,
 }
 
-/// Up to `limit` customers of `root`'s subtree after the cursor `after`, with their figures now
-/// (limits of `day`, active users of the 30 days up to it): seven queries, however many customers
-/// (the customers, their parents' names, active users, the catalogue, limits, allocations, usage).
+/// The day the statistics are as of: today (figures now), or a day before it (figures from the
+/// usage history).
+#[derive(Debug, Clone, Copy)]
+enum AsOf {
+    Today(NaiveDate),
+    Past { day: NaiveDate, today: NaiveDate },
+}
+
+impl AsOf {
+    /// The day `?at=` asks for (today without it): a refusal for a day after today, whose figures
+    /// nobody knows yet.
+    fn parse(at: Option<NaiveDate>, today: NaiveDate) -> Result<Self, ApiError> {
+        let Some(day) = at else {
+            return Ok(Self::Today(today));
+        };
+        let day = common::check_date(day)
+            .map_err(|m| ApiError::InvalidQuery(vec![FieldError::new("at", m)]))?;
+        match day.cmp(&today) {
+            std::cmp::Ordering::Greater => Err(ApiError::validation(
+                "at",
+                format!("is after today ({today}): a day to come has no statistics"),
+            )),
+            std::cmp::Ordering::Equal => Ok(Self::Today(today)),
+            std::cmp::Ordering::Less => Ok(Self::Past { day, today }),
+        }
+    }
+
+    fn day(self) -> NaiveDate {
+        match self {
+            Self::Today(day) | Self::Past { day, .. } => day,
+        }
+    }
+}
+
+/// Up to `limit` customers of `root`'s subtree after the cursor `after`, with their figures as of
+/// `as_of`, in a fixed number of queries however many customers: for today seven (the customers,
+/// their parents' names, active users, the catalogue, limits, allocations, usage); for a past day
+/// five, and one to see that today is open (the customers the history counted that day, their
+/// parents' names, the catalogue, the day's rows, its active users).
 fn batch(
     conn: &mut DbConnection,
     root: &Node,
-    day: NaiveDate,
+    as_of: AsOf,
     after: Option<&str>,
     limit: i64,
 ) -> diesel::QueryResult<Vec<CustomerStatistics>> {
-    let customers = nodes::customers_below(conn, &root.path, after, limit)?;
+    let counted_on = matches!(as_of, AsOf::Past { .. }).then(|| as_of.day());
+    let customers = nodes::customers_below(conn, &root.path, counted_on, after, limit)?;
     let ids: Vec<NodeId> = customers.iter().map(|c| c.id).collect();
     let parent_ids: Vec<NodeId> = customers.iter().filter_map(|c| c.parent_id).collect();
     let parents = nodes::names(conn, &parent_ids)?;
-    let active = mailboxes::active_counts(conn, &ids, crate::domain::active::window(day))?;
-    let reports = super::usage::reports(conn, customers.clone(), day)?;
+    let figures: Vec<(i64, Vec<Figure>)> = match as_of {
+        AsOf::Today(day) => {
+            let active = mailboxes::active_counts(conn, &ids, crate::domain::active::window(day))?;
+            super::usage::reports(conn, customers.clone(), day)?
+                .into_iter()
+                .map(|report| {
+                    let figures = report.resources.into_iter().map(|r| Figure {
+                        resource: r.resource,
+                        used: r.used,
+                        limit: r.limit,
+                    });
+                    let active = active.get(&report.node_id.to_string()).copied();
+                    (active.unwrap_or(0), figures.collect())
+                })
+                .collect()
+        }
+        AsOf::Past { day, today } => past_figures(conn, &ids, day, today)?,
+    };
     Ok(customers
         .into_iter()
-        .zip(reports)
-        .map(|(customer, report)| row(customer, report, &parents, &active))
+        .zip(figures)
+        .map(|(customer, (active, figures))| row(customer, figures, &parents, active))
+        .collect())
+}
+
+/// The active users and the figures of each of `ids` at the end of `day`, from the usage history,
+/// every resource of the catalogue in its order (0 and 0 for one the customer had no row of).
+fn past_figures(
+    conn: &mut DbConnection,
+    ids: &[NodeId],
+    day: NaiveDate,
+    today: NaiveDate,
+) -> diesel::QueryResult<Vec<(i64, Vec<Figure>)>> {
+    let catalogue = store::modules::resources(conn)?;
+    let mut days = crate::service::history::of_nodes_on(conn, ids, day, today)?;
+    Ok(ids
+        .iter()
+        .map(|id| {
+            let counted = days.remove(&id.to_string());
+            let figure = |resource: String| {
+                let found = counted
+                    .as_ref()
+                    .and_then(|d| d.resources.iter().find(|r| r.resource == resource));
+                let (used, limit) = found.map_or((0, 0), |r| (r.used, r.limit));
+                Figure {
+                    resource,
+                    used,
+                    limit,
+                }
+            };
+            let figures = catalogue.iter().map(|r| figure(r.key())).collect();
+            (counted.as_ref().map_or(0, |d| d.active_users), figures)
+        })
         .collect())
 }
 
 fn row(
     customer: Node,
-    report: UsageReport,
+    resources: Vec<Figure>,
     parents: &HashMap<String, String>,
-    active: &HashMap<String, i64>,
+    active_users: i64,
 ) -> CustomerStatistics {
     // A customer always has a parent: the owner is never one.
     let parent_id = customer.parent_id.unwrap_or(customer.id);
@@ -105,16 +188,8 @@ fn row(
                 .cloned()
                 .unwrap_or_default(),
         },
-        active_users: active.get(&customer.id.to_string()).copied().unwrap_or(0),
-        resources: report
-            .resources
-            .into_iter()
-            .map(|r| Figure {
-                resource: r.resource,
-                used: r.used,
-                limit: r.limit,
-            })
-            .collect(),
+        active_users,
+        resources,
         id: customer.id,
         name: customer.name,
         description: customer.description,
@@ -124,15 +199,42 @@ fn row(
     }
 }
 
+super::common::list_query! {
+    /// A page of statistics as of a day.
+    pub struct StatisticsQuery {
+        /// The day the figures are as of (`YYYY-MM-DD`, UTC), as for `statistics.csv`: default
+        /// today (the figures now); a day before today is read from the usage history, without
+        /// the customers it did not count that day; a day after today is refused.
+        pub at: Option<NaiveDate>,
+    }
+}
+
+/// The day statistics are as of.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StatisticsDay {
+    /// The day the figures are as of (`YYYY-MM-DD`, UTC); default today, whose figures are those
+    /// now. For a day before today, each customer's limits and end-of-day usage and its active
+    /// users as the usage history counted them that day; a customer the history did not count
+    /// that day (created later, or with neither a limit nor usage when it began) is absent, so a
+    /// day before the history began answers no rows. Customers are those of the subtree now (not
+    /// deleted). A day after today is refused (`validation-failed`).
+    pub at: Option<NaiveDate>,
+}
+
 /// The customers of `{id}`'s subtree (`{id}` itself if it is a customer) in id order, each with
-/// its figures now. The same rows as `statistics.csv`, a page at a time.
+/// its figures now or at the end of the day `at`. The same rows as `statistics.csv`, a page at a
+/// time.
 #[utoipa::path(
     tag = "usage",
     security(("bearer" = [])),
-    params(("id" = NodeId, Path), ListQuery),
+    params(("id" = NodeId, Path), StatisticsQuery),
     responses(
         (status = 200, description = "A page of customers with their figures", body = Page<CustomerStatistics>),
-        Listed,
+        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
+        Guarded,
+        (status = 422, description = "`at` is after today (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/nodes/{id}/statistics")]
@@ -140,16 +242,16 @@ pub(crate) async fn get_statistics(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,
-    query: web::Query<ListQuery>,
+    query: web::Query<StatisticsQuery>,
 ) -> Result<web::Json<Page<CustomerStatistics>>, ApiError> {
     let page = query.page()?;
-    let day = principal.today;
+    let as_of = AsOf::parse(query.at, principal.today)?;
     common::node_page(
         &state.pool,
         principal,
         id.into_inner(),
         page,
-        move |conn, root, after, limit| batch(conn, root, day, after, limit),
+        move |conn, root, after, limit| batch(conn, root, as_of, after, limit),
         |row| row.id.to_string(),
         |row| row,
     )
@@ -162,16 +264,18 @@ pub(crate) async fn get_statistics(
 /// `domains_used`, `domains_limit`, `users_used`, `users_limit`, `active_users`, then
 /// `module:<code>_used` and `module:<code>_limit` for each module of the catalogue. A text cell
 /// starting with `=`, `+`, `-`, `@`, a tab or a carriage return is prefixed with `'`, so that a
-/// spreadsheet does not run it as a formula.
+/// spreadsheet does not run it as a formula. With `at`, the figures at the end of that day.
 #[utoipa::path(
     tag = "usage",
     security(("bearer" = [])),
-    params(("id" = NodeId, Path)),
+    params(("id" = NodeId, Path), StatisticsDay),
     responses(
-        (status = 200, description = "The CSV, as an attachment named `statistics-<node name>-<date>.csv`",
+        (status = 200, description = "The CSV, as an attachment named `statistics-<node name>-<day>.csv` (the day `at`, or today)",
             content_type = "text/csv", body = String,
             headers(("Content-Disposition" = String))),
+        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
         Guarded,
+        (status = 422, description = "`at` is after today (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/nodes/{id}/statistics.csv")]
@@ -179,12 +283,13 @@ pub(crate) async fn get_statistics_csv(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,
+    query: web::Query<StatisticsDay>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let day = principal.today;
+    let as_of = AsOf::parse(query.at, principal.today)?;
     let (root, first) = store::run(&state.pool, move |conn| {
         let root = principal.may_read(nodes::find(conn, id)?)?.into_inner();
-        let first = batch(conn, &root, day, None, BATCH)?;
+        let first = batch(conn, &root, as_of, None, BATCH)?;
         Ok::<_, ApiError>((root, first))
     })
     .await?;
@@ -198,8 +303,8 @@ pub(crate) async fn get_statistics_csv(
         .map(|r| r.key())
         .collect(),
     };
-    let file = format!("statistics-{}-{day}.csv", slug(&root.name));
-    let body = csv_stream(state.into_inner(), (root, day), columns, first);
+    let file = format!("statistics-{}-{}.csv", slug(&root.name), as_of.day());
+    let body = csv_stream(state.into_inner(), (root, as_of), columns, first);
     Ok(HttpResponse::Ok()
         .content_type(spreadsheet::CSV)
         .insert_header(spreadsheet::attachment(&file))
@@ -210,7 +315,7 @@ pub(crate) async fn get_statistics_csv(
 /// fails after the answer began ends the body early (the client sees a truncated download).
 fn csv_stream(
     state: std::sync::Arc<AppState>,
-    (root, day): (Node, NaiveDate),
+    (root, as_of): (Node, AsOf),
     columns: Vec<String>,
     first: Vec<CustomerStatistics>,
 ) -> impl futures_util::Stream<Item = Result<web::Bytes, ApiError>> {
@@ -223,7 +328,7 @@ fn csv_stream(
         async move {
             let after = after?;
             let read = store::run(&state.pool, move |conn| {
-                batch(conn, &root, day, Some(&after), BATCH).map_err(ApiError::from)
+                batch(conn, &root, as_of, Some(&after), BATCH).map_err(ApiError::from)
             })
             .await;
             Some(match read {

@@ -113,8 +113,9 @@ pub(crate) struct UsageHistory {
     pub from: NaiveDate,
     pub to: NaiveDate,
     /// The days from `from` to `to` that allot counted for the node, oldest first. A day before
-    /// the node's first counted day (before allot ran, or before it used anything) is absent,
-    /// never zero; a day without a change carries the day before's figures.
+    /// the node's first counted day (before allot ran, or before it used anything or had a limit
+    /// when a day began) is absent, never zero; a day without a change carries the day before's
+    /// figures.
     pub days: Vec<HistoryDayView>,
 }
 

@@ -2,12 +2,13 @@
 //! of a day) and the per-day figures a node's history answers with. The rows themselves are kept by
 //! [`store::history`] as usage changes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::NaiveDate;
 
 use crate::clock::Clock;
+use crate::domain::ids::NodeId;
 use crate::store::nodes::Node;
 use crate::store::{self, DbConnection, Pool, allocations, history};
 
@@ -109,4 +110,35 @@ pub(crate) fn of_node(
         day.active_users = history::active_in_subtree(conn, &node.path, today)?;
     }
     Ok(days.into_values().collect())
+}
+
+/// The figures of each of `nodes` on `day`, a day before `today`, by node id: the limits settled
+/// when it closed, the peak and end-of-day usage, and the active users counted then; a node the
+/// history did not count that day is absent. Opens `today` first, so that `day` is closed; then
+/// two queries per 500 nodes.
+pub(crate) fn of_nodes_on(
+    conn: &mut DbConnection,
+    nodes: &[NodeId],
+    day: NaiveDate,
+    today: NaiveDate,
+) -> diesel::QueryResult<HashMap<String, Day>> {
+    open_today(conn, today)?;
+    let active = history::active_of_nodes_on(conn, nodes, day)?;
+    let mut days: HashMap<String, Day> = HashMap::new();
+    for row in history::of_nodes_on(conn, nodes, day)? {
+        days.entry(row.node_id.clone())
+            .or_insert_with(|| Day {
+                day,
+                active_users: active.get(&row.node_id).copied().unwrap_or(0),
+                resources: Vec::new(),
+            })
+            .resources
+            .push(ResourceDay {
+                resource: row.resource,
+                limit: row.day_limit,
+                peak: row.peak,
+                used: row.used,
+            });
+    }
+    Ok(days)
 }

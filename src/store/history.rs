@@ -3,12 +3,14 @@
 //!
 //! Kept without scanning mailboxes or counters on every write:
 //! - every change of a usage counter ([`usage::add`](super::usage::add)) updates today's row of
-//!   each node of the lineage in the same transaction ([`record`]), raising the peak;
+//!   each node of the lineage in the same transaction ([`record`]), raising the peak (and the row
+//!   of any later day opened meanwhile: see [`open_day`] on the midnight race);
 //! - the first write, read or background tick of a day opens it ([`open_day`]): the previous day
 //!   is closed (its limits settled, its active users counted once from `last_seen_at` and rolled
 //!   up the tree), days on which allot ran nothing are carried forward from it, and today's rows
-//!   start from the counters. So there is a row for every day from a node's first counted day, and
-//!   none before it.
+//!   start from the counters, and at zero for each limit of a node that has no counter of that
+//!   resource. So there is a row for every day from a node's first counted day (the day it first
+//!   used something, or the day after it got a limit), and none before it.
 //!
 //! Active users of a day are the mailboxes an outbound check last saw in the 30 days up to and
 //! including it. Only the last sighting is kept, so a day is counted when it closes: a day closed
@@ -50,12 +52,38 @@ pub(crate) fn is_open(conn: &mut DbConnection, day: NaiveDate) -> QueryResult<bo
     diesel::select(diesel::dsl::exists(usage_history_days::table.find(day))).get_result(conn)
 }
 
+/// The key of the PostgreSQL advisory lock that orders changes of usage around the opening of a
+/// day (any constant no other lock of allot uses).
+const DAY_LOCK: i64 = 0x616c_6c6f_7444;
+
 /// Opens `today` if no one has yet (a cheap no-op otherwise): closes the last day opened before
 /// it, carries its figures over the days between, and starts today's rows from the counters.
 /// Runs in the caller's write transaction, before any counter of the transaction changes.
+///
+/// # The midnight race
+/// A change of usage is judged on the day its request began (`today`), and may commit after the
+/// next day was opened: judged on D at 23:59:59, it waits for a lock, and meanwhile day D+1 opens
+/// and starts its rows from the counters as committed then. Two things keep D+1 right:
+/// - *Ordering* (PostgreSQL): every change of usage holds [`DAY_LOCK`] shared until it commits,
+///   and the opener of a day holds it exclusive until it commits. So the opener waits for the
+///   changes in flight and reads their counters committed, and a change that starts later waits
+///   for the opening and then sees the new day. SQLite needs no lock: `BEGIN IMMEDIATE` already
+///   runs one writer at a time. (A writer holding a row lock that a change holding the shared lock
+///   waits for can deadlock with it while it waits to open the day; PostgreSQL then aborts one,
+///   which answers 503, retry. Only the transaction that opens a day can be in that position.)
+/// - *Every open day*: [`record`] writes a change into its own day and into each later day
+///   already open ([`days_from`]), so a late change of D also reaches D+1's row (on both
+///   backends: on SQLite too a request can be judged on D and get the write lock after D+1
+///   opened).
+///
+/// The lock alone would not do (the late change would still only reach D), nor would writing
+/// into later days alone on PostgreSQL (a change in flight does not see the new day, and the
+/// opener does not see its counter).
 pub(crate) fn open_day(conn: &mut DbConnection, today: NaiveDate) -> QueryResult<()> {
+    let open = is_open(conn, today)?;
+    lock_days(conn, !open)?;
     // Whoever inserts the marker opens the day; a concurrent opener waits on it, then does nothing.
-    if mark(conn, today)? == 0 {
+    if open || mark(conn, today)? == 0 {
         return Ok(());
     }
     let last: Option<NaiveDate> = usage_history_days::table
@@ -81,8 +109,10 @@ pub(crate) fn open_day(conn: &mut DbConnection, today: NaiveDate) -> QueryResult
             day += TimeDelta::days(1);
         }
     }
-    let limits = super::allocations::limits_on(conn, today)?;
-    let rows: Vec<Row> = usage_counters::table
+    // Today's rows: one per counter, and one (nothing used) per limit of a node that never used
+    // that resource, so that a customer with a limit is counted from the day after its grant.
+    let mut limits = super::allocations::limits_on(conn, today)?;
+    let mut rows: Vec<Row> = usage_counters::table
         .select((
             usage_counters::node_id,
             usage_counters::resource,
@@ -92,8 +122,7 @@ pub(crate) fn open_day(conn: &mut DbConnection, today: NaiveDate) -> QueryResult
         .into_iter()
         .map(|(node_id, resource, used)| Row {
             day_limit: limits
-                .get(&(node_id.clone(), resource.clone()))
-                .copied()
+                .remove(&(node_id.clone(), resource.clone()))
                 .unwrap_or(0),
             node_id,
             resource,
@@ -102,7 +131,41 @@ pub(crate) fn open_day(conn: &mut DbConnection, today: NaiveDate) -> QueryResult
             used,
         })
         .collect();
+    rows.extend(limits.into_iter().map(|((node_id, resource), limit)| Row {
+        node_id,
+        resource,
+        day: today,
+        day_limit: limit,
+        peak: 0,
+        used: 0,
+    }));
     insert_rows(conn, &rows)
+}
+
+/// On PostgreSQL, takes [`DAY_LOCK`] until the transaction ends: exclusive to open a day, shared
+/// to change usage. Nothing on SQLite, whose writers already run one at a time.
+fn lock_days(conn: &mut DbConnection, exclusive: bool) -> QueryResult<()> {
+    if let DbConnection::Postgres(pg) = conn {
+        let lock = if exclusive {
+            "pg_advisory_xact_lock"
+        } else {
+            "pg_advisory_xact_lock_shared"
+        };
+        diesel::sql_query(format!("SELECT {lock}($1)"))
+            .bind::<BigInt, _>(DAY_LOCK)
+            .execute(pg)?;
+    }
+    Ok(())
+}
+
+/// The open days from `today` on: `today`, and any later one a change judged on `today` reaches
+/// because it runs after that day opened (see [`open_day`]).
+pub(crate) fn days_from(conn: &mut DbConnection, today: NaiveDate) -> QueryResult<Vec<NaiveDate>> {
+    usage_history_days::table
+        .filter(usage_history_days::day.ge(today))
+        .select(usage_history_days::day)
+        .order(usage_history_days::day)
+        .load(conn)
 }
 
 /// Marks `day` open, unless it is: the rows inserted (0 or 1).
@@ -165,17 +228,18 @@ fn close(conn: &mut DbConnection, day: NaiveDate) -> QueryResult<()> {
     Ok(())
 }
 
-/// Adds `delta` to today's row of `resource` at `node`, raising its peak; the counter has just
-/// changed by `delta` (and is read for a row that does not exist yet: a counter new today).
+/// Adds `delta` to the row of `day` (today, or a later open day) of `resource` at `node`, raising
+/// its peak; the counter has just changed by `delta` (and is read for a row that does not exist
+/// yet: a counter new that day).
 pub(crate) fn record(
     conn: &mut DbConnection,
     node: &str,
     resource: &str,
     delta: i64,
-    today: NaiveDate,
+    day: NaiveDate,
 ) -> QueryResult<()> {
     let after = format!("used + ({delta})");
-    let updated = diesel::update(usage_history::table.find((node, resource, today)))
+    let updated = diesel::update(usage_history::table.find((node, resource, day)))
         .set((
             usage_history::used.eq(usage_history::used + delta),
             usage_history::peak.eq(diesel::dsl::sql::<BigInt>(&format!(
@@ -193,14 +257,14 @@ pub(crate) fn record(
     let id: NodeId = node.parse().map_err(super::corrupt)?;
     let limit = crate::domain::quota::total_at(
         &super::allocations::limit_of(conn, id, resource, None)?,
-        today,
+        day,
     );
     insert_rows(
         conn,
         &[Row {
             node_id: node.to_owned(),
             resource: resource.to_owned(),
-            day: today,
+            day,
             day_limit: limit,
             peak: used.max(used - delta),
             used,
@@ -253,6 +317,48 @@ pub(crate) fn of_node(
         .filter(usage_history::day.between(from, to))
         .order((usage_history::day, usage_history::resource))
         .load(conn)
+}
+
+/// The rows of `nodes` on `day`, by node then resource: one query per 500 nodes.
+pub(crate) fn of_nodes_on(
+    conn: &mut DbConnection,
+    nodes: &[NodeId],
+    day: NaiveDate,
+) -> QueryResult<Vec<Row>> {
+    let mut rows = Vec::new();
+    for chunk in super::id_chunks(nodes) {
+        rows.extend(
+            usage_history::table
+                .filter(usage_history::node_id.eq_any(&chunk))
+                .filter(usage_history::day.eq(day))
+                .order((usage_history::node_id, usage_history::resource))
+                .load::<Row>(conn)?,
+        );
+    }
+    Ok(rows)
+}
+
+/// The active users of each of `nodes` that had any on the closed `day`, by node id: one query
+/// per 500 nodes.
+pub(crate) fn active_of_nodes_on(
+    conn: &mut DbConnection,
+    nodes: &[NodeId],
+    day: NaiveDate,
+) -> QueryResult<HashMap<String, i64>> {
+    let mut active = HashMap::new();
+    for chunk in super::id_chunks(nodes) {
+        active.extend(
+            active_user_history::table
+                .filter(active_user_history::node_id.eq_any(&chunk))
+                .filter(active_user_history::day.eq(day))
+                .select((
+                    active_user_history::node_id,
+                    active_user_history::active_users,
+                ))
+                .load::<(String, i64)>(conn)?,
+        );
+    }
+    Ok(active)
 }
 
 /// `node`'s active users on each closed day from `from` to `to` that had any.

@@ -314,6 +314,8 @@ pub(crate) struct ChildFilter {
     pub kind: Option<NodeKind>,
     pub status: Option<NodeStatus>,
     pub name_prefix: Option<String>,
+    /// Only nodes the usage history counted on this day (that have a row of it).
+    pub counted_on: Option<chrono::NaiveDate>,
 }
 
 diesel::define_sql_function!(fn lower(text: Text) -> Text);
@@ -344,15 +346,18 @@ pub(crate) fn children(
 }
 
 /// Live customers of the subtree whose root has `path` (the root itself if it is one), in id order
-/// after the cursor `after`, at most `limit`: one range scan of the path index.
+/// after the cursor `after`, at most `limit`: one range scan of the path index. With `counted_on`,
+/// only those the usage history has a row of that day for.
 pub(crate) fn customers_below(
     conn: &mut DbConnection,
     path: &str,
+    counted_on: Option<chrono::NaiveDate>,
     after: Option<&str>,
     limit: i64,
 ) -> QueryResult<Vec<Node>> {
     let customers = ChildFilter {
         kind: Some(NodeKind::Customer),
+        counted_on,
         ..ChildFilter::default()
     };
     list(conn, Scope::Subtree(path), &customers, after, limit)
@@ -403,6 +408,13 @@ fn list(
                 .like(like_prefix(&prefix.to_lowercase()))
                 .escape('\\'),
         );
+    }
+    if let Some(day) = filter.counted_on {
+        query = query.filter(diesel::dsl::exists(
+            super::schema::usage_history::table
+                .filter(super::schema::usage_history::node_id.eq(nodes::id))
+                .filter(super::schema::usage_history::day.eq(day)),
+        ));
     }
     if let Some(after) = after {
         query = query.filter(nodes::id.gt(after.to_owned()));

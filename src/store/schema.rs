@@ -306,3 +306,5 @@ diesel::allow_columns_to_appear_in_same_group_by_clause!(
     allocations::node_id,
     allocations::resource
 );
+
+diesel::allow_tables_to_appear_in_same_query!(usage_history, nodes);

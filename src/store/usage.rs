@@ -58,7 +58,8 @@ pub(crate) fn totals_of(
 }
 
 /// Adds `delta` to `resource` at every node of `lineage` on `today`, and to each node's usage
-/// history of the day (opened first, from the counters as they were). The row is created first if
+/// history of the day (opened first, from the counters as they were) and of any later day opened
+/// meanwhile (see [`history::open_day`](super::history::open_day) on the midnight race). The row is created first if
 /// missing (`ON CONFLICT DO NOTHING`, so two writers creating it at once do not collide), then
 /// updated in place, which serialises concurrent writers on the row.
 pub(crate) fn add(
@@ -69,6 +70,7 @@ pub(crate) fn add(
     today: chrono::NaiveDate,
 ) -> QueryResult<()> {
     super::history::open_day(conn, today)?;
+    let days = super::history::days_from(conn, today)?;
     for node in lineage {
         let node = node.to_string();
         let row = (
@@ -85,7 +87,9 @@ pub(crate) fn add(
         diesel::update(usage_counters::table.find((&node, resource)))
             .set(usage_counters::used.eq(usage_counters::used + delta))
             .execute(conn)?;
-        super::history::record(conn, &node, resource, delta, today)?;
+        for day in &days {
+            super::history::record(conn, &node, resource, delta, *day)?;
+        }
     }
     Ok(())
 }

@@ -278,3 +278,107 @@ async fn the_range_is_capped_and_must_run_forward() {
         )
         .await;
 }
+
+/// Until `n` sessions of the database at `url` wait for a lock (looked at every few milliseconds:
+/// a wait for a state, not for time to pass).
+async fn lock_waiters(url: &str, n: i64) {
+    use diesel::{Connection, RunQueryDsl};
+    #[derive(diesel::QueryableByName)]
+    struct Waiting {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = diesel::PgConnection::establish(url).unwrap();
+    loop {
+        let waiting: Waiting = diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .get_result(&mut conn)
+        .unwrap();
+        if waiting.n >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// A write judged on day D, held up by `lock` (SQL that a transaction of the test runs and holds)
+/// until day D+1 has begun to open: D+1's rows still end where the counters do.
+async fn a_write_across_midnight(app: &TestApp, admin: &Caller<'_>, c1: &str, lock: &str) {
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
+    let mut held = diesel::PgConnection::establish(&app.database_url).unwrap();
+    held.batch_execute(&format!("BEGIN; {lock}")).unwrap();
+    let mailboxes = format!("/v1/nodes/{c1}/mailboxes");
+    let body = json!({"address": format!("late-{}@c1.example", app.clock.today())});
+    let write = admin.post(&mailboxes, &body);
+    let midnight = async {
+        lock_waiters(&app.database_url, 1).await;
+        app.clock.advance(TimeDelta::days(1));
+        let today = app.clock.today();
+        let day = range(today, today);
+        let open = history(admin, c1, &day);
+        tokio::pin!(open);
+        // The opening either waits for the write (it must) or is done without it.
+        let early = tokio::select! {
+            opened = &mut open => Some(opened),
+            () = lock_waiters(&app.database_url, 2) => None,
+        };
+        held.batch_execute("COMMIT").unwrap();
+        match early {
+            Some(opened) => opened,
+            None => open.await,
+        }
+    };
+    let (written, _) = tokio::join!(write, midnight);
+    assert_eq!(written.status(), 201);
+    let today = app.clock.today();
+    let usage = admin.get_ok(&format!("/v1/nodes/{c1}/usage")).await;
+    let users = usage["resources"][0]["used"].as_i64().unwrap();
+    assert_eq!(usage["resources"][0]["resource"], "users");
+    let after = history(admin, c1, &range(today, today)).await;
+    assert_eq!(figures(&after, today, "users").2, users, "{after}");
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn a_write_judged_before_midnight_reaches_the_day_opened_meanwhile() {
+    admin_app!(app, admin, tree);
+    if !app.database_url.starts_with("postgres") {
+        // SQLite runs one writer at a time and has no lock a test could hold a write up with
+        // without holding up the day's opening too: nothing to order here.
+        return;
+    }
+    admin.register_domain(&tree.c1, "c1.example").await;
+    admin.create_mailbox(&tree.c1, "ann@c1.example").await;
+    // Held up before it changes usage (on the customer's lock): it starts after D+1 opened,
+    // judged on D, and must write D+1's row too.
+    let customer = format!("SELECT id FROM nodes WHERE id = '{}' FOR UPDATE", tree.c1);
+    a_write_across_midnight(&app, &admin, &tree.c1, &customer).await;
+    // Held up after it took its share of the day lock (on the owner's counter): the opening of
+    // the next day waits for it, and then starts from its counters.
+    let counter = format!(
+        "SELECT used FROM usage_counters WHERE node_id = '{}' AND resource = 'users' FOR UPDATE",
+        tree.owner
+    );
+    a_write_across_midnight(&app, &admin, &tree.c1, &counter).await;
+}
+
+#[tokio::test]
+async fn a_customer_with_a_limit_and_nothing_used_is_counted_from_the_next_day() {
+    admin_app!(app, admin, tree);
+    // A change of usage opens day 0 (if the background task has not yet): the customer below
+    // gets its limit after that.
+    admin.register_domain(&tree.c1, "c1.example").await;
+    let day0 = app.clock.today();
+    let idle = admin.create_child(&tree.b, "customer", "Idle Ltd").await;
+    admin.grant(&idle, "users", 5).await;
+    assert_eq!(days(&history(&admin, &idle, &range(day0, day0)).await), []);
+    app.clock.advance(TimeDelta::days(1));
+    let day1 = days_after(day0, 1);
+    let later = history(&admin, &idle, &range(day0, day1)).await;
+    assert_eq!(days(&later), [day1]);
+    assert_eq!(figures(&later, day1, "users"), (5, 0, 0));
+    app.assert_verified();
+}

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use chrono::{NaiveDate, TimeDelta};
 use serde_json::{Value, json};
 
 use crate::helpers::{Caller, TestApp, Tree, admin_app, assert_problem};
@@ -99,9 +100,17 @@ async fn statistics_csv(
     caller: &Caller<'_>,
     node: &str,
 ) -> BTreeMap<String, BTreeMap<String, String>> {
-    let response = caller
-        .get(&format!("/v1/nodes/{node}/statistics.csv"))
-        .await;
+    let today = chrono::Utc::now().date_naive();
+    statistics_csv_of(caller, &format!("/v1/nodes/{node}/statistics.csv"), today).await
+}
+
+/// The CSV at `path`, whose file name must carry `day`, as [`statistics_csv`] reads it.
+async fn statistics_csv_of(
+    caller: &Caller<'_>,
+    path: &str,
+    day: NaiveDate,
+) -> BTreeMap<String, BTreeMap<String, String>> {
+    let response = caller.get(path).await;
     assert_eq!(response.status(), 200);
     let headers = response.headers().clone();
     assert_eq!(headers["content-type"], "text/csv; charset=utf-8");
@@ -109,7 +118,7 @@ async fn statistics_csv(
     let body = response.bytes().await.unwrap();
     assert!(
         disposition.starts_with("attachment; filename=\"statistics-")
-            && disposition.ends_with(&format!("-{}.csv\"", chrono::Utc::now().date_naive())),
+            && disposition.ends_with(&format!("-{day}.csv\"")),
         "{disposition}"
     );
     let mut reader = csv::Reader::from_reader(body.as_ref());
@@ -358,4 +367,131 @@ async fn the_csv_of_more_customers_than_one_batch_holds_lists_each_once() {
     let listed: BTreeSet<&str> = rows.values().map(|r| r["name"].as_str()).collect();
     assert!(names.iter().all(|n| listed.contains(n.as_str())));
     assert_eq!(rows[&tree.c2]["users_limit"], "40");
+}
+
+/// Sets when an outbound check last saw `address`: at noon of `day`.
+fn seen_on(app: &TestApp, address: &str, day: NaiveDate) {
+    app.execute_sql(&format!(
+        "UPDATE mailboxes SET last_seen_at = '{day} 12:00:00' WHERE address = '{address}'"
+    ));
+}
+
+/// `row`'s (used, limit) of `resource`.
+fn figure(row: &Value, resource: &str) -> (i64, i64) {
+    let figure = row["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["resource"] == resource)
+        .unwrap_or_else(|| panic!("no {resource} in {row}"));
+    (
+        figure["used"].as_i64().unwrap(),
+        figure["limit"].as_i64().unwrap(),
+    )
+}
+
+/// The row of `id` among `rows`.
+fn row_of<'a>(rows: &'a [Value], id: &str) -> &'a Value {
+    rows.iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("no {id} in {rows:?}"))
+}
+
+#[tokio::test]
+async fn statistics_of_a_past_day_are_that_days_history_and_without_a_day_are_now() {
+    admin_app!(app, admin, tree);
+    let day0 = app.clock.today();
+    admin.register_domain(&tree.c1, "c1.example").await;
+    for address in ["ann@c1.example", "bob@c1.example"] {
+        admin.create_mailbox(&tree.c1, address).await;
+    }
+    seen_on(&app, "ann@c1.example", day0);
+    app.clock.advance(TimeDelta::days(1));
+    let day1 = day0 + TimeDelta::days(1);
+    // Day 1: C1 grows and gets more users, bob is seen, and a customer is born.
+    admin.create_mailbox(&tree.c1, "cid@c1.example").await;
+    admin.grant(&tree.c1, "users", 10).await;
+    seen_on(&app, "bob@c1.example", day1);
+    let late = admin.create_child(&tree.a, "customer", "Late Ltd").await;
+    admin.grant(&late, "users", 5).await;
+    admin.grant(&late, "domains", 1).await;
+    admin.register_domain(&late, "late.example").await;
+
+    let base = format!("/v1/nodes/{}/statistics", tree.owner);
+    let past = all_pages(&admin, &format!("{base}?at={day0}")).await;
+    let now = all_pages(&admin, &base).await;
+    assert!(
+        past.iter().all(|r| r["id"] != late.as_str()),
+        "born on day 1"
+    );
+    let (c1_then, c1_now) = (row_of(&past, &tree.c1), row_of(&now, &tree.c1));
+    assert_eq!(figure(c1_then, "users"), (2, 50));
+    assert_eq!(figure(c1_now, "users"), (3, 60));
+    assert_eq!(figure(c1_then, "domains"), (1, 5));
+    assert_eq!(
+        (
+            c1_then["active_users"].clone(),
+            c1_now["active_users"].clone()
+        ),
+        (json!(1), json!(2))
+    );
+    assert_eq!(figure(row_of(&now, &late), "domains"), (1, 1));
+    // Each past row is the customer's history of that day; a resource it had no row of is 0 of 0.
+    for row in &past {
+        let id = row["id"].as_str().unwrap();
+        let history = admin
+            .get_ok(&format!(
+                "/v1/nodes/{id}/usage/history?from={day0}&to={day0}"
+            ))
+            .await;
+        let day = &history["days"][0];
+        assert_eq!(
+            day["day"],
+            day0.to_string(),
+            "{id} was counted on {day0}: {history}"
+        );
+        assert_eq!(row["active_users"], day["active_users"], "{id}");
+        for figure in row["resources"].as_array().unwrap() {
+            let counted = day["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["resource"] == figure["resource"]);
+            let expected = counted.map_or((json!(0), json!(0)), |r| {
+                (r["used"].clone(), r["limit"].clone())
+            });
+            assert_eq!(
+                (figure["used"].clone(), figure["limit"].clone()),
+                expected,
+                "{id}: {figure}"
+            );
+        }
+    }
+    // The CSV of the day holds the same rows, its file named after the day.
+    let csv = statistics_csv_of(&admin, &format!("{base}.csv?at={day0}"), day0).await;
+    assert_eq!(csv.len(), past.len());
+    assert_eq!(csv[&tree.c1]["users_used"], "2");
+    assert_eq!(csv[&tree.c1]["users_limit"], "50");
+    assert_eq!(csv[&tree.c1]["active_users"], "1");
+    // Today named is no day named; a day before the history is no rows; a day to come is refused.
+    assert_eq!(all_pages(&admin, &format!("{base}?at={day1}")).await, now);
+    let before = day0 - TimeDelta::days(10);
+    assert_eq!(
+        all_pages(&admin, &format!("{base}?at={before}")).await,
+        Vec::<Value>::new()
+    );
+    assert!(
+        statistics_csv_of(&admin, &format!("{base}.csv?at={before}"), before)
+            .await
+            .is_empty()
+    );
+    let day2 = day1 + TimeDelta::days(1);
+    for path in [format!("{base}?at={day2}"), format!("{base}.csv?at={day2}")] {
+        let problem = admin.get_problem(&path, 422, "validation-failed").await;
+        assert_eq!(problem["errors"][0]["field"], "at", "{problem}");
+    }
+    admin
+        .get_problem(&format!("{base}.csv?at=yesterday"), 400, "invalid-query")
+        .await;
+    app.assert_verified();
 }
