@@ -19,7 +19,7 @@ use super::spreadsheet::{self, safe_cell, slug};
 use crate::auth::Principal;
 use crate::domain::ids::NodeId;
 use crate::domain::tree::NodeStatus;
-use crate::error::{ApiError, FieldError, Guarded, Problem};
+use crate::error::{ApiError, FieldError, Listed, Problem};
 use crate::startup::AppState;
 use crate::store::nodes::Node;
 use crate::store::{self, DbConnection, mailboxes, nodes};
@@ -232,8 +232,7 @@ pub struct StatisticsDay {
     params(("id" = NodeId, Path), StatisticsQuery),
     responses(
         (status = 200, description = "A page of customers with their figures", body = Page<CustomerStatistics>),
-        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        Guarded,
+        Listed,
         (status = 422, description = "`at` is after today (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -273,8 +272,7 @@ pub(crate) async fn get_statistics(
         (status = 200, description = "The CSV, as an attachment named `statistics-<node name>-<day>.csv` (the day `at`, or today)",
             content_type = "text/csv", body = String,
             headers(("Content-Disposition" = String))),
-        (status = 400, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        Guarded,
+        Listed,
         (status = 422, description = "`at` is after today (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]

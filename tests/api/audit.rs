@@ -609,17 +609,14 @@ async fn an_export_of_a_hundred_thousand_events_runs_in_flat_memory() {
     insert_plenty(db.url(), &owner, 100_000, Utc::now().naive_utc());
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let login = json!({"username": crate::helpers::ADMIN_USERNAME, "password": crate::helpers::ADMIN_PASSWORD});
-    let token: Value = client
-        .post(format!("{base}/v1/auth/token"))
-        .json(&login)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["access_token"].as_str().unwrap();
+    let token = crate::helpers::token_at(
+        &client,
+        &base,
+        crate::helpers::ADMIN_USERNAME,
+        crate::helpers::ADMIN_PASSWORD,
+    )
+    .await;
+    let token = token.as_str();
     let url = format!("{base}/v1/nodes/{owner}/audit");
     // Warm up: a page, so that the pool and the caches are what they will be.
     let page = client.get(&url).bearer_auth(token).send().await.unwrap();

@@ -308,16 +308,8 @@ fn answered_checks_are_counted_not_logged_line_by_line() {
         .unwrap();
     runtime.block_on(async {
         let http = reqwest::Client::new();
-        let token: serde_json::Value = http
-            .post(format!("{base}/v1/auth/token"))
-            .json(&serde_json::json!({"username": "admin", "password": "a long enough password"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = token["access_token"].as_str().unwrap();
+        let token = crate::helpers::token_at(&http, &base, "admin", "a long enough password").await;
+        let token = token.as_str();
         let check = serde_json::json!({"domain": "example.com", "direction": "inbound"});
         for _ in 0..3 {
             let answered = http

@@ -174,6 +174,26 @@ macro_rules! dns_app {
 }
 pub(crate) use dns_app;
 
+/// Logs `username` in at the server at `base` (one not started by [`spawn_app`], such as the
+/// `allot` binary run as a process) and returns the access token.
+pub async fn token_at(
+    client: &reqwest::Client,
+    base: &str,
+    username: &str,
+    password: &str,
+) -> String {
+    let answer: Value = client
+        .post(format!("{base}/v1/auth/token"))
+        .json(&serde_json::json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["access_token"].as_str().expect("a token").to_owned()
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
