@@ -277,7 +277,7 @@ diesel::allow_columns_to_appear_in_same_group_by_clause!(
 );
 
 diesel::table! {
-    usage_history (node_id, resource, day) {
+    usage_history (node_id, day, resource) {
         node_id -> Text,
         resource -> Text,
         day -> Date,

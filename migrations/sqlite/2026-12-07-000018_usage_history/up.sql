@@ -10,8 +10,13 @@ CREATE TABLE usage_history (
     day_limit BIGINT NOT NULL,
     peak      BIGINT NOT NULL,
     used      BIGINT NOT NULL,
-    PRIMARY KEY (node_id, resource, day)
+    -- Node and day first: a node's days (the history report) and a node's rows of one day (the
+    -- statistics of a past day) are both prefixes of the key.
+    PRIMARY KEY (node_id, day, resource)
 );
+
+-- Opening a day reads the day before, across every node.
+CREATE INDEX usage_history_day ON usage_history (day);
 
 -- The days the history has been opened for; `closed` once the next day opened and this day's
 -- limits and active users were settled.
