@@ -69,7 +69,7 @@ def rows(args, owner_id, owner_path):
     return top, nodes, grants, usage, domains, mailboxes
 
 
-def statements(nodes, grants, usage, domains, mailboxes, boolean_true):
+def statements(nodes, grants, usage, domains, mailboxes, boolean_true, start=START):
     for node_id, parent, path, kind, name in nodes:
         yield (
             "INSERT INTO nodes (id, parent_id, path, kind, name, status, version, created_at, updated_at) "
@@ -78,7 +78,7 @@ def statements(nodes, grants, usage, domains, mailboxes, boolean_true):
     for node_id, grantor, resource, amount in grants:
         yield (
             "INSERT INTO allocations (id, node_id, grantor_id, resource, amount, starts_on, active, version, created_at, updated_at) "
-            f"VALUES ('{uuid.uuid4()}', '{node_id}', '{grantor}', '{resource}', {amount}, '{START}', {boolean_true}, 1, '{NOW}', '{NOW}');"
+            f"VALUES ('{uuid.uuid4()}', '{node_id}', '{grantor}', '{resource}', {amount}, '{start}', {boolean_true}, 1, '{NOW}', '{NOW}');"
         )
     for node_id, resource, used in usage:
         yield f"INSERT INTO usage_counters (node_id, resource, used) VALUES ('{node_id}', '{resource}', {used});"
@@ -116,6 +116,7 @@ def main():
     target.add_argument("--postgres", action="store_true", help="print SQL for psql (owner looked up by subquery)")
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--resellers", type=int, default=100)
+    parser.add_argument("--start", default=START, help="the day every allocation starts on (YYYY-MM-DD)")
     args = parser.parse_args()
 
     if args.sqlite:
@@ -123,7 +124,7 @@ def main():
         owner_id, owner_path = db.execute("SELECT id, path FROM nodes WHERE kind = 'owner'").fetchone()
         top, nodes, grants, usage, domains, mailboxes = rows(args, owner_id, owner_path)
         with db:
-            for statement in statements(nodes, grants, usage, domains, mailboxes, "1"):
+            for statement in statements(nodes, grants, usage, domains, mailboxes, "1", args.start):
                 db.execute(statement)
         db.close()
     else:
@@ -131,7 +132,7 @@ def main():
         print("BEGIN;")
         print("CREATE TEMP TABLE bench_owner AS SELECT id, path FROM nodes WHERE kind = 'owner';")
         top, nodes, grants, usage, domains, mailboxes = rows(args, "__OWNER_ID__", "__OWNER_PATH__")
-        for statement in statements(nodes, grants, usage, domains, mailboxes, "TRUE"):
+        for statement in statements(nodes, grants, usage, domains, mailboxes, "TRUE", args.start):
             statement = statement.replace("'__OWNER_ID__'", "(SELECT id FROM bench_owner)")
             statement = statement.replace("'__OWNER_PATH__", "(SELECT path FROM bench_owner) || '")
             print(statement)
