@@ -46,7 +46,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::{BodySize, EitherBody, MessageBody};
 use actix_web::dev::{Extensions, Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
 use actix_web::middleware::Next;
@@ -252,10 +252,8 @@ pub(crate) async fn request_deadline(
             .error_response();
             return Ok(req.into_response(response).map_into_right_body());
         }
-        return next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_left_body);
+        let response = next.call(req).await?;
+        return Ok(response.map_body(|_, body| EitherBody::left(Held { body, in_app: None })));
     };
     let deadline = connection.ready_since.get() + connection.timeout;
     connection.busy.set(connection.busy.get() + 1);
@@ -276,7 +274,10 @@ pub(crate) async fn request_deadline(
     }
     let response = next.call(req).await?;
     if !in_app.expired.get() {
-        return Ok(response.map_into_left_body());
+        // The request stays in the app until its answer is sent: a streamed answer (an audit
+        // export) may take longer than the deadline, and the next request's time starts after it.
+        let in_app = Some(in_app);
+        return Ok(response.map_body(|_, body| EitherBody::left(Held { body, in_app })));
     }
     let detail = format!(
         "The request did not arrive whole within {} seconds; nothing was changed.",
@@ -288,6 +289,43 @@ pub(crate) async fn request_deadline(
         .head_mut()
         .set_connection_type(actix_web::http::ConnectionType::Close);
     Ok(ServiceResponse::new(request, answer).map_into_right_body())
+}
+
+pin_project_lite::pin_project! {
+    /// An answer's body, holding its request in the app ([`InApp`]) until the body is sent whole
+    /// (or the connection drops it).
+    struct Held<B> {
+        #[pin]
+        body: B,
+        in_app: Option<InApp>,
+    }
+}
+
+impl<B: MessageBody> MessageBody for Held<B> {
+    type Error = B::Error;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.project();
+        let polled = this.body.poll_next(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            // Sent: the connection is ready for its next request from now.
+            this.in_app.take();
+        }
+        polled
+    }
+
+    fn try_into_bytes(self) -> Result<Bytes, Self> {
+        // A body whole in memory is written at once: the request leaves the app with it.
+        let Self { body, in_app } = self;
+        body.try_into_bytes().map_err(|body| Self { body, in_app })
+    }
 }
 
 /// A request body that fails once waiting for it runs past the deadline.

@@ -199,7 +199,7 @@ fn close(conn: &mut DbConnection, day: NaiveDate) -> QueryResult<()> {
             .copied()
             .unwrap_or(0);
         if limit != row.day_limit {
-            diesel::update(usage_history::table.find((&row.node_id, &row.resource, day)))
+            diesel::update(usage_history::table.find((&row.node_id, day, &row.resource)))
                 .set(usage_history::day_limit.eq(limit))
                 .execute(conn)?;
         }
@@ -239,7 +239,7 @@ pub(crate) fn record(
     day: NaiveDate,
 ) -> QueryResult<()> {
     let after = format!("used + ({delta})");
-    let updated = diesel::update(usage_history::table.find((node, resource, day)))
+    let updated = diesel::update(usage_history::table.find((node, day, resource)))
         .set((
             usage_history::used.eq(usage_history::used + delta),
             usage_history::peak.eq(diesel::dsl::sql::<BigInt>(&format!(

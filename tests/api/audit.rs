@@ -550,6 +550,57 @@ async fn a_slow_reader_gets_the_whole_stream_past_the_request_deadline() {
     assert_eq!(lines as i64, total);
 }
 
+/// A request stays in the app until its answer is sent: the connection is ready for its next
+/// request from then, not from when the handler returned. A streamed export read for longer than
+/// the request deadline keeps its connection (on a raw socket: an HTTP client would quietly open
+/// a new one where the server closed the old).
+#[tokio::test]
+async fn a_slowly_read_export_keeps_its_connection_for_the_next_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = crate::helpers::spawn_app_with(|c| c.request_timeout = 1).await;
+    let admin = app.as_admin().await;
+    let owner = admin.node_id().await;
+    let base = (Utc::now().naive_utc() - TimeDelta::days(1)).trunc_subsecs(6);
+    insert_events(&app, &owner, 20_000, |i| {
+        base + TimeDelta::milliseconds(i as i64)
+    });
+    let mut socket = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let export = format!(
+        "GET /v1/nodes/{owner}/audit HTTP/1.1\r\nHost: allot\r\nAccept: application/x-ndjson\r\n\
+         Authorization: Bearer {}\r\n\r\n",
+        admin.token
+    );
+    socket.write_all(export.as_bytes()).await.unwrap();
+    // Read it slowly, past the 1 s deadline, to the chunked body's last chunk.
+    let (started, mut answer, mut buffer) = (std::time::Instant::now(), Vec::new(), [0u8; 16384]);
+    while !answer.ends_with(b"\r\n0\r\n\r\n") {
+        let read = socket.read(&mut buffer).await.unwrap();
+        assert!(
+            read > 0,
+            "the connection closed in the middle of the answer"
+        );
+        answer.extend_from_slice(&buffer[..read]);
+        if started.elapsed() < std::time::Duration::from_secs(3) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    assert!(started.elapsed() > std::time::Duration::from_secs(2));
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: allot\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut next = Vec::new();
+    let _ = socket.read_to_end(&mut next).await;
+    let next = String::from_utf8_lossy(&next);
+    assert!(
+        next.starts_with("HTTP/1.1 200"),
+        "the next request: {next:?}"
+    );
+}
+
 /// The resident memory of process `pid`, in KiB.
 fn resident_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
