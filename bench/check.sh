@@ -91,16 +91,41 @@ wrk.headers["Authorization"] = "Bearer $key"
 EOF
 
 summary() { sed -n '/Latency Distribution/,/Requests\/sec/p' | grep -E ' 50%| 99%|Requests/sec|not accepted'; }
+# One load at one level, for 10 s, with its command printed; wrk's or loadgen's summary follows.
+load() {
+  local what=$1 level=$2
+  case $what in
+    healthz) wrk -t2 -c"$connections" -d10s --latency "http://127.0.0.1:${http[$level]}/healthz" ;;
+    check) wrk -t2 -c"$connections" -d10s --latency -s "$work/check.lua" "http://127.0.0.1:${http[$level]}/v1/check" ;;
+    policy) "$loadgen" policy "127.0.0.1:${policy[$level]}" "$address" "$connections" 10 2 ;;
+    socketmap) "$loadgen" socketmap "127.0.0.1:${socketmap[$level]}" "$address" "$connections" 10 2 ;;
+  esac
+}
+# ALLOT_PROFILE=healthz|check|policy|socketmap (ALLOT_PROFILE_LEVEL=warn|info, default warn):
+# instead of the rounds, record that load's profile on the server (perf, Debian's linux-perf;
+# a build with line tables, CARGO_PROFILE_RELEASE_DEBUG=line-tables-only, names the frames) and
+# print its top frames, self time, by symbol and by shared object.
+if [ -n "${ALLOT_PROFILE:-}" ]; then
+  level=${ALLOT_PROFILE_LEVEL:-warn}
+  load "$ALLOT_PROFILE" "$level" >/dev/null # warm-up
+  perf record -F 1999 -g -o "$work/perf.data" -p "${pid[$level]}" -- sleep 8 2>/dev/null &
+  recorder=$!
+  load "$ALLOT_PROFILE" "$level" | summary
+  wait "$recorder"
+  perf report -i "$work/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -E "^ +[0-9]" | sed -E "s/ +/ /g; s/ - - *$//" | head -8
+  perf report -i "$work/perf.data" --no-children --sort symbol --stdio -g none 2>/dev/null | grep -E "^ +[0-9]" | sed -E "s/ +/ /g; s/ - - *$//" | head -"${ALLOT_PROFILE_TOP:-40}"
+  exit 0
+fi
 for round in $(seq 1 "$rounds"); do
   for level in info warn; do
     echo "== round $round, ALLOT_LOG=$level: /healthz"
-    wrk -t2 -c"$connections" -d10s --latency "http://127.0.0.1:${http[$level]}/healthz" | summary
+    load healthz "$level" | summary
     echo "== round $round, ALLOT_LOG=$level: /v1/check (known mailbox)"
-    wrk -t2 -c"$connections" -d10s --latency -s "$work/check.lua" "http://127.0.0.1:${http[$level]}/v1/check" | summary
+    load check "$level" | summary
     echo "== round $round, ALLOT_LOG=$level: policy listener (RCPT, known recipient)"
-    "$loadgen" policy "127.0.0.1:${policy[$level]}" "$address" "$connections" 10 2 | summary
+    load policy "$level" | summary
     echo "== round $round, ALLOT_LOG=$level: socketmap (mailbox lookup, known)"
-    "$loadgen" socketmap "127.0.0.1:${socketmap[$level]}" "$address" "$connections" 10 2 | summary
+    load socketmap "$level" | summary
   done
 done
 for level in info warn; do

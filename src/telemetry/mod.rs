@@ -13,31 +13,63 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage};
 use tracing::Instrument;
-use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
 pub(crate) static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+mod batched;
+
+pub use batched::Guard;
+
 /// Installs the global subscriber. Fails only on a filter that does not parse.
 ///
-/// Lines are formatted on the thread that logs and written by one thread of their own
-/// (`tracing-appender`'s non-blocking writer), in batches through a buffer: a request never waits
-/// on standard error, and workers never contend for its lock. When more than 128,000 lines wait
-/// (standard error blocked or far too slow), new lines are dropped rather than the service
-/// slowed. The returned guard writes what is still queued when it is dropped: hold it until exit.
-pub fn init(filter: &str, format: LogFormat) -> Result<Option<WorkerGuard>, String> {
-    let filter = EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
-    let (writer, guard) =
-        tracing_appender::non_blocking(std::io::BufWriter::new(std::io::stderr()));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    let result = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+/// Lines are formatted on the thread that logs and written in batches by a thread of their own
+/// ([`batched`]): a request never waits on standard error. Colours only on a terminal.
+///
+/// A filter of targets and levels (`info`, `allot=debug,actix_server=warn`) is applied as a static
+/// [`Targets`](tracing_subscriber::filter::Targets) filter; only one that names spans or fields
+/// (`[request{path=/v1/check}]=debug`) needs an `EnvFilter`, which takes a lock each time a
+/// span is entered or left, on every worker, for every request.
+pub fn init(filter: &str, format: LogFormat) -> Result<Option<Guard>, String> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let (targets, env) = match filter.parse::<tracing_subscriber::filter::Targets>() {
+        Ok(targets) => (Some(targets), None),
+        Err(_) => (
+            None,
+            Some(EnvFilter::try_new(filter).map_err(|e| e.to_string())?),
+        ),
     };
+    let (writer, guard) = batched::batched(std::io::stderr());
+    let (text, json) = match format {
+        LogFormat::Text => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(writer)
+                    .with_ansi(std::io::stderr().is_terminal()),
+            ),
+            None,
+        ),
+        LogFormat::Json => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(writer)
+                    .json()
+                    .flatten_event(true),
+            ),
+        ),
+    };
+    let result = tracing_subscriber::registry()
+        .with(targets)
+        .with(env)
+        .with(text)
+        .with(json)
+        .try_init();
     // A second init (tests start many apps in one process) keeps the first subscriber.
     Ok(result.is_ok().then_some(guard))
 }
