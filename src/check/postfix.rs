@@ -28,8 +28,8 @@
 //! request starts is still known. A line or a request over its cap is answered the same way and
 //! the connection closed: reading on would mean buffering without bound or guessing at framing.
 
-use std::collections::HashMap;
 use std::io;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,17 +71,23 @@ text_enum! {
     }
 }
 
-/// One policy request: its attributes by name. Values stay bytes, as Postfix passes on whatever
-/// the client sent; only the checked one need be text. A repeated name keeps its last value, as
-/// in the example server of Postfix's README.
+/// One policy request: its attributes by name, borrowed from the lines they were read in. Values
+/// stay bytes, as Postfix passes on whatever the client sent; only the checked one need be text.
+/// A repeated name keeps its last value, as in the example server of Postfix's README.
+///
+/// Some 30 attributes, each looked up once or twice: a list searched from its end costs less than
+/// hashing every name into a map.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    attributes: HashMap<String, Vec<u8>>,
+pub struct Request<'a> {
+    attributes: Vec<(&'a str, &'a [u8])>,
 }
 
-impl Request {
-    pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.attributes.get(name).map(Vec::as_slice)
+impl<'a> Request<'a> {
+    pub fn get(&self, name: &str) -> Option<&'a [u8]> {
+        self.attributes
+            .iter()
+            .rev()
+            .find_map(|&(n, value)| (n == name).then_some(value))
     }
 }
 
@@ -97,8 +103,8 @@ pub enum Malformed {
 }
 
 /// Parses one request's lines (without line ends and without the empty line that ended it).
-pub fn parse_request<L: AsRef<[u8]>>(lines: &[L]) -> Result<Request, Malformed> {
-    let mut attributes = HashMap::with_capacity(lines.len());
+pub fn parse_request<L: AsRef<[u8]>>(lines: &[L]) -> Result<Request<'_>, Malformed> {
+    let mut attributes = Vec::with_capacity(lines.len());
     for line in lines {
         let line = line.as_ref();
         let equals = line
@@ -107,7 +113,7 @@ pub fn parse_request<L: AsRef<[u8]>>(lines: &[L]) -> Result<Request, Malformed> 
             .filter(|&at| at > 0)
             .ok_or(Malformed::NotAttribute)?;
         let name = std::str::from_utf8(&line[..equals]).map_err(|_| Malformed::NameNotUtf8)?;
-        attributes.insert(name.to_owned(), line[equals + 1..].to_vec());
+        attributes.push((name, &line[equals + 1..]));
     }
     let request = Request { attributes };
     if request.get("request") != Some(b"smtpd_access_policy".as_slice()) {
@@ -197,8 +203,8 @@ pub(crate) async fn serve<A: Ask>(
 
 /// What came in on a connection.
 enum Incoming {
-    /// A request's lines, without their line ends.
-    Request(Vec<Vec<u8>>),
+    /// A request, its lines in the reader's [`Lines`].
+    Request,
     /// The peer closed the connection or went quiet; if mid-request, there is nobody to answer.
     Gone,
     /// A line or the request outgrew its cap.
@@ -213,8 +219,10 @@ async fn connection<A: Ask>(
     stream.set_nodelay(true)?;
     let (read, mut write) = stream.split();
     let mut reader = BufReader::new(read);
+    // One buffer for each request's bytes, kept for the next: reading allocates nothing once warm.
+    let mut lines = Lines::default();
     loop {
-        let incoming = tokio::time::timeout(IDLE_TIMEOUT, read_request(&mut reader))
+        let incoming = tokio::time::timeout(IDLE_TIMEOUT, read_request(&mut reader, &mut lines))
             .await
             .unwrap_or(Ok(Incoming::Gone))?;
         let action = match incoming {
@@ -223,7 +231,7 @@ async fn connection<A: Ask>(
                 tracing::debug!("policy request over its size cap");
                 return reply(&mut write, MALFORMED).await;
             }
-            Incoming::Request(lines) => match parse_request(&lines) {
+            Incoming::Request => match parse_request(&lines.each()) {
                 Err(err) => {
                     tracing::debug!(error = %err, "malformed policy request");
                     MALFORMED.to_owned()
@@ -231,7 +239,9 @@ async fn connection<A: Ask>(
                 Ok(request) => match step(&request, mode) {
                     Step::Action(action) => action,
                     Step::Ask(address, direction) => {
-                        let stored = address.stored();
+                        let stored = tracing::enabled!(tracing::Level::DEBUG)
+                            .then(|| address.stored())
+                            .unwrap_or_default();
                         let question = Question {
                             target: Target::Address(address),
                             direction,
@@ -256,39 +266,58 @@ async fn reply<W: AsyncWrite + Unpin>(write: &mut W, action: &str) -> io::Result
         .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
 }
 
-/// Reads lines up to the empty line that ends a request, within the caps.
-async fn read_request<R: AsyncBufRead + Unpin>(reader: &mut R) -> io::Result<Incoming> {
-    let mut lines = Vec::new();
+/// A request's lines, without their line ends, in one buffer.
+#[derive(Default)]
+struct Lines {
+    bytes: Vec<u8>,
+    lines: Vec<Range<usize>>,
+}
+
+impl Lines {
+    /// Each line, in order.
+    fn each(&self) -> Vec<&[u8]> {
+        self.lines.iter().map(|r| &self.bytes[r.clone()]).collect()
+    }
+}
+
+/// Reads lines up to the empty line that ends a request, within the caps, into `lines`.
+async fn read_request<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    lines: &mut Lines,
+) -> io::Result<Incoming> {
+    lines.bytes.clear();
+    lines.lines.clear();
     let mut size = 0;
     loop {
-        let mut line = Vec::new();
+        let start = lines.bytes.len();
         // Room for the longest line and a `\r\n`, and one byte more to tell an over-long line.
         let cap = MAX_LINE as u64 + 3;
         let read = (&mut *reader)
             .take(cap)
-            .read_until(b'\n', &mut line)
+            .read_until(b'\n', &mut lines.bytes)
             .await?;
         size += read;
-        if line.pop() != Some(b'\n') {
+        if lines.bytes.pop() != Some(b'\n') {
             return Ok(if read as u64 == cap {
                 Incoming::TooLarge
             } else {
                 Incoming::Gone
             });
         }
-        if line.last() == Some(&b'\r') {
-            line.pop();
+        if lines.bytes.len() > start && lines.bytes.last() == Some(&b'\r') {
+            lines.bytes.pop();
         }
+        let line = start..lines.bytes.len();
         if line.len() > MAX_LINE || size > MAX_REQUEST {
             return Ok(Incoming::TooLarge);
         }
         if line.is_empty() {
-            return Ok(Incoming::Request(lines));
+            return Ok(Incoming::Request);
         }
-        if lines.len() == MAX_ATTRIBUTES {
+        if lines.lines.len() == MAX_ATTRIBUTES {
             return Ok(Incoming::TooLarge);
         }
-        lines.push(line);
+        lines.lines.push(line);
     }
 }
 
@@ -301,10 +330,10 @@ mod tests {
     use crate::check::fake::Fake;
     use crate::check::{LicenceRefusals, Outcome, Reason};
 
-    fn request(pairs: &[&str]) -> Request {
+    fn request(pairs: &[&'static str]) -> Request<'static> {
         let mut lines: Vec<&str> = vec!["request=smtpd_access_policy"];
         lines.extend_from_slice(pairs);
-        parse_request(&lines).unwrap()
+        parse_request(lines.leak()).unwrap()
     }
 
     #[test]
@@ -736,9 +765,12 @@ mod tests {
             runtime.block_on(async {
                 let mut reader = BufReader::new(peer);
                 let mut requests = Vec::new();
+                let mut read = Lines::default();
                 loop {
-                    match read_request(&mut reader).await.unwrap() {
-                        Incoming::Request(lines) => {
+                    match read_request(&mut reader, &mut read).await.unwrap() {
+                        Incoming::Request => {
+                            let lines: Vec<Vec<u8>> =
+                                read.each().into_iter().map(<[u8]>::to_vec).collect();
                             assert!(lines.len() <= MAX_ATTRIBUTES);
                             let size: usize = lines.iter().map(|l| l.len() + 1).sum();
                             assert!(size <= MAX_REQUEST);
