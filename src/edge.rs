@@ -267,6 +267,7 @@ pub(crate) async fn request_deadline(
             payload: Box::pin(Timed {
                 inner: payload,
                 deadline,
+                waited: false,
                 sleep: None,
                 expired: Rc::clone(&in_app.expired),
             }),
@@ -329,10 +330,17 @@ impl<B: MessageBody> MessageBody for Held<B> {
 }
 
 /// A request body that fails once waiting for it runs past the deadline.
+///
+/// The first read of a body finds it missing even when it came in the same packet as the head:
+/// actix calls the handler before it feeds the body it has already read, right after, in the same
+/// turn. So the first wait arms no timer (it asks to be polled again, which the body's arrival
+/// does anyway); only a second wait does. A small body (a check) then costs no timer at all.
 struct Timed {
     inner: Payload,
     deadline: Instant,
-    /// Made the first time the body is not there yet.
+    /// Whether the body has been waited for once, without a timer.
+    waited: bool,
+    /// Made the second time the body is not there yet.
     sleep: Option<Pin<Box<Sleep>>>,
     expired: Rc<Cell<bool>>,
 }
@@ -347,6 +355,10 @@ impl Stream for Timed {
         }
         if let Poll::Ready(item) = Pin::new(&mut this.inner).poll_next(cx) {
             return Poll::Ready(item);
+        }
+        if !std::mem::replace(&mut this.waited, true) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
         let deadline = this.deadline;
         let sleep = this
