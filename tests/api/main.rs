@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod check;
 mod cli;
+mod coverage;
 mod dns;
 mod domains;
 mod edge;
