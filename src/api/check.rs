@@ -23,7 +23,7 @@ use crate::domain::address::{DomainName, MailAddress};
 use crate::error::{ApiError, FieldError, Problem};
 use crate::startup::AppState;
 use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Ref, Schema, Type};
+use utoipa::openapi::schema::{OneOfBuilder, Ref, Schema};
 
 /// The most checks one batch may hold.
 pub(crate) const MAX_BATCH: usize = 1000;
@@ -259,16 +259,17 @@ impl ToSchema for CheckQuestion {
         };
         for (name, member, schema) in CHECK_KINDS {
             let mut kind = fields.clone();
+            // The other kind's member is left out, and the object is closed: a body naming both
+            // matches neither kind. (The server also takes the other member as `null`; leaving it
+            // out keeps generated clients' types simple, and a client that never sends it loses
+            // nothing.)
             for (_, other, _) in CHECK_KINDS {
-                let property: RefOr<Schema> = if other == member {
-                    Ref::from_schema_name(schema).into()
+                if other == member {
+                    kind.properties
+                        .insert(other.to_owned(), Ref::from_schema_name(schema).into());
                 } else {
-                    ObjectBuilder::new()
-                        .schema_type(Type::Null)
-                        .description(Some("Absent, or null: the check is of the other kind."))
-                        .into()
-                };
-                kind.properties.insert(other.to_owned(), property);
+                    kind.properties.remove(other);
+                }
             }
             kind.required.push(member.to_owned());
             kind.description = Some(format!("A check of one {member}."));
