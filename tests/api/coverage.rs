@@ -26,13 +26,24 @@ const DIRECTORY: &str = "ALLOT_TEST_STATUSES";
 
 /// The documented statuses the suite does not provoke, with why: `(method, path, status, why)`;
 /// `*` for the method or the path stands for every documented operation that lists the status.
-const UNOBSERVED: &[(&str, &str, u16, &str)] = &[(
-    "*",
-    "*",
-    500,
-    "an unexpected failure (a bug, a storage fault): no request provokes one on purpose, and a \
-     route that could be made to answer 500 would be fixed instead",
-)];
+const UNOBSERVED: &[(&str, &str, u16, &str)] = &[
+    (
+        "*",
+        "*",
+        500,
+        "an unexpected failure (a bug, a storage fault): no request provokes one on purpose, and \
+         a route that could be made to answer 500 would be fixed instead",
+    ),
+    (
+        "*",
+        "*",
+        429,
+        "the per-key request budget (issue 17's rate limit, built on its own branch) answers 429 \
+         on every secured route; until it is merged only the login throttle (the token route, \
+         a wrong `current_password`) and the route test's gate answer 429. Remove this line \
+         with the walk that spends a budget on every route",
+    ),
+];
 
 /// Writes what `registry`'s routes answered to a new file in [`DIRECTORY`], if it is set.
 pub fn record(registry: &prometheus::Registry) {

@@ -8,6 +8,7 @@ mod check;
 mod cli;
 mod coverage;
 mod dns;
+mod document;
 mod domains;
 mod edge;
 mod errors;
