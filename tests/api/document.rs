@@ -485,3 +485,80 @@ async fn every_operation_answers_503_to_a_client_over_its_connection_bound() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_change_based_on_another_version_answers_412_and_only_the_quoted_etag_matches() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = crate::helpers::seed_tree(&admin).await;
+    admin.register_domain(&tree.c1, "etag.example").await;
+    let mailbox = admin.create_mailbox(&tree.c1, "jane@etag.example").await;
+    let domains = admin
+        .get_ok(&format!("/v1/nodes/{}/domains", tree.c1))
+        .await;
+    let account = admin
+        .post_expect(
+            &format!("/v1/nodes/{}/accounts", tree.c1),
+            &json!({"username": "etag", "email": "etag@example.test", "role": "viewer"}),
+            201,
+        )
+        .await;
+    let changes = [
+        (
+            format!("/v1/mailboxes/{}", mailbox["id"].as_str().unwrap()),
+            json!({"display_name": "Jane"}),
+        ),
+        (
+            format!(
+                "/v1/domains/{}",
+                domains["items"][0]["id"].as_str().unwrap()
+            ),
+            json!({"description": "the etag domain"}),
+        ),
+        (
+            format!("/v1/accounts/{}", account["id"].as_str().unwrap()),
+            json!({"email": "etag2@example.test"}),
+        ),
+    ];
+    for (path, body) in changes {
+        let current = admin.get(&path).await;
+        let etag = current.headers()["etag"].to_str().unwrap().to_owned();
+        let version = etag.trim_matches('"').to_owned();
+        // The tag without its quotes, and a weak one, name no version: refused, as documented.
+        for stale in [
+            version.clone(),
+            format!("W/{etag}"),
+            "\"999999\"".to_owned(),
+        ] {
+            let response = admin.patch_if_match(&path, &stale, &body).await;
+            assert_problem(response, 412, "precondition-failed").await;
+        }
+        let response = admin.patch_if_match(&path, &etag, &body).await;
+        assert_eq!(response.status(), 200, "PATCH {path} with If-Match: {etag}");
+    }
+}
+
+#[tokio::test]
+async fn a_per_customer_module_is_refused_where_mailboxes_are_meant() {
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let tree = crate::helpers::seed_tree(&admin).await;
+    admin.register_domain(&tree.c1, "modules.example").await;
+    let mailbox = admin.create_mailbox(&tree.c1, "jane@modules.example").await;
+    let mailbox = mailbox["id"].as_str().unwrap();
+    let refused = [
+        admin
+            .get(&format!("/v1/nodes/{}/mailboxes?module=branding", tree.c1))
+            .await,
+        admin
+            .delete(&format!("/v1/mailboxes/{mailbox}/modules/branding"))
+            .await,
+    ];
+    for response in refused {
+        let problem = assert_problem(response, 422, "validation-failed").await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains("branding"),
+            "{problem}"
+        );
+    }
+}
