@@ -256,7 +256,15 @@ const INFALLIBLE: &[(&str, &str)] = &[
 /// Where a created resource lives, for the links from its creation: the creating operation (by
 /// method and path), the path of the created resource, and for each of that path's parameters
 /// the member of the creation's answer that holds its value.
-const CREATED: &[(&str, &str, &str, &[(&str, &str)])] = &[
+type Created = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// The creations and where what they create lives; see [`Created`].
+const CREATED: &[Created] = &[
     (
         "post",
         "/v1/nodes/{id}/children",
