@@ -221,14 +221,17 @@ impl FieldError {
 pub struct Problem {
     /// A relative URI `/problems/<slug>` identifying the kind of problem; allot answers it.
     #[serde(rename = "type")]
-    #[schema(example = "/problems/validation-failed")]
+    #[schema(value_type = crate::api::schemas::ProblemTypeUri)]
     pub problem_type: String,
     pub title: String,
+    /// The HTTP status of the answer.
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
     /// What happened in this occurrence, for a person to read.
     pub detail: String,
-    /// The fields that failed validation.
+    /// The fields that failed validation; absent when none did.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
     pub errors: Vec<FieldError>,
     /// For `quota-exceeded`: the node where the tree's invariant would break; for
     /// `node-suspended`: the suspended node.
@@ -253,14 +256,13 @@ pub struct Problem {
     /// For `module-required` and `module-excluded`: the other module, to assign or remove first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
-    /// For `import-failed`: every row, `{line, status, problem}`; `failed` ones carry their problem.
+    /// For `import-failed`: every row's outcome; `failed` ones carry their own problem.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(value_type = Option<Vec<crate::api::mailboxes::RowOutcome>>, nullable = false)]
     pub rows: Option<Vec<serde_json::Value>>,
-    /// For `address-collision`: each group of addresses that would be one,
-    /// `{key, addresses: [{kind, id, address}]}` (`kind`: `mailbox` or `alias`).
+    /// For `address-collision`: each group of addresses that would be one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(value_type = Option<Vec<crate::api::schemas::Collision>>, nullable = false)]
     pub collisions: Option<Vec<serde_json::Value>>,
 }
 
@@ -687,57 +689,38 @@ macro_rules! problem_answers {
 pub(crate) use problem_answers;
 
 problem_answers! {
-    /// The answers every guarded route shares, for its OpenAPI description: 401 without valid
-    /// credentials, 403 when the role may not act, 404 when the target does not exist or lies
-    /// outside the caller's subtree. Handlers list `Guarded` instead of repeating the three.
-    Guarded => problems(&GUARDED)
-}
-
-pub(crate) const GUARDED: [(&str, &str); 3] = [
-    ("401", "No valid credentials"),
-    (
-        "403",
-        "The caller's role does not allow this (`forbidden`), or its token is good only for changing its password (`password-change-required`)",
-    ),
-    (
-        "404",
-        "No such resource in the caller's subtree (the two are not told apart)",
-    ),
-];
-
-problem_answers! {
-    /// A guarded list's answers: [`Guarded`]'s, and 400 for a bad `?limit=`, `?cursor=` or filter.
-    Listed => guarded_and(("400", "A bad query parameter"))
+    /// The guard's answers, for the OpenAPI description of a route that takes a [`Principal`]
+    /// and asks the guard about a node: 403 when the role may not act, 404 when the target does
+    /// not exist or lies outside the caller's subtree. What every secured route shares (401, 429,
+    /// …) is added by `api::document`.
+    ///
+    /// [`Principal`]: crate::auth::Principal
+    Guarded => problems(&[ROLE_REFUSED, NOT_IN_SUBTREE])
 }
 
 problem_answers! {
-    /// A guarded change's answers (`PATCH` with `If-Match`): [`Guarded`]'s, and 412 when `If-Match`
-    /// names another version.
-    Patched => guarded_and(("412", "`If-Match` does not match"))
+    /// [`Guarded`]'s 403 alone, for a route whose target is always in the caller's subtree.
+    RoleGuarded => problems(&[ROLE_REFUSED])
 }
 
-/// [`Guarded`]'s answers and one more.
-fn guarded_and(answer: (&str, &str)) -> Answers {
-    let mut responses = problems(&[answer]);
-    responses.extend(problems(&GUARDED));
-    responses
-}
+/// Why a guarded route answers 403.
+pub(crate) const ROLE_REFUSED: (&str, &str) = (
+    "403",
+    "The caller's role does not allow this (`forbidden`; a `check` key may only ask the check), or its token is good only for changing its password (`password-change-required`).",
+);
+
+/// Why a guarded route answers 404.
+pub(crate) const NOT_IN_SUBTREE: (&str, &str) = (
+    "404",
+    "No such resource in the caller's subtree (`not-found`): one that does not exist and one outside the subtree are not told apart.",
+);
 
 /// Problem-document answers by status, with their descriptions.
 pub(crate) fn problems(answers: &[(&str, &str)]) -> Answers {
-    use utoipa::openapi::content::ContentBuilder;
-    use utoipa::openapi::response::ResponseBuilder;
-    use utoipa::openapi::schema::Ref;
     answers
         .iter()
         .map(|(status, description)| {
-            let content = ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("Problem")))
-                .build();
-            let response = ResponseBuilder::new()
-                .description(*description)
-                .content(PROBLEM_JSON, content)
-                .build();
+            let response = crate::api::document::problem_response((*description).to_owned());
             ((*status).to_owned(), response.into())
         })
         .collect()

@@ -170,6 +170,7 @@ impl PostfixListeners {
 pub struct Application {
     port: u16,
     server: Server,
+    registry: prometheus::Registry,
 }
 
 impl Application {
@@ -189,6 +190,7 @@ impl Application {
             .mask_unmatched_patterns("UNMATCHED")
             .build()
             .map_err(|e| StartupError::new("metrics", e))?;
+        let own_registry = metrics.registry.clone();
         let registry = web::Data::new(metrics.registry.clone());
         let document = api::openapi();
         let methods = web::Data::new(api::meta::MethodTable::from_openapi(&document));
@@ -243,7 +245,11 @@ impl Application {
         .listen(listener)
         .map_err(|e| StartupError::new("ALLOT_LISTEN", e))?
         .run();
-        Ok(Self { port, server })
+        Ok(Self {
+            port,
+            server,
+            registry: own_registry,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -258,6 +264,12 @@ impl Application {
 
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
+    }
+
+    /// The registry `/metrics` serves: among others `allot_http_requests_total` by route pattern,
+    /// method and status, which the test suite reads to learn which statuses each route answered.
+    pub fn metrics(&self) -> prometheus::Registry {
+        self.registry.clone()
     }
 }
 

@@ -10,12 +10,13 @@ use super::common::utc;
 use super::common::{self, Fields, IfMatch, Page, check_date, etag, nullable};
 use super::extract::Json;
 use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
+use crate::api::schemas::{Day, Description, ResourceKey};
 use crate::auth::Principal;
 use crate::auth::guard::Reach;
 use crate::domain::ids::{AllocationId, NodeId};
 use crate::domain::quota::{self, Grant, Span};
 use crate::domain::tree;
-use crate::error::{ApiError, Guarded, Listed, Patched, Problem};
+use crate::error::{ApiError, Guarded, Problem};
 use crate::service::{self, Ctx};
 use crate::startup::AppState;
 use crate::store::allocations::{Allocation, AllocationFilter};
@@ -81,33 +82,40 @@ fn check_span(fields: &mut Fields, starts_on: NaiveDate, ends_on: Option<NaiveDa
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAllocation {
-    /// `users`, `domains` or `module:<code>`.
-    #[schema(example = "users")]
+    #[schema(value_type = ResourceKey)]
     pub resource: String,
-    #[schema(example = 500)]
+    /// Units granted, 0 to 1,000,000,000,000.
+    #[schema(example = 500, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub amount: i64,
     /// First day it counts; default today (UTC).
+    #[schema(value_type = Option<Day>)]
     pub starts_on: Option<NaiveDate>,
-    /// First day it no longer counts; absent for open-ended.
+    /// First day it no longer counts, after `starts_on`; absent for open-ended.
+    #[schema(value_type = Option<Day>)]
     pub ends_on: Option<NaiveDate>,
     /// Default true.
     pub active: Option<bool>,
+    #[schema(value_type = Option<Description>)]
     pub description: Option<String>,
 }
 
 /// Grants units of a resource to `{id}` from its parent. Only an admin strictly above `{id}` may:
 /// no node raises its own limits. Refused with `quota-exceeded` if, on any day of its span, the
 /// parent would hand out more than it holds.
+///
+/// Rules the body's schema cannot state: `ends_on` must be after `starts_on` (or after today when
+/// `starts_on` is absent), and `resource` must be `users`, `domains` or a module of the catalogue
+/// that is not retired.
 #[utoipa::path(
     tag = "allocations",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path, description = "The node receiving the units"), IdempotencyHeader),
     request_body = CreateAllocation,
     responses(
         (status = 201, description = "Granted; `Location` names it", body = AllocationView, headers(("Location" = String), ("ETag" = String))),
         Guarded,
-        (status = 409, description = "The parent lacks room (`quota-exceeded`), a retired module (`conflict`), or a request with the same `Idempotency-Key` is in progress", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, an unknown resource, or an `Idempotency-Key` reused for another request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The parent lacks room on some day of the span (`quota-exceeded`), a retired module (`conflict`), or the caller stands inside the node's suspension (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, `ends_on` not after `starts_on`, or a resource the catalogue does not know (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/nodes/{id}/allocations")]
@@ -161,10 +169,12 @@ pub(crate) async fn create_allocation(
 super::common::list_query! {
     pub struct AllocationsQuery {
         /// Only this resource.
+        #[param(value_type = Option<ResourceKey>)]
         pub resource: Option<String>,
         /// Only active (or only inactive) allocations.
         pub active: Option<bool>,
         /// Only allocations whose span covers this day.
+        #[param(value_type = Option<Day>)]
         pub valid_on: Option<NaiveDate>,
     }
 }
@@ -172,11 +182,11 @@ super::common::list_query! {
 /// The allocations to `{id}`, oldest first, ended and inactive ones included unless filtered.
 #[utoipa::path(
     tag = "allocations",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path), AllocationsQuery),
     responses(
-        (status = 200, description = "A page of allocations", body = Page<AllocationView>),
-        Listed,
+        (status = 200, description = "A page of allocations", body = super::common::pages::AllocationPage),
+        Guarded,
     )
 )]
 #[get("/v1/nodes/{id}/allocations")]
@@ -215,7 +225,7 @@ pub(crate) async fn list_allocations(
 /// One allocation, to a node of the caller's subtree.
 #[utoipa::path(
     tag = "allocations",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = AllocationId, Path)),
     responses(
         (status = 200, description = "The allocation", body = AllocationView, headers(("ETag" = String))),
@@ -241,16 +251,19 @@ pub(crate) async fn get_allocation(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAllocation {
+    /// Units granted, 0 to 1,000,000,000,000.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub amount: Option<i64>,
+    #[schema(value_type = Option<Day>)]
     pub starts_on: Option<NaiveDate>,
-    /// `null` makes it open-ended.
+    /// After `starts_on`; `null` makes it open-ended.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<NaiveDate>)]
+    #[schema(value_type = Option<Day>)]
     pub ends_on: Option<Option<NaiveDate>>,
     pub active: Option<bool>,
     /// `null` clears it.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<Description>)]
     pub description: Option<Option<String>>,
 }
 
@@ -266,16 +279,19 @@ pub struct UpdateAllocationQuery {
 /// Changes an allocation's amount, days, active flag or description; ending one is such a change.
 /// Refused with `quota-exceeded` if the parent would hand out more than it holds, or the node's
 /// children would hold more than it does, on any day the change touches.
+///
+/// A rule the body's schema cannot state: the allocation's `ends_on` must stay after its
+/// `starts_on`, each as changed or as it was.
 #[utoipa::path(
     tag = "allocations",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = AllocationId, Path), UpdateAllocationQuery, IfMatch),
     request_body = UpdateAllocation,
     responses(
         (status = 200, description = "The changed allocation", body = AllocationView, headers(("ETag" = String))),
-        Patched,
-        (status = 409, description = "It would break the tree's invariant (`quota-exceeded`), or it was granted by a former parent", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        Guarded,
+        (status = 409, description = "It would break the tree's invariant (`quota-exceeded`), it was granted by a former parent (`conflict`), or the caller stands inside the node's suspension (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or `ends_on` not after `starts_on` (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[patch("/v1/allocations/{id}")]

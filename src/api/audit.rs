@@ -13,13 +13,13 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::common::{self, Page, PageRequest, utc};
+use super::common::{self, PageRequest, utc};
 use super::spreadsheet;
 use crate::auth::Principal;
 use crate::domain::audit::Action;
 use crate::domain::ids::NodeId;
 use crate::domain::tree::NodeKind;
-use crate::error::{ApiError, FieldError, Listed};
+use crate::error::{ApiError, FieldError, Guarded};
 use crate::startup::AppState;
 use crate::store::audit::{Filter, Position, Row, Scope};
 use crate::store::nodes::Node;
@@ -35,7 +35,7 @@ pub(crate) const CSV: &str = "text/csv";
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct AuditActor {
     /// `system` (allot itself, its command line, expiries), `account` or `api_key`.
-    #[schema(example = "account")]
+    #[schema(value_type = crate::api::schemas::ActorKind)]
     pub kind: String,
     /// The account's or the API key's id; absent for `system`.
     pub id: Option<String>,
@@ -150,6 +150,7 @@ common::list_query! {
         pub to: Option<DateTime<Utc>>,
         /// Only events by this actor: `system`, `account:<id>`, `api_key:<id>`, or an account's or
         /// API key's bare id.
+        #[param(pattern = r"^(?:system|(?:account:|api_key:)?(?:[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|[0-9A-Fa-f]{32}|\{[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\}|urn:uuid:[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}))$")]
         pub actor: Option<String>,
         /// Only events of this action.
         pub action: Option<Action>,
@@ -244,18 +245,18 @@ impl Format {
 /// streamed as it is read, from `cursor` if given (`limit` applies to pages only).
 #[utoipa::path(
     tag = "audit",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path), AuditQuery),
     responses(
         (status = 200, description = "A page of events, or every event as a stream",
             headers(("Content-Disposition" = String,
                 description = "With `text/csv` only: `attachment; filename=\"audit-<node id>-<date>.csv\"`")),
             content(
-                (Page<AuditEvent> = "application/json"),
+                (super::common::pages::AuditPage = "application/json"),
                 (AuditEvent = "application/x-ndjson"),
                 (String = "text/csv"),
             )),
-        Listed,
+        Guarded,
     )
 )]
 #[get("/v1/nodes/{id}/audit")]

@@ -29,7 +29,8 @@ pub struct TokenRequest {
 pub(crate) struct TokenResponse {
     /// A JWT to send as `Authorization: Bearer <access_token>`.
     pub access_token: String,
-    #[schema(example = "Bearer")]
+    /// Always `Bearer`.
+    #[schema(value_type = crate::api::schemas::TokenType)]
     pub token_type: &'static str,
     /// Seconds until the token expires.
     #[schema(example = 900)]
@@ -116,8 +117,7 @@ pub(crate) fn throttle_keys(username: &str, request: &HttpRequest) -> Vec<String
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Me {
-    /// `account` (a person, logged in) or `api_key` (a machine).
-    #[schema(example = "account")]
+    #[schema(value_type = crate::api::schemas::PrincipalKind)]
     pub kind: &'static str,
     /// The account's or the key's id.
     pub id: uuid::Uuid,
@@ -137,7 +137,7 @@ pub(crate) struct Me {
 /// so that its holder learns its account id.
 #[utoipa::path(
     tag = "auth",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     responses(
         (status = 200, description = "The caller", body = Me),
         (status = 401, description = "No valid credentials", body = Problem, content_type = "application/problem+json"),

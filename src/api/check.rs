@@ -16,11 +16,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::Json;
+use crate::api::schemas::{Address, DomainText, ModuleCode};
 use crate::auth::{self, api_key};
 use crate::check::{Answer, Caller, Checker, Direction, Listener, Question, Scope, Target};
 use crate::domain::address::{DomainName, MailAddress};
 use crate::error::{ApiError, FieldError, Problem};
 use crate::startup::AppState;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{OneOfBuilder, Ref, Schema};
 
 /// The most checks one batch may hold.
 pub(crate) const MAX_BATCH: usize = 1000;
@@ -76,14 +79,16 @@ fn resolve(req: &HttpRequest) -> Result<CheckCaller, ApiError> {
     })
 }
 
+/// One check as a body holds it. Its schema is [`CheckQuestion`]'s: this derived one is only the
+/// source of the fields they share.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckRequest {
-    /// A domain to check (any IDNA form). Give this or `address`.
-    #[schema(example = "example.com")]
+    /// A domain to check. Give this or `address`.
+    #[schema(value_type = Option<DomainText>)]
     pub domain: Option<String>,
-    /// An address to check (UTF-8 local parts and IDNA domains welcome). Give this or `domain`.
-    #[schema(example = "jane.doe@example.com")]
+    /// An address to check. Give this or `domain`.
+    #[schema(value_type = Option<Address>)]
     pub address: Option<String>,
     /// `inbound`: the address is a recipient (may mail be delivered to it?); `outbound`: it is a
     /// sender (may it send?). Only an outbound check ever enrols a mailbox.
@@ -91,7 +96,7 @@ pub struct CheckRequest {
     /// A module code: the customer must hold seats of it (`module_not_licensed` otherwise) and
     /// the mailbox, or for a per-customer module the customer, must be assigned it
     /// (`module_not_assigned` otherwise).
-    #[schema(example = "lft")]
+    #[schema(value_type = Option<ModuleCode>)]
     pub module: Option<String>,
     /// Outbound only: whether an unknown sender on the customer's domain is registered as a
     /// mailbox (origin `check`) when a `users` and a `module:base` seat are free. Default: the
@@ -159,10 +164,9 @@ async fn answer(checker: &Arc<Checker>, caller: &CheckCaller, question: Question
 }
 
 crate::error::problem_answers! {
-    /// The answers both check routes share, besides their own: 401 without valid credentials, 403
-    /// for a token good only for a password change, 503 before the index is built.
+    /// The answers both check routes share, besides those of every secured route: 403 for a token
+    /// good only for a password change, 503 before the index is built.
     Checked => crate::error::problems(&[
-        crate::error::GUARDED[0],
         (
             "403",
             "The token is good only for changing its account's password (`password-change-required`)",
@@ -188,10 +192,14 @@ crate::error::problem_answers! {
 /// takes a seat. An unknown sender on an active customer's verified domain is enrolled as a
 /// mailbox (`enrolled: true`) when enrolment is on and a `users` and a `module:base` seat are
 /// free; it holds the automatic modules only. Limits are judged at the instant of the check.
+///
+/// Rules the body's schema cannot state: `enrol: true` is refused on an `inbound` check (a
+/// recipient never takes a seat), and `module` must name a module of the catalogue
+/// (`GET /v1/modules`); either is 422 naming the field.
 #[utoipa::path(
     tag = "check",
-    security(("bearer" = [])),
-    request_body = CheckRequest,
+    security(("accessToken" = []), ("apiKey" = [])),
+    request_body = CheckQuestion,
     responses(
         (status = 200, description = "The answer", body = Answer),
         Checked,
@@ -212,7 +220,63 @@ pub(crate) async fn check(
 #[serde(deny_unknown_fields)]
 pub struct CheckBatch {
     /// 1 to 1,000 checks.
+    #[schema(value_type = Vec<CheckQuestion>, min_items = 1, max_items = 1000)]
     pub checks: Vec<CheckRequest>,
+}
+
+/// The schema of one check: a check of a domain or a check of an address, exactly one of the two
+/// (`oneOf`), each a closed object. Built from [`CheckRequest`]'s derived schema, so that the
+/// fields they share are described once.
+pub(crate) struct CheckQuestion;
+
+/// The two kinds of check: the schema's name, the member it asks about, and that member's schema.
+const CHECK_KINDS: [(&str, &str, &str); 2] = [
+    ("DomainCheck", "domain", "DomainText"),
+    ("AddressCheck", "address", "Address"),
+];
+
+impl utoipa::PartialSchema for CheckQuestion {
+    fn schema() -> RefOr<Schema> {
+        let mut one_of = OneOfBuilder::new().description(Some(
+            "A check of a domain (`domain`) or of an address (`address`): exactly one of the two.",
+        ));
+        for (name, _, _) in CHECK_KINDS {
+            one_of = one_of.item(Ref::from_schema_name(name));
+        }
+        one_of.into()
+    }
+}
+
+impl ToSchema for CheckQuestion {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "CheckRequest".into()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        let RefOr::T(Schema::Object(fields)) = <CheckRequest as utoipa::PartialSchema>::schema()
+        else {
+            unreachable!("a derived struct's schema is an object")
+        };
+        for (name, member, schema) in CHECK_KINDS {
+            let mut kind = fields.clone();
+            // The other kind's member is left out, and the object is closed: a body naming both
+            // matches neither kind. (The server also takes the other member as `null`; leaving it
+            // out keeps generated clients' types simple, and a client that never sends it loses
+            // nothing.)
+            for (_, other, _) in CHECK_KINDS {
+                if other == member {
+                    kind.properties
+                        .insert(other.to_owned(), Ref::from_schema_name(schema).into());
+                } else {
+                    kind.properties.remove(other);
+                }
+            }
+            kind.required.push(member.to_owned());
+            kind.description = Some(format!("A check of one {member}."));
+            schemas.push((name.to_owned(), RefOr::T(Schema::Object(kind))));
+        }
+        <CheckRequest as ToSchema>::schemas(schemas);
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -223,9 +287,12 @@ pub(crate) struct CheckResults {
 
 /// Up to 1,000 checks in one request, answered in the same order. Every check is parsed first: one
 /// malformed check refuses the batch (422, naming `checks[i].field`) and nothing is enrolled.
+///
+/// Each check follows `POST /v1/check`'s rules, those its schema cannot state included: `enrol:
+/// true` is refused on an `inbound` check, and `module` must name a module of the catalogue.
 #[utoipa::path(
     tag = "check",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     request_body = CheckBatch,
     responses(
         (status = 200, description = "The answers, in order", body = CheckResults),

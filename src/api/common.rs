@@ -19,11 +19,80 @@ pub(crate) const DEFAULT_LIMIT: u32 = 50;
 pub(crate) const MAX_LIMIT: u32 = 500;
 
 /// A page of a list: `next_cursor` is absent on the last page.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize)]
 pub struct Page<T: ToSchema> {
     pub items: Vec<T>,
     /// Pass as `?cursor=` to get the next page; absent when there is none.
     pub next_cursor: Option<String>,
+}
+
+/// The schemas of the pages, one per item type, each named `Page_<item>` (`Page_MailboxView`).
+/// Written by hand: the derive on the generic [`Page`] inlines a copy of the item's schema in
+/// each page's, so that a generated client's page item was a type of its own instead of its
+/// `MailboxView`. Here the items refer to the item's named schema.
+pub(crate) mod pages {
+    use std::borrow::Cow;
+
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Ref, Schema, SchemaType, Type};
+    use utoipa::{PartialSchema, ToSchema};
+
+    macro_rules! pages {
+        ($($page:ident => $item:ty,)*) => {$(
+            #[doc = concat!("The schema of a page of `", stringify!($item), "`.")]
+            pub(crate) struct $page;
+
+            impl PartialSchema for $page {
+                fn schema() -> RefOr<Schema> {
+                    page(<$item as ToSchema>::name())
+                }
+            }
+
+            impl ToSchema for $page {
+                fn name() -> Cow<'static, str> {
+                    Cow::Owned(format!("Page_{}", <$item as ToSchema>::name()))
+                }
+
+                fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+                    schemas.push((<$item as ToSchema>::name().into_owned(), <$item>::schema()));
+                    <$item as ToSchema>::schemas(schemas);
+                }
+            }
+        )*};
+    }
+
+    fn page(item: Cow<'static, str>) -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .description(Some("A page of a list."))
+            .property(
+                "items",
+                ArrayBuilder::new().items(Ref::from_schema_name(item)),
+            )
+            .required("items")
+            .property(
+                "next_cursor",
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                    .description(Some(
+                        "Pass as `?cursor=` to get the next page; absent or null on the last page.",
+                    )),
+            )
+            .into()
+    }
+
+    pages! {
+        AccountPage => crate::api::principals::AccountView,
+        AliasPage => crate::api::mailboxes::AliasView,
+        AllocationPage => crate::api::allocations::AllocationView,
+        ApiKeyPage => crate::api::principals::ApiKeyView,
+        AuditPage => crate::api::audit::AuditEvent,
+        ChildPage => crate::api::nodes::ChildView,
+        StatisticsPage => crate::api::statistics::CustomerStatistics,
+        DomainPage => crate::api::domains::DomainView,
+        GroupPage => crate::api::groups::GroupView,
+        MailboxPage => crate::api::mailboxes::MailboxView,
+        ModulePage => crate::api::modules::ModuleView,
+    }
 }
 
 /// The validated `?limit=` and `?cursor=` of a list request. The cursor is opaque to clients; it
@@ -116,8 +185,9 @@ macro_rules! list_query {
         pub struct $name {
             $($(#[$field_meta])* pub $field: $type,)*
             /// Items per page, 1–500 (default 50).
+            #[param(minimum = 1, maximum = 500)]
             pub limit: Option<u32>,
-            /// From a previous page's `next_cursor`.
+            /// From a previous page's `next_cursor`, as it was given: opaque.
             pub cursor: Option<String>,
         }
 
@@ -206,14 +276,20 @@ impl utoipa::IntoParams for IfMatch {
         _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
     ) -> Vec<utoipa::openapi::path::Parameter> {
         use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
-        use utoipa::openapi::{Required, Type, schema::ObjectBuilder};
+        use utoipa::openapi::{Required, schema::Ref};
         vec![
             ParameterBuilder::new()
                 .name("If-Match")
                 .parameter_in(ParameterIn::Header)
                 .required(Required::False)
-                .description(Some("The ETag the change is based on"))
-                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .description(Some(
+                    "Makes the change conditional: it is made only if the resource's current `ETag` \
+                     is listed (or `*` is). Without it the change is unconditional; with a tag that \
+                     is not current the answer is 412 and nothing changes.",
+                ))
+                .schema(Some(Ref::from_schema_name(
+                    <crate::api::schemas::IfMatchText as utoipa::ToSchema>::name(),
+                )))
                 .build(),
         ]
     }

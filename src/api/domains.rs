@@ -16,14 +16,14 @@ use super::common::utc;
 use super::common::{self, Fields, IfMatch, Page, etag, nullable};
 use super::extract::Json;
 use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
+use crate::api::schemas::{Description, DomainText, ItemStatus, VerificationStatus};
 use crate::auth::Principal;
 use crate::auth::guard::{Authorised, Manage};
 use crate::dns::Proof;
 use crate::domain::address::DomainName;
 use crate::domain::ids::{DomainId, NodeId};
-use crate::domain::status::Status;
 use crate::domain::tree;
-use crate::error::{ApiError, Guarded, Listed, Patched, Problem};
+use crate::error::{ApiError, Guarded, Problem};
 use crate::probe::gate::{self, Busy};
 use crate::probe::{self, Next, Report, RouteTest};
 use crate::service::Ctx;
@@ -40,26 +40,30 @@ pub(crate) const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_se
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteBody {
-    /// A host name or an IPv4/IPv6 address.
+    /// A host name (any IDNA form, as a domain name) or an IPv4 or IPv6 address.
     #[schema(example = "mx.customer.example")]
     pub host: String,
     /// 1–65535, default 25.
+    #[schema(minimum = 1, maximum = 65535)]
     pub port: Option<u16>,
     /// 1–100, higher preferred; default 50.
+    #[schema(minimum = 1, maximum = 100)]
     pub priority: Option<u8>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct RouteView {
     pub host: String,
+    #[schema(minimum = 1, maximum = 65535)]
     pub port: u16,
+    /// Higher is preferred.
+    #[schema(minimum = 1, maximum = 100)]
     pub priority: u8,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Verification {
-    /// `pending` until the TXT record is seen, then `verified`.
-    #[schema(example = "pending")]
+    #[schema(value_type = VerificationStatus)]
     pub status: &'static str,
     /// The name of the TXT record to publish.
     #[schema(example = "_allot.example.com")]
@@ -82,8 +86,7 @@ pub(crate) struct DomainView {
     pub display_name: String,
     pub description: Option<String>,
     pub route: Option<RouteView>,
-    /// `active` or `disabled`.
-    #[schema(example = json!(Status::Active))]
+    #[schema(value_type = ItemStatus)]
     pub status: &'static str,
     pub verification: Verification,
     pub version: i64,
@@ -147,9 +150,11 @@ fn parse_route(body: RouteBody, fields: &mut Fields) -> Option<Route> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDomain {
-    /// Any form IDNA accepts (`Bücher.example`, `xn--bcher-kva.example`); one trailing dot is dropped.
-    #[schema(example = "customer.example")]
+    /// Unique across the installation once verified. A new name must not mix scripts in one label
+    /// beyond UTS #39's Highly Restrictive level (`pаypal.example` with a Cyrillic `а` is refused).
+    #[schema(value_type = DomainText)]
     pub name: String,
+    #[schema(value_type = Option<Description>)]
     pub description: Option<String>,
     pub route: Option<RouteBody>,
 }
@@ -226,13 +231,13 @@ fn respond(status: actix_web::http::StatusCode, domain: &Domain) -> HttpResponse
 /// units. An unproven claim expires after `ALLOT_DOMAIN_CLAIM_DAYS` days (default 7).
 #[utoipa::path(
     tag = "domains",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path, description = "The customer"), IdempotencyHeader),
     request_body = CreateDomain,
     responses(
         (status = 201, description = "Registered, pending verification", body = DomainView, headers(("Location" = String), ("ETag" = String))),
         Guarded,
-        (status = 409, description = "Verified by another customer, or claimed by this one already (`domain-taken`), or no `domains` unit free (`quota-exceeded`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Verified by another customer, or claimed by this one already (`domain-taken`), no `domains` unit free (`quota-exceeded`), or the customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields (a name with a label mixing scripts beyond UTS #39's Highly Restrictive level among them), or the node is not a customer", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -267,7 +272,8 @@ pub(crate) async fn create_domain(
 
 common::list_query! {
     pub struct DomainsQuery {
-        /// `active` or `disabled`.
+        /// Only domains of this status.
+        #[param(value_type = Option<ItemStatus>)]
         pub status: Option<String>,
         /// Only names (ASCII form) starting with this.
         pub name_prefix: Option<String>,
@@ -277,11 +283,11 @@ common::list_query! {
 /// The domains of `{id}`'s subtree (a reseller sees all its customers'), oldest first.
 #[utoipa::path(
     tag = "domains",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path), DomainsQuery),
     responses(
-        (status = 200, description = "A page of domains", body = Page<DomainView>),
-        Listed,
+        (status = 200, description = "A page of domains", body = super::common::pages::DomainPage),
+        Guarded,
     )
 )]
 #[get("/v1/nodes/{id}/domains")]
@@ -320,7 +326,7 @@ pub(crate) async fn list_domains(
 /// One domain of the caller's subtree.
 #[utoipa::path(
     tag = "domains",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = DomainId, Path)),
     responses(
         (status = 200, description = "The domain", body = DomainView, headers(("ETag" = String))),
@@ -348,26 +354,28 @@ pub(crate) async fn get_domain(
 pub struct UpdateDomain {
     /// `null` clears it.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<Description>)]
     pub description: Option<Option<String>>,
     /// `null` removes the route.
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<RouteBody>)]
     pub route: Option<Option<RouteBody>>,
-    /// `active` or `disabled`; a disabled domain is refused by the check.
+    /// A disabled domain is refused by the check.
+    #[schema(value_type = Option<ItemStatus>)]
     pub status: Option<String>,
 }
 
 /// Changes a domain's description, route or status; `If-Match` makes it conditional.
 #[utoipa::path(
     tag = "domains",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = DomainId, Path), IfMatch),
     request_body = UpdateDomain,
     responses(
         (status = 200, description = "The changed domain", body = DomainView, headers(("ETag" = String))),
-        Patched,
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        Guarded,
+        (status = 409, description = "The customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[patch("/v1/domains/{id}")]
@@ -410,12 +418,12 @@ pub(crate) async fn update_domain(
 /// registered again. Refused while it has mailboxes besides its role addresses, unless `cascade`.
 #[utoipa::path(
     tag = "domains",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = DomainId, Path), super::nodes::DeleteQuery),
     responses(
         (status = 204, description = "Removed"),
         Guarded,
-        (status = 409, description = "It still has mailboxes (`not-empty`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "It still has mailboxes (`not-empty`), or the customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[delete("/v1/domains/{id}")]
@@ -443,13 +451,13 @@ pub(crate) async fn delete_domain(
 /// customer proved the name first, including when both proofs arrive at once.
 #[utoipa::path(
     tag = "domains",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = DomainId, Path)),
     responses(
         (status = 200, description = "Verified", body = DomainView, headers(("ETag" = String))),
         Guarded,
-        (status = 409, description = "The record is not there (`verification-failed`), or another customer proved the name first (`domain-taken`)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "DNS did not answer", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The record is not there (`verification-failed`), another customer proved the name first (`domain-taken`), or the customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "DNS did not answer (`unavailable`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/domains/{id}/verify")]
@@ -504,15 +512,15 @@ pub(crate) async fn verify_domain(
 /// with `ok: false` and a `failure`; a problem document means nothing was connected to.
 #[utoipa::path(
     tag = "domains",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = DomainId, Path)),
     responses(
         (status = 200, description = "What the route's server answered, stage by stage", body = crate::probe::Report),
         Guarded,
-        (status = 409, description = "The domain has no route (`route-missing`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The domain has no route (`route-missing`), or the customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The host is, or resolves only to, addresses allot does not connect to (`route-target-forbidden`)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "A test of the domain is running, or too many started (`route-test-busy`)", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "The database is not reachable: no test runs without its audit record", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is not reachable (`unavailable`): no test runs without its audit record", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/domains/{id}/route/test")]

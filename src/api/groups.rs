@@ -57,22 +57,22 @@ fn view(conn: &mut DbConnection, group: &Group) -> Result<GroupView, ApiError> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGroup {
-    /// 1–100 characters, unique within the customer.
-    #[schema(example = "Sales")]
+    /// Unique among the customer's groups.
+    #[schema(value_type = crate::api::schemas::NodeName, example = "Sales")]
     pub name: String,
 }
 
 /// Creates a group of mailboxes for customer `{id}`.
 #[utoipa::path(
     tag = "groups",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path, description = "The customer")),
     request_body = CreateGroup,
     responses(
         (status = 201, description = "Created", body = GroupView, headers(("Location" = String))),
         Guarded,
-        (status = 409, description = "The customer has a group of this name (`name-taken`)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "An invalid name, or a node that is not a customer", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The customer has a group of this name (`name-taken`), or lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An invalid name, or a node that is not a customer (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/nodes/{id}/groups")]
@@ -98,10 +98,10 @@ pub(crate) async fn create_group(
 /// The groups of customer `{id}`, by name, each with its members.
 #[utoipa::path(
     tag = "groups",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path)),
     responses(
-        (status = 200, description = "The groups", body = Page<GroupView>),
+        (status = 200, description = "The groups", body = super::common::pages::GroupPage),
         Guarded,
     )
 )]
@@ -151,7 +151,7 @@ fn managed_group(
 /// One group with its members.
 #[utoipa::path(
     tag = "groups",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = GroupId, Path)),
     responses(
         (status = 200, description = "The group", body = GroupView),
@@ -177,11 +177,12 @@ pub(crate) async fn get_group(
 /// Deletes a group; its mailboxes stay.
 #[utoipa::path(
     tag = "groups",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = GroupId, Path)),
     responses(
         (status = 204, description = "Deleted"),
         Guarded,
+        (status = 409, description = "The customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[delete("/v1/groups/{id}")]
@@ -224,11 +225,12 @@ macro_rules! membership_route {
         $(#[doc = $doc])*
         #[utoipa::path(
             tag = "groups",
-            security(("bearer" = [])),
+            security(("accessToken" = []), ("apiKey" = [])),
             params(("id" = GroupId, Path), ("mailbox_id" = MailboxId, Path)),
             responses(
                 (status = 200, description = "The group", body = GroupView),
                 Guarded,
+                (status = 409, description = "The customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
             )
         )]
         #[$method("/v1/groups/{id}/members/{mailbox_id}")]

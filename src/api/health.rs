@@ -11,7 +11,8 @@ use crate::store;
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Health {
-    #[schema(example = "ok")]
+    /// Always `ok`.
+    #[schema(value_type = crate::api::schemas::Ok)]
     pub status: &'static str,
 }
 

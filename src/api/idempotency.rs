@@ -69,8 +69,9 @@ impl FromRequest for IdempotencyKey {
 #[into_params(parameter_in = Header)]
 pub(crate) struct IdempotencyHeader {
     /// Makes a retry of this request within 24 hours replay the first answer instead of acting
-    /// twice (1–255 visible ASCII characters, e.g. a UUID).
-    #[param(rename = "Idempotency-Key")]
+    /// twice: the same key with the same request from the same caller answers as the first did,
+    /// with `Idempotent-Replayed: true`.
+    #[param(rename = "Idempotency-Key", value_type = Option<crate::api::schemas::IdempotencyKeyText>)]
     #[expect(
         dead_code,
         reason = "describes a header; read by the IdempotencyKey extractor"

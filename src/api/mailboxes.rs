@@ -16,13 +16,16 @@ use super::common::utc;
 use super::common::{self, Fields, IfMatch, Page, etag, nullable};
 use super::extract::Json;
 use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
+use crate::api::schemas::{
+    Address, ContactEmail, DomainText, ItemStatus, MailboxOrigin, ModuleCode, PersonName, RowStatus,
+};
 use crate::auth::Principal;
 use crate::auth::guard::{Authorised, Manage};
 use crate::domain::address::{DomainName, MailAddress};
 use crate::domain::ids::{AliasId, DomainId, MailboxId, NodeId};
 use crate::domain::status::Status;
 use crate::domain::tree::{self, NodeKind};
-use crate::error::{ApiError, FieldError, Guarded, Listed, Patched, Problem};
+use crate::error::{ApiError, FieldError, Guarded, Problem};
 pub use crate::service::mailboxes::NewMailbox;
 use crate::service::mailboxes::{self as service, MailboxChange, Row};
 use crate::service::{self as services, Ctx};
@@ -47,11 +50,9 @@ pub(crate) struct MailboxView {
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub contact_email: Option<String>,
-    /// `active` or `disabled`.
-    #[schema(example = json!(Status::Active))]
+    #[schema(value_type = ItemStatus)]
     pub status: &'static str,
-    /// `manual`, `import`, `check` (enrolled by a mail worker) or `role` (postmaster@, abuse@).
-    #[schema(value_type = String, example = "manual")]
+    #[schema(value_type = MailboxOrigin)]
     pub origin: Origin,
     pub first_seen_at: Option<DateTime<Utc>>,
     pub last_seen_at: Option<DateTime<Utc>>,
@@ -114,13 +115,17 @@ fn parse_text(raw: &str) -> Result<String, String> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateMailbox {
-    /// On one of the customer's domains; UTF-8 local parts and IDNA domains are welcome.
-    #[schema(example = "jane.doe@example.com")]
+    /// On one of the customer's domains; not a role address (postmaster@, abuse@).
+    #[schema(value_type = Address)]
     pub address: String,
+    #[schema(value_type = Option<PersonName>)]
     pub display_name: Option<String>,
+    #[schema(value_type = Option<PersonName>)]
     pub first_name: Option<String>,
+    #[schema(value_type = Option<PersonName>)]
     pub last_name: Option<String>,
-    /// An address outside the service to reach the person.
+    /// An address outside the service to reach the person; empty is the same as absent.
+    #[schema(value_type = Option<ContactEmail>)]
     pub contact_email: Option<String>,
 }
 
@@ -172,14 +177,14 @@ pub(crate) fn customer<L>(node: Authorised<L>) -> Result<Authorised<L>, ApiError
 /// automatically assigned module (`module:base`): all or none.
 #[utoipa::path(
     tag = "mailboxes",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path, description = "The customer"), IdempotencyHeader),
     request_body = CreateMailbox,
     responses(
         (status = 201, description = "Created", body = MailboxView, headers(("Location" = String), ("ETag" = String))),
         Guarded,
-        (status = 409, description = "The address exists (`address-taken`), or no `users` or `module:base` seat is free (`quota-exceeded`, naming the resource)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, a domain that is not the customer's, or a node that is not a customer", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The address exists (`address-taken`), no `users` or `module:base` seat is free (`quota-exceeded`, naming the resource), or the customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, a role address, a domain that is not the customer's, or a node that is not a customer (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/nodes/{id}/mailboxes")]
@@ -211,15 +216,19 @@ pub(crate) async fn create_mailbox(
 
 common::list_query! {
     pub struct MailboxesQuery {
-        /// `active` or `disabled`.
+        /// Only mailboxes of this status.
+        #[param(value_type = Option<ItemStatus>)]
         pub status: Option<String>,
-        /// `manual`, `import`, `check` or `role`.
+        /// Only mailboxes of this origin.
+        #[param(value_type = Option<MailboxOrigin>)]
         pub origin: Option<String>,
         /// Only addresses starting with this.
         pub address_prefix: Option<String>,
         /// Only addresses on this domain (any IDNA form).
+        #[param(value_type = Option<DomainText>)]
         pub domain: Option<String>,
-        /// Only mailboxes holding this per-mailbox module.
+        /// Only mailboxes holding this per-mailbox module (a per-customer one is refused, 422).
+        #[param(value_type = Option<ModuleCode>)]
         pub module: Option<String>,
     }
 }
@@ -281,12 +290,12 @@ fn parse_filter(query: &MailboxesQuery) -> Result<MailboxFilter, ApiError> {
 /// The mailboxes of `{id}`'s subtree, oldest first.
 #[utoipa::path(
     tag = "mailboxes",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path), MailboxesQuery),
     responses(
-        (status = 200, description = "A page of mailboxes", body = Page<MailboxView>),
-        Listed,
-        (status = 422, description = "`module` names a per-customer module", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of mailboxes", body = super::common::pages::MailboxPage),
+        Guarded,
+        (status = 422, description = "`module` names a per-customer module (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/nodes/{id}/mailboxes")]
@@ -351,12 +360,12 @@ async fn list(
 /// authorised to use it. The same filters as the mailbox list apply.
 #[utoipa::path(
     tag = "modules",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path), ("code" = String, Path, description = "A module code"), MailboxesQuery),
     responses(
-        (status = 200, description = "A page of mailboxes", body = Page<MailboxView>),
-        Listed,
-        (status = 422, description = "A per-customer module", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of mailboxes", body = super::common::pages::MailboxPage),
+        Guarded,
+        (status = 422, description = "`{code}` is a per-customer module (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/nodes/{id}/modules/{code}/mailboxes")]
@@ -406,7 +415,7 @@ pub(crate) fn locked_mailbox(
 /// One mailbox of the caller's subtree.
 #[utoipa::path(
     tag = "mailboxes",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = MailboxId, Path)),
     responses(
         (status = 200, description = "The mailbox", body = MailboxView, headers(("ETag" = String))),
@@ -434,19 +443,19 @@ pub(crate) async fn get_mailbox(
 pub struct UpdateMailbox {
     /// `null` clears it.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<PersonName>)]
     pub display_name: Option<Option<String>>,
     /// `null` clears it.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<PersonName>)]
     pub first_name: Option<Option<String>>,
     /// `null` clears it.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<PersonName>)]
     pub last_name: Option<Option<String>>,
     /// `null` clears it.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<ContactEmail>)]
     pub contact_email: Option<Option<String>>,
 }
 
@@ -454,13 +463,14 @@ pub struct UpdateMailbox {
 /// changes through `disable` and `enable`, which count seats.)
 #[utoipa::path(
     tag = "mailboxes",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = MailboxId, Path), IfMatch),
     request_body = UpdateMailbox,
     responses(
         (status = 200, description = "The changed mailbox", body = MailboxView, headers(("ETag" = String))),
-        Patched,
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        Guarded,
+        (status = 409, description = "The customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[patch("/v1/mailboxes/{id}")]
@@ -517,11 +527,12 @@ async fn set_active(
 /// which it keeps). Disabling a disabled one changes nothing.
 #[utoipa::path(
     tag = "mailboxes",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = MailboxId, Path)),
     responses(
         (status = 200, description = "Disabled", body = MailboxView, headers(("ETag" = String))),
         Guarded,
+        (status = 409, description = "The customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/mailboxes/{id}/disable")]
@@ -537,12 +548,12 @@ pub(crate) async fn disable_mailbox(
 /// included): refused with `quota-exceeded`, naming the resource, when one is not free.
 #[utoipa::path(
     tag = "mailboxes",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = MailboxId, Path)),
     responses(
         (status = 200, description = "Enabled", body = MailboxView, headers(("ETag" = String))),
         Guarded,
-        (status = 409, description = "A seat is not free (`quota-exceeded`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A seat is not free (`quota-exceeded`), or the customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/mailboxes/{id}/enable")]
@@ -558,12 +569,12 @@ pub(crate) async fn enable_mailbox(
 /// their domain.
 #[utoipa::path(
     tag = "mailboxes",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = MailboxId, Path)),
     responses(
         (status = 204, description = "Deleted"),
         Guarded,
-        (status = 409, description = "Still active, or a role address", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Still active, or a role address (`conflict`), or the customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[delete("/v1/mailboxes/{id}")]
@@ -608,8 +619,9 @@ impl From<&Alias> for AliasView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAlias {
-    /// On any of the mailbox's customer's domains; unique across mailboxes and aliases.
-    #[schema(example = "sales@example.com")]
+    /// On any of the mailbox's customer's domains; unique across mailboxes and aliases; not a role
+    /// address (postmaster@, abuse@).
+    #[schema(value_type = Address, example = "sales@example.com")]
     pub address: String,
 }
 
@@ -618,14 +630,14 @@ pub struct CreateAlias {
 /// seat.
 #[utoipa::path(
     tag = "mailboxes",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = MailboxId, Path)),
     request_body = CreateAlias,
     responses(
         (status = 201, description = "Added", body = AliasView, headers(("Location" = String))),
         Guarded,
-        (status = 409, description = "The address exists (`address-taken`), or the mailbox has its most aliases", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "An invalid address, or one not on the customer's domains", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The address exists (`address-taken`), the mailbox has its most aliases (`conflict`), or the customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An invalid address, a role address, or one not on the customer's domains (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/mailboxes/{id}/aliases")]
@@ -657,10 +669,10 @@ pub(crate) async fn create_alias(
 /// A mailbox's aliases, oldest first (at most the customer's `max_aliases_per_mailbox`, so one page).
 #[utoipa::path(
     tag = "mailboxes",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = MailboxId, Path)),
     responses(
-        (status = 200, description = "The aliases", body = Page<AliasView>),
+        (status = 200, description = "The aliases", body = super::common::pages::AliasPage),
         Guarded,
     )
 )]
@@ -686,11 +698,12 @@ pub(crate) async fn list_aliases(
 /// Removes an alias.
 #[utoipa::path(
     tag = "mailboxes",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = AliasId, Path)),
     responses(
         (status = 204, description = "Removed"),
         Guarded,
+        (status = 409, description = "The customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[delete("/v1/aliases/{id}")]
@@ -734,15 +747,58 @@ pub struct ImportQuery {
     pub atomic: Option<bool>,
 }
 
+/// The JSON form of an import: up to 10,000 mailboxes.
+pub(crate) struct ImportRows;
+
+impl utoipa::PartialSchema for ImportRows {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(utoipa::openapi::schema::Ref::from_schema_name(
+                "CreateMailbox",
+            ))
+            .max_items(Some(MAX_IMPORT_ROWS))
+            .description(Some(
+                "The mailboxes to import, each as `POST /v1/nodes/{id}/mailboxes` takes one; a \
+                 row's line is its position counting from 1.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for ImportRows {}
+
+/// The CSV form of an import.
+pub(crate) struct CsvRows;
+
+impl utoipa::PartialSchema for CsvRows {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "UTF-8 CSV (RFC 4180, CRLF or LF lines) whose header row names any of `address` \
+                 (required), `display_name`, `first_name`, `last_name`, `contact_email`, in any \
+                 order; then up to 10,000 rows. A row's line is its line in the file (the header \
+                 is line 1).",
+            ))
+            .examples([serde_json::json!(
+                "address,display_name\nann@example.com,Ann\nbob@example.com,Bob\n"
+            )])
+            .into()
+    }
+}
+
+impl ToSchema for CsvRows {}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct RowOutcome {
     /// The row's line: in CSV the file's line (the header is line 1), in JSON the element's
     /// position counting from 1.
     pub line: usize,
-    /// `created`, `failed`, or `skipped` (valid, but an atomic import with failed rows keeps none).
+    #[schema(value_type = RowStatus)]
     pub status: &'static str,
     pub mailbox_id: Option<MailboxId>,
-    /// Why the row failed.
+    /// Why the row failed (`failed` rows only).
+    #[schema(no_recursion)]
     pub problem: Option<Problem>,
 }
 
@@ -887,17 +943,23 @@ fn csv_columns(headers: &csv::StringRecord) -> Result<Vec<usize>, ApiError> {
 /// and has origin `import`. The answer reports every row's outcome with its line number.
 #[utoipa::path(
     tag = "mailboxes",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path, description = "The customer"), ImportQuery),
-    request_body(content = Vec<CreateMailbox>, description = "JSON rows, or `text/csv` with a header row", content_type = "application/json"),
+    request_body(
+        description = "Up to 10,000 rows: a JSON array of mailboxes, or CSV with a header row",
+        content(
+            (ImportRows = "application/json"),
+            (CsvRows = "text/csv"),
+        ),
+    ),
     responses(
         (status = 200, description = "Not atomic: each row's outcome", body = ImportReport),
         (status = 201, description = "Atomic: every row imported", body = ImportReport),
-        (status = 400, description = "The body is not JSON or CSV (an open quote, a short row, invalid UTF-8)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The body is not well-formed JSON or CSV: a quote never closed, a row longer than the header, invalid UTF-8 (`malformed-body`)", body = Problem, content_type = "application/problem+json"),
         Guarded,
-        (status = 413, description = "Over 16 MiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Neither JSON nor CSV", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Atomic with failed rows (`import-failed`, nothing imported), a bad header, or over 10,000 rows", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The customer, or a node above it, is suspended (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over 16 MiB (`payload-too-large`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Atomic with failed rows (`import-failed`: nothing imported, `rows` lists each), a CSV header naming an unknown column or no `address`, more than 10,000 rows, or a node that is not a customer", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/nodes/{id}/mailboxes/import")]

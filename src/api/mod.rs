@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod check;
 pub mod common;
+pub(crate) mod document;
 pub mod domains;
 pub mod extract;
 pub mod groups;
@@ -25,13 +26,12 @@ mod strict;
 pub mod usage;
 
 use actix_web::App;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{OpenApi as OpenApiDoc, Server};
-use utoipa::{Modify, OpenApi};
+use utoipa::OpenApi;
+use utoipa::openapi::OpenApi as OpenApiDoc;
 use utoipa_actix_web::AppExt;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use crate::error::{FieldError, Problem, ProblemType};
+use crate::error::{FieldError, Problem};
 
 /// Registers every documented route.
 ///
@@ -64,8 +64,26 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
         description = "Licence allocation down a tree of resellers to customers, and the check mail workers ask.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
-    components(schemas(Problem, FieldError)),
-    modifiers(&Conventions),
+    components(schemas(
+        Problem,
+        FieldError,
+        // Named by parameters (which do not carry their schemas into the document) or built by
+        // hand (whose references the derive cannot follow).
+        schemas::Day,
+        schemas::ResourceKey,
+        schemas::ModuleCode,
+        schemas::DomainText,
+        schemas::ItemStatus,
+        schemas::MailboxOrigin,
+        schemas::IdempotencyKeyText,
+        schemas::IfMatchText,
+        schemas::Collision,
+        schemas::CollidingAddress,
+        crate::domain::tree::NodeKind,
+        crate::domain::tree::NodeStatus,
+        crate::domain::audit::Action,
+        nodes::ChildInclude,
+    )),
     tags(
         (name = "auth", description = "Logging in and asking who one is"),
         (name = "licence", description = "The owner's bulk licence"),
@@ -85,47 +103,18 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
 )]
 struct ApiDoc;
 
-/// Adds what the derive cannot say: the bearer scheme, the version, and the problem catalogue.
-struct Conventions;
-
-impl Modify for Conventions {
-    fn modify(&self, openapi: &mut OpenApiDoc) {
-        openapi.info.version = env!("CARGO_PKG_VERSION").to_owned();
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .description(Some(
-                        "An access token from `POST /v1/auth/token`, as `Authorization: Bearer <token>`.",
-                    ))
-                    .build(),
-            ),
-        );
-        let mut description = openapi.info.description.clone().unwrap_or_default();
-        description.push_str(
-            "\n\nEvery error is an RFC 9457 problem document (`application/problem+json`) whose \
-             `type` is one of these; `GET` on a type answers its description:\n",
-        );
-        for kind in ProblemType::ALL {
-            description.push_str(&format!("\n- `{}`: {}", kind.uri(), kind.description()));
-        }
-        openapi.info.description = Some(description);
-        openapi.servers = Some(vec![Server::new("/")]);
-    }
-}
-
 /// The OpenAPI document of every registered route. What `/openapi.json` serves, `allot openapi`
 /// prints and `openapi/openapi.json` holds.
 pub fn openapi() -> OpenApiDoc {
-    App::new()
+    let mut doc = App::new()
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
         .configure(configure)
         .split_for_parts()
-        .1
+        .1;
+    // After the routes: the conventions are applied to every operation.
+    utoipa::Modify::modify(&document::Conventions, &mut doc);
+    doc
 }
 
 /// The document as the pretty JSON that is committed.

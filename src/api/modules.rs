@@ -23,11 +23,12 @@ use super::common::{self, Fields, IfMatch, ListQuery, Page, PageRequest, etag};
 use super::extract::Json;
 use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use super::mailboxes::{MailboxView, customer};
+use crate::api::schemas::{Label, ModuleCode, ModuleCodes, ModuleDescription, ModuleUnit};
 use crate::auth::Principal;
 use crate::domain::catalogue::{Rules, Unit};
 use crate::domain::ids::{MailboxId, NodeId};
 use crate::domain::resource::is_module_code;
-use crate::error::{ApiError, Guarded, Listed, Patched, Problem};
+use crate::error::{ApiError, Guarded, Problem, RoleGuarded};
 use crate::service::modules::ModuleChange;
 use crate::service::{self, Ctx};
 use crate::startup::AppState;
@@ -42,8 +43,7 @@ pub(crate) struct ModuleView {
     #[schema(example = "Sign and encrypt")]
     pub name: String,
     pub description: String,
-    /// `per_mailbox` (assigned to mailboxes) or `per_customer` (assigned to customers).
-    #[schema(value_type = String, example = "per_mailbox")]
+    #[schema(value_type = ModuleUnit)]
     pub unit: Unit,
     /// What a holder must hold first.
     #[schema(example = json!(["certificate"]))]
@@ -85,11 +85,11 @@ fn respond(module: &Module) -> HttpResponse {
 /// The module catalogue, by code. Any principal but a `check` key reads it.
 #[utoipa::path(
     tag = "modules",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(ListQuery),
     responses(
-        (status = 200, description = "A page of modules", body = Page<ModuleView>),
-        Listed,
+        (status = 200, description = "A page of modules", body = super::common::pages::ModulePage),
+        RoleGuarded,
     )
 )]
 #[get("/v1/modules")]
@@ -121,7 +121,7 @@ pub(crate) async fn list_modules(
 /// One module of the catalogue.
 #[utoipa::path(
     tag = "modules",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("code" = String, Path, description = "A module code")),
     responses(
         (status = 200, description = "The module", body = ModuleView, headers(("ETag" = String))),
@@ -179,18 +179,20 @@ fn description(fields: &mut Fields, raw: Option<String>) -> Option<String> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateModule {
-    /// 1–32 lowercase letters, digits and `_`, starting with a letter.
-    #[schema(example = "archive")]
+    /// Unique in the catalogue; its seats are the resource `module:<code>`.
+    #[schema(value_type = ModuleCode, example = "archive")]
     pub code: String,
-    #[schema(example = "Archiving")]
+    #[schema(value_type = Label, example = "Archiving")]
     pub name: String,
+    #[schema(value_type = Option<ModuleDescription>)]
     pub description: Option<String>,
-    /// `per_mailbox` or `per_customer`.
-    #[schema(example = "per_mailbox")]
+    #[schema(value_type = ModuleUnit)]
     pub unit: String,
-    /// Modules a holder must hold first (of the same unit).
+    /// Modules a holder must hold first (of the same unit), each named once.
+    #[schema(value_type = Option<ModuleCodes>)]
     pub requires: Option<Vec<String>>,
-    /// Modules a holder cannot hold at once (of the same unit).
+    /// Modules a holder cannot hold at once (of the same unit), each named once.
+    #[schema(value_type = Option<ModuleCodes>)]
     pub excludes: Option<Vec<String>>,
     /// Whether every mailbox created, enrolled or enabled from now on is assigned it.
     pub auto_assign: Option<bool>,
@@ -200,14 +202,14 @@ pub struct CreateModule {
 /// granted like any other from the licence down.
 #[utoipa::path(
     tag = "modules",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(IdempotencyHeader),
     request_body = CreateModule,
     responses(
         (status = 201, description = "Added", body = ModuleView, headers(("Location" = String), ("ETag" = String))),
         Guarded,
         (status = 409, description = "The code exists (`name-taken`)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, or rules the catalogue cannot hold (an unknown module, a cycle, modules of another unit)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or rules the catalogue cannot hold: an unknown module, a cycle, a module of another unit, an automatic module that excludes or needs a non-automatic one (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/modules")]
@@ -270,11 +272,15 @@ impl CreateModule {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateModule {
+    #[schema(value_type = Option<Label>)]
     pub name: Option<String>,
+    #[schema(value_type = Option<ModuleDescription>)]
     pub description: Option<String>,
-    /// Replaces the requirements. Refused while holders lack a new one.
+    /// Replaces the requirements, each named once. Refused while holders lack a new one.
+    #[schema(value_type = Option<ModuleCodes>)]
     pub requires: Option<Vec<String>>,
-    /// Replaces the exclusions (on both sides). Refused while holders hold both.
+    /// Replaces the exclusions (on both sides), each named once. Refused while holders hold both.
+    #[schema(value_type = Option<ModuleCodes>)]
     pub excludes: Option<Vec<String>>,
     /// From now on; mailboxes that exist keep what they hold.
     pub auto_assign: Option<bool>,
@@ -286,14 +292,14 @@ pub struct UpdateModule {
 /// retire the module and add another.
 #[utoipa::path(
     tag = "modules",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("code" = String, Path, description = "A module code"), IfMatch),
     request_body = UpdateModule,
     responses(
         (status = 200, description = "The changed module", body = ModuleView, headers(("ETag" = String))),
-        Patched,
+        Guarded,
         (status = 409, description = "Holders would break a new requirement or exclusion (`conflict`)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, or rules the catalogue cannot hold", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or rules the catalogue cannot hold (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[patch("/v1/modules/{code}")]
@@ -337,7 +343,7 @@ impl UpdateModule {
 /// no module requiring it. A module in use is retired instead (`PATCH` with `retired: true`).
 #[utoipa::path(
     tag = "modules",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("code" = String, Path, description = "A module code")),
     responses(
         (status = 204, description = "Removed"),
@@ -365,13 +371,13 @@ pub(crate) async fn delete_module(
 /// Assigning a module the mailbox holds changes nothing.
 #[utoipa::path(
     tag = "modules",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = MailboxId, Path), ("code" = String, Path, description = "A per-mailbox module")),
     responses(
         (status = 200, description = "The mailbox with its modules", body = MailboxView, headers(("ETag" = String))),
         Guarded,
-        (status = 409, description = "A requirement is missing (`module-required`), an exclusion is held (`module-excluded`), no seat is free (`quota-exceeded`), the module is retired or the mailbox is a role address (`conflict`)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A per-customer module", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A requirement is missing (`module-required`), an exclusion is held (`module-excluded`), no seat is free (`quota-exceeded`), the module is retired or the mailbox is a role address (`conflict`), or the customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`{code}` is a per-customer module (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[put("/v1/mailboxes/{id}/modules/{code}")]
@@ -397,13 +403,13 @@ pub(crate) async fn assign_mailbox_module(
 /// the mailbox: disable it to free them.
 #[utoipa::path(
     tag = "modules",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = MailboxId, Path), ("code" = String, Path, description = "A per-mailbox module")),
     responses(
         (status = 204, description = "Removed"),
         Guarded,
-        (status = 409, description = "Another held module requires it (`module-required`), or it is automatic (`conflict`)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A per-customer module", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another held module requires it (`module-required`), it is automatic (`conflict`), or the customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`{code}` is a per-customer module (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[delete("/v1/mailboxes/{id}/modules/{code}")]
@@ -453,12 +459,12 @@ fn node_modules(conn: &mut DbConnection, node: NodeId) -> Result<NodeModules, Ap
 /// The per-customer modules customer `{id}` holds.
 #[utoipa::path(
     tag = "modules",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path, description = "The customer")),
     responses(
         (status = 200, description = "Its modules", body = NodeModules),
         Guarded,
-        (status = 422, description = "Not a customer", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The node is not a customer (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/nodes/{id}/modules")]
@@ -481,13 +487,13 @@ pub(crate) async fn list_node_modules(
 /// changes nothing.
 #[utoipa::path(
     tag = "modules",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path, description = "The customer"), ("code" = String, Path, description = "A per-customer module")),
     responses(
         (status = 200, description = "The customer's modules", body = NodeModules),
         Guarded,
-        (status = 409, description = "A requirement is missing (`module-required`), an exclusion is held (`module-excluded`), no seat is free (`quota-exceeded`), or the module is retired (`conflict`)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A per-mailbox module, or not a customer", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A requirement is missing (`module-required`), an exclusion is held (`module-excluded`), no seat is free (`quota-exceeded`), the module is retired (`conflict`), or the customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`{code}` is a per-mailbox module, or the node is not a customer (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[put("/v1/nodes/{id}/modules/{code}")]
@@ -522,13 +528,13 @@ async fn set_node_module(
 /// another module the customer holds requires it.
 #[utoipa::path(
     tag = "modules",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path, description = "The customer"), ("code" = String, Path, description = "A per-customer module")),
     responses(
         (status = 204, description = "Removed"),
         Guarded,
-        (status = 409, description = "Another held module requires it (`module-required`)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A per-mailbox module, or not a customer", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another held module requires it (`module-required`), or the customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`{code}` is a per-mailbox module, or the node is not a customer (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[delete("/v1/nodes/{id}/modules/{code}")]

@@ -10,13 +10,14 @@ use super::common::{self, Fields, IfMatch, Page, etag, nullable, utc};
 use super::extract::Json;
 use super::idempotency::{self, Answer, IdempotencyHeader, IdempotencyKey};
 use super::usage::UsageReport;
+use crate::api::schemas::{Address, ChildKind, ContactEmail, Description, NodeName, Phone};
 use crate::auth::Principal;
 use crate::auth::guard::Reach;
 use crate::domain::address::MailAddress;
 use crate::domain::ids::NodeId;
 use crate::domain::mail::{InboundRecipients, LocalPartCase};
 use crate::domain::tree::{self, NodeKind, NodeStatus};
-use crate::error::{ApiError, Guarded, Listed, Patched, Problem};
+use crate::error::{ApiError, Guarded, Problem};
 use crate::service::{self, Ctx};
 use crate::startup::AppState;
 use crate::store::nodes::{ChildFilter, NewNode, Node, NodeChanges};
@@ -96,16 +97,16 @@ fn ok_with_etag(node: Node) -> HttpResponse {
 #[serde(deny_unknown_fields)]
 pub struct CreateNode {
     /// `reseller` or `customer`.
+    #[schema(value_type = ChildKind)]
     pub kind: NodeKind,
-    /// 1–100 characters: letters of any script, digits, spaces and `. - _ & '`; unique among
-    /// siblings.
-    #[schema(example = "Acme Mail Services")]
+    /// Unique among siblings.
+    #[schema(value_type = NodeName)]
     pub name: String,
+    #[schema(value_type = Option<Description>)]
     pub description: Option<String>,
-    /// Digits, spaces and dashes with an optional leading `+`, 3–32 characters.
-    #[schema(example = "+49 30 1234-567")]
+    #[schema(value_type = Option<Phone>)]
     pub contact_phone: Option<String>,
-    #[schema(example = "ops@acme.example")]
+    #[schema(value_type = Option<ContactEmail>)]
     pub contact_email: Option<String>,
 }
 
@@ -143,15 +144,15 @@ impl TryFrom<CreateNode> for NewNode {
 /// Creates a reseller or a customer under `{id}`. Customers cannot have children.
 #[utoipa::path(
     tag = "nodes",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path, description = "The parent node"), IdempotencyHeader),
     request_body = CreateNode,
     responses(
         (status = 201, description = "Created; `Location` names it", body = NodeView,
             headers(("Location" = String), ("ETag" = String))),
         Guarded,
-        (status = 409, description = "A sibling has this name (`name-taken`), or a request with the same `Idempotency-Key` is in progress", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, a customer as parent, or an `Idempotency-Key` reused for another request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A sibling has this name (`name-taken`), or the parent lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or a customer as the parent (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/nodes/{id}/children")]
@@ -185,7 +186,7 @@ pub(crate) async fn create_child(
 /// One node of the caller's subtree.
 #[utoipa::path(
     tag = "nodes",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path)),
     responses(
         (status = 200, description = "The node", body = NodeView, headers(("ETag" = String))),
@@ -209,24 +210,27 @@ pub(crate) async fn get_node(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateNode {
+    /// Unique among siblings.
+    #[schema(value_type = Option<NodeName>)]
     pub name: Option<String>,
     /// `null` clears it.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<Description>)]
     pub description: Option<Option<String>>,
     /// `null` clears it.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<Phone>)]
     pub contact_phone: Option<Option<String>>,
     /// `null` clears it.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<ContactEmail>)]
     pub contact_email: Option<Option<String>>,
     /// Suspending a node refuses the check for its whole subtree and makes the subtree read-only
     /// (`node-suspended`), without changing anything below it. Only an admin above the node (and
     /// outside any suspension) may change it.
     pub status: Option<NodeStatus>,
     /// Customers only: how many aliases one mailbox may have, 0–1000.
+    #[schema(minimum = 0, maximum = 1000)]
     pub max_aliases_per_mailbox: Option<i32>,
     /// Customers only: whether an outbound check enrols senders it has not seen (when it does
     /// not say).
@@ -236,9 +240,9 @@ pub struct UpdateNode {
     /// knows; others are refused `unknown_mailbox`).
     pub inbound_recipients: Option<InboundRecipients>,
     /// Customers only: where mail to its domains' postmaster@ goes: an address on any domain, not
-    /// itself a role address. `null` clears it.
+    /// itself a role address (postmaster@, abuse@). `null` clears it.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>, example = "it@example.com")]
+    #[schema(value_type = Option<Address>, example = "it@example.com")]
     pub role_recipient: Option<Option<String>>,
     /// Customers only: `insensitive` (`Jane@` and `jane@` are one mailbox) or `sensitive` (local
     /// parts compare exactly, as RFC 5321 allows). Becoming `insensitive` is refused
@@ -298,16 +302,21 @@ impl TryFrom<UpdateNode> for NodeChanges {
 
 /// Changes a node's name, description, contacts or status. Only the fields sent change; `If-Match`
 /// with the node's `ETag` makes the change conditional.
+///
+/// Rules the body's schema cannot state: the customer settings (`max_aliases_per_mailbox`,
+/// `auto_enrol`, `inbound_recipients`, `role_recipient`, `local_part_case`) are refused for a
+/// reseller or the owner (422); `status` may be changed only by an admin strictly above the node
+/// (403 for its own admins).
 #[utoipa::path(
     tag = "nodes",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path), IfMatch),
     request_body = UpdateNode,
     responses(
         (status = 200, description = "The changed node", body = NodeView, headers(("ETag" = String))),
-        Patched,
-        (status = 409, description = "A sibling has this name (`name-taken`), or `local_part_case` cannot become `insensitive` while addresses differ only in case (`address-collision`, listing them)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        Guarded,
+        (status = 409, description = "A sibling has this name (`name-taken`), `local_part_case` cannot become `insensitive` while addresses differ only in case (`address-collision`, listing them), or the node lies in a suspended subtree that the caller may not lift (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or a customer setting sent for a reseller (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[patch("/v1/nodes/{id}")]
@@ -387,11 +396,11 @@ fn include(raw: Option<&str>) -> Result<Option<ChildInclude>, ApiError> {
 /// whole page's usage read in a fixed number of queries, not one per child).
 #[utoipa::path(
     tag = "nodes",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path), ChildrenQuery),
     responses(
-        (status = 200, description = "A page of children", body = Page<ChildView>),
-        Listed,
+        (status = 200, description = "A page of children", body = super::common::pages::ChildPage),
+        Guarded,
     )
 )]
 #[get("/v1/nodes/{id}/children")]
@@ -450,12 +459,12 @@ pub struct DeleteQuery {
 /// The id is never reused.
 #[utoipa::path(
     tag = "nodes",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path), DeleteQuery),
     responses(
         (status = 204, description = "Deleted"),
         Guarded,
-        (status = 409, description = "The node still holds something (`not-empty`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The node still holds something (`not-empty`), or the caller stands inside its suspension (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`cascade` asked for a node that is not a customer", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -488,13 +497,13 @@ pub struct MoveNode {
 /// (or when they were due to), refused if the new parent lacks room.
 #[utoipa::path(
     tag = "nodes",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path)),
     request_body = MoveNode,
     responses(
         (status = 200, description = "The moved node", body = NodeView, headers(("ETag" = String))),
         Guarded,
-        (status = 409, description = "The new parent lacks room (`quota-exceeded`) or has a child of this name", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The new parent lacks room (`quota-exceeded`) or has a child of this name (`name-taken`), or the node or the new parent lies in a suspension the caller stands inside (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The new parent cannot hold this node", body = Problem, content_type = "application/problem+json"),
     )
 )]

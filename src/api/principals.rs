@@ -13,12 +13,13 @@ use utoipa::ToSchema;
 use super::common::utc;
 use super::common::{self, Fields, IfMatch, ListQuery, Page, etag};
 use super::extract::Json;
+use crate::api::schemas::{ContactEmail, Label, NewPassword, Username};
 use crate::auth::guard::{Administer, Authorised, Reach, Revoke};
 use crate::auth::{Authenticated, Principal, password};
 use crate::domain::ids::{AccountId, ApiKeyId, NodeId};
 use crate::domain::roles::Role;
 use crate::domain::tree;
-use crate::error::{ApiError, Guarded, Listed, Patched, Problem};
+use crate::error::{ApiError, Guarded, Problem};
 use crate::service::Ctx;
 use crate::service::principals::{self, AccountChange, AccountDraft};
 use crate::startup::AppState;
@@ -71,14 +72,14 @@ pub(crate) struct CreatedAccount {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccount {
-    /// 3–64 of `A-Z a-z 0-9 . - _ @`, unique installation-wide.
-    #[schema(example = "jane.doe")]
+    #[schema(value_type = Username)]
     pub username: String,
-    #[schema(example = "jane@reseller.example")]
+    #[schema(value_type = ContactEmail, example = "jane@reseller.example")]
     pub email: String,
+    /// Not above the caller's own.
     pub role: Role,
-    /// At least 12 characters. Without it a password is generated and returned once.
-    #[schema(format = Password)]
+    /// Without it a password is generated and returned once.
+    #[schema(value_type = Option<NewPassword>)]
     pub password: Option<String>,
 }
 
@@ -123,14 +124,14 @@ fn revoking(
 /// Creates a person's account at `{id}`. Admins only, with a role no higher than their own.
 #[utoipa::path(
     tag = "principals",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path)),
     request_body = CreateAccount,
     responses(
         (status = 201, description = "Created; a generated password is returned this once", body = CreatedAccount, headers(("Location" = String), ("ETag" = String))),
         Guarded,
-        (status = 409, description = "The username is taken", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The username is taken (`name-taken`), or the node lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/nodes/{id}/accounts")]
@@ -181,11 +182,11 @@ pub(crate) async fn create_account(
 /// The accounts at `{id}` (not below it), oldest first.
 #[utoipa::path(
     tag = "principals",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path), ListQuery),
     responses(
-        (status = 200, description = "A page of accounts", body = Page<AccountView>),
-        Listed,
+        (status = 200, description = "A page of accounts", body = super::common::pages::AccountPage),
+        Guarded,
     )
 )]
 #[get("/v1/nodes/{id}/accounts")]
@@ -221,7 +222,7 @@ fn visible_account(
 /// One account of the caller's subtree.
 #[utoipa::path(
     tag = "principals",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = AccountId, Path)),
     responses(
         (status = 200, description = "The account", body = AccountView, headers(("ETag" = String))),
@@ -249,13 +250,14 @@ pub(crate) async fn get_account(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAccount {
+    #[schema(value_type = Option<ContactEmail>)]
     pub email: Option<String>,
     /// Not one's own, and never above the caller's.
     pub role: Option<Role>,
-    /// At least 12 characters. Changing one's own needs `current_password` and ends every session
-    /// of the account, this one included: log in again. An admin setting someone else's ends that
-    /// account's sessions, and its next login must choose a new one.
-    #[schema(format = Password)]
+    /// Changing one's own needs `current_password` and ends every session of the account, this
+    /// one included: log in again. An admin setting someone else's ends that account's sessions,
+    /// and its next login must choose a new one.
+    #[schema(value_type = Option<NewPassword>)]
     pub password: Option<String>,
     /// The account's password now: required with `password` to change one's own, refused
     /// otherwise. A wrong one counts as a failed login.
@@ -376,15 +378,20 @@ async fn verify_current_password(
 /// or disabling an account, revokes that account's tokens too; after such a reset its next login
 /// yields a token good only for this change. The token from such a login may send `password`
 /// and `current_password` here for its own account and nothing else.
+///
+/// Rules the body's schema cannot state: `current_password` goes with `password` when the caller
+/// changes its own, and is refused otherwise; `role` and `disabled` cannot be changed on one's own
+/// account (403); a `role` above the caller's own is refused (403).
 #[utoipa::path(
     tag = "principals",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = AccountId, Path), IfMatch),
     request_body = UpdateAccount,
     responses(
         (status = 200, description = "The changed account", body = AccountView, headers(("ETag" = String))),
-        Patched,
-        (status = 422, description = "Invalid fields; for one's own password a missing or wrong `current_password`, or one given where it has no place (`errors` names it)", body = Problem, content_type = "application/problem+json"),
+        Guarded,
+        (status = 409, description = "The account's node lies in a suspended subtree and the change is not one that stays allowed there (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields; for one's own password a missing or wrong `current_password`, or one given where it has no place (`validation-failed`; `errors` names it)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Five logins or `current_password`s for this username or from this address failed in the last 15 minutes or are being verified; `Retry-After` says when to retry", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
@@ -435,7 +442,7 @@ pub(crate) async fn update_account(
 /// Deletes an account; its tokens stop working at once. Not one's own.
 #[utoipa::path(
     tag = "principals",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = AccountId, Path)),
     responses(
         (status = 204, description = "Deleted"),
@@ -499,25 +506,27 @@ pub(crate) struct CreatedApiKey {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
-    /// What the key is for, 1–100 characters.
-    #[schema(example = "mail worker eu-1")]
+    /// What the key is for.
+    #[schema(value_type = Label, example = "mail worker eu-1")]
     pub name: String,
+    /// Not above the caller's own.
     pub role: Role,
     /// When it stops working; absent for never. Must be in the future.
     pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// Creates an API key at `{id}` and returns it once. Admins only, with a role no higher than their
-/// own; a `check` key is what mail workers use.
+/// own; a `check` key is what mail workers use. `expires_at`, if given, must be in the future.
 #[utoipa::path(
     tag = "principals",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path)),
     request_body = CreateApiKey,
     responses(
         (status = 201, description = "Created; the key is returned this once", body = CreatedApiKey, headers(("Location" = String))),
         Guarded,
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The node lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or `expires_at` not in the future (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/nodes/{id}/api-keys")]
@@ -561,11 +570,11 @@ pub(crate) async fn create_api_key(
 /// The API keys at `{id}`, oldest first, revoked ones included; never their secrets.
 #[utoipa::path(
     tag = "principals",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path), ListQuery),
     responses(
-        (status = 200, description = "A page of keys", body = Page<ApiKeyView>),
-        Listed,
+        (status = 200, description = "A page of keys", body = super::common::pages::ApiKeyPage),
+        Guarded,
     )
 )]
 #[get("/v1/nodes/{id}/api-keys")]
@@ -590,7 +599,7 @@ pub(crate) async fn list_api_keys(
 /// Revokes an API key at once. Revoking a revoked key changes nothing.
 #[utoipa::path(
     tag = "principals",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = ApiKeyId, Path)),
     responses(
         (status = 204, description = "Revoked"),

@@ -19,7 +19,7 @@ use super::spreadsheet::{self, safe_cell, slug};
 use crate::auth::Principal;
 use crate::domain::ids::NodeId;
 use crate::domain::tree::NodeStatus;
-use crate::error::{ApiError, FieldError, Listed, Problem};
+use crate::error::{ApiError, FieldError, Guarded, Problem};
 use crate::startup::AppState;
 use crate::store::nodes::Node;
 use crate::store::{self, DbConnection, mailboxes, nodes};
@@ -205,6 +205,7 @@ super::common::list_query! {
         /// The day the figures are as of (`YYYY-MM-DD`, UTC), as for `statistics.csv`: default
         /// today (the figures now); a day before today is read from the usage history, without
         /// the customers it did not count that day; a day after today is refused.
+        #[param(value_type = Option<crate::api::schemas::Day>)]
         pub at: Option<NaiveDate>,
     }
 }
@@ -220,6 +221,7 @@ pub struct StatisticsDay {
     /// that day (created later, or with neither a limit nor usage when it began) is absent, so a
     /// day before the history began answers no rows. Customers are those of the subtree now (not
     /// deleted). A day after today is refused (`validation-failed`).
+    #[param(value_type = Option<crate::api::schemas::Day>)]
     pub at: Option<NaiveDate>,
 }
 
@@ -228,11 +230,11 @@ pub struct StatisticsDay {
 /// time.
 #[utoipa::path(
     tag = "usage",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path), StatisticsQuery),
     responses(
-        (status = 200, description = "A page of customers with their figures", body = Page<CustomerStatistics>),
-        Listed,
+        (status = 200, description = "A page of customers with their figures", body = super::common::pages::StatisticsPage),
+        Guarded,
         (status = 422, description = "`at` is after today (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -266,13 +268,13 @@ pub(crate) async fn get_statistics(
 /// spreadsheet does not run it as a formula. With `at`, the figures at the end of that day.
 #[utoipa::path(
     tag = "usage",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path), StatisticsDay),
     responses(
         (status = 200, description = "The CSV, as an attachment named `statistics-<node name>-<day>.csv` (the day `at`, or today)",
             content_type = "text/csv", body = String,
             headers(("Content-Disposition" = String))),
-        Listed,
+        Guarded,
         (status = 422, description = "`at` is after today (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]

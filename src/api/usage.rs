@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Principal;
 use crate::domain::ids::NodeId;
 use crate::domain::tree::NodeKind;
-use crate::error::{ApiError, FieldError, Guarded, Listed, Problem};
+use crate::error::{ApiError, FieldError, Guarded, Problem};
 use crate::service;
 use crate::startup::AppState;
 use crate::store::nodes::Node;
@@ -46,6 +46,7 @@ pub(crate) struct UsageReport {
 #[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     /// The day to count limits and allocations on (`YYYY-MM-DD`); default today (UTC).
+    #[param(value_type = Option<crate::api::schemas::Day>)]
     pub at: Option<NaiveDate>,
 }
 
@@ -53,11 +54,11 @@ pub struct UsageQuery {
 /// and the owner).
 #[utoipa::path(
     tag = "usage",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path), UsageQuery),
     responses(
         (status = 200, description = "The report", body = UsageReport),
-        Listed,
+        Guarded,
     )
 )]
 #[get("/v1/nodes/{id}/usage")]
@@ -123,11 +124,14 @@ pub(crate) struct UsageHistory {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
-    /// The first day (`YYYY-MM-DD`); default 29 days before `to`.
+    /// The first day (`YYYY-MM-DD`), not after `to`; default 29 days before `to`.
+    #[param(value_type = Option<crate::api::schemas::Day>)]
     pub from: Option<NaiveDate>,
     /// The last day (`YYYY-MM-DD`); default today (UTC). At most 366 days from `from`.
+    #[param(value_type = Option<crate::api::schemas::Day>)]
     pub to: Option<NaiveDate>,
-    /// Only this resource (`users`, `domains`, `module:<code>`); default every one.
+    /// Only this resource; default every one.
+    #[param(value_type = Option<crate::api::schemas::ResourceKey>)]
     pub resource: Option<String>,
 }
 
@@ -135,11 +139,11 @@ pub struct HistoryQuery {
 /// its active users (sums over the subtree for resellers and the owner).
 #[utoipa::path(
     tag = "usage",
-    security(("bearer" = [])),
+    security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path), HistoryQuery),
     responses(
         (status = 200, description = "The history", body = UsageHistory),
-        (status = 400, description = "A bad query parameter (`invalid-query`), or more than 366 days asked for (`range-too-long`)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "More than 366 days asked for (`range-too-long`)", body = Problem, content_type = "application/problem+json"),
         Guarded,
         (status = 422, description = "`from` is after `to` (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )

@@ -3,8 +3,6 @@
 //! command line (`allot licence set`, [`replace_as_system`]).
 
 use chrono::NaiveDate;
-use serde::Deserialize;
-use utoipa::ToSchema;
 
 use super::Ctx;
 use super::allocations::{end_recorded, insert_recorded, known_resource};
@@ -17,15 +15,11 @@ use crate::store::DbConnection;
 use crate::store::allocations::{self, Allocation, NewAllocation};
 use crate::store::nodes::{self, Node};
 
-// One line of a licence as asked for. (No doc comment: it would become the schema's
-// description, and the served OpenAPI stays as it is.)
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+/// One line of a licence as asked for.
+#[derive(Debug, Clone)]
 pub struct LicenceLine {
     /// `users`, `domains` or `module:<code>`.
-    #[schema(example = "users")]
     pub resource: String,
-    #[schema(example = 10000)]
     pub amount: i64,
     /// Default today (UTC).
     pub starts_on: Option<NaiveDate>,

@@ -126,6 +126,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub database_url: String,
     handle: actix_web::dev::ServerHandle,
+    /// The app's metrics: which statuses each route answered, for [`crate::coverage`].
+    metrics: prometheus::Registry,
     // Dropped after the server is told to stop: the database outlives it. A second instance on
     // the same database owns none.
     _db: Option<TestDb>,
@@ -133,6 +135,7 @@ pub struct TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        crate::coverage::record(&self.metrics);
         // `stop` sends its command when called; the returned future only waits for completion.
         drop(self.handle.stop(false));
     }
@@ -236,6 +239,7 @@ fn start(config: Config, database_url: String, db: Option<TestDb>) -> TestApp {
     let app = Application::build(config, pool, keys).expect("the test app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
+    let metrics = app.metrics();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -243,6 +247,7 @@ fn start(config: Config, database_url: String, db: Option<TestDb>) -> TestApp {
         client: client().build().expect("a client"),
         database_url,
         handle,
+        metrics,
         _db: db,
     }
 }

@@ -409,3 +409,59 @@ async fn access_can_be_taken_away_inside_a_suspension() {
         .await;
     app.assert_verified();
 }
+
+#[tokio::test]
+async fn a_suspended_customers_groups_aliases_domains_and_modules_stay_as_they_are() {
+    let app = spawn_app().await;
+    let s = setup(&app).await;
+    let (c, m1, m2) = (&s.c, &s.m1, &s.m2);
+    let group = s
+        .c_admin
+        .post_expect(
+            &format!("/v1/nodes/{c}/groups"),
+            &json!({"name": "Sales"}),
+            201,
+        )
+        .await;
+    let group = group["id"].as_str().unwrap().to_owned();
+    let member = format!("/v1/groups/{group}/members/{m1}");
+    s.c_admin
+        .expect(s.c_admin.put(&member, &json!({})).await, 200)
+        .await;
+    let alias = s
+        .c_admin
+        .post_expect(
+            &format!("/v1/mailboxes/{m1}/aliases"),
+            &json!({"address": "sales@c.example"}),
+            201,
+        )
+        .await;
+    let alias = alias["id"].as_str().unwrap().to_owned();
+    let domain = s.c_admin.get_ok(&format!("/v1/nodes/{c}/domains")).await;
+    let domain = domain["items"][0]["id"].as_str().unwrap().to_owned();
+    status_set(&s.r_admin, c, "suspended").await;
+
+    let before = fingerprint(&app);
+    let refused = [
+        s.c_admin.delete(&format!("/v1/aliases/{alias}")).await,
+        s.c_admin.delete(&format!("/v1/groups/{group}")).await,
+        s.c_admin.delete(&member).await,
+        s.c_admin
+            .put(&format!("/v1/groups/{group}/members/{m2}"), &json!({}))
+            .await,
+        s.c_admin
+            .patch(
+                &format!("/v1/domains/{domain}"),
+                &json!({"description": "frozen"}),
+            )
+            .await,
+        s.c_admin
+            .delete(&format!("/v1/nodes/{c}/modules/branding"))
+            .await,
+    ];
+    for response in refused {
+        let problem = assert_problem(response, 409, "node-suspended").await;
+        assert_eq!(problem["node_id"], *c);
+    }
+    assert_eq!(fingerprint(&app), before, "refused writes leave no trace");
+}
