@@ -209,6 +209,8 @@ impl Application {
         api::domains::spawn_sweep(pool.clone(), config.clone());
         crate::service::history::spawn_daily_close(pool.clone(), config.clock.clone());
         crate::service::retention::spawn_pruner(pool.clone(), config.audit_retention_days);
+        crate::auth::throttle::spawn_sweep(pool.clone(), config.clock.clone());
+        let throttle = crate::auth::throttle::Throttle::new(pool.clone(), config.clock.clone());
         let listeners = PostfixListeners::bind(&config)?;
         listeners.spawn(
             &checker,
@@ -219,7 +221,7 @@ impl Application {
             pool,
             keys,
             config,
-            throttle: Default::default(),
+            throttle,
             hasher: Default::default(),
             dns,
             route_tests: Default::default(),

@@ -7,7 +7,6 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::time::Instant;
 use utoipa::ToSchema;
 
 use super::common::utc;
@@ -346,24 +345,19 @@ async fn verify_current_password(
     .ok_or(ApiError::Unauthorized(crate::auth::INVALID))?;
     let keys = super::auth::throttle_keys(&account.username, request);
     let user_key = keys[0].clone();
-    let reservation = state
-        .throttle
-        .reserve(keys, Instant::now())
-        .map_err(|wait| ApiError::TooManyRequests {
-            retry_after: wait.as_secs().max(1),
-        })?;
+    let reservation = state.throttle.reserve(keys).await?;
     let hash = account.password_hash;
     match state.hasher.verify(current, Some(hash.clone())).await {
         Ok(true) => {
-            reservation.succeed(&user_key);
+            reservation.succeed(&user_key).await;
             Ok(hash)
         }
         Ok(false) => {
-            reservation.fail(Instant::now());
+            reservation.fail().await;
             Err(principals::wrong_current_password())
         }
         Err(err) => {
-            reservation.release();
+            reservation.release().await;
             Err(err)
         }
     }

@@ -308,3 +308,12 @@ diesel::allow_columns_to_appear_in_same_group_by_clause!(
 );
 
 diesel::allow_tables_to_appear_in_same_query!(usage_history, nodes);
+
+diesel::table! {
+    login_attempts (attempt, key_hash) {
+        attempt -> Text,
+        key_hash -> Text,
+        at -> Timestamp,
+        pending -> Bool,
+    }
+}
