@@ -120,12 +120,14 @@ impl Modify for Conventions {
 /// The OpenAPI document of every registered route. What `/openapi.json` serves, `allot openapi`
 /// prints and `openapi/openapi.json` holds.
 pub fn openapi() -> OpenApiDoc {
-    App::new()
+    let mut document = App::new()
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
         .configure(configure)
         .split_for_parts()
-        .1
+        .1;
+    crate::auth::rate_limit::document(&mut document);
+    document
 }
 
 /// The document as the pretty JSON that is committed.

@@ -154,6 +154,8 @@ diesel::table! {
         last_used_at -> Nullable<Timestamp>,
         revoked_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
+        rate_limit -> Nullable<BigInt>,
+        version -> BigInt,
     }
 }
 
