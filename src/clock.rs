@@ -1,5 +1,6 @@
 //! The one clock the service reads the day from: the day limits are judged on, usage is counted
-//! on and the usage history is kept by, and the time a check last saw a mailbox.
+//! on and the usage history is kept by, and the time a check last saw a mailbox. The login
+//! throttle reads its window from it too (`crate::auth::throttle`).
 //!
 //! In a deployment it is the system clock and nothing can move it: [`Clock::system`] (the
 //! configuration's default) holds no offset, and no setting, environment variable or route makes

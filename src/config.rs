@@ -5,6 +5,7 @@
 //! before anything is opened. The README's configuration table mirrors this file.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use base64::Engine;
@@ -156,6 +157,17 @@ pub struct Config {
     #[arg(long, env = "ALLOT_MAX_CONNECTIONS_PER_PEER", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub max_connections_per_peer: u32,
 
+    /// Requests a minute each account and API key may make, in each instance (the whole minute's
+    /// may come at once; the budget refills evenly). Over it: 429 `rate-limited`. A key's own
+    /// `rate_limit` wins.
+    #[arg(long, env = "ALLOT_RATE_LIMIT", default_value_t = NonZeroU32::new(3_000).expect("non-zero"), value_parser = parse_per_minute, global = true)]
+    pub rate_limit: NonZeroU32,
+
+    /// The same for `check` principals (mail workers' keys), whose checks come by the tens of
+    /// thousands a second: 6,000,000 a minute is 100,000 a second.
+    #[arg(long, env = "ALLOT_CHECK_RATE_LIMIT", default_value_t = NonZeroU32::new(6_000_000).expect("non-zero"), value_parser = parse_per_minute, global = true)]
+    pub check_rate_limit: NonZeroU32,
+
     /// HTTP worker threads; 0 means one per CPU core.
     #[arg(long, env = "ALLOT_WORKERS", default_value_t = 0, global = true)]
     pub workers: usize,
@@ -252,6 +264,16 @@ fn parse_address(text: &str) -> Result<String, String> {
     crate::domain::address::MailAddress::parse(text).map(|a| a.stored())
 }
 
+/// A budget in requests a minute: 1 to [`crate::auth::rate_limit::MAX_PER_MINUTE`].
+fn parse_per_minute(text: &str) -> Result<NonZeroU32, String> {
+    let max = crate::auth::rate_limit::MAX_PER_MINUTE;
+    text.trim()
+        .parse::<NonZeroU32>()
+        .ok()
+        .filter(|n| n.get() <= max)
+        .ok_or_else(|| format!("requests a minute: a whole number from 1 to {max}"))
+}
+
 fn parse_jwt_secret(text: &str) -> Result<JwtSecret, String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text.trim())
@@ -268,6 +290,14 @@ fn parse_jwt_secret(text: &str) -> Result<JwtSecret, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_budget_is_a_whole_number_of_requests_a_minute_within_bounds() {
+        assert_eq!(parse_per_minute(" 600 ").unwrap().get(), 600);
+        for bad in ["0", "-1", "1.5", "lots", "100000001"] {
+            assert!(parse_per_minute(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn a_short_or_non_base64_jwt_secret_is_refused() {

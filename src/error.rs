@@ -155,6 +155,9 @@ problem_types! {
         TooManyRequests = ("too-many-requests",
             "Too many failed attempts",
             "Five logins for this username or from this address failed in the last 15 minutes, or are being verified at this moment. `Retry-After` says how many seconds to wait: until the oldest failure is 15 minutes old, or 1 while attempts are still being verified."),
+        RateLimited = ("rate-limited",
+            "Request budget spent",
+            "The caller (an API key or an account) sent more requests than its budget allows: `ALLOT_RATE_LIMIT` requests a minute, `ALLOT_CHECK_RATE_LIMIT` for `check` principals, or a key's own `rate_limit`. The request was not run. `Retry-After` says how many seconds to wait; `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers) name the budget and what is left of it. Each allot instance counts on its own."),
         Unavailable = ("unavailable",
             "Temporarily unavailable",
             "A dependency (usually the database) is not reachable, or the database is busy. `Retry-After` says how many seconds to wait; nothing was changed (a write whose connection died at its commit may have committed: send writes with an `Idempotency-Key` to retry them safely)."),
@@ -347,6 +350,11 @@ pub enum ApiError {
     RouteTestBusy { detail: String, retry_after: u64 },
     #[error("Too many failed attempts; retry in {retry_after} seconds.")]
     TooManyRequests { retry_after: u64 },
+    #[error(
+        "This caller spent its budget of {} requests a minute (policy \"{}\"); retry in {} seconds.",
+        .0.quota(), .0.policy(), .0.retry_after()
+    )]
+    RateLimited(crate::auth::rate_limit::Allowance),
     #[error("This Idempotency-Key was used for another request in the last 24 hours.")]
     IdempotencyKeyReused,
     #[error("If-Match does not match the current version ({current}); read the resource again.")]
@@ -420,6 +428,7 @@ impl ApiError {
             Self::PreconditionFailed { .. } => ProblemType::PreconditionFailed,
             Self::IdempotencyKeyReused => ProblemType::IdempotencyKeyReused,
             Self::TooManyRequests { .. } => ProblemType::TooManyRequests,
+            Self::RateLimited(_) => ProblemType::RateLimited,
             Self::Unavailable(_) => ProblemType::Unavailable,
             Self::Internal(_) => ProblemType::Internal,
         }
@@ -494,7 +503,7 @@ impl ResponseError for ApiError {
             Self::RouteTargetForbidden(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::TooManyRequests { .. } | Self::RouteTestBusy { .. } => {
+            Self::TooManyRequests { .. } | Self::RouteTestBusy { .. } | Self::RateLimited(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -520,6 +529,9 @@ impl ResponseError for ApiError {
             && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        if let Self::RateLimited(allowance) = self {
+            crate::auth::rate_limit::write_refusal(allowance, response.headers_mut());
         }
         if matches!(self, Self::Unauthorized(_)) {
             response.headers_mut().insert(

@@ -35,6 +35,8 @@ pub(crate) struct AppState {
     pub route_tests: crate::probe::gate::Gate,
     /// The in-memory index the check answers from.
     pub checker: std::sync::Arc<crate::check::Checker>,
+    /// Every principal's request budget, in this instance.
+    pub rate_limits: std::sync::Arc<crate::auth::rate_limit::RateLimits>,
 }
 
 /// Why start-up stopped. Printed as one line naming the setting at fault; the binary exits 2.
@@ -211,6 +213,13 @@ impl Application {
         api::domains::spawn_sweep(pool.clone(), config.clone());
         crate::service::history::spawn_daily_close(pool.clone(), config.clock.clone());
         crate::service::retention::spawn_pruner(pool.clone(), config.audit_retention_days);
+        crate::auth::throttle::spawn_sweep(pool.clone(), config.clock.clone());
+        let throttle = crate::auth::throttle::Throttle::new(pool.clone(), config.clock.clone());
+        let rate_limits = std::sync::Arc::new(crate::auth::rate_limit::RateLimits::new(
+            config.rate_limit,
+            config.check_rate_limit,
+        ));
+        crate::auth::rate_limit::RateLimits::spawn_forgetting(rate_limits.clone());
         let listeners = PostfixListeners::bind(&config)?;
         listeners.spawn(
             &checker,
@@ -221,11 +230,12 @@ impl Application {
             pool,
             keys,
             config,
-            throttle: Default::default(),
+            throttle,
             hasher: Default::default(),
             dns,
             route_tests: Default::default(),
             checker,
+            rate_limits,
         });
         let server = HttpServer::new(move || {
             app(
@@ -309,6 +319,7 @@ fn app(
         .default_service(web::to(api::meta::fallback))
         .wrap(from_fn(api::check::sync_after_writes))
         .wrap(ErrorHandlers::new().default_handler(error::plain_errors_as_problems))
+        .wrap(from_fn(crate::auth::rate_limit::headers))
         .wrap(from_fn(crate::edge::request_deadline))
         // Bodies are JSON (or the docs page): never let a browser sniff them into something else.
         .wrap(DefaultHeaders::new().add(("x-content-type-options", "nosniff")))

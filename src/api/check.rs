@@ -73,6 +73,10 @@ fn resolve(req: &HttpRequest) -> Result<CheckCaller, ApiError> {
         Some(caller)
     };
     let caller = caller.ok_or(ApiError::Unauthorized(auth::INVALID))?;
+    // The check's answers carry the `RateLimit` fields only when the budget runs low (see
+    // `auth::rate_limit`): the hot path formats no header while there is room.
+    let allowance = state.rate_limits.admit(&caller.actor, caller.policy)?;
+    auth::rate_limit::note(req, allowance.filter(|a| a.running_low()));
     Ok(CheckCaller {
         caller,
         request: req.clone(),

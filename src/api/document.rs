@@ -206,14 +206,15 @@ pub(crate) const COMMON: &[Common] = &[
     },
     Common {
         status: "429",
-        problem: ProblemType::TooManyRequests,
+        problem: ProblemType::RateLimited,
         applies: |s| s.secured,
         reason: |_| {
-            "Too many requests (`too-many-requests`): `Retry-After` says how many seconds to \
-             wait."
+            "The caller's request budget is spent (`rate-limited`): `ALLOT_RATE_LIMIT` requests \
+             a minute, `ALLOT_CHECK_RATE_LIMIT` for `check` principals, or the key's own \
+             `rate_limit`; `Retry-After` says how many seconds to wait."
                 .to_owned()
         },
-        headers: &[RETRY_AFTER],
+        headers: &crate::auth::rate_limit::HEADER_DOCS,
     },
     Common {
         status: "500",

@@ -7,21 +7,20 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::time::Instant;
 use utoipa::ToSchema;
 
 use super::common::utc;
-use super::common::{self, Fields, IfMatch, ListQuery, Page, etag};
+use super::common::{self, Fields, IfMatch, ListQuery, Page, etag, nullable};
 use super::extract::Json;
 use crate::api::schemas::{ContactEmail, Label, NewPassword, Username};
 use crate::auth::guard::{Administer, Authorised, Reach, Revoke};
-use crate::auth::{Authenticated, Principal, password};
+use crate::auth::{Authenticated, Principal, password, rate_limit};
 use crate::domain::ids::{AccountId, ApiKeyId, NodeId};
 use crate::domain::roles::Role;
 use crate::domain::tree;
 use crate::error::{ApiError, Guarded, Problem};
 use crate::service::Ctx;
-use crate::service::principals::{self, AccountChange, AccountDraft};
+use crate::service::principals::{self, AccountChange, AccountDraft, ApiKeyChange, ApiKeyDraft};
 use crate::startup::AppState;
 use crate::store::accounts::Account;
 use crate::store::api_keys::ApiKey;
@@ -348,24 +347,19 @@ async fn verify_current_password(
     .ok_or(ApiError::Unauthorized(crate::auth::INVALID))?;
     let keys = super::auth::throttle_keys(&account.username, request);
     let user_key = keys[0].clone();
-    let reservation = state
-        .throttle
-        .reserve(keys, Instant::now())
-        .map_err(|wait| ApiError::TooManyRequests {
-            retry_after: wait.as_secs().max(1),
-        })?;
+    let reservation = state.throttle.reserve(keys).await?;
     let hash = account.password_hash;
     match state.hasher.verify(current, Some(hash.clone())).await {
         Ok(true) => {
-            reservation.succeed(&user_key);
+            reservation.succeed(&user_key).await;
             Ok(hash)
         }
         Ok(false) => {
-            reservation.fail(Instant::now());
+            reservation.fail().await;
             Err(principals::wrong_current_password())
         }
         Err(err) => {
-            reservation.release();
+            reservation.release().await;
             Err(err)
         }
     }
@@ -477,6 +471,11 @@ pub(crate) struct ApiKeyView {
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// The key's own request budget, requests a minute in each allot instance; `null`: its role's
+    /// default (`ALLOT_RATE_LIMIT`, or `ALLOT_CHECK_RATE_LIMIT` for a `check` key).
+    #[schema(minimum = 1, maximum = 100_000_000)]
+    pub rate_limit: Option<i64>,
+    pub version: i64,
 }
 
 impl From<&ApiKey> for ApiKeyView {
@@ -490,7 +489,61 @@ impl From<&ApiKey> for ApiKeyView {
             last_used_at: k.last_used_at.map(utc),
             revoked_at: k.revoked_at.map(utc),
             created_at: utc(k.created_at),
+            rate_limit: k.rate_limit,
+            version: k.version,
         }
+    }
+}
+
+/// A key's name as given: trimmed, 1–100 characters without control characters.
+fn key_name(fields: &mut Fields, given: &str) -> String {
+    let name = given.trim().to_owned();
+    if !(1..=100).contains(&name.chars().count()) || name.chars().any(char::is_control) {
+        fields.push(
+            "name",
+            "must be 1 to 100 characters without control characters",
+        );
+    }
+    name
+}
+
+/// A key's own budget as given: 1 to [`rate_limit::MAX_PER_MINUTE`] requests a minute.
+fn key_budget(fields: &mut Fields, given: Option<u32>) -> Option<i64> {
+    let max = rate_limit::MAX_PER_MINUTE;
+    if given.is_some_and(|n| !(1..=max).contains(&n)) {
+        fields.push(
+            "rate_limit",
+            format!("must be 1 to {max} requests a minute, or null for the role's default"),
+        );
+    }
+    given.map(i64::from)
+}
+
+/// Whether the caller may give a key of `role` the budget `rate_limit`: one above the role's
+/// default only an admin of the owner node gives (the capacity is the operator's: a customer's
+/// admin must not lift its own keys' limit); one at or below it, or none, anyone who administers
+/// the key.
+fn may_budget(
+    conn: &mut store::DbConnection,
+    principal: &Principal,
+    config: &crate::config::Config,
+    role: Role,
+    rate_limit: Option<i64>,
+) -> Result<(), ApiError> {
+    let default = match role {
+        Role::Check => config.check_rate_limit,
+        _ => config.rate_limit,
+    };
+    if rate_limit.is_none_or(|n| n <= i64::from(default.get())) {
+        return Ok(());
+    }
+    let at_owner = nodes::owner(conn)?.is_some_and(|owner| owner.id == principal.node_id);
+    if at_owner {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "Only an admin of the owner node gives a {role} key more than the default of {default} requests a minute."
+        )))
     }
 }
 
@@ -513,17 +566,24 @@ pub struct CreateApiKey {
     pub role: Role,
     /// When it stops working; absent for never. Must be in the future.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Its own request budget, requests a minute in each allot instance (1–100,000,000); absent
+    /// or `null`: its role's default (`ALLOT_RATE_LIMIT`, or `ALLOT_CHECK_RATE_LIMIT` for a
+    /// `check` key). Above that default only an admin of the owner node may set it.
+    #[schema(minimum = 1, maximum = 100_000_000, example = 6000)]
+    pub rate_limit: Option<u32>,
 }
 
 /// Creates an API key at `{id}` and returns it once. Admins only, with a role no higher than their
-/// own; a `check` key is what mail workers use. `expires_at`, if given, must be in the future.
+/// own; a `check` key is what mail workers use. `expires_at`, if given, must be in the future. A
+/// budget above the role's default (`rate_limit`) is given by an admin of the owner node only (403
+/// otherwise).
 #[utoipa::path(
     tag = "principals",
     security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path)),
     request_body = CreateApiKey,
     responses(
-        (status = 201, description = "Created; the key is returned this once", body = CreatedApiKey, headers(("Location" = String))),
+        (status = 201, description = "Created; the key is returned this once", body = CreatedApiKey, headers(("Location" = String), ("ETag" = String))),
         Guarded,
         (status = 409, description = "The node lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, or `expires_at` not in the future (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
@@ -538,13 +598,8 @@ pub(crate) async fn create_api_key(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.0;
     let mut fields = Fields::default();
-    let name = body.name.trim().to_owned();
-    if !(1..=100).contains(&name.chars().count()) || name.chars().any(char::is_control) {
-        fields.push(
-            "name",
-            "must be 1 to 100 characters without control characters",
-        );
-    }
+    let name = key_name(&mut fields, &body.name);
+    let rate_limit = key_budget(&mut fields, body.rate_limit);
     let now = store::now();
     let expires_at = body.expires_at.map(|at| at.naive_utc());
     if expires_at.is_some_and(|at| at <= now) {
@@ -552,14 +607,28 @@ pub(crate) async fn create_api_key(
     }
     fields.finish()?;
     let node_id = id.into_inner();
+    let draft = ApiKeyDraft {
+        name,
+        role: body.role,
+        expires_at,
+        rate_limit,
+    };
+    let state_ = state.clone();
     let (key, text) = common::write(&state.pool, move |conn| {
-        let node = administer_giving(conn, &principal, node_id, body.role)?;
-        let ctx = Ctx::of(&principal);
-        principals::create_api_key(conn, &ctx, &node, name, body.role, expires_at)
+        let node = administer_giving(conn, &principal, node_id, draft.role)?;
+        may_budget(
+            conn,
+            &principal,
+            &state_.config,
+            draft.role,
+            draft.rate_limit,
+        )?;
+        principals::create_api_key(conn, &Ctx::of(&principal), &node, draft)
     })
     .await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/api-keys/{}", key.id)))
+        .insert_header((header::ETAG, etag(key.version)))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(CreatedApiKey {
             api_key: ApiKeyView::from(&key),
@@ -594,6 +663,108 @@ pub(crate) async fn list_api_keys(
         |k| ApiKeyView::from(&k),
     )
     .await
+}
+
+/// The key `id` and its node, if the principal sees it.
+fn visible_key(
+    conn: &mut store::DbConnection,
+    principal: &Principal,
+    id: ApiKeyId,
+) -> Result<(ApiKey, nodes::Node), ApiError> {
+    let key = api_keys::find(conn, id)?.ok_or(ApiError::NotFound)?;
+    let node = principal.visible(nodes::find(conn, key.node_id)?)?;
+    Ok((key, node))
+}
+
+/// An API key, revoked or not; never its secret.
+#[utoipa::path(
+    tag = "principals",
+    security(("accessToken" = []), ("apiKey" = [])),
+    params(("id" = ApiKeyId, Path)),
+    responses(
+        (status = 200, description = "The key", body = ApiKeyView, headers(("ETag" = String))),
+        Guarded,
+    )
+)]
+#[get("/v1/api-keys/{id}")]
+pub(crate) async fn get_api_key(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<ApiKeyId>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let key = store::run(&state.pool, move |conn| {
+        let (key, node) = visible_key(conn, &principal, id)?;
+        principal.may_read(Some(node))?;
+        Ok::<_, ApiError>(key)
+    })
+    .await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, etag(key.version)))
+        .json(ApiKeyView::from(&key)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateApiKey {
+    /// What the key is for, 1–100 characters.
+    #[schema(example = "mail worker eu-2")]
+    pub name: Option<String>,
+    /// Its own request budget, requests a minute in each allot instance (1–100,000,000); `null`:
+    /// back to its role's default. Above that default only an admin of the owner node may set it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100_000_000, example = 600)]
+    pub rate_limit: Option<Option<u32>>,
+}
+
+/// Changes an API key's name or request budget (`rate_limit`), taking effect at its next
+/// request, at every instance. Admins of the key's node or above, with a role no lower than the
+/// key's; a budget above the role's default is given by an admin of the owner node only (403
+/// otherwise). A revoked key does not change (409).
+#[utoipa::path(
+    tag = "principals",
+    security(("accessToken" = []), ("apiKey" = [])),
+    params(("id" = ApiKeyId, Path), IfMatch),
+    request_body = UpdateApiKey,
+    responses(
+        (status = 200, description = "The changed key", body = ApiKeyView, headers(("ETag" = String))),
+        Guarded,
+        (status = 409, description = "The key is revoked (`conflict`), or its node is suspended (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[patch("/v1/api-keys/{id}")]
+pub(crate) async fn update_api_key(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<ApiKeyId>,
+    if_match: IfMatch,
+    body: Json<UpdateApiKey>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.0;
+    let mut fields = Fields::default();
+    let name = body.name.map(|name| key_name(&mut fields, &name));
+    let rate_limit = body
+        .rate_limit
+        .map(|rate_limit| key_budget(&mut fields, rate_limit));
+    fields.finish()?;
+    let change = ApiKeyChange { name, rate_limit };
+    let id = id.into_inner();
+    let state_ = state.clone();
+    let key = common::write(&state.pool, move |conn| {
+        let (key, node) = visible_key(conn, &principal, id)?;
+        let node = principal.may_administer(Some(node), Reach::SelfOrBelow)?;
+        may_give(&principal, key.role)?;
+        if let Some(rate_limit) = change.rate_limit {
+            may_budget(conn, &principal, &state_.config, key.role, rate_limit)?;
+        }
+        let precondition = |version| if_match.check(version);
+        principals::update_api_key(conn, &Ctx::of(&principal), &node, key, precondition, change)
+    })
+    .await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, etag(key.version)))
+        .json(ApiKeyView::from(&key)))
 }
 
 /// Revokes an API key at once. Revoking a revoked key changes nothing.
@@ -633,5 +804,7 @@ pub(crate) fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'
         .service(delete_account)
         .service(create_api_key)
         .service(list_api_keys)
+        .service(get_api_key)
+        .service(update_api_key)
         .service(revoke_api_key);
 }

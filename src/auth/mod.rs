@@ -16,6 +16,7 @@ pub mod api_key;
 pub mod guard;
 pub mod jwt;
 pub(crate) mod password;
+pub mod rate_limit;
 pub(crate) mod throttle;
 
 use std::future::Future;
@@ -80,6 +81,8 @@ struct Resolved {
     name: String,
     node_id: NodeId,
     role: Role,
+    /// The budget its requests count against.
+    policy: rate_limit::Policy,
 }
 
 fn resolve_key(conn: &mut DbConnection, token: &str) -> Result<Option<Resolved>, ApiError> {
@@ -104,6 +107,7 @@ fn resolve_key(conn: &mut DbConnection, token: &str) -> Result<Option<Resolved>,
         name: key.name,
         node_id: key.node_id,
         role: key.role,
+        policy: rate_limit::Policy::of(key.role, key.rate_limit),
     }))
 }
 
@@ -120,6 +124,7 @@ fn resolve_account(
             name: account.username,
             node_id: account.node_id,
             role: account.role,
+            policy: rate_limit::Policy::of(account.role, None),
         }))
 }
 
@@ -156,6 +161,7 @@ impl FromRequest for Authenticated {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let token = bearer_token(req);
         let request_id = crate::telemetry::RequestId::of(req);
+        let req = req.clone();
         Box::pin(async move {
             let state = state.ok_or_else(|| {
                 ApiError::internal(std::io::Error::other("application state is not registered"))
@@ -183,6 +189,9 @@ impl FromRequest for Authenticated {
             })
             .await?
             .ok_or(ApiError::Unauthorized(INVALID))?;
+            // Counted once the credential is known good: nobody spends another's budget.
+            let allowance = state.rate_limits.admit(&resolved.actor, resolved.policy)?;
+            rate_limit::note(&req, allowance);
             Ok(Authenticated {
                 principal: Principal {
                     actor: resolved.actor,

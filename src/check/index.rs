@@ -19,6 +19,7 @@ use chrono::{NaiveDate, NaiveDateTime};
 
 use super::Settings;
 use super::verdict::{Direction, Outcome, Question, Reason, Scope, Target};
+use crate::auth::rate_limit::Policy;
 use crate::domain::address::{MailAddress, key_of};
 use crate::domain::ids::{AccountId, ApiKeyId, DomainId, MailboxId, NodeId};
 use crate::domain::mail::{InboundRecipients, LocalPartCase};
@@ -168,10 +169,12 @@ impl AliasEntry {
     }
 }
 
-/// An API key. Any role may ask the check (about its own subtree), so the role is not kept.
+/// An API key. Any role may ask the check (about its own subtree), so the role is kept only as
+/// the budget its checks count against.
 #[derive(Debug)]
 pub(crate) struct KeyEntry {
     pub node: NodeId,
+    pub policy: Policy,
     /// The SHA-256 of its secret.
     pub digest: [u8; 32],
     pub expires_at: Option<NaiveDateTime>,
@@ -183,6 +186,7 @@ pub(crate) struct KeyEntry {
 #[derive(Debug)]
 pub(crate) struct AccountEntry {
     pub node: NodeId,
+    pub policy: Policy,
     pub disabled: bool,
     pub credential_version: i64,
 }
@@ -323,6 +327,8 @@ fn key_entry(row: ApiKeyRow) -> Option<(ApiKeyId, KeyEntry)> {
         expires_at,
         revoked_at,
         last_used_at,
+        role,
+        rate_limit,
     } = row;
     let digest = crate::auth::api_key::stored_digest(&secret_hash);
     if digest.is_none() {
@@ -335,6 +341,7 @@ fn key_entry(row: ApiKeyRow) -> Option<(ApiKeyId, KeyEntry)> {
         parsed(&id, "api key id")?,
         KeyEntry {
             node: parsed(&node, "api key node")?,
+            policy: Policy::of(parsed(&role, "api key role")?, rate_limit),
             digest: digest?,
             expires_at,
             revoked: revoked_at.is_some(),
@@ -349,11 +356,13 @@ fn account_entry(row: AccountRow) -> Option<(AccountId, AccountEntry)> {
         node_id: node,
         disabled,
         credential_version,
+        role,
     } = row;
     Some((
         parsed(&id, "account id")?,
         AccountEntry {
             node: parsed(&node, "account node")?,
+            policy: Policy::of(parsed(&role, "account role")?, None),
             disabled,
             credential_version,
         },

@@ -126,6 +126,8 @@ pub(crate) trait Ask: Send + Sync + 'static {
 pub(crate) struct Caller {
     pub actor: Actor,
     pub node: NodeId,
+    /// The budget its requests count against.
+    pub policy: crate::auth::rate_limit::Policy,
 }
 
 #[derive(Debug)]
@@ -511,6 +513,7 @@ impl Checker {
         Some(Caller {
             actor: Actor::ApiKey(id),
             node: key.node,
+            policy: key.policy,
         })
     }
 
@@ -528,6 +531,7 @@ impl Checker {
             .map(|_| Caller {
                 actor: Actor::Account(id),
                 node: account.node,
+                policy: account.policy,
             })
     }
 

@@ -15,6 +15,7 @@ super::text_enum! {
         AllocationUpdate = "allocation.update",
         ApiKeyCreate = "api_key.create",
         ApiKeyRevoke = "api_key.revoke",
+        ApiKeyUpdate = "api_key.update",
         DomainCreate = "domain.create",
         DomainDelete = "domain.delete",
         DomainExpire = "domain.expire",

@@ -40,7 +40,7 @@ fn audit_account(a: &Account) -> serde_json::Value {
 
 /// An API key as the audit trail records it (never its secret).
 fn audit_key(k: &ApiKey) -> serde_json::Value {
-    json!({"name": k.name, "role": k.role, "node_id": k.node_id, "expires_at": k.expires_at, "revoked_at": k.revoked_at})
+    json!({"name": k.name, "role": k.role, "node_id": k.node_id, "expires_at": k.expires_at, "revoked_at": k.revoked_at, "rate_limit": k.rate_limit})
 }
 
 fn username_taken() -> ApiError {
@@ -242,16 +242,30 @@ pub(crate) fn delete_account(
     Ok(())
 }
 
-/// Creates an API key named `name` with `role` at `node`, working until `expires_at` (if ever).
-/// Returns it with its text, which is never stored and never shown again.
+/// A new machine's key: what it is for, its role, until when it works (if not for ever), and its
+/// own request budget (if not its role's).
+#[derive(Debug)]
+pub(crate) struct ApiKeyDraft {
+    pub name: String,
+    pub role: Role,
+    pub expires_at: Option<NaiveDateTime>,
+    pub rate_limit: Option<i64>,
+}
+
+/// Creates the API key `draft` describes at `node`. Returns it with its text, which is never
+/// stored and never shown again.
 pub(crate) fn create_api_key(
     conn: &mut DbConnection,
     ctx: &Ctx,
     node: &Authorised<Administer>,
-    name: String,
-    role: Role,
-    expires_at: Option<NaiveDateTime>,
+    draft: ApiKeyDraft,
 ) -> Result<(ApiKey, String), ApiError> {
+    let ApiKeyDraft {
+        name,
+        role,
+        expires_at,
+        rate_limit,
+    } = draft;
     let minted = api_key::mint();
     let key = ApiKey {
         id: minted.id,
@@ -263,6 +277,8 @@ pub(crate) fn create_api_key(
         last_used_at: None,
         revoked_at: None,
         created_at: store::now(),
+        rate_limit,
+        version: 1,
     };
     api_keys::insert(conn, &key)?;
     ctx.record(
@@ -299,4 +315,47 @@ pub(crate) fn revoke_api_key(
         Some(audit_key(&revoked)),
     )?;
     Ok(())
+}
+
+/// A change to an API key: fields absent are kept; `rate_limit: Some(None)` gives it back its
+/// role's default budget.
+#[derive(Debug, Default)]
+pub(crate) struct ApiKeyChange {
+    pub name: Option<String>,
+    pub rate_limit: Option<Option<i64>>,
+}
+
+/// Applies `change` to `key` at `node` once `precondition` accepts its version, and audits it. A
+/// revoked key keeps what it had: it never works again, so nothing about it may change.
+pub(crate) fn update_api_key(
+    conn: &mut DbConnection,
+    ctx: &Ctx,
+    node: &Authorised<Administer>,
+    mut key: ApiKey,
+    precondition: impl FnOnce(i64) -> Result<(), ApiError>,
+    change: ApiKeyChange,
+) -> Result<ApiKey, ApiError> {
+    precondition(key.version)?;
+    if key.revoked_at.is_some() {
+        return Err(ApiError::Conflict(
+            "The key is revoked: it never works again, so nothing about it changes.".to_owned(),
+        ));
+    }
+    let before = audit_key(&key);
+    if let Some(name) = change.name {
+        key.name = name;
+    }
+    if let Some(rate_limit) = change.rate_limit {
+        key.rate_limit = rate_limit;
+    }
+    api_keys::save(conn, &mut key)?;
+    ctx.record(
+        conn,
+        node.id,
+        Action::ApiKeyUpdate,
+        ("api_key", key.id.to_string()),
+        Some(before),
+        Some(audit_key(&key)),
+    )?;
+    Ok(key)
 }

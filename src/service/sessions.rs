@@ -2,8 +2,6 @@
 //! giving the account a token is then issued to. Not a write, but a workflow with its own rules
 //! about what an attacker may learn, so it lives here and not in a handler.
 
-use std::time::Instant;
-
 use crate::auth::password::Hasher;
 use crate::auth::throttle::Throttle;
 use crate::error::ApiError;
@@ -26,12 +24,7 @@ pub(crate) async fn log_in(
     let user_key = keys[0].clone();
     // The attempt takes its place before the password is verified, so that simultaneous
     // guesses cannot all pass the check while none has failed yet.
-    let reservation =
-        throttle
-            .reserve(keys, Instant::now())
-            .map_err(|wait| ApiError::TooManyRequests {
-                retry_after: wait.as_secs().max(1),
-            })?;
+    let reservation = throttle.reserve(keys).await?;
     // The row is read and the connection given back before the hash is verified: tens of
     // milliseconds per login must not hold a connection the API and the check need.
     let found = store::run(pool, move |conn| {
@@ -49,7 +42,7 @@ pub(crate) async fn log_in(
         // The database could not be asked: no password was judged, and a user must not be
         // locked out by an outage.
         Err(err) => {
-            reservation.release();
+            reservation.release().await;
             return Err(err);
         }
     };
@@ -59,7 +52,7 @@ pub(crate) async fn log_in(
     let matches = match hasher.verify(password, phc).await {
         Ok(matches) => matches,
         Err(err) => {
-            reservation.release();
+            reservation.release().await;
             return Err(err);
         }
     };
@@ -67,9 +60,9 @@ pub(crate) async fn log_in(
         .filter(|(a, node_live)| matches && !a.disabled && *node_live)
         .map(|(a, _)| a);
     let Some(account) = account else {
-        reservation.fail(Instant::now());
+        reservation.fail().await;
         return Err(ApiError::InvalidCredentials);
     };
-    reservation.succeed(&user_key);
+    reservation.succeed(&user_key).await;
     Ok(account)
 }

@@ -20,6 +20,9 @@ pub(crate) struct ApiKey {
     pub last_used_at: Option<NaiveDateTime>,
     pub revoked_at: Option<NaiveDateTime>,
     pub created_at: NaiveDateTime,
+    /// Its own budget, requests a minute; `None`: its role's default.
+    pub rate_limit: Option<i64>,
+    pub version: i64,
 }
 
 #[derive(Queryable, Selectable)]
@@ -34,6 +37,8 @@ struct ApiKeyRow {
     last_used_at: Option<NaiveDateTime>,
     revoked_at: Option<NaiveDateTime>,
     created_at: NaiveDateTime,
+    rate_limit: Option<i64>,
+    version: i64,
 }
 
 impl TryFrom<ApiKeyRow> for ApiKey {
@@ -49,6 +54,8 @@ impl TryFrom<ApiKeyRow> for ApiKey {
             last_used_at: row.last_used_at,
             revoked_at: row.revoked_at,
             created_at: row.created_at,
+            rate_limit: row.rate_limit,
+            version: row.version,
         })
     }
 }
@@ -96,6 +103,21 @@ pub(crate) fn insert(conn: &mut DbConnection, key: &ApiKey) -> QueryResult<()> {
             api_keys::secret_hash.eq(&key.secret_hash),
             api_keys::expires_at.eq(key.expires_at),
             api_keys::created_at.eq(key.created_at),
+            api_keys::rate_limit.eq(key.rate_limit),
+            api_keys::version.eq(key.version),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Writes `key`'s name and budget, bumping its version.
+pub(crate) fn save(conn: &mut DbConnection, key: &mut ApiKey) -> QueryResult<()> {
+    key.version += 1;
+    diesel::update(api_keys::table.find(key.id.to_string()))
+        .set((
+            api_keys::name.eq(&key.name),
+            api_keys::rate_limit.eq(key.rate_limit),
+            api_keys::version.eq(key.version),
         ))
         .execute(conn)?;
     Ok(())

@@ -319,6 +319,9 @@ pub(crate) struct ApiKeyRow {
     pub expires_at: Option<NaiveDateTime>,
     pub revoked_at: Option<NaiveDateTime>,
     pub last_used_at: Option<NaiveDateTime>,
+    /// With `rate_limit`, which budget its checks count against.
+    pub role: String,
+    pub rate_limit: Option<i64>,
 }
 
 pub(crate) fn api_keys(
@@ -332,6 +335,8 @@ pub(crate) fn api_keys(
         api_keys::expires_at,
         api_keys::revoked_at,
         api_keys::last_used_at,
+        api_keys::role,
+        api_keys::rate_limit,
     );
     by_ids!(conn, ids, api_keys::table.select(select), api_keys::id)
 }
@@ -343,6 +348,8 @@ pub(crate) struct AccountRow {
     pub node_id: String,
     pub disabled: bool,
     pub credential_version: i64,
+    /// Which budget its checks count against.
+    pub role: String,
 }
 
 pub(crate) fn accounts(
@@ -354,6 +361,7 @@ pub(crate) fn accounts(
         accounts::node_id,
         accounts::disabled,
         accounts::credential_version,
+        accounts::role,
     );
     by_ids!(conn, ids, accounts::table.select(select), accounts::id)
 }

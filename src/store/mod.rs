@@ -25,6 +25,7 @@ pub(crate) mod groups;
 pub(crate) mod history;
 pub(crate) mod idempotency;
 pub(crate) mod identity;
+pub(crate) mod login_attempts;
 pub(crate) mod mailboxes;
 pub(crate) mod modules;
 pub mod nodes;

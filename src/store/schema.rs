@@ -154,6 +154,8 @@ diesel::table! {
         last_used_at -> Nullable<Timestamp>,
         revoked_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
+        rate_limit -> Nullable<BigInt>,
+        version -> BigInt,
     }
 }
 
@@ -308,3 +310,12 @@ diesel::allow_columns_to_appear_in_same_group_by_clause!(
 );
 
 diesel::allow_tables_to_appear_in_same_query!(usage_history, nodes);
+
+diesel::table! {
+    login_attempts (attempt, key_hash) {
+        attempt -> Text,
+        key_hash -> Text,
+        at -> Timestamp,
+        pending -> Bool,
+    }
+}

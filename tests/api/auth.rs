@@ -8,7 +8,10 @@ use futures_util::stream::FuturesUnordered;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_PASSWORD, ADMIN_USERNAME, assert_problem, spawn_app, spawn_app_with};
+use crate::helpers::{
+    ADMIN_PASSWORD, ADMIN_USERNAME, assert_problem, spawn_another, spawn_app, spawn_app_on,
+    spawn_app_with,
+};
 
 #[tokio::test]
 async fn the_first_admin_logs_in_and_sees_itself_at_the_owner_node() {
@@ -364,4 +367,140 @@ async fn the_api_answers_while_many_logins_are_verified() {
         (0, 0),
         "logins {logins:?}, /v1/me {reads:?}"
     );
+}
+
+/// The login throttle's rows, as `SELECT count(*)` of `login_attempts` answers.
+fn attempt_rows(app: &crate::helpers::TestApp) -> i64 {
+    app.count_sql("SELECT CAST(count(*) AS BIGINT) AS n FROM login_attempts")
+}
+
+#[tokio::test]
+async fn failed_logins_spread_over_two_instances_are_limited_as_one() {
+    // Two instances on one database, as behind a load balancer: their counts are the database's,
+    // so five failures anywhere lock the username at both.
+    let first = spawn_app().await;
+    let second = spawn_another(&first).await;
+    let instances = [&first, &second];
+    for i in 0..5 {
+        instances[i % 2]
+            .login_refused(ADMIN_USERNAME, "wrong password!!")
+            .await;
+    }
+    for app in instances {
+        let response = app.login(ADMIN_USERNAME, "wrong password!!").await;
+        assert!((800..=900).contains(&retry_after(&response)));
+        assert_problem(response, 429, "too-many-requests").await;
+        let response = app.login(ADMIN_USERNAME, ADMIN_PASSWORD).await;
+        assert_problem(response, 429, "too-many-requests").await;
+    }
+    // From another address the username is still locked; another username from there is not.
+    let elsewhere = second.client_from(std::net::Ipv4Addr::new(127, 0, 0, 2));
+    let response = second
+        .login_with(&elsewhere, ADMIN_USERNAME, ADMIN_PASSWORD)
+        .await;
+    assert_problem(response, 429, "too-many-requests").await;
+    let response = first
+        .login_with(&elsewhere, "ghost", "wrong password!!")
+        .await;
+    assert_problem(response, 401, "invalid-credentials").await;
+}
+
+#[tokio::test]
+async fn simultaneous_guesses_at_two_instances_verify_no_more_than_five_passwords() {
+    let first = spawn_app().await;
+    let second = spawn_another(&first).await;
+    let instances = [&first, &second];
+    let attempts = (0..40).map(|i| instances[i % 2].login(ADMIN_USERNAME, "wrong password!!"));
+    let statuses: Vec<u16> = futures_util::future::join_all(attempts)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert!(
+        statuses.iter().all(|s| [401, 429].contains(s)),
+        "{statuses:?}"
+    );
+    let verified = statuses.iter().filter(|s| **s == 401).count();
+    assert_eq!(verified, 5, "of 40 guesses at two instances: {statuses:?}");
+}
+
+#[tokio::test]
+async fn a_success_at_one_instance_forgives_the_username_at_the_other() {
+    let first = spawn_app().await;
+    let second = spawn_another(&first).await;
+    for _ in 0..4 {
+        first
+            .login_refused(ADMIN_USERNAME, "wrong password!!")
+            .await;
+    }
+    assert_eq!(
+        second.login(ADMIN_USERNAME, ADMIN_PASSWORD).await.status(),
+        200
+    );
+    // The username's failures are forgotten everywhere: five new ones from another address are
+    // verified before it is locked again...
+    let elsewhere = first.client_from(std::net::Ipv4Addr::new(127, 0, 0, 2));
+    for _ in 0..5 {
+        first
+            .login_with(&elsewhere, ADMIN_USERNAME, "wrong password!!")
+            .await;
+    }
+    assert_eq!(
+        first
+            .login_with(&elsewhere, ADMIN_USERNAME, ADMIN_PASSWORD)
+            .await
+            .status(),
+        429,
+        "five new failures from elsewhere lock the username again"
+    );
+    // ...while the first address keeps its four (an address is never forgiven): one more guess
+    // from it, at either instance, and the next is refused.
+    first.login_refused("ghost", "wrong password!!").await;
+    let response = second.login("ghost", "wrong password!!").await;
+    assert_problem(response, 429, "too-many-requests").await;
+}
+
+#[tokio::test]
+async fn login_attempts_age_out_of_the_window_and_their_rows_are_deleted() {
+    let app = spawn_app().await;
+    for _ in 0..5 {
+        app.login_refused(ADMIN_USERNAME, "wrong password!!").await;
+    }
+    assert_eq!(
+        attempt_rows(&app),
+        10,
+        "five attempts, each under a username and an address"
+    );
+    let response = app.login(ADMIN_USERNAME, ADMIN_PASSWORD).await;
+    assert_problem(response, 429, "too-many-requests").await;
+    // A quarter of an hour later every place is free again, and a login from the same address
+    // deletes the rows that aged out under its keys.
+    app.clock.advance(chrono::TimeDelta::minutes(15));
+    assert_eq!(
+        app.login(ADMIN_USERNAME, ADMIN_PASSWORD).await.status(),
+        200
+    );
+    assert_eq!(attempt_rows(&app), 0);
+
+    // Rows nobody tries again are deleted by the sweep every instance runs (at start, then every
+    // five minutes): here by a second instance started after the window, on the same clock.
+    let elsewhere = app.client_from(std::net::Ipv4Addr::new(127, 0, 0, 3));
+    for _ in 0..3 {
+        let response = app
+            .login_with(&elsewhere, "ghost", "wrong password!!")
+            .await;
+        assert_eq!(response.status(), 401);
+    }
+    assert_eq!(attempt_rows(&app), 6);
+    app.clock.advance(chrono::TimeDelta::minutes(15));
+    let clock = app.clock.clone();
+    let _sweeper = spawn_app_on(&app.database_url, |config| config.clock = clock).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while attempt_rows(&app) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweep deleted nothing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -562,3 +562,38 @@ async fn a_per_customer_module_is_refused_where_mailboxes_are_meant() {
         );
     }
 }
+
+#[tokio::test]
+async fn every_secured_operation_refuses_a_caller_over_its_request_budget() {
+    let app = spawn_app_with(|config| {
+        config.rate_limit = 2.try_into().unwrap();
+        config.check_rate_limit = 2.try_into().unwrap();
+    })
+    .await;
+    let admin = app.as_admin().await;
+    // Spend the budget of two a minute.
+    let mut spent = 0;
+    while admin.get("/v1/me").await.status() != 429 {
+        spent += 1;
+        assert!(spent <= 2, "more requests than the budget were answered");
+    }
+    for operation in operations().iter().filter(|o| o.secured) {
+        let response = send(
+            &app,
+            operation,
+            &operation.nowhere(),
+            Some(&admin.token),
+            example(operation),
+            None,
+        )
+        .await;
+        assert!(
+            response.headers().contains_key("retry-after")
+                && response.headers().contains_key("ratelimit"),
+            "{}: a refusal without Retry-After and RateLimit: {}",
+            operation.name(),
+            response.status()
+        );
+        expect(operation, response, 429, "rate-limited").await;
+    }
+}

@@ -108,6 +108,9 @@ pub fn test_config(database_url: &str) -> Config {
         body_limit: 1024 * 1024,
         request_timeout: 30,
         max_connections_per_peer: 256,
+        // Budgets no test but the rate limit's own reaches (they set theirs).
+        rate_limit: std::num::NonZeroU32::new(100_000_000).unwrap(),
+        check_rate_limit: std::num::NonZeroU32::new(100_000_000).unwrap(),
         workers: 1,
         shutdown_timeout: 1,
         admin_username: ADMIN_USERNAME.to_owned(),

@@ -27,6 +27,7 @@ mod nodes;
 mod openapi;
 mod outage;
 mod principals;
+mod rate_limit;
 mod route_test;
 mod scenario;
 mod statistics;

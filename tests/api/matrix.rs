@@ -79,6 +79,7 @@ struct World<'a> {
     admin: Caller<'a>,
     allocations: HashMap<String, String>,
     accounts: HashMap<String, String>,
+    api_keys: HashMap<String, String>,
     domains: HashMap<String, String>,
     domain_names: HashMap<String, String>,
     mailboxes: HashMap<String, String>,
@@ -305,6 +306,16 @@ async fn route(
             Rule::Node(Need::Admin, 201),
             format!("/v1/nodes/{t}/api-keys"),
             Some(json!({"name": "matrix", "role": "check"})),
+        ),
+        ("get", "/v1/api-keys/{id}") => (
+            Rule::Node(Need::Read, 200),
+            format!("/v1/api-keys/{}", world.api_keys[t]),
+            None,
+        ),
+        ("patch", "/v1/api-keys/{id}") => (
+            Rule::Node(Need::Admin, 200),
+            format!("/v1/api-keys/{}", world.api_keys[t]),
+            Some(json!({"name": world.unique("renamed key ")})),
         ),
         ("delete", "/v1/api-keys/{id}") => {
             let (_, created) = api_key(world.app, &world.admin, t, "check").await;
@@ -646,6 +657,7 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
         admin,
         allocations: HashMap::new(),
         accounts: HashMap::new(),
+        api_keys: HashMap::new(),
         domains: HashMap::new(),
         domain_names: HashMap::new(),
         mailboxes: HashMap::new(),
@@ -677,7 +689,10 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
             target.id.clone(),
             created["id"].as_str().unwrap().to_owned(),
         );
-        api_key(&app, &world.admin, &target.id, "viewer").await;
+        let (_, key) = api_key(&app, &world.admin, &target.id, "viewer").await;
+        world
+            .api_keys
+            .insert(target.id.clone(), key["id"].as_str().unwrap().to_owned());
         if target.kind == "customer" {
             let body = json!({"name": format!("{}.example", world.unique("fixed"))});
             let created = world
