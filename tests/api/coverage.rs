@@ -26,15 +26,13 @@ const DIRECTORY: &str = "ALLOT_TEST_STATUSES";
 
 /// The documented statuses the suite does not provoke, with why: `(method, path, status, why)`;
 /// `*` for the method or the path stands for every documented operation that lists the status.
-const UNOBSERVED: &[(&str, &str, u16, &str)] = &[
-    (
-        "*",
-        "*",
-        500,
-        "an unexpected failure (a bug, a storage fault): no request provokes one on purpose, and \
+const UNOBSERVED: &[(&str, &str, u16, &str)] = &[(
+    "*",
+    "*",
+    500,
+    "an unexpected failure (a bug, a storage fault): no request provokes one on purpose, and \
          a route that could be made to answer 500 would be fixed instead",
-    ),
-];
+)];
 
 /// Writes what `registry`'s routes answered to a new file in [`DIRECTORY`], if it is set.
 pub fn record(registry: &prometheus::Registry) {
