@@ -22,6 +22,18 @@ pub struct Config {
     )]
     pub listen: SocketAddr,
 
+    /// Networks of the reverse proxies in front of allot, comma-separated CIDRs or addresses
+    /// (`10.0.0.0/8,2001:db8::1`). Only a connection from one of them has its client's address
+    /// taken from the forwarding header; unset: every client is its connection's peer.
+    #[arg(long, env = "ALLOT_TRUSTED_PROXIES", value_parser = parse_network, value_delimiter = ',', global = true)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Which header the trusted proxies write the client's address into: `x-forwarded-for` or
+    /// `forwarded` (RFC 7239). Only the one: a proxy passes the other on from the client as it
+    /// came, so believing both would believe the client.
+    #[arg(long, env = "ALLOT_PROXY_HEADER", value_enum, default_value_t = ProxyHeader::XForwardedFor, global = true)]
+    pub proxy_header: ProxyHeader,
+
     /// `postgres://…` or `postgresql://…` for PostgreSQL; anything else is an SQLite file path.
     #[arg(long, env = "DATABASE_URL", default_value = "allot.db", global = true)]
     pub database_url: String,
@@ -235,6 +247,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// The header trusted proxies name the client in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProxyHeader {
+    /// `X-Forwarded-For: client, proxy1, …` (nginx, HAProxy, Traefik, Caddy, cloud load
+    /// balancers).
+    #[value(name = "x-forwarded-for")]
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1, …` (RFC 7239).
+    Forwarded,
+}
+
 /// A configured token-signing key. Its `Debug` never shows the bytes.
 #[derive(Clone, PartialEq, Eq)]
 pub struct JwtSecret(pub Vec<u8>);
@@ -250,6 +273,15 @@ pub(crate) const MIN_JWT_SECRET_BYTES: usize = 32;
 /// An address, in the stored form the alias table answers with.
 fn parse_address(text: &str) -> Result<String, String> {
     crate::domain::address::MailAddress::parse(text).map(|a| a.stored())
+}
+
+/// A network in CIDR notation, or one address (a network of one).
+fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .map(|net| net.trunc())
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{text}` is neither a CIDR network (`10.0.0.0/8`) nor an address"))
 }
 
 fn parse_jwt_secret(text: &str) -> Result<JwtSecret, String> {
@@ -268,6 +300,20 @@ fn parse_jwt_secret(text: &str) -> Result<JwtSecret, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trusted_proxies_are_networks_or_single_addresses() {
+        assert_eq!(
+            parse_network(" 10.1.2.3/8").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(
+            parse_network("2001:db8::1").unwrap().to_string(),
+            "2001:db8::1/128"
+        );
+        assert!(parse_network("10.0.0.0/33").is_err());
+        assert!(parse_network("proxy.example").is_err());
+    }
 
     #[test]
     fn a_short_or_non_base64_jwt_secret_is_refused() {

@@ -33,6 +33,10 @@
 //! answer it would first have to read a request head, holding the very connection that is over
 //! the bound for up to the request timeout. Clients treat a closed connection as a retryable
 //! failure.
+//!
+//! Beside this file: [`client`] (who the client is, behind trusted proxies).
+
+pub(crate) mod client;
 
 use std::any::Any;
 use std::cell::Cell;

@@ -273,9 +273,10 @@ impl Application {
     }
 }
 
-/// One worker's app. The middleware order, outermost first: request id and logging (so every
-/// answer, even an error from an inner layer, carries the id), metrics, then the catch-all that
-/// turns any error that is not a problem document yet into one.
+/// One worker's app. The middleware order, outermost first: request id, client address and
+/// logging (so every answer, even an error from an inner layer, carries the id), metrics, the
+/// request deadline, then the catch-all that turns any error that is not a problem document yet
+/// into one.
 fn app(
     state: web::Data<AppState>,
     registry: web::Data<prometheus::Registry>,

@@ -27,6 +27,7 @@ mod nodes;
 mod openapi;
 mod outage;
 mod principals;
+mod proxy;
 mod route_test;
 mod scenario;
 mod statistics;
