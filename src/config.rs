@@ -5,6 +5,7 @@
 //! before anything is opened. The README's configuration table mirrors this file.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine;
@@ -21,6 +22,15 @@ pub struct Config {
         global = true
     )]
     pub listen: SocketAddr,
+
+    /// PEM file of the certificate chain to serve HTTPS with, the server's own certificate first.
+    /// Set together with `ALLOT_TLS_KEY`; both unset: plain HTTP. SIGHUP reads both files again.
+    #[arg(long, env = "ALLOT_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file of the private key of `ALLOT_TLS_CERT` (PKCS #8, PKCS #1 or SEC1).
+    #[arg(long, env = "ALLOT_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
 
     /// Networks of the reverse proxies in front of allot, comma-separated CIDRs or addresses
     /// (`10.0.0.0/8,2001:db8::1`). Only a connection from one of them has its client's address

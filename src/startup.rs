@@ -169,13 +169,42 @@ impl PostfixListeners {
 
 pub struct Application {
     port: u16,
+    https: bool,
     server: Server,
     registry: prometheus::Registry,
+}
+
+/// The certificate to serve HTTPS with, if `ALLOT_TLS_CERT` and `ALLOT_TLS_KEY` are set: both or
+/// neither, and both must load.
+fn certificate(
+    config: &Config,
+) -> Result<Option<std::sync::Arc<crate::edge::tls::Certificate>>, StartupError> {
+    let (cert, key) = match (&config.tls_cert, &config.tls_key) {
+        (None, None) => return Ok(None),
+        (Some(cert), Some(key)) => (cert, key),
+        (Some(_), None) => {
+            return Err(StartupError::new(
+                "ALLOT_TLS_KEY",
+                "ALLOT_TLS_CERT is set but ALLOT_TLS_KEY is not: set both (PEM files) to serve HTTPS, or neither",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(StartupError::new(
+                "ALLOT_TLS_CERT",
+                "ALLOT_TLS_KEY is set but ALLOT_TLS_CERT is not: set both (PEM files) to serve HTTPS, or neither",
+            ));
+        }
+    };
+    crate::edge::tls::Certificate::open(cert, key)
+        .map(Some)
+        .map_err(|e| StartupError::new(e.setting, e.message))
 }
 
 impl Application {
     /// Binds `config.listen` and assembles the server. Must run inside an async runtime.
     pub fn build(config: Config, pool: Pool, keys: jwt::Keys) -> Result<Self, StartupError> {
+        // Before anything is started: a certificate that does not load stops start-up.
+        let certificate = certificate(&config)?;
         let listener = TcpListener::bind(config.listen).map_err(|e| {
             StartupError::new(
                 "ALLOT_LISTEN",
@@ -227,6 +256,7 @@ impl Application {
             route_tests: Default::default(),
             checker,
         });
+        let https = certificate.is_some();
         let server = HttpServer::new(move || {
             app(
                 state.clone(),
@@ -241,15 +271,32 @@ impl Application {
         // actix's own timer for the first request's head, at the same deadline as the watchdog
         // (see `edge`): whichever fires first, the connection closes.
         .client_request_timeout(request_timeout)
-        .on_connect(crate::edge::on_connect(peers, request_timeout))
-        .listen(listener)
+        .on_connect(crate::edge::on_connect(peers, request_timeout));
+        let server = match &certificate {
+            None => server.listen(listener),
+            Some(certificate) => {
+                let tls = certificate
+                    .server_config()
+                    .map_err(|e| StartupError::new(e.setting, e.message))?;
+                certificate.reload_on_sighup().map_err(|e| {
+                    StartupError::new("ALLOT_TLS_CERT", format!("cannot handle SIGHUP: {e}"))
+                })?;
+                server.listen_rustls_0_23(listener, tls)
+            }
+        }
         .map_err(|e| StartupError::new("ALLOT_LISTEN", e))?
         .run();
         Ok(Self {
             port,
+            https,
             server,
             registry: own_registry,
         })
+    }
+
+    /// Whether it serves HTTPS (`ALLOT_TLS_CERT`) rather than plain HTTP.
+    pub fn https(&self) -> bool {
+        self.https
     }
 
     pub fn port(&self) -> u16 {

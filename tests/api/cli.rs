@@ -121,6 +121,8 @@ pub(crate) struct Logged {
     pub child: std::process::Child,
     pub port: u16,
     pub log: std::sync::mpsc::Receiver<serde_json::Value>,
+    /// The lines read before the port was announced, not waited for yet.
+    early: std::cell::RefCell<Vec<serde_json::Value>>,
 }
 
 impl Logged {
@@ -131,6 +133,23 @@ impl Logged {
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// Waits up to 10 s for a log line whose message is `message`, and returns it.
+    pub fn wait_for(&self, message: &str) -> serde_json::Value {
+        let mut early = self.early.borrow_mut();
+        if let Some(at) = early.iter().position(|event| event["message"] == message) {
+            return early.remove(at);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(event) if event["message"] == message => return event,
+                Ok(_) => {}
+                Err(err) => panic!("no log line {message:?}: {err}"),
+            }
+        }
     }
 
     /// SIGTERM, then every line it logged until it exited.
@@ -169,12 +188,20 @@ pub(crate) fn serve_logged(db: &TestDb, envs: &[(&str, &str)]) -> Logged {
             }
         }
     });
-    let port = log
-        .iter()
-        .find(|event| event["message"] == "serving")
-        .and_then(|event| event["port"].as_u64())
-        .expect("the server announces its port") as u16;
-    Logged { child, port, log }
+    let mut early = Vec::new();
+    let port = loop {
+        let event = log.recv().expect("the server announces its port");
+        if event["message"] == "serving" {
+            break event["port"].as_u64().expect("a port") as u16;
+        }
+        early.push(event);
+    };
+    Logged {
+        child,
+        port,
+        log,
+        early: early.into(),
+    }
 }
 
 /// Starts `allot` serving on `db` on a free loopback port, with the first admin's password

@@ -87,6 +87,8 @@ fn with_database(server: &str, name: &str) -> String {
 pub fn test_config(database_url: &str) -> Config {
     Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tls_cert: None,
+        tls_key: None,
         trusted_proxies: Vec::new(),
         proxy_header: allot::config::ProxyHeader::XForwardedFor,
         database_url: database_url.to_owned(),

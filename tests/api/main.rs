@@ -32,3 +32,4 @@ mod route_test;
 mod scenario;
 mod statistics;
 mod suspension;
+mod tls;
