@@ -44,6 +44,11 @@ pub struct Config {
     #[arg(long, env = "ALLOT_PROXY_HEADER", value_enum, default_value_t = ProxyHeader::XForwardedFor, global = true)]
     pub proxy_header: ProxyHeader,
 
+    /// Origins whose pages may call the API from a browser, comma-separated, exactly as the
+    /// browser sends them (`https://portal.example.com`). Unset: no CORS headers at all.
+    #[arg(long, env = "ALLOT_CORS_ORIGINS", value_parser = parse_origin, value_delimiter = ',', global = true)]
+    pub cors_origins: Vec<String>,
+
     /// `postgres://…` or `postgresql://…` for PostgreSQL; anything else is an SQLite file path.
     #[arg(long, env = "DATABASE_URL", default_value = "allot.db", global = true)]
     pub database_url: String,
@@ -294,6 +299,32 @@ fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
         .map_err(|_| format!("`{text}` is neither a CIDR network (`10.0.0.0/8`) nor an address"))
 }
 
+/// An origin as a browser sends it in `Origin`: `scheme://host[:port]`, lowercase, nothing after.
+/// `*` is refused: the allowed origins are named (see `edge::cors`).
+fn parse_origin(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text == "*" {
+        return Err(
+            "`*` is not accepted: name each origin (`https://portal.example.com`)".to_owned(),
+        );
+    }
+    let uri: actix_web::http::Uri = text
+        .parse()
+        .map_err(|e| format!("`{text}` is not an origin: {e}"))?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    let bare = uri.authority().is_some_and(|a| !a.as_str().contains('@'))
+        && uri.query().is_none()
+        && !text.ends_with('/')
+        && matches!(uri.path(), "" | "/");
+    if !scheme_ok || !bare || text.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(format!(
+            "`{text}` is not an origin: write `https://host` or `https://host:port`, lowercase, \
+             without a path or a trailing slash, as the browser sends it"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
 fn parse_jwt_secret(text: &str) -> Result<JwtSecret, String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text.trim())
@@ -323,6 +354,26 @@ mod tests {
         );
         assert!(parse_network("10.0.0.0/33").is_err());
         assert!(parse_network("proxy.example").is_err());
+    }
+
+    #[test]
+    fn cors_origins_are_exact_origins_and_never_a_wildcard() {
+        assert_eq!(
+            parse_origin("https://portal.example.com").unwrap(),
+            "https://portal.example.com"
+        );
+        assert!(parse_origin("http://127.0.0.1:3000").is_ok());
+        for bad in [
+            "*",
+            "portal.example.com",
+            "https://portal.example.com/",
+            "https://portal.example.com/app",
+            "https://Portal.example.com",
+            "ftp://portal.example.com",
+            "https://user@portal.example.com",
+        ] {
+            assert!(parse_origin(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

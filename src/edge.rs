@@ -39,10 +39,11 @@
 //! concurrent requests whose heads arrive whole in one frame: each request's body gets the
 //! deadline from its own arrival, and the watchdog closes a connection idle that long.
 //!
-//! Beside this file: [`client`] (who the client is, behind trusted proxies) and [`tls`] (HTTPS and
-//! its certificate reloads).
+//! Beside this file: [`client`] (who the client is, behind trusted proxies), [`tls`] (HTTPS and
+//! its certificate reloads) and [`cors`] (browsers).
 
 pub(crate) mod client;
+pub(crate) mod cors;
 pub(crate) mod tls;
 
 use std::any::Any;

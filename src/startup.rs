@@ -323,7 +323,7 @@ impl Application {
 /// One worker's app. The middleware order, outermost first: request id, client address and
 /// logging (so every answer, even an error from an inner layer, carries the id), metrics, the
 /// request deadline, then the catch-all that turns any error that is not a problem document yet
-/// into one.
+/// into one, and CORS.
 fn app(
     state: web::Data<AppState>,
     registry: web::Data<prometheus::Registry>,
@@ -340,6 +340,7 @@ fn app(
     >,
 > {
     let body_limit = state.config.body_limit;
+    let cors = crate::edge::cors::middleware(&state.config.cors_origins);
     App::new()
         .into_utoipa_app()
         .app_data(state)
@@ -356,6 +357,9 @@ fn app(
         .service(SwaggerUi::new("/docs/{_:.*}").config(SwaggerConfig::from("/openapi.json")))
         .default_service(web::to(api::meta::fallback))
         .wrap(from_fn(api::check::sync_after_writes))
+        // Inside the catch-all, so that a refused preflight is a problem document too (the
+        // catch-all keeps the CORS headers of what it converts).
+        .wrap(cors)
         .wrap(ErrorHandlers::new().default_handler(error::plain_errors_as_problems))
         .wrap(from_fn(crate::edge::request_deadline))
         // Bodies are JSON (or the docs page): never let a browser sniff them into something else.

@@ -91,6 +91,7 @@ pub fn test_config(database_url: &str) -> Config {
         tls_key: None,
         trusted_proxies: Vec::new(),
         proxy_header: allot::config::ProxyHeader::XForwardedFor,
+        cors_origins: Vec::new(),
         database_url: database_url.to_owned(),
         pool_size: 4,
         jwt_secret: None,

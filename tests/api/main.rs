@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod check;
 mod cli;
+mod cors;
 mod coverage;
 mod dns;
 mod document;
