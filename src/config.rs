@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine;
@@ -22,6 +23,32 @@ pub struct Config {
         global = true
     )]
     pub listen: SocketAddr,
+
+    /// PEM file of the certificate chain to serve HTTPS with, the server's own certificate first.
+    /// Set together with `ALLOT_TLS_KEY`; both unset: plain HTTP. SIGHUP reads both files again.
+    #[arg(long, env = "ALLOT_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file of the private key of `ALLOT_TLS_CERT` (PKCS #8, PKCS #1 or SEC1).
+    #[arg(long, env = "ALLOT_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
+
+    /// Networks of the reverse proxies in front of allot, comma-separated CIDRs or addresses
+    /// (`10.0.0.0/8,2001:db8::1`). Only a connection from one of them has its client's address
+    /// taken from the forwarding header; unset: every client is its connection's peer.
+    #[arg(long, env = "ALLOT_TRUSTED_PROXIES", value_parser = parse_network, value_delimiter = ',', global = true)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Which header the trusted proxies write the client's address into: `x-forwarded-for` or
+    /// `forwarded` (RFC 7239). Only the one: a proxy passes the other on from the client as it
+    /// came, so believing both would believe the client.
+    #[arg(long, env = "ALLOT_PROXY_HEADER", value_enum, default_value_t = ProxyHeader::XForwardedFor, global = true)]
+    pub proxy_header: ProxyHeader,
+
+    /// Origins whose pages may call the API from a browser, comma-separated, exactly as the
+    /// browser sends them (`https://portal.example.com`). Unset: no CORS headers at all.
+    #[arg(long, env = "ALLOT_CORS_ORIGINS", value_parser = parse_origin, value_delimiter = ',', global = true)]
+    pub cors_origins: Vec<String>,
 
     /// `postgres://…` or `postgresql://…` for PostgreSQL; anything else is an SQLite file path.
     #[arg(long, env = "DATABASE_URL", default_value = "allot.db", global = true)]
@@ -247,6 +274,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// The header trusted proxies name the client in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProxyHeader {
+    /// `X-Forwarded-For: client, proxy1, …` (nginx, HAProxy, Traefik, Caddy, cloud load
+    /// balancers).
+    #[value(name = "x-forwarded-for")]
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1, …` (RFC 7239).
+    Forwarded,
+}
+
 /// A configured token-signing key. Its `Debug` never shows the bytes.
 #[derive(Clone, PartialEq, Eq)]
 pub struct JwtSecret(pub Vec<u8>);
@@ -274,6 +312,41 @@ fn parse_per_minute(text: &str) -> Result<NonZeroU32, String> {
         .ok_or_else(|| format!("requests a minute: a whole number from 1 to {max}"))
 }
 
+/// A network in CIDR notation, or one address (a network of one).
+fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .map(|net| net.trunc())
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{text}` is neither a CIDR network (`10.0.0.0/8`) nor an address"))
+}
+
+/// An origin as a browser sends it in `Origin`: `scheme://host[:port]`, lowercase, nothing after.
+/// `*` is refused: the allowed origins are named (see `edge::cors`).
+fn parse_origin(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text == "*" {
+        return Err(
+            "`*` is not accepted: name each origin (`https://portal.example.com`)".to_owned(),
+        );
+    }
+    let uri: actix_web::http::Uri = text
+        .parse()
+        .map_err(|e| format!("`{text}` is not an origin: {e}"))?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    let bare = uri.authority().is_some_and(|a| !a.as_str().contains('@'))
+        && uri.query().is_none()
+        && !text.ends_with('/')
+        && matches!(uri.path(), "" | "/");
+    if !scheme_ok || !bare || text.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(format!(
+            "`{text}` is not an origin: write `https://host` or `https://host:port`, lowercase, \
+             without a path or a trailing slash, as the browser sends it"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
 fn parse_jwt_secret(text: &str) -> Result<JwtSecret, String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text.trim())
@@ -296,6 +369,40 @@ mod tests {
         assert_eq!(parse_per_minute(" 600 ").unwrap().get(), 600);
         for bad in ["0", "-1", "1.5", "lots", "100000001"] {
             assert!(parse_per_minute(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks_or_single_addresses() {
+        assert_eq!(
+            parse_network(" 10.1.2.3/8").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(
+            parse_network("2001:db8::1").unwrap().to_string(),
+            "2001:db8::1/128"
+        );
+        assert!(parse_network("10.0.0.0/33").is_err());
+        assert!(parse_network("proxy.example").is_err());
+    }
+
+    #[test]
+    fn cors_origins_are_exact_origins_and_never_a_wildcard() {
+        assert_eq!(
+            parse_origin("https://portal.example.com").unwrap(),
+            "https://portal.example.com"
+        );
+        assert!(parse_origin("http://127.0.0.1:3000").is_ok());
+        for bad in [
+            "*",
+            "portal.example.com",
+            "https://portal.example.com/",
+            "https://portal.example.com/app",
+            "https://Portal.example.com",
+            "ftp://portal.example.com",
+            "https://user@portal.example.com",
+        ] {
+            assert!(parse_origin(bad).is_err(), "{bad}");
         }
     }
 

@@ -33,6 +33,18 @@
 //! answer it would first have to read a request head, holding the very connection that is over
 //! the bound for up to the request timeout. Clients treat a closed connection as a retryable
 //! failure.
+//!
+//! Over HTTPS the same holds once the TLS handshake is done (actix bounds the handshake itself, 3
+//! s); the watchdog shuts the TCP socket under the TLS stream. Over HTTP/2 a connection carries
+//! concurrent requests whose heads arrive whole in one frame: each request's body gets the
+//! deadline from its own arrival, and the watchdog closes a connection idle that long.
+//!
+//! Beside this file: [`client`] (who the client is, behind trusted proxies), [`tls`] (HTTPS and
+//! its certificate reloads) and [`cors`] (browsers).
+
+pub(crate) mod client;
+pub(crate) mod cors;
+pub(crate) mod tls;
 
 use std::any::Any;
 use std::cell::Cell;
@@ -152,8 +164,14 @@ pub(crate) fn on_connect(
     timeout: Duration,
 ) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
     move |io, data| {
-        let Some(stream) = io.downcast_ref::<actix_web::rt::net::TcpStream>() else {
-            return;
+        type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
+        let stream = match (
+            io.downcast_ref::<actix_web::rt::net::TcpStream>(),
+            io.downcast_ref::<Tls>(),
+        ) {
+            (Some(plain), _) => plain,
+            (None, Some(tls)) => tls.get_ref().0,
+            (None, None) => return,
         };
         let slot = stream.peer_addr().ok().and_then(|peer| {
             let slot = limit.admit(peer.ip());
@@ -255,7 +273,13 @@ pub(crate) async fn request_deadline(
         let response = next.call(req).await?;
         return Ok(response.map_body(|_, body| EitherBody::left(Held { body, in_app: None })));
     };
-    let deadline = connection.ready_since.get() + connection.timeout;
+    // HTTP/2 multiplexes: the connection may have been busy with other requests since it was
+    // last idle, and this one's head came whole in one frame just now.
+    let deadline = if req.version() == actix_web::http::Version::HTTP_2 {
+        Instant::now() + connection.timeout
+    } else {
+        connection.ready_since.get() + connection.timeout
+    };
     connection.busy.set(connection.busy.get() + 1);
     let in_app = InApp {
         connection,

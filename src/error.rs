@@ -101,6 +101,9 @@ problem_types! {
         MethodNotAllowed = ("method-not-allowed",
             "Method not allowed",
             "The path exists but not with this method; `Allow` lists the ones it has."),
+        CrossOriginRefused = ("cross-origin-refused",
+            "Cross-origin request not allowed",
+            "A browser's preflight (`OPTIONS` with `Access-Control-Request-Method`) came from an origin that is not in `ALLOT_CORS_ORIGINS`, or asked for a method or request header the API does not take. `detail` says which. The browser will not send the request."),
         Conflict = ("conflict",
             "Conflict with the current state",
             "The request conflicts with the current state of the resource."),
@@ -645,7 +648,7 @@ impl From<crate::store::RunError> for ApiError {
 }
 
 /// The catch-all: an error response that is not a problem document yet becomes one, keeping the
-/// status and the headers that matter (`Allow`, `WWW-Authenticate`, `Retry-After`).
+/// status and the headers that matter (`Allow`, `WWW-Authenticate`, `Retry-After`, CORS's).
 pub(crate) fn plain_errors_as_problems<B>(
     res: ServiceResponse<B>,
 ) -> actix_web::Result<ErrorHandlerResponse<B>> {
@@ -657,8 +660,17 @@ pub(crate) fn plain_errors_as_problems<B>(
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
     let status = res.status();
-    let kind = ProblemType::for_status(status);
+    let cors = res
+        .response()
+        .error()
+        .and_then(|e| e.as_error::<actix_cors::CorsError>())
+        .map(ToString::to_string);
+    let kind = match cors {
+        Some(_) => ProblemType::CrossOriginRefused,
+        None => ProblemType::for_status(status),
+    };
     let detail = match kind {
+        ProblemType::CrossOriginRefused => cors.unwrap_or_default(),
         ProblemType::NotFound => format!("No route or resource at {}.", res.request().path()),
         ProblemType::MethodNotAllowed => format!(
             "{} is not allowed on {}.",
@@ -673,6 +685,12 @@ pub(crate) fn plain_errors_as_problems<B>(
     for name in [header::ALLOW, header::WWW_AUTHENTICATE, header::RETRY_AFTER] {
         if let Some(value) = old.headers().get(&name) {
             new.headers_mut().insert(name, value.clone());
+        }
+    }
+    // What CORS added (`ALLOT_CORS_ORIGINS`): a browser reads the problem only with them.
+    for (name, value) in old.headers() {
+        if name.as_str().starts_with("access-control-") || name == header::VARY {
+            new.headers_mut().append(name.clone(), value.clone());
         }
     }
     Ok(ErrorHandlerResponse::Response(

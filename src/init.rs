@@ -103,6 +103,7 @@ pub fn init_if_empty(
                 before: None,
                 after: Some(json!({"kind": owner.kind, "name": owner.name})),
                 request_id: None,
+                client_address: None,
             },
         )?;
         audit::record(
@@ -118,6 +119,7 @@ pub fn init_if_empty(
                     json!({"username": admin.username, "email": admin.email, "role": admin.role}),
                 ),
                 request_id: None,
+                client_address: None,
             },
         )?;
         Ok(Some(Initialised {

@@ -137,7 +137,7 @@ fn serve(config: Config) -> Result<ExitCode, StartupError> {
     let listen = config.listen;
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(config, pool, keys)?;
-        tracing::info!(%listen, port = app.port(), "serving");
+        tracing::info!(%listen, port = app.port(), https = app.https(), "serving");
         match app.run_until_stopped().await {
             Ok(()) => Ok(ExitCode::SUCCESS),
             Err(err) => {

@@ -171,13 +171,42 @@ impl PostfixListeners {
 
 pub struct Application {
     port: u16,
+    https: bool,
     server: Server,
     registry: prometheus::Registry,
+}
+
+/// The certificate to serve HTTPS with, if `ALLOT_TLS_CERT` and `ALLOT_TLS_KEY` are set: both or
+/// neither, and both must load.
+fn certificate(
+    config: &Config,
+) -> Result<Option<std::sync::Arc<crate::edge::tls::Certificate>>, StartupError> {
+    let (cert, key) = match (&config.tls_cert, &config.tls_key) {
+        (None, None) => return Ok(None),
+        (Some(cert), Some(key)) => (cert, key),
+        (Some(_), None) => {
+            return Err(StartupError::new(
+                "ALLOT_TLS_KEY",
+                "ALLOT_TLS_CERT is set but ALLOT_TLS_KEY is not: set both (PEM files) to serve HTTPS, or neither",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(StartupError::new(
+                "ALLOT_TLS_CERT",
+                "ALLOT_TLS_KEY is set but ALLOT_TLS_CERT is not: set both (PEM files) to serve HTTPS, or neither",
+            ));
+        }
+    };
+    crate::edge::tls::Certificate::open(cert, key)
+        .map(Some)
+        .map_err(|e| StartupError::new(e.setting, e.message))
 }
 
 impl Application {
     /// Binds `config.listen` and assembles the server. Must run inside an async runtime.
     pub fn build(config: Config, pool: Pool, keys: jwt::Keys) -> Result<Self, StartupError> {
+        // Before anything is started: a certificate that does not load stops start-up.
+        let certificate = certificate(&config)?;
         let listener = TcpListener::bind(config.listen).map_err(|e| {
             StartupError::new(
                 "ALLOT_LISTEN",
@@ -237,6 +266,7 @@ impl Application {
             checker,
             rate_limits,
         });
+        let https = certificate.is_some();
         let server = HttpServer::new(move || {
             app(
                 state.clone(),
@@ -251,15 +281,32 @@ impl Application {
         // actix's own timer for the first request's head, at the same deadline as the watchdog
         // (see `edge`): whichever fires first, the connection closes.
         .client_request_timeout(request_timeout)
-        .on_connect(crate::edge::on_connect(peers, request_timeout))
-        .listen(listener)
+        .on_connect(crate::edge::on_connect(peers, request_timeout));
+        let server = match &certificate {
+            None => server.listen(listener),
+            Some(certificate) => {
+                let tls = certificate
+                    .server_config()
+                    .map_err(|e| StartupError::new(e.setting, e.message))?;
+                certificate.reload_on_sighup().map_err(|e| {
+                    StartupError::new("ALLOT_TLS_CERT", format!("cannot handle SIGHUP: {e}"))
+                })?;
+                server.listen_rustls_0_23(listener, tls)
+            }
+        }
         .map_err(|e| StartupError::new("ALLOT_LISTEN", e))?
         .run();
         Ok(Self {
             port,
+            https,
             server,
             registry: own_registry,
         })
+    }
+
+    /// Whether it serves HTTPS (`ALLOT_TLS_CERT`) rather than plain HTTP.
+    pub fn https(&self) -> bool {
+        self.https
     }
 
     pub fn port(&self) -> u16 {
@@ -283,9 +330,10 @@ impl Application {
     }
 }
 
-/// One worker's app. The middleware order, outermost first: request id and logging (so every
-/// answer, even an error from an inner layer, carries the id), metrics, then the catch-all that
-/// turns any error that is not a problem document yet into one.
+/// One worker's app. The middleware order, outermost first: request id, client address and
+/// logging (so every answer, even an error from an inner layer, carries the id), metrics, the
+/// request deadline, then the catch-all that turns any error that is not a problem document yet
+/// into one, and CORS.
 fn app(
     state: web::Data<AppState>,
     registry: web::Data<prometheus::Registry>,
@@ -302,6 +350,7 @@ fn app(
     >,
 > {
     let body_limit = state.config.body_limit;
+    let cors = crate::edge::cors::middleware(&state.config.cors_origins);
     App::new()
         .into_utoipa_app()
         .app_data(state)
@@ -318,6 +367,9 @@ fn app(
         .service(SwaggerUi::new("/docs/{_:.*}").config(SwaggerConfig::from("/openapi.json")))
         .default_service(web::to(api::meta::fallback))
         .wrap(from_fn(api::check::sync_after_writes))
+        // Inside the catch-all, so that a refused preflight is a problem document too (the
+        // catch-all keeps the CORS headers of what it converts).
+        .wrap(cors)
         .wrap(ErrorHandlers::new().default_handler(error::plain_errors_as_problems))
         .wrap(from_fn(crate::auth::rate_limit::headers))
         .wrap(from_fn(crate::edge::request_deadline))

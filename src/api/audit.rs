@@ -80,6 +80,11 @@ pub(crate) struct AuditEvent {
     pub after: Option<Value>,
     /// The `X-Request-Id` of the request that made the change.
     pub request_id: Option<String>,
+    /// The address of the client that made the change: the connection's peer, or behind a
+    /// trusted proxy (`ALLOT_TRUSTED_PROXIES`) the address it forwarded. Absent for changes the
+    /// service made itself and for events written before addresses were recorded.
+    #[schema(example = "203.0.113.7")]
+    pub client_address: Option<String>,
 }
 
 /// Members that would hold a secret. No workflow records one (each audits a view without its
@@ -138,6 +143,7 @@ impl From<Row> for AuditEvent {
             before: document(row.before),
             after: document(row.after),
             request_id: row.request_id,
+            client_address: row.client_address,
         }
     }
 }
@@ -407,6 +413,7 @@ fn encode(format: Format, first: bool, rows: Vec<Row>) -> Result<Bytes, std::io:
             json(event.before),
             json(event.after),
             event.request_id.unwrap_or_default(),
+            event.client_address.unwrap_or_default(),
         ];
         writer.write_record(
             record
@@ -421,7 +428,7 @@ fn encode(format: Format, first: bool, rows: Vec<Row>) -> Result<Bytes, std::io:
 }
 
 /// The CSV export's header row.
-const CSV_COLUMNS: [&str; 13] = [
+const CSV_COLUMNS: [&str; 14] = [
     "id",
     "at",
     "actor_kind",
@@ -435,6 +442,7 @@ const CSV_COLUMNS: [&str; 13] = [
     "before",
     "after",
     "request_id",
+    "client_address",
 ];
 
 /// This resource's routes, for [`super::configure`].

@@ -102,12 +102,12 @@ pub(crate) async fn token(
         }))
 }
 
-/// The throttle's keys for a guess at `username`'s password from `request`'s peer: the username
-/// (in any case), which a success forgives, and the address.
+/// The throttle's keys for a guess at `username`'s password from `request`'s client: the username
+/// (in any case), which a success forgives, and the client's address (behind trusted proxies the
+/// forwarded one, so that one client's guesses do not lock out everyone behind the proxy).
 pub(crate) fn throttle_keys(username: &str, request: &HttpRequest) -> Vec<String> {
-    let address = request
-        .peer_addr()
-        .map(|a| a.ip().to_string())
+    let address = crate::edge::client::address(request)
+        .map(|a| a.to_string())
         .unwrap_or_default();
     vec![
         format!("user:{}", username.to_lowercase()),

@@ -162,7 +162,12 @@ async fn answer(checker: &Arc<Checker>, caller: &CheckCaller, question: Question
             question,
             Listener::Http,
             &caller.caller.actor,
-            || crate::telemetry::RequestId::of(&caller.request),
+            || {
+                (
+                    crate::telemetry::RequestId::of(&caller.request),
+                    crate::edge::client::address(&caller.request),
+                )
+            },
         )
         .await
 }

@@ -45,6 +45,8 @@ pub struct Principal {
     pub role: Role,
     /// The request's id, for the audit trail.
     pub request_id: Option<String>,
+    /// The client's address (`edge::client`), for the audit trail.
+    pub client_address: Option<std::net::IpAddr>,
     /// The day the request is judged on: today, by the application's clock.
     pub today: chrono::NaiveDate,
 }
@@ -161,6 +163,7 @@ impl FromRequest for Authenticated {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let token = bearer_token(req);
         let request_id = crate::telemetry::RequestId::of(req);
+        let client_address = crate::edge::client::address(req);
         let req = req.clone();
         Box::pin(async move {
             let state = state.ok_or_else(|| {
@@ -200,6 +203,7 @@ impl FromRequest for Authenticated {
                     node_path: node.path,
                     role: resolved.role,
                     request_id,
+                    client_address,
                     today: state.config.clock.today(),
                 },
                 password_change_only,

@@ -536,15 +536,15 @@ impl Checker {
     }
 
     /// Answers `question` for a caller limited to `scope`, asking through `via`. Only an
-    /// enrolment leaves memory, and only it is audited: as `actor`, with the request id
-    /// `request_id` gives.
+    /// enrolment leaves memory, and only it is audited: as `actor`, with the request id and the
+    /// client address `origin` gives.
     pub async fn check(
         self: &Arc<Self>,
         scope: Scope,
         question: Question,
         via: Listener,
         actor: &Actor,
-        request_id: impl FnOnce() -> Option<String>,
+        origin: impl FnOnce() -> (Option<String>, Option<std::net::IpAddr>),
     ) -> Answer {
         let today = self.settings.clock.today();
         let direction = question.direction;
@@ -552,9 +552,15 @@ impl Checker {
             Decision::Done(outcome) => outcome,
             Decision::Enrol(enrolment) => {
                 let this = Arc::clone(self);
-                let (actor, request_id) = (actor.clone(), request_id());
+                let (actor, (request_id, client_address)) = (actor.clone(), origin());
                 tokio::task::spawn_blocking(move || {
-                    this.enrol(&enrolment, &actor, request_id.as_deref(), today)
+                    let ctx = Ctx {
+                        actor: &actor,
+                        request_id: request_id.as_deref(),
+                        client_address,
+                        today,
+                    };
+                    this.enrol(&enrolment, &ctx)
                 })
                 .await
                 .unwrap_or_else(|err| {
@@ -628,21 +634,10 @@ impl Checker {
     /// ([`service::mailboxes::enrol`], which decides again inside the write transaction from what
     /// the database says: the index may be a moment behind), then brings the index up to date so
     /// the next check finds it. Anything the database cannot answer defers.
-    fn enrol(
-        &self,
-        enrolment: &Enrolment,
-        actor: &Actor,
-        request_id: Option<&str>,
-        today: NaiveDate,
-    ) -> Outcome {
-        let ctx = Ctx {
-            actor,
-            request_id,
-            today,
-        };
+    fn enrol(&self, enrolment: &Enrolment, ctx: &Ctx<'_>) -> Outcome {
         let result = match self.pool.get() {
             Ok(mut conn) => write_tx(&mut conn, |conn| {
-                service::mailboxes::enrol(conn, &ctx, enrolment, self.settings.require_verification)
+                service::mailboxes::enrol(conn, ctx, enrolment, self.settings.require_verification)
             })
             .map_err(|err: ApiError| crate::error::error_chain(&err)),
             Err(err) => Err(err.to_string()),
@@ -722,7 +717,9 @@ impl Ask for Arc<Checker> {
         question: Question,
         via: Listener,
     ) -> impl std::future::Future<Output = Answer> + Send {
-        self.check(Scope::Everything, question, via, &Actor::System, || None)
+        self.check(Scope::Everything, question, via, &Actor::System, || {
+            (None, None)
+        })
     }
 
     fn look_up(&self, lookup: &Lookup) -> Found {

@@ -40,6 +40,8 @@ pub struct Ctx<'a> {
     pub actor: &'a Actor,
     /// The request's id, recorded with every audit record it causes.
     pub request_id: Option<&'a str>,
+    /// The request's client (`edge::client`), recorded likewise.
+    pub client_address: Option<std::net::IpAddr>,
     /// The day limits are judged on: today, in UTC.
     pub today: NaiveDate,
 }
@@ -50,6 +52,7 @@ impl<'a> Ctx<'a> {
         Self {
             actor: &principal.actor,
             request_id: principal.request_id.as_deref(),
+            client_address: principal.client_address,
             today: principal.today,
         }
     }
@@ -59,6 +62,7 @@ impl<'a> Ctx<'a> {
         Ctx {
             actor: &Actor::System,
             request_id: None,
+            client_address: None,
             today,
         }
     }
@@ -84,6 +88,7 @@ impl<'a> Ctx<'a> {
                 before,
                 after,
                 request_id: self.request_id,
+                client_address: self.client_address,
             },
         )
     }

@@ -40,6 +40,7 @@ pub(crate) struct Event<'a> {
     pub before: Option<Value>,
     pub after: Option<Value>,
     pub request_id: Option<&'a str>,
+    pub client_address: Option<std::net::IpAddr>,
 }
 
 /// Appends `event`, with its actor's and its node's names as they are now (in the write's
@@ -66,6 +67,7 @@ pub(crate) fn record(conn: &mut DbConnection, event: Event<'_>) -> QueryResult<(
                     audit_events::before.eq(event.before.map(|v| v.to_string())),
                     audit_events::after.eq(event.after.map(|v| v.to_string())),
                     audit_events::request_id.eq(event.request_id),
+                    audit_events::client_address.eq(event.client_address.map(|a| a.to_string())),
                     audit_events::actor_name.eq($actor_name),
                     audit_events::node_name.eq(node_name),
                 ))
@@ -120,6 +122,7 @@ pub(crate) struct Row {
     pub before: Option<String>,
     pub after: Option<String>,
     pub request_id: Option<String>,
+    pub client_address: Option<String>,
 }
 
 /// Where a newest-first read stands: the `(at, id)` of the last event it gave.

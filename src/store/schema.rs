@@ -63,6 +63,7 @@ diesel::table! {
         request_id -> Nullable<Text>,
         actor_name -> Nullable<Text>,
         node_name -> Nullable<Text>,
+        client_address -> Nullable<Text>,
     }
 }
 

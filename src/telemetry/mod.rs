@@ -1,6 +1,7 @@
 //! Logs and request ids.
 //!
-//! Every request gets an id: the caller's `x-request-id` when it sent a sane one (so a portal's
+//! Every request's log lines name its client's address (the peer's, or behind trusted proxies the
+//! forwarded one: `edge::client`). Every request gets an id: the caller's `x-request-id` when it sent a sane one (so a portal's
 //! trace continues through allot), a fresh UUID v7 otherwise. The id is on every log line of the
 //! request (a tracing span), in the response's `x-request-id` header, and in the request's
 //! extensions for the audit trail.
@@ -105,9 +106,12 @@ pub(crate) async fn request_id(
         .and_then(acceptable)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
+    // Resolved here, once: the span names it, and throttling and the audit trail read it back.
+    let client = crate::edge::client::address(req.request());
     let span = tracing::info_span!(
         "request",
         request_id = %id,
+        client = client.map(tracing::field::display),
         method = %req.method(),
         path = %req.path(),
     );

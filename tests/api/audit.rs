@@ -186,6 +186,8 @@ async fn each_write_reads_back_with_its_actor_its_node_and_their_names_as_they_w
             .as_str()
             .is_some_and(|id| !id.is_empty())
     );
+    // The test client's connections come from loopback (no proxy is trusted here).
+    assert_eq!(update["client_address"], "127.0.0.1");
 
     // The owner's first admin was made by allot itself at first start.
     let owner = admin.node_id().await;
@@ -196,6 +198,7 @@ async fn each_write_reads_back_with_its_actor_its_node_and_their_names_as_they_w
         json!({"kind": "system", "id": null, "name": "system"})
     );
     assert!(first[0]["request_id"].is_null());
+    assert!(first[0]["client_address"].is_null());
 }
 
 #[tokio::test]
@@ -433,7 +436,7 @@ async fn the_csv_export_reads_back_whatever_the_names_hold() {
     let (header, records) = csv_export(&admin, &tree.c1, "").await;
     assert_eq!(
         header.iter().collect::<Vec<_>>().join(","),
-        "id,at,actor_kind,actor_id,actor_name,node_id,node_name,action,target_kind,target_id,before,after,request_id"
+        "id,at,actor_kind,actor_id,actor_name,node_id,node_name,action,target_kind,target_id,before,after,request_id,client_address"
     );
     let events = trail(&admin, &tree.c1, "", 500).await;
     assert_eq!(records.len(), events.len());
@@ -758,4 +761,6 @@ async fn the_checks_enrolments_and_the_command_lines_writes_are_in_the_trail_too
         enrolled[0]["node"],
         json!({"id": customer, "name": "Enrolling"})
     );
+    // The worker's address, as for any write through the API.
+    assert_eq!(enrolled[0]["client_address"], "127.0.0.1");
 }

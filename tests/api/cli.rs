@@ -116,6 +116,94 @@ fn bad_configuration_stops_start_up_with_exit_2_and_one_line_naming_the_setting(
     }
 }
 
+/// A running `allot` whose log lines (JSON) arrive on `log`; killed when dropped, unless stopped.
+pub(crate) struct Logged {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub log: std::sync::mpsc::Receiver<serde_json::Value>,
+    /// The lines read before the port was announced, not waited for yet.
+    early: std::cell::RefCell<Vec<serde_json::Value>>,
+}
+
+impl Logged {
+    /// Sends `signal` (`HUP`, `TERM`, …) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits up to 10 s for a log line whose message is `message`, and returns it.
+    pub fn wait_for(&self, message: &str) -> serde_json::Value {
+        let mut early = self.early.borrow_mut();
+        if let Some(at) = early.iter().position(|event| event["message"] == message) {
+            return early.remove(at);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(event) if event["message"] == message => return event,
+                Ok(_) => {}
+                Err(err) => panic!("no log line {message:?}: {err}"),
+            }
+        }
+    }
+
+    /// SIGTERM, then every line it logged until it exited.
+    pub fn stop(mut self) -> Vec<serde_json::Value> {
+        self.signal("TERM");
+        assert!(self.child.wait().unwrap().success());
+        self.log.iter().collect()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `allot` serving on `db` on a free loopback port with `envs`, JSON logs read into a
+/// channel; returns once it announced its port (HTTP or HTTPS, as `envs` say).
+pub(crate) fn serve_logged(db: &TestDb, envs: &[(&str, &str)]) -> Logged {
+    let mut child = allot(db)
+        .env("ALLOT_LISTEN", "127.0.0.1:0")
+        .env("ALLOT_ADMIN_PASSWORD", crate::helpers::ADMIN_PASSWORD)
+        .env("ALLOT_LOG_FORMAT", "json")
+        .envs(envs.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (sender, log) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(event) = serde_json::from_str(&line) {
+                let _ = sender.send(event);
+            }
+        }
+    });
+    let mut early = Vec::new();
+    let port = loop {
+        let event = log.recv().expect("the server announces its port");
+        if event["message"] == "serving" {
+            break event["port"].as_u64().expect("a port") as u16;
+        }
+        early.push(event);
+    };
+    Logged {
+        child,
+        port,
+        log,
+        early: early.into(),
+    }
+}
+
 /// Starts `allot` serving on `db` on a free loopback port, with the first admin's password
 /// `ADMIN_PASSWORD`; the child and its port, once it answers.
 pub(crate) fn serve(db: &TestDb, envs: &[(&str, &str)]) -> (std::process::Child, u16) {

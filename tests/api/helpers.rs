@@ -87,6 +87,11 @@ fn with_database(server: &str, name: &str) -> String {
 pub fn test_config(database_url: &str) -> Config {
     Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tls_cert: None,
+        tls_key: None,
+        trusted_proxies: Vec::new(),
+        proxy_header: allot::config::ProxyHeader::XForwardedFor,
+        cors_origins: Vec::new(),
         database_url: database_url.to_owned(),
         pool_size: 4,
         jwt_secret: None,
