@@ -122,7 +122,15 @@ impl diesel::r2d2::ManageConnection for Manager {
 
     fn connect(&self) -> Result<DbConnection, ConnectError> {
         match self.backend {
-            Backend::Postgres => Ok(DbConnection::Postgres(PgConnection::establish(&self.url)?)),
+            Backend::Postgres => {
+                // OpenSSL (which the bundled libpq links) is initialised here first, without the
+                // cleanup it would otherwise register with `atexit`: a process that exits while a
+                // pool thread or a test's connection is inside libpq (a one-shot command, a test
+                // binary finishing) then cannot race that cleanup into SIGSEGV. The operating
+                // system frees the memory anyway. Idempotent (a `Once`).
+                openssl_sys::init();
+                Ok(DbConnection::Postgres(PgConnection::establish(&self.url)?))
+            }
             Backend::Sqlite => {
                 let mut conn = SqliteConnection::establish(&self.url)?;
                 // Per-connection settings. WAL lets readers run beside the one writer;
@@ -162,9 +170,10 @@ pub fn connect(url: &str, size: u32) -> Result<Pool, ConnectError> {
     Ok(diesel::r2d2::Pool::builder()
         .max_size(size)
         // Connections are opened on demand only. r2d2 would otherwise keep `min_idle` of them open
-        // by connecting in its background threads, both up front and whenever one is taken; a
-        // process that exits (a start-up error, a one-shot command) while such a thread is inside
-        // libpq races OpenSSL's teardown at exit and dies of SIGSEGV (seen 3 times in 60 starts).
+        // by connecting in its background threads, both up front and whenever one is taken: work
+        // a one-shot command does not need, still running when it exits. (Such a thread inside
+        // libpq once raced OpenSSL's teardown at exit into SIGSEGV, 3 times in 60 starts; the
+        // teardown is now off, see `Manager::connect`.)
         .min_idle(Some(0))
         .connection_timeout(Duration::from_secs(5))
         .build_unchecked(manager))
