@@ -23,17 +23,8 @@ work=$(mktemp -d)
 servers=()
 trap 'for pid in "${servers[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"' EXIT
 export DATABASE_URL="$work/allot.db" ALLOT_ADMIN_PASSWORD="bench password 123"
-"$old" init >/dev/null
-"$old" licence set --starts-on 2026-01-01 --resource "users=$((customers * 100))" --resource "domains=$((customers * 5))" --resource "module:base=$((customers * 100))" >/dev/null
-python3 bench/seed.py --sqlite "$DATABASE_URL" --customers "$customers" 2>/dev/null
-address=$(python3 - "$DATABASE_URL" <<'EOF'
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-with db:
-    db.execute("UPDATE domains SET verified_at = '2026-01-01 00:00:00'")
-print(db.execute("SELECT address FROM mailboxes WHERE origin = 'import' ORDER BY address LIMIT 1").fetchone()[0])
-EOF
-)
+. bench/lib.sh
+address=$(seed_database "$old" "$customers")
 # The new binary migrates the file further; the old one ignores what it does not know.
 "$new" migrate >/dev/null
 
@@ -42,34 +33,17 @@ for which in old new; do
   port[$which]=$([ "$which" = old ] && echo 18091 || echo 18092)
   ALLOT_LOG=warn ALLOT_LISTEN="127.0.0.1:${port[$which]}" ALLOT_WORKERS=2 "${!which}" serve 2>"$work/serve-$which.log" >&2 &
   servers+=("$!")
-  for _ in $(seq 1 600); do curl -fs "http://127.0.0.1:${port[$which]}/healthz" >/dev/null && break; sleep 0.1; done
+  wait_for "${port[$which]}"
 done
 
-base="http://127.0.0.1:${port[new]}"
-token=$(curl -fs "$base/v1/auth/token" -H 'Content-Type: application/json' \
-  -d "{\"username\":\"admin\",\"password\":\"$ALLOT_ADMIN_PASSWORD\"}" | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
-owner=$(curl -fs "$base/v1/me" -H "Authorization: Bearer $token" | sed -E 's/.*"node_id":"([^"]+)".*/\1/')
 own=""
 [ -n "${KEY_RATE_LIMIT:-}" ] && own=", \"rate_limit\": $KEY_RATE_LIMIT"
-key=$(curl -fs "$base/v1/nodes/$owner/api-keys" -H "Authorization: Bearer $token" \
-  -H 'Content-Type: application/json' -d "{\"name\": \"bench worker\", \"role\": \"check\"$own}" |
-  sed -E 's/.*"key":"([^"]+)".*/\1/')
+key=$(check_key "${port[new]}" "$own")
 body="{\"direction\": \"outbound\", \"address\": \"$address\"}"
 # The old server learns of the new key from the change feed: wait until both answer.
-for which in old new; do
-  for _ in $(seq 1 100); do
-    curl -fs "http://127.0.0.1:${port[$which]}/v1/check" -H "Authorization: Bearer $key" \
-      -H 'Content-Type: application/json' -d "$body" >/dev/null && break
-    sleep 0.1
-  done
-done
-echo "check: $(curl -fs -D - "$base/v1/check" -H "Authorization: Bearer $key" -H 'Content-Type: application/json' -d "$body" | tr -d '\r' | grep -iE '^(ratelimit|\{)')"
-cat >"$work/check.lua" <<EOF
-wrk.method = "POST"
-wrk.body = '$body'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $key"
-EOF
+for which in old new; do check_answered "${port[$which]}" "$key" "$body"; done
+echo "check: $(curl -fs -D - "http://127.0.0.1:${port[new]}/v1/check" -H "Authorization: Bearer $key" -H 'Content-Type: application/json' -d "$body" | tr -d '\r' | grep -iE '^(ratelimit|\{)')"
+check_script "$work/check.lua" "$key" "$body"
 
 summary() { grep -E ' 50%| 99%|Requests/sec|Non-2xx'; }
 for round in $(seq 1 "$rounds"); do

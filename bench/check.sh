@@ -35,17 +35,8 @@ work=$(mktemp -d)
 servers=()
 trap 'for pid in "${servers[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"' EXIT
 export DATABASE_URL="$work/allot.db" ALLOT_ADMIN_PASSWORD="bench password 123"
-"$bin" init >/dev/null
-"$bin" licence set --starts-on 2026-01-01 --resource "users=$((customers * 100))" --resource "domains=$((customers * 5))" --resource "module:base=$((customers * 100))" >/dev/null
-python3 bench/seed.py --sqlite "$DATABASE_URL" --customers "$customers" 2>/dev/null
-address=$(python3 - "$DATABASE_URL" <<'EOF'
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-with db:
-    db.execute("UPDATE domains SET verified_at = '2026-01-01 00:00:00'")
-print(db.execute("SELECT address FROM mailboxes WHERE origin = 'import' ORDER BY address LIMIT 1").fetchone()[0])
-EOF
-)
+. bench/lib.sh
+address=$(seed_database "$bin" "$customers")
 echo "mailboxes: $(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM mailboxes').fetchone()[0])" "$DATABASE_URL")"
 
 # One server per log level on the same data: HTTP on 1808x, policy on 1904x, socketmap on 1905x.
@@ -59,36 +50,22 @@ for level in info warn; do
     "$bin" serve 2>"$work/serve-$level.log" >&2 &
   pid[$level]=$!
   servers+=("$!")
-  for _ in $(seq 1 600); do curl -fs "http://127.0.0.1:${http[$level]}/healthz" >/dev/null && break; sleep 0.1; done
-  echo "ALLOT_LOG=$level: $(grep -o 'check index built.*' "$work/serve-$level.log" || true)"
+  wait_for "${http[$level]}"
 done
+# The index is built in the background once the server listens: its line (at `info` only).
+for _ in $(seq 1 600); do grep -q 'check index built' "$work/serve-info.log" && break; sleep 0.1; done
+echo "$(grep -o 'check index built.*' "$work/serve-info.log" || true)"
 
 port=${http[warn]}
-token=$(curl -fs "http://127.0.0.1:$port/v1/auth/token" -H 'Content-Type: application/json' \
-  -d "{\"username\":\"admin\",\"password\":\"$ALLOT_ADMIN_PASSWORD\"}" | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
-owner=$(curl -fs "http://127.0.0.1:$port/v1/me" -H "Authorization: Bearer $token" | sed -E 's/.*"node_id":"([^"]+)".*/\1/')
-key=$(curl -fs "http://127.0.0.1:$port/v1/nodes/$owner/api-keys" -H "Authorization: Bearer $token" \
-  -H 'Content-Type: application/json' -d '{"name": "bench worker", "role": "check"}' |
-  sed -E 's/.*"key":"([^"]+)".*/\1/')
+key=$(check_key "$port")
 # A known sender: the check reads the index and marks the mailbox seen. The other server learns
 # of the new key from the change feed: wait until both answer.
 body="{\"direction\": \"outbound\", \"address\": \"$address\"}"
 curl -fs "http://127.0.0.1:$port/v1/check" -H "Authorization: Bearer $key" -H 'Content-Type: application/json' -d "$body" >/dev/null ||
   body="{\"address\": \"$address\"}"
-for level in info warn; do
-  for _ in $(seq 1 100); do
-    curl -fs "http://127.0.0.1:${http[$level]}/v1/check" -H "Authorization: Bearer $key" \
-      -H 'Content-Type: application/json' -d "$body" >/dev/null && break
-    sleep 0.1
-  done
-done
+for level in info warn; do check_answered "${http[$level]}" "$key" "$body"; done
 echo "check: $(curl -fs "http://127.0.0.1:$port/v1/check" -H "Authorization: Bearer $key" -H 'Content-Type: application/json' -d "$body")"
-cat >"$work/check.lua" <<EOF
-wrk.method = "POST"
-wrk.body = '$body'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $key"
-EOF
+check_script "$work/check.lua" "$key" "$body"
 
 summary() { sed -n '/Latency Distribution/,/Requests\/sec/p' | grep -E ' 50%| 99%|Requests/sec|not accepted'; }
 # One load at one level, for 10 s, with its command printed; wrk's or loadgen's summary follows.
