@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::process::{Command, Output, Stdio};
+use std::process::{ChildStderr, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::helpers::TestDb;
@@ -167,9 +167,9 @@ impl Drop for Logged {
     }
 }
 
-/// Starts `allot` serving on `db` on a free loopback port with `envs`, JSON logs read into a
-/// channel; returns once it announced its port (HTTP or HTTPS, as `envs` say).
-pub(crate) fn serve_logged(db: &TestDb, envs: &[(&str, &str)]) -> Logged {
+/// `allot serve` on `db` on a free loopback port with `envs`, the first admin's password
+/// `ADMIN_PASSWORD`, JSON logs: the child and its standard error, to be read.
+fn spawn_serving(db: &TestDb, envs: &[(&str, &str)]) -> (std::process::Child, ChildStderr) {
     let mut child = allot(db)
         .env("ALLOT_LISTEN", "127.0.0.1:0")
         .env("ALLOT_ADMIN_PASSWORD", crate::helpers::ADMIN_PASSWORD)
@@ -179,8 +179,15 @@ pub(crate) fn serve_logged(db: &TestDb, envs: &[(&str, &str)]) -> Logged {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (sender, log) = std::sync::mpsc::channel::<serde_json::Value>();
     let stderr = child.stderr.take().unwrap();
+    (child, stderr)
+}
+
+/// Starts `allot` serving on `db` on a free loopback port with `envs`, JSON logs read into a
+/// channel; returns once it announced its port (HTTP or HTTPS, as `envs` say).
+pub(crate) fn serve_logged(db: &TestDb, envs: &[(&str, &str)]) -> Logged {
+    let (child, stderr) = spawn_serving(db, envs);
+    let (sender, log) = std::sync::mpsc::channel::<serde_json::Value>();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Ok(event) = serde_json::from_str(&line) {
@@ -207,16 +214,7 @@ pub(crate) fn serve_logged(db: &TestDb, envs: &[(&str, &str)]) -> Logged {
 /// Starts `allot` serving on `db` on a free loopback port, with the first admin's password
 /// `ADMIN_PASSWORD`; the child and its port, once it answers.
 pub(crate) fn serve(db: &TestDb, envs: &[(&str, &str)]) -> (std::process::Child, u16) {
-    let mut child = allot(db)
-        .env("ALLOT_LISTEN", "127.0.0.1:0")
-        .env("ALLOT_ADMIN_PASSWORD", crate::helpers::ADMIN_PASSWORD)
-        .env("ALLOT_LOG_FORMAT", "json")
-        .envs(envs.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let (child, stderr) = spawn_serving(db, envs);
     let mut lines = BufReader::new(stderr).lines();
     // JSON logs: the line announcing the server names the port it bound.
     let port = lines
