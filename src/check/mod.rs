@@ -106,11 +106,13 @@ pub(crate) enum Found {
 /// The Postfix listeners are written against this, so their protocol handling is tested apart from
 /// the database.
 pub(crate) trait Ask: Send + Sync + 'static {
-    /// Answers one question for a caller who may ask about the whole tree, counted as `via`'s.
+    /// Answers one question for a caller who may ask about the whole tree, counted as `via`'s,
+    /// on a connection from `origin` (whom an enrolment it causes is audited with).
     fn ask(
         &self,
         question: Question,
         via: Listener,
+        origin: &Origin,
     ) -> impl std::future::Future<Output = Answer> + Send;
 
     /// Looks a key up in one of the other tables, from memory.
@@ -118,6 +120,14 @@ pub(crate) trait Ask: Send + Sync + 'static {
 
     /// The counters of the listeners' connections.
     fn metrics(&self) -> &Metrics;
+}
+
+/// A Postfix listener's connection: its request id (which its lookups log under) and the peer's
+/// address, recorded with the audit record of an enrolment it causes, as an API request's are.
+#[derive(Debug, Clone)]
+pub(crate) struct Origin {
+    pub request_id: String,
+    pub peer: std::net::IpAddr,
 }
 
 /// Who asks, as the check resolved the credential from memory: whom an enrolment is audited as,
@@ -672,7 +682,7 @@ async fn accept_forever<F, Fut>(
     peers: Arc<crate::edge::PeerLimit>,
     serve: F,
 ) where
-    F: Fn(tokio::net::TcpStream, String) -> Fut,
+    F: Fn(tokio::net::TcpStream, Origin) -> Fut,
     Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
 {
     use tracing::Instrument;
@@ -687,7 +697,13 @@ async fn accept_forever<F, Fut>(
                 // Each connection has a request id of its own, which its lookups log under.
                 let request_id = uuid::Uuid::now_v7().to_string();
                 let span = tracing::debug_span!("connection", listener = what, %peer, request_id);
-                let served = serve(stream, request_id);
+                let served = serve(
+                    stream,
+                    Origin {
+                        request_id,
+                        peer: peer.ip(),
+                    },
+                );
                 connections.accepted.inc();
                 let open = connections.open.clone();
                 open.inc();
@@ -716,9 +732,10 @@ impl Ask for Arc<Checker> {
         &self,
         question: Question,
         via: Listener,
+        origin: &Origin,
     ) -> impl std::future::Future<Output = Answer> + Send {
         self.check(Scope::Everything, question, via, &Actor::System, || {
-            (None, None)
+            (Some(origin.request_id.clone()), Some(origin.peer))
         })
     }
 
@@ -737,8 +754,8 @@ mod fake {
     use std::sync::Mutex;
 
     use super::{
-        Answer, Ask, Found, LicenceRefusals, Listener, Lookup, Metrics, Outcome, Question, Reason,
-        Target,
+        Answer, Ask, Found, LicenceRefusals, Listener, Lookup, Metrics, Origin, Outcome, Question,
+        Reason, Target,
     };
 
     /// Knows `example.com` (routed to `mx.example.net`) and `known@example.com`, has
@@ -760,7 +777,7 @@ mod fake {
     }
 
     impl Ask for Fake {
-        async fn ask(&self, question: Question, _: Listener) -> Answer {
+        async fn ask(&self, question: Question, _: Listener, _: &Origin) -> Answer {
             let reason = match &question.target {
                 Target::Domain(domain) if domain.as_str() == "example.com" => Reason::Ok,
                 Target::Domain(_) => Reason::UnknownDomain,

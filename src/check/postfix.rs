@@ -38,7 +38,7 @@ use tokio::io::{
 };
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{Answer, Ask, Direction, Listener, Question, Target, Verdict};
+use super::{Answer, Ask, Direction, Listener, Origin, Question, Target, Verdict};
 use crate::domain::address::MailAddress;
 use crate::domain::text_enum;
 
@@ -194,10 +194,16 @@ pub(crate) async fn serve<A: Ask>(
     peers: Arc<crate::edge::PeerLimit>,
 ) {
     let connections = asker.metrics().policy.clone();
-    super::accept_forever(listener, "policy", connections, peers, move |stream, _| {
-        let asker = Arc::clone(&asker);
-        async move { connection(stream, &*asker, mode).await }
-    })
+    super::accept_forever(
+        listener,
+        "policy",
+        connections,
+        peers,
+        move |stream, origin| {
+            let asker = Arc::clone(&asker);
+            async move { connection(stream, &*asker, mode, &origin).await }
+        },
+    )
     .await;
 }
 
@@ -215,6 +221,7 @@ async fn connection<A: Ask>(
     mut stream: TcpStream,
     asker: &A,
     mode: PolicyDirection,
+    origin: &Origin,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let (read, mut write) = stream.split();
@@ -248,7 +255,8 @@ async fn connection<A: Ask>(
                             module: None,
                             enrol: None,
                         };
-                        let action = action_for(&asker.ask(question, Listener::Policy).await);
+                        let action =
+                            action_for(&asker.ask(question, Listener::Policy, origin).await);
                         tracing::debug!(%direction, address = stored, action, "policy lookup");
                         action
                     }

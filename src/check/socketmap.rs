@@ -34,7 +34,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{Answer, Ask, Direction, Found, Listener, Lookup, Question, Target, Verdict};
+use super::{Answer, Ask, Direction, Found, Listener, Lookup, Origin, Question, Target, Verdict};
 use crate::domain::address::{DomainName, MailAddress};
 
 /// The longest request payload. A request is a map name and a key; an address is at most 254
@@ -160,15 +160,15 @@ pub(crate) async fn serve<A: Ask>(
         "socketmap",
         connections,
         peers,
-        move |stream, _| {
+        move |stream, origin| {
             let asker = Arc::clone(&asker);
-            async move { connection(stream, &*asker).await }
+            async move { connection(stream, &*asker, &origin).await }
         },
     )
     .await;
 }
 
-async fn connection<A: Ask>(mut stream: TcpStream, asker: &A) -> io::Result<()> {
+async fn connection<A: Ask>(mut stream: TcpStream, asker: &A, origin: &Origin) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut buf = Vec::with_capacity(READ_CHUNK);
     loop {
@@ -198,7 +198,10 @@ async fn connection<A: Ask>(mut stream: TcpStream, asker: &A) -> io::Result<()> 
                             module: None,
                             enrol: Some(false),
                         };
-                        reply_for(&asker.ask(question, Listener::Socketmap).await, address)
+                        reply_for(
+                            &asker.ask(question, Listener::Socketmap, origin).await,
+                            address,
+                        )
                     }
                 };
                 tracing::debug!(request = ?next, reply, "socketmap lookup");

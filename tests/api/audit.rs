@@ -8,7 +8,7 @@ use crate::helpers::{Caller, TestApp, admin_app, spawn_app, spawn_app_on};
 use crate::principals::account;
 
 /// Every event of `node`'s trail matching `query`, walking its pages of `limit`.
-async fn trail(caller: &Caller<'_>, node: &str, query: &str, limit: u32) -> Vec<Value> {
+pub(crate) async fn trail(caller: &Caller<'_>, node: &str, query: &str, limit: u32) -> Vec<Value> {
     let mut events = Vec::new();
     let mut cursor: Option<String> = None;
     loop {

@@ -671,6 +671,13 @@ async fn postfix_asks_through_the_policy_and_socketmap_listeners() {
         ["fresh@c1.example"],
         "only the sender was enrolled"
     );
+    // Audited as the service's, with the connection's request id and Postfix's address, as an
+    // API request's enrolment is with its own.
+    let audited = crate::audit::trail(&admin, &tree.c1, "action=mailbox.enrol", 50).await;
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert_eq!(audited[0]["actor"]["kind"], "system");
+    assert_eq!(audited[0]["client_address"], "127.0.0.1");
+    assert!(audited[0]["request_id"].is_string(), "{}", audited[0]);
     assert_eq!(
         exchange(&mut stream, b"no equals sign\n\n", b"\n\n").await,
         "action=DEFER_IF_PERMIT malformed policy request\n\n"
