@@ -920,12 +920,17 @@ mod tests {
         },
         /// An admin above `node` sets its ratio.
         Ratio { node: usize, permille: i64 },
-        /// A seat taken at `node` (counted up its lineage).
-        Take { node: usize },
+        /// Up to `seats` seats taken one by one at `node` (each counted up its lineage), as long as
+        /// they are admitted.
+        Take { node: usize, seats: usize },
     }
 
     fn op() -> impl Strategy<Value = Op> {
-        let span = (0..DAYS, proptest::option::of(1..DAYS));
+        // Half the spans start today, so that seats (taken today) meet limits that count.
+        let span = (
+            prop_oneof![Just(0i64), 0..DAYS],
+            proptest::option::of(1..DAYS),
+        );
         prop_oneof![
             (1..8usize, 0..60i64, span.clone()).prop_map(|(node, amount, (start, len))| {
                 Op::Grant {
@@ -946,8 +951,8 @@ mod tests {
             ),
             (0..200i64, span).prop_map(|(amount, (start, len))| Op::Licence { amount, start, len }),
             (1..8usize, 1000..4000i64).prop_map(|(node, permille)| Op::Ratio { node, permille }),
-            (0..8usize).prop_map(|node| Op::Take { node }),
-            (0..8usize).prop_map(|node| Op::Take { node }),
+            (0..8usize, 1..40usize).prop_map(|(node, seats)| Op::Take { node, seats }),
+            (0..8usize, 1..40usize).prop_map(|(node, seats)| Op::Take { node, seats }),
         ]
     }
 
@@ -1006,12 +1011,15 @@ mod tests {
                             ratios[node] = ratio;
                         }
                     }
-                    Op::Take { node } => {
-                        let standing = |n: usize| Standing { limit: total_at(&grants(&rows, |r| r.node == n), day(0)), used: used[n] };
-                        let lineage = lineage_of(node);
-                        let ancestors = lineage[1..].iter().map(|&a| (id(a), standing(a))).collect();
-                        let mut bundle = Bundle::with_ancestors(id(node), day(0), vec![("users".to_owned(), standing(node))], vec![ancestors]);
-                        if bundle.take_one().is_ok() {
+                    Op::Take { node, seats } => {
+                        for _ in 0..seats {
+                            let standing = |n: usize| Standing { limit: total_at(&grants(&rows, |r| r.node == n), day(0)), used: used[n] };
+                            let lineage = lineage_of(node);
+                            let ancestors = lineage[1..].iter().map(|&a| (id(a), standing(a))).collect();
+                            let mut bundle = Bundle::with_ancestors(id(node), day(0), vec![("users".to_owned(), standing(node))], vec![ancestors]);
+                            if bundle.take_one().is_err() {
+                                break;
+                            }
                             for n in lineage {
                                 used[n] += 1;
                             }
