@@ -218,17 +218,71 @@ async fn a_customer_with_room_is_refused_when_its_reseller_has_no_real_seat_left
 async fn racing_customers_of_an_oversold_reseller_take_exactly_its_real_seats() {
     owner_app!(app, admin, owner);
     let (reseller, customers) = oversold(&admin, &owner, 10, 32, 1).await;
-    let attempts = customers.iter().enumerate().map(|(i, customer)| {
-        let admin = &admin;
-        async move {
+    race_for_ten(&app, &admin, &reseller, &customers).await;
+}
+
+/// The 32 racers hang under two resellers of their own below the overselling one: each create
+/// locks only its customer and that customer's parent, so the two halves meet only at the
+/// overselling reseller's usage counters, which the seat check locks (PostgreSQL).
+#[tokio::test]
+async fn racers_under_different_sub_resellers_are_serialised_at_the_oversold_one() {
+    owner_app!(app, admin, owner);
+    licensed(&admin).await;
+    let reseller = admin.create_child(&owner, "reseller", "Seller").await;
+    admin.grant(&reseller, "users", 10).await;
+    admin.grant(&reseller, "module:base", 200).await;
+    admin.grant(&reseller, "domains", 200).await;
+    admin
+        .put_expect(
+            &format!("/v1/nodes/{reseller}/oversell"),
+            &json!({"ratios": {"users": 4}}),
+            200,
+        )
+        .await;
+    let mut customers = Vec::new();
+    for half in 0..2 {
+        let sub = admin
+            .create_child(&reseller, "reseller", &format!("Sub {half}"))
+            .await;
+        for (resource, amount) in [("users", 16), ("module:base", 32), ("domains", 16)] {
+            admin.grant(&sub, resource, amount).await;
+        }
+        for i in 0..16 {
+            let n = half * 16 + i;
+            let customer = admin
+                .create_child(&sub, "customer", &format!("Customer {n}"))
+                .await;
+            for resource in ["users", "module:base", "domains"] {
+                admin.grant(&customer, resource, 1).await;
+            }
+            admin
+                .register_domain(&customer, &format!("c{n}.example"))
+                .await;
+            customers.push(customer);
+        }
+    }
+    race_for_ten(&app, &admin, &reseller, &customers).await;
+}
+
+/// Races one mailbox create for each of `customers` (customer i on `c{i}.example`): exactly 10
+/// are made, the rest refused naming `reseller`.
+async fn race_for_ten(
+    app: &TestApp,
+    admin: &crate::helpers::Caller<'_>,
+    reseller: &str,
+    customers: &[String],
+) {
+    let attempts = customers
+        .iter()
+        .enumerate()
+        .map(|(i, customer)| async move {
             admin
                 .post(
                     &format!("/v1/nodes/{customer}/mailboxes"),
                     &json!({"address": format!("racer@c{i}.example")}),
                 )
                 .await
-        }
-    });
+        });
     let responses = futures_util::future::join_all(attempts).await;
     let mut created = 0;
     for response in responses {
@@ -246,7 +300,7 @@ async fn racing_customers_of_an_oversold_reseller_take_exactly_its_real_seats() 
         }
     }
     assert_eq!(created, 10, "exactly the real seats there were");
-    let report = admin.usage(&reseller, "users").await;
+    let report = admin.usage(reseller, "users").await;
     assert_eq!(
         (report["used"].as_i64(), report["allocated"].as_i64()),
         (Some(10), Some(32))
