@@ -357,7 +357,12 @@ fn verify_reports_an_oversold_node_and_exits_1() {
         stdout.contains(&format!("node {reseller} has the path /elsewhere/")),
         "{stdout}"
     );
-    assert!(stdout.contains("4 violation"), "{stdout}");
+    // Those 3 domains are more than the reseller holds (none): the use invariant.
+    assert!(
+        stdout.contains(&format!("node {reseller}'s subtree uses 3 domains")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("5 violation"), "{stdout}");
 }
 
 /// At `info`, every request is a line, except the check's answered ones: those are counted in
