@@ -133,7 +133,7 @@ pub struct Config {
     )]
     pub audit_retention_days: Option<u32>,
 
-    /// How the check answers refusals a customer can fix by buying or paying (`users_exhausted`,
+    /// How the check answers refusals a customer can fix by buying or paying (`users_exhausted`, `ancestor_exhausted`,
     /// `over_limit`, `module_not_licensed`, `node_suspended`): `temporary` (4.7.1, the mail stays
     /// queued at the sender) or `permanent` (5.7.1, it bounces).
     #[arg(

@@ -110,6 +110,9 @@ problem_types! {
         QuotaExceeded = ("quota-exceeded",
             "Not enough licence left",
             "The change would hand out more than the tree allows. `node_id` is where it failed, `resource` and `at` (the first day that fails) say what and when, `limit` is the limit there that day, `requested` the units that had to fit and `available` what was free. Nothing was changed."),
+        AncestorExhausted = ("ancestor-exhausted",
+            "An ancestor has no seat left",
+            "The customer has room of its own, but `node_id`, one of its ancestors (a reseller selling more than it holds, or the owner), already uses every real seat of `resource` within its subtree: `limit` is that ancestor's limit today and `used` what its subtree uses. A seat frees when any customer below it frees one, or when that ancestor's parent raises its limit. Nothing was changed."),
         NameTaken = ("name-taken",
             "The name is taken",
             "The name is in use: a sibling node's name, or a username (usernames are unique installation-wide)."),
@@ -259,6 +262,9 @@ pub struct Problem {
     /// For `quota-exceeded`: the units that were free.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub available: Option<i64>,
+    /// For `ancestor-exhausted`: what the ancestor's subtree uses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used: Option<i64>,
     /// For `module-required` and `module-excluded`: the other module, to assign or remove first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
@@ -286,6 +292,7 @@ impl Problem {
             limit: None,
             requested: None,
             available: None,
+            used: None,
             module: None,
             rows: None,
             collisions: None,
@@ -412,6 +419,7 @@ impl ApiError {
             Self::PasswordChangeRequired => ProblemType::PasswordChangeRequired,
             Self::NotFound => ProblemType::NotFound,
             Self::Conflict(_) => ProblemType::Conflict,
+            Self::QuotaExceeded(refusal) if refusal.ancestor => ProblemType::AncestorExhausted,
             Self::QuotaExceeded(_) => ProblemType::QuotaExceeded,
             Self::NameTaken(_) => ProblemType::NameTaken,
             Self::NotEmpty(_) => ProblemType::NotEmpty,
@@ -474,6 +482,9 @@ impl ApiError {
             problem.limit = Some(refusal.limit);
             problem.requested = Some(refusal.requested);
             problem.available = Some(refusal.available);
+            if refusal.ancestor {
+                problem.used = refusal.used;
+            }
         }
         problem
     }

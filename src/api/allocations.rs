@@ -1,7 +1,9 @@
 //! Allocations: grants of a resource to a node from its parent, over a span of days.
 
 use actix_web::http::header;
-use actix_web::{HttpResponse, get, patch, post, web};
+use std::collections::BTreeMap;
+
+use actix_web::{HttpResponse, get, patch, post, put, web};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -271,8 +273,8 @@ pub struct UpdateAllocation {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct UpdateAllocationQuery {
-    /// Allow lowering a customer's limit below what it uses now; it then reports `over_limit` and
-    /// new usage is refused.
+    /// Allow lowering a node's limit below what it (with its subtree) uses now; a customer then
+    /// reports `over_limit`, and new usage there, or anywhere below a reseller, is refused.
     pub allow_over_limit: Option<bool>,
 }
 
@@ -331,10 +333,117 @@ pub(crate) async fn update_allocation(
     Ok(respond(allocation))
 }
 
+/// A node's oversell ratios (issue 16).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct OversellView {
+    pub node_id: NodeId,
+    /// Per resource, how many times its own limit the node may grant its children in total on any
+    /// day (⌊ratio × limit⌋). Resources not listed have 1.0: no overselling. However much it
+    /// grants, the seats taken within its subtree never exceed its own limit.
+    #[schema(example = json!({"users": 2.5}))]
+    pub ratios: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetOversell {
+    /// The node's whole set of ratios: per resource (`users`, `domains`, `module:<code>`) a
+    /// number from 1 to 100 with at most three decimals. A resource not listed goes back to 1.0.
+    #[schema(example = json!({"users": 2.5}))]
+    pub ratios: BTreeMap<String, f64>,
+}
+
+fn oversell_view(node_id: NodeId, ratios: &BTreeMap<String, quota::Ratio>) -> OversellView {
+    OversellView {
+        node_id,
+        ratios: service::oversell::view(ratios),
+    }
+}
+
+/// The node's oversell ratios: how many times its own limit it may grant its children, per
+/// resource. Readable wherever the node is.
+#[utoipa::path(
+    tag = "allocations",
+    security(("accessToken" = []), ("apiKey" = [])),
+    params(("id" = NodeId, Path)),
+    responses(
+        (status = 200, description = "The ratios other than 1.0", body = OversellView),
+        Guarded,
+    )
+)]
+#[get("/v1/nodes/{id}/oversell")]
+pub(crate) async fn get_oversell(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<NodeId>,
+) -> Result<web::Json<OversellView>, ApiError> {
+    let id = id.into_inner();
+    let view = store::run(&state.pool, move |conn| {
+        let node = principal.may_read(nodes::find(conn, id)?)?;
+        Ok::<_, ApiError>(oversell_view(
+            node.id,
+            &store::oversell::all_of(conn, node.id)?,
+        ))
+    })
+    .await?;
+    Ok(web::Json(view))
+}
+
+/// Sets the node's oversell ratios, with its allocations: as with them, only an admin strictly
+/// above `{id}` may, so no node raises its own. The whole set is replaced (a resource not listed
+/// goes back to 1.0) and the change audited as `node.oversell.update`. Refused with
+/// `quota-exceeded` when the node has granted its children more, on some day, than the new ratio
+/// allows.
+///
+/// Rules the body's schema cannot state: each key must be `users`, `domains` or a module of the
+/// catalogue, each ratio has at most three decimals, and a customer (which grants nothing) keeps
+/// 1.0.
+#[utoipa::path(
+    tag = "allocations",
+    security(("accessToken" = []), ("apiKey" = [])),
+    params(("id" = NodeId, Path)),
+    request_body = SetOversell,
+    responses(
+        (status = 200, description = "The ratios now set", body = OversellView),
+        Guarded,
+        (status = 409, description = "The node granted more than the new ratio allows (`quota-exceeded`), or the caller stands inside the node's suspension (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A ratio out of range or with more than three decimals, a resource the catalogue does not know, or a ratio for a customer (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[put("/v1/nodes/{id}/oversell")]
+pub(crate) async fn set_oversell(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<NodeId>,
+    body: Json<SetOversell>,
+) -> Result<web::Json<OversellView>, ApiError> {
+    let mut fields = Fields::default();
+    let mut ratios = BTreeMap::new();
+    for (resource, ratio) in body.0.ratios {
+        let field = format!("ratios.{resource}");
+        if let Some(ratio) = fields.check(&field, quota::Ratio::from_decimal(ratio)) {
+            ratios.insert(resource, ratio);
+        }
+    }
+    fields.finish()?;
+    let id = id.into_inner();
+    let view = common::write(&state.pool, move |conn| {
+        // The node and its parent locked: no grant from or to it is decided meanwhile.
+        let found = nodes::find_locked(conn, id, &[])?;
+        let node = principal.may_administer(found, Reach::Below)?;
+        let set = service::oversell::replace(conn, &node, &Ctx::of(&principal), ratios)?;
+        Ok::<_, ApiError>(oversell_view(node.id, &set))
+    })
+    .await?;
+    Ok(web::Json(view))
+}
+
 /// This resource's routes, for [`super::configure`].
 pub(crate) fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
     cfg.service(create_allocation)
         .service(list_allocations)
         .service(get_allocation)
-        .service(update_allocation);
+        .service(update_allocation)
+        .service(get_oversell)
+        .service(set_oversell);
 }

@@ -193,7 +193,7 @@ crate::error::problem_answers! {
 /// `defer` (temporary: keep the mail queued and try again; never treat it as accept), and
 /// `smtp_code` with `smtp_status` is the SMTP reply to give. `reason` is one of a stable set:
 /// `ok`, `unknown_domain`, `domain_unverified`, `domain_disabled`, `node_suspended`,
-/// `unknown_mailbox`, `mailbox_disabled`, `users_exhausted`, `over_limit`,
+/// `unknown_mailbox`, `mailbox_disabled`, `users_exhausted`, `ancestor_exhausted`, `over_limit`,
 /// `module_not_licensed`, `module_not_assigned`, `not_in_scope`, `unavailable`. What the customer
 /// can fix by buying or paying defers unless the operator made it permanent
 /// (`ALLOT_LICENCE_REFUSALS`). An unknown recipient is accepted when the customer's

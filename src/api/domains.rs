@@ -237,7 +237,7 @@ fn respond(status: actix_web::http::StatusCode, domain: &Domain) -> HttpResponse
     responses(
         (status = 201, description = "Registered, pending verification", body = DomainView, headers(("Location" = String), ("ETag" = String))),
         Guarded,
-        (status = 409, description = "Verified by another customer, or claimed by this one already (`domain-taken`), no `domains` unit free (`quota-exceeded`), or the customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Verified by another customer, or claimed by this one already (`domain-taken`), no `domains` unit free (`quota-exceeded`), or an ancestor has no real seat of it left (`ancestor-exhausted`), or the customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields (a name with a label mixing scripts beyond UTS #39's Highly Restrictive level among them), or the node is not a customer", body = Problem, content_type = "application/problem+json"),
     )
 )]

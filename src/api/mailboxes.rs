@@ -183,7 +183,7 @@ pub(crate) fn customer<L>(node: Authorised<L>) -> Result<Authorised<L>, ApiError
     responses(
         (status = 201, description = "Created", body = MailboxView, headers(("Location" = String), ("ETag" = String))),
         Guarded,
-        (status = 409, description = "The address exists (`address-taken`), no `users` or `module:base` seat is free (`quota-exceeded`, naming the resource), or the customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The address exists (`address-taken`), no `users` or `module:base` seat is free (`quota-exceeded`, naming the resource), or an ancestor has no real seat of it left (`ancestor-exhausted`), or the customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, a role address, a domain that is not the customer's, or a node that is not a customer (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -553,7 +553,7 @@ pub(crate) async fn disable_mailbox(
     responses(
         (status = 200, description = "Enabled", body = MailboxView, headers(("ETag" = String))),
         Guarded,
-        (status = 409, description = "A seat is not free (`quota-exceeded`), or the customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A seat is not free (`quota-exceeded`), or an ancestor has no real seat of it left (`ancestor-exhausted`), or the customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/mailboxes/{id}/enable")]

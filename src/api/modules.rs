@@ -376,7 +376,7 @@ pub(crate) async fn delete_module(
     responses(
         (status = 200, description = "The mailbox with its modules", body = MailboxView, headers(("ETag" = String))),
         Guarded,
-        (status = 409, description = "A requirement is missing (`module-required`), an exclusion is held (`module-excluded`), no seat is free (`quota-exceeded`), the module is retired or the mailbox is a role address (`conflict`), or the customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A requirement is missing (`module-required`), an exclusion is held (`module-excluded`), no seat is free (`quota-exceeded`), or an ancestor has no real seat of it left (`ancestor-exhausted`), the module is retired or the mailbox is a role address (`conflict`), or the customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`{code}` is a per-customer module (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -492,7 +492,7 @@ pub(crate) async fn list_node_modules(
     responses(
         (status = 200, description = "The customer's modules", body = NodeModules),
         Guarded,
-        (status = 409, description = "A requirement is missing (`module-required`), an exclusion is held (`module-excluded`), no seat is free (`quota-exceeded`), the module is retired (`conflict`), or the customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A requirement is missing (`module-required`), an exclusion is held (`module-excluded`), no seat is free (`quota-exceeded`), or an ancestor has no real seat of it left (`ancestor-exhausted`), the module is retired (`conflict`), or the customer lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`{code}` is a per-mailbox module, or the node is not a customer (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]

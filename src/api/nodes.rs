@@ -503,7 +503,7 @@ pub struct MoveNode {
     responses(
         (status = 200, description = "The moved node", body = NodeView, headers(("ETag" = String))),
         Guarded,
-        (status = 409, description = "The new parent lacks room (`quota-exceeded`) or has a child of this name (`name-taken`), or the node or the new parent lies in a suspension the caller stands inside (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The new parent lacks room to grant (`quota-exceeded`), or an ancestor the node joins lacks the real seats its subtree uses (`ancestor-exhausted`), or has a child of this name (`name-taken`), or the node or the new parent lies in a suspension the caller stands inside (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The new parent cannot hold this node", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -23,10 +23,18 @@ pub(crate) struct ResourceUsage {
     pub limit: i64,
     /// What the node granted to its children, covering the day.
     pub allocated: i64,
+    /// How many times its limit the node may grant its children (1.0: no overselling).
+    #[schema(example = 1.0)]
+    pub ratio: f64,
     /// What the node's subtree uses now.
     pub used: i64,
-    /// For a customer `limit − used`, for a reseller or the owner `limit − allocated`; never below 0.
+    /// For a customer `limit − used`, for a reseller or the owner what it may still grant,
+    /// ⌊ratio × limit⌋ − allocated; never below 0.
     pub free: i64,
+    /// The seats the subtree can really still take: the least `limit − used` over the node and
+    /// every ancestor, never below 0. Below `free` when an ancestor sold more than it holds and
+    /// its real seats are running out.
+    pub headroom: i64,
     /// The subtree uses more than the limit (an allocation ended or was lowered below usage): new
     /// usage is refused until it is back within.
     pub over_limit: bool,
@@ -235,9 +243,13 @@ pub(crate) fn reports(
     nodes: Vec<Node>,
     at: NaiveDate,
 ) -> diesel::QueryResult<Vec<UsageReport>> {
-    let ids: Vec<NodeId> = nodes.iter().map(|n| n.id).collect();
+    // Each node's whole lineage: the headroom is the least room along it.
+    let mut ids: Vec<NodeId> = nodes.iter().flat_map(Node::lineage).collect();
+    ids.sort_unstable();
+    ids.dedup();
     let totals = allocations::totals_on(conn, &ids, at)?;
     let used = usage::totals_of(conn, &ids)?;
+    let ratios = store::oversell::of_nodes(conn, &ids)?;
     let resources: Vec<String> = modules::resources(conn)?
         .into_iter()
         .map(|resource| resource.key())
@@ -248,20 +260,36 @@ pub(crate) fn reports(
             let resources = resources
                 .iter()
                 .map(|key| {
-                    let at_node = (node.id.to_string(), key.clone());
-                    let (limit, allocated) = totals.get(&at_node).copied().unwrap_or_default();
-                    let used = used.get(&at_node).copied().unwrap_or_default();
-                    let taken = if node.kind == NodeKind::Customer {
-                        used
-                    } else {
-                        allocated
+                    let figures = |id: NodeId| {
+                        let at_node = (id.to_string(), key.clone());
+                        let (limit, allocated) = totals.get(&at_node).copied().unwrap_or_default();
+                        let used = used.get(&at_node).copied().unwrap_or_default();
+                        let ratio = ratios.get(&at_node).copied().unwrap_or_default();
+                        (limit, allocated, used, ratio)
                     };
+                    let (limit, allocated, used, ratio) = figures(node.id);
+                    let free = if node.kind == NodeKind::Customer {
+                        limit - used
+                    } else {
+                        ratio.of(limit) - allocated
+                    };
+                    let headroom = node
+                        .lineage()
+                        .into_iter()
+                        .map(|id| {
+                            let (limit, _, used, _) = figures(id);
+                            limit - used
+                        })
+                        .min()
+                        .unwrap_or(0);
                     ResourceUsage {
                         resource: key.clone(),
                         limit,
                         allocated,
+                        ratio: ratio.as_decimal(),
                         used,
-                        free: (limit - taken).max(0),
+                        free: free.max(0),
+                        headroom: headroom.max(0),
                         over_limit: used > limit,
                     }
                 })

@@ -810,6 +810,9 @@ impl Index {
                 {
                     return refuse(Reason::UsersExhausted);
                 }
+                if self.ancestor_exhausted(node, day) {
+                    return refuse(Reason::AncestorExhausted);
+                }
                 Decision::Enrol(Enrolment {
                     node: customer,
                     domain: domain.id,
@@ -818,6 +821,30 @@ impl Index {
                 })
             }
         }
+    }
+
+    /// Whether an ancestor of `node` has no real seat left, within its subtree, of something a
+    /// new mailbox takes: the use invariant (issue 16), judged as the write will judge it
+    /// ([`Standing::admits`] at every ancestor). A walk up the parents, each a hash look-up and a
+    /// scan of its few grants and counters; nothing allocated. Each ancestor's counter is its
+    /// subtree's use, refreshed through the change feed whenever any seat below it moves.
+    #[inline]
+    fn ancestor_exhausted(&self, node: &NodeEntry, day: NaiveDate) -> bool {
+        let mut current = node.parent;
+        for _ in 0..MAX_DEPTH {
+            let Some(entry) = current.and_then(|id| self.nodes.get(&id)) else {
+                return false;
+            };
+            if self
+                .new_mailbox_seats
+                .iter()
+                .any(|resource| !entry.standing(resource, day).admits(1))
+            {
+                return true;
+            }
+            current = entry.parent;
+        }
+        false
     }
 
     /// A module asked about: the customer must hold seats of it (`Err` with the refusal

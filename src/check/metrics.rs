@@ -186,6 +186,10 @@ mod tests {
         assert!(text.contains(
             r#"allot_checks_total{direction="outbound",listener="http",reason="users_exhausted",verdict="defer"} 1"#
         ));
-        assert_eq!(text.matches("allot_checks_total{").count(), 78);
+        // Every reason, in each direction, on each of the three listeners.
+        assert_eq!(
+            text.matches("allot_checks_total{").count(),
+            Reason::ALL.len() * 2 * 3
+        );
     }
 }

@@ -54,6 +54,7 @@ const fn class(reason: Reason) -> Class {
         Reason::Ok => Class::Accept,
         Reason::Unavailable | Reason::DomainUnverified => Class::Temporary,
         Reason::UsersExhausted
+        | Reason::AncestorExhausted
         | Reason::OverLimit
         | Reason::ModuleNotLicensed
         | Reason::NodeSuspended => Class::Licence,

@@ -74,6 +74,9 @@ pub(crate) enum Reason {
     /// The sender would be enrolled, but the customer has no seat free for a new mailbox: `users`
     /// or an automatic module's (`module:base`).
     UsersExhausted,
+    /// The sender would be enrolled and the customer has a seat of its own, but an ancestor (a
+    /// reseller selling more than it holds) has none left within its subtree (issue 16).
+    AncestorExhausted,
     /// The customer uses more than its limit allows now (an allocation ended).
     OverLimit,
     /// The customer holds no seat of the module now.
@@ -87,7 +90,7 @@ pub(crate) enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 14] = [
         Self::Ok,
         Self::UnknownDomain,
         Self::DomainUnverified,
@@ -96,6 +99,7 @@ impl Reason {
         Self::UnknownMailbox,
         Self::MailboxDisabled,
         Self::UsersExhausted,
+        Self::AncestorExhausted,
         Self::OverLimit,
         Self::ModuleNotLicensed,
         Self::ModuleNotAssigned,
@@ -113,6 +117,7 @@ impl Reason {
             Self::UnknownMailbox => "unknown_mailbox",
             Self::MailboxDisabled => "mailbox_disabled",
             Self::UsersExhausted => "users_exhausted",
+            Self::AncestorExhausted => "ancestor_exhausted",
             Self::OverLimit => "over_limit",
             Self::ModuleNotLicensed => "module_not_licensed",
             Self::ModuleNotAssigned => "module_not_assigned",

@@ -45,6 +45,7 @@ super::text_enum! {
         NodeModuleAssign = "node.module.assign",
         NodeModuleRemove = "node.module.remove",
         NodeMove = "node.move",
+        NodeOversellUpdate = "node.oversell.update",
         NodeUpdate = "node.update",
     }
 }

@@ -7,6 +7,21 @@
 //! resource and day: allocated ≤ limit; and for a customer, usage ≤ limit whenever usage grows.
 //! Step functions change only where a grant starts or ends, so checking a span means checking its
 //! first day and every start or end inside it: [`first_excess`] does exactly that.
+//!
+//! **Overselling** (issue 16). A node's parent may let it grant its children more than it holds:
+//! per resource a [`Ratio`] (1.0, none, by default). Then two invariants hold on every node:
+//! - *grants*: what it granted on any day ≤ ⌊ratio × its limit that day⌋ ([`first_excess_under`],
+//!   the same walk over boundaries with the supply scaled);
+//! - *use*: the seats taken within its subtree never grow past its own limit. Every seat is checked
+//!   against the customer's own [`Standing`] and then every ancestor's ([`Bundle`]), so a customer
+//!   with room of its own is refused when an ancestor's real seats are all taken
+//!   ([`Refusal::ancestor`]).
+//!
+//! Why the whole lineage, not only below an overselling ancestor: without overselling the grant
+//! invariant alone would bound a subtree's use only if every customer stayed within its limit, and
+//! a customer may be over its limit (`allow_over_limit`, an ended grant); its siblings may then
+//! still take seats their own grants allow. The walk is a few more counter rows per seat (the
+//! lineage is shallow), so it is done always and the use invariant holds without exceptions.
 
 use std::collections::BTreeMap;
 
@@ -62,6 +77,71 @@ pub(crate) fn carried(grant: Grant, today: NaiveDate) -> Grant {
             start: grant.span.start.max(today),
             end: grant.span.end,
         },
+    }
+}
+
+/// How many times its own limit a node may grant to its children, per resource, kept exactly in
+/// thousandths (1000 = 1.0, none): an integer both backends store alike, where a float could round
+/// differently. From 1.0 to [`Ratio::MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ratio(i64);
+
+impl Ratio {
+    /// No overselling: a node grants at most what it holds.
+    pub const ONE: Ratio = Ratio(1000);
+    /// The highest ratio: 100 times the limit, far beyond seed 002's four.
+    pub const MAX: Ratio = Ratio(100_000);
+
+    /// The ratio of `permille` thousandths, if between 1.0 and [`Ratio::MAX`].
+    pub fn from_permille(permille: i64) -> Result<Ratio, String> {
+        if (Self::ONE.0..=Self::MAX.0).contains(&permille) {
+            Ok(Ratio(permille))
+        } else {
+            Err(format!(
+                "must be between 1 and {} (at most three decimals)",
+                Self::MAX.0 / 1000
+            ))
+        }
+    }
+
+    /// A ratio written as a decimal number (`2`, `2.5`, `1.125`): at most three decimals, exactly.
+    pub fn from_decimal(value: f64) -> Result<Ratio, String> {
+        let scaled = value * 1000.0;
+        let rounded = scaled.round();
+        if !value.is_finite() || (scaled - rounded).abs() > 1e-6 {
+            return Err("must have at most three decimals".to_owned());
+        }
+        // Checked against the bounds before the cast, so it cannot truncate.
+        if !(1000.0..=100_000.0).contains(&rounded) {
+            return Self::from_permille(-1);
+        }
+        #[allow(clippy::cast_possible_truncation)]
+        let permille = rounded as i64;
+        Self::from_permille(permille)
+    }
+
+    pub const fn permille(self) -> i64 {
+        self.0
+    }
+
+    /// The ratio as a decimal number, for views (exact: thousandths up to 100 are exact enough
+    /// that printing the shortest form gives back what was set).
+    #[allow(clippy::cast_precision_loss)]
+    pub fn as_decimal(self) -> f64 {
+        self.0 as f64 / 1000.0
+    }
+
+    /// ⌊ratio × `limit`⌋: what a node with this limit may grant. Never overflows (i128 inside,
+    /// saturating at `i64::MAX`).
+    pub fn of(self, limit: i64) -> i64 {
+        let scaled = i128::from(limit) * i128::from(self.0) / 1000;
+        i64::try_from(scaled).unwrap_or(if scaled < 0 { i64::MIN } else { i64::MAX })
+    }
+}
+
+impl Default for Ratio {
+    fn default() -> Self {
+        Self::ONE
     }
 }
 
@@ -142,11 +222,22 @@ pub(crate) struct Excess {
 }
 
 pub(crate) fn first_excess(supply: &[Grant], demand: &[Grant], within: Span) -> Option<Excess> {
+    first_excess_under(supply, Ratio::ONE, demand, within)
+}
+
+/// [`first_excess`] with the supply scaled by `ratio` on each day (⌊ratio × supply⌋): the grant
+/// invariant of an overselling node. `Excess::supply` is the scaled figure.
+pub(crate) fn first_excess_under(
+    supply: &[Grant],
+    ratio: Ratio,
+    demand: &[Grant],
+    within: Span,
+) -> Option<Excess> {
     boundaries(&[supply, demand], within)
         .into_iter()
         .map(|at| Excess {
             at,
-            supply: total_at(supply, at),
+            supply: ratio.of(total_at(supply, at)),
             demand: total_at(demand, at),
         })
         .find(|e| e.demand > e.supply)
@@ -165,6 +256,11 @@ pub struct Refusal {
     pub limit: i64,
     pub requested: i64,
     pub available: i64,
+    /// The seat was refused at an ancestor of the customer taking it, whose subtree uses all of
+    /// its real seats (`ancestor-exhausted`); `limit` is that ancestor's and `available` 0.
+    pub ancestor: bool,
+    /// For a seat: the units the node (with its subtree) used already.
+    pub used: Option<i64>,
 }
 
 /// Where a node stands with one resource on one day: the sum of its grants covering the day, and
@@ -214,6 +310,8 @@ impl Standing {
                 limit: self.limit,
                 requested: n,
                 available: self.free(),
+                ancestor: false,
+                used: Some(self.used),
             })
         }
     }
@@ -221,31 +319,63 @@ impl Standing {
 
 /// Several resources taken together, one unit of each or none (a new mailbox takes `users` and a
 /// seat of every automatic module), counted up in memory as units are taken: an import places its
-/// rows against it and moves the stored counters once, at the end.
+/// rows against it and moves the stored counters once, at the end. Each resource is judged at the
+/// customer and then at every ancestor (nearest first): the use invariant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Bundle {
     node_id: NodeId,
     at: NaiveDate,
     standings: Vec<(String, Standing)>,
+    /// Per resource of `standings` (same order), each ancestor's standing, nearest first.
+    ancestors: Vec<Vec<(NodeId, Standing)>>,
 }
 
 impl Bundle {
-    /// The resources `standings` name, as node `node_id` stands with them on `at`.
+    /// The resources `standings` name, as node `node_id` stands with them on `at`, with no
+    /// ancestor judged.
+    #[cfg(test)]
     pub fn new(node_id: NodeId, at: NaiveDate, standings: Vec<(String, Standing)>) -> Self {
+        let ancestors = vec![Vec::new(); standings.len()];
+        Self::with_ancestors(node_id, at, standings, ancestors)
+    }
+
+    /// As [`Bundle::new`], with each resource's ancestors (nearest first) to judge too.
+    pub fn with_ancestors(
+        node_id: NodeId,
+        at: NaiveDate,
+        standings: Vec<(String, Standing)>,
+        ancestors: Vec<Vec<(NodeId, Standing)>>,
+    ) -> Self {
+        debug_assert_eq!(standings.len(), ancestors.len());
         Self {
             node_id,
             at,
             standings,
+            ancestors,
         }
     }
 
     /// Takes one unit of every resource, or none: the first resource [`Standing::take`] refuses
-    /// is the refusal.
+    /// at the customer is the refusal; failing that, the first ancestor that has no real seat
+    /// left (an `ancestor` refusal naming it).
     pub fn take_one(&mut self) -> Result<(), Refusal> {
         for (resource, standing) in &self.standings {
             standing.take(1, self.node_id, resource, self.at)?;
         }
+        for ((resource, _), ancestors) in self.standings.iter().zip(&self.ancestors) {
+            for (ancestor, standing) in ancestors {
+                standing
+                    .take(1, *ancestor, resource, self.at)
+                    .map_err(|refusal| Refusal {
+                        ancestor: true,
+                        ..refusal
+                    })?;
+            }
+        }
         for (_, standing) in &mut self.standings {
+            standing.used += 1;
+        }
+        for (_, standing) in self.ancestors.iter_mut().flatten() {
             standing.used += 1;
         }
         Ok(())
@@ -260,13 +390,18 @@ pub(crate) struct GrantChange<'a> {
     pub node: NodeId,
     /// The grantor's own grants (its limit); `None` for the owner's licence, which has no grantor.
     pub grantor_limit: Option<&'a [Grant]>,
+    /// How many times its limit the grantor may grant.
+    pub grantor_ratio: Ratio,
+    /// How many times its limit the node may grant its own children.
+    pub node_ratio: Ratio,
     /// The grantor's other grants (to this node and its siblings), without the one changing.
     pub grantor_other_grants: &'a [Grant],
     /// The node's other grants (from any grantor), without the one changing.
     pub node_other_limit: &'a [Grant],
     /// What the node has granted to its own children.
     pub node_grants: &'a [Grant],
-    /// The node's usage now, when it is a customer.
+    /// The node's usage now (a reseller's: its subtree's); lowering its limit below it needs
+    /// `allow_over_limit`, so the use invariant holds at resellers as at customers.
     pub node_usage: Option<i64>,
     pub today: NaiveDate,
     /// Lowering a customer's limit below its usage is allowed only when asked for.
@@ -291,6 +426,8 @@ impl GrantChange<'_> {
             limit,
             requested,
             available,
+            ancestor: false,
+            used: None,
         };
 
         if let (Some(limit), Some(grantor)) = (self.grantor_limit, self.grantor) {
@@ -299,6 +436,7 @@ impl GrantChange<'_> {
                 grantor,
                 self.resource,
                 limit,
+                self.grantor_ratio,
                 self.grantor_other_grants,
                 &added,
                 affected,
@@ -307,7 +445,9 @@ impl GrantChange<'_> {
 
         let mut new_limit = self.node_other_limit.to_vec();
         new_limit.extend(self.new);
-        if let Some(excess) = first_excess(&new_limit, self.node_grants, affected) {
+        if let Some(excess) =
+            first_excess_under(&new_limit, self.node_ratio, self.node_grants, affected)
+        {
             return Err(refuse(
                 self.node,
                 excess.at,
@@ -334,18 +474,20 @@ impl GrantChange<'_> {
     }
 }
 
-/// Whether `added` grants fit beside the `existing` ones under `grantor`'s `limit` on every day of
-/// `within`; the refusal names the added units that did not fit and what was left for them.
+/// Whether `added` grants fit beside the `existing` ones under ⌊`ratio` × `grantor`'s `limit`⌋ on
+/// every day of `within`; the refusal names the added units that did not fit and what was left
+/// for them.
 pub(crate) fn fits(
     grantor: NodeId,
     resource: &str,
     limit: &[Grant],
+    ratio: Ratio,
     existing: &[Grant],
     added: &[Grant],
     within: Span,
 ) -> Result<(), Refusal> {
     let demand: Vec<Grant> = existing.iter().chain(added).copied().collect();
-    match first_excess(limit, &demand, within) {
+    match first_excess_under(limit, ratio, &demand, within) {
         None => Ok(()),
         Some(excess) => {
             let others = total_at(existing, excess.at);
@@ -356,6 +498,8 @@ pub(crate) fn fits(
                 limit: excess.supply,
                 requested: excess.demand - others,
                 available: (excess.supply - others).max(0),
+                ancestor: false,
+                used: None,
             })
         }
     }
@@ -378,6 +522,36 @@ pub(crate) fn decide_licence(
             limit: excess.supply,
             requested: excess.demand,
             available: excess.supply,
+            ancestor: false,
+            used: None,
+        }),
+    }
+}
+
+/// Whether `node` may have `ratio` for `resource`: everything it granted (`granted`, on any day)
+/// must fit under ⌊ratio × its limit⌋ on every day. Checked over all days, as the verifier checks,
+/// since a ratio has no history: lowering it judges past days as well.
+pub(crate) fn decide_ratio(
+    node: NodeId,
+    resource: &str,
+    limit: &[Grant],
+    ratio: Ratio,
+    granted: &[Grant],
+) -> Result<(), Refusal> {
+    let Some(earliest) = granted.iter().map(|g| g.span.start).min() else {
+        return Ok(());
+    };
+    match first_excess_under(limit, ratio, granted, Span::from(earliest)) {
+        None => Ok(()),
+        Some(excess) => Err(Refusal {
+            node_id: node,
+            resource: resource.to_owned(),
+            at: excess.at,
+            limit: excess.supply,
+            requested: excess.demand,
+            available: excess.supply,
+            ancestor: false,
+            used: None,
         }),
     }
 }
@@ -402,6 +576,14 @@ pub(crate) enum Violation {
         limit: i64,
         allocated: i64,
     },
+    /// A reseller's (or the owner's) subtree uses more than its own limit today.
+    OverUsed {
+        node: NodeId,
+        resource: String,
+        at: NaiveDate,
+        limit: i64,
+        used: i64,
+    },
 }
 
 impl std::fmt::Display for Violation {
@@ -415,15 +597,28 @@ impl std::fmt::Display for Violation {
                 allocated,
             } => write!(
                 f,
-                "node {node} has allocated {allocated} {resource} on {at} with a limit of {limit}"
+                "node {node} has allocated {allocated} {resource} on {at}, more than it may grant ({limit})"
+            ),
+            Self::OverUsed {
+                node,
+                resource,
+                at,
+                limit,
+                used,
+            } => write!(
+                f,
+                "node {node}'s subtree uses {used} {resource} on {at} with a limit of {limit}"
             ),
         }
     }
 }
 
-/// Recomputes the invariant over every day for every grantor and resource. `grants` are the active
-/// grants only.
-pub(crate) fn verify(grants: &[GrantRecord]) -> Vec<Violation> {
+/// Recomputes the grant invariant over every day for every grantor and resource: what it granted
+/// ≤ ⌊its ratio (from `ratios`, 1.0 when absent) × its limit⌋. `grants` are the active grants only.
+pub(crate) fn verify(
+    grants: &[GrantRecord],
+    ratios: &BTreeMap<(NodeId, String), Ratio>,
+) -> Vec<Violation> {
     let mut limits: BTreeMap<(NodeId, &str), Vec<Grant>> = BTreeMap::new();
     let mut allocated: BTreeMap<(NodeId, &str), Vec<Grant>> = BTreeMap::new();
     for record in grants {
@@ -448,7 +643,11 @@ pub(crate) fn verify(grants: &[GrantRecord]) -> Vec<Violation> {
         };
         // The first day this grantor is oversold; one line per grantor and resource is enough to
         // send an operator looking.
-        if let Some(excess) = first_excess(limit, made, Span::from(earliest)) {
+        let ratio = ratios
+            .get(&(*node, (*resource).to_owned()))
+            .copied()
+            .unwrap_or_default();
+        if let Some(excess) = first_excess_under(limit, ratio, made, Span::from(earliest)) {
             violations.push(Violation::Oversold {
                 node: *node,
                 resource: (*resource).to_owned(),
@@ -459,6 +658,34 @@ pub(crate) fn verify(grants: &[GrantRecord]) -> Vec<Violation> {
         }
     }
     violations
+}
+
+/// The use invariant as the verifier sees it on `today`: each of `used` ((node, resource, units
+/// its subtree uses)) within the node's limit, from the active `grants`.
+pub(crate) fn verify_use(
+    grants: &[GrantRecord],
+    used: &[(NodeId, String, i64)],
+    today: NaiveDate,
+) -> Vec<Violation> {
+    let mut limits: BTreeMap<(NodeId, &str), i64> = BTreeMap::new();
+    for record in grants.iter().filter(|r| r.grant.span.contains(today)) {
+        *limits.entry((record.node, &record.resource)).or_default() += record.grant.amount;
+    }
+    used.iter()
+        .filter_map(|(node, resource, used)| {
+            let limit = limits
+                .get(&(*node, resource.as_str()))
+                .copied()
+                .unwrap_or(0);
+            (*used > limit).then(|| Violation::OverUsed {
+                node: *node,
+                resource: resource.clone(),
+                at: today,
+                limit,
+                used: *used,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -567,6 +794,8 @@ mod tests {
             grantor: Some(NodeId(uuid::Uuid::from_u128(1))),
             node: NodeId(uuid::Uuid::from_u128(2)),
             grantor_limit: Some(grantor_limit),
+            grantor_ratio: Ratio::ONE,
+            node_ratio: Ratio::ONE,
             grantor_other_grants,
             node_other_limit: &[],
             node_grants,
@@ -689,10 +918,19 @@ mod tests {
             start: i64,
             len: Option<i64>,
         },
+        /// An admin above `node` sets its ratio.
+        Ratio { node: usize, permille: i64 },
+        /// Up to `seats` seats taken one by one at `node` (each counted up its lineage), as long as
+        /// they are admitted.
+        Take { node: usize, seats: usize },
     }
 
     fn op() -> impl Strategy<Value = Op> {
-        let span = (0..DAYS, proptest::option::of(1..DAYS));
+        // Half the spans start today, so that seats (taken today) meet limits that count.
+        let span = (
+            prop_oneof![Just(0i64), 0..DAYS],
+            proptest::option::of(1..DAYS),
+        );
         prop_oneof![
             (1..8usize, 0..60i64, span.clone()).prop_map(|(node, amount, (start, len))| {
                 Op::Grant {
@@ -712,6 +950,9 @@ mod tests {
                 }
             ),
             (0..200i64, span).prop_map(|(amount, (start, len))| Op::Licence { amount, start, len }),
+            (1..8usize, 1000..4000i64).prop_map(|(node, permille)| Op::Ratio { node, permille }),
+            (0..8usize, 1..40usize).prop_map(|(node, seats)| Op::Take { node, seats }),
+            (0..8usize, 1..40usize).prop_map(|(node, seats)| Op::Take { node, seats }),
         ]
     }
 
@@ -749,13 +990,47 @@ mod tests {
             let parent_of: Vec<Option<usize>> = std::iter::once(None)
                 .chain(parents.iter().enumerate().map(|(i, p)| Some(p % (i + 1))))
                 .collect();
+            let lineage_of = |node: usize| -> Vec<usize> {
+                let mut lineage = vec![node];
+                while let Some(parent) = parent_of[*lineage.last().unwrap()] {
+                    lineage.push(parent);
+                }
+                lineage
+            };
             let mut rows: Vec<Row> = Vec::new();
+            let mut ratios = [Ratio::ONE; 8];
+            // Seats taken within each node's subtree.
+            let mut used = [0i64; 8];
             for op in ops {
                 match op {
+                    Op::Ratio { node, permille } => {
+                        let ratio = Ratio::from_permille(permille).unwrap();
+                        let limit = grants(&rows, |r| r.node == node);
+                        let granted = grants(&rows, |r| r.grantor == Some(node));
+                        if decide_ratio(id(node), "users", &limit, ratio, &granted).is_ok() {
+                            ratios[node] = ratio;
+                        }
+                    }
+                    Op::Take { node, seats } => {
+                        for _ in 0..seats {
+                            let standing = |n: usize| Standing { limit: total_at(&grants(&rows, |r| r.node == n), day(0)), used: used[n] };
+                            let lineage = lineage_of(node);
+                            let ancestors = lineage[1..].iter().map(|&a| (id(a), standing(a))).collect();
+                            let mut bundle = Bundle::with_ancestors(id(node), day(0), vec![("users".to_owned(), standing(node))], vec![ancestors]);
+                            if bundle.take_one().is_err() {
+                                break;
+                            }
+                            for n in lineage {
+                                used[n] += 1;
+                            }
+                        }
+                    }
                     Op::Licence { amount, start, len } => {
                         let licence = vec![Grant { amount, span: span(start, len) }];
                         let allocated = grants(&rows, |r| r.grantor == Some(0));
-                        if decide_licence(id(0), "users", &licence, &allocated, Span::from(day(0))).is_ok() {
+                        // The licence keeps the owner's use, as a grant keeps a node's.
+                        let keeps_use = total_at(&licence, day(0)) >= used[0];
+                        if keeps_use && decide_licence(id(0), "users", &licence, &allocated, Span::from(day(0))).is_ok() {
                             rows.retain(|r| r.grantor.is_some());
                             rows.push(Row { node: 0, grantor: None, grant: licence[0], active: true });
                         }
@@ -768,10 +1043,12 @@ mod tests {
                             grantor: Some(id(grantor)),
                             node: id(node),
                             grantor_limit: Some(&grants(&rows, |r| r.node == grantor)),
+                            grantor_ratio: ratios[grantor],
+                            node_ratio: ratios[node],
                             grantor_other_grants: &grants(&rows, |r| r.grantor == Some(grantor)),
                             node_other_limit: &grants(&rows, |r| r.node == node),
                             node_grants: &grants(&rows, |r| r.grantor == Some(node)),
-                            node_usage: None,
+                            node_usage: Some(used[node]),
                             today: day(0),
                             allow_over_limit: false,
                             old: None,
@@ -796,10 +1073,12 @@ mod tests {
                             grantor: Some(id(grantor)),
                             node: id(row.node),
                             grantor_limit: Some(&grants(&rows, |r| r.node == grantor)),
+                            grantor_ratio: ratios[grantor],
+                            node_ratio: ratios[row.node],
                             grantor_other_grants: &others(&|r| r.grantor == Some(grantor)),
                             node_other_limit: &others(&|r| r.node == row.node),
                             node_grants: &grants(&rows, |r| r.grantor == Some(row.node)),
-                            node_usage: None,
+                            node_usage: Some(used[row.node]),
                             today: day(0),
                             allow_over_limit: false,
                             old: row.active.then_some(row.grant),
@@ -811,20 +1090,118 @@ mod tests {
                         }
                     }
                 }
-                // The oracle: every node, every day, by brute force.
+                // The oracle: every node, every day, by brute force: the grant invariant under each
+                // node's ratio, and today the use invariant.
                 for node in 0..8 {
                     for d in -1..(2 * DAYS + 2) {
                         let limit = total_at(&grants(&rows, |r| r.node == node), day(d));
                         let made = total_at(&grants(&rows, |r| r.grantor == Some(node)), day(d));
-                        prop_assert!(made <= limit, "node {node} day {d}: allocated {made} > limit {limit}");
+                        let may = limit * ratios[node].permille() / 1000;
+                        prop_assert!(made <= may, "node {node} day {d}: allocated {made} > {may}");
                     }
+                    let limit = total_at(&grants(&rows, |r| r.node == node), day(0));
+                    prop_assert!(used[node] <= limit, "node {node}: uses {} > limit {limit}", used[node]);
                 }
             }
             let records: Vec<GrantRecord> = rows.iter().filter(|r| r.active).map(|r| GrantRecord {
                 node: id(r.node), grantor: r.grantor.map(id), resource: "users".to_owned(), grant: r.grant,
             }).collect();
-            prop_assert_eq!(verify(&records), vec![]);
+            let ratios: BTreeMap<(NodeId, String), Ratio> = (0..8).map(|n| ((id(n), "users".to_owned()), ratios[n])).collect();
+            prop_assert_eq!(verify(&records, &ratios), vec![]);
+            let counters: Vec<(NodeId, String, i64)> = (0..8).map(|n| (id(n), "users".to_owned(), used[n])).collect();
+            prop_assert_eq!(verify_use(&records, &counters, day(0)), vec![]);
         }
+    }
+
+    #[test]
+    fn ratios_are_exact_thousandths_between_one_and_a_hundred() {
+        assert_eq!(Ratio::from_decimal(2.5).unwrap().permille(), 2500);
+        assert_eq!(Ratio::from_decimal(1.125).unwrap().permille(), 1125);
+        assert_eq!(Ratio::from_decimal(1.1).unwrap().as_decimal(), 1.1);
+        assert!(Ratio::from_decimal(1.0001).is_err());
+        assert!(Ratio::from_decimal(0.5).is_err());
+        assert!(Ratio::from_decimal(100.001).is_err());
+        assert!(Ratio::from_decimal(f64::NAN).is_err());
+        assert_eq!(Ratio::MAX.permille(), 100_000);
+        // ⌊1.5 × 3⌋ = 4; no overflow at the extremes.
+        assert_eq!(Ratio::from_permille(1500).unwrap().of(3), 4);
+        assert_eq!(Ratio::MAX.of(i64::MAX), i64::MAX);
+    }
+
+    #[test]
+    fn an_overselling_grantor_grants_up_to_its_ratio_times_its_limit() {
+        let limit = [grant(10, 0, None)];
+        let others = [grant(15, 0, None)];
+        let mut decision = change(&limit, &others, &[], None, None, Some(grant(5, 0, None)));
+        assert!(decision.decide().is_err(), "1.0: 20 of 10");
+        decision.grantor_ratio = Ratio::from_permille(2000).unwrap();
+        assert!(decision.decide().is_ok(), "2.0: 20 of 20");
+        decision.new = Some(grant(6, 0, None));
+        let refusal = decision.decide().unwrap_err();
+        assert_eq!((refusal.limit, refusal.available), (20, 5));
+    }
+
+    #[test]
+    fn a_ratio_below_what_was_granted_is_refused() {
+        let limit = [grant(10, 0, None)];
+        let granted = [grant(15, 3, Some(8))];
+        let two = Ratio::from_permille(2000).unwrap();
+        assert!(decide_ratio(id(1), "users", &limit, two, &granted).is_ok());
+        let refusal = decide_ratio(id(1), "users", &limit, Ratio::ONE, &granted).unwrap_err();
+        assert_eq!(
+            (refusal.at, refusal.limit, refusal.requested),
+            (day(3), 10, 15)
+        );
+    }
+
+    #[test]
+    fn a_seat_is_refused_at_the_first_exhausted_ancestor() {
+        let mut bundle = Bundle::with_ancestors(
+            id(2),
+            day(0),
+            vec![("users".to_owned(), Standing { limit: 10, used: 3 })],
+            vec![vec![
+                (id(1), Standing { limit: 5, used: 4 }),
+                (
+                    id(0),
+                    Standing {
+                        limit: 100,
+                        used: 4,
+                    },
+                ),
+            ]],
+        );
+        assert_eq!(bundle.take_one(), Ok(()));
+        let refusal = bundle.take_one().unwrap_err();
+        assert!(refusal.ancestor);
+        assert_eq!(
+            (refusal.node_id, refusal.limit, refusal.available),
+            (id(1), 5, 0)
+        );
+    }
+
+    #[test]
+    fn the_verifier_reports_a_subtree_over_its_limit() {
+        let records = vec![GrantRecord {
+            node: id(1),
+            grantor: Some(id(0)),
+            resource: "users".into(),
+            grant: grant(10, 0, None),
+        }];
+        let used = vec![
+            (id(1), "users".to_owned(), 11),
+            (id(0), "users".to_owned(), 0),
+        ];
+        assert_eq!(
+            verify_use(&records, &used, day(0)),
+            vec![Violation::OverUsed {
+                node: id(1),
+                resource: "users".into(),
+                at: day(0),
+                limit: 10,
+                used: 11
+            }]
+        );
     }
 
     #[test]
@@ -849,7 +1226,7 @@ mod tests {
                 grant: grant(5, 3, Some(9)),
             },
         ];
-        let violations = verify(&records);
+        let violations = verify(&records, &BTreeMap::new());
         assert_eq!(
             violations,
             vec![Violation::Oversold {

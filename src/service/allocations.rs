@@ -11,11 +11,10 @@ use crate::domain::audit::Action;
 use crate::domain::ids::{AllocationId, NodeId};
 use crate::domain::quota::{self, Grant, GrantChange};
 use crate::domain::resource::Resource;
-use crate::domain::tree::NodeKind;
 use crate::error::{ApiError, FieldError};
 use crate::store::allocations::{self, Allocation, NewAllocation};
 use crate::store::nodes::{self, Node};
-use crate::store::{DbConnection, modules, usage};
+use crate::store::{DbConnection, modules, oversell, usage};
 
 /// An allocation as its audit records show it.
 pub(super) fn audit_view(a: &Allocation) -> serde_json::Value {
@@ -128,15 +127,16 @@ fn decide(
         new,
         allow_over_limit,
     } = proposal;
-    let node_usage = match node.kind {
-        NodeKind::Customer => Some(usage::used(conn, node.id, resource)?),
-        _ => None,
-    };
+    // Every node's use (a reseller's: its subtree's) is kept within its limit: lowering under it
+    // needs `allow_over_limit`, at a customer as at a reseller (the use invariant, issue 16).
+    let node_usage = Some(usage::used(conn, node.id, resource)?);
     GrantChange {
         resource,
         grantor: Some(grantor),
         node: node.id,
         grantor_limit: Some(&allocations::limit_of(conn, grantor, resource, None)?),
+        grantor_ratio: oversell::of(conn, grantor, resource)?,
+        node_ratio: oversell::of(conn, node.id, resource)?,
         grantor_other_grants: &allocations::granted_by(conn, grantor, resource, except)?,
         node_other_limit: &allocations::limit_of(conn, node.id, resource, except)?,
         node_grants: &allocations::granted_by(conn, node.id, resource, None)?,

@@ -200,7 +200,7 @@ pub(crate) fn import(
     // Where each seat's resource stands now, counted up in memory as rows are placed: the stored
     // counters move once, at the end.
     let resources = store::modules::mailbox_seats(&automatic);
-    let mut seats = usage::bundle(conn, node.id, &resources, ctx.today)?;
+    let mut seats = usage::bundle(conn, &node.lineage(), &resources, ctx.today)?;
     let at = Placing {
         node,
         automatic: &automatic,
@@ -283,8 +283,13 @@ pub(crate) fn enrol(
         Ok(super::seats::take_all(conn, &node, &seats, ctx.today)??)
     });
     let mailbox = match placed {
-        Err(ApiError::QuotaExceeded(_)) => {
-            return Ok(Outcome::for_node(Reason::UsersExhausted, node.id));
+        Err(ApiError::QuotaExceeded(refusal)) => {
+            let reason = if refusal.ancestor {
+                Reason::AncestorExhausted
+            } else {
+                Reason::UsersExhausted
+            };
+            return Ok(Outcome::for_node(reason, node.id));
         }
         placed => placed?,
     };

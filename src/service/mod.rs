@@ -21,6 +21,7 @@ pub mod licence;
 pub(crate) mod mailboxes;
 pub(crate) mod modules;
 pub(crate) mod nodes;
+pub(crate) mod oversell;
 pub(crate) mod principals;
 pub(crate) mod retention;
 pub(crate) mod seats;

@@ -9,6 +9,7 @@ use super::Ctx;
 use super::allocations::{end_recorded, insert_recorded};
 use crate::auth::guard::{Administer, Authorised};
 use crate::domain::audit::Action;
+use crate::domain::ids::NodeId;
 use crate::domain::quota::{self, Grant, Span};
 use crate::domain::tree::{self, NodeKind};
 use crate::error::{ApiError, FieldError};
@@ -238,6 +239,14 @@ pub(crate) fn move_under(
     let before = audit_view(&node);
     nodes::reparent(conn, &mut node, new_parent).map_err(name_taken)?;
     let moved_usage = store::usage::totals(conn, node.id)?;
+    // The ancestors it joins (not those it keeps) take its use on as seats: none may go past its
+    // own limit (issue 16), or the move is refused naming the first that would.
+    let joining: Vec<NodeId> = new_parent
+        .lineage()
+        .into_iter()
+        .filter(|id| !leaving.contains(id))
+        .collect();
+    store::usage::room_along(conn, &joining, &moved_usage, ctx.today)??;
     store::usage::shift(
         conn,
         &leaving,
@@ -306,6 +315,7 @@ fn fits_under(
             new_parent.id,
             resource,
             &allocations::limit_of(conn, new_parent.id, resource, None)?,
+            crate::store::oversell::of(conn, new_parent.id, resource)?,
             &allocations::granted_by(conn, new_parent.id, resource, None)?,
             &moved,
             Span::from(today),

@@ -2,6 +2,11 @@
 //! something starts to use them. The seat rule is [`Standing::take`](crate::domain::quota::Standing::take)'s; this module reads each
 //! standing from the store, asks it, and counts the units up the customer's lineage only when
 //! every one is admitted, in the caller's write transaction, under the customer's lock.
+//!
+//! Every seat-taking path comes here (a mailbox create, an enrolment by the check, enabling a
+//! mailbox, assigning a module; an import holds the same [`Bundle`](crate::domain::quota::Bundle)
+//! in memory for its rows), and here each unit is judged at the customer and at every ancestor
+//! under the lineage's counter locks ([`usage::bundle`]): the use invariant of issue 16.
 
 use chrono::NaiveDate;
 use diesel::QueryResult;
@@ -29,10 +34,10 @@ pub(crate) fn take_all(
     resources: &[impl AsRef<str>],
     today: NaiveDate,
 ) -> QueryResult<Result<(), Refusal>> {
-    if let Err(refusal) = usage::bundle(conn, node.id, resources, today)?.take_one() {
+    let lineage = node.lineage();
+    if let Err(refusal) = usage::bundle(conn, &lineage, resources, today)?.take_one() {
         return Ok(Err(refusal));
     }
-    let lineage = node.lineage();
     for resource in resources {
         usage::add(conn, &lineage, resource.as_ref(), 1, today)?;
     }

@@ -29,6 +29,7 @@ pub(crate) mod login_attempts;
 pub(crate) mod mailboxes;
 pub(crate) mod modules;
 pub mod nodes;
+pub(crate) mod oversell;
 pub mod schema;
 pub(crate) mod settings;
 pub(crate) mod usage;

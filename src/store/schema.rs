@@ -320,3 +320,11 @@ diesel::table! {
         pending -> Bool,
     }
 }
+
+diesel::table! {
+    oversell_ratios (node_id, resource) {
+        node_id -> Text,
+        resource -> Text,
+        permille -> BigInt,
+    }
+}

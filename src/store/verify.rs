@@ -10,10 +10,16 @@ use crate::domain::tree::NodeKind;
 /// Every violation found, as a sentence for an operator.
 pub fn run(conn: &mut DbConnection, today: chrono::NaiveDate) -> QueryResult<Vec<String>> {
     let grants = allocations::all_active(conn)?;
-    let mut findings: Vec<String> = quota::verify(&grants)
+    let ratios = super::oversell::all(conn)?;
+    let mut findings: Vec<String> = quota::verify(&grants, &ratios)
         .iter()
         .map(ToString::to_string)
         .collect();
+    findings.extend(
+        quota::verify_use(&grants, &subtree_use(conn)?, today)
+            .iter()
+            .map(ToString::to_string),
+    );
 
     // A live grant must come from the node's current parent (none for the owner's licence): a move
     // ends the old parent's grants, and nothing else changes who grants.
@@ -43,6 +49,27 @@ pub fn run(conn: &mut DbConnection, today: chrono::NaiveDate) -> QueryResult<Vec
     findings.extend(super::identity::verify(conn)?);
     findings.extend(history(conn, today)?);
     Ok(findings)
+}
+
+/// What each reseller's and the owner's subtree uses, for the use invariant: (node, resource,
+/// used). Customers are left out: one may stand over its limit when it was lowered under its use
+/// on purpose (`allow_over_limit`) or a grant ended, and the check refuses its mail until it is
+/// back within; a reseller's limit can be lowered under its subtree's use the same way only, so a
+/// reseller found over its limit is worth an operator's look (an ended grant, or a broken write
+/// path).
+fn subtree_use(
+    conn: &mut DbConnection,
+) -> QueryResult<Vec<(crate::domain::ids::NodeId, String, i64)>> {
+    let parents: std::collections::HashSet<String> = nodes::all(conn)?
+        .into_iter()
+        .filter(|n| n.kind != NodeKind::Customer)
+        .map(|n| n.id.to_string())
+        .collect();
+    Ok(usage::all(conn)?
+        .into_iter()
+        .filter(|(node, _, _)| parents.contains(node))
+        .filter_map(|(node, resource, used)| Some((node.parse().ok()?, resource, used)))
+        .collect())
 }
 
 /// Once `today` is open in the usage history, each counter must have today's row, ending where

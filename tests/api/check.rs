@@ -232,6 +232,51 @@ async fn mailboxes_and_aliases_are_accepted_and_unknown_addresses_enrolled_once(
 }
 
 #[tokio::test]
+async fn a_sender_is_not_enrolled_when_an_overselling_reseller_has_no_real_seat_left() {
+    let (app, dns) = spawn().await;
+    let admin = app.as_admin().await;
+    let tree = seed_tree(&admin).await;
+    // One real `users` seat, sold four times over: each customer has room of its own.
+    let seller = admin.create_child(&tree.b, "reseller", "Seller").await;
+    for (resource, amount) in [("users", 1), ("module:base", 10), ("domains", 10)] {
+        admin.grant(&seller, resource, amount).await;
+    }
+    admin
+        .put_expect(
+            &format!("/v1/nodes/{seller}/oversell"),
+            &json!({"ratios": {"users": 4}}),
+            200,
+        )
+        .await;
+    let mut customers = Vec::new();
+    for name in ["first", "second"] {
+        let customer = admin.create_child(&seller, "customer", name).await;
+        for (resource, amount) in [("users", 2), ("module:base", 2), ("domains", 1)] {
+            admin.grant(&customer, resource, amount).await;
+        }
+        verified_domain(&admin, &dns, &customer, &format!("{name}.example")).await;
+        customers.push(customer);
+    }
+    let worker = check_key(&app, &admin, &tree.owner).await;
+    assert_eq!(
+        ask(&worker, outbound_address("one@first.example")).await.2["enrolled"],
+        true
+    );
+    let (verdict, reason_code, answer) = ask(&worker, outbound_address("one@second.example")).await;
+    assert_eq!(
+        (verdict.as_str(), reason_code.as_str()),
+        ("defer", "ancestor_exhausted")
+    );
+    assert_eq!(
+        (answer["smtp_code"].as_u64(), answer["smtp_status"].as_str()),
+        (Some(450), Some("4.7.1"))
+    );
+    assert_eq!(admin.usage(&customers[1], "users").await["used"], 0);
+    assert_eq!(admin.usage(&seller, "users").await["used"], 1);
+    app.assert_verified();
+}
+
+#[tokio::test]
 async fn a_customer_without_a_free_seat_enrols_nobody_and_one_over_its_limit_accepts_nobody() {
     let (app, dns) = spawn().await;
     let admin = app.as_admin().await;

@@ -355,7 +355,12 @@ fn verify_reports_an_oversold_node_and_exits_1() {
         stdout.contains(&format!("node {reseller} has the path /elsewhere/")),
         "{stdout}"
     );
-    assert!(stdout.contains("4 violation"), "{stdout}");
+    // Those 3 domains are more than the reseller holds (none): the use invariant.
+    assert!(
+        stdout.contains(&format!("node {reseller}'s subtree uses 3 domains")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("5 violation"), "{stdout}");
 }
 
 /// At `info`, every request is a line, except the check's answered ones: those are counted in
@@ -445,5 +450,62 @@ fn answered_checks_are_counted_not_logged_line_by_line() {
             .collect::<Vec<_>>(),
         [&("/v1/check".to_owned(), 401)],
         "only the refused check is a line"
+    );
+}
+
+#[test]
+fn verify_checks_the_oversell_ratio_and_the_use_of_a_subtree() {
+    use diesel::connection::SimpleConnection;
+    let db = TestDb::new();
+    let password = [("ALLOT_ADMIN_PASSWORD", "a long enough password")];
+    assert!(run(allot(&db).envs(password).arg("init")).status.success());
+    assert!(
+        run(allot(&db).args(["licence", "set", "--resource", "users=100"]))
+            .status
+            .success()
+    );
+    // A reseller holding 10 users that granted 15 under a ratio of 1.5: sound.
+    let today = chrono::Utc::now().date_naive();
+    let pool = allot::store::connect(db.url(), 1).unwrap();
+    let mut conn = pool.get().unwrap();
+    let owner = allot::store::nodes::owner(&mut conn).unwrap().unwrap();
+    let reseller = uuid::Uuid::now_v7();
+    let customer = uuid::Uuid::now_v7();
+    conn.batch_execute(&format!(
+        "INSERT INTO nodes (id, parent_id, path, kind, name, status, version, created_at, updated_at)
+           VALUES ('{reseller}', '{o}', '{p}{reseller}/', 'reseller', 'Seller', 'active', 1, '2026-01-01 00:00:00', '2026-01-01 00:00:00');
+         INSERT INTO nodes (id, parent_id, path, kind, name, status, version, created_at, updated_at)
+           VALUES ('{customer}', '{reseller}', '{p}{reseller}/{customer}/', 'customer', 'Buyer', 'active', 1, '2026-01-01 00:00:00', '2026-01-01 00:00:00');
+         INSERT INTO allocations (id, node_id, grantor_id, resource, amount, starts_on, active, version, created_at, updated_at)
+           VALUES ('{a}', '{reseller}', '{o}', 'users', 10, '{today}', TRUE, 1, '2026-01-01 00:00:00', '2026-01-01 00:00:00');
+         INSERT INTO allocations (id, node_id, grantor_id, resource, amount, starts_on, active, version, created_at, updated_at)
+           VALUES ('{b}', '{customer}', '{reseller}', 'users', 15, '{today}', TRUE, 1, '2026-01-01 00:00:00', '2026-01-01 00:00:00');
+         INSERT INTO oversell_ratios (node_id, resource, permille) VALUES ('{reseller}', 'users', 1500);",
+        o = owner.id,
+        p = owner.path,
+        a = uuid::Uuid::now_v7(),
+        b = uuid::Uuid::now_v7(),
+    ))
+    .unwrap();
+    let verify = run(allot(&db).arg("verify"));
+    assert!(verify.status.success(), "{}", text(&verify.stdout));
+
+    // Behind allot's back: the ratio gone, and 11 seats taken below the reseller's 10.
+    conn.batch_execute(&format!(
+        "DELETE FROM oversell_ratios;
+         UPDATE usage_counters SET used = 11 WHERE resource = 'users';
+         INSERT INTO usage_counters (node_id, resource, used) VALUES ('{reseller}', 'users', 11), ('{customer}', 'users', 11);"
+    ))
+    .unwrap();
+    let verify = run(allot(&db).arg("verify"));
+    assert_eq!(verify.status.code(), Some(1));
+    let stdout = text(&verify.stdout);
+    assert!(
+        stdout.contains(&format!("node {reseller} has allocated 15 users")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("node {reseller}'s subtree uses 11 users")),
+        "{stdout}"
     );
 }

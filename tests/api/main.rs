@@ -27,6 +27,7 @@ mod mta;
 mod nodes;
 mod openapi;
 mod outage;
+mod oversell;
 mod principals;
 mod proxy;
 mod rate_limit;

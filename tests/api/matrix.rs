@@ -224,6 +224,7 @@ async fn route(
         | ("get", "/v1/nodes/{id}/statistics.csv")
         | ("get", "/v1/nodes/{id}/audit")
         | ("get", "/v1/nodes/{id}/allocations")
+        | ("get", "/v1/nodes/{id}/oversell")
         | ("get", "/v1/nodes/{id}/accounts")
         | ("get", "/v1/nodes/{id}/api-keys") => (
             Rule::Node(Need::Read, 200),
@@ -262,6 +263,12 @@ async fn route(
             Rule::Node(Need::AdminAbove, 201),
             format!("/v1/nodes/{t}/allocations"),
             Some(json!({"resource": "users", "amount": 0})),
+        ),
+        // Only an admin strictly above may let a node oversell: a reseller cannot raise its own.
+        ("put", "/v1/nodes/{id}/oversell") => (
+            Rule::Node(Need::AdminAbove, if is_parent { 200 } else { 422 }),
+            format!("/v1/nodes/{t}/oversell"),
+            Some(json!({"ratios": {"users": 1.5}})),
         ),
         ("get", "/v1/allocations/{id}") => (
             Rule::Node(Need::Read, 200),
@@ -540,7 +547,9 @@ fn audited(method: &str, template: &str, body: Option<&Value>) -> (i64, bool) {
             "/v1/mailboxes/{id}/disable" | "/v1/mailboxes/{id}/enable" | "/v1/nodes/{id}/move",
         )
         | ("put" | "delete", "/v1/groups/{id}/members/{mailbox_id}")
-        | ("put", "/v1/mailboxes/{id}/modules/{code}" | "/v1/nodes/{id}/modules/{code}") => {
+        | ("put", "/v1/mailboxes/{id}/modules/{code}" | "/v1/nodes/{id}/modules/{code}")
+        // Setting a ratio a node has already changes nothing.
+        | ("put", "/v1/nodes/{id}/oversell") => {
             (1, true)
         }
         _ => (1, false),
