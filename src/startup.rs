@@ -44,6 +44,8 @@ pub(crate) struct AppState {
     pub checker: std::sync::Arc<crate::check::Checker>,
     /// Every principal's request budget, in this instance.
     pub rate_limits: std::sync::Arc<crate::auth::rate_limit::RateLimits>,
+    /// Wakes this instance's outbox worker (after a write that may have queued a message).
+    pub outbox: crate::outbox::Waker,
 }
 
 /// Why start-up stopped. Printed as one line naming the setting at fault; the binary exits 2.
@@ -273,6 +275,12 @@ impl Application {
         crate::service::history::spawn_daily_close(pool.clone(), config.clock.clone());
         crate::service::retention::spawn_pruner(pool.clone(), config.audit_retention_days);
         crate::auth::throttle::spawn_sweep(pool.clone(), config.clock.clone());
+        let outbox = crate::outbox::spawn(
+            pool.clone(),
+            sealer.clone(),
+            crate::dns::Verifier::new(config.dns_resolver),
+            config.outbox_settings(),
+        );
         let throttle = crate::auth::throttle::Throttle::new(pool.clone(), config.clock.clone());
         let rate_limits = std::sync::Arc::new(crate::auth::rate_limit::RateLimits::new(
             config.rate_limit,
@@ -296,6 +304,7 @@ impl Application {
             route_tests: Default::default(),
             checker,
             rate_limits,
+            outbox,
         });
         let https = certificate.is_some();
         let server = HttpServer::new(move || {
@@ -398,6 +407,7 @@ fn app(
         .service(SwaggerUi::new("/docs/{_:.*}").config(SwaggerConfig::from("/openapi.json")))
         .default_service(web::to(api::meta::fallback))
         .wrap(from_fn(api::check::sync_after_writes))
+        .wrap(from_fn(crate::outbox::wake_after_writes))
         // Inside the catch-all, so that a refused preflight is a problem document too (the
         // catch-all keeps the CORS headers of what it converts).
         .wrap(cors)

@@ -46,5 +46,10 @@ super::text_enum! {
         NodeModuleRemove = "node.module.remove",
         NodeMove = "node.move",
         NodeUpdate = "node.update",
+        OutboxRetry = "outbox.retry",
+        WebhookCreate = "webhook.create",
+        WebhookDelete = "webhook.delete",
+        WebhookRotateSecret = "webhook.rotate_secret",
+        WebhookUpdate = "webhook.update",
     }
 }

@@ -109,6 +109,13 @@ pub fn test_config(database_url: &str) -> Config {
         dns_resolver: None,
         // The test servers listen on loopback; the route tests that prove the refusal turn it off.
         route_test_allow_private: true,
+        // The tests' webhook receivers listen on loopback; the tests of the refusal turn it off.
+        webhooks_allow_private: true,
+        webhook_timeout: 5,
+        outbox_max_attempts: 12,
+        // Retries within a test's patience.
+        outbox_backoff_ms: 50,
+        outbox_retention_days: 30,
         policy_listen: None,
         policy_direction: allot::check::postfix::PolicyDirection::Auto,
         socketmap_listen: None,
