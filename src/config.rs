@@ -68,6 +68,14 @@ pub struct Config {
     #[arg(long, env = "ALLOT_JWT_PREVIOUS_SECRETS", value_parser = parse_jwt_secret, value_delimiter = ',', hide_env_values = true, global = true)]
     pub jwt_previous_secrets: Vec<JwtSecret>,
 
+    /// The key that seals stored secrets (mail server passwords, Graph client secrets, webhook
+    /// signing secrets): base64 (standard alphabet) of exactly 32 bytes (`openssl rand -base64
+    /// 32`). Unset: with SQLite, one is generated on first start and kept in a file beside the
+    /// database (`<database file>.secret-key`); with PostgreSQL allot refuses to start, since every
+    /// instance must seal with the same key.
+    #[arg(long, env = "ALLOT_SECRET_KEY", value_parser = crate::secret::SecretKey::parse, hide_env_values = true, global = true)]
+    pub secret_key: Option<crate::secret::SecretKey>,
+
     /// The DNS server (`IP:PORT`) that domain ownership checks ask; unset: the system's resolvers.
     #[arg(long, env = "ALLOT_DNS_RESOLVER", global = true)]
     pub dns_resolver: Option<SocketAddr>,
@@ -132,6 +140,33 @@ pub struct Config {
         global = true
     )]
     pub audit_retention_days: Option<u32>,
+
+    /// Let webhooks go to addresses that are not publicly routable (loopback, private, link-local
+    /// and the rest of the route test's list, and the host's own), and over plain `http`. Off, a
+    /// webhook URL must be `https` and every address connected to public: checked when the URL is
+    /// given and again at each delivery, on the address actually connected to.
+    #[arg(long, env = "ALLOT_WEBHOOKS_ALLOW_PRIVATE", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue, global = true)]
+    pub webhooks_allow_private: bool,
+
+    /// Seconds a webhook delivery gets to connect, send and be answered; longer is a failed
+    /// attempt.
+    #[arg(long, env = "ALLOT_WEBHOOK_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300), global = true)]
+    pub webhook_timeout: u64,
+
+    /// Attempts the outbox makes at a message before it is `failed` (sent again only by
+    /// `POST /v1/outbox/{id}/retry`).
+    #[arg(long, env = "ALLOT_OUTBOX_MAX_ATTEMPTS", default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=100), global = true)]
+    pub outbox_max_attempts: u32,
+
+    /// Milliseconds before the first retry of a failed delivery; each further retry waits twice
+    /// as long as the one before (half of it random), at most an hour.
+    #[arg(long, env = "ALLOT_OUTBOX_BACKOFF_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000), global = true)]
+    pub outbox_backoff_ms: u64,
+
+    /// Days a delivered message and its attempts stay listed in the outbox; then they are
+    /// deleted. Failed messages stay until they are sent again.
+    #[arg(long, env = "ALLOT_OUTBOX_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=36500), global = true)]
+    pub outbox_retention_days: u32,
 
     /// How the check answers refusals a customer can fix by buying or paying (`users_exhausted`, `ancestor_exhausted`,
     /// `over_limit`, `module_not_licensed`, `node_suspended`): `temporary` (4.7.1, the mail stays
@@ -252,6 +287,20 @@ impl Config {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout)
+    }
+
+    /// The outbox worker's share of the settings.
+    pub(crate) fn outbox_settings(&self) -> crate::outbox::Settings {
+        crate::outbox::Settings {
+            max_attempts: self.outbox_max_attempts,
+            backoff: crate::domain::outbox::Backoff {
+                base: Duration::from_millis(self.outbox_backoff_ms),
+                cap: Duration::from_secs(3600),
+            },
+            allow_private: self.webhooks_allow_private,
+            timeout: Duration::from_secs(self.webhook_timeout),
+            retention_days: self.outbox_retention_days,
+        }
     }
 
     /// The check's share of the settings.
@@ -404,6 +453,25 @@ mod tests {
         ] {
             assert!(parse_origin(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_malformed_secret_key_is_refused_naming_the_setting() {
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: Config,
+        }
+        use clap::Parser;
+        let short = base64::engine::general_purpose::STANDARD.encode([1u8; 31]);
+        for bad in ["not base64 !", short.as_str()] {
+            let err = Cli::try_parse_from(["allot", "--secret-key", bad]).unwrap_err();
+            assert!(err.to_string().contains("--secret-key"), "{err}");
+        }
+        let good = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
+        let cli = Cli::try_parse_from(["allot", "--secret-key", &good]).unwrap();
+        assert!(cli.config.secret_key.is_some());
+        assert_eq!(format!("{:?}", cli.config.secret_key), "Some(SecretKey(…))");
     }
 
     #[test]

@@ -14,9 +14,11 @@
 //!   addresses and their identity, the catalogue's rules, statuses, audit actions.
 //!
 //! Beside them: [`startup`] wires one actix application that the binary and the tests share;
-//! [`probe`] is the one place that connects out on a user's request (the route test's SMTP
-//! client); [`config`], [`edge`], [`telemetry`], [`dns`], [`init`] and [`error`] are what their
-//! names say. The README's "Code map" lists where each concern lives.
+//! [`probe`] connects out on a user's request (the route test's SMTP client) and [`outbox`]
+//! delivers what the workflows queued (webhooks), both to addresses judged by one rule
+//! (`probe::connect_refusal`); [`secret`] seals what allot must keep secret at rest; [`config`],
+//! [`edge`], [`telemetry`], [`dns`], [`init`] and [`error`] are what their names say. The README's
+//! "Code map" lists where each concern lives.
 
 pub mod api;
 pub mod auth;
@@ -28,7 +30,9 @@ pub mod domain;
 pub mod edge;
 pub mod error;
 pub mod init;
+pub mod outbox;
 pub mod probe;
+pub mod secret;
 pub mod service;
 pub mod startup;
 pub mod store;

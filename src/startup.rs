@@ -17,6 +17,7 @@ use crate::auth::jwt;
 use crate::config::Config;
 use crate::error::{self, ApiError, FieldError};
 use crate::init::{self, Initialised};
+use crate::secret::Sealer;
 use crate::store::{self, Pool};
 use crate::telemetry;
 
@@ -26,6 +27,8 @@ pub(crate) const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 pub(crate) struct AppState {
     pub pool: Pool,
     pub keys: jwt::Keys,
+    /// Seals and opens the secrets stored in the database (`ALLOT_SECRET_KEY`).
+    pub sealer: Sealer,
     pub config: Config,
     pub throttle: crate::auth::throttle::Throttle,
     /// Where passwords are hashed and verified: a few threads of their own.
@@ -37,6 +40,8 @@ pub(crate) struct AppState {
     pub checker: std::sync::Arc<crate::check::Checker>,
     /// Every principal's request budget, in this instance.
     pub rate_limits: std::sync::Arc<crate::auth::rate_limit::RateLimits>,
+    /// Wakes this instance's outbox worker (after a write that may have queued a message).
+    pub outbox: crate::outbox::Waker,
 }
 
 /// Why start-up stopped. Printed as one line naming the setting at fault; the binary exits 2.
@@ -102,15 +107,33 @@ pub(crate) fn open_database(config: &Config) -> Result<Pool, StartupError> {
     Ok(pool)
 }
 
-/// Everything blocking that serving needs first: the database, the first start, the token keys.
-pub fn prepare(config: &Config) -> Result<(Pool, jwt::Keys, Option<Initialised>), StartupError> {
+/// What [`prepare`] opened and made, for [`Application::build`].
+#[derive(Debug)]
+pub struct Prepared {
+    pub pool: Pool,
+    pub keys: jwt::Keys,
+    pub sealer: Sealer,
+    /// What a first start created, to announce once.
+    pub initialised: Option<Initialised>,
+}
+
+/// Everything blocking that serving needs first: the key that seals stored secrets (before the
+/// database, so that a missing one stops start-up before anything is written), the database, the
+/// first start, the token keys.
+pub fn prepare(config: &Config) -> Result<Prepared, StartupError> {
+    let sealer = init::sealer(config)?;
     let pool = open_database(config)?;
     let mut conn = pool
         .get()
         .map_err(|e| StartupError::new("DATABASE_URL", format!("cannot open the database: {e}")))?;
     let initialised = init::init_if_empty(&mut conn, config)?;
     let keys = init::token_keys(&mut conn, config)?;
-    Ok((pool, keys, initialised))
+    Ok(Prepared {
+        pool,
+        keys,
+        sealer,
+        initialised,
+    })
 }
 
 /// The Postfix listeners that are configured, bound before serving so that a port in use stops
@@ -204,7 +227,12 @@ fn certificate(
 
 impl Application {
     /// Binds `config.listen` and assembles the server. Must run inside an async runtime.
-    pub fn build(config: Config, pool: Pool, keys: jwt::Keys) -> Result<Self, StartupError> {
+    pub fn build(
+        config: Config,
+        pool: Pool,
+        keys: jwt::Keys,
+        sealer: Sealer,
+    ) -> Result<Self, StartupError> {
         // Before anything is started: a certificate that does not load stops start-up.
         let certificate = certificate(&config)?;
         let listener = TcpListener::bind(config.listen).map_err(|e| {
@@ -243,6 +271,12 @@ impl Application {
         crate::service::history::spawn_daily_close(pool.clone(), config.clock.clone());
         crate::service::retention::spawn_pruner(pool.clone(), config.audit_retention_days);
         crate::auth::throttle::spawn_sweep(pool.clone(), config.clock.clone());
+        let outbox = crate::outbox::spawn(
+            pool.clone(),
+            sealer.clone(),
+            crate::dns::Verifier::new(config.dns_resolver),
+            config.outbox_settings(),
+        );
         let throttle = crate::auth::throttle::Throttle::new(pool.clone(), config.clock.clone());
         let rate_limits = std::sync::Arc::new(crate::auth::rate_limit::RateLimits::new(
             config.rate_limit,
@@ -258,6 +292,7 @@ impl Application {
         let state = web::Data::new(AppState {
             pool,
             keys,
+            sealer,
             config,
             throttle,
             hasher: Default::default(),
@@ -265,6 +300,7 @@ impl Application {
             route_tests: Default::default(),
             checker,
             rate_limits,
+            outbox,
         });
         let https = certificate.is_some();
         let server = HttpServer::new(move || {
@@ -367,6 +403,7 @@ fn app(
         .service(SwaggerUi::new("/docs/{_:.*}").config(SwaggerConfig::from("/openapi.json")))
         .default_service(web::to(api::meta::fallback))
         .wrap(from_fn(api::check::sync_after_writes))
+        .wrap(from_fn(crate::outbox::wake_after_writes))
         // Inside the catch-all, so that a refused preflight is a problem document too (the
         // catch-all keeps the CORS headers of what it converts).
         .wrap(cors)

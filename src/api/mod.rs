@@ -24,6 +24,7 @@ pub(crate) mod spreadsheet;
 pub mod statistics;
 mod strict;
 pub mod usage;
+pub mod webhooks;
 
 use actix_web::App;
 use utoipa::OpenApi;
@@ -54,7 +55,8 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
         .configure(domains::routes)
         .configure(mailboxes::routes)
         .configure(groups::routes)
-        .configure(modules::routes);
+        .configure(modules::routes)
+        .configure(webhooks::routes);
 }
 
 #[derive(OpenApi)]
@@ -82,6 +84,9 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
         crate::domain::tree::NodeKind,
         crate::domain::tree::NodeStatus,
         crate::domain::audit::Action,
+        crate::domain::outbox::EventType,
+        crate::domain::outbox::MessageKind,
+        crate::domain::outbox::MessageStatus,
         nodes::ChildInclude,
     )),
     tags(
@@ -96,6 +101,7 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
         (name = "mailboxes", description = "Customers' mailboxes (users) and their aliases"),
         (name = "groups", description = "Customers' groups of mailboxes"),
         (name = "modules", description = "The module catalogue, and the modules mailboxes and customers hold"),
+        (name = "webhooks", description = "Webhook subscriptions to a subtree's events, and the outbox that delivers them"),
         (name = "check", description = "What mail workers ask before accepting a domain or a mailbox"),
         (name = "health", description = "Liveness, readiness, metrics"),
         (name = "meta", description = "This document, the docs, the problem types"),

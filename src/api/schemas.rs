@@ -54,6 +54,8 @@ uuid_schema!(
     MailboxId => "A mailbox id.",
     AliasId => "An alias id.",
     GroupId => "A group id.",
+    crate::domain::ids::MessageId => "An outbox message id (a webhook delivery's `webhook-id`).",
+    crate::domain::ids::WebhookId => "A webhook subscription id.",
 );
 
 enum_schema!(
@@ -70,6 +72,31 @@ enum_schema!(
     LocalPartCase => [LocalPartCase::Insensitive, LocalPartCase::Sensitive]
         "`insensitive` (the default): local parts that differ only in case are one address (`Jane@` is `jane@`); `sensitive`: local parts compare exactly, as RFC 5321 allows.",
 );
+
+enum_schema!(
+    crate::domain::outbox::MessageKind => [crate::domain::outbox::MessageKind::Webhook]
+        "What a message is: `webhook` (a signed POST of an event to a subscription's URL).",
+    crate::domain::outbox::MessageStatus => [
+        crate::domain::outbox::MessageStatus::Pending,
+        crate::domain::outbox::MessageStatus::Delivering,
+        crate::domain::outbox::MessageStatus::Delivered,
+        crate::domain::outbox::MessageStatus::Failed
+    ]
+        "`pending` (waiting for its next attempt), `delivering` (being sent), `delivered` (the target answered 2xx) or `failed` (every attempt failed, or the subscription is gone; `POST /v1/outbox/{id}/retry` sends it again).",
+);
+
+impl PartialSchema for crate::domain::outbox::EventType {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(Self::ALL.iter().map(|a| a.as_str())))
+            .description(Some(
+                "A webhook event's `type`, `<object>.<what happened>`.",
+            ))
+            .into()
+    }
+}
+impl ToSchema for crate::domain::outbox::EventType {}
 
 impl PartialSchema for crate::domain::audit::Action {
     fn schema() -> RefOr<Schema> {

@@ -173,6 +173,12 @@ impl Principal {
         .map(Authorised::new)
     }
 
+    /// `node` for reading what only its admins see (its webhook subscriptions, its outbox): an
+    /// admin at the node or above, suspended or not.
+    pub fn may_inspect(&self, node: Option<Node>) -> Result<Authorised<Read>, ApiError> {
+        self.may_admin(node).map(Authorised::new)
+    }
+
     /// `node` for taking access away at it (disabling or deleting an account, revoking an API
     /// key): an admin at the node or above, suspended or not.
     pub fn may_revoke(&self, node: Option<Node>) -> Result<Authorised<Revoke>, ApiError> {

@@ -47,5 +47,10 @@ super::text_enum! {
         NodeMove = "node.move",
         NodeOversellUpdate = "node.oversell.update",
         NodeUpdate = "node.update",
+        OutboxRetry = "outbox.retry",
+        WebhookCreate = "webhook.create",
+        WebhookDelete = "webhook.delete",
+        WebhookRotateSecret = "webhook.rotate_secret",
+        WebhookUpdate = "webhook.update",
     }
 }

@@ -73,6 +73,15 @@ id_type!(
     AuditEventId
 );
 
+id_type!(
+    /// A message of the outbox: one delivery to one target (also its `webhook-id`).
+    MessageId
+);
+id_type!(
+    /// A webhook subscription.
+    WebhookId
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

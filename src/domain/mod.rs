@@ -8,6 +8,7 @@ pub(crate) mod audit;
 pub(crate) mod catalogue;
 pub mod ids;
 pub(crate) mod mail;
+pub mod outbox;
 pub(crate) mod quota;
 pub mod resource;
 pub mod roles;

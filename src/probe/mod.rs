@@ -298,13 +298,7 @@ impl RouteTest {
         };
         let mut refused = Vec::new();
         for ip in addresses {
-            let own = || {
-                (!allow_private && own_address(ip)).then(|| target::Refusal {
-                    tier: target::Tier::Private,
-                    kind: "an address of allot's own host".to_owned(),
-                })
-            };
-            match target::refusal(ip, allow_private).or_else(own) {
+            match connect_refusal(ip, allow_private) {
                 None => {
                     self.report.target.address = Some(ip.to_string());
                     return Next::Connect(SocketAddr::new(ip, port));
@@ -494,6 +488,18 @@ impl RouteTest {
             message,
         });
     }
+}
+
+/// Why allot must not connect to `ip` on a user's behalf (a route test, a webhook delivery), if
+/// it must not: [`target::refusal`]'s ranges, and, unless private targets are allowed, the host's
+/// own addresses.
+pub(crate) fn connect_refusal(ip: IpAddr, allow_private: bool) -> Option<target::Refusal> {
+    target::refusal(ip, allow_private).or_else(|| {
+        (!allow_private && own_address(ip)).then(|| target::Refusal {
+            tier: target::Tier::Private,
+            kind: "an address of allot's own host".to_owned(),
+        })
+    })
 }
 
 /// Whether `ip` is one of this host's own addresses: a public address of allot's host reaches

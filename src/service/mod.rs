@@ -21,11 +21,13 @@ pub mod licence;
 pub(crate) mod mailboxes;
 pub(crate) mod modules;
 pub(crate) mod nodes;
+pub(crate) mod outbox;
 pub(crate) mod oversell;
 pub(crate) mod principals;
 pub(crate) mod retention;
 pub(crate) mod seats;
 pub(crate) mod sessions;
+pub(crate) mod webhooks;
 
 use chrono::NaiveDate;
 
@@ -68,7 +70,9 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Appends the audit record of a change to `target` (`(kind, id)`) at `node_id`.
+    /// Appends the audit record of a change to `target` (`(kind, id)`) at `node_id`, and the
+    /// webhook deliveries of the event the change is, if it is one (`outbox::emit`): one place
+    /// for both, so no change is audited without its event or sent without its record.
     pub fn record(
         &self,
         conn: &mut DbConnection,
@@ -78,6 +82,19 @@ impl<'a> Ctx<'a> {
         before: Option<serde_json::Value>,
         after: Option<serde_json::Value>,
     ) -> diesel::QueryResult<()> {
+        if crate::domain::outbox::EventType::of(action).is_some() {
+            outbox::emit(
+                conn,
+                action,
+                outbox::Subject {
+                    node_id,
+                    kind: target.0,
+                    id: &target.1,
+                    // The object as it is now; for a deletion, as it was.
+                    view: after.as_ref().or(before.as_ref()),
+                },
+            )?;
+        }
         audit::record(
             conn,
             audit::Event {

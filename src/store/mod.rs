@@ -29,11 +29,13 @@ pub(crate) mod login_attempts;
 pub(crate) mod mailboxes;
 pub(crate) mod modules;
 pub mod nodes;
+pub(crate) mod outbox;
 pub(crate) mod oversell;
 pub mod schema;
 pub(crate) mod settings;
 pub(crate) mod usage;
 pub mod verify;
+pub(crate) mod webhooks;
 
 use std::time::Duration;
 

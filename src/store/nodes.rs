@@ -137,6 +137,16 @@ pub(crate) fn find(conn: &mut DbConnection, id: NodeId) -> QueryResult<Option<No
         .transpose()
 }
 
+/// The materialised path of node `id`, deleted or not (a deletion's own event still reaches the
+/// subscriptions of its lineage).
+pub(crate) fn path_of(conn: &mut DbConnection, id: NodeId) -> QueryResult<Option<String>> {
+    nodes::table
+        .find(id.to_string())
+        .select(nodes::path)
+        .first(conn)
+        .optional()
+}
+
 pub fn owner(conn: &mut DbConnection) -> QueryResult<Option<Node>> {
     nodes::table
         .filter(nodes::kind.eq(NodeKind::Owner.as_str()))

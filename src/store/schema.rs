@@ -328,3 +328,55 @@ diesel::table! {
         permille -> BigInt,
     }
 }
+
+diesel::table! {
+    outbox (id) {
+        id -> Text,
+        kind -> Text,
+        node_id -> Text,
+        target -> Text,
+        ordering_key -> Nullable<Text>,
+        topic -> Text,
+        payload -> Text,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        lease_until -> Nullable<Timestamp>,
+        claim -> Nullable<Text>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    outbox_attempts (id) {
+        id -> Text,
+        message_id -> Text,
+        at -> Timestamp,
+        duration_ms -> BigInt,
+        status_code -> Nullable<Integer>,
+        error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    webhooks (id) {
+        id -> Text,
+        node_id -> Text,
+        url -> Text,
+        events -> Text,
+        description -> Nullable<Text>,
+        secret -> Binary,
+        previous_secret -> Nullable<Binary>,
+        previous_until -> Nullable<Timestamp>,
+        version -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(outbox -> nodes (node_id));
+diesel::joinable!(webhooks -> nodes (node_id));
+diesel::allow_tables_to_appear_in_same_query!(outbox, nodes);
+diesel::allow_tables_to_appear_in_same_query!(webhooks, nodes);

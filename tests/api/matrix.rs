@@ -17,6 +17,9 @@ use crate::principals::api_key;
 
 const SECRET: [u8; 32] = [77; 32];
 
+/// Where the matrix's subscriptions send: nothing listens there.
+const MATRIX_HOOK: &str = "http://127.0.0.1:9/matrix";
+
 /// The owner's licence while the matrix runs (and what its `PUT /v1/licence` cell sets again).
 const LICENCE: [(&str, i64); 5] = [
     ("users", 1000),
@@ -84,6 +87,9 @@ struct World<'a> {
     domain_names: HashMap<String, String>,
     mailboxes: HashMap<String, String>,
     groups: HashMap<String, String>,
+    webhooks: HashMap<String, String>,
+    /// A pending message to each target's own subscription.
+    messages: HashMap<String, String>,
     counter: std::sync::atomic::AtomicUsize,
 }
 
@@ -513,6 +519,53 @@ async fn route(
             ),
             None,
         ),
+        ("post", "/v1/nodes/{id}/webhooks") => (
+            Rule::Node(Need::Admin, 201),
+            format!("/v1/nodes/{t}/webhooks"),
+            Some(json!({"url": MATRIX_HOOK, "events": ["node.created"]})),
+        ),
+        ("get", "/v1/nodes/{id}/webhooks") | ("get", "/v1/nodes/{id}/outbox") => (
+            Rule::Node(Need::Admin, 200),
+            template.replace("{id}", t),
+            None,
+        ),
+        ("get", "/v1/webhooks/{id}") => (
+            Rule::Node(Need::Admin, 200),
+            format!("/v1/webhooks/{}", world.webhooks[t]),
+            None,
+        ),
+        ("patch", "/v1/webhooks/{id}") => (
+            Rule::Node(Need::Admin, 200),
+            format!("/v1/webhooks/{}", world.webhooks[t]),
+            Some(json!({"description": world.unique("matrix ")})),
+        ),
+        ("post", "/v1/webhooks/{id}/rotate-secret") => (
+            Rule::Node(Need::Admin, 200),
+            format!("/v1/webhooks/{}/rotate-secret", world.webhooks[t]),
+            None,
+        ),
+        ("delete", "/v1/webhooks/{id}") => {
+            let created = world
+                .admin
+                .post_expect(
+                    &format!("/v1/nodes/{t}/webhooks"),
+                    &json!({"url": MATRIX_HOOK, "events": ["node.created"]}),
+                    201,
+                )
+                .await;
+            (
+                Rule::Node(Need::Admin, 204),
+                format!("/v1/webhooks/{}", created["id"].as_str().unwrap()),
+                None,
+            )
+        }
+        // The matrix's messages are pending (their target refuses connections, and the next
+        // attempt is far off): an allowed caller learns only a failed message is sent again.
+        ("post", "/v1/outbox/{id}/retry") => (
+            Rule::Node(Need::Admin, 409),
+            format!("/v1/outbox/{}/retry", world.messages[t]),
+            None,
+        ),
         ("get" | "delete", "/v1/groups/{id}")
         | ("put" | "delete", "/v1/groups/{id}/members/{mailbox_id}") => return None,
         ("get" | "patch" | "delete", "/v1/mailboxes/{id}")
@@ -603,6 +656,8 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
     let app = spawn_app_with(|config| {
         config.jwt_secret = Some(JwtSecret(SECRET.to_vec()));
         config.dns_resolver = dns.addr;
+        // The outbox's messages stay pending while the matrix runs.
+        config.outbox_backoff_ms = 3_600_000;
     })
     .await;
     let admin = app.as_admin().await;
@@ -671,6 +726,8 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
         domain_names: HashMap::new(),
         mailboxes: HashMap::new(),
         groups: HashMap::new(),
+        webhooks: HashMap::new(),
+        messages: HashMap::new(),
         counter: Default::default(),
     };
     let licence = world.admin.get_ok("/v1/licence").await;
@@ -741,6 +798,41 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
                 .patch_ok(&format!("/v1/nodes/{}", target.id), &room)
                 .await;
         }
+    }
+    // A subscription at every target, and a message to it.
+    for target in &targets {
+        let created = world
+            .admin
+            .post_expect(
+                &format!("/v1/nodes/{}/webhooks", target.id),
+                &json!({"url": MATRIX_HOOK, "events": ["node.updated"]}),
+                201,
+            )
+            .await;
+        world.webhooks.insert(
+            target.id.clone(),
+            created["id"].as_str().unwrap().to_owned(),
+        );
+    }
+    for target in &targets {
+        let path = format!("/v1/nodes/{}", target.id);
+        world
+            .admin
+            .patch_ok(&path, &json!({"description": "queued"}))
+            .await;
+        let outbox = world
+            .admin
+            .get_ok(&format!("/v1/nodes/{}/outbox", target.id))
+            .await;
+        let own = outbox["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["node_id"] == target.id.as_str())
+            .expect("a message to the target's own subscription");
+        world
+            .messages
+            .insert(target.id.clone(), own["id"].as_str().unwrap().to_owned());
     }
     let login = json!({"username": "matrix-login", "email": "l@x.test", "role": "viewer", "password": "matrix login password"});
     world

@@ -1,0 +1,3 @@
+DROP TABLE webhooks;
+DROP TABLE outbox_attempts;
+DROP TABLE outbox;
