@@ -40,9 +40,11 @@ case "$backend" in
   *) echo "usage: bench/crash.sh [sqlite|postgres] [KILLS]" >&2; exit 2 ;;
 esac
 
-# A fixed signing key, so that the load's token outlives the restarts.
+# A fixed signing key, so that the load's token outlives the restarts; and the key stored secrets
+# are sealed with, which PostgreSQL requires (SQLite would make one beside the database).
+random_key() { python3 -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())'; }
 export ALLOT_ADMIN_PASSWORD="crash test password" ALLOT_LOG=warn \
-  ALLOT_JWT_SECRET="$(python3 -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())')"
+  ALLOT_JWT_SECRET="$(random_key)" ALLOT_SECRET_KEY="$(random_key)"
 "$bin" init >/dev/null
 "$bin" licence set --resource "users=1000000" --resource "module:base=1000000" --resource "domains=100" >/dev/null
 

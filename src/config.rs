@@ -68,6 +68,14 @@ pub struct Config {
     #[arg(long, env = "ALLOT_JWT_PREVIOUS_SECRETS", value_parser = parse_jwt_secret, value_delimiter = ',', hide_env_values = true, global = true)]
     pub jwt_previous_secrets: Vec<JwtSecret>,
 
+    /// The key that seals stored secrets (mail server passwords, Graph client secrets, webhook
+    /// signing secrets): base64 (standard alphabet) of exactly 32 bytes (`openssl rand -base64
+    /// 32`). Unset: with SQLite, one is generated on first start and kept in a file beside the
+    /// database (`<database file>.secret-key`); with PostgreSQL allot refuses to start, since every
+    /// instance must seal with the same key.
+    #[arg(long, env = "ALLOT_SECRET_KEY", value_parser = crate::secret::SecretKey::parse, hide_env_values = true, global = true)]
+    pub secret_key: Option<crate::secret::SecretKey>,
+
     /// The DNS server (`IP:PORT`) that domain ownership checks ask; unset: the system's resolvers.
     #[arg(long, env = "ALLOT_DNS_RESOLVER", global = true)]
     pub dns_resolver: Option<SocketAddr>,
@@ -404,6 +412,25 @@ mod tests {
         ] {
             assert!(parse_origin(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_malformed_secret_key_is_refused_naming_the_setting() {
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: Config,
+        }
+        use clap::Parser;
+        let short = base64::engine::general_purpose::STANDARD.encode([1u8; 31]);
+        for bad in ["not base64 !", short.as_str()] {
+            let err = Cli::try_parse_from(["allot", "--secret-key", bad]).unwrap_err();
+            assert!(err.to_string().contains("--secret-key"), "{err}");
+        }
+        let good = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
+        let cli = Cli::try_parse_from(["allot", "--secret-key", &good]).unwrap();
+        assert!(cli.config.secret_key.is_some());
+        assert_eq!(format!("{:?}", cli.config.secret_key), "Some(SecretKey(…))");
     }
 
     #[test]

@@ -10,7 +10,8 @@ use crate::auth::{jwt, password};
 use crate::config::Config;
 use crate::domain::audit::Action;
 use crate::domain::roles::Role;
-use crate::store::{self, DbConnection, accounts, audit, nodes, settings};
+use crate::secret::{self, Sealer};
+use crate::store::{self, Backend, DbConnection, accounts, audit, nodes, settings};
 
 /// What a first start created.
 #[derive(Debug)]
@@ -169,4 +170,31 @@ pub(crate) fn token_keys(conn: &mut DbConnection, config: &Config) -> Result<jwt
         message: format!("the key stored in the database is not base64 ({e}); set one explicitly"),
     })?;
     Ok(jwt::Keys::rotating(&secret, &previous))
+}
+
+/// The sealer of stored secrets: `ALLOT_SECRET_KEY`, or with SQLite the key kept beside the
+/// database (made on first start). PostgreSQL without the setting is refused: its instances may
+/// run on several machines, none of which could make the key for the others, and a key kept in
+/// the database would sit beside what it seals.
+pub(crate) fn sealer(config: &Config) -> Result<Sealer, InitError> {
+    const SETTING: &str = "ALLOT_SECRET_KEY";
+    if let Some(key) = &config.secret_key {
+        return Ok(Sealer::new(key.bytes()));
+    }
+    match Backend::of_url(&config.database_url) {
+        Backend::Postgres => Err(InitError::Setting {
+            setting: SETTING,
+            message: "must be set with PostgreSQL: every instance must seal stored secrets with the \
+                      same key. Make one with `openssl rand -base64 32` and give it to every instance"
+                .to_owned(),
+        }),
+        Backend::Sqlite => {
+            let path = secret::key_file(&config.database_url);
+            let key = secret::load_or_create(&path).map_err(|message| InitError::Setting {
+                setting: SETTING,
+                message,
+            })?;
+            Ok(Sealer::new(key.bytes()))
+        }
+    }
 }

@@ -15,8 +15,9 @@
 //!
 //! Beside them: [`startup`] wires one actix application that the binary and the tests share;
 //! [`probe`] is the one place that connects out on a user's request (the route test's SMTP
-//! client); [`config`], [`edge`], [`telemetry`], [`dns`], [`init`] and [`error`] are what their
-//! names say. The README's "Code map" lists where each concern lives.
+//! client); [`secret`] seals what allot must keep secret at rest; [`config`], [`edge`],
+//! [`telemetry`], [`dns`], [`init`] and [`error`] are what their names say. The README's "Code
+//! map" lists where each concern lives.
 
 pub mod api;
 pub mod auth;
@@ -29,6 +30,7 @@ pub mod edge;
 pub mod error;
 pub mod init;
 pub mod probe;
+pub mod secret;
 pub mod service;
 pub mod startup;
 pub mod store;

@@ -130,13 +130,13 @@ fn one_line(err: &clap::Error) -> String {
 }
 
 fn serve(config: Config) -> Result<ExitCode, StartupError> {
-    let (pool, keys, initialised) = startup::prepare(&config)?;
-    if let Some(init) = &initialised {
+    let prepared = startup::prepare(&config)?;
+    if let Some(init) = &prepared.initialised {
         init::announce(init);
     }
     let listen = config.listen;
     actix_web::rt::System::new().block_on(async move {
-        let app = Application::build(config, pool, keys)?;
+        let app = Application::build(config, prepared.pool, prepared.keys, prepared.sealer)?;
         tracing::info!(%listen, port = app.port(), https = app.https(), "serving");
         match app.run_until_stopped().await {
             Ok(()) => Ok(ExitCode::SUCCESS),

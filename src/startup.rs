@@ -17,6 +17,7 @@ use crate::auth::jwt;
 use crate::config::Config;
 use crate::error::{self, ApiError, FieldError};
 use crate::init::{self, Initialised};
+use crate::secret::Sealer;
 use crate::store::{self, Pool};
 use crate::telemetry;
 
@@ -26,6 +27,12 @@ pub(crate) const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 pub(crate) struct AppState {
     pub pool: Pool,
     pub keys: jwt::Keys,
+    /// Seals and opens the secrets stored in the database (`ALLOT_SECRET_KEY`).
+    #[expect(
+        dead_code,
+        reason = "the settings and webhooks that store secrets come next"
+    )]
+    pub sealer: Sealer,
     pub config: Config,
     pub throttle: crate::auth::throttle::Throttle,
     /// Where passwords are hashed and verified: a few threads of their own.
@@ -102,15 +109,33 @@ pub(crate) fn open_database(config: &Config) -> Result<Pool, StartupError> {
     Ok(pool)
 }
 
-/// Everything blocking that serving needs first: the database, the first start, the token keys.
-pub fn prepare(config: &Config) -> Result<(Pool, jwt::Keys, Option<Initialised>), StartupError> {
+/// What [`prepare`] opened and made, for [`Application::build`].
+#[derive(Debug)]
+pub struct Prepared {
+    pub pool: Pool,
+    pub keys: jwt::Keys,
+    pub sealer: Sealer,
+    /// What a first start created, to announce once.
+    pub initialised: Option<Initialised>,
+}
+
+/// Everything blocking that serving needs first: the key that seals stored secrets (before the
+/// database, so that a missing one stops start-up before anything is written), the database, the
+/// first start, the token keys.
+pub fn prepare(config: &Config) -> Result<Prepared, StartupError> {
+    let sealer = init::sealer(config)?;
     let pool = open_database(config)?;
     let mut conn = pool
         .get()
         .map_err(|e| StartupError::new("DATABASE_URL", format!("cannot open the database: {e}")))?;
     let initialised = init::init_if_empty(&mut conn, config)?;
     let keys = init::token_keys(&mut conn, config)?;
-    Ok((pool, keys, initialised))
+    Ok(Prepared {
+        pool,
+        keys,
+        sealer,
+        initialised,
+    })
 }
 
 /// The Postfix listeners that are configured, bound before serving so that a port in use stops
@@ -204,7 +229,12 @@ fn certificate(
 
 impl Application {
     /// Binds `config.listen` and assembles the server. Must run inside an async runtime.
-    pub fn build(config: Config, pool: Pool, keys: jwt::Keys) -> Result<Self, StartupError> {
+    pub fn build(
+        config: Config,
+        pool: Pool,
+        keys: jwt::Keys,
+        sealer: Sealer,
+    ) -> Result<Self, StartupError> {
         // Before anything is started: a certificate that does not load stops start-up.
         let certificate = certificate(&config)?;
         let listener = TcpListener::bind(config.listen).map_err(|e| {
@@ -258,6 +288,7 @@ impl Application {
         let state = web::Data::new(AppState {
             pool,
             keys,
+            sealer,
             config,
             throttle,
             hasher: Default::default(),

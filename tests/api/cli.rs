@@ -13,7 +13,9 @@ pub(crate) fn allot(db: &TestDb) -> Command {
         .env_clear()
         .env("DATABASE_URL", db.url())
         .env("ALLOT_LOG", "info")
-        .env("ALLOT_WORKERS", "1");
+        .env("ALLOT_WORKERS", "1")
+        // PostgreSQL requires it; with SQLite the test of the generated key removes it.
+        .env("ALLOT_SECRET_KEY", crate::helpers::secret_key_env());
     command
 }
 
@@ -84,9 +86,11 @@ fn a_first_start_announces_the_admin_and_later_starts_do_not() {
 #[test]
 fn bad_configuration_stops_start_up_with_exit_2_and_one_line_naming_the_setting() {
     let db = TestDb::new();
-    let cases: [(&str, &str, &str); 6] = [
+    let cases: [(&str, &str, &str); 8] = [
         ("ALLOT_LISTEN", "not-an-address", "ALLOT_LISTEN"),
         ("ALLOT_JWT_SECRET", "c2hvcnQ=", "ALLOT_JWT_SECRET"),
+        ("ALLOT_SECRET_KEY", "c2hvcnQ=", "ALLOT_SECRET_KEY"),
+        ("ALLOT_SECRET_KEY", "not base64!", "ALLOT_SECRET_KEY"),
         ("ALLOT_POOL_SIZE", "0", "ALLOT_POOL_SIZE"),
         ("ALLOT_LOG", "allot=loud", "ALLOT_LOG"),
         ("ALLOT_ADMIN_PASSWORD", "short", "ALLOT_ADMIN_PASSWORD"),

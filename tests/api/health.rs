@@ -58,7 +58,14 @@ async fn readyz_is_503_and_healthz_200_when_the_database_is_unreachable() {
     let pool: Pool = Pool::builder()
         .connection_timeout(Duration::from_millis(300))
         .build_unchecked(Manager::new("postgres://allot@127.0.0.1:1/unreachable"));
-    let app = Application::build(test_config(db.url()), pool, Keys::from_secret(&[9; 32])).unwrap();
+    let sealer = allot::secret::Sealer::new(&[9; 32]);
+    let app = Application::build(
+        test_config(db.url()),
+        pool,
+        Keys::from_secret(&[9; 32]),
+        sealer,
+    )
+    .unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());

@@ -15,6 +15,15 @@ use serde_json::{Value, json};
 
 pub const ADMIN_USERNAME: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "first admin's password";
+/// The key every test app seals stored secrets with (`ALLOT_SECRET_KEY`): PostgreSQL requires
+/// one, and a second app on the same database must open what the first sealed.
+pub const SECRET_KEY: [u8; 32] = [0x5e; 32];
+
+/// [`SECRET_KEY`] as `ALLOT_SECRET_KEY` spells it, for the `allot` binary.
+pub fn secret_key_env() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(SECRET_KEY)
+}
 
 /// A database that exists for one test.
 pub enum TestDb {
@@ -96,6 +105,7 @@ pub fn test_config(database_url: &str) -> Config {
         pool_size: 4,
         jwt_secret: None,
         jwt_previous_secrets: Vec::new(),
+        secret_key: Some(allot::secret::SecretKey::from_bytes(SECRET_KEY)),
         dns_resolver: None,
         // The test servers listen on loopback; the route tests that prove the refusal turn it off.
         route_test_allow_private: true,
@@ -242,9 +252,10 @@ pub async fn spawn_app_on(database_url: &str, adjust: impl FnOnce(&mut Config)) 
 /// Starts an allot of `config` in the background; `database_url` is what the test reads behind
 /// its back, and `db`, if any, is dropped after the server is told to stop.
 fn start(config: Config, database_url: String, db: Option<TestDb>) -> TestApp {
-    let (pool, keys, _) = startup::prepare(&config).expect("the test app prepares");
+    let prepared = startup::prepare(&config).expect("the test app prepares");
     let clock = config.clock.clone();
-    let app = Application::build(config, pool, keys).expect("the test app builds");
+    let app = Application::build(config, prepared.pool, prepared.keys, prepared.sealer)
+        .expect("the test app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
     let metrics = app.metrics();

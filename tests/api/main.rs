@@ -32,6 +32,7 @@ mod proxy;
 mod rate_limit;
 mod route_test;
 mod scenario;
+mod secret_key;
 mod statistics;
 mod suspension;
 mod tls;
