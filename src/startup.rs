@@ -28,10 +28,6 @@ pub(crate) struct AppState {
     pub pool: Pool,
     pub keys: jwt::Keys,
     /// Seals and opens the secrets stored in the database (`ALLOT_SECRET_KEY`).
-    #[expect(
-        dead_code,
-        reason = "the settings and webhooks that store secrets come next"
-    )]
     pub sealer: Sealer,
     pub config: Config,
     pub throttle: crate::auth::throttle::Throttle,

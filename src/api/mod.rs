@@ -20,6 +20,7 @@ pub mod modules;
 pub mod nodes;
 pub mod principals;
 pub mod schemas;
+pub mod settings;
 pub(crate) mod spreadsheet;
 pub mod statistics;
 mod strict;
@@ -54,7 +55,8 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
         .configure(domains::routes)
         .configure(mailboxes::routes)
         .configure(groups::routes)
-        .configure(modules::routes);
+        .configure(modules::routes)
+        .configure(settings::routes);
 }
 
 #[derive(OpenApi)]
@@ -82,6 +84,10 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
         crate::domain::tree::NodeKind,
         crate::domain::tree::NodeStatus,
         crate::domain::audit::Action,
+        crate::domain::settings::Group,
+        crate::domain::settings::Transport,
+        crate::domain::settings::Security,
+        crate::domain::settings::SmtpAuth,
         nodes::ChildInclude,
     )),
     tags(
@@ -96,6 +102,7 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
         (name = "mailboxes", description = "Customers' mailboxes (users) and their aliases"),
         (name = "groups", description = "Customers' groups of mailboxes"),
         (name = "modules", description = "The module catalogue, and the modules mailboxes and customers hold"),
+        (name = "settings", description = "Settings inherited down the tree: the mail server, support, notifications"),
         (name = "check", description = "What mail workers ask before accepting a domain or a mailbox"),
         (name = "health", description = "Liveness, readiness, metrics"),
         (name = "meta", description = "This document, the docs, the problem types"),

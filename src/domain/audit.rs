@@ -46,5 +46,7 @@ super::text_enum! {
         NodeModuleRemove = "node.module.remove",
         NodeMove = "node.move",
         NodeUpdate = "node.update",
+        SettingsClear = "settings.clear",
+        SettingsUpdate = "settings.update",
     }
 }

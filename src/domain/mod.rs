@@ -11,6 +11,7 @@ pub(crate) mod mail;
 pub(crate) mod quota;
 pub mod resource;
 pub mod roles;
+pub mod settings;
 pub(crate) mod status;
 pub mod tree;
 

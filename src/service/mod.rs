@@ -25,6 +25,7 @@ pub(crate) mod principals;
 pub(crate) mod retention;
 pub(crate) mod seats;
 pub(crate) mod sessions;
+pub(crate) mod settings;
 
 use chrono::NaiveDate;
 

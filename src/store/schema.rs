@@ -320,3 +320,14 @@ diesel::table! {
         pending -> Bool,
     }
 }
+
+diesel::table! {
+    node_settings (node_id, settings_group) {
+        node_id -> Text,
+        settings_group -> Text,
+        own_values -> Text,
+        secrets -> Text,
+        version -> BigInt,
+        updated_at -> Timestamp,
+    }
+}

@@ -451,6 +451,18 @@ impl Caller<'_> {
         self.send(Method::PATCH, path, header, Some(body)).await
     }
 
+    /// Sends `method` on `path` with `If-Match: etag` and the JSON `body`, if any.
+    pub async fn send_if_match(
+        &self,
+        method: Method,
+        path: &str,
+        etag: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        self.send(method, path, Some(("if-match", etag)), body)
+            .await
+    }
+
     pub async fn delete(&self, path: &str) -> reqwest::Response {
         self.send(Method::DELETE, path, None, None).await
     }

@@ -33,6 +33,7 @@ mod rate_limit;
 mod route_test;
 mod scenario;
 mod secret_key;
+mod settings;
 mod statistics;
 mod suspension;
 mod tls;
