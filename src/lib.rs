@@ -14,10 +14,10 @@
 //!   addresses and their identity, the catalogue's rules, statuses, audit actions.
 //!
 //! Beside them: [`startup`] wires one actix application that the binary and the tests share;
-//! [`probe`] is the one place that connects out on a user's request (the route test's SMTP
-//! client); [`secret`] seals what allot must keep secret at rest; [`config`], [`edge`],
-//! [`telemetry`], [`dns`], [`init`] and [`error`] are what their names say. The README's "Code
-//! map" lists where each concern lives.
+//! [`probe`] connects out on a user's request (the route test's SMTP client) and judges where
+//! allot may connect; [`mail`] sends mail through a tenant's mail server; [`secret`] seals what
+//! allot must keep secret at rest; [`config`], [`edge`], [`telemetry`], [`dns`], [`init`] and
+//! [`error`] are what their names say. The README's "Code map" lists where each concern lives.
 
 pub mod api;
 pub mod auth;
@@ -29,6 +29,7 @@ pub mod domain;
 pub mod edge;
 pub mod error;
 pub mod init;
+pub mod mail;
 pub mod probe;
 pub mod secret;
 pub mod service;

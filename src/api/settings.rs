@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use actix_web::http::header;
-use actix_web::{HttpResponse, delete, get, put, web};
+use actix_web::{HttpResponse, delete, get, post, put, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -23,6 +23,7 @@ use crate::domain::settings::{
     self, Group, MailServer, Notifications, Security, SmtpAuth, Support, Transport,
 };
 use crate::error::{ApiError, Guarded, Problem};
+use crate::mail::{Answer, Failure, Outgoing};
 use crate::service::Ctx;
 use crate::service::settings::{self as service, Change, Own, SecretChange, Values};
 use crate::startup::AppState;
@@ -674,10 +675,185 @@ pub(crate) async fn delete_settings(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MailTestBody {
+    /// Who gets the test message. A local part beyond ASCII only through a server with
+    /// `utf8_headers`.
+    #[schema(value_type = crate::api::schemas::Address)]
+    pub to: String,
+}
+
+/// An SMTP server's reply.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct MailReply {
+    #[schema(minimum = 200, maximum = 599, example = 250)]
+    pub code: u16,
+    #[schema(example = "2.0.0 Ok: queued as 4XyZ")]
+    pub text: String,
+}
+
+/// What the mail server said to the test message.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct MailTestReport {
+    /// Whether the server took the message.
+    pub ok: bool,
+    pub transport: Transport,
+    /// The node whose mail server was used: the node itself or the nearest above it that has one.
+    pub server_node_id: NodeId,
+    /// SMTP: the server's reply to the message, or its refusal; null when it never answered.
+    pub reply: Option<MailReply>,
+    /// Graph: the HTTP status of `sendMail` (202 when taken), or of the token request that
+    /// failed; null when there was no answer.
+    #[schema(minimum = 100, maximum = 599, example = 202)]
+    pub status: Option<u16>,
+    /// What went wrong, in plain words; null when `ok`.
+    pub failure: Option<String>,
+}
+
+fn report(
+    sending: &service::Sending,
+    outcome: Result<Answer, Failure>,
+) -> Result<MailTestReport, ApiError> {
+    let (ok, answer, failure) = match outcome {
+        Ok(answer) => (true, Some(answer), None),
+        Err(Failure::Forbidden(detail)) => return Err(ApiError::MailTargetForbidden(detail)),
+        Err(Failure::Failed { answer, message }) => (false, answer, Some(message)),
+    };
+    let (reply, status) = match answer {
+        Some(Answer::Smtp { code, text }) => (Some(MailReply { code, text }), None),
+        Some(Answer::Graph { status }) => (None, Some(status)),
+        None => (None, None),
+    };
+    Ok(MailTestReport {
+        ok,
+        transport: sending.server.transport.unwrap_or(Transport::Smtp),
+        server_node_id: sending.node_id,
+        reply,
+        status,
+        failure,
+    })
+}
+
+fn busy(busy: crate::probe::gate::Busy) -> ApiError {
+    use crate::probe::gate::{Busy, PER_DOMAIN_PER_MINUTE};
+    let (detail, retry_after) = match busy {
+        Busy::Running => (
+            "A test message from this node is being sent; its report comes first.".to_owned(),
+            crate::mail::TIMEOUT.as_secs(),
+        ),
+        Busy::Spent(wait) => {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            (
+                format!(
+                    "This node has sent {PER_DOMAIN_PER_MINUTE} test messages in the last minute; retry in {seconds} s."
+                ),
+                seconds.max(1),
+            )
+        }
+        Busy::Full => (
+            "allot is sending as many test messages as it allows at once; retry shortly."
+                .to_owned(),
+            5,
+        ),
+    };
+    ApiError::MailTestBusy {
+        detail,
+        retry_after,
+    }
+}
+
+/// Sends a test message to `to` through the mail server that applies to the node, now, and
+/// answers what the server said: the SMTP reply to the message (or its refusal), or Graph's
+/// status. It waits for the answer (at most 30 s). A server that refuses or cannot be reached is
+/// a 200 report with `ok: false`; a problem document means nothing was sent: no server applies
+/// (`mail-disabled`), the server's address is not one allot connects to
+/// (`mail-target-forbidden`), or the node sends one test at a time and at most 10 a minute
+/// (`mail-test-busy`). Each test sent is in the audit trail. Admins of the node or above.
+#[utoipa::path(
+    tag = "settings",
+    security(("accessToken" = []), ("apiKey" = [])),
+    params(("id" = NodeId, Path)),
+    request_body = MailTestBody,
+    responses(
+        (status = 200, description = "What the mail server answered", body = MailTestReport),
+        Guarded,
+        (status = 409, description = "No mail is sent from the node (`mail-disabled`), or it lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields (`validation-failed`), or the server's address is one allot does not connect to (`mail-target-forbidden`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "A test from the node is running, or too many were sent (`mail-test-busy`)", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
+#[post("/v1/nodes/{id}/settings/mail_server/test")]
+pub(crate) async fn test_mail_server(
+    state: web::Data<AppState>,
+    principal: Principal,
+    id: web::Path<NodeId>,
+    body: Json<MailTestBody>,
+) -> Result<web::Json<MailTestReport>, ApiError> {
+    let to =
+        settings::parse_address(&body.0.to, true).map_err(|m| ApiError::validation("to", m))?;
+    let id = id.into_inner();
+    let sealer = state.sealer.clone();
+    let asking = principal.clone();
+    let (node, sending) = store::run(&state.pool, move |conn| {
+        let node = asking.may_administer(nodes::find(conn, id)?, Reach::SelfOrBelow)?;
+        let sending = service::sending(conn, &sealer, &node)?;
+        Ok::<_, ApiError>((node, sending))
+    })
+    .await?;
+    let sending = sending.map_err(|why| {
+        ApiError::MailDisabled(match why {
+            service::NotSending::SwitchedOff => "Sending mail is switched off: the owner's `mail_server.enabled` is not on, so nothing is sent anywhere.".to_owned(),
+            service::NotSending::NoServer => "No mail server applies to this node: neither it nor any node above it configures one.".to_owned(),
+        })
+    })?;
+    let local_ascii = to.split('@').next().is_some_and(str::is_ascii);
+    if !local_ascii && sending.server.utf8_headers != Some(true) {
+        return Err(ApiError::validation(
+            "to",
+            "has a local part beyond ASCII, but the mail server that applies here does not take UTF-8 headers (`utf8_headers`, RFC 6532)",
+        ));
+    }
+    let _sending_now = state
+        .mail_tests
+        .admit(node.id, std::time::Instant::now())
+        .map_err(busy)?;
+    let message = Outgoing {
+        to: to.clone(),
+        subject: "allot: test message".to_owned(),
+        text: format!(
+            "This is a test message from allot, sent through the mail server of the node {}.\r\n\r\nIf you can read it, mail from allot reaches you.\r\n",
+            sending.node_id
+        ),
+    };
+    let outcome = crate::mail::send(
+        &sending,
+        &message,
+        &state.dns,
+        &state.config.mail_settings(),
+    )
+    .await;
+    let report = report(&sending, outcome)?;
+    let audit = serde_json::json!({
+        "to": to,
+        "server_node_id": sending.node_id,
+        "transport": report.transport,
+        "ok": report.ok,
+        "reply_code": report.reply.as_ref().map(|r| r.code),
+        "status": report.status,
+    });
+    common::write(&state.pool, move |conn| {
+        service::record_mail_test(conn, &Ctx::of(&principal), &node, audit)
+    })
+    .await?;
+    Ok(web::Json(report))
+}
+
 /// This resource's routes, for [`super::configure`].
 pub(crate) fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig<'_>) {
     cfg.service(get_settings)
         .service(get_effective)
         .service(put_settings)
-        .service(delete_settings);
+        .service(delete_settings)
+        .service(test_mail_server);
 }

@@ -47,6 +47,7 @@ super::text_enum! {
         NodeMove = "node.move",
         NodeUpdate = "node.update",
         SettingsClear = "settings.clear",
+        SettingsMailTest = "settings.mail_test",
         SettingsUpdate = "settings.update",
     }
 }

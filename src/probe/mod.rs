@@ -214,6 +214,47 @@ pub(crate) struct Refused {
     pub addresses: Vec<(IpAddr, target::Refusal)>,
 }
 
+/// The first of `host`'s `addresses` (`literal`: the host is that one address) that allot may
+/// connect to on a user's behalf: a route test's, and a tenant's mail server's
+/// ([`crate::mail`], under its own setting). With
+/// `allow_private` (the operator's setting) the private tier is allowed; the host's own addresses
+/// count as private too, since a public address of allot's host reaches what listens on all its
+/// interfaces.
+pub(crate) fn first_allowed(
+    host: &str,
+    addresses: &[IpAddr],
+    literal: bool,
+    allow_private: bool,
+) -> Result<IpAddr, Refused> {
+    let mut refused = Vec::new();
+    for &ip in addresses {
+        let own = || {
+            (!allow_private && own_address(ip)).then(|| target::Refusal {
+                tier: target::Tier::Private,
+                kind: "an address of allot's own host".to_owned(),
+            })
+        };
+        match target::refusal(ip, allow_private).or_else(own) {
+            None => return Ok(ip),
+            Some(why) => refused.push((ip, why)),
+        }
+    }
+    let detail = match refused.as_slice() {
+        [(ip, why)] if literal => format!(
+            "{ip} is {}; allot does not connect to such addresses.",
+            why.kind
+        ),
+        _ => format!(
+            "{host} resolves only to addresses allot does not connect to (loopback, private, \
+             link-local or otherwise not publicly routable)."
+        ),
+    };
+    Err(Refused {
+        detail,
+        addresses: refused,
+    })
+}
+
 /// What comes after resolving.
 #[derive(Debug)]
 pub(crate) enum Next {
@@ -296,36 +337,13 @@ impl RouteTest {
                 None => return Next::Done,
             },
         };
-        let mut refused = Vec::new();
-        for ip in addresses {
-            let own = || {
-                (!allow_private && own_address(ip)).then(|| target::Refusal {
-                    tier: target::Tier::Private,
-                    kind: "an address of allot's own host".to_owned(),
-                })
-            };
-            match target::refusal(ip, allow_private).or_else(own) {
-                None => {
-                    self.report.target.address = Some(ip.to_string());
-                    return Next::Connect(SocketAddr::new(ip, port));
-                }
-                Some(why) => refused.push((ip, why)),
+        match first_allowed(&host, &addresses, literal, allow_private) {
+            Ok(ip) => {
+                self.report.target.address = Some(ip.to_string());
+                Next::Connect(SocketAddr::new(ip, port))
             }
+            Err(refused) => Next::Refused(refused),
         }
-        let detail = match refused.as_slice() {
-            [(ip, why)] if literal => format!(
-                "{ip} is {}; allot does not connect to such addresses.",
-                why.kind
-            ),
-            _ => format!(
-                "{host} resolves only to addresses allot does not connect to (loopback, private, \
-                 link-local or otherwise not publicly routable)."
-            ),
-        };
-        Next::Refused(Refused {
-            detail,
-            addresses: refused,
-        })
     }
 
     /// The host's addresses; `None` (with the failure reported) when there are none.

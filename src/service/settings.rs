@@ -18,7 +18,9 @@ use super::Ctx;
 use crate::auth::guard::{Administer, Authorised};
 use crate::domain::audit::Action;
 use crate::domain::ids::NodeId;
-use crate::domain::settings::{self, Group, Level, MailServer, Notifications, Sourced, Support};
+use crate::domain::settings::{
+    self, Group, Level, MailServer, Notifications, Sourced, Support, Transport,
+};
 use crate::domain::tree;
 use crate::error::{ApiError, FieldError};
 use crate::secret::Sealer;
@@ -433,6 +435,107 @@ pub(crate) fn clear(
         ("settings", group.as_str().to_owned()),
         Some(before.shown()),
         None,
+    )?;
+    Ok(())
+}
+
+/// A mail server to send through, with its secret opened.
+#[derive(Clone)]
+pub(crate) struct Sending {
+    /// The node whose server it is.
+    pub node_id: NodeId,
+    pub server: MailServer,
+    /// The password (SMTP) or client secret (Graph), if the server uses one.
+    pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for Sending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sending")
+            .field("node_id", &self.node_id)
+            .field("server", &self.server)
+            .field("secret", &self.secret.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+/// Why no mail can be sent for a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NotSending {
+    /// The owner's `mail_server.enabled` is not on: nothing is sent anywhere.
+    SwitchedOff,
+    /// No node of the lineage configures a server.
+    NoServer,
+}
+
+/// The mail server mail for `node` goes through, with its secret opened; or why none.
+pub(crate) fn sending(
+    conn: &mut DbConnection,
+    sealer: &Sealer,
+    node: &Node,
+) -> Result<Result<Sending, NotSending>, ApiError> {
+    let lineage = lineage(conn, node, Group::MailServer)?;
+    let levels = levels(&lineage, |v| match v {
+        Values::MailServer(m) => Some(m),
+        _ => None,
+    });
+    let effective = settings::mail_server(&levels);
+    if !effective.sending.value {
+        // Nobody configured anything: no server. Otherwise the owner's switch is what is off.
+        let nothing = effective.server.is_none() && effective.sending.source.is_none();
+        return Ok(Err(if nothing {
+            NotSending::NoServer
+        } else {
+            NotSending::SwitchedOff
+        }));
+    }
+    let Some((from, server)) = effective.server else {
+        return Ok(Err(NotSending::NoServer));
+    };
+    let field = match server.transport {
+        Some(Transport::M365Graph) => Some(settings::CLIENT_SECRET),
+        _ => server.secrets_used().first().copied(),
+    };
+    let secret = match field {
+        None => None,
+        Some(field) => {
+            let row = node_settings::find(conn, from, Group::MailServer)?.ok_or_else(|| {
+                ApiError::internal(std::io::Error::other("the server's row is gone"))
+            })?;
+            let sealed = row.secrets.get(field).ok_or_else(|| {
+                ApiError::internal(std::io::Error::other(format!(
+                    "the server's {field} is not stored"
+                )))
+            })?;
+            Some(
+                sealer
+                    .open(sealed, &context(from, Group::MailServer, field))
+                    .map_err(ApiError::internal)?,
+            )
+        }
+    };
+    Ok(Ok(Sending {
+        node_id: from,
+        server: server.clone(),
+        secret,
+    }))
+}
+
+/// Records that a test message was sent from `node` (`what`: to whom, through which server, and
+/// what it answered; never a secret).
+pub(crate) fn record_mail_test(
+    conn: &mut DbConnection,
+    ctx: &Ctx,
+    node: &Authorised<Administer>,
+    what: Value,
+) -> Result<(), ApiError> {
+    ctx.record(
+        conn,
+        node.id,
+        Action::SettingsMailTest,
+        ("settings", Group::MailServer.as_str().to_owned()),
+        None,
+        Some(what),
     )?;
     Ok(())
 }

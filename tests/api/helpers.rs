@@ -109,6 +109,10 @@ pub fn test_config(database_url: &str) -> Config {
         dns_resolver: None,
         // The test servers listen on loopback; the route tests that prove the refusal turn it off.
         route_test_allow_private: true,
+        // The same for the test mail servers (SMTP sinks, a Graph stand-in) on loopback.
+        mail_allow_private: true,
+        graph_login_url: "https://login.microsoftonline.com".to_owned(),
+        graph_url: "https://graph.microsoft.com".to_owned(),
         policy_listen: None,
         policy_direction: allot::check::postfix::PolicyDirection::Auto,
         socketmap_listen: None,

@@ -533,7 +533,13 @@ async fn route(
             world.admin.put_expect(&path, &set, 200).await;
             (Rule::Node(Need::Admin, 204), path, None)
         }
-
+        ("post", "/v1/nodes/{id}/settings/mail_server/test") => (
+            // No mail server applies in the matrix: an allowed caller learns so, and nothing is
+            // sent.
+            Rule::Node(Need::Admin, 409),
+            format!("/v1/nodes/{t}/settings/mail_server/test"),
+            Some(json!({"to": "matrix@example.com"})),
+        ),
         _ => panic!(
             "{} {template} has no row in the isolation matrix: add one",
             method.to_uppercase()
