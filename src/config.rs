@@ -86,6 +86,32 @@ pub struct Config {
     #[arg(long, env = "ALLOT_ROUTE_TEST_ALLOW_PRIVATE", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue, global = true)]
     pub route_test_allow_private: bool,
 
+    /// Let tenants' SMTP servers be at addresses that are not publicly routable (loopback,
+    /// private, link-local, … and the host's own), by the route tests' rule. Off, allot sends
+    /// mail only through servers at public addresses of other hosts.
+    #[arg(long, env = "ALLOT_MAIL_ALLOW_PRIVATE", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue, global = true)]
+    pub mail_allow_private: bool,
+
+    /// Microsoft's login endpoint for Graph tokens (another cloud's, or a test's).
+    #[arg(
+        long,
+        env = "ALLOT_GRAPH_LOGIN_URL",
+        default_value = "https://login.microsoftonline.com",
+        hide = true,
+        global = true
+    )]
+    pub graph_login_url: String,
+
+    /// The Microsoft Graph API (another cloud's, or a test's).
+    #[arg(
+        long,
+        env = "ALLOT_GRAPH_URL",
+        default_value = "https://graph.microsoft.com",
+        hide = true,
+        global = true
+    )]
+    pub graph_url: String,
+
     /// Where to serve Postfix's SMTP access policy delegation (`IP:PORT`, e.g. `127.0.0.1:10040`);
     /// unset: not served. Unauthenticated by Postfix's design: bind it to loopback or a private
     /// interface only.
@@ -300,6 +326,15 @@ impl Config {
             allow_private: self.webhooks_allow_private,
             timeout: Duration::from_secs(self.webhook_timeout),
             retention_days: self.outbox_retention_days,
+        }
+    }
+
+    /// Where mail may go.
+    pub fn mail_settings(&self) -> crate::mail::Settings {
+        crate::mail::Settings {
+            allow_private: self.mail_allow_private,
+            graph_login_url: self.graph_login_url.clone(),
+            graph_url: self.graph_url.clone(),
         }
     }
 

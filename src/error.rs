@@ -140,6 +140,15 @@ problem_types! {
         RouteTestBusy = ("route-test-busy",
             "Too many route tests",
             "A test of this domain's route is running, the domain has started 10 tests in the last minute, or allot runs as many route tests as it allows at once. `Retry-After` says how many seconds to wait."),
+        MailDisabled = ("mail-disabled",
+            "No mail is sent from here",
+            "No mail server applies to the node: the owner's `mail_server.enabled` is not on (then nothing is sent anywhere), or no node from the owner down to this one configures a server. Nothing was sent."),
+        MailTargetForbidden = ("mail-target-forbidden",
+            "allot does not connect to that mail server",
+            "The mail server's host is, or resolves only to, addresses that are not publicly routable (loopback, private, link-local, allot's own host's, …) or never a server. Nothing was connected to. The operator may allow private mail servers with `ALLOT_MAIL_ALLOW_PRIVATE`."),
+        MailTestBusy = ("mail-test-busy",
+            "Too many test messages",
+            "A test message from this node is being sent, the node has sent 10 in the last minute, or allot sends as many as it allows at once. `Retry-After` says how many seconds to wait."),
         NotEmpty = ("not-empty",
             "Still in use",
             "The node still holds children, domains, mailboxes or live allocations to its children; `detail` lists them. Remove them first, or use `?cascade=true` where offered."),
@@ -358,6 +367,12 @@ pub enum ApiError {
     RouteTargetForbidden(String),
     #[error("{detail}")]
     RouteTestBusy { detail: String, retry_after: u64 },
+    #[error("{0}")]
+    MailDisabled(String),
+    #[error("{0}")]
+    MailTargetForbidden(String),
+    #[error("{detail}")]
+    MailTestBusy { detail: String, retry_after: u64 },
     #[error("Too many failed attempts; retry in {retry_after} seconds.")]
     TooManyRequests { retry_after: u64 },
     #[error(
@@ -436,6 +451,9 @@ impl ApiError {
             Self::RouteMissing(_) => ProblemType::RouteMissing,
             Self::RouteTargetForbidden(_) => ProblemType::RouteTargetForbidden,
             Self::RouteTestBusy { .. } => ProblemType::RouteTestBusy,
+            Self::MailDisabled(_) => ProblemType::MailDisabled,
+            Self::MailTargetForbidden(_) => ProblemType::MailTargetForbidden,
+            Self::MailTestBusy { .. } => ProblemType::MailTestBusy,
             Self::PreconditionFailed { .. } => ProblemType::PreconditionFailed,
             Self::IdempotencyKeyReused => ProblemType::IdempotencyKeyReused,
             Self::TooManyRequests { .. } => ProblemType::TooManyRequests,
@@ -513,13 +531,17 @@ impl ResponseError for ApiError {
             | Self::AddressTaken
             | Self::AddressCollision(_)
             | Self::VerificationFailed(_)
-            | Self::RouteMissing(_) => StatusCode::CONFLICT,
-            Self::RouteTargetForbidden(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | Self::RouteMissing(_)
+            | Self::MailDisabled(_) => StatusCode::CONFLICT,
+            Self::RouteTargetForbidden(_) | Self::MailTargetForbidden(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::TooManyRequests { .. } | Self::RouteTestBusy { .. } | Self::RateLimited(_) => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            Self::TooManyRequests { .. }
+            | Self::RouteTestBusy { .. }
+            | Self::MailTestBusy { .. }
+            | Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -531,9 +553,9 @@ impl ResponseError for ApiError {
         }
         let mut response = problem_response(&self.to_problem());
         let retry_after = match self {
-            Self::TooManyRequests { retry_after } | Self::RouteTestBusy { retry_after, .. } => {
-                Some(*retry_after)
-            }
+            Self::TooManyRequests { retry_after }
+            | Self::RouteTestBusy { retry_after, .. }
+            | Self::MailTestBusy { retry_after, .. } => Some(*retry_after),
             // Every 503 says when to come back: a database restart or a contended lock is usually
             // over within seconds.
             Self::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER),

@@ -14,11 +14,12 @@
 //!   addresses and their identity, the catalogue's rules, statuses, audit actions.
 //!
 //! Beside them: [`startup`] wires one actix application that the binary and the tests share;
-//! [`probe`] connects out on a user's request (the route test's SMTP client) and [`outbox`]
-//! delivers what the workflows queued (webhooks), both to addresses judged by one rule
-//! (`probe::connect_refusal`); [`secret`] seals what allot must keep secret at rest; [`config`],
-//! [`edge`], [`telemetry`], [`dns`], [`init`] and [`error`] are what their names say. The README's
-//! "Code map" lists where each concern lives.
+//! [`probe`] connects out on a user's request (the route test's SMTP client) and judges where
+//! allot may connect (`probe::connect_refusal`), for it, for [`mail`] (sent through a tenant's
+//! mail server) and for [`outbox`] (which delivers what the workflows queued: webhooks);
+//! [`secret`] seals what allot must keep secret at rest; [`config`], [`edge`], [`telemetry`],
+//! [`dns`], [`init`] and [`error`] are what their names say. The README's "Code map" lists where
+//! each concern lives.
 
 pub mod api;
 pub mod auth;
@@ -30,6 +31,7 @@ pub mod domain;
 pub mod edge;
 pub mod error;
 pub mod init;
+pub mod mail;
 pub mod outbox;
 pub mod probe;
 pub mod secret;

@@ -36,6 +36,8 @@ pub(crate) struct AppState {
     pub dns: crate::dns::Verifier,
     /// How many route tests may run (per domain, and in this process).
     pub route_tests: crate::probe::gate::Gate,
+    /// How many test messages may be sent (per node, and in this process).
+    pub mail_tests: crate::probe::gate::Gate<crate::domain::ids::NodeId>,
     /// The in-memory index the check answers from.
     pub checker: std::sync::Arc<crate::check::Checker>,
     /// Every principal's request budget, in this instance.
@@ -298,6 +300,7 @@ impl Application {
             hasher: Default::default(),
             dns,
             route_tests: Default::default(),
+            mail_tests: Default::default(),
             checker,
             rate_limits,
             outbox,

@@ -89,23 +89,35 @@ pub(crate) struct AuditEvent {
 
 /// Members that would hold a secret. No workflow records one (each audits a view without its
 /// credentials); the trail drops these anyway, at any depth, so that a slip cannot publish one.
+/// Settings record their secrets as `{"set": true}` or `{"set": false}`, which holds nothing to
+/// publish, so a member of exactly that shape stays.
 const SECRET_KEYS: &[&str] = &[
     "password",
     "password_hash",
     "secret",
     "secret_hash",
+    "client_secret",
     "api_key",
     "access_token",
     "refresh_token",
     "jwt_secret",
 ];
 
+/// Whether `value` is a secret's `{"set": bool}` and nothing else.
+fn only_whether_set(value: &Value) -> bool {
+    value
+        .as_object()
+        .is_some_and(|map| map.len() == 1 && map.get("set").is_some_and(Value::is_boolean))
+}
+
 /// A stored `before` or `after`, without any member named in [`SECRET_KEYS`].
 fn document(text: Option<String>) -> Option<Value> {
     fn scrub(value: &mut Value) {
         match value {
             Value::Object(map) => {
-                map.retain(|key, _| !SECRET_KEYS.contains(&key.as_str()));
+                map.retain(|key, value| {
+                    !SECRET_KEYS.contains(&key.as_str()) || only_whether_set(value)
+                });
                 map.values_mut().for_each(scrub);
             }
             Value::Array(items) => items.iter_mut().for_each(scrub),

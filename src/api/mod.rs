@@ -20,6 +20,7 @@ pub mod modules;
 pub mod nodes;
 pub mod principals;
 pub mod schemas;
+pub mod settings;
 pub(crate) mod spreadsheet;
 pub mod statistics;
 mod strict;
@@ -56,6 +57,7 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
         .configure(mailboxes::routes)
         .configure(groups::routes)
         .configure(modules::routes)
+        .configure(settings::routes)
         .configure(webhooks::routes);
 }
 
@@ -87,6 +89,10 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
         crate::domain::outbox::EventType,
         crate::domain::outbox::MessageKind,
         crate::domain::outbox::MessageStatus,
+        crate::domain::settings::Group,
+        crate::domain::settings::Transport,
+        crate::domain::settings::Security,
+        crate::domain::settings::SmtpAuth,
         nodes::ChildInclude,
     )),
     tags(
@@ -101,6 +107,7 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
         (name = "mailboxes", description = "Customers' mailboxes (users) and their aliases"),
         (name = "groups", description = "Customers' groups of mailboxes"),
         (name = "modules", description = "The module catalogue, and the modules mailboxes and customers hold"),
+        (name = "settings", description = "Settings inherited down the tree: the mail server, support, notifications"),
         (name = "webhooks", description = "Webhook subscriptions to a subtree's events, and the outbox that delivers them"),
         (name = "check", description = "What mail workers ask before accepting a domain or a mailbox"),
         (name = "health", description = "Liveness, readiness, metrics"),

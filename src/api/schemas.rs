@@ -59,6 +59,29 @@ uuid_schema!(
 );
 
 enum_schema!(
+    crate::domain::settings::Group => [
+        crate::domain::settings::Group::MailServer,
+        crate::domain::settings::Group::Support,
+        crate::domain::settings::Group::Notifications
+    ]
+        "A group of settings: `mail_server` (how allot sends mail), `support` (where support requests go), `notifications` (quota notices).",
+    crate::domain::settings::Transport => [
+        crate::domain::settings::Transport::Smtp,
+        crate::domain::settings::Transport::M365Graph
+    ]
+        "`smtp`, or `m365_graph` (Microsoft Graph `sendMail` as an app registration).",
+    crate::domain::settings::Security => [
+        crate::domain::settings::Security::None,
+        crate::domain::settings::Security::Starttls,
+        crate::domain::settings::Security::Tls
+    ]
+        "`none` (plain text), `starttls` (required: refused if not offered) or `tls` (from the first byte, usually port 465).",
+    crate::domain::settings::SmtpAuth => [
+        crate::domain::settings::SmtpAuth::None,
+        crate::domain::settings::SmtpAuth::Plain,
+        crate::domain::settings::SmtpAuth::Login
+    ]
+        "`none`, `plain` or `login` (with `username` and `password`).",
     NodeKind => [NodeKind::Owner, NodeKind::Reseller, NodeKind::Customer]
         "`owner` (the root, once), `reseller` (may have children) or `customer` (a leaf).",
     NodeStatus => [NodeStatus::Active, NodeStatus::Suspended]

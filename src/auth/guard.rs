@@ -12,6 +12,8 @@
 //! | read the licence | any role but `check` at the owner |
 //! | set the licence, change the module catalogue | `admin` at the owner |
 //! | read the module catalogue | any role but `check`, anywhere |
+//! | read a node's settings (own and effective) | `admin` or `manager` at the node or above |
+//! | set or clear a node's settings, send a test mail | `admin` at the node or above |
 //!
 //! **Suspension makes a subtree read-only.** A node is suspended when it or any ancestor has status
 //! `suspended` (`Node::suspended_by`, read in the same statement as the node). Then:
@@ -140,6 +142,17 @@ impl Principal {
             return Err(forbidden("The check role may only ask the check."));
         }
         Ok(node)
+    }
+
+    /// `node`'s settings for reading: an admin or a manager at the node or above. Only they
+    /// configure how mail leaves the tree, so only they read it; a viewer reads the tree, not
+    /// its plumbing. Reads are allowed in a suspended subtree, like every read.
+    pub fn may_read_settings(&self, node: Option<Node>) -> Result<Authorised<Read>, ApiError> {
+        let node = self.reads(node)?;
+        if !matches!(self.role, Role::Admin | Role::Manager) {
+            return Err(forbidden("Only an admin or a manager may read settings."));
+        }
+        Ok(Authorised::new(node))
     }
 
     /// `node` for managing what a customer holds (domains, mailboxes, modules): an admin or a

@@ -12,6 +12,7 @@ pub mod outbox;
 pub(crate) mod quota;
 pub mod resource;
 pub mod roles;
+pub mod settings;
 pub(crate) mod status;
 pub mod tree;
 

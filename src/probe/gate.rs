@@ -1,4 +1,5 @@
 //! How many route tests may run: the brake that keeps the endpoint from being a port scanner.
+//! The same brake, keyed by node, keeps a mail server's test message from being a mail cannon.
 //!
 //! Per domain, one test at a time and at most [`PER_DOMAIN_PER_MINUTE`] started in any minute;
 //! per allot process, at most [`MAX_RUNNING`] at once. Keyed by domain, not by caller: a caller
@@ -8,6 +9,7 @@
 //! throttle: a restart forgets, and each instance behind a load balancer keeps its own counts.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -28,37 +30,49 @@ pub(crate) enum Busy {
     Full,
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct Gate {
-    state: Mutex<State>,
+/// The tests running and started, per key: a domain (route tests) or a node (test messages).
+#[derive(Debug)]
+pub(crate) struct Gate<K = DomainId> {
+    state: Mutex<State<K>>,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    running: HashSet<DomainId>,
-    started: HashMap<DomainId, VecDeque<Instant>>,
+impl<K> Default for Gate<K> {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(State {
+                running: HashSet::new(),
+                started: HashMap::new(),
+            }),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State<K> {
+    running: HashSet<K>,
+    started: HashMap<K, VecDeque<Instant>>,
 }
 
 /// A running test's place; dropping it frees the place.
 #[derive(Debug)]
-pub(crate) struct Permit<'a> {
-    gate: &'a Gate,
-    domain: DomainId,
+pub(crate) struct Permit<'a, K: Hash + Eq + Copy = DomainId> {
+    gate: &'a Gate<K>,
+    domain: K,
 }
 
-impl Drop for Permit<'_> {
+impl<K: Hash + Eq + Copy> Drop for Permit<'_, K> {
     fn drop(&mut self) {
         self.gate.lock().running.remove(&self.domain);
     }
 }
 
-impl Gate {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+impl<K: Hash + Eq + Copy> Gate<K> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<K>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A place for a test of `domain` starting at `now`, or why there is none.
-    pub fn admit(&self, domain: DomainId, now: Instant) -> Result<Permit<'_>, Busy> {
+    pub fn admit(&self, domain: K, now: Instant) -> Result<Permit<'_, K>, Busy> {
         let mut state = self.lock();
         if state.running.contains(&domain) {
             return Err(Busy::Running);

@@ -214,6 +214,38 @@ pub(crate) struct Refused {
     pub addresses: Vec<(IpAddr, target::Refusal)>,
 }
 
+/// The first of `host`'s `addresses` (`literal`: the host is that one address) that allot may
+/// connect to on a user's behalf, each judged by [`connect_refusal`]: a route test's, and a
+/// tenant's mail server's ([`crate::mail`], under its own setting).
+pub(crate) fn first_allowed(
+    host: &str,
+    addresses: &[IpAddr],
+    literal: bool,
+    allow_private: bool,
+) -> Result<IpAddr, Refused> {
+    let mut refused = Vec::new();
+    for &ip in addresses {
+        match connect_refusal(ip, allow_private) {
+            None => return Ok(ip),
+            Some(why) => refused.push((ip, why)),
+        }
+    }
+    let detail = match refused.as_slice() {
+        [(ip, why)] if literal => format!(
+            "{ip} is {}; allot does not connect to such addresses.",
+            why.kind
+        ),
+        _ => format!(
+            "{host} resolves only to addresses allot does not connect to (loopback, private, \
+             link-local or otherwise not publicly routable)."
+        ),
+    };
+    Err(Refused {
+        detail,
+        addresses: refused,
+    })
+}
+
 /// What comes after resolving.
 #[derive(Debug)]
 pub(crate) enum Next {
@@ -296,30 +328,13 @@ impl RouteTest {
                 None => return Next::Done,
             },
         };
-        let mut refused = Vec::new();
-        for ip in addresses {
-            match connect_refusal(ip, allow_private) {
-                None => {
-                    self.report.target.address = Some(ip.to_string());
-                    return Next::Connect(SocketAddr::new(ip, port));
-                }
-                Some(why) => refused.push((ip, why)),
+        match first_allowed(&host, &addresses, literal, allow_private) {
+            Ok(ip) => {
+                self.report.target.address = Some(ip.to_string());
+                Next::Connect(SocketAddr::new(ip, port))
             }
+            Err(refused) => Next::Refused(refused),
         }
-        let detail = match refused.as_slice() {
-            [(ip, why)] if literal => format!(
-                "{ip} is {}; allot does not connect to such addresses.",
-                why.kind
-            ),
-            _ => format!(
-                "{host} resolves only to addresses allot does not connect to (loopback, private, \
-                 link-local or otherwise not publicly routable)."
-            ),
-        };
-        Next::Refused(Refused {
-            detail,
-            addresses: refused,
-        })
     }
 
     /// The host's addresses; `None` (with the failure reported) when there are none.
@@ -490,7 +505,8 @@ impl RouteTest {
     }
 }
 
-/// Why allot must not connect to `ip` on a user's behalf (a route test, a webhook delivery), if
+/// Why allot must not connect to `ip` on a user's behalf (a route test, a mail server, a webhook
+/// delivery), if
 /// it must not: [`target::refusal`]'s ranges, and, unless private targets are allowed, the host's
 /// own addresses.
 pub(crate) fn connect_refusal(ip: IpAddr, allow_private: bool) -> Option<target::Refusal> {

@@ -27,6 +27,7 @@ pub(crate) mod principals;
 pub(crate) mod retention;
 pub(crate) mod seats;
 pub(crate) mod sessions;
+pub(crate) mod settings;
 pub(crate) mod webhooks;
 
 use chrono::NaiveDate;

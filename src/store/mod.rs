@@ -28,6 +28,7 @@ pub(crate) mod identity;
 pub(crate) mod login_attempts;
 pub(crate) mod mailboxes;
 pub(crate) mod modules;
+pub(crate) mod node_settings;
 pub mod nodes;
 pub(crate) mod outbox;
 pub(crate) mod oversell;

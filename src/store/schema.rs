@@ -380,3 +380,14 @@ diesel::joinable!(outbox -> nodes (node_id));
 diesel::joinable!(webhooks -> nodes (node_id));
 diesel::allow_tables_to_appear_in_same_query!(outbox, nodes);
 diesel::allow_tables_to_appear_in_same_query!(webhooks, nodes);
+
+diesel::table! {
+    node_settings (node_id, settings_group) {
+        node_id -> Text,
+        settings_group -> Text,
+        own_values -> Text,
+        secrets -> Text,
+        version -> BigInt,
+        updated_at -> Timestamp,
+    }
+}

@@ -129,6 +129,22 @@ fn fuzz_http_bodies_and_queries() {
             format!("/v1/nodes/{}/mailboxes/import?atomic=false", tree.c1),
             json!([{"address": "ann@fuzz.example"}, {"address": "bob@fuzz.example"}]),
         ),
+        (
+            Method::PUT,
+            format!("/v1/nodes/{}/settings/mail_server", tree.a),
+            json!({"transport": "smtp", "host": "smtp.example.net", "port": 587, "auth": "plain",
+                   "username": "u", "password": "p", "sender_address": "a@fuzz.example"}),
+        ),
+        (
+            Method::PUT,
+            format!("/v1/nodes/{}/settings/support", tree.c1),
+            json!({"address": "help@fuzz.example", "allow_client_specific": true}),
+        ),
+        (
+            Method::PUT,
+            format!("/v1/nodes/{}/settings/notifications", tree.a1),
+            json!({"quota_thresholds": [50, 100], "recipients": ["noc@fuzz.example"]}),
+        ),
     ];
     let count = routes.len();
     let valid: Vec<Value> = routes.iter().map(|r| r.2.clone()).collect();

@@ -116,6 +116,10 @@ pub fn test_config(database_url: &str) -> Config {
         // Retries within a test's patience.
         outbox_backoff_ms: 50,
         outbox_retention_days: 30,
+        // The same for the test mail servers (SMTP sinks, a Graph stand-in) on loopback.
+        mail_allow_private: true,
+        graph_login_url: "https://login.microsoftonline.com".to_owned(),
+        graph_url: "https://graph.microsoft.com".to_owned(),
         policy_listen: None,
         policy_direction: allot::check::postfix::PolicyDirection::Auto,
         socketmap_listen: None,
@@ -456,6 +460,18 @@ impl Caller<'_> {
     pub async fn patch_if_match(&self, path: &str, etag: &str, body: &Value) -> reqwest::Response {
         let header = Some(("if-match", etag));
         self.send(Method::PATCH, path, header, Some(body)).await
+    }
+
+    /// Sends `method` on `path` with `If-Match: etag` and the JSON `body`, if any.
+    pub async fn send_if_match(
+        &self,
+        method: Method,
+        path: &str,
+        etag: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        self.send(method, path, Some(("if-match", etag)), body)
+            .await
     }
 
     pub async fn delete(&self, path: &str) -> reqwest::Response {

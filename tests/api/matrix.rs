@@ -570,6 +570,36 @@ async fn route(
         | ("put" | "delete", "/v1/groups/{id}/members/{mailbox_id}") => return None,
         ("get" | "patch" | "delete", "/v1/mailboxes/{id}")
         | ("post", "/v1/mailboxes/{id}/disable" | "/v1/mailboxes/{id}/enable") => return None,
+        // Settings: admins and managers read them, admins change them.
+        (
+            "get",
+            "/v1/nodes/{id}/settings/{group}" | "/v1/nodes/{id}/settings/{group}/effective",
+        ) => (
+            Rule::Node(Need::Manage, 200),
+            template
+                .replace("{id}", t)
+                .replace("{group}", "mail_server"),
+            None,
+        ),
+        ("put", "/v1/nodes/{id}/settings/{group}") => (
+            Rule::Node(Need::Admin, 200),
+            format!("/v1/nodes/{t}/settings/notifications"),
+            Some(json!({"quota_thresholds": [50, 100]})),
+        ),
+        ("delete", "/v1/nodes/{id}/settings/{group}") => {
+            // Something to clear, so that an allowed call changes something.
+            let path = format!("/v1/nodes/{t}/settings/support");
+            let set = json!({"attach_system_info": true});
+            world.admin.put_expect(&path, &set, 200).await;
+            (Rule::Node(Need::Admin, 204), path, None)
+        }
+        ("post", "/v1/nodes/{id}/settings/mail_server/test") => (
+            // No mail server applies in the matrix: an allowed caller learns so, and nothing is
+            // sent.
+            Rule::Node(Need::Admin, 409),
+            format!("/v1/nodes/{t}/settings/mail_server/test"),
+            Some(json!({"to": "matrix@example.com"})),
+        ),
         _ => panic!(
             "{} {template} has no row in the isolation matrix: add one",
             method.to_uppercase()

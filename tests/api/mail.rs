@@ -1,0 +1,383 @@
+//! Sending through the mail server that applies: `POST /v1/nodes/{id}/settings/mail_server/test`
+//! against a real SMTP conversation (lettre's, with the sink of `sink.rs`) and against a stand-in
+//! for Microsoft's token endpoint and Graph.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Caller, TestApp, assert_problem, spawn_app, spawn_app_with};
+use crate::sink::{GRAPH_TOKEN, Graph, Sink};
+
+const PASSWORD: &str = "relay password 42";
+
+fn test_path(node: &str) -> String {
+    format!("/v1/nodes/{node}/settings/mail_server/test")
+}
+
+/// The owner's SMTP server: the sink, without TLS, logging in with `auth`.
+fn sink_server(sink: &Sink, auth: &str) -> Value {
+    json!({
+        "transport": "smtp",
+        "host": sink.addr.ip().to_string(),
+        "port": sink.addr.port(),
+        "security": "none",
+        "auth": auth,
+        "username": "relay",
+        "password": PASSWORD,
+        "sender_address": "山田太郎@株式.会社",
+        "sender_name": "Owner Mail",
+        "utf8_headers": true,
+    })
+}
+
+/// The owner, a reseller and a customer below it; returns (owner, customer).
+async fn nodes(admin: &Caller<'_>) -> (String, String) {
+    let owner = admin.node_id().await;
+    let reseller = admin.create_child(&owner, "reseller", "R").await;
+    let customer = admin.create_child(&reseller, "customer", "C").await;
+    (owner, customer)
+}
+
+fn mail_tests(app: &TestApp) -> i64 {
+    app.count_sql("SELECT COUNT(*) AS n FROM audit_events WHERE action = 'settings.mail_test'")
+}
+
+#[tokio::test]
+async fn a_test_message_goes_out_over_smtp_with_utf8_addresses_and_the_servers_reply() {
+    let sink = Sink::start().await;
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let (owner, customer) = nodes(&admin).await;
+    admin
+        .put_expect(
+            &format!("/v1/nodes/{owner}/settings/mail_server"),
+            &sink_server(&sink, "plain"),
+            200,
+        )
+        .await;
+    let to = "ユーザー@例え.テスト";
+    let report = admin
+        .post_expect(&test_path(&customer), &json!({"to": to}), 200)
+        .await;
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["transport"], "smtp");
+    assert_eq!(report["server_node_id"], json!(owner));
+    assert_eq!(report["reply"]["code"], 250);
+    assert!(
+        report["reply"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("queued as SINK1")
+    );
+    assert_eq!(report["failure"], Value::Null);
+
+    let received = sink.received();
+    assert_eq!(received.len(), 1);
+    let message = &received[0];
+    assert_eq!(
+        message.auth,
+        Some(("relay".to_owned(), PASSWORD.to_owned()))
+    );
+    // RFC 6531: the envelope carries the UTF-8 addresses, announced with SMTPUTF8.
+    assert!(
+        message.mail.starts_with("FROM:<山田太郎@xn--"),
+        "{}",
+        message.mail
+    );
+    assert!(message.mail.contains("SMTPUTF8"), "{}", message.mail);
+    assert_eq!(message.rcpt.len(), 1);
+    assert!(
+        message.rcpt[0].starts_with("ユーザー@xn--"),
+        "{:?}",
+        message.rcpt
+    );
+    // RFC 6532: the headers carry them as UTF-8, not encoded.
+    let from = message.header("From").unwrap();
+    assert!(
+        from.contains("Owner Mail") && from.contains("山田太郎@"),
+        "{from}"
+    );
+    assert!(message.header("To").unwrap().contains("ユーザー@"));
+    assert_eq!(message.header("Subject").unwrap(), "allot: test message");
+    assert!(message.header("Date").is_some() && message.header("Message-ID").is_some());
+    assert!(
+        message.body().contains("This is a test message from allot"),
+        "{}",
+        message.body()
+    );
+    assert_eq!(mail_tests(&app), 1);
+    let trail = admin
+        .get_ok(&format!(
+            "/v1/nodes/{customer}/audit?action=settings.mail_test"
+        ))
+        .await;
+    assert_eq!(trail["items"][0]["after"]["reply_code"], 250);
+}
+
+#[tokio::test]
+async fn a_refusal_by_the_server_is_reported_with_its_reply() {
+    let sink = Sink::start().await;
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let (owner, customer) = nodes(&admin).await;
+    admin
+        .put_expect(
+            &format!("/v1/nodes/{owner}/settings/mail_server"),
+            &sink_server(&sink, "login"),
+            200,
+        )
+        .await;
+    let report = admin
+        .post_expect(
+            &test_path(&customer),
+            &json!({"to": "refuse-me@example.com"}),
+            200,
+        )
+        .await;
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["reply"]["code"], 550);
+    assert!(
+        report["failure"].as_str().unwrap().contains("No such user"),
+        "{report}"
+    );
+    assert!(sink.received().is_empty());
+    // LOGIN, as configured.
+    let ok = admin
+        .post_expect(
+            &test_path(&customer),
+            &json!({"to": "jane@example.com"}),
+            200,
+        )
+        .await;
+    assert_eq!(ok["ok"], true);
+    assert_eq!(
+        sink.received()[0].auth,
+        Some(("relay".to_owned(), PASSWORD.to_owned()))
+    );
+    assert_eq!(mail_tests(&app), 2);
+}
+
+#[tokio::test]
+async fn nothing_is_sent_while_sending_is_off_or_no_server_applies() {
+    let sink = Sink::start().await;
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let (owner, customer) = nodes(&admin).await;
+    let body = json!({"to": "jane@example.com"});
+    let problem = admin
+        .post_problem(&test_path(&customer), &body, 409, "mail-disabled")
+        .await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("No mail server"),
+        "{problem}"
+    );
+    // The customer's own server, but the owner's switch is off.
+    admin
+        .put_expect(
+            &format!("/v1/nodes/{customer}/settings/mail_server"),
+            &sink_server(&sink, "plain"),
+            200,
+        )
+        .await;
+    admin
+        .put_expect(
+            &format!("/v1/nodes/{owner}/settings/mail_server"),
+            &json!({"enabled": false}),
+            200,
+        )
+        .await;
+    let problem = admin
+        .post_problem(&test_path(&customer), &body, 409, "mail-disabled")
+        .await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("switched off"),
+        "{problem}"
+    );
+    assert!(sink.received().is_empty());
+    assert_eq!(mail_tests(&app), 0);
+    // An address beyond ASCII through a server without UTF-8 headers.
+    let mut plain = sink_server(&sink, "none");
+    plain.as_object_mut().unwrap().remove("username");
+    plain.as_object_mut().unwrap().remove("password");
+    plain["utf8_headers"] = json!(false);
+    plain["sender_address"] = json!("noreply@example.com");
+    let mut on = plain.clone();
+    on["host"] = json!("192.0.2.1");
+    admin
+        .put_expect(&format!("/v1/nodes/{owner}/settings/mail_server"), &on, 200)
+        .await;
+    admin
+        .put_expect(
+            &format!("/v1/nodes/{customer}/settings/mail_server"),
+            &plain,
+            200,
+        )
+        .await;
+    let problem = admin
+        .post_problem(
+            &test_path(&customer),
+            &json!({"to": "山田@example.com"}),
+            422,
+            "validation-failed",
+        )
+        .await;
+    assert_eq!(problem["errors"][0]["field"], "to");
+    assert!(sink.received().is_empty());
+}
+
+#[tokio::test]
+async fn a_mail_server_at_a_private_address_is_refused_unless_the_operator_allows_it() {
+    let sink = Sink::start().await;
+    let app = spawn_app_with(|config| config.mail_allow_private = false).await;
+    let admin = app.as_admin().await;
+    let (owner, customer) = nodes(&admin).await;
+    admin
+        .put_expect(
+            &format!("/v1/nodes/{owner}/settings/mail_server"),
+            &sink_server(&sink, "plain"),
+            200,
+        )
+        .await;
+    let problem = admin
+        .post_problem(
+            &test_path(&customer),
+            &json!({"to": "jane@example.com"}),
+            422,
+            "mail-target-forbidden",
+        )
+        .await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("loopback"),
+        "{problem}"
+    );
+    assert!(sink.received().is_empty());
+    assert_eq!(mail_tests(&app), 0);
+}
+
+#[tokio::test]
+async fn a_node_sends_at_most_ten_test_messages_a_minute() {
+    let sink = Sink::start().await;
+    let app = spawn_app().await;
+    let admin = app.as_admin().await;
+    let (owner, customer) = nodes(&admin).await;
+    admin
+        .put_expect(
+            &format!("/v1/nodes/{owner}/settings/mail_server"),
+            &sink_server(&sink, "plain"),
+            200,
+        )
+        .await;
+    let body = json!({"to": "jane@example.com"});
+    for _ in 0..10 {
+        admin.post_expect(&test_path(&customer), &body, 200).await;
+    }
+    let response = admin.post(&test_path(&customer), &body).await;
+    let wait: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert_problem(response, 429, "mail-test-busy").await;
+    assert_eq!(sink.received().len(), 10);
+    // Another node has its own budget.
+    admin.post_expect(&test_path(&owner), &body, 200).await;
+}
+
+const CLIENT_SECRET: &str = "graph client secret 0123456789";
+const TENANT: &str = "6f1e2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b";
+const CLIENT: &str = "0b1c2d3e-4f5a-4b6c-9d8e-7f6a5b4c3d2e";
+
+#[tokio::test]
+async fn graph_sends_with_a_client_credentials_token_as_microsoft_documents_it() {
+    let graph = Graph::start(CLIENT_SECRET).await;
+    let url = graph.url.clone();
+    let app = spawn_app_with(|config| {
+        config.graph_login_url = url.clone();
+        config.graph_url = url.clone();
+    })
+    .await;
+    let admin = app.as_admin().await;
+    let (owner, customer) = nodes(&admin).await;
+    let mut server = json!({
+        "transport": "m365_graph",
+        "tenant_id": TENANT,
+        "client_id": CLIENT,
+        "client_secret": CLIENT_SECRET,
+        "sender_address": "noreply@owner.example",
+        "sender_name": "Owner Mail",
+    });
+    let path = format!("/v1/nodes/{owner}/settings/mail_server");
+    admin.put_expect(&path, &server, 200).await;
+    let report = admin
+        .post_expect(
+            &test_path(&customer),
+            &json!({"to": "jane@example.com"}),
+            200,
+        )
+        .await;
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["transport"], "m365_graph");
+    assert_eq!(report["status"], 202);
+    assert_eq!(report["reply"], Value::Null);
+
+    let calls = graph.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0].path, format!("/{TENANT}/oauth2/v2.0/token"));
+    let form = actix_web::web::Query::<std::collections::HashMap<String, String>>::from_query(
+        &calls[0].body,
+    )
+    .unwrap()
+    .into_inner();
+    assert_eq!(form["grant_type"], "client_credentials");
+    assert_eq!(form["client_id"], CLIENT);
+    assert_eq!(form["client_secret"], CLIENT_SECRET);
+    assert_eq!(form["scope"], format!("{}/.default", graph.url));
+    assert_eq!(calls[1].path, "/v1.0/users/noreply@owner.example/sendMail");
+    assert_eq!(
+        calls[1].authorization.as_deref(),
+        Some(format!("Bearer {GRAPH_TOKEN}").as_str())
+    );
+    let sent: Value = serde_json::from_str(&calls[1].body).unwrap();
+    assert_eq!(sent["saveToSentItems"], false);
+    assert_eq!(sent["message"]["subject"], "allot: test message");
+    assert_eq!(sent["message"]["body"]["contentType"], "Text");
+    assert!(
+        sent["message"]["body"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("test message from allot")
+    );
+    assert_eq!(
+        sent["message"]["toRecipients"],
+        json!([{"emailAddress": {"address": "jane@example.com"}}])
+    );
+    assert_eq!(
+        sent["message"]["from"],
+        json!({"emailAddress": {"address": "noreply@owner.example", "name": "Owner Mail"}})
+    );
+
+    // A wrong secret: Microsoft's refusal, reported.
+    server["client_secret"] = json!("not the secret");
+    admin.put_expect(&path, &server, 200).await;
+    let report = admin
+        .post_expect(
+            &test_path(&customer),
+            &json!({"to": "jane@example.com"}),
+            200,
+        )
+        .await;
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["status"], 401);
+    assert!(
+        report["failure"]
+            .as_str()
+            .unwrap()
+            .contains("AADSTS7000215"),
+        "{report}"
+    );
+    assert!(!report.to_string().contains("not the secret"));
+    assert_eq!(mail_tests(&app), 2);
+}
