@@ -352,6 +352,11 @@ pub fn parse_thresholds(raw: &[u8]) -> Result<Vec<u8>, String> {
 mod tests {
     use super::*;
 
+    /// One node of a lineage and its own values.
+    fn level<T>(node: NodeId, own: Option<&T>) -> Level<'_, T> {
+        Level { node, own }
+    }
+
     fn ids<const N: usize>() -> [NodeId; N] {
         std::array::from_fn(|_| NodeId::generate())
     }
@@ -371,18 +376,9 @@ mod tests {
         let [owner, reseller, customer] = ids();
         let global = smtp("global.example");
         let lineage = [
-            Level {
-                node: owner,
-                own: Some(&global),
-            },
-            Level {
-                node: reseller,
-                own: None,
-            },
-            Level {
-                node: customer,
-                own: None,
-            },
+            level(owner, Some(&global)),
+            level(reseller, None),
+            level(customer, None),
         ];
         let effective = mail_server(&lineage);
         assert_eq!(effective.server, Some((owner, &global)));
@@ -404,32 +400,16 @@ mod tests {
         resellers.auth = Some(SmtpAuth::Plain);
         resellers.username = Some("reseller".to_owned());
         let lineage = [
-            Level {
-                node: owner,
-                own: Some(&global),
-            },
-            Level {
-                node: reseller,
-                own: Some(&resellers),
-            },
-            Level {
-                node: customer,
-                own: None,
-            },
+            level(owner, Some(&global)),
+            level(reseller, Some(&resellers)),
+            level(customer, None),
         ];
         let effective = mail_server(&lineage);
         assert_eq!(effective.server, Some((reseller, &resellers)));
         assert_eq!(effective.sending.source, Some(reseller));
         // The customer's own server wins over both.
         let customers = smtp("customer.example");
-        let lineage = [
-            lineage[0],
-            lineage[1],
-            Level {
-                node: customer,
-                own: Some(&customers),
-            },
-        ];
+        let lineage = [lineage[0], lineage[1], level(customer, Some(&customers))];
         assert_eq!(mail_server(&lineage).server, Some((customer, &customers)));
     }
 
@@ -439,16 +419,7 @@ mod tests {
         let global = smtp("global.example");
         let mut off = smtp("customer.example");
         off.enabled = Some(false);
-        let lineage = [
-            Level {
-                node: owner,
-                own: Some(&global),
-            },
-            Level {
-                node: customer,
-                own: Some(&off),
-            },
-        ];
+        let lineage = [level(owner, Some(&global)), level(customer, Some(&off))];
         assert_eq!(mail_server(&lineage).server, Some((owner, &global)));
     }
 
@@ -459,14 +430,8 @@ mod tests {
         global.enabled = Some(false);
         let customers = smtp("customer.example");
         let lineage = [
-            Level {
-                node: owner,
-                own: Some(&global),
-            },
-            Level {
-                node: customer,
-                own: Some(&customers),
-            },
+            level(owner, Some(&global)),
+            level(customer, Some(&customers)),
         ];
         let effective = mail_server(&lineage);
         assert_eq!(
@@ -484,14 +449,8 @@ mod tests {
             ..MailServer::default()
         };
         let lineage = [
-            Level {
-                node: owner,
-                own: Some(&switch_only),
-            },
-            Level {
-                node: customer,
-                own: Some(&customers),
-            },
+            level(owner, Some(&switch_only)),
+            level(customer, Some(&customers)),
         ];
         assert!(!mail_server(&lineage).sending.value);
     }
@@ -500,16 +459,7 @@ mod tests {
     fn no_global_server_sends_nothing_even_with_a_tenants_own() {
         let [owner, customer] = ids();
         let customers = smtp("customer.example");
-        let lineage = [
-            Level {
-                node: owner,
-                own: None,
-            },
-            Level {
-                node: customer,
-                own: Some(&customers),
-            },
-        ];
+        let lineage = [level(owner, None), level(customer, Some(&customers))];
         let effective = mail_server(&lineage);
         assert_eq!(
             effective.sending,
@@ -537,18 +487,9 @@ mod tests {
         let own = support_of(Some("help@customer.example"), None);
         // The owner allows the reseller's; the reseller denies the customer's.
         let lineage = [
-            Level {
-                node: owner,
-                own: Some(&global),
-            },
-            Level {
-                node: reseller,
-                own: Some(&denying),
-            },
-            Level {
-                node: customer,
-                own: Some(&own),
-            },
+            level(owner, Some(&global)),
+            level(reseller, Some(&denying)),
+            level(customer, Some(&own)),
         ];
         let effective = support(&lineage);
         assert_eq!(
@@ -567,25 +508,11 @@ mod tests {
         );
         // A reseller that says nothing leaves the owner's word: allowed.
         let silent = support_of(None, None);
-        let lineage = [
-            lineage[0],
-            Level {
-                node: reseller,
-                own: Some(&silent),
-            },
-            lineage[2],
-        ];
+        let lineage = [lineage[0], level(reseller, Some(&silent)), lineage[2]];
         assert_eq!(support(&lineage).address.unwrap().source, Some(customer));
         // Nobody allows: the owner's address, whatever the tenants set.
         let quiet_owner = support_of(Some("support@owner.example"), None);
-        let lineage = [
-            Level {
-                node: owner,
-                own: Some(&quiet_owner),
-            },
-            lineage[1],
-            lineage[2],
-        ];
+        let lineage = [level(owner, Some(&quiet_owner)), lineage[1], lineage[2]];
         assert_eq!(support(&lineage).address.unwrap().source, Some(owner));
         assert_eq!(
             support(&lineage).allow_client_specific,
@@ -601,16 +528,7 @@ mod tests {
         let [owner, customer] = ids();
         let global = support_of(Some("support@owner.example"), None);
         let own = support_of(Some("help@customer.example"), Some(true));
-        let lineage = [
-            Level {
-                node: owner,
-                own: Some(&global),
-            },
-            Level {
-                node: customer,
-                own: Some(&own),
-            },
-        ];
+        let lineage = [level(owner, Some(&global)), level(customer, Some(&own))];
         assert_eq!(support(&lineage).address.unwrap().source, Some(owner));
     }
 
@@ -621,16 +539,7 @@ mod tests {
             attach_system_info: Some(true),
             ..Support::default()
         };
-        let lineage = [
-            Level {
-                node: owner,
-                own: Some(&global),
-            },
-            Level {
-                node: customer,
-                own: None,
-            },
-        ];
+        let lineage = [level(owner, Some(&global)), level(customer, None)];
         let effective = support(&lineage);
         assert_eq!(
             effective.attach_system_info,
@@ -654,18 +563,9 @@ mod tests {
             recipients: None,
         };
         let lineage = [
-            Level {
-                node: owner,
-                own: Some(&global),
-            },
-            Level {
-                node: reseller,
-                own: Some(&resellers),
-            },
-            Level {
-                node: customer,
-                own: None,
-            },
+            level(owner, Some(&global)),
+            level(reseller, Some(&resellers)),
+            level(customer, None),
         ];
         let effective = notifications(&lineage);
         assert_eq!(
