@@ -21,15 +21,28 @@ pub(crate) struct Receiver {
 }
 
 impl Receiver {
-    pub(crate) fn start() -> Self {
+    /// The receiver, or `None` when the reference library is not installed: `cargo test` on a
+    /// fresh machine then skips the webhook tests, saying so. `.ci/run` installs it (`npm ci` in
+    /// clients/) and sets `ALLOT_TEST_REQUIRE_WEBHOOK_VERIFIER`, under which its absence fails
+    /// instead, so CI can never pass without them.
+    pub(crate) fn start() -> Option<Self> {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/clients");
-        assert!(
-            std::path::Path::new(dir)
-                .join("node_modules/standardwebhooks")
-                .exists(),
-            "the webhook tests verify signatures with the npm package standardwebhooks, pinned in \
-             clients/package.json: run `npm ci` in clients/ (.ci/run does)"
-        );
+        if !std::path::Path::new(dir)
+            .join("node_modules/standardwebhooks")
+            .exists()
+        {
+            let why = "the npm package standardwebhooks (pinned in clients/package.json) is not \
+                       installed: run `npm ci` in clients/";
+            if std::env::var_os("ALLOT_TEST_REQUIRE_WEBHOOK_VERIFIER").is_some() {
+                panic!(
+                    "the webhook verifier is required (ALLOT_TEST_REQUIRE_WEBHOOK_VERIFIER), but {why}"
+                );
+            }
+            eprintln!(
+                "skipped: this test verifies webhook signatures with the reference library, and {why}"
+            );
+            return None;
+        }
         let mut child = Command::new("node")
             .arg("test/webhook-receiver.mjs")
             .current_dir(dir)
@@ -45,11 +58,11 @@ impl Receiver {
         let port = serde_json::from_str::<Value>(&line).expect("a JSON line")["port"]
             .as_u64()
             .expect("a port") as u16;
-        Self {
+        Some(Self {
             child,
             port,
             client: reqwest::Client::new(),
-        }
+        })
     }
 
     /// Where allot is to POST.
@@ -153,7 +166,9 @@ pub(crate) async fn outbox_until(
 async fn an_event_arrives_signed_and_the_reference_library_verifies_it() {
     admin_app!(app, admin);
     let owner = admin.node_id().await;
-    let receiver = Receiver::start();
+    let Some(receiver) = Receiver::start() else {
+        return;
+    };
     let created = subscribe(&admin, &owner, &receiver.url(), &["node.created"]).await;
     let secret = created["secret"].as_str().unwrap();
     assert!(secret.starts_with("whsec_"), "{created}");
@@ -199,7 +214,9 @@ async fn an_event_arrives_signed_and_the_reference_library_verifies_it() {
 #[tokio::test]
 async fn a_subscription_hears_the_events_it_named_of_its_own_subtree_only() {
     admin_app!(app, admin, tree);
-    let receiver = Receiver::start();
+    let Some(receiver) = Receiver::start() else {
+        return;
+    };
     let created = subscribe(&admin, &tree.a, &receiver.url(), &["node.updated"]).await;
     receiver
         .expect(&[created["secret"].as_str().unwrap()], &[])
@@ -245,7 +262,9 @@ async fn a_subscription_hears_the_events_it_named_of_its_own_subtree_only() {
 async fn the_secret_appears_only_in_the_answers_that_make_it_and_a_rotation_signs_with_both() {
     admin_app!(app, admin);
     let owner = admin.node_id().await;
-    let receiver = Receiver::start();
+    let Some(receiver) = Receiver::start() else {
+        return;
+    };
     let created = subscribe(&admin, &owner, &receiver.url(), &["node.updated"]).await;
     let id = created["id"].as_str().unwrap().to_owned();
     let first = created["secret"].as_str().unwrap().to_owned();
@@ -356,7 +375,9 @@ async fn a_private_target_is_refused_without_the_setting_and_a_refused_write_lea
 
     // A name is judged where it is connected to: one that resolves to loopback is subscribed
     // (it might resolve elsewhere later), and every delivery to it is refused.
-    let receiver = Receiver::start();
+    let Some(receiver) = Receiver::start() else {
+        return;
+    };
     dns.publish_a("hooks.rebind.example", std::net::Ipv4Addr::LOCALHOST);
     let url = format!("https://hooks.rebind.example:{}/hook", receiver.port);
     subscribe(&admin, &owner, &url, &["node.updated"]).await;
