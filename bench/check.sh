@@ -7,7 +7,10 @@
 #   - /healthz and POST /v1/check for a known mailbox, with wrk (-t2, CONNECTIONS connections);
 #   - the Postfix policy listener (an RCPT-stage request for the same address) and the socketmap
 #     (`mailbox` lookup), with bench/loadgen.rs: CONNECTIONS connections, one request in flight
-#     each, as Postfix uses them.
+#     each, as Postfix uses them;
+#   - POST /v1/check for an unknown sender at a customer with seats of its own under an oversold
+#     reseller whose real seats are all taken (bench/oversold.py): the check walks the customer's
+#     lineage and refuses `ancestor_exhausted` (issue 16's use invariant, judged from memory).
 # Also prints the index's build time at start and each server's resident memory.
 #
 #   cargo build --release --bins --examples && bash bench/check.sh [CUSTOMERS] [CONNECTIONS] [ROUNDS]
@@ -37,6 +40,8 @@ trap 'for pid in "${servers[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -
 export DATABASE_URL="$work/allot.db" ALLOT_ADMIN_PASSWORD="bench password 123"
 . bench/lib.sh
 address=$(seed_database "$bin" "$customers")
+# A binary from before overselling cannot build the lineage: its load is then left out.
+newcomer=$(oversold_lineage "$bin" 2>"$work/oversold.log") || { newcomer=""; echo "no oversold lineage: $(tail -1 "$work/oversold.log")"; }
 echo "mailboxes: $(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM mailboxes').fetchone()[0])" "$DATABASE_URL")"
 
 # One server per log level on the same data: HTTP on 1808x, policy on 1904x, socketmap on 1905x.
@@ -66,6 +71,11 @@ curl -fs "http://127.0.0.1:$port/v1/check" -H "Authorization: Bearer $key" -H 'C
 for level in info warn; do check_answered "${http[$level]}" "$key" "$body"; done
 echo "check: $(curl -fs "http://127.0.0.1:$port/v1/check" -H "Authorization: Bearer $key" -H 'Content-Type: application/json' -d "$body")"
 check_script "$work/check.lua" "$key" "$body"
+if [ -n "$newcomer" ]; then
+  lineage_body="{\"direction\": \"outbound\", \"address\": \"$newcomer\"}"
+  echo "lineage: $(curl -fs "http://127.0.0.1:$port/v1/check" -H "Authorization: Bearer $key" -H 'Content-Type: application/json' -d "$lineage_body")"
+  check_script "$work/lineage.lua" "$key" "$lineage_body"
+fi
 
 summary() { sed -n '/Latency Distribution/,/Requests\/sec/p' | grep -E ' 50%| 99%|Requests/sec|not accepted'; }
 # One load at one level, for 10 s, with its command printed; wrk's or loadgen's summary follows.
@@ -74,11 +84,12 @@ load() {
   case $what in
     healthz) wrk -t2 -c"$connections" -d10s --latency "http://127.0.0.1:${http[$level]}/healthz" ;;
     check) wrk -t2 -c"$connections" -d10s --latency -s "$work/check.lua" "http://127.0.0.1:${http[$level]}/v1/check" ;;
+    lineage) wrk -t2 -c"$connections" -d10s --latency -s "$work/lineage.lua" "http://127.0.0.1:${http[$level]}/v1/check" ;;
     policy) "$loadgen" policy "127.0.0.1:${policy[$level]}" "$address" "$connections" 10 2 ;;
     socketmap) "$loadgen" socketmap "127.0.0.1:${socketmap[$level]}" "$address" "$connections" 10 2 ;;
   esac
 }
-# ALLOT_PROFILE=healthz|check|policy|socketmap (ALLOT_PROFILE_LEVEL=warn|info, default warn):
+# ALLOT_PROFILE=healthz|check|lineage|policy|socketmap (ALLOT_PROFILE_LEVEL=warn|info, default warn):
 # instead of the rounds, record that load's profile on the server (perf, Debian's linux-perf;
 # a build with line tables, CARGO_PROFILE_RELEASE_DEBUG=line-tables-only, names the frames) and
 # print its top frames, self time, by symbol and by shared object.
@@ -99,6 +110,10 @@ for round in $(seq 1 "$rounds"); do
     load healthz "$level" | summary
     echo "== round $round, ALLOT_LOG=$level: /v1/check (known mailbox)"
     load check "$level" | summary
+    if [ -n "$newcomer" ]; then
+      echo "== round $round, ALLOT_LOG=$level: /v1/check (unknown sender, lineage walked, ancestor_exhausted)"
+      load lineage "$level" | summary
+    fi
     echo "== round $round, ALLOT_LOG=$level: policy listener (RCPT, known recipient)"
     load policy "$level" | summary
     echo "== round $round, ALLOT_LOG=$level: socketmap (mailbox lookup, known)"

@@ -3,7 +3,8 @@
 # exports DATABASE_URL and ALLOT_ADMIN_PASSWORD first.
 
 # seed_database BIN CUSTOMERS: initialises the database with BIN, gives the owner a licence large
-# enough for CUSTOMERS customers (about 42 mailboxes each on average), writes them in SQL with
+# enough for CUSTOMERS customers (about 42 mailboxes each on average) and a few seats to spare for
+# bench/oversold.py's lineage, writes them in SQL with
 # bench/seed.py (not through the API; its report goes to $work/seed.log), marks every domain
 # verified, fills the address keys the API would have written (`allot migrate`'s data step, once
 # here rather than inside the first server measured), and prints one imported mailbox's address:
@@ -11,8 +12,8 @@
 seed_database() {
   local bin=$1 customers=$2
   "$bin" init >/dev/null
-  "$bin" licence set --starts-on 2026-01-01 --resource "users=$((customers * 100))" \
-    --resource "domains=$((customers * 5))" --resource "module:base=$((customers * 100))" >/dev/null
+  "$bin" licence set --starts-on 2026-01-01 --resource "users=$((customers * 100 + 10))" \
+    --resource "domains=$((customers * 5 + 4))" --resource "module:base=$((customers * 100 + 10))" >/dev/null
   python3 bench/seed.py --sqlite "$DATABASE_URL" --customers "$customers" 2>"$work/seed.log"
   python3 - "$DATABASE_URL" <<'PY'
 import sqlite3, sys
@@ -72,4 +73,20 @@ wrk.body = '$3'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $2"
 LUA
+}
+
+# oversold_lineage BIN: builds bench/oversold.py's lineage through the API of a server of BIN started
+# for it alone (the seeded database must be in place and no other server running on it), marks its
+# domains verified, and prints the unknown sender whose check walks that lineage to be refused.
+oversold_lineage() {
+  local bin=$1 server sender
+  ALLOT_LOG=warn ALLOT_LISTEN="127.0.0.1:18099" ALLOT_REQUIRE_DOMAIN_VERIFICATION=false \
+    "$bin" serve 2>"$work/serve-setup.log" >&2 &
+  server=$!
+  wait_for 18099
+  sender=$(python3 bench/oversold.py 18099 "$ALLOT_ADMIN_PASSWORD") || { kill "$server"; return 1; }
+  kill "$server"
+  wait "$server" 2>/dev/null || true
+  python3 -c "import sqlite3,sys; db=sqlite3.connect(sys.argv[1]); db.execute(\"UPDATE domains SET verified_at = '2026-01-01 00:00:00' WHERE verified_at IS NULL\"); db.commit()" "$DATABASE_URL"
+  echo "$sender"
 }
