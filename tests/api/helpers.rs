@@ -226,6 +226,19 @@ pub async fn token_at(
     answer["access_token"].as_str().expect("a token").to_owned()
 }
 
+/// GETs `path` at the server at `base` (as [`token_at`]'s) with `token`; returns the JSON body.
+pub async fn get_at(client: &reqwest::Client, base: &str, path: &str, token: &str) -> Value {
+    let response = client.get(format!("{base}{path}")).bearer_auth(token);
+    response.send().await.unwrap().json().await.unwrap()
+}
+
+/// The node id of the holder of `token` at the server at `base` (as [`token_at`]'s), from
+/// `/v1/me`.
+pub async fn owner_at(client: &reqwest::Client, base: &str, token: &str) -> String {
+    let me = get_at(client, base, "/v1/me", token).await;
+    me["node_id"].as_str().expect("a node id").to_owned()
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
