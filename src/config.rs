@@ -92,6 +92,12 @@ pub struct Config {
     #[arg(long, env = "ALLOT_MAIL_ALLOW_PRIVATE", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue, global = true)]
     pub mail_allow_private: bool,
 
+    /// A PEM file of certificates that SMTP over TLS (STARTTLS or implicit) trusts as roots in
+    /// addition to the system's: an operator's own CA, which signed a relay's certificate. Read at
+    /// start-up; a file without a certificate stops it. Certificates are always verified.
+    #[arg(long, env = "ALLOT_MAIL_CA_FILE", global = true)]
+    pub mail_ca_file: Option<PathBuf>,
+
     /// Microsoft's login endpoint for Graph tokens (another cloud's, or a test's).
     #[arg(
         long,
@@ -329,13 +335,19 @@ impl Config {
         }
     }
 
-    /// Where mail may go.
-    pub fn mail_settings(&self) -> crate::mail::Settings {
-        crate::mail::Settings {
+    /// Where mail may go, and the roots its TLS trusts beyond the system's (read from
+    /// `ALLOT_MAIL_CA_FILE`); the message says why that file cannot be used.
+    pub fn mail_settings(&self) -> Result<crate::mail::Settings, String> {
+        let extra_roots = match &self.mail_ca_file {
+            Some(path) => crate::mail::Roots::read(path)?,
+            None => crate::mail::Roots::default(),
+        };
+        Ok(crate::mail::Settings {
             allow_private: self.mail_allow_private,
             graph_login_url: self.graph_login_url.clone(),
             graph_url: self.graph_url.clone(),
-        }
+            extra_roots,
+        })
     }
 
     /// The check's share of the settings.

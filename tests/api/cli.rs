@@ -86,8 +86,14 @@ fn a_first_start_announces_the_admin_and_later_starts_do_not() {
 #[test]
 fn bad_configuration_stops_start_up_with_exit_2_and_one_line_naming_the_setting() {
     let db = TestDb::new();
-    let cases: [(&str, &str, &str); 8] = [
+    let cases: [(&str, &str, &str); 10] = [
         ("ALLOT_LISTEN", "not-an-address", "ALLOT_LISTEN"),
+        (
+            "ALLOT_MAIL_CA_FILE",
+            "/nonexistent/ca.pem",
+            "ALLOT_MAIL_CA_FILE",
+        ),
+        ("ALLOT_MAIL_CA_FILE", "/proc/version", "ALLOT_MAIL_CA_FILE"),
         ("ALLOT_JWT_SECRET", "c2hvcnQ=", "ALLOT_JWT_SECRET"),
         ("ALLOT_SECRET_KEY", "c2hvcnQ=", "ALLOT_SECRET_KEY"),
         ("ALLOT_SECRET_KEY", "not base64!", "ALLOT_SECRET_KEY"),

@@ -118,6 +118,8 @@ pub fn test_config(database_url: &str) -> Config {
         outbox_retention_days: 30,
         // The same for the test mail servers (SMTP sinks, a Graph stand-in) on loopback.
         mail_allow_private: true,
+        // The system's roots only; the TLS mail tests add their certificate authority.
+        mail_ca_file: None,
         graph_login_url: "https://login.microsoftonline.com".to_owned(),
         graph_url: "https://graph.microsoft.com".to_owned(),
         policy_listen: None,

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use allot::config::Config;
 
 use crate::helpers::{Caller, TestApp, assert_problem, spawn_app, spawn_app_with};
-use crate::sink::{GRAPH_TOKEN, Graph, Sink};
+use crate::sink::{GRAPH_TOKEN, Graph, Sink, TestCa};
 
 const PASSWORD: &str = "relay password 42";
 
@@ -377,4 +377,101 @@ async fn graph_sends_with_a_client_credentials_token_as_microsoft_documents_it()
     );
     assert!(!report.to_string().contains("not the secret"));
     assert_eq!(mail_tests(&setup.app), 2);
+}
+
+/// [`sink_server`] with `security`.
+fn secured(sink: &Sink, security: &str) -> Value {
+    let mut server = sink_server(sink, "plain");
+    server["security"] = json!(security);
+    server
+}
+
+#[tokio::test]
+async fn a_test_message_goes_out_over_starttls_and_over_implicit_tls_to_a_trusted_certificate() {
+    let ca = TestCa::new();
+    for (security, sink) in [
+        ("starttls", Sink::starttls(&ca).await),
+        ("tls", Sink::implicit_tls(&ca).await),
+    ] {
+        let file = ca.file();
+        let setup = configured_with(&secured(&sink, security), |config| {
+            config.mail_ca_file = Some(file);
+        })
+        .await;
+        let (admin, _, customer) = setup.parts();
+        let report = admin
+            .post_expect(
+                &test_path(customer),
+                &json!({"to": "ユーザー@例え.テスト"}),
+                200,
+            )
+            .await;
+        assert_eq!(report["ok"], true, "{security}: {report}");
+        assert_eq!(report["reply"]["code"], 250, "{security}");
+        let received = sink.received();
+        assert_eq!(received.len(), 1, "{security}");
+        // Over TLS: the credentials and the message never crossed in the clear.
+        assert!(received[0].tls, "{security}");
+        assert_eq!(
+            received[0].auth,
+            Some(("relay".to_owned(), PASSWORD.to_owned())),
+            "{security}"
+        );
+        assert!(received[0].mail.contains("SMTPUTF8"), "{security}");
+    }
+}
+
+#[tokio::test]
+async fn starttls_required_against_a_server_without_it_fails_and_nothing_goes_in_the_clear() {
+    let ca = TestCa::new();
+    let sink = Sink::start().await;
+    let file = ca.file();
+    let setup = configured_with(&secured(&sink, "starttls"), |config| {
+        config.mail_ca_file = Some(file);
+    })
+    .await;
+    let (admin, _, customer) = setup.parts();
+    let report = admin
+        .post_expect(
+            &test_path(customer),
+            &json!({"to": "jane@example.com"}),
+            200,
+        )
+        .await;
+    assert_eq!(report["ok"], false, "{report}");
+    assert!(
+        report["failure"].as_str().unwrap().contains("STARTTLS"),
+        "{report}"
+    );
+    // No downgrade: no login, no message over the plain connection.
+    assert!(sink.received().is_empty());
+    assert!(sink.logins().is_empty(), "{:?}", sink.logins());
+    assert_eq!(mail_tests(&setup.app), 1);
+}
+
+#[tokio::test]
+async fn a_certificate_allot_does_not_trust_fails_over_starttls_and_implicit_tls() {
+    let ca = TestCa::new();
+    for (security, sink) in [
+        ("starttls", Sink::starttls(&ca).await),
+        ("tls", Sink::implicit_tls(&ca).await),
+    ] {
+        // The system's roots only: the throwaway authority is not among them.
+        let setup = configured(&secured(&sink, security)).await;
+        let (admin, _, customer) = setup.parts();
+        let report = admin
+            .post_expect(
+                &test_path(customer),
+                &json!({"to": "jane@example.com"}),
+                200,
+            )
+            .await;
+        assert_eq!(report["ok"], false, "{security}: {report}");
+        assert!(
+            report["failure"].as_str().unwrap().contains("certificate"),
+            "{security}: {report}"
+        );
+        assert!(sink.received().is_empty(), "{security}");
+        assert!(sink.logins().is_empty(), "{security}");
+    }
 }
