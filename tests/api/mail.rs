@@ -475,3 +475,109 @@ async fn a_certificate_allot_does_not_trust_fails_over_starttls_and_implicit_tls
         assert!(sink.logins().is_empty(), "{security}");
     }
 }
+
+/// A real Postfix (`crate::mta`) relaying `relay.example` to `sink`, as a tenant's own relay
+/// would forward to the internet; every other domain refused (`reject_unauth_destination`).
+async fn relay_to(sink: &Sink) -> crate::mta::Postfix {
+    let main_cf = format!(
+        "relay_domains = relay.example
+transport_maps = inline:{{ relay.example=smtp:[127.0.0.1]:{} }}
+smtputf8_enable = yes
+",
+        sink.addr.port()
+    );
+    let master_cf = "127.0.0.1:{smtp} inet n - n - - smtpd
+127.0.0.1:{submission} inet n - n - - smtpd
+";
+    crate::mta::Postfix::start(&main_cf, master_cf).await
+}
+
+#[tokio::test]
+async fn a_test_message_through_a_real_postfix_keeps_its_utf8_sender_and_recipient() {
+    if crate::mta::missing() {
+        return;
+    }
+    let sink = Sink::start().await;
+    let postfix = relay_to(&sink).await;
+    let server = json!({
+        "transport": "smtp",
+        "host": "127.0.0.1",
+        "port": postfix.smtp.port(),
+        "security": "none",
+        "auth": "none",
+        "sender_address": "山田太郎@株式.会社",
+        "sender_name": "Owner Mail",
+        "utf8_headers": true,
+    });
+    let setup = configured(&server).await;
+    let (admin, _, customer) = setup.parts();
+    let to = "ユーザー@relay.example";
+    let report = admin
+        .post_expect(&test_path(customer), &json!({"to": to}), 200)
+        .await;
+    assert_eq!(report["ok"], true, "{report}\n{}", postfix.log());
+    // Postfix's own reply to the final dot, with the queue id it gave the message.
+    assert_eq!(report["reply"]["code"], 250, "{report}");
+    let reply = report["reply"]["text"].as_str().unwrap();
+    assert!(reply.contains("queued as "), "{report}");
+    let queue_id = reply.rsplit(' ').next().unwrap().to_owned();
+
+    // What Postfix accepted, as it relayed it on.
+    assert!(
+        postfix.wait_for_log("status=sent", 1).await,
+        "not relayed:\n{}",
+        postfix.log()
+    );
+    let log = postfix.log();
+    assert!(
+        log.contains(&format!("{queue_id}: from=<山田太郎@xn--")),
+        "{log}"
+    );
+    assert!(log.contains(&format!("{queue_id}: to=<{to}>")), "{log}");
+    let received = sink.received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    let message = &received[0];
+    // RFC 6531 end to end: Postfix took the UTF-8 envelope with SMTPUTF8 and passed it on so.
+    assert!(
+        message.mail.starts_with("FROM:<山田太郎@xn--"),
+        "{}",
+        message.mail
+    );
+    assert!(message.mail.contains("SMTPUTF8"), "{}", message.mail);
+    assert_eq!(message.rcpt, vec![to.to_owned()]);
+    // RFC 6532: the headers as allot wrote them, in UTF-8, under Postfix's own Received line.
+    assert!(
+        message
+            .header("Received")
+            .unwrap()
+            .contains("mx.test.invalid"),
+        "{}",
+        message.data
+    );
+    let from = message.header("From").unwrap();
+    assert!(
+        from.contains("Owner Mail") && from.contains("山田太郎@"),
+        "{from}"
+    );
+    assert!(message.header("To").unwrap().contains(to));
+    assert_eq!(message.header("Subject").unwrap(), "allot: test message");
+
+    // A recipient the relay does not serve: Postfix's refusal is the report's.
+    let refused = admin
+        .post_expect(
+            &test_path(customer),
+            &json!({"to": "jane@elsewhere.example"}),
+            200,
+        )
+        .await;
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert_eq!(refused["reply"]["code"], 554, "{refused}");
+    assert!(
+        refused["failure"]
+            .as_str()
+            .unwrap()
+            .contains("Relay access denied"),
+        "{refused}"
+    );
+    assert_eq!(sink.received().len(), 1);
+}
