@@ -125,13 +125,15 @@ pub struct Prepared {
 /// database, so that a missing one stops start-up before anything is written), the database, the
 /// first start, the token keys.
 pub fn prepare(config: &Config) -> Result<Prepared, StartupError> {
+    // The secrets first: a malformed one stops start-up before anything is opened.
+    let jwt_secrets = init::jwt_secrets(config)?;
     let sealer = init::sealer(config)?;
     let pool = open_database(config)?;
     let mut conn = pool
         .get()
         .map_err(|e| StartupError::new("DATABASE_URL", format!("cannot open the database: {e}")))?;
     let initialised = init::init_if_empty(&mut conn, config)?;
-    let keys = init::token_keys(&mut conn, config)?;
+    let keys = init::token_keys(&mut conn, &jwt_secrets)?;
     Ok(Prepared {
         pool,
         keys,

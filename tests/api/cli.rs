@@ -126,6 +126,49 @@ fn bad_configuration_stops_start_up_with_exit_2_and_one_line_naming_the_setting(
     }
 }
 
+#[test]
+fn a_malformed_secret_is_refused_naming_its_setting_and_never_its_value() {
+    let db = TestDb::new();
+    // Each value is distinctive, so that any echo of it (or of a part: base64's own error names
+    // the offending character) is seen.
+    let valid = crate::helpers::secret_key_env();
+    let cases = [
+        ("ALLOT_SECRET_KEY", "Sekr3t-K3y-n0t-b4se64!".to_owned()),
+        ("ALLOT_SECRET_KEY", "U2Vrcjl0S2V5VG9vU2hvcnQ=".to_owned()),
+        ("ALLOT_JWT_SECRET", "Jwt-S3cr3t-n0t-b4se64!".to_owned()),
+        ("ALLOT_JWT_SECRET", "Snd0U2VjcmV0VG9vU2hvcnQ=".to_owned()),
+        (
+            "ALLOT_JWT_PREVIOUS_SECRETS",
+            format!("{valid},Pr3v10us-S3cr3t-n0t-b4se64!"),
+        ),
+    ];
+    for (variable, value) in cases {
+        let output = run(allot(&db)
+            .env("ALLOT_LISTEN", "127.0.0.1:0")
+            .env(variable, &value));
+        let stderr = text(&output.stderr);
+        let stdout = text(&output.stdout);
+        assert_eq!(output.status.code(), Some(2), "{variable}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("allot: {variable}: ")),
+            "{variable}: {stderr}"
+        );
+        let secret = value.rsplit(',').next().unwrap();
+        for shown in [&stderr, &stdout] {
+            assert!(
+                !shown.contains(secret),
+                "{variable}: the value shown: {shown}"
+            );
+            assert!(
+                !shown.contains('!'),
+                "{variable}: a character shown: {shown}"
+            );
+        }
+        // Refused before anything was opened: no owner was created.
+        assert!(!stdout.contains("created the owner"), "{stdout}");
+    }
+}
+
 /// A running `allot` whose log lines (JSON) arrive on `log`; killed when dropped, unless stopped.
 pub(crate) struct Logged {
     pub child: std::process::Child,

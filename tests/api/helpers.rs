@@ -25,6 +25,12 @@ pub fn secret_key_env() -> String {
     base64::engine::general_purpose::STANDARD.encode(SECRET_KEY)
 }
 
+/// `bytes` as a secret setting spells them (base64), for `ALLOT_JWT_SECRET` and its kin.
+pub fn secret_text(bytes: &[u8]) -> allot::config::SecretText {
+    use base64::Engine;
+    allot::config::SecretText::new(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
 /// A database that exists for one test.
 pub enum TestDb {
     Sqlite {
@@ -105,7 +111,7 @@ pub fn test_config(database_url: &str) -> Config {
         pool_size: 4,
         jwt_secret: None,
         jwt_previous_secrets: Vec::new(),
-        secret_key: Some(allot::secret::SecretKey::from_bytes(SECRET_KEY)),
+        secret_key: Some(secret_text(&SECRET_KEY)),
         dns_resolver: None,
         // The test servers listen on loopback; the route tests that prove the refusal turn it off.
         route_test_allow_private: true,
