@@ -369,3 +369,54 @@ async fn a_move_under_an_oversold_reseller_must_fit_its_real_seats() {
     assert_eq!(admin.usage(&other, "users").await["used"], 2);
     app.assert_verified();
 }
+
+#[tokio::test]
+async fn the_ratios_carry_an_etag_and_a_stale_if_match_changes_nothing() {
+    owner_app!(app, admin, owner);
+    licensed(&admin).await;
+    let reseller = admin.create_child(&owner, "reseller", "R").await;
+    admin.grant(&reseller, "users", 10).await;
+    let path = format!("/v1/nodes/{reseller}/oversell");
+    let etag =
+        |response: &reqwest::Response| response.headers()["etag"].to_str().unwrap().to_owned();
+    let read = admin.get(&path).await;
+    assert_eq!(read.status(), 200);
+    let first = etag(&read);
+
+    let body = json!({"ratios": {"users": 2}});
+    let set = admin
+        .send_if_match(reqwest::Method::PUT, &path, &first, Some(&body))
+        .await;
+    assert_eq!(set.status(), 200);
+    let second = etag(&set);
+    assert_ne!(second, first);
+    assert_eq!(etag(&admin.get(&path).await), second);
+
+    // The version read before that change is stale: refused, and nothing changes.
+    let stale = admin
+        .send_if_match(
+            reqwest::Method::PUT,
+            &path,
+            &first,
+            Some(&json!({"ratios": {"users": 3}})),
+        )
+        .await;
+    crate::helpers::assert_problem(stale, 412, "precondition-failed").await;
+    let now = admin.get(&path).await;
+    assert_eq!(etag(&now), second);
+    assert_eq!(
+        now.json::<Value>().await.unwrap()["ratios"],
+        json!({"users": 2.0})
+    );
+    assert_eq!(events(&app, "node.oversell.update"), 1);
+
+    // The same set again is no change: the version stays.
+    let again = admin
+        .send_if_match(reqwest::Method::PUT, &path, &second, Some(&body))
+        .await;
+    assert_eq!(
+        (again.status().as_u16(), etag(&again)),
+        (200, second.clone())
+    );
+    assert_eq!(events(&app, "node.oversell.update"), 1);
+}
