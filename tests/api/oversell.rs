@@ -420,3 +420,55 @@ async fn the_ratios_carry_an_etag_and_a_stale_if_match_changes_nothing() {
     );
     assert_eq!(events(&app, "node.oversell.update"), 1);
 }
+
+#[tokio::test]
+async fn only_callers_at_or_above_the_exhausted_ancestor_see_which_it_is_and_its_figures() {
+    owner_app!(app, admin, owner);
+    let (reseller, customers) = oversold(&admin, &owner, 1, 2, 2).await;
+    admin.create_mailbox(&customers[0], "a@c0.example").await;
+    let customer =
+        crate::principals::account(&app, &admin, &customers[1], "c1-admin", "admin").await;
+    let seller = crate::principals::account(&app, &admin, &reseller, "seller-admin", "admin").await;
+    let create = format!("/v1/nodes/{}/mailboxes", customers[1]);
+    let body = json!({"address": "a@c1.example"});
+
+    // The reseller (the exhausted ancestor itself) and the owner above it see all of it.
+    for caller in [&seller, &admin] {
+        let refusal = caller
+            .post_problem(&create, &body, 409, "ancestor-exhausted")
+            .await;
+        assert_eq!(refusal["node_id"], json!(reseller), "{refusal}");
+        assert_eq!(
+            (refusal["limit"].as_i64(), refusal["used"].as_i64()),
+            (Some(1), Some(1)),
+            "{refusal}"
+        );
+    }
+    // The customer below learns that an ancestor is exhausted, and of what; not which one, nor
+    // its numbers.
+    let refusal = customer
+        .post_problem(&create, &body, 409, "ancestor-exhausted")
+        .await;
+    assert_eq!(refusal["resource"], "users", "{refusal}");
+    for hidden in ["node_id", "limit", "used", "available", "requested"] {
+        assert!(refusal.get(hidden).is_none(), "{hidden} shown: {refusal}");
+    }
+    assert!(!refusal.to_string().contains(&reseller), "{refusal}");
+    // So too in an import's rows.
+    let failed = customer
+        .post_problem(
+            &format!("/v1/nodes/{}/mailboxes/import", customers[1]),
+            &json!([{"address": "b@c1.example"}]),
+            422,
+            "import-failed",
+        )
+        .await;
+    let problem = &failed["rows"][0]["problem"];
+    assert_eq!(problem["type"], "/problems/ancestor-exhausted", "{failed}");
+    assert!(
+        problem.get("node_id").is_none() && problem.get("limit").is_none(),
+        "{failed}"
+    );
+    assert!(!failed.to_string().contains(&reseller), "{failed}");
+    app.assert_verified();
+}
