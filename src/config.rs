@@ -1,8 +1,11 @@
 //! Every setting: its flag, its environment variable, its default, parsed once at start.
 //!
 //! clap reads flags and the environment alike and refuses a value it cannot parse with a message
-//! naming the flag (and exit code 2), so a bad `ALLOT_LISTEN` or `ALLOT_JWT_SECRET` stops start-up
-//! before anything is opened. The README's configuration table mirrors this file.
+//! naming the flag (and exit code 2), so a bad `ALLOT_LISTEN` stops start-up before anything is
+//! opened. The secrets (`ALLOT_JWT_SECRET`, `ALLOT_JWT_PREVIOUS_SECRETS`, `ALLOT_SECRET_KEY`) are
+//! the exception: clap's message repeats the value it refuses, which would put a secret in a log,
+//! so clap takes them as text ([`SecretText`]) and start-up judges them (`init`), naming the
+//! setting and never the value. The README's configuration table mirrors this file.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -60,21 +63,21 @@ pub struct Config {
 
     /// HS256 signing key for access tokens, base64 (standard alphabet), at least 32 bytes once
     /// decoded. Unset: a random key is generated on first start and kept in the database.
-    #[arg(long, env = "ALLOT_JWT_SECRET", value_parser = parse_jwt_secret, hide_env_values = true, global = true)]
-    pub jwt_secret: Option<JwtSecret>,
+    #[arg(long, env = "ALLOT_JWT_SECRET", value_parser = SecretText::arg, hide_env_values = true, global = true)]
+    pub jwt_secret: Option<SecretText>,
 
     /// Previous signing keys, comma-separated, still accepted for verification while their tokens
     /// live out their 15 minutes: set the old key here when rotating `ALLOT_JWT_SECRET`.
-    #[arg(long, env = "ALLOT_JWT_PREVIOUS_SECRETS", value_parser = parse_jwt_secret, value_delimiter = ',', hide_env_values = true, global = true)]
-    pub jwt_previous_secrets: Vec<JwtSecret>,
+    #[arg(long, env = "ALLOT_JWT_PREVIOUS_SECRETS", value_parser = SecretText::arg, value_delimiter = ',', hide_env_values = true, global = true)]
+    pub jwt_previous_secrets: Vec<SecretText>,
 
     /// The key that seals stored secrets (mail server passwords, Graph client secrets, webhook
     /// signing secrets): base64 (standard alphabet) of exactly 32 bytes (`openssl rand -base64
     /// 32`). Unset: with SQLite, one is generated on first start and kept in a file beside the
     /// database (`<database file>.secret-key`); with PostgreSQL allot refuses to start, since every
     /// instance must seal with the same key.
-    #[arg(long, env = "ALLOT_SECRET_KEY", value_parser = crate::secret::SecretKey::parse, hide_env_values = true, global = true)]
-    pub secret_key: Option<crate::secret::SecretKey>,
+    #[arg(long, env = "ALLOT_SECRET_KEY", value_parser = SecretText::arg, hide_env_values = true, global = true)]
+    pub secret_key: Option<SecretText>,
 
     /// The DNS server (`IP:PORT`) that domain ownership checks ask; unset: the system's resolvers.
     #[arg(long, env = "ALLOT_DNS_RESOLVER", global = true)]
@@ -91,6 +94,12 @@ pub struct Config {
     /// mail only through servers at public addresses of other hosts.
     #[arg(long, env = "ALLOT_MAIL_ALLOW_PRIVATE", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue, global = true)]
     pub mail_allow_private: bool,
+
+    /// A PEM file of certificates that SMTP over TLS (STARTTLS or implicit) trusts as roots in
+    /// addition to the system's: an operator's own CA, which signed a relay's certificate. Read at
+    /// start-up; a file without a certificate stops it. Certificates are always verified.
+    #[arg(long, env = "ALLOT_MAIL_CA_FILE", global = true)]
+    pub mail_ca_file: Option<PathBuf>,
 
     /// Microsoft's login endpoint for Graph tokens (another cloud's, or a test's).
     #[arg(
@@ -329,13 +338,19 @@ impl Config {
         }
     }
 
-    /// Where mail may go.
-    pub fn mail_settings(&self) -> crate::mail::Settings {
-        crate::mail::Settings {
+    /// Where mail may go, and the roots its TLS trusts beyond the system's (read from
+    /// `ALLOT_MAIL_CA_FILE`); the message says why that file cannot be used.
+    pub fn mail_settings(&self) -> Result<crate::mail::Settings, String> {
+        let extra_roots = match &self.mail_ca_file {
+            Some(path) => crate::mail::Roots::read(path)?,
+            None => crate::mail::Roots::default(),
+        };
+        Ok(crate::mail::Settings {
             allow_private: self.mail_allow_private,
             graph_login_url: self.graph_login_url.clone(),
             graph_url: self.graph_url.clone(),
-        }
+            extra_roots,
+        })
     }
 
     /// The check's share of the settings.
@@ -367,6 +382,34 @@ pub enum ProxyHeader {
     XForwardedFor,
     /// `Forwarded: for=client, for=proxy1, …` (RFC 7239).
     Forwarded,
+}
+
+/// A secret setting as given, not judged yet: start-up parses it (`init`), so that a malformed one
+/// is refused by a message naming the setting, never repeating the value. Its `Debug` never shows
+/// the text.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretText(String);
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretText(…)")
+    }
+}
+
+impl SecretText {
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    /// The text, to parse.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// clap's parser: takes any text, refuses none.
+    fn arg(text: &str) -> Result<Self, std::convert::Infallible> {
+        Ok(Self::new(text))
+    }
 }
 
 /// A configured token-signing key. Its `Debug` never shows the bytes.
@@ -431,10 +474,14 @@ fn parse_origin(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-fn parse_jwt_secret(text: &str) -> Result<JwtSecret, String> {
+/// A token-signing key: base64 of at least [`MIN_JWT_SECRET_BYTES`]. The message never repeats the
+/// text, nor any character of it (base64's own error names the offending one).
+pub(crate) fn parse_jwt_secret(text: &str) -> Result<JwtSecret, String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text.trim())
-        .map_err(|e| format!("not base64: {e}"))?;
+        .map_err(|_| {
+            "not base64 (standard alphabet); make one with `openssl rand -base64 32`".to_owned()
+        })?;
     if bytes.len() < MIN_JWT_SECRET_BYTES {
         return Err(format!(
             "{} bytes once decoded; at least {MIN_JWT_SECRET_BYTES} are needed (e.g. `openssl rand -base64 32`)",
@@ -491,22 +538,27 @@ mod tests {
     }
 
     #[test]
-    fn a_malformed_secret_key_is_refused_naming_the_setting() {
+    fn secrets_are_taken_as_text_and_never_shown() {
         #[derive(Debug, clap::Parser)]
         struct Cli {
             #[command(flatten)]
             config: Config,
         }
         use clap::Parser;
-        let short = base64::engine::general_purpose::STANDARD.encode([1u8; 31]);
-        for bad in ["not base64 !", short.as_str()] {
-            let err = Cli::try_parse_from(["allot", "--secret-key", bad]).unwrap_err();
-            assert!(err.to_string().contains("--secret-key"), "{err}");
-        }
-        let good = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
-        let cli = Cli::try_parse_from(["allot", "--secret-key", &good]).unwrap();
-        assert!(cli.config.secret_key.is_some());
-        assert_eq!(format!("{:?}", cli.config.secret_key), "Some(SecretKey(…))");
+        let cli = Cli::try_parse_from([
+            "allot",
+            "--secret-key",
+            "not base64 !",
+            "--jwt-previous-secrets",
+            "one,two",
+        ])
+        .unwrap();
+        assert_eq!(cli.config.secret_key, Some(SecretText::new("not base64 !")));
+        assert_eq!(cli.config.jwt_previous_secrets.len(), 2);
+        assert_eq!(
+            format!("{:?}", cli.config.secret_key),
+            "Some(SecretText(…))"
+        );
     }
 
     #[test]
@@ -516,10 +568,11 @@ mod tests {
                 .unwrap_err()
                 .contains("at least 32")
         );
+        let refusal = parse_jwt_secret("not base64 !").unwrap_err();
+        assert!(refusal.contains("not base64"), "{refusal}");
         assert!(
-            parse_jwt_secret("not base64 !")
-                .unwrap_err()
-                .contains("not base64")
+            !refusal.contains('!') && !refusal.contains("32,"),
+            "{refusal}"
         );
         let good = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
         assert_eq!(parse_jwt_secret(&good).unwrap().0, vec![7u8; 32]);

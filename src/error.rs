@@ -112,7 +112,7 @@ problem_types! {
             "The change would hand out more than the tree allows. `node_id` is where it failed, `resource` and `at` (the first day that fails) say what and when, `limit` is the limit there that day, `requested` the units that had to fit and `available` what was free. Nothing was changed."),
         AncestorExhausted = ("ancestor-exhausted",
             "An ancestor has no seat left",
-            "The customer has room of its own, but `node_id`, one of its ancestors (a reseller selling more than it holds, or the owner), already uses every real seat of `resource` within its subtree: `limit` is that ancestor's limit today and `used` what its subtree uses. A seat frees when any customer below it frees one, or when that ancestor's parent raises its limit. Nothing was changed."),
+            "The customer has room of its own, but `node_id`, one of its ancestors (a reseller selling more than it holds, or the owner), already uses every real seat of `resource` within its subtree: `limit` is that ancestor's limit today and `used` what its subtree uses. Those three are shown only to a caller at or above that ancestor (who may read it); a caller below it learns that an ancestor is exhausted, with `resource` and `at`, not which one nor its figures. A seat frees when any customer below it frees one, or when that ancestor's parent raises its limit. Nothing was changed."),
         NameTaken = ("name-taken",
             "The name is taken",
             "The name is in use: a sibling node's name, or a username (usernames are unique installation-wide)."),
@@ -341,6 +341,15 @@ pub enum ApiError {
     Conflict(String),
     #[error("Not enough licence: {0}.")]
     QuotaExceeded(crate::domain::quota::Refusal),
+    /// `ancestor-exhausted` as a caller below the exhausted ancestor sees it: that one is, not
+    /// which nor its figures (see `Principal::shown`).
+    #[error(
+        "Not enough licence: no {resource} seat is left above this node on {at}; a provider's subtree uses all of its seats."
+    )]
+    AncestorExhaustedAbove {
+        resource: String,
+        at: chrono::NaiveDate,
+    },
     #[error("{0}")]
     NameTaken(String),
     #[error("{0}")]
@@ -436,6 +445,7 @@ impl ApiError {
             Self::Conflict(_) => ProblemType::Conflict,
             Self::QuotaExceeded(refusal) if refusal.ancestor => ProblemType::AncestorExhausted,
             Self::QuotaExceeded(_) => ProblemType::QuotaExceeded,
+            Self::AncestorExhaustedAbove { .. } => ProblemType::AncestorExhausted,
             Self::NameTaken(_) => ProblemType::NameTaken,
             Self::NotEmpty(_) => ProblemType::NotEmpty,
             Self::NodeSuspended(_) => ProblemType::NodeSuspended,
@@ -504,6 +514,10 @@ impl ApiError {
                 problem.used = refusal.used;
             }
         }
+        if let Self::AncestorExhaustedAbove { resource, at } = self {
+            problem.resource = Some(resource.clone());
+            problem.at = Some(*at);
+        }
         problem
     }
 }
@@ -523,6 +537,7 @@ impl ResponseError for ApiError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Conflict(_)
             | Self::QuotaExceeded(_)
+            | Self::AncestorExhaustedAbove { .. }
             | Self::NameTaken(_)
             | Self::NotEmpty(_)
             | Self::NodeSuspended(_)

@@ -7,7 +7,7 @@ use rand::RngCore;
 use serde_json::json;
 
 use crate::auth::{jwt, password};
-use crate::config::Config;
+use crate::config::{Config, JwtSecret, parse_jwt_secret};
 use crate::domain::audit::Action;
 use crate::domain::roles::Role;
 use crate::secret::{self, Sealer};
@@ -148,15 +148,48 @@ pub fn announce(init: &Initialised) {
 
 const JWT_SECRET_SETTING: &str = "jwt_hs256_secret";
 
-/// The token keys: the configured secret, or the installation's own, generated on first start and
-/// kept in the database so that every instance on one database signs alike.
-pub(crate) fn token_keys(conn: &mut DbConnection, config: &Config) -> Result<jwt::Keys, InitError> {
-    let previous: Vec<&[u8]> = config
+/// The configured token-signing keys, judged: `ALLOT_JWT_SECRET` (if set) and
+/// `ALLOT_JWT_PREVIOUS_SECRETS`. A malformed one is refused naming its setting (and its place in
+/// the list), never its value.
+#[derive(Debug)]
+pub(crate) struct JwtSecrets {
+    current: Option<JwtSecret>,
+    previous: Vec<JwtSecret>,
+}
+
+pub(crate) fn jwt_secrets(config: &Config) -> Result<JwtSecrets, InitError> {
+    let current = config
+        .jwt_secret
+        .as_ref()
+        .map(|text| {
+            parse_jwt_secret(text.expose()).map_err(|message| InitError::Setting {
+                setting: "ALLOT_JWT_SECRET",
+                message,
+            })
+        })
+        .transpose()?;
+    let previous = config
         .jwt_previous_secrets
         .iter()
-        .map(|s| s.0.as_slice())
-        .collect();
-    if let Some(secret) = &config.jwt_secret {
+        .enumerate()
+        .map(|(i, text)| {
+            parse_jwt_secret(text.expose()).map_err(|message| InitError::Setting {
+                setting: "ALLOT_JWT_PREVIOUS_SECRETS",
+                message: format!("key {} of the list: {message}", i + 1),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(JwtSecrets { current, previous })
+}
+
+/// The token keys: the configured secret, or the installation's own, generated on first start and
+/// kept in the database so that every instance on one database signs alike.
+pub(crate) fn token_keys(
+    conn: &mut DbConnection,
+    secrets: &JwtSecrets,
+) -> Result<jwt::Keys, InitError> {
+    let previous: Vec<&[u8]> = secrets.previous.iter().map(|s| s.0.as_slice()).collect();
+    if let Some(secret) = &secrets.current {
         return Ok(jwt::Keys::rotating(&secret.0, &previous));
     }
     let engine = base64::engine::general_purpose::STANDARD;
@@ -178,7 +211,12 @@ pub(crate) fn token_keys(conn: &mut DbConnection, config: &Config) -> Result<jwt
 /// the database would sit beside what it seals.
 pub(crate) fn sealer(config: &Config) -> Result<Sealer, InitError> {
     const SETTING: &str = "ALLOT_SECRET_KEY";
-    if let Some(key) = &config.secret_key {
+    if let Some(text) = &config.secret_key {
+        let key =
+            secret::SecretKey::parse(text.expose()).map_err(|message| InitError::Setting {
+                setting: SETTING,
+                message,
+            })?;
         return Ok(Sealer::new(key.bytes()));
     }
     match Backend::of_url(&config.database_url) {

@@ -36,6 +36,8 @@ pub(crate) struct AppState {
     pub dns: crate::dns::Verifier,
     /// How many route tests may run (per domain, and in this process).
     pub route_tests: crate::probe::gate::Gate,
+    /// Where mail may go and the roots its TLS trusts (read once, at start-up).
+    pub mail: crate::mail::Settings,
     /// How many test messages may be sent (per node, and in this process).
     pub mail_tests: crate::probe::gate::Gate<crate::domain::ids::NodeId>,
     /// The in-memory index the check answers from.
@@ -123,13 +125,15 @@ pub struct Prepared {
 /// database, so that a missing one stops start-up before anything is written), the database, the
 /// first start, the token keys.
 pub fn prepare(config: &Config) -> Result<Prepared, StartupError> {
+    // The secrets first: a malformed one stops start-up before anything is opened.
+    let jwt_secrets = init::jwt_secrets(config)?;
     let sealer = init::sealer(config)?;
     let pool = open_database(config)?;
     let mut conn = pool
         .get()
         .map_err(|e| StartupError::new("DATABASE_URL", format!("cannot open the database: {e}")))?;
     let initialised = init::init_if_empty(&mut conn, config)?;
-    let keys = init::token_keys(&mut conn, config)?;
+    let keys = init::token_keys(&mut conn, &jwt_secrets)?;
     Ok(Prepared {
         pool,
         keys,
@@ -237,6 +241,9 @@ impl Application {
     ) -> Result<Self, StartupError> {
         // Before anything is started: a certificate that does not load stops start-up.
         let certificate = certificate(&config)?;
+        let mail = config
+            .mail_settings()
+            .map_err(|message| StartupError::new("ALLOT_MAIL_CA_FILE", message))?;
         let listener = TcpListener::bind(config.listen).map_err(|e| {
             StartupError::new(
                 "ALLOT_LISTEN",
@@ -300,6 +307,7 @@ impl Application {
             hasher: Default::default(),
             dns,
             route_tests: Default::default(),
+            mail,
             mail_tests: Default::default(),
             checker,
             rate_limits,

@@ -353,11 +353,14 @@ pub struct SetOversell {
     pub ratios: BTreeMap<String, f64>,
 }
 
-fn oversell_view(node_id: NodeId, ratios: &BTreeMap<String, quota::Ratio>) -> OversellView {
-    OversellView {
-        node_id,
-        ratios: service::oversell::view(ratios),
-    }
+/// A node's ratios as answered: their ETag and their view.
+fn oversell_answer(node_id: NodeId, set: &service::oversell::Ratios) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::ETAG, etag(set.version)))
+        .json(OversellView {
+            node_id,
+            ratios: service::oversell::view(&set.ratios),
+        })
 }
 
 /// The node's oversell ratios: how many times its own limit it may grant its children, per
@@ -367,7 +370,7 @@ fn oversell_view(node_id: NodeId, ratios: &BTreeMap<String, quota::Ratio>) -> Ov
     security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path)),
     responses(
-        (status = 200, description = "The ratios other than 1.0", body = OversellView),
+        (status = 200, description = "The ratios other than 1.0", body = OversellView, headers(("ETag" = String))),
         Guarded,
     )
 )]
@@ -376,22 +379,20 @@ pub(crate) async fn get_oversell(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,
-) -> Result<web::Json<OversellView>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let view = store::run(&state.pool, move |conn| {
+    let (node, set) = store::run(&state.pool, move |conn| {
         let node = principal.may_read(nodes::find(conn, id)?)?;
-        Ok::<_, ApiError>(oversell_view(
-            node.id,
-            &store::oversell::all_of(conn, node.id)?,
-        ))
+        Ok::<_, ApiError>((node.id, service::oversell::of(conn, node.id)?))
     })
     .await?;
-    Ok(web::Json(view))
+    Ok(oversell_answer(node, &set))
 }
 
 /// Sets the node's oversell ratios, with its allocations: as with them, only an admin strictly
 /// above `{id}` may, so no node raises its own. The whole set is replaced (a resource not listed
-/// goes back to 1.0) and the change audited as `node.oversell.update`. Refused with
+/// goes back to 1.0) and the change audited as `node.oversell.update`; with `If-Match`, only if
+/// the ratios are still the version read (their `ETag`). Refused with
 /// `quota-exceeded` when the node has granted its children more, on some day, than the new ratio
 /// allows.
 ///
@@ -401,10 +402,10 @@ pub(crate) async fn get_oversell(
 #[utoipa::path(
     tag = "allocations",
     security(("accessToken" = []), ("apiKey" = [])),
-    params(("id" = NodeId, Path)),
+    params(("id" = NodeId, Path), IfMatch),
     request_body = SetOversell,
     responses(
-        (status = 200, description = "The ratios now set", body = OversellView),
+        (status = 200, description = "The ratios now set", body = OversellView, headers(("ETag" = String))),
         Guarded,
         (status = 409, description = "The node granted more than the new ratio allows (`quota-exceeded`), or the caller stands inside the node's suspension (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A ratio out of range or with more than three decimals, a resource the catalogue does not know, or a ratio for a customer (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
@@ -415,8 +416,9 @@ pub(crate) async fn set_oversell(
     state: web::Data<AppState>,
     principal: Principal,
     id: web::Path<NodeId>,
+    if_match: IfMatch,
     body: Json<SetOversell>,
-) -> Result<web::Json<OversellView>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let mut fields = Fields::default();
     let mut ratios = BTreeMap::new();
     for (resource, ratio) in body.0.ratios {
@@ -427,15 +429,16 @@ pub(crate) async fn set_oversell(
     }
     fields.finish()?;
     let id = id.into_inner();
-    let view = common::write(&state.pool, move |conn| {
+    let (node, set) = common::write(&state.pool, move |conn| {
         // The node and its parent locked: no grant from or to it is decided meanwhile.
         let found = nodes::find_locked(conn, id, &[])?;
         let node = principal.may_administer(found, Reach::Below)?;
+        if_match.check(store::oversell::version_of(conn, node.id)?)?;
         let set = service::oversell::replace(conn, &node, &Ctx::of(&principal), ratios)?;
-        Ok::<_, ApiError>(oversell_view(node.id, &set))
+        Ok::<_, ApiError>((node.id, set))
     })
     .await?;
-    Ok(web::Json(view))
+    Ok(oversell_answer(node, &set))
 }
 
 /// This resource's routes, for [`super::configure`].

@@ -258,7 +258,8 @@ pub(crate) async fn create_domain(
         idempotency::once(conn, &principal, &key, &raw, |conn| {
             let node = principal.may_manage(found)?;
             let ctx = Ctx::of(&principal);
-            let domain = service::register(conn, &ctx, &node, claims, new, cutoff)?;
+            let domain = service::register(conn, &ctx, &node, claims, new, cutoff)
+                .map_err(|e| principal.shown(e))?;
             Answer::created(
                 format!("/v1/domains/{}", domain.id),
                 etag(domain.version),

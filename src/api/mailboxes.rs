@@ -202,7 +202,8 @@ pub(crate) async fn create_mailbox(
         let found = nodes::find_locked(conn, node_id, &[])?;
         idempotency::once(conn, &principal, &key, &raw, |conn| {
             let node = customer(principal.may_manage(found)?)?;
-            let (mailbox, modules) = service::create(conn, &Ctx::of(&principal), &node, new)?;
+            let (mailbox, modules) = service::create(conn, &Ctx::of(&principal), &node, new)
+                .map_err(|e| principal.shown(e))?;
             Answer::created(
                 format!("/v1/mailboxes/{}", mailbox.id),
                 etag(mailbox.version),
@@ -516,7 +517,8 @@ async fn set_active(
     let mailbox = common::write(&state.pool, move |conn| {
         let (mailbox, node) = locked_mailbox(conn, &principal, id)?;
         let ctx = Ctx::of(&principal);
-        let mailbox = service::set_active(conn, &ctx, &node, mailbox, active)?;
+        let mailbox = service::set_active(conn, &ctx, &node, mailbox, active)
+            .map_err(|e| principal.shown(e))?;
         held(conn, mailbox)
     })
     .await?;
@@ -980,10 +982,12 @@ pub(crate) async fn import_mailboxes(
     let node_id = id.into_inner();
     let report = common::write(&state.pool, move |conn| {
         let node = customer(principal.may_manage(nodes::find_locked(conn, node_id, &[])?)?)?;
-        match service::import(conn, &Ctx::of(&principal), &node, rows, atomic)? {
-            Ok(rows) => Ok(report(atomic, rows)),
+        let imported = service::import(conn, &Ctx::of(&principal), &node, rows, atomic)
+            .map_err(|e| principal.shown(e))?;
+        match imported {
+            Ok(rows) => Ok(report(atomic, shown(&principal, rows))),
             // Nothing is kept: the rows that passed their checks are reported as skipped.
-            Err(rows) => Err(ApiError::ImportFailed(skipped(rows))),
+            Err(rows) => Err(ApiError::ImportFailed(skipped(shown(&principal, rows)))),
         }
     })
     .await?;
@@ -1035,6 +1039,16 @@ async fn import_rows(
         ));
     }
     Ok(rows)
+}
+
+/// `rows` with each refusal as `principal` may see it ([`Principal::shown`]).
+fn shown(principal: &Principal, rows: Vec<Row>) -> Vec<Row> {
+    rows.into_iter()
+        .map(|row| Row {
+            line: row.line,
+            placed: row.placed.map_err(|e| principal.shown(e)),
+        })
+        .collect()
 }
 
 /// A row's outcome as the answer shows it.

@@ -391,6 +391,7 @@ pub(crate) async fn assign_mailbox_module(
         let (mailbox, node) = super::mailboxes::locked_mailbox(conn, &principal, id)?;
         let ctx = Ctx::of(&principal);
         service::modules::assign_to_mailbox(conn, &ctx, &node, mailbox, code)
+            .map_err(|e| principal.shown(e))
     })
     .await?;
     Ok(HttpResponse::Ok()
@@ -518,7 +519,8 @@ async fn set_node_module(
     common::write(&state.pool, move |conn| {
         let node = customer(principal.may_manage(nodes::find_locked(conn, id, &[])?)?)?;
         let ctx = Ctx::of(&principal);
-        service::modules::set_on_customer(conn, &ctx, &node, code, held)?;
+        service::modules::set_on_customer(conn, &ctx, &node, code, held)
+            .map_err(|e| principal.shown(e))?;
         node_modules(conn, node.id)
     })
     .await

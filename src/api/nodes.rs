@@ -522,6 +522,7 @@ pub(crate) async fn move_node(
         let new_parent =
             principal.may_administer(nodes::find(conn, target)?, Reach::SelfOrBelow)?;
         service::nodes::move_under(conn, node, &new_parent, &Ctx::of(&principal))
+            .map_err(|e| principal.shown(e))
     })
     .await?;
     Ok(ok_with_etag(node))

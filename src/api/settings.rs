@@ -826,13 +826,7 @@ pub(crate) async fn test_mail_server(
             sending.node_id
         ),
     };
-    let outcome = crate::mail::send(
-        &sending,
-        &message,
-        &state.dns,
-        &state.config.mail_settings(),
-    )
-    .await;
+    let outcome = crate::mail::send(&sending, &message, &state.dns, &state.mail).await;
     let report = report(&sending, outcome)?;
     let audit = serde_json::json!({
         "to": to,

@@ -7,7 +7,7 @@
 //! creations take no `Idempotency-Key`, since replaying them would mean keeping the secret.
 
 use actix_web::http::header;
-use actix_web::{HttpResponse, delete, get, patch, post, web};
+use actix_web::{HttpResponse, HttpResponseBuilder, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -81,6 +81,25 @@ impl WebhookWithSecret {
             secret,
         }
     }
+}
+
+/// A subscription as answered: its ETag and its view.
+fn answer(webhook: &Webhook) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::ETAG, etag(webhook.version)))
+        .json(WebhookView::from(webhook))
+}
+
+/// `response` with a subscription and its `secret`, shown this once: its ETag, never cached.
+fn answer_with_secret(
+    mut response: HttpResponseBuilder,
+    webhook: &Webhook,
+    secret: String,
+) -> HttpResponse {
+    response
+        .insert_header((header::ETAG, etag(webhook.version)))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(WebhookWithSecret::of(webhook, secret))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -185,11 +204,9 @@ pub(crate) async fn create_webhook(
         workflows::create(conn, &Ctx::of(&principal), &node, &sealer, draft)
     })
     .await?;
-    Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/v1/webhooks/{}", webhook.id)))
-        .insert_header((header::ETAG, etag(webhook.version)))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(WebhookWithSecret::of(&webhook, secret)))
+    let mut created = HttpResponse::Created();
+    created.insert_header((header::LOCATION, format!("/v1/webhooks/{}", webhook.id)));
+    Ok(answer_with_secret(created, &webhook, secret))
 }
 
 common::list_query! {
@@ -270,9 +287,7 @@ pub(crate) async fn get_webhook(
         Ok::<_, ApiError>(webhook)
     })
     .await?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::ETAG, etag(webhook.version)))
-        .json(WebhookView::from(&webhook)))
+    Ok(answer(&webhook))
 }
 
 /// Changes a subscription's URL, events or description, from its next delivery on (deliveries
@@ -325,9 +340,7 @@ pub(crate) async fn update_webhook(
         )
     })
     .await?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::ETAG, etag(webhook.version)))
-        .json(WebhookView::from(&webhook)))
+    Ok(answer(&webhook))
 }
 
 /// Deletes a subscription: nothing more is sent to it, and its undelivered messages fail. Admins
@@ -386,10 +399,7 @@ pub(crate) async fn rotate_webhook_secret(
         workflows::rotate_secret(conn, &Ctx::of(&principal), &node, &sealer, webhook)
     })
     .await?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::ETAG, etag(webhook.version)))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(WebhookWithSecret::of(&webhook, secret)))
+    Ok(answer_with_secret(HttpResponse::Ok(), &webhook, secret))
 }
 
 /// One attempt at a message.

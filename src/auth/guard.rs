@@ -126,6 +126,26 @@ impl Principal {
         node.path.starts_with(&self.node_path)
     }
 
+    /// `err` as the principal may see it. An `ancestor-exhausted` refusal names the exhausted
+    /// ancestor with its limit and use; a principal standing below that ancestor (a customer under
+    /// an overselling reseller, say) may not read it, so it learns only that an ancestor is
+    /// exhausted. Every route that takes seats answers its refusals through this.
+    pub fn shown(&self, err: ApiError) -> ApiError {
+        match err {
+            ApiError::QuotaExceeded(refusal)
+                if refusal.ancestor
+                    && refusal.node_id != self.node_id
+                    && crate::domain::tree::path_of(&self.node_path, refusal.node_id).is_some() =>
+            {
+                ApiError::AncestorExhaustedAbove {
+                    resource: refusal.resource,
+                    at: refusal.at,
+                }
+            }
+            other => other,
+        }
+    }
+
     /// `node`, if it exists and the principal sees it; 404 otherwise.
     pub fn visible(&self, node: Option<Node>) -> Result<Node, ApiError> {
         node.filter(|n| self.sees(n)).ok_or(ApiError::NotFound)

@@ -30,10 +30,48 @@ pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Settings {
     /// Whether a mail server may be at a private address (`ALLOT_MAIL_ALLOW_PRIVATE`).
     pub allow_private: bool,
+    /// Roots SMTP's TLS trusts besides the system's (`ALLOT_MAIL_CA_FILE`).
+    pub extra_roots: Roots,
     /// Microsoft's login endpoint, before `/{tenant}/oauth2/v2.0/token`.
     pub graph_login_url: String,
     /// The Graph API, before `/v1.0/users/{sender}/sendMail`; also the token's scope.
     pub graph_url: String,
+}
+
+/// Certificates trusted as roots in addition to the system's, as lettre takes them.
+#[derive(Clone, Default)]
+pub struct Roots(Vec<lettre::transport::smtp::client::Certificate>);
+
+impl std::fmt::Debug for Roots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Roots({} certificates)", self.0.len())
+    }
+}
+
+impl Roots {
+    /// Every certificate of the PEM file at `path`; at least one, or why not.
+    pub fn read(path: &std::path::Path) -> Result<Self, String> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let ders = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{} is not PEM: {e}", path.display()))?;
+        if ders.is_empty() {
+            return Err(format!("{} holds no certificate", path.display()));
+        }
+        let roots = ders
+            .into_iter()
+            .map(|der| lettre::transport::smtp::client::Certificate::from_der(der.to_vec()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Self(roots))
+    }
+
+    pub(crate) fn certificates(&self) -> &[lettre::transport::smtp::client::Certificate] {
+        &self.0
+    }
 }
 
 /// A plain-text message to one recipient.
@@ -86,7 +124,7 @@ pub(crate) async fn send(
     let attempt = async {
         match sending.server.transport {
             Some(Transport::M365Graph) => graph::send(sending, message, settings).await,
-            _ => smtp::send(sending, message, dns, settings.allow_private).await,
+            _ => smtp::send(sending, message, dns, settings).await,
         }
     };
     tokio::time::timeout(TIMEOUT, attempt)

@@ -1,4 +1,6 @@
-//! SMTP with lettre: the connection security and authentication the settings name, SMTPUTF8
+//! SMTP with lettre: the connection security the settings name (STARTTLS required, never skipped
+//! when the server does not offer it; or TLS from the first byte) with the server's certificate
+//! verified, the authentication they name, SMTPUTF8
 //! (RFC 6531) when an address needs it (lettre asks for it by itself, and refuses a server that
 //! does not offer it), and the server's reply to the message as the answer.
 
@@ -74,14 +76,21 @@ pub(super) async fn send(
     sending: &Sending,
     message: &Outgoing,
     dns: &crate::dns::Verifier,
-    allow_private: bool,
+    settings: &super::Settings,
 ) -> Result<Answer, Failure> {
     let server = &sending.server;
     let host = server.host.as_deref().unwrap_or_default();
     let email = build(sending, message)?;
-    let ip = target(host, dns, allow_private).await?;
+    let ip = target(host, dns, settings.allow_private).await?;
+    // The certificate is verified against `host`, by the system's roots and the operator's
+    // (`ALLOT_MAIL_CA_FILE`); never accepted unverified.
     let tls = || {
-        TlsParameters::new(host.to_owned())
+        let mut parameters = TlsParameters::builder(host.to_owned());
+        for root in settings.extra_roots.certificates() {
+            parameters = parameters.add_root_certificate(root.clone());
+        }
+        parameters
+            .build()
             .map_err(|e| Failure::failed(format!("TLS could not be set up for {host}: {e}")))
     };
     let security = match server.security.unwrap_or(Security::Starttls) {

@@ -9,6 +9,7 @@ use super::Ctx;
 use super::allocations::known_resource;
 use crate::auth::guard::{Administer, Authorised};
 use crate::domain::audit::Action;
+use crate::domain::ids::NodeId;
 use crate::domain::quota::{self, Ratio};
 use crate::domain::tree::NodeKind;
 use crate::error::ApiError;
@@ -22,17 +23,32 @@ pub(crate) fn view(ratios: &BTreeMap<String, Ratio>) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// A node's ratios other than 1.0 and their version (the ETag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ratios {
+    pub ratios: BTreeMap<String, Ratio>,
+    pub version: i64,
+}
+
+/// `node`'s ratios and their version.
+pub(crate) fn of(conn: &mut DbConnection, node: NodeId) -> Result<Ratios, ApiError> {
+    Ok(Ratios {
+        ratios: oversell::all_of(conn, node)?,
+        version: oversell::version_of(conn, node)?,
+    })
+}
+
 /// Replaces `node`'s ratios (locked by the caller with its parent, so no grant from it is decided
-/// meanwhile) by `ratios`: a resource not listed goes back to 1.0. Refused for a customer (it
-/// grants nothing), for a resource the catalogue does not know, and with `quota-exceeded` when
-/// the node granted its children more, on some day, than ⌊new ratio × its limit⌋. Returns the
-/// ratios now set.
+/// meanwhile) by `ratios`: a resource not listed goes back to 1.0. Refused for a customer (it grants nothing), for a resource the
+/// catalogue does not know, and with `quota-exceeded` when the node granted its children more, on
+/// some day, than ⌊new ratio × its limit⌋. Returns the ratios now set, and their version, raised
+/// when they changed.
 pub(crate) fn replace(
     conn: &mut DbConnection,
     node: &Authorised<Administer>,
     ctx: &Ctx<'_>,
     ratios: BTreeMap<String, Ratio>,
-) -> Result<BTreeMap<String, Ratio>, ApiError> {
+) -> Result<Ratios, ApiError> {
     if node.kind == NodeKind::Customer && ratios.values().any(|r| *r != Ratio::ONE) {
         return Err(ApiError::validation(
             "ratios",
@@ -70,7 +86,11 @@ pub(crate) fn replace(
         oversell::set(conn, node.id, resource, ratio)?;
     }
     let after = oversell::all_of(conn, node.id)?;
-    if after != before {
+    if after == before {
+        return of(conn, node.id);
+    }
+    let version = oversell::bump_version(conn, node.id)?;
+    {
         ctx.record(
             conn,
             node.id,
@@ -80,5 +100,8 @@ pub(crate) fn replace(
             Some(super::audit_json(view(&after))),
         )?;
     }
-    Ok(after)
+    Ok(Ratios {
+        ratios: after,
+        version,
+    })
 }

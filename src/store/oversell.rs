@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use diesel::prelude::*;
 
 use super::DbConnection;
-use super::schema::oversell_ratios;
+use super::schema::{nodes, oversell_ratios};
 use crate::domain::ids::NodeId;
 use crate::domain::quota::Ratio;
 
@@ -82,6 +82,22 @@ pub(crate) fn all(conn: &mut DbConnection) -> QueryResult<BTreeMap<(NodeId, Stri
         }
     }
     Ok(ratios)
+}
+
+/// The version of `node`'s ratios as a set: their ETag.
+pub(crate) fn version_of(conn: &mut DbConnection, node: NodeId) -> QueryResult<i64> {
+    nodes::table
+        .find(node.to_string())
+        .select(nodes::oversell_version)
+        .first(conn)
+}
+
+/// Raises the version of `node`'s ratios by one (they changed); returns the new one.
+pub(crate) fn bump_version(conn: &mut DbConnection, node: NodeId) -> QueryResult<i64> {
+    diesel::update(nodes::table.find(node.to_string()))
+        .set(nodes::oversell_version.eq(nodes::oversell_version + 1))
+        .execute(conn)?;
+    version_of(conn, node)
 }
 
 /// Sets `node`'s ratio for `resource`; 1.0 removes the row (the default needs none).

@@ -22,6 +22,7 @@ diesel::table! {
         inbound_recipients -> Text,
         role_recipient -> Nullable<Text>,
         local_part_case -> Text,
+        oversell_version -> BigInt,
     }
 }
 

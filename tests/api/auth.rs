@@ -1,7 +1,6 @@
 //! Logging in, and every way a token can be refused.
 
 use allot::auth::jwt::Keys;
-use allot::config::JwtSecret;
 use base64::Engine;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -83,7 +82,9 @@ fn sign(claims: &Value, secret: &[u8], kid: &str) -> String {
 
 #[tokio::test]
 async fn forged_expired_and_misaddressed_tokens_are_refused() {
-    let app = spawn_app_with(|config| config.jwt_secret = Some(JwtSecret(SECRET.to_vec()))).await;
+    let app =
+        spawn_app_with(|config| config.jwt_secret = Some(crate::helpers::secret_text(&SECRET)))
+            .await;
     let good = app.admin_token().await;
     let me = app.me(&good).await;
     let kid = Keys::from_secret(&SECRET).kid().to_owned();
@@ -188,8 +189,8 @@ async fn a_token_from_another_installation_is_refused() {
 async fn tokens_signed_with_a_rotated_out_key_stay_valid_until_they_expire() {
     let (old, new) = ([5u8; 32], [6u8; 32]);
     let app = spawn_app_with(|config| {
-        config.jwt_secret = Some(JwtSecret(new.to_vec()));
-        config.jwt_previous_secrets = vec![JwtSecret(old.to_vec())];
+        config.jwt_secret = Some(crate::helpers::secret_text(&new));
+        config.jwt_previous_secrets = vec![crate::helpers::secret_text(&old)];
     })
     .await;
     let fresh = app.admin_token().await;

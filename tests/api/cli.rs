@@ -86,8 +86,14 @@ fn a_first_start_announces_the_admin_and_later_starts_do_not() {
 #[test]
 fn bad_configuration_stops_start_up_with_exit_2_and_one_line_naming_the_setting() {
     let db = TestDb::new();
-    let cases: [(&str, &str, &str); 8] = [
+    let cases: [(&str, &str, &str); 10] = [
         ("ALLOT_LISTEN", "not-an-address", "ALLOT_LISTEN"),
+        (
+            "ALLOT_MAIL_CA_FILE",
+            "/nonexistent/ca.pem",
+            "ALLOT_MAIL_CA_FILE",
+        ),
+        ("ALLOT_MAIL_CA_FILE", "/proc/version", "ALLOT_MAIL_CA_FILE"),
         ("ALLOT_JWT_SECRET", "c2hvcnQ=", "ALLOT_JWT_SECRET"),
         ("ALLOT_SECRET_KEY", "c2hvcnQ=", "ALLOT_SECRET_KEY"),
         ("ALLOT_SECRET_KEY", "not base64!", "ALLOT_SECRET_KEY"),
@@ -117,6 +123,49 @@ fn bad_configuration_stops_start_up_with_exit_2_and_one_line_naming_the_setting(
             .collect();
         assert_eq!(lines.len(), 1, "{variable}={value}: one line, got {stderr}");
         assert!(lines[0].contains(named), "{variable}={value}: {stderr}");
+    }
+}
+
+#[test]
+fn a_malformed_secret_is_refused_naming_its_setting_and_never_its_value() {
+    let db = TestDb::new();
+    // Each value is distinctive, so that any echo of it (or of a part: base64's own error names
+    // the offending character) is seen.
+    let valid = crate::helpers::secret_key_env();
+    let cases = [
+        ("ALLOT_SECRET_KEY", "Sekr3t-K3y-n0t-b4se64!".to_owned()),
+        ("ALLOT_SECRET_KEY", "U2Vrcjl0S2V5VG9vU2hvcnQ=".to_owned()),
+        ("ALLOT_JWT_SECRET", "Jwt-S3cr3t-n0t-b4se64!".to_owned()),
+        ("ALLOT_JWT_SECRET", "Snd0U2VjcmV0VG9vU2hvcnQ=".to_owned()),
+        (
+            "ALLOT_JWT_PREVIOUS_SECRETS",
+            format!("{valid},Pr3v10us-S3cr3t-n0t-b4se64!"),
+        ),
+    ];
+    for (variable, value) in cases {
+        let output = run(allot(&db)
+            .env("ALLOT_LISTEN", "127.0.0.1:0")
+            .env(variable, &value));
+        let stderr = text(&output.stderr);
+        let stdout = text(&output.stdout);
+        assert_eq!(output.status.code(), Some(2), "{variable}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("allot: {variable}: ")),
+            "{variable}: {stderr}"
+        );
+        let secret = value.rsplit(',').next().unwrap();
+        for shown in [&stderr, &stdout] {
+            assert!(
+                !shown.contains(secret),
+                "{variable}: the value shown: {shown}"
+            );
+            assert!(
+                !shown.contains('!'),
+                "{variable}: a character shown: {shown}"
+            );
+        }
+        // Refused before anything was opened: no owner was created.
+        assert!(!stdout.contains("created the owner"), "{stdout}");
     }
 }
 

@@ -25,6 +25,12 @@ pub fn secret_key_env() -> String {
     base64::engine::general_purpose::STANDARD.encode(SECRET_KEY)
 }
 
+/// `bytes` as a secret setting spells them (base64), for `ALLOT_JWT_SECRET` and its kin.
+pub fn secret_text(bytes: &[u8]) -> allot::config::SecretText {
+    use base64::Engine;
+    allot::config::SecretText::new(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
 /// A database that exists for one test.
 pub enum TestDb {
     Sqlite {
@@ -105,7 +111,7 @@ pub fn test_config(database_url: &str) -> Config {
         pool_size: 4,
         jwt_secret: None,
         jwt_previous_secrets: Vec::new(),
-        secret_key: Some(allot::secret::SecretKey::from_bytes(SECRET_KEY)),
+        secret_key: Some(secret_text(&SECRET_KEY)),
         dns_resolver: None,
         // The test servers listen on loopback; the route tests that prove the refusal turn it off.
         route_test_allow_private: true,
@@ -118,6 +124,8 @@ pub fn test_config(database_url: &str) -> Config {
         outbox_retention_days: 30,
         // The same for the test mail servers (SMTP sinks, a Graph stand-in) on loopback.
         mail_allow_private: true,
+        // The system's roots only; the TLS mail tests add their certificate authority.
+        mail_ca_file: None,
         graph_login_url: "https://login.microsoftonline.com".to_owned(),
         graph_url: "https://graph.microsoft.com".to_owned(),
         policy_listen: None,
@@ -224,6 +232,19 @@ pub async fn token_at(
         .await
         .unwrap();
     answer["access_token"].as_str().expect("a token").to_owned()
+}
+
+/// GETs `path` at the server at `base` (as [`token_at`]'s) with `token`; returns the JSON body.
+pub async fn get_at(client: &reqwest::Client, base: &str, path: &str, token: &str) -> Value {
+    let response = client.get(format!("{base}{path}")).bearer_auth(token);
+    response.send().await.unwrap().json().await.unwrap()
+}
+
+/// The node id of the holder of `token` at the server at `base` (as [`token_at`]'s), from
+/// `/v1/me`.
+pub async fn owner_at(client: &reqwest::Client, base: &str, token: &str) -> String {
+    let me = get_at(client, base, "/v1/me", token).await;
+    me["node_id"].as_str().expect("a node id").to_owned()
 }
 
 pub async fn spawn_app() -> TestApp {

@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 
 use allot::auth::jwt::Keys;
-use allot::config::JwtSecret;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
@@ -684,7 +683,7 @@ fn token(claims: &Value, secret: &[u8]) -> String {
 async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
     let dns = crate::dns::DnsServer::start().await;
     let app = spawn_app_with(|config| {
-        config.jwt_secret = Some(JwtSecret(SECRET.to_vec()));
+        config.jwt_secret = Some(crate::helpers::secret_text(&SECRET));
         config.dns_resolver = dns.addr;
         // The outbox's messages stay pending while the matrix runs.
         config.outbox_backoff_ms = 3_600_000;

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{admin_app, spawn_another, spawn_app_on, spawn_app_with, token_at};
+use crate::helpers::{
+    admin_app, get_at, owner_at, spawn_another, spawn_app_on, spawn_app_with, token_at,
+};
 use crate::webhooks::{Receiver, body, outbox_until, subscribe};
 
 /// The status codes of a message's attempts, in order.
@@ -277,16 +279,7 @@ fn a_restart_loses_no_queued_webhook_and_no_log_line_shows_a_secret() {
     const EVENTS: usize = 5;
     let (secret, owner) = runtime.block_on(async {
         let token = token_at(&client, &base, "admin", crate::helpers::ADMIN_PASSWORD).await;
-        let me: Value = client
-            .get(format!("{base}/v1/me"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let owner = me["node_id"].as_str().unwrap().to_owned();
+        let owner = owner_at(&client, &base, &token).await;
         let created: Value = client
             .post(format!("{base}/v1/nodes/{owner}/webhooks"))
             .bearer_auth(&token)
@@ -339,15 +332,7 @@ fn a_restart_loses_no_queued_webhook_and_no_log_line_shows_a_secret() {
             .await;
         assert!(received.iter().all(|r| r["verified"] == json!([true])));
         let token = token_at(&client, &base, "admin", crate::helpers::ADMIN_PASSWORD).await;
-        let outbox: Value = client
-            .get(format!("{base}/v1/nodes/{owner}/outbox"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let outbox = get_at(&client, &base, &format!("/v1/nodes/{owner}/outbox"), &token).await;
         let items = outbox["items"].as_array().unwrap();
         assert_eq!(items.len(), EVENTS);
     });

@@ -369,3 +369,286 @@ async fn a_move_under_an_oversold_reseller_must_fit_its_real_seats() {
     assert_eq!(admin.usage(&other, "users").await["used"], 2);
     app.assert_verified();
 }
+
+#[tokio::test]
+async fn the_ratios_carry_an_etag_and_a_stale_if_match_changes_nothing() {
+    owner_app!(app, admin, owner);
+    licensed(&admin).await;
+    let reseller = admin.create_child(&owner, "reseller", "R").await;
+    admin.grant(&reseller, "users", 10).await;
+    let path = format!("/v1/nodes/{reseller}/oversell");
+    let etag =
+        |response: &reqwest::Response| response.headers()["etag"].to_str().unwrap().to_owned();
+    let read = admin.get(&path).await;
+    assert_eq!(read.status(), 200);
+    let first = etag(&read);
+
+    let body = json!({"ratios": {"users": 2}});
+    let set = admin
+        .send_if_match(reqwest::Method::PUT, &path, &first, Some(&body))
+        .await;
+    assert_eq!(set.status(), 200);
+    let second = etag(&set);
+    assert_ne!(second, first);
+    assert_eq!(etag(&admin.get(&path).await), second);
+
+    // The version read before that change is stale: refused, and nothing changes.
+    let stale = admin
+        .send_if_match(
+            reqwest::Method::PUT,
+            &path,
+            &first,
+            Some(&json!({"ratios": {"users": 3}})),
+        )
+        .await;
+    crate::helpers::assert_problem(stale, 412, "precondition-failed").await;
+    let now = admin.get(&path).await;
+    assert_eq!(etag(&now), second);
+    assert_eq!(
+        now.json::<Value>().await.unwrap()["ratios"],
+        json!({"users": 2.0})
+    );
+    assert_eq!(events(&app, "node.oversell.update"), 1);
+
+    // The same set again is no change: the version stays.
+    let again = admin
+        .send_if_match(reqwest::Method::PUT, &path, &second, Some(&body))
+        .await;
+    assert_eq!(
+        (again.status().as_u16(), etag(&again)),
+        (200, second.clone())
+    );
+    assert_eq!(events(&app, "node.oversell.update"), 1);
+}
+
+/// An overselling reseller holding 3 real `domains`, 1 real `module:certificate` and 1 real
+/// `module:branding` (ratio 4 each), and two customers each granted more of them than that share
+/// allows together, with room for mailboxes; returns (reseller, customers).
+async fn oversold_modules_and_domains(
+    admin: &crate::helpers::Caller<'_>,
+    owner: &str,
+) -> (String, [String; 2]) {
+    let resources = [
+        "users",
+        "domains",
+        "module:base",
+        "module:certificate",
+        "module:branding",
+    ];
+    admin.set_licence_of(&resources, 1000).await;
+    let reseller = admin.create_child(owner, "reseller", "Seller").await;
+    for (resource, amount) in [
+        ("users", 10),
+        ("module:base", 10),
+        ("domains", 3),
+        ("module:certificate", 1),
+        ("module:branding", 1),
+    ] {
+        admin.grant(&reseller, resource, amount).await;
+    }
+    admin
+        .put_expect(
+            &format!("/v1/nodes/{reseller}/oversell"),
+            &json!({"ratios": {"domains": 4, "module:certificate": 4, "module:branding": 4}}),
+            200,
+        )
+        .await;
+    let mut customers = Vec::new();
+    for i in 0..2 {
+        let customer = admin
+            .create_child(&reseller, "customer", &format!("Customer {i}"))
+            .await;
+        for (resource, amount) in [
+            ("users", 5),
+            ("module:base", 5),
+            ("domains", 2),
+            ("module:certificate", 1),
+            ("module:branding", 1),
+        ] {
+            admin.grant(&customer, resource, amount).await;
+        }
+        customers.push(customer);
+    }
+    (reseller, customers.try_into().unwrap())
+}
+
+#[tokio::test]
+async fn domains_and_modules_are_refused_at_an_exhausted_ancestor() {
+    owner_app!(app, admin, owner);
+    let (reseller, [c0, c1]) = oversold_modules_and_domains(&admin, &owner).await;
+    // Domains: the reseller's 3 real ones taken (2 by c0, 1 by c1); c1 has room for a second.
+    admin.register_domain(&c0, "d0a.example").await;
+    admin.register_domain(&c0, "d0b.example").await;
+    admin.register_domain(&c1, "d1a.example").await;
+    let refusal = admin
+        .post_problem(
+            &format!("/v1/nodes/{c1}/domains"),
+            &json!({"name": "d1b.example"}),
+            409,
+            "ancestor-exhausted",
+        )
+        .await;
+    assert_eq!(
+        (&refusal["node_id"], &refusal["resource"]),
+        (&json!(reseller), &json!("domains"))
+    );
+    assert_eq!(
+        (refusal["limit"].as_i64(), refusal["used"].as_i64()),
+        (Some(3), Some(3))
+    );
+
+    // A per-mailbox module: the reseller's one certificate seat taken by c0's mailbox.
+    let m0 = admin.create_mailbox(&c0, "a@d0a.example").await;
+    let m1 = admin.create_mailbox(&c1, "a@d1a.example").await;
+    let assign = |mailbox: &Value| {
+        format!(
+            "/v1/mailboxes/{}/modules/certificate",
+            mailbox["id"].as_str().unwrap()
+        )
+    };
+    admin.put_expect(&assign(&m0), &json!({}), 200).await;
+    let refusal = admin
+        .put_problem(&assign(&m1), &json!({}), 409, "ancestor-exhausted")
+        .await;
+    assert_eq!(
+        (&refusal["node_id"], &refusal["resource"]),
+        (&json!(reseller), &json!("module:certificate"))
+    );
+
+    // A per-customer module: the reseller's one branding seat taken by c0.
+    let branding = |customer: &str| format!("/v1/nodes/{customer}/modules/branding");
+    admin.put_expect(&branding(&c0), &json!({}), 200).await;
+    let refusal = admin
+        .put_problem(&branding(&c1), &json!({}), 409, "ancestor-exhausted")
+        .await;
+    assert_eq!(
+        (&refusal["node_id"], &refusal["resource"]),
+        (&json!(reseller), &json!("module:branding"))
+    );
+    for (resource, used) in [
+        ("domains", 1),
+        ("module:certificate", 0),
+        ("module:branding", 0),
+    ] {
+        assert_eq!(admin.usage(&c1, resource).await["used"], used, "{resource}");
+    }
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn an_import_and_an_enable_are_refused_at_an_exhausted_ancestor() {
+    owner_app!(app, admin, owner);
+    let (reseller, customers) = oversold(&admin, &owner, 2, 2, 2).await;
+    admin.create_mailbox(&customers[0], "a@c0.example").await;
+    let b = admin.create_mailbox(&customers[0], "b@c0.example").await;
+    let import = format!("/v1/nodes/{}/mailboxes/import", customers[1]);
+
+    // Atomic (JSON): nothing imported, the row's problem names the ancestor.
+    let failed = admin
+        .post_problem(
+            &import,
+            &json!([{"address": "a@c1.example"}]),
+            422,
+            "import-failed",
+        )
+        .await;
+    let row = &failed["rows"][0];
+    assert_eq!(row["status"], "failed", "{failed}");
+    assert_eq!(row["problem"]["type"], "/problems/ancestor-exhausted");
+    assert_eq!(row["problem"]["node_id"], json!(reseller));
+    // Not atomic (CSV): the row fails alone.
+    let report = admin
+        .expect(
+            app.client
+                .post(app.url(&format!("{import}?atomic=false")))
+                .bearer_auth(&admin.token)
+                .header("content-type", "text/csv")
+                .body("address\na@c1.example\n")
+                .send()
+                .await
+                .unwrap(),
+            200,
+        )
+        .await;
+    assert_eq!(
+        (report["created"].as_u64(), report["failed"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(
+        report["rows"][0]["problem"]["type"],
+        "/problems/ancestor-exhausted"
+    );
+    assert_eq!(admin.usage(&customers[1], "users").await["used"], 0);
+
+    // Enabling a disabled mailbox takes its seat again: refused once another took it.
+    let b = b["id"].as_str().unwrap();
+    admin
+        .post_expect(&format!("/v1/mailboxes/{b}/disable"), &json!({}), 200)
+        .await;
+    admin.create_mailbox(&customers[1], "a@c1.example").await;
+    let refusal = admin
+        .post_problem(
+            &format!("/v1/mailboxes/{b}/enable"),
+            &json!({}),
+            409,
+            "ancestor-exhausted",
+        )
+        .await;
+    assert_eq!(refusal["node_id"], json!(reseller));
+    let mailbox = admin.get_ok(&format!("/v1/mailboxes/{b}")).await;
+    assert_eq!(mailbox["status"], "disabled");
+    assert_eq!(admin.usage(&reseller, "users").await["used"], 2);
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn only_callers_at_or_above_the_exhausted_ancestor_see_which_it_is_and_its_figures() {
+    owner_app!(app, admin, owner);
+    let (reseller, customers) = oversold(&admin, &owner, 1, 2, 2).await;
+    admin.create_mailbox(&customers[0], "a@c0.example").await;
+    let customer =
+        crate::principals::account(&app, &admin, &customers[1], "c1-admin", "admin").await;
+    let seller = crate::principals::account(&app, &admin, &reseller, "seller-admin", "admin").await;
+    let create = format!("/v1/nodes/{}/mailboxes", customers[1]);
+    let body = json!({"address": "a@c1.example"});
+
+    // The reseller (the exhausted ancestor itself) and the owner above it see all of it.
+    for caller in [&seller, &admin] {
+        let refusal = caller
+            .post_problem(&create, &body, 409, "ancestor-exhausted")
+            .await;
+        assert_eq!(refusal["node_id"], json!(reseller), "{refusal}");
+        assert_eq!(
+            (refusal["limit"].as_i64(), refusal["used"].as_i64()),
+            (Some(1), Some(1)),
+            "{refusal}"
+        );
+    }
+    // The customer below learns that an ancestor is exhausted, and of what; not which one, nor
+    // its numbers.
+    let refusal = customer
+        .post_problem(&create, &body, 409, "ancestor-exhausted")
+        .await;
+    assert_eq!(refusal["resource"], "users", "{refusal}");
+    for hidden in ["node_id", "limit", "used", "available", "requested"] {
+        assert!(refusal.get(hidden).is_none(), "{hidden} shown: {refusal}");
+    }
+    assert!(!refusal.to_string().contains(&reseller), "{refusal}");
+    // So too in an import's rows.
+    let failed = customer
+        .post_problem(
+            &format!("/v1/nodes/{}/mailboxes/import", customers[1]),
+            &json!([{"address": "b@c1.example"}]),
+            422,
+            "import-failed",
+        )
+        .await;
+    let problem = &failed["rows"][0]["problem"];
+    assert_eq!(problem["type"], "/problems/ancestor-exhausted", "{failed}");
+    assert!(
+        problem.get("node_id").is_none() && problem.get("limit").is_none(),
+        "{failed}"
+    );
+    assert!(!failed.to_string().contains(&reseller), "{failed}");
+    app.assert_verified();
+}

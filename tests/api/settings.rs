@@ -511,16 +511,7 @@ fn secrets_never_reach_the_log() {
             crate::helpers::ADMIN_PASSWORD,
         )
         .await;
-        let me: Value = client
-            .get(format!("{base}/v1/me"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let owner = me["node_id"].as_str().unwrap();
+        let owner = &crate::helpers::owner_at(&client, &base, &token).await;
         let mut body = smtp("smtp.owner.example", "noreply@owner.example");
         body["auth"] = json!("login");
         body["username"] = json!("relay");

@@ -5,17 +5,26 @@
 //! the conversation itself (the EHLO, the AUTH exchange decoded, the MAIL FROM parameters such
 //! as SMTPUTF8, every RCPT and the raw DATA), and a sink that records exactly that is a page of
 //! code; the crates made for embedding an SMTP server hand over the message, not the dialogue.
+//!
+//! A sink speaks plain SMTP, or offers STARTTLS, or speaks TLS from the first byte (implicit TLS,
+//! RFC 8314), with a certificate of a throwaway authority ([`TestCa`]) that allot is told to trust
+//! through `ALLOT_MAIL_CA_FILE`, as an operator would trust a relay's.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 /// One message as the sink received it.
 #[derive(Debug, Clone, Default)]
 pub struct Received {
+    /// Whether the message came over TLS (after STARTTLS, or implicit).
+    pub tls: bool,
     pub ehlo: String,
     /// The decoded `(username, password)` of AUTH PLAIN or LOGIN.
     pub auth: Option<(String, String)>,
@@ -58,33 +67,117 @@ impl Received {
 
 pub struct Sink {
     pub addr: SocketAddr,
-    received: Arc<Mutex<Vec<Received>>>,
+    kept: Arc<Mutex<Kept>>,
 }
 
-const EHLO: &str =
-    "250-sink.test\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-AUTH PLAIN LOGIN\r\n250 SIZE 1000000\r\n";
+/// What a sink keeps: the messages, and every login, with or without a message after it.
+#[derive(Default)]
+struct Kept {
+    received: Vec<Received>,
+    logins: Vec<(String, String)>,
+}
+
+/// A certificate for 127.0.0.1, self-signed (so its own authority), and the PEM file that holds
+/// it for `ALLOT_MAIL_CA_FILE`.
+pub struct TestCa {
+    cert: CertificateDer<'static>,
+    key: Vec<u8>,
+    dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), made.cert.pem()).unwrap();
+        Self {
+            cert: made.cert.der().clone(),
+            key: made.signing_key.serialize_der(),
+            dir,
+        }
+    }
+
+    /// The PEM file of the certificate, to trust.
+    pub fn file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        #[expect(
+            deprecated,
+            reason = "ring, as allot's own TLS (src/edge/tls.rs): no post-quantum key exchange"
+        )]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()));
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![self.cert.clone()], key)
+            .unwrap();
+        TlsAcceptor::from(Arc::new(config))
+    }
+}
+
+/// How a sink secures its conversations.
+#[derive(Clone)]
+enum Security {
+    Plain,
+    /// Offers STARTTLS in its EHLO and upgrades when asked.
+    StartTls(TlsAcceptor),
+    /// TLS from the first byte.
+    Implicit(TlsAcceptor),
+}
+
+/// The EHLO reply: STARTTLS offered when `starttls`.
+fn ehlo(starttls: bool) -> String {
+    let offer = if starttls { "250-STARTTLS\r\n" } else { "" };
+    format!(
+        "250-sink.test\r\n{offer}250-8BITMIME\r\n250-SMTPUTF8\r\n250-AUTH PLAIN LOGIN\r\n250 SIZE 1000000\r\n"
+    )
+}
 
 impl Sink {
-    /// A sink that accepts every recipient but those starting with `refuse`, and answers the
-    /// message's end with `250 2.0.0 Ok: queued as SINK1`.
+    /// A sink speaking plain SMTP, without STARTTLS, that accepts every recipient but those
+    /// starting with `refuse`, and answers the message's end with `250 2.0.0 Ok: queued as SINK1`.
     pub async fn start() -> Self {
+        Self::start_with(Security::Plain).await
+    }
+
+    /// A sink like [`Sink::start`]'s that offers STARTTLS with `ca`'s certificate.
+    pub async fn starttls(ca: &TestCa) -> Self {
+        Self::start_with(Security::StartTls(ca.acceptor())).await
+    }
+
+    /// A sink like [`Sink::start`]'s that speaks TLS from the first byte with `ca`'s certificate.
+    pub async fn implicit_tls(ca: &TestCa) -> Self {
+        Self::start_with(Security::Implicit(ca.acceptor())).await
+    }
+
+    async fn start_with(security: Security) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let keep = received.clone();
+        let kept: Arc<Mutex<Kept>> = Arc::default();
+        let keep = kept.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let keep = keep.clone();
+                let security = security.clone();
                 tokio::spawn(async move {
-                    let _ = converse(stream, keep).await;
+                    let _ = session(stream, security, keep).await;
                 });
             }
         });
-        Self { addr, received }
+        Self { addr, kept }
     }
 
     pub fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
+        self.kept.lock().unwrap().received.clone()
+    }
+
+    /// Every `(username, password)` a client logged in with.
+    pub fn logins(&self) -> Vec<(String, String)> {
+        self.kept.lock().unwrap().logins.clone()
     }
 }
 
@@ -95,48 +188,105 @@ fn decode(text: &str) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-async fn converse(
-    stream: tokio::net::TcpStream,
-    keep: Arc<Mutex<Vec<Received>>>,
+/// One connection: plain, upgraded by STARTTLS, or TLS throughout.
+async fn session(
+    stream: TcpStream,
+    security: Security,
+    keep: Arc<Mutex<Kept>>,
 ) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    async fn next(
-        lines: &mut tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
-    ) -> std::io::Result<String> {
-        match lines.next_line().await? {
-            Some(line) => Ok(line.trim_end_matches('\r').to_owned()),
-            None => Err(std::io::ErrorKind::UnexpectedEof.into()),
+    match security {
+        Security::Plain => {
+            converse(stream, true, false, false, keep).await?;
+        }
+        Security::Implicit(acceptor) => {
+            let stream = acceptor.accept(stream).await?;
+            converse(stream, true, false, true, keep).await?;
+        }
+        Security::StartTls(acceptor) => {
+            if let Ended::StartTls(stream) =
+                converse(stream, true, true, false, keep.clone()).await?
+            {
+                // No new greeting: the client says EHLO again (RFC 3207).
+                let stream = acceptor.accept(stream).await?;
+                converse(stream, false, false, true, keep).await?;
+            }
         }
     }
-    write.write_all(b"220 sink.test ESMTP\r\n").await?;
-    let mut current = Received::default();
+    Ok(())
+}
+
+/// How a conversation ended: QUIT, or STARTTLS answered (the stream to upgrade).
+enum Ended<S> {
+    Quit,
+    StartTls(S),
+}
+
+async fn next<R: AsyncBufRead + Unpin>(lines: &mut tokio::io::Lines<R>) -> std::io::Result<String> {
+    match lines.next_line().await? {
+        Some(line) => Ok(line.trim_end_matches('\r').to_owned()),
+        None => Err(std::io::ErrorKind::UnexpectedEof.into()),
+    }
+}
+
+/// The SMTP dialogue on `stream`, greeting first when `greet`, offering STARTTLS when
+/// `offer_starttls`; every message is kept with `tls`.
+async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    greet: bool,
+    offer_starttls: bool,
+    tls: bool,
+    keep: Arc<Mutex<Kept>>,
+) -> std::io::Result<Ended<S>> {
+    let (read, mut write) = tokio::io::split(stream);
+    let mut lines = BufReader::new(read).lines();
+    if greet {
+        write.write_all(b"220 sink.test ESMTP\r\n").await?;
+        write.flush().await?;
+    }
+    let mut current = Received {
+        tls,
+        ..Received::default()
+    };
     loop {
         let command = next(&mut lines).await?;
         let upper = command.to_ascii_uppercase();
         let reply: String = if upper.starts_with("EHLO") {
             current.ehlo = command[4..].trim().to_owned();
-            EHLO.to_owned()
+            ehlo(offer_starttls)
+        } else if offer_starttls && upper == "STARTTLS" {
+            write.write_all(b"220 2.0.0 Ready to start TLS\r\n").await?;
+            write.flush().await?;
+            let read = lines.into_inner().into_inner();
+            return Ok(Ended::StartTls(read.unsplit(write)));
         } else if upper.starts_with("AUTH PLAIN") {
             let initial = command[10..].trim().to_owned();
             let encoded = if initial.is_empty() {
                 write.write_all(b"334 \r\n").await?;
+                write.flush().await?;
                 next(&mut lines).await?
             } else {
                 initial
             };
             let decoded = decode(&encoded);
             let mut parts = decoded.split('\0').skip(1);
-            current.auth = Some((
+            let login = (
                 parts.next().unwrap_or_default().to_owned(),
                 parts.next().unwrap_or_default().to_owned(),
-            ));
+            );
+            keep.lock().unwrap().logins.push(login.clone());
+            current.auth = Some(login);
             "235 2.7.0 Authentication successful\r\n".to_owned()
         } else if upper.starts_with("AUTH LOGIN") {
             write.write_all(b"334 VXNlcm5hbWU6\r\n").await?;
+            write.flush().await?;
             let user = decode(&next(&mut lines).await?);
             write.write_all(b"334 UGFzc3dvcmQ6\r\n").await?;
+            write.flush().await?;
             let password = decode(&next(&mut lines).await?);
+            keep.lock()
+                .unwrap()
+                .logins
+                .push((user.clone(), password.clone()));
             current.auth = Some((user, password));
             "235 2.7.0 Authentication successful\r\n".to_owned()
         } else if upper.starts_with("MAIL ") {
@@ -160,6 +310,7 @@ async fn converse(
             write
                 .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
                 .await?;
+            write.flush().await?;
             let mut data = Vec::new();
             loop {
                 let text = next(&mut lines).await?;
@@ -169,17 +320,25 @@ async fn converse(
                 data.push(text.strip_prefix('.').map_or(text.clone(), str::to_owned));
             }
             current.data = data.join("\r\n");
-            keep.lock().unwrap().push(std::mem::take(&mut current));
+            keep.lock().unwrap().received.push(std::mem::replace(
+                &mut current,
+                Received {
+                    tls,
+                    ..Received::default()
+                },
+            ));
             "250 2.0.0 Ok: queued as SINK1\r\n".to_owned()
         } else if upper == "QUIT" {
             write.write_all(b"221 2.0.0 Bye\r\n").await?;
-            return Ok(());
+            write.flush().await?;
+            return Ok(Ended::Quit);
         } else if upper == "RSET" || upper == "NOOP" {
             "250 2.0.0 Ok\r\n".to_owned()
         } else {
             "502 5.5.2 Command not recognized\r\n".to_owned()
         };
         write.write_all(reply.as_bytes()).await?;
+        write.flush().await?;
     }
 }
 
