@@ -1,0 +1,255 @@
+//! What allot mails on its own, through the outbox: a new account's login details (the password
+//! mailed, never answered nor listed).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Caller, TestApp, owner_app};
+use crate::sink::{Received, Sink};
+use crate::webhooks::outbox_until;
+
+/// The owner's mail server: the sink, switched on.
+fn sink_server(sink: &Sink) -> Value {
+    json!({
+        "enabled": true,
+        "transport": "smtp",
+        "host": sink.addr.ip().to_string(),
+        "port": sink.addr.port(),
+        "security": "none",
+        "auth": "none",
+        "sender_address": "noreply@owner.example",
+        "sender_name": "Owner",
+    })
+}
+
+async fn serve_mail(admin: &Caller<'_>, owner: &str, sink: &Sink) {
+    admin
+        .put_expect(
+            &format!("/v1/nodes/{owner}/settings/mail_server"),
+            &sink_server(sink),
+            200,
+        )
+        .await;
+}
+
+/// The sink's messages once there are `n` (waiting up to 30 s), and after a moment in which no
+/// further one came.
+async fn mails(sink: &Sink, n: usize) -> Vec<Received> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sink.received().len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "the sink never got {n} messages: {:#?}",
+            sink.received()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let received = sink.received();
+    assert_eq!(received.len(), n, "{received:#?}");
+    received
+}
+
+/// The one-time password a login mail carries.
+fn mailed_password(message: &Received) -> String {
+    message
+        .body()
+        .lines()
+        .find_map(|line| line.strip_prefix("One-time password: "))
+        .unwrap_or_else(|| panic!("no password in {}", message.body()))
+        .trim()
+        .to_owned()
+}
+
+/// The request that makes the account `username` (at `username`@customer.example) at `node`.
+fn create_account(node: &str, username: &str) -> (String, Value) {
+    (
+        format!("/v1/nodes/{node}/accounts"),
+        json!({"username": username, "email": format!("{username}@customer.example"), "role": "admin"}),
+    )
+}
+
+#[tokio::test]
+async fn a_new_account_gets_its_login_details_by_mail_and_must_change_the_password() {
+    let sink = Sink::start().await;
+    owner_app!(app, admin, owner);
+    serve_mail(&admin, &owner, &sink).await;
+    let customer = admin.create_child(&owner, "customer", "C").await;
+
+    let (path, body) = create_account(&customer, "jane");
+    let answer = admin.post(&path, &body).await;
+    assert_eq!(answer.status(), 201);
+    let answer_text = answer.text().await.unwrap();
+    let created: Value = serde_json::from_str(&answer_text).unwrap();
+    assert_eq!(created["password_sent_to"], "jane@customer.example");
+    assert_eq!(created.get("one_time_password"), None, "{created}");
+    assert_eq!(created["password_change_required"], true);
+
+    let received = mails(&sink, 1).await;
+    let mail = &received[0];
+    assert_eq!(mail.rcpt, ["jane@customer.example"]);
+    assert_eq!(mail.header("Subject").unwrap(), "allot: your login details");
+    assert!(mail.body().contains("Username: jane"), "{}", mail.body());
+    let password = mailed_password(mail);
+    assert!(password.len() >= 12, "{password}");
+    assert!(!answer_text.contains(&password));
+
+    // The mailed password logs in, to a token good only for choosing a new one.
+    let login = app.login("jane", &password).await;
+    assert_eq!(login.status(), 200);
+    let login: Value = login.json().await.unwrap();
+    assert_eq!(login["password_change_required"], true, "{login}");
+    let token = login["access_token"].as_str().unwrap();
+    let refused = app
+        .get_with_token(&format!("/v1/nodes/{customer}"), token)
+        .await;
+    assert_eq!(refused.status(), 403);
+
+    // Listed as a delivered mail of the customer, without the password.
+    let items = outbox_until(&admin, &owner, "the mail delivered", |items| {
+        items.iter().any(|m| m["status"] == "delivered")
+    })
+    .await;
+    assert_eq!(items.len(), 1, "{items:#?}");
+    let message = &items[0];
+    assert_eq!(message["kind"], "mail");
+    assert_eq!(message["topic"], "account.login_details");
+    assert_eq!(message["node_id"], json!(customer));
+    assert_eq!(message["target"], "jane@customer.example");
+    assert_eq!(message["payload"]["secret"], json!({"set": true}));
+    assert!(
+        message["payload"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("One-time password: {{secret}}")
+    );
+    assert_eq!(message["attempts"][0]["status_code"], 250);
+    for listing in [
+        format!("/v1/nodes/{owner}/outbox"),
+        format!("/v1/nodes/{customer}/outbox?kind=mail"),
+        format!("/v1/nodes/{owner}/audit?limit=500"),
+    ] {
+        let text = admin.get(&listing).await.text().await.unwrap();
+        assert!(text.contains("jane"), "{listing}: {text}");
+        assert!(!text.contains(&password), "{listing} shows the password");
+    }
+    // Nor does the stored row hold it in the clear.
+    assert_eq!(
+        app.count_sql(&format!(
+            "SELECT COUNT(*) AS n FROM outbox WHERE payload LIKE '%{password}%'"
+        )),
+        0
+    );
+}
+
+/// The account `username` made at `node` answers its password (and mails nothing), which logs
+/// in to a full token.
+async fn answered_once(app: &TestApp, admin: &Caller<'_>, node: &str, username: &str) {
+    let (path, body) = create_account(node, username);
+    let created = admin.post_expect(&path, &body, 201).await;
+    assert_eq!(created.get("password_sent_to"), None, "{created}");
+    assert_eq!(created["password_change_required"], false);
+    let password = created["one_time_password"].as_str().unwrap();
+    let login: Value = app.login(username, password).await.json().await.unwrap();
+    assert_eq!(login["password_change_required"], false, "{login}");
+}
+
+#[tokio::test]
+async fn without_a_mail_server_or_with_sending_off_the_password_is_answered_once() {
+    let sink = Sink::start().await;
+    owner_app!(app, admin, owner);
+    let customer = admin.create_child(&owner, "customer", "C").await;
+    answered_once(&app, &admin, &customer, "first").await;
+
+    // A server, but the owner's switch is off.
+    let mut off = sink_server(&sink);
+    off["enabled"] = json!(false);
+    admin
+        .put_expect(
+            &format!("/v1/nodes/{owner}/settings/mail_server"),
+            &off,
+            200,
+        )
+        .await;
+    answered_once(&app, &admin, &customer, "second").await;
+    // On again, but the password was the admin's choice: it is not mailed.
+    serve_mail(&admin, &owner, &sink).await;
+    let (path, mut body) = create_account(&customer, "third");
+    body["password"] = json!("a password the admin chose");
+    let created = admin.post_expect(&path, &body, 201).await;
+    assert_eq!(created.get("password_sent_to"), None, "{created}");
+    assert_eq!(created.get("one_time_password"), None, "{created}");
+
+    let outbox = admin.get_ok(&format!("/v1/nodes/{owner}/outbox")).await;
+    assert_eq!(outbox["items"], json!([]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(sink.received().is_empty());
+}
+
+#[tokio::test]
+async fn a_mail_written_while_sending_was_on_fails_while_it_is_off_and_the_retry_sends_it() {
+    let sink = Sink::start().await;
+    let app = crate::helpers::spawn_app_with(|config| config.outbox_max_attempts = 2).await;
+    let admin = app.as_admin().await;
+    let owner = admin.node_id().await;
+    // Written while sending is on (to a server that does not answer), then the owner switches
+    // sending off: the mail is not sent, and says why.
+    let mut unreachable = sink_server(&sink);
+    unreachable["host"] = json!("127.0.0.1");
+    unreachable["port"] = json!(9);
+    admin
+        .put_expect(
+            &format!("/v1/nodes/{owner}/settings/mail_server"),
+            &unreachable,
+            200,
+        )
+        .await;
+    let (path, body) = create_account(&owner, "jane");
+    admin.post_expect(&path, &body, 201).await;
+    let failed = outbox_until(&admin, &owner, "the mail failed", |items| {
+        items.first().is_some_and(|m| m["status"] == "failed")
+    })
+    .await;
+    let id = failed[0]["id"].as_str().unwrap().to_owned();
+    let mut off = sink_server(&sink);
+    off["enabled"] = json!(false);
+    admin
+        .put_expect(
+            &format!("/v1/nodes/{owner}/settings/mail_server"),
+            &off,
+            200,
+        )
+        .await;
+    admin
+        .post_expect(&format!("/v1/outbox/{id}/retry"), &json!({}), 200)
+        .await;
+    let failed = outbox_until(&admin, &owner, "the retry failed", |items| {
+        items.first().is_some_and(|m| {
+            m["status"] == "failed" && m["attempts"].as_array().unwrap().len() == 4
+        })
+    })
+    .await;
+    assert!(
+        failed[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("switched off"),
+        "{:#?}",
+        failed[0]
+    );
+    // Back on, at the sink: the retry sends it, the password filled in.
+    admin
+        .put_expect(
+            &format!("/v1/nodes/{owner}/settings/mail_server"),
+            &sink_server(&sink),
+            200,
+        )
+        .await;
+    admin
+        .post_expect(&format!("/v1/outbox/{id}/retry"), &json!({}), 200)
+        .await;
+    let received = mails(&sink, 1).await;
+    let password = mailed_password(&received[0]);
+    assert_eq!(app.login("jane", &password).await.status(), 200);
+}
