@@ -1,5 +1,6 @@
 //! What allot mails on its own, through the outbox: a new account's login details (the password
-//! mailed, never answered nor listed).
+//! mailed, never answered nor listed), and quota notices once per crossing of a threshold, with
+//! their `quota.threshold_crossed` events.
 
 use std::time::{Duration, Instant};
 
@@ -252,4 +253,229 @@ async fn a_mail_written_while_sending_was_on_fails_while_it_is_off_and_the_retry
     let received = mails(&sink, 1).await;
     let password = mailed_password(&received[0]);
     assert_eq!(app.login("jane", &password).await.status(), 200);
+}
+
+/// A licence, a customer with `users` seats of 5 (and room for the rest), its contact address
+/// and a threshold of 80 % of its own, and the owner's notification recipients; returns the
+/// customer.
+async fn quota_tree(admin: &Caller<'_>, owner: &str) -> String {
+    admin
+        .set_licence(json!([
+            {"resource": "users", "amount": 1000},
+            {"resource": "domains", "amount": 1000},
+            {"resource": "module:base", "amount": 1000}
+        ]))
+        .await;
+    let customer = admin.create_child(owner, "customer", "Acme").await;
+    admin
+        .patch_node(&customer, &json!({"contact_email": "boss@acme.example"}))
+        .await;
+    admin.grant(&customer, "users", 5).await;
+    admin.grant(&customer, "domains", 10).await;
+    admin.grant(&customer, "module:base", 100).await;
+    admin
+        .put_expect(
+            &format!("/v1/nodes/{owner}/settings/notifications"),
+            &json!({"recipients": ["ops@owner.example"]}),
+            200,
+        )
+        .await;
+    admin
+        .put_expect(
+            &format!("/v1/nodes/{customer}/settings/notifications"),
+            &json!({"quota_thresholds": [80]}),
+            200,
+        )
+        .await;
+    admin.register_domain(&customer, "acme.example").await;
+    customer
+}
+
+/// The `quota.threshold_crossed` deliveries of the outbox at `owner`, oldest first.
+async fn crossed_events(admin: &Caller<'_>, owner: &str) -> Vec<Value> {
+    let page = admin
+        .get_ok(&format!("/v1/nodes/{owner}/outbox?kind=webhook&limit=500"))
+        .await;
+    let mut events: Vec<Value> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["topic"] == "quota.threshold_crossed")
+        .map(|m| m["payload"].clone())
+        .collect();
+    events.reverse();
+    events
+}
+
+#[tokio::test]
+async fn a_threshold_crossed_left_and_crossed_again_is_noticed_twice() {
+    let sink = Sink::start().await;
+    owner_app!(app, admin, owner);
+    serve_mail(&admin, &owner, &sink).await;
+    let customer = quota_tree(&admin, &owner).await;
+    // A subscription no request reaches: the events are listed as its deliveries.
+    crate::webhooks::subscribe(
+        &admin,
+        &owner,
+        "http://127.0.0.1:9/hook",
+        &["quota.threshold_crossed"],
+    )
+    .await;
+
+    let mut mailboxes = Vec::new();
+    for n in 1..=3 {
+        let made = admin
+            .create_mailbox(&customer, &format!("user{n}@acme.example"))
+            .await;
+        mailboxes.push(made["id"].as_str().unwrap().to_owned());
+    }
+    assert!(crossed_events(&admin, &owner).await.is_empty());
+    // 4 of 5: 80 %, crossed.
+    admin.create_mailbox(&customer, "user4@acme.example").await;
+    // 5 of 5: still past 80 %, and 100 is not a threshold here: nothing new.
+    admin.create_mailbox(&customer, "user5@acme.example").await;
+    let events = crossed_events(&admin, &owner).await;
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["type"], "quota.threshold_crossed");
+    let data = &events[0]["data"];
+    assert_eq!(
+        (
+            &data["node_id"],
+            &data["resource"],
+            &data["threshold"],
+            &data["used"],
+            &data["limit"]
+        ),
+        (
+            &json!(customer),
+            &json!("users"),
+            &json!(80),
+            &json!(4),
+            &json!(5)
+        )
+    );
+    let first = mails(&sink, 2).await;
+
+    // Down to 3 of 5 (left), up to 4 again (crossed again).
+    for id in &mailboxes[..2] {
+        admin.disable_mailbox(id).await;
+    }
+    admin
+        .post_expect(
+            &format!("/v1/mailboxes/{}/enable", mailboxes[0]),
+            &json!({}),
+            200,
+        )
+        .await;
+    let events = crossed_events(&admin, &owner).await;
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert_eq!(events[1]["data"]["used"], 4);
+    let all = mails(&sink, 4).await;
+    assert_eq!(
+        app.count_sql(
+            "SELECT COUNT(*) AS n FROM audit_events WHERE action = 'quota.threshold_cross'"
+        ),
+        2
+    );
+
+    // Each crossing: one mail to the customer's contact, one to the recipients its owner set.
+    for pair in [&first[..], &all[2..]] {
+        let mut to: Vec<&str> = pair.iter().map(|m| m.rcpt[0].as_str()).collect();
+        to.sort_unstable();
+        assert_eq!(to, ["boss@acme.example", "ops@owner.example"]);
+        for mail in pair {
+            assert_eq!(
+                mail.header("Subject").unwrap(),
+                "allot: Acme uses 80% of its users limit"
+            );
+            assert!(
+                mail.body().contains("now uses 4 of its limit of 5 users"),
+                "{}",
+                mail.body()
+            );
+        }
+    }
+    let notices = admin
+        .get_ok(&format!("/v1/nodes/{customer}/outbox?kind=mail"))
+        .await;
+    assert_eq!(notices["items"].as_array().unwrap().len(), 4);
+    assert!(
+        notices["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["topic"] == "quota.notice" && m["payload"].get("secret").is_none())
+    );
+    app.assert_verified();
+}
+
+#[tokio::test]
+async fn a_reseller_is_noticed_when_its_subtree_crosses_its_own_threshold() {
+    let sink = Sink::start().await;
+    owner_app!(app, admin, owner);
+    serve_mail(&admin, &owner, &sink).await;
+    admin
+        .set_licence(json!([
+            {"resource": "users", "amount": 1000},
+            {"resource": "domains", "amount": 1000},
+            {"resource": "module:base", "amount": 1000}
+        ]))
+        .await;
+    let reseller = admin.create_child(&owner, "reseller", "Resale").await;
+    admin
+        .patch_node(&reseller, &json!({"contact_email": "resale@owner.example"}))
+        .await;
+    admin.grant(&reseller, "users", 10).await;
+    admin.grant(&reseller, "domains", 10).await;
+    admin.grant(&reseller, "module:base", 100).await;
+    let mut customers = Vec::new();
+    for name in ["one", "two"] {
+        let customer = admin.create_child(&reseller, "customer", name).await;
+        admin.grant(&customer, "users", 5).await;
+        admin.grant(&customer, "domains", 1).await;
+        admin.grant(&customer, "module:base", 50).await;
+        admin
+            .register_domain(&customer, &format!("{name}.example"))
+            .await;
+        customers.push(customer);
+    }
+    crate::webhooks::subscribe(
+        &admin,
+        &owner,
+        "http://127.0.0.1:9/hook",
+        &["quota.threshold_crossed"],
+    )
+    .await;
+    // Each customer reaches 80 % of its 5 (4), the reseller 80 % of its 10 with the second.
+    for (customer, name) in customers.iter().zip(["one", "two"]) {
+        for n in 1..=4 {
+            admin
+                .create_mailbox(customer, &format!("u{n}@{name}.example"))
+                .await;
+        }
+    }
+    let events = crossed_events(&admin, &owner).await;
+    let crossed: Vec<(Value, Value, Value)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["data"]["node_id"].clone(),
+                e["data"]["threshold"].clone(),
+                e["data"]["used"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        crossed,
+        [
+            (json!(customers[0]), json!(80), json!(4)),
+            (json!(customers[1]), json!(80), json!(4)),
+            (json!(reseller), json!(80), json!(8)),
+        ],
+        "{events:#?}"
+    );
+    // The customers have no contact address and no recipients: only the reseller's is mailed.
+    let received = mails(&sink, 1).await;
+    assert_eq!(received[0].rcpt, ["resale@owner.example"]);
+    app.assert_verified();
 }
