@@ -68,7 +68,12 @@ impl Sink {
     /// A sink that accepts every recipient but those starting with `refuse`, and answers the
     /// message's end with `250 2.0.0 Ok: queued as SINK1`.
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// [`Sink::start`] on `addr` (a port a test reserved: a mail server that comes up late).
+    pub async fn start_on(addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let keep = received.clone();
