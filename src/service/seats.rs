@@ -97,6 +97,9 @@ pub(crate) fn release(
     node: &Node,
     resources: &[impl AsRef<str>],
 ) -> Result<(), ApiError> {
+    if resources.is_empty() {
+        return Ok(());
+    }
     let lineage = node.lineage();
     for resource in resources {
         usage::add(conn, &lineage, resource.as_ref(), -1, ctx.today)?;

@@ -387,7 +387,7 @@ async fn post_created(client: &reqwest::Client, base: &str, token: &str, path: &
 }
 
 #[test]
-fn a_restart_loses_no_queued_mail_nor_webhook_and_sends_each_once() {
+fn a_restart_loses_no_queued_mail_nor_webhook_sends_each_once_and_logs_no_password() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let db = crate::helpers::TestDb::new();
     let Some(receiver) = Receiver::start() else {
@@ -405,6 +405,7 @@ fn a_restart_loses_no_queued_mail_nor_webhook_and_sends_each_once() {
         ("ALLOT_MAIL_ALLOW_PRIVATE", "true"),
         ("ALLOT_OUTBOX_BACKOFF_MS", "200"),
         ("ALLOT_WEBHOOK_TIMEOUT", "2"),
+        ("ALLOT_LOG", "debug"),
         ("ALLOT_SECRET_KEY", key.as_str()),
     ];
     let first = crate::cli::serve_logged(&db, &envs);
@@ -477,6 +478,7 @@ fn a_restart_loses_no_queued_mail_nor_webhook_and_sends_each_once() {
     let mut first = first;
     first.child.kill().unwrap();
     first.child.wait().unwrap();
+    let mut lines: Vec<Value> = first.log.try_iter().collect();
 
     let sink = runtime.block_on(crate::sink::Sink::start_on(std::net::SocketAddr::from((
         [127, 0, 0, 1],
@@ -484,7 +486,7 @@ fn a_restart_loses_no_queued_mail_nor_webhook_and_sends_each_once() {
     ))));
     let second = crate::cli::serve_logged(&db, &envs);
     let base = format!("http://127.0.0.1:{}", second.port);
-    runtime.block_on(async {
+    let passwords = runtime.block_on(async {
         receiver.expect(&[&secret], &[]).await;
         let received = receiver
             .wait_until("every event accepted after the restart", |r| {
@@ -530,6 +532,7 @@ fn a_restart_loses_no_queued_mail_nor_webhook_and_sends_each_once() {
         to.sort_unstable();
         to.dedup();
         assert_eq!((mails.len(), to.len()), (EACH, EACH), "{mails:#?}");
+        let mut passwords = Vec::new();
         for mail in &mails {
             let password = mail
                 .body()
@@ -540,7 +543,17 @@ fn a_restart_loses_no_queued_mail_nor_webhook_and_sends_each_once() {
                 .to_owned();
             let username = mail.rcpt[0].split('@').next().unwrap();
             token_at(&client, &base, username, &password).await;
+            passwords.push(password);
         }
+        passwords
     });
-    second.stop();
+    lines.extend(second.stop());
+    let logged: Vec<String> = lines.iter().map(Value::to_string).collect();
+    assert!(logged.len() > 5, "{logged:#?}");
+    for password in &passwords {
+        assert!(
+            logged.iter().all(|line| !line.contains(password.as_str())),
+            "a log line shows a mailed password"
+        );
+    }
 }
