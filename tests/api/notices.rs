@@ -479,3 +479,72 @@ async fn a_reseller_is_noticed_when_its_subtree_crosses_its_own_threshold() {
     assert_eq!(received[0].rcpt, ["resale@owner.example"]);
     app.assert_verified();
 }
+
+#[tokio::test]
+async fn an_overselling_reseller_crosses_on_its_own_while_its_customers_do_not() {
+    let sink = Sink::start().await;
+    owner_app!(app, admin, owner);
+    serve_mail(&admin, &owner, &sink).await;
+    admin
+        .set_licence(json!([
+            {"resource": "users", "amount": 1000},
+            {"resource": "domains", "amount": 1000},
+            {"resource": "module:base", "amount": 1000}
+        ]))
+        .await;
+    let reseller = admin.create_child(&owner, "reseller", "Resale").await;
+    admin
+        .patch_node(&reseller, &json!({"contact_email": "resale@owner.example"}))
+        .await;
+    admin.grant(&reseller, "users", 10).await;
+    admin.grant(&reseller, "domains", 10).await;
+    admin.grant(&reseller, "module:base", 100).await;
+    admin
+        .put_expect(
+            &format!("/v1/nodes/{reseller}/oversell"),
+            &json!({"ratios": {"users": 2}}),
+            200,
+        )
+        .await;
+    crate::webhooks::subscribe(
+        &admin,
+        &owner,
+        "http://127.0.0.1:9/hook",
+        &["quota.threshold_crossed"],
+    )
+    .await;
+    // Each customer holds 10 of the reseller's real 10: 4 each is 40 % of theirs, 80 % of its.
+    for name in ["one", "two"] {
+        let customer = admin.create_child(&reseller, "customer", name).await;
+        admin.grant(&customer, "users", 10).await;
+        admin.grant(&customer, "domains", 5).await;
+        admin.grant(&customer, "module:base", 50).await;
+        admin
+            .register_domain(&customer, &format!("{name}.example"))
+            .await;
+        for n in 1..=4 {
+            admin
+                .create_mailbox(&customer, &format!("u{n}@{name}.example"))
+                .await;
+        }
+    }
+    let events = crossed_events(&admin, &owner).await;
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let data = &events[0]["data"];
+    assert_eq!(
+        (
+            &data["node_id"],
+            &data["threshold"],
+            &data["used"],
+            &data["limit"]
+        ),
+        (&json!(reseller), &json!(80), &json!(8), &json!(10))
+    );
+    let received = mails(&sink, 1).await;
+    assert_eq!(received[0].rcpt, ["resale@owner.example"]);
+    assert_eq!(
+        received[0].header("Subject").unwrap(),
+        "allot: Resale uses 80% of its users limit"
+    );
+    app.assert_verified();
+}
