@@ -335,6 +335,7 @@ impl Config {
             allow_private: self.webhooks_allow_private,
             timeout: Duration::from_secs(self.webhook_timeout),
             retention_days: self.outbox_retention_days,
+            mail: self.mail_settings(),
         }
     }
 

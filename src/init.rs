@@ -90,6 +90,7 @@ pub fn init_if_empty(
                 email: &config.admin_email,
                 role: Role::Admin,
                 password_hash: &hash,
+                password_change_required: false,
             },
         )?;
         let actor = audit::Actor::System;

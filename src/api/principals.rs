@@ -63,9 +63,14 @@ impl From<&Account> for AccountView {
 pub(crate) struct CreatedAccount {
     #[serde(flatten)]
     pub account: AccountView,
-    /// The generated password, shown this once, when none was given.
+    /// The generated password, shown this once, when none was given and it was not mailed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub one_time_password: Option<String>,
+    /// Where the generated password was mailed instead (the account's `email`), when none was
+    /// given and mail can be sent for the node: the answer does not carry it, and the first
+    /// login must change it (`password_change_required`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_sent_to: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -77,7 +82,10 @@ pub struct CreateAccount {
     pub email: String,
     /// Not above the caller's own.
     pub role: Role,
-    /// Without it a password is generated and returned once.
+    /// Without it a password is generated: mailed to `email` (the answer says so in
+    /// `password_sent_to`, and the first login must change it) when mail can be sent for the node
+    /// (the owner's `mail_server.enabled` on and a mail server applies), else returned once
+    /// (`one_time_password`).
     #[schema(value_type = Option<NewPassword>)]
     pub password: Option<String>,
 }
@@ -121,13 +129,20 @@ fn revoking(
 }
 
 /// Creates a person's account at `{id}`. Admins only, with a role no higher than their own.
+///
+/// Without a `password`, allot generates one. When mail can be sent for the node (the owner's
+/// `mail_server.enabled` is on and a mail server applies to it), the login details go to the
+/// account's `email` through the outbox (kind `mail`, listed by `GET /v1/nodes/{id}/outbox`
+/// without the password), the answer names the address in `password_sent_to` and does not carry
+/// the password, and the first login yields a token good only for choosing a new one. Otherwise
+/// the password is answered once in `one_time_password`.
 #[utoipa::path(
     tag = "principals",
     security(("accessToken" = []), ("apiKey" = [])),
     params(("id" = NodeId, Path)),
     request_body = CreateAccount,
     responses(
-        (status = 201, description = "Created; a generated password is returned this once", body = CreatedAccount, headers(("Location" = String), ("ETag" = String))),
+        (status = 201, description = "Created; a generated password is mailed (`password_sent_to`) or returned this once (`one_time_password`)", body = CreatedAccount, headers(("Location" = String), ("ETag" = String))),
         Guarded,
         (status = 409, description = "The username is taken (`name-taken`), or the node lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
@@ -157,15 +172,18 @@ pub(crate) async fn create_account(
     // Hashed before the transaction: tens of milliseconds that need not hold the write lock.
     let hash = state.hasher.hash(chosen).await?;
     let node_id = id.into_inner();
-    let account = common::write(&state.pool, move |conn| {
+    let sealer = state.sealer.clone();
+    let generated_now = generated.clone();
+    let (account, password_sent_to) = common::write(&state.pool, move |conn| {
         let node = administer_giving(conn, &principal, node_id, body.role)?;
         let draft = AccountDraft {
             username: &body.username,
             email: email.as_deref().unwrap_or_default(),
             role: body.role,
             password_hash: &hash,
+            generated: generated_now.as_deref(),
         };
-        principals::create_account(conn, &Ctx::of(&principal), &node, draft)
+        principals::create_account(conn, &Ctx::of(&principal), &sealer, &node, draft)
     })
     .await?;
     Ok(HttpResponse::Created()
@@ -174,7 +192,8 @@ pub(crate) async fn create_account(
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(CreatedAccount {
             account: AccountView::from(&account),
-            one_time_password: generated,
+            one_time_password: generated.filter(|_| password_sent_to.is_none()),
+            password_sent_to,
         }))
 }
 

@@ -408,7 +408,8 @@ pub(crate) struct AttemptView {
     pub at: DateTime<Utc>,
     /// How long it took, in milliseconds.
     pub duration_ms: i64,
-    /// The HTTP status the target answered; absent when it did not answer.
+    /// What the target answered: a webhook's or Graph's HTTP status, an SMTP server's reply code
+    /// to the message (or to the command that refused it); absent when it did not answer.
     pub status_code: Option<i32>,
     /// Why it failed: the answer's status and the start of its body, or the connection's error.
     pub error: Option<String>,
@@ -428,14 +429,16 @@ impl From<Attempt> for AttemptView {
 /// A message of the outbox with its attempts.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct MessageView {
-    /// Also the `webhook-id` it is sent with: the same in every attempt.
+    /// A webhook delivery's `webhook-id`: the same in every attempt.
     pub id: MessageId,
     pub kind: MessageKind,
-    /// Whose message it is: a webhook delivery's subscription's node.
+    /// Whose message it is: a webhook delivery's subscription's node; a mail's node, whose mail
+    /// server (as it applies when the mail is sent) sends it.
     pub node_id: NodeId,
-    /// Where it goes: a webhook delivery's subscription id.
+    /// Where it goes: a webhook delivery's subscription id; a mail's recipient address.
     pub target: String,
-    /// What it is: a webhook delivery's event type.
+    /// What it is: a webhook delivery's event type; a mail's purpose, `account.login_details`
+    /// (a new account's login details) or `quota.notice` (a quota threshold crossed).
     pub topic: String,
     pub status: MessageStatus,
     /// When the next attempt is due, while it is pending.
@@ -445,7 +448,10 @@ pub(crate) struct MessageView {
     pub created_at: DateTime<Utc>,
     /// When it was delivered or failed.
     pub finished_at: Option<DateTime<Utc>>,
-    /// What is sent: a webhook delivery's body, byte for byte the JSON it is signed as.
+    /// What is sent: a webhook delivery's body, byte for byte the JSON it is signed as; a mail's
+    /// `to`, `subject` and plain `text`. A secret a mail carries (a new account's one-time
+    /// password) is never shown: `text` holds `{{secret}}` where it goes, and `secret` is
+    /// `{"set": true}`; it is stored sealed and filled in only as the mail is sent.
     #[schema(value_type = Object)]
     pub payload: serde_json::Value,
     /// Every attempt, oldest first (those before a retry included).
@@ -455,9 +461,17 @@ pub(crate) struct MessageView {
 impl MessageView {
     fn of(row: Row, attempts: Vec<Attempt>) -> Result<Self, ApiError> {
         let status = row.status()?;
+        let kind: MessageKind = row.kind.parse().map_err(|_| ApiError::from(corrupt()))?;
+        let mut payload: serde_json::Value =
+            serde_json::from_str(&row.payload).map_err(|_| ApiError::from(corrupt()))?;
+        if let (MessageKind::Mail, Some(fields)) = (kind, payload.as_object_mut())
+            && fields.contains_key("secret")
+        {
+            fields.insert("secret".to_owned(), serde_json::json!({"set": true}));
+        }
         Ok(Self {
             id: row.message_id()?,
-            kind: row.kind.parse().map_err(|_| ApiError::from(corrupt()))?,
+            kind,
             node_id: row.node()?,
             target: row.target,
             topic: row.topic,
@@ -466,7 +480,7 @@ impl MessageView {
             last_error: row.last_error,
             created_at: utc(row.created_at),
             finished_at: row.finished_at.map(utc),
-            payload: serde_json::from_str(&row.payload).map_err(|_| ApiError::from(corrupt()))?,
+            payload,
             attempts: attempts.into_iter().map(AttemptView::from).collect(),
         })
     }
@@ -500,8 +514,9 @@ common::list_query! {
     }
 }
 
-/// The outbox of `{id}`'s subtree: the messages to the subtree's webhook subscriptions, newest
-/// first, each with its attempts. Admins of `{id}` or above.
+/// The outbox of `{id}`'s subtree: the deliveries to the subtree's webhook subscriptions and the
+/// mail sent for its nodes (login details, quota notices), newest first, each with its attempts.
+/// A mail's secret is never shown. Admins of `{id}` or above.
 #[utoipa::path(
     tag = "webhooks",
     security(("accessToken" = []), ("apiKey" = [])),

@@ -48,6 +48,7 @@ super::text_enum! {
         NodeOversellUpdate = "node.oversell.update",
         NodeUpdate = "node.update",
         OutboxRetry = "outbox.retry",
+        QuotaThresholdCross = "quota.threshold_cross",
         SettingsClear = "settings.clear",
         SettingsMailTest = "settings.mail_test",
         SettingsUpdate = "settings.update",

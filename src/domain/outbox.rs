@@ -16,6 +16,9 @@ text_enum! {
     pub enum MessageKind {
         /// A signed POST of an event to a webhook subscription's URL.
         Webhook = "webhook",
+        /// A plain-text mail to one address ([`Mail`]), sent through the mail server that applies
+        /// to the message's node when it is delivered.
+        Mail = "mail",
     }
 }
 
@@ -54,6 +57,8 @@ text_enum! {
         MailboxDeleted = "mailbox.deleted",
         ModuleAssigned = "module.assigned",
         ModuleRemoved = "module.removed",
+        /// A node's use of a resource reached one of its `notifications.quota_thresholds`.
+        QuotaThresholdCrossed = "quota.threshold_crossed",
     }
 }
 
@@ -83,6 +88,7 @@ impl EventType {
             A::MailboxDelete => Self::MailboxDeleted,
             A::MailboxModuleAssign | A::NodeModuleAssign => Self::ModuleAssigned,
             A::MailboxModuleRemove | A::NodeModuleRemove => Self::ModuleRemoved,
+            A::QuotaThresholdCross => Self::QuotaThresholdCrossed,
             _ => return None,
         })
     }
@@ -107,6 +113,41 @@ impl Backoff {
             .min(self.cap);
         let half = step / 2;
         half + half.mul_f64(random.clamp(0.0, 1.0))
+    }
+}
+
+/// A mail as the outbox stores it (its `payload`): to one address, plain text. A secret the mail
+/// is meant to carry (a new account's one-time password) is not in `text`: `text` holds
+/// [`Mail::SECRET_SLOT`] where it goes, and `secret` the secret sealed (`secret::Sealer`, for
+/// [`Mail::seal_context`]); the worker opens it and fills the slot as it sends. So the stored
+/// row, the outbox listing (which shows `secret` as `{"set": true}`), logs and the audit trail
+/// never hold it in the clear.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Mail {
+    /// In the stored form (`local@ascii-domain`).
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    /// The sealed secret, base64 (standard alphabet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl Mail {
+    /// Where the sealed secret goes in `text`.
+    pub const SECRET_SLOT: &'static str = "{{secret}}";
+
+    /// What the sealed secret of a mail to `to` for `node` is sealed for: it opens nowhere else.
+    pub fn seal_context(node: super::ids::NodeId, to: &str) -> String {
+        format!("outbox-mail:{node}:{to}")
+    }
+
+    /// The text as sent: the slot filled with the opened secret (once), or as written.
+    pub fn text_with(&self, secret: Option<&str>) -> String {
+        match secret {
+            Some(secret) => self.text.replacen(Self::SECRET_SLOT, secret, 1),
+            None => self.text.clone(),
+        }
     }
 }
 

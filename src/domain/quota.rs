@@ -317,6 +317,49 @@ impl Standing {
     }
 }
 
+impl Standing {
+    /// Whether the use reaches `percent` % of the limit: what a quota notice is about. No use
+    /// reaches nothing; any use reaches every threshold of a limit of 0.
+    pub fn reaches(&self, percent: u8) -> bool {
+        self.used > 0
+            && self.used.saturating_mul(100) >= i64::from(percent).saturating_mul(self.limit)
+    }
+}
+
+/// What a node's standing with one resource means for its quota notices: the thresholds it
+/// reaches now that were not marked reached (to mark; the highest is noticed), and those marked
+/// that it no longer reaches (re-armed: reaching them again is a new crossing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Crossings {
+    pub reached: Vec<u8>,
+    pub left: Vec<u8>,
+}
+
+impl Crossings {
+    /// `standing` against the `thresholds` that apply and the ones `marked` reached.
+    pub fn of(standing: Standing, thresholds: &[u8], marked: &[u8]) -> Self {
+        let mut reached: Vec<u8> = thresholds
+            .iter()
+            .copied()
+            .filter(|t| standing.reaches(*t) && !marked.contains(t))
+            .collect();
+        reached.sort_unstable();
+        reached.dedup();
+        let left = marked
+            .iter()
+            .copied()
+            .filter(|t| !standing.reaches(*t))
+            .collect();
+        Self { reached, left }
+    }
+
+    /// The threshold a notice names: the highest newly reached (one notice for a change that
+    /// passes several at once).
+    pub fn noticed(&self) -> Option<u8> {
+        self.reached.last().copied()
+    }
+}
+
 /// Several resources taken together, one unit of each or none (a new mailbox takes `users` and a
 /// seat of every automatic module), counted up in memory as units are taken: an import places its
 /// rows against it and moves the stored counters once, at the end. Each resource is judged at the
@@ -353,6 +396,24 @@ impl Bundle {
             standings,
             ancestors,
         }
+    }
+
+    /// Every standing of the bundle, the customer's and each ancestor's, as (node, resource,
+    /// standing), each with `n` more units used: where the lineage stands once `n` units of every
+    /// resource are counted.
+    pub fn after(&self, n: i64) -> Vec<(NodeId, String, Standing)> {
+        let mut all = Vec::new();
+        for ((resource, standing), ancestors) in self.standings.iter().zip(&self.ancestors) {
+            let plus = |s: &Standing| Standing {
+                used: s.used.saturating_add(n),
+                ..*s
+            };
+            all.push((self.node_id, resource.clone(), plus(standing)));
+            for (ancestor, standing) in ancestors {
+                all.push((*ancestor, resource.clone(), plus(standing)));
+            }
+        }
+        all
     }
 
     /// Takes one unit of every resource, or none: the first resource [`Standing::take`] refuses
@@ -690,6 +751,41 @@ pub(crate) fn verify_use(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_threshold_is_crossed_once_and_re_armed_below_it() {
+        let at = |used, limit| Standing { used, limit };
+        assert!(at(8, 10).reaches(80) && !at(7, 10).reaches(80));
+        assert!(at(10, 10).reaches(100) && !at(9, 10).reaches(100));
+        assert!(!at(0, 0).reaches(1) && at(1, 0).reaches(100));
+        let thresholds = [80, 100];
+        assert_eq!(
+            Crossings::of(at(8, 10), &thresholds, &[]),
+            Crossings {
+                reached: vec![80],
+                left: vec![]
+            }
+        );
+        assert_eq!(
+            Crossings::of(at(9, 10), &thresholds, &[80]),
+            Crossings::default()
+        );
+        assert_eq!(
+            Crossings::of(at(7, 10), &thresholds, &[80]),
+            Crossings {
+                reached: vec![],
+                left: vec![80]
+            }
+        );
+        let both = Crossings::of(at(10, 10), &thresholds, &[]);
+        assert_eq!(both.reached, vec![80, 100]);
+        assert_eq!(both.noticed(), Some(100));
+        // A limit raised under the use re-arms what the use no longer reaches.
+        assert_eq!(
+            Crossings::of(at(10, 20), &thresholds, &[80, 100]).left,
+            vec![80, 100]
+        );
+    }
     use super::*;
     use proptest::prelude::*;
 

@@ -1,5 +1,7 @@
-//! The outbox's worker: delivers what the workflows wrote to the outbox (`service::outbox`), off
-//! the request path, in every instance.
+//! The outbox's worker: delivers what the workflows wrote to the outbox (webhook deliveries by
+//! `service::outbox`, mail by `service::notices`), off the request path, in every instance: a
+//! webhook as a signed POST, a mail through the mail server that applies to its node when it is
+//! sent ([`Worker::send_mail`], `crate::mail`).
 //!
 //! - **Claiming.** A worker claims a batch of due messages in one write transaction
 //!   (`store::outbox::claim`: `FOR UPDATE SKIP LOCKED` on PostgreSQL, the write lock on SQLite),
@@ -35,7 +37,7 @@ use std::time::{Duration, Instant};
 use chrono::{NaiveDateTime, TimeDelta};
 use tokio::sync::Notify;
 
-use crate::domain::outbox::{Backoff, MessageKind, accepted};
+use crate::domain::outbox::{Backoff, Mail, MessageKind, accepted};
 use crate::error::ApiError;
 use crate::secret::Sealer;
 use crate::store::outbox::{self as rows, Next, Outcome, Row};
@@ -61,6 +63,8 @@ pub(crate) struct Settings {
     /// One attempt's deadline: connecting, sending, and reading the answer's head.
     pub timeout: Duration,
     pub retention_days: u32,
+    /// Where mail may go (`crate::mail`'s own deadline bounds a mail's attempt).
+    pub mail: crate::mail::Settings,
 }
 
 impl Settings {
@@ -89,13 +93,14 @@ pub(crate) fn spawn(
     settings: Settings,
 ) -> Waker {
     let waker = Waker::default();
+    let dns = Arc::new(dns);
     let client = reqwest::Client::builder()
         // A redirect would be a second target, not judged: the answer is the 3xx (a failure).
         .redirect(reqwest::redirect::Policy::none())
         // A proxy would connect for us, to addresses this process never judged.
         .no_proxy()
         .dns_resolver(Arc::new(target::GuardedResolver {
-            dns: Arc::new(dns),
+            dns: dns.clone(),
             allow_private: settings.allow_private,
         }))
         .connect_timeout(settings.timeout)
@@ -108,6 +113,7 @@ pub(crate) fn spawn(
         sealer,
         settings: settings.clone(),
         client,
+        dns,
     };
     let wake = waker.0.clone();
     tokio::spawn(async move { worker.run(wake).await });
@@ -120,6 +126,8 @@ struct Worker {
     sealer: Sealer,
     settings: Settings,
     client: reqwest::Client,
+    /// What a mail server's host name is looked up with.
+    dns: Arc<crate::dns::Verifier>,
 }
 
 impl Worker {
@@ -181,6 +189,7 @@ impl Worker {
         let at = store::now();
         let attempt = match row.kind.parse() {
             Ok(MessageKind::Webhook) => self.post_webhook(&row).await,
+            Ok(MessageKind::Mail) => self.send_mail(&row).await,
             Err(_) => Attempt::gone(format!("unknown message kind {}", row.kind)),
         };
         let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
@@ -275,6 +284,97 @@ impl Worker {
                 }
             }
             Err(err) => Attempt::failed(error_chain(&err)),
+        }
+    }
+}
+
+impl Worker {
+    /// Sends the mail `row` holds through the mail server that applies to its node now
+    /// (`service::settings::sending`, its secret opened here and nowhere stored), filling in the
+    /// mail's own sealed secret, if it carries one. While sending is switched off or no server
+    /// applies, the attempt fails and is tried again (the owner may switch it back on); a node
+    /// gone, a mail that does not parse or a secret that does not open cannot get better, and a
+    /// permanent SMTP refusal (5xx) will not either: those fail the message at once.
+    async fn send_mail(&self, row: &Row) -> Attempt {
+        use crate::service::settings::NotSending;
+        let Ok(mail) = serde_json::from_str::<Mail>(&row.payload) else {
+            return Attempt::gone("the mail does not parse".to_owned());
+        };
+        let Ok(node_id) = row.node() else {
+            return Attempt::gone("the node id is malformed".to_owned());
+        };
+        let sealer = self.sealer.clone();
+        let found = store::run(&self.pool, move |conn| {
+            let Some(node) = store::nodes::find(conn, node_id)? else {
+                return Ok(None);
+            };
+            Ok::<_, ApiError>(Some(crate::service::settings::sending(
+                conn, &sealer, &node,
+            )?))
+        })
+        .await;
+        let sending = match found {
+            Ok(Some(Ok(sending))) => sending,
+            Ok(Some(Err(NotSending::SwitchedOff))) => {
+                return Attempt::failed(
+                    "sending mail is switched off (the owner's `mail_server.enabled`): not sent"
+                        .to_owned(),
+                );
+            }
+            Ok(Some(Err(NotSending::NoServer))) => {
+                return Attempt::failed("no mail server applies to the node: not sent".to_owned());
+            }
+            Ok(None) => return Attempt::gone("the node is gone".to_owned()),
+            Err(err) => {
+                return Attempt::failed(format!("the mail server could not be read: {err}"));
+            }
+        };
+        let secret = match &mail.secret {
+            None => None,
+            Some(sealed) => {
+                use base64::Engine;
+                let opened = base64::engine::general_purpose::STANDARD
+                    .decode(sealed)
+                    .ok()
+                    .and_then(|bytes| {
+                        self.sealer
+                            .open(&bytes, &Mail::seal_context(node_id, &mail.to))
+                            .ok()
+                    });
+                match opened {
+                    Some(secret) => Some(secret),
+                    None => return Attempt::gone("the mail's secret does not open".to_owned()),
+                }
+            }
+        };
+        let outgoing = crate::mail::Outgoing {
+            to: mail.to.clone(),
+            subject: mail.subject.clone(),
+            text: mail.text_with(secret.as_deref()),
+        };
+        let sent = crate::mail::send(&sending, &outgoing, &self.dns, &self.settings.mail).await;
+        let code = |answer: &crate::mail::Answer| match answer {
+            crate::mail::Answer::Smtp { code, .. } => *code,
+            crate::mail::Answer::Graph { status } => *status,
+        };
+        match sent {
+            Ok(answer) => Attempt::delivered(code(&answer)),
+            Err(crate::mail::Failure::Forbidden(detail)) => {
+                Attempt::failed(format!("the mail server's address is refused: {detail}"))
+            }
+            Err(crate::mail::Failure::Failed { answer, message }) => {
+                let status = answer.as_ref().map(code);
+                let permanent = matches!(
+                    answer,
+                    Some(crate::mail::Answer::Smtp { code, .. }) if (500..600).contains(&code)
+                );
+                Attempt {
+                    delivered: false,
+                    permanent,
+                    status,
+                    error: Some(message),
+                }
+            }
         }
     }
 }

@@ -202,7 +202,9 @@ pub(crate) fn create(
         allow_over_limit: false,
     };
     decide(conn, node, grantor, &resource, proposal, ctx.today)?;
-    insert_recorded(conn, ctx, node.id, Action::AllocationCreate, new)
+    let allocation = insert_recorded(conn, ctx, node.id, Action::AllocationCreate, new)?;
+    super::seats::limit_changed(conn, ctx, node, &resource)?;
+    Ok(allocation)
 }
 
 /// A change to an allocation: only the fields given change (`Some(None)` clears an optional one).
@@ -291,5 +293,6 @@ pub(crate) fn update(
         Some(audit_view(&before)),
         Some(audit_view(&allocation)),
     )?;
+    super::seats::limit_changed(conn, ctx, node, &resource)?;
     Ok(allocation)
 }

@@ -31,7 +31,7 @@ use crate::error::ApiError;
 use crate::store::audit::Actor;
 use crate::store::domains::{Domain, Route};
 use crate::store::nodes::{self, Node};
-use crate::store::{self, DbConnection, domains, usage, write_tx};
+use crate::store::{self, DbConnection, domains, write_tx};
 
 const RESOURCE: &str = "domains";
 /// How many expired claims one sweep step removes (each in its own transaction).
@@ -165,7 +165,7 @@ pub(crate) fn register(
             drop_claim(conn, ctx, claim, Action::DomainExpire)?;
         }
     }
-    super::seats::take(conn, node, RESOURCE, ctx.today)??;
+    super::seats::take(conn, ctx, node, RESOURCE)??;
     let now = store::now();
     let domain = Domain {
         id: DomainId::generate(),
@@ -375,7 +375,7 @@ pub(crate) fn remove(
         super::mailboxes::remove(conn, ctx, node, mailbox)?;
     }
     domains::delete(conn, domain.id)?;
-    usage::add(conn, &node.lineage(), RESOURCE, -1, ctx.today)?;
+    super::seats::release(conn, ctx, node, &[RESOURCE])?;
     ctx.record(
         conn,
         node.id,

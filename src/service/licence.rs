@@ -131,6 +131,7 @@ fn replace_at(
             &allocations::granted_by(conn, owner.id, &resource, None)?,
             Span::from(NaiveDate::MIN),
         )?;
+        super::seats::limit_changed(conn, ctx, owner, &resource)?;
     }
     current(conn, owner.id, today)
 }

@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::store::domains::Domain;
 use crate::store::mailboxes::{Mailbox, Origin};
 use crate::store::nodes::Node;
-use crate::store::{self, DbConnection, mailboxes, usage};
+use crate::store::{self, DbConnection, mailboxes};
 
 /// A new mailbox's fields, parsed (the API parses them from its body; an enrolment has only the
 /// address).
@@ -172,7 +172,7 @@ pub(crate) fn create(
         action: Action::MailboxCreate,
     };
     let mailbox = admit(conn, ctx, &at, &domains, new, |conn| {
-        Ok(super::seats::take_all(conn, node, &seats, ctx.today)??)
+        Ok(super::seats::take_all(conn, ctx, node, &seats)??)
     })?;
     Ok((mailbox, automatic))
 }
@@ -200,7 +200,8 @@ pub(crate) fn import(
     // Where each seat's resource stands now, counted up in memory as rows are placed: the stored
     // counters move once, at the end.
     let resources = store::modules::mailbox_seats(&automatic);
-    let mut seats = usage::bundle(conn, &node.lineage(), &resources, ctx.today)?;
+    let mut seats = super::seats::bundle(conn, ctx, node, &resources)?;
+    let before = seats.clone();
     let at = Placing {
         node,
         automatic: &automatic,
@@ -229,9 +230,7 @@ pub(crate) fn import(
         return Ok(Err(outcomes));
     }
     let created = i64::try_from(created).unwrap_or(i64::MAX);
-    for resource in &resources {
-        usage::add(conn, &node.lineage(), resource, created, ctx.today)?;
-    }
+    super::seats::count(conn, ctx, node, &before, created)?;
     Ok(Ok(outcomes))
 }
 
@@ -280,7 +279,7 @@ pub(crate) fn enrol(
     };
     let new = NewMailbox::bare(address.clone());
     let placed = place(conn, ctx, &at, &domain, new, |conn| {
-        Ok(super::seats::take_all(conn, &node, &seats, ctx.today)??)
+        Ok(super::seats::take_all(conn, ctx, &node, &seats)??)
     });
     let mailbox = match placed {
         Err(ApiError::QuotaExceeded(refusal)) => {
@@ -402,9 +401,10 @@ pub(crate) fn set_active(
     }
     if active {
         let automatic = store::modules::automatic(conn)?;
-        super::modules::activate_mailbox(conn, node, &mailbox, &automatic, ctx.today)??;
+        super::modules::activate_mailbox(conn, ctx, node, &mailbox, &automatic)??;
     } else {
-        store::modules::deactivate_mailbox(conn, node, &mailbox, ctx.today)?;
+        let freed = store::modules::seats_held(conn, &mailbox)?;
+        super::seats::release(conn, ctx, node, &freed)?;
     }
     let before = audit_view(&mailbox);
     mailbox.active = active;
@@ -459,7 +459,8 @@ pub(crate) fn remove(
     node: &Node,
     mailbox: Mailbox,
 ) -> Result<(), ApiError> {
-    store::modules::deactivate_mailbox(conn, node, &mailbox, ctx.today)?;
+    let freed = store::modules::seats_held(conn, &mailbox)?;
+    super::seats::release(conn, ctx, node, &freed)?;
     store::groups::forget_mailbox(conn, mailbox.id)?;
     store::modules::forget_mailbox(conn, mailbox.id)?;
     mailboxes::delete(conn, mailbox.id)?;

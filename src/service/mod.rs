@@ -21,6 +21,7 @@ pub mod licence;
 pub(crate) mod mailboxes;
 pub(crate) mod modules;
 pub(crate) mod nodes;
+pub(crate) mod notices;
 pub(crate) mod outbox;
 pub(crate) mod oversell;
 pub(crate) mod principals;

@@ -16,10 +16,10 @@ use crate::domain::catalogue::{Catalogue, Rules, Unit};
 use crate::domain::quota::Refusal;
 use crate::domain::resource::module_key;
 use crate::error::ApiError;
+use crate::store::DbConnection;
 use crate::store::mailboxes::{self, Mailbox, Origin};
 use crate::store::modules::{self, Module};
 use crate::store::nodes::Node;
-use crate::store::{DbConnection, usage};
 
 /// A module as the audit trail records it: the same JSON as the API's view of it.
 fn audit_view(m: &Module) -> serde_json::Value {
@@ -392,7 +392,7 @@ pub(crate) fn assign_to_mailbox(
         return Ok((mailbox, holding.before));
     };
     if mailbox.takes_seat() {
-        seats::take(conn, node, &module_key(&holding.code), ctx.today)??;
+        seats::take(conn, ctx, node, &module_key(&holding.code))??;
     }
     modules::assign_mailbox(conn, mailbox.id, std::slice::from_ref(&holding.code))?;
     mailboxes::save(conn, &mut mailbox)?;
@@ -421,13 +421,7 @@ pub(crate) fn remove_from_mailbox(
     }
     modules::unassign_mailbox(conn, mailbox.id, &holding.code)?;
     if mailbox.takes_seat() {
-        usage::add(
-            conn,
-            &node.lineage(),
-            &module_key(&holding.code),
-            -1,
-            ctx.today,
-        )?;
+        seats::release(conn, ctx, node, &[module_key(&holding.code)])?;
     }
     mailboxes::save(conn, &mut mailbox)?;
     let target = ("mailbox", mailbox.id.to_string());
@@ -450,12 +444,13 @@ pub(crate) fn set_on_customer(
         let Some(after) = holding.joining()? else {
             return Ok(());
         };
-        seats::take(conn, node, &module_key(&holding.code), ctx.today)??;
+        seats::take(conn, ctx, node, &module_key(&holding.code))??;
         modules::assign_node(conn, node.id, &holding.code)?;
         holding.record(conn, ctx, node, Action::NodeModuleAssign, target, &after)?;
     } else {
         let after = holding.leaving()?;
-        modules::unassign_node(conn, node, &holding.code, ctx.today)?;
+        modules::unassign_node(conn, node, &holding.code)?;
+        seats::release(conn, ctx, node, &[module_key(&holding.code)])?;
         holding.record(conn, ctx, node, Action::NodeModuleRemove, target, &after)?;
     }
     Ok(())
@@ -467,11 +462,11 @@ pub(crate) fn set_on_customer(
 /// Role addresses take none.
 pub(crate) fn activate_mailbox(
     conn: &mut DbConnection,
+    ctx: &Ctx,
     node: &Node,
     mailbox: &Mailbox,
     automatic: &[String],
-    today: chrono::NaiveDate,
-) -> QueryResult<Result<(), Refusal>> {
+) -> Result<Result<(), Refusal>, ApiError> {
     if mailbox.origin == Origin::Role {
         return Ok(Ok(()));
     }
@@ -482,7 +477,7 @@ pub(crate) fn activate_mailbox(
         .cloned()
         .collect();
     let resources = modules::mailbox_seats(held.iter().chain(&missing));
-    if let Err(refusal) = seats::take_all(conn, node, &resources, today)? {
+    if let Err(refusal) = seats::take_all(conn, ctx, node, &resources)? {
         return Ok(Err(refusal));
     }
     modules::assign_mailbox(conn, mailbox.id, &missing)?;

@@ -187,6 +187,7 @@ pub(crate) fn delete(
     store::modules::forget_node(conn, node.id)?;
     let used = store::usage::totals(conn, node.id)?;
     store::usage::shift(conn, &node.lineage(), &[], &used, ctx.today)?;
+    super::seats::released_along(conn, ctx, &node.lineage())?;
     nodes::soft_delete(conn, node.id)?;
     ctx.record(
         conn,
@@ -254,6 +255,8 @@ pub(crate) fn move_under(
         &moved_usage,
         ctx.today,
     )?;
+    super::seats::released_along(conn, ctx, &leaving)?;
+    super::seats::joined_along(conn, ctx, &new_parent.lineage(), &joining, &moved_usage)?;
     ctx.record(
         conn,
         node.id,

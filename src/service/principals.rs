@@ -12,6 +12,7 @@ use crate::domain::audit::Action;
 use crate::domain::ids::NodeId;
 use crate::domain::roles::Role;
 use crate::error::ApiError;
+use crate::secret::Sealer;
 use crate::store::accounts::{self, Account, NewAccount};
 use crate::store::api_keys::{self, ApiKey};
 use crate::store::audit::Actor;
@@ -48,30 +49,57 @@ fn username_taken() -> ApiError {
 }
 
 /// A new person's account, its password already hashed.
-#[derive(Debug)]
 pub(crate) struct AccountDraft<'a> {
     pub username: &'a str,
     pub email: &'a str,
     pub role: Role,
     pub password_hash: &'a str,
+    /// The password allot generated (none was given), in the clear: mailed to the account when
+    /// mail can be sent for its node.
+    pub generated: Option<&'a str>,
+}
+
+impl std::fmt::Debug for AccountDraft<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountDraft")
+            .field("username", &self.username)
+            .field("email", &self.email)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Creates an account at `node`: refused when the username is taken, installation-wide.
+///
+/// **Login details by mail.** When allot generated the password (none was given) and mail can be
+/// sent for the node (`settings::sending_possible`: the owner's switch on, a mail server applies),
+/// the password is mailed to the account's address, sealed in the outbox until it is sent
+/// (`notices::login_details`), and must be changed at the first login (a login yields a token
+/// good only for that, as after an admin set it); the answer then names the address
+/// (`Some(email)`) and never carries the password. Otherwise nothing is mailed and the caller
+/// answers the generated password once. A password the admin chose is never mailed: the admin
+/// knows it and hands it over.
 pub(crate) fn create_account(
     conn: &mut DbConnection,
     ctx: &Ctx,
+    sealer: &Sealer,
     node: &Authorised<Administer>,
     draft: AccountDraft<'_>,
-) -> Result<Account, ApiError> {
+) -> Result<(Account, Option<String>), ApiError> {
     if accounts::find_by_username(conn, draft.username)?.is_some() {
         return Err(username_taken());
     }
+    let mailed = match draft.generated {
+        Some(password) if super::settings::sending_possible(conn, node)? => Some(password),
+        _ => None,
+    };
     let new = NewAccount {
         node_id: node.id,
         username: draft.username,
         email: draft.email,
         role: draft.role,
         password_hash: draft.password_hash,
+        password_change_required: mailed.is_some(),
     };
     let account =
         accounts::insert(conn, new).map_err(|err| ApiError::unless_unique(err, username_taken))?;
@@ -83,7 +111,11 @@ pub(crate) fn create_account(
         None,
         Some(audit_account(&account)),
     )?;
-    Ok(account)
+    let Some(password) = mailed else {
+        return Ok((account, None));
+    };
+    super::notices::login_details(conn, sealer, node, &account, password)?;
+    Ok((account.clone(), Some(account.email)))
 }
 
 /// What a change to an account sets; `None` leaves a field as it is.

@@ -160,7 +160,15 @@ pub(crate) fn own(conn: &mut DbConnection, node: NodeId, group: Group) -> Result
 
 /// The own values of every node of `node`'s lineage, from the owner down to `node`.
 fn lineage(conn: &mut DbConnection, node: &Node, group: Group) -> Result<Vec<Own>, ApiError> {
-    let ids = tree::lineage(&node.path);
+    lineage_of(conn, tree::lineage(&node.path), group)
+}
+
+/// The own values of every node of `ids` (a lineage, owner first).
+fn lineage_of(
+    conn: &mut DbConnection,
+    ids: Vec<NodeId>,
+    group: Group,
+) -> Result<Vec<Own>, ApiError> {
     let mut rows: BTreeMap<NodeId, Own> = BTreeMap::new();
     for row in node_settings::of_nodes(conn, &ids, group)? {
         rows.insert(row.node_id, Own::from_row(&row)?);
@@ -268,6 +276,33 @@ pub(crate) fn effective(
         }
     }
     Ok(applied)
+}
+
+/// The notification settings that apply to each node of `lineage` (owner first), in its order:
+/// one read for the whole lineage.
+pub(crate) fn notifications_along(
+    conn: &mut DbConnection,
+    lineage: &[NodeId],
+) -> Result<Vec<settings::EffectiveNotifications>, ApiError> {
+    let own = lineage_of(conn, lineage.to_vec(), Group::Notifications)?;
+    let levels = levels(&own, |v| match v {
+        Values::Notifications(n) => Some(n),
+        _ => None,
+    });
+    Ok((1..=levels.len())
+        .map(|n| settings::notifications(&levels[..n]))
+        .collect())
+}
+
+/// Whether mail is sent for `node` now: the owner's switch is on and a mail server applies (what
+/// `effective` answers as `mail_server.enabled`). Its secrets stay sealed.
+pub(crate) fn sending_possible(conn: &mut DbConnection, node: &Node) -> Result<bool, ApiError> {
+    let lineage = lineage(conn, node, Group::MailServer)?;
+    let levels = levels(&lineage, |v| match v {
+        Values::MailServer(m) => Some(m),
+        _ => None,
+    });
+    Ok(settings::mail_server(&levels).sending.value)
 }
 
 /// Whether the mail server that applies to `node` takes UTF-8 headers: what decides whether an

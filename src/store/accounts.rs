@@ -102,6 +102,8 @@ pub(crate) struct NewAccount<'a> {
     pub email: &'a str,
     pub role: Role,
     pub password_hash: &'a str,
+    /// The password is one someone else knows (mailed): the first login must choose a new one.
+    pub password_change_required: bool,
 }
 
 pub(crate) fn insert(conn: &mut DbConnection, new: NewAccount<'_>) -> QueryResult<Account> {
@@ -120,7 +122,7 @@ pub(crate) fn insert(conn: &mut DbConnection, new: NewAccount<'_>) -> QueryResul
             accounts::created_at.eq(now),
             accounts::updated_at.eq(now),
             accounts::credential_version.eq(1_i64),
-            accounts::password_change_required.eq(false),
+            accounts::password_change_required.eq(new.password_change_required),
         ))
         .execute(conn)?;
     Ok(Account {
@@ -135,7 +137,7 @@ pub(crate) fn insert(conn: &mut DbConnection, new: NewAccount<'_>) -> QueryResul
         created_at: now,
         updated_at: now,
         credential_version: 1,
-        password_change_required: false,
+        password_change_required: new.password_change_required,
     })
 }
 

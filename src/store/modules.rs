@@ -12,13 +12,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use super::DbConnection;
 use super::mailboxes::Mailbox;
 use super::nodes::Node;
 use super::schema::{
     allocations, mailbox_modules, mailboxes, module_excludes, module_requires, modules,
     node_modules,
 };
-use super::{DbConnection, usage};
 use crate::domain::catalogue::{Catalogue, Rules, Unit};
 use crate::domain::ids::{MailboxId, NodeId};
 use crate::domain::resource::{Resource, module_key};
@@ -393,15 +393,11 @@ pub(crate) fn assign_node(conn: &mut DbConnection, node: NodeId, code: &str) -> 
     Ok(())
 }
 
-/// Forgets that customer `node` holds `code`, returning its seat.
-pub(crate) fn unassign_node(
-    conn: &mut DbConnection,
-    node: &Node,
-    code: &str,
-    today: chrono::NaiveDate,
-) -> QueryResult<()> {
+/// Forgets that customer `node` holds `code` (the caller returns its seat, through
+/// `service::seats::release`).
+pub(crate) fn unassign_node(conn: &mut DbConnection, node: &Node, code: &str) -> QueryResult<()> {
     diesel::delete(node_modules::table.find((node.id.to_string(), code))).execute(conn)?;
-    usage::add(conn, &node.lineage(), &module_key(code), -1, today)
+    Ok(())
 }
 
 /// Forgets every per-customer module of `node`, which is being deleted (its counters go with it).
@@ -418,22 +414,14 @@ pub(crate) fn mailbox_seats<'a>(codes: impl IntoIterator<Item = &'a String>) -> 
         .collect()
 }
 
-/// Returns the seats an active `mailbox` of `node` holds (`users` and its modules) on `today`, as
-/// it is disabled or removed. Its assignments stay.
-pub(crate) fn deactivate_mailbox(
-    conn: &mut DbConnection,
-    node: &Node,
-    mailbox: &Mailbox,
-    today: chrono::NaiveDate,
-) -> QueryResult<()> {
+/// The seats an active `mailbox` holds (`users` and its modules; none for a disabled one or a
+/// role address): what it frees as it is disabled or removed (through
+/// `service::seats::release`). Its assignments stay.
+pub(crate) fn seats_held(conn: &mut DbConnection, mailbox: &Mailbox) -> QueryResult<Vec<String>> {
     if !mailbox.takes_seat() {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let lineage = node.lineage();
-    for resource in mailbox_seats(&of_mailbox(conn, mailbox.id)?) {
-        usage::add(conn, &lineage, &resource, -1, today)?;
-    }
-    Ok(())
+    Ok(mailbox_seats(&of_mailbox(conn, mailbox.id)?))
 }
 
 /// The module seats each customer's rows take, for the verifier: (node, resource, count) for

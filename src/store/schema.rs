@@ -392,3 +392,12 @@ diesel::table! {
         updated_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    quota_crossings (node_id, resource, threshold) {
+        node_id -> Text,
+        resource -> Text,
+        threshold -> Integer,
+        crossed_at -> Timestamp,
+    }
+}

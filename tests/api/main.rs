@@ -26,6 +26,7 @@ mod matrix;
 mod modules;
 mod mta;
 mod nodes;
+mod notices;
 mod openapi;
 mod outage;
 mod outbox;

@@ -345,3 +345,200 @@ fn a_restart_loses_no_queued_webhook_and_no_log_line_shows_a_secret() {
         "a log line shows the secret"
     );
 }
+
+/// GETs `path` from the app at `base` with `token`, as JSON.
+async fn get_json(client: &reqwest::Client, base: &str, token: &str, path: &str) -> Value {
+    client
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// POSTs `body` to `path` of the app at `base` with `token`; asserts 201.
+async fn post_created(client: &reqwest::Client, base: &str, token: &str, path: &str, body: Value) {
+    let response = client
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{path}");
+}
+
+#[test]
+fn a_restart_loses_no_queued_mail_nor_webhook_sends_each_once_and_logs_no_password() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let db = crate::helpers::TestDb::new();
+    let Some(receiver) = Receiver::start() else {
+        return;
+    };
+    // The mail server's port, with nothing listening until the restart.
+    let mail_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let key = crate::helpers::secret_key_env();
+    let envs = [
+        ("ALLOT_WEBHOOKS_ALLOW_PRIVATE", "true"),
+        ("ALLOT_MAIL_ALLOW_PRIVATE", "true"),
+        ("ALLOT_OUTBOX_BACKOFF_MS", "200"),
+        ("ALLOT_WEBHOOK_TIMEOUT", "2"),
+        ("ALLOT_LOG", "debug"),
+        ("ALLOT_SECRET_KEY", key.as_str()),
+    ];
+    let first = crate::cli::serve_logged(&db, &envs);
+    let base = format!("http://127.0.0.1:{}", first.port);
+    let client = reqwest::Client::new();
+    const EACH: usize = 4;
+    let (secret, owner) = runtime.block_on(async {
+        let token = token_at(&client, &base, "admin", crate::helpers::ADMIN_PASSWORD).await;
+        let me = get_json(&client, &base, &token, "/v1/me").await;
+        let owner = me["node_id"].as_str().unwrap().to_owned();
+        let server = json!({
+            "enabled": true, "transport": "smtp", "host": "127.0.0.1", "port": mail_port,
+            "security": "none", "auth": "none", "sender_address": "noreply@owner.example",
+        });
+        let response = client
+            .put(format!("{base}/v1/nodes/{owner}/settings/mail_server"))
+            .bearer_auth(&token)
+            .json(&server)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let created: Value = client
+            .post(format!("{base}/v1/nodes/{owner}/webhooks"))
+            .bearer_auth(&token)
+            .json(&json!({"url": receiver.url(), "events": ["node.created"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let secret = created["secret"].as_str().unwrap().to_owned();
+        receiver.expect(&[&secret], &[503; 1000]).await;
+        for n in 0..EACH {
+            let children = format!("/v1/nodes/{owner}/children");
+            let child = json!({"kind": "customer", "name": format!("Queued {n}")});
+            post_created(&client, &base, &token, &children, child).await;
+            let accounts = format!("/v1/nodes/{owner}/accounts");
+            let account = json!({"username": format!("user{n}"), "email": format!("user{n}@example.com"), "role": "viewer"});
+            post_created(&client, &base, &token, &accounts, account).await;
+        }
+        receiver
+            .wait_until("attempts before the crash", |r| r.len() >= EACH)
+            .await;
+        // Every mail tried at least once, and refused: nothing listens yet.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let page = get_json(
+                &client,
+                &base,
+                &token,
+                &format!("/v1/nodes/{owner}/outbox?kind=mail"),
+            )
+            .await;
+            let items = page["items"].as_array().unwrap();
+            if items.len() == EACH
+                && items
+                    .iter()
+                    .all(|m| m["status"] == "pending" && !m["attempts"].as_array().unwrap().is_empty())
+            {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{page:#}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (secret, owner)
+    });
+    // Killed, as a crash would.
+    let mut first = first;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let mut lines: Vec<Value> = first.log.try_iter().collect();
+
+    let sink = runtime.block_on(crate::sink::Sink::start_on(std::net::SocketAddr::from((
+        [127, 0, 0, 1],
+        mail_port,
+    ))));
+    let second = crate::cli::serve_logged(&db, &envs);
+    let base = format!("http://127.0.0.1:{}", second.port);
+    let passwords = runtime.block_on(async {
+        receiver.expect(&[&secret], &[]).await;
+        let received = receiver
+            .wait_until("every event accepted after the restart", |r| {
+                r.iter().filter(|r| r["answered"] == 200).count() >= EACH
+            })
+            .await;
+        let mut accepted: Vec<String> = received
+            .iter()
+            .filter(|r| r["answered"] == 200)
+            .map(|r| r["id"].to_string())
+            .collect();
+        accepted.sort();
+        accepted.dedup();
+        assert_eq!(
+            accepted.len(),
+            EACH,
+            "each event accepted once: {received:#?}"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while sink.received().len() < EACH {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{:#?}",
+                sink.received()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let token = token_at(&client, &base, "admin", crate::helpers::ADMIN_PASSWORD).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let page = get_json(&client, &base, &token, &format!("/v1/nodes/{owner}/outbox")).await;
+            let items = page["items"].as_array().unwrap();
+            assert_eq!(items.len(), 2 * EACH, "{page:#}");
+            if items.iter().all(|m| m["status"] == "delivered") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{page:#}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Each mail once, and its password logs in.
+        let mails = sink.received();
+        let mut to: Vec<&str> = mails.iter().map(|m| m.rcpt[0].as_str()).collect();
+        to.sort_unstable();
+        to.dedup();
+        assert_eq!((mails.len(), to.len()), (EACH, EACH), "{mails:#?}");
+        let mut passwords = Vec::new();
+        for mail in &mails {
+            let password = mail
+                .body()
+                .lines()
+                .find_map(|l| l.strip_prefix("One-time password: "))
+                .unwrap()
+                .trim()
+                .to_owned();
+            let username = mail.rcpt[0].split('@').next().unwrap();
+            token_at(&client, &base, username, &password).await;
+            passwords.push(password);
+        }
+        passwords
+    });
+    lines.extend(second.stop());
+    let logged: Vec<String> = lines.iter().map(Value::to_string).collect();
+    assert!(logged.len() > 5, "{logged:#?}");
+    for password in &passwords {
+        assert!(
+            logged.iter().all(|line| !line.contains(password.as_str())),
+            "a log line shows a mailed password"
+        );
+    }
+}

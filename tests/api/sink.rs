@@ -141,21 +141,26 @@ impl Sink {
     /// A sink speaking plain SMTP, without STARTTLS, that accepts every recipient but those
     /// starting with `refuse`, and answers the message's end with `250 2.0.0 Ok: queued as SINK1`.
     pub async fn start() -> Self {
-        Self::start_with(Security::Plain).await
+        Self::start_with(Security::Plain, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// [`Sink::start`] on `addr` (a port a test reserved: a mail server that comes up late).
+    pub async fn start_on(addr: SocketAddr) -> Self {
+        Self::start_with(Security::Plain, addr).await
     }
 
     /// A sink like [`Sink::start`]'s that offers STARTTLS with `ca`'s certificate.
     pub async fn starttls(ca: &TestCa) -> Self {
-        Self::start_with(Security::StartTls(ca.acceptor())).await
+        Self::start_with(Security::StartTls(ca.acceptor()), "127.0.0.1:0".parse().unwrap()).await
     }
 
     /// A sink like [`Sink::start`]'s that speaks TLS from the first byte with `ca`'s certificate.
     pub async fn implicit_tls(ca: &TestCa) -> Self {
-        Self::start_with(Security::Implicit(ca.acceptor())).await
+        Self::start_with(Security::Implicit(ca.acceptor()), "127.0.0.1:0".parse().unwrap()).await
     }
 
-    async fn start_with(security: Security) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    async fn start_with(security: Security, addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let kept: Arc<Mutex<Kept>> = Arc::default();
         let keep = kept.clone();
