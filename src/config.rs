@@ -324,8 +324,8 @@ impl Config {
         Duration::from_secs(self.request_timeout)
     }
 
-    /// The outbox worker's share of the settings.
-    pub(crate) fn outbox_settings(&self) -> crate::outbox::Settings {
+    /// The outbox worker's share of the settings, with `mail` as [`Config::mail_settings`] read it.
+    pub(crate) fn outbox_settings(&self, mail: crate::mail::Settings) -> crate::outbox::Settings {
         crate::outbox::Settings {
             max_attempts: self.outbox_max_attempts,
             backoff: crate::domain::outbox::Backoff {
@@ -335,7 +335,7 @@ impl Config {
             allow_private: self.webhooks_allow_private,
             timeout: Duration::from_secs(self.webhook_timeout),
             retention_days: self.outbox_retention_days,
-            mail: self.mail_settings(),
+            mail,
         }
     }
 

@@ -284,7 +284,7 @@ impl Application {
             pool.clone(),
             sealer.clone(),
             crate::dns::Verifier::new(config.dns_resolver),
-            config.outbox_settings(),
+            config.outbox_settings(mail.clone()),
         );
         let throttle = crate::auth::throttle::Throttle::new(pool.clone(), config.clock.clone());
         let rate_limits = std::sync::Arc::new(crate::auth::rate_limit::RateLimits::new(
