@@ -54,6 +54,10 @@ text_enum! {
         MailboxDeleted = "mailbox.deleted",
         ModuleAssigned = "module.assigned",
         ModuleRemoved = "module.removed",
+        /// A customer put on a plan, or moved to its current version by a sync.
+        PlanApplied = "plan.applied",
+        /// A customer taken off its plan.
+        PlanRemoved = "plan.removed",
     }
 }
 
@@ -83,6 +87,8 @@ impl EventType {
             A::MailboxDelete => Self::MailboxDeleted,
             A::MailboxModuleAssign | A::NodeModuleAssign => Self::ModuleAssigned,
             A::MailboxModuleRemove | A::NodeModuleRemove => Self::ModuleRemoved,
+            A::PlanApply | A::PlanSync => Self::PlanApplied,
+            A::PlanRemove => Self::PlanRemoved,
             _ => return None,
         })
     }

@@ -463,15 +463,28 @@ impl GrantChange<'_> {
             let Some(from_today) = affected.since(self.today) else {
                 return Ok(());
             };
-            for at in boundaries(&[&old_limit, &new_limit], from_today) {
-                let (before, after) = (total_at(&old_limit, at), total_at(&new_limit, at));
-                if after < before && after < used {
-                    return Err(refuse(self.node, at, after, used, after));
-                }
+            if let Some((at, after)) = lowered_under_use(&old_limit, &new_limit, used, from_today) {
+                return Err(refuse(self.node, at, after, used, after));
             }
         }
         Ok(())
     }
+}
+
+/// The first day in `within` where a node's limit, changing from the sum of `old` to the sum of
+/// `new`, falls and ends up below `used` (what the node uses now), with the new limit that day.
+/// The over-limit rule of a change: a limit may always rise, and may fall as far as the use; below
+/// it only with `allow_over_limit`. One grant's change and a plan's change of several ask it alike.
+pub(crate) fn lowered_under_use(
+    old: &[Grant],
+    new: &[Grant],
+    used: i64,
+    within: Span,
+) -> Option<(NaiveDate, i64)> {
+    boundaries(&[old, new], within).into_iter().find_map(|at| {
+        let (before, after) = (total_at(old, at), total_at(new, at));
+        (after < before && after < used).then_some((at, after))
+    })
 }
 
 /// Whether `added` grants fit beside the `existing` ones under ⌊`ratio` × `grantor`'s `limit`⌋ on
