@@ -132,6 +132,37 @@ pub(crate) fn update(
     Ok(node)
 }
 
+/// Sets the customer settings a plan includes on customer `node` (locked by the caller): written
+/// and audited as `node.update`, as a PATCH of them would be, when they change something.
+pub(super) fn set_plan_settings(
+    conn: &mut DbConnection,
+    ctx: &Ctx<'_>,
+    node: &Node,
+    settings: crate::domain::plans::PlanSettings,
+) -> Result<(), ApiError> {
+    let changes = NodeChanges {
+        max_aliases_per_mailbox: settings.max_aliases_per_mailbox,
+        auto_enrol: settings.auto_enrol,
+        inbound_recipients: settings.inbound_recipients,
+        ..NodeChanges::default()
+    };
+    let mut changed = node.clone();
+    changes.apply(&mut changed);
+    if changed == *node {
+        return Ok(());
+    }
+    nodes::save(conn, &mut changed)?;
+    ctx.record(
+        conn,
+        node.id,
+        Action::NodeUpdate,
+        ("node", node.id.to_string()),
+        Some(audit_view(node)),
+        Some(audit_view(&changed)),
+    )?;
+    Ok(())
+}
+
 /// Deletes `node` (locked by the caller). Refused while it has children, live allocations to
 /// children, or (without `cascade`) anything it holds; its own allocations end today, returning
 /// the seats to its parent. With `cascade` (a customer only) what it holds goes with it: each
