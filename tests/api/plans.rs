@@ -662,3 +662,74 @@ async fn a_plan_that_cannot_be_granted_whole_leaves_no_allocation_and_no_module(
     assert!(modules_of(&admin, &second).await.is_empty());
     app.assert_verified();
 }
+
+#[tokio::test]
+async fn bad_changes_and_days_are_refused_and_a_suspended_seller_changes_no_plan() {
+    owner_app!(app, admin, owner);
+    licensed(&admin).await;
+    let seller = reseller(&admin, &owner, "Seller", 100).await;
+    let customer = admin.create_child(&seller, "customer", "Customer").await;
+    let plan = define(&admin, &seller, &plan_body("std", 5)).await;
+    let plan_path = format!("/v1/plans/{}", plan["id"].as_str().unwrap());
+
+    // A change of content is checked as a new plan is, and changes nothing when refused.
+    let problem = admin
+        .patch_problem(
+            &plan_path,
+            &json!({"modules": ["m365"]}),
+            422,
+            "validation-failed",
+        )
+        .await;
+    assert_eq!(problem["errors"][0]["field"], "modules.m365");
+    assert_eq!(admin.get_ok(&plan_path).await["current"]["number"], 1);
+
+    // Days before today are refused: a plan does not change the past.
+    let yesterday = chrono::Utc::now().date_naive() - chrono::Days::new(1);
+    let problem = admin
+        .put_problem(
+            &format!("/v1/nodes/{customer}/plan"),
+            &json!({"plan": plan["id"], "starts_on": yesterday}),
+            422,
+            "validation-failed",
+        )
+        .await;
+    assert_eq!(problem["errors"][0]["field"], "starts_on");
+    apply(&admin, &customer, &plan).await;
+    let problem = admin
+        .delete_problem(
+            &format!("/v1/nodes/{customer}/plan?ends_on={yesterday}"),
+            400,
+            "invalid-query",
+        )
+        .await;
+    assert_eq!(problem["errors"][0]["field"], "ends_on");
+
+    // A suspended seller defines and changes no plan.
+    admin
+        .patch_ok(
+            &format!("/v1/nodes/{seller}"),
+            &json!({"status": "suspended"}),
+        )
+        .await;
+    admin
+        .post_problem(
+            &format!("/v1/nodes/{seller}/plans"),
+            &plan_body("other", 1),
+            409,
+            "node-suspended",
+        )
+        .await;
+    admin
+        .patch_problem(
+            &plan_path,
+            &json!({"name": "Renamed"}),
+            409,
+            "node-suspended",
+        )
+        .await;
+    admin
+        .delete_problem(&plan_path, 409, "node-suspended")
+        .await;
+    app.assert_verified();
+}
