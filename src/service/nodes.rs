@@ -216,6 +216,8 @@ pub(crate) fn delete(
         store::groups::delete(conn, group.id)?;
     }
     store::modules::forget_node(conn, node.id)?;
+    // Off its plan: the plan's customers are live nodes, and the plan may then be deleted.
+    store::plans::remove_node(conn, node.id)?;
     let used = store::usage::totals(conn, node.id)?;
     store::usage::shift(conn, &node.lineage(), &[], &used, ctx.today)?;
     nodes::soft_delete(conn, node.id)?;
@@ -307,7 +309,10 @@ fn carry_allocations(
     let today = ctx.today;
     let live = allocations::live_to(conn, node.id, today)?;
     fits_under(conn, new_parent, &live, today)?;
+    // A plan's grants carried are still its grants: the next plan change ends them.
+    let of_plan = store::plans::grants_of(conn, node.id)?;
     for mut old in live {
+        let planned = of_plan.contains(&old.id);
         let before = end_recorded(conn, ctx, node.id, Action::AllocationEnd, &mut old, today)?;
         let carried = quota::carried(before.grant(), today);
         let new = NewAllocation {
@@ -320,7 +325,10 @@ fn carry_allocations(
             active: true,
             description: before.description,
         };
-        insert_recorded(conn, ctx, node.id, Action::AllocationCreate, new)?;
+        let carried = insert_recorded(conn, ctx, node.id, Action::AllocationCreate, new)?;
+        if planned {
+            store::plans::add_grants(conn, node.id, &[carried.id])?;
+        }
     }
     Ok(())
 }

@@ -733,3 +733,36 @@ async fn bad_changes_and_days_are_refused_and_a_suspended_seller_changes_no_plan
         .await;
     app.assert_verified();
 }
+
+#[tokio::test]
+async fn a_moved_customer_keeps_its_plan_grants_and_a_deleted_one_leaves_its_plan() {
+    owner_app!(app, admin, owner);
+    licensed(&admin).await;
+    let first = reseller(&admin, &owner, "First", 100).await;
+    let second = reseller(&admin, &owner, "Second", 100).await;
+    let plan = define(&admin, &owner, &plan_body("std", 5)).await;
+    let small = define(&admin, &owner, &plan_body("small", 2)).await;
+    let customer = admin.create_child(&first, "customer", "Customer").await;
+    apply(&admin, &customer, &plan).await;
+
+    // Moved, its grants come from the new parent and are still the plan's: the next plan ends them.
+    admin
+        .post_expect(
+            &format!("/v1/nodes/{customer}/move"),
+            &json!({"parent_id": second}),
+            200,
+        )
+        .await;
+    apply(&admin, &customer, &small).await;
+    assert_eq!(admin.usage(&customer, "users").await["limit"], 2);
+    assert_eq!(admin.usage(&first, "users").await["allocated"], 0);
+
+    // Deleted, it is on the plan no more, and the plan can go.
+    admin
+        .delete_expect(&format!("/v1/nodes/{customer}?cascade=true"), 204)
+        .await;
+    admin
+        .delete_expect(&format!("/v1/plans/{}", small["id"].as_str().unwrap()), 204)
+        .await;
+    app.assert_verified();
+}
