@@ -105,11 +105,10 @@ impl AsOf {
 }
 
 /// Up to `limit` customers of `root`'s subtree after the cursor `after`, with their figures as of
-/// `as_of`, in a fixed number of queries however many customers (and one more for their plans):
-/// for today seven (the customers,
-/// their parents' names, active users, the catalogue, limits, allocations, usage); for a past day
-/// five, and one to see that today is open (the customers the history counted that day, their
-/// parents' names, the catalogue, the day's rows, its active users).
+/// `as_of`, in a fixed number of queries however many customers: for today eight (the customers,
+/// their parents' names, their plans, active users, the catalogue, limits, allocations, usage);
+/// for a past day six, and one to see that today is open (the customers the history counted that
+/// day, their parents' names, their plans now, the catalogue, the day's rows, its active users).
 fn batch(
     conn: &mut DbConnection,
     root: &Node,

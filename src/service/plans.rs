@@ -309,7 +309,6 @@ fn shortfalls(
 /// settings set. Refused when the plan is retired or not available under the customer's parent
 /// (defined by the parent or above), and, unless `allow_over_limit`, with `plan-does-not-fit`
 /// when the customer's use would exceed a lowered limit. `action` is `plan.apply` or `plan.sync`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn apply(
     conn: &mut DbConnection,
     customer: Customer<'_>,
