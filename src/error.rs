@@ -113,6 +113,9 @@ problem_types! {
         AncestorExhausted = ("ancestor-exhausted",
             "An ancestor has no seat left",
             "The customer has room of its own, but `node_id`, one of its ancestors (a reseller selling more than it holds, or the owner), already uses every real seat of `resource` within its subtree: `limit` is that ancestor's limit today and `used` what its subtree uses. Those three are shown only to a caller at or above that ancestor (who may read it); a caller below it learns that an ancestor is exhausted, with `resource` and `at`, not which one nor its figures. A seat frees when any customer below it frees one, or when that ancestor's parent raises its limit. Nothing was changed."),
+        PlanDoesNotFit = ("plan-does-not-fit",
+            "The customer uses more than the plan allows",
+            "The plan (or taking the customer off its plan) would lower the customer's limit of some resource below what it uses now. `shortfalls` lists each such resource with `used`, the `limit` it would have and the day `at`. Free the units first, or send `allow_over_limit: true` to change the plan anyway (the customer is then over its limit, as when an allocation ends: new use is refused until it is back within). Nothing was changed."),
         NameTaken = ("name-taken",
             "The name is taken",
             "The name is in use: a sibling node's name, or a username (usernames are unique installation-wide)."),
@@ -281,6 +284,10 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<crate::api::mailboxes::RowOutcome>>, nullable = false)]
     pub rows: Option<Vec<serde_json::Value>>,
+    /// For `plan-does-not-fit`: each resource the customer would use beyond its new limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<crate::api::plans::ShortfallView>>, nullable = false)]
+    pub shortfalls: Option<Vec<crate::domain::plans::Shortfall>>,
     /// For `address-collision`: each group of addresses that would be one.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<crate::api::schemas::Collision>>, nullable = false)]
@@ -304,6 +311,7 @@ impl Problem {
             used: None,
             module: None,
             rows: None,
+            shortfalls: None,
             collisions: None,
         }
     }
@@ -350,6 +358,8 @@ pub enum ApiError {
         resource: String,
         at: chrono::NaiveDate,
     },
+    #[error("{}", shortfall_summary(.0))]
+    PlanDoesNotFit(Vec<crate::domain::plans::Shortfall>),
     #[error("{0}")]
     NameTaken(String),
     #[error("{0}")]
@@ -399,6 +409,17 @@ pub enum ApiError {
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+fn shortfall_summary(shortfalls: &[crate::domain::plans::Shortfall]) -> String {
+    let each: Vec<String> = shortfalls
+        .iter()
+        .map(|s| format!("{} (uses {}, would have {})", s.resource, s.used, s.limit))
+        .collect();
+    format!(
+        "The customer uses more than the new limits allow: {}.",
+        each.join(", ")
+    )
+}
+
 fn summary(errors: &[FieldError]) -> String {
     errors
         .iter()
@@ -446,6 +467,7 @@ impl ApiError {
             Self::QuotaExceeded(refusal) if refusal.ancestor => ProblemType::AncestorExhausted,
             Self::QuotaExceeded(_) => ProblemType::QuotaExceeded,
             Self::AncestorExhaustedAbove { .. } => ProblemType::AncestorExhausted,
+            Self::PlanDoesNotFit(_) => ProblemType::PlanDoesNotFit,
             Self::NameTaken(_) => ProblemType::NameTaken,
             Self::NotEmpty(_) => ProblemType::NotEmpty,
             Self::NodeSuspended(_) => ProblemType::NodeSuspended,
@@ -500,6 +522,9 @@ impl ApiError {
         if let Self::ImportFailed(rows) = self {
             problem.rows = Some(rows.clone());
         }
+        if let Self::PlanDoesNotFit(shortfalls) = self {
+            problem.shortfalls = Some(shortfalls.clone());
+        }
         if let Self::AddressCollision(groups) = self {
             problem.collisions = Some(groups.clone());
         }
@@ -539,6 +564,7 @@ impl ResponseError for ApiError {
             | Self::QuotaExceeded(_)
             | Self::AncestorExhaustedAbove { .. }
             | Self::NameTaken(_)
+            | Self::PlanDoesNotFit(_)
             | Self::NotEmpty(_)
             | Self::NodeSuspended(_)
             | Self::Module(_)

@@ -92,6 +92,8 @@ pub(crate) mod pages {
         GroupPage => crate::api::groups::GroupView,
         MailboxPage => crate::api::mailboxes::MailboxView,
         ModulePage => crate::api::modules::ModuleView,
+        PlanPage => crate::api::plans::PlanView,
+        PlanVersionPage => crate::api::plans::PlanVersionView,
         MessagePage => crate::api::webhooks::MessageView,
         WebhookPage => crate::api::webhooks::WebhookView,
     }

@@ -18,6 +18,7 @@ pub mod mailboxes;
 pub mod meta;
 pub mod modules;
 pub mod nodes;
+pub mod plans;
 pub mod principals;
 pub mod schemas;
 pub mod settings;
@@ -49,6 +50,7 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
         .configure(licence::routes)
         .configure(nodes::routes)
         .configure(allocations::routes)
+        .configure(plans::routes)
         .configure(usage::routes)
         .configure(statistics::routes)
         .configure(audit::routes)
@@ -100,6 +102,7 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
         (name = "licence", description = "The owner's bulk licence"),
         (name = "nodes", description = "The tree: owner, resellers, customers"),
         (name = "allocations", description = "Grants of resources down the tree, over time"),
+        (name = "plans", description = "Named bundles of grants, modules and settings a node sells to its subtree's customers, versioned"),
         (name = "usage", description = "Limits, allocations and usage per node"),
         (name = "audit", description = "The audit trail: every change, who made it, when"),
         (name = "principals", description = "Accounts and API keys"),

@@ -55,10 +55,27 @@ pub(crate) struct NodeView {
     /// (`insensitive`, the default: `Jane@` and `jane@` are one mailbox) or exactly (`sensitive`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_part_case: Option<LocalPartCase>,
+    /// Customers on a plan only (`GET /v1/nodes/{id}` and a child created with a plan): the
+    /// plan and the version it is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub plan: Option<super::plans::PlanRef>,
     /// Increases with every change; the `ETag` is this number in quotes.
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl NodeView {
+    /// The node with the plan it is on, if any.
+    fn with_plan(node: Node, conn: &mut store::DbConnection) -> diesel::QueryResult<Self> {
+        let mut plans = super::plans::refs_of(conn, &[node.id])?;
+        let plan = plans.remove(&node.id);
+        Ok(Self {
+            plan,
+            ..Self::from(node)
+        })
+    }
 }
 
 impl From<Node> for NodeView {
@@ -79,6 +96,7 @@ impl From<Node> for NodeView {
                 .then_some(node.inbound_recipients),
             role_recipient: (node.kind == NodeKind::Customer).then_some(node.role_recipient),
             local_part_case: (node.kind == NodeKind::Customer).then_some(node.local_part_case),
+            plan: None,
             version: node.version,
             created_at: utc(node.created_at),
             updated_at: utc(node.updated_at),
@@ -88,9 +106,14 @@ impl From<Node> for NodeView {
 
 /// 200 with the node and its `ETag`.
 fn ok_with_etag(node: Node) -> HttpResponse {
+    ok_view(NodeView::from(node))
+}
+
+/// 200 with the node's view and its `ETag`.
+fn ok_view(view: NodeView) -> HttpResponse {
     HttpResponse::Ok()
-        .insert_header((header::ETAG, etag(node.version)))
-        .json(NodeView::from(node))
+        .insert_header((header::ETAG, etag(view.version)))
+        .json(view)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -108,6 +131,13 @@ pub struct CreateNode {
     pub contact_phone: Option<String>,
     #[schema(value_type = Option<ContactEmail>)]
     pub contact_email: Option<String>,
+    /// A customer only: a plan to put it on at once, as `PUT /v1/nodes/{id}/plan` would (its
+    /// grants from `{id}`, its modules and settings). The customer is created with them, or not
+    /// at all.
+    pub plan: Option<crate::domain::ids::PlanId>,
+    /// With `plan`: the day its grants start, today (the default) or later.
+    #[schema(value_type = Option<crate::api::schemas::Day>)]
+    pub starts_on: Option<chrono::NaiveDate>,
 }
 
 impl TryFrom<CreateNode> for NewNode {
@@ -141,7 +171,10 @@ impl TryFrom<CreateNode> for NewNode {
     }
 }
 
-/// Creates a reseller or a customer under `{id}`. Customers cannot have children.
+/// Creates a reseller or a customer under `{id}`. Customers cannot have children. With `plan`, a
+/// customer is put on the plan in the same transaction (see `PUT /v1/nodes/{id}/plan`; the caller
+/// must then stand above it, as every grant needs): it is created with its allocations, modules
+/// and settings, or not at all.
 #[utoipa::path(
     tag = "nodes",
     security(("accessToken" = []), ("apiKey" = [])),
@@ -151,8 +184,8 @@ impl TryFrom<CreateNode> for NewNode {
         (status = 201, description = "Created; `Location` names it", body = NodeView,
             headers(("Location" = String), ("ETag" = String))),
         Guarded,
-        (status = 409, description = "A sibling has this name (`name-taken`), or the parent lies in a suspended subtree (`node-suspended`)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, or a customer as the parent (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A sibling has this name (`name-taken`), the parent lies in a suspended subtree (`node-suspended`), or with `plan`: the parent lacks room for its grants (`quota-exceeded`, `ancestor-exhausted`), the plan is retired (`conflict`) or a module rule refuses (`module-required`, `module-excluded`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, a customer as the parent, a plan for a reseller, or a plan defined outside the parent's lineage (`validation-failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/nodes/{id}/children")]
@@ -164,7 +197,19 @@ pub(crate) async fn create_child(
     body: Json<CreateNode>,
 ) -> Result<HttpResponse, ApiError> {
     let raw = body.raw().to_vec();
-    let new = NewNode::try_from(body.0)?;
+    let body = body.0;
+    let plan = body.plan.map(|plan| super::plans::ApplyPlan {
+        plan,
+        starts_on: body.starts_on,
+        allow_over_limit: None,
+    });
+    if plan.is_none() && body.starts_on.is_some() {
+        return Err(ApiError::validation(
+            "starts_on",
+            "is the day a plan starts: send it with `plan`",
+        ));
+    }
+    let new = NewNode::try_from(body)?;
     let parent_id = id.into_inner();
     let answer = common::write(&state.pool, move |conn| {
         nodes::lock(conn, &[parent_id])?;
@@ -172,11 +217,15 @@ pub(crate) async fn create_child(
             let parent =
                 principal.may_administer(nodes::find(conn, parent_id)?, Reach::SelfOrBelow)?;
             let node = service::nodes::create_child(conn, &parent, &Ctx::of(&principal), new)?;
-            Answer::created(
-                format!("/v1/nodes/{}", node.id),
-                etag(node.version),
-                &NodeView::from(node),
-            )
+            let node = match &plan {
+                None => node,
+                Some(plan) => {
+                    super::plans::apply_locked(conn, &principal, node.id, plan)?;
+                    nodes::find(conn, node.id)?.ok_or(ApiError::NotFound)?
+                }
+            };
+            let view = NodeView::with_plan(node, conn)?;
+            Answer::created(format!("/v1/nodes/{}", view.id), etag(view.version), &view)
         })
     })
     .await?;
@@ -200,11 +249,12 @@ pub(crate) async fn get_node(
     id: web::Path<NodeId>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let node = store::run(&state.pool, move |conn| {
-        Ok::<_, ApiError>(principal.may_read(nodes::find(conn, id)?)?.into_inner())
+    let view = store::run(&state.pool, move |conn| {
+        let node = principal.may_read(nodes::find(conn, id)?)?.into_inner();
+        Ok::<_, ApiError>(NodeView::with_plan(node, conn)?)
     })
     .await?;
-    Ok(ok_with_etag(node))
+    Ok(ok_view(view))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -56,6 +56,7 @@ uuid_schema!(
     GroupId => "A group id.",
     crate::domain::ids::MessageId => "An outbox message id (a webhook delivery's `webhook-id`).",
     crate::domain::ids::WebhookId => "A webhook subscription id.",
+    crate::domain::ids::PlanId => "A plan id.",
 );
 
 enum_schema!(
@@ -168,6 +169,11 @@ text_schema! {
     )
     .format(Some(SchemaFormat::KnownFormat(KnownFormat::Date)))
     .pattern(Some("^(?!0000)[0-9]{4}-[0-9]{2}-[0-9]{2}$"));
+
+    /// A plan's code, unique among the plans of the node that defines it.
+    PlanCode => text("1 to 32 lowercase letters, digits, `_` and `-`, starting with a letter.")
+        .pattern(Some("^[a-z][a-z0-9_-]{0,31}$"))
+        .examples([serde_json::json!("business-50")]);
 
     /// A node's or a group's name.
     NodeName => text(

@@ -63,6 +63,11 @@ pub(crate) struct CustomerStatistics {
     /// Every resource of the catalogue, in its order (`users`, `domains`, then each
     /// `module:<code>`), as `GET /v1/nodes/{id}/usage` lists them.
     pub resources: Vec<Figure>,
+    /// The plan the customer is on now (whatever day the figures are of), and its version;
+    /// absent when it is on none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub plan: Option<super::plans::PlanRef>,
 }
 
 /// The day the statistics are as of: today (figures now), or a day before it (figures from the
@@ -100,10 +105,10 @@ impl AsOf {
 }
 
 /// Up to `limit` customers of `root`'s subtree after the cursor `after`, with their figures as of
-/// `as_of`, in a fixed number of queries however many customers: for today seven (the customers,
-/// their parents' names, active users, the catalogue, limits, allocations, usage); for a past day
-/// five, and one to see that today is open (the customers the history counted that day, their
-/// parents' names, the catalogue, the day's rows, its active users).
+/// `as_of`, in a fixed number of queries however many customers: for today eight (the customers,
+/// their parents' names, their plans, active users, the catalogue, limits, allocations, usage);
+/// for a past day six, and one to see that today is open (the customers the history counted that
+/// day, their parents' names, their plans now, the catalogue, the day's rows, its active users).
 fn batch(
     conn: &mut DbConnection,
     root: &Node,
@@ -116,6 +121,7 @@ fn batch(
     let ids: Vec<NodeId> = customers.iter().map(|c| c.id).collect();
     let parent_ids: Vec<NodeId> = customers.iter().filter_map(|c| c.parent_id).collect();
     let parents = nodes::names(conn, &parent_ids)?;
+    let mut plans = super::plans::refs_of(conn, &ids)?;
     let figures: Vec<(i64, Vec<Figure>)> = match as_of {
         AsOf::Today(day) => {
             let active = mailboxes::active_counts(conn, &ids, crate::domain::active::window(day))?;
@@ -137,7 +143,13 @@ fn batch(
     Ok(customers
         .into_iter()
         .zip(figures)
-        .map(|(customer, (active, figures))| row(customer, figures, &parents, active))
+        .map(|(customer, (active, figures))| {
+            let plan = plans.remove(&customer.id);
+            CustomerStatistics {
+                plan,
+                ..row(customer, figures, &parents, active)
+            }
+        })
         .collect())
 }
 
@@ -196,6 +208,7 @@ fn row(
         status: customer.status,
         contact_email: customer.contact_email,
         contact_phone: customer.contact_phone,
+        plan: None,
     }
 }
 

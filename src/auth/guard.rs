@@ -14,6 +14,11 @@
 //! | read the module catalogue | any role but `check`, anywhere |
 //! | read a node's settings (own and effective) | `admin` or `manager` at the node or above |
 //! | set or clear a node's settings, send a test mail | `admin` at the node or above |
+//! | define plans at a node | `admin` at the node or above |
+//! | read a plan | any role but `check`, at or above the node that defined it, or anywhere in its subtree |
+//! | change, retire or delete a plan | `admin` at or above the node that defined it |
+//! | sync a plan's customers | `admin` who reads the plan (the customers strictly below it move) |
+//! | apply or remove a customer's plan | `admin` strictly above the customer, who reads the plan |
 //!
 //! **Suspension makes a subtree read-only.** A node is suspended when it or any ancestor has status
 //! `suspended` (`Node::suspended_by`, read in the same statement as the node). Then:
@@ -204,6 +209,45 @@ impl Principal {
             Reach::Below => self.above_suspension(node),
         }
         .map(Authorised::new)
+    }
+
+    /// A plan defined at `definer`, for reading: a plan is visible to the subtree of the node that
+    /// defined it (so a customer reads the plan it is on, and a reseller the plans of its
+    /// ancestors it may apply), and to every principal above that node. 404 otherwise.
+    pub fn may_read_plan(&self, definer: Option<Node>) -> Result<Authorised<Read>, ApiError> {
+        let definer = definer
+            .filter(|d| self.sees(d) || self.node_path.starts_with(&d.path))
+            .ok_or(ApiError::NotFound)?;
+        if self.role == Role::Check {
+            return Err(forbidden("The check role may only ask the check."));
+        }
+        Ok(Authorised::new(definer))
+    }
+
+    /// A plan defined at `definer`, for changing, retiring or deleting it: an admin at the defining
+    /// node or above. 404 where the plan is not visible, 403 for a principal below the definer
+    /// (who reads the plan but does not own it).
+    pub fn may_change_plan(
+        &self,
+        definer: Option<Node>,
+    ) -> Result<Authorised<Administer>, ApiError> {
+        let definer = self.may_read_plan(definer)?.into_inner();
+        if !self.sees(&definer) {
+            return Err(forbidden(
+                "A plan is changed by the admins of the node that defined it, or above.",
+            ));
+        }
+        self.may_administer(Some(definer), Reach::SelfOrBelow)
+    }
+
+    /// Whether the principal is an admin: who may sync a plan it reads (the customers strictly
+    /// below it move, each guarded again).
+    pub fn may_sync_plan(&self, definer: Option<Node>) -> Result<Authorised<Read>, ApiError> {
+        let definer = self.may_read_plan(definer)?;
+        if self.role != Role::Admin {
+            return Err(forbidden("Only an admin may do this."));
+        }
+        Ok(definer)
     }
 
     /// `node` for reading what only its admins see (its webhook subscriptions, its outbox): an

@@ -81,6 +81,10 @@ id_type!(
     /// A webhook subscription.
     WebhookId
 );
+id_type!(
+    /// A plan: a named bundle of grants, modules and settings a node sells (issue 16).
+    PlanId
+);
 
 #[cfg(test)]
 mod tests {

@@ -9,6 +9,7 @@ pub(crate) mod catalogue;
 pub mod ids;
 pub(crate) mod mail;
 pub mod outbox;
+pub(crate) mod plans;
 pub(crate) mod quota;
 pub mod resource;
 pub mod roles;

@@ -59,6 +59,10 @@ text_enum! {
         ModuleRemoved = "module.removed",
         /// A node's use of a resource reached one of its `notifications.quota_thresholds`.
         QuotaThresholdCrossed = "quota.threshold_crossed",
+        /// A customer put on a plan, or moved to its current version by a sync.
+        PlanApplied = "plan.applied",
+        /// A customer taken off its plan.
+        PlanRemoved = "plan.removed",
     }
 }
 
@@ -89,6 +93,8 @@ impl EventType {
             A::MailboxModuleAssign | A::NodeModuleAssign => Self::ModuleAssigned,
             A::MailboxModuleRemove | A::NodeModuleRemove => Self::ModuleRemoved,
             A::QuotaThresholdCross => Self::QuotaThresholdCrossed,
+            A::PlanApply | A::PlanSync => Self::PlanApplied,
+            A::PlanRemove => Self::PlanRemoved,
             _ => return None,
         })
     }

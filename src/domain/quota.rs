@@ -524,15 +524,28 @@ impl GrantChange<'_> {
             let Some(from_today) = affected.since(self.today) else {
                 return Ok(());
             };
-            for at in boundaries(&[&old_limit, &new_limit], from_today) {
-                let (before, after) = (total_at(&old_limit, at), total_at(&new_limit, at));
-                if after < before && after < used {
-                    return Err(refuse(self.node, at, after, used, after));
-                }
+            if let Some((at, after)) = lowered_under_use(&old_limit, &new_limit, used, from_today) {
+                return Err(refuse(self.node, at, after, used, after));
             }
         }
         Ok(())
     }
+}
+
+/// The first day in `within` where a node's limit, changing from the sum of `old` to the sum of
+/// `new`, falls and ends up below `used` (what the node uses now), with the new limit that day.
+/// The over-limit rule of a change: a limit may always rise, and may fall as far as the use; below
+/// it only with `allow_over_limit`. One grant's change and a plan's change of several ask it alike.
+pub(crate) fn lowered_under_use(
+    old: &[Grant],
+    new: &[Grant],
+    used: i64,
+    within: Span,
+) -> Option<(NaiveDate, i64)> {
+    boundaries(&[old, new], within).into_iter().find_map(|at| {
+        let (before, after) = (total_at(old, at), total_at(new, at));
+        (after < before && after < used).then_some((at, after))
+    })
 }
 
 /// Whether `added` grants fit beside the `existing` ones under ⌊`ratio` × `grantor`'s `limit`⌋ on
@@ -1019,6 +1032,10 @@ mod tests {
         /// Up to `seats` seats taken one by one at `node` (each counted up its lineage), as long as
         /// they are admitted.
         Take { node: usize, seats: usize },
+        /// `node`, if it is a leaf (a customer), changes plan today: its grants from its parent end
+        /// today and one of `amount` starts, open-ended, or nothing changes (a downgrade its use
+        /// does not fit, or a grant its parent has no room for).
+        Plan { node: usize, amount: i64 },
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -1049,6 +1066,7 @@ mod tests {
             (1..8usize, 1000..4000i64).prop_map(|(node, permille)| Op::Ratio { node, permille }),
             (0..8usize, 1..40usize).prop_map(|(node, seats)| Op::Take { node, seats }),
             (0..8usize, 1..40usize).prop_map(|(node, seats)| Op::Take { node, seats }),
+            (1..8usize, 0..60i64).prop_map(|(node, amount)| Op::Plan { node, amount }),
         ]
     }
 
@@ -1129,6 +1147,54 @@ mod tests {
                         if keeps_use && decide_licence(id(0), "users", &licence, &allocated, Span::from(day(0))).is_ok() {
                             rows.retain(|r| r.grantor.is_some());
                             rows.push(Row { node: 0, grantor: None, grant: licence[0], active: true });
+                        }
+                    }
+                    Op::Plan { node, amount } => {
+                        if parent_of.contains(&Some(node)) {
+                            continue;
+                        }
+                        let grantor = parent_of[node].unwrap();
+                        // The plan's grants end today (one not started yet never counts), as the
+                        // service ends them, then the new one is decided as any grant is.
+                        let mut after = rows.clone();
+                        for row in after.iter_mut().filter(|r| r.node == node && r.grantor == Some(grantor) && r.active) {
+                            if row.grant.span.start >= day(0) {
+                                row.active = false;
+                            } else if row.grant.span.end.is_none_or(|end| end > day(0)) {
+                                row.grant.span.end = Some(day(0));
+                            }
+                        }
+                        let new = Grant { amount, span: Span::from(day(0)) };
+                        let mut new_limit = grants(&after, |r| r.node == node);
+                        new_limit.push(new);
+                        let change = crate::domain::plans::Change {
+                            resource: "users".to_owned(),
+                            used: used[node],
+                            before: grants(&rows, |r| r.node == node),
+                            after: new_limit,
+                        };
+                        if !crate::domain::plans::shortfalls(&[change], day(0)).is_empty() {
+                            continue;
+                        }
+                        let decision = GrantChange {
+                            resource: "users",
+                            grantor: Some(id(grantor)),
+                            node: id(node),
+                            grantor_limit: Some(&grants(&after, |r| r.node == grantor)),
+                            grantor_ratio: ratios[grantor],
+                            node_ratio: ratios[node],
+                            grantor_other_grants: &grants(&after, |r| r.grantor == Some(grantor)),
+                            node_other_limit: &grants(&after, |r| r.node == node),
+                            node_grants: &grants(&after, |r| r.grantor == Some(node)),
+                            node_usage: Some(used[node]),
+                            today: day(0),
+                            allow_over_limit: false,
+                            old: None,
+                            new: Some(new),
+                        }.decide();
+                        if decision.is_ok() {
+                            after.push(Row { node, grantor: Some(grantor), grant: new, active: true });
+                            rows = after;
                         }
                     }
                     Op::Grant { node, amount, start, len } => {

@@ -24,6 +24,7 @@ pub(crate) mod nodes;
 pub(crate) mod notices;
 pub(crate) mod outbox;
 pub(crate) mod oversell;
+pub(crate) mod plans;
 pub(crate) mod principals;
 pub(crate) mod retention;
 pub(crate) mod seats;

@@ -132,6 +132,37 @@ pub(crate) fn update(
     Ok(node)
 }
 
+/// Sets the customer settings a plan includes on customer `node` (locked by the caller): written
+/// and audited as `node.update`, as a PATCH of them would be, when they change something.
+pub(super) fn set_plan_settings(
+    conn: &mut DbConnection,
+    ctx: &Ctx<'_>,
+    node: &Node,
+    settings: crate::domain::plans::PlanSettings,
+) -> Result<(), ApiError> {
+    let changes = NodeChanges {
+        max_aliases_per_mailbox: settings.max_aliases_per_mailbox,
+        auto_enrol: settings.auto_enrol,
+        inbound_recipients: settings.inbound_recipients,
+        ..NodeChanges::default()
+    };
+    let mut changed = node.clone();
+    changes.apply(&mut changed);
+    if changed == *node {
+        return Ok(());
+    }
+    nodes::save(conn, &mut changed)?;
+    ctx.record(
+        conn,
+        node.id,
+        Action::NodeUpdate,
+        ("node", node.id.to_string()),
+        Some(audit_view(node)),
+        Some(audit_view(&changed)),
+    )?;
+    Ok(())
+}
+
 /// Deletes `node` (locked by the caller). Refused while it has children, live allocations to
 /// children, or (without `cascade`) anything it holds; its own allocations end today, returning
 /// the seats to its parent. With `cascade` (a customer only) what it holds goes with it: each
@@ -185,6 +216,8 @@ pub(crate) fn delete(
         store::groups::delete(conn, group.id)?;
     }
     store::modules::forget_node(conn, node.id)?;
+    // Off its plan: the plan's customers are live nodes, and the plan may then be deleted.
+    store::plans::remove_node(conn, node.id)?;
     let used = store::usage::totals(conn, node.id)?;
     store::usage::shift(conn, &node.lineage(), &[], &used, ctx.today)?;
     super::seats::released_along(conn, ctx, &node.lineage())?;
@@ -279,7 +312,10 @@ fn carry_allocations(
     let today = ctx.today;
     let live = allocations::live_to(conn, node.id, today)?;
     fits_under(conn, new_parent, &live, today)?;
+    // A plan's grants carried are still its grants: the next plan change ends them.
+    let of_plan = store::plans::grants_of(conn, node.id)?;
     for mut old in live {
+        let planned = of_plan.contains(&old.id);
         let before = end_recorded(conn, ctx, node.id, Action::AllocationEnd, &mut old, today)?;
         let carried = quota::carried(before.grant(), today);
         let new = NewAllocation {
@@ -292,7 +328,10 @@ fn carry_allocations(
             active: true,
             description: before.description,
         };
-        insert_recorded(conn, ctx, node.id, Action::AllocationCreate, new)?;
+        let carried = insert_recorded(conn, ctx, node.id, Action::AllocationCreate, new)?;
+        if planned {
+            store::plans::add_grants(conn, node.id, &[carried.id])?;
+        }
     }
     Ok(())
 }

@@ -32,6 +32,7 @@ pub(crate) mod node_settings;
 pub mod nodes;
 pub(crate) mod outbox;
 pub(crate) mod oversell;
+pub(crate) mod plans;
 pub(crate) mod quota_crossings;
 pub mod schema;
 pub(crate) mod settings;

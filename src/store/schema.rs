@@ -401,3 +401,52 @@ diesel::table! {
         crossed_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    plans (id) {
+        id -> Text,
+        node_id -> Text,
+        code -> Text,
+        name -> Text,
+        description -> Nullable<Text>,
+        retired -> Bool,
+        current_version -> BigInt,
+        version -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    plan_versions (plan_id, number) {
+        plan_id -> Text,
+        number -> BigInt,
+        resources -> Text,
+        modules -> Text,
+        max_aliases_per_mailbox -> Nullable<Integer>,
+        auto_enrol -> Nullable<Bool>,
+        inbound_recipients -> Nullable<Text>,
+        term_months -> Nullable<Integer>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    node_plans (node_id) {
+        node_id -> Text,
+        plan_id -> Text,
+        plan_version -> BigInt,
+        starts_on -> Date,
+        applied_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    plan_grants (allocation_id) {
+        allocation_id -> Text,
+        node_id -> Text,
+    }
+}
+
+diesel::joinable!(node_plans -> plans (plan_id));
+diesel::allow_tables_to_appear_in_same_query!(node_plans, plans, nodes);

@@ -31,6 +31,7 @@ mod openapi;
 mod outage;
 mod outbox;
 mod oversell;
+mod plans;
 mod principals;
 mod proxy;
 mod rate_limit;

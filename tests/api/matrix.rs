@@ -51,6 +51,8 @@ enum Need {
     Admin,
     /// An admin strictly above the target.
     AdminAbove,
+    /// An admin anywhere the target is visible (a plan's sync: the admin's own customers move).
+    AnyAdmin,
 }
 
 /// How a route is guarded, and what an allowed call answers.
@@ -64,6 +66,9 @@ enum Rule {
     Node(Need, u16),
     /// The module catalogue: read by every principal but `check`, wherever it stands.
     Catalogue(u16),
+    /// A plan defined at the target: visible at and above it and in its subtree; `Need::Admin`
+    /// is an admin at or above the defining node.
+    Plan(Need, u16),
 }
 
 #[derive(Clone)]
@@ -87,6 +92,10 @@ struct World<'a> {
     mailboxes: HashMap<String, String>,
     groups: HashMap<String, String>,
     webhooks: HashMap<String, String>,
+    /// A plan defined at each target that is not a customer.
+    plans: HashMap<String, String>,
+    /// A plan of the owner's with no content, that every customer may be put on.
+    empty_plan: String,
     /// A pending message to each target's own subscription.
     messages: HashMap<String, String>,
     counter: std::sync::atomic::AtomicUsize,
@@ -285,6 +294,70 @@ async fn route(
             format!("/v1/allocations/{}", world.allocations[t]),
             Some(json!({"description": "matrix"})),
         ),
+        ("post", "/v1/nodes/{id}/plans") => (
+            Rule::Node(Need::Admin, if is_parent { 201 } else { 422 }),
+            format!("/v1/nodes/{t}/plans"),
+            Some(
+                json!({"code": world.unique("matrix-"), "name": "Matrix", "resources": {"users": 1}}),
+            ),
+        ),
+        ("get", "/v1/nodes/{id}/plans") => (
+            Rule::Node(Need::Read, 200),
+            format!("/v1/nodes/{t}/plans"),
+            None,
+        ),
+        ("get" | "patch" | "delete", "/v1/plans/{id}")
+        | ("get", "/v1/plans/{id}/versions")
+        | ("post", "/v1/plans/{id}/sync")
+            if !is_parent =>
+        {
+            return None;
+        }
+        ("get", "/v1/plans/{id}") | ("get", "/v1/plans/{id}/versions") => (
+            Rule::Plan(Need::Read, 200),
+            template.replace("{id}", &world.plans[t]),
+            None,
+        ),
+        ("patch", "/v1/plans/{id}") => (
+            Rule::Plan(Need::Admin, 200),
+            format!("/v1/plans/{}", world.plans[t]),
+            Some(json!({"description": world.unique("matrix ")})),
+        ),
+        ("delete", "/v1/plans/{id}") => {
+            let body = json!({"code": world.unique("doomed-"), "name": "Doomed", "resources": {}});
+            let created = world
+                .admin
+                .post_expect(&format!("/v1/nodes/{t}/plans"), &body, 201)
+                .await;
+            (
+                Rule::Plan(Need::Admin, 204),
+                format!("/v1/plans/{}", created["id"].as_str().unwrap()),
+                None,
+            )
+        }
+        // Any admin who reads the plan may sync it: its own customers below move (none here).
+        ("post", "/v1/plans/{id}/sync") => (
+            Rule::Plan(Need::AnyAdmin, 200),
+            format!("/v1/plans/{}/sync", world.plans[t]),
+            None,
+        ),
+        // Only the parent side puts a customer on a plan, as it grants its allocations.
+        ("put", "/v1/nodes/{id}/plan") => (
+            Rule::Node(Need::AdminAbove, if is_parent { 422 } else { 200 }),
+            format!("/v1/nodes/{t}/plan"),
+            Some(json!({"plan": world.empty_plan})),
+        ),
+        ("delete", "/v1/nodes/{id}/plan") => {
+            if is_parent {
+                return None;
+            }
+            let path = format!("/v1/nodes/{t}/plan");
+            world
+                .admin
+                .put_expect(&path, &json!({"plan": world.empty_plan}), 200)
+                .await;
+            (Rule::Node(Need::AdminAbove, 204), path, None)
+        }
         ("post", "/v1/nodes/{id}/accounts") => (
             Rule::Node(Need::Admin, 201),
             format!("/v1/nodes/{t}/accounts"),
@@ -616,6 +689,8 @@ fn audited(method: &str, template: &str, body: Option<&Value>) -> (i64, bool) {
         // Not changes: a login, and checks (whose enrolments are each one `mailbox.enrol`; the
         // matrix's checks name nothing to enrol).
         ("post", "/v1/auth/token" | "/v1/check" | "/v1/check/batch") => (0, false),
+        // The matrix's plans have no customers behind: a sync moves nobody.
+        ("post", "/v1/plans/{id}/sync") => (0, false),
         // The licence is replaced whole: each line that counted is ended, each new one created.
         ("put", "/v1/licence") => (2 * LICENCE.len() as i64, false),
         // One `mailbox.create` per imported row.
@@ -657,6 +732,21 @@ fn expected(identity: &Identity, rule: Rule, target: &Target, owner_path: &str) 
             target.path.starts_with(node_path.as_str()),
             target.path == *node_path,
         ),
+        Rule::Plan(need, ok) => {
+            let above = target.path.starts_with(node_path.as_str());
+            if !(above || node_path.starts_with(target.path.as_str())) {
+                return 404;
+            }
+            if role == "check" {
+                return 403;
+            }
+            return match need {
+                Need::Read => ok,
+                Need::Admin if role == "admin" && above => ok,
+                Need::AnyAdmin if role == "admin" => ok,
+                _ => 403,
+            };
+        }
     };
     if !visible {
         return 404;
@@ -669,6 +759,7 @@ fn expected(identity: &Identity, rule: Rule, target: &Target, owner_path: &str) 
         Need::Manage if role == "admin" || role == "manager" => ok,
         Need::Admin if role == "admin" => ok,
         Need::AdminAbove if role == "admin" && !own => ok,
+        Need::AnyAdmin if role == "admin" => ok,
         _ => 403,
     }
 }
@@ -756,6 +847,8 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
         mailboxes: HashMap::new(),
         groups: HashMap::new(),
         webhooks: HashMap::new(),
+        plans: HashMap::new(),
+        empty_plan: String::new(),
         messages: HashMap::new(),
         counter: Default::default(),
     };
@@ -828,6 +921,25 @@ async fn every_route_answers_every_caller_exactly_as_the_rules_say() {
                 .await;
         }
     }
+    // A plan at every target that sells, and an empty one of the owner's for customers.
+    for target in targets.iter().filter(|t| t.kind != "customer") {
+        let body = json!({"code": "fixed", "name": "Fixed", "resources": {"users": 1}});
+        let created = world
+            .admin
+            .post_expect(&format!("/v1/nodes/{}/plans", target.id), &body, 201)
+            .await;
+        world.plans.insert(
+            target.id.clone(),
+            created["id"].as_str().unwrap().to_owned(),
+        );
+    }
+    let empty = json!({"code": "empty", "name": "Empty", "resources": {}});
+    let created = world
+        .admin
+        .post_expect(&format!("/v1/nodes/{}/plans", tree.owner), &empty, 201)
+        .await;
+    world.empty_plan = created["id"].as_str().unwrap().to_owned();
+
     // A subscription at every target, and a message to it.
     for target in &targets {
         let created = world

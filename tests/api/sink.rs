@@ -151,12 +151,20 @@ impl Sink {
 
     /// A sink like [`Sink::start`]'s that offers STARTTLS with `ca`'s certificate.
     pub async fn starttls(ca: &TestCa) -> Self {
-        Self::start_with(Security::StartTls(ca.acceptor()), "127.0.0.1:0".parse().unwrap()).await
+        Self::start_with(
+            Security::StartTls(ca.acceptor()),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
     }
 
     /// A sink like [`Sink::start`]'s that speaks TLS from the first byte with `ca`'s certificate.
     pub async fn implicit_tls(ca: &TestCa) -> Self {
-        Self::start_with(Security::Implicit(ca.acceptor()), "127.0.0.1:0".parse().unwrap()).await
+        Self::start_with(
+            Security::Implicit(ca.acceptor()),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
     }
 
     async fn start_with(security: Security, addr: SocketAddr) -> Self {
