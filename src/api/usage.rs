@@ -177,6 +177,7 @@ pub(crate) async fn get_usage_history(
                 format!("{wanted} is not a resource of the catalogue"),
             )]));
         }
+        service::history::day_begun(conn, today)?;
         let days = service::history::of_node(conn, &node, from, to, wanted.as_deref(), today)?;
         Ok(UsageHistory {
             node_id: node.id,

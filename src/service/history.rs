@@ -9,6 +9,7 @@ use chrono::NaiveDate;
 
 use crate::clock::Clock;
 use crate::domain::ids::NodeId;
+use crate::error::ApiError;
 use crate::store::nodes::Node;
 use crate::store::{self, DbConnection, Pool, allocations, history};
 
@@ -41,15 +42,24 @@ pub(crate) fn open_today(conn: &mut DbConnection, today: NaiveDate) -> diesel::Q
     store::write_tx(conn, |conn| history::open_day(conn, today))
 }
 
-/// Opens each new day shortly after it begins by `clock`, so that the day before is closed (its
-/// active users counted) while its sightings are fresh, even when nothing is written or read.
+/// What happens as a day begins, once, by whoever asks first (the background task below, or the
+/// first read of a node's history): the day opens in the history, and the limits that move on it
+/// by date are judged for quota crossings (`seats::limits_moved`).
+pub(crate) fn day_begun(conn: &mut DbConnection, today: NaiveDate) -> Result<(), ApiError> {
+    open_today(conn, today)?;
+    super::seats::limits_moved(conn, today)
+}
+
+/// Begins each new day shortly after it begins by `clock` ([`day_begun`]), so that the day before
+/// is closed (its active users counted) while its sightings are fresh, and a limit that moves by
+/// date is noticed, even when nothing is written or read.
 pub fn spawn_daily_close(pool: Pool, clock: Clock) {
     tokio::spawn(async move {
         loop {
             let (pool, today) = (pool.clone(), clock.today());
             let opened = tokio::task::spawn_blocking(move || {
                 let mut conn = pool.get().map_err(|e| e.to_string())?;
-                open_today(&mut conn, today).map_err(|e| e.to_string())
+                day_begun(&mut conn, today).map_err(|e| e.to_string())
             })
             .await;
             match opened {

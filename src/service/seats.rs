@@ -8,7 +8,8 @@
 //! judged at the customer and at every ancestor under the lineage's counter locks
 //! ([`usage::bundle`]): the use invariant of issue 16. Every seat-freeing path comes here too
 //! ([`release`]: disabling or deleting a mailbox, removing a module, deleting a domain), and
-//! every change of a limit ([`limit_changed`]).
+//! every change of a limit ([`limit_changed`]), and, once a day, the limits that move by date
+//! ([`limits_moved`]).
 //!
 //! **Quota notices.** Being the one place where use and limits change, this is where crossings
 //! of `notifications.quota_thresholds` are judged ([`settle`]), at the customer and at each
@@ -19,6 +20,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::NaiveDate;
 use diesel::QueryResult;
 
 use super::Ctx;
@@ -26,7 +28,7 @@ use crate::domain::ids::NodeId;
 use crate::domain::quota::{Bundle, Crossings, Refusal, Standing};
 use crate::error::ApiError;
 use crate::store::nodes::Node;
-use crate::store::{DbConnection, quota_crossings, usage};
+use crate::store::{self, DbConnection, allocations, history, nodes, quota_crossings, usage};
 
 /// Takes one unit of `resource` for customer `node`, if its limit leaves one free.
 pub(crate) fn take(
@@ -184,6 +186,38 @@ pub(crate) fn limit_changed(
         vec![(node.id, resource.to_owned(), standing)],
         false,
     )
+}
+
+/// The longest a day's judgement of moving limits looks back, for days no instance ran on.
+const MOVED_LOOK_BACK: chrono::TimeDelta = chrono::TimeDelta::days(31);
+
+/// Limits that move by date, an allocation starting or ending on a day that has begun since the
+/// last judgement (no write changes them, so no other path sees them), judged once a day by
+/// whoever asks first ([`super::history::day_begun`]): each such node's thresholds are judged
+/// again, both ways, as [`limit_changed`] does for a write. `today` must be open in the history.
+pub(crate) fn limits_moved(conn: &mut DbConnection, today: NaiveDate) -> Result<(), ApiError> {
+    if history::limits_judged(conn, today)? {
+        return Ok(());
+    }
+    store::write_tx(conn, |conn| {
+        let Some(last) = history::claim_limits(conn, today)? else {
+            return Ok(());
+        };
+        let after = last
+            .unwrap_or(today - chrono::TimeDelta::days(1))
+            .max(today - MOVED_LOOK_BACK);
+        let moving = allocations::limits_moving(conn, after, today)?;
+        let ids: Vec<NodeId> = moving.iter().map(|(node, _)| *node).collect();
+        // All at once, in path order, as every writer takes them.
+        nodes::lock(conn, &ids)?;
+        let ctx = Ctx::system(today);
+        for (node, resource) in moving {
+            if let Some(node) = nodes::find(conn, node)? {
+                limit_changed(conn, &ctx, &node, &resource)?;
+            }
+        }
+        Ok(())
+    })
 }
 
 /// The one judgement of quota crossings: for each (node, resource, standing now) of `standings`

@@ -363,6 +363,33 @@ pub(crate) fn limits_on(
         .collect())
 }
 
+/// The (node, resource) pairs whose limit moves on a day after `after` up to `through`: an active
+/// allocation starting or ending then. One ended early ends on the day of that change, which
+/// judged it already; judging it again finds nothing new.
+pub(crate) fn limits_moving(
+    conn: &mut DbConnection,
+    after: NaiveDate,
+    through: NaiveDate,
+) -> QueryResult<Vec<(NodeId, String)>> {
+    let rows: Vec<(String, String)> = allocations::table
+        .filter(allocations::active.eq(true))
+        .filter(
+            allocations::starts_on
+                .gt(after)
+                .and(allocations::starts_on.le(through))
+                .or(allocations::ends_on
+                    .assume_not_null()
+                    .gt(after)
+                    .and(allocations::ends_on.assume_not_null().le(through))),
+        )
+        .select((allocations::node_id, allocations::resource))
+        .distinct()
+        .load(conn)?;
+    rows.into_iter()
+        .map(|(node, resource)| Ok((node.parse().map_err(corrupt)?, resource)))
+        .collect()
+}
+
 /// `SUM(amount)` as a BIGINT: PostgreSQL sums bigints into numeric, which the two-backend
 /// connection cannot read, and SQLite's sum is an integer already.
 fn sum_amount()

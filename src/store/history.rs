@@ -169,6 +169,39 @@ pub(crate) fn days_from(conn: &mut DbConnection, today: NaiveDate) -> QueryResul
 }
 
 /// Marks `day` open, unless it is: the rows inserted (0 or 1).
+/// Whether the limits moving on `day` have been judged for quota crossings
+/// (`service::seats::limits_moved`).
+pub(crate) fn limits_judged(conn: &mut DbConnection, day: NaiveDate) -> QueryResult<bool> {
+    Ok(usage_history_days::table
+        .find(day)
+        .select(usage_history_days::limits_judged)
+        .first::<bool>(conn)
+        .optional()?
+        .unwrap_or(false))
+}
+
+/// Claims the judgement of the limits moving on `day`, an open day, for the caller's transaction:
+/// `Some(last)` (the last day judged before it, if any) to the one caller that claims it, `None`
+/// to every later one. On PostgreSQL a concurrent claimer waits on the row, then finds it taken.
+pub(crate) fn claim_limits(
+    conn: &mut DbConnection,
+    day: NaiveDate,
+) -> QueryResult<Option<Option<NaiveDate>>> {
+    let last: Option<NaiveDate> = usage_history_days::table
+        .filter(usage_history_days::limits_judged.eq(true))
+        .filter(usage_history_days::day.lt(day))
+        .select(diesel::dsl::max(usage_history_days::day))
+        .first(conn)?;
+    let claimed = diesel::update(
+        usage_history_days::table
+            .find(day)
+            .filter(usage_history_days::limits_judged.eq(false)),
+    )
+    .set(usage_history_days::limits_judged.eq(true))
+    .execute(conn)?;
+    Ok((claimed == 1).then_some(last))
+}
+
 fn mark(conn: &mut DbConnection, day: NaiveDate) -> QueryResult<usize> {
     execute_ignoring_conflict!(
         conn,

@@ -295,6 +295,7 @@ diesel::table! {
     usage_history_days (day) {
         day -> Date,
         closed -> Bool,
+        limits_judged -> Bool,
     }
 }
 

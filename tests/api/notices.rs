@@ -410,6 +410,53 @@ async fn a_threshold_crossed_left_and_crossed_again_is_noticed_twice() {
 }
 
 #[tokio::test]
+async fn a_limit_that_lapses_by_date_is_judged_once_as_the_day_begins() {
+    owner_app!(app, admin, owner);
+    let customer = quota_tree(&admin, &owner).await;
+    crate::webhooks::subscribe(
+        &admin,
+        &owner,
+        "http://127.0.0.1:9/hook",
+        &["quota.threshold_crossed"],
+    )
+    .await;
+    // 5 more users until tomorrow: 4 mailboxes are 40 % of 10 today.
+    let tomorrow = app.clock.today() + chrono::Days::new(1);
+    admin
+        .post_expect(
+            &format!("/v1/nodes/{customer}/allocations"),
+            &json!({"resource": "users", "amount": 5, "ends_on": tomorrow}),
+            201,
+        )
+        .await;
+    for n in 1..=4 {
+        admin
+            .create_mailbox(&customer, &format!("user{n}@acme.example"))
+            .await;
+    }
+    let history = format!("/v1/nodes/{customer}/usage/history");
+    admin.get_ok(&history).await;
+    assert!(crossed_events(&admin, &owner).await.is_empty());
+
+    // Tomorrow nothing was written, but the grant lapsed: 4 of 5 is 80 %, crossed, as the day
+    // begins (here at the first read of the day; in a running service within a minute of midnight).
+    app.clock.advance(chrono::TimeDelta::days(1));
+    admin.get_ok(&history).await;
+    let events = crossed_events(&admin, &owner).await;
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let data = &events[0]["data"];
+    assert_eq!(
+        (&data["threshold"], &data["used"], &data["limit"]),
+        (&json!(80), &json!(4), &json!(5)),
+        "{data}"
+    );
+    // Once a day: the next read judges nothing again.
+    admin.get_ok(&history).await;
+    assert_eq!(crossed_events(&admin, &owner).await.len(), 1);
+    app.assert_verified();
+}
+
+#[tokio::test]
 async fn a_reseller_is_noticed_when_its_subtree_crosses_its_own_threshold() {
     let sink = Sink::start().await;
     owner_app!(app, admin, owner);

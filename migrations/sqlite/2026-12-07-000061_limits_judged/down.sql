@@ -1,0 +1,1 @@
+ALTER TABLE usage_history_days DROP COLUMN limits_judged;
