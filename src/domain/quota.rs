@@ -1089,6 +1089,36 @@ mod tests {
             .collect()
     }
 
+    /// Whether `grantor` may grant `new` to `node` over `rows`, with the nodes' `ratios` and the
+    /// seats `used` in each subtree: the decision every grant gets.
+    fn grant_allowed(
+        rows: &[Row],
+        ratios: &[Ratio; 8],
+        used: &[i64; 8],
+        grantor: usize,
+        node: usize,
+        new: Grant,
+    ) -> bool {
+        GrantChange {
+            resource: "users",
+            grantor: Some(id(grantor)),
+            node: id(node),
+            grantor_limit: Some(&grants(rows, |r| r.node == grantor)),
+            grantor_ratio: ratios[grantor],
+            node_ratio: ratios[node],
+            grantor_other_grants: &grants(rows, |r| r.grantor == Some(grantor)),
+            node_other_limit: &grants(rows, |r| r.node == node),
+            node_grants: &grants(rows, |r| r.grantor == Some(node)),
+            node_usage: Some(used[node]),
+            today: day(0),
+            allow_over_limit: false,
+            old: None,
+            new: Some(new),
+        }
+        .decide()
+        .is_ok()
+    }
+
     fn span(start: i64, len: Option<i64>) -> Span {
         Span {
             start: day(start),
@@ -1176,23 +1206,7 @@ mod tests {
                         if !crate::domain::plans::shortfalls(&[change], day(0)).is_empty() {
                             continue;
                         }
-                        let decision = GrantChange {
-                            resource: "users",
-                            grantor: Some(id(grantor)),
-                            node: id(node),
-                            grantor_limit: Some(&grants(&after, |r| r.node == grantor)),
-                            grantor_ratio: ratios[grantor],
-                            node_ratio: ratios[node],
-                            grantor_other_grants: &grants(&after, |r| r.grantor == Some(grantor)),
-                            node_other_limit: &grants(&after, |r| r.node == node),
-                            node_grants: &grants(&after, |r| r.grantor == Some(node)),
-                            node_usage: Some(used[node]),
-                            today: day(0),
-                            allow_over_limit: false,
-                            old: None,
-                            new: Some(new),
-                        }.decide();
-                        if decision.is_ok() {
+                        if grant_allowed(&after, &ratios, &used, grantor, node, new) {
                             after.push(Row { node, grantor: Some(grantor), grant: new, active: true });
                             rows = after;
                         }
@@ -1200,23 +1214,7 @@ mod tests {
                     Op::Grant { node, amount, start, len } => {
                         let grantor = parent_of[node].unwrap();
                         let new = Grant { amount, span: span(start, len) };
-                        let decision = GrantChange {
-                            resource: "users",
-                            grantor: Some(id(grantor)),
-                            node: id(node),
-                            grantor_limit: Some(&grants(&rows, |r| r.node == grantor)),
-                            grantor_ratio: ratios[grantor],
-                            node_ratio: ratios[node],
-                            grantor_other_grants: &grants(&rows, |r| r.grantor == Some(grantor)),
-                            node_other_limit: &grants(&rows, |r| r.node == node),
-                            node_grants: &grants(&rows, |r| r.grantor == Some(node)),
-                            node_usage: Some(used[node]),
-                            today: day(0),
-                            allow_over_limit: false,
-                            old: None,
-                            new: Some(new),
-                        }.decide();
-                        if decision.is_ok() {
+                        if grant_allowed(&rows, &ratios, &used, grantor, node, new) {
                             rows.push(Row { node, grantor: Some(grantor), grant: new, active: true });
                         }
                     }

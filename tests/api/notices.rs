@@ -259,13 +259,7 @@ async fn a_mail_written_while_sending_was_on_fails_while_it_is_off_and_the_retry
 /// and a threshold of 80 % of its own, and the owner's notification recipients; returns the
 /// customer.
 async fn quota_tree(admin: &Caller<'_>, owner: &str) -> String {
-    admin
-        .set_licence(json!([
-            {"resource": "users", "amount": 1000},
-            {"resource": "domains", "amount": 1000},
-            {"resource": "module:base", "amount": 1000}
-        ]))
-        .await;
+    licensed(admin).await;
     let customer = admin.create_child(owner, "customer", "Acme").await;
     admin
         .patch_node(&customer, &json!({"contact_email": "boss@acme.example"}))
@@ -291,6 +285,43 @@ async fn quota_tree(admin: &Caller<'_>, owner: &str) -> String {
     customer
 }
 
+/// The owner's licence: 1,000 of each resource a mailbox takes.
+async fn licensed(admin: &Caller<'_>) {
+    admin
+        .set_licence(json!([
+            {"resource": "users", "amount": 1000},
+            {"resource": "domains", "amount": 1000},
+            {"resource": "module:base", "amount": 1000}
+        ]))
+        .await;
+}
+
+/// A licence and, under the owner, reseller `Resale` with a contact address and 10 users (10
+/// domains, 100 base); returns it.
+async fn resale(admin: &Caller<'_>, owner: &str) -> String {
+    licensed(admin).await;
+    let reseller = admin.create_child(owner, "reseller", "Resale").await;
+    admin
+        .patch_node(&reseller, &json!({"contact_email": "resale@owner.example"}))
+        .await;
+    admin.grant(&reseller, "users", 10).await;
+    admin.grant(&reseller, "domains", 10).await;
+    admin.grant(&reseller, "module:base", 100).await;
+    reseller
+}
+
+/// A webhook subscription at `owner` to `quota.threshold_crossed` that no request reaches: the
+/// events are read as its deliveries ([`crossed_events`]).
+async fn hear_crossings(admin: &Caller<'_>, owner: &str) {
+    crate::webhooks::subscribe(
+        admin,
+        owner,
+        "http://127.0.0.1:9/hook",
+        &["quota.threshold_crossed"],
+    )
+    .await;
+}
+
 /// The `quota.threshold_crossed` deliveries of the outbox at `owner`, oldest first.
 async fn crossed_events(admin: &Caller<'_>, owner: &str) -> Vec<Value> {
     let page = admin
@@ -313,14 +344,7 @@ async fn a_threshold_crossed_left_and_crossed_again_is_noticed_twice() {
     owner_app!(app, admin, owner);
     serve_mail(&admin, &owner, &sink).await;
     let customer = quota_tree(&admin, &owner).await;
-    // A subscription no request reaches: the events are listed as its deliveries.
-    crate::webhooks::subscribe(
-        &admin,
-        &owner,
-        "http://127.0.0.1:9/hook",
-        &["quota.threshold_crossed"],
-    )
-    .await;
+    hear_crossings(&admin, &owner).await;
 
     let mut mailboxes = Vec::new();
     for n in 1..=3 {
@@ -413,13 +437,7 @@ async fn a_threshold_crossed_left_and_crossed_again_is_noticed_twice() {
 async fn a_limit_that_lapses_by_date_is_judged_once_as_the_day_begins() {
     owner_app!(app, admin, owner);
     let customer = quota_tree(&admin, &owner).await;
-    crate::webhooks::subscribe(
-        &admin,
-        &owner,
-        "http://127.0.0.1:9/hook",
-        &["quota.threshold_crossed"],
-    )
-    .await;
+    hear_crossings(&admin, &owner).await;
     // 5 more users until tomorrow: 4 mailboxes are 40 % of 10 today.
     let tomorrow = app.clock.today() + chrono::Days::new(1);
     admin
@@ -461,20 +479,7 @@ async fn a_reseller_is_noticed_when_its_subtree_crosses_its_own_threshold() {
     let sink = Sink::start().await;
     owner_app!(app, admin, owner);
     serve_mail(&admin, &owner, &sink).await;
-    admin
-        .set_licence(json!([
-            {"resource": "users", "amount": 1000},
-            {"resource": "domains", "amount": 1000},
-            {"resource": "module:base", "amount": 1000}
-        ]))
-        .await;
-    let reseller = admin.create_child(&owner, "reseller", "Resale").await;
-    admin
-        .patch_node(&reseller, &json!({"contact_email": "resale@owner.example"}))
-        .await;
-    admin.grant(&reseller, "users", 10).await;
-    admin.grant(&reseller, "domains", 10).await;
-    admin.grant(&reseller, "module:base", 100).await;
+    let reseller = resale(&admin, &owner).await;
     let mut customers = Vec::new();
     for name in ["one", "two"] {
         let customer = admin.create_child(&reseller, "customer", name).await;
@@ -486,13 +491,7 @@ async fn a_reseller_is_noticed_when_its_subtree_crosses_its_own_threshold() {
             .await;
         customers.push(customer);
     }
-    crate::webhooks::subscribe(
-        &admin,
-        &owner,
-        "http://127.0.0.1:9/hook",
-        &["quota.threshold_crossed"],
-    )
-    .await;
+    hear_crossings(&admin, &owner).await;
     // Each customer reaches 80 % of its 5 (4), the reseller 80 % of its 10 with the second.
     for (customer, name) in customers.iter().zip(["one", "two"]) {
         for n in 1..=4 {
@@ -532,20 +531,7 @@ async fn an_overselling_reseller_crosses_on_its_own_while_its_customers_do_not()
     let sink = Sink::start().await;
     owner_app!(app, admin, owner);
     serve_mail(&admin, &owner, &sink).await;
-    admin
-        .set_licence(json!([
-            {"resource": "users", "amount": 1000},
-            {"resource": "domains", "amount": 1000},
-            {"resource": "module:base", "amount": 1000}
-        ]))
-        .await;
-    let reseller = admin.create_child(&owner, "reseller", "Resale").await;
-    admin
-        .patch_node(&reseller, &json!({"contact_email": "resale@owner.example"}))
-        .await;
-    admin.grant(&reseller, "users", 10).await;
-    admin.grant(&reseller, "domains", 10).await;
-    admin.grant(&reseller, "module:base", 100).await;
+    let reseller = resale(&admin, &owner).await;
     admin
         .put_expect(
             &format!("/v1/nodes/{reseller}/oversell"),
@@ -553,13 +539,7 @@ async fn an_overselling_reseller_crosses_on_its_own_while_its_customers_do_not()
             200,
         )
         .await;
-    crate::webhooks::subscribe(
-        &admin,
-        &owner,
-        "http://127.0.0.1:9/hook",
-        &["quota.threshold_crossed"],
-    )
-    .await;
+    hear_crossings(&admin, &owner).await;
     // Each customer holds 10 of the reseller's real 10: 4 each is 40 % of theirs, 80 % of its.
     for name in ["one", "two"] {
         let customer = admin.create_child(&reseller, "customer", name).await;
