@@ -15,6 +15,13 @@ fn test_path(node: &str) -> String {
     format!("/v1/nodes/{node}/settings/mail_server/test")
 }
 
+/// Asks `node`'s mail server to send a test message to `to`; returns the report (200).
+async fn send_test(admin: &Caller<'_>, node: &str, to: &str) -> Value {
+    admin
+        .post_expect(&test_path(node), &json!({"to": to}), 200)
+        .await
+}
+
 /// The owner's SMTP server: the sink, without TLS, logging in with `auth`.
 fn sink_server(sink: &Sink, auth: &str) -> Value {
     json!({
@@ -93,9 +100,7 @@ async fn a_test_message_goes_out_over_smtp_with_utf8_addresses_and_the_servers_r
     let setup = configured(&sink_server(&sink, "plain")).await;
     let (admin, owner, customer) = setup.parts();
     let to = "ユーザー@例え.テスト";
-    let report = admin
-        .post_expect(&test_path(customer), &json!({"to": to}), 200)
-        .await;
+    let report = send_test(&admin, customer, to).await;
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["transport"], "smtp");
     assert_eq!(report["server_node_id"], json!(owner));
@@ -156,13 +161,7 @@ async fn a_refusal_by_the_server_is_reported_with_its_reply() {
     let sink = Sink::start().await;
     let setup = configured(&sink_server(&sink, "login")).await;
     let (admin, _, customer) = setup.parts();
-    let report = admin
-        .post_expect(
-            &test_path(customer),
-            &json!({"to": "refuse-me@example.com"}),
-            200,
-        )
-        .await;
+    let report = send_test(&admin, customer, "refuse-me@example.com").await;
     assert_eq!(report["ok"], false, "{report}");
     assert_eq!(report["reply"]["code"], 550);
     assert!(
@@ -171,13 +170,7 @@ async fn a_refusal_by_the_server_is_reported_with_its_reply() {
     );
     assert!(sink.received().is_empty());
     // LOGIN, as configured.
-    let ok = admin
-        .post_expect(
-            &test_path(customer),
-            &json!({"to": "jane@example.com"}),
-            200,
-        )
-        .await;
+    let ok = send_test(&admin, customer, "jane@example.com").await;
     assert_eq!(ok["ok"], true);
     assert_eq!(
         sink.received()[0].auth,
@@ -308,13 +301,7 @@ async fn graph_sends_with_a_client_credentials_token_as_microsoft_documents_it()
     .await;
     let (admin, owner, customer) = setup.parts();
     let path = server_path(owner);
-    let report = admin
-        .post_expect(
-            &test_path(customer),
-            &json!({"to": "jane@example.com"}),
-            200,
-        )
-        .await;
+    let report = send_test(&admin, customer, "jane@example.com").await;
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["transport"], "m365_graph");
     assert_eq!(report["status"], 202);
@@ -359,13 +346,7 @@ async fn graph_sends_with_a_client_credentials_token_as_microsoft_documents_it()
     // A wrong secret: Microsoft's refusal, reported.
     server["client_secret"] = json!("not the secret");
     admin.put_expect(&path, &server, 200).await;
-    let report = admin
-        .post_expect(
-            &test_path(customer),
-            &json!({"to": "jane@example.com"}),
-            200,
-        )
-        .await;
+    let report = send_test(&admin, customer, "jane@example.com").await;
     assert_eq!(report["ok"], false);
     assert_eq!(report["status"], 401);
     assert!(
@@ -399,13 +380,7 @@ async fn a_test_message_goes_out_over_starttls_and_over_implicit_tls_to_a_truste
         })
         .await;
         let (admin, _, customer) = setup.parts();
-        let report = admin
-            .post_expect(
-                &test_path(customer),
-                &json!({"to": "ユーザー@例え.テスト"}),
-                200,
-            )
-            .await;
+        let report = send_test(&admin, customer, "ユーザー@例え.テスト").await;
         assert_eq!(report["ok"], true, "{security}: {report}");
         assert_eq!(report["reply"]["code"], 250, "{security}");
         let received = sink.received();
@@ -431,13 +406,7 @@ async fn starttls_required_against_a_server_without_it_fails_and_nothing_goes_in
     })
     .await;
     let (admin, _, customer) = setup.parts();
-    let report = admin
-        .post_expect(
-            &test_path(customer),
-            &json!({"to": "jane@example.com"}),
-            200,
-        )
-        .await;
+    let report = send_test(&admin, customer, "jane@example.com").await;
     assert_eq!(report["ok"], false, "{report}");
     assert!(
         report["failure"].as_str().unwrap().contains("STARTTLS"),
@@ -459,13 +428,7 @@ async fn a_certificate_allot_does_not_trust_fails_over_starttls_and_implicit_tls
         // The system's roots only: the throwaway authority is not among them.
         let setup = configured(&secured(&sink, security)).await;
         let (admin, _, customer) = setup.parts();
-        let report = admin
-            .post_expect(
-                &test_path(customer),
-                &json!({"to": "jane@example.com"}),
-                200,
-            )
-            .await;
+        let report = send_test(&admin, customer, "jane@example.com").await;
         assert_eq!(report["ok"], false, "{security}: {report}");
         assert!(
             report["failure"].as_str().unwrap().contains("certificate"),
@@ -512,9 +475,7 @@ async fn a_test_message_through_a_real_postfix_keeps_its_utf8_sender_and_recipie
     let setup = configured(&server).await;
     let (admin, _, customer) = setup.parts();
     let to = "ユーザー@relay.example";
-    let report = admin
-        .post_expect(&test_path(customer), &json!({"to": to}), 200)
-        .await;
+    let report = send_test(&admin, customer, to).await;
     assert_eq!(report["ok"], true, "{report}\n{}", postfix.log());
     // Postfix's own reply to the final dot, with the queue id it gave the message.
     assert_eq!(report["reply"]["code"], 250, "{report}");
@@ -563,13 +524,7 @@ async fn a_test_message_through_a_real_postfix_keeps_its_utf8_sender_and_recipie
     assert_eq!(message.header("Subject").unwrap(), "allot: test message");
 
     // A recipient the relay does not serve: Postfix's refusal is the report's.
-    let refused = admin
-        .post_expect(
-            &test_path(customer),
-            &json!({"to": "jane@elsewhere.example"}),
-            200,
-        )
-        .await;
+    let refused = send_test(&admin, customer, "jane@elsewhere.example").await;
     assert_eq!(refused["ok"], false, "{refused}");
     assert_eq!(refused["reply"]["code"], 554, "{refused}");
     assert!(

@@ -259,7 +259,7 @@ async fn a_mail_written_while_sending_was_on_fails_while_it_is_off_and_the_retry
 /// and a threshold of 80 % of its own, and the owner's notification recipients; returns the
 /// customer.
 async fn quota_tree(admin: &Caller<'_>, owner: &str) -> String {
-    licensed(admin).await;
+    admin.licensed().await;
     let customer = admin.create_child(owner, "customer", "Acme").await;
     admin
         .patch_node(&customer, &json!({"contact_email": "boss@acme.example"}))
@@ -285,21 +285,10 @@ async fn quota_tree(admin: &Caller<'_>, owner: &str) -> String {
     customer
 }
 
-/// The owner's licence: 1,000 of each resource a mailbox takes.
-async fn licensed(admin: &Caller<'_>) {
-    admin
-        .set_licence(json!([
-            {"resource": "users", "amount": 1000},
-            {"resource": "domains", "amount": 1000},
-            {"resource": "module:base", "amount": 1000}
-        ]))
-        .await;
-}
-
 /// A licence and, under the owner, reseller `Resale` with a contact address and 10 users (10
 /// domains, 100 base); returns it.
 async fn resale(admin: &Caller<'_>, owner: &str) -> String {
-    licensed(admin).await;
+    admin.licensed().await;
     let reseller = admin.create_child(owner, "reseller", "Resale").await;
     admin
         .patch_node(&reseller, &json!({"contact_email": "resale@owner.example"}))
@@ -468,7 +457,8 @@ async fn a_limit_that_lapses_by_date_is_judged_once_as_the_day_begins() {
         (&json!(80), &json!(4), &json!(5)),
         "{data}"
     );
-    // Once a day: the next read judges nothing again.
+    // No second notice from the next read (the marks make a judgement idempotent; that the day's
+    // judgement runs once is `usage_history_days.limits_judged`'s, which this cannot observe).
     admin.get_ok(&history).await;
     assert_eq!(crossed_events(&admin, &owner).await.len(), 1);
     app.assert_verified();

@@ -346,19 +346,6 @@ fn a_restart_loses_no_queued_webhook_and_no_log_line_shows_a_secret() {
     );
 }
 
-/// GETs `path` from the app at `base` with `token`, as JSON.
-async fn get_json(client: &reqwest::Client, base: &str, token: &str, path: &str) -> Value {
-    client
-        .get(format!("{base}{path}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// POSTs `body` to `path` of the app at `base` with `token`; asserts 201.
 async fn post_created(client: &reqwest::Client, base: &str, token: &str, path: &str, body: Value) {
     let response = client
@@ -399,8 +386,7 @@ fn a_restart_loses_no_queued_mail_nor_webhook_sends_each_once_and_logs_no_passwo
     const EACH: usize = 4;
     let (secret, owner) = runtime.block_on(async {
         let token = token_at(&client, &base, "admin", crate::helpers::ADMIN_PASSWORD).await;
-        let me = get_json(&client, &base, &token, "/v1/me").await;
-        let owner = me["node_id"].as_str().unwrap().to_owned();
+        let owner = owner_at(&client, &base, &token).await;
         let server = json!({
             "enabled": true, "transport": "smtp", "host": "127.0.0.1", "port": mail_port,
             "security": "none", "auth": "none", "sender_address": "noreply@owner.example",
@@ -439,11 +425,11 @@ fn a_restart_loses_no_queued_mail_nor_webhook_sends_each_once_and_logs_no_passwo
         // Every mail tried at least once, and refused: nothing listens yet.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let page = get_json(
+            let page = get_at(
                 &client,
                 &base,
-                &token,
                 &format!("/v1/nodes/{owner}/outbox?kind=mail"),
+                &token,
             )
             .await;
             let items = page["items"].as_array().unwrap();
@@ -502,7 +488,7 @@ fn a_restart_loses_no_queued_mail_nor_webhook_sends_each_once_and_logs_no_passwo
         let token = token_at(&client, &base, "admin", crate::helpers::ADMIN_PASSWORD).await;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let page = get_json(&client, &base, &token, &format!("/v1/nodes/{owner}/outbox")).await;
+            let page = get_at(&client, &base, &format!("/v1/nodes/{owner}/outbox"), &token).await;
             let items = page["items"].as_array().unwrap();
             assert_eq!(items.len(), 2 * EACH, "{page:#}");
             if items.iter().all(|m| m["status"] == "delivered") {

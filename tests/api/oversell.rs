@@ -12,21 +12,10 @@ fn events(app: &TestApp, action: &str) -> i64 {
     ))
 }
 
-/// A licence of 1000 of everything a mailbox and a domain take.
-async fn licensed(admin: &crate::helpers::Caller<'_>) {
-    admin
-        .set_licence(json!([
-            {"resource": "users", "amount": 1000},
-            {"resource": "domains", "amount": 1000},
-            {"resource": "module:base", "amount": 1000}
-        ]))
-        .await;
-}
-
 #[tokio::test]
 async fn an_overselling_reseller_grants_up_to_its_ratio_and_no_further() {
     owner_app!(app, admin, owner);
-    licensed(&admin).await;
+    admin.licensed().await;
     let reseller = admin.create_child(&owner, "reseller", "R").await;
     admin.grant(&reseller, "users", 10).await;
     let one = admin.create_child(&reseller, "customer", "One").await;
@@ -98,7 +87,7 @@ async fn an_overselling_reseller_grants_up_to_its_ratio_and_no_further() {
 #[tokio::test]
 async fn bad_ratios_are_refused_field_by_field_and_change_nothing() {
     owner_app!(app, admin, owner);
-    licensed(&admin).await;
+    admin.licensed().await;
     let reseller = admin.create_child(&owner, "reseller", "R").await;
     let customer = admin.create_child(&reseller, "customer", "C").await;
     let path = format!("/v1/nodes/{reseller}/oversell");
@@ -148,7 +137,7 @@ async fn oversold(
     customers: usize,
     own: i64,
 ) -> (String, Vec<String>) {
-    licensed(admin).await;
+    admin.licensed().await;
     let reseller = admin.create_child(owner, "reseller", "Seller").await;
     admin.grant(&reseller, "users", users).await;
     admin.grant(&reseller, "module:base", 200).await;
@@ -227,7 +216,7 @@ async fn racing_customers_of_an_oversold_reseller_take_exactly_its_real_seats() 
 #[tokio::test]
 async fn racers_under_different_sub_resellers_are_serialised_at_the_oversold_one() {
     owner_app!(app, admin, owner);
-    licensed(&admin).await;
+    admin.licensed().await;
     let reseller = admin.create_child(&owner, "reseller", "Seller").await;
     admin.grant(&reseller, "users", 10).await;
     admin.grant(&reseller, "module:base", 200).await;
@@ -373,7 +362,7 @@ async fn a_move_under_an_oversold_reseller_must_fit_its_real_seats() {
 #[tokio::test]
 async fn the_ratios_carry_an_etag_and_a_stale_if_match_changes_nothing() {
     owner_app!(app, admin, owner);
-    licensed(&admin).await;
+    admin.licensed().await;
     let reseller = admin.create_child(&owner, "reseller", "R").await;
     admin.grant(&reseller, "users", 10).await;
     let path = format!("/v1/nodes/{reseller}/oversell");

@@ -6,23 +6,21 @@ use serde_json::{Value, json};
 use crate::helpers::{Caller, TestApp, item_count, owner_app};
 use crate::principals::api_key;
 
+/// A licence of 1,000 of everything a customer on the test plans takes.
+async fn licensed(admin: &Caller<'_>) {
+    admin
+        .set_licence_of(
+            &["users", "domains", "module:base", "module:branding"],
+            1000,
+        )
+        .await;
+}
+
 /// Counts the audit events of `action` behind the app's back.
 fn events(app: &TestApp, action: &str) -> i64 {
     app.count_sql(&format!(
         "SELECT COUNT(*) AS n FROM audit_events WHERE action = '{action}'"
     ))
-}
-
-/// A licence of 1000 of everything a customer on the test plans takes.
-async fn licensed(admin: &Caller<'_>) {
-    admin
-        .set_licence(json!([
-            {"resource": "users", "amount": 1000},
-            {"resource": "domains", "amount": 1000},
-            {"resource": "module:base", "amount": 1000},
-            {"resource": "module:branding", "amount": 1000}
-        ]))
-        .await;
 }
 
 /// A reseller under the owner holding `users` users (and room for the rest).

@@ -109,6 +109,13 @@ impl Caller<'_> {
         self.set_licence(Value::from(lines)).await
     }
 
+    /// A licence of 1,000 of everything a mailbox and a domain take (`users`, `domains`,
+    /// `module:base`).
+    pub async fn licensed(&self) -> Value {
+        self.set_licence_of(&["users", "domains", "module:base"], 1000)
+            .await
+    }
+
     /// Creates a child node of `kind` called `name` under `parent`; returns its id.
     pub async fn create_child(&self, parent: &str, kind: &str, name: &str) -> String {
         let path = format!("/v1/nodes/{parent}/children");
